@@ -1,0 +1,101 @@
+"""The paper's U-Net family as a registry keyed by name, behind one grayscale-input wrapper.
+
+Every model a caller gets takes the slice itself, shape (N, 1, H, W) in [0, 1], and returns 3 logits
+(large_bowel, small_bowel, stomach). The wrapper repeats the slice to the encoder's 3 channels (as the
+paper's code fed it) and applies the encoder's normalisation inside the model, so attacks work in the
+[0, 1] pixel space of the slice and an adversarial image is still a grayscale slice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import segmentation_models_pytorch as smp
+import torch
+from torch import nn
+
+from core.organs import ORGANS
+
+# Per-channel mean / std applied inside the model; "none" is what the paper's code did ([0, 1] input).
+NORMALISATIONS = {
+    "none": ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0)),
+    "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+}
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    arch: str  # smp class name
+    encoder: str
+    title: str  # as in the paper's Table II
+    kwargs: dict = field(default_factory=dict)
+
+
+REGISTRY: dict[str, ModelSpec] = {
+    spec.name: spec
+    for spec in (
+        ModelSpec("vgg", "Unet", "vgg13", "VGG U-Net"),
+        ModelSpec("resnext", "Unet", "resnext101_32x8d", "ResNeXt U-Net"),
+        ModelSpec("effb7", "Unet", "efficientnet-b7", "EffB7 U-Net"),
+        ModelSpec("effb7pp", "UnetPlusPlus", "efficientnet-b7", "EffB7 U-Net++"),
+        # Light enough to train and attack on a laptop CPU; 4.13M parameters.
+        ModelSpec(
+            "small", "Unet", "mobilenet_v2", "MobileNetV2 U-Net (small)",
+            {"decoder_channels": (128, 64, 32, 16, 8)},
+        ),
+    )
+}
+
+
+class UnknownModelError(ValueError):
+    pass
+
+
+class GrayscaleSegmenter(nn.Module):
+    """(N, 1, H, W) slice in [0, 1] -> (N, 3, H, W) organ logits; ``net`` is the plain smp model."""
+
+    def __init__(self, net: nn.Module, spec: ModelSpec, normalisation: str = "none"):
+        super().__init__()
+        if normalisation not in NORMALISATIONS:
+            raise ValueError(f"unknown normalisation {normalisation!r}; choose from {', '.join(NORMALISATIONS)}")
+        self.net = net
+        self.spec = spec
+        self.normalisation = normalisation
+        mean, std = NORMALISATIONS[normalisation]
+        # Not persistent: the state dict is exactly the smp model's, prefixed with "net.".
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        if image.ndim != 4 or image.shape[1] != 1:
+            raise ValueError(f"expected a grayscale batch of shape (N, 1, H, W), got {tuple(image.shape)}")
+        rgb = image.expand(-1, 3, -1, -1)
+        return self.net((rgb - self.mean) / self.std)
+
+
+def build_model(name: str, encoder_weights: str | None = None, normalisation: str | None = None) -> GrayscaleSegmenter:
+    """The registry model ``name`` with 3 organ logits and no activation.
+
+    ``encoder_weights="imagenet"`` downloads pretrained encoder weights (as the paper did) and implies
+    ImageNet normalisation; ``None`` gives random weights and, by default, no normalisation.
+    """
+    try:
+        spec = REGISTRY[name]
+    except KeyError:
+        raise UnknownModelError(f"unknown model {name!r}; choose from {', '.join(REGISTRY)}") from None
+    if normalisation is None:
+        normalisation = "imagenet" if encoder_weights == "imagenet" else "none"
+    net = getattr(smp, spec.arch)(
+        encoder_name=spec.encoder,
+        encoder_weights=encoder_weights,
+        in_channels=3,
+        classes=len(ORGANS),
+        activation=None,
+        **spec.kwargs,
+    )
+    return GrayscaleSegmenter(net, spec, normalisation)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,1 @@
+"""segadv's front ends: the Typer CLI (``segadv``) and the Textual explorer (``segadv-tui``)."""

@@ -1,0 +1,49 @@
+"""The ``segadv`` command line: a Typer app whose subcommands live in ``segadv_tui.commands``."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+from rich.console import Console
+
+app = typer.Typer(
+    name="segadv",
+    help="Adversarial attacks on medical image segmentation models (UW-Madison GI Tract, U-Net family).",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+class UserError(Exception):
+    """Bad input from the user: reported as one clear line and exit status 2, never a traceback."""
+
+
+def fail(message: str, code: int = 2) -> None:
+    """Print ``message`` as a one-line error and exit with ``code``."""
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
+    raise typer.Exit(code)
+
+
+def _register_commands() -> None:
+    # Each import registers its commands on ``app`` (decorators run at import time).
+    from segadv_tui.commands import (  # noqa: F401
+        # -- command modules: keep one import per line, alphabetical --
+        demo_data,
+    )
+
+
+def main() -> None:
+    _register_commands()
+    try:
+        app()
+    except (UserError, FileNotFoundError, ValueError) as exc:  # the last line of defence
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        err_console.print("interrupted")
+        sys.exit(130)
