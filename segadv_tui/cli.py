@@ -33,7 +33,10 @@ def _register_commands() -> None:
     # Each import registers its commands on ``app`` (decorators run at import time).
     from segadv_tui.commands import (  # noqa: F401
         # -- command modules: keep one import per line, alphabetical --
+        attack,
         demo_data,
+        models,
+        train,
     )
 
 

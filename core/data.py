@@ -1,0 +1,367 @@
+"""The UW-Madison GI Tract data set on disk: ``train.csv`` plus ``train/caseN/caseN_dayD/scans/*.png``.
+
+Reads the real Kaggle layout and the built-in demo (which is written in the same layout), joins the
+three organ rows of each slice, and turns a slice into the model's input: the image divided by its own
+max and resized by area averaging, the masks resized by nearest neighbour so they stay 0/1.
+
+Only numpy and Pillow are imported here, so that the CLI and the TUI can import this module quickly;
+the torch ``SliceDataset`` lives in ``core.slice_dataset`` and is loaded on first use.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import random
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from core.organs import ORGANS
+from core.rle import RLEError, rle_decode
+
+EXCLUDED_CASE_DAYS = ("case7_day0", "case81_day30")
+CSV_COLUMNS = ("id", "class", "segmentation")
+LAYOUT = "train.csv and train/caseN/caseN_dayD/scans/slice_NNNN_W_H_PW_PH.png"
+
+_ID = re.compile(r"case(\d+)_day(\d+)_slice_(\d+)")
+_CASE_DIR = re.compile(r"case(\d+)")
+_DAY_DIR = re.compile(r"case(\d+)_day(\d+)")
+_NUMBER = r"(\d+(?:\.\d*)?)"
+_SLICE_FILE = re.compile(rf"slice_(\d+)_(\d+)_(\d+)_{_NUMBER}_{_NUMBER}\.png")
+
+
+class DataError(ValueError):
+    """A bad data set: a missing or unreadable file, a malformed train.csv, a broken layout.
+
+    The message names the file, the row or the value at fault.
+    """
+
+
+def read_slice(path: str | Path) -> np.ndarray:
+    """Read one slice PNG (16-bit or 8-bit) as float32 (H, W) in [0, 1], divided by its own max.
+
+    An all-zero image stays zero. A missing, truncated or non-image file raises ``DataError``.
+    """
+    path = Path(path)
+    try:
+        with Image.open(path) as image:
+            if image.mode not in ("I;16", "I;16B", "I;16L", "I", "L"):
+                image = image.convert("L")
+            pixels = np.asarray(image)
+    except FileNotFoundError:
+        raise DataError(f"image file not found: {path}") from None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise DataError(f"cannot read image {path}: {exc}") from None
+    pixels = pixels.astype(np.float32)
+    peak = float(pixels.max()) if pixels.size else 0.0
+    if peak > 0:
+        pixels /= peak
+    return pixels
+
+
+@dataclass(frozen=True)
+class SliceRecord:
+    """One scan slice: where its PNG is, what its file name says, and its three organ RLEs."""
+
+    id: str  # "case123_day20_slice_0065"
+    case: int
+    day: int
+    slice: int
+    width: int
+    height: int
+    spacing: tuple[float, float]  # pixel spacing in mm, in file-name order (width, height)
+    path: Path
+    rles: tuple[str, str, str]  # in ORGANS order; "" = organ absent
+
+    @property
+    def case_day(self) -> str:
+        return f"case{self.case}_day{self.day}"
+
+    @property
+    def has_organs(self) -> bool:
+        return any(self.rles)
+
+    def masks(self) -> np.ndarray:
+        """The ground truth as uint8 0/1 of shape (3, height, width), organs in ORGANS order."""
+        return np.stack(
+            [
+                rle_decode(rle, self.height, self.width, slice_id=self.id, organ=organ)
+                for organ, rle in zip(ORGANS, self.rles)
+            ]
+        )
+
+
+class GITractDataset:
+    """Every slice of a Kaggle root (the folder holding ``train.csv`` and ``train/``), joined with its rows.
+
+    Structural faults (no train.csv, missing columns, an unknown organ, duplicated rows, an unreadable
+    CSV) raise ``DataError``. Faults of single slices (a row without an image, an image without rows,
+    missing organ rows, a malformed RLE, an odd file name) are listed in ``problems``, one line each.
+    """
+
+    def __init__(self, root: str | Path, *, exclude: Iterable[str] = EXCLUDED_CASE_DAYS):
+        self.root = Path(root)
+        self.exclude = tuple(exclude)
+        self.problems: list[str] = []
+        if not self.root.is_dir():
+            raise DataError(f"data folder {self.root} does not exist (expected a Kaggle root: {LAYOUT})")
+        csv_path = self.root / "train.csv"
+        if not csv_path.is_file():
+            raise DataError(f"no train.csv in {self.root} (expected a Kaggle root: {LAYOUT})")
+        if not (self.root / "train").is_dir():
+            raise DataError(f"no train/ folder in {self.root} (expected a Kaggle root: {LAYOUT})")
+        rows = self._read_rows(csv_path)
+        images = self._find_images()
+        self.records = self._join(rows, images)
+        self._by_id = {record.id: record for record in self.records}
+        self._fingerprint: str | None = None
+
+    def _excluded(self, case: str, day: str) -> bool:
+        return f"case{int(case)}_day{int(day)}" in self.exclude
+
+    def _read_rows(self, csv_path: Path) -> dict[str, dict[str, str]]:
+        """id -> {organ: rle} for every row of train.csv outside the excluded case-days."""
+        rows: dict[str, dict[str, str]] = {}
+        first_line: dict[tuple[str, str], int] = {}
+        try:
+            with csv_path.open(newline="", encoding="utf-8") as file:
+                reader = csv.reader(file)
+                header = next(reader, None)
+                if header is None:
+                    raise DataError(f"{csv_path} is empty (expected the columns {', '.join(CSV_COLUMNS)})")
+                header = [name.strip().lstrip("\ufeff") for name in header]
+                missing = [name for name in CSV_COLUMNS if name not in header]
+                if missing:
+                    raise DataError(
+                        f"{csv_path} lacks the column(s) {', '.join(missing)} "
+                        f"(has {', '.join(header) or 'none'}; expected {', '.join(CSV_COLUMNS)})"
+                    )
+                at = {name: header.index(name) for name in CSV_COLUMNS}
+                for fields in reader:
+                    line = reader.line_num
+                    if not fields:
+                        continue
+                    if len(fields) != len(header):
+                        raise DataError(
+                            f"{csv_path} line {line}: {len(fields)} fields, expected {len(header)} ({', '.join(header)})"
+                        )
+                    slice_id, organ = fields[at["id"]].strip(), fields[at["class"]].strip()
+                    parsed = _ID.fullmatch(slice_id)
+                    if parsed is None:
+                        raise DataError(f"{csv_path} line {line}: id {slice_id!r} is not like case123_day20_slice_0065")
+                    if organ not in ORGANS:
+                        raise DataError(f"{csv_path} line {line}: unknown class {organ!r} (expected one of {', '.join(ORGANS)})")
+                    if (slice_id, organ) in first_line:
+                        raise DataError(
+                            f"{csv_path} line {line}: duplicate row for {slice_id} {organ} "
+                            f"(first on line {first_line[slice_id, organ]})"
+                        )
+                    first_line[slice_id, organ] = line
+                    if self._excluded(parsed[1], parsed[2]):
+                        continue
+                    rle = fields[at["segmentation"]].strip()
+                    rows.setdefault(slice_id, {})[organ] = "" if rle.lower() == "nan" else rle
+        except (csv.Error, UnicodeDecodeError) as exc:
+            raise DataError(f"cannot read {csv_path} as CSV: {exc}") from None
+        except OSError as exc:
+            raise DataError(f"cannot read {csv_path}: {exc}") from None
+        return rows
+
+    def _find_images(self) -> dict[str, tuple[Path, re.Match]]:
+        """id -> (path, file-name match) for every slice PNG outside the excluded case-days."""
+        images: dict[str, tuple[Path, re.Match]] = {}
+        for path in sorted(self.root.glob("train/*/*/scans/*.png")):
+            case_dir, day_dir = path.parent.parent.parent.name, path.parent.parent.name
+            case_match, day_match = _CASE_DIR.fullmatch(case_dir), _DAY_DIR.fullmatch(day_dir)
+            name = _SLICE_FILE.fullmatch(path.name)
+            where = path.relative_to(self.root)
+            if case_match is None or day_match is None or case_match[1] != day_match[1]:
+                self.problems.append(f"{where}: not in a train/caseN/caseN_dayD/scans/ folder; ignored")
+                continue
+            if name is None:
+                self.problems.append(f"{where}: file name is not like slice_NNNN_W_H_PW_PH.png; ignored")
+                continue
+            if self._excluded(day_match[1], day_match[2]):
+                continue
+            if int(name[2]) == 0 or int(name[3]) == 0:
+                self.problems.append(f"{where}: file name gives an empty image size; ignored")
+                continue
+            slice_id = f"{day_dir}_slice_{name[1]}"
+            if slice_id in images:
+                self.problems.append(f"{where}: a second file for {slice_id} (first {images[slice_id][0].name}); ignored")
+                continue
+            images[slice_id] = (path, name)
+        return images
+
+    def _join(self, rows: dict[str, dict[str, str]], images: dict[str, tuple[Path, re.Match]]) -> list[SliceRecord]:
+        for slice_id in sorted(rows.keys() - images.keys()):
+            self.problems.append(f"{slice_id}: has rows in train.csv but no image file; skipped")
+        records = []
+        for slice_id, (path, name) in images.items():
+            organ_rles = rows.get(slice_id)
+            if organ_rles is None:
+                self.problems.append(f"{slice_id}: image {path.relative_to(self.root)} has no rows in train.csv; skipped")
+                continue
+            absent = [organ for organ in ORGANS if organ not in organ_rles]
+            if absent:
+                self.problems.append(f"{slice_id}: no train.csv row for {', '.join(absent)}; taken as absent")
+            parsed = _ID.fullmatch(slice_id)
+            record = SliceRecord(
+                id=slice_id,
+                case=int(parsed[1]),
+                day=int(parsed[2]),
+                slice=int(parsed[3]),
+                width=int(name[2]),
+                height=int(name[3]),
+                spacing=(float(name[4]), float(name[5])),
+                path=path,
+                rles=tuple(organ_rles.get(organ, "") for organ in ORGANS),
+            )
+            bad_rle = _rle_problem(record)
+            if bad_rle:
+                self.problems.append(f"{bad_rle}; skipped")
+                continue
+            records.append(record)
+        records.sort(key=lambda r: (r.case, r.day, r.slice))
+        return records
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __iter__(self) -> Iterator[SliceRecord]:
+        return iter(self.records)
+
+    def by_id(self, slice_id: str) -> SliceRecord:
+        try:
+            return self._by_id[slice_id]
+        except KeyError:
+            raise KeyError(f"no slice {slice_id!r} in {self.root}") from None
+
+    def index(self) -> dict[int, dict[int, list[SliceRecord]]]:
+        """case -> day -> slices, all in ascending order (for browsing)."""
+        tree: dict[int, dict[int, list[SliceRecord]]] = {}
+        for record in self.records:
+            tree.setdefault(record.case, {}).setdefault(record.day, []).append(record)
+        return tree
+
+    def split(self, test_fraction: float = 0.1, seed: int = 0) -> tuple[list[SliceRecord], list[SliceRecord]]:
+        """(train, test) split by case (patient): every slice of a case lands on the same side.
+
+        The test side gets ``round(test_fraction * cases)`` cases, at least one and leaving at least one
+        for training when there are two or more. The same seed always gives the same split.
+        """
+        if not 0 < test_fraction < 1:
+            raise ValueError(f"test_fraction must be between 0 and 1, got {test_fraction}")
+        cases = sorted({record.case for record in self.records})
+        random.Random(seed).shuffle(cases)
+        n_test = min(max(round(test_fraction * len(cases)), 1), len(cases) - 1) if len(cases) >= 2 else 0
+        test_cases = set(cases[:n_test])
+        train = [r for r in self.records if r.case not in test_cases]
+        test = [r for r in self.records if r.case in test_cases]
+        return train, test
+
+    def fingerprint(self) -> str:
+        """A short hash of the slices and labels (ids, sizes, spacing, RLEs), independent of where the root is."""
+        if self._fingerprint is None:
+            digest = hashlib.sha256()
+            for r in self.records:
+                digest.update(f"{r.id},{r.width},{r.height},{r.spacing[0]},{r.spacing[1]},{'|'.join(r.rles)}\n".encode())
+            self._fingerprint = digest.hexdigest()[:16]
+        return self._fingerprint
+
+    def __repr__(self) -> str:
+        return f"GITractDataset({str(self.root)!r}: {len(self.records)} slices, {len(self.problems)} problems)"
+
+
+def _rle_problem(record: SliceRecord) -> str | None:
+    """Why one of the record's RLEs cannot be decoded, or None.
+
+    Decoding every mask at load time would cost seconds on the real data set, so this checks the runs
+    without painting them, and only a suspicious RLE goes to ``rle_decode`` for its verdict and message.
+    """
+    size = record.height * record.width
+    for organ, rle in zip(ORGANS, record.rles):
+        if not rle:
+            continue
+        tokens = rle.split()
+        try:
+            values = np.array(tokens, dtype=np.int64)
+        except ValueError:
+            values = None
+        if values is not None and len(values) % 2 == 0:
+            starts, lengths = values[0::2], values[1::2]
+            ends = starts - 1 + lengths
+            if (starts >= 1).all() and (lengths >= 1).all() and ends[-1] <= size and (starts[1:] > ends[:-1]).all():
+                continue
+        try:
+            rle_decode(rle, record.height, record.width, slice_id=record.id, organ=organ)
+        except RLEError as exc:
+            return str(exc)
+    return None
+
+
+def with_organs(records: Iterable[SliceRecord]) -> list[SliceRecord]:
+    """The slices whose ground truth has at least one organ (the ones the paper scores)."""
+    return [record for record in records if record.has_organs]
+
+
+def resize_image(image: np.ndarray, size: int) -> np.ndarray:
+    """Resize a 2-D float image to (size, size) by area averaging; float32, clipped to [0, 1].
+
+    Pillow's BOX filter on a 32-bit float image weights every source pixel by the exact fraction of it
+    that an output pixel covers (what OpenCV's INTER_AREA does when shrinking, as the Kaggle notebooks
+    did), whereas torch's ``interpolate(mode="area")`` is adaptive average pooling over whole-pixel
+    windows of uneven size; Pillow also keeps torch out of the data path.
+    """
+    image = np.asarray(image, dtype=np.float32)
+    if image.ndim != 2:
+        raise ValueError(f"resize_image takes a 2-D image, got shape {image.shape}")
+    if image.shape == (size, size):
+        return image.copy()
+    resized = Image.fromarray(image).resize((size, size), Image.Resampling.BOX)
+    return np.clip(np.asarray(resized, dtype=np.float32), 0.0, 1.0)
+
+
+def resize_masks(masks: np.ndarray, size: int) -> np.ndarray:
+    """Resize (..., H, W) masks to (..., size, size) by nearest neighbour (pixel centres); stays 0/1 uint8."""
+    masks = np.asarray(masks)
+    height, width = masks.shape[-2:]
+    rows = np.minimum(((np.arange(size) + 0.5) * height / size).astype(np.int64), height - 1)
+    cols = np.minimum(((np.arange(size) + 0.5) * width / size).astype(np.int64), width - 1)
+    return np.ascontiguousarray(masks[..., rows, :][..., cols], dtype=np.uint8)
+
+
+def load_slice(record: SliceRecord, img_size: int = 224) -> tuple[np.ndarray, np.ndarray]:
+    """One slice ready for a model: image float32 (S, S) in [0, 1] and masks uint8 (3, S, S)."""
+    image = read_slice(record.path)
+    if image.shape != (record.height, record.width):
+        raise DataError(
+            f"{record.path}: the image is {image.shape[1]} x {image.shape[0]} (width x height) "
+            f"but its file name says {record.width} x {record.height}"
+        )
+    return resize_image(image, img_size), resize_masks(record.masks(), img_size)
+
+
+def open_dataset(
+    root: str | Path | None = None, *, exclude: Iterable[str] = EXCLUDED_CASE_DAYS, progress=None
+) -> GITractDataset:
+    """The data set at ``root``, or the built-in demo (generated on first use, reporting ``progress``)."""
+    if root is None:
+        from core.demo import demo_data_dir  # the demo generator is only needed without --data
+
+        root = demo_data_dir(progress=progress)
+    return GITractDataset(root, exclude=exclude)
+
+
+def __getattr__(name: str):
+    # SliceDataset subclasses torch's Dataset, and importing torch takes about a second.
+    if name == "SliceDataset":
+        from core.slice_dataset import SliceDataset
+
+        return SliceDataset
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

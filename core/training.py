@@ -1,0 +1,576 @@
+"""Training the registry models with the paper's recipe, on one device or many (DDP under torchrun).
+
+The recipe (paper and its notebooks): AdamW (lr 3e-4, weight decay 1e-3), cosine annealing stepped every
+iteration over the whole run, 15 epochs, batch 64, 224 x 224, MONAI's ``DiceFocalLoss(sigmoid=True,
+gamma=2)`` on logits, shift / scale / elastic augmentation, early stopping on validation mean DSC.
+Validation scores the test split's slices that hold organs, as the paper scored.
+
+``train`` reports through ``progress(event)`` with the event dataclasses below and never prints. The
+best checkpoint (by validation mean DSC) and a resumable state are written atomically every epoch.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import socket
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
+
+from core.checkpoints import load_training_state, resume_path_for, save_checkpoint, save_training_state
+from core.models import REGISTRY, GrayscaleSegmenter, build_model
+from core.organs import ORGANS
+
+ENCODER_WEIGHTS = ("imagenet", "none")
+# Where smp 0.6 fetches pretrained encoder weights from.
+WEIGHTS_HOST = ("huggingface.co", 443)
+
+
+class TrainingError(RuntimeError):
+    """Training cannot start or cannot go on; the message says why and what to do."""
+
+
+class TrainingInterrupted(TrainingError):
+    """Ctrl-C: a resumable state was saved at ``resume_path``."""
+
+    def __init__(self, message: str, resume_path: Path):
+        super().__init__(message)
+        self.resume_path = resume_path
+
+
+@dataclass
+class TrainConfig:
+    model: str = "small"
+    data: Path | None = None  # a Kaggle-layout folder; None: the built-in demo data
+    out: Path | None = None  # the best checkpoint; None: runs/<model>.safetensors
+    encoder_weights: str = "imagenet"
+    epochs: int = 15
+    batch_size: int = 64  # the global batch; each DDP process takes batch_size // world_size
+    lr: float = 3e-4
+    weight_decay: float = 1e-3
+    img_size: int = 224
+    patience: int = 5  # epochs without a better validation DSC before stopping; 0: never stop early
+    augment: bool = True
+    device: str = "auto"
+    workers: int = 2
+    seed: int = 0
+    limit_slices: int | None = None
+    test_fraction: float = 0.1
+    resume: Path | None = None
+    fp16_weights: bool = False  # store the checkpoint's weights in fp16
+
+    def checkpoint_path(self) -> Path:
+        return Path(self.out) if self.out is not None else Path("runs") / f"{self.model}.safetensors"
+
+    def as_args(self) -> dict:
+        """The configuration as JSON-able training arguments for the checkpoint's metadata."""
+        return {key: str(value) if isinstance(value, Path) else value for key, value in asdict(self).items()}
+
+
+# --- progress events ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TrainStart:
+    model: str
+    device: str
+    world_size: int
+    train_slices: int
+    val_slices: int
+    epochs: int
+    start_epoch: int  # 0-based; > 0 when resuming
+    steps_per_epoch: int
+    checkpoint: Path
+    resume_path: Path
+
+
+@dataclass(frozen=True)
+class EpochStart:
+    epoch: int  # 1-based
+    epochs: int
+    steps: int  # steps this epoch will run (fewer when resuming mid-epoch)
+
+
+@dataclass(frozen=True)
+class Step:
+    epoch: int
+    step: int  # 1-based within this epoch's steps
+    steps: int
+    loss: float
+    lr: float
+    images_per_s: float
+
+
+@dataclass(frozen=True)
+class EpochEnd:
+    epoch: int
+    epochs: int
+    train_loss: float
+    val_dsc: dict[str, float]  # per organ and "mean"
+    improved: bool
+    best_dsc: float
+    saved: Path | None  # the best checkpoint when this epoch improved it
+    seconds: float
+
+
+@dataclass(frozen=True)
+class EarlyStop:
+    epoch: int
+    patience: int
+    best_dsc: float
+
+
+@dataclass
+class TrainResult:
+    checkpoint: Path | None  # None when no epoch finished
+    best_dsc: dict[str, float] | None
+    epochs_run: int
+    stopped_early: bool
+    resume_path: Path
+    is_main: bool  # False on DDP ranks other than 0, which neither log nor save
+    history: list[dict] = field(default_factory=list)
+
+
+Progress = Callable[[object], None]
+
+
+# --- the run --------------------------------------------------------------------------------------
+
+
+def train(config: TrainConfig, progress: Progress | None = None) -> TrainResult:
+    """Train ``config.model`` and keep the best checkpoint by validation mean DSC; see the module doc."""
+    _check_config(config)
+    dist_env = _DistributedEnv.from_environment()
+    device = _pick_device(config.device, dist_env)
+    if dist_env.active:
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    try:
+        return _Run(config, device, dist_env, progress if dist_env.is_main else None).run()
+    finally:
+        if dist_env.active and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _check_config(config: TrainConfig) -> None:
+    if config.model not in REGISTRY:
+        raise TrainingError(f"unknown model {config.model!r}; choose from {', '.join(REGISTRY)}")
+    if config.encoder_weights not in ENCODER_WEIGHTS:
+        raise TrainingError(f"unknown encoder weights {config.encoder_weights!r}; choose from {', '.join(ENCODER_WEIGHTS)}")
+    checks = [
+        (config.epochs >= 1, f"epochs must be at least 1, got {config.epochs}"),
+        (config.batch_size >= 1, f"batch size must be at least 1, got {config.batch_size}"),
+        (config.img_size >= 32 and config.img_size % 32 == 0, f"image size must be a multiple of 32, got {config.img_size}"),
+        (config.lr > 0 and math.isfinite(config.lr), f"learning rate must be a positive number, got {config.lr}"),
+        (config.weight_decay >= 0, f"weight decay must be >= 0, got {config.weight_decay}"),
+        (config.patience >= 0, f"patience must be >= 0, got {config.patience}"),
+        (config.workers >= 0, f"workers must be >= 0, got {config.workers}"),
+        (config.limit_slices is None or config.limit_slices >= 1, f"limit-slices must be at least 1, got {config.limit_slices}"),
+        (0 < config.test_fraction < 1, f"test fraction must be in (0, 1), got {config.test_fraction}"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise TrainingError(message)
+
+
+@dataclass(frozen=True)
+class _DistributedEnv:
+    """What torchrun tells each process through RANK / WORLD_SIZE / LOCAL_RANK."""
+
+    active: bool
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @classmethod
+    def from_environment(cls) -> "_DistributedEnv":
+        if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
+            return cls(active=False)
+        return cls(
+            active=True,
+            rank=int(os.environ["RANK"]),
+            world_size=int(os.environ["WORLD_SIZE"]),
+            local_rank=int(os.environ.get("LOCAL_RANK", 0)),
+        )
+
+
+def _pick_device(requested: str, dist_env: _DistributedEnv) -> torch.device:
+    if requested == "auto":
+        requested = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(requested)
+    except RuntimeError:
+        raise TrainingError(f"unknown device {requested!r}; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise TrainingError(f"device {requested!r}: CUDA is not available on this machine")
+        if dist_env.active:
+            device = torch.device("cuda", dist_env.local_rank)  # one GPU per process
+        torch.cuda.set_device(device)
+    return device
+
+
+def _check_weights_reachable(encoder: str) -> None:
+    """Fail at once, not after minutes of retries, when ImageNet weights cannot be downloaded."""
+    try:
+        socket.create_connection(WEIGHTS_HOST, timeout=5).close()
+    except OSError as exc:
+        raise TrainingError(
+            f"cannot download the ImageNet weights of encoder {encoder!r}: {WEIGHTS_HOST[0]} is unreachable "
+            f"({exc}); train from random weights with --encoder-weights none"
+        ) from None
+
+
+def _build_model(config: TrainConfig) -> GrayscaleSegmenter:
+    if config.encoder_weights == "none":
+        return build_model(config.model, encoder_weights=None)
+    encoder = REGISTRY[config.model].encoder
+    _check_weights_reachable(encoder)
+    try:
+        return build_model(config.model, encoder_weights="imagenet")
+    except Exception as exc:  # hub / http / timm errors differ by encoder; all mean "no weights"
+        raise TrainingError(
+            f"cannot download the ImageNet weights of encoder {encoder!r} ({type(exc).__name__}: {exc}); "
+            f"train from random weights with --encoder-weights none"
+        ) from None
+
+
+def make_augmentation() -> nn.Module:
+    """Shift, scale and elastic deformation of image and masks together, on a whole batch on its device."""
+    import kornia.augmentation as K
+
+    from kornia.constants import DataKey, Resample
+
+    return K.AugmentationSequential(
+        K.RandomAffine(degrees=0.0, translate=(0.0625, 0.0625), scale=(0.9, 1.1), p=0.5),
+        K.RandomElasticTransform(kernel_size=(33, 33), sigma=(6.0, 6.0), alpha=(0.5, 0.5), align_corners=False, p=0.25),
+        data_keys=["input", "mask"],
+        # Nearest-neighbour warps keep the masks binary.
+        extra_args={DataKey.MASK: {"resample": Resample.NEAREST, "align_corners": False}},
+    )
+
+
+class _Run:
+    def __init__(self, config: TrainConfig, device: torch.device, dist_env: _DistributedEnv, progress: Progress | None):
+        self.config = config
+        self.device = device
+        self.dist = dist_env
+        self.progress = progress or (lambda event: None)
+        self.checkpoint = config.checkpoint_path()
+        self.resume_path = resume_path_for(self.checkpoint)
+        self.cuda = device.type == "cuda"
+        if self.cuda and torch.cuda.is_bf16_supported():
+            self.amp_dtype = torch.bfloat16
+        elif self.cuda:
+            self.amp_dtype = torch.float16
+        else:
+            self.amp_dtype = None  # CPU trains in fp32
+
+    # -- setup --
+
+    def _records(self):
+        from core.data import open_dataset, with_organs
+
+        dataset = open_dataset(self.config.data)
+        train_records, test_records = dataset.split(test_fraction=self.config.test_fraction, seed=0)
+        val_records = with_organs(test_records)
+        if self.config.limit_slices is not None:
+            rng = random.Random(self.config.seed)
+            limit = self.config.limit_slices
+            train_records = sorted(rng.sample(train_records, min(limit, len(train_records))), key=lambda r: r.id)
+            val_records = sorted(rng.sample(val_records, min(limit, len(val_records))), key=lambda r: r.id)
+        if not train_records:
+            raise TrainingError(f"the training split of {dataset.root} holds no slices")
+        if not val_records:
+            raise TrainingError(f"the test split of {dataset.root} holds no slices with organs to validate on")
+        return dataset, train_records, val_records
+
+    def _loader(self, records, *, shuffle: bool, batch_size: int, sampler=None) -> DataLoader:
+        from core.data import SliceDataset
+
+        workers = self.config.workers
+        return DataLoader(
+            SliceDataset(records, self.config.img_size),
+            batch_size=batch_size,
+            shuffle=shuffle if sampler is None else None,
+            sampler=sampler,
+            num_workers=workers,
+            pin_memory=self.cuda,
+            persistent_workers=workers > 0,
+            drop_last=False,
+        )
+
+    def _to_device(self, tensor: torch.Tensor) -> torch.Tensor:
+        tensor = tensor.to(self.device, non_blocking=self.cuda)
+        return tensor.contiguous(memory_format=torch.channels_last) if self.cuda else tensor
+
+    # -- main loop --
+
+    def run(self) -> TrainResult:
+        config = self.config
+        _seed_everything(config.seed + self.dist.rank)
+        dataset, train_records, val_records = self._records()
+        model = _build_model(config).to(self.device)
+        if self.cuda:
+            model = model.to(memory_format=torch.channels_last)
+
+        per_process_batch = max(1, config.batch_size // self.dist.world_size)
+        if self.dist.active:
+            sampler = DistributedSampler(
+                _Indexable(len(train_records)), num_replicas=self.dist.world_size, rank=self.dist.rank,
+                shuffle=True, seed=config.seed,
+            )
+        else:
+            generator = torch.Generator().manual_seed(config.seed)
+            sampler = RandomSampler(range(len(train_records)), generator=generator)
+        train_loader = self._loader(train_records, shuffle=True, batch_size=per_process_batch, sampler=sampler)
+        val_loader = self._loader(val_records, shuffle=False, batch_size=config.batch_size) if self.dist.is_main else None
+        steps_per_epoch = len(train_loader)
+
+        optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs * steps_per_epoch)
+        scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+        from monai.losses import DiceFocalLoss
+
+        loss_fn = DiceFocalLoss(sigmoid=True, gamma=2.0)
+        augment = make_augmentation().to(self.device) if config.augment else None
+
+        state = {"epoch": 0, "step": 0, "best_dsc": -1.0, "best_val": None, "stale_epochs": 0, "history": []}
+        if config.resume is not None:
+            state = self._restore(config.resume, model, optimizer, scheduler, scaler)
+
+        net = model
+        if self.dist.active:
+            net = nn.parallel.DistributedDataParallel(model, device_ids=[self.device.index] if self.cuda else None)
+
+        self.progress(TrainStart(
+            model=config.model, device=_device_name(self.device), world_size=self.dist.world_size,
+            train_slices=len(train_records), val_slices=len(val_records), epochs=config.epochs,
+            start_epoch=state["epoch"], steps_per_epoch=steps_per_epoch, checkpoint=self.checkpoint,
+            resume_path=self.resume_path,
+        ))
+        fingerprint = dataset.fingerprint()
+        stopped_early = False
+        epoch = state["epoch"]
+        try:
+            while epoch < config.epochs:
+                started = time.perf_counter()
+                if self.dist.active:
+                    sampler.set_epoch(epoch)
+                skip = state["step"]  # steps already done in this epoch before an interrupt
+                steps = steps_per_epoch - skip
+                self.progress(EpochStart(epoch=epoch + 1, epochs=config.epochs, steps=steps))
+                net.train()
+                losses = []
+                seen, clock = 0, time.perf_counter()
+                for index, (images, masks) in enumerate(train_loader):
+                    if index >= steps:
+                        break
+                    images, masks = self._to_device(images), self._to_device(masks)
+                    if augment is not None:
+                        with torch.no_grad():
+                            images, masks = augment(images, masks)
+                            masks = (masks > 0.5).to(images.dtype)  # interpolation must not blur labels
+                    loss = self._step(net, images, masks, loss_fn, optimizer, scaler)
+                    scheduler.step()
+                    loss_value = self._global_mean(loss.detach())
+                    if not math.isfinite(loss_value):
+                        raise TrainingError(
+                            f"the loss became {loss_value} at epoch {epoch + 1}, step {skip + index + 1}; training "
+                            f"stopped and the best checkpoint {self.checkpoint} was left untouched; try a lower --lr"
+                        )
+                    losses.append(loss_value)
+                    state["step"] = skip + index + 1
+                    seen += images.shape[0] * self.dist.world_size
+                    elapsed = time.perf_counter() - clock
+                    self.progress(Step(
+                        epoch=epoch + 1, step=index + 1, steps=steps, loss=loss_value,
+                        lr=scheduler.get_last_lr()[0], images_per_s=seen / elapsed if elapsed > 0 else 0.0,
+                    ))
+                epoch += 1
+                state.update(epoch=epoch, step=0)
+                stop = False
+                if self.dist.is_main:
+                    val_dsc = evaluate_dsc(model, val_loader, self.device, self.amp_dtype)
+                    improved = val_dsc["mean"] > state["best_dsc"]
+                    saved = None
+                    if improved:
+                        state.update(best_dsc=val_dsc["mean"], best_val=val_dsc, stale_epochs=0)
+                        saved = save_checkpoint(
+                            self.checkpoint, model, img_size=config.img_size, train_args=config.as_args(),
+                            epoch=epoch, val_dsc=val_dsc, data_fingerprint=fingerprint,
+                            dtype="float16" if config.fp16_weights else None,
+                        )
+                    else:
+                        state["stale_epochs"] += 1
+                    train_loss = float(np.mean(losses)) if losses else float("nan")
+                    state["history"].append({"epoch": epoch, "train_loss": train_loss, **val_dsc})
+                    self._save_state(state, model, optimizer, scheduler, scaler)
+                    self.progress(EpochEnd(
+                        epoch=epoch, epochs=config.epochs, train_loss=train_loss, val_dsc=val_dsc,
+                        improved=improved, best_dsc=state["best_dsc"], saved=saved,
+                        seconds=time.perf_counter() - started,
+                    ))
+                    stop = bool(config.patience) and state["stale_epochs"] >= config.patience and epoch < config.epochs
+                stop = self._broadcast_flag(stop)
+                if stop:
+                    if self.dist.is_main:
+                        self.progress(EarlyStop(epoch=epoch, patience=config.patience, best_dsc=state["best_dsc"]))
+                    stopped_early = True
+                    break
+        except KeyboardInterrupt:
+            if self.dist.is_main:
+                self._save_state(state, model, optimizer, scheduler, scaler)
+            raise TrainingInterrupted(
+                f"interrupted at epoch {epoch + 1}, step {state['step']}; the state to resume from is in {self.resume_path}",
+                self.resume_path,
+            ) from None
+        return TrainResult(
+            checkpoint=self.checkpoint if state["best_val"] is not None else None,
+            best_dsc=state["best_val"],
+            epochs_run=epoch,
+            stopped_early=stopped_early,
+            resume_path=self.resume_path,
+            is_main=self.dist.is_main,
+            history=state["history"],
+        )
+
+    def _step(self, net, images, masks, loss_fn, optimizer, scaler) -> torch.Tensor:
+        optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
+            logits = net(images)
+        # The loss in fp32: focal and dice terms are fragile in half precision.
+        loss = loss_fn(logits.float(), masks)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        return loss
+
+    def _global_mean(self, value: torch.Tensor) -> float:
+        """The batch loss averaged over processes, so every rank sees the same NaN and stops together."""
+        if self.dist.active:
+            value = value.clone()
+            dist.all_reduce(value)
+            value /= self.dist.world_size
+        return float(value)
+
+    def _broadcast_flag(self, flag: bool) -> bool:
+        """Rank 0 decides (early stopping); the others wait here while it validates and saves."""
+        if not self.dist.active:
+            return flag
+        tensor = torch.tensor([int(flag)], device=self.device)
+        dist.broadcast(tensor, src=0)
+        return bool(tensor.item())
+
+    # -- resume --
+
+    def _save_state(self, state, model, optimizer, scheduler, scaler) -> None:
+        save_training_state(self.resume_path, {
+            "model_name": self.config.model,
+            "img_size": self.config.img_size,
+            "epoch": state["epoch"],
+            "step": state["step"],
+            "best_dsc": state["best_dsc"],
+            "best_val": state["best_val"],
+            "stale_epochs": state["stale_epochs"],
+            "history": state["history"],
+            "model": {key: value.detach().cpu() for key, value in model.state_dict().items()},
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "scaler": scaler.state_dict(),
+            "rng": _rng_state(),
+        })
+
+    def _restore(self, path, model, optimizer, scheduler, scaler) -> dict:
+        saved = load_training_state(path)
+        for key, expected in (("model_name", self.config.model), ("img_size", self.config.img_size)):
+            if saved.get(key) != expected:
+                raise TrainingError(f"{path}: was saved for {key.replace('_', ' ')} {saved.get(key)!r}, not {expected!r}")
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        scaler.load_state_dict(saved["scaler"])
+        _set_rng_state(saved["rng"])
+        return {key: saved[key] for key in ("epoch", "step", "best_dsc", "best_val", "stale_epochs", "history")}
+
+
+class _Indexable:
+    """A length for DistributedSampler, which only needs ``len``."""
+
+    def __init__(self, length: int):
+        self.length = length
+
+    def __len__(self) -> int:
+        return self.length
+
+
+@torch.no_grad()
+def evaluate_dsc(model: nn.Module, loader: DataLoader, device: torch.device, amp_dtype=None) -> dict[str, float]:
+    """Mean DSC per organ over the loader's slices (threshold 0.5, an organ empty in both scores 1), and their mean."""
+    from core.metrics import dice_per_organ
+
+    was_training = model.training
+    model.eval()
+    scores = []
+    for images, masks in loader:
+        images = images.to(device, non_blocking=device.type == "cuda")
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            logits = model(images)
+        scores.append(dice_per_organ(logits.float() > 0, masks > 0.5, empty="one"))
+    model.train(was_training)
+    per_organ = np.concatenate(scores).mean(axis=0)
+    result = {organ: float(value) for organ, value in zip(ORGANS, per_organ)}
+    result["mean"] = float(per_organ.mean())
+    return result
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"{device} ({torch.cuda.get_device_name(device)})"
+    return str(device)
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _rng_state() -> dict:
+    """RNG states as tensors and primitives only, so the resume file loads with weights_only=True."""
+    np_state = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), int(np_state[2]), int(np_state[3]), float(np_state[4])],
+        "python": _to_lists(random.getstate()),
+    }
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    name, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+    random.setstate(_to_tuples(state["python"]))
+
+
+def _to_lists(value):
+    return [_to_lists(item) for item in value] if isinstance(value, tuple) else value
+
+
+def _to_tuples(value):
+    return tuple(_to_tuples(item) for item in value) if isinstance(value, list) else value

@@ -1,0 +1,613 @@
+"""``segadv-tui``: the keyboard-driven attack explorer (Textual).
+
+State lives here and in ``@on`` handlers on the UI thread; every piece of model or file work runs in a
+thread worker that never touches a widget and posts a message back. Each frame request carries an
+increasing id: a worker skips its work when a newer request exists by the time it starts, iterative
+attacks stop at their next step, and a frame that arrives for an old id is dropped. The Explorer's lock
+lets only one computation run at a time, so holding ``+`` never builds a backlog.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Callable
+
+from textual import on, work
+from textual.app import App, ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.message import Message
+from textual.widgets import Footer, Header, Static
+from textual.worker import Worker, WorkerState, get_current_worker
+
+from segadv_tui.explorer import (
+    EPS_STEP_COARSE, EPS_STEP_FINE, AttackSettings, Curve, Explorer, Frame, SliceData, clamp_eps,
+    load_slice_data,
+)
+from segadv_tui.widgets.attack import CHOICES, AttackPanel, EpsInput
+from segadv_tui.widgets.checkpoints import CheckpointEntry, CheckpointList, find_checkpoints
+from segadv_tui.widgets.images import ImageGrid
+from segadv_tui.widgets.scores import DscCurve, ScoresPanel
+from segadv_tui.widgets.slices import SliceBrowser
+
+GRAPHICS = ("auto", "halfblock", "kitty", "sixel")
+NARROW_WIDTH = 120  # below: the sidebar folds away (b shows it)
+SHORT_HEIGHT = 36  # below: one row of the four essential pictures
+
+
+# -- messages from workers ------------------------------------------------------------------------
+
+
+class DataReady(Message):
+    def __init__(self, dataset, records: list, description: str):
+        super().__init__()
+        self.dataset = dataset  # None for a lone PNG
+        self.records = records
+        self.description = description
+
+
+class ModelLoaded(Message):
+    def __init__(self, entry: CheckpointEntry, model, meta: dict):
+        super().__init__()
+        self.entry = entry
+        self.model = model
+        self.meta = meta
+
+
+class FrameReady(Message):
+    def __init__(self, frame: Frame):
+        super().__init__()
+        self.frame = frame
+
+
+class CurveReady(Message):
+    def __init__(self, curve: Curve):
+        super().__init__()
+        self.curve = curve
+
+
+@dataclass(frozen=True)
+class FrameRequest:
+    id: int
+    source: object  # SliceRecord or Path
+    settings: AttackSettings
+
+
+def device_description(device: str) -> str:
+    import torch
+
+    if device.startswith("cuda") and torch.cuda.is_available():
+        return f"CUDA {torch.cuda.get_device_name(torch.device(device))}"
+    return "CPU"
+
+
+class SegadvApp(App):
+    """Pick a checkpoint and a slice, step epsilon, watch the masks and the scores."""
+
+    CSS_PATH = "app.tcss"
+    TITLE = "segadv"
+    BINDINGS = [
+        Binding("q", "quit", "Quit", id="quit", tooltip="Quit (a running computation is abandoned)"),
+        Binding("question_mark", "help", "Help", id="help", tooltip="Show every key"),
+        Binding("plus,equals_sign", "eps(1)", "eps+", id="eps.up", tooltip="Epsilon + 0.001"),
+        Binding("minus", "eps(-1)", "eps−", id="eps.down", tooltip="Epsilon − 0.001"),
+        Binding("right_square_bracket", "eps(5)", "eps++", id="eps.up5", show=False, tooltip="Epsilon + 0.005"),
+        Binding("left_square_bracket", "eps(-5)", "eps−−", id="eps.down5", show=False, tooltip="Epsilon − 0.005"),
+        Binding("0", "eps_zero", "eps 0", id="eps.zero", show=False, tooltip="Epsilon back to 0"),
+        Binding("i", "edit_eps", "Type eps", id="eps.edit", show=False, tooltip="Type an epsilon (Enter applies)"),
+        Binding("j", "slice(1)", "Next slice", id="slice.next", show=False, tooltip="Next slice"),
+        Binding("k", "slice(-1)", "Prev slice", id="slice.prev", show=False, tooltip="Previous slice"),
+        Binding("o", "organs_only", "Organs only", id="slice.organs", show=False,
+                tooltip="Show only slices with organs / all slices"),
+        Binding("l", "cycle('loss')", "Loss", id="attack.loss", tooltip="Next attack loss"),
+        Binding("m", "cycle('method')", "Method", id="attack.method", tooltip="Next method (FGSM, BIM, PGD)"),
+        Binding("t", "cycle('target')", "Target", id="attack.target", show=False,
+                tooltip="Attack target: ground truth / clean prediction"),
+        Binding("p", "cycle('mode')", "Mode", id="attack.mode", show=False,
+                tooltip="FGSM mode: textbook / the paper's variant"),
+        Binding("T", "table_ii", "Table II", id="table2", tooltip="Table II over the test split"),
+        Binding("e", "export_figure", "Export PNG", id="export.png", tooltip="Export the current view as a PNG"),
+        Binding("x", "export_scores", "Export scores", id="export.scores", show=False,
+                tooltip="Export the scores table as CSV and Markdown"),
+        Binding("g", "cycle_graphics", "Graphics", id="graphics", show=False,
+                tooltip="Cycle the picture renderer (half-block / kitty / sixel)"),
+        Binding("b", "toggle_sidebar", "Sidebar", id="sidebar", show=False,
+                tooltip="Show / hide the side panels (hidden by default on narrow terminals)"),
+        Binding("c", "focus('checkpoints')", "Checkpoints", id="focus.checkpoints", show=False,
+                tooltip="Go to the checkpoint list"),
+        Binding("s", "focus('slices')", "Slices", id="focus.slices", show=False, tooltip="Go to the slice browser"),
+    ]
+
+    def __init__(
+        self,
+        *,
+        data: Path | None = None,
+        image: Path | None = None,
+        checkpoint_dirs: list[Path] | None = None,
+        checkpoints: list[Path] | None = None,
+        checkpoint: Path | None = None,
+        limit: int | None = None,
+        graphics: str = "halfblock",
+        export_dir: Path | None = None,
+        device: str | None = None,
+        device_label: str | None = None,
+        show_timings: bool = True,
+        frame_hook: Callable[[FrameRequest], None] | None = None,
+    ):
+        super().__init__()
+        from core.paths import bundled_checkpoint_dirs
+
+        self.data_root = data
+        self.image_path = image
+        self.checkpoint_dirs = bundled_checkpoint_dirs() + list(checkpoint_dirs or [])
+        self.checkpoint_files = list(checkpoints or [])
+        self.initial_checkpoint = checkpoint
+        self.limit = limit
+        self.graphics = graphics
+        self.graphics_choices = ["halfblock"] + ([graphics] if graphics != "halfblock" else [])
+        self.export_dir = Path(export_dir) if export_dir else Path.cwd()
+        self.device = device or _default_device()
+        self.device_label = device_label
+        self.show_timings = show_timings
+        # Called in the frame worker when its computation starts, holding the model (tests pause it there).
+        self.frame_hook = frame_hook
+
+        self.settings = AttackSettings(target="pred" if image is not None else "gt")
+        self.dataset = None
+        self.records: list = []
+        self.source: object | None = None  # the current SliceRecord or Path
+        self.explorer: Explorer | None = None
+        self.checkpoint_meta: dict | None = None
+        self.checkpoint_entry: CheckpointEntry | None = None
+        self.loaded: dict[Path, tuple[object, dict, CheckpointEntry]] = {}
+        self.frame: Frame | None = None
+        self.curve: Curve | None = None
+        self.dropped_frames = 0
+        self._latest_request = 0
+        self._slice_cache: dict[tuple[str, int], SliceData] = {}
+        self._slice_cache_lock = threading.Lock()
+        self._sidebar_forced: bool | None = None
+
+    # -- layout --------------------------------------------------------------------------------
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with Horizontal(id="body"):
+            with Vertical(id="sidebar"):
+                yield CheckpointList(id="checkpoints")
+                yield SliceBrowser(id="slices")
+                yield AttackPanel(id="attack")
+            with Vertical(id="view"):
+                yield Static("starting…", id="summary")
+                yield ImageGrid(renderer=self.graphics, id="images")
+                with Horizontal(id="bottom"):
+                    yield ScoresPanel(show_timings=self.show_timings, id="scores")
+                    yield DscCurve(id="curve")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one("#checkpoints").border_title = "Checkpoints"
+        self.query_one("#slices").border_title = "Slices"
+        self.query_one("#attack").border_title = "Attack"
+        self.query_one("#scores").border_title = "Scores"
+        self.query_one("#curve").border_title = "FGSM mean DSC vs eps"
+        self.query_one(AttackPanel).show(self.settings, has_truth=self.image_path is None)
+        self.query_one("#images").loading = True
+        self._update_layout(self.size.width, self.size.height)
+        self.sub_title = self.device_label or device_description(self.device)
+        self._scan_checkpoints()
+        self._load_data()
+
+    def on_resize(self, event) -> None:
+        self._update_layout(event.size.width, event.size.height)
+
+    def _update_layout(self, width: int, height: int) -> None:
+        narrow = width < NARROW_WIDTH
+        self.screen.set_class(narrow, "-narrow")
+        self.screen.set_class(height < SHORT_HEIGHT, "-short")
+        self.screen.set_class(height < 26, "-tiny")
+        show_sidebar = (not narrow) if self._sidebar_forced is None else self._sidebar_forced
+        self.screen.set_class(not show_sidebar, "-no-sidebar")
+
+    # -- start-up: checkpoints and data ---------------------------------------------------------
+
+    def _scan_checkpoints(self) -> None:
+        entries = find_checkpoints(self.checkpoint_dirs, self.checkpoint_files)
+        browser = self.query_one(CheckpointList)
+        browser.set_entries(entries)
+        chosen = None
+        if self.initial_checkpoint is not None:
+            chosen = next((e for e in entries if e.path.resolve() == Path(self.initial_checkpoint).resolve()), None)
+        if chosen is None:
+            chosen = next((e for e in entries if e.meta is not None and e.path.stem == "demo_small"), None)
+        if chosen is None:
+            chosen = next((e for e in entries if e.meta is not None), None)
+        if chosen is None:
+            self.query_one("#images").loading = False
+            self._summary("no checkpoint found: pass --checkpoints DIR or train one with `segadv train`")
+            self.notify("No loadable checkpoint found (see --checkpoints).", severity="warning", timeout=8)
+            return
+        self._load_checkpoint(chosen)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="data", name="Opening the data")
+    def _load_data(self) -> None:
+        if self.image_path is not None:
+            self.post_message(DataReady(None, [Path(self.image_path)], str(self.image_path)))
+            return
+        from core.data import open_dataset
+
+        dataset = open_dataset(self.data_root)
+        description = str(self.data_root) if self.data_root else "built-in demo"
+        self.post_message(DataReady(dataset, list(dataset.records), description))
+        for problem in dataset.problems[:3]:
+            self.call_from_thread(self.notify, problem, severity="warning", timeout=8)
+
+    @on(DataReady)
+    def _data_ready(self, message: DataReady) -> None:
+        self.dataset = message.dataset
+        self.records = message.records
+        browser = self.query_one(SliceBrowser)
+        if self.image_path is not None:
+            browser.border_subtitle = "one PNG, no ground truth"
+            browser.root.add_leaf(Path(self.image_path).name, data=None)
+            self.source = Path(self.image_path)
+            self.request_frame()
+            return
+        browser.set_records(self.records)
+        if not self.records:
+            self.notify(f"No slices in {message.description}.", severity="warning")
+            self._summary(f"no slices in {message.description}")
+            return
+        browser.focus()
+        first = browser.records[0] if browser.records else self.records[0]
+        if not browser.records:
+            browser.set_organs_only(False)
+        browser.choose(first)
+
+    @on(CheckpointList.Chosen)
+    def _checkpoint_chosen(self, message: CheckpointList.Chosen) -> None:
+        self._load_checkpoint(message.entry)
+
+    def _load_checkpoint(self, entry: CheckpointEntry) -> None:
+        if entry.path in self.loaded:
+            model, meta, entry = self.loaded[entry.path]
+            self._use_model(entry, model, meta)
+            return
+        self.query_one("#images").loading = True
+        self._load_checkpoint_worker(entry)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="load", name="Loading the checkpoint")
+    def _load_checkpoint_worker(self, entry: CheckpointEntry) -> None:
+        from core.checkpoints import load_checkpoint
+
+        model, meta = load_checkpoint(entry.path, self.device)
+        self.post_message(ModelLoaded(entry, model, meta))
+
+    @on(ModelLoaded)
+    def _model_loaded(self, message: ModelLoaded) -> None:
+        self.loaded[message.entry.path] = (message.model, message.meta, message.entry)
+        self._use_model(message.entry, message.model, message.meta)
+
+    def _use_model(self, entry: CheckpointEntry, model, meta: dict) -> None:
+        self.checkpoint_entry, self.checkpoint_meta = entry, meta
+        self.explorer = Explorer(model, str(entry.path), device=self.device)
+        self.curve = None
+        self.query_one(CheckpointList).mark(entry.path, current=True)
+        self.query_one("#images").loading = False
+        self.request_frame()
+
+    # -- slices ----------------------------------------------------------------------------------
+
+    @on(SliceBrowser.Chosen)
+    def _slice_chosen(self, message: SliceBrowser.Chosen) -> None:
+        if message.record is self.source:
+            return
+        self.source = message.record
+        self.request_frame()
+
+    def action_slice(self, delta: int) -> None:
+        if self.image_path is None:
+            self.query_one(SliceBrowser).step(delta)
+
+    def action_organs_only(self) -> None:
+        browser = self.query_one(SliceBrowser)
+        if self.image_path is None:
+            browser.set_organs_only(not browser.organs_only)
+            self.notify("Showing only slices with organs." if browser.organs_only else "Showing all slices.")
+
+    # -- attack settings -------------------------------------------------------------------------
+
+    def set_settings(self, settings: AttackSettings) -> None:
+        if settings == self.settings:
+            return
+        self.settings = settings
+        self.query_one(AttackPanel).show(settings, has_truth=self.image_path is None)
+        self.query_one(DscCurve).eps = settings.eps
+        self.query_one(DscCurve).refresh()
+        self.request_frame()
+
+    def action_eps(self, steps: int) -> None:
+        step = EPS_STEP_COARSE if abs(steps) == 5 else EPS_STEP_FINE
+        self.set_settings(self.settings.with_eps(self.settings.eps + step * (1 if steps > 0 else -1)))
+
+    def action_eps_zero(self) -> None:
+        self.set_settings(self.settings.with_eps(0.0))
+
+    def action_edit_eps(self) -> None:
+        self._show_sidebar_if_hidden()
+        self.query_one(EpsInput).focus()
+
+    def action_cycle(self, field: str) -> None:
+        if field == "target" and self.image_path is not None:
+            self.notify("A lone PNG has no ground truth: the target is the clean prediction.")
+            return
+        if field == "mode" and self.settings.method != "fgsm":
+            self.notify("The paper's variant exists for FGSM only.")
+            return
+        values = [value for _, value in CHOICES[field]]
+        current = values.index(getattr(self.settings, field))
+        self.set_settings(replace(self.settings, **{field: values[(current + 1) % len(values)]}))
+
+    @on(AttackPanel.Changed)
+    def _attack_changed(self, message: AttackPanel.Changed) -> None:
+        if message.field != "eps":
+            self.set_settings(replace(self.settings, **{message.field: message.value}))
+            return
+        try:
+            eps = float(message.value)
+        except ValueError:
+            self.notify(f"Epsilon must be a number in [0, 1], not {message.value!r}.", severity="error")
+            self.query_one(AttackPanel).show(self.settings)
+            return
+        if not 0.0 <= eps <= 1.0:
+            self.notify(f"Epsilon {eps:g} is outside [0, 1]: clamped.", severity="warning")
+        self.query_one("#images").focus()
+        self.set_settings(self.settings.with_eps(clamp_eps(eps)))
+        self.query_one(AttackPanel).show(self.settings)
+
+    # -- frames ----------------------------------------------------------------------------------
+
+    def request_frame(self) -> None:
+        """Ask for the frame of the current checkpoint, slice and settings; newer requests win."""
+        if self.explorer is None or self.source is None:
+            return
+        self._latest_request += 1
+        self._summary()
+        self._compute_frame(FrameRequest(self._latest_request, self.source, self.settings), self.explorer)
+
+    def _slice_data(self, source, img_size: int) -> SliceData:
+        key = (str(getattr(source, "id", source)), img_size)
+        with self._slice_cache_lock:
+            cached = self._slice_cache.get(key)
+        if cached is None:
+            cached = load_slice_data(source, img_size)
+            with self._slice_cache_lock:
+                if len(self._slice_cache) > 256:
+                    self._slice_cache.clear()
+                self._slice_cache[key] = cached
+        return cached
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="frame", name="Attacking the slice")
+    def _compute_frame(self, request: FrameRequest, explorer: Explorer) -> None:
+        worker = get_current_worker()
+
+        def should_stop() -> bool:
+            return worker.is_cancelled or request.id != self._latest_request
+
+        if should_stop():
+            return
+        data = self._slice_data(request.source, int(self.checkpoint_meta["img_size"]))
+        hook = None if self.frame_hook is None else (lambda: self.frame_hook(request))
+        frame = explorer.compute(data, request.settings, request_id=request.id, should_stop=should_stop, on_start=hook)
+        if frame is not None:
+            self.post_message(FrameReady(frame))
+
+    @on(FrameReady)
+    def _frame_ready(self, message: FrameReady) -> None:
+        frame = message.frame
+        if frame.request_id != self._latest_request:
+            self.dropped_frames += 1
+            return
+        self.frame = frame
+        self.query_one(ImageGrid).show(self._attack_panels(frame), frame.has_truth)
+        self.query_one(ScoresPanel).show(frame)
+        curve = self.query_one(DscCurve)
+        if self.curve is not None and self._curve_matches(self.curve, frame):
+            curve.show(self.curve, frame.settings.eps)
+        else:
+            curve.show(None, frame.settings.eps)
+            self._compute_curve(frame.request_id, self._slice_data_cached(frame), frame.settings, self.explorer)
+        self._summary()
+
+    def _slice_data_cached(self, frame: Frame) -> SliceData:
+        key = (frame.slice_id, int(self.checkpoint_meta["img_size"]))
+        return self._slice_cache.get(key) or SliceData(frame.slice_id, frame.image,
+                                                       frame.reference.astype("uint8") if frame.has_truth else None)
+
+    @staticmethod
+    def _curve_matches(curve: Curve, frame: Frame) -> bool:
+        s = frame.settings
+        return (curve.checkpoint, curve.slice_id, curve.loss, curve.target, curve.mode) == (
+            frame.checkpoint, frame.slice_id, s.loss, s.target, s.mode)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="curve", name="Sweeping eps")
+    def _compute_curve(self, request_id: int, data: SliceData, settings: AttackSettings, explorer: Explorer) -> None:
+        worker = get_current_worker()
+        curve = explorer.curve(data, settings, should_stop=lambda: worker.is_cancelled)
+        if curve is not None:
+            self.post_message(CurveReady(curve))
+
+    @on(CurveReady)
+    def _curve_ready(self, message: CurveReady) -> None:
+        self.curve = message.curve
+        if self.frame is not None and self._curve_matches(message.curve, self.frame):
+            self.query_one(DscCurve).show(message.curve, self.settings.eps)
+
+    def _attack_panels(self, frame: Frame):
+        from segadv_tui.figures import AttackPanels
+
+        return AttackPanels(
+            image=frame.image, adversarial=frame.adversarial, truth=frame.reference,
+            clean_prediction=frame.clean_prediction, adversarial_prediction=frame.adversarial_prediction,
+            eps=frame.settings.eps or None, dsc_clean=frame.mean_clean, dsc_adv=frame.mean_adv,
+        )
+
+    def _summary(self, text: str | None = None) -> None:
+        if text is None:
+            checkpoint = self.checkpoint_entry.path.stem if self.checkpoint_entry else "no checkpoint"
+            source = getattr(self.source, "id", None) or (Path(self.source).name if self.source else "no slice")
+            text = f"[b]{checkpoint}[/b] · {source} · {self.settings.label}"
+        self.query_one("#summary", Static).update(text)
+
+    # -- central error handling ------------------------------------------------------------------
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        if event.state != WorkerState.ERROR:
+            return
+        worker = event.worker
+        error = worker.error
+        if worker.group in ("load", "frame"):
+            self.query_one("#images").loading = False
+        message = str(error) or type(error).__name__
+        if not isinstance(error, (ValueError, OSError)):
+            message = f"{type(error).__name__}: {message}"
+        self.notify(f"{worker.name} failed: {message}", severity="error", timeout=10)
+
+    # -- screens, exports and misc ---------------------------------------------------------------
+
+    def action_help(self) -> None:
+        from segadv_tui.widgets.help import HelpScreen
+
+        self.push_screen(HelpScreen(self.binding_groups()))
+
+    def binding_groups(self) -> list[tuple[str, list[Binding]]]:
+        groups = {"Epsilon": "eps.", "Slices": "slice.", "Attack": "attack.", "Export": "export.",
+                  "Panels": "focus.", "View": ("graphics", "sidebar", "table2"), "App": ("help", "quit")}
+        result = []
+        for title, prefix in groups.items():
+            bindings = [b for b in self.BINDINGS if b.id and (b.id.startswith(prefix) if isinstance(prefix, str)
+                                                             else b.id in prefix)]
+            result.append((title, bindings))
+        result.append(("Anywhere", [Binding("ctrl+p", "command_palette", "Commands",
+                                            tooltip="Command palette: every action by name"),
+                                    Binding("tab", "focus_next", "Next panel", tooltip="Next panel"),
+                                    Binding("up,down", "", "", tooltip="Move in the focused list (slices: slice by slice)")]))
+        return result
+
+    def action_toggle_sidebar(self) -> None:
+        hidden = self.screen.has_class("-no-sidebar")
+        self._sidebar_forced = hidden
+        self._update_layout(self.size.width, self.size.height)
+
+    def _show_sidebar_if_hidden(self) -> None:
+        if self.screen.has_class("-no-sidebar"):
+            self.action_toggle_sidebar()
+
+    def action_focus(self, widget_id: str) -> None:
+        self._show_sidebar_if_hidden()
+        self.query_one(f"#{widget_id}").focus()
+
+    def action_cycle_graphics(self) -> None:
+        if len(self.graphics_choices) == 1:
+            self.notify("Only the half-block renderer is available: start with --graphics kitty or sixel "
+                        "in a terminal that supports it.")
+            return
+        index = self.graphics_choices.index(self.query_one(ImageGrid).renderer)
+        renderer = self.graphics_choices[(index + 1) % len(self.graphics_choices)]
+        self.query_one(ImageGrid).use_renderer(renderer)
+        self.notify(f"Pictures: {renderer}")
+
+    def action_export_figure(self) -> None:
+        if self.frame is None:
+            self.notify("Nothing to export yet.", severity="warning")
+            return
+        self._export_figure(self.frame)
+
+    @work(thread=True, exit_on_error=False, group="export", name="Exporting the figure")
+    def _export_figure(self, frame: Frame) -> None:
+        from segadv_tui.figures import attack_figure, save_png
+
+        checkpoint = self.checkpoint_entry.path.stem if self.checkpoint_entry else "model"
+        name = f"{frame.slice_id}_{checkpoint}_{frame.settings.method}_{frame.settings.loss.replace('+', '-')}" \
+               f"_eps{frame.settings.eps:.3f}.png"
+        caption = f"{checkpoint} · {frame.slice_id} · {frame.settings.label} · L-inf {frame.linf:.4f}"
+        path = save_png(attack_figure(self._attack_panels(frame), caption), self.export_dir / name)
+        self.call_from_thread(self.notify, f"Saved {path}")
+
+    def action_export_scores(self) -> None:
+        from segadv_tui.tables import save_tables, scores_table
+
+        if self.frame is None:
+            self.notify("Nothing to export yet.", severity="warning")
+            return
+        stem = f"{self.frame.slice_id}_{self.frame.settings.method}_eps{self.frame.settings.eps:.3f}_scores"
+        try:
+            paths = save_tables(scores_table(self.frame), self.export_dir / stem)
+        except OSError as exc:
+            self.notify(f"Could not export the scores: {exc}", severity="error")
+            return
+        self.notify("Saved " + ", ".join(str(p) for p in paths))
+
+    def action_table_ii(self) -> None:
+        from segadv_tui.widgets.table_ii import TableIIScreen
+
+        if self.dataset is None or not self.loaded:
+            self.notify("Table II needs a data set with ground truth and a loaded checkpoint.", severity="warning")
+            return
+        self.push_screen(TableIIScreen(self))
+
+    def table_ii_records(self) -> list:
+        """The test split's slices with organs (the ones the paper scores), at most --limit of them."""
+        from core.data import with_organs
+
+        _, test = self.dataset.split()
+        records = with_organs(test)
+        return records[: self.limit] if self.limit else records
+
+    def table_ii_models(self) -> list[tuple[str, object, dict]]:
+        """Every loaded checkpoint as (label, model, meta)."""
+        return [(path.stem, model, meta) for path, (model, meta, _) in self.loaded.items()]
+
+
+def _default_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def choose_graphics(requested: str, environ=os.environ, isatty: bool | None = None) -> str:
+    """The picture renderer for ``--graphics``: auto is half-block unless the terminal is surely kitty."""
+    if requested != "auto":
+        return requested
+    isatty = sys.stdout.isatty() if isatty is None else isatty
+    # Conservative: tmux and tests swallow or mangle graphics escapes; only kitty is detected reliably.
+    if not isatty or environ.get("TMUX") or environ.get("PYTEST_CURRENT_TEST"):
+        return "halfblock"
+    if environ.get("TERM") == "xterm-kitty" or environ.get("KITTY_WINDOW_ID"):
+        return "kitty"
+    return "halfblock"
+
+
+def register_graphics(renderer: str) -> str:
+    """Import textual-image's widget for ``renderer`` (its import queries the terminal, so before start-up)."""
+    if renderer == "halfblock":
+        return renderer
+    from segadv_tui.widgets.images import GRAPHICS_WIDGETS
+
+    try:
+        from textual_image.widget import SixelImage, TGPImage
+    except Exception as exc:  # a terminal query can fail in many ways; half-block always works
+        print(f"segadv-tui: {renderer} graphics unavailable ({exc}); using half-block", file=sys.stderr)
+        return "halfblock"
+    GRAPHICS_WIDGETS[renderer] = TGPImage if renderer == "kitty" else SixelImage
+    return renderer
+
+
+def main() -> None:
+    from segadv_tui.launch import run
+
+    run()

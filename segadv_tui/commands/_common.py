@@ -1,0 +1,350 @@
+"""Option parsing and loading shared by the attack commands, each bad value turned into one clear line.
+
+Options that name a choice (loss, method, split, ...) arrive as plain strings and are checked here, so a
+bad value gives ``error: unknown loss 'foo'; choose from ...`` rather than a usage box.
+Heavy modules (torch, core) are imported inside the functions: ``segadv --help`` must stay fast.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import tempfile
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import typer
+
+from segadv_tui.cli import err_console, fail
+
+SPLITS = ("test", "train", "all")
+# How close a range's last value must come to its stop to count as the stop (float steps drift).
+RANGE_TOLERANCE = 1e-9
+
+
+# Options several commands share, made by functions so each command gets its own Typer option object.
+def checkpoint_option():
+    return typer.Option(
+        None, "--checkpoint", "-c",
+        help="A segadv checkpoint (.safetensors), or foreign weights (.pt/.pth/.bin) with --model; default: the bundled demo checkpoint.",
+    )
+
+
+def model_option():
+    return typer.Option(None, "--model", "-m", help="Registry model of foreign .pt/.pth/.bin weights.")
+
+
+def data_option():
+    return typer.Option(None, "--data", "-d", help="Kaggle-layout folder (train.csv, train/); default: the built-in demo data.")
+
+
+def split_option():
+    return typer.Option("test", "--split", help="Slices to use: test (10% of cases, seed 0), train or all.")
+
+
+def all_slices_option():
+    return typer.Option(False, "--all-slices", help="Also use and score slices without organs (the paper scores only slices with organs).")
+
+
+def limit_option():
+    return typer.Option(None, "--limit", "-n", help="Use at most this many slices.")
+
+
+def empty_option():
+    return typer.Option("one", "--empty", help="DSC of an organ absent from truth and prediction: one, skip or zero.")
+
+
+def mode_option():
+    return typer.Option("textbook", "--mode", help="FGSM formula: textbook, or paper (the paper's notebook).")
+
+
+def target_option():
+    return typer.Option("gt", "--target", help="Attack the ground truth (gt) or the model's clean prediction (pred).")
+
+
+def device_option():
+    return typer.Option("cpu", "--device", help="cpu, cuda or cuda:N.")
+
+
+def precision_option():
+    return typer.Option("fp32", "--precision", help="fp32, or bf16 / fp16 autocast (for CUDA).")
+
+
+def batch_size_option():
+    return typer.Option(16, "--batch-size", help="Slices per batch.")
+
+
+def choice(value: str, choices: Sequence[str], what: str) -> str:
+    """``value`` if it is one of ``choices`` (case-insensitive), else a one-line error naming it."""
+    normalised = value.strip().lower()
+    if normalised not in choices:
+        fail(f"unknown {what} {value!r}; choose from {', '.join(choices)}")
+    return normalised
+
+
+def parse_eps(text: str, option: str = "--eps") -> float:
+    """One perturbation budget in [0, 1] (images live in [0, 1])."""
+    try:
+        value = float(text)
+    except ValueError:
+        fail(f"{option} {text!r} is not a number")
+    if not math.isfinite(value) or value < 0 or value > 1:
+        fail(f"{option} {text!r} must be a number in [0, 1]")
+    return value
+
+
+def parse_eps_list(text: str, option: str = "--eps") -> list[float]:
+    """``start:stop:step`` (stop included within float tolerance) or a comma list, sorted and deduplicated."""
+    text = text.strip()
+    if ":" in text:
+        parts = text.split(":")
+        if len(parts) != 3:
+            fail(f"{option} {text!r} is not start:stop:step")
+        start, stop, step = (parse_eps(part, option) for part in parts)
+        if step <= 0:
+            fail(f"{option} {text!r} has step {parts[2]!r}; the step must be greater than 0")
+        if stop < start:
+            fail(f"{option} {text!r} has stop {parts[1]!r} below start {parts[0]!r}")
+        count = math.floor((stop - start) / step + RANGE_TOLERANCE * max(1.0, (stop - start) / step)) + 1
+        values = [round(start + i * step, 12) for i in range(count)]
+    else:
+        values = [parse_eps(part, option) for part in text.split(",") if part.strip()]
+    if not values:
+        fail(f"{option} {text!r} gives no eps values")
+    return sorted(set(values))
+
+
+def parse_losses(text: str) -> list[str]:
+    """A comma list of attack losses, in the order given, each from ``core.losses.LOSS_NAMES``."""
+    from core.losses import LOSS_NAMES
+
+    losses = [choice(part, LOSS_NAMES, "loss") for part in text.split(",") if part.strip()]
+    if not losses:
+        fail(f"--losses {text!r} names no loss; choose from {', '.join(LOSS_NAMES)}")
+    return list(dict.fromkeys(losses))
+
+
+def fgsm_options(*, mode: str, target: str, empty: str, precision: str) -> tuple[str, str, str, str]:
+    """The options every attack shares, checked: (mode, target, empty, precision)."""
+    from core.attacks import MODES, PRECISIONS, TARGETS
+    from core.metrics import EMPTY_POLICIES
+
+    return (
+        choice(mode, MODES, "mode"),
+        choice(target, TARGETS, "target"),
+        choice(empty, EMPTY_POLICIES, "empty-organ policy"),
+        choice(precision, PRECISIONS, "precision"),
+    )
+
+
+def attack_config(*, method: str, loss: str, eps: str, mode: str, target: str, steps: int, empty: str,
+                  all_slices: bool, seed: int = 0, precision: str = "fp32"):
+    """A checked ``core.evaluation.AttackConfig`` from the command line's strings."""
+    from core.attacks import METHODS
+    from core.evaluation import AttackConfig
+    from core.losses import LOSS_NAMES
+
+    method = choice(method, METHODS, "method")
+    loss = choice(loss, LOSS_NAMES, "loss")
+    mode, target, empty, precision = fgsm_options(mode=mode, target=target, empty=empty, precision=precision)
+    if steps < 1:
+        fail(f"--steps {steps} must be at least 1")
+    if mode == "paper" and method != "fgsm":
+        fail(f"--mode paper is the paper's FGSM formula; it does not apply to --method {method}")
+    try:
+        return AttackConfig(
+            method=method, loss=loss, eps=parse_eps(eps), mode=mode, target=target, steps=steps, empty=empty,
+            score="all" if all_slices else "nonempty", seed=seed, precision=precision,
+        )
+    except ValueError as exc:
+        fail(_one_line(exc))
+
+
+@dataclass
+class LoadedCheckpoint:
+    path: Path
+    model: Any  # GrayscaleSegmenter in eval mode
+    meta: dict
+
+    @property
+    def img_size(self) -> int:
+        return int(self.meta["img_size"])
+
+    @property
+    def title(self) -> str:
+        return str(self.meta.get("title") or self.meta.get("model") or self.path.stem)
+
+
+def load_checkpoint(path: Path | None, device: str = "cpu", model_name: str | None = None) -> LoadedCheckpoint:
+    """The checkpoint at ``path`` (None: the bundled demo checkpoint), or a one-line error.
+
+    ``model_name`` names the registry model of foreign ``.pt`` / ``.pth`` / ``.bin`` weights."""
+    from core.checkpoints import CheckpointError
+    from core.checkpoints import load_checkpoint as load
+    from core.paths import demo_checkpoint
+
+    if path is None:
+        try:
+            path = demo_checkpoint()
+        except FileNotFoundError as exc:
+            fail(f"no --checkpoint given and {exc}")
+    path = Path(path).expanduser()
+    if not path.is_file():
+        fail(f"checkpoint {str(path)!r} does not exist" if not path.exists() else f"checkpoint {str(path)!r} is not a file")
+    device = check_device(device)
+    try:
+        model, meta = load(path, device=device, model_name=model_name)
+    except CheckpointError as exc:
+        fail(_one_line(exc))  # its message names the file
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        fail(f"cannot load checkpoint {str(path)!r}: {_one_line(exc)}")
+    return LoadedCheckpoint(path, model, meta)
+
+
+def check_device(device: str) -> str:
+    import torch
+
+    try:
+        parsed = torch.device(device)
+    except RuntimeError:
+        fail(f"unknown --device {device!r}; use cpu, cuda or cuda:N")
+    if parsed.type == "cuda" and not torch.cuda.is_available():
+        fail(f"--device {device!r}: CUDA is not available on this machine")
+    return device
+
+
+def open_data(data: Path | None):
+    """The data set at ``data`` (None: the built-in demo data, generated on first use), or a one-line error."""
+    from core.data import DataError, open_dataset
+
+    if data is not None:
+        data = Path(data).expanduser()
+        if not data.is_dir():
+            fail(f"data folder {str(data)!r} does not exist" if not data.exists() else f"--data {str(data)!r} is not a folder")
+    try:
+        if data is None:
+            with progress_bar("preparing the demo data (first use)") as progress:
+                return open_dataset(None, progress=progress)
+        return open_dataset(data)
+    except (DataError, OSError) as exc:
+        fail(f"cannot read data {str(data) if data else 'demo'!r}: {_one_line(exc)}")
+
+
+def select_records(dataset, split: str, *, all_slices: bool = False, limit: int | None = None) -> list:
+    """The slices a command scores: a split by case (test by default), only slices with organs unless
+    ``all_slices`` (as the paper scored), and at most ``limit`` of them."""
+    from core.data import with_organs
+
+    split = choice(split, SPLITS, "split")
+    if limit is not None and limit < 1:
+        fail(f"--limit {limit} must be at least 1")
+    if split == "all":
+        records = list(dataset)
+    else:
+        train, test = dataset.split()
+        records = test if split == "test" else train
+    if not all_slices:
+        records = with_organs(records)
+    if not records:
+        what = "slices" if all_slices else "slices with organs"
+        fail(f"the {split} split of {str(dataset.root)!r} has no {what}")
+    return records[:limit] if limit else records
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    if isinstance(exc, KeyError) and exc.args:
+        text = str(exc.args[0])
+    return " ".join(text.split())
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """Bad data or a bad checkpoint met while a command runs: one line naming the file, no traceback."""
+    from core.checkpoints import CheckpointError
+    from core.data import DataError
+
+    try:
+        yield
+    except (DataError, CheckpointError) as exc:
+        fail(_one_line(exc))
+
+
+@contextmanager
+def progress_bar(description: str) -> Iterator:
+    """A Rich progress bar on stderr (stdout stays clean for tables); yields ``progress(done, total)``."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        TimeRemainingColumn(), console=err_console, transient=True,
+    ) as progress:
+        task = progress.add_task(description, total=None)
+
+        def report(done: int, total: int) -> None:
+            progress.update(task, completed=done, total=total)
+
+        yield report
+
+
+def write_text_atomic(path: Path, text: str) -> Path:
+    """Write ``text`` to ``path`` via a temporary file and a rename, so a crash never leaves half a file."""
+    path = Path(path).expanduser()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        fail(f"cannot write {str(path)!r}: {_one_line(exc)}")
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8", newline="") as stream:
+            stream.write(text)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_json(path: Path, payload: Any) -> Path:
+    return write_text_atomic(path, json.dumps(payload, indent=2, allow_nan=False, default=_json_default) + "\n")
+
+
+def write_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> Path:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows([[_csv_cell(cell) for cell in row] for row in rows])
+    return write_text_atomic(path, buffer.getvalue())
+
+
+def number(value: Any) -> float | None:
+    """A float for JSON: NaN (an undefined DSC or AS) becomes null, numpy scalars plain floats."""
+    value = float(value)
+    return None if math.isnan(value) else value
+
+
+def _csv_cell(cell: Any) -> Any:
+    if isinstance(cell, float) and math.isnan(cell):
+        return ""  # undefined (AS when DSC_clean is 0): an empty cell, as spreadsheets expect
+    return cell
+
+
+def _json_default(value: Any) -> Any:
+    if hasattr(value, "item"):  # numpy scalar
+        return number(value) if isinstance(value.item(), float) else value.item()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"cannot write {type(value).__name__} as JSON")
+
+
+def fmt(value: Any, digits: int = 4) -> str:
+    """A table cell: a number to ``digits`` decimals, or an en dash where undefined."""
+    if value is None:
+        return "–"
+    value = float(value)
+    return "–" if math.isnan(value) else f"{value:.{digits}f}"

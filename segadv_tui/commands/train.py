@@ -1,0 +1,159 @@
+"""``segadv train``: the paper's recipe with Rich progress, on one device or under torchrun on many."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from segadv_tui.cli import app, console, err_console, fail
+
+MODEL_NAMES = ("vgg", "resnext", "effb7", "effb7pp", "small")
+
+
+@app.command()
+def train(
+    model: str = typer.Option(..., "--model", "-m", help=f"Registry model: {', '.join(MODEL_NAMES)}."),
+    data: Optional[Path] = typer.Option(None, "--data", help="Kaggle-layout folder (train.csv, train/); default: the built-in demo data."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Best checkpoint (.safetensors); default runs/MODEL.safetensors."),
+    encoder_weights: str = typer.Option("imagenet", "--encoder-weights", help="imagenet (as the paper; downloads) or none."),
+    epochs: int = typer.Option(15, "--epochs", help="Epochs."),
+    batch_size: int = typer.Option(64, "--batch-size", help="Global batch size (split over DDP processes)."),
+    lr: float = typer.Option(3e-4, "--lr", help="AdamW learning rate (cosine annealed per iteration)."),
+    weight_decay: float = typer.Option(1e-3, "--weight-decay", help="AdamW weight decay."),
+    img_size: int = typer.Option(224, "--img-size", help="Slices are resized to this square size (multiple of 32)."),
+    patience: int = typer.Option(5, "--patience", help="Stop after this many epochs without a better validation DSC; 0: never."),
+    no_augment: bool = typer.Option(False, "--no-augment", help="Train without shift / scale / elastic augmentation."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+    workers: int = typer.Option(2, "--workers", help="Data-loading worker processes."),
+    seed: int = typer.Option(0, "--seed", help="Random seed."),
+    limit_slices: Optional[int] = typer.Option(None, "--limit-slices", help="Use at most this many training (and validation) slices."),
+    resume: Optional[Path] = typer.Option(None, "--resume", help="Continue from a *.resume.pt written by an earlier run."),
+    fp16_weights: bool = typer.Option(False, "--fp16-weights", help="Store the checkpoint's weights in fp16 (half the size)."),
+) -> None:
+    """Train a model of the paper (AdamW, cosine annealing, Dice + Focal loss, early stopping)."""
+    from segadv_tui.commands._common import choice
+
+    model = choice(model, MODEL_NAMES, "model")
+    encoder_weights = choice(encoder_weights, ("imagenet", "none"), "encoder weights")
+    if data is not None and not Path(data).expanduser().is_dir():
+        fail(f"--data {str(data)!r} is not a folder")
+    if resume is not None and not Path(resume).expanduser().is_file():
+        fail(f"--resume {str(resume)!r} does not exist")
+
+    from core.checkpoints import CheckpointError
+    from core.data import DataError
+    from core.training import TrainConfig, TrainingError, TrainingInterrupted
+    from core.training import train as run_training
+
+    config = TrainConfig(
+        model=model, data=Path(data).expanduser() if data else None, out=out, encoder_weights=encoder_weights,
+        epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, img_size=img_size, patience=patience,
+        augment=not no_augment, device=device, workers=workers, seed=seed, limit_slices=limit_slices,
+        resume=Path(resume).expanduser() if resume else None, fp16_weights=fp16_weights,
+    )
+    with _TrainingProgress() as progress:
+        try:
+            result = run_training(config, progress=progress)
+        except TrainingInterrupted as exc:
+            progress.stop()
+            fail(f"interrupted; resume with: {_resume_command(exc.resume_path)}", code=130)
+        except (TrainingError, CheckpointError, DataError) as exc:
+            progress.stop()
+            fail(str(exc))
+    if not result.is_main:
+        return
+    if result.checkpoint is None:
+        fail("no epoch finished, so no checkpoint was saved")
+    best = result.best_dsc
+    how = f"early stop after {result.epochs_run} epochs" if result.stopped_early else f"{result.epochs_run} epochs"
+    console.print(
+        f"[bold green]best checkpoint[/] {result.checkpoint} (validation mean DSC {best['mean']:.4f}; {how}); "
+        f"resume state {result.resume_path}",
+        highlight=False,
+    )
+
+
+def _resume_command(resume_path: Path) -> str:
+    """The command that was run, with ``--resume`` pointing at the saved state."""
+    args = sys.argv[1:]
+    kept, skip = [], False
+    for arg in args:
+        if skip:
+            skip = False
+            continue
+        if arg == "--resume":
+            skip = True
+            continue
+        if arg.startswith("--resume="):
+            continue
+        kept.append(arg)
+    return shlex.join(["segadv", *kept, "--resume", str(resume_path)])
+
+
+class _TrainingProgress:
+    """Turns core.training's events into a Rich bar per epoch and a line of validation DSC per epoch."""
+
+    def __enter__(self):
+        import os
+
+        self.bars = None
+        if os.environ.get("RANK", "0") != "0":  # under torchrun only rank 0 reports
+            return self
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        self.bars = Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]}  lr {task.fields[lr]}  {task.fields[speed]} img/s"),
+            TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), console=err_console,
+        )
+        self.bars.__enter__()
+        self.task = None
+        return self
+
+    def __exit__(self, *exc_info):
+        self.stop()
+
+    def stop(self) -> None:
+        if self.bars is not None:
+            self.bars.__exit__(None, None, None)
+            self.bars = None
+
+    def __call__(self, event) -> None:
+        from core.organs import ORGANS
+        from core.training import EarlyStop, EpochEnd, EpochStart, Step, TrainStart
+
+        if self.bars is None:
+            return
+        log = self.bars.console.print
+        if isinstance(event, TrainStart):
+            resumed = f", resuming at epoch {event.start_epoch + 1}" if event.start_epoch else ""
+            log(
+                f"training [bold]{event.model}[/] on {event.device}"
+                f"{f' x {event.world_size} processes' if event.world_size > 1 else ''}: "
+                f"{event.train_slices} training slices, {event.val_slices} validation slices with organs, "
+                f"{event.steps_per_epoch} steps per epoch{resumed}",
+                highlight=False,
+            )
+        elif isinstance(event, EpochStart):
+            self.task = self.bars.add_task(
+                f"epoch {event.epoch}/{event.epochs}", total=event.steps, loss="-", lr="-", speed="-",
+            )
+        elif isinstance(event, Step) and self.task is not None:
+            self.bars.update(
+                self.task, completed=event.step, loss=f"{event.loss:.4f}", lr=f"{event.lr:.2e}",
+                speed=f"{event.images_per_s:.1f}",
+            )
+        elif isinstance(event, EpochEnd):
+            organs = "  ".join(f"{organ} {event.val_dsc[organ]:.4f}" for organ in ORGANS)
+            saved = f"  [green]best, saved to {event.saved}[/]" if event.saved else ""
+            log(
+                f"epoch {event.epoch}/{event.epochs}: train loss {event.train_loss:.4f}  val DSC {organs}  "
+                f"mean {event.val_dsc['mean']:.4f}  ({event.seconds:.0f} s){saved}",
+                highlight=False,
+            )
+        elif isinstance(event, EarlyStop):
+            log(f"early stop: no better validation DSC for {event.patience} epochs (best {event.best_dsc:.4f})", highlight=False)

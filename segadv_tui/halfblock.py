@@ -1,0 +1,142 @@
+"""Our own half-block renderer: an RGB picture as terminal cells, two pixels per cell, truecolor.
+
+Written by hand because it must work everywhere (SSH, tmux, tests) and be fast enough to redraw
+seven pictures on every epsilon step: each cell is '▀' with the top pixel as foreground and the
+bottom pixel as background, so a cell (about 1:2 in shape) shows two square pixels. Resizing,
+colour packing and run-length merging are numpy; the only Python loop is over runs of equal cells,
+and their Style objects are cached.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+from rich.color import Color
+from rich.console import Console, ConsoleOptions, RenderResult
+from rich.segment import Segment
+from rich.style import Style
+from textual.strip import Strip
+
+UPPER_HALF = "▀"
+
+
+def fit_cells(height: int, width: int, max_cols: int, max_rows: int) -> tuple[int, int]:
+    """The largest (cols, rows) box inside (max_cols, max_rows) that keeps the picture's aspect ratio.
+
+    One column is one pixel wide and one row two pixels tall, so pixels come out square.
+    """
+    if height <= 0 or width <= 0 or max_cols <= 0 or max_rows <= 0:
+        return 0, 0
+    scale = min(max_cols / width, 2 * max_rows / height)
+    cols = max(1, min(max_cols, int(width * scale)))
+    rows = max(1, min(max_rows, int(round(height * scale / 2))))
+    return cols, rows
+
+
+def resize_rgb(rgb: np.ndarray, out_height: int, out_width: int) -> np.ndarray:
+    """Resize a uint8 (H, W, 3) picture: box (area) average when shrinking, nearest when growing.
+
+    The area average uses a summed-area table, so any ratio costs the same few array operations.
+    """
+    rgb = np.asarray(rgb)
+    height, width = rgb.shape[:2]
+    if (height, width) == (out_height, out_width):
+        return rgb
+    if out_height >= height and out_width >= width:
+        rows = (np.arange(out_height) * height) // out_height
+        cols = (np.arange(out_width) * width) // out_width
+        return rgb[rows[:, None], cols[None, :]]
+    table = np.zeros((height + 1, width + 1, rgb.shape[2]), dtype=np.int64)
+    table[1:, 1:] = rgb.astype(np.int64).cumsum(0).cumsum(1)
+    r_edges = np.linspace(0, height, out_height + 1).round().astype(np.int64)
+    c_edges = np.linspace(0, width, out_width + 1).round().astype(np.int64)
+    # Growing along one axis while shrinking the other: make every box at least one pixel.
+    r0, r1 = r_edges[:-1], np.maximum(r_edges[1:], r_edges[:-1] + 1).clip(max=height)
+    c0, c1 = c_edges[:-1], np.maximum(c_edges[1:], c_edges[:-1] + 1).clip(max=width)
+    r0 = np.minimum(r0, r1 - 1)
+    c0 = np.minimum(c0, c1 - 1)
+    sums = (
+        table[r1[:, None], c1[None, :]] - table[r0[:, None], c1[None, :]]
+        - table[r1[:, None], c0[None, :]] + table[r0[:, None], c0[None, :]]
+    )
+    area = ((r1 - r0)[:, None] * (c1 - c0)[None, :])[..., None]
+    return ((sums + area // 2) // area).astype(np.uint8)
+
+
+@lru_cache(maxsize=65536)
+def _cell_style(packed: int) -> Style:
+    """The Style of a cell whose top pixel is the high 24 bits of ``packed``, bottom the low 24."""
+    top, bottom = packed >> 24, packed & 0xFFFFFF
+    return Style(
+        color=Color.from_rgb(top >> 16, (top >> 8) & 0xFF, top & 0xFF),
+        bgcolor=Color.from_rgb(bottom >> 16, (bottom >> 8) & 0xFF, bottom & 0xFF),
+    )
+
+
+def _pack_cells(rgb: np.ndarray) -> np.ndarray:
+    """(2R, C, 3) uint8 -> (R, C) int64: top pixel's colour << 24 | bottom pixel's colour."""
+    colour = (rgb[..., 0].astype(np.int64) << 16) | (rgb[..., 1].astype(np.int64) << 8) | rgb[..., 2]
+    return (colour[0::2] << 24) | colour[1::2]
+
+
+def cell_rows(rgb: np.ndarray, cols: int, rows: int) -> list[list[Segment]]:
+    """``rgb`` resized to exactly (cols, rows) cells, as one list of Segments per row.
+
+    Adjacent cells of equal colours are merged into one Segment.
+    """
+    if cols <= 0 or rows <= 0:
+        return []
+    cells = _pack_cells(resize_rgb(rgb, 2 * rows, cols))
+    # Run starts: column 0 and wherever a cell differs from its left neighbour.
+    change = np.ones(cells.shape, dtype=bool)
+    change[:, 1:] = cells[:, 1:] != cells[:, :-1]
+    lines: list[list[Segment]] = []
+    for row, flags in zip(cells, change):
+        starts = np.flatnonzero(flags)
+        lengths = np.diff(np.append(starts, cols))
+        lines.append([
+            Segment(UPPER_HALF * int(n), _cell_style(int(v)))
+            for v, n in zip(row[starts].tolist(), lengths.tolist())
+        ])
+    return lines
+
+
+def render_strips(rgb: np.ndarray, max_cols: int, max_rows: int, background: Style | None = None) -> list[Strip]:
+    """``rgb`` fitted into (max_cols, max_rows) cells with its aspect ratio kept, centred, as Strips.
+
+    Every Strip is exactly ``max_cols`` cells wide and there are ``max_rows`` of them; the margins are
+    blank cells in ``background``.
+    """
+    if max_cols <= 0 or max_rows <= 0:
+        return []
+    rgb = np.asarray(rgb)
+    cols, rows = fit_cells(rgb.shape[0], rgb.shape[1], max_cols, max_rows)
+    blank = Strip([Segment(" " * max_cols, background)], max_cols)
+    left = (max_cols - cols) // 2
+    right = max_cols - cols - left
+    top = (max_rows - rows) // 2
+    strips = [blank] * top
+    pad_left = [Segment(" " * left, background)] if left else []
+    pad_right = [Segment(" " * right, background)] if right else []
+    for line in cell_rows(rgb, cols, rows):
+        strips.append(Strip(pad_left + line + pad_right, max_cols))
+    strips.extend([blank] * (max_rows - len(strips)))
+    return strips
+
+
+class HalfBlockImage:
+    """A Rich renderable: the picture at ``cols`` cells wide (default: the console width), aspect kept."""
+
+    def __init__(self, rgb: np.ndarray, cols: int | None = None, max_rows: int | None = None):
+        self.rgb = np.asarray(rgb, dtype=np.uint8)
+        self.cols = cols
+        self.max_rows = max_rows
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        max_cols = min(self.cols or options.max_width, options.max_width)
+        max_rows = self.max_rows or max(1, (self.rgb.shape[0] * max_cols) // (2 * max(1, self.rgb.shape[1])) + 1)
+        cols, rows = fit_cells(self.rgb.shape[0], self.rgb.shape[1], max_cols, max_rows)
+        for line in cell_rows(self.rgb, cols, rows):
+            yield from line
+            yield Segment.line()

@@ -1,0 +1,79 @@
+"""The ``segadv-tui`` command line: check the arguments, set up the terminal, run the app.
+
+Bad arguments end here with one line and exit status 2, before the full-screen app starts.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from segadv_tui.cli import fail
+
+command = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+
+
+@command.command(help="Explore adversarial attacks on segmentation models, slice by slice, from the keyboard.")
+def segadv_tui(
+    data: Optional[Path] = typer.Option(None, "--data", help="Kaggle data root (train.csv + train/); default: the built-in demo."),
+    image: Optional[Path] = typer.Option(None, "--image", help="Open one PNG slice without ground truth (target = prediction)."),
+    checkpoints: list[Path] = typer.Option([], "--checkpoints", help="A folder or .safetensors file of checkpoints (repeatable)."),
+    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="The checkpoint to open first."),
+    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Table II: at most this many test slices."),
+    graphics: str = typer.Option("auto", "--graphics", help="Pictures: auto | halfblock | kitty | sixel."),
+    truecolor: bool = typer.Option(False, "--truecolor", help="Force 24-bit colour (for terminals that do not announce it)."),
+    export_dir: Path = typer.Option(Path("."), "--export-dir", help="Where e / x and Table II exports go."),
+    device: Optional[str] = typer.Option(None, "--device", help="cpu or cuda (default: cuda if available)."),
+) -> None:
+    if truecolor:
+        # Rich and Textual read these when they are first imported: set them before.
+        os.environ["COLORTERM"] = "truecolor"
+        os.environ["TEXTUAL_COLOR_SYSTEM"] = "truecolor"
+    from segadv_tui.app import GRAPHICS, choose_graphics, register_graphics
+
+    if graphics not in GRAPHICS:
+        fail(f"--graphics must be one of {', '.join(GRAPHICS)}, not {graphics!r}")
+    if data is not None and image is not None:
+        fail("give --data or --image, not both")
+    if data is not None and not data.is_dir():
+        fail(f"--data {data}: no such folder")
+    if data is not None and not (data / "train.csv").is_file():
+        fail(f"--data {data}: no train.csv there (expected the Kaggle layout: train.csv and train/)")
+    if image is not None and not image.is_file():
+        fail(f"--image {image}: no such file")
+    folders, files = [], []
+    for path in checkpoints:
+        if path.is_dir():
+            folders.append(path)
+        elif path.is_file():
+            files.append(path)
+        else:
+            fail(f"--checkpoints {path}: no such folder or file")
+    if checkpoint is not None:
+        if not checkpoint.is_file():
+            fail(f"--checkpoint {checkpoint}: no such file")
+        files.append(checkpoint)
+    if device is not None and device != "cpu" and not device.startswith("cuda"):
+        fail(f"--device must be cpu or cuda[:N], not {device!r}")
+    if device is not None and device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            fail("--device cuda: no CUDA device is available here")
+    if not export_dir.is_dir():
+        fail(f"--export-dir {export_dir}: no such folder")
+
+    from segadv_tui.app import SegadvApp
+
+    renderer = register_graphics(choose_graphics(graphics))
+    SegadvApp(
+        data=data, image=image, checkpoint_dirs=folders, checkpoints=files, checkpoint=checkpoint, limit=limit,
+        graphics=renderer, export_dir=export_dir, device=device,
+    ).run()
+
+
+def run() -> None:
+    command()

@@ -1,0 +1,93 @@
+"""The Checkpoints panel: every checkpoint found, with its model, size, image size and validation DSC."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.console import Group
+from rich.text import Text
+from textual.message import Message
+from textual.widgets import OptionList
+from textual.widgets.option_list import Option
+
+CHECKPOINT_SUFFIXES = (".safetensors",)
+
+
+@dataclass(frozen=True)
+class CheckpointEntry:
+    path: Path
+    meta: dict | None  # None when the header cannot be read
+    problem: str | None = None
+
+    @property
+    def summary(self) -> str:
+        if self.meta is None:
+            return f"✗ {self.problem}"
+        meta = self.meta
+        params = f"{meta['params'] / 1e6:.2f}M" if isinstance(meta.get("params"), (int, float)) else "?"
+        val = meta.get("val_dsc") or {}
+        dsc = f"val DSC {val['mean']:.3f}" if isinstance(val, dict) and val.get("mean") is not None else "no val DSC"
+        return f"{meta.get('model', '?')} · {params} · {meta.get('img_size', '?')}px · {dsc}"
+
+
+def find_checkpoints(folders: list[Path], files: list[Path] = ()) -> list[CheckpointEntry]:
+    """The checkpoints in ``folders`` (non-recursive) and ``files``, with their metadata headers."""
+    from core.checkpoints import read_checkpoint_meta
+
+    paths: list[Path] = [Path(f) for f in files]
+    for folder in folders:
+        paths.extend(sorted(p for p in Path(folder).iterdir() if p.suffix in CHECKPOINT_SUFFIXES))
+    entries, seen = [], set()
+    for path in paths:
+        key = path.resolve()
+        if key in seen:
+            continue
+        seen.add(key)
+        try:
+            entries.append(CheckpointEntry(path, read_checkpoint_meta(path)))
+        except (ValueError, OSError) as exc:
+            entries.append(CheckpointEntry(path, None, str(exc).removeprefix(f"{path}: ")))
+    return entries
+
+
+class CheckpointList(OptionList):
+    """Choosing an entry asks the app to load it; the loaded ones are marked."""
+
+    class Chosen(Message):
+        def __init__(self, entry: CheckpointEntry):
+            super().__init__()
+            self.entry = entry
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.entries: list[CheckpointEntry] = []
+        self.loaded: set[Path] = set()
+        self.current: Path | None = None
+
+    def set_entries(self, entries: list[CheckpointEntry]) -> None:
+        self.entries = list(entries)
+        self._redraw()
+
+    def mark(self, path: Path, *, current: bool) -> None:
+        self.loaded.add(path)
+        if current:
+            self.current = path
+        self._redraw()
+
+    def _redraw(self) -> None:
+        highlighted = self.highlighted
+        self.clear_options()
+        for entry in self.entries:
+            marker = "▶ " if entry.path == self.current else ("● " if entry.path in self.loaded else "  ")
+            # One line each for name and summary, cut with an ellipsis: the full error is in a notification.
+            name = Text(marker + entry.path.stem, style="bold" if entry.meta else "bold red",
+                        no_wrap=True, overflow="ellipsis")
+            summary = Text("  " + entry.summary, style="dim" if entry.meta else "red", no_wrap=True, overflow="ellipsis")
+            self.add_option(Option(Group(name, summary)))
+        if self.entries:
+            self.highlighted = min(highlighted or 0, len(self.entries) - 1)
+
+    def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
+        event.stop()
+        self.post_message(self.Chosen(self.entries[event.option_index]))

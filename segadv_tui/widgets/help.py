@@ -1,0 +1,59 @@
+"""The help screen: every key of the app, read from the bindings themselves so it cannot go stale."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import VerticalScroll
+from textual.screen import ModalScreen
+from textual.widgets import Static
+
+KEY_NAMES = {
+    "plus": "+", "equals_sign": "=", "minus": "-", "right_square_bracket": "]", "left_square_bracket": "[",
+    "question_mark": "?", "up": "↑", "down": "↓", "escape": "Esc", "enter": "Enter", "slash": "/",
+}
+
+USAGE = """\
+Pick a checkpoint (top left) and a slice (case → day → slice), then step epsilon and watch the masks
+and the scores change. FGSM reuses one gradient per slice and loss, so each eps step is one forward
+pass. Colours: large bowel orange, small bowel blue, stomach magenta; difference maps show true
+positives green, false positives blue, false negatives red. AS = (DSC clean − DSC adv) / DSC clean."""
+
+
+def key_label(keys: str) -> str:
+    return " ".join(KEY_NAMES.get(k, k) for k in keys.split(","))
+
+
+def bindings_table(groups: list[tuple[str, list[Binding]]]) -> Text:
+    text = Text()
+    for title, bindings in groups:
+        text.append(f"{title}\n", style="bold underline")
+        for binding in bindings:
+            text.append(f"  {key_label(binding.key):>12}  ", style="bold")
+            text.append(f"{binding.tooltip or binding.description}\n")
+        text.append("\n")
+    return text
+
+
+class HelpScreen(ModalScreen):
+    """Every key, grouped; Esc, q or ? closes it."""
+
+    DEFAULT_CSS = """
+    HelpScreen { align: center middle; }
+    HelpScreen > VerticalScroll {
+        width: 96; max-width: 100%; height: auto; max-height: 100%;
+        border: thick $primary; background: $surface; padding: 1 2;
+    }
+    """
+    BINDINGS = [Binding("escape,q,question_mark", "dismiss", "Close help", id="help.close")]
+
+    def __init__(self, groups: list[tuple[str, list[Binding]]]):
+        super().__init__()
+        self.groups = groups
+
+    def compose(self) -> ComposeResult:
+        with VerticalScroll() as scroll:
+            scroll.border_title = "segadv-tui · keys"
+            yield Static(USAGE + "\n", id="help-usage")
+            yield Static(bindings_table(self.groups), id="help-keys")

@@ -1,0 +1,97 @@
+"""The Slices panel: case -> day -> slice, optionally only the slices with organs; j / k step through."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.message import Message
+from textual.widgets import Tree
+from textual.widgets.tree import TreeNode
+
+from core.data import SliceRecord, with_organs
+
+
+class SliceBrowser(Tree):
+    """A tree of the data set's slices; day nodes fill in their slices when first opened."""
+
+    class Chosen(Message):
+        def __init__(self, record: SliceRecord):
+            super().__init__()
+            self.record = record
+
+    def __init__(self, **kwargs):
+        super().__init__("slices", **kwargs)
+        self.show_root = False
+        self.guide_depth = 2
+        self.all_records: list[SliceRecord] = []
+        self.records: list[SliceRecord] = []  # the shown ones, in order
+        self.organs_only = True
+        self.current: SliceRecord | None = None
+        self._day_nodes: dict[str, TreeNode] = {}
+        self._slice_nodes: dict[str, TreeNode] = {}
+
+    def set_records(self, records: list[SliceRecord]) -> None:
+        self.all_records = list(records)
+        self._rebuild()
+
+    def set_organs_only(self, organs_only: bool) -> None:
+        self.organs_only = organs_only
+        self._rebuild()
+
+    def _rebuild(self) -> None:
+        self.records = with_organs(self.all_records) if self.organs_only else list(self.all_records)
+        self.clear()
+        self._day_nodes.clear()
+        self._slice_nodes.clear()
+        self.border_subtitle = f"{len(self.records)} slices" + (" with organs" if self.organs_only else "")
+        cases: dict[int, TreeNode] = {}
+        for record in self.records:
+            if record.case not in cases:
+                cases[record.case] = self.root.add(f"case{record.case}", expand=False)
+            if record.case_day not in self._day_nodes:
+                self._day_nodes[record.case_day] = cases[record.case].add(f"day{record.day}", data=[])
+            self._day_nodes[record.case_day].data.append(record)
+        if self.current is not None and self.current.id in {r.id for r in self.records}:
+            self.reveal(self.current)
+
+    def _fill_day(self, node: TreeNode) -> None:
+        if node.children or not isinstance(node.data, list):
+            return
+        for record in node.data:
+            label = Text(f"slice {record.slice:04d}")
+            if record.has_organs:
+                label.append(" ●", style="green")
+            self._slice_nodes[record.id] = node.add_leaf(label, data=record)
+
+    def on_tree_node_expanded(self, event: Tree.NodeExpanded) -> None:
+        self._fill_day(event.node)
+
+    def on_tree_node_highlighted(self, event: Tree.NodeHighlighted) -> None:
+        event.stop()
+        record = event.node.data
+        if isinstance(record, SliceRecord) and record != self.current:
+            self.current = record
+            self.post_message(self.Chosen(record))
+
+    def reveal(self, record: SliceRecord) -> None:
+        """Open the record's case and day and put the cursor on it."""
+        day = self._day_nodes.get(record.case_day)
+        if day is None:
+            return
+        day.parent.expand()
+        self._fill_day(day)
+        day.expand()
+        node = self._slice_nodes[record.id]
+        self.current = record
+        self.call_after_refresh(self.move_cursor, node)
+
+    def choose(self, record: SliceRecord) -> None:
+        self.reveal(record)
+        self.post_message(self.Chosen(record))
+
+    def step(self, delta: int) -> None:
+        """Choose the slice ``delta`` places from the current one among those shown."""
+        if not self.records:
+            return
+        ids = [r.id for r in self.records]
+        index = ids.index(self.current.id) if self.current is not None and self.current.id in ids else -1
+        self.choose(self.records[max(0, min(len(self.records) - 1, index + delta))])

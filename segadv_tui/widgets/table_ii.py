@@ -1,0 +1,207 @@
+"""The Table II screen: the current attack over the test split for every loaded checkpoint and loss.
+
+FGSM runs through ``core.evaluation.table_ii`` (one gradient per slice and loss, as the paper's table);
+BIM and PGD through ``core.evaluation.evaluate``, one run per checkpoint and loss. The work happens in
+a cancellable thread worker that reports progress; the table has the paper's layout.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal
+from textual.message import Message
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Header, ProgressBar, Static
+from textual.worker import Worker, WorkerState, get_current_worker
+
+from core.losses import LOSS_NAMES, LOSS_TITLES
+from segadv_tui.explorer import AttackSettings
+from segadv_tui.tables import Table, number
+
+
+@dataclass(frozen=True)
+class TableIIRow:
+    title: str
+    params: int
+    clean: float | None
+    adv: dict[str, float | None]  # per loss, mean DSC after the attack
+
+
+def table_ii_rows(models, records, settings: AttackSettings, losses, *, device, progress, should_stop) -> list[TableIIRow]:
+    """Mean DSC clean and after the attack per loss, for each (label, model, meta) in ``models``."""
+    from core.evaluation import AttackConfig, evaluate, table_ii
+
+    if settings.method == "fgsm":
+        table = table_ii(models, records, losses, settings.eps, mode=settings.mode, target=settings.target,
+                         empty=settings.empty, device=device, progress=progress, should_stop=should_stop)
+        return [TableIIRow(row.title, row.params, row.dsc_clean, dict(row.dsc_adv)) for row in table.rows]
+    rows = []
+    total = len(models) * len(losses) * len(records)
+    for m, (label, model, meta) in enumerate(models):
+        adv, clean = {}, None
+        for l, loss in enumerate(losses):
+            offset = (m * len(losses) + l) * len(records)
+            config = AttackConfig(method=settings.method, loss=loss, eps=settings.eps, target=settings.target,
+                                  steps=settings.steps, empty=settings.empty)
+            result = evaluate(model, records, int(meta["img_size"]), config, device=device, should_stop=should_stop,
+                              progress=lambda done, _total, offset=offset: progress(offset + done, total))
+            clean, adv[loss] = result.summary.mean_clean, result.summary.mean_adv
+        rows.append(TableIIRow(meta.get("title") or label, int(meta.get("params") or 0), clean, adv))
+    return rows
+
+
+def as_table(rows: list[TableIIRow], losses, settings: AttackSettings, slices: int) -> Table:
+    """The paper's layout: model, parameters, clean DSC, then DSC (and attack success) per loss."""
+    def cell(clean, adv) -> str:
+        if adv is None:
+            return "n/a"
+        success = (clean - adv) / clean if clean else None
+        return f"{adv:.4f} (AS {number(success, 3)})"
+
+    data = tuple(
+        (row.title, f"{row.params / 1e6:.2f}M", number(row.clean), *(cell(row.clean, row.adv.get(loss)) for loss in losses))
+        for row in rows
+    )
+    headers = ("Model", "Parameters", "Normal", *(f"{settings.method.upper()} {LOSS_TITLES[l]}" for l in losses))
+    title = f"Table II: mean DSC over {slices} test slices with organs, {settings.label}"
+    return Table(title, headers, data)
+
+
+class Progressed(Message):
+    def __init__(self, done: int, total: int):
+        super().__init__()
+        self.done, self.total = done, total
+
+
+class TableIIFinished(Message):
+    def __init__(self, rows: list[TableIIRow] | None, table: Table | None):
+        super().__init__()
+        self.rows = rows
+        self.table = table
+
+
+class TableIIScreen(Screen):
+    """Runs on opening; c cancels, r runs again, x exports, Esc goes back."""
+
+    DEFAULT_CSS = """
+    TableIIScreen { layout: vertical; }
+    TableIIScreen #table2-about { height: auto; padding: 0 1; color: $text-muted; }
+    TableIIScreen #table2-progress { height: 1; padding: 0 1; }
+    TableIIScreen #table2-status { width: 1fr; padding: 0 1; }
+    TableIIScreen DataTable { height: 1fr; margin: 1 1; }
+    """
+    BINDINGS = [
+        Binding("escape", "back", "Back", id="table2.back", tooltip="Back to the explorer (cancels a run)"),
+        Binding("c", "cancel", "Cancel", id="table2.cancel", tooltip="Cancel the running evaluation"),
+        Binding("r", "run", "Run", id="table2.run", tooltip="Run the evaluation again"),
+        Binding("x", "export", "Export", id="table2.export", tooltip="Export the table as CSV and Markdown"),
+    ]
+
+    def __init__(self, app, losses=LOSS_NAMES):
+        super().__init__()
+        self.explorer_app = app
+        self.losses = tuple(losses)
+        self.settings = app.settings
+        self.records = app.table_ii_records()
+        self.table: Table | None = None
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        models = ", ".join(path.stem for path in self.explorer_app.loaded)
+        yield Static(
+            f"{self.settings.label} · checkpoints: {models} · {len(self.records)} test slices with organs"
+            f"{' (--limit)' if self.explorer_app.limit else ''}", id="table2-about",
+        )
+        with Horizontal(id="table2-progress"):
+            yield ProgressBar(id="table2-bar", show_eta=True)
+            yield Static("", id="table2-status")
+        yield DataTable(id="table2-table", cursor_type="row", zebra_stripes=True)
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.action_run()
+
+    def action_run(self) -> None:
+        if self.running:
+            self.notify("Already running (c cancels).")
+            return
+        if not self.records:
+            self.notify("The test split has no slices with organs.", severity="warning")
+            return
+        self.query_one("#table2-status", Static).update("running…")
+        self._run(self.explorer_app.table_ii_models(), self.records, self.settings)
+
+    @property
+    def running(self) -> bool:
+        return any(w.group == "table2" and w.is_running for w in self.workers)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="table2", name="Table II")
+    def _run(self, models, records, settings: AttackSettings) -> None:
+        from core.attacks import AttackCancelled
+
+        worker = get_current_worker()
+        try:
+            rows = table_ii_rows(models, records, settings, self.losses, device=self.explorer_app.device,
+                                 progress=lambda done, total: self.post_message(Progressed(done, total)),
+                                 should_stop=lambda: worker.is_cancelled)
+        except AttackCancelled:
+            self.post_message(TableIIFinished(None, None))
+            return
+        self.post_message(TableIIFinished(rows, as_table(rows, self.losses, settings, len(records))))
+
+    @on(Progressed)
+    def _progressed(self, message: Progressed) -> None:
+        self.query_one(ProgressBar).update(total=message.total, progress=message.done)
+
+    @on(TableIIFinished)
+    def _finished(self, message: TableIIFinished) -> None:
+        if message.table is None:
+            self.query_one("#table2-status", Static).update("cancelled")
+            return
+        self.table = message.table
+        self.query_one("#table2-status", Static).update("done · x exports")
+        table = self.query_one(DataTable)
+        table.clear(columns=True)
+        table.add_columns(*message.table.headers)
+        for row, cells in zip(message.rows, message.table.rows):
+            # The paper sets the most successful attack (lowest DSC) in bold.
+            scores = {loss: value for loss, value in row.adv.items() if value is not None}
+            best = min(scores, key=scores.get) if scores else None
+            styled = (Text(c, style="bold" if loss == best else "") for loss, c in zip(self.losses, cells[3:]))
+            table.add_row(*cells[:3], *styled)
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        if event.worker.group == "table2" and event.state == WorkerState.ERROR:
+            self.query_one("#table2-status", Static).update("failed")
+            self.notify(f"Table II failed: {event.worker.error}", severity="error", timeout=10)
+            event.stop()
+
+    def action_cancel(self) -> None:
+        if not self.running:
+            self.notify("Nothing is running.")
+            return
+        self.workers.cancel_group(self, "table2")
+        self.query_one("#table2-status", Static).update("cancelling…")
+
+    def action_back(self) -> None:
+        self.workers.cancel_group(self, "table2")
+        self.dismiss()
+
+    def action_export(self) -> None:
+        from segadv_tui.tables import save_tables
+
+        if self.table is None:
+            self.notify("No finished table to export yet.", severity="warning")
+            return
+        stem = self.explorer_app.export_dir / f"table_ii_{self.settings.method}_eps{self.settings.eps:.3f}"
+        try:
+            paths = save_tables(self.table, stem)
+        except OSError as exc:
+            self.notify(f"Could not export: {exc}", severity="error")
+            return
+        self.notify("Saved " + ", ".join(str(p) for p in paths))

@@ -1,0 +1,399 @@
+"""The attack explorer under Pilot: the real app, the bundled demo checkpoint, the tiny demo data.
+
+Scores shown in the app are checked against core called directly (core.attacks.fgsm / bim, not the
+app's cached-gradient path); waiting is on workers and messages, never on wall-clock time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import shutil
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from core.attacks import bim, fgsm
+from core.checkpoints import load_checkpoint
+from core.data import load_slice, open_dataset, with_organs
+from core.metrics import dice_per_organ, mean_dsc, predict
+from core.organs import ORGANS
+from core.paths import demo_checkpoint
+from segadv_tui.app import FrameReady, SegadvApp
+from segadv_tui.explorer import AttackSettings, Explorer, format_score, load_slice_data
+from segadv_tui.widgets.scores import ScoresTable
+
+SIZE = (160, 50)
+
+
+def pilot_test(scenario):
+    """An async Pilot scenario as a plain test (no asyncio plugin needed)."""
+
+    @functools.wraps(scenario)
+    def test(*args, **kwargs):
+        asyncio.run(scenario(*args, **kwargs))
+
+    return test
+
+
+@pytest.fixture(scope="module")
+def checkpoint() -> Path:
+    return demo_checkpoint()
+
+
+@pytest.fixture(scope="module")
+def model_and_meta(checkpoint):
+    return load_checkpoint(checkpoint)
+
+
+def make_app(data: Path, checkpoint: Path, **kwargs) -> SegadvApp:
+    return SegadvApp(data=data, checkpoint=checkpoint, device="cpu", device_label="CPU", show_timings=False,
+                     **kwargs)
+
+
+async def settle(pilot, app: SegadvApp) -> None:
+    """Until no worker runs and every posted message is handled."""
+    for _ in range(200):
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        if not any(w.is_running for w in app.workers):
+            return
+    raise AssertionError("workers kept running")
+
+
+async def first_frame(pilot, app: SegadvApp) -> None:
+    for _ in range(400):
+        await settle(pilot, app)
+        if app.frame is not None:
+            return
+    raise AssertionError("no frame was shown")
+
+
+def expected_scores(model, meta, record, settings: AttackSettings) -> tuple[np.ndarray, np.ndarray, float, float]:
+    """Per-organ DSC clean and adversarial and their means, computed by core directly."""
+    image, masks = load_slice(record, meta["img_size"])
+    x = torch.from_numpy(image)[None, None]
+    truth = torch.from_numpy(masks)[None].bool()
+    if settings.method == "fgsm":
+        adversarial = fgsm(model, x, truth.float(), settings.eps, loss=settings.loss, mode=settings.mode)
+    else:
+        adversarial = bim(model, x, truth.float(), settings.eps, steps=settings.steps, loss=settings.loss)
+    dsc = dice_per_organ(torch.cat([predict(model, x), predict(model, adversarial)]), torch.cat([truth, truth]))
+    means = mean_dsc(dsc)
+    return dsc[0], dsc[1], float(means[0]), float(means[1])
+
+
+def table_values(app: SegadvApp) -> dict[str, tuple[str, str, str]]:
+    table = app.query_one(ScoresTable)
+    return {row: tuple(table.cell_text(row, col) for col in ("clean", "adv", "as"))
+            for row in (*ORGANS, "mean")}
+
+
+def assert_table_matches(app: SegadvApp, model, meta, record, settings: AttackSettings) -> None:
+    clean, adv, mean_clean, mean_adv = expected_scores(model, meta, record, settings)
+    shown = table_values(app)
+    for i, organ in enumerate(ORGANS):
+        assert shown[organ][:2] == (format_score(clean[i]), format_score(adv[i])), organ
+    assert shown["mean"][:2] == (format_score(mean_clean), format_score(mean_adv))
+
+
+@pilot_test
+async def test_eps_steps_show_what_core_computes(tiny_demo, checkpoint, model_and_meta):
+    model, meta = model_and_meta
+    app = make_app(tiny_demo, checkpoint)
+    async with app.run_test(size=SIZE) as pilot:
+        await first_frame(pilot, app)
+        first = app.source
+        await pilot.press("j")  # the next slice with organs
+        await settle(pilot, app)
+        assert app.source != first and app.frame.slice_id == app.source.id
+        for _ in range(3):
+            await pilot.press("plus")
+        await settle(pilot, app)
+        assert app.settings.eps == pytest.approx(0.012)
+        assert app.query_one("#attack-eps").value == "0.012"
+        assert "eps 0.012" in str(app.query_one("#scores-status").render())
+        assert app.frame.settings.eps == pytest.approx(0.012)
+        assert_table_matches(app, model, meta, app.source, app.settings)
+        # AS is n/a exactly where the clean DSC is 0.
+        for organ, (clean, _, success) in table_values(app).items():
+            assert (success == "n/a") == (clean == "0.000")
+
+
+@pilot_test
+async def test_coarse_steps_zero_and_clamping(tiny_demo, checkpoint):
+    app = make_app(tiny_demo, checkpoint)
+    async with app.run_test(size=SIZE) as pilot:
+        await first_frame(pilot, app)
+        await pilot.press("right_square_bracket", "right_square_bracket", "left_square_bracket", "minus")
+        assert app.settings.eps == pytest.approx(0.009 + 0.005 - 0.001)
+        await pilot.press("0", "minus")
+        assert app.settings.eps == 0.0
+        await settle(pilot, app)
+        assert app.frame.settings.eps == 0.0
+        # eps 0: the adversarial prediction is the clean one.
+        shown = table_values(app)
+        assert all(clean == adv for clean, adv, _ in shown.values())
+
+
+@pilot_test
+async def test_typed_eps_is_validated(tiny_demo, checkpoint):
+    app = make_app(tiny_demo, checkpoint)
+    async with app.run_test(size=SIZE) as pilot:
+        await first_frame(pilot, app)
+        await pilot.press("i")
+        eps_input = app.query_one("#attack-eps")
+        assert eps_input.has_focus
+        eps_input.value = "abc"
+        await pilot.press("enter")
+        assert app.settings.eps == pytest.approx(0.009)
+        assert any("must be a number" in n.message for n in app._notifications)
+        await pilot.press("i")
+        eps_input.value = "7"
+        await pilot.press("enter")
+        assert app.settings.eps == 1.0
+        assert any("clamped" in n.message for n in app._notifications)
+        await pilot.press("i")
+        eps_input.value = "0.02"
+        await pilot.press("enter")
+        await settle(pilot, app)
+        assert app.frame.settings.eps == pytest.approx(0.02)
+
+
+@pilot_test
+async def test_switching_loss_and_method(tiny_demo, checkpoint, model_and_meta):
+    model, meta = model_and_meta
+    app = make_app(tiny_demo, checkpoint)
+    async with app.run_test(size=SIZE) as pilot:
+        await first_frame(pilot, app)
+        await pilot.press("l")
+        await settle(pilot, app)
+        assert app.frame.settings.loss == "focal"
+        assert_table_matches(app, model, meta, app.source, app.settings)
+        await pilot.press("m")
+        await settle(pilot, app)
+        assert app.frame.settings.method == "bim"
+        assert app.query_one("#attack-method").value == "bim"
+        assert_table_matches(app, model, meta, app.source, app.settings)
+        # The paper's variant is FGSM only: p is refused for BIM and the mode select is disabled.
+        await pilot.press("p")
+        assert app.settings.mode == "textbook"
+        assert app.query_one("#attack-mode").disabled
+
+
+@pilot_test
+async def test_organs_only_toggle_and_slice_steps(tiny_demo, checkpoint):
+    dataset = open_dataset(tiny_demo)
+    app = make_app(tiny_demo, checkpoint)
+    async with app.run_test(size=SIZE) as pilot:
+        await first_frame(pilot, app)
+        browser = app.query_one("#slices")
+        assert browser.records == with_organs(dataset.records)
+        await pilot.press("o")
+        assert browser.records == dataset.records
+        start = browser.records.index(app.source)
+        await pilot.press("j", "j", "k")
+        await settle(pilot, app)
+        assert app.source == dataset.records[start + 1]
+        assert app.frame.slice_id == app.source.id
+
+
+@pilot_test
+async def test_stale_requests_are_skipped_and_dropped(tiny_demo, checkpoint):
+    """The first eps step is held inside its computation while four more keys arrive: only the newest
+    is computed and shown; the held one gives up at its next check; none queues behind it."""
+    entered, release = threading.Event(), threading.Event()
+
+    def hold_first_step(request) -> None:
+        if request.settings.eps == pytest.approx(0.010):
+            entered.set()
+            assert release.wait(timeout=60)
+
+    app = make_app(tiny_demo, checkpoint, frame_hook=hold_first_step)
+    async with app.run_test(size=SIZE) as pilot:
+        await first_frame(pilot, app)
+        computed = app.explorer.computations
+        await pilot.press("plus")
+        while not entered.is_set():
+            await pilot.pause()
+        await pilot.press("plus", "plus", "plus", "plus")
+        release.set()
+        await settle(pilot, app)
+        assert app.frame.settings.eps == pytest.approx(0.014)
+        assert app.explorer.computations == computed + 1  # only the newest request ran to the end
+
+        # A frame that arrives for an old request is dropped, whatever it holds.
+        data = load_slice_data(app.source, int(app.checkpoint_meta["img_size"]))
+        old = app.explorer.compute(data, app.settings.with_eps(0.5), request_id=app._latest_request - 1)
+        app.post_message(FrameReady(old))
+        await settle(pilot, app)
+        assert app.dropped_frames == 1
+        assert app.frame.settings.eps == pytest.approx(0.014)
+
+
+def test_iterative_attack_stops_at_its_next_check(tiny_demo, model_and_meta):
+    model, meta = model_and_meta
+    record = with_organs(open_dataset(tiny_demo).records)[0]
+    explorer = Explorer(model, "demo")
+    data = load_slice_data(record, meta["img_size"])
+    checks = []
+
+    def stop_after_three_checks() -> bool:
+        checks.append(1)
+        return len(checks) > 3
+
+    frame = explorer.compute(data, AttackSettings(method="bim", steps=50), should_stop=stop_after_three_checks)
+    assert frame is None and explorer.computations == 0
+    assert len(checks) == 4  # two checks before the attack, then one per BIM step until the stop
+
+
+@pilot_test
+async def test_bad_checkpoint_notifies_and_app_keeps_running(tiny_demo, checkpoint, tmp_path):
+    broken = tmp_path / "broken.safetensors"
+    broken.write_bytes(b"not a checkpoint at all")
+    app = make_app(tiny_demo, checkpoint, checkpoints=[broken])
+    async with app.run_test(size=SIZE) as pilot:
+        await first_frame(pilot, app)
+        listing = app.query_one("#checkpoints")
+        index = [e.path for e in listing.entries].index(broken)
+        listing.focus()
+        listing.highlighted = index
+        await pilot.press("enter")
+        await settle(pilot, app)
+        errors = [n.message for n in app._notifications if n.severity == "error"]
+        assert any(str(broken) in message for message in errors)
+        # Still usable with the old model.
+        await pilot.press("plus")
+        await settle(pilot, app)
+        assert app.frame.settings.eps == pytest.approx(0.010)
+        assert app.is_running
+
+
+@pilot_test
+async def test_corrupt_slice_notifies(tiny_demo, checkpoint, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(tiny_demo, data)
+    dataset = open_dataset(data)
+    first, second = with_organs(dataset.records)[:2]
+    first.path.write_bytes(b"\x89PNG broken")
+    app = make_app(data, checkpoint)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot, app)
+        for _ in range(100):
+            if app._notifications:
+                break
+            await settle(pilot, app)
+        assert any(first.path.name in n.message for n in app._notifications)
+        await pilot.press("j")
+        await first_frame(pilot, app)
+        assert app.frame.slice_id == second.id
+
+
+@pilot_test
+async def test_lone_png_uses_the_prediction_as_target(real_samples, checkpoint, tmp_path):
+    png = next(real_samples.glob("*.png"))
+    app = SegadvApp(image=png, checkpoint=checkpoint, device="cpu", device_label="CPU", show_timings=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await first_frame(pilot, app)
+        assert app.settings.target == "pred" and not app.frame.has_truth
+        assert app.query_one("#image-truth").border_title.startswith("Target")
+        # Against its own prediction the clean DSC is 1 for every organ.
+        assert all(clean == "1.000" for clean, _, _ in table_values(app).values())
+        await pilot.press("t")
+        assert app.settings.target == "pred"
+
+
+@pilot_test
+async def test_table_ii_runs_over_a_few_slices(tiny_demo, checkpoint, model_and_meta, tmp_path):
+    from core.evaluation import table_ii
+
+    model, meta = model_and_meta
+    app = make_app(tiny_demo, checkpoint, limit=2, export_dir=tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        await first_frame(pilot, app)
+        await pilot.press("T")
+        await settle(pilot, app)
+        screen = app.screen
+        assert screen.table is not None
+        (row,) = screen.table.rows
+        records = app.table_ii_records()
+        assert len(records) == 2
+        expected = table_ii([("demo", model, meta)], records, screen.losses, 0.009)
+        assert row[2] == f"{expected.rows[0].dsc_clean:.4f}"
+        assert [cell.split()[0] for cell in row[3:]] == [f"{expected.rows[0].dsc_adv[l]:.4f}" for l in screen.losses]
+        await pilot.press("x")
+        csv = (tmp_path / "table_ii_fgsm_eps0.009.csv").read_text()
+        assert csv.splitlines()[0].startswith("Model,Parameters,Normal,FGSM BCE")
+        assert (tmp_path / "table_ii_fgsm_eps0.009.md").read_text().count("|") > 10
+        await pilot.press("escape")
+        assert app.screen.id != screen.id
+
+
+@pilot_test
+async def test_exports_figure_and_scores(tiny_demo, checkpoint, tmp_path):
+    app = make_app(tiny_demo, checkpoint, export_dir=tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        await first_frame(pilot, app)
+        await pilot.press("e", "x")
+        await settle(pilot, app)
+        (png,) = tmp_path.glob("*.png")
+        assert app.frame.slice_id in png.name
+        assert Image.open(png).size[0] > 500
+        csv = next(tmp_path.glob("*_scores.csv")).read_text().splitlines()
+        assert csv[0] == "Organ,DSC clean,DSC adv,AS"
+        assert csv[-1].split(",")[1] == f"{app.frame.mean_clean:.4f}"
+
+
+@pilot_test
+async def test_help_lists_every_key(tiny_demo, checkpoint):
+    app = make_app(tiny_demo, checkpoint)
+    async with app.run_test(size=SIZE) as pilot:
+        await first_frame(pilot, app)
+        await pilot.press("question_mark")
+        text = str(app.screen.query_one("#help-keys").render())
+        for binding in app.BINDINGS:
+            assert binding.tooltip in text
+        await pilot.press("escape")
+        assert app.screen is app.screen_stack[0]
+
+
+@pilot_test
+async def test_tiny_and_huge_terminals_and_resizing_while_computing(tiny_demo, checkpoint):
+    app = make_app(tiny_demo, checkpoint)
+    async with app.run_test(size=(60, 20)) as pilot:
+        await first_frame(pilot, app)
+        assert app.screen.has_class("-no-sidebar") and app.screen.has_class("-tiny")
+        assert not app.query_one("#image-perturbation").display
+        await pilot.press("m", "plus")  # a BIM step, then resize while it runs
+        await pilot.resize_terminal(300, 100)
+        await settle(pilot, app)
+        assert not app.screen.has_class("-no-sidebar")
+        assert app.query_one("#image-perturbation").display
+        assert app.frame.settings.method == "bim"
+        await pilot.press("b")
+        assert app.screen.has_class("-no-sidebar")
+
+
+@pilot_test
+async def test_quit_while_a_worker_runs(tiny_demo, checkpoint):
+    app = make_app(tiny_demo, checkpoint)
+    async with app.run_test(size=SIZE) as pilot:
+        await first_frame(pilot, app)
+        await pilot.press("m", "right_square_bracket", "q")
+    assert app.return_code == 0
+
+
+def test_missing_data_folder_is_one_line_before_start(tmp_path):
+    from typer.testing import CliRunner
+
+    from segadv_tui.launch import command
+
+    result = CliRunner().invoke(command, ["--data", str(tmp_path / "nowhere")])
+    assert result.exit_code == 2
+    assert "no such folder" in result.output and "Traceback" not in result.output
+    result = CliRunner().invoke(command, ["--graphics", "ascii"])
+    assert result.exit_code == 2 and "--graphics" in result.output
