@@ -95,7 +95,8 @@ def _eval_mode(model: torch.nn.Module):
             model.train()
 
 
-def _autocast(device: torch.device, precision: str):
+def precision_autocast(device: torch.device, precision: str):
+    """The autocast context for ``precision`` ("fp32": none) on ``device``."""
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
     if precision == "fp32":
@@ -171,7 +172,7 @@ def _input_gradients(model, image, target, losses, mode, precision):
     if target is not None:
         target = target.detach()
     with _eval_mode(model), torch.enable_grad():
-        with _autocast(image.device, precision):
+        with precision_autocast(image.device, precision):
             logits = model(x)
         logits = logits.float()
         clean_pred = logits.detach() > 0
@@ -458,7 +459,7 @@ def adversarial_predictions(
             group = eps_values[start : start + per_chunk]
             eps_t = torch.tensor(group, dtype=clean.dtype, device=clean.device).view(-1, 1, 1, 1, 1)
             adversarial = apply_sign(clean.unsqueeze(0), sign.unsqueeze(0), eps_t, mode)
-            with _autocast(clean.device, precision):
+            with precision_autocast(clean.device, precision):
                 logits = model(adversarial.flatten(0, 1))
             predicted = (logits > 0).unflatten(0, (len(group), n))
             results.extend(zip(adversarial.unbind(0), predicted.unbind(0)))

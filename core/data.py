@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import os
 import random
 import re
 from collections.abc import Iterable, Iterator
@@ -109,7 +110,8 @@ class GITractDataset:
         self.exclude = tuple(exclude)
         self.problems: list[str] = []
         if not self.root.is_dir():
-            raise DataError(f"data folder {self.root} does not exist (expected a Kaggle root: {LAYOUT})")
+            state = "is not a folder" if self.root.exists() else "does not exist"
+            raise DataError(f"data folder {self.root} {state} (expected a Kaggle root: {LAYOUT})")
         csv_path = self.root / "train.csv"
         if not csv_path.is_file():
             raise DataError(f"no train.csv in {self.root} (expected a Kaggle root: {LAYOUT})")
@@ -120,9 +122,6 @@ class GITractDataset:
         self.records = self._join(rows, images)
         self._by_id = {record.id: record for record in self.records}
         self._fingerprint: str | None = None
-
-    def _excluded(self, case: str, day: str) -> bool:
-        return f"case{int(case)}_day{int(day)}" in self.exclude
 
     def _read_rows(self, csv_path: Path) -> dict[str, dict[str, str]]:
         """id -> {organ: rle} for every row of train.csv outside the excluded case-days."""
@@ -141,31 +140,30 @@ class GITractDataset:
                         f"{csv_path} lacks the column(s) {', '.join(missing)} "
                         f"(has {', '.join(header) or 'none'}; expected {', '.join(CSV_COLUMNS)})"
                     )
-                at = {name: header.index(name) for name in CSV_COLUMNS}
+                id_at, class_at, rle_at = (header.index(name) for name in CSV_COLUMNS)
+                last_id, excluded = None, False
                 for fields in reader:
-                    line = reader.line_num
                     if not fields:
                         continue
+                    at = f"{csv_path} line {reader.line_num}"
                     if len(fields) != len(header):
-                        raise DataError(
-                            f"{csv_path} line {line}: {len(fields)} fields, expected {len(header)} ({', '.join(header)})"
-                        )
-                    slice_id, organ = fields[at["id"]].strip(), fields[at["class"]].strip()
-                    parsed = _ID.fullmatch(slice_id)
-                    if parsed is None:
-                        raise DataError(f"{csv_path} line {line}: id {slice_id!r} is not like case123_day20_slice_0065")
+                        raise DataError(f"{at}: {len(fields)} fields, expected {len(header)} ({', '.join(header)})")
+                    slice_id, organ = fields[id_at].strip(), fields[class_at].strip()
+                    if slice_id != last_id:  # rows come in threes: parse each id once
+                        parsed = _ID.fullmatch(slice_id)
+                        if parsed is None:
+                            raise DataError(f"{at}: id {slice_id!r} is not like case123_day20_slice_0065")
+                        excluded = f"case{int(parsed[1])}_day{int(parsed[2])}" in self.exclude
+                        last_id = slice_id
                     if organ not in ORGANS:
-                        raise DataError(f"{csv_path} line {line}: unknown class {organ!r} (expected one of {', '.join(ORGANS)})")
+                        raise DataError(f"{at}: unknown class {organ!r} (expected one of {', '.join(ORGANS)})")
                     if (slice_id, organ) in first_line:
-                        raise DataError(
-                            f"{csv_path} line {line}: duplicate row for {slice_id} {organ} "
-                            f"(first on line {first_line[slice_id, organ]})"
-                        )
-                    first_line[slice_id, organ] = line
-                    if self._excluded(parsed[1], parsed[2]):
-                        continue
-                    rle = fields[at["segmentation"]].strip()
-                    rows.setdefault(slice_id, {})[organ] = "" if rle.lower() == "nan" else rle
+                        first = first_line[slice_id, organ]
+                        raise DataError(f"{at}: duplicate row for {slice_id} {organ} (first on line {first})")
+                    first_line[slice_id, organ] = reader.line_num
+                    if not excluded:
+                        rle = fields[rle_at].strip()
+                        rows.setdefault(slice_id, {})[organ] = "" if rle.lower() == "nan" else rle
         except (csv.Error, UnicodeDecodeError) as exc:
             raise DataError(f"cannot read {csv_path} as CSV: {exc}") from None
         except OSError as exc:
@@ -175,37 +173,46 @@ class GITractDataset:
     def _find_images(self) -> dict[str, tuple[Path, re.Match]]:
         """id -> (path, file-name match) for every slice PNG outside the excluded case-days."""
         images: dict[str, tuple[Path, re.Match]] = {}
-        for path in sorted(self.root.glob("train/*/*/scans/*.png")):
-            case_dir, day_dir = path.parent.parent.parent.name, path.parent.parent.name
-            case_match, day_match = _CASE_DIR.fullmatch(case_dir), _DAY_DIR.fullmatch(day_dir)
-            name = _SLICE_FILE.fullmatch(path.name)
-            where = path.relative_to(self.root)
-            if case_match is None or day_match is None or case_match[1] != day_match[1]:
-                self.problems.append(f"{where}: not in a train/caseN/caseN_dayD/scans/ folder; ignored")
-                continue
-            if name is None:
-                self.problems.append(f"{where}: file name is not like slice_NNNN_W_H_PW_PH.png; ignored")
-                continue
-            if self._excluded(day_match[1], day_match[2]):
-                continue
-            if int(name[2]) == 0 or int(name[3]) == 0:
-                self.problems.append(f"{where}: file name gives an empty image size; ignored")
-                continue
-            slice_id = f"{day_dir}_slice_{name[1]}"
-            if slice_id in images:
-                self.problems.append(f"{where}: a second file for {slice_id} (first {images[slice_id][0].name}); ignored")
-                continue
-            images[slice_id] = (path, name)
+        for case_dir in _subfolders(self.root / "train"):
+            for day_dir in _subfolders(case_dir):
+                case_match, day_match = _CASE_DIR.fullmatch(case_dir.name), _DAY_DIR.fullmatch(day_dir.name)
+                if case_match is None or day_match is None or case_match[1] != day_match[1]:
+                    folder = f"train/{case_dir.name}/{day_dir.name}"
+                    self.problems.append(f"{folder}: not a caseN/caseN_dayD folder; ignored")
+                    continue
+                if f"case{int(day_match[1])}_day{int(day_match[2])}" in self.exclude:
+                    continue
+                scans = day_dir / "scans"
+                for entry in sorted(os.scandir(scans) if scans.is_dir() else (), key=lambda e: e.name):
+                    if not entry.name.endswith(".png"):
+                        continue
+                    where = f"train/{case_dir.name}/{day_dir.name}/scans/{entry.name}"
+                    name = _SLICE_FILE.fullmatch(entry.name)
+                    if name is None:
+                        self.problems.append(f"{where}: not named slice_NNNN_W_H_PW_PH.png; ignored")
+                        continue
+                    if int(name[2]) == 0 or int(name[3]) == 0:
+                        self.problems.append(f"{where}: file name gives an empty image size; ignored")
+                        continue
+                    slice_id = f"{day_dir.name}_slice_{name[1]}"
+                    if slice_id in images:
+                        first = images[slice_id][0].name
+                        self.problems.append(f"{where}: a second file for {slice_id} (first {first}); ignored")
+                        continue
+                    images[slice_id] = (Path(entry.path), name)
         return images
 
-    def _join(self, rows: dict[str, dict[str, str]], images: dict[str, tuple[Path, re.Match]]) -> list[SliceRecord]:
+    def _join(
+        self, rows: dict[str, dict[str, str]], images: dict[str, tuple[Path, re.Match]]
+    ) -> list[SliceRecord]:
         for slice_id in sorted(rows.keys() - images.keys()):
             self.problems.append(f"{slice_id}: has rows in train.csv but no image file; skipped")
         records = []
         for slice_id, (path, name) in images.items():
             organ_rles = rows.get(slice_id)
             if organ_rles is None:
-                self.problems.append(f"{slice_id}: image {path.relative_to(self.root)} has no rows in train.csv; skipped")
+                where = path.relative_to(self.root)
+                self.problems.append(f"{slice_id}: image {where} has no rows in train.csv; skipped")
                 continue
             absent = [organ for organ in ORGANS if organ not in organ_rles]
             if absent:
@@ -222,11 +229,10 @@ class GITractDataset:
                 path=path,
                 rles=tuple(organ_rles.get(organ, "") for organ in ORGANS),
             )
-            bad_rle = _rle_problem(record)
-            if bad_rle:
-                self.problems.append(f"{bad_rle}; skipped")
-                continue
             records.append(record)
+        bad_rles = _rle_problems(records)
+        self.problems += [f"{message}; skipped" for message in bad_rles.values()]
+        records = [record for i, record in enumerate(records) if i not in bad_rles]
         records.sort(key=lambda r: (r.case, r.day, r.slice))
         return records
 
@@ -266,11 +272,12 @@ class GITractDataset:
         return train, test
 
     def fingerprint(self) -> str:
-        """A short hash of the slices and labels (ids, sizes, spacing, RLEs), independent of where the root is."""
+        """A short hash of the slices and their labels (ids, sizes, spacing, RLEs), wherever the root is."""
         if self._fingerprint is None:
             digest = hashlib.sha256()
             for r in self.records:
-                digest.update(f"{r.id},{r.width},{r.height},{r.spacing[0]},{r.spacing[1]},{'|'.join(r.rles)}\n".encode())
+                line = f"{r.id},{r.width},{r.height},{r.spacing[0]},{r.spacing[1]},{'|'.join(r.rles)}\n"
+                digest.update(line.encode())
             self._fingerprint = digest.hexdigest()[:16]
         return self._fingerprint
 
@@ -278,31 +285,55 @@ class GITractDataset:
         return f"GITractDataset({str(self.root)!r}: {len(self.records)} slices, {len(self.problems)} problems)"
 
 
-def _rle_problem(record: SliceRecord) -> str | None:
-    """Why one of the record's RLEs cannot be decoded, or None.
+def _subfolders(folder: Path) -> list[Path]:
+    return sorted(Path(entry.path) for entry in os.scandir(folder) if entry.is_dir())
 
-    Decoding every mask at load time would cost seconds on the real data set, so this checks the runs
-    without painting them, and only a suspicious RLE goes to ``rle_decode`` for its verdict and message.
+
+def _rle_problems(records: list[SliceRecord]) -> dict[int, str]:
+    """record index -> why one of its RLEs cannot be decoded, for the records with a malformed RLE.
+
+    Decoding every mask would take many seconds on the real data set, so all runs are checked at once
+    without painting them (plain ascending, disjoint ``start length`` pairs inside the image), and only
+    a suspicious RLE goes to ``rle_decode`` for the verdict and the message.
     """
-    size = record.height * record.width
-    for organ, rle in zip(ORGANS, record.rles):
-        if not rle:
-            continue
-        tokens = rle.split()
-        try:
-            values = np.array(tokens, dtype=np.int64)
-        except ValueError:
-            values = None
-        if values is not None and len(values) % 2 == 0:
-            starts, lengths = values[0::2], values[1::2]
-            ends = starts - 1 + lengths
-            if (starts >= 1).all() and (lengths >= 1).all() and ends[-1] <= size and (starts[1:] > ends[:-1]).all():
+    suspects: set[tuple[int, int]] = set()
+    tokens: list[str] = []
+    owners: list[tuple[int, int]] = []
+    runs_per_owner: list[int] = []
+    for i, record in enumerate(records):
+        for organ, rle in enumerate(record.rles):
+            if not rle:
                 continue
+            parts = rle.split()
+            digits = "".join(parts)
+            if len(parts) % 2 or not (digits.isascii() and digits.isdigit()):
+                suspects.add((i, organ))
+                continue
+            tokens += parts
+            owners.append((i, organ))
+            runs_per_owner.append(len(parts) // 2)
+    try:
+        values = np.array(tokens, dtype=np.int64)
+    except OverflowError:  # a number beyond 64 bits: let rle_decode judge every RLE
+        suspects.update(owners)
+        tokens = []
+    if tokens:
+        starts, lengths = values[0::2], values[1::2]
+        ends = starts - 1 + lengths  # exclusive, 0-indexed
+        owner = np.repeat(np.arange(len(owners)), runs_per_owner)
+        sizes = np.array([records[i].height * records[i].width for i, _ in owners], dtype=np.int64)
+        previous_end = np.concatenate([[0], ends[:-1]])
+        previous_end[np.concatenate([[True], owner[1:] != owner[:-1]])] = 0  # each RLE starts afresh
+        bad = (starts <= previous_end) | (lengths < 1) | (ends > sizes[owner])
+        suspects.update(owners[k] for k in np.unique(owner[bad]).tolist())
+    problems: dict[int, str] = {}
+    for i, organ in sorted(suspects):
+        record = records[i]
         try:
-            rle_decode(rle, record.height, record.width, slice_id=record.id, organ=organ)
+            rle_decode(record.rles[organ], record.height, record.width, slice_id=record.id, organ=ORGANS[organ])
         except RLEError as exc:
-            return str(exc)
-    return None
+            problems.setdefault(i, str(exc))
+    return problems
 
 
 def with_organs(records: Iterable[SliceRecord]) -> list[SliceRecord]:

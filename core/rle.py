@@ -39,6 +39,8 @@ def rle_decode(
     except ValueError:
         bad = next(t for t in tokens if not t.lstrip("+-").isdigit())
         raise RLEError(f"RLE value {bad!r} is not an integer{where}") from None
+    except OverflowError:
+        raise RLEError(f"RLE has a value too large for any image{where}") from None
     starts, lengths = values[0::2], values[1::2]
     if (starts < 1).any():
         raise RLEError(f"RLE start {int(starts[starts < 1][0])} is below 1 (starts are 1-indexed){where}")
@@ -53,11 +55,9 @@ def rle_decode(
     if len(starts) > 1 and (starts[1:] <= ends[:-1]).any():
         i = int(np.argmax(starts[1:] <= ends[:-1])) + 1
         raise RLEError(f"RLE runs are unsorted or overlap at run {i + 1} (start {int(starts[i])}){where}")
-    # Paint runs with a difference array: +1 at each start, -1 after each end, then cumulative sum.
-    edges = np.zeros(size + 1, dtype=np.int32)
-    np.add.at(edges, starts - 1, 1)
-    np.add.at(edges, ends, -1)
-    mask[:] = np.cumsum(edges[:-1]) > 0
+    # A slice has at most a few hundred runs: painting them one by one beats a full-image cumsum.
+    for start, end in zip((starts - 1).tolist(), ends.tolist()):
+        mask[start:end] = 1
     return mask.reshape(height, width)
 
 

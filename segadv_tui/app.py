@@ -144,7 +144,7 @@ class SegadvApp(App):
         self.data_root = data
         self.image_path = image
         self.checkpoint_dirs = bundled_checkpoint_dirs() + list(checkpoint_dirs or [])
-        self.checkpoint_files = list(checkpoints or [])
+        self.checkpoint_files = list(checkpoints or []) + ([Path(checkpoint)] if checkpoint is not None else [])
         self.initial_checkpoint = checkpoint
         self.limit = limit
         self.graphics = graphics
@@ -180,7 +180,7 @@ class SegadvApp(App):
             with Vertical(id="sidebar"):
                 yield CheckpointList(id="checkpoints")
                 yield SliceBrowser(id="slices")
-                yield AttackPanel(id="attack")
+                yield AttackPanel(self.settings, id="attack")
             with Vertical(id="view"):
                 yield Static("starting…", id="summary")
                 yield ImageGrid(renderer=self.graphics, id="images")

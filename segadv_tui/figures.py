@@ -205,14 +205,14 @@ def line_chart(
     x_label: str,
     y_label: str,
     y_range: tuple[float, float] | None = None,
-    size: tuple[int, int] = (640, 440),
+    size: tuple[int, int] = (640, 460),
 ) -> Image.Image:
     """One line with markers per series over shared ``xs``; NaN values break the line. Axes, ticks, grid, legend."""
     width, height = size
     figure = Image.new("RGB", size, BACKGROUND)
     draw = ImageDraw.Draw(figure)
     title_font, label_font, tick_font = font(17), font(14), font(12)
-    left, right, top, bottom = 70, 20, 40, 58
+    left, right, top, bottom = 70, 20, 40, 78
     plot = (left, top, width - right, height - bottom)
 
     values = [v for ys in series.values() for v in ys if v is not None and math.isfinite(v)]
@@ -244,7 +244,7 @@ def line_chart(
         draw.text((px, plot[3] + 8), _tick_label(tick, x_ticks), fill=INK, font=tick_font, anchor="mt")
     draw.rectangle(plot, outline=INK)
     draw.text((width / 2, 12), title, fill=INK, font=title_font, anchor="mt")
-    draw.text(((plot[0] + plot[2]) / 2, height - 10), x_label, fill=INK, font=label_font, anchor="md")
+    draw.text(((plot[0] + plot[2]) / 2, plot[3] + 30), x_label, fill=INK, font=label_font, anchor="mt")
     label = Image.new("RGBA", (int(draw.textlength(y_label, font=label_font)) + 4, 20), (0, 0, 0, 0))
     ImageDraw.Draw(label).text((2, 2), y_label, fill=INK, font=label_font)
     label = label.rotate(90, expand=True)
@@ -260,19 +260,15 @@ def line_chart(
             if point is not None:
                 draw.ellipse((point[0] - 4, point[1] - 4, point[0] + 4, point[1] + 4), fill=colour)
 
-    # Legend inside the plot, top right, on a white box so grid lines do not cross the labels.
-    names = list(series)
-    if names:
-        row_h = 20
-        box_w = max(int(draw.textlength(n, font=label_font)) for n in names) + 46
-        box = (plot[2] - box_w - 8, plot[1] + 8, plot[2] - 8, plot[1] + 8 + row_h * len(names) + 8)
-        draw.rectangle(box, fill=BACKGROUND, outline=MUTED)
-        for index, name in enumerate(names):
-            colour = SERIES_COLOURS[index % len(SERIES_COLOURS)]
-            y = box[1] + 4 + row_h * index + row_h / 2
-            draw.line((box[0] + 8, y, box[0] + 32, y), fill=colour, width=3)
-            draw.ellipse((box[0] + 16, y - 4, box[0] + 24, y + 4), fill=colour)
-            draw.text((box[0] + 38, y), name, fill=INK, font=label_font, anchor="lm")
+    # Legend in a row under the axis label, outside the plot, so it never hides a line.
+    x = plot[0]
+    y = plot[3] + 62
+    for index, name in enumerate(series):
+        colour = SERIES_COLOURS[index % len(SERIES_COLOURS)]
+        draw.line((x, y, x + 24, y), fill=colour, width=3)
+        draw.ellipse((x + 8, y - 4, x + 16, y + 4), fill=colour)
+        draw.text((x + 30, y), name, fill=INK, font=label_font, anchor="lm")
+        x += 30 + int(draw.textlength(name, font=label_font)) + 24
     return figure
 
 
@@ -289,8 +285,12 @@ def sweep_plot(
     """
     charts = [line_chart(eps, dsc, title="Mean DSC after the attack", x_label="eps", y_label="mean DSC", y_range=(0.0, 1.0))]
     if attack_success is not None:
+        # AS is negative where an attack happens to help the model: extend the axis down to show it.
+        values = [v for ys in attack_success.values() for v in ys if v is not None and math.isfinite(v)]
+        low = min([0.0, *values])
+        low = math.floor(low * 10) / 10 if low < 0 else 0.0
         charts.append(
-            line_chart(eps, attack_success, title="Attack success", x_label="eps", y_label="AS", y_range=(0.0, 1.0))
+            line_chart(eps, attack_success, title="Attack success", x_label="eps", y_label="AS", y_range=(low, 1.0))
         )
     caption_font = font(14)
     width = sum(c.width for c in charts)

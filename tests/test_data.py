@@ -47,7 +47,8 @@ def write_png(path: Path, pixels: np.ndarray) -> Path:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     header = struct.pack(">IIBBBBB", width, height, bits, 0, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+    body = chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + body)
     return path
 
 
@@ -214,7 +215,10 @@ def test_a_missing_column_names_the_column(real_root, real_samples):
 @pytest.mark.parametrize(
     "mutate, expected",
     [
-        (lambda rows: rows + [dict(rows[0])], r"line 17: duplicate row for case123_day20_slice_0001 large_bowel \(first on line 2\)"),
+        (
+            lambda rows: rows + [dict(rows[0])],
+            r"line 17: duplicate row for case123_day20_slice_0001 large_bowel \(first on line 2\)",
+        ),
         (lambda rows: rows[:3] + [{**rows[3], "class": "liver"}] + rows[4:], r"line 5: unknown class 'liver'"),
         (lambda rows: [{**rows[0], "id": "slice_0001"}] + rows[1:], r"line 2: id 'slice_0001'"),
     ],
@@ -321,7 +325,8 @@ def test_nearest_mask_resize_matches_pillow_and_stays_binary():
         resized = resize_masks(masks, size)
         assert resized.shape == (3, size, size) and resized.dtype == np.uint8
         assert set(np.unique(resized)) <= {0, 1}
-        reference = np.stack([np.asarray(Image.fromarray(m * 255).resize((size, size), Image.Resampling.NEAREST)) // 255 for m in masks])
+        pillow = [Image.fromarray(m * 255).resize((size, size), Image.Resampling.NEAREST) for m in masks]
+        reference = np.stack([np.asarray(m) // 255 for m in pillow])
         assert np.array_equal(resized, reference)
 
 
@@ -423,4 +428,5 @@ def test_slice_dataset_reads_lazily(real_root):
 
 def test_importing_core_data_does_not_load_torch():
     code = "import sys, core.data; print('torch' in sys.modules)"
-    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "False"

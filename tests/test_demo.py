@@ -205,22 +205,63 @@ def test_rejects_bad_size_and_seed(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_progress_reports_every_slice(tmp_path):
-    seen = []
-    root = demo_data_dir_with_cache(tmp_path, seen)
-    assert seen == [(i, len(seen)) for i in range(1, len(seen) + 1)]
-    assert len(seen) == len(_slice_files(root))
+def test_demo_data_dir_is_made_once_and_safe_when_two_processes_race(tmp_path, monkeypatch):
+    monkeypatch.setenv("SEGADV_CACHE", str(tmp_path))
+    start = threading.Barrier(2)
+    results, errors, calls = [], [], []
+
+    def make():
+        start.wait()
+        try:
+            results.append(demo_data_dir(seed=5, size="tiny", progress=lambda done, total: calls.append((done, total))))
+        except Exception as exc:  # noqa: BLE001 (surfaced by the assertion below)
+            errors.append(exc)
+
+    workers = [threading.Thread(target=make) for _ in range(2)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    assert errors == []
+    assert results == [tmp_path / "demo-v1-tiny-seed5"] * 2
+    assert [p.name for p in tmp_path.iterdir()] == ["demo-v1-tiny-seed5"]  # the loser's folder is gone
+    total = len(_slice_files(results[0]))
+    assert sorted(calls) == sorted([(i, total) for i in range(1, total + 1)] * 2)  # one call per slice
+    later = []
+    assert demo_data_dir(seed=5, size="tiny", progress=lambda *a: later.append(a)) == results[0]
+    assert later == []  # reused, not made again
 
 
-def demo_data_dir_with_cache(cache: Path, seen: list) -> Path:
-    import os
+def _cli():
+    from typer.testing import CliRunner
 
-    old = os.environ.get("SEGADV_CACHE")
-    os.environ["SEGADV_CACHE"] = str(cache)
-    try:
-        return demo_data_dir(seed=5, size="tiny", progress=lambda done, total: seen.append((done, total)))
-    finally:
-        if old is None:
-            del os.environ["SEGADV_CACHE"]
-        else:
-            os.environ["SEGADV_CACHE"] = old
+    from segadv_tui.cli import _register_commands, app
+
+    _register_commands()
+    return CliRunner(), app
+
+
+def test_cli_writes_the_demo(tiny_demo, tmp_path, monkeypatch):
+    runner, app = _cli()
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, ["demo-data", "out", "--size", "tiny", "--seed", "0"])
+    assert result.exit_code == 0, result.output
+    slices = len(_slice_files(tmp_path / "out"))
+    with_organs = sum(m.any() for m in _masks(tmp_path / "out").values())
+    assert f"{slices} slices ({with_organs} with organs)" in result.output and "out" in result.output
+    assert (tmp_path / "out" / "train.csv").read_bytes() == (tiny_demo / "train.csv").read_bytes()
+
+    again = runner.invoke(app, ["demo-data", "out", "--size", "tiny"])
+    assert again.exit_code != 0
+    assert len(again.output.strip().splitlines()) == 1 and "--overwrite" in again.output
+
+
+@pytest.mark.parametrize("args", [["--size", "huge"], ["--seed", "-2"]])
+def test_cli_rejects_bad_arguments_in_one_line(tmp_path, monkeypatch, args):
+    runner, app = _cli()
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, ["demo-data", "out", *args])
+    assert result.exit_code != 0
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and args[0] in lines[0] and "Traceback" not in result.output
+    assert not (tmp_path / "out").exists()

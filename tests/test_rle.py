@@ -152,7 +152,10 @@ def test_encode_inverts_decode_on_valid_rles(case):
     assert rle_encode(rle_decode(text_of(runs), height, width)) == text_of(runs)
 
 
-MALFORMED = ("odd count", "non-integer", "zero length", "negative length", "start below 1", "past the end", "overlapping", "unsorted")
+MALFORMED = (
+    "odd count", "non-integer", "zero length", "negative length", "start below 1", "past the end",
+    "overlapping", "unsorted",
+)
 
 
 def corrupt(kind: str, height: int, width: int, runs: list[tuple[int, int]], data) -> str:

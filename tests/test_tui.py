@@ -50,9 +50,23 @@ def model_and_meta(checkpoint):
     return load_checkpoint(checkpoint)
 
 
-def make_app(data: Path, checkpoint: Path, **kwargs) -> SegadvApp:
-    return SegadvApp(data=data, checkpoint=checkpoint, device="cpu", device_label="CPU", show_timings=False,
-                     **kwargs)
+def make_app(data: Path | None, checkpoint: Path, **kwargs) -> SegadvApp:
+    app = SegadvApp(data=data, checkpoint=checkpoint, device="cpu", device_label="CPU", show_timings=False,
+                    **kwargs)
+    record_notifications(app)
+    return app
+
+
+def record_notifications(app: SegadvApp) -> None:
+    """Keep every notification in ``app.notices`` as (severity, message): toasts expire on a clock."""
+    app.notices = []
+    notify = app.notify
+
+    def recording_notify(message, *args, severity="information", **kwargs):
+        app.notices.append((severity, str(message)))
+        return notify(message, *args, severity=severity, **kwargs)
+
+    app.notify = recording_notify
 
 
 async def settle(pilot, app: SegadvApp) -> None:
@@ -151,12 +165,12 @@ async def test_typed_eps_is_validated(tiny_demo, checkpoint):
         eps_input.value = "abc"
         await pilot.press("enter")
         assert app.settings.eps == pytest.approx(0.009)
-        assert any("must be a number" in n.message for n in app._notifications)
+        assert any("must be a number" in message for _, message in app.notices)
         await pilot.press("i")
         eps_input.value = "7"
         await pilot.press("enter")
         assert app.settings.eps == 1.0
-        assert any("clamped" in n.message for n in app._notifications)
+        assert any("clamped" in message for _, message in app.notices)
         await pilot.press("i")
         eps_input.value = "0.02"
         await pilot.press("enter")
@@ -264,7 +278,7 @@ async def test_bad_checkpoint_notifies_and_app_keeps_running(tiny_demo, checkpoi
         listing.highlighted = index
         await pilot.press("enter")
         await settle(pilot, app)
-        errors = [n.message for n in app._notifications if n.severity == "error"]
+        errors = [message for severity, message in app.notices if severity == "error"]
         assert any(str(broken) in message for message in errors)
         # Still usable with the old model.
         await pilot.press("plus")
@@ -284,10 +298,10 @@ async def test_corrupt_slice_notifies(tiny_demo, checkpoint, tmp_path):
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot, app)
         for _ in range(100):
-            if app._notifications:
+            if app.notices:
                 break
             await settle(pilot, app)
-        assert any(first.path.name in n.message for n in app._notifications)
+        assert any(first.path.name in message for _, message in app.notices)
         await pilot.press("j")
         await first_frame(pilot, app)
         assert app.frame.slice_id == second.id
@@ -296,7 +310,7 @@ async def test_corrupt_slice_notifies(tiny_demo, checkpoint, tmp_path):
 @pilot_test
 async def test_lone_png_uses_the_prediction_as_target(real_samples, checkpoint, tmp_path):
     png = next(real_samples.glob("*.png"))
-    app = SegadvApp(image=png, checkpoint=checkpoint, device="cpu", device_label="CPU", show_timings=False)
+    app = make_app(None, checkpoint, image=png)
     async with app.run_test(size=SIZE) as pilot:
         await first_frame(pilot, app)
         assert app.settings.target == "pred" and not app.frame.has_truth

@@ -298,16 +298,26 @@ def write_text_atomic(path: Path, text: str) -> Path:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(handle, "w", encoding="utf-8", newline="") as stream:
+                stream.write(text)
+            os.replace(temporary, path)
+        except BaseException:
+            Path(temporary).unlink(missing_ok=True)
+            raise
     except OSError as exc:
         fail(f"cannot write {str(path)!r}: {_one_line(exc)}")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8", newline="") as stream:
-            stream.write(text)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
     return path
+
+
+def write_png(image, path: Path) -> Path:
+    """``segadv_tui.figures.save_png`` with a one-line error when the file cannot be written."""
+    from segadv_tui.figures import save_png
+
+    try:
+        return save_png(image, Path(path).expanduser())
+    except OSError as exc:
+        fail(f"cannot write {str(path)!r}: {_one_line(exc)}")
 
 
 def write_json(path: Path, payload: Any) -> Path:

@@ -15,9 +15,11 @@ import typer
 
 from segadv_tui.cli import app, console
 from segadv_tui.commands._common import (
+    SPLITS,
     all_slices_option,
     batch_size_option,
     checkpoint_option,
+    choice,
     data_option,
     device_option,
     empty_option,
@@ -79,6 +81,7 @@ def attack(
         all_slices=all_slices, seed=seed, precision=precision,
     )
     _check_batch_size(batch_size)
+    split = choice(split, SPLITS, "split")
     loaded = load_checkpoint(checkpoint, device, model)
     dataset = open_data(data)
     records = select_records(dataset, split, all_slices=all_slices, limit=limit)
@@ -92,11 +95,11 @@ def attack(
     console.print(_attack_table(result, loaded, split))
     if json_path is not None:
         write_json(json_path, {"command": "attack", **_source_info(loaded, dataset, split, records), **result.to_dict()})
-        console.print(f"wrote {json_path}", highlight=False)
+        console.print(f"wrote {json_path}", highlight=False, soft_wrap=True)
     if csv_path is not None:
         header, rows = attack_rows(result)
         write_csv(csv_path, header, rows)
-        console.print(f"wrote {csv_path}", highlight=False)
+        console.print(f"wrote {csv_path}", highlight=False, soft_wrap=True)
 
 
 def _check_batch_size(batch_size: int) -> None:
@@ -113,10 +116,7 @@ def _attack_table(result, loaded, split: str):
     from segadv_tui.commands._common import fmt
 
     config, summary = result.config, result.summary
-    title = (
-        f"{config.method.upper()} ({config.mode}) with {config.loss} loss at eps {config.eps:g}, "
-        f"target {config.target}, on {loaded.title}"
-    )
+    title = f"{loaded.title}: {config.method.upper()} ({config.mode}), {config.loss} loss, eps {config.eps:g}, target {config.target}"
     table = Table(title=title, title_justify="left")
     table.add_column("organ")
     for column in ("DSC clean", "DSC adversarial", "attack success"):
@@ -188,14 +188,15 @@ def sweep(
     """FGSM DSC and attack success against eps, per loss: one gradient per slice and loss serves every eps."""
     from segadv_tui.commands._common import (
         fgsm_options, load_checkpoint, open_data, parse_eps_list, parse_losses, progress_bar, select_records,
-        user_errors, write_csv, write_json,
+        user_errors, write_csv, write_json, write_png,
     )
-    from segadv_tui.figures import save_png, sweep_plot
+    from segadv_tui.figures import sweep_plot
 
     eps_values = parse_eps_list(eps)
     loss_names = parse_losses(losses)
     mode, target, empty, precision = fgsm_options(mode=mode, target=target, empty=empty, precision=precision)
     _check_batch_size(batch_size)
+    split = choice(split, SPLITS, "split")
     loaded = load_checkpoint(checkpoint, device, model)
     dataset = open_data(data)
     records = select_records(dataset, split, all_slices=all_slices, limit=limit)
@@ -216,16 +217,21 @@ def sweep(
     write_json(json_path, {"command": "sweep", **_source_info(loaded, dataset, split, records), **result.to_dict()})
     header, rows = sweep_rows(result)
     write_csv(csv_path, header, rows)
-    dsc = {loss: [_nan(result.entry(loss, e).summary.mean_adv) for e in result.eps_values] for loss in result.losses}
+    from core.losses import LOSS_TITLES
+
+    dsc = {
+        LOSS_TITLES[loss]: [_nan(result.entry(loss, e).summary.mean_adv) for e in result.eps_values] for loss in result.losses
+    }
     success = {
-        loss: [_nan(result.entry(loss, e).summary.mean_attack_success) for e in result.eps_values] for loss in result.losses
+        LOSS_TITLES[loss]: [_nan(result.entry(loss, e).summary.mean_attack_success) for e in result.eps_values]
+        for loss in result.losses
     }
     caption = (
-        f"{loaded.path.name} ({loaded.title}); FGSM {mode}, target {target}; {len(records)} {split} slices"
+        f"{loaded.path.name}: {loaded.title}; FGSM {mode}, target {target}; {len(records)} {split} slices"
         f"{'' if all_slices else ' with organs'}; empty organs: {empty}"
     )
-    save_png(sweep_plot(result.eps_values, dsc, success, caption=caption), png_path)
-    console.print(f"wrote {json_path}, {csv_path}, {png_path}", highlight=False)
+    write_png(sweep_plot(result.eps_values, dsc, success, caption=caption), png_path)
+    console.print(f"wrote {json_path}, {csv_path}, {png_path}", highlight=False, soft_wrap=True)
 
 
 def _nan(value) -> float:
@@ -308,6 +314,7 @@ def table(
     loss_names = parse_losses(losses)
     mode, target, empty, precision = fgsm_options(mode=mode, target=target, empty=empty, precision=precision)
     _check_batch_size(batch_size)
+    split = choice(split, SPLITS, "split")
     loaded = [load_checkpoint(path, device) for path in (checkpoints or [None])]
     dataset = open_data(data)
     records = select_records(dataset, split, all_slices=all_slices, limit=limit)
@@ -329,17 +336,17 @@ def table(
     console.print(_rich_table_ii(header, rows, best, caption))
     if md_path is not None:
         write_text_atomic(md_path, table_ii_markdown(header, rows, best, caption))
-        console.print(f"wrote {md_path}", highlight=False)
+        console.print(f"wrote {md_path}", highlight=False, soft_wrap=True)
     if csv_path is not None:
         write_csv(csv_path, *table_ii_csv(result, loaded))
-        console.print(f"wrote {csv_path}", highlight=False)
+        console.print(f"wrote {csv_path}", highlight=False, soft_wrap=True)
     if json_path is not None:
         payload = {
             "command": "table", "data": str(dataset.root), "data_fingerprint": dataset.fingerprint(), "split": split,
             "slices": len(records), "checkpoints": [str(item.path) for item in loaded], **result.to_dict(),
         }
         write_json(json_path, payload)
-        console.print(f"wrote {json_path}", highlight=False)
+        console.print(f"wrote {json_path}", highlight=False, soft_wrap=True)
 
 
 def table_ii_cells(result) -> tuple[list[str], list[list[str]], list[int | None]]:
@@ -412,8 +419,8 @@ def figure(
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="PNG file; default segadv-out/figure-SLICE-METHOD-LOSS-epsEPS.png."),
 ) -> None:
     """A PNG like the paper's figures 5-8: input, adversarial input, perturbation, truth, predictions, differences."""
-    from segadv_tui.commands._common import attack_config, fmt, load_checkpoint, open_data, user_errors
-    from segadv_tui.figures import attack_figure, save_png
+    from segadv_tui.commands._common import attack_config, fmt, load_checkpoint, open_data, user_errors, write_png
+    from segadv_tui.figures import attack_figure
 
     config = attack_config(
         method=method, loss=loss, eps=eps, mode=mode, target=target, steps=steps, empty=empty, all_slices=True,
@@ -426,18 +433,18 @@ def figure(
     with user_errors():
         attacked = _attack_slice(loaded.model, record, loaded.img_size, config, device)
     caption = (
-        f"{loaded.path.name} ({loaded.title}) | slice {record.id} | {config.method.upper()} loss {config.loss} | "
+        f"{loaded.path.name}: {loaded.title} | slice {record.id} | {config.method.upper()} loss {config.loss} | "
         f"eps {config.eps:g} | mode {config.mode} | target {config.target} | "
         f"DSC {fmt(attacked.mean_clean, 3)} -> {fmt(attacked.mean_adv, 3)} | AS {fmt(attacked.attack_success, 3)} | "
         f"realised L-inf {fmt(attacked.linf)}"
     )
     image = attack_figure(attacked.panels, caption)
     out = out or DEFAULT_OUT_DIR / f"figure-{record.id}-{config.method}-{config.loss}-eps{config.eps:g}.png"
-    save_png(image, out)
+    write_png(image, out)
     console.print(
         f"wrote {out} ({image.width} x {image.height}): slice {record.id}, mean DSC {fmt(attacked.mean_clean)} -> "
         f"{fmt(attacked.mean_adv)}, AS {fmt(attacked.attack_success)}, realised L-inf {fmt(attacked.linf)}",
-        highlight=False,
+        highlight=False, soft_wrap=True,
     )
 
 
@@ -503,4 +510,4 @@ def _find_slice(dataset, slice_id: str | None):
         close = difflib.get_close_matches(slice_id.strip(), ids, n=3, cutoff=0.6)
         suggestions = close or [record.id for record in with_organs(dataset)[:3]] or ids[:3]
         hint = f"; try {', '.join(suggestions)}" if suggestions else ""
-        fail(f"no slice {slice_id!r} in {dataset.root}{hint}")
+        fail(f"no slice {slice_id!r} in {dataset.root.name}{hint}")

@@ -40,11 +40,16 @@ class AttackPanel(Vertical):
             self.field = field
             self.value = value
 
+    def __init__(self, settings: AttackSettings, **kwargs):
+        super().__init__(**kwargs)
+        self.initial = settings
+
     def compose(self) -> ComposeResult:
         for field, options in CHOICES.items():
             with Horizontal():
                 yield Label(field.capitalize())
-                yield Select(options, allow_blank=False, compact=True, id=f"attack-{field}")
+                yield Select(options, value=getattr(self.initial, field), allow_blank=False, compact=True,
+                             id=f"attack-{field}")
         with Horizontal():
             yield Label("Epsilon")
             yield EpsInput(compact=True, id="attack-eps", placeholder="0.009")

@@ -1,0 +1,145 @@
+"""Data-set evaluation on the tiny demo data: equal to a direct per-slice computation, JSON-ready."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from core.attacks import AttackCancelled, bim, fgsm
+from core.data import GITractDataset, load_slice
+from core.evaluation import AttackConfig, evaluate, evaluate_sweep, table_ii
+from core.metrics import attack_success, dice_per_organ, mean_dsc, predict
+from core.models import build_model
+from core.organs import ORGANS
+
+IMG_SIZE = 64
+
+
+@pytest.fixture(scope="module")
+def single_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def model(single_thread):
+    torch.manual_seed(0)
+    return build_model("small").eval()
+
+
+@pytest.fixture(scope="module")
+def records(tiny_demo):
+    records = GITractDataset(tiny_demo).records
+    with_organs = [r for r in records if r.has_organs][:6]
+    without = [r for r in records if not r.has_organs][:2]
+    assert len(with_organs) == 6 and len(without) == 2, "the tiny demo needs slices with and without organs"
+    return with_organs[:3] + without + with_organs[3:]
+
+
+def _direct(model, record, config):
+    """The same attack done by hand for one slice, through the public single-image functions."""
+    image, masks = load_slice(record, IMG_SIZE)
+    image = torch.from_numpy(image)[None, None]
+    truth = torch.from_numpy(masks)[None].float()
+    clean_pred = predict(model, image)
+    target = truth if config.target == "gt" else clean_pred.float()
+    if config.method == "fgsm":
+        adversarial = fgsm(model, image, target, config.eps, config.loss, config.mode)
+    else:
+        adversarial = bim(model, image, target, config.eps, steps=config.steps, loss=config.loss)
+    clean = dice_per_organ(clean_pred, truth, config.empty)[0]
+    adv = dice_per_organ(predict(model, adversarial), truth, config.empty)[0]
+    return clean, adv, float((adversarial - image).abs().max())
+
+
+def _values(organ_dict):
+    return np.array([np.nan if organ_dict[o] is None else organ_dict[o] for o in ORGANS])
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        AttackConfig(eps=0.02),
+        AttackConfig(eps=0.02, loss="focal+dice", mode="paper", target="pred", empty="skip"),
+        AttackConfig(method="bim", eps=0.02, steps=2),
+    ],
+    ids=["fgsm", "fgsm-paper-pred-skip", "bim"],
+)
+def test_evaluate_equals_direct_per_slice_computation(model, records, config):
+    progress = []
+    result = evaluate(model, records, IMG_SIZE, config, batch_size=4, progress=lambda d, t: progress.append((d, t)))
+    assert progress == [(0, 8), (4, 8), (8, 8)]
+    assert [row.slice_id for row in result.rows] == [r.id for r in records]
+    for row, record in zip(result.rows, records):
+        clean, adv, linf = _direct(model, record, config)
+        assert row.has_organs == record.has_organs == row.scored
+        np.testing.assert_allclose(_values(row.dsc_clean), clean, rtol=1e-12)
+        # A batched gradient may flip a sign where it is ~0; allow a pixel or two of difference.
+        np.testing.assert_allclose(_values(row.dsc_adv), adv, atol=2e-3)
+        assert row.linf == pytest.approx(linf, abs=1e-6)
+        expected_success = attack_success(_values(row.dsc_clean), _values(row.dsc_adv))
+        np.testing.assert_allclose(_values(row.attack_success), expected_success)
+    # summary: mean over the slices whose ground truth has an organ
+    scored = [row for row in result.rows if row.scored]
+    assert result.summary.slices == 8 and result.summary.scored == 6
+    assert result.summary.mean_adv == pytest.approx(np.nanmean([row.mean_adv for row in scored]))
+    for organ in ORGANS:
+        values = [row.dsc_clean[organ] for row in scored if row.dsc_clean[organ] is not None]
+        assert result.summary.dsc_clean[organ] == pytest.approx(np.mean(values))
+    json.dumps(result.to_dict(), allow_nan=False)
+
+
+def test_score_all_includes_slices_without_organs(model, records):
+    result = evaluate(model, records[:5], IMG_SIZE, AttackConfig(score="all"), batch_size=8)
+    assert result.summary.scored == 5
+    assert all(row.scored for row in result.rows)
+    rows_mean = np.mean([mean_dsc(_values(row.dsc_clean)[None])[0] for row in result.rows])
+    assert result.summary.mean_clean == pytest.approx(rows_mean)
+
+
+def test_sweep_and_table_agree_with_evaluate(model, records):
+    subset = records[:4]
+    swept = evaluate_sweep(model, subset, IMG_SIZE, [0.0, 0.02], ["bce", "dice"], batch_size=4)
+    for loss in ("bce", "dice"):
+        single = evaluate(model, subset, IMG_SIZE, AttackConfig(loss=loss, eps=0.02), batch_size=4).summary
+        point = swept.entry(loss, 0.02).summary
+        assert point.mean_adv == pytest.approx(single.mean_adv, abs=1e-12)
+        assert point.mean_clean == pytest.approx(single.mean_clean, abs=1e-12)
+        assert swept.entry(loss, 0.0).summary.mean_adv == pytest.approx(single.mean_clean, abs=1e-12)
+    json.dumps(swept.to_dict(), allow_nan=False)
+
+    table = table_ii([("random", model, {"img_size": IMG_SIZE})], subset, ["bce", "dice"], 0.02, batch_size=4)
+    (row,) = table.rows
+    assert row.params == sum(p.numel() for p in model.parameters())
+    assert row.title == "MobileNetV2 U-Net (small)"
+    assert row.dsc_adv["bce"] == pytest.approx(swept.entry("bce", 0.02).summary.mean_adv, abs=1e-12)
+    assert row.best_loss == min(row.dsc_adv, key=row.dsc_adv.get)
+    json.dumps(table.to_dict(), allow_nan=False)
+
+
+def test_should_stop_cancels_between_batches(model, records):
+    with pytest.raises(AttackCancelled):
+        evaluate(model, records, IMG_SIZE, AttackConfig(), batch_size=2, should_stop=lambda: True)
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"method": "cw"}, "'cw'"),
+        ({"loss": "ce"}, "'ce'"),
+        ({"eps": 2.0}, "eps"),
+        ({"mode": "paper", "method": "bim"}, "paper"),
+        ({"target": "truth"}, "'truth'"),
+        ({"empty": "nan"}, "'nan'"),
+        ({"score": "some"}, "'some'"),
+        ({"steps": 0}, "steps"),
+    ],
+)
+def test_attack_config_names_the_bad_value(changes, message):
+    with pytest.raises(ValueError, match=message):
+        AttackConfig(**changes)
