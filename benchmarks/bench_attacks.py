@@ -22,7 +22,8 @@ import time
 import numpy as np
 import torch
 
-from core.attacks import GradientCache, fgsm, precision_autocast, sweep
+from core.attacks import GradientCache, fgsm, input_gradients, precision_autocast, sweep
+from core.losses import per_image_loss
 from core.metrics import dice_per_organ, predict
 
 
@@ -84,7 +85,7 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=10, help="eps values in the sweep")
     parser.add_argument("--loss", default="bce")
     parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"))
-    parser.add_argument("--chunk", type=int, default=None, help="images per no-grad forward in the sweep (default: all k * batch)")
+    parser.add_argument("--chunk", type=int, default=None, help="images per no-grad forward in the sweep (default: core's)")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     args = parser.parse_args()
@@ -94,7 +95,7 @@ def main() -> None:
     model, size, description = _load_model(args)
     images, masks = _demo_batch(size, args.batch, args.device)
     eps_values = [float(e) for e in np.linspace(0.003, 0.03, args.k)]
-    chunk = args.chunk or args.k * args.batch
+    chunk = args.chunk
     precision = args.precision
 
     def shared_gradient_sweep():
@@ -110,6 +111,9 @@ def main() -> None:
     key = ("bench", "batch", args.loss, "gt", "textbook")
     sweep(model, images, masks, eps_values[:1], args.loss, cache=cache, cache_key=key, precision=precision)
 
+    def cached_sweep():
+        return sweep(model, images, masks, eps_values, args.loss, cache=cache, cache_key=key, chunk_size=chunk, precision=precision)
+
     def cached_eps_step():
         return sweep(model, images, masks, eps_values[-1:], args.loss, cache=cache, cache_key=key, precision=precision)
 
@@ -117,15 +121,33 @@ def main() -> None:
         with precision_autocast(images.device, precision):
             return predict(model, images)
 
-    for function in (shared_gradient_sweep, fgsm_per_eps, cached_eps_step, plain_forward):
+    losses = ("bce", "focal", "focal+dice")
+
+    def losses_one_forward_retained():  # what core does: one forward, one backward per loss
+        return input_gradients(model, images, masks, losses, precision=precision)
+
+    def losses_one_forward_batched():  # the alternative: one vmapped backward over stacked d loss / d logits
+        x = images.clone().requires_grad_(True)
+        logits = model(x)
+        detached = logits.detach().requires_grad_(True)
+        stacked = torch.stack([torch.autograd.grad(per_image_loss(name, detached, masks).sum(), detached)[0] for name in losses])
+        return torch.autograd.grad(logits, x, grad_outputs=stacked, is_grads_batched=True)[0].sign()
+
+    def losses_separately():
+        return [input_gradients(model, images, masks, (name,), precision=precision) for name in losses]
+
+    functions = {
+        "sweep": shared_gradient_sweep, "naive": fgsm_per_eps, "warm": cached_sweep, "cached": cached_eps_step,
+        "forward": plain_forward, "retained": losses_one_forward_retained, "batched": losses_one_forward_batched,
+        "separate": losses_separately,
+    }
+    for function in functions.values():
         function()  # warm-up
-    timings = {name: [] for name in ("sweep", "naive", "cached", "forward")}
-    # Interleaved rounds so that load from other processes hits both sides alike.
+    timings = {name: [] for name in functions}
+    # Interleaved rounds so that load from other processes hits every side alike.
     for _ in range(args.repeats):
-        timings["sweep"].append(_median_seconds(shared_gradient_sweep, 1, args.device))
-        timings["naive"].append(_median_seconds(fgsm_per_eps, 1, args.device))
-        timings["cached"].append(_median_seconds(cached_eps_step, 3, args.device))
-        timings["forward"].append(_median_seconds(plain_forward, 3, args.device))
+        for name, function in functions.items():
+            timings[name].append(_median_seconds(function, 3 if name in ("cached", "forward") else 1, args.device))
     median = {name: statistics.median(values) for name, values in timings.items()}
 
     print(f"model: {description}, {args.device}, {precision}, torch threads {torch.get_num_threads()}")
@@ -135,9 +157,14 @@ def main() -> None:
     print(f"(a) eps sweep, shared gradient      {median['sweep'] * 1e3:9.1f} ms")
     print(f"    full FGSM per eps (k attacks)   {median['naive'] * 1e3:9.1f} ms")
     print(f"    speed-up                        {median['naive'] / median['sweep']:9.2f} x   (goal >= 3x)")
+    print(f"    sweep with the gradient cached  {median['warm'] * 1e3:9.1f} ms   speed-up {median['naive'] / median['warm']:.2f} x")
     print(f"(b) one eps step from the cache     {median['cached'] * 1e3:9.1f} ms")
     print(f"    one plain forward pass          {median['forward'] * 1e3:9.1f} ms")
     print(f"    ratio                           {median['cached'] / median['forward']:9.2f} x   (goal <= 1.3x)")
+    print(f"(c) gradients of {len(losses)} losses ({', '.join(losses)}):")
+    print(f"    one forward, backward per loss  {median['retained'] * 1e3:9.1f} ms   (core.attacks.input_gradients)")
+    print(f"    one forward, is_grads_batched   {median['batched'] * 1e3:9.1f} ms")
+    print(f"    one forward per loss            {median['separate'] * 1e3:9.1f} ms")
     print(f"throughput (adversarial slices scored per second): sweep {args.batch * args.k / median['sweep']:.1f}, "
           f"FGSM per eps {args.batch * args.k / median['naive']:.1f}, plain forward {args.batch / median['forward']:.1f}")
 

@@ -30,6 +30,10 @@ IMAGE_SHAPES = ((266, 266), (360, 310))
 # Case-days the real data set marks as faulty: the demo never uses their numbers.
 _AVOID_CASES = (7, 81)
 
+# Part of the cache folder's name: bump it whenever the generator's output changes, so that nobody
+# keeps using (or training on) a demo made by an older generator.
+DEMO_VERSION = 2
+
 Progress = Callable[[int, int], None]
 
 
@@ -93,7 +97,8 @@ def _write_into(folder: Path, scans: list[_Scan], progress: Progress | None) -> 
                 image = acquisition.record(signal, z_fraction, noise)
                 number = index + 1
                 name = f"slice_{number:04d}_{scan.width}_{scan.height}_{SPACING_MM:.2f}_{SPACING_MM:.2f}.png"
-                # Noisy 16-bit slices gain little from LZ77 matching: Huffman-only deflate is fast and still compresses.
+                # Noisy 16-bit slices gain little from LZ77 matching: Huffman-only deflate is as small as zlib's
+                # default level and about 10x faster (benchmarks/bench_demo.py).
                 Image.fromarray(image).save(scans_dir / name, compress_level=1, compress_type=zlib.Z_HUFFMAN_ONLY)
                 slice_id = f"case{scan.case}_day{scan.day}_slice_{number:04d}"
                 for organ, mask in zip(ORGANS, masks):
@@ -151,7 +156,7 @@ def demo_data_dir(seed: int = 0, progress: Progress | None = None, *, size: str 
     other process uses the winner's folder.
     """
     scans = _plan(seed, size)
-    name = f"demo-v1-seed{int(seed)}" if size == "default" else f"demo-v1-{size}-seed{int(seed)}"
+    name = f"demo-v{DEMO_VERSION}-seed{int(seed)}" if size == "default" else f"demo-v{DEMO_VERSION}-{size}-seed{int(seed)}"
     target = cache_dir() / name
     if (target / "train.csv").is_file():
         return target

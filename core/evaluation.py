@@ -278,7 +278,7 @@ def evaluate(
             entry = input_gradients(model, images, target, (config.loss,), config.mode, precision=config.precision)[config.loss]
             clean_pred, zero = entry.clean_pred, entry.zero_fraction
             adversarial, adv_pred = adversarial_predictions(
-                model, images, entry.sign, [config.eps], config.mode, chunk_size=max(batch_size, 1), precision=config.precision
+                model, images, entry.sign, [config.eps], config.mode, precision=config.precision
             )[0]
         else:
             clean_pred = predict(model, images)
@@ -356,14 +356,15 @@ def evaluate_sweep(
     empty: str = "one",
     score: str = "nonempty",
     batch_size: int = 16,
-    chunk_size: int = 32,
+    chunk_size: int | None = None,
     device: str | torch.device = "cpu",
     precision: str = "fp32",
     progress: Progress | None = None,
     should_stop: StopCheck | None = None,
 ) -> SweepResult:
     """FGSM over ``records`` for every loss and eps: per batch ONE forward pass, one backward per loss,
-    then batched forward passes of the adversarial images (``chunk_size`` images at a time)."""
+    then batched forward passes of the adversarial images (``chunk_size`` images at a time,
+    default ``core.attacks.default_chunk_size``)."""
     losses = [check_loss(name) for name in losses]
     if not losses:
         raise ValueError("at least one loss is needed")

@@ -365,7 +365,7 @@ class SegadvApp(App):
             return
         if not 0.0 <= eps <= 1.0:
             self.notify(f"Epsilon {eps:g} is outside [0, 1]: clamped.", severity="warning")
-        self.query_one("#images").focus()
+        self.query_one(SliceBrowser).focus()  # away from the field, so the keys are shortcuts again
         self.set_settings(self.settings.with_eps(clamp_eps(eps)))
         self.query_one(AttackPanel).show(self.settings)
 

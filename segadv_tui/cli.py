@@ -6,6 +6,7 @@ import sys
 
 import typer
 from rich.console import Console
+from typer.exceptions import TyperException
 
 app = typer.Typer(
     name="segadv",
@@ -25,7 +26,7 @@ class UserError(Exception):
 
 def fail(message: str, code: int = 2) -> None:
     """Print ``message`` as a one-line error and exit with ``code``."""
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -43,10 +44,17 @@ def _register_commands() -> None:
 def main() -> None:
     _register_commands()
     try:
-        app()
+        # Not standalone: usage errors come back to us and are shown as one line, not a box.
+        code = app(standalone_mode=False)
+    except TyperException as exc:  # usage errors: unknown command, bad option value
+        ctx = getattr(exc, "ctx", None)
+        hint = f" (see: {ctx.command_path} --help)" if ctx is not None else ""
+        err_console.print(f"[bold red]error:[/] {exc.format_message()}{hint}", highlight=False, soft_wrap=True)
+        sys.exit(exc.exit_code or 2)
     except (UserError, FileNotFoundError, ValueError) as exc:  # the last line of defence
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         sys.exit(2)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, typer.Abort):
         err_console.print("interrupted")
         sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)

@@ -18,7 +18,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from core.attacks import AttackCancelled, GradientCache, bim, pgd, sweep
+from core.attacks import AttackCancelled, GradientCache, bim, input_gradients, pgd, sweep
 from core.data import SliceRecord, load_slice, read_slice, resize_image
 from core.metrics import attack_success, dice_per_organ, mean_dsc, predict
 
@@ -125,13 +125,24 @@ class Explorer:
     def _tensor(self, array: np.ndarray) -> torch.Tensor:
         return torch.as_tensor(np.ascontiguousarray(array), dtype=torch.float32, device=self.device)[None]
 
-    def _clean_prediction(self, data: SliceData, image: torch.Tensor) -> np.ndarray:
+    def _clean_prediction(self, data: SliceData, image: torch.Tensor, settings: AttackSettings) -> np.ndarray:
         if data.id not in self._clean:
             if len(self._clean) > 64:
                 self._clean.clear()
-            with torch.no_grad():
-                self._clean[data.id] = predict(self.model, image)[0].cpu().numpy()
+            if settings.method == "fgsm" and settings.target == "gt" and data.truth is not None:
+                # FGSM's gradient pass predicts the clean slice too: one forward pass saved per new slice.
+                target = self._tensor(np.asarray(data.truth, dtype=bool))
+                clean = self._gradient(data, settings, image, target).clean_pred
+            else:
+                clean = predict(self.model, image)
+            self._clean[data.id] = clean[0].cpu().numpy()
         return self._clean[data.id]
+
+    def _gradient(self, data: SliceData, settings: AttackSettings, image: torch.Tensor, target: torch.Tensor):
+        return self.cache.get_or_compute(
+            self._gradient_key(data, settings),
+            lambda: input_gradients(self.model, image, target, (settings.loss,), settings.mode)[settings.loss],
+        )
 
     def _attack_target(self, data: SliceData, settings: AttackSettings, clean: np.ndarray) -> np.ndarray:
         if settings.target == "gt" and data.truth is not None:
@@ -154,7 +165,7 @@ class Explorer:
                 on_start()
             started = time.perf_counter()
             image = self._tensor(data.image)[None]  # (1, 1, S, S)
-            clean = self._clean_prediction(data, image)
+            clean = self._clean_prediction(data, image, settings)
             if should_stop():
                 return None
             try:
@@ -225,7 +236,7 @@ class Explorer:
             if should_stop():
                 return None
             image = self._tensor(data.image)[None]
-            clean = self._clean_prediction(data, image)
+            clean = self._clean_prediction(data, image, settings)
             target = self._tensor(self._attack_target(data, settings, clean))
             reference = self._tensor(data.truth if data.truth is not None else clean)
             points = sweep(self.model, image, target, list(eps_values), loss=settings.loss, mode=settings.mode,

@@ -101,8 +101,9 @@ def test_foreign_state_dicts_import_with_identical_outputs(tmp_path, small, batc
 
 
 def test_import_checkpoint_command_converts_foreign_weights(tmp_path, small, batch):
-    import segadv_tui.commands.models  # noqa: F401  (registers the command)
-    from segadv_tui.cli import app
+    from segadv_tui.cli import _register_commands, app
+
+    _register_commands()
 
     torch.save(small.net.state_dict(), tmp_path / "w.pt")
     out = tmp_path / "converted.safetensors"

@@ -117,8 +117,8 @@ def test_sweep_writes_json_csv_png_and_matches_a_single_attack(run, checkpoint, 
     with Image.open("out/sweep.png") as png:
         assert png.format == "PNG" and png.width == 1280 and 440 <= png.height <= 520
 
-    listed = run("sweep", *_common(checkpoint, tiny_demo), "--eps", "0.009, 0", "--losses", "bce", "--json", "l.json",
-                 "--csv", "l.csv", "--png", "l.png")
+    listed = run("sweep", "--checkpoint", checkpoint, "--data", tiny_demo, "--limit", 1, "--eps", "0.009, 0",
+                 "--losses", "bce", "--json", "l.json", "--csv", "l.csv", "--png", "l.png")
     assert listed.exit_code == 0, listed.output
     assert json.loads(open("l.json").read())["eps_values"] == [0.0, 0.009]
 
@@ -212,6 +212,7 @@ def test_figure_png_has_the_panel_layout(run, checkpoint, tiny_demo, test_slices
         (["attack", "--method", "bim", "--mode", "paper"], "paper"),
         (["attack", "--data", "nowhere"], "nowhere"),
         (["figure", "--slice", "case1_day1_slice_9999"], "case1_day1_slice_9999"),
+        (["attack", "--json", "."], "--json '.'"),
     ],
 )
 def test_bad_input_is_one_line_naming_the_value(run, checkpoint, tiny_demo, args, named):

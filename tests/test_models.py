@@ -64,8 +64,9 @@ def test_unknown_model_names_the_choices():
 
 
 def test_info_lists_the_registry_with_parameter_counts_and_versions():
-    import segadv_tui.commands.models  # noqa: F401  (registers the command)
-    from segadv_tui.cli import app
+    from segadv_tui.cli import _register_commands, app
+
+    _register_commands()
 
     result = CliRunner().invoke(app, ["info"], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output

@@ -25,6 +25,7 @@ from segadv_tui.cli import err_console, fail
 SPLITS = ("test", "train", "all")
 # How close a range's last value must come to its stop to count as the stop (float steps drift).
 RANGE_TOLERANCE = 1e-9
+MAX_EPS_VALUES = 1000  # a typo like 0:1:0.00001 should not start a day-long sweep
 
 
 # Options several commands share, made by functions so each command gets its own Typer option object.
@@ -111,6 +112,8 @@ def parse_eps_list(text: str, option: str = "--eps") -> list[float]:
         if stop < start:
             fail(f"{option} {text!r} has stop {parts[1]!r} below start {parts[0]!r}")
         count = math.floor((stop - start) / step + RANGE_TOLERANCE * max(1.0, (stop - start) / step)) + 1
+        if count > MAX_EPS_VALUES:
+            fail(f"{option} {text!r} gives {count} eps values; at most {MAX_EPS_VALUES}")
         values = [round(start + i * step, 12) for i in range(count)]
     else:
         values = [parse_eps(part, option) for part in text.split(",") if part.strip()]
@@ -163,6 +166,12 @@ def attack_config(*, method: str, loss: str, eps: str, mode: str, target: str, s
         )
     except ValueError as exc:
         fail(_one_line(exc))
+
+
+def check_batch_size(batch_size: int) -> int:
+    if batch_size < 1:
+        fail(f"--batch-size {batch_size} must be at least 1")
+    return batch_size
 
 
 @dataclass
@@ -290,6 +299,13 @@ def progress_bar(description: str) -> Iterator:
             progress.update(task, completed=done, total=total)
 
         yield report
+
+
+def check_outputs(**paths: Path | None) -> None:
+    """Refuse output paths that cannot be files before any work is done (keyword = option name)."""
+    for option, path in paths.items():
+        if path is not None and Path(path).expanduser().is_dir():
+            fail(f"--{option.replace('_', '-')} {str(path)!r} is a folder; give a file name")
 
 
 def write_text_atomic(path: Path, text: str) -> Path:

@@ -13,11 +13,12 @@ from typing import Optional
 
 import typer
 
-from segadv_tui.cli import app, console
+from segadv_tui.cli import app, console, fail
 from segadv_tui.commands._common import (
     SPLITS,
     all_slices_option,
     batch_size_option,
+    check_batch_size,
     checkpoint_option,
     choice,
     data_option,
@@ -73,14 +74,16 @@ def attack(
 ) -> None:
     """Attack a checkpoint over a data split: DSC clean vs adversarial per organ, attack success, realised L-inf / L2."""
     from segadv_tui.commands._common import (
-        attack_config, load_checkpoint, open_data, progress_bar, select_records, user_errors, write_csv, write_json,
+        attack_config, check_outputs, load_checkpoint, open_data, progress_bar, select_records, user_errors, write_csv,
+        write_json,
     )
 
     config = attack_config(
         method=method, loss=loss, eps=eps, mode=mode, target=target, steps=steps, empty=empty,
         all_slices=all_slices, seed=seed, precision=precision,
     )
-    _check_batch_size(batch_size)
+    check_batch_size(batch_size)
+    check_outputs(json=json_path, csv=csv_path)
     split = choice(split, SPLITS, "split")
     loaded = load_checkpoint(checkpoint, device, model)
     dataset = open_data(data)
@@ -102,13 +105,6 @@ def attack(
         console.print(f"wrote {csv_path}", highlight=False, soft_wrap=True)
 
 
-def _check_batch_size(batch_size: int) -> None:
-    from segadv_tui.cli import fail
-
-    if batch_size < 1:
-        fail(f"--batch-size {batch_size} must be at least 1")
-
-
 def _attack_table(result, loaded, split: str):
     from rich.table import Table
 
@@ -116,7 +112,7 @@ def _attack_table(result, loaded, split: str):
     from segadv_tui.commands._common import fmt
 
     config, summary = result.config, result.summary
-    title = f"{loaded.title}: {config.method.upper()} ({config.mode}), {config.loss} loss, eps {config.eps:g}, target {config.target}"
+    title = f"{loaded.title}: {_method_label(config)}, {config.loss} loss, eps {config.eps:g}, target {config.target}"
     table = Table(title=title, title_justify="left")
     table.add_column("organ")
     for column in ("DSC clean", "DSC adversarial", "attack success"):
@@ -137,6 +133,13 @@ def _attack_table(result, loaded, split: str):
     )
     table.caption_justify = "left"
     return table
+
+
+def _method_label(config) -> str:
+    """``FGSM (textbook)`` / ``BIM (10 steps)``: the mode matters only to FGSM, the steps only to the others."""
+    if config.method == "fgsm":
+        return f"FGSM ({config.mode})"
+    return f"{config.method.upper()} ({config.steps} steps)"
 
 
 def attack_rows(result) -> tuple[list[str], list[list]]:
@@ -187,15 +190,19 @@ def sweep(
 ) -> None:
     """FGSM DSC and attack success against eps, per loss: one gradient per slice and loss serves every eps."""
     from segadv_tui.commands._common import (
-        fgsm_options, load_checkpoint, open_data, parse_eps_list, parse_losses, progress_bar, select_records,
-        user_errors, write_csv, write_json, write_png,
+        check_outputs, fgsm_options, load_checkpoint, open_data, parse_eps_list, parse_losses, progress_bar,
+        select_records, user_errors, write_csv, write_json, write_png,
     )
     from segadv_tui.figures import sweep_plot
 
     eps_values = parse_eps_list(eps)
     loss_names = parse_losses(losses)
     mode, target, empty, precision = fgsm_options(mode=mode, target=target, empty=empty, precision=precision)
-    _check_batch_size(batch_size)
+    check_batch_size(batch_size)
+    json_path = json_path or out_dir / "sweep.json"
+    csv_path = csv_path or out_dir / "sweep.csv"
+    png_path = png_path or out_dir / "sweep.png"
+    check_outputs(json=json_path, csv=csv_path, png=png_path)
     split = choice(split, SPLITS, "split")
     loaded = load_checkpoint(checkpoint, device, model)
     dataset = open_data(data)
@@ -211,9 +218,6 @@ def sweep(
         )
     console.print(_sweep_table(result, loaded))
 
-    json_path = json_path or out_dir / "sweep.json"
-    csv_path = csv_path or out_dir / "sweep.csv"
-    png_path = png_path or out_dir / "sweep.png"
     write_json(json_path, {"command": "sweep", **_source_info(loaded, dataset, split, records), **result.to_dict()})
     header, rows = sweep_rows(result)
     write_csv(csv_path, header, rows)
@@ -306,14 +310,15 @@ def table(
 ) -> None:
     """The paper's Table II: parameters, clean DSC and DSC after FGSM with each loss; the best attack in bold."""
     from segadv_tui.commands._common import (
-        fgsm_options, load_checkpoint, open_data, parse_eps, parse_losses, progress_bar, select_records, user_errors,
-        write_csv, write_json, write_text_atomic,
+        check_outputs, fgsm_options, load_checkpoint, open_data, parse_eps, parse_losses, progress_bar, select_records,
+        user_errors, write_csv, write_json, write_text_atomic,
     )
 
     eps_value = parse_eps(eps)
     loss_names = parse_losses(losses)
     mode, target, empty, precision = fgsm_options(mode=mode, target=target, empty=empty, precision=precision)
-    _check_batch_size(batch_size)
+    check_batch_size(batch_size)
+    check_outputs(md=md_path, csv=csv_path, json=json_path)
     split = choice(split, SPLITS, "split")
     loaded = [load_checkpoint(path, device) for path in (checkpoints or [None])]
     dataset = open_data(data)
@@ -419,13 +424,16 @@ def figure(
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="PNG file; default segadv-out/figure-SLICE-METHOD-LOSS-epsEPS.png."),
 ) -> None:
     """A PNG like the paper's figures 5-8: input, adversarial input, perturbation, truth, predictions, differences."""
-    from segadv_tui.commands._common import attack_config, fmt, load_checkpoint, open_data, user_errors, write_png
+    from segadv_tui.commands._common import (
+        attack_config, check_outputs, fmt, load_checkpoint, open_data, user_errors, write_png,
+    )
     from segadv_tui.figures import attack_figure
 
     config = attack_config(
         method=method, loss=loss, eps=eps, mode=mode, target=target, steps=steps, empty=empty, all_slices=True,
         seed=seed,
     )
+    check_outputs(out=out)
     loaded = load_checkpoint(checkpoint, device, model)
     dataset = open_data(data)
     record = _find_slice(dataset, slice_id)
@@ -433,8 +441,8 @@ def figure(
     with user_errors():
         attacked = _attack_slice(loaded.model, record, loaded.img_size, config, device)
     caption = (
-        f"{loaded.path.name}: {loaded.title} | slice {record.id} | {config.method.upper()} loss {config.loss} | "
-        f"eps {config.eps:g} | mode {config.mode} | target {config.target} | "
+        f"{loaded.path.name}: {loaded.title} | slice {record.id} | {_method_label(config)}, {config.loss} loss | "
+        f"eps {config.eps:g} | target {config.target} | "
         f"DSC {fmt(attacked.mean_clean, 3)} -> {fmt(attacked.mean_adv, 3)} | AS {fmt(attacked.attack_success, 3)} | "
         f"realised L-inf {fmt(attacked.linf)}"
     )
@@ -496,7 +504,6 @@ def _attack_slice(model, record, img_size: int, config, device: str) -> _Attacke
 def _find_slice(dataset, slice_id: str | None):
     """The record named ``slice_id`` (default: the middle test slice with organs), or a one-line error with suggestions."""
     from core.data import with_organs
-    from segadv_tui.cli import fail
 
     if slice_id is None:
         candidates = with_organs(dataset.split()[1]) or with_organs(dataset) or list(dataset)

@@ -1,0 +1,158 @@
+"""Training on the tiny demo data: checkpoints, Ctrl-C and resume, NaN stops, and a 2-process DDP run."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+import core.training
+from core.checkpoints import load_checkpoint, load_training_state, read_checkpoint_meta, resume_path_for
+from core.organs import ORGANS
+from core.training import EpochStart, Step, TrainConfig, TrainingError, TrainingInterrupted, TrainStart, train
+
+IMG = 64
+# 24 training slices in batches of 8: 3 steps per epoch.
+QUICK = ["--model", "small", "--encoder-weights", "none", "--img-size", str(IMG), "--batch-size", "8", "--workers", "0"]
+
+
+def cli():
+    from segadv_tui.cli import _register_commands, app
+
+    _register_commands()
+
+    return app
+
+
+def quick_config(data: Path, out: Path, **changes) -> TrainConfig:
+    settings = dict(
+        model="small", data=data, out=out, encoder_weights="none", epochs=1, batch_size=8, img_size=IMG, workers=0,
+    )
+    settings.update(changes)
+    return TrainConfig(**settings)
+
+
+@pytest.fixture(scope="module")
+def one_epoch_run(tiny_demo, tmp_path_factory):
+    out = tmp_path_factory.mktemp("train") / "small.safetensors"
+    result = CliRunner().invoke(cli(), ["train", *QUICK, "--data", str(tiny_demo), "--epochs", "1", "--out", str(out)])
+    return out, result
+
+
+def test_one_epoch_on_tiny_demo_writes_a_loadable_checkpoint(one_epoch_run, tiny_demo):
+    from core.data import open_dataset
+
+    out, result = one_epoch_run
+    assert result.exit_code == 0, result.output
+    assert "epoch 1/1" in result.output and f"best checkpoint {out}" in result.output
+    model, meta = load_checkpoint(out)
+    assert meta["model"] == "small" and meta["img_size"] == IMG and meta["epoch"] == 1
+    assert set(meta["val_dsc"]) == {*ORGANS, "mean"} and 0 <= meta["val_dsc"]["mean"] <= 1
+    assert meta["data_fingerprint"] == open_dataset(tiny_demo).fingerprint()
+    assert meta["train_args"]["lr"] == 3e-4 and meta["train_args"]["weight_decay"] == 1e-3
+    with torch.no_grad():
+        assert torch.isfinite(model(torch.rand(1, 1, IMG, IMG))).all()
+    assert resume_path_for(out).is_file()
+
+
+def test_ctrl_c_mid_epoch_saves_state_and_resume_runs_the_remaining_steps(tiny_demo, tmp_path):
+    out = tmp_path / "run.safetensors"
+
+    def interrupt_after_first_step(event):
+        if isinstance(event, Step) and event.step == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(TrainingInterrupted) as caught:
+        train(quick_config(tiny_demo, out), progress=interrupt_after_first_step)
+    saved = load_training_state(caught.value.resume_path)
+    assert (saved["epoch"], saved["step"]) == (0, 1)
+    assert saved["scheduler"]["last_epoch"] == 1
+    assert not out.exists()  # no epoch finished, so no best checkpoint yet
+
+    events = []
+    result = train(quick_config(tiny_demo, out, resume=caught.value.resume_path), progress=events.append)
+    start = next(e for e in events if isinstance(e, TrainStart))
+    epoch_start = next(e for e in events if isinstance(e, EpochStart))
+    assert start.steps_per_epoch == 3 and epoch_start.steps == 2  # only the steps not yet done
+    final = load_training_state(result.resume_path)
+    assert final["scheduler"]["last_epoch"] == 3 == final["scheduler"]["T_max"]
+    assert {int(s["step"]) for s in final["optimizer"]["state"].values()} == {3}  # AdamW went on counting
+    assert read_checkpoint_meta(out)["epoch"] == 1
+
+
+def test_interrupted_cli_says_how_to_resume_and_the_resumed_run_finishes(tiny_demo, tmp_path, monkeypatch):
+    out = tmp_path / "cli.safetensors"
+    args = ["train", *QUICK, "--data", str(tiny_demo), "--epochs", "2", "--out", str(out)]
+
+    def ctrl_c_during_validation(*_args, **_kwargs):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(core.training, "evaluate_dsc", ctrl_c_during_validation)
+        patch.setattr(sys, "argv", ["segadv", *args])
+        interrupted = CliRunner().invoke(cli(), args)
+    assert interrupted.exit_code == 130
+    message = " ".join(interrupted.output.split())
+    assert "interrupted; resume with: segadv train" in message
+    command = shlex.split(message.split("resume with: ", 1)[1])
+    assert command[-2:] == ["--resume", str(resume_path_for(out))]
+
+    resumed = CliRunner().invoke(cli(), command[1:])
+    assert resumed.exit_code == 0, resumed.output
+    assert "epoch 2/2" in resumed.output and "epoch 1/2" not in resumed.output
+    state = load_training_state(resume_path_for(out))
+    assert state["scheduler"]["last_epoch"] == 6 and [h["epoch"] for h in state["history"]] == [2]
+    assert read_checkpoint_meta(out)["epoch"] == 2
+
+
+def test_a_nan_loss_stops_training_and_leaves_the_best_checkpoint_untouched(one_epoch_run, tiny_demo, tmp_path):
+    best = tmp_path / "best.safetensors"
+    shutil.copy(one_epoch_run[0], best)
+    before = best.read_bytes()
+    with pytest.raises(TrainingError, match=r"loss became (nan|inf).*untouched"):
+        train(quick_config(tiny_demo, best, lr=1e38))
+    assert best.read_bytes() == before
+
+
+def test_imagenet_weights_offline_fail_at_once_naming_none(tiny_demo, tmp_path, monkeypatch):
+    def unreachable(*_args, **_kwargs):
+        raise OSError("Network is unreachable")
+
+    monkeypatch.setattr(core.training.socket, "create_connection", unreachable)
+    with pytest.raises(TrainingError, match="--encoder-weights none"):
+        train(quick_config(tiny_demo, tmp_path / "x.safetensors", encoder_weights="imagenet"))
+
+
+@pytest.mark.parametrize(
+    "option, message",
+    [(["--img-size", "100"], "multiple of 32"), (["--model", "unet9"], "unknown model"), (["--epochs", "0"], "at least 1")],
+)
+def test_bad_options_give_one_line(tiny_demo, tmp_path, option, message):
+    args = ["train", *QUICK, "--data", str(tiny_demo), "--out", str(tmp_path / "x.safetensors"), *option]
+    result = CliRunner().invoke(cli(), args)
+    assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output
+
+
+def test_two_process_gloo_ddp_run_finishes_and_saves_once(tiny_demo, tmp_path):
+    segadv = Path(sys.executable).with_name("segadv")
+    out = tmp_path / "ddp.safetensors"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "200"}
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", str(segadv),
+        "train", *QUICK, "--data", str(tiny_demo), "--epochs", "1", "--out", str(out), "--device", "cpu",
+    ]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output
+    assert "x 2 processes" in output
+    assert output.count("best, saved to") == 1 and output.count("best checkpoint") == 1
+    model, meta = load_checkpoint(out)
+    assert meta["epoch"] == 1 and meta["train_args"]["batch_size"] == 8
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ddp.resume.pt", "ddp.safetensors"]
