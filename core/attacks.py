@@ -151,10 +151,10 @@ def input_gradients(
 
     ``target=None`` attacks the model's own clean prediction, taken from that same forward pass.
 
-    ``precision`` "bf16" / "fp16" runs the forward under autocast (for CUDA); with fp16 the per-image
-    loss is scaled by its number of logits before the backward pass so the small input gradients do not
-    underflow to zero (sign is invariant to a positive scale). If fp16 still gives non-finite gradients
-    the batch is recomputed in fp32.
+    ``precision`` "bf16" / "fp16" runs the forward under autocast (for CUDA; fp32 is the reference).
+    With fp16 the gradient entering the model is rescaled per image (sign is invariant to a positive
+    scale) so the small input gradients do not underflow to zero; if fp16 still gives non-finite
+    gradients the batch is recomputed in fp32.
     """
     _check_batch(image, target)
     losses = [check_loss(name) for name in losses]
@@ -178,13 +178,20 @@ def _input_gradients(model, image, target, losses, mode, precision):
         clean_pred = logits.detach() > 0
         if target is None:
             target = clean_pred
-        scale = float(logits[0].numel()) if precision == "fp16" else 1.0
         entries = {}
         for index, name in enumerate(losses):
-            loss = _attack_loss(name, logits, target, mode).sum() * scale
-            (grad,) = torch.autograd.grad(loss, x, retain_graph=index < len(losses) - 1)
-            if precision == "fp16" and not torch.isfinite(grad).all():
-                return None
+            loss = _attack_loss(name, logits, target, mode).sum()
+            keep_graph = index < len(losses) - 1
+            if precision == "fp16":
+                # d loss / d logits in fp32, rescaled per image to a peak of 1 before it enters the fp16
+                # graph: no underflow (nor overflow) on the way back, and the sign is unchanged.
+                (grad_logits,) = torch.autograd.grad(loss, logits, retain_graph=True)
+                peak = grad_logits.flatten(1).abs().amax(dim=1).clamp_min(torch.finfo(torch.float32).tiny)
+                (grad,) = torch.autograd.grad(logits, x, grad_outputs=grad_logits / peak.view(-1, 1, 1, 1), retain_graph=keep_graph)
+                if not torch.isfinite(grad).all():
+                    return None
+            else:
+                (grad,) = torch.autograd.grad(loss, x, retain_graph=keep_graph)
             sign = grad.sign().to(torch.int8)
             zero_fraction = (sign == 0).flatten(1).float().mean(dim=1).cpu().double().numpy()
             entries[name] = GradientEntry(sign=sign, clean_pred=clean_pred, zero_fraction=zero_fraction)

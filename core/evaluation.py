@@ -35,7 +35,7 @@ from core.attacks import (
     pgd,
 )
 from core.losses import LOSS_TITLES, check_loss
-from core.metrics import attack_success, check_empty_policy, dice_per_organ, mean_dsc, nanmean, predict
+from core.metrics import attack_success, check_empty_policy, dice_per_organ, hausdorff_per_organ, mean_dsc, nanmean, predict
 from core.models import count_parameters
 from core.organs import ORGANS
 
@@ -58,7 +58,8 @@ def _organ_dict(values: np.ndarray) -> dict[str, float | None]:
 class AttackConfig:
     """What attack to run. ``mode`` applies to FGSM only (the paper's variant is an FGSM formula);
     ``steps`` / ``step_size`` to BIM and PGD (step_size None = 2.5 eps / steps); ``seed`` seeds PGD's
-    random start; ``score`` chooses the slices a summary averages over."""
+    random start; ``score`` chooses the slices a summary averages over; ``hausdorff`` adds the 95th
+    percentile Hausdorff distance (pixels at ``img_size``) of the clean and adversarial predictions."""
 
     method: str = "fgsm"
     loss: str = "bce"
@@ -71,6 +72,7 @@ class AttackConfig:
     score: str = "nonempty"
     seed: int = 0
     precision: str = "fp32"
+    hausdorff: bool = False
 
     def __post_init__(self):
         if self.method not in METHODS:
@@ -114,6 +116,8 @@ class SliceRow:
     linf: float
     l2: float
     zero_grad_fraction: float | None = None
+    hd95_clean: dict[str, float | None] | None = None  # only when the config asks for it
+    hd95_adv: dict[str, float | None] | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -134,6 +138,8 @@ class Summary:
     linf_max: float | None
     linf_mean: float | None
     l2_mean: float | None
+    hd95_clean: dict[str, float | None] | None = None  # mean over scored slices where defined
+    hd95_adv: dict[str, float | None] | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -150,8 +156,10 @@ class _Scores:
         self.linf: list[np.ndarray] = []
         self.l2: list[np.ndarray] = []
         self.zero: list[np.ndarray] = []
+        self.hd_clean: list[np.ndarray] = []
+        self.hd_adv: list[np.ndarray] = []
 
-    def add(self, ids, has_organs, dsc_clean, dsc_adv, linf, l2, zero=None):
+    def add(self, ids, has_organs, dsc_clean, dsc_adv, linf, l2, zero=None, hd_clean=None, hd_adv=None):
         self.ids.extend(ids)
         self.has_organs.append(np.asarray(has_organs, dtype=bool))
         self.dsc_clean.append(dsc_clean)
@@ -159,6 +167,15 @@ class _Scores:
         self.linf.append(linf)
         self.l2.append(l2)
         self.zero.append(np.full(len(ids), np.nan) if zero is None else zero)
+        if hd_clean is not None:
+            self.hd_clean.append(hd_clean)
+            self.hd_adv.append(hd_adv)
+
+    def _hausdorff(self):
+        """(clean, adv) float (n, organs) or (None, None) when not measured."""
+        if not self.hd_clean:
+            return None, None
+        return np.concatenate(self.hd_clean), np.concatenate(self.hd_adv)
 
     def _arrays(self):
         width = len(ORGANS)
@@ -177,6 +194,7 @@ class _Scores:
         scored = self.scored_mask(score)
         mean_clean, mean_adv = mean_dsc(clean), mean_dsc(adv)
         success, mean_success = attack_success(clean, adv), attack_success(mean_clean, mean_adv)
+        hd_clean, hd_adv = self._hausdorff()
         return [
             SliceRow(
                 slice_id=self.ids[i], has_organs=bool(has_organs[i]), scored=bool(scored[i]),
@@ -184,6 +202,8 @@ class _Scores:
                 mean_clean=_number(mean_clean[i]), mean_adv=_number(mean_adv[i]),
                 attack_success=_organ_dict(success[i]), mean_attack_success=_number(mean_success[i]),
                 linf=float(linf[i]), l2=float(l2[i]), zero_grad_fraction=_number(zero[i]),
+                hd95_clean=None if hd_clean is None else _organ_dict(hd_clean[i]),
+                hd95_adv=None if hd_adv is None else _organ_dict(hd_adv[i]),
             )
             for i in range(len(self.ids))
         ]
@@ -197,6 +217,7 @@ class _Scores:
             organ_clean = organ_adv = np.full(len(ORGANS), np.nan)
         mean_clean = float(nanmean(mean_dsc(clean), axis=0)) if len(clean) else np.nan
         mean_adv = float(nanmean(mean_dsc(adv), axis=0)) if len(adv) else np.nan
+        hd_clean, hd_adv = self._hausdorff()
         return Summary(
             slices=len(self.ids), scored=int(scored.sum()),
             dsc_clean=_organ_dict(organ_clean), dsc_adv=_organ_dict(organ_adv),
@@ -206,6 +227,8 @@ class _Scores:
             linf_max=_number(linf.max()) if len(linf) else None,
             linf_mean=_number(linf.mean()) if len(linf) else None,
             l2_mean=_number(l2.mean()) if len(l2) else None,
+            hd95_clean=None if hd_clean is None else _organ_dict(nanmean(hd_clean[scored], axis=0)),
+            hd95_adv=None if hd_adv is None else _organ_dict(nanmean(hd_adv[scored], axis=0)),
         )
 
 
@@ -292,10 +315,13 @@ def evaluate(
             adv_pred = predict(model, adversarial)
         linf, l2 = perturbation_norms(images, adversarial)
         truth_cpu = truth.cpu()
+        hausdorff = {}
+        if config.hausdorff:
+            hausdorff = {"hd_clean": hausdorff_per_organ(clean_pred, truth_cpu), "hd_adv": hausdorff_per_organ(adv_pred, truth_cpu)}
         scores.add(
             [record.id for record in chunk], truth_cpu.flatten(1).any(1).numpy(),
             dice_per_organ(clean_pred, truth_cpu, config.empty), dice_per_organ(adv_pred, truth_cpu, config.empty),
-            linf, l2, zero,
+            linf, l2, zero, **hausdorff,
         )
         done += len(chunk)
         _report(progress, done, len(records))
@@ -463,6 +489,8 @@ def table_ii(
     """The paper's Table II: for each (label, model, checkpoint meta), its parameters, clean mean DSC and
     mean DSC after FGSM at ``eps`` with each loss. ``img_size`` None uses each checkpoint's
     ``meta["img_size"]``. ``progress`` counts slices over all models."""
+    eps = check_eps(eps)
+    losses = [check_loss(name) for name in losses]
     records = list(records)
     total = len(records) * len(models)
     rows = []
@@ -492,4 +520,4 @@ def table_ii(
                 summaries=summaries,
             )
         )
-    return TableII(eps=check_eps(eps), losses=list(losses), mode=mode, target=target, empty=empty, score=score, rows=rows)
+    return TableII(eps=eps, losses=losses, mode=mode, target=target, empty=empty, score=score, rows=rows)

@@ -247,6 +247,13 @@ def _build_model(config: TrainConfig) -> GrayscaleSegmenter:
         ) from None
 
 
+def make_loss() -> nn.Module:
+    """Dice + Focal (gamma 2) on logits, MONAI's as in the paper's code."""
+    from monai.losses import DiceFocalLoss
+
+    return DiceFocalLoss(sigmoid=True, gamma=2.0)
+
+
 def make_augmentation() -> nn.Module:
     """Shift, scale and elastic deformation of image and masks together, on a whole batch on its device."""
     import kornia.augmentation as K
@@ -342,9 +349,7 @@ class _Run:
         optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs * steps_per_epoch)
         scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
-        from monai.losses import DiceFocalLoss
-
-        loss_fn = DiceFocalLoss(sigmoid=True, gamma=2.0)
+        loss_fn = make_loss()
         augment = make_augmentation().to(self.device) if config.augment else None
 
         state = {"epoch": 0, "step": 0, "best_dsc": -1.0, "best_val": None, "stale_epochs": 0, "history": []}

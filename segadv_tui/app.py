@@ -460,7 +460,8 @@ class SegadvApp(App):
         if text is None:
             checkpoint = self.checkpoint_entry.path.stem if self.checkpoint_entry else "no checkpoint"
             source = getattr(self.source, "id", None) or (Path(self.source).name if self.source else "no slice")
-            text = f"[b]{checkpoint}[/b] · {source} · {self.settings.label}"
+            # Most telling first: narrow terminals cut the end.
+            text = f"[b]{self.settings.label}[/b] · {source} · {checkpoint}"
         self.query_one("#summary", Static).update(text)
 
     # -- central error handling ------------------------------------------------------------------

@@ -51,7 +51,7 @@ class AttackSettings:
     @property
     def label(self) -> str:
         mode = f" {self.mode}" if self.method == "fgsm" else f" {self.steps} steps"
-        return f"{self.method.upper()}{mode}, {self.loss} loss, target {self.target}, eps {self.eps:.3f}"
+        return f"eps {self.eps:.3f} · {self.method.upper()}{mode} · {self.loss} loss · target {self.target}"
 
 
 @dataclass(frozen=True)

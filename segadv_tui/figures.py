@@ -156,18 +156,30 @@ def _fit(draw: ImageDraw.ImageDraw, text: str, text_font, width: int) -> str:
 
 
 def _wrap(text: str, text_font, width: int) -> list[str]:
-    """Greedy word wrap to ``width`` pixels (captions name long checkpoint paths)."""
+    """Greedy wrap to ``width`` pixels, breaking between `` | ``-separated fields first, then between words."""
     measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+
+    def fits(candidate: str) -> bool:
+        return measure.textlength(candidate, font=text_font) <= width
+
     lines: list[str] = []
     for paragraph in text.splitlines() or [""]:
         line = ""
-        for word in paragraph.split(" "):
-            candidate = f"{line} {word}" if line else word
-            if line and measure.textlength(candidate, font=text_font) > width:
-                lines.append(line)
-                line = word
-            else:
+        for field in paragraph.split(" | "):
+            candidate = f"{line} | {field}" if line else field
+            if fits(candidate):
                 line = candidate
+                continue
+            if line:
+                lines.append(line + " |")
+            line = ""
+            for word in field.split(" "):  # a field longer than a line breaks between words
+                candidate = f"{line} {word}" if line else word
+                if line and not fits(candidate):
+                    lines.append(line)
+                    line = word
+                else:
+                    line = candidate
         lines.append(line)
     return lines
 
@@ -217,8 +229,9 @@ def line_chart(
 
     values = [v for ys in series.values() for v in ys if v is not None and math.isfinite(v)]
     x_low, x_high = (min(xs), max(xs)) if xs else (0.0, 1.0)
-    if x_high <= x_low:
-        x_low, x_high = x_low - 0.5, x_high + 0.5
+    if x_high <= x_low:  # one eps: centre it
+        pad = abs(x_low) * 0.5 or 0.01
+        x_low, x_high = x_low - pad, x_high + pad
     if y_range is None:
         y_low, y_high = (min(values), max(values)) if values else (0.0, 1.0)
         if y_high <= y_low:

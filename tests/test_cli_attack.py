@@ -248,3 +248,13 @@ def test_bundled_demo_checkpoint_runs_by_default(run, tiny_demo):
     assert result.exit_code == 0, result.output
     written = json.loads(open("demo.json").read())
     assert written["checkpoint"] == str(demo_checkpoint()) and written["summary"]["scored"] == LIMIT
+
+
+def test_sweep_plot_draws_every_loss_in_its_colour_and_round_ticks():
+    from segadv_tui.figures import SERIES_COLOURS, nice_ticks, sweep_plot
+
+    assert nice_ticks(0, 0.03, 7) == pytest.approx([0, 0.005, 0.01, 0.015, 0.02, 0.025, 0.03])
+    assert nice_ticks(-0.1, 1, 6) == pytest.approx([0, 0.25, 0.5, 0.75, 1])
+    picture = np.asarray(sweep_plot([0, 0.01, 0.02], {"BCE": [0.8, 0.5, float("nan")], "Focal": [0.8, 0.7, 0.6]}))
+    colours = {tuple(c) for c in picture.reshape(-1, 3)}
+    assert SERIES_COLOURS[0] in colours and SERIES_COLOURS[1] in colours and SERIES_COLOURS[2] not in colours

@@ -11,7 +11,7 @@ import torch
 from core.attacks import AttackCancelled, bim, fgsm
 from core.data import GITractDataset, load_slice
 from core.evaluation import AttackConfig, evaluate, evaluate_sweep, table_ii
-from core.metrics import attack_success, dice_per_organ, mean_dsc, predict
+from core.metrics import attack_success, dice_per_organ, hausdorff_per_organ, mean_dsc, nanmean, predict
 from core.models import build_model
 from core.organs import ORGANS
 
@@ -100,6 +100,22 @@ def test_score_all_includes_slices_without_organs(model, records):
     assert all(row.scored for row in result.rows)
     rows_mean = np.mean([mean_dsc(_values(row.dsc_clean)[None])[0] for row in result.rows])
     assert result.summary.mean_clean == pytest.approx(rows_mean)
+
+
+def test_hausdorff_column_on_request(model, records):
+    pytest.importorskip("scipy")
+    subset = records[:2]
+    result = evaluate(model, subset, IMG_SIZE, AttackConfig(hausdorff=True, eps=0.02), batch_size=2)
+    for row, record in zip(result.rows, subset):
+        image, masks = load_slice(record, IMG_SIZE)
+        clean_pred = predict(model, torch.from_numpy(image)[None, None])
+        np.testing.assert_allclose(_values(row.hd95_clean), hausdorff_per_organ(clean_pred, masks[None])[0])
+        assert set(row.hd95_adv) == set(ORGANS)
+    per_slice = np.array([_values(row.hd95_clean) for row in result.rows])
+    assert np.isfinite(per_slice).any()
+    np.testing.assert_allclose(_values(result.summary.hd95_clean), nanmean(per_slice, axis=0))
+    assert evaluate(model, subset[:1], IMG_SIZE, AttackConfig(), batch_size=2).rows[0].hd95_clean is None
+    json.dumps(result.to_dict(), allow_nan=False)
 
 
 def test_sweep_and_table_agree_with_evaluate(model, records):

@@ -6,8 +6,6 @@ app's cached-gradient path); waiting is on workers and messages, never on wall-c
 
 from __future__ import annotations
 
-import asyncio
-import functools
 import shutil
 import threading
 from pathlib import Path
@@ -26,18 +24,9 @@ from core.paths import demo_checkpoint
 from segadv_tui.app import FrameReady, SegadvApp
 from segadv_tui.explorer import AttackSettings, Explorer, format_score, load_slice_data
 from segadv_tui.widgets.scores import ScoresTable
+from tui_pilot import first_frame, make_app, pilot_test, settle, until
 
 SIZE = (160, 50)
-
-
-def pilot_test(scenario):
-    """An async Pilot scenario as a plain test (no asyncio plugin needed)."""
-
-    @functools.wraps(scenario)
-    def test(*args, **kwargs):
-        asyncio.run(scenario(*args, **kwargs))
-
-    return test
 
 
 @pytest.fixture(scope="module")
@@ -48,43 +37,6 @@ def checkpoint() -> Path:
 @pytest.fixture(scope="module")
 def model_and_meta(checkpoint):
     return load_checkpoint(checkpoint)
-
-
-def make_app(data: Path | None, checkpoint: Path, **kwargs) -> SegadvApp:
-    app = SegadvApp(data=data, checkpoint=checkpoint, device="cpu", device_label="CPU", show_timings=False,
-                    **kwargs)
-    record_notifications(app)
-    return app
-
-
-def record_notifications(app: SegadvApp) -> None:
-    """Keep every notification in ``app.notices`` as (severity, message): toasts expire on a clock."""
-    app.notices = []
-    notify = app.notify
-
-    def recording_notify(message, *args, severity="information", **kwargs):
-        app.notices.append((severity, str(message)))
-        return notify(message, *args, severity=severity, **kwargs)
-
-    app.notify = recording_notify
-
-
-async def settle(pilot, app: SegadvApp) -> None:
-    """Until no worker runs and every posted message is handled."""
-    for _ in range(200):
-        await app.workers.wait_for_complete()
-        await pilot.pause()
-        if not any(w.is_running for w in app.workers):
-            return
-    raise AssertionError("workers kept running")
-
-
-async def first_frame(pilot, app: SegadvApp) -> None:
-    for _ in range(400):
-        await settle(pilot, app)
-        if app.frame is not None:
-            return
-    raise AssertionError("no frame was shown")
 
 
 def expected_scores(model, meta, record, settings: AttackSettings) -> tuple[np.ndarray, np.ndarray, float, float]:
@@ -275,10 +227,7 @@ async def test_bad_checkpoint_and_corrupt_slice_notify(tiny_demo, checkpoint, tm
     app = make_app(data, checkpoint, checkpoints=[broken])
     async with app.run_test(size=SIZE) as pilot:
         # The first slice cannot be read: a notification naming it, and the app goes on.
-        for _ in range(100):
-            await settle(pilot, app)
-            if app.notices:
-                break
+        await until(pilot, app, lambda: app.notices, "a notification")
         assert any(first.path.name in message for severity, message in app.notices if severity == "error")
         await pilot.press("j")
         await first_frame(pilot, app)
@@ -320,9 +269,8 @@ async def test_table_ii_runs_over_a_few_slices(tiny_demo, checkpoint, model_and_
     async with app.run_test(size=SIZE) as pilot:
         await first_frame(pilot, app)
         await pilot.press("T")
-        await settle(pilot, app)
         screen = app.screen
-        assert screen.table is not None, app.notices
+        await until(pilot, app, lambda: screen.table is not None, "the Table II run")
         (row,) = screen.table.rows
         records = app.table_ii_records()
         assert len(records) == 2

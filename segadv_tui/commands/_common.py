@@ -238,10 +238,17 @@ def open_data(data: Path | None):
     try:
         if data is None:
             with progress_bar("preparing the demo data (first use)") as progress:
-                return open_dataset(None, progress=progress)
-        return open_dataset(data)
+                dataset = open_dataset(None, progress=progress)
+        else:
+            dataset = open_dataset(data)
     except (DataError, OSError) as exc:
         fail(f"cannot read data {str(data) if data else 'demo'!r}: {_one_line(exc)}")
+    if dataset.problems:
+        err_console.print(
+            f"note: {len(dataset.problems)} problem(s) in {dataset.root}, e.g. {dataset.problems[0]}",
+            highlight=False, soft_wrap=True,
+        )
+    return dataset
 
 
 def select_records(dataset, split: str, *, all_slices: bool = False, limit: int | None = None) -> list:
@@ -292,6 +299,7 @@ def progress_bar(description: str) -> Iterator:
     with Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
         TimeRemainingColumn(), console=err_console, transient=True,
+        disable=not err_console.is_terminal,  # piped or captured: no bar, and no stray blank lines
     ) as progress:
         task = progress.add_task(description, total=None)
 

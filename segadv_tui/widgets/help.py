@@ -14,11 +14,12 @@ KEY_NAMES = {
     "question_mark": "?", "up": "↑", "down": "↓", "escape": "Esc", "enter": "Enter", "slash": "/",
 }
 
-USAGE = """\
-Pick a checkpoint (top left) and a slice (case → day → slice), then step epsilon and watch the masks
-and the scores change. FGSM reuses one gradient per slice and loss, so each eps step is one forward
-pass. Colours: large bowel orange, small bowel blue, stomach magenta; difference maps show true
-positives green, false positives blue, false negatives red. AS = (DSC clean − DSC adv) / DSC clean."""
+USAGE = (
+    "Pick a checkpoint and a slice (case → day → slice), then step epsilon and watch the masks and the "
+    "scores change. FGSM reuses one gradient per slice and loss: each eps step is one forward pass. "
+    "Organs: large bowel orange, small bowel blue, stomach magenta. Difference maps: true positive green, "
+    "false positive blue, false negative red. AS = (DSC clean − DSC adv) / DSC clean."
+)
 
 
 def key_label(keys: str) -> str:

@@ -111,7 +111,7 @@ class ScoresPanel(Vertical):
 
     def show(self, frame: Frame) -> None:
         self.query_one(ScoresTable).show(frame)
-        step = f"step {frame.seconds * 1000:.0f} ms" if self.show_timings else "step time hidden"
+        step = f"step {frame.seconds * 1000:.0f} ms" if self.show_timings else "step –"
         self.query_one("#scores-status", Static).update(
             f"eps {frame.settings.eps:.3f} · L∞ {frame.linf:.4f} · L2 {frame.l2:.2f} · {step}"
         )

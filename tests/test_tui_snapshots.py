@@ -1,0 +1,54 @@
+"""SVG snapshots of the explorer (pytest-textual-snapshot, pinned with textual): the main screen after
+three eps steps, the same on a small terminal, and the help screen.
+
+Deterministic: every worker has finished, the step time and the device are fixed texts, the eps field's
+cursor does not blink, torch runs on one thread (the same sums on every run). Update with
+``pytest tests/test_tui_snapshots.py --snapshot-update`` and look at the SVGs before committing them.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from core.paths import demo_checkpoint
+from segadv_tui.widgets.attack import EpsInput
+from tui_pilot import first_frame, make_app, settle, until
+
+
+@pytest.fixture
+def one_torch_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def explorer_after_three_steps(tiny_demo, *keys: str):
+    app = make_app(tiny_demo, demo_checkpoint())
+
+    async def run_before(pilot) -> None:
+        await first_frame(pilot, app)
+        app.query_one(EpsInput).cursor_blink = False
+        await pilot.press("plus", "plus", "plus")
+        await until(pilot, app, lambda: app.frame.settings.eps == pytest.approx(0.012) and app.curve is not None,
+                    "the eps 0.012 frame and its curve")
+        await pilot.press(*keys)
+        await settle(pilot, app)
+
+    return app, run_before
+
+
+def test_main_screen(snap_compare, tiny_demo, one_torch_thread):
+    app, run_before = explorer_after_three_steps(tiny_demo)
+    assert snap_compare(app, terminal_size=(160, 50), run_before=run_before)
+
+
+def test_main_screen_small_terminal(snap_compare, tiny_demo, one_torch_thread):
+    app, run_before = explorer_after_three_steps(tiny_demo)
+    assert snap_compare(app, terminal_size=(80, 24), run_before=run_before)
+
+
+def test_help_screen(snap_compare, tiny_demo, one_torch_thread):
+    app, run_before = explorer_after_three_steps(tiny_demo, "question_mark")
+    assert snap_compare(app, terminal_size=(120, 50), run_before=run_before)
