@@ -11,6 +11,11 @@ batch of demo slices that have organs. On a CUDA machine try e.g.
 ``--device cuda --model effb7pp --img-size 224 --batch 64 --precision bf16``.
 
     python benchmarks/bench_attacks.py [--threads 1] [--repeats 5]
+
+On a shared machine pass ``--threads 1``: with more torch threads than free cores every timing is
+dominated by oversubscription. Expect (a) to be about k (c + 1) / (c + k), where c is the cost of
+forward + backward over that of a forward pass (about 2 to 3 for the small model on a CPU): 2.5x to 3.1x
+at k = 10 on a CPU, more on a GPU, where the k batches of adversarial images go through in one pass.
 """
 
 from __future__ import annotations

@@ -35,8 +35,8 @@ STORAGE_DTYPES = {"float32": torch.float32, "float16": torch.float16}
 FOREIGN_IMG_SIZE = 224
 # Nested entries under which training scripts commonly keep the weights.
 _STATE_DICT_ENTRIES = ("state_dict", "model_state_dict", "model", "net")
-# Prefixes added by DataParallel / DDP ("module.") and by our own wrapper ("net.").
-_KEY_PREFIXES = ("module.", "net.")
+# Prefixes added by DataParallel / DDP ("module."), Lightning modules ("model.") and our own wrapper ("net.").
+_KEY_PREFIXES = ("module.", "model.", "net.")
 _SHOW_KEYS = 5
 
 

@@ -28,6 +28,7 @@ from segadv_tui.explorer import (
     EPS_STEP_COARSE, EPS_STEP_FINE, AttackSettings, Curve, Explorer, Frame, SliceData, clamp_eps,
     load_slice_data,
 )
+from segadv_tui.palette import ExplorerCommands
 from segadv_tui.widgets.attack import CHOICES, AttackPanel, EpsInput
 from segadv_tui.widgets.checkpoints import CheckpointEntry, CheckpointList, find_checkpoints
 from segadv_tui.widgets.images import ImageGrid
@@ -90,6 +91,7 @@ class SegadvApp(App):
 
     CSS_PATH = "app.tcss"
     TITLE = "segadv"
+    COMMANDS = App.COMMANDS | {ExplorerCommands}
     BINDINGS = [
         Binding("q", "quit", "Quit", id="quit", tooltip="Quit (a running computation is abandoned)"),
         Binding("question_mark", "help", "Help", id="help", tooltip="Show every key"),
@@ -231,7 +233,7 @@ class SegadvApp(App):
             self._summary("no checkpoint found: pass --checkpoints DIR or train one with `segadv train`")
             self.notify("No loadable checkpoint found (see --checkpoints).", severity="warning", timeout=8)
             return
-        self._load_checkpoint(chosen)
+        self.load_checkpoint(chosen)
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="data", name="Opening the data")
     def _load_data(self) -> None:
@@ -270,9 +272,9 @@ class SegadvApp(App):
 
     @on(CheckpointList.Chosen)
     def _checkpoint_chosen(self, message: CheckpointList.Chosen) -> None:
-        self._load_checkpoint(message.entry)
+        self.load_checkpoint(message.entry)
 
-    def _load_checkpoint(self, entry: CheckpointEntry) -> None:
+    def load_checkpoint(self, entry: CheckpointEntry) -> None:
         if entry.path in self.loaded:
             model, meta, entry = self.loaded[entry.path]
             self._use_model(entry, model, meta)
@@ -479,6 +481,14 @@ class SegadvApp(App):
         self.notify(f"{worker.name} failed: {message}", severity="error", timeout=10)
 
     # -- screens, exports and misc ---------------------------------------------------------------
+
+    def check_action(self, action: str, parameters: tuple) -> bool | None:
+        """On the Table II screen only its own keys, quitting and help apply (its run froze the settings)."""
+        from segadv_tui.widgets.table_ii import TableIIScreen
+
+        if isinstance(self.screen, TableIIScreen) and action not in ("quit", "help", "command_palette"):
+            return False
+        return True
 
     def action_help(self) -> None:
         from segadv_tui.widgets.help import HelpScreen

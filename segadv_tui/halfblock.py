@@ -49,19 +49,21 @@ def resize_rgb(rgb: np.ndarray, out_height: int, out_width: int) -> np.ndarray:
         return rgb[rows[:, None], cols[None, :]]
     table = np.zeros((height + 1, width + 1, rgb.shape[2]), dtype=np.int64)
     table[1:, 1:] = rgb.astype(np.int64).cumsum(0).cumsum(1)
-    r_edges = np.linspace(0, height, out_height + 1).round().astype(np.int64)
-    c_edges = np.linspace(0, width, out_width + 1).round().astype(np.int64)
-    # Growing along one axis while shrinking the other: make every box at least one pixel.
-    r0, r1 = r_edges[:-1], np.maximum(r_edges[1:], r_edges[:-1] + 1).clip(max=height)
-    c0, c1 = c_edges[:-1], np.maximum(c_edges[1:], c_edges[:-1] + 1).clip(max=width)
-    r0 = np.minimum(r0, r1 - 1)
-    c0 = np.minimum(c0, c1 - 1)
+    # Output pixel i covers source rows [r0, r1): whole blocks when shrinking, one row when growing.
+    r0, r1 = _box_edges(height, out_height)
+    c0, c1 = _box_edges(width, out_width)
     sums = (
         table[r1[:, None], c1[None, :]] - table[r0[:, None], c1[None, :]]
         - table[r1[:, None], c0[None, :]] + table[r0[:, None], c0[None, :]]
     )
     area = ((r1 - r0)[:, None] * (c1 - c0)[None, :])[..., None]
     return ((sums + area // 2) // area).astype(np.uint8)
+
+
+def _box_edges(size: int, out: int) -> tuple[np.ndarray, np.ndarray]:
+    index = np.arange(out)
+    start = (index * size) // out
+    return start, np.maximum(((index + 1) * size) // out, start + 1)
 
 
 @lru_cache(maxsize=65536)

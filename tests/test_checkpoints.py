@@ -93,7 +93,9 @@ def test_foreign_state_dicts_import_with_identical_outputs(tmp_path, small, batc
         state, path = torch.nn.DataParallel(small.net).state_dict(), tmp_path / "dp.pth"
         assert next(iter(state)).startswith("module.")
     else:
-        state, path = {"state_dict": small.net.state_dict(), "epoch": 7}, tmp_path / "trainer.bin"
+        # A trainer's checkpoint: weights under "state_dict", keys prefixed "model." (as Lightning saves them).
+        weights = {f"model.{key}": value for key, value in small.net.state_dict().items()}
+        state, path = {"state_dict": weights, "epoch": 7}, tmp_path / "trainer.bin"
     torch.save(state, path)
     loaded, meta = load_checkpoint(path, model_name="small")
     assert torch.equal(outputs(loaded, batch), outputs(small, batch))
@@ -113,7 +115,8 @@ def test_import_checkpoint_command_converts_foreign_weights(tmp_path, small, bat
     assert meta["img_size"] == 96 and meta["model"] == "small"
     assert torch.equal(outputs(loaded, batch), outputs(small, batch))
 
-    mismatch = CliRunner().invoke(app, ["import-checkpoint", str(tmp_path / "w.pt"), "--model", "vgg", str(tmp_path / "x.safetensors")])
+    torch.save({"head.weight": torch.zeros(3)}, tmp_path / "other.pt")
+    mismatch = CliRunner().invoke(app, ["import-checkpoint", str(tmp_path / "other.pt"), "--model", "small", str(tmp_path / "x.safetensors")])
     assert mismatch.exit_code == 2
     assert "missing keys" in mismatch.output and not (tmp_path / "x.safetensors").exists()
 
@@ -160,10 +163,14 @@ def test_a_state_dict_that_does_not_fit_names_the_keys(tmp_path, small):
 
 
 def test_many_mismatching_keys_are_counted_not_all_listed(tmp_path, small):
-    torch.save(small.net.state_dict(), tmp_path / "small.pt")
-    with pytest.raises(CheckpointError, match=r"\d+ missing keys: .*more\)") as caught:
-        load_checkpoint(tmp_path / "small.pt", model_name="vgg")
-    assert len(str(caught.value)) < 2000
+    # Keys under a wrapper name we do not strip: every key is missing and unexpected.
+    torch.save({f"backbone.{key}": value for key, value in small.net.state_dict().items()}, tmp_path / "wrapped.pt")
+    count = len(small.net.state_dict())
+    with pytest.raises(CheckpointError) as caught:
+        load_checkpoint(tmp_path / "wrapped.pt", model_name="small")
+    message = str(caught.value)
+    assert f"{count} missing keys: " in message and f"{count} unexpected keys: backbone." in message
+    assert f"({count - 5} more)" in message and len(message) < 2000
 
 
 def test_missing_corrupt_and_unknown_files_name_the_path(tmp_path, small):

@@ -29,20 +29,30 @@ IMG_SIZE = 64
 LIMIT = 2
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """64 x 64 slices gain nothing from a second thread, and on a busy 2-core machine two threads spin-wait
+    for each other (about 10x the CPU time); restored afterwards for the other test modules."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     """A real small U-Net with random weights at 64 x 64: enough to exercise every code path."""
     torch.manual_seed(0)
     return save_checkpoint(tmp_path_factory.mktemp("ck") / "tiny_small.safetensors", build_model("small"), img_size=IMG_SIZE)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def test_slices(tiny_demo):
     """What the commands score by default: the test split's slices with organs, here the first LIMIT."""
     return with_organs(GITractDataset(tiny_demo).split()[1])[:LIMIT]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def reference(checkpoint, test_slices):
     """core's own evaluation of the default attack (FGSM, BCE, eps 0.009, textbook, target gt)."""
     model, _ = load_checkpoint(checkpoint)

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from textual.command import CommandList
 
 from core.attacks import bim, fgsm
 from core.checkpoints import load_checkpoint
@@ -165,6 +166,14 @@ async def test_switching_loss_method_and_slices(tiny_demo, checkpoint, model_and
         await pilot.press("p")
         assert app.settings.mode == "textbook"
         assert app.query_one("#attack-mode").disabled
+
+        # The command palette offers the losses by name.
+        await pilot.press("ctrl+p", *"loss dice")
+        await until(pilot, app, lambda: app.screen.query_one(CommandList).option_count, "palette hits")
+        assert "Dice" in str(app.screen.query_one(CommandList).get_option_at_index(0).prompt)
+        await pilot.press("enter")
+        await settle(pilot, app)
+        assert app.frame.settings.loss == "dice" and app.frame.settings.method == "bim"
 
 
 @pilot_test

@@ -377,8 +377,8 @@ def _json_default(value: Any) -> Any:
 
 
 def fmt(value: Any, digits: int = 4) -> str:
-    """A table cell: a number to ``digits`` decimals, or an en dash where undefined."""
+    """A table cell: a number to ``digits`` decimals, or "n/a" where undefined (as the TUI shows it)."""
     if value is None:
-        return "–"
+        return "n/a"
     value = float(value)
-    return "–" if math.isnan(value) else f"{value:.{digits}f}"
+    return "n/a" if math.isnan(value) else f"{value:.{digits}f}"

@@ -502,14 +502,15 @@ def _attack_slice(model, record, img_size: int, config, device: str) -> _Attacke
 
 
 def _find_slice(dataset, slice_id: str | None):
-    """The record named ``slice_id`` (default: the middle test slice with organs), or a one-line error with suggestions."""
+    """The record named ``slice_id``, or a one-line error with suggestions. By default the test slice
+    showing the most organs, the largest (an informative figure on a fresh install)."""
     from core.data import with_organs
 
     if slice_id is None:
         candidates = with_organs(dataset.split()[1]) or with_organs(dataset) or list(dataset)
         if not candidates:
             fail(f"{dataset.root} has no slices")
-        return candidates[len(candidates) // 2]
+        return max(candidates, key=_organ_extent)
     try:
         return dataset.by_id(slice_id.strip())
     except KeyError:
@@ -518,3 +519,9 @@ def _find_slice(dataset, slice_id: str | None):
         suggestions = close or [record.id for record in with_organs(dataset)[:3]] or ids[:3]
         hint = f"; try {', '.join(suggestions)}" if suggestions else ""
         fail(f"no slice {slice_id!r} in {dataset.root.name}{hint}")
+
+
+def _organ_extent(record) -> tuple[int, int]:
+    """(organs present, organ pixels), read off the RLE run lengths without painting the masks."""
+    lengths = [sum(int(n) for n in rle.split()[1::2]) for rle in record.rles]
+    return sum(1 for n in lengths if n), sum(lengths)

@@ -27,7 +27,7 @@ class CheckpointEntry:
         meta = self.meta
         params = f"{meta['params'] / 1e6:.2f}M" if isinstance(meta.get("params"), (int, float)) else "?"
         val = meta.get("val_dsc") or {}
-        dsc = f"val DSC {val['mean']:.3f}" if isinstance(val, dict) and val.get("mean") is not None else "no val DSC"
+        dsc = f"DSC {val['mean']:.3f}" if isinstance(val, dict) and val.get("mean") is not None else "no val DSC"
         return f"{meta.get('model', '?')} · {params} · {meta.get('img_size', '?')}px · {dsc}"
 
 

@@ -66,7 +66,7 @@ class DscCurve(Widget):
             return Text("sweeping eps…", style="dim")
         eps, values = self.curve.eps, self.curve.mean_dsc
         marked = min(range(len(eps)), key=lambda i: abs(eps[i] - self.eps))
-        bar_width = max(1, min(4, (width - 6) // max(1, len(eps))))
+        bar_width = max(1, min(6, (width - 6) // max(1, len(eps))))
         rows = max(1, height - 2)
         theme = self.app.current_theme
         bar_style, marked_style = theme.primary, f"bold {theme.accent or theme.warning or 'yellow'}"
@@ -76,7 +76,10 @@ class DscCurve(Widget):
             for index, value in enumerate(values):
                 eighths = 0 if not math.isfinite(value) else round(max(0.0, min(1.0, value)) * rows * 8)
                 fill = min(8, max(0, eighths - (rows - 1 - line) * 8))
-                text.append(BARS[fill] * bar_width, style=marked_style if index == marked else bar_style)
+                # Bars three or more cells wide keep a one-cell gap so neighbours stay apart.
+                drawn = bar_width - 1 if bar_width >= 3 else bar_width
+                text.append(BARS[fill] * drawn, style=marked_style if index == marked else bar_style)
+                text.append(" " * (bar_width - drawn))
             text.append("\n")
         plot_width = bar_width * len(eps)
         text.append("    └" + "─" * plot_width + "\n", style="dim")

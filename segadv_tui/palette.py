@@ -1,0 +1,50 @@
+"""Command palette entries (ctrl+p): every key's action by name, plus choices that have no single key
+(a given loss, method or checkpoint), offered only where they apply."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from functools import partial
+
+from textual.command import DiscoveryHit, Hit, Hits, Provider
+
+from core.attacks import METHODS
+from core.losses import LOSS_NAMES, LOSS_TITLES
+
+
+class ExplorerCommands(Provider):
+    def _commands(self) -> list[tuple[str, object, str]]:
+        """(name, callback, help) for the current state of the app."""
+        app = self.app
+        commands = [
+            (binding.description if binding.description else binding.action, partial(app.run_action, binding.action),
+             binding.tooltip)
+            for binding in app.BINDINGS
+            if binding.id and binding.id not in ("quit", "help")
+        ]
+        commands.append(("Help: every key", app.action_help, "Show the help screen"))
+        settings = app.settings
+        for loss in LOSS_NAMES:
+            if loss != settings.loss:
+                commands.append((f"Attack loss: {LOSS_TITLES[loss]}", partial(app.set_settings, replace(settings, loss=loss)),
+                                 f"Attack with the {LOSS_TITLES[loss]} loss"))
+        for method in METHODS:
+            if method != settings.method:
+                changes = {"method": method} if method == "fgsm" else {"method": method, "mode": "textbook"}
+                commands.append((f"Attack method: {method.upper()}", partial(app.set_settings, replace(settings, **changes)),
+                                 f"Attack with {method.upper()}"))
+        for entry in app.query_one("#checkpoints").entries:
+            if entry.meta is not None and (app.checkpoint_entry is None or entry.path != app.checkpoint_entry.path):
+                commands.append((f"Load checkpoint: {entry.path.stem}", partial(app.load_checkpoint, entry), entry.summary))
+        return commands
+
+    async def discover(self) -> Hits:
+        for name, callback, help_text in self._commands():
+            yield DiscoveryHit(name, callback, help=help_text)
+
+    async def search(self, query: str) -> Hits:
+        matcher = self.matcher(query)
+        for name, callback, help_text in self._commands():
+            score = matcher.match(name)
+            if score > 0:
+                yield Hit(score, matcher.highlight(name), callback, help=help_text)
