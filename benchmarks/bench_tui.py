@@ -37,7 +37,7 @@ def bare_forward_seconds(model, image: np.ndarray, repeats: int) -> list[float]:
     return times
 
 
-async def measure_app(data: Path, checkpoint: Path, steps: int) -> tuple[float, list[float], object]:
+async def measure_app(data: Path, checkpoint: Path, steps: int) -> tuple[float, list[float], list[float], object]:
     from segadv_tui.app import SegadvApp
 
     started = time.perf_counter()
@@ -49,7 +49,7 @@ async def measure_app(data: Path, checkpoint: Path, steps: int) -> tuple[float, 
         first_frame = time.perf_counter() - started
         await app.workers.wait_for_complete()  # the eps curve of the first slice
         await pilot.pause()
-        latencies = []
+        latencies, computing = [], []
         for _ in range(steps):
             target = app.settings.with_eps(app.settings.eps + 0.001).eps
             pressed = time.perf_counter()
@@ -58,8 +58,9 @@ async def measure_app(data: Path, checkpoint: Path, steps: int) -> tuple[float, 
                 await pilot.pause(0)
             await pilot.pause(0)
             latencies.append(time.perf_counter() - pressed)
+            computing.append(app.frame.seconds)
         source = app.source
-    return first_frame, latencies, source
+    return first_frame, latencies, computing, source
 
 
 def main() -> None:
@@ -78,7 +79,7 @@ def main() -> None:
     checkpoint = args.checkpoint or demo_checkpoint()
     with tempfile.TemporaryDirectory() as temporary:
         data = args.data or write_demo_dataset(Path(temporary) / "demo", seed=0, size="tiny")
-        first_frame, latencies, source = asyncio.run(measure_app(data, checkpoint, args.steps))
+        first_frame, latencies, computing, source = asyncio.run(measure_app(data, checkpoint, args.steps))
         model, meta = load_checkpoint(checkpoint)
         image = load_slice_data(source, int(meta["img_size"])).image
     forward = bare_forward_seconds(model, image, args.steps)
@@ -96,6 +97,7 @@ def main() -> None:
     print(f"time to first frame            {first_frame:8.2f} s")
     print(f"eps step, key to updated table {step * 1000:8.1f} ms (median of {len(latencies)}, "
           f"min {min(latencies) * 1000:.1f}, max {max(latencies) * 1000:.1f})")
+    print(f"  of which the worker computed {statistics.median(computing) * 1000:8.1f} ms (cached gradient, forward, scores)")
     print(f"bare forward pass, one slice   {bare * 1000:8.1f} ms (median of {len(forward)})")
     print(f"ratio step / forward           {step / bare:8.2f}")
     print(f"half-block 224x224 -> 56x28    {statistics.median(render) * 1000:8.2f} ms (random pixels, worst case)")

@@ -218,6 +218,8 @@ def _pick_device(requested: str, dist_env: _DistributedEnv) -> torch.device:
             raise TrainingError(f"device {requested!r}: CUDA is not available on this machine")
         if dist_env.active:
             device = torch.device("cuda", dist_env.local_rank)  # one GPU per process
+        elif device.index is None:
+            device = torch.device("cuda", torch.cuda.current_device())
         torch.cuda.set_device(device)
     return device
 

@@ -619,6 +619,6 @@ def register_graphics(renderer: str) -> str:
 
 
 def main() -> None:
-    from segadv_tui.launch import run
+    from segadv_tui.launch import main as launch
 
-    run()
+    launch()

@@ -21,7 +21,6 @@ from segadv_tui.imagery import FN_COLOUR, FP_COLOUR, ORGAN_COLOURS, TP_COLOUR, d
 
 BACKGROUND = (255, 255, 255)
 INK = (20, 20, 20)
-MUTED = (110, 110, 110)
 GRID = (225, 225, 225)
 # Line colours for sweep plots, one per loss in order (colour-blind friendly Okabe-Ito hues).
 SERIES_COLOURS = ((0, 114, 178), (213, 94, 0), (0, 158, 115), (204, 121, 167), (230, 159, 0), (86, 180, 233), (0, 0, 0))

@@ -1,6 +1,7 @@
 """The ``segadv-tui`` command line: check the arguments, set up the terminal, run the app.
 
-Bad arguments end here with one line and exit status 2, before the full-screen app starts.
+Bad arguments end here with one line and exit status 2, before the full-screen app starts. This module
+stays light (no torch, no Textual at import) so ``--help`` and argument errors are instant.
 """
 
 from __future__ import annotations
@@ -75,5 +76,5 @@ def segadv_tui(
     ).run()
 
 
-def run() -> None:
+def main() -> None:
     command()

@@ -61,10 +61,9 @@ def reference(checkpoint, test_slices):
 
 @pytest.fixture()
 def run(monkeypatch, tmp_path):
-    """Invoke ``segadv`` in-process from ``tmp_path``; stderr at terminal width 200 so a message is one line."""
+    """Invoke ``segadv`` in-process from ``tmp_path``."""
     cli._register_commands()
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(cli.err_console, "width", 200)
     runner = CliRunner()
 
     def invoke(*args: str):
@@ -168,10 +167,10 @@ def test_table_writes_markdown_csv_json_with_best_attack_in_bold(run, checkpoint
         assert row["label"] in cells[0] and cells[1] == "4.13M"
         losses = cells[3:]
         bold = [i for i, c in enumerate(losses) if c.startswith("**") and c.endswith("**")]
-        assert len(bold) == 1
-        values = [float(c.strip("*")) for c in losses]
-        assert values[bold[0]] == min(values)
-        assert table["losses"][bold[0]] == row["best_loss"] == min(row["dsc_adv"], key=row["dsc_adv"].get)
+        lowest = min(row["dsc_adv"].values())
+        assert bold == [i for i, loss in enumerate(table["losses"]) if row["dsc_adv"][loss] == lowest]  # ties all bold
+        assert row["best_loss"] in [table["losses"][i] for i in bold]
+        assert [float(c.strip("*")) for c in losses] == [round(row["dsc_adv"][loss], 4) for loss in table["losses"]]
 
     with open("t.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
@@ -268,3 +267,17 @@ def test_sweep_plot_draws_every_loss_in_its_colour_and_round_ticks():
     picture = np.asarray(sweep_plot([0, 0.01, 0.02], {"BCE": [0.8, 0.5, float("nan")], "Focal": [0.8, 0.7, 0.6]}))
     colours = {tuple(c) for c in picture.reshape(-1, 3)}
     assert SERIES_COLOURS[0] in colours and SERIES_COLOURS[1] in colours and SERIES_COLOURS[2] not in colours
+
+
+def test_table_ii_markdown_bolds_every_loss_tied_for_the_lowest_dsc():
+    from core.evaluation import TableII, TableIIRow
+    from segadv_tui.commands.attack import table_ii_cells, table_ii_markdown
+
+    rows = [
+        TableIIRow("a.safetensors", "VGG U-Net", 18_440_000, 0.7509, {"bce": 0.4063, "focal+dice": 0.5772, "focal": 0.5105}, "bce"),
+        TableIIRow("b.safetensors", "Tied", 4_130_000, 0.5, {"bce": 0.3, "focal+dice": 0.4, "focal": 0.3}, "bce"),
+    ]
+    table = TableII(0.009, ["bce", "focal+dice", "focal"], "textbook", "gt", "one", "nonempty", rows)
+    lines = table_ii_markdown(*table_ii_cells(table), "caption").splitlines()
+    assert lines[2] == "| VGG U-Net | 18.44M | 0.7509 | **0.4063** | 0.5772 | 0.5105 |"  # the paper's first row
+    assert lines[3] == "| Tied | 4.13M | 0.5000 | **0.3000** | 0.4000 | **0.3000** |"

@@ -7,6 +7,8 @@ app's cached-gradient path); waiting is on workers and messages, never on wall-c
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -257,10 +259,21 @@ async def test_bad_checkpoint_and_corrupt_slice_notify(tiny_demo, checkpoint, tm
 
 @pilot_test
 async def test_lone_png_uses_the_prediction_as_target(real_samples, checkpoint):
+    """Also started with kitty graphics (textual-image): g cycles to half-block and back."""
+    from textual_image.widget import TGPImage
+
+    from segadv_tui.app import register_graphics
+    from segadv_tui.widgets.images import HalfBlockView
+
     png = next(real_samples.glob("*.png"))
-    app = make_app(None, checkpoint, image=png)
+    app = make_app(None, checkpoint, image=png, graphics=register_graphics("kitty"))
     async with app.run_test(size=SIZE) as pilot:
         await first_frame(pilot, app)
+        assert len(app.query(TGPImage)) == 8 and not app.query(HalfBlockView)
+        await pilot.press("g")
+        assert len(app.query(HalfBlockView)) == 8 and not app.query(TGPImage)
+        await pilot.press("g")
+        assert len(app.query(TGPImage)) == 8
         assert app.settings.target == "pred" and not app.frame.has_truth
         assert app.query_one("#image-truth").border_title.startswith("Target")
         # Against its own prediction the clean DSC is 1 for every organ.
@@ -311,6 +324,16 @@ async def test_small_and_large_terminals_resizing_and_quitting_while_computing(t
         assert app.screen.has_class("-no-sidebar")
         await pilot.press("right_square_bracket", "q")  # quit while that BIM step runs
     assert app.return_code == 0
+
+
+@pytest.mark.parametrize(("module", "absent"), [
+    ("segadv_tui.explorer", ("textual", "rich")),  # the frame logic is Textual-free
+    ("segadv_tui.launch", ("torch", "textual")),  # --help and argument errors are instant
+])
+def test_import_layering(module, absent):
+    code = f"import sys, {module}; print(*[name in sys.modules for name in {absent!r}])"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False"] * len(absent)
 
 
 def test_bad_arguments_are_one_line_before_start(tmp_path):

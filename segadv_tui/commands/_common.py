@@ -356,7 +356,7 @@ def write_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[Any]]) 
     return write_text_atomic(path, buffer.getvalue())
 
 
-def number(value: Any) -> float | None:
+def _json_number(value: Any) -> float | None:
     """A float for JSON: NaN (an undefined DSC or AS) becomes null, numpy scalars plain floats."""
     value = float(value)
     return None if math.isnan(value) else value
@@ -370,7 +370,7 @@ def _csv_cell(cell: Any) -> Any:
 
 def _json_default(value: Any) -> Any:
     if hasattr(value, "item"):  # numpy scalar
-        return number(value) if isinstance(value.item(), float) else value.item()
+        return _json_number(value) if isinstance(value.item(), float) else value.item()
     if isinstance(value, Path):
         return str(value)
     raise TypeError(f"cannot write {type(value).__name__} as JSON")

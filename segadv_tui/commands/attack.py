@@ -354,8 +354,9 @@ def table(
         console.print(f"wrote {json_path}", highlight=False, soft_wrap=True)
 
 
-def table_ii_cells(result) -> tuple[list[str], list[list[str]], list[int | None]]:
-    """Header, formatted rows, and per row the column index of the best attack (None if there is none)."""
+def table_ii_cells(result) -> tuple[list[str], list[list[str]], list[set[int]]]:
+    """Header, formatted rows, and per row the column indices of the best attack: the lowest DSC after
+    FGSM, every loss that ties for it (an arbitrary pick would claim a difference there is none)."""
     from core.losses import LOSS_TITLES
     from segadv_tui.commands._common import fmt
 
@@ -366,7 +367,8 @@ def table_ii_cells(result) -> tuple[list[str], list[list[str]], list[int | None]
         # Two checkpoints of one architecture would share a title: name the files to tell them apart.
         name = row.title if titles.count(row.title) == 1 else f"{row.title} ({row.label})"
         rows.append([name, f"{row.params / 1e6:.2f}M", fmt(row.dsc_clean)] + [fmt(row.dsc_adv[loss]) for loss in result.losses])
-        best.append(3 + result.losses.index(row.best_loss) if row.best_loss is not None else None)
+        lowest = row.dsc_adv.get(row.best_loss) if row.best_loss is not None else None
+        best.append({3 + i for i, loss in enumerate(result.losses) if lowest is not None and row.dsc_adv[loss] == lowest})
     return header, rows, best
 
 
@@ -376,8 +378,8 @@ def _rich_table_ii(header, rows, best, caption):
     table = Table(title="Table II", title_justify="left", caption=caption, caption_justify="left")
     for index, column in enumerate(header):
         table.add_column(column, justify="left" if index == 0 else "right")
-    for cells, best_index in zip(rows, best):
-        table.add_row(*[f"[bold]{cell}[/]" if i == best_index else cell for i, cell in enumerate(cells)])
+    for cells, best_columns in zip(rows, best):
+        table.add_row(*[f"[bold]{cell}[/]" if i in best_columns else cell for i, cell in enumerate(cells)])
     return table
 
 
@@ -386,9 +388,9 @@ def table_ii_markdown(header, rows, best, caption: str) -> str:
         "| " + " | ".join(header) + " |",
         "| " + " | ".join(["---"] + ["---:"] * (len(header) - 1)) + " |",
     ]
-    for cells, best_index in zip(rows, best):
+    for cells, best_columns in zip(rows, best):
         cells = [c.replace("|", "\\|") for c in cells]
-        lines.append("| " + " | ".join(f"**{c}**" if i == best_index else c for i, c in enumerate(cells)) + " |")
+        lines.append("| " + " | ".join(f"**{c}**" if i in best_columns else c for i, c in enumerate(cells)) + " |")
     return "\n".join(lines) + f"\n\n{caption}\n"
 
 

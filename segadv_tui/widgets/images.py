@@ -73,6 +73,9 @@ class ImagePanel(Widget):
 
     def show(self, title: str, rgb: np.ndarray) -> None:
         self.border_title = title
+        # An eps step leaves half the pictures as they were: redrawing them would only cost time.
+        if self._rgb is not None and self._rgb.shape == rgb.shape and np.array_equal(self._rgb, rgb):
+            return
         self._rgb = rgb
         if self.renderer == "halfblock":
             self.query_one(HalfBlockView).show(rgb)

@@ -1,0 +1,1 @@
+"""The panels of segadv-tui, one module each."""
