@@ -60,6 +60,7 @@ class TrainConfig:
     img_size: int = 224
     patience: int = 5  # epochs without a better validation DSC before stopping; 0: never stop early
     augment: bool = True
+    batch_dice: bool = False  # Dice pooled over the batch per organ (see make_loss); the paper's is per slice
     device: str = "auto"
     workers: int = 2
     seed: int = 0
@@ -249,11 +250,16 @@ def _build_model(config: TrainConfig) -> GrayscaleSegmenter:
         ) from None
 
 
-def make_loss() -> nn.Module:
-    """Dice + Focal (gamma 2) on logits, MONAI's as in the paper's code."""
+def make_loss(batch_dice: bool = False) -> nn.Module:
+    """Dice + Focal (gamma 2) on logits, MONAI's as in the paper's code.
+
+    The paper's Dice is per slice and organ: an organ absent from a slice then scores about 1 whatever
+    the model predicts, so false positives on empty slices go nearly unpunished. ``batch_dice`` pools
+    each organ over the batch instead, which does punish them.
+    """
     from monai.losses import DiceFocalLoss
 
-    return DiceFocalLoss(sigmoid=True, gamma=2.0)
+    return DiceFocalLoss(sigmoid=True, gamma=2.0, batch=batch_dice)
 
 
 def make_augmentation() -> nn.Module:
@@ -351,7 +357,7 @@ class _Run:
         optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs * steps_per_epoch)
         scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
-        loss_fn = make_loss()
+        loss_fn = make_loss(config.batch_dice)
         augment = make_augmentation().to(self.device) if config.augment else None
 
         state = {"epoch": 0, "step": 0, "best_dsc": -1.0, "best_val": None, "stale_epochs": 0, "history": []}

@@ -464,7 +464,7 @@ class SegadvApp(App):
             source = getattr(self.source, "id", None) or (Path(self.source).name if self.source else "no slice")
             # Most telling first: narrow terminals cut the end.
             text = f"[b]{self.settings.label}[/b] · {source} · {checkpoint}"
-        self.query_one("#summary", Static).update(text)
+        self.query_one("#summary", Static).update(text, layout=False)  # one fixed line: no re-layout
 
     # -- central error handling ------------------------------------------------------------------
 

@@ -27,6 +27,7 @@ def train(
     img_size: int = typer.Option(224, "--img-size", help="Slices are resized to this square size (multiple of 32)."),
     patience: int = typer.Option(5, "--patience", help="Stop after this many epochs without a better validation DSC; 0: never."),
     no_augment: bool = typer.Option(False, "--no-augment", help="Train without shift / scale / elastic augmentation."),
+    batch_dice: bool = typer.Option(False, "--batch-dice", help="Dice over the whole batch per organ (punishes false positives on slices without the organ); the paper's is per slice."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
     workers: int = typer.Option(2, "--workers", help="Data-loading worker processes."),
     seed: int = typer.Option(0, "--seed", help="Random seed."),
@@ -52,7 +53,7 @@ def train(
     config = TrainConfig(
         model=model, data=Path(data).expanduser() if data else None, out=out, encoder_weights=encoder_weights,
         epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, img_size=img_size, patience=patience,
-        augment=not no_augment, device=device, workers=workers, seed=seed, limit_slices=limit_slices,
+        augment=not no_augment, batch_dice=batch_dice, device=device, workers=workers, seed=seed, limit_slices=limit_slices,
         resume=Path(resume).expanduser() if resume else None, fp16_weights=fp16_weights,
     )
     with _TrainingProgress() as progress:

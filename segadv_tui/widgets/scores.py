@@ -101,7 +101,7 @@ class ScoresPanel(Vertical):
 
     DEFAULT_CSS = """
     ScoresPanel { height: 1fr; }
-    ScoresPanel #scores-status { height: auto; color: $text-muted; padding: 0 1; }
+    ScoresPanel #scores-status { height: 1; color: $text-muted; padding: 0 1; }
     """
 
     def __init__(self, show_timings: bool = True, **kwargs):
@@ -116,5 +116,5 @@ class ScoresPanel(Vertical):
         self.query_one(ScoresTable).show(frame)
         step = f"step {frame.seconds * 1000:.0f} ms" if self.show_timings else "step –"
         self.query_one("#scores-status", Static).update(
-            f"eps {frame.settings.eps:.3f} · L∞ {frame.linf:.4f} · L2 {frame.l2:.2f} · {step}"
+            f"eps {frame.settings.eps:.3f} · L∞ {frame.linf:.4f} · L2 {frame.l2:.2f} · {step}", layout=False
         )
