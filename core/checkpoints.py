@@ -58,6 +58,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path
     os.close(fd)
     temp = Path(temp_name)
     try:
+        os.chmod(temp, _file_mode(path))  # mkstemp makes 0600; give the usual permissions
         write(temp)
         with open(temp, "rb+") as handle:
             os.fsync(handle.fileno())
@@ -67,6 +68,16 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path
         raise
     _fsync_dir(path.parent)
     return path
+
+
+def _file_mode(path: Path) -> int:
+    """The replaced file's permissions, else what a plain ``open(path, "w")`` would give under the umask."""
+    try:
+        return path.stat().st_mode & 0o777
+    except FileNotFoundError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -253,9 +253,9 @@ def _build_model(config: TrainConfig) -> GrayscaleSegmenter:
 def make_loss(batch_dice: bool = False) -> nn.Module:
     """Dice + Focal (gamma 2) on logits, MONAI's as in the paper's code.
 
-    The paper's Dice is per slice and organ: an organ absent from a slice then scores about 1 whatever
-    the model predicts, so false positives on empty slices go nearly unpunished. ``batch_dice`` pools
-    each organ over the batch instead, which does punish them.
+    The paper's Dice is per slice and organ: for an organ absent from a slice the Dice term saturates
+    at 1 once the model paints a few pixels there, so it gives no gradient against such false positives
+    (only the focal term does). ``batch_dice`` pools each organ over the batch, so the Dice term does push.
     """
     from monai.losses import DiceFocalLoss
 

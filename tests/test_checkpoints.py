@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -260,3 +261,12 @@ def test_metadata_is_json_in_the_safetensors_header(tmp_path, small):
     header_len = int.from_bytes(raw[:8], "little")
     header = json.loads(raw[8:8 + header_len])
     assert json.loads(header["__metadata__"]["classes"]) == list(ORGANS)
+
+
+def test_saved_files_get_ordinary_permissions_not_those_of_a_temp_file(tmp_path, small):
+    umask = os.umask(0o022)
+    try:
+        path = save_checkpoint(tmp_path / "m.safetensors", small, img_size=IMG)
+    finally:
+        os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o644

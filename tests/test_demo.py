@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core.demo import demo_data_dir, write_demo_dataset
+from core.demo import DEMO_VERSION, demo_data_dir, write_demo_dataset
 from core.organs import ORGANS
 from core.phantom import SCAN_LENGTH_MM, Patient, pixel_grid, render
 from core.rle import rle_decode
@@ -223,8 +223,8 @@ def test_demo_data_dir_is_made_once_and_safe_when_two_processes_race(tmp_path, m
     for worker in workers:
         worker.join()
     assert errors == []
-    assert results == [tmp_path / "demo-v1-tiny-seed5"] * 2
-    assert [p.name for p in tmp_path.iterdir()] == ["demo-v1-tiny-seed5"]  # the loser's folder is gone
+    assert results == [tmp_path / f"demo-v{DEMO_VERSION}-tiny-seed5"] * 2
+    assert [p.name for p in tmp_path.iterdir()] == [f"demo-v{DEMO_VERSION}-tiny-seed5"]  # the loser's folder is gone
     total = len(_slice_files(results[0]))
     assert sorted(calls) == sorted([(i, total) for i in range(1, total + 1)] * 2)  # one call per slice
     later = []

@@ -156,3 +156,21 @@ def test_two_process_gloo_ddp_run_finishes_and_saves_once(tiny_demo, tmp_path):
     model, meta = load_checkpoint(out)
     assert meta["epoch"] == 1 and meta["train_args"]["batch_size"] == 8
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ddp.resume.pt", "ddp.safetensors"]
+
+
+def test_batch_dice_pushes_against_false_positives_on_slices_without_the_organ():
+    from core.training import make_loss
+
+    target = torch.zeros(2, 3, 8, 8)
+    target[1, :, 2:6, 2:6] = 1  # slice 0 holds no organ, slice 1 all three
+    logits = torch.where(target > 0, 3.0, -3.0)
+    logits[0, :, :4, :4] = 1.0  # the model paints organs on the empty slice
+
+    def dice_gradient_on_the_false_positives(batch_dice):
+        logits_ = logits.clone().requires_grad_(True)
+        make_loss(batch_dice).dice(logits_, target).backward()
+        return float(logits_.grad[0, :, :4, :4].abs().sum())
+
+    # Per slice (the paper's loss) the Dice term of an empty slice has saturated at 1: no push back.
+    assert dice_gradient_on_the_false_positives(batch_dice=False) < 1e-6
+    assert dice_gradient_on_the_false_positives(batch_dice=True) > 1e-2
