@@ -76,9 +76,10 @@ def _check_batch(image: torch.Tensor, target: torch.Tensor | None = None) -> Non
             raise ValueError(f"target must have shape {expected} for this image, got {tuple(target.shape)}")
 
 
-def _check_stop(should_stop: StopCheck | None) -> None:
+def check_stop(should_stop: StopCheck | None) -> None:
+    """Raise ``AttackCancelled`` when ``should_stop()`` says so (None: never)."""
     if should_stop is not None and should_stop():
-        raise AttackCancelled("attack cancelled")
+        raise AttackCancelled("cancelled")
 
 
 @contextmanager
@@ -263,7 +264,7 @@ def _iterate(model, image, start, eps, steps, step_size, objective, direction, s
     adversarial = start
     with _eval_mode(model):
         for _ in range(steps):
-            _check_stop(should_stop)
+            check_stop(should_stop)
             x = adversarial.detach().requires_grad_(True)
             with torch.enable_grad():
                 (grad,) = torch.autograd.grad(objective(model(x)).sum(), x)
@@ -283,13 +284,11 @@ def bim(
     should_stop: StopCheck | None = None,
 ) -> torch.Tensor:
     """Basic iterative method / I-FGSM (Kurakin et al.): ``steps`` FGSM steps of ``step_size`` (default
-    2.5 eps / steps) from the clean image, each projected to the L-inf eps ball and to [0, 1]."""
-    _check_batch(image, target)
-    check_loss(loss)
-    target = target.detach()
-    return _iterate(
-        model, image, image.detach().clone(), eps, steps, step_size,
-        lambda logits: per_image_loss(loss, logits.float(), target), +1.0, should_stop,
+    2.5 eps / steps) from the clean image, each projected to the L-inf eps ball and to [0, 1]: PGD
+    without the random start."""
+    return pgd(
+        model, image, target, eps, steps=steps, step_size=step_size, loss=loss, random_start=False,
+        should_stop=should_stop,
     )
 
 
@@ -420,6 +419,29 @@ class GradientCache:
             return len(self._entries)
 
 
+def cached_gradient(
+    model: torch.nn.Module,
+    image: torch.Tensor,
+    target: torch.Tensor | None,
+    loss: str = "bce",
+    mode: str = "textbook",
+    *,
+    cache: GradientCache | None = None,
+    cache_key: Hashable | None = None,
+    precision: str = "fp32",
+) -> GradientEntry:
+    """``input_gradients`` for one loss, taken from ``cache`` when it holds ``cache_key`` (which must
+    identify the gradient: checkpoint, slice id(s), loss, target kind, mode) and kept there otherwise."""
+    def compute() -> GradientEntry:
+        return input_gradients(model, image, target, (loss,), mode, precision=precision)[loss]
+
+    if cache is None:
+        return compute()
+    if cache_key is None:
+        raise ValueError("a cache needs a cache_key: (checkpoint, slice, loss, target, mode)")
+    return cache.get_or_compute(cache_key, compute)
+
+
 @dataclass
 class SweepPoint:
     """One eps of a sweep, for a batch of N slices. Arrays are float64 numpy, masks/images CPU tensors.
@@ -514,15 +536,7 @@ def sweep(
         truth = target
     _check_batch(image, truth)
     if gradient is None:
-        def compute() -> GradientEntry:
-            return input_gradients(model, image, target, (loss,), mode, precision=precision)[loss]
-
-        if cache is not None:
-            if cache_key is None:
-                raise ValueError("a cache needs a cache_key: (checkpoint, slice, loss, target, mode)")
-            gradient = cache.get_or_compute(cache_key, compute)
-        else:
-            gradient = compute()
+        gradient = cached_gradient(model, image, target, loss, mode, cache=cache, cache_key=cache_key, precision=precision)
     if not isinstance(gradient, GradientEntry):
         raise TypeError(f"expected a GradientEntry, got {type(gradient).__name__} (cache key {cache_key!r})")
     truth_cpu = (gradient.clean_pred if truth is None else truth).detach().to("cpu").bool()

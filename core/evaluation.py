@@ -14,7 +14,7 @@ reader of Table II would.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -24,17 +24,18 @@ from core.attacks import (
     METHODS,
     PRECISIONS,
     TARGETS,
-    AttackCancelled,
+    GradientCache,
     StopCheck,
     adversarial_predictions,
-    bim,
+    cached_gradient,
     check_eps,
     check_mode,
+    check_stop,
     input_gradients,
     perturbation_norms,
     pgd,
 )
-from core.losses import LOSS_TITLES, check_loss
+from core.losses import check_loss
 from core.metrics import attack_success, check_empty_policy, dice_per_organ, hausdorff_per_organ, mean_dsc, nanmean, predict
 from core.models import count_parameters
 from core.organs import ORGANS
@@ -261,14 +262,99 @@ def _batches(records, img_size: int, batch_size: int, device):
         yield chunk, images, masks
 
 
-def _check_stop(should_stop: StopCheck | None) -> None:
-    if should_stop is not None and should_stop():
-        raise AttackCancelled("evaluation cancelled")
-
-
 def _report(progress: Progress | None, done: int, total: int) -> None:
     if progress is not None:
         progress(done, total)
+
+
+@dataclass
+class SliceAttack:
+    """One attack on a batch of slices (often one): the adversarial images and both predictions, scored.
+
+    adversarial: (N, 1, H, W) on the model's device; clean_pred / adv_pred: bool (N, 3, H, W) on the CPU;
+    dsc_clean / dsc_adv: (N, 3) per organ, NaN where the empty policy skips; linf / l2: (N,) realised
+    perturbation norms; zero_grad_fraction: (N,) for FGSM, None otherwise.
+    """
+
+    adversarial: torch.Tensor
+    clean_pred: torch.Tensor
+    adv_pred: torch.Tensor
+    dsc_clean: np.ndarray
+    dsc_adv: np.ndarray
+    linf: np.ndarray
+    l2: np.ndarray
+    zero_grad_fraction: np.ndarray | None = None
+
+    @property
+    def attack_success(self) -> np.ndarray:
+        return attack_success(self.dsc_clean, self.dsc_adv)
+
+    @property
+    def mean_clean(self) -> np.ndarray:
+        return mean_dsc(self.dsc_clean)
+
+    @property
+    def mean_adv(self) -> np.ndarray:
+        return mean_dsc(self.dsc_adv)
+
+    @property
+    def mean_attack_success(self) -> np.ndarray:
+        return attack_success(self.mean_clean, self.mean_adv)
+
+
+def attack_slice(
+    model: torch.nn.Module,
+    image: torch.Tensor,
+    truth: torch.Tensor | None,
+    config: AttackConfig,
+    *,
+    cache: GradientCache | None = None,
+    cache_key: Hashable | None = None,
+    clean_pred: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+    should_stop: StopCheck | None = None,
+) -> SliceAttack:
+    """``config``'s attack on ``image`` (N, 1, H, W), scored against ``truth`` (N, 3, H, W) 0/1.
+
+    ``truth`` None (a lone picture) attacks and scores against the model's clean prediction. FGSM takes
+    its clean prediction from the gradient's forward pass; with ``cache`` (``cache_key`` identifying the
+    gradient: checkpoint, slice, loss, target, mode) a cached FGSM is ONE forward pass. BIM / PGD reuse
+    ``clean_pred`` when given; PGD's random start comes from ``generator`` (default: seeded by
+    ``config.seed``). ``should_stop`` is checked before the attack and between iterative steps.
+    """
+    check_stop(should_stop)
+    target = truth if config.target == "gt" else None
+    zero = None
+    if config.method == "fgsm":
+        entry = cached_gradient(
+            model, image, target, config.loss, config.mode, cache=cache, cache_key=cache_key, precision=config.precision
+        )
+        clean_pred, zero = entry.clean_pred, entry.zero_fraction
+        adversarial, adv_pred = adversarial_predictions(
+            model, image, entry.sign, [config.eps], config.mode, precision=config.precision
+        )[0]
+    else:
+        if clean_pred is None:
+            with torch.no_grad():
+                clean_pred = predict(model, image)
+        random_start = config.method == "pgd"  # BIM is PGD from the clean image
+        if generator is None and random_start:
+            generator = torch.Generator(device=image.device).manual_seed(config.seed)
+        adversarial = pgd(
+            model, image, clean_pred.float() if target is None else target, config.eps, steps=config.steps,
+            step_size=config.step_size, loss=config.loss, random_start=random_start, generator=generator,
+            should_stop=should_stop,
+        )
+        with torch.no_grad():
+            adv_pred = predict(model, adversarial)
+    clean_pred, adv_pred = clean_pred.cpu(), adv_pred.cpu()
+    reference = clean_pred if truth is None else truth.cpu()
+    linf, l2 = perturbation_norms(image, adversarial)
+    return SliceAttack(
+        adversarial=adversarial, clean_pred=clean_pred, adv_pred=adv_pred,
+        dsc_clean=dice_per_organ(clean_pred, reference, config.empty),
+        dsc_adv=dice_per_organ(adv_pred, reference, config.empty), linf=linf, l2=l2, zero_grad_fraction=zero,
+    )
 
 
 def evaluate(
@@ -284,8 +370,8 @@ def evaluate(
 ) -> EvaluationResult:
     """Run ``config``'s attack over ``records`` (``core.data.SliceRecord``) at ``img_size``.
 
-    The model must already be on ``device`` (batches are moved there). FGSM takes its clean prediction
-    from the gradient's forward pass, so a batch costs one forward + backward + one forward.
+    The model must already be on ``device`` (batches are moved there). Each batch goes through
+    ``attack_slice``: for FGSM one forward + backward + one forward.
     """
     records = list(records)
     started = time.perf_counter()
@@ -294,34 +380,17 @@ def evaluate(
     _report(progress, 0, len(records))
     done = 0
     for chunk, images, truth in _batches(records, img_size, batch_size, device):
-        _check_stop(should_stop)
-        zero = None
-        if config.method == "fgsm":
-            target = truth if config.target == "gt" else None
-            entry = input_gradients(model, images, target, (config.loss,), config.mode, precision=config.precision)[config.loss]
-            clean_pred, zero = entry.clean_pred, entry.zero_fraction
-            adversarial, adv_pred = adversarial_predictions(
-                model, images, entry.sign, [config.eps], config.mode, precision=config.precision
-            )[0]
-        else:
-            clean_pred = predict(model, images)
-            target = truth if config.target == "gt" else clean_pred
-            attack = bim if config.method == "bim" else pgd
-            extra = {"generator": generator} if config.method == "pgd" else {}
-            adversarial = attack(
-                model, images, target, config.eps, steps=config.steps, step_size=config.step_size,
-                loss=config.loss, should_stop=should_stop, **extra,
-            )
-            adv_pred = predict(model, adversarial)
-        linf, l2 = perturbation_norms(images, adversarial)
+        attacked = attack_slice(model, images, truth, config, generator=generator, should_stop=should_stop)
         truth_cpu = truth.cpu()
         hausdorff = {}
         if config.hausdorff:
-            hausdorff = {"hd_clean": hausdorff_per_organ(clean_pred, truth_cpu), "hd_adv": hausdorff_per_organ(adv_pred, truth_cpu)}
+            hausdorff = {
+                "hd_clean": hausdorff_per_organ(attacked.clean_pred, truth_cpu),
+                "hd_adv": hausdorff_per_organ(attacked.adv_pred, truth_cpu),
+            }
         scores.add(
-            [record.id for record in chunk], truth_cpu.flatten(1).any(1).numpy(),
-            dice_per_organ(clean_pred, truth_cpu, config.empty), dice_per_organ(adv_pred, truth_cpu, config.empty),
-            linf, l2, zero, **hausdorff,
+            [record.id for record in chunk], truth_cpu.flatten(1).any(1).numpy(), attacked.dsc_clean,
+            attacked.dsc_adv, attacked.linf, attacked.l2, attacked.zero_grad_fraction, **hausdorff,
         )
         done += len(chunk)
         _report(progress, done, len(records))
@@ -410,7 +479,7 @@ def evaluate_sweep(
     _report(progress, 0, len(records))
     done = 0
     for chunk, images, truth in _batches(records, img_size, batch_size, device):
-        _check_stop(should_stop)
+        check_stop(should_stop)
         entries = input_gradients(model, images, truth if target == "gt" else None, losses, mode, precision=precision)
         truth_cpu = truth.cpu()
         ids, has_organs = [record.id for record in chunk], truth_cpu.flatten(1).any(1).numpy()
@@ -421,7 +490,7 @@ def evaluate_sweep(
             for eps, (adversarial, adv_pred) in zip(eps_values, outputs):
                 linf, l2 = perturbation_norms(images, adversarial)
                 scores[loss, eps].add(ids, has_organs, dsc_clean, dice_per_organ(adv_pred, truth_cpu, empty), linf, l2)
-            _check_stop(should_stop)
+            check_stop(should_stop)
         done += len(chunk)
         _report(progress, done, len(records))
     return SweepResult(
@@ -438,7 +507,7 @@ class TableIIRow:
     title: str
     params: int
     dsc_clean: float | None
-    dsc_adv: dict[str, float | None]  # per loss, mean DSC after FGSM
+    dsc_adv: dict[str, float | None]  # per loss, mean DSC after the attack (the paper: FGSM)
     best_loss: str | None  # the most successful attack: lowest adversarial DSC
     summaries: dict[str, Summary] = field(default_factory=dict)
 
@@ -457,15 +526,13 @@ class TableII:
     empty: str
     score: str
     rows: list[TableIIRow]
-
-    @property
-    def loss_titles(self) -> dict[str, str]:
-        return {loss: LOSS_TITLES[loss] for loss in self.losses}
+    method: str = "fgsm"
+    steps: int = 10  # BIM / PGD
 
     def to_dict(self) -> dict:
         return {
             "eps": self.eps, "losses": self.losses, "mode": self.mode, "target": self.target, "empty": self.empty,
-            "score": self.score, "rows": [row.to_dict() for row in self.rows],
+            "score": self.score, "method": self.method, "steps": self.steps, "rows": [row.to_dict() for row in self.rows],
         }
 
 
@@ -476,6 +543,8 @@ def table_ii(
     eps: float = 0.009,
     *,
     img_size: int | None = None,
+    method: str = "fgsm",
+    steps: int = 10,
     mode: str = "textbook",
     target: str = "gt",
     empty: str = "one",
@@ -487,24 +556,43 @@ def table_ii(
     should_stop: StopCheck | None = None,
 ) -> TableII:
     """The paper's Table II: for each (label, model, checkpoint meta), its parameters, clean mean DSC and
-    mean DSC after FGSM at ``eps`` with each loss. ``img_size`` None uses each checkpoint's
-    ``meta["img_size"]``. ``progress`` counts slices over all models."""
+    mean DSC after the attack at ``eps`` with each loss. ``img_size`` None uses each checkpoint's
+    ``meta["img_size"]``. ``progress`` counts slices over all models (and losses, for BIM / PGD).
+
+    FGSM (the paper's) shares one gradient per slice and loss (``evaluate_sweep``); BIM and PGD
+    (``steps`` iterations) run ``evaluate`` once per loss."""
     eps = check_eps(eps)
     losses = [check_loss(name) for name in losses]
+    configs = {
+        loss: AttackConfig(method=method, loss=loss, eps=eps, mode=mode, target=target, steps=steps, empty=empty,
+                           score=score, precision=precision)
+        for loss in losses
+    }
     records = list(records)
-    total = len(records) * len(models)
+    runs = 1 if method == "fgsm" else len(losses)
+    total = len(records) * len(models) * runs
     rows = []
     for index, (label, model, meta) in enumerate(models):
         size = img_size if img_size is not None else (meta or {}).get("img_size")
         if size is None:
             raise ValueError(f"{label}: no img_size in the checkpoint's metadata; pass img_size")
-        offset = index * len(records)
-        model_progress = None if progress is None else (lambda done, _total, offset=offset: progress(offset + done, total))
-        result = evaluate_sweep(
-            model, records, int(size), [eps], losses, mode=mode, target=target, empty=empty, score=score,
-            batch_size=batch_size, device=device, precision=precision, progress=model_progress, should_stop=should_stop,
-        )
-        summaries = {loss: result.entry(loss, result.eps_values[0]).summary for loss in result.losses}
+
+        def run_progress(run: int):
+            offset = (index * runs + run) * len(records)
+            return None if progress is None else (lambda done, _total: progress(offset + done, total))
+
+        options = dict(batch_size=batch_size, device=device, should_stop=should_stop)
+        if method == "fgsm":
+            result = evaluate_sweep(
+                model, records, int(size), [eps], losses, mode=mode, target=target, empty=empty, score=score,
+                precision=precision, progress=run_progress(0), **options,
+            )
+            summaries = {loss: result.entry(loss, result.eps_values[0]).summary for loss in result.losses}
+        else:
+            summaries = {
+                loss: evaluate(model, records, int(size), configs[loss], progress=run_progress(run), **options).summary
+                for run, loss in enumerate(losses)
+            }
         adv = {loss: summary.mean_adv for loss, summary in summaries.items()}
         finite = {loss: value for loss, value in adv.items() if value is not None}
         meta = meta or {}
@@ -514,10 +602,11 @@ def table_ii(
                 label=label,
                 title=meta.get("title") or (spec.title if spec is not None else label),
                 params=int(meta.get("params") or count_parameters(model)),
-                dsc_clean=summaries[result.losses[0]].mean_clean,
+                dsc_clean=summaries[losses[0]].mean_clean,
                 dsc_adv=adv,
                 best_loss=min(finite, key=finite.get) if finite else None,
                 summaries=summaries,
             )
         )
-    return TableII(eps=eps, losses=losses, mode=mode, target=target, empty=empty, score=score, rows=rows)
+    return TableII(eps=eps, losses=losses, mode=mode, target=target, empty=empty, score=score, rows=rows, method=method,
+                   steps=steps)

@@ -150,6 +150,8 @@ Progress = Callable[[object], None]
 def train(config: TrainConfig, progress: Progress | None = None) -> TrainResult:
     """Train ``config.model`` and keep the best checkpoint by validation mean DSC; see the module doc."""
     _check_config(config)
+    if config.encoder_weights == "imagenet":  # before reading any data: fail at once when offline
+        _check_weights_reachable(REGISTRY[config.model].encoder)
     dist_env = _DistributedEnv.from_environment()
     device = _pick_device(config.device, dist_env)
     if dist_env.active:
@@ -240,7 +242,6 @@ def _build_model(config: TrainConfig) -> GrayscaleSegmenter:
     if config.encoder_weights == "none":
         return build_model(config.model, encoder_weights=None)
     encoder = REGISTRY[config.model].encoder
-    _check_weights_reachable(encoder)
     try:
         return build_model(config.model, encoder_weights="imagenet")
     except Exception as exc:  # hub / http / timm errors differ by encoder; all mean "no weights"

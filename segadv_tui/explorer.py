@@ -8,7 +8,6 @@ costs one forward pass) and the clean prediction of the current slice.
 
 from __future__ import annotations
 
-import math
 import threading
 import time
 from dataclasses import dataclass, replace
@@ -18,9 +17,9 @@ from typing import Callable
 import numpy as np
 import torch
 
-from core.attacks import AttackCancelled, GradientCache, bim, input_gradients, pgd, sweep
+from core.attacks import AttackCancelled, GradientCache, sweep
 from core.data import SliceRecord, load_slice, read_slice, resize_image
-from core.metrics import attack_success, dice_per_organ, mean_dsc, predict
+from core.evaluation import AttackConfig, SliceAttack, attack_slice
 
 EPS_STEP_FINE = 0.001
 EPS_STEP_COARSE = 0.005
@@ -120,34 +119,17 @@ class Explorer:
         self.cache = cache if cache is not None else GradientCache()
         self.computations = 0  # frames actually computed (stale requests skipped before starting are not)
         self._lock = threading.Lock()
-        self._clean: dict[str, np.ndarray] = {}
+        # Clean predictions per slice id, so BIM / PGD on a known slice skip that forward pass (FGSM
+        # takes its own from the cached gradient).
+        self._clean: dict[str, torch.Tensor] = {}
 
     def _tensor(self, array: np.ndarray) -> torch.Tensor:
         return torch.as_tensor(np.ascontiguousarray(array), dtype=torch.float32, device=self.device)[None]
 
-    def _clean_prediction(self, data: SliceData, image: torch.Tensor, settings: AttackSettings) -> np.ndarray:
-        if data.id not in self._clean:
-            if len(self._clean) > 64:
-                self._clean.clear()
-            if settings.method == "fgsm" and settings.target == "gt" and data.truth is not None:
-                # FGSM's gradient pass predicts the clean slice too: one forward pass saved per new slice.
-                target = self._tensor(np.asarray(data.truth, dtype=bool))
-                clean = self._gradient(data, settings, image, target).clean_pred
-            else:
-                clean = predict(self.model, image)
-            self._clean[data.id] = clean[0].cpu().numpy()
-        return self._clean[data.id]
-
-    def _gradient(self, data: SliceData, settings: AttackSettings, image: torch.Tensor, target: torch.Tensor):
-        return self.cache.get_or_compute(
-            self._gradient_key(data, settings),
-            lambda: input_gradients(self.model, image, target, (settings.loss,), settings.mode)[settings.loss],
-        )
-
-    def _attack_target(self, data: SliceData, settings: AttackSettings, clean: np.ndarray) -> np.ndarray:
-        if settings.target == "gt" and data.truth is not None:
-            return np.asarray(data.truth, dtype=bool)
-        return clean
+    def _inputs(self, data: SliceData) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(image (1, 1, S, S), ground truth (1, 3, S, S) or None) on the model's device."""
+        truth = None if data.truth is None else self._tensor(np.asarray(data.truth, dtype=bool))
+        return self._tensor(data.image)[None], truth
 
     def _gradient_key(self, data: SliceData, settings: AttackSettings) -> tuple:
         return (self.checkpoint, data.id, settings.loss, settings.target, settings.mode)
@@ -164,68 +146,47 @@ class Explorer:
             if on_start is not None:
                 on_start()
             started = time.perf_counter()
-            image = self._tensor(data.image)[None]  # (1, 1, S, S)
-            clean = self._clean_prediction(data, image, settings)
-            if should_stop():
-                return None
+            image, truth = self._inputs(data)
+            clean = self._clean.get(data.id)
             try:
-                adversarial, adversarial_prediction = self._attack(data, settings, image, clean, should_stop)
+                attacked = attack_slice(
+                    self.model, image, truth, attack_config(settings), cache=self.cache,
+                    cache_key=self._gradient_key(data, settings), should_stop=should_stop,
+                    clean_pred=None if clean is None else clean.to(self.device),
+                )
             except AttackCancelled:
                 return None
+            if clean is None:
+                if len(self._clean) > 64:
+                    self._clean.clear()
+                self._clean[data.id] = attacked.clean_pred
             self.computations += 1
             seconds = time.perf_counter() - started
-        return self._frame(request_id, data, settings, clean, adversarial, adversarial_prediction, seconds)
+        return self._frame(request_id, data, settings, attacked, seconds)
 
-    def _attack(self, data: SliceData, settings: AttackSettings, image: torch.Tensor, clean: np.ndarray,
-                should_stop: ShouldStop) -> tuple[np.ndarray, np.ndarray]:
-        """(adversarial image (S, S), its predicted masks (3, S, S))."""
-        target = self._tensor(self._attack_target(data, settings, clean))  # (1, 3, S, S)
-        if settings.method == "fgsm":
-            # One eps of core's sweep: the cached gradient plus one forward pass.
-            (point,) = sweep(self.model, image, target, [settings.eps], loss=settings.loss, mode=settings.mode,
-                             empty=settings.empty, cache=self.cache, cache_key=self._gradient_key(data, settings))
-            return point.adv_image[0, 0].numpy(), point.adv_pred[0].numpy()
-        if settings.method == "bim":
-            adversarial = bim(self.model, image, target, settings.eps, steps=settings.steps, loss=settings.loss,
-                              should_stop=should_stop)
-        elif settings.method == "pgd":
-            # A fixed seed: the same settings always show the same frame.
-            generator = torch.Generator(device=self.device).manual_seed(0)
-            adversarial = pgd(self.model, image, target, settings.eps, steps=settings.steps, loss=settings.loss,
-                              generator=generator, should_stop=should_stop)
-        else:
-            raise ValueError(f"unknown attack method {settings.method!r}")
-        with torch.no_grad():
-            prediction = predict(self.model, adversarial)
-        return adversarial[0, 0].cpu().numpy(), prediction[0].cpu().numpy()
-
-    def _frame(self, request_id: int, data: SliceData, settings: AttackSettings, clean: np.ndarray,
-               adversarial: np.ndarray, adversarial_prediction: np.ndarray, seconds: float) -> Frame:
+    def _frame(self, request_id: int, data: SliceData, settings: AttackSettings, attacked: SliceAttack,
+               seconds: float) -> Frame:
+        clean = attacked.clean_pred[0].numpy()
         has_truth = data.truth is not None
-        reference = np.asarray(data.truth, dtype=bool) if has_truth else clean
-        dsc = dice_per_organ(np.stack([clean, adversarial_prediction]), np.stack([reference, reference]),
-                             empty=settings.empty)
-        means = mean_dsc(dsc)
-        delta = adversarial.astype(np.float64) - data.image.astype(np.float64)
         return Frame(
             request_id=request_id,
             checkpoint=self.checkpoint,
             slice_id=data.id,
             settings=settings,
             image=data.image,
-            adversarial=adversarial,
-            reference=reference,
+            adversarial=attacked.adversarial[0, 0].cpu().numpy(),
+            reference=np.asarray(data.truth, dtype=bool) if has_truth else clean,
             has_truth=has_truth,
             clean_prediction=clean,
-            adversarial_prediction=adversarial_prediction,
-            dsc_clean=dsc[0],
-            dsc_adv=dsc[1],
-            attack_success=attack_success(dsc[0], dsc[1]),
-            mean_clean=float(means[0]),
-            mean_adv=float(means[1]),
-            mean_attack_success=float(attack_success(means[:1], means[1:])[0]),
-            linf=float(np.abs(delta).max()) if delta.size else 0.0,
-            l2=float(np.sqrt((delta**2).sum())),
+            adversarial_prediction=attacked.adv_pred[0].numpy(),
+            dsc_clean=attacked.dsc_clean[0],
+            dsc_adv=attacked.dsc_adv[0],
+            attack_success=attacked.attack_success[0],
+            mean_clean=float(attacked.mean_clean[0]),
+            mean_adv=float(attacked.mean_adv[0]),
+            mean_attack_success=float(attacked.mean_attack_success[0]),
+            linf=float(attacked.linf[0]),
+            l2=float(attacked.l2[0]),
             seconds=seconds,
         )
 
@@ -235,17 +196,21 @@ class Explorer:
         with self._lock:
             if should_stop():
                 return None
-            image = self._tensor(data.image)[None]
-            clean = self._clean_prediction(data, image, settings)
-            target = self._tensor(self._attack_target(data, settings, clean))
-            reference = self._tensor(data.truth if data.truth is not None else clean)
+            image, truth = self._inputs(data)
+            # target None: the model's own clean prediction (also the reference when there is no truth).
+            target = truth if settings.target == "gt" else None
             points = sweep(self.model, image, target, list(eps_values), loss=settings.loss, mode=settings.mode,
                            empty=settings.empty, cache=self.cache, cache_key=self._gradient_key(data, settings),
-                           truth=reference)
+                           truth=truth)
         return Curve(self.checkpoint, data.id, settings.loss, settings.target, settings.mode,
                      tuple(float(p.eps) for p in points), tuple(float(p.mean[0]) for p in points))
 
 
-def format_score(value: float) -> str:
-    """A DSC / AS value for tables: three decimals, 'n/a' where undefined."""
-    return "n/a" if value is None or not math.isfinite(value) else f"{value:.3f}"
+def attack_config(settings: AttackSettings) -> AttackConfig:
+    """core's attack configuration for the explorer's settings (the FGSM mode means nothing to BIM / PGD)."""
+    return AttackConfig(
+        method=settings.method, loss=settings.loss, eps=settings.eps,
+        mode=settings.mode if settings.method == "fgsm" else "textbook", target=settings.target,
+        steps=settings.steps, empty=settings.empty,
+    )
+

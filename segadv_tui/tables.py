@@ -1,4 +1,5 @@
-"""Tables the app exports: a titled grid of cells written as CSV and Markdown, atomically."""
+"""Tables the front ends show and export, formatted once for the CLI and the TUI: a titled grid of cells
+(some in bold) written as CSV and Markdown, the scores of one frame, and the paper's Table II."""
 
 from __future__ import annotations
 
@@ -9,8 +10,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from core.checkpoints import atomic_write
+from core.losses import LOSS_TITLES
 from core.organs import ORGAN_TITLES, ORGANS
-from segadv_tui.explorer import Frame
+
+
+def number(value: float | None, digits: int = 4) -> str:
+    """A table cell: ``value`` to ``digits`` decimals, "n/a" where undefined (None, NaN, inf)."""
+    return "n/a" if value is None or not math.isfinite(value) else f"{value:.{digits}f}"
+
+
+def format_score(value: float | None) -> str:
+    """A DSC / AS value as the explorer shows it: three decimals, "n/a" where undefined."""
+    return number(value, 3)
 
 
 @dataclass(frozen=True)
@@ -18,6 +29,29 @@ class Table:
     title: str
     headers: tuple[str, ...]
     rows: tuple[tuple[str, ...], ...]
+    bold: tuple[frozenset[int], ...] = ()  # per row, the columns set in bold
+    caption: str = ""
+
+    def is_bold(self, row: int, column: int) -> bool:
+        return 0 <= row < len(self.bold) and column in self.bold[row]
+
+    def styled_row(self, row: int) -> list:
+        """The cells of ``row`` as Rich ``Text``, bold where the table says (for Rich and Textual tables)."""
+        from rich.text import Text
+
+        return [Text(cell, style="bold" if self.is_bold(row, i) else "") for i, cell in enumerate(self.rows[row])]
+
+    def to_rich(self, title: str | None = None):
+        """A Rich table: the first column left-aligned, the numbers right-aligned, the caption below."""
+        from rich.table import Table as RichTable
+
+        table = RichTable(title=self.title if title is None else title, title_justify="left",
+                          caption=self.caption or None, caption_justify="left")
+        for index, column in enumerate(self.headers):
+            table.add_column(column, justify="left" if index == 0 else "right")
+        for row in range(len(self.rows)):
+            table.add_row(*self.styled_row(row))
+        return table
 
     def to_csv(self) -> str:
         buffer = io.StringIO()
@@ -28,19 +62,23 @@ class Table:
 
     def to_markdown(self) -> str:
         def line(cells) -> str:
-            return "| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |"
+            return "| " + " | ".join(cells) + " |"
 
-        lines = [f"**{self.title}**", "", line(self.headers), line(["---"] * len(self.headers))]
-        lines.extend(line(row) for row in self.rows)
+        def escaped(cells) -> list[str]:
+            return [str(c).replace("|", "\\|") for c in cells]
+
+        lines = [f"**{self.title}**", ""] if self.title else []
+        lines += [line(escaped(self.headers)), line(["---"] + ["---:"] * (len(self.headers) - 1))]
+        for r, row in enumerate(escaped(row) for row in self.rows):
+            lines.append(line(f"**{c}**" if self.is_bold(r, i) else c for i, c in enumerate(row)))
+        if self.caption:
+            lines += ["", self.caption]
         return "\n".join(lines) + "\n"
 
 
-def number(value: float, digits: int = 4) -> str:
-    return "n/a" if value is None or not math.isfinite(value) else f"{value:.{digits}f}"
-
-
-def scores_table(frame: Frame) -> Table:
-    """The Scores panel of ``frame`` as a table: per organ and mean, DSC clean / adversarial and AS."""
+def scores_table(frame) -> Table:
+    """The Scores panel of ``frame`` (``segadv_tui.explorer.Frame``): per organ and mean, DSC clean /
+    adversarial and AS."""
     rows = [
         (ORGAN_TITLES[organ], number(frame.dsc_clean[i]), number(frame.dsc_adv[i]), number(frame.attack_success[i]))
         for i, organ in enumerate(ORGANS)
@@ -48,6 +86,36 @@ def scores_table(frame: Frame) -> Table:
     rows.append(("Mean", number(frame.mean_clean), number(frame.mean_adv), number(frame.mean_attack_success)))
     title = f"{frame.slice_id}, {frame.settings.label}, L-inf {frame.linf:.4f}, L2 {frame.l2:.4f}"
     return Table(title, ("Organ", "DSC clean", "DSC adv", "AS"), tuple(rows))
+
+
+def table_ii_table(table, *, title: str = "", caption: str = "", with_success: bool = False) -> Table:
+    """``core.evaluation.TableII`` in the paper's layout: model, parameters, clean DSC, then the DSC after
+    the attack per loss (``with_success``: and its attack success). The best attack, the lowest DSC, is in
+    bold: every loss that ties for it (an arbitrary pick would claim a difference there is none)."""
+    method = table.method.upper()
+    headers = ("Model", "Parameters", "Normal", *(f"{method} {LOSS_TITLES[loss]}" for loss in table.losses))
+    titles = [row.title for row in table.rows]
+    rows, bold = [], []
+    for row in table.rows:
+        # Two checkpoints of one architecture would share a title: name the files to tell them apart.
+        name = row.title if titles.count(row.title) == 1 else f"{row.title} ({row.label})"
+        cells = [_adversarial_cell(row.dsc_clean, row.dsc_adv[loss], with_success) for loss in table.losses]
+        rows.append((name, f"{row.params / 1e6:.2f}M", number(row.dsc_clean), *cells))
+        lowest = _lowest(row.dsc_adv[loss] for loss in table.losses)
+        bold.append(frozenset(3 + i for i, loss in enumerate(table.losses) if lowest is not None and row.dsc_adv[loss] == lowest))
+    return Table(title, headers, tuple(rows), tuple(bold), caption)
+
+
+def _adversarial_cell(clean: float | None, adv: float | None, with_success: bool) -> str:
+    if not with_success or adv is None:
+        return number(adv)
+    success = (clean - adv) / clean if clean else None
+    return f"{adv:.4f} (AS {number(success, 3)})"
+
+
+def _lowest(values) -> float | None:
+    finite = [v for v in values if v is not None and math.isfinite(v)]
+    return min(finite) if finite else None
 
 
 def save_tables(table: Table, stem: Path) -> list[Path]:

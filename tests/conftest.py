@@ -23,3 +23,27 @@ def tiny_demo(tmp_path_factory) -> Path:
     from core.demo import write_demo_dataset
 
     return write_demo_dataset(tmp_path_factory.mktemp("demo") / "gi-tract", seed=0, size="tiny")
+
+
+@pytest.fixture(scope="module")
+def single_thread():
+    """One torch thread for the module: small images gain nothing from a second one, and on a busy
+    2-core machine two threads spin-wait for each other (about 10x the CPU time); results stay
+    deterministic. Restored afterwards for the other test modules."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def model(single_thread):
+    """A real ``small`` U-Net with random weights (seed 0), in eval mode; a module may define its own."""
+    import torch
+
+    from core.models import build_model
+
+    torch.manual_seed(0)
+    return build_model("small").eval()

@@ -48,21 +48,6 @@ def _smooth(generator, shape, kernel):
 
 
 @pytest.fixture(scope="module")
-def single_thread():
-    # Two shared cores: one torch thread avoids oversubscription and keeps results deterministic.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def model(single_thread):
-    torch.manual_seed(0)
-    return build_model("small").eval()
-
-
-@pytest.fixture(scope="module")
 def batch():
     generator = torch.Generator().manual_seed(1)
     image = _smooth(generator, (3, 1, 64, 64), 9)

@@ -29,14 +29,7 @@ IMG_SIZE = 64
 LIMIT = 2
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """64 x 64 slices gain nothing from a second thread, and on a busy 2-core machine two threads spin-wait
-    for each other (about 10x the CPU time); restored afterwards for the other test modules."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 @pytest.fixture(scope="module")
@@ -271,13 +264,13 @@ def test_sweep_plot_draws_every_loss_in_its_colour_and_round_ticks():
 
 def test_table_ii_markdown_bolds_every_loss_tied_for_the_lowest_dsc():
     from core.evaluation import TableII, TableIIRow
-    from segadv_tui.commands.attack import table_ii_cells, table_ii_markdown
+    from segadv_tui.tables import table_ii_table
 
     rows = [
         TableIIRow("a.safetensors", "VGG U-Net", 18_440_000, 0.7509, {"bce": 0.4063, "focal+dice": 0.5772, "focal": 0.5105}, "bce"),
         TableIIRow("b.safetensors", "Tied", 4_130_000, 0.5, {"bce": 0.3, "focal+dice": 0.4, "focal": 0.3}, "bce"),
     ]
     table = TableII(0.009, ["bce", "focal+dice", "focal"], "textbook", "gt", "one", "nonempty", rows)
-    lines = table_ii_markdown(*table_ii_cells(table), "caption").splitlines()
+    lines = table_ii_table(table, caption="caption").to_markdown().splitlines()
     assert lines[2] == "| VGG U-Net | 18.44M | 0.7509 | **0.4063** | 0.5772 | 0.5105 |"  # the paper's first row
     assert lines[3] == "| Tied | 4.13M | 0.5000 | **0.3000** | 0.4000 | **0.3000** |"

@@ -12,24 +12,9 @@ from core.attacks import AttackCancelled, bim, fgsm
 from core.data import GITractDataset, load_slice
 from core.evaluation import AttackConfig, evaluate, evaluate_sweep, table_ii
 from core.metrics import attack_success, dice_per_organ, hausdorff_per_organ, mean_dsc, nanmean, predict
-from core.models import build_model
 from core.organs import ORGANS
 
 IMG_SIZE = 64
-
-
-@pytest.fixture(scope="module")
-def single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def model(single_thread):
-    torch.manual_seed(0)
-    return build_model("small").eval()
 
 
 @pytest.fixture(scope="module")

@@ -25,7 +25,8 @@ from core.metrics import dice_per_organ, mean_dsc, predict
 from core.organs import ORGANS
 from core.paths import demo_checkpoint
 from segadv_tui.app import FrameReady, SegadvApp
-from segadv_tui.explorer import AttackSettings, Explorer, format_score, load_slice_data
+from segadv_tui.explorer import AttackSettings, Explorer, load_slice_data
+from segadv_tui.tables import format_score
 from segadv_tui.widgets.scores import ScoresTable
 from tui_pilot import first_frame, make_app, pilot_test, settle, until
 

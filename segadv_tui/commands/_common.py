@@ -68,6 +68,22 @@ def target_option():
     return typer.Option("gt", "--target", help="Attack the ground truth (gt) or the model's clean prediction (pred).")
 
 
+def loss_option():
+    return typer.Option("bce", "--loss", help="Attack loss: bce, focal, dice or focal+dice.")
+
+
+def method_option():
+    return typer.Option("fgsm", "--method", help="fgsm, bim (iterative) or pgd (iterative, random start).")
+
+
+def steps_option():
+    return typer.Option(10, "--steps", help="Iterations of bim / pgd.")
+
+
+def seed_option():
+    return typer.Option(0, "--seed", help="Seed of PGD's random start.")
+
+
 def device_option():
     return typer.Option("cpu", "--device", help="cpu, cuda or cuda:N.")
 
@@ -375,10 +391,3 @@ def _json_default(value: Any) -> Any:
         return str(value)
     raise TypeError(f"cannot write {type(value).__name__} as JSON")
 
-
-def fmt(value: Any, digits: int = 4) -> str:
-    """A table cell: a number to ``digits`` decimals, or "n/a" where undefined (as the TUI shows it)."""
-    if value is None:
-        return "n/a"
-    value = float(value)
-    return "n/a" if math.isnan(value) else f"{value:.{digits}f}"

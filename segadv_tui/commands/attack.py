@@ -7,7 +7,6 @@ machine-readable JSON / CSV / Markdown / PNG; the numbers all come from ``core.e
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
@@ -25,10 +24,14 @@ from segadv_tui.commands._common import (
     device_option,
     empty_option,
     limit_option,
+    loss_option,
+    method_option,
     mode_option,
     model_option,
     precision_option,
+    seed_option,
     split_option,
+    steps_option,
     target_option,
 )
 
@@ -56,11 +59,11 @@ def attack(
     model: Optional[str] = model_option(),
     data: Optional[Path] = data_option(),
     split: str = split_option(),
-    loss: str = typer.Option("bce", "--loss", help="Attack loss: bce, focal, dice or focal+dice."),
+    loss: str = loss_option(),
     eps: str = typer.Option("0.009", "--eps", help="L-inf budget in pixel units ([0, 1] images); the paper used 0.009."),
-    method: str = typer.Option("fgsm", "--method", help="fgsm, bim (iterative) or pgd (iterative, random start)."),
-    steps: int = typer.Option(10, "--steps", help="Iterations of bim / pgd."),
-    seed: int = typer.Option(0, "--seed", help="Seed of PGD's random start."),
+    method: str = method_option(),
+    steps: int = steps_option(),
+    seed: int = seed_option(),
     target: str = target_option(),
     mode: str = mode_option(),
     limit: Optional[int] = limit_option(),
@@ -109,7 +112,7 @@ def _attack_table(result, loaded, split: str):
     from rich.table import Table
 
     from core.organs import ORGAN_TITLES, ORGANS
-    from segadv_tui.commands._common import fmt
+    from segadv_tui.tables import number
 
     config, summary = result.config, result.summary
     title = f"{loaded.title}: {_method_label(config)}, {config.loss} loss, eps {config.eps:g}, target {config.target}"
@@ -119,16 +122,16 @@ def _attack_table(result, loaded, split: str):
         table.add_column(column, justify="right")
     for organ in ORGANS:
         table.add_row(
-            ORGAN_TITLES[organ], fmt(summary.dsc_clean[organ]), fmt(summary.dsc_adv[organ]),
-            fmt(summary.attack_success[organ]),
+            ORGAN_TITLES[organ], number(summary.dsc_clean[organ]), number(summary.dsc_adv[organ]),
+            number(summary.attack_success[organ]),
         )
     table.add_row(
-        "[bold]mean[/]", f"[bold]{fmt(summary.mean_clean)}[/]", f"[bold]{fmt(summary.mean_adv)}[/]",
-        f"[bold]{fmt(summary.mean_attack_success)}[/]", end_section=True,
+        "[bold]mean[/]", f"[bold]{number(summary.mean_clean)}[/]", f"[bold]{number(summary.mean_adv)}[/]",
+        f"[bold]{number(summary.mean_attack_success)}[/]", end_section=True,
     )
     table.caption = (
         f"{summary.scored} of {summary.slices} slices scored ({split} split, empty organs: {config.empty}); "
-        f"realised L-inf max {fmt(summary.linf_max)}, mean {fmt(summary.linf_mean)}; L2 mean {fmt(summary.l2_mean, 3)}; "
+        f"realised L-inf max {number(summary.linf_max)}, mean {number(summary.linf_mean)}; L2 mean {number(summary.l2_mean, 3)}; "
         f"{result.seconds:.1f} s"
     )
     table.caption_justify = "left"
@@ -246,11 +249,11 @@ def _sweep_table(result, loaded):
     from rich.table import Table
 
     from core.losses import LOSS_TITLES
-    from segadv_tui.commands._common import fmt
+    from segadv_tui.tables import number
 
     first = result.entry(result.losses[0], result.eps_values[0]).summary
     table = Table(
-        title=f"FGSM ({result.mode}) sweep on {loaded.title}: mean DSC / attack success (clean DSC {fmt(first.mean_clean)})",
+        title=f"FGSM ({result.mode}) sweep on {loaded.title}: mean DSC / attack success (clean DSC {number(first.mean_clean)})",
         title_justify="left",
     )
     table.add_column("eps", justify="right")
@@ -261,7 +264,7 @@ def _sweep_table(result, loaded):
         cells = [f"{eps:g}"]
         for loss in result.losses:
             summary = result.entry(loss, eps).summary
-            cells += [fmt(summary.mean_adv), fmt(summary.mean_attack_success)]
+            cells += [number(summary.mean_adv), number(summary.mean_attack_success)]
         table.add_row(*cells)
     table.caption = f"{first.scored} of {first.slices} slices scored; {result.seconds:.1f} s"
     table.caption_justify = "left"
@@ -313,6 +316,7 @@ def table(
         check_outputs, fgsm_options, load_checkpoint, open_data, parse_eps, parse_losses, progress_bar, select_records,
         user_errors, write_csv, write_json, write_text_atomic,
     )
+    from segadv_tui.tables import table_ii_table
 
     eps_value = parse_eps(eps)
     loss_names = parse_losses(losses)
@@ -333,14 +337,14 @@ def table(
             score="all" if all_slices else "nonempty", batch_size=batch_size, device=device, precision=precision,
             progress=progress,
         )
-    header, rows, best = table_ii_cells(result)
     caption = (
         f"DSC before and after FGSM ({mode}) at eps {eps_value:g}, target {target}; {len(records)} {split} slices"
         f"{'' if all_slices else ' with organs'} of {dataset.root}; lowest DSC (best attack) in bold."
     )
-    console.print(_rich_table_ii(header, rows, best, caption))
+    formatted = table_ii_table(result, caption=caption)
+    console.print(formatted.to_rich(title="Table II"))
     if md_path is not None:
-        write_text_atomic(md_path, table_ii_markdown(header, rows, best, caption))
+        write_text_atomic(md_path, formatted.to_markdown())
         console.print(f"wrote {md_path}", highlight=False, soft_wrap=True)
     if csv_path is not None:
         write_csv(csv_path, *table_ii_csv(result, loaded))
@@ -352,46 +356,6 @@ def table(
         }
         write_json(json_path, payload)
         console.print(f"wrote {json_path}", highlight=False, soft_wrap=True)
-
-
-def table_ii_cells(result) -> tuple[list[str], list[list[str]], list[set[int]]]:
-    """Header, formatted rows, and per row the column indices of the best attack: the lowest DSC after
-    FGSM, every loss that ties for it (an arbitrary pick would claim a difference there is none)."""
-    from core.losses import LOSS_TITLES
-    from segadv_tui.commands._common import fmt
-
-    header = ["Model", "Parameters", "Normal"] + [f"FGSM {LOSS_TITLES[loss]}" for loss in result.losses]
-    titles = [row.title for row in result.rows]
-    rows, best = [], []
-    for row in result.rows:
-        # Two checkpoints of one architecture would share a title: name the files to tell them apart.
-        name = row.title if titles.count(row.title) == 1 else f"{row.title} ({row.label})"
-        rows.append([name, f"{row.params / 1e6:.2f}M", fmt(row.dsc_clean)] + [fmt(row.dsc_adv[loss]) for loss in result.losses])
-        lowest = row.dsc_adv.get(row.best_loss) if row.best_loss is not None else None
-        best.append({3 + i for i, loss in enumerate(result.losses) if lowest is not None and row.dsc_adv[loss] == lowest})
-    return header, rows, best
-
-
-def _rich_table_ii(header, rows, best, caption):
-    from rich.table import Table
-
-    table = Table(title="Table II", title_justify="left", caption=caption, caption_justify="left")
-    for index, column in enumerate(header):
-        table.add_column(column, justify="left" if index == 0 else "right")
-    for cells, best_columns in zip(rows, best):
-        table.add_row(*[f"[bold]{cell}[/]" if i in best_columns else cell for i, cell in enumerate(cells)])
-    return table
-
-
-def table_ii_markdown(header, rows, best, caption: str) -> str:
-    lines = [
-        "| " + " | ".join(header) + " |",
-        "| " + " | ".join(["---"] + ["---:"] * (len(header) - 1)) + " |",
-    ]
-    for cells, best_columns in zip(rows, best):
-        cells = [c.replace("|", "\\|") for c in cells]
-        lines.append("| " + " | ".join(f"**{c}**" if i in best_columns else c for i, c in enumerate(cells)) + " |")
-    return "\n".join(lines) + f"\n\n{caption}\n"
 
 
 def table_ii_csv(result, loaded) -> tuple[list[str], list[list]]:
@@ -414,11 +378,11 @@ def figure(
     slice_id: Optional[str] = typer.Option(
         None, "--slice", "-s", help="Slice id, e.g. case123_day20_slice_0065; default: a test slice with organs."
     ),
-    loss: str = typer.Option("bce", "--loss", help="Attack loss: bce, focal, dice or focal+dice."),
+    loss: str = loss_option(),
     eps: str = typer.Option("0.009", "--eps", help="L-inf budget in pixel units."),
-    method: str = typer.Option("fgsm", "--method", help="fgsm, bim or pgd."),
-    steps: int = typer.Option(10, "--steps", help="Iterations of bim / pgd."),
-    seed: int = typer.Option(0, "--seed", help="Seed of PGD's random start."),
+    method: str = method_option(),
+    steps: int = steps_option(),
+    seed: int = seed_option(),
     target: str = target_option(),
     mode: str = mode_option(),
     empty: str = empty_option(),
@@ -427,9 +391,10 @@ def figure(
 ) -> None:
     """A PNG like the paper's figures 5-8: input, adversarial input, perturbation, truth, predictions, differences."""
     from segadv_tui.commands._common import (
-        attack_config, check_outputs, fmt, load_checkpoint, open_data, user_errors, write_png,
+        attack_config, check_outputs, load_checkpoint, open_data, user_errors, write_png,
     )
     from segadv_tui.figures import attack_figure
+    from segadv_tui.tables import number
 
     config = attack_config(
         method=method, loss=loss, eps=eps, mode=mode, target=target, steps=steps, empty=empty, all_slices=True,
@@ -441,66 +406,46 @@ def figure(
     record = _find_slice(dataset, slice_id)
 
     with user_errors():
-        attacked = _attack_slice(loaded.model, record, loaded.img_size, config, device)
+        panels, mean_clean, mean_adv, success, linf = _attack_figure_panels(
+            loaded.model, record, loaded.img_size, config, device
+        )
     caption = (
         f"{loaded.path.name}: {loaded.title} | slice {record.id} | {_method_label(config)}, {config.loss} loss | "
         f"eps {config.eps:g} | target {config.target} | "
-        f"DSC {fmt(attacked.mean_clean, 3)} -> {fmt(attacked.mean_adv, 3)} | AS {fmt(attacked.attack_success, 3)} | "
-        f"realised L-inf {fmt(attacked.linf)}"
+        f"DSC {number(mean_clean, 3)} -> {number(mean_adv, 3)} | AS {number(success, 3)} | realised L-inf {number(linf)}"
     )
-    image = attack_figure(attacked.panels, caption)
+    image = attack_figure(panels, caption)
     out = out or DEFAULT_OUT_DIR / f"figure-{record.id}-{config.method}-{config.loss}-eps{config.eps:g}.png"
     write_png(image, out)
     console.print(
-        f"wrote {out} ({image.width} x {image.height}): slice {record.id}, mean DSC {fmt(attacked.mean_clean)} -> "
-        f"{fmt(attacked.mean_adv)}, AS {fmt(attacked.attack_success)}, realised L-inf {fmt(attacked.linf)}",
+        f"wrote {out} ({image.width} x {image.height}): slice {record.id}, mean DSC {number(mean_clean)} -> "
+        f"{number(mean_adv)}, AS {number(success)}, realised L-inf {number(linf)}",
         highlight=False, soft_wrap=True,
     )
 
 
-@dataclass
-class _AttackedSlice:
-    panels: object  # segadv_tui.figures.AttackPanels
-    mean_clean: float
-    mean_adv: float
-    attack_success: float
-    linf: float
-
-
-def _attack_slice(model, record, img_size: int, config, device: str) -> _AttackedSlice:
-    """One slice attacked as ``core.evaluation.evaluate`` attacks each slice, keeping the pictures."""
-    import numpy as np
+def _attack_figure_panels(model, record, img_size: int, config, device: str):
+    """The figure's pictures and scores: one slice attacked by ``core.evaluation.attack_slice``.
+    Returns (panels, mean DSC clean, mean DSC adversarial, mean attack success, realised L-inf)."""
     import torch
 
-    from core.attacks import bim, fgsm, perturbation_norms, pgd
     from core.data import load_slice
-    from core.metrics import attack_success, dice_per_organ, mean_dsc, predict
+    from core.evaluation import attack_slice
     from segadv_tui.figures import AttackPanels
 
     image_np, masks_np = load_slice(record, img_size)
     image = torch.from_numpy(image_np)[None, None].to(device)
     truth = torch.from_numpy(masks_np)[None].float().to(device)
-    clean_pred = predict(model, image)
-    target = truth if config.target == "gt" else clean_pred.float()
-    if config.method == "fgsm":
-        adversarial = fgsm(model, image, target, config.eps, config.loss, config.mode, precision=config.precision)
-    else:
-        extra = {"generator": torch.Generator(device=device).manual_seed(config.seed)} if config.method == "pgd" else {}
-        attack = bim if config.method == "bim" else pgd
-        adversarial = attack(
-            model, image, target, config.eps, steps=config.steps, step_size=config.step_size, loss=config.loss, **extra
-        )
-    adv_pred = predict(model, adversarial)
-    mean_clean = float(mean_dsc(dice_per_organ(clean_pred, truth, config.empty))[0])
-    mean_adv = float(mean_dsc(dice_per_organ(adv_pred, truth, config.empty))[0])
-    linf = float(np.max(perturbation_norms(image, adversarial)[0]))
+    attacked = attack_slice(model, image, truth, config)
+    mean_clean, mean_adv = float(attacked.mean_clean[0]), float(attacked.mean_adv[0])
+    linf = float(attacked.linf[0])
     panels = AttackPanels(
-        image=image_np, adversarial=adversarial[0, 0].cpu().numpy(), truth=masks_np,
-        clean_prediction=clean_pred[0].cpu().numpy(), adversarial_prediction=adv_pred[0].cpu().numpy(),
+        image=image_np, adversarial=attacked.adversarial[0, 0].cpu().numpy(), truth=masks_np,
+        clean_prediction=attacked.clean_pred[0].numpy(), adversarial_prediction=attacked.adv_pred[0].numpy(),
         # Scale by the realised L-inf when it exceeds eps (the paper's mode reaches up to 2 eps).
         eps=max(config.eps, linf) or None, dsc_clean=mean_clean, dsc_adv=mean_adv,
     )
-    return _AttackedSlice(panels, mean_clean, mean_adv, float(attack_success(mean_clean, mean_adv)), linf)
+    return panels, mean_clean, mean_adv, float(attacked.mean_attack_success[0]), linf
 
 
 def _find_slice(dataset, slice_id: str | None):

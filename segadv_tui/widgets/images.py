@@ -9,7 +9,7 @@ from textual.containers import Grid
 from textual.strip import Strip
 from textual.widget import Widget
 
-from segadv_tui.explorer import format_score
+from segadv_tui.tables import format_score
 from segadv_tui.figures import PANEL_LAYOUT, AttackPanels
 from segadv_tui.halfblock import render_strips
 

@@ -1,15 +1,12 @@
 """The Table II screen: the current attack over the test split for every loaded checkpoint and loss.
 
-FGSM runs through ``core.evaluation.table_ii`` (one gradient per slice and loss, as the paper's table);
-BIM and PGD through ``core.evaluation.evaluate``, one run per checkpoint and loss. The work happens in
-a cancellable thread worker that reports progress; the table has the paper's layout.
+The numbers come from ``core.evaluation.table_ii`` (FGSM: one gradient per slice and loss, as the paper's
+table; BIM and PGD: one run per checkpoint and loss), computed in a cancellable thread worker that
+reports progress; ``segadv_tui.tables`` lays it out as the CLI's ``table`` command does.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -19,57 +16,26 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, ProgressBar, Static
 from textual.worker import Worker, WorkerState, get_current_worker
 
-from core.losses import LOSS_NAMES, LOSS_TITLES
-from segadv_tui.explorer import AttackSettings
-from segadv_tui.tables import Table, number
+from core.losses import LOSS_NAMES
+from segadv_tui.explorer import AttackSettings, attack_config
+from segadv_tui.tables import Table, table_ii_table
 
 
-@dataclass(frozen=True)
-class TableIIRow:
-    title: str
-    params: int
-    clean: float | None
-    adv: dict[str, float | None]  # per loss, mean DSC after the attack
+def run_table_ii(models, records, settings: AttackSettings, losses, *, device, progress, should_stop):
+    """``core.evaluation.table_ii`` with the explorer's attack settings, for each (label, model, meta)."""
+    from core.evaluation import table_ii
 
-
-def table_ii_rows(models, records, settings: AttackSettings, losses, *, device, progress, should_stop) -> list[TableIIRow]:
-    """Mean DSC clean and after the attack per loss, for each (label, model, meta) in ``models``."""
-    from core.evaluation import AttackConfig, evaluate, table_ii
-
-    if settings.method == "fgsm":
-        table = table_ii(models, records, losses, settings.eps, mode=settings.mode, target=settings.target,
-                         empty=settings.empty, device=device, progress=progress, should_stop=should_stop)
-        return [TableIIRow(row.title, row.params, row.dsc_clean, dict(row.dsc_adv)) for row in table.rows]
-    rows = []
-    total = len(models) * len(losses) * len(records)
-    for m, (label, model, meta) in enumerate(models):
-        adv, clean = {}, None
-        for l, loss in enumerate(losses):
-            offset = (m * len(losses) + l) * len(records)
-            config = AttackConfig(method=settings.method, loss=loss, eps=settings.eps, target=settings.target,
-                                  steps=settings.steps, empty=settings.empty)
-            result = evaluate(model, records, int(meta["img_size"]), config, device=device, should_stop=should_stop,
-                              progress=lambda done, _total, offset=offset: progress(offset + done, total))
-            clean, adv[loss] = result.summary.mean_clean, result.summary.mean_adv
-        rows.append(TableIIRow(meta.get("title") or label, int(meta.get("params") or 0), clean, adv))
-    return rows
-
-
-def as_table(rows: list[TableIIRow], losses, settings: AttackSettings, slices: int) -> Table:
-    """The paper's layout: model, parameters, clean DSC, then DSC (and attack success) per loss."""
-    def cell(clean, adv) -> str:
-        if adv is None:
-            return "n/a"
-        success = (clean - adv) / clean if clean else None
-        return f"{adv:.4f} (AS {number(success, 3)})"
-
-    data = tuple(
-        (row.title, f"{row.params / 1e6:.2f}M", number(row.clean), *(cell(row.clean, row.adv.get(loss)) for loss in losses))
-        for row in rows
+    config = attack_config(settings)
+    return table_ii(
+        models, records, losses, config.eps, method=config.method, steps=config.steps, mode=config.mode,
+        target=config.target, empty=config.empty, device=device, progress=progress, should_stop=should_stop,
     )
-    headers = ("Model", "Parameters", "Normal", *(f"{settings.method.upper()} {LOSS_TITLES[l]}" for l in losses))
+
+
+def as_table(result, settings: AttackSettings, slices: int) -> Table:
+    """The paper's layout, with each attack's success next to its DSC."""
     title = f"Table II: mean DSC over {slices} test slices with organs, {settings.label}"
-    return Table(title, headers, data)
+    return table_ii_table(result, title=title, with_success=True)
 
 
 class Progressed(Message):
@@ -79,9 +45,8 @@ class Progressed(Message):
 
 
 class TableIIFinished(Message):
-    def __init__(self, rows: list[TableIIRow] | None, table: Table | None):
+    def __init__(self, table: Table | None):
         super().__init__()
-        self.rows = rows
         self.table = table
 
 
@@ -146,13 +111,13 @@ class TableIIScreen(Screen):
 
         worker = get_current_worker()
         try:
-            rows = table_ii_rows(models, records, settings, self.losses, device=self.explorer_app.device,
-                                 progress=lambda done, total: self.post_message(Progressed(done, total)),
-                                 should_stop=lambda: worker.is_cancelled)
+            result = run_table_ii(models, records, settings, self.losses, device=self.explorer_app.device,
+                                  progress=lambda done, total: self.post_message(Progressed(done, total)),
+                                  should_stop=lambda: worker.is_cancelled)
         except AttackCancelled:
-            self.post_message(TableIIFinished(None, None))
+            self.post_message(TableIIFinished(None))
             return
-        self.post_message(TableIIFinished(rows, as_table(rows, self.losses, settings, len(records))))
+        self.post_message(TableIIFinished(as_table(result, settings, len(records))))
 
     @on(Progressed)
     def _progressed(self, message: Progressed) -> None:
@@ -168,12 +133,8 @@ class TableIIScreen(Screen):
         table = self.query_one(DataTable)
         table.clear(columns=True)
         table.add_columns(*message.table.headers)
-        for row, cells in zip(message.rows, message.table.rows):
-            # The paper sets the most successful attack (lowest DSC) in bold.
-            scores = {loss: value for loss, value in row.adv.items() if value is not None}
-            best = min(scores, key=scores.get) if scores else None
-            styled = (Text(c, style="bold" if loss == best else "") for loss, c in zip(self.losses, cells[3:]))
-            table.add_row(*cells[:3], *styled)
+        for row in range(len(message.table.rows)):
+            table.add_row(*message.table.styled_row(row))  # the best attack (lowest DSC) in bold
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         if event.worker.group == "table2" and event.state == WorkerState.ERROR:
