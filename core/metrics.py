@@ -88,10 +88,6 @@ def predict(model: torch.nn.Module, image: torch.Tensor) -> torch.Tensor:
 def hausdorff_per_organ(pred, target, percentile: float | None = 95.0, spacing=None) -> np.ndarray:
     """(Percentile) Hausdorff distance of each organ of each slice, float64 (N, organs), in pixels or
     in ``spacing`` units; NaN where the truth or the prediction is empty (the distance is undefined)."""
-    try:
-        import scipy.ndimage  # noqa: F401  (MONAI's edge extraction on CPU)
-    except ImportError:
-        raise ImportError("the Hausdorff distance needs scipy: pip install scipy") from None
     pred_t = _as_bool_tensor(pred, "pred")
     target_t = _as_bool_tensor(target, "target")
     if pred_t.shape != target_t.shape:

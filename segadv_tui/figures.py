@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from core.organs import ORGAN_TITLES, ORGANS
-from segadv_tui.imagery import FN_COLOUR, FP_COLOUR, ORGAN_COLOURS, TP_COLOUR, difference_map, gray, overlay, perturbation
+from segadv_tui.imagery import FN_COLOUR, FP_COLOUR, ORGAN_COLOURS, TP_COLOUR, difference_map, gray, overlay, perturbation, perturbation_scale
 
 BACKGROUND = (255, 255, 255)
 INK = (20, 20, 20)
@@ -62,13 +62,12 @@ class AttackPanels:
         image = np.asarray(self.image, dtype=np.float32)
         adversarial = np.asarray(self.adversarial, dtype=np.float32)
         delta = adversarial - image
-        linf = float(np.abs(delta).max()) if delta.size else 0.0
         clean = _with_dsc("Clean prediction", self.dsc_clean)
         adv = _with_dsc("Adversarial prediction", self.dsc_adv)
         return {
             "input": ("Input", gray(image)),
             "adversarial": ("Adversarial input", gray(adversarial)),
-            "perturbation": (f"Perturbation (x{_gain(self.eps, linf)})", perturbation(delta, self.eps)),
+            "perturbation": (f"Perturbation (x{_gain(delta, self.eps)})", perturbation(delta, self.eps)),
             "truth": ("Ground truth", overlay(image, self.truth)),
             "clean_prediction": (clean, overlay(image, self.clean_prediction)),
             "clean_difference": ("Difference, clean", difference_map(self.truth, self.clean_prediction)),
@@ -81,9 +80,9 @@ def _with_dsc(title: str, dsc: float | None) -> str:
     return title if dsc is None or math.isnan(dsc) else f"{title}  DSC {dsc:.3f}"
 
 
-def _gain(eps: float | None, linf: float) -> str:
+def _gain(delta: np.ndarray, eps: float | None) -> str:
     """How much the perturbation picture amplifies: full grey range over the scale it was drawn at."""
-    scale = eps if eps else linf
+    scale = perturbation_scale(delta, eps)
     return f"{0.5 / scale:.0f}" if scale > 0 else "1"
 
 

@@ -25,13 +25,20 @@ def gray(image: np.ndarray) -> np.ndarray:
     return np.repeat(g[..., None], 3, axis=2)
 
 
+def perturbation_scale(delta: np.ndarray, eps: float | None = None) -> float:
+    """The value drawn as full white in ``perturbation``: max(eps, realised L-inf)."""
+    linf = float(np.abs(delta).max()) if np.size(delta) else 0.0
+    return max(float(eps or 0.0), linf)
+
+
 def perturbation(delta: np.ndarray, eps: float | None = None) -> np.ndarray:
     """A signed perturbation amplified to the full grey range: -max -> black, 0 -> mid grey, +max -> white.
 
-    ``eps`` fixes the scale (so pictures at one eps compare); otherwise the perturbation's own L-inf.
+    The scale is ``perturbation_scale``: eps (so pictures at one eps compare), or the realised L-inf
+    where that is larger (the paper's FGSM moves pixels by up to 2 eps) so nothing saturates.
     """
     delta = np.asarray(delta, dtype=np.float32)
-    scale = float(eps) if eps else float(np.abs(delta).max())
+    scale = perturbation_scale(delta, eps)
     if scale <= 0:
         return gray(np.full(delta.shape, 0.5, dtype=np.float32))
     return gray(0.5 + 0.5 * np.clip(delta / scale, -1.0, 1.0))

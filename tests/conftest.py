@@ -25,11 +25,10 @@ def tiny_demo(tmp_path_factory) -> Path:
     return write_demo_dataset(tmp_path_factory.mktemp("demo") / "gi-tract", seed=0, size="tiny")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session", autouse=True)
 def single_thread():
-    """One torch thread for the module: small images gain nothing from a second one, and on a busy
-    2-core machine two threads spin-wait for each other (about 10x the CPU time); results stay
-    deterministic. Restored afterwards for the other test modules."""
+    """One torch thread for the whole run: the tests' small images gain nothing from a second one, and
+    on a busy 2-core machine two threads spin-wait for each other (about 10x the CPU time)."""
     import torch
 
     threads = torch.get_num_threads()
@@ -39,7 +38,7 @@ def single_thread():
 
 
 @pytest.fixture(scope="module")
-def model(single_thread):
+def model():
     """A real ``small`` U-Net with random weights (seed 0), in eval mode; a module may define its own."""
     import torch
 

@@ -26,15 +26,6 @@ from core.organs import ORGANS
 IMG = 64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """One thread: on a busy 2-core machine two OpenMP threads spin-wait for each other (~5x slower)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def small():
     torch.manual_seed(0)

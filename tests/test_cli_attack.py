@@ -29,7 +29,6 @@ IMG_SIZE = 64
 LIMIT = 2
 
 
-pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 @pytest.fixture(scope="module")

@@ -28,7 +28,7 @@ from core.data import (
     with_organs,
 )
 from core.organs import ORGANS
-from core.rle import RLEError, rle_decode, rle_encode
+from core.rle import RLEError, rle_encode
 
 IMAGE14 = "case_unknown_image14_266_266_1.50_1.50.png"  # upper abdomen, max about 10,000
 DARK = "case_unknown_slice_0001_266_266_1.50_1.50.png"  # first slice of a scan, max 125

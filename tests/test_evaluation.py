@@ -144,3 +144,31 @@ def test_should_stop_cancels_between_batches(model, records):
 def test_attack_config_names_the_bad_value(changes, message):
     with pytest.raises(ValueError, match=message):
         AttackConfig(**changes)
+
+
+def test_attack_slice_with_a_cache_steps_eps_without_a_new_gradient(model, records):
+    from core.attacks import GradientCache
+    from core.evaluation import attack_slice
+
+    record = next(r for r in records if r.has_organs)
+    image, masks = load_slice(record, IMG_SIZE)
+    image, truth = torch.from_numpy(image)[None, None], torch.from_numpy(masks)[None].float()
+    cache, key = GradientCache(), ("random", record.id, "bce", "gt", "textbook")
+    for eps in (0.01, 0.02):
+        config = AttackConfig(eps=eps)
+        attacked = attack_slice(model, image, truth, config, cache=cache, cache_key=key)
+        clean, adv, linf = _direct(model, record, config)
+        np.testing.assert_allclose(attacked.dsc_clean[0], clean)
+        np.testing.assert_allclose(attacked.dsc_adv[0], adv)
+        assert attacked.linf[0] == pytest.approx(linf, abs=1e-7)
+    assert (cache.misses, cache.hits) == (1, 1)  # the second eps reused the first one's gradient
+
+
+def test_table_ii_with_bim_equals_one_evaluation_per_loss(model, records):
+    subset = [r for r in records if r.has_organs][:2]
+    table = table_ii([("random", model, {"img_size": IMG_SIZE})], subset, ["bce", "dice"], 0.02, method="bim", steps=2)
+    (row,) = table.rows
+    for loss in ("bce", "dice"):
+        single = evaluate(model, subset, IMG_SIZE, AttackConfig(method="bim", loss=loss, eps=0.02, steps=2)).summary
+        assert row.dsc_adv[loss] == pytest.approx(single.mean_adv, abs=1e-12)
+    assert table.method == "bim" and row.best_loss == min(row.dsc_adv, key=row.dsc_adv.get)

@@ -110,7 +110,6 @@ def test_predict_thresholds_sigmoid_at_one_half():
 
 
 def test_hausdorff_distance_on_known_shapes():
-    pytest.importorskip("scipy")
     pred = _masks([(0, 0)], [(0, 0)], [])
     truth = _masks([(0, 4)], [], [(2, 2)])
     distances = hausdorff_per_organ(pred, truth, percentile=None)

@@ -12,15 +12,6 @@ from core.models import REGISTRY, UnknownModelError, build_model, count_paramete
 TABLE_II_PARAMS = {"vgg": 18.44, "resnext": 95.76, "effb7": 67.10, "effb7pp": 68.16}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """One thread: on a busy 2-core machine two OpenMP threads spin-wait for each other (~5x slower)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="session")
 def registry_models():
     """Each registry model built once per session (the big encoders take seconds each)."""

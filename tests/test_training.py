@@ -23,15 +23,6 @@ IMG = 64
 QUICK = ["--model", "small", "--encoder-weights", "none", "--img-size", str(IMG), "--batch-size", "8", "--workers", "0"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """One thread: on a busy 2-core machine two OpenMP threads spin-wait for each other (~5x slower)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def cli():
     from segadv_tui.cli import _register_commands, app
 

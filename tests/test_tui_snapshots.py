@@ -9,19 +9,10 @@ cursor does not blink, torch runs on one thread (the same sums on every run). Up
 from __future__ import annotations
 
 import pytest
-import torch
 
 from core.paths import demo_checkpoint
 from segadv_tui.widgets.attack import EpsInput
 from tui_pilot import first_frame, make_app, settle, until
-
-
-@pytest.fixture
-def one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def explorer_after_three_steps(tiny_demo, *keys: str):
@@ -39,16 +30,16 @@ def explorer_after_three_steps(tiny_demo, *keys: str):
     return app, run_before
 
 
-def test_main_screen(snap_compare, tiny_demo, one_torch_thread):
+def test_main_screen(snap_compare, tiny_demo):
     app, run_before = explorer_after_three_steps(tiny_demo)
     assert snap_compare(app, terminal_size=(160, 50), run_before=run_before)
 
 
-def test_main_screen_small_terminal(snap_compare, tiny_demo, one_torch_thread):
+def test_main_screen_small_terminal(snap_compare, tiny_demo):
     app, run_before = explorer_after_three_steps(tiny_demo)
     assert snap_compare(app, terminal_size=(80, 24), run_before=run_before)
 
 
-def test_help_screen(snap_compare, tiny_demo, one_torch_thread):
+def test_help_screen(snap_compare, tiny_demo):
     app, run_before = explorer_after_three_steps(tiny_demo, "question_mark")
     assert snap_compare(app, terminal_size=(120, 50), run_before=run_before)
