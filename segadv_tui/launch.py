@@ -67,6 +67,9 @@ def segadv_tui(
     if not export_dir.is_dir():
         fail(f"--export-dir {export_dir}: no such folder")
 
+    if data is None and image is None:
+        data = _demo_data()
+
     from segadv_tui.app import SegadvApp
 
     renderer = register_graphics(choose_graphics(graphics))
@@ -74,6 +77,18 @@ def segadv_tui(
         data=data, image=image, checkpoint_dirs=folders, checkpoints=files, checkpoint=checkpoint, limit=limit,
         graphics=renderer, export_dir=export_dir, device=device,
     ).run()
+
+
+def _demo_data() -> Path:
+    """The built-in demo data; made on first use with a progress bar, before the full-screen app starts."""
+    from core.demo import demo_data_dir
+    from segadv_tui.commands._common import progress_bar
+
+    try:
+        with progress_bar("preparing the built-in demo data (first use only)") as progress:
+            return demo_data_dir(progress=progress)
+    except OSError as exc:
+        fail(f"cannot write the demo data to the cache folder: {exc}")
 
 
 def main() -> None:
