@@ -1,10 +1,14 @@
 """How responsive the explorer is, measured in one run on the real app (Pilot, headless) and printed as ratios.
 
-(a) time to first frame: from starting the app to the first attacked slice on screen (checkpoint load,
-    data set, gradient, forward, pictures, table);
-(b) keystroke to updated table for one FGSM eps step (`+`), against a bare forward pass of the same
-    model on one slice at the checkpoint's image size: the cached gradient should make the ratio close
-    to 1 plus rendering;
+(a) launch to first paint and to first attacked frame: a fresh Python process that imports the app and
+    runs it (what `segadv-tui` does), timed from the process start to the first screen update and to the
+    first screen update that shows an attacked slice (checkpoint load, data set, gradient, forward,
+    pictures, table);
+(b) keystroke to updated table for one FGSM eps step (`+`): from the key event reaching the app to the
+    end of the first screen update drawn after the new frame arrived (turned into terminal output, as a
+    real terminal would get it), against a bare forward pass of the app's own model on the same slice,
+    in a worker thread with the app's torch thread count: the cached gradient should make the ratio
+    close to 1 plus rendering;
 (c) the half-block renderer: a 224 x 224 picture into 56 x 28 cells.
 
     python benchmarks/bench_tui.py [--data DIR] [--checkpoint FILE] [--steps 20]
@@ -17,50 +21,126 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
+import subprocess
+import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
 import numpy as np
-import torch
+
+SIZE = (160, 50)
+
+# Run in a fresh process: prints "paint" at the first screen update and "frame" at the first one that
+# shows an attacked slice, then quits.
+LAUNCH = """
+import asyncio, sys
+from pathlib import Path
+from segadv_tui.app import SegadvApp
+
+async def run():
+    app = SegadvApp(data=Path(sys.argv[1]), checkpoint=Path(sys.argv[2]), device="cpu")
+    done = asyncio.Event()
+    display = app._display
+
+    def recording_display(screen, renderable):
+        display(screen, renderable)
+        if renderable is not None and not done.is_set():
+            print("frame" if app.frame is not None else "paint", flush=True)
+            if app.frame is not None:
+                done.set()
+
+    app._display = recording_display
+    async with app.run_test(size=(%d, %d)):
+        await done.wait()
+
+asyncio.run(run())
+""" % SIZE
+
+
+def launch_seconds(data: Path, checkpoint: Path) -> tuple[float, float]:
+    """(first paint, first attacked frame) in seconds from starting a fresh Python process."""
+    started = time.perf_counter()
+    child = subprocess.Popen([sys.executable, "-c", LAUNCH, str(data), str(checkpoint)], stdout=subprocess.PIPE,
+                             text=True)
+    paint = frame = None
+    for line in child.stdout:
+        now = time.perf_counter() - started
+        if paint is None:
+            paint = now
+        if line.strip() == "frame":
+            frame = now
+            break
+    child.wait()
+    if frame is None:
+        raise SystemExit(f"the app never showed a frame (exit status {child.returncode})")
+    return paint, frame
 
 
 def bare_forward_seconds(model, image: np.ndarray, repeats: int) -> list[float]:
-    x = torch.from_numpy(image)[None, None]
-    times = []
-    with torch.no_grad():
-        model(x)  # warm-up: the first call per shape builds kernels
-        for _ in range(repeats):
-            started = time.perf_counter()
-            model(x)
-            times.append(time.perf_counter() - started)
+    """Forward passes of one slice in a fresh thread, as the app's workers run them."""
+    import torch
+
+    times: list[float] = []
+
+    def run() -> None:
+        x = torch.from_numpy(image)[None, None]
+        with torch.no_grad():
+            model(x)  # warm-up: the first call per shape builds kernels
+            for _ in range(repeats):
+                started = time.perf_counter()
+                model(x)
+                times.append(time.perf_counter() - started)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join()
     return times
 
 
-async def measure_app(data: Path, checkpoint: Path, steps: int) -> tuple[float, list[float], list[float], object]:
-    from segadv_tui.app import SegadvApp
+async def measure_app(data: Path, checkpoint: Path, steps: int):
+    from textual import events
 
-    started = time.perf_counter()
+    from segadv_tui.app import SegadvApp
+    from segadv_tui.explorer import load_slice_data
+
     app = SegadvApp(data=data, checkpoint=checkpoint, device="cpu")
-    async with app.run_test(size=(160, 50)) as pilot:
+    painted = asyncio.Event()
+    waiting_for: list[float] = []  # the eps whose frame the next screen update must show
+    display = app._display
+
+    def recording_display(screen, renderable):
+        display(screen, renderable)  # headless: draws nothing, so make the terminal output here
+        if renderable is not None and hasattr(renderable, "render_segments"):
+            renderable.render_segments(app.console)
+        if waiting_for and app.frame is not None and app.frame.settings.eps == waiting_for[0]:
+            painted.set()
+
+    app._display = recording_display
+    async with app.run_test(size=SIZE) as pilot:
         while app.frame is None:
             await pilot.pause(0)
-        await pilot.pause(0)  # the frame's widgets refreshed
-        first_frame = time.perf_counter() - started
         await app.workers.wait_for_complete()  # the eps curve of the first slice
         await pilot.pause()
         latencies, computing = [], []
         for _ in range(steps):
-            target = app.settings.with_eps(app.settings.eps + 0.001).eps
+            waiting_for[:] = [app.settings.with_eps(app.settings.eps + 0.001).eps]
+            painted.clear()
             pressed = time.perf_counter()
-            await pilot.press("plus")
-            while app.frame.settings.eps != target:
-                await pilot.pause(0)
-            await pilot.pause(0)
+            app._driver.send_message(events.Key("plus", "+"))  # what the terminal driver posts
+            await asyncio.wait_for(painted.wait(), timeout=60)
             latencies.append(time.perf_counter() - pressed)
             computing.append(app.frame.seconds)
-        source = app.source
-    return first_frame, latencies, computing, source
+            await pilot.pause()  # let the curve marker and anything else settle before the next key
+        screen = "\n".join(strip.text for strip in app.screen._compositor.render_strips())
+        shown = f"eps {waiting_for[0]:.3f}"
+        if shown not in screen:
+            raise SystemExit(f"the screen does not show {shown!r} after the last step")
+        model = app.explorer.model
+        image = load_slice_data(app.source, int(app.checkpoint_meta["img_size"])).image
+        meta = app.checkpoint_meta
+    return latencies, computing, model, image, meta
 
 
 def main() -> None:
@@ -70,19 +150,20 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20, help="eps steps to time")
     args = parser.parse_args()
 
-    from core.checkpoints import load_checkpoint
     from core.demo import write_demo_dataset
     from core.paths import demo_checkpoint
-    from segadv_tui.explorer import load_slice_data
-    from segadv_tui.halfblock import render_strips
 
     checkpoint = args.checkpoint or demo_checkpoint()
     with tempfile.TemporaryDirectory() as temporary:
         data = args.data or write_demo_dataset(Path(temporary) / "demo", seed=0, size="tiny")
-        first_frame, latencies, computing, source = asyncio.run(measure_app(data, checkpoint, args.steps))
-        model, meta = load_checkpoint(checkpoint)
-        image = load_slice_data(source, int(meta["img_size"])).image
+        paint, first_frame = launch_seconds(data, checkpoint)
+        latencies, computing, model, image, meta = asyncio.run(measure_app(data, checkpoint, args.steps))
+    import torch
+
+    threads = torch.get_num_threads()  # as the app left it
     forward = bare_forward_seconds(model, image, args.steps)
+
+    from segadv_tui.halfblock import render_strips
 
     rgb = (np.random.default_rng(0).random((224, 224, 3)) * 255).astype(np.uint8)
     render_strips(rgb, 56, 28)
@@ -93,12 +174,14 @@ def main() -> None:
         render.append(time.perf_counter() - started)
 
     step, bare = statistics.median(latencies), statistics.median(forward)
-    print(f"checkpoint {checkpoint.name} ({meta['model']}, {meta['img_size']} px), torch threads {torch.get_num_threads()}")
-    print(f"time to first frame            {first_frame:8.2f} s")
+    print(f"checkpoint {checkpoint.name} ({meta['model']}, {meta['img_size']} px), torch threads {threads}")
+    print(f"launch to first paint          {paint:8.2f} s (fresh process: imports, layout)")
+    print(f"launch to first frame          {first_frame:8.2f} s (attacked slice, pictures and table on screen)")
     print(f"eps step, key to updated table {step * 1000:8.1f} ms (median of {len(latencies)}, "
           f"min {min(latencies) * 1000:.1f}, max {max(latencies) * 1000:.1f})")
     print(f"  of which the worker computed {statistics.median(computing) * 1000:8.1f} ms (cached gradient, forward, scores)")
-    print(f"bare forward pass, one slice   {bare * 1000:8.1f} ms (median of {len(forward)})")
+    print(f"bare forward pass, one slice   {bare * 1000:8.1f} ms (median of {len(forward)}, worker thread, "
+          f"{threads} torch threads)")
     print(f"ratio step / forward           {step / bare:8.2f}")
     print(f"half-block 224x224 -> 56x28    {statistics.median(render) * 1000:8.2f} ms (random pixels, worst case)")
 

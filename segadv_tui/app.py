@@ -9,8 +9,6 @@ lets only one computation run at a time, so holding ``+`` never builds a backlog
 
 from __future__ import annotations
 
-import os
-import sys
 import threading
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -35,7 +33,6 @@ from segadv_tui.widgets.images import ImageGrid
 from segadv_tui.widgets.scores import DscCurve, ScoresPanel
 from segadv_tui.widgets.slices import SliceBrowser
 
-GRAPHICS = ("auto", "halfblock", "kitty", "sixel")
 NARROW_WIDTH = 120  # below: the sidebar folds away (b shows it)
 SHORT_HEIGHT = 36  # below: one row of the four essential pictures
 
@@ -285,7 +282,9 @@ class SegadvApp(App):
     @work(thread=True, exclusive=True, exit_on_error=False, group="load", name="Loading the checkpoint")
     def _load_checkpoint_worker(self, entry: CheckpointEntry) -> None:
         from core.checkpoints import load_checkpoint
+        from segadv_tui.explorer import leave_a_core_for_the_ui
 
+        leave_a_core_for_the_ui()
         model, meta = load_checkpoint(entry.path, self.device)
         self.post_message(ModelLoaded(entry, model, meta))
 
@@ -328,8 +327,8 @@ class SegadvApp(App):
             return
         self.settings = settings
         self.query_one(AttackPanel).show(settings, has_truth=self.image_path is None)
-        self.query_one(DscCurve).eps = settings.eps
-        self.query_one(DscCurve).refresh()
+        curve = self.query_one(DscCurve)
+        curve.show(curve.curve, settings.eps)
         self.request_frame()
 
     def action_eps(self, steps: int) -> None:
@@ -588,34 +587,6 @@ def _default_device() -> str:
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def choose_graphics(requested: str, environ=os.environ, isatty: bool | None = None) -> str:
-    """The picture renderer for ``--graphics``: auto is half-block unless the terminal is surely kitty."""
-    if requested != "auto":
-        return requested
-    isatty = sys.stdout.isatty() if isatty is None else isatty
-    # Conservative: tmux and tests swallow or mangle graphics escapes; only kitty is detected reliably.
-    if not isatty or environ.get("TMUX") or environ.get("PYTEST_CURRENT_TEST"):
-        return "halfblock"
-    if environ.get("TERM") == "xterm-kitty" or environ.get("KITTY_WINDOW_ID"):
-        return "kitty"
-    return "halfblock"
-
-
-def register_graphics(renderer: str) -> str:
-    """Import textual-image's widget for ``renderer`` (its import queries the terminal, so before start-up)."""
-    if renderer == "halfblock":
-        return renderer
-    from segadv_tui.widgets.images import GRAPHICS_WIDGETS
-
-    try:
-        from textual_image.widget import SixelImage, TGPImage
-    except Exception as exc:  # a terminal query can fail in many ways; half-block always works
-        print(f"segadv-tui: {renderer} graphics unavailable ({exc}); using half-block", file=sys.stderr)
-        return "halfblock"
-    GRAPHICS_WIDGETS[renderer] = TGPImage if renderer == "kitty" else SixelImage
-    return renderer
 
 
 def main() -> None:

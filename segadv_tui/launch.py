@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from rich.console import Console
 
 from segadv_tui.cli import fail
 
@@ -33,7 +34,7 @@ def segadv_tui(
         # Rich and Textual read these when they are first imported: set them before.
         os.environ["COLORTERM"] = "truecolor"
         os.environ["TEXTUAL_COLOR_SYSTEM"] = "truecolor"
-    from segadv_tui.app import GRAPHICS, choose_graphics, register_graphics
+    from segadv_tui.graphics import GRAPHICS, choose_graphics, register_graphics
 
     if graphics not in GRAPHICS:
         fail(f"--graphics must be one of {', '.join(GRAPHICS)}, not {graphics!r}")
@@ -70,9 +71,11 @@ def segadv_tui(
     if data is None and image is None:
         data = _demo_data()
 
-    from segadv_tui.app import SegadvApp
-
     renderer = register_graphics(choose_graphics(graphics))
+    # torch, segmentation-models-pytorch and MONAI take seconds to import: say so instead of a blank screen.
+    with Console(stderr=True).status("starting segadv-tui: loading torch and the models…"):
+        from segadv_tui.app import SegadvApp
+
     SegadvApp(
         data=data, image=image, checkpoint_dirs=folders, checkpoints=files, checkpoint=checkpoint, limit=limit,
         graphics=renderer, export_dir=export_dir, device=device,

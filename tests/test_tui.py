@@ -263,7 +263,7 @@ async def test_lone_png_uses_the_prediction_as_target(real_samples, checkpoint):
     """Also started with kitty graphics (textual-image): g cycles to half-block and back."""
     from textual_image.widget import TGPImage
 
-    from segadv_tui.app import register_graphics
+    from segadv_tui.graphics import register_graphics
     from segadv_tui.widgets.images import HalfBlockView
 
     png = next(real_samples.glob("*.png"))

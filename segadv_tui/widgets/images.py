@@ -35,13 +35,17 @@ class HalfBlockView(Widget):
         self._strips_size = None
         self.refresh()
 
-    def render_line(self, y: int) -> Strip:
+    def render_lines(self, crop) -> list[Strip]:
+        # The content size once per repaint, not once per line (it is a screen lookup each time).
         width, height = self.content_size
         if self._strips_size != (width, height):
             background = Style(bgcolor=self.rich_style.bgcolor)
             self._strips = [] if self._rgb is None else render_strips(self._rgb, width, height, background)
             self._strips_size = (width, height)
-        return self._strips[y] if y < len(self._strips) else Strip.blank(width, self.rich_style)
+        return super().render_lines(crop)
+
+    def render_line(self, y: int) -> Strip:
+        return self._strips[y] if y < len(self._strips) else Strip.blank(self._strips_size[0], self.rich_style)
 
 
 class ImagePanel(Widget):
@@ -72,7 +76,8 @@ class ImagePanel(Widget):
         return widget
 
     def show(self, title: str, rgb: np.ndarray) -> None:
-        self.border_title = title
+        if title != self.border_title:  # setting it repaints the panel, even to the same text
+            self.border_title = title
         # An eps step leaves half the pictures as they were: redrawing them would only cost time.
         if self._rgb is not None and self._rgb.shape == rgb.shape and np.array_equal(self._rgb, rgb):
             return

@@ -58,8 +58,9 @@ class DscCurve(Widget):
         self.eps = 0.0
 
     def show(self, curve: Curve | None, eps: float) -> None:
-        self.curve, self.eps = curve, eps
-        self.refresh()
+        if (curve, eps) != (self.curve, self.eps):  # an eps step has usually marked it already
+            self.curve, self.eps = curve, eps
+            self.refresh()
 
     def render(self) -> Text:
         width, height = self.content_size
