@@ -103,7 +103,7 @@ async def measure_app(data: Path, checkpoint: Path, steps: int):
     from textual import events
 
     from segadv_tui.app import SegadvApp
-    from segadv_tui.explorer import load_slice_data
+    from segadv_tui.settings import load_slice_data
 
     app = SegadvApp(data=data, checkpoint=checkpoint, device="cpu")
     painted = asyncio.Event()

@@ -36,11 +36,9 @@ import torch.nn.functional as F
 
 from core.losses import check_loss, per_image_loss
 from core.metrics import attack_success, check_empty_policy, dice_per_organ, mean_dsc
+from core.names import METHODS, MODES, TARGETS  # noqa: F401  (re-exported)
 from core.organs import ORGANS
 
-METHODS = ("fgsm", "bim", "pgd")
-MODES = ("textbook", "paper")
-TARGETS = ("gt", "pred")
 PRECISIONS = ("fp32", "bf16", "fp16")
 
 StopCheck = Callable[[], bool]

@@ -14,8 +14,7 @@ import torch
 import torch.nn.functional as F
 from monai.losses import DiceFocalLoss, DiceLoss, FocalLoss
 
-LOSS_NAMES = ("bce", "focal", "dice", "focal+dice")
-LOSS_TITLES = {"bce": "BCE", "focal": "Focal", "dice": "Dice", "focal+dice": "Focal + Dice"}
+from core.names import LOSS_NAMES, LOSS_TITLES  # noqa: F401  (re-exported)
 
 FOCAL_GAMMA = 2.0
 

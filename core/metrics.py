@@ -15,7 +15,8 @@ import numpy as np
 import torch
 from monai.metrics import compute_dice, compute_hausdorff_distance
 
-EMPTY_POLICIES = ("one", "skip", "zero")
+from core.names import EMPTY_POLICIES  # noqa: F401  (re-exported)
+
 _EMPTY_SCORE = {"one": 1.0, "skip": np.nan, "zero": 0.0}
 
 

@@ -5,6 +5,9 @@ thread worker that never touches a widget and posts a message back. Each frame r
 increasing id: a worker skips its work when a newer request exists by the time it starts, iterative
 attacks stop at their next step, and a frame that arrives for an old id is dropped. The Explorer's lock
 lets only one computation run at a time, so holding ``+`` never builds a backlog.
+
+The screen paints at once: torch, segmentation-models-pytorch and MONAI (seconds to import) load in the
+first worker, so this module and the widgets import nothing that pulls them in.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from textual import on, work
 from textual.app import App, ComposeResult
@@ -22,16 +25,18 @@ from textual.message import Message
 from textual.widgets import Footer, Header, Static
 from textual.worker import Worker, WorkerState, get_current_worker
 
-from segadv_tui.explorer import (
-    EPS_STEP_COARSE, EPS_STEP_FINE, AttackSettings, Curve, Explorer, Frame, SliceData, clamp_eps,
-    load_slice_data,
+from segadv_tui.settings import (
+    EPS_STEP_COARSE, EPS_STEP_FINE, AttackSettings, Curve, Frame, SliceData, clamp_eps, load_slice_data,
 )
 from segadv_tui.palette import ExplorerCommands
 from segadv_tui.widgets.attack import CHOICES, AttackPanel, EpsInput
-from segadv_tui.widgets.checkpoints import CheckpointEntry, CheckpointList, find_checkpoints
+from segadv_tui.widgets.checkpoints import CheckpointEntry, CheckpointList
 from segadv_tui.widgets.images import ImageGrid
 from segadv_tui.widgets.scores import DscCurve, ScoresPanel
 from segadv_tui.widgets.slices import SliceBrowser
+
+if TYPE_CHECKING:
+    from segadv_tui.explorer import Explorer
 
 NARROW_WIDTH = 120  # below: the sidebar folds away (b shows it)
 SHORT_HEIGHT = 36  # below: one row of the four essential pictures
@@ -46,6 +51,14 @@ class DataReady(Message):
         self.dataset = dataset  # None for a lone PNG
         self.records = records
         self.description = description
+
+
+class CheckpointsFound(Message):
+    def __init__(self, entries: list[CheckpointEntry], device: str, device_text: str):
+        super().__init__()
+        self.entries = entries
+        self.device = device
+        self.device_text = device_text
 
 
 class ModelLoaded(Message):
@@ -149,7 +162,7 @@ class SegadvApp(App):
         self.graphics = graphics
         self.graphics_choices = ["halfblock"] + ([graphics] if graphics != "halfblock" else [])
         self.export_dir = Path(export_dir) if export_dir else Path.cwd()
-        self.device = device or _default_device()
+        self.device = device  # None: chosen once torch has loaded (cuda if available)
         self.device_label = device_label
         self.show_timings = show_timings
         # Called in the frame worker when its computation starts, holding the model (tests pause it there).
@@ -159,7 +172,7 @@ class SegadvApp(App):
         self.dataset = None
         self.records: list = []
         self.source: object | None = None  # the current SliceRecord or Path
-        self.explorer: Explorer | None = None
+        self.explorer = None  # an Explorer once a model is loaded
         self.checkpoint_meta: dict | None = None
         self.checkpoint_entry: CheckpointEntry | None = None
         self.loaded: dict[Path, tuple[object, dict, CheckpointEntry]] = {}
@@ -197,8 +210,9 @@ class SegadvApp(App):
         self.query_one(AttackPanel).show(self.settings, has_truth=self.image_path is None)
         self.query_one("#images").loading = True
         self._update_layout(self.size.width, self.size.height)
-        self.sub_title = self.device_label or device_description(self.device)
-        self._scan_checkpoints()
+        self.sub_title = self.device_label or "loading torch…"
+        self._summary("loading torch and the model…")
+        self._find_checkpoints()
         self._load_data()
 
     def on_resize(self, event) -> None:
@@ -214,8 +228,21 @@ class SegadvApp(App):
 
     # -- start-up: checkpoints and data ---------------------------------------------------------
 
-    def _scan_checkpoints(self) -> None:
+    @work(thread=True, exclusive=True, exit_on_error=False, group="scan", name="Loading torch")
+    def _find_checkpoints(self) -> None:
+        # torch, segmentation-models-pytorch and MONAI take seconds to import: here, not before the first paint.
+        from segadv_tui.widgets.checkpoints import find_checkpoints
+
+        device = self.device or _default_device()
         entries = find_checkpoints(self.checkpoint_dirs, self.checkpoint_files)
+        self.post_message(CheckpointsFound(entries, device, device_description(device)))
+
+    @on(CheckpointsFound)
+    def _checkpoints_found(self, message: CheckpointsFound) -> None:
+        self.device = message.device
+        if not self.device_label:
+            self.sub_title = message.device_text
+        entries = message.entries
         browser = self.query_one(CheckpointList)
         browser.set_entries(entries)
         chosen = None
@@ -295,6 +322,8 @@ class SegadvApp(App):
 
     def _use_model(self, entry: CheckpointEntry, model, meta: dict) -> None:
         self.checkpoint_entry, self.checkpoint_meta = entry, meta
+        from segadv_tui.explorer import Explorer  # torch is loaded by now (the model is here)
+
         self.explorer = Explorer(model, str(entry.path), device=self.device)
         self.curve = None
         self.query_one(CheckpointList).mark(entry.path, current=True)
@@ -472,7 +501,7 @@ class SegadvApp(App):
             return
         worker = event.worker
         error = worker.error
-        if worker.group in ("load", "frame"):
+        if worker.group in ("scan", "load", "frame"):
             self.query_one("#images").loading = False
         message = str(error) or type(error).__name__
         if not isinstance(error, (ValueError, OSError)):

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
 
 from segadv_tui.cli import fail
 
@@ -72,9 +71,8 @@ def segadv_tui(
         data = _demo_data()
 
     renderer = register_graphics(choose_graphics(graphics))
-    # torch, segmentation-models-pytorch and MONAI take seconds to import: say so instead of a blank screen.
-    with Console(stderr=True).status("starting segadv-tui: loading torch and the models…"):
-        from segadv_tui.app import SegadvApp
+    # The app paints at once and loads torch and the models in a worker, with a loading indicator.
+    from segadv_tui.app import SegadvApp
 
     SegadvApp(
         data=data, image=image, checkpoint_dirs=folders, checkpoints=files, checkpoint=checkpoint, limit=limit,

@@ -8,8 +8,7 @@ from functools import partial
 
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 
-from core.attacks import METHODS
-from core.losses import LOSS_NAMES, LOSS_TITLES
+from core.names import LOSS_NAMES, LOSS_TITLES, METHODS
 
 
 class ExplorerCommands(Provider):

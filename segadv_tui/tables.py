@@ -9,8 +9,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from core.checkpoints import atomic_write
-from core.losses import LOSS_TITLES
+from core.names import LOSS_TITLES
 from core.organs import ORGAN_TITLES, ORGANS
 
 
@@ -120,6 +119,8 @@ def _lowest(values) -> float | None:
 
 def save_tables(table: Table, stem: Path) -> list[Path]:
     """Write ``stem``.csv and ``stem``.md (each atomically); returns both paths."""
+    from core.checkpoints import atomic_write  # torch: only when saving
+
     stem = Path(stem)
     paths = []
     for suffix, text in ((".csv", table.to_csv()), (".md", table.to_markdown())):

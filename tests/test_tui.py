@@ -25,7 +25,8 @@ from core.metrics import dice_per_organ, mean_dsc, predict
 from core.organs import ORGANS
 from core.paths import demo_checkpoint
 from segadv_tui.app import FrameReady, SegadvApp
-from segadv_tui.explorer import AttackSettings, Explorer, load_slice_data
+from segadv_tui.explorer import Explorer
+from segadv_tui.settings import AttackSettings, load_slice_data
 from segadv_tui.tables import format_score
 from segadv_tui.widgets.scores import ScoresTable
 from tui_pilot import first_frame, make_app, pilot_test, settle, until
@@ -330,6 +331,8 @@ async def test_small_and_large_terminals_resizing_and_quitting_while_computing(t
 @pytest.mark.parametrize(("module", "absent"), [
     ("segadv_tui.explorer", ("textual", "rich")),  # the frame logic is Textual-free
     ("segadv_tui.launch", ("torch", "textual")),  # --help and argument errors are instant
+    # the app paints first; torch, smp and MONAI load in its worker
+    ("segadv_tui.app", ("torch", "monai", "segmentation_models_pytorch")),
 ])
 def test_import_layering(module, absent):
     code = f"import sys, {module}; print(*[name in sys.modules for name in {absent!r}])"

@@ -7,9 +7,8 @@ from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.widgets import Input, Label, Select
 
-from core.attacks import METHODS, MODES, TARGETS
-from core.losses import LOSS_NAMES, LOSS_TITLES
-from segadv_tui.explorer import AttackSettings
+from core.names import LOSS_NAMES, LOSS_TITLES, METHODS, MODES, TARGETS
+from segadv_tui.settings import AttackSettings
 
 CHOICES = {
     "loss": [(LOSS_TITLES[name], name) for name in LOSS_NAMES],

@@ -11,7 +11,7 @@ from textual.widget import Widget
 from textual.widgets import DataTable, Static
 
 from core.organs import ORGAN_TITLES, ORGANS
-from segadv_tui.explorer import Curve, Frame
+from segadv_tui.settings import Curve, Frame
 from segadv_tui.tables import format_score
 
 BARS = " ▁▂▃▄▅▆▇█"

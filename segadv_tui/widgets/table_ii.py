@@ -16,7 +16,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, ProgressBar, Static
 from textual.worker import Worker, WorkerState, get_current_worker
 
-from core.losses import LOSS_NAMES
+from core.names import LOSS_NAMES
 from segadv_tui.explorer import AttackSettings, attack_config
 from segadv_tui.tables import Table, table_ii_table
 
