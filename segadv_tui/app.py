@@ -616,9 +616,3 @@ def _default_device() -> str:
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def main() -> None:
-    from segadv_tui.launch import main as launch
-
-    launch()

@@ -62,7 +62,7 @@ def test_segadv_tui_in_tmux(tiny_demo, tmp_path):
     tmux = Tmux(f"segadv-test-{os.getpid()}")
     status = tmp_path / "status"
     # Unset COLUMNS / LINES (pytest's terminal may export them): the app must size itself to the pane.
-    program = shlex.join(["env", "-u", "COLUMNS", "-u", "LINES", sys.executable, "-c", "from segadv_tui.app import main; main()",
+    program = shlex.join(["env", "-u", "COLUMNS", "-u", "LINES", sys.executable, "-c", "from segadv_tui.launch import main; main()",
                           "--data", str(tiny_demo), "--checkpoint", str(demo_checkpoint()),
                           "--export-dir", str(tmp_path)])
     tmux("new-session", "-d", "-s", "tui", "-x", "160", "-y", "50",
