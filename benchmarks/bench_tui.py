@@ -163,7 +163,7 @@ def main() -> None:
     threads = torch.get_num_threads()  # as the app left it
     forward = bare_forward_seconds(model, image, args.steps)
 
-    from segadv_tui.halfblock import render_strips
+    from segadv_tui.render.halfblock import render_strips
 
     rgb = (np.random.default_rng(0).random((224, 224, 3)) * 255).astype(np.uint8)
     render_strips(rgb, 56, 28)

@@ -27,6 +27,7 @@ from safetensors.torch import save as safetensors_save
 import core
 from core.models import REGISTRY, GrayscaleSegmenter, UnknownModelError, build_model, count_parameters
 from core.organs import ORGANS
+from core.errors import SegadvError
 
 FORMAT = "segadv-checkpoint/1"
 FOREIGN_SUFFIXES = (".pt", ".pth", ".bin")
@@ -40,7 +41,7 @@ _KEY_PREFIXES = ("module.", "model.", "net.")
 _SHOW_KEYS = 5
 
 
-class CheckpointError(ValueError):
+class CheckpointError(SegadvError, ValueError):
     """A checkpoint that cannot be read or does not fit its model; the message names the file."""
 
 

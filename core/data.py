@@ -24,6 +24,7 @@ from PIL import Image
 
 from core.organs import ORGANS
 from core.rle import RLEError, rle_decode
+from core.errors import SegadvError
 
 EXCLUDED_CASE_DAYS = ("case7_day0", "case81_day30")
 CSV_COLUMNS = ("id", "class", "segmentation")
@@ -36,7 +37,7 @@ _NUMBER = r"(\d+(?:\.\d*)?)"
 _SLICE_FILE = re.compile(rf"slice_(\d+)_(\d+)_(\d+)_{_NUMBER}_{_NUMBER}\.png")
 
 
-class DataError(ValueError):
+class DataError(SegadvError, ValueError):
     """A bad data set: a missing or unreadable file, a malformed train.csv, a broken layout.
 
     The message names the file, the row or the value at fault.

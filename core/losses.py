@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from monai.losses import DiceFocalLoss, DiceLoss, FocalLoss
 
 from core.names import LOSS_NAMES, LOSS_TITLES  # noqa: F401  (re-exported)
+from core.errors import SegadvError
 
 FOCAL_GAMMA = 2.0
 
@@ -24,7 +25,7 @@ _DICE = DiceLoss(sigmoid=True, reduction="none")
 _DICE_FOCAL = DiceFocalLoss(sigmoid=True, gamma=FOCAL_GAMMA, reduction="none")
 
 
-class UnknownLossError(ValueError):
+class UnknownLossError(SegadvError, ValueError):
     pass
 
 

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from core.organs import ORGANS
+from core.errors import SegadvError
 
 # Per-channel mean / std applied inside the model; "none" is what the paper's code did ([0, 1] input).
 NORMALISATIONS = {
@@ -48,7 +49,7 @@ REGISTRY: dict[str, ModelSpec] = {
 }
 
 
-class UnknownModelError(ValueError):
+class UnknownModelError(SegadvError, ValueError):
     pass
 
 

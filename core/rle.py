@@ -8,9 +8,10 @@ column-major; the real rows only decode to compact organs row-major (see shared/
 from __future__ import annotations
 
 import numpy as np
+from core.errors import SegadvError
 
 
-class RLEError(ValueError):
+class RLEError(SegadvError, ValueError):
     """A malformed run-length encoding; the message names the slice id and organ when known."""
 
 

@@ -29,13 +29,14 @@ from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 from core.checkpoints import load_training_state, resume_path_for, save_checkpoint, save_training_state
 from core.models import REGISTRY, GrayscaleSegmenter, build_model
 from core.organs import ORGANS
+from core.errors import SegadvError
 
 ENCODER_WEIGHTS = ("imagenet", "none")
 # Where smp 0.6 fetches pretrained encoder weights from.
 WEIGHTS_HOST = ("huggingface.co", 443)
 
 
-class TrainingError(RuntimeError):
+class TrainingError(SegadvError, RuntimeError):
     """Training cannot start or cannot go on; the message says why and what to do."""
 
 

@@ -21,13 +21,13 @@ from textual import on, work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
-from textual.message import Message
 from textual.widgets import Footer, Header, Static
 from textual.worker import Worker, WorkerState, get_current_worker
 
 from segadv_tui.settings import (
     EPS_STEP_COARSE, EPS_STEP_FINE, AttackSettings, Curve, Frame, SliceData, clamp_eps, load_slice_data,
 )
+from segadv_tui.messages import CheckpointsFound, CurveReady, DataReady, FrameReady, ModelLoaded
 from segadv_tui.palette import ExplorerCommands
 from segadv_tui.widgets.attack import CHOICES, AttackPanel, EpsInput
 from segadv_tui.widgets.checkpoints import CheckpointEntry, CheckpointList
@@ -40,45 +40,6 @@ if TYPE_CHECKING:
 
 NARROW_WIDTH = 120  # below: the sidebar folds away (b shows it)
 SHORT_HEIGHT = 36  # below: one row of the four essential pictures
-
-
-# -- messages from workers ------------------------------------------------------------------------
-
-
-class DataReady(Message):
-    def __init__(self, dataset, records: list, description: str):
-        super().__init__()
-        self.dataset = dataset  # None for a lone PNG
-        self.records = records
-        self.description = description
-
-
-class CheckpointsFound(Message):
-    def __init__(self, entries: list[CheckpointEntry], device: str, device_text: str):
-        super().__init__()
-        self.entries = entries
-        self.device = device
-        self.device_text = device_text
-
-
-class ModelLoaded(Message):
-    def __init__(self, entry: CheckpointEntry, model, meta: dict):
-        super().__init__()
-        self.entry = entry
-        self.model = model
-        self.meta = meta
-
-
-class FrameReady(Message):
-    def __init__(self, frame: Frame):
-        super().__init__()
-        self.frame = frame
-
-
-class CurveReady(Message):
-    def __init__(self, curve: Curve):
-        super().__init__()
-        self.curve = curve
 
 
 @dataclass(frozen=True)
@@ -478,7 +439,7 @@ class SegadvApp(App):
             self.query_one(DscCurve).show(message.curve, self.settings.eps)
 
     def _attack_panels(self, frame: Frame):
-        from segadv_tui.figures import AttackPanels
+        from segadv_tui.render.figures import AttackPanels
 
         return AttackPanels(
             image=frame.image, adversarial=frame.adversarial, truth=frame.reference,
@@ -568,7 +529,7 @@ class SegadvApp(App):
 
     @work(thread=True, exit_on_error=False, group="export", name="Exporting the figure")
     def _export_figure(self, frame: Frame) -> None:
-        from segadv_tui.figures import attack_figure, save_png
+        from segadv_tui.render.figures import attack_figure, save_png
 
         checkpoint = self.checkpoint_entry.path.stem if self.checkpoint_entry else "model"
         name = f"{frame.slice_id}_{checkpoint}_{frame.settings.method}_{frame.settings.loss.replace('+', '-')}" \
@@ -578,7 +539,7 @@ class SegadvApp(App):
         self.call_from_thread(self.notify, f"Saved {path}")
 
     def action_export_scores(self) -> None:
-        from segadv_tui.tables import save_tables, scores_table
+        from segadv_tui.render.tables import save_tables, scores_table
 
         if self.frame is None:
             self.notify("Nothing to export yet.", severity="warning")

@@ -33,7 +33,7 @@ def segadv_tui(
         # Rich and Textual read these when they are first imported: set them before.
         os.environ["COLORTERM"] = "truecolor"
         os.environ["TEXTUAL_COLOR_SYSTEM"] = "truecolor"
-    from segadv_tui.graphics import GRAPHICS, choose_graphics, register_graphics
+    from segadv_tui.render.graphics import GRAPHICS, choose_graphics, register_graphics
 
     if graphics not in GRAPHICS:
         fail(f"--graphics must be one of {', '.join(GRAPHICS)}, not {graphics!r}")
@@ -83,7 +83,7 @@ def segadv_tui(
 def _demo_data() -> Path:
     """The built-in demo data; made on first use with a progress bar, before the full-screen app starts."""
     from core.demo import demo_data_dir
-    from segadv_tui.commands._common import progress_bar
+    from segadv_tui.cli._common import progress_bar
 
     try:
         with progress_bar("preparing the built-in demo data (first use only)") as progress:

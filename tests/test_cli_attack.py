@@ -23,7 +23,7 @@ from core.evaluation import AttackConfig, evaluate
 from core.models import build_model
 from core.organs import ORGANS
 from segadv_tui import cli
-from segadv_tui.imagery import FN_COLOUR, FP_COLOUR, TP_COLOUR
+from segadv_tui.render.imagery import FN_COLOUR, FP_COLOUR, TP_COLOUR
 
 IMG_SIZE = 64
 LIMIT = 2
@@ -135,7 +135,7 @@ def test_sweep_writes_json_csv_png_and_matches_a_single_attack(run, checkpoint, 
     ],
 )
 def test_eps_lists(text, expected):
-    from segadv_tui.commands._common import parse_eps_list
+    from segadv_tui.cli._common import parse_eps_list
 
     assert parse_eps_list(text) == pytest.approx(expected, abs=1e-15)
 
@@ -180,7 +180,7 @@ def test_figure_png_has_the_panel_layout(run, checkpoint, tiny_demo, test_slices
     expected = evaluate(model, [record], IMG_SIZE, AttackConfig()).summary
     assert f"mean DSC {expected.mean_clean:.4f} -> {expected.mean_adv:.4f}" in result.stdout
 
-    # 2 rows x 4 panels of 64 px scaled x4, 12 px apart: see segadv_tui.figures.attack_figure.
+    # 2 rows x 4 panels of 64 px scaled x4, 12 px apart: see segadv_tui.render.figures.attack_figure.
     pad, panel, title = 12, 256, 25
     picture = np.asarray(Image.open("fig.png").convert("RGB"))
     assert picture.shape[1] == pad + 4 * (panel + pad)
@@ -252,7 +252,7 @@ def test_bundled_demo_checkpoint_runs_by_default(run, tiny_demo):
 
 
 def test_sweep_plot_draws_every_loss_in_its_colour_and_round_ticks():
-    from segadv_tui.figures import SERIES_COLOURS, nice_ticks, sweep_plot
+    from segadv_tui.render.figures import SERIES_COLOURS, nice_ticks, sweep_plot
 
     assert nice_ticks(0, 0.03, 7) == pytest.approx([0, 0.005, 0.01, 0.015, 0.02, 0.025, 0.03])
     assert nice_ticks(-0.1, 1, 6) == pytest.approx([0, 0.25, 0.5, 0.75, 1])
@@ -263,7 +263,7 @@ def test_sweep_plot_draws_every_loss_in_its_colour_and_round_ticks():
 
 def test_table_ii_markdown_bolds_every_loss_tied_for_the_lowest_dsc():
     from core.evaluation import TableII, TableIIRow
-    from segadv_tui.tables import table_ii_table
+    from segadv_tui.render.tables import table_ii_table
 
     rows = [
         TableIIRow("a.safetensors", "VGG U-Net", 18_440_000, 0.7509, {"bce": 0.4063, "focal+dice": 0.5772, "focal": 0.5105}, "bce"),

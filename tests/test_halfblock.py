@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from rich.console import Console
 
-from segadv_tui.halfblock import UPPER_HALF, HalfBlockImage, cell_rows, fit_cells, render_strips, resize_rgb
+from segadv_tui.render.halfblock import UPPER_HALF, HalfBlockImage, cell_rows, fit_cells, render_strips, resize_rgb
 
 
 def random_picture(height: int, width: int, seed: int = 0) -> np.ndarray:

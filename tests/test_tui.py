@@ -27,7 +27,7 @@ from core.paths import demo_checkpoint
 from segadv_tui.app import FrameReady, SegadvApp
 from segadv_tui.explorer import Explorer
 from segadv_tui.settings import AttackSettings, load_slice_data
-from segadv_tui.tables import format_score
+from segadv_tui.render.tables import format_score
 from segadv_tui.widgets.scores import ScoresTable
 from tui_pilot import first_frame, make_app, pilot_test, settle, until
 
@@ -264,7 +264,7 @@ async def test_lone_png_uses_the_prediction_as_target(real_samples, checkpoint):
     """Also started with kitty graphics (textual-image): g cycles to half-block and back."""
     from textual_image.widget import TGPImage
 
-    from segadv_tui.graphics import register_graphics
+    from segadv_tui.render.graphics import register_graphics
     from segadv_tui.widgets.images import HalfBlockView
 
     png = next(real_samples.glob("*.png"))

@@ -9,9 +9,9 @@ from textual.containers import Grid
 from textual.strip import Strip
 from textual.widget import Widget
 
-from segadv_tui.tables import format_score
-from segadv_tui.figures import PANEL_LAYOUT, AttackPanels
-from segadv_tui.halfblock import render_strips
+from segadv_tui.render.tables import format_score
+from segadv_tui.render.figures import PANEL_LAYOUT, AttackPanels
+from segadv_tui.render.halfblock import render_strips
 
 # Panels that stay when the terminal is short (one row of four).
 ESSENTIAL_PANELS = ("input", "adversarial", "adversarial_prediction", "adversarial_difference")

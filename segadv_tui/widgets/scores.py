@@ -12,7 +12,7 @@ from textual.widgets import DataTable, Static
 
 from core.organs import ORGAN_TITLES, ORGANS
 from segadv_tui.settings import Curve, Frame
-from segadv_tui.tables import format_score
+from segadv_tui.render.tables import format_score
 
 BARS = " ▁▂▃▄▅▆▇█"
 ROWS = tuple(ORGANS) + ("mean",)

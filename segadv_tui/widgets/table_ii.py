@@ -2,7 +2,7 @@
 
 The numbers come from ``core.evaluation.table_ii`` (FGSM: one gradient per slice and loss, as the paper's
 table; BIM and PGD: one run per checkpoint and loss), computed in a cancellable thread worker that
-reports progress; ``segadv_tui.tables`` lays it out as the CLI's ``table`` command does.
+reports progress; ``segadv_tui.render.tables`` lays it out as the CLI's ``table`` command does.
 """
 
 from __future__ import annotations
@@ -11,14 +11,14 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
-from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, ProgressBar, Static
 from textual.worker import Worker, WorkerState, get_current_worker
 
 from core.names import LOSS_NAMES
 from segadv_tui.explorer import AttackSettings, attack_config
-from segadv_tui.tables import Table, table_ii_table
+from segadv_tui.messages import Progressed, TableIIFinished
+from segadv_tui.render.tables import Table, table_ii_table
 
 
 def run_table_ii(models, records, settings: AttackSettings, losses, *, device, progress, should_stop):
@@ -36,18 +36,6 @@ def as_table(result, settings: AttackSettings, slices: int) -> Table:
     """The paper's layout, with each attack's success next to its DSC."""
     title = f"Table II: mean DSC over {slices} test slices with organs, {settings.label}"
     return table_ii_table(result, title=title, with_success=True)
-
-
-class Progressed(Message):
-    def __init__(self, done: int, total: int):
-        super().__init__()
-        self.done, self.total = done, total
-
-
-class TableIIFinished(Message):
-    def __init__(self, table: Table | None):
-        super().__init__()
-        self.table = table
 
 
 class TableIIScreen(Screen):
@@ -154,7 +142,7 @@ class TableIIScreen(Screen):
         self.dismiss()
 
     def action_export(self) -> None:
-        from segadv_tui.tables import save_tables
+        from segadv_tui.render.tables import save_tables
 
         if self.table is None:
             self.notify("No finished table to export yet.", severity="warning")

@@ -36,7 +36,7 @@ def train(
     fp16_weights: bool = typer.Option(False, "--fp16-weights", help="Store the checkpoint's weights in fp16 (half the size)."),
 ) -> None:
     """Train a model of the paper (AdamW, cosine annealing, Dice + Focal loss, early stopping)."""
-    from segadv_tui.commands._common import choice
+    from segadv_tui.cli._common import choice
 
     model = choice(model, MODEL_NAMES, "model")
     encoder_weights = choice(encoder_weights, ("imagenet", "none"), "encoder weights")

@@ -351,8 +351,8 @@ def write_text_atomic(path: Path, text: str) -> Path:
 
 
 def write_png(image, path: Path) -> Path:
-    """``segadv_tui.figures.save_png`` with a one-line error when the file cannot be written."""
-    from segadv_tui.figures import save_png
+    """``segadv_tui.render.figures.save_png`` with a one-line error when the file cannot be written."""
+    from segadv_tui.render.figures import save_png
 
     try:
         return save_png(image, Path(path).expanduser())

@@ -13,7 +13,7 @@ from typing import Optional
 import typer
 
 from segadv_tui.cli import app, console, fail
-from segadv_tui.commands._common import (
+from segadv_tui.cli._common import (
     SPLITS,
     all_slices_option,
     batch_size_option,
@@ -76,7 +76,7 @@ def attack(
     csv_path: Optional[Path] = typer.Option(None, "--csv", help="Write one row per slice as CSV."),
 ) -> None:
     """Attack a checkpoint over a data split: DSC clean vs adversarial per organ, attack success, realised L-inf / L2."""
-    from segadv_tui.commands._common import (
+    from segadv_tui.cli._common import (
         attack_config, check_outputs, load_checkpoint, open_data, progress_bar, select_records, user_errors, write_csv,
         write_json,
     )
@@ -112,7 +112,7 @@ def _attack_table(result, loaded, split: str):
     from rich.table import Table
 
     from core.organs import ORGAN_TITLES, ORGANS
-    from segadv_tui.tables import number
+    from segadv_tui.render.tables import number
 
     config, summary = result.config, result.summary
     title = f"{loaded.title}: {_method_label(config)}, {config.loss} loss, eps {config.eps:g}, target {config.target}"
@@ -192,11 +192,11 @@ def sweep(
     png_path: Optional[Path] = typer.Option(None, "--png", help="Plot of DSC and AS against eps (default OUT_DIR/sweep.png)."),
 ) -> None:
     """FGSM DSC and attack success against eps, per loss: one gradient per slice and loss serves every eps."""
-    from segadv_tui.commands._common import (
+    from segadv_tui.cli._common import (
         check_outputs, fgsm_options, load_checkpoint, open_data, parse_eps_list, parse_losses, progress_bar,
         select_records, user_errors, write_csv, write_json, write_png,
     )
-    from segadv_tui.figures import sweep_plot
+    from segadv_tui.render.figures import sweep_plot
 
     eps_values = parse_eps_list(eps)
     loss_names = parse_losses(losses)
@@ -249,7 +249,7 @@ def _sweep_table(result, loaded):
     from rich.table import Table
 
     from core.losses import LOSS_TITLES
-    from segadv_tui.tables import number
+    from segadv_tui.render.tables import number
 
     first = result.entry(result.losses[0], result.eps_values[0]).summary
     table = Table(
@@ -312,11 +312,11 @@ def table(
     json_path: Optional[Path] = typer.Option(None, "--json", help="Write the table with per-organ summaries as JSON."),
 ) -> None:
     """The paper's Table II: parameters, clean DSC and DSC after FGSM with each loss; the best attack in bold."""
-    from segadv_tui.commands._common import (
+    from segadv_tui.cli._common import (
         check_outputs, fgsm_options, load_checkpoint, open_data, parse_eps, parse_losses, progress_bar, select_records,
         user_errors, write_csv, write_json, write_text_atomic,
     )
-    from segadv_tui.tables import table_ii_table
+    from segadv_tui.render.tables import table_ii_table
 
     eps_value = parse_eps(eps)
     loss_names = parse_losses(losses)
@@ -390,11 +390,11 @@ def figure(
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="PNG file; default segadv-out/figure-SLICE-METHOD-LOSS-epsEPS.png."),
 ) -> None:
     """A PNG like the paper's figures 5-8: input, adversarial input, perturbation, truth, predictions, differences."""
-    from segadv_tui.commands._common import (
+    from segadv_tui.cli._common import (
         attack_config, check_outputs, load_checkpoint, open_data, user_errors, write_png,
     )
-    from segadv_tui.figures import attack_figure
-    from segadv_tui.tables import number
+    from segadv_tui.render.figures import attack_figure
+    from segadv_tui.render.tables import number
 
     config = attack_config(
         method=method, loss=loss, eps=eps, mode=mode, target=target, steps=steps, empty=empty, all_slices=True,
@@ -431,7 +431,7 @@ def _attack_figure_panels(model, record, img_size: int, config, device: str):
 
     from core.data import load_slice
     from core.evaluation import attack_slice
-    from segadv_tui.figures import AttackPanels
+    from segadv_tui.render.figures import AttackPanels
 
     image_np, masks_np = load_slice(record, img_size)
     image = torch.from_numpy(image_np)[None, None].to(device)

@@ -1,6 +1,6 @@
 """PNG figures drawn with Pillow: one attacked slice as the paper's figures 5 to 8, and eps-sweep plots.
 
-Pillow only (no matplotlib): the pictures come from ``segadv_tui.imagery``, so a PNG shows exactly the
+Pillow only (no matplotlib): the pictures come from ``segadv_tui.render.imagery``, so a PNG shows exactly the
 colours of the terminal views. The CLI's ``figure`` / ``sweep`` commands and the TUI's export key use it.
 """
 
@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from core.organs import ORGAN_TITLES, ORGANS
-from segadv_tui.imagery import FN_COLOUR, FP_COLOUR, ORGAN_COLOURS, TP_COLOUR, difference_map, gray, overlay, perturbation, perturbation_scale
+from segadv_tui.render.imagery import FN_COLOUR, FP_COLOUR, ORGAN_COLOURS, TP_COLOUR, difference_map, gray, overlay, perturbation, perturbation_scale
 
 BACKGROUND = (255, 255, 255)
 INK = (20, 20, 20)

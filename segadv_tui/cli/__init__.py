@@ -1,4 +1,8 @@
-"""The ``segadv`` command line: a Typer app whose subcommands live in ``segadv_tui.commands``."""
+"""The ``segadv`` command line: a Typer app; each module of this package registers its subcommands on ``app``.
+
+Command modules import torch and the heavy parts of ``core`` inside the command functions, so that
+``segadv --help`` stays fast.
+"""
 
 from __future__ import annotations
 
@@ -32,7 +36,7 @@ def fail(message: str, code: int = 2) -> None:
 
 def _register_commands() -> None:
     # Each import registers its commands on ``app`` (decorators run at import time).
-    from segadv_tui.commands import (  # noqa: F401
+    from segadv_tui.cli import (  # noqa: F401
         # -- command modules: keep one import per line, alphabetical --
         attack,
         demo_data,

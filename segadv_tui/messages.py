@@ -1,0 +1,55 @@
+"""What the explorer's workers post back to the UI thread: one dataclass per result (as Posting does)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from textual.message import Message
+
+from segadv_tui.settings import Curve, Frame
+from segadv_tui.widgets.checkpoints import CheckpointEntry
+
+
+@dataclass
+class DataReady(Message):
+    dataset: Any  # core.data.GITractDataset, or None for a lone PNG
+    records: list
+    description: str
+
+
+@dataclass
+class CheckpointsFound(Message):
+    entries: list[CheckpointEntry]
+    device: str
+    device_text: str
+
+
+@dataclass
+class ModelLoaded(Message):
+    entry: CheckpointEntry
+    model: Any  # core.models.GrayscaleSegmenter
+    meta: dict
+
+
+@dataclass
+class FrameReady(Message):
+    frame: Frame
+
+
+@dataclass
+class CurveReady(Message):
+    curve: Curve
+
+
+@dataclass
+class Progressed(Message):
+    """Table II's run: ``done`` of ``total`` slices."""
+
+    done: int
+    total: int
+
+
+@dataclass
+class TableIIFinished(Message):
+    table: Any  # segadv_tui.render.tables.Table, or None when cancelled
