@@ -15,15 +15,15 @@ import numpy as np
 import torch
 from monai.metrics import compute_dice, compute_hausdorff_distance
 
+from core.errors import check_choice
 from core.names import EMPTY_POLICIES  # noqa: F401  (re-exported)
+from core.results import attack_success, mean_dsc, nanmean  # noqa: F401  (re-exported)
 
 _EMPTY_SCORE = {"one": 1.0, "skip": np.nan, "zero": 0.0}
 
 
 def check_empty_policy(empty: str) -> str:
-    if empty not in EMPTY_POLICIES:
-        raise ValueError(f"unknown empty-organ policy {empty!r}; choose from {', '.join(EMPTY_POLICIES)}")
-    return empty
+    return check_choice(empty, EMPTY_POLICIES, "empty-organ policy")
 
 
 def _as_bool_tensor(masks, name: str) -> torch.Tensor:
@@ -51,39 +51,14 @@ def dice_per_organ(pred, target, empty: str = "one") -> np.ndarray:
     return dsc
 
 
-def nanmean(values: np.ndarray, axis: int) -> np.ndarray:
-    """Mean ignoring NaN; all-NaN gives NaN without numpy's RuntimeWarning."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", category=RuntimeWarning)
-        return np.nanmean(values, axis=axis)
-
-
-def mean_dsc(per_organ) -> np.ndarray:
-    """Mean DSC over organs of each slice, (N,); skipped (NaN) organs are left out, all skipped is NaN."""
-    values = np.asarray(per_organ, dtype=np.float64)
-    if values.ndim != 2:
-        raise ValueError(f"expected per-organ scores of shape (N, organs), got {values.shape}")
-    return nanmean(values, axis=1)
-
-
-def attack_success(dsc_clean, dsc_adv) -> np.ndarray:
-    """AS = (DSC_clean - DSC_adv) / DSC_clean, elementwise; NaN where DSC_clean is 0 or NaN (undefined)."""
-    clean = np.asarray(dsc_clean, dtype=np.float64)
-    adv = np.asarray(dsc_adv, dtype=np.float64)
-    defined = np.isfinite(clean) & (clean != 0)
-    safe_clean = np.where(defined, clean, 1.0)
-    return np.where(defined, (clean - adv) / safe_clean, np.nan)
-
-
-def format_attack_success(value: float, digits: int = 3) -> str:
-    """How front ends show AS: undefined (clean DSC of 0) is "n/a"."""
-    return "n/a" if not np.isfinite(value) else f"{value:.{digits}f}"
-
-
 @torch.no_grad()
-def predict(model: torch.nn.Module, image: torch.Tensor) -> torch.Tensor:
-    """The model's organ masks, bool (N, 3, H, W): sigmoid > 0.5, i.e. logit > 0."""
-    return model(image) > 0
+def predict(model: torch.nn.Module, image: torch.Tensor, precision: str = "fp32") -> torch.Tensor:
+    """The model's organ masks, bool (N, 3, H, W): sigmoid > 0.5, i.e. logit > 0, with the model in
+    eval mode (a model left in train mode would update its batch-norm statistics while being scored)."""
+    from core.attacks import eval_mode, safe_logits
+
+    with eval_mode(model):
+        return safe_logits(model, image, precision) > 0
 
 
 def hausdorff_per_organ(pred, target, percentile: float | None = 95.0, spacing=None) -> np.ndarray:

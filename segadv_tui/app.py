@@ -13,7 +13,7 @@ first worker, so this module and the widgets import nothing that pulls them in.
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
@@ -24,12 +24,11 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import Footer, Header, Static
 from textual.worker import Worker, WorkerState, get_current_worker
 
-from segadv_tui.settings import (
-    EPS_STEP_COARSE, EPS_STEP_FINE, AttackSettings, Curve, Frame, SliceData, clamp_eps, load_slice_data,
-)
+from core.attack_config import METHOD_LIST, AttackConfig
+from segadv_tui.settings import EPS_STEP_COARSE, EPS_STEP_FINE, Curve, Frame, SliceData, load_slice_data
 from segadv_tui.messages import CheckpointsFound, CurveReady, DataReady, FrameReady, ModelLoaded
 from segadv_tui.palette import ExplorerCommands
-from segadv_tui.widgets.attack import CHOICES, AttackPanel, EpsInput
+from segadv_tui.widgets.attack import CHOICES, AttackPanel, EpsInput, choice_value
 from segadv_tui.widgets.checkpoints import CheckpointEntry, CheckpointList
 from segadv_tui.widgets.images import ImageGrid
 from segadv_tui.widgets.scores import DscCurve, ScoresPanel
@@ -46,15 +45,7 @@ SHORT_HEIGHT = 36  # below: one row of the four essential pictures
 class FrameRequest:
     id: int
     source: object  # SliceRecord or Path
-    settings: AttackSettings
-
-
-def device_description(device: str) -> str:
-    import torch
-
-    if device.startswith("cuda") and torch.cuda.is_available():
-        return f"CUDA {torch.cuda.get_device_name(torch.device(device))}"
-    return "CPU"
+    settings: AttackConfig
 
 
 class SegadvApp(App):
@@ -77,7 +68,8 @@ class SegadvApp(App):
         Binding("o", "organs_only", "Organs only", id="slice.organs", show=False,
                 tooltip="Show only slices with organs / all slices"),
         Binding("l", "cycle('loss')", "Loss", id="attack.loss", tooltip="Next attack loss"),
-        Binding("m", "cycle('method')", "Method", id="attack.method", tooltip="Next method (FGSM, BIM, PGD)"),
+        Binding("m", "cycle('method')", "Method", id="attack.method",
+                tooltip="Next method (" + ", ".join(method.title for method in METHOD_LIST) + ")"),
         Binding("t", "cycle('target')", "Target", id="attack.target", show=False,
                 tooltip="Attack target: ground truth / clean prediction"),
         Binding("p", "cycle('mode')", "Mode", id="attack.mode", show=False,
@@ -123,13 +115,13 @@ class SegadvApp(App):
         self.graphics = graphics
         self.graphics_choices = ["halfblock"] + ([graphics] if graphics != "halfblock" else [])
         self.export_dir = Path(export_dir) if export_dir else Path.cwd()
-        self.device = device  # None: chosen once torch has loaded (cuda if available)
+        self.device = device  # checked by core.devices once torch has loaded (None: auto)
         self.device_label = device_label
         self.show_timings = show_timings
         # Called in the frame worker when its computation starts, holding the model (tests pause it there).
         self.frame_hook = frame_hook
 
-        self.settings = AttackSettings(target="pred" if image is not None else "gt")
+        self.settings = AttackConfig(target="pred" if image is not None else "gt")
         self.dataset = None
         self.records: list = []
         self.source: object | None = None  # the current SliceRecord or Path
@@ -192,11 +184,12 @@ class SegadvApp(App):
     @work(thread=True, exclusive=True, exit_on_error=False, group="scan", name="Loading torch")
     def _find_checkpoints(self) -> None:
         # torch, segmentation-models-pytorch and MONAI take seconds to import: here, not before the first paint.
+        from core.devices import describe_device, resolve_device
         from segadv_tui.widgets.checkpoints import find_checkpoints
 
-        device = self.device or _default_device()
+        device = resolve_device(self.device)  # a device that does not exist: a notification naming those that do
         entries = find_checkpoints(self.checkpoint_dirs, self.checkpoint_files)
-        self.post_message(CheckpointsFound(entries, device, device_description(device)))
+        self.post_message(CheckpointsFound(entries, str(device), describe_device(device)))
 
     @on(CheckpointsFound)
     def _checkpoints_found(self, message: CheckpointsFound) -> None:
@@ -312,7 +305,7 @@ class SegadvApp(App):
 
     # -- attack settings -------------------------------------------------------------------------
 
-    def set_settings(self, settings: AttackSettings) -> None:
+    def set_settings(self, settings: AttackConfig) -> None:
         if settings == self.settings:
             return
         self.settings = settings
@@ -336,17 +329,20 @@ class SegadvApp(App):
         if field == "target" and self.image_path is not None:
             self.notify("A lone PNG has no ground truth: the target is the clean prediction.")
             return
-        if field == "mode" and self.settings.method != "fgsm":
+        if field == "mode" and "mode" not in self.settings.entry.parameters:
             self.notify("The paper's variant exists for FGSM only.")
             return
+        if field in ("loss", "target") and not self.settings.entry.uses_target:
+            self.notify(f"{self.settings.entry.title} has its own objective ({self.settings.objective_label}).")
+            return
         values = [value for _, value in CHOICES[field]]
-        current = values.index(getattr(self.settings, field))
-        self.set_settings(replace(self.settings, **{field: values[(current + 1) % len(values)]}))
+        current = values.index(choice_value(self.settings, field))
+        self.set_settings(self.settings.replace(**{field: values[(current + 1) % len(values)]}))
 
     @on(AttackPanel.Changed)
     def _attack_changed(self, message: AttackPanel.Changed) -> None:
         if message.field != "eps":
-            self.set_settings(replace(self.settings, **{message.field: message.value}))
+            self.set_settings(self.settings.replace(**{message.field: message.value}))
             return
         try:
             eps = float(message.value)
@@ -357,7 +353,7 @@ class SegadvApp(App):
         if not 0.0 <= eps <= 1.0:
             self.notify(f"Epsilon {eps:g} is outside [0, 1]: clamped.", severity="warning")
         self.query_one(SliceBrowser).focus()  # away from the field, so the keys are shortcuts again
-        self.set_settings(self.settings.with_eps(clamp_eps(eps)))
+        self.set_settings(self.settings.with_eps(eps))
         self.query_one(AttackPanel).show(self.settings)
 
     # -- frames ----------------------------------------------------------------------------------
@@ -408,25 +404,26 @@ class SegadvApp(App):
         self.query_one(ScoresPanel).show(frame)
         curve = self.query_one(DscCurve)
         if self.curve is not None and self._curve_matches(self.curve, frame):
-            curve.show(self.curve, frame.settings.eps)
+            curve.show(self.curve, frame.config.eps)
         else:
-            curve.show(None, frame.settings.eps)
-            self._compute_curve(frame.request_id, self._slice_data_cached(frame), frame.settings, self.explorer)
+            curve.show(None, frame.config.eps)
+            self._compute_curve(frame.request_id, self._slice_data_cached(frame), frame.config, self.explorer)
         self._summary()
 
     def _slice_data_cached(self, frame: Frame) -> SliceData:
         key = (frame.slice_id, int(self.checkpoint_meta["img_size"]))
-        return self._slice_cache.get(key) or SliceData(frame.slice_id, frame.image,
-                                                       frame.reference.astype("uint8") if frame.has_truth else None)
+        pictures = frame.result.pictures
+        return self._slice_cache.get(key) or SliceData(frame.slice_id, pictures.image,
+                                                       pictures.reference.astype("uint8") if frame.has_truth else None)
 
     @staticmethod
     def _curve_matches(curve: Curve, frame: Frame) -> bool:
-        s = frame.settings
+        fgsm = frame.config.replace(method="fgsm")  # the curve is FGSM's, for the frame's loss and target
         return (curve.checkpoint, curve.slice_id, curve.loss, curve.target, curve.mode) == (
-            frame.checkpoint, frame.slice_id, s.loss, s.target, s.mode)
+            frame.checkpoint, frame.slice_id, fgsm.loss, fgsm.target, fgsm.mode)
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="curve", name="Sweeping eps")
-    def _compute_curve(self, request_id: int, data: SliceData, settings: AttackSettings, explorer: Explorer) -> None:
+    def _compute_curve(self, request_id: int, data: SliceData, settings: AttackConfig, explorer: Explorer) -> None:
         worker = get_current_worker()
         curve = explorer.curve(data, settings, should_stop=lambda: worker.is_cancelled)
         if curve is not None:
@@ -441,11 +438,7 @@ class SegadvApp(App):
     def _attack_panels(self, frame: Frame):
         from segadv_tui.render.figures import AttackPanels
 
-        return AttackPanels(
-            image=frame.image, adversarial=frame.adversarial, truth=frame.reference,
-            clean_prediction=frame.clean_prediction, adversarial_prediction=frame.adversarial_prediction,
-            eps=frame.settings.eps or None, dsc_clean=frame.mean_clean, dsc_adv=frame.mean_adv,
-        )
+        return AttackPanels.from_result(frame.result, frame.config.eps)
 
     def _summary(self, text: str | None = None) -> None:
         if text is None:
@@ -532,9 +525,9 @@ class SegadvApp(App):
         from segadv_tui.render.figures import attack_figure, save_png
 
         checkpoint = self.checkpoint_entry.path.stem if self.checkpoint_entry else "model"
-        name = f"{frame.slice_id}_{checkpoint}_{frame.settings.method}_{frame.settings.loss.replace('+', '-')}" \
-               f"_eps{frame.settings.eps:.3f}.png"
-        caption = f"{checkpoint} · {frame.slice_id} · {frame.settings.label} · L-inf {frame.linf:.4f}"
+        name = f"{frame.slice_id}_{checkpoint}_{frame.config.method}_{frame.config.loss.replace('+', '-')}" \
+               f"_eps{frame.config.eps:.3f}.png"
+        caption = f"{checkpoint} · {frame.slice_id} · {frame.config.label} · L-inf {frame.result.linf:.4f}"
         path = save_png(attack_figure(self._attack_panels(frame), caption), self.export_dir / name)
         self.call_from_thread(self.notify, f"Saved {path}")
 
@@ -544,7 +537,7 @@ class SegadvApp(App):
         if self.frame is None:
             self.notify("Nothing to export yet.", severity="warning")
             return
-        stem = f"{self.frame.slice_id}_{self.frame.settings.method}_eps{self.frame.settings.eps:.3f}_scores"
+        stem = f"{self.frame.slice_id}_{self.frame.config.method}_eps{self.frame.config.eps:.3f}_scores"
         try:
             paths = save_tables(scores_table(self.frame), self.export_dir / stem)
         except OSError as exc:
@@ -562,18 +555,11 @@ class SegadvApp(App):
 
     def table_ii_records(self) -> list:
         """The test split's slices with organs (the ones the paper scores), at most --limit of them."""
-        from core.data import with_organs
+        from core.data import select_slices
 
-        _, test = self.dataset.split()
-        records = with_organs(test)
-        return records[: self.limit] if self.limit else records
+        return select_slices(self.dataset, "test", limit=self.limit)
 
     def table_ii_models(self) -> list[tuple[str, object, dict]]:
         """Every loaded checkpoint as (label, model, meta)."""
         return [(path.stem, model, meta) for path, (model, meta, _) in self.loaded.items()]
 
-
-def _default_device() -> str:
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"

@@ -16,9 +16,10 @@ from typing import Callable
 import numpy as np
 import torch
 
-from core.attacks import AttackCancelled, GradientCache, sweep
-from core.evaluation import AttackConfig, SliceAttack, attack_slice
-from segadv_tui.settings import CURVE_EPS, AttackSettings, Curve, Frame, SliceData
+from core.attack_config import AttackConfig
+from core.attacks import AttackCancelled, AttackContext, GradientCache, StepCallback
+from core.evaluation import attack_slice, sweep
+from segadv_tui.settings import CURVE_EPS, Curve, Frame, SliceData
 
 ShouldStop = Callable[[], bool]
 
@@ -60,14 +61,16 @@ class Explorer:
         truth = None if data.truth is None else self._tensor(np.asarray(data.truth, dtype=bool))
         return self._tensor(data.image)[None], truth
 
-    def _gradient_key(self, data: SliceData, settings: AttackSettings) -> tuple:
-        return (self.checkpoint, data.id, settings.loss, settings.target, settings.mode)
+    def _gradient_key(self, data: SliceData, config: AttackConfig) -> tuple:
+        return (self.checkpoint, data.id, config.loss, config.target, config.mode)
 
-    def compute(self, data: SliceData, settings: AttackSettings, *, request_id: int = 0,
-                should_stop: ShouldStop = lambda: False, on_start: Callable[[], None] | None = None) -> Frame | None:
-        """The frame for ``settings`` on ``data``; None when ``should_stop`` said so at a check.
+    def compute(self, data: SliceData, config: AttackConfig, *, request_id: int = 0,
+                should_stop: ShouldStop = lambda: False, on_start: Callable[[], None] | None = None,
+                on_step: StepCallback | None = None) -> Frame | None:
+        """The frame for ``config`` on ``data``; None when ``should_stop`` said so at a check.
 
-        ``on_start`` runs once the model is ours and the request is still current (tests hold it there).
+        ``on_start`` runs once the model is ours and the request is still current (tests hold it there);
+        ``on_step(step, steps, adversarial)`` reports an iterative attack's progress.
         """
         with self._lock:
             if should_stop():
@@ -77,69 +80,33 @@ class Explorer:
             started = time.perf_counter()
             image, truth = self._inputs(data)
             clean = self._clean.get(data.id)
+            context = AttackContext(
+                cache=self.cache, cache_key=self._gradient_key(data, config), should_stop=should_stop,
+                clean_pred=None if clean is None else clean.to(self.device), on_step=on_step,
+            )
             try:
-                attacked = attack_slice(
-                    self.model, image, truth, attack_config(settings), cache=self.cache,
-                    cache_key=self._gradient_key(data, settings), should_stop=should_stop,
-                    clean_pred=None if clean is None else clean.to(self.device),
-                )
+                (result,) = attack_slice(self.model, image, truth, config, ids=[data.id], context=context, pictures=True)
             except AttackCancelled:
                 return None
             if clean is None:
                 if len(self._clean) > 64:
                     self._clean.clear()
-                self._clean[data.id] = attacked.clean_pred
+                self._clean[data.id] = torch.as_tensor(result.pictures.clean_prediction)[None]
             self.computations += 1
             seconds = time.perf_counter() - started
-        return self._frame(request_id, data, settings, attacked, seconds)
+        return Frame(request_id=request_id, checkpoint=self.checkpoint, config=config, result=result, seconds=seconds)
 
-    def _frame(self, request_id: int, data: SliceData, settings: AttackSettings, attacked: SliceAttack,
-               seconds: float) -> Frame:
-        clean = attacked.clean_pred[0].numpy()
-        has_truth = data.truth is not None
-        return Frame(
-            request_id=request_id,
-            checkpoint=self.checkpoint,
-            slice_id=data.id,
-            settings=settings,
-            image=data.image,
-            adversarial=attacked.adversarial[0, 0].cpu().numpy(),
-            reference=np.asarray(data.truth, dtype=bool) if has_truth else clean,
-            has_truth=has_truth,
-            clean_prediction=clean,
-            adversarial_prediction=attacked.adv_pred[0].numpy(),
-            dsc_clean=attacked.dsc_clean[0],
-            dsc_adv=attacked.dsc_adv[0],
-            attack_success=attacked.attack_success[0],
-            mean_clean=float(attacked.mean_clean[0]),
-            mean_adv=float(attacked.mean_adv[0]),
-            mean_attack_success=float(attacked.mean_attack_success[0]),
-            linf=float(attacked.linf[0]),
-            l2=float(attacked.l2[0]),
-            seconds=seconds,
-        )
-
-    def curve(self, data: SliceData, settings: AttackSettings, eps_values=CURVE_EPS, *,
+    def curve(self, data: SliceData, config: AttackConfig, eps_values=CURVE_EPS, *,
               should_stop: ShouldStop = lambda: False) -> Curve | None:
-        """FGSM mean DSC at each eps for the slice and loss of ``settings`` (scored as the frames are)."""
+        """FGSM mean DSC at each eps for the slice and loss of ``config`` (scored as the frames are)."""
+        fgsm = config.replace(method="fgsm") if config.method != "fgsm" else config
         with self._lock:
             if should_stop():
                 return None
             image, truth = self._inputs(data)
             # target None: the model's own clean prediction (also the reference when there is no truth).
-            target = truth if settings.target == "gt" else None
-            points = sweep(self.model, image, target, list(eps_values), loss=settings.loss, mode=settings.mode,
-                           empty=settings.empty, cache=self.cache, cache_key=self._gradient_key(data, settings),
-                           truth=truth)
-        return Curve(self.checkpoint, data.id, settings.loss, settings.target, settings.mode,
-                     tuple(float(p.eps) for p in points), tuple(float(p.mean[0]) for p in points))
-
-
-def attack_config(settings: AttackSettings) -> AttackConfig:
-    """core's attack configuration for the explorer's settings (the FGSM mode means nothing to BIM / PGD)."""
-    return AttackConfig(
-        method=settings.method, loss=settings.loss, eps=settings.eps,
-        mode=settings.mode if settings.method == "fgsm" else "textbook", target=settings.target,
-        steps=settings.steps, empty=settings.empty,
-    )
-
+            target = truth if fgsm.target == "gt" else None
+            per_eps = sweep(self.model, image, target, list(eps_values), fgsm, truth=truth, ids=[data.id],
+                            cache=self.cache, cache_key=self._gradient_key(data, fgsm))
+        return Curve(self.checkpoint, data.id, fgsm.loss, fgsm.target, fgsm.mode,
+                     tuple(float(eps) for eps in eps_values), tuple(results[0].mean_adv for results in per_eps))

@@ -27,7 +27,7 @@ def segadv_tui(
     graphics: str = typer.Option("auto", "--graphics", help="Pictures: auto | halfblock | kitty | sixel."),
     truecolor: bool = typer.Option(False, "--truecolor", help="Force 24-bit colour (for terminals that do not announce it)."),
     export_dir: Path = typer.Option(Path("."), "--export-dir", help="Where e / x and Table II exports go."),
-    device: Optional[str] = typer.Option(None, "--device", help="cpu or cuda (default: cuda if available)."),
+    device: str = typer.Option("auto", "--device", help="auto (CUDA when available, else CPU), cpu, cuda or cuda:N."),
 ) -> None:
     if truecolor:
         # Rich and Textual read these when they are first imported: set them before.
@@ -57,13 +57,12 @@ def segadv_tui(
         if not checkpoint.is_file():
             fail(f"--checkpoint {checkpoint}: no such file")
         files.append(checkpoint)
-    if device is not None and device != "cpu" and not device.startswith("cuda"):
-        fail(f"--device must be cpu or cuda[:N], not {device!r}")
-    if device is not None and device.startswith("cuda"):
-        import torch
+    if device.strip().lower() != "auto":
+        # An explicit device is checked before the full-screen app starts (torch loads here); auto is
+        # resolved by the same rule in the app's first worker, so the screen paints at once.
+        from segadv_tui.cli._common import resolve_device
 
-        if not torch.cuda.is_available():
-            fail("--device cuda: no CUDA device is available here")
+        device = str(resolve_device(device))
     if not export_dir.is_dir():
         fail(f"--export-dir {export_dir}: no such folder")
 

@@ -23,8 +23,9 @@ from core.attacks import (
     input_gradients,
     perturbation_norms,
     pgd,
-    sweep,
 )
+from core.attack_config import AttackConfig
+from core.evaluation import sweep
 from core.metrics import dice_per_organ, mean_dsc, predict
 from core.models import build_model
 
@@ -179,32 +180,34 @@ def test_cached_gradient_gives_the_recomputed_result_bit_for_bit(model, batch):
     cache = GradientCache(max_entries=4)
     eps_values = [0.0, 0.004, 0.009, 0.03]
     key = ("random-small", "batch", "bce", "gt", "paper")
-    first = sweep(model, image, target, eps_values, "bce", "paper", cache=cache, cache_key=key)
+    config = AttackConfig(loss="bce", mode="paper")
+    first = sweep(model, image, target, eps_values, config, cache=cache, cache_key=key, pictures=True)
     assert cache.misses == 1 and key in cache
-    again = sweep(model, image, target, eps_values, "bce", "paper", cache=cache, cache_key=key)
+    again = sweep(model, image, target, eps_values, config, cache=cache, cache_key=key, pictures=True)
     assert cache.hits == 1 and cache.misses == 1
     for eps, point, repeat in zip(eps_values, first, again):
         recomputed = fgsm(model, image, target, eps, "bce", "paper")
-        assert point.eps == eps
-        assert torch.equal(point.adv_image, recomputed)
-        assert torch.equal(repeat.adv_image, recomputed)
-        assert torch.equal(point.adv_pred, predict(model, recomputed))
-        np.testing.assert_array_equal(point.dsc, dice_per_organ(predict(model, recomputed), target))
+        assert [r.eps for r in point] == [eps] * 3
+        np.testing.assert_array_equal(np.stack([r.pictures.adversarial for r in point]), recomputed[:, 0].numpy())
+        np.testing.assert_array_equal(np.stack([r.pictures.adversarial for r in repeat]), recomputed[:, 0].numpy())
+        np.testing.assert_array_equal(np.stack([r.pictures.adversarial_prediction for r in point]),
+                                      predict(model, recomputed).numpy())
+        np.testing.assert_array_equal(np.stack([r.dsc_adv for r in point]), dice_per_organ(predict(model, recomputed), target))
         linf, l2 = perturbation_norms(image, recomputed)
-        np.testing.assert_array_equal(point.linf, linf)
-        np.testing.assert_array_equal(point.l2, l2)
+        np.testing.assert_array_equal([r.linf for r in point], linf)
+        np.testing.assert_array_equal([r.l2 for r in point], l2)
     clean = dice_per_organ(predict(model, image), target)
-    np.testing.assert_array_equal(first[0].dsc_clean, clean)
-    np.testing.assert_array_equal(first[0].dsc, clean)  # eps 0 is the clean image
-    np.testing.assert_array_equal(first[0].attack_success, np.zeros((3, 3)))
+    np.testing.assert_array_equal(np.stack([r.dsc_clean for r in first[0]]), clean)
+    np.testing.assert_array_equal(np.stack([r.dsc_adv for r in first[0]]), clean)  # eps 0 is the clean image
+    np.testing.assert_array_equal(np.stack([r.attack_success for r in first[0]]), np.zeros((3, 3)))
 
 
 def test_sweep_against_own_prediction_starts_at_dsc_one(model, batch):
     image, _ = batch
     points = sweep(model, image, None, [0.0, 0.03])
-    np.testing.assert_array_equal(points[0].mean_clean, np.ones(3))
-    assert (points[1].mean < 1).all()
-    assert points[1].zero_grad_fraction.shape == (3,)
+    np.testing.assert_array_equal([r.mean_clean for r in points[0]], np.ones(3))
+    assert all(r.mean_adv < 1 for r in points[1])
+    assert all(0 <= r.zero_grad_fraction <= 1 for r in points[1])
 
 
 def test_several_losses_share_one_forward_pass(model, batch):

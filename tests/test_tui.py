@@ -26,7 +26,8 @@ from core.organs import ORGANS
 from core.paths import demo_checkpoint
 from segadv_tui.app import FrameReady, SegadvApp
 from segadv_tui.explorer import Explorer
-from segadv_tui.settings import AttackSettings, load_slice_data
+from core.attack_config import AttackConfig
+from segadv_tui.settings import load_slice_data
 from segadv_tui.render.tables import format_score
 from segadv_tui.widgets.scores import ScoresTable
 from tui_pilot import first_frame, make_app, pilot_test, settle, until
@@ -44,7 +45,7 @@ def model_and_meta(checkpoint):
     return load_checkpoint(checkpoint)
 
 
-def expected_scores(model, meta, record, settings: AttackSettings) -> tuple[np.ndarray, np.ndarray, float, float]:
+def expected_scores(model, meta, record, settings: AttackConfig) -> tuple[np.ndarray, np.ndarray, float, float]:
     """Per-organ DSC clean and adversarial and their means, computed by core directly."""
     image, masks = load_slice(record, meta["img_size"])
     x = torch.from_numpy(image)[None, None]
@@ -64,7 +65,7 @@ def table_values(app: SegadvApp) -> dict[str, tuple[str, str, str]]:
             for row in (*ORGANS, "mean")}
 
 
-def assert_table_matches(app: SegadvApp, model, meta, record, settings: AttackSettings) -> None:
+def assert_table_matches(app: SegadvApp, model, meta, record, settings: AttackConfig) -> None:
     clean, adv, mean_clean, mean_adv = expected_scores(model, meta, record, settings)
     shown = table_values(app)
     for i, organ in enumerate(ORGANS):
@@ -90,7 +91,7 @@ async def test_eps_keys_input_help_and_exports(tiny_demo, checkpoint, model_and_
         assert app.settings.eps == pytest.approx(0.012)
         assert app.query_one("#attack-eps").value == "0.012"
         assert "eps 0.012" in str(app.query_one("#scores-status").render())
-        assert app.frame.settings.eps == pytest.approx(0.012)
+        assert app.frame.config.eps == pytest.approx(0.012)
         assert_table_matches(app, model, meta, app.source, app.settings)
         # AS is n/a exactly where the clean DSC is 0.
         for clean, _, success in table_values(app).values():
@@ -104,7 +105,7 @@ async def test_eps_keys_input_help_and_exports(tiny_demo, checkpoint, model_and_
         assert Image.open(png).size[0] > 500
         csv = next(tmp_path.glob("*_scores.csv")).read_text().splitlines()
         assert csv[0] == "Organ,DSC clean,DSC adv,AS"
-        assert csv[-1].split(",")[1] == f"{app.frame.mean_clean:.4f}"
+        assert csv[-1].split(",")[1] == f"{app.frame.result.mean_clean:.4f}"
         assert next(tmp_path.glob("*_scores.md")).read_text().count("| Mean |") == 1
 
         # Coarse steps, back to zero, and never below zero.
@@ -113,7 +114,7 @@ async def test_eps_keys_input_help_and_exports(tiny_demo, checkpoint, model_and_
         await pilot.press("0", "minus")
         assert app.settings.eps == 0.0
         await settle(pilot, app)
-        assert app.frame.settings.eps == 0.0
+        assert app.frame.config.eps == 0.0
         assert all(clean == adv for clean, adv, _ in table_values(app).values())  # eps 0 changes nothing
 
         # Typed values: text is refused, out of range is clamped, a good value is used.
@@ -128,7 +129,7 @@ async def test_eps_keys_input_help_and_exports(tiny_demo, checkpoint, model_and_
         assert any("must be a number" in message for _, message in app.notices)
         assert any("clamped" in message for _, message in app.notices)
         await settle(pilot, app)
-        assert app.frame.settings.eps == pytest.approx(0.02)
+        assert app.frame.config.eps == pytest.approx(0.02)
 
         # The help screen lists every binding.
         await pilot.press("question_mark")
@@ -148,7 +149,7 @@ async def test_switching_loss_method_and_slices(tiny_demo, checkpoint, model_and
         await first_frame(pilot, app)
         await pilot.press("l")
         await settle(pilot, app)
-        assert app.frame.settings.loss == "focal"
+        assert app.frame.config.loss == "focal"
         assert app.query_one("#attack-loss").value == "focal"
         assert_table_matches(app, model, meta, app.source, app.settings)
 
@@ -163,7 +164,7 @@ async def test_switching_loss_method_and_slices(tiny_demo, checkpoint, model_and
 
         await pilot.press("m")
         await settle(pilot, app)
-        assert app.frame.settings.method == "bim" and app.frame.slice_id == app.source.id
+        assert app.frame.config.method == "bim" and app.frame.slice_id == app.source.id
         assert app.query_one("#attack-method").value == "bim"
         assert_table_matches(app, model, meta, app.source, app.settings)
         # The paper's variant is FGSM only: p is refused for BIM and the mode select is disabled.
@@ -177,7 +178,7 @@ async def test_switching_loss_method_and_slices(tiny_demo, checkpoint, model_and
         assert "Dice" in str(app.screen.query_one(CommandList).get_option_at_index(0).prompt)
         await pilot.press("enter")
         await settle(pilot, app)
-        assert app.frame.settings.loss == "dice" and app.frame.settings.method == "bim"
+        assert app.frame.config.loss == "dice" and app.frame.config.method == "bim"
 
 
 @pilot_test
@@ -201,7 +202,7 @@ async def test_stale_requests_are_skipped_and_dropped(tiny_demo, checkpoint):
         await pilot.press("plus", "plus", "plus", "plus")
         release.set()
         await settle(pilot, app)
-        assert app.frame.settings.eps == pytest.approx(0.014)
+        assert app.frame.config.eps == pytest.approx(0.014)
         assert app.explorer.computations == computed + 1  # only the newest request ran to the end
 
         # A frame that arrives for an old request is dropped, whatever it holds.
@@ -210,7 +211,7 @@ async def test_stale_requests_are_skipped_and_dropped(tiny_demo, checkpoint):
         app.post_message(FrameReady(old))
         await settle(pilot, app)
         assert app.dropped_frames == 1
-        assert app.frame.settings.eps == pytest.approx(0.014)
+        assert app.frame.config.eps == pytest.approx(0.014)
 
 
 def test_iterative_attack_stops_at_its_next_check(tiny_demo, model_and_meta):
@@ -224,7 +225,7 @@ def test_iterative_attack_stops_at_its_next_check(tiny_demo, model_and_meta):
         checks.append(1)
         return len(checks) > 3
 
-    frame = explorer.compute(data, AttackSettings(method="bim", steps=50), should_stop=stop_after_three_checks)
+    frame = explorer.compute(data, AttackConfig(method="bim", steps=50), should_stop=stop_after_three_checks)
     assert frame is None and explorer.computations == 0
     assert len(checks) == 4  # two checks before the attack, then one per BIM step until the stop
 
@@ -255,7 +256,7 @@ async def test_bad_checkpoint_and_corrupt_slice_notify(tiny_demo, checkpoint, tm
         assert any(str(broken) in message for severity, message in app.notices if severity == "error")
         await pilot.press("plus")
         await settle(pilot, app)
-        assert app.frame.settings.eps == pytest.approx(0.010)
+        assert app.frame.config.eps == pytest.approx(0.010)
         assert app.is_running
 
 
@@ -298,7 +299,7 @@ async def test_table_ii_runs_over_a_few_slices(tiny_demo, checkpoint, model_and_
         (row,) = screen.table.rows
         records = app.table_ii_records()
         assert len(records) == 2
-        expected = table_ii([("demo", model, meta)], records, screen.losses, 0.009)
+        expected = table_ii([("demo", model, meta)], records, screen.losses, AttackConfig(eps=0.009))
         assert row[2] == f"{expected.rows[0].dsc_clean:.4f}"
         assert [cell.split()[0] for cell in row[3:]] == [f"{expected.rows[0].dsc_adv[l]:.4f}" for l in screen.losses]
         await pilot.press("x")
@@ -321,7 +322,7 @@ async def test_small_and_large_terminals_resizing_and_quitting_while_computing(t
         await settle(pilot, app)
         assert not app.screen.has_class("-no-sidebar")
         assert app.query_one("#image-perturbation").display
-        assert app.frame.settings.method == "bim"
+        assert app.frame.config.method == "bim"
         await pilot.press("b")
         assert app.screen.has_class("-no-sidebar")
         await pilot.press("right_square_bracket", "q")  # quit while that BIM step runs

@@ -22,7 +22,6 @@ import typer
 
 from segadv_tui.cli import err_console, fail
 
-SPLITS = ("test", "train", "all")
 # How close a range's last value must come to its stop to count as the stop (float steps drift).
 RANGE_TOLERANCE = 1e-9
 MAX_EPS_VALUES = 1000  # a typo like 0:1:0.00001 should not start a day-long sweep
@@ -69,23 +68,38 @@ def target_option():
 
 
 def loss_option():
-    return typer.Option("bce", "--loss", help="Attack loss: bce, focal, dice or focal+dice.")
+    from core.names import LOSS_NAMES
+
+    return typer.Option("bce", "--loss", help=f"Attack loss: {', '.join(LOSS_NAMES)}.")
 
 
 def method_option():
-    return typer.Option("fgsm", "--method", help="fgsm, bim (iterative) or pgd (iterative, random start).")
+    from core.attack_config import METHOD_LIST
+
+    described = "; ".join(f"{m.name}: {m.summary}" for m in METHOD_LIST)
+    return typer.Option("fgsm", "--method", help=f"Attack method. {described}.")
 
 
 def steps_option():
-    return typer.Option(10, "--steps", help="Iterations of bim / pgd.")
+    return typer.Option(10, "--steps", help="Iterations of the iterative methods (bim, pgd, erase).")
+
+
+def step_size_option():
+    return typer.Option(None, "--step-size", help="Step of the iterative methods; default 2.5 eps / steps.")
 
 
 def seed_option():
     return typer.Option(0, "--seed", help="Seed of PGD's random start.")
 
 
+def organs_option():
+    return typer.Option("stomach", "--organs", help="Organs the erase method removes: a comma list of large_bowel, small_bowel, stomach.")
+
+
 def device_option():
-    return typer.Option("cpu", "--device", help="cpu, cuda or cuda:N.")
+    from core.devices import DEVICE_HELP
+
+    return typer.Option("auto", "--device", help=f"Device: {DEVICE_HELP}.")
 
 
 def precision_option():
@@ -148,40 +162,15 @@ def parse_losses(text: str) -> list[str]:
     return list(dict.fromkeys(losses))
 
 
-def fgsm_options(*, mode: str, target: str, empty: str, precision: str) -> tuple[str, str, str, str]:
-    """The options every attack shares, checked: (mode, target, empty, precision)."""
-    from core.attacks import MODES, PRECISIONS, TARGETS
-    from core.metrics import EMPTY_POLICIES
+def attack_config(*, method: str = "fgsm", eps: str = "0.009", all_slices: bool = False, **values):
+    """The one ``core.attack_config.AttackConfig`` from the command line's values (strings lower-cased),
+    or a one-line error naming the bad value. ``all_slices`` scores slices without organs too."""
+    from core.attack_config import AttackConfig
 
-    return (
-        choice(mode, MODES, "mode"),
-        choice(target, TARGETS, "target"),
-        choice(empty, EMPTY_POLICIES, "empty-organ policy"),
-        choice(precision, PRECISIONS, "precision"),
-    )
-
-
-def attack_config(*, method: str, loss: str, eps: str, mode: str, target: str, steps: int, empty: str,
-                  all_slices: bool, seed: int = 0, precision: str = "fp32"):
-    """A checked ``core.evaluation.AttackConfig`` from the command line's strings."""
-    from core.attacks import METHODS
-    from core.evaluation import AttackConfig
-    from core.losses import LOSS_NAMES
-
-    method = choice(method, METHODS, "method")
-    loss = choice(loss, LOSS_NAMES, "loss")
-    mode, target, empty, precision = fgsm_options(mode=mode, target=target, empty=empty, precision=precision)
-    if steps < 1:
-        fail(f"--steps {steps} must be at least 1")
-    if mode == "paper" and method != "fgsm":
-        fail(f"--mode paper is the paper's FGSM formula; it does not apply to --method {method}")
-    try:
-        return AttackConfig(
-            method=method, loss=loss, eps=parse_eps(eps), mode=mode, target=target, steps=steps, empty=empty,
-            score="all" if all_slices else "nonempty", seed=seed, precision=precision,
-        )
-    except ValueError as exc:
-        fail(_one_line(exc))
+    values = {key: value.strip().lower() if isinstance(value, str) else value for key, value in values.items()}
+    with user_errors():
+        return AttackConfig(method=method.strip().lower(), eps=parse_eps(eps), score="all" if all_slices else "nonempty",
+                            **values)
 
 
 def check_batch_size(batch_size: int) -> int:
@@ -205,7 +194,7 @@ class LoadedCheckpoint:
         return str(self.meta.get("title") or self.meta.get("model") or self.path.stem)
 
 
-def load_checkpoint(path: Path | None, device: str = "cpu", model_name: str | None = None) -> LoadedCheckpoint:
+def load_checkpoint(path: Path | None, device="auto", model_name: str | None = None) -> LoadedCheckpoint:
     """The checkpoint at ``path`` (None: the bundled demo checkpoint), or a one-line error.
 
     ``model_name`` names the registry model of foreign ``.pt`` / ``.pth`` / ``.bin`` weights."""
@@ -221,7 +210,7 @@ def load_checkpoint(path: Path | None, device: str = "cpu", model_name: str | No
     path = Path(path).expanduser()
     if not path.is_file():
         fail(f"checkpoint {str(path)!r} does not exist" if not path.exists() else f"checkpoint {str(path)!r} is not a file")
-    device = check_device(device)
+    device = resolve_device(device) if isinstance(device, str) else device
     try:
         model, meta = load(path, device=device, model_name=model_name)
     except CheckpointError as exc:
@@ -231,16 +220,12 @@ def load_checkpoint(path: Path | None, device: str = "cpu", model_name: str | No
     return LoadedCheckpoint(path, model, meta)
 
 
-def check_device(device: str) -> str:
-    import torch
+def resolve_device(device: str):
+    """``core.devices.resolve_device`` (the one device rule), or a one-line error naming the devices."""
+    from core.devices import resolve_device as resolve
 
-    try:
-        parsed = torch.device(device)
-    except RuntimeError:
-        fail(f"unknown --device {device!r}; use cpu, cuda or cuda:N")
-    if parsed.type == "cuda" and not torch.cuda.is_available():
-        fail(f"--device {device!r}: CUDA is not available on this machine")
-    return device
+    with user_errors():
+        return resolve(device)
 
 
 def open_data(data: Path | None):
@@ -268,24 +253,11 @@ def open_data(data: Path | None):
 
 
 def select_records(dataset, split: str, *, all_slices: bool = False, limit: int | None = None) -> list:
-    """The slices a command scores: a split by case (test by default), only slices with organs unless
-    ``all_slices`` (as the paper scored), and at most ``limit`` of them."""
-    from core.data import with_organs
+    """``core.data.select_slices`` for the command line's --split / --all-slices / --limit."""
+    from core.data import select_slices
 
-    split = choice(split, SPLITS, "split")
-    if limit is not None and limit < 1:
-        fail(f"--limit {limit} must be at least 1")
-    if split == "all":
-        records = list(dataset)
-    else:
-        train, test = dataset.split()
-        records = test if split == "test" else train
-    if not all_slices:
-        records = with_organs(records)
-    if not records:
-        what = "slices" if all_slices else "slices with organs"
-        fail(f"the {split} split of {str(dataset.root)!r} has no {what}")
-    return records[:limit] if limit else records
+    with user_errors():
+        return select_slices(dataset, split.strip().lower(), organs_only=not all_slices, limit=limit)
 
 
 def _one_line(exc: BaseException) -> str:
@@ -297,13 +269,13 @@ def _one_line(exc: BaseException) -> str:
 
 @contextmanager
 def user_errors() -> Iterator[None]:
-    """Bad data or a bad checkpoint met while a command runs: one line naming the file, no traceback."""
-    from core.checkpoints import CheckpointError
-    from core.data import DataError
+    """A user error (``core.errors.SegadvError``: bad data, checkpoint or option) met while a command runs:
+    one line naming the file or value, no traceback."""
+    from core.errors import SegadvError
 
     try:
         yield
-    except (DataError, CheckpointError) as exc:
+    except SegadvError as exc:
         fail(_one_line(exc))
 
 

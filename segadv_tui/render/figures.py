@@ -57,6 +57,18 @@ class AttackPanels:
     dsc_clean: float | None = None
     dsc_adv: float | None = None
 
+    @classmethod
+    def from_result(cls, result, eps: float | None = None) -> "AttackPanels":
+        """The panels of a ``core.results.SliceResult`` that carries its pictures. The perturbation is
+        scaled by ``eps``, or by the realised L-inf where that is larger (the paper's mode reaches 2 eps)."""
+        pictures = result.pictures
+        scale = max(result.eps if eps is None else eps, result.linf) or None
+        return cls(
+            image=pictures.image, adversarial=pictures.adversarial, truth=pictures.reference,
+            clean_prediction=pictures.clean_prediction, adversarial_prediction=pictures.adversarial_prediction,
+            eps=scale, dsc_clean=result.mean_clean, dsc_adv=result.mean_adv,
+        )
+
     def pictures(self) -> dict[str, tuple[str, np.ndarray]]:
         """Panel key -> (title, uint8 RGB picture), the keys of ``PANEL_LAYOUT``."""
         image = np.asarray(self.image, dtype=np.float32)

@@ -34,10 +34,10 @@ class ScoresTable(DataTable):
             self.add_row(ROW_TITLES[row], *(Text("…", justify="right"),) * 3, key=row)
 
     def show(self, frame: Frame) -> None:
-        values = {
-            organ: (frame.dsc_clean[i], frame.dsc_adv[i], frame.attack_success[i]) for i, organ in enumerate(ORGANS)
-        }
-        values["mean"] = (frame.mean_clean, frame.mean_adv, frame.mean_attack_success)
+        result = frame.result
+        success = result.attack_success
+        values = {organ: (result.dsc_clean[i], result.dsc_adv[i], success[i]) for i, organ in enumerate(ORGANS)}
+        values["mean"] = (result.mean_clean, result.mean_adv, result.mean_attack_success)
         for row, (clean, adv, success) in values.items():
             for column, value in (("clean", clean), ("adv", adv), ("as", success)):
                 self.update_cell(row, column, Text(format_score(value), justify="right"))
@@ -118,5 +118,5 @@ class ScoresPanel(Vertical):
         self.query_one(ScoresTable).show(frame)
         step = f"step {frame.seconds * 1000:.0f} ms" if self.show_timings else "step –"
         self.query_one("#scores-status", Static).update(
-            f"eps {frame.settings.eps:.3f} · L∞ {frame.linf:.4f} · L2 {frame.l2:.2f} · {step}", layout=False
+            f"eps {frame.config.eps:.3f} · L∞ {frame.result.linf:.4f} · L2 {frame.result.l2:.2f} · {step}", layout=False
         )

@@ -16,23 +16,19 @@ from textual.widgets import DataTable, Footer, Header, ProgressBar, Static
 from textual.worker import Worker, WorkerState, get_current_worker
 
 from core.names import LOSS_NAMES
-from segadv_tui.explorer import AttackSettings, attack_config
+from core.attack_config import AttackConfig
 from segadv_tui.messages import Progressed, TableIIFinished
 from segadv_tui.render.tables import Table, table_ii_table
 
 
-def run_table_ii(models, records, settings: AttackSettings, losses, *, device, progress, should_stop):
-    """``core.evaluation.table_ii`` with the explorer's attack settings, for each (label, model, meta)."""
+def run_table_ii(models, records, settings: AttackConfig, losses, *, device, progress, should_stop):
+    """``core.evaluation.table_ii`` with the explorer's attack, for each (label, model, meta)."""
     from core.evaluation import table_ii
 
-    config = attack_config(settings)
-    return table_ii(
-        models, records, losses, config.eps, method=config.method, steps=config.steps, mode=config.mode,
-        target=config.target, empty=config.empty, device=device, progress=progress, should_stop=should_stop,
-    )
+    return table_ii(models, records, losses, settings, device=device, progress=progress, should_stop=should_stop)
 
 
-def as_table(result, settings: AttackSettings, slices: int) -> Table:
+def as_table(result, settings: AttackConfig, slices: int) -> Table:
     """The paper's layout, with each attack's success next to its DSC."""
     title = f"Table II: mean DSC over {slices} test slices with organs, {settings.label}"
     return table_ii_table(result, title=title, with_success=True)
@@ -94,7 +90,7 @@ class TableIIScreen(Screen):
         return any(w.group == "table2" and w.is_running for w in self.workers)
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="table2", name="Table II")
-    def _run(self, models, records, settings: AttackSettings) -> None:
+    def _run(self, models, records, settings: AttackConfig) -> None:
         from core.attacks import AttackCancelled
 
         worker = get_current_worker()
