@@ -41,8 +41,10 @@ from core.names import MODES, TARGETS  # noqa: F401  (re-exported)
 from core.organs import ORGANS
 
 StopCheck = Callable[[], bool]
-# on_step(step, steps, adversarial): an iterative attack's progress, for live views (step is 1-based).
-StepCallback = Callable[[int, int, torch.Tensor], None]
+# on_step(step, steps, iterate, logits, loss): an iterative attack's progress, for live views. Called
+# once per step with the iterate the step starts from (step 0: the start point), its fp32 logits and its
+# per-image objective, all computed anyway for the step's gradient, so watching costs no extra pass.
+StepCallback = Callable[[int, int, torch.Tensor, torch.Tensor, torch.Tensor], None]
 
 
 class AttackCancelled(Exception):
@@ -300,12 +302,13 @@ def _iterate(model, image, start, eps, steps, step_size, objective, direction, s
                     with precision_autocast(x.device, attempt):
                         logits = model(x)
                     logits = logits.float()
-                    grad = _input_gradient(objective(logits).sum(), logits, x, attempt)
+                    values = objective(logits)
+                    grad = _input_gradient(values.sum(), logits, x, attempt)
                     if grad is not None:
                         break
-            adversarial = torch.minimum(torch.maximum(x.detach() + direction * alpha * grad.sign(), lower), upper)
             if on_step is not None:
-                on_step(step + 1, steps, adversarial)
+                on_step(step, steps, x.detach(), logits.detach(), values.detach())
+            adversarial = torch.minimum(torch.maximum(x.detach() + direction * alpha * grad.sign(), lower), upper)
     return adversarial.detach()
 
 

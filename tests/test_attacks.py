@@ -375,7 +375,14 @@ def test_predict_scores_a_train_mode_model_in_eval_mode_and_leaves_it_as_it_was(
 def test_iterative_attacks_report_each_step_and_take_a_precision(model, batch):
     image, target = batch
     seen = []
-    adversarial = pgd(model, image[:1], target[:1], 0.01, steps=3, precision="bf16",
-                      generator=torch.Generator().manual_seed(0), on_step=lambda step, steps, x: seen.append((step, steps, x)))
-    assert [(step, steps) for step, steps, _ in seen] == [(1, 3), (2, 3), (3, 3)]
-    assert torch.equal(seen[-1][2], adversarial) and (adversarial - image[:1]).abs().max() <= 0.01 + 1e-6
+    adversarial = pgd(model, image[:1], target[:1], 0.01, steps=3, precision="bf16", loss="dice",
+                      generator=torch.Generator().manual_seed(0), on_step=lambda *state: seen.append(state))
+    assert [(step, steps) for step, steps, *_ in seen] == [(0, 3), (1, 3), (2, 3)]
+    for _, _, iterate, logits, loss in seen:  # each step's own iterate, its logits and its objective
+        assert (iterate - image[:1]).abs().max() <= 0.01 + 1e-6
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+            torch.testing.assert_close(logits, model(iterate).float())
+        from core.losses import per_image_loss
+
+        torch.testing.assert_close(loss, per_image_loss("dice", logits, target[:1]))
+    assert (adversarial - image[:1]).abs().max() <= 0.01 + 1e-6

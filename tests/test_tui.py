@@ -356,3 +356,38 @@ def test_bad_arguments_are_one_line_before_start(tmp_path):
         output = " ".join(result.output.split())
         assert result.exit_code == 2, arguments
         assert expected in output and "Traceback" not in output
+
+
+@pilot_test
+async def test_a_live_pgd_run_repaints_while_it_runs_and_a_key_cancels_it(tiny_demo, checkpoint):
+    """Every PGD step repaints (interval 0 here); the run is held at its third step while + is pressed:
+    it gives up at its next check, its frame never arrives, and the new eps is computed and shown."""
+    at_step_two, release = threading.Event(), threading.Event()
+
+    def hold(live) -> None:
+        if live.config.eps == pytest.approx(0.009) and live.step == 2:
+            at_step_two.set()
+            assert release.wait(timeout=60)
+
+    app = make_app(tiny_demo, checkpoint, live_interval=0.0, live_hook=hold)
+    async with app.run_test(size=SIZE) as pilot:
+        await first_frame(pilot, app)
+        app.set_settings(app.settings.replace(method="pgd", steps=6))
+        while not at_step_two.is_set():
+            await pilot.pause()
+        for _ in range(2000):  # the worker is held: wait for the UI thread alone, not for the workers
+            if app.live_steps == 3:
+                break
+            await pilot.pause()
+        assert app.live_steps == 3  # steps 0, 1 and 2 repainted
+        assert app.frame.config.method == "fgsm"  # the PGD frame itself has not arrived: these were live
+        live_line = str(app.query_one("#scores-live").render())
+        assert live_line.startswith("PGD 2/6") and "DSC" in live_line and "loss" in live_line
+        computed = app.explorer.computations
+        await pilot.press("plus")
+        release.set()
+        await settle(pilot, app)
+        assert app.frame.config.method == "pgd" and app.frame.config.eps == pytest.approx(0.010)
+        assert app.explorer.computations == computed + 1  # the held run was abandoned, not finished
+        assert str(app.query_one("#scores-live").render()).startswith("PGD 6/6")
+        assert app.live.config.eps == pytest.approx(0.010) and len(app.live.mean_dsc) == 6
