@@ -1,5 +1,6 @@
 """Adversarial attacks on the organ segmenters: FGSM (textbook and the paper's variant), BIM, PGD and a
-targeted "erase organs" attack, plus the gradient cache and the eps sweep built on it.
+targeted "erase organs" attack, the registry's runners (``core.attack_config.METHODS``), and the gradient
+cache and batched adversarial forward passes that ``core.evaluation.sweep`` builds on.
 
 Images are (N, 1, H, W) in [0, 1], targets (N, 3, H, W) 0/1 masks (the ground truth, or the model's
 own clean prediction from ``core.metrics.predict``). Gradients are taken with ``torch.autograd.grad``
@@ -18,7 +19,7 @@ FGSM modes:
   can reach 2 eps (``(1 - eps) x`` shrinks the image too), so results always report it.
 
 sign(grad) does not depend on eps: ``GradientCache`` keeps it per (checkpoint, slice, loss, target,
-mode), and ``sweep`` turns one backward pass per image into any number of eps values with batched
+mode), and ``core.evaluation.sweep`` turns one backward pass per image into any number of eps values with batched
 forward passes.
 """
 
@@ -34,7 +35,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from core.attack_config import PRECISIONS, AttackConfig, check_eps  # noqa: F401  (check_eps re-exported)
+from core.attack_config import PRECISIONS, AttackConfig, check_eps
 from core.errors import OptionError, check_choice
 from core.losses import check_loss, per_image_loss
 from core.names import MODES, TARGETS  # noqa: F401  (re-exported)
