@@ -24,6 +24,8 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import Footer, Header, Static
 from textual.worker import Worker, WorkerState, get_current_worker
 
+from core.errors import SegadvError
+from segadv_tui.bug_report import bug_message, one_line, write_bug_report
 from segadv_tui.settings import (
     EPS_STEP_COARSE, EPS_STEP_FINE, AttackSettings, Curve, Frame, SliceData, clamp_eps, load_slice_data,
 )
@@ -461,13 +463,17 @@ class SegadvApp(App):
         if event.state != WorkerState.ERROR:
             return
         worker = event.worker
-        error = worker.error
         if worker.group in ("scan", "load", "frame"):
             self.query_one("#images").loading = False
-        message = str(error) or type(error).__name__
-        if not isinstance(error, (ValueError, OSError)):
-            message = f"{type(error).__name__}: {message}"
-        self.notify(f"{worker.name} failed: {message}", severity="error", timeout=10)
+        self.report_worker_error(worker.name, worker.error)
+
+    def report_worker_error(self, task: str, error: BaseException) -> None:
+        """A notification, and the app keeps running: bad input says what is wrong; anything else is a
+        bug, with its traceback in a log file (as the CLI reports it)."""
+        if isinstance(error, SegadvError):
+            self.notify(f"{task} failed: {one_line(error)}", severity="error", timeout=10)
+        else:
+            self.notify(f"{task} failed: {bug_message(error, write_bug_report(error))}", severity="error", timeout=20)
 
     # -- screens, exports and misc ---------------------------------------------------------------
 
@@ -529,13 +535,14 @@ class SegadvApp(App):
 
     @work(thread=True, exit_on_error=False, group="export", name="Exporting the figure")
     def _export_figure(self, frame: Frame) -> None:
-        from segadv_tui.render.figures import attack_figure, save_png
+        from core.files import write_png
+        from segadv_tui.render.figures import attack_figure
 
         checkpoint = self.checkpoint_entry.path.stem if self.checkpoint_entry else "model"
         name = f"{frame.slice_id}_{checkpoint}_{frame.settings.method}_{frame.settings.loss.replace('+', '-')}" \
                f"_eps{frame.settings.eps:.3f}.png"
         caption = f"{checkpoint} · {frame.slice_id} · {frame.settings.label} · L-inf {frame.linf:.4f}"
-        path = save_png(attack_figure(self._attack_panels(frame), caption), self.export_dir / name)
+        path = write_png(self.export_dir / name, attack_figure(self._attack_panels(frame), caption))
         self.call_from_thread(self.notify, f"Saved {path}")
 
     def action_export_scores(self) -> None:
@@ -547,7 +554,7 @@ class SegadvApp(App):
         stem = f"{self.frame.slice_id}_{self.frame.settings.method}_eps{self.frame.settings.eps:.3f}_scores"
         try:
             paths = save_tables(scores_table(self.frame), self.export_dir / stem)
-        except OSError as exc:
+        except SegadvError as exc:  # the message names the file
             self.notify(f"Could not export the scores: {exc}", severity="error")
             return
         self.notify("Saved " + ", ".join(str(p) for p in paths))

@@ -12,6 +12,7 @@ from typing import Optional
 
 import typer
 
+from core.files import csv_cell
 from segadv_tui.cli import app, console, fail
 from segadv_tui.cli._common import (
     SPLITS,
@@ -77,9 +78,9 @@ def attack(
 ) -> None:
     """Attack a checkpoint over a data split: DSC clean vs adversarial per organ, attack success, realised L-inf / L2."""
     from segadv_tui.cli._common import (
-        attack_config, check_outputs, load_checkpoint, open_data, progress_bar, select_records, user_errors, write_csv,
-        write_json,
+        attack_config, check_outputs, load_checkpoint, open_data, progress_bar, select_records,
     )
+    from core.files import write_csv, write_json
 
     config = attack_config(
         method=method, loss=loss, eps=eps, mode=mode, target=target, steps=steps, empty=empty,
@@ -94,7 +95,7 @@ def attack(
 
     from core.evaluation import evaluate
 
-    with user_errors(), progress_bar(f"{config.method.upper()} {config.loss} eps {config.eps:g}") as progress:
+    with progress_bar(f"{config.method.upper()} {config.loss} eps {config.eps:g}") as progress:
         result = evaluate(
             loaded.model, records, loaded.img_size, config, batch_size=batch_size, device=device, progress=progress
         )
@@ -159,15 +160,10 @@ def attack_rows(result) -> tuple[list[str], list[list]]:
         for per_organ, mean in (
             (row.dsc_clean, row.mean_clean), (row.dsc_adv, row.mean_adv), (row.attack_success, row.mean_attack_success),
         ):
-            cells += [_cell(per_organ[organ]) for organ in ORGANS] + [_cell(mean)]
-        cells += [_cell(row.linf), _cell(row.l2), _cell(row.zero_grad_fraction)]
+            cells += [csv_cell(per_organ[organ]) for organ in ORGANS] + [csv_cell(mean)]
+        cells += [csv_cell(row.linf), csv_cell(row.l2), csv_cell(row.zero_grad_fraction)]
         rows.append(cells)
     return header, rows
-
-
-def _cell(value) -> float | str:
-    """A CSV cell: full precision (repr), empty where undefined."""
-    return "" if value is None else float(value)
 
 
 @app.command()
@@ -194,8 +190,9 @@ def sweep(
     """FGSM DSC and attack success against eps, per loss: one gradient per slice and loss serves every eps."""
     from segadv_tui.cli._common import (
         check_outputs, fgsm_options, load_checkpoint, open_data, parse_eps_list, parse_losses, progress_bar,
-        select_records, user_errors, write_csv, write_json, write_png,
+        select_records,
     )
+    from core.files import write_csv, write_json, write_png
     from segadv_tui.render.figures import sweep_plot
 
     eps_values = parse_eps_list(eps)
@@ -213,7 +210,7 @@ def sweep(
 
     from core.evaluation import evaluate_sweep
 
-    with user_errors(), progress_bar(f"sweep {len(eps_values)} eps x {len(loss_names)} losses") as progress:
+    with progress_bar(f"sweep {len(eps_values)} eps x {len(loss_names)} losses") as progress:
         result = evaluate_sweep(
             loaded.model, records, loaded.img_size, eps_values, loss_names, mode=mode, target=target, empty=empty,
             score="all" if all_slices else "nonempty", batch_size=batch_size, device=device, precision=precision,
@@ -227,22 +224,18 @@ def sweep(
     from core.losses import LOSS_TITLES
 
     dsc = {
-        LOSS_TITLES[loss]: [_nan(result.entry(loss, e).summary.mean_adv) for e in result.eps_values] for loss in result.losses
+        LOSS_TITLES[loss]: [result.entry(loss, e).summary.mean_adv for e in result.eps_values] for loss in result.losses
     }
     success = {
-        LOSS_TITLES[loss]: [_nan(result.entry(loss, e).summary.mean_attack_success) for e in result.eps_values]
+        LOSS_TITLES[loss]: [result.entry(loss, e).summary.mean_attack_success for e in result.eps_values]
         for loss in result.losses
     }
     caption = (
         f"{loaded.path.name}: {loaded.title}; FGSM {mode}, target {target}; {len(records)} {split} slices"
         f"{'' if all_slices else ' with organs'}; empty organs: {empty}"
     )
-    write_png(sweep_plot(result.eps_values, dsc, success, caption=caption), png_path)
+    write_png(png_path, sweep_plot(result.eps_values, dsc, success, caption=caption))
     console.print(f"wrote {json_path}, {csv_path}, {png_path}", highlight=False, soft_wrap=True)
-
-
-def _nan(value) -> float:
-    return float("nan") if value is None else float(value)
 
 
 def _sweep_table(result, loaded):
@@ -282,10 +275,10 @@ def sweep_rows(result) -> tuple[list[str], list[list]]:
     for entry in result.entries:
         s = entry.summary
         rows.append(
-            [entry.loss, entry.eps, _cell(s.mean_clean), _cell(s.mean_adv), _cell(s.mean_attack_success)]
-            + [_cell(s.dsc_adv[organ]) for organ in ORGANS]
-            + [_cell(s.attack_success[organ]) for organ in ORGANS]
-            + [_cell(s.linf_max), _cell(s.linf_mean), _cell(s.l2_mean), s.scored]
+            [entry.loss, entry.eps, csv_cell(s.mean_clean), csv_cell(s.mean_adv), csv_cell(s.mean_attack_success)]
+            + [csv_cell(s.dsc_adv[organ]) for organ in ORGANS]
+            + [csv_cell(s.attack_success[organ]) for organ in ORGANS]
+            + [csv_cell(s.linf_max), csv_cell(s.linf_mean), csv_cell(s.l2_mean), s.scored]
         )
     return header, rows
 
@@ -314,8 +307,8 @@ def table(
     """The paper's Table II: parameters, clean DSC and DSC after FGSM with each loss; the best attack in bold."""
     from segadv_tui.cli._common import (
         check_outputs, fgsm_options, load_checkpoint, open_data, parse_eps, parse_losses, progress_bar, select_records,
-        user_errors, write_csv, write_json, write_text_atomic,
     )
+    from core.files import write_csv, write_json, write_text
     from segadv_tui.render.tables import table_ii_table
 
     eps_value = parse_eps(eps)
@@ -331,7 +324,7 @@ def table(
     from core.evaluation import table_ii
 
     models = [(item.path.name, item.model, item.meta) for item in loaded]
-    with user_errors(), progress_bar(f"Table II: {len(models)} model(s) x {len(loss_names)} losses") as progress:
+    with progress_bar(f"Table II: {len(models)} model(s) x {len(loss_names)} losses") as progress:
         result = table_ii(
             models, records, loss_names, eps_value, mode=mode, target=target, empty=empty,
             score="all" if all_slices else "nonempty", batch_size=batch_size, device=device, precision=precision,
@@ -344,7 +337,7 @@ def table(
     formatted = table_ii_table(result, caption=caption)
     console.print(formatted.to_rich(title="Table II"))
     if md_path is not None:
-        write_text_atomic(md_path, formatted.to_markdown())
+        write_text(md_path, formatted.to_markdown())
         console.print(f"wrote {md_path}", highlight=False, soft_wrap=True)
     if csv_path is not None:
         write_csv(csv_path, *table_ii_csv(result, loaded))
@@ -362,8 +355,8 @@ def table_ii_csv(result, loaded) -> tuple[list[str], list[list]]:
     header = ["model", "title", "checkpoint", "parameters", "dsc_clean"] + [f"dsc_fgsm_{loss}" for loss in result.losses]
     header += ["best_loss"]
     rows = [
-        [item.meta.get("model"), row.title, str(item.path), row.params, _cell(row.dsc_clean)]
-        + [_cell(row.dsc_adv[loss]) for loss in result.losses]
+        [item.meta.get("model"), row.title, str(item.path), row.params, csv_cell(row.dsc_clean)]
+        + [csv_cell(row.dsc_adv[loss]) for loss in result.losses]
         + [row.best_loss or ""]
         for row, item in zip(result.rows, loaded)
     ]
@@ -391,8 +384,9 @@ def figure(
 ) -> None:
     """A PNG like the paper's figures 5-8: input, adversarial input, perturbation, truth, predictions, differences."""
     from segadv_tui.cli._common import (
-        attack_config, check_outputs, load_checkpoint, open_data, user_errors, write_png,
+        attack_config, check_outputs, load_checkpoint, open_data,
     )
+    from core.files import write_png
     from segadv_tui.render.figures import attack_figure
     from segadv_tui.render.tables import number
 
@@ -405,10 +399,7 @@ def figure(
     dataset = open_data(data)
     record = _find_slice(dataset, slice_id)
 
-    with user_errors():
-        panels, mean_clean, mean_adv, success, linf = _attack_figure_panels(
-            loaded.model, record, loaded.img_size, config, device
-        )
+    panels, mean_clean, mean_adv, success, linf = _attack_figure_panels(loaded.model, record, loaded.img_size, config, device)
     caption = (
         f"{loaded.path.name}: {loaded.title} | slice {record.id} | {_method_label(config)}, {config.loss} loss | "
         f"eps {config.eps:g} | target {config.target} | "
@@ -416,7 +407,7 @@ def figure(
     )
     image = attack_figure(panels, caption)
     out = out or DEFAULT_OUT_DIR / f"figure-{record.id}-{config.method}-{config.loss}-eps{config.eps:g}.png"
-    write_png(image, out)
+    write_png(out, image)
     console.print(
         f"wrote {out} ({image.width} x {image.height}): slice {record.id}, mean DSC {number(mean_clean)} -> "
         f"{number(mean_adv)}, AS {number(success)}, realised L-inf {number(linf)}",

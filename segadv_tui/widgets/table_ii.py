@@ -15,15 +15,17 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, ProgressBar, Static
 from textual.worker import Worker, WorkerState, get_current_worker
 
+from core.errors import SegadvError
 from core.names import LOSS_NAMES
-from segadv_tui.explorer import AttackSettings, attack_config
 from segadv_tui.messages import Progressed, TableIIFinished
 from segadv_tui.render.tables import Table, table_ii_table
+from segadv_tui.settings import AttackSettings
 
 
 def run_table_ii(models, records, settings: AttackSettings, losses, *, device, progress, should_stop):
     """``core.evaluation.table_ii`` with the explorer's attack settings, for each (label, model, meta)."""
     from core.evaluation import table_ii
+    from segadv_tui.explorer import attack_config  # torch: in the worker, never on the UI thread
 
     config = attack_config(settings)
     return table_ii(
@@ -127,7 +129,7 @@ class TableIIScreen(Screen):
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         if event.worker.group == "table2" and event.state == WorkerState.ERROR:
             self.query_one("#table2-status", Static).update("failed")
-            self.notify(f"Table II failed: {event.worker.error}", severity="error", timeout=10)
+            self.explorer_app.report_worker_error("Table II", event.worker.error)
             event.stop()
 
     def action_cancel(self) -> None:
@@ -150,7 +152,7 @@ class TableIIScreen(Screen):
         stem = self.explorer_app.export_dir / f"table_ii_{self.settings.method}_eps{self.settings.eps:.3f}"
         try:
             paths = save_tables(self.table, stem)
-        except OSError as exc:
+        except SegadvError as exc:  # the message names the file
             self.notify(f"Could not export: {exc}", severity="error")
             return
         self.notify("Saved " + ", ".join(str(p) for p in paths))
