@@ -248,3 +248,10 @@ def test_metadata_is_json_in_the_safetensors_header(tmp_path, small):
     header_len = int.from_bytes(raw[:8], "little")
     header = json.loads(raw[8:8 + header_len])
     assert json.loads(header["__metadata__"]["classes"]) == list(ORGANS)
+
+
+def test_the_bundled_checkpoint_names_the_path_it_ships_at():
+    from core.paths import demo_checkpoint
+
+    meta = read_checkpoint_meta(demo_checkpoint())
+    assert meta["train_args"]["out"] == "checkpoints/demo_small.safetensors" and meta["epoch"] == 16
