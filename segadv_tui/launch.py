@@ -12,7 +12,7 @@ from typing import Optional
 
 import typer
 
-from segadv_tui.cli import fail
+from segadv_tui.cli import fail, run
 
 command = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 
@@ -93,4 +93,4 @@ def _demo_data() -> Path:
 
 
 def main() -> None:
-    command()
+    run(command)  # the CLI's error path: bad input is one line and exit 2, a bug names its log file

@@ -59,6 +59,15 @@ def test_usage_errors_stay_one_line_and_exit_2(tmp_path):
     assert line.startswith("error:") and "--no-such-option" in line
 
 
+def test_segadv_tui_takes_the_same_path_before_the_app_starts(tmp_path):
+    code = "from segadv_tui.launch import main\nmain()"
+    for args, named in ((["--graphics", "ascii"], "'ascii'"), (["--no-such-option"], "--no-such-option")):
+        result = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, cwd=tmp_path)
+        assert result.returncode == 2
+        (line,) = result.stderr.strip().splitlines()
+        assert line.startswith("error:") and named in line
+
+
 def test_the_state_folder_follows_segadv_state_then_xdg(monkeypatch, tmp_path):
     monkeypatch.setenv("SEGADV_STATE", str(tmp_path / "mine"))
     assert state_dir() == tmp_path / "mine"

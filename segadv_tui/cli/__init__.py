@@ -85,15 +85,21 @@ def _register_commands() -> None:
 
 def main() -> None:
     _register_commands()
+    run(app)
+
+
+def run(command: typer.Typer) -> NoReturn:
+    """Run a Typer app (``segadv``, or ``segadv-tui``'s launcher) as a program, each error reported once."""
     try:
         # Not standalone: usage errors come back to us and are shown as one line, not a box.
-        code = app(standalone_mode=False)
+        code = command(standalone_mode=False)
     except TyperException as exc:  # usage errors: unknown command, bad option value
         ctx = getattr(exc, "ctx", None)
         hint = f" (see: {ctx.command_path} --help)" if ctx is not None else ""
-        print_error(f"{exc.format_message()}{hint}")
+        if exc.format_message():  # empty after no_args_is_help has printed the help
+            print_error(f"{exc.format_message()}{hint}")
         sys.exit(exc.exit_code or 2)
-    except SegadvError as exc:  # raised outside a subcommand (the _Commands group handles those)
+    except SegadvError as exc:  # raised outside _Commands (segadv-tui's launcher, option parsing)
         print_error(one_line(exc))
         sys.exit(2)
     except (KeyboardInterrupt, typer.Abort):
