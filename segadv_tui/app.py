@@ -470,10 +470,12 @@ class SegadvApp(App):
     def report_worker_error(self, task: str, error: BaseException) -> None:
         """A notification, and the app keeps running: bad input says what is wrong; anything else is a
         bug, with its traceback in a log file (as the CLI reports it)."""
+        # markup=False: a message is arbitrary text ("[0, 1]", paths), never Textual markup.
         if isinstance(error, SegadvError):
-            self.notify(f"{task} failed: {one_line(error)}", severity="error", timeout=10)
+            self.notify(f"{task} failed: {one_line(error)}", severity="error", timeout=10, markup=False)
         else:
-            self.notify(f"{task} failed: {bug_message(error, write_bug_report(error))}", severity="error", timeout=20)
+            self.notify(f"{task} failed: {bug_message(error, write_bug_report(error))}", severity="error", timeout=20,
+                        markup=False)
 
     # -- screens, exports and misc ---------------------------------------------------------------
 
@@ -555,7 +557,7 @@ class SegadvApp(App):
         try:
             paths = save_tables(scores_table(self.frame), self.export_dir / stem)
         except SegadvError as exc:  # the message names the file
-            self.notify(f"Could not export the scores: {exc}", severity="error")
+            self.notify(f"Could not export the scores: {exc}", severity="error", markup=False)
             return
         self.notify("Saved " + ", ".join(str(p) for p in paths))
 

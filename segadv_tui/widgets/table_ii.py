@@ -153,6 +153,6 @@ class TableIIScreen(Screen):
         try:
             paths = save_tables(self.table, stem)
         except SegadvError as exc:  # the message names the file
-            self.notify(f"Could not export: {exc}", severity="error")
+            self.notify(f"Could not export: {exc}", severity="error", markup=False)
             return
         self.notify("Saved " + ", ".join(str(p) for p in paths))
