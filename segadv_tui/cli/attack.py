@@ -12,7 +12,6 @@ from typing import Optional
 
 import typer
 
-from core.files import csv_cell
 from segadv_tui.cli import app, console, fail
 from segadv_tui.cli._common import (
     SPLITS,
@@ -77,10 +76,10 @@ def attack(
     csv_path: Optional[Path] = typer.Option(None, "--csv", help="Write one row per slice as CSV."),
 ) -> None:
     """Attack a checkpoint over a data split: DSC clean vs adversarial per organ, attack success, realised L-inf / L2."""
+    from core.files import write_csv, write_json
     from segadv_tui.cli._common import (
         attack_config, check_outputs, load_checkpoint, open_data, progress_bar, select_records,
     )
-    from core.files import write_csv, write_json
 
     config = attack_config(
         method=method, loss=loss, eps=eps, mode=mode, target=target, steps=steps, empty=empty,
@@ -160,8 +159,8 @@ def attack_rows(result) -> tuple[list[str], list[list]]:
         for per_organ, mean in (
             (row.dsc_clean, row.mean_clean), (row.dsc_adv, row.mean_adv), (row.attack_success, row.mean_attack_success),
         ):
-            cells += [csv_cell(per_organ[organ]) for organ in ORGANS] + [csv_cell(mean)]
-        cells += [csv_cell(row.linf), csv_cell(row.l2), csv_cell(row.zero_grad_fraction)]
+            cells += [per_organ[organ] for organ in ORGANS] + [mean]
+        cells += [row.linf, row.l2, row.zero_grad_fraction]
         rows.append(cells)
     return header, rows
 
@@ -188,11 +187,11 @@ def sweep(
     png_path: Optional[Path] = typer.Option(None, "--png", help="Plot of DSC and AS against eps (default OUT_DIR/sweep.png)."),
 ) -> None:
     """FGSM DSC and attack success against eps, per loss: one gradient per slice and loss serves every eps."""
+    from core.files import write_csv, write_json, write_png
     from segadv_tui.cli._common import (
         check_outputs, fgsm_options, load_checkpoint, open_data, parse_eps_list, parse_losses, progress_bar,
         select_records,
     )
-    from core.files import write_csv, write_json, write_png
     from segadv_tui.render.figures import sweep_plot
 
     eps_values = parse_eps_list(eps)
@@ -275,10 +274,10 @@ def sweep_rows(result) -> tuple[list[str], list[list]]:
     for entry in result.entries:
         s = entry.summary
         rows.append(
-            [entry.loss, entry.eps, csv_cell(s.mean_clean), csv_cell(s.mean_adv), csv_cell(s.mean_attack_success)]
-            + [csv_cell(s.dsc_adv[organ]) for organ in ORGANS]
-            + [csv_cell(s.attack_success[organ]) for organ in ORGANS]
-            + [csv_cell(s.linf_max), csv_cell(s.linf_mean), csv_cell(s.l2_mean), s.scored]
+            [entry.loss, entry.eps, s.mean_clean, s.mean_adv, s.mean_attack_success]
+            + [s.dsc_adv[organ] for organ in ORGANS]
+            + [s.attack_success[organ] for organ in ORGANS]
+            + [s.linf_max, s.linf_mean, s.l2_mean, s.scored]
         )
     return header, rows
 
@@ -305,10 +304,10 @@ def table(
     json_path: Optional[Path] = typer.Option(None, "--json", help="Write the table with per-organ summaries as JSON."),
 ) -> None:
     """The paper's Table II: parameters, clean DSC and DSC after FGSM with each loss; the best attack in bold."""
+    from core.files import write_csv, write_json, write_text
     from segadv_tui.cli._common import (
         check_outputs, fgsm_options, load_checkpoint, open_data, parse_eps, parse_losses, progress_bar, select_records,
     )
-    from core.files import write_csv, write_json, write_text
     from segadv_tui.render.tables import table_ii_table
 
     eps_value = parse_eps(eps)
@@ -355,8 +354,8 @@ def table_ii_csv(result, loaded) -> tuple[list[str], list[list]]:
     header = ["model", "title", "checkpoint", "parameters", "dsc_clean"] + [f"dsc_fgsm_{loss}" for loss in result.losses]
     header += ["best_loss"]
     rows = [
-        [item.meta.get("model"), row.title, str(item.path), row.params, csv_cell(row.dsc_clean)]
-        + [csv_cell(row.dsc_adv[loss]) for loss in result.losses]
+        [item.meta.get("model"), row.title, str(item.path), row.params, row.dsc_clean]
+        + [row.dsc_adv[loss] for loss in result.losses]
         + [row.best_loss or ""]
         for row, item in zip(result.rows, loaded)
     ]
@@ -383,10 +382,10 @@ def figure(
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="PNG file; default segadv-out/figure-SLICE-METHOD-LOSS-epsEPS.png."),
 ) -> None:
     """A PNG like the paper's figures 5-8: input, adversarial input, perturbation, truth, predictions, differences."""
+    from core.files import write_png
     from segadv_tui.cli._common import (
         attack_config, check_outputs, load_checkpoint, open_data,
     )
-    from core.files import write_png
     from segadv_tui.render.figures import attack_figure
     from segadv_tui.render.tables import number
 
