@@ -25,6 +25,8 @@ from textual.widgets import Footer, Header, Static
 from textual.worker import Worker, WorkerState, get_current_worker
 
 from core.attack_config import METHOD_LIST, AttackConfig
+from core.errors import SegadvError
+from segadv_tui.bug_report import bug_message, one_line, write_bug_report
 from segadv_tui.settings import EPS_STEP_COARSE, EPS_STEP_FINE, Curve, Frame, SliceData, load_slice_data
 from segadv_tui.messages import CheckpointsFound, CurveReady, DataReady, FrameReady, LiveStepReady, ModelLoaded
 from segadv_tui.palette import ExplorerCommands
@@ -493,13 +495,19 @@ class SegadvApp(App):
         if event.state != WorkerState.ERROR:
             return
         worker = event.worker
-        error = worker.error
         if worker.group in ("scan", "load", "frame"):
             self.query_one("#images").loading = False
-        message = str(error) or type(error).__name__
-        if not isinstance(error, (ValueError, OSError)):
-            message = f"{type(error).__name__}: {message}"
-        self.notify(f"{worker.name} failed: {message}", severity="error", timeout=10)
+        self.report_worker_error(worker.name, worker.error)
+
+    def report_worker_error(self, task: str, error: BaseException) -> None:
+        """A notification, and the app keeps running: bad input says what is wrong; anything else is a
+        bug, with its traceback in a log file (as the CLI reports it)."""
+        # markup=False: a message is arbitrary text ("[0, 1]", paths), never Textual markup.
+        if isinstance(error, SegadvError):
+            self.notify(f"{task} failed: {one_line(error)}", severity="error", timeout=10, markup=False)
+        else:
+            self.notify(f"{task} failed: {bug_message(error, write_bug_report(error))}", severity="error", timeout=20,
+                        markup=False)
 
     # -- screens, exports and misc ---------------------------------------------------------------
 
@@ -561,13 +569,14 @@ class SegadvApp(App):
 
     @work(thread=True, exit_on_error=False, group="export", name="Exporting the figure")
     def _export_figure(self, frame: Frame) -> None:
-        from segadv_tui.render.figures import attack_figure, save_png
+        from core.files import write_png
+        from segadv_tui.render.figures import attack_figure
 
         checkpoint = self.checkpoint_entry.path.stem if self.checkpoint_entry else "model"
         name = f"{frame.slice_id}_{checkpoint}_{frame.config.method}_{frame.config.loss.replace('+', '-')}" \
                f"_eps{frame.config.eps:.3f}.png"
         caption = f"{checkpoint} · {frame.slice_id} · {frame.config.label} · L-inf {frame.result.linf:.4f}"
-        path = save_png(attack_figure(self._attack_panels(frame), caption), self.export_dir / name)
+        path = write_png(self.export_dir / name, attack_figure(self._attack_panels(frame), caption))
         self.call_from_thread(self.notify, f"Saved {path}")
 
     def action_export_scores(self) -> None:
@@ -579,8 +588,8 @@ class SegadvApp(App):
         stem = f"{self.frame.slice_id}_{self.frame.config.method}_eps{self.frame.config.eps:.3f}_scores"
         try:
             paths = save_tables(scores_table(self.frame), self.export_dir / stem)
-        except OSError as exc:
-            self.notify(f"Could not export the scores: {exc}", severity="error")
+        except SegadvError as exc:  # the message names the file
+            self.notify(f"Could not export the scores: {exc}", severity="error", markup=False)
             return
         self.notify("Saved " + ", ".join(str(p) for p in paths))
 
