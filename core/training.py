@@ -35,7 +35,7 @@ from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Sampler
 
 from core.checkpoints import load_training_state, resume_path_for, save_checkpoint, save_training_state
-from core.devices import resolve_device
+from core.devices import describe_device, resolve_device
 from core.errors import SegadvError
 from core.models import REGISTRY, GrayscaleSegmenter, build_model, freeze_unused_parameters
 from core.organs import ORGANS
@@ -399,6 +399,8 @@ class _Run:
         }
         if config.resume is not None:
             state = self._restore(config.resume, model, optimizer, scheduler, scaler)
+            if config.schedule == "run":
+                _stretch_cosine(scheduler, config.epochs * steps_per_epoch)
             if state["sampler"] is None:  # a resume file from before sampler states were kept
                 state["sampler"] = _generator_state(generator)
             if self.dist.active:
@@ -411,7 +413,7 @@ class _Run:
             net = nn.parallel.DistributedDataParallel(model, device_ids=[self.device.index] if self.cuda else None)
 
         self.progress(TrainStart(
-            model=config.model, device=_device_name(self.device), world_size=self.dist.world_size,
+            model=config.model, device=describe_device(self.device), world_size=self.dist.world_size,
             train_slices=len(train_records), val_slices=len(val_records), epochs=config.epochs,
             start_epoch=state["epoch"], steps_per_epoch=steps_per_epoch, checkpoint=self.checkpoint,
             resume_path=self.resume_path,
@@ -590,6 +592,18 @@ def _make_scheduler(optimizer, schedule: str, total_steps: int):
     return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=t_max, eta_min=eta_min)
 
 
+def _stretch_cosine(scheduler, total_steps: int) -> None:
+    """A run resumed with more --epochs anneals to 0 at its new end: the cosine over ``total_steps``,
+    with the learning rate put where that cosine is now (the scheduler's steps are relative, so without
+    it a finished run would stay at 0, and one run past its old end would climb back up)."""
+    if scheduler.T_max == total_steps:
+        return
+    scheduler.T_max = total_steps
+    progress = math.cos(math.pi * scheduler.last_epoch / total_steps)
+    for group, base_lr in zip(scheduler.optimizer.param_groups, scheduler.base_lrs):
+        group["lr"] = scheduler.eta_min + (base_lr - scheduler.eta_min) * (1 + progress) / 2
+
+
 class _SkipSampler(Sampler[int]):
     """``sampler``'s order less its first ``skip`` indices: a resumed epoch leaves out the batches it
     already trained on (set ``skip`` before each epoch; it is read when the epoch's iteration starts)."""
@@ -635,12 +649,6 @@ def evaluate_dsc(model: nn.Module, loader: DataLoader, device: torch.device, amp
     result = {organ: float(value) for organ, value in zip(ORGANS, per_organ)}
     result["mean"] = float(per_organ.mean())
     return result
-
-
-def _device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return f"{device} ({torch.cuda.get_device_name(device)})"
-    return str(device)
 
 
 def _seed_everything(seed: int) -> None:

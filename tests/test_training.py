@@ -115,6 +115,16 @@ def test_interrupted_cli_says_how_to_resume_and_the_resumed_run_finishes(tiny_de
     assert read_checkpoint_meta(out)["epoch"] == 2
 
 
+def test_a_finished_run_resumed_with_more_epochs_anneals_over_the_longer_run(one_epoch_run, tiny_demo, tmp_path):
+    out = tmp_path / "longer.safetensors"
+    shutil.copy(resume_path_for(one_epoch_run[0]), resume_path_for(out))
+    events = []
+    train(quick_config(tiny_demo, out, epochs=2, resume=resume_path_for(out)), progress=events.append)
+    lrs = [e.lr for e in events if isinstance(e, Step)]
+    # The 1-epoch run had annealed to 0 over its 3 steps; steps 4 to 6 follow the cosine over 6 steps.
+    assert lrs == pytest.approx([3e-4 * (1 + math.cos(math.pi * step / 6)) / 2 for step in (4, 5, 6)], abs=1e-12)
+
+
 def test_a_nan_loss_stops_training_and_leaves_the_best_checkpoint_untouched(one_epoch_run, tiny_demo, tmp_path):
     best = tmp_path / "best.safetensors"
     shutil.copy(one_epoch_run[0], best)
