@@ -52,7 +52,7 @@ class Check:
         self.work = Path(args.work)
         self.img = 64 if args.quick else 224
         self.small_batch, self.big_batch = (2, 4) if args.quick else (16, 64)
-        self.ddp_slices, self.ddp_batch = (8, 4) if args.quick else (128, 32)
+        self.ddp_slices, self.ddp_batch = (8, 4) if args.quick else (64, 32)  # 2 steps per epoch
         self.sweep_limit = 16 if args.quick else 256
         self.timeout = args.timeout
         self.data = None

@@ -34,7 +34,7 @@ def train(
     resume: Optional[Path] = typer.Option(None, "--resume", help="Continue from a *.resume.pt written by an earlier run."),
     fp16_weights: bool = typer.Option(False, "--fp16-weights", help="Store the checkpoint's weights in fp16 (half the size)."),
     log_every: int = typer.Option(10, "--log-every", help="Report the loss every N steps (each report waits for the GPU)."),
-    dist_timeout: float = typer.Option(1800.0, "--dist-timeout", help="Seconds a torchrun process waits for the others before it gives up."),
+    dist_timeout: float = typer.Option(600.0, "--dist-timeout", help="Seconds a torchrun process waits for the others (rank 0 validates alone) before it gives up."),
 ) -> None:
     """Train a model of the paper (AdamW, cosine annealing, Dice + Focal loss, early stopping)."""
     if data is not None and not Path(data).expanduser().is_dir():
