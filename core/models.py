@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from core.organs import ORGANS
-from core.errors import SegadvError
+from core.errors import SegadvError, check_choice
 
 # Per-channel mean / std applied inside the model; "none" is what the paper's code did ([0, 1] input).
 NORMALISATIONS = {
@@ -58,8 +58,7 @@ class GrayscaleSegmenter(nn.Module):
 
     def __init__(self, net: nn.Module, spec: ModelSpec, normalisation: str = "none"):
         super().__init__()
-        if normalisation not in NORMALISATIONS:
-            raise ValueError(f"unknown normalisation {normalisation!r}; choose from {', '.join(NORMALISATIONS)}")
+        check_choice(normalisation, NORMALISATIONS, "normalisation")
         self.net = net
         self.spec = spec
         self.normalisation = normalisation
