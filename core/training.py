@@ -430,7 +430,9 @@ class _Run:
                     shuffled.set_epoch(epoch)
                 else:
                     generator.set_state(state["sampler"])  # this epoch's order (a no-op unless resuming)
-                skip = state["step"]  # steps this epoch already ran before an interrupt
+                # Steps this epoch already ran before an interrupt (capped: a state saved with fewer
+                # processes has more steps per epoch).
+                skip = min(state["step"], steps_per_epoch)
                 order.skip = skip * per_process_batch
                 steps = steps_per_epoch - skip
                 self.progress(EpochStart(epoch=epoch + 1, epochs=config.epochs, steps=steps))
