@@ -4,8 +4,9 @@ cache and batched adversarial forward passes that ``core.evaluation.sweep`` buil
 
 Images are (N, 1, H, W) in [0, 1], targets (N, 3, H, W) 0/1 masks (the ground truth, or the model's
 own clean prediction from ``core.metrics.predict``). Gradients are taken with ``torch.autograd.grad``
-with respect to the input only, so parameters never get a ``.grad`` and nothing is toggled on the
-model (safe when a front end attacks the same model from two threads); the model is run in eval mode.
+with respect to the input only, so parameters never get a ``.grad`` and ``requires_grad`` is never
+toggled. The model is run in eval mode: a model left in train mode is switched to eval for the call and
+back afterwards (front ends keep their models in eval mode, so two threads never see a switch).
 Every loss is reduced per image (``core.losses``), so a batch is attacked exactly as its images one by
 one. Inputs are never modified in place.
 

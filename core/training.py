@@ -323,20 +323,19 @@ class _Run:
     # -- setup --
 
     def _records(self):
-        from core.data import open_dataset, with_organs
+        """(dataset, training slices, validation slices): the train side of the split by case, and the
+        test side's slices with organs (as the paper scored), each sampled down to --limit-slices."""
+        from core.data import open_dataset, select_slices
 
         dataset = open_dataset(self.config.data)
-        train_records, test_records = dataset.split(test_fraction=self.config.test_fraction, seed=0)
-        val_records = with_organs(test_records)
+        split = dict(test_fraction=self.config.test_fraction, seed=0)
+        train_records = select_slices(dataset, "train", organs_only=False, **split)
+        val_records = select_slices(dataset, "test", organs_only=True, **split)
         if self.config.limit_slices is not None:
             rng = random.Random(self.config.seed)
             limit = self.config.limit_slices
             train_records = sorted(rng.sample(train_records, min(limit, len(train_records))), key=lambda r: r.id)
             val_records = sorted(rng.sample(val_records, min(limit, len(val_records))), key=lambda r: r.id)
-        if not train_records:
-            raise TrainingError(f"the training split of {dataset.root} holds no slices")
-        if not val_records:
-            raise TrainingError(f"the test split of {dataset.root} holds no slices with organs to validate on")
         return dataset, train_records, val_records
 
     def _loader(self, records, *, batch_size: int, sampler=None) -> DataLoader:
