@@ -57,6 +57,7 @@ def checkpoint_meta(
     val_dsc: Mapping[str, float] | None = None,
     data_fingerprint: str | None = None,
     dtype: str = "float32",
+    defence: Mapping | None = None,
 ) -> dict:
     """The metadata that describes ``model``: what it is, how it was trained and how it scored."""
     spec = model.spec
@@ -77,6 +78,8 @@ def checkpoint_meta(
         "data_fingerprint": data_fingerprint,
         "segadv_version": core.__version__,
         "dtype": dtype,
+        # Adversarial training's recipe and checks (core.adversarial_training); None: trained plainly.
+        "defence": dict(defence) if defence is not None else None,
     }
 
 
@@ -90,6 +93,7 @@ def save_checkpoint(
     val_dsc: Mapping[str, float] | None = None,
     data_fingerprint: str | None = None,
     dtype: str | None = None,
+    defence: Mapping | None = None,
 ) -> Path:
     """Write ``model`` and its metadata to ``path`` (safetensors) atomically.
 
@@ -100,7 +104,7 @@ def save_checkpoint(
         raise OptionError(f"unknown storage dtype {dtype!r}; choose from {', '.join(STORAGE_DTYPES)}")
     meta = checkpoint_meta(
         model, img_size=img_size, train_args=train_args, epoch=epoch, val_dsc=val_dsc,
-        data_fingerprint=data_fingerprint, dtype=dtype,
+        data_fingerprint=data_fingerprint, dtype=dtype, defence=defence,
     )
     tensors = {}
     for key, value in model.net.state_dict().items():

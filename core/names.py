@@ -1,4 +1,4 @@
-"""The names of attacks, losses and scoring policies, without torch, so front ends can list them at import time.
+"""The names of attacks, losses, defences and scoring policies, without torch, so front ends can list them at import time.
 
 core.attacks, core.losses and core.metrics re-export these; they validate against them.
 """
@@ -9,3 +9,22 @@ TARGETS = ("gt", "pred")
 LOSS_NAMES = ("bce", "focal", "dice", "focal+dice")
 LOSS_TITLES = {"bce": "BCE", "focal": "Focal", "dice": "Dice", "focal+dice": "Focal + Dice"}
 EMPTY_POLICIES = ("one", "skip", "zero")
+# Adversarial training (core.adversarial_training).
+ADV_METHODS = ("fgsm-rs", "pgd")
+ADV_TITLES = {"fgsm-rs": "FGSM-RS", "pgd": "PGD"}
+
+
+def defence_label(defence: dict | None) -> str:
+    """A checkpoint's ``defence`` metadata in a few words: "plain", "FGSM-RS AT eps 0.012", "PGD-3 AT ...",
+    marked when the training's check saw catastrophic overfitting."""
+    if not defence:
+        return "plain"
+    method = defence.get("method", "?")
+    title = ADV_TITLES.get(method, str(method))
+    if method == "pgd":
+        title += f"-{defence.get('steps', '?')}"
+    eps = defence.get("eps")
+    label = f"{title} AT eps {eps:g}" if isinstance(eps, (int, float)) else f"{title} AT"
+    if defence.get("collapsed_epochs"):
+        label += " (catastrophic overfitting seen)"
+    return label

@@ -6,6 +6,12 @@ paper and its notebook), 15 epochs, batch 64, 224 x 224, MONAI's ``DiceFocalLoss
 on logits, shift / scale / elastic augmentation, early stopping on validation mean DSC. Validation
 scores the test split's slices that hold organs, as the paper scored.
 
+Adversarial training (``--adv``, ``core.adversarial_training``) replaces a share of each batch by its
+adversarial version before the step, with eps ramped up over the first epochs as a function of the
+step's position (so a resumed run goes on with the ramp); each epoch ends with a check for catastrophic
+overfitting on a few validation slices, and the best checkpoint is chosen among the epochs trained at the
+full eps. The checkpoint's metadata records the defence.
+
 ``train`` reports through ``progress(event)`` with the event dataclasses below and never prints. The
 best checkpoint (by validation mean DSC) and a resumable state are written atomically every epoch; a
 run resumed mid-epoch replays that epoch's order and skips the batches already trained on.
@@ -34,6 +40,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Sampler
 
+from core.adversarial_training import Defence, adversarial_batch, check_batch, check_overfitting, make_defence, robust_scores
 from core.checkpoints import load_training_state, resume_path_for, save_checkpoint, save_training_state
 from core.devices import describe_device, resolve_device
 from core.errors import SegadvError
@@ -83,12 +90,24 @@ class TrainConfig:
     fp16_weights: bool = False  # store the checkpoint's weights in fp16
     schedule: str = "run"  # see SCHEDULES
     log_every: int = 10  # steps between loss reports: each report waits for the device (a host sync)
+    # Adversarial training (core.adversarial_training); adv None: plain training.
+    adv: str | None = None
+    adv_eps: float | None = None
+    adv_steps: int | None = None
+    adv_loss: str = "focal+dice"
+    adv_ratio: float = 1.0
+    adv_warmup: float = 0.0  # epochs over which eps ramps up from 0
     # How long a DDP process waits in a collective; the others wait while rank 0 validates and saves
     # (well under a minute on a GPU with the full test split), so 10 minutes leaves room.
     dist_timeout_s: float = 600.0
 
     def checkpoint_path(self) -> Path:
         return Path(self.out) if self.out is not None else Path("runs") / f"{self.model}.safetensors"
+
+    def defence(self) -> Defence | None:
+        """The adversarial-training recipe of ``adv_*`` (None: plain training); an ``OptionError`` names a bad value."""
+        return make_defence(self.adv, self.adv_eps, steps=self.adv_steps, loss=self.adv_loss, ratio=self.adv_ratio,
+                            warmup_epochs=self.adv_warmup)
 
     def as_args(self) -> dict:
         """The configuration as JSON-able training arguments for the checkpoint's metadata."""
@@ -110,6 +129,7 @@ class TrainStart:
     steps_per_epoch: int
     checkpoint: Path
     resume_path: Path
+    defence: dict | None = None  # core.adversarial_training.Defence.as_meta(); None: plain training
 
 
 @dataclass(frozen=True)
@@ -130,6 +150,7 @@ class Step:
     loss: float | None  # mean over the steps since the last report, averaged over DDP processes
     lr: float
     images_per_s: float | None
+    adv_eps: float | None = None  # the step's adversarial eps (the warmup ramps it up); None: plain training
 
 
 @dataclass(frozen=True)
@@ -142,6 +163,10 @@ class EpochEnd:
     best_dsc: float
     saved: Path | None  # the best checkpoint when this epoch improved it
     seconds: float
+    # Adversarial training: the catastrophic-overfitting check (core.adversarial_training.OverfittingCheck).
+    robust: dict | None = None
+    # False while eps still ramps up: such an epoch cannot become the best checkpoint.
+    full_eps: bool = True
 
 
 @dataclass(frozen=True)
@@ -217,6 +242,11 @@ def _check_config(config: TrainConfig) -> None:
     for ok, message in checks:
         if not ok:
             raise TrainingError(message)
+    defence = config.defence()
+    if defence is not None and defence.warmup_epochs > config.epochs:
+        raise TrainingError(
+            f"--adv-warmup {config.adv_warmup:g} is longer than the run (--epochs {config.epochs}): eps would never reach --adv-eps"
+        )
 
 
 @dataclass(frozen=True)
@@ -319,6 +349,9 @@ class _Run:
         self.resume_path = resume_path_for(self.checkpoint)
         self.cuda = device.type == "cuda"
         self.amp_dtype = amp_dtype_for(device)
+        self.defence = config.defence()
+        # The attacks' name for the training precision.
+        self.precision = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[self.amp_dtype]
 
     # -- setup --
 
@@ -385,6 +418,7 @@ class _Run:
         train_loader = self._loader(train_records, batch_size=per_process_batch, sampler=order)
         val_loader = self._loader(val_records, batch_size=config.batch_size) if self.dist.is_main else None
         steps_per_epoch = len(train_loader)
+        check = check_batch(val_loader, self.device) if self.defence is not None and self.dist.is_main else None
 
         # All parameters, frozen ones included: AdamW skips those without a gradient, and the optimizer
         # state keeps the layout of resume files written before they were frozen.
@@ -417,7 +451,7 @@ class _Run:
             model=config.model, device=describe_device(self.device), world_size=self.dist.world_size,
             train_slices=len(train_records), val_slices=len(val_records), epochs=config.epochs,
             start_epoch=state["epoch"], steps_per_epoch=steps_per_epoch, checkpoint=self.checkpoint,
-            resume_path=self.resume_path,
+            resume_path=self.resume_path, defence=self.defence.as_meta() if self.defence is not None else None,
         ))
         fingerprint = dataset.fingerprint()
         stopped_early = False
@@ -446,6 +480,15 @@ class _Run:
                         with torch.no_grad():
                             images, masks = augment(images, masks)
                             masks = (masks > 0.5).to(images.dtype)  # interpolation must not blur labels
+                    adv_eps = None
+                    if self.defence is not None:
+                        position = skip + index
+                        adv_eps = self.defence.eps_at(epoch, position, steps_per_epoch)
+                        # A seed per (run, rank, position): a resumed step draws the start it drew before.
+                        starts = torch.Generator(device=self.device).manual_seed(
+                            _derived_seed(config.seed, self.dist.rank, epoch, position))
+                        images = adversarial_batch(model, images, masks, self.defence, adv_eps, generator=starts,
+                                                   precision=self.precision)
                     loss = self._step(net, images, masks, loss_fn, optimizer, scaler)
                     scheduler.step()
                     window += loss.detach()
@@ -468,14 +511,19 @@ class _Run:
                         speed = seen / elapsed if elapsed > 0 else 0.0
                     self.progress(Step(
                         epoch=epoch + 1, step=index + 1, steps=steps, loss=loss_value,
-                        lr=scheduler.get_last_lr()[0], images_per_s=speed,
+                        lr=scheduler.get_last_lr()[0], images_per_s=speed, adv_eps=adv_eps,
                     ))
                 epoch += 1
                 state.update(epoch=epoch, step=0, sampler=_generator_state(generator))
                 stop = False
                 if self.dist.is_main:
                     val_dsc = evaluate_dsc(model, val_loader, self.device, self.amp_dtype)
-                    improved = val_dsc["mean"] > state["best_dsc"]
+                    robust = self._overfitting_check(model, check, state["history"])
+                    # While eps still ramps up an epoch is easier than the defence: it cannot be the best.
+                    full_eps = self.defence is None or self.defence.full_eps_from(epoch)
+                    improved = full_eps and val_dsc["mean"] > state["best_dsc"]
+                    train_loss = loss_sum / loss_steps if loss_steps else float("nan")
+                    state["history"].append({"epoch": epoch, "train_loss": train_loss, **val_dsc, **({"robust": robust} if robust else {})})
                     saved = None
                     if improved:
                         state.update(best_dsc=val_dsc["mean"], best_val=val_dsc, stale_epochs=0)
@@ -483,16 +531,15 @@ class _Run:
                             self.checkpoint, model, img_size=config.img_size, train_args=config.as_args(),
                             epoch=epoch, val_dsc=val_dsc, data_fingerprint=fingerprint,
                             dtype="float16" if config.fp16_weights else None,
+                            defence=self._defence_meta(robust, state["history"]),
                         )
-                    else:
+                    elif full_eps:
                         state["stale_epochs"] += 1
-                    train_loss = loss_sum / loss_steps if loss_steps else float("nan")
-                    state["history"].append({"epoch": epoch, "train_loss": train_loss, **val_dsc})
                     self._save_state(state, model, optimizer, scheduler, scaler)
                     self.progress(EpochEnd(
                         epoch=epoch, epochs=config.epochs, train_loss=train_loss, val_dsc=val_dsc,
                         improved=improved, best_dsc=state["best_dsc"], saved=saved,
-                        seconds=time.perf_counter() - started,
+                        seconds=time.perf_counter() - started, robust=robust, full_eps=full_eps,
                     ))
                     stop = bool(config.patience) and state["stale_epochs"] >= config.patience and epoch < config.epochs
                 stop = self._broadcast_flag(stop)
@@ -517,6 +564,26 @@ class _Run:
             is_main=self.dist.is_main,
             history=state["history"],
         )
+
+    def _overfitting_check(self, model, check, history: list[dict]) -> dict | None:
+        """FGSM against a short PGD on the fixed check slices at the full eps (None: plain training)."""
+        if self.defence is None:
+            return None
+        images, masks = check
+        clean, fgsm_dsc, pgd_dsc = robust_scores(model, images, masks, self.defence.eps, loss=self.defence.loss,
+                                                 seed=self.config.seed, precision=self.precision)
+        earlier = [entry["robust"] for entry in history if entry.get("robust")]
+        return check_overfitting(clean, fgsm_dsc, pgd_dsc, earlier, eps=self.defence.eps, slices=images.shape[0]).as_dict()
+
+    def _defence_meta(self, robust: dict | None, history: list[dict]) -> dict | None:
+        """The checkpoint's ``defence``: the recipe, this epoch's check and every epoch that collapsed so far."""
+        if self.defence is None:
+            return None
+        return {
+            **self.defence.as_meta(),
+            "check": robust,
+            "collapsed_epochs": [entry["epoch"] for entry in history if (entry.get("robust") or {}).get("collapsed")],
+        }
 
     def _step(self, net, images, masks, loss_fn, optimizer, scaler) -> torch.Tensor:
         optimizer.zero_grad(set_to_none=True)
@@ -564,6 +631,7 @@ class _Run:
             "scaler": scaler.state_dict(),
             "rng": _rng_state(),
             "sampler": state["sampler"],  # the generator state at the start of epoch `epoch`
+            "defence": self.defence.as_meta() if self.defence is not None else None,
         })
 
     def _restore(self, path, model, optimizer, scheduler, scaler) -> dict:
@@ -571,6 +639,12 @@ class _Run:
         for key, expected in (("model_name", self.config.model), ("img_size", self.config.img_size)):
             if saved.get(key) != expected:
                 raise TrainingError(f"{path}: was saved for {key.replace('_', ' ')} {saved.get(key)!r}, not {expected!r}")
+        defence = self.defence.as_meta() if self.defence is not None else None
+        if saved.get("defence") != defence:
+            raise TrainingError(
+                f"{path}: was saved by a run with defence {_describe_defence(saved.get('defence'))}, not "
+                f"{_describe_defence(defence)}; resume with that run's --adv options"
+            )
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
@@ -579,6 +653,12 @@ class _Run:
         state = {key: saved[key] for key in ("epoch", "step", "best_dsc", "best_val", "stale_epochs", "history")}
         state["sampler"] = saved.get("sampler")
         return state
+
+
+def _describe_defence(defence: dict | None) -> str:
+    if defence is None:
+        return "none (plain training)"
+    return ", ".join(f"{key} {value}" for key, value in defence.items())
 
 
 def load_scaler_state(scaler: torch.amp.GradScaler, saved: dict | None) -> None:

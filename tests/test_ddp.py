@@ -101,3 +101,19 @@ def test_a_two_process_gloo_run_resumes_a_state_and_only_rank_0_reports_and_save
     assert state["optimizer"]["param_groups"][0]["lr"] == 0.0
     assert load_checkpoint(out)[1]["train_args"]["batch_size"] == 8
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ddp.resume.pt", "ddp.safetensors"]
+
+
+def test_adversarial_training_runs_under_torchrun_and_rank_0_alone_checks_and_records_the_defence(tiny_demo, tmp_path):
+    out = tmp_path / "at.safetensors"
+    done = torchrun(
+        2, "train", "--model", "small", "--encoder-weights", "none", "--device", "cpu", "--data", str(tiny_demo),
+        "--limit-slices", "8", "--batch-size", "4", "--img-size", "64", "--epochs", "1", "--workers", "0",
+        "--adv", "pgd", "--adv-eps", "0.03", "--adv-steps", "2", "--out", str(out), cwd=tmp_path,
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output
+    assert "x 2 processes" in output and "Traceback" not in output
+    assert output.count("adversarial training: pgd at eps 0.03 (2 steps of") == 1
+    assert output.count("robust check on 4 validation slices") == 1
+    defence = load_checkpoint(out)[1]["defence"]
+    assert (defence["method"], defence["steps"], defence["eps"]) == ("pgd", 2, 0.03)

@@ -1,8 +1,10 @@
-"""``segadv info`` (the model registry, the device, versions) and ``segadv import-checkpoint``."""
+"""``segadv info`` (the model registry, the device, versions; or one checkpoint's metadata) and
+``segadv import-checkpoint``."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 import typer
 
@@ -10,8 +12,13 @@ from segadv_tui.cli import app, console, fail
 
 
 @app.command()
-def info() -> None:
-    """List the model registry with parameter counts, the compute device and library versions."""
+def info(
+    checkpoint: Optional[Path] = typer.Argument(None, help="A segadv checkpoint: show how it was made (model, training, validation DSC, defence)."),
+) -> None:
+    """List the model registry with parameter counts, the compute device and library versions; or show a checkpoint's metadata."""
+    if checkpoint is not None:
+        _checkpoint_info(checkpoint)
+        return
     from importlib.metadata import PackageNotFoundError, version
 
     import torch
@@ -41,6 +48,44 @@ def info() -> None:
         except PackageNotFoundError:
             versions.append(f"{package} (not installed)")
     console.print("versions: " + ", ".join(versions), highlight=False)
+
+
+def _checkpoint_info(path: Path) -> None:
+    """The metadata of one checkpoint, read from its header (no weights loaded): a CheckpointError is one line."""
+    from core.checkpoints import read_checkpoint_meta
+    from core.names import defence_label
+
+    meta = read_checkpoint_meta(path)
+    lines = [f"{path}: {meta.get('title', meta['model'])}, {meta.get('params', 0) / 1e6:.2f}M parameters, "
+             f"{meta['img_size']} px, weights stored in {meta.get('dtype', 'float32')}"]
+    if meta.get("epoch") is not None:
+        lines.append(f"epoch {meta['epoch']} (the best by validation mean DSC)")
+    val = meta.get("val_dsc") or {}
+    if val:
+        lines.append("validation DSC: " + "  ".join(f"{key} {value:.4f}" for key, value in val.items()))
+    defence = meta.get("defence")
+    lines.append(f"defence: {defence_label(defence)}")
+    if defence:
+        lines.append(
+            f"  {defence['steps']} step(s) of {defence['step_size']:.4g}, loss {defence['loss']}, {defence['ratio']:.0%} "
+            f"of each batch adversarial, eps ramped over {defence['warmup_epochs']:g} epochs"
+        )
+        check = defence.get("check")
+        if check:
+            lines.append(
+                f"  check at the saved epoch ({check['slices']} validation slices, eps {check['eps']:g}): clean "
+                f"{check['clean_dsc']:.4f}  FGSM {check['fgsm_dsc']:.4f}  PGD-{check['pgd_steps']} {check['pgd_dsc']:.4f}"
+            )
+        collapsed = defence.get("collapsed_epochs") or []
+        lines.append(
+            f"  catastrophic overfitting seen in epochs {', '.join(map(str, collapsed))}" if collapsed
+            else "  no catastrophic overfitting seen"
+        )
+    args = meta.get("train_args")
+    if args:
+        lines.append("train args: " + ", ".join(f"{key}={value}" for key, value in args.items()))
+    for line in lines:
+        console.print(line, highlight=False, soft_wrap=True)
 
 
 @app.command("import-checkpoint")

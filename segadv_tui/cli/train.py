@@ -1,4 +1,5 @@
-"""``segadv train``: the paper's recipe with Rich progress, on one device or under torchrun on many."""
+"""``segadv train``: the paper's recipe with Rich progress, on one device or under torchrun on many, plainly
+or adversarially (``--adv``)."""
 
 from __future__ import annotations
 
@@ -35,6 +36,12 @@ def train(
     fp16_weights: bool = typer.Option(False, "--fp16-weights", help="Store the checkpoint's weights in fp16 (half the size)."),
     log_every: int = typer.Option(10, "--log-every", help="Report the loss every N steps (each report waits for the GPU)."),
     dist_timeout: float = typer.Option(600.0, "--dist-timeout", help="Seconds a torchrun process waits for the others (rank 0 validates alone) before it gives up."),
+    adv: Optional[str] = typer.Option(None, "--adv", help="Adversarial training: fgsm-rs (FGSM from a random start, Wong et al. 2020; about 2x the cost) or pgd (PGD-K, Madry et al. 2018; about K + 1 times)."),
+    adv_eps: Optional[float] = typer.Option(None, "--adv-eps", help="L-inf radius of the training attack (images in [0, 1]), e.g. 0.009."),
+    adv_steps: Optional[int] = typer.Option(None, "--adv-steps", help="PGD steps K (default 3; step 2.5 eps / K); FGSM-RS takes one step of 1.25 eps."),
+    adv_loss: str = typer.Option("focal+dice", "--adv-loss", help="The per-image loss the training attack raises (default: the training loss's form)."),
+    adv_ratio: float = typer.Option(1.0, "--adv-ratio", help="Share of each batch replaced by its adversarial version: 1.0 all, 0.5 half."),
+    adv_warmup: float = typer.Option(0.0, "--adv-warmup", help="Epochs over which eps ramps up linearly from 0; the best checkpoint is chosen among epochs at the full eps."),
 ) -> None:
     """Train a model of the paper (AdamW, cosine annealing, Dice + Focal loss, early stopping)."""
     if data is not None and not Path(data).expanduser().is_dir():
@@ -58,8 +65,13 @@ def train(
         epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, img_size=img_size, patience=patience,
         augment=not no_augment, batch_dice=batch_dice, device=device, workers=workers, seed=seed, limit_slices=limit_slices,
         resume=Path(resume).expanduser() if resume else None, fp16_weights=fp16_weights, schedule=schedule,
-        log_every=log_every, dist_timeout_s=dist_timeout,
+        log_every=log_every, dist_timeout_s=dist_timeout, adv=adv, adv_eps=adv_eps, adv_steps=adv_steps,
+        adv_loss=adv_loss, adv_ratio=adv_ratio, adv_warmup=adv_warmup,
     )
+    try:
+        config.defence()  # a bad --adv option: one line before anything loads
+    except SegadvError as exc:
+        fail(str(exc))
     with _TrainingProgress() as progress:
         try:
             result = run_training(config, progress=progress)
@@ -112,7 +124,7 @@ class _TrainingProgress:
 
         self.bars = Progress(
             TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("loss {task.fields[loss]}  lr {task.fields[lr]}  {task.fields[speed]} img/s"),
+            TextColumn("loss {task.fields[loss]}  lr {task.fields[lr]}{task.fields[eps]}  {task.fields[speed]} img/s"),
             TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), console=err_console,
         )
         self.bars.__enter__()
@@ -143,20 +155,46 @@ class _TrainingProgress:
                 f"{event.steps_per_epoch} steps per epoch{resumed}",
                 highlight=False,
             )
+            if event.defence is not None:
+                d = event.defence
+                steps = f"{d['steps']} step of" if d["steps"] == 1 else f"{d['steps']} steps of"
+                warmup = f", eps ramped up over {d['warmup_epochs']:g} epochs" if d["warmup_epochs"] else ""
+                log(
+                    f"adversarial training: {d['method']} at eps {d['eps']:g} ({steps} {d['step_size']:.4g}, loss "
+                    f"{d['loss']}), {d['ratio']:.0%} of each batch adversarial{warmup}",
+                    highlight=False,
+                )
         elif isinstance(event, EpochStart):
             self.task = self.bars.add_task(
-                f"epoch {event.epoch}/{event.epochs}", total=event.steps, loss="-", lr="-", speed="-",
+                f"epoch {event.epoch}/{event.epochs}", total=event.steps, loss="-", lr="-", speed="-", eps="",
             )
         elif isinstance(event, Step) and self.task is not None:
             reported = {} if event.loss is None else {"loss": f"{event.loss:.4f}", "speed": f"{event.images_per_s:.1f}"}
+            if event.adv_eps is not None:
+                reported["eps"] = f"  eps {event.adv_eps:.4f}"
             self.bars.update(self.task, completed=event.step, lr=f"{event.lr:.2e}", **reported)
         elif isinstance(event, EpochEnd):
             organs = "  ".join(f"{organ} {event.val_dsc[organ]:.4f}" for organ in ORGANS)
             saved = f"  [green]best, saved to {event.saved}[/]" if event.saved else ""
+            ramp = "" if event.full_eps else "  (eps still ramping up: not a candidate for best)"
             log(
                 f"epoch {event.epoch}/{event.epochs}: train loss {event.train_loss:.4f}  val DSC {organs}  "
-                f"mean {event.val_dsc['mean']:.4f}  ({event.seconds:.0f} s){saved}",
+                f"mean {event.val_dsc['mean']:.4f}  ({event.seconds:.0f} s){saved}{ramp}",
                 highlight=False,
             )
+            robust = event.robust
+            if robust is not None:
+                log(
+                    f"  robust check on {robust['slices']} validation slices at eps {robust['eps']:g}: clean "
+                    f"{robust['clean_dsc']:.4f}  FGSM {robust['fgsm_dsc']:.4f}  PGD-{robust['pgd_steps']} {robust['pgd_dsc']:.4f}",
+                    highlight=False,
+                )
+                if robust["collapsed"]:
+                    log(
+                        "  [bold yellow]warning: catastrophic overfitting[/]: PGD robust DSC collapsed while FGSM "
+                        "robust DSC held; the checkpoint's metadata records this epoch (try a smaller --adv-eps, "
+                        "a longer --adv-warmup or --adv pgd)",
+                        highlight=False,
+                    )
         elif isinstance(event, EarlyStop):
             log(f"early stop: no better validation DSC for {event.patience} epochs (best {event.best_dsc:.4f})", highlight=False)

@@ -1,4 +1,5 @@
-"""The Checkpoints panel: every checkpoint found, with its model, size, image size and validation DSC."""
+"""The Checkpoints panel: every checkpoint found, with its model, size, image size, validation DSC and
+defence (adversarial training, from the metadata)."""
 
 from __future__ import annotations
 
@@ -28,7 +29,10 @@ class CheckpointEntry:
         params = f"{meta['params'] / 1e6:.2f}M" if isinstance(meta.get("params"), (int, float)) else "?"
         val = meta.get("val_dsc") or {}
         dsc = f"DSC {val['mean']:.3f}" if isinstance(val, dict) and val.get("mean") is not None else "no val DSC"
-        return f"{meta.get('model', '?')} · {params} · {meta.get('img_size', '?')}px · {dsc}"
+        from core.names import defence_label
+
+        defence = f" · {defence_label(meta['defence'])}" if meta.get("defence") else ""
+        return f"{meta.get('model', '?')} · {params} · {meta.get('img_size', '?')}px · {dsc}{defence}"
 
 
 def find_checkpoints(folders: list[Path], files: list[Path] = ()) -> list[CheckpointEntry]:
