@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Hashable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -64,6 +64,7 @@ def score_slices(
     zero_grad_fraction: np.ndarray | None = None,
     hausdorff: bool = False,
     pictures: bool = False,
+    members: Sequence[str] | None = None,
 ) -> list[SliceResult]:
     """The ``SliceResult`` of each slice of a batch: DSC of the clean and adversarial predictions against
     ``reference`` (the ground truth, or the clean prediction where there is none), realised norms, and
@@ -72,6 +73,7 @@ def score_slices(
     dsc_clean, dsc_adv = dice_per_organ(clean_pred, reference, empty), dice_per_organ(adv_pred, reference, empty)
     linf, l2 = perturbation_norms(image, adversarial)
     has_organs = reference.flatten(1).any(1).numpy()
+    organ_pixels = reference.flatten(2).sum(2).numpy()
     hd_clean = hd_adv = None
     if hausdorff:
         hd_clean, hd_adv = hausdorff_per_organ(clean_pred, reference), hausdorff_per_organ(adv_pred, reference)
@@ -85,6 +87,7 @@ def score_slices(
             linf=float(linf[i]), l2=float(l2[i]), has_organs=bool(has_organs[i]),
             scored=bool(has_organs[i]) or score == "all",
             zero_grad_fraction=None if zero_grad_fraction is None else float(zero_grad_fraction[i]),
+            organ_pixels=organ_pixels[i], member=None if members is None else members[i],
             hd95_clean=None if hd_clean is None else hd_clean[i], hd95_adv=None if hd_adv is None else hd_adv[i],
             pictures=None if not pictures else SlicePictures(
                 image=images[i], adversarial=adversarial_images[i], clean_prediction=clean_pred[i].numpy(),
@@ -117,6 +120,9 @@ def attack_slice(
     its clean prediction from the gradient's forward pass; with ``context.cache`` a cached FGSM is ONE
     forward pass. The iterative methods reuse ``context.clean_pred`` when given."""
     target = truth if config.target == "gt" else None
+    ids = _ids(ids, image.shape[0])
+    # The slice ids seed random starts; the truth is what the best iterate is judged against.
+    context = replace(context or AttackContext(), ids=ids, reference=truth)
     output = run_attack(model, image, target, config, context)
     adv_pred = output.adv_pred
     if adv_pred is None:
@@ -125,9 +131,10 @@ def attack_slice(
         adv_pred = predict(model, output.adversarial, config.precision)
     reference = output.clean_pred if truth is None else truth
     return score_slices(
-        _ids(ids, image.shape[0]), config.eps, image, output.adversarial, output.clean_pred, adv_pred, reference,
+        ids, config.eps, image, output.adversarial, output.clean_pred, adv_pred, reference,
         empty=config.empty, score=config.score, has_truth=truth is not None,
         zero_grad_fraction=output.zero_grad_fraction, hausdorff=config.hausdorff, pictures=pictures,
+        members=output.members,
     )
 
 
@@ -282,13 +289,12 @@ def evaluate(
 ) -> EvaluationResult:
     """Run ``config``'s attack over ``records`` (``core.data.SliceRecord``) at ``img_size``.
 
-    The model must already be on ``device`` (batches are moved there). PGD's random start comes from one
-    generator seeded by ``config.seed`` for the whole run."""
+    The model must already be on ``device`` (batches are moved there). Random starts are seeded per
+    slice by ``config.seed`` and the slice id, so a slice's result does not depend on its batch."""
     records = list(records)
     started = time.perf_counter()
     results: list[SliceResult] = []
-    generator = torch.Generator(device=device).manual_seed(config.seed) if config.method == "pgd" else None
-    context = AttackContext(generator=generator, should_stop=should_stop)
+    context = AttackContext(should_stop=should_stop)
     _report(progress, 0, len(records))
     for chunk, images, truth in batches(records, img_size, batch_size, device):
         results += attack_slice(model, images, truth, config, ids=[r.id for r in chunk], context=context)

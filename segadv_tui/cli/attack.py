@@ -16,6 +16,7 @@ from segadv_tui.cli import app, console, fail
 from segadv_tui.cli._common import (
     all_slices_option,
     batch_size_option,
+    best_iterate_option,
     check_batch_size,
     checkpoint_option,
     data_option,
@@ -65,8 +66,9 @@ def attack(
     loss: str = loss_option(),
     eps: str = typer.Option("0.009", "--eps", help="L-inf budget in pixel units ([0, 1] images); the paper used 0.009."),
     method: str = method_option(),
-    steps: int = steps_option(),
+    steps: Optional[int] = steps_option(),
     step_size: Optional[float] = step_size_option(),
+    best_iterate: Optional[bool] = best_iterate_option(),
     seed: int = seed_option(),
     organs: str = organs_option(),
     target: str = target_option(),
@@ -88,7 +90,7 @@ def attack(
 
     config = attack_config(
         method=method, loss=loss, eps=eps, mode=mode, target=target, steps=steps, step_size=step_size, empty=empty,
-        all_slices=all_slices, seed=seed, organs=organs, precision=precision,
+        all_slices=all_slices, seed=seed, organs=organs, precision=precision, best_iterate=best_iterate,
     )
     check_batch_size(batch_size)
     check_outputs(json=json_path, csv=csv_path)
@@ -297,7 +299,8 @@ def table(
     losses: str = typer.Option(PAPER_LOSSES, "--losses", help="Comma list of FGSM losses, one column each."),
     eps: str = typer.Option("0.009", "--eps", help="L-inf budget (the paper: 0.009)."),
     method: str = method_option(),
-    steps: int = steps_option(),
+    steps: Optional[int] = steps_option(),
+    best_iterate: Optional[bool] = best_iterate_option(),
     seed: int = seed_option(),
     target: str = target_option(),
     mode: str = mode_option(),
@@ -320,7 +323,7 @@ def table(
 
     loss_names = parse_losses(losses)
     config = attack_config(method=method, eps=eps, steps=steps, seed=seed, mode=mode, target=target, empty=empty,
-                           precision=precision, all_slices=all_slices)
+                           precision=precision, all_slices=all_slices, best_iterate=best_iterate)
     check_batch_size(batch_size)
     check_outputs(md=md_path, csv=csv_path, json=json_path)
     device = resolve_device(device)
@@ -379,8 +382,9 @@ def figure(
     loss: str = loss_option(),
     eps: str = typer.Option("0.009", "--eps", help="L-inf budget in pixel units."),
     method: str = method_option(),
-    steps: int = steps_option(),
+    steps: Optional[int] = steps_option(),
     step_size: Optional[float] = step_size_option(),
+    best_iterate: Optional[bool] = best_iterate_option(),
     seed: int = seed_option(),
     organs: str = organs_option(),
     target: str = target_option(),
@@ -398,7 +402,7 @@ def figure(
 
     config = attack_config(
         method=method, loss=loss, eps=eps, mode=mode, target=target, steps=steps, step_size=step_size, empty=empty,
-        all_slices=True, seed=seed, organs=organs,
+        all_slices=True, seed=seed, organs=organs, best_iterate=best_iterate,
     )
     check_outputs(out=out)
     device = resolve_device(device)
