@@ -203,6 +203,9 @@ class AttackConfig:
             raise OptionError(f"radii apply to apgd, not to {self.method}")
         if len(radii) > self.steps:
             raise OptionError(f"{len(radii)} radii need at least {len(radii)} steps, got {self.steps}")
+        stages = max(len(member.radii) for member in ENSEMBLE)
+        if self.method == "ensemble" and self.steps < stages:
+            raise OptionError(f"the ensemble's radius stages need at least {stages} steps per member, got {self.steps}")
         object.__setattr__(self, "radii", radii)
         check_choice(self.precision, PRECISIONS, "precision")
         check_choice(self.empty, EMPTY_POLICIES, "empty-organ policy")

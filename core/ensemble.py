@@ -19,14 +19,19 @@ from core.attacks import AttackContext, AttackOutput, _clean_prediction, _per_im
 from core.metrics import mean_dice_on_device
 
 
-def budget(config: AttackConfig) -> dict[str, int]:
-    """Passes through the model per slice: forward + backward, and forward only (each APGD stage scores
-    its last iterate; one clean prediction for the whole ensemble)."""
-    members = config.ensemble_members() if config.method == "ensemble" else [config]
-    return {
-        "forward_backward": sum(member.steps for member in members),
-        "forward": 1 + sum(len(stage_steps(member.steps, len(member.radii))) for member in members),
-    }
+def passes_per_slice(config: AttackConfig) -> dict[str, int]:
+    """The attack's cost per slice in passes through the model: forward + backward, and forward only
+    (the clean prediction; the scoring of the result: FGSM's adversarial image, the last iterate of
+    BIM / PGD / erase, the last iterate of each APGD stage)."""
+    if config.method == "fgsm":
+        return {"forward_backward": 1, "forward": 1}
+    if config.method == "ensemble":
+        members = config.ensemble_members()
+        return {"forward_backward": sum(member.steps for member in members),
+                "forward": 1 + sum(len(stage_steps(member.steps, len(member.radii))) for member in members)}
+    if config.method == "apgd":
+        return {"forward_backward": config.steps, "forward": 1 + len(stage_steps(config.steps, len(config.radii)))}
+    return {"forward_backward": config.steps, "forward": 2}
 
 
 def run_ensemble(model, image, target, config: AttackConfig, context: AttackContext) -> AttackOutput:

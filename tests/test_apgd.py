@@ -16,7 +16,7 @@ import torch
 from core.apgd import ApgdTrace, apgd, apgd_stage, checkpoints, stage_steps
 from core.attack_config import ENSEMBLE, AttackConfig
 from core.attacks import AttackContext, random_start_point, run_attack
-from core.ensemble import budget
+from core.ensemble import passes_per_slice
 from core.evaluation import attack_slice
 from core.errors import OptionError
 from core.metrics import dice_per_organ, mean_dice_on_device, mean_dsc, predict
@@ -257,8 +257,8 @@ def test_ensemble_is_per_slice_no_better_than_any_member(model, slices):
 def test_ensemble_budget_in_passes_per_slice():
     config = AttackConfig.for_method("ensemble", steps=100)
     stages = sum(len(member.radii) for member in ENSEMBLE)
-    assert budget(config) == {"forward_backward": 100 * len(ENSEMBLE), "forward": 1 + stages}
-    assert budget(AttackConfig.for_method("apgd", steps=100)) == {"forward_backward": 100, "forward": 2}
+    assert passes_per_slice(config) == {"forward_backward": 100 * len(ENSEMBLE), "forward": 1 + stages}
+    assert passes_per_slice(AttackConfig.for_method("apgd", steps=100)) == {"forward_backward": 100, "forward": 2}
 
 
 # ---------------------------------------------------------------------------------------------------

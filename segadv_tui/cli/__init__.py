@@ -41,6 +41,7 @@ def _register_commands() -> None:
         attack,
         demo_data,
         models,
+        robust,
         train,
     )
 
