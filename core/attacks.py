@@ -16,7 +16,10 @@ FGSM modes:
   with the loss called as ``loss(mask, logits)``: the mask is the loss's "logits" argument and the model's
   logits its "target". For BCE that makes d loss / d logits = -mask / (3 H W): the step lowers the logits
   on ground-truth pixels and ignores everything else, whatever the model predicts. Its realised L-inf
-  can reach 2 eps (``(1 - eps) x`` shrinks the image too), so results always report it.
+  can reach 2 eps (``(1 - eps) x`` shrinks the image too), so results always report it. As in the
+  notebook, x is the grey slice copied to 3 channels and the sign is taken per channel (the three
+  channel gradients disagree in sign on most pixels): the adversarial input is (N, 3, H, W), scored as
+  such, its norms measured in that 3-channel space and its pictures showing the channel mean.
 
 sign(grad) does not depend on eps: ``GradientCache`` keeps it per (checkpoint, slice, loss, target,
 mode), and ``sweep`` turns one backward pass per image into any number of eps values with batched
@@ -153,7 +156,7 @@ def _attack_loss(name: str, logits: torch.Tensor, target: torch.Tensor, mode: st
 class GradientEntry:
     """What one backward pass yields for a batch, and what ``GradientCache`` keeps.
 
-    sign: int8 (N, 1, H, W) in {-1, 0, 1}; clean_pred: bool (N, 3, H, W), the prediction on the clean
+    sign: int8 (N, 1, H, W) in {-1, 0, 1}, (N, 3, H, W) in the paper's mode; clean_pred: bool (N, 3, H, W), the prediction on the clean
     image (from the same forward pass); zero_fraction: float64 (N,), the share of pixels whose gradient
     is exactly 0 (sign 0: FGSM leaves them unchanged; in fp16 without loss scaling this is most of them).
     """
@@ -195,7 +198,8 @@ def input_gradients(
 
 
 def _input_gradients(model, image, target, losses, mode, precision):
-    x = image.detach().clone().requires_grad_(True)
+    # The paper's notebook fed the slice copied to 3 channels and took each channel's own gradient.
+    x = (image.detach().repeat(1, 3, 1, 1) if mode == "paper" else image.detach().clone()).requires_grad_(True)
     if target is not None:
         target = target.detach()
     with eval_mode(model), torch.enable_grad():
@@ -249,6 +253,7 @@ def gradient_sign(
 
 def apply_sign(image: torch.Tensor, sign: torch.Tensor, eps, mode: str = "textbook") -> torch.Tensor:
     """The FGSM step for a known gradient sign; ``eps`` a number or a tensor broadcastable to ``image``.
+    A 3-channel sign (the paper's mode) on a 1-channel image gives the 3-channel adversarial input.
 
     Both the plain and the cached path come through here, so their results agree bit for bit.
     """

@@ -79,7 +79,8 @@ def score_slices(
         hd_clean, hd_adv = hausdorff_per_organ(clean_pred, reference), hausdorff_per_organ(adv_pred, reference)
     images = adversarial_images = None
     if pictures:
-        images, adversarial_images = image[:, 0].float().cpu().numpy(), adversarial[:, 0].float().cpu().numpy()
+        # The paper's mode perturbs a 3-channel copy of the slice: its picture is the channel mean.
+        images, adversarial_images = image[:, 0].float().cpu().numpy(), adversarial.float().mean(1).cpu().numpy()
     results = []
     for i, slice_id in enumerate(ids):
         results.append(SliceResult(
