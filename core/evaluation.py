@@ -5,6 +5,9 @@ Every attack is described by one ``core.attack_config.AttackConfig`` and run thr
 None); progress goes through ``progress(done, total)`` in slices; ``should_stop()`` is checked between
 batches (and between the steps of iterative attacks) and raises ``core.attacks.AttackCancelled``.
 
+Under torchrun the batches are shared over the processes and the results gathered, identical to one
+process's (``core.distributed``).
+
 Scores are DSC against the ground truth, whatever the attack targets. A data-set figure is the mean
 over the scored slices: by default those whose ground truth has at least one organ, as the paper did
 (``score="all"`` scores every slice). Per organ, slices where the empty policy skips (NaN) are left
@@ -21,6 +24,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 
+from core import distributed
 from core.attack_config import AttackConfig, check_eps
 from core.attacks import (
     AttackContext,
@@ -273,8 +277,10 @@ def batches(records, img_size: int, batch_size: int, device, *, workers: int | N
 
 
 def _report(progress: Progress | None, done: int, total: int) -> None:
+    """``progress(done, total)``; under torchrun ``done`` is this rank's share times the ranks (an estimate
+    until the results are gathered)."""
     if progress is not None:
-        progress(done, total)
+        progress(min(done, total), total)
 
 
 def evaluate(
@@ -296,10 +302,15 @@ def evaluate(
     started = time.perf_counter()
     results: list[SliceResult] = []
     context = AttackContext(should_stop=should_stop)
+    ranks = distributed.current()
+    mine, positions = distributed.shard(records, batch_size, ranks)
     _report(progress, 0, len(records))
-    for chunk, images, truth in batches(records, img_size, batch_size, device):
+    for chunk, images, truth in batches(mine, img_size, batch_size, device):
         results += attack_slice(model, images, truth, config, ids=[r.id for r in chunk], context=context)
-        _report(progress, len(results), len(records))
+        _report(progress, len(results) * ranks.world_size, len(records))
+    if ranks.active:
+        results = distributed.gather(results, positions, ranks)
+        _report(progress, len(records), len(records))
     return EvaluationResult(config=config, img_size=img_size, rows=results, summary=summarise(results),
                             seconds=time.perf_counter() - started)
 
@@ -375,9 +386,11 @@ def evaluate_sweep(
     started = time.perf_counter()
     results: dict[tuple[str, float], list[SliceResult]] = {(loss, eps): [] for loss in losses for eps in eps_values}
     zero: dict[str, list[float]] = {loss: [] for loss in losses}
+    ranks = distributed.current()
+    mine, positions = distributed.shard(records, batch_size, ranks)
     _report(progress, 0, len(records))
     done = 0
-    for chunk, images, truth in batches(records, img_size, batch_size, device):
+    for chunk, images, truth in batches(mine, img_size, batch_size, device):
         check_stop(should_stop)
         entries = input_gradients(model, images, truth if config.target == "gt" else None, losses, config.mode,
                                   precision=config.precision)
@@ -390,7 +403,11 @@ def evaluate_sweep(
             zero[loss] += list(entry.zero_fraction)
             check_stop(should_stop)
         done += len(chunk)
-        _report(progress, done, len(records))
+        _report(progress, done * ranks.world_size, len(records))
+    if ranks.active:
+        results = {key: distributed.gather(rows, positions, ranks) for key, rows in results.items()}
+        zero = {loss: distributed.gather(values, positions, ranks) for loss, values in zero.items()}
+        _report(progress, len(records), len(records))
     return SweepResult(
         config=config, losses=losses, eps_values=eps_values, img_size=img_size,
         entries=[SweepEntry(loss, eps, summarise(results[loss, eps])) for loss in losses for eps in eps_values],

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from core import distributed
 from core.attack_config import ENSEMBLE, AttackConfig, check_eps
 from core.attacks import AttackContext, GradientCache, StopCheck, check_stop
 from core.errors import OptionError
@@ -188,16 +189,23 @@ def robustness(
         started = time.perf_counter()
         rows: dict[float, list[SliceResult]] = {eps: [] for eps in eps_values}
         cache = GradientCache(max_entries=4)  # FGSM: one gradient per batch serves every eps
-        for chunk, images, truth in batches(records, int(size), batch_size, device):
+        ranks = distributed.current()
+        mine, positions = distributed.shard(records, batch_size, ranks)
+        for chunk, images, truth in batches(mine, int(size), batch_size, device):
             ids = [record.id for record in chunk]
             context = AttackContext(cache=cache, cache_key=(label, tuple(ids), config.loss, config.target, config.mode),
                                     should_stop=should_stop)
             for eps in eps_values:
                 check_stop(should_stop)
                 rows[eps] += attack_slice(model, images, truth, config.with_eps(eps), ids=ids, context=context)
-                done += len(chunk)
+                done += len(chunk) * ranks.world_size  # under torchrun: this rank's share times the ranks
                 if progress is not None:
-                    progress(done, total)
+                    progress(min(done, total), total)
+        if ranks.active:
+            rows = {eps: distributed.gather(eps_rows, positions, ranks) for eps, eps_rows in rows.items()}
+            done = (len(curves) + 1) * len(records) * len(eps_values)
+            if progress is not None:
+                progress(done, total)
         spec = getattr(model, "spec", None)
         curves.append(RobustCurve(
             label=label, title=meta.get("title") or (spec.title if spec is not None else label), img_size=int(size),

@@ -135,3 +135,38 @@ def test_robust_bad_input_is_one_line_naming_the_value(run, checkpoint, tiny_dem
     assert result.exit_code == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:") and named in lines[0], result.stderr
+
+
+def test_shards_are_whole_batches_of_the_one_process_run():
+    from core.distributed import Ranks, shard
+
+    records = list(range(11))
+    parts = [shard(records, 3, Ranks(rank, 3)) for rank in range(3)]
+    assert [positions for _, positions in parts] == [[0, 1, 2, 9, 10], [3, 4, 5], [6, 7, 8]]
+    assert shard(records, 3, Ranks()) == (records, records)
+
+
+def test_robust_under_torchrun_with_two_processes_equals_one_process(run, checkpoint, tiny_demo, tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    args = ["robust", "-c", checkpoint, "--data", tiny_demo, "--limit", 4, "--batch-size", 2, "--eps", "0.004,0.03",
+            "--method", "pgd", "--steps", 2]
+    alone = run(*args, "--json", "alone.json", "--csv", "alone.csv", "--png", "alone.png")
+    assert alone.exit_code == 0, alone.output
+    segadv = Path(sys.executable).with_name("segadv")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", str(segadv),
+               *map(str, args), "--json", "ranks.json", "--csv", "ranks.csv", "--png", "ranks.png", "--device", "cpu"]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.count("wrote ") == 1  # rank 0 alone prints and writes
+    together, single = (json.loads((tmp_path / name).read_text()) for name in ("ranks.json", "alone.json"))
+    for report in (together, single):
+        for curve in report["curves"]:
+            curve.pop("seconds")  # wall time, the only number allowed to differ
+    for key in ("curves", "config", "eps_values", "slices"):
+        assert together[key] == single[key], key
+    assert (tmp_path / "ranks.csv").read_text() == (tmp_path / "alone.csv").read_text()

@@ -12,6 +12,7 @@ from typing import Optional
 
 import typer
 
+from core.distributed import is_main_process
 from segadv_tui.cli import app, console, fail
 from segadv_tui.cli._common import (
     all_slices_option,
@@ -106,6 +107,8 @@ def attack(
         result = evaluate(
             loaded.model, records, loaded.img_size, config, batch_size=batch_size, device=device, progress=progress
         )
+    if not is_main_process():  # under torchrun rank 0 alone prints and writes
+        return
     console.print(_attack_table(result, loaded, split))
     if json_path is not None:
         write_json(json_path, {"command": "attack", **_source_info(loaded, dataset, split, records, device), **result.to_dict()})
@@ -218,6 +221,8 @@ def sweep(
             loaded.model, records, loaded.img_size, eps_values, loss_names, config, batch_size=batch_size,
             device=device, progress=progress,
         )
+    if not is_main_process():  # under torchrun rank 0 alone prints and writes
+        return
     console.print(_sweep_table(result, loaded))
 
     write_json(json_path, {"command": "sweep", **_source_info(loaded, dataset, split, records, device), **result.to_dict()})
@@ -338,6 +343,8 @@ def table(
     models = [(item.path.name, item.model, item.meta) for item in loaded]
     with user_errors(), progress_bar(f"Table II: {len(models)} model(s) x {len(loss_names)} losses") as progress:
         result = table_ii(models, records, loss_names, config, batch_size=batch_size, device=device, progress=progress)
+    if not is_main_process():  # under torchrun rank 0 alone prints and writes
+        return
     caption = (
         f"DSC before and after {config.method_label} at eps {config.eps:g}, target {config.target}; {len(records)} {split} slices"
         f"{'' if all_slices else ' with organs'} of {dataset.root}; lowest DSC (best attack) in bold."
@@ -412,6 +419,8 @@ def figure(
 
     with user_errors():
         result = _attack_one_slice(loaded.model, record, loaded.img_size, config, device)
+    if not is_main_process():  # under torchrun rank 0 alone prints and writes
+        return
     mean_clean, mean_adv, success, linf = result.mean_clean, result.mean_adv, result.mean_attack_success, result.linf
     caption = (
         f"{loaded.path.name}: {loaded.title} | slice {record.id} | {config.method_label}, {config.objective_label} | "

@@ -12,6 +12,7 @@ from typing import Optional
 
 import typer
 
+from core.distributed import is_main_process
 from segadv_tui.cli import app, console
 from segadv_tui.cli._common import (
     all_slices_option,
@@ -89,6 +90,8 @@ def robust(
     description = f"{config.method_label}: {len(models)} model(s) x {len(eps_values)} eps x {len(records)} slices"
     with user_errors(), progress_bar(description) as progress:
         report = robustness(models, records, config, eps_values, batch_size=batch_size, device=device, progress=progress)
+    if not is_main_process():  # under torchrun rank 0 alone prints and writes
+        return
 
     scope = f"{len(records)} {split} slices{'' if all_slices else ' with organs'}"
     for curve in report.curves:
