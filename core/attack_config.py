@@ -40,6 +40,30 @@ class AttackMethod:
         return getattr(importlib.import_module(module), name)
 
 
+@dataclass(frozen=True)
+class EnsembleMember:
+    """One APGD run of the ensemble: its loss and radius schedule (multiples of eps)."""
+
+    loss: str
+    radii: tuple[float, ...] = (1.0,)
+
+    @property
+    def name(self) -> str:
+        """``apgd-js``, ``apgd-masked-bce@2-1.5-1``: how results name the member that won a slice."""
+        schedule = "" if self.radii == (1.0,) else "@" + "-".join(f"{r:g}" for r in self.radii)
+        return f"apgd-{self.loss}{schedule}"
+
+
+# The ensemble's members, chosen by measurement on the demo checkpoint (README, "Robustness"): each is
+# APGD with the ensemble's steps; per slice the member with the lowest mean DSC wins.
+ENSEMBLE = (
+    EnsembleMember("masked-bce", (2.0, 1.5, 1.0)),
+    EnsembleMember("balanced-bce", (2.0, 1.5, 1.0)),
+    EnsembleMember("js", (2.0, 1.5, 1.0)),
+    EnsembleMember("bce"),
+)
+
+
 METHOD_LIST = (
     AttackMethod(
         "fgsm", "FGSM", "fast gradient sign method: one signed-gradient step of eps",
@@ -47,11 +71,25 @@ METHOD_LIST = (
     ),
     AttackMethod(
         "bim", "BIM", "basic iterative method / I-FGSM: signed steps from the clean image, projected to the eps ball",
-        {"loss": "bce", "steps": 10, "step_size": None}, "core.attacks:run_iterative", iterative=True,
+        {"loss": "bce", "steps": 10, "step_size": None, "best_iterate": False}, "core.attacks:run_iterative",
+        iterative=True,
     ),
     AttackMethod(
         "pgd", "PGD", "projected gradient descent: BIM from a uniformly random start in the eps ball",
-        {"loss": "bce", "steps": 10, "step_size": None, "seed": 0}, "core.attacks:run_iterative", iterative=True,
+        {"loss": "bce", "steps": 10, "step_size": None, "seed": 0, "best_iterate": False}, "core.attacks:run_iterative",
+        iterative=True,
+    ),
+    AttackMethod(
+        "apgd", "APGD",
+        "auto-PGD (Croce & Hein 2020): step 2 eps, halved at checkpoints when the loss stalls, momentum 0.75, "
+        "restarts from the best point; keeps the iterate with the lowest DSC",
+        {"loss": "bce", "steps": 100, "seed": 0, "best_iterate": True, "radii": (1.0,)}, "core.apgd:run_apgd",
+        iterative=True,
+    ),
+    AttackMethod(
+        "ensemble", "Ensemble",
+        "per slice the worst case (lowest mean DSC) of a fixed list of APGD runs with different losses and radii",
+        {"steps": 100, "seed": 0, "best_iterate": True}, "core.ensemble:run_ensemble", iterative=True,
     ),
     AttackMethod(
         "erase", "Erase", "targeted: descend BCE(chosen organs' logits, 0) so those organs vanish",
@@ -61,6 +99,7 @@ METHOD_LIST = (
 )
 METHODS = {method.name: method for method in METHOD_LIST}
 METHOD_NAMES = tuple(METHODS)
+BEST_ITERATE_METHODS = tuple(method.name for method in METHOD_LIST if "best_iterate" in method.parameters)
 
 
 def check_eps(eps: float) -> float:
@@ -78,6 +117,21 @@ def clamp_eps(value: float) -> float:
     return round(min(1.0, max(0.0, float(value))), 6)
 
 
+def parse_radii(radii) -> tuple[float, ...]:
+    """APGD's radius schedule as multiples of eps (a comma list or a sequence): each at least 1, at most 3
+    stages, the last exactly 1 (the result lies in the eps ball)."""
+    if isinstance(radii, str):
+        radii = [part.strip() for part in radii.split(",") if part.strip()]
+    try:
+        values = tuple(float(r) for r in radii)
+    except (TypeError, ValueError):
+        raise OptionError(f"radii {radii!r} must be numbers (multiples of eps), e.g. 2,1.5,1") from None
+    if not values or len(values) > 3 or values[-1] != 1.0 or not all(math.isfinite(r) and r >= 1.0 for r in values):
+        raise OptionError(f"radii {','.join(f'{r:g}' for r in values) or '(none)'} must be 1 to 3 multiples of eps, "
+                          "each at least 1 and the last 1, e.g. 2,1.5,1")
+    return values
+
+
 def parse_organs(organs) -> tuple[str, ...]:
     """Organ names (a comma list or a sequence) -> the chosen organs in ``ORGANS`` order."""
     if isinstance(organs, str):
@@ -91,8 +145,11 @@ class AttackConfig:
     """One attack and how it is scored.
 
     ``mode`` is FGSM's formula (textbook or the paper's); ``steps`` / ``step_size`` apply to the iterative
-    methods (step_size None: 2.5 eps / steps); ``seed`` seeds PGD's random start; ``organs`` are the
-    organs ``erase`` removes; ``precision`` is the forward pass's autocast (fp32 is the reference).
+    methods (step_size None: 2.5 eps / steps; APGD has its own schedule); ``seed`` seeds the random starts
+    (per slice: see ``core.attacks.random_start_point``); ``best_iterate`` returns, per slice, the iterate with
+    the lowest mean DSC instead of the last one (None: the method's default, on for APGD and the ensemble);
+    ``radii`` is APGD's radius schedule in multiples of eps (SEA: 2, 1.5, 1); ``organs`` are the organs
+    ``erase`` removes; ``precision`` is the forward pass's autocast (fp32 is the reference).
     ``empty`` is the DSC of an organ absent from truth and prediction, ``score`` the slices a summary
     averages over, ``hausdorff`` adds the 95th-percentile Hausdorff distance.
     """
@@ -106,6 +163,8 @@ class AttackConfig:
     step_size: float | None = None
     seed: int = 0
     organs: tuple[str, ...] = ()
+    best_iterate: bool | None = None
+    radii: tuple[float, ...] = (1.0,)
     precision: str = "fp32"
     empty: str = "one"
     score: str = "nonempty"
@@ -131,6 +190,23 @@ class AttackConfig:
         if self.method == "erase" and not organs:
             raise OptionError("the erase attack needs at least one organ; choose from " + ", ".join(ORGANS))
         object.__setattr__(self, "organs", organs)
+        parameters = self.entry.parameters
+        if self.best_iterate is None:
+            object.__setattr__(self, "best_iterate", bool(parameters.get("best_iterate", False)))
+        elif not isinstance(self.best_iterate, bool):
+            raise OptionError(f"best_iterate must be true or false, got {self.best_iterate!r}")
+        elif self.best_iterate and "best_iterate" not in parameters:
+            raise OptionError(f"the best iterate applies to the iterative methods ({', '.join(BEST_ITERATE_METHODS)}), "
+                              f"not to {self.method}")
+        radii = parse_radii(self.radii)
+        if radii != (1.0,) and "radii" not in parameters:
+            raise OptionError(f"radii apply to apgd, not to {self.method}")
+        if len(radii) > self.steps:
+            raise OptionError(f"{len(radii)} radii need at least {len(radii)} steps, got {self.steps}")
+        stages = max(len(member.radii) for member in ENSEMBLE)
+        if self.method == "ensemble" and self.steps < stages:
+            raise OptionError(f"the ensemble's radius stages need at least {stages} steps per member, got {self.steps}")
+        object.__setattr__(self, "radii", radii)
         check_choice(self.precision, PRECISIONS, "precision")
         check_choice(self.empty, EMPTY_POLICIES, "empty-organ policy")
         check_choice(self.score, SCORE_SLICES, "slice selection")
@@ -147,8 +223,10 @@ class AttackConfig:
 
     def replace(self, **changes) -> "AttackConfig":
         """A copy with ``changes``. When the method changes, what only the old method read goes back to
-        its default and what only the new one reads takes the new method's default (the paper's FGSM
-        mode does not follow the user to PGD; erase starts with an organ to erase)."""
+        its default, what only the new one reads takes the new method's default, and what both read
+        keeps its value unless it was the old method's default, which becomes the new one's (the paper's
+        FGSM mode does not follow the user to PGD; erase starts with an organ to erase; PGD's 10 steps
+        become APGD's 100, a chosen 50 stays 50)."""
         method = changes.get("method", self.method)
         if method != self.method:
             old, new = self.entry.parameters, METHODS[check_choice(method, METHOD_NAMES, "attack method")].parameters
@@ -157,7 +235,19 @@ class AttackConfig:
                 changes.setdefault(name, defaults[name])
             for name in new.keys() - old.keys():
                 changes.setdefault(name, new[name])
+            for name in old.keys() & new.keys():
+                if getattr(self, name) == old[name]:
+                    changes.setdefault(name, new[name])
         return replace(self, **changes)
+
+    def ensemble_members(self) -> list["AttackConfig"]:
+        """The ensemble's APGD runs as configs of their own (same eps, steps, seed, target and scoring):
+        each can be run alone and gives, per slice, what it contributed to the ensemble."""
+        if self.method != "ensemble":
+            raise OptionError(f"{self.method} is not the ensemble")
+        shared = {name: getattr(self, name) for name in ("eps", "target", "steps", "seed", "best_iterate", "precision",
+                                                         "empty", "score", "hausdorff")}
+        return [AttackConfig(method="apgd", loss=member.loss, radii=member.radii, **shared) for member in ENSEMBLE]
 
     def with_eps(self, eps: float) -> "AttackConfig":
         """A copy at ``clamp_eps(eps)``: what stepping eps from the keyboard asks for."""
@@ -171,13 +261,22 @@ class AttackConfig:
             return f"FGSM ({self.mode})"
         if self.method == "erase":
             return f"Erase {'+'.join(self.organs)} ({self.steps} steps)"
-        return f"{entry.title} ({self.steps} steps)"
+        if self.method == "ensemble":
+            return f"Ensemble ({len(ENSEMBLE)} x APGD-{self.steps})"
+        details = [f"{self.steps} steps"]
+        if self.radii != (1.0,):
+            details.append("radii " + "/".join(f"{r:g}" for r in self.radii) + " eps")
+        if self.best_iterate != entry.parameters.get("best_iterate", False):
+            details.append("best iterate" if self.best_iterate else "last iterate")
+        return f"{entry.title} ({', '.join(details)})"
 
     @property
     def objective_label(self) -> str:
         """What the attack optimises: ``bce loss, target gt`` (erase has its own objective)."""
         if not self.entry.uses_target:
             return "organ logits to 0"
+        if "loss" not in self.entry.parameters:
+            return f"worst of {', '.join(dict.fromkeys(member.loss for member in ENSEMBLE))}, target {self.target}"
         return f"{self.loss} loss, target {self.target}"
 
     @property
@@ -187,5 +286,6 @@ class AttackConfig:
     def to_dict(self) -> dict:
         data = asdict(self)
         data["organs"] = list(self.organs)
+        data["radii"] = list(self.radii)
         data["method_label"] = self.method_label
         return data

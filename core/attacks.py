@@ -1,6 +1,7 @@
 """Adversarial attacks on the organ segmenters: FGSM (textbook and the paper's variant), BIM, PGD and a
 targeted "erase organs" attack, the registry's runners (``core.attack_config.METHODS``), and the gradient
-cache and batched adversarial forward passes that ``core.evaluation.sweep`` builds on.
+cache and batched adversarial forward passes that ``core.evaluation.sweep`` builds on (APGD and the
+ensemble: ``core.apgd``, ``core.ensemble``).
 
 Images are (N, 1, H, W) in [0, 1], targets (N, 3, H, W) 0/1 masks (the ground truth, or the model's
 own clean prediction from ``core.metrics.predict``). Gradients are taken with ``torch.autograd.grad``
@@ -17,15 +18,24 @@ FGSM modes:
   with the loss called as ``loss(mask, logits)``: the mask is the loss's "logits" argument and the model's
   logits its "target". For BCE that makes d loss / d logits = -mask / (3 H W): the step lowers the logits
   on ground-truth pixels and ignores everything else, whatever the model predicts. Its realised L-inf
-  can reach 2 eps (``(1 - eps) x`` shrinks the image too), so results always report it.
+  can reach 2 eps (``(1 - eps) x`` shrinks the image too), so results always report it. As in the
+  notebook, x is the grey slice copied to 3 channels and the sign is taken per channel (the three
+  channel gradients disagree in sign on most pixels): the adversarial input is (N, 3, H, W), scored as
+  such, its norms measured in that 3-channel space and its pictures showing the channel mean.
 
 sign(grad) does not depend on eps: ``GradientCache`` keeps it per (checkpoint, slice, loss, target,
 mode), and ``core.evaluation.sweep`` turns one backward pass per image into any number of eps values with batched
 forward passes.
+
+Iterative attacks can keep their best iterate (``BestIterate``): per slice the point whose prediction has
+the lowest mean DSC against the scoring reference, from the forward passes the attack makes anyway.
+Random starts are drawn per slice from a seed derived from the slice id (``random_start_point``), so a slice
+starts from the same point whatever batch, process or device it is attacked in.
 """
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Sequence
@@ -150,7 +160,7 @@ def _attack_loss(name: str, logits: torch.Tensor, target: torch.Tensor, mode: st
 class GradientEntry:
     """What one backward pass yields for a batch, and what ``GradientCache`` keeps.
 
-    sign: int8 (N, 1, H, W) in {-1, 0, 1}; clean_pred: bool (N, 3, H, W), the prediction on the clean
+    sign: int8 (N, 1, H, W) in {-1, 0, 1}, (N, 3, H, W) in the paper's mode; clean_pred: bool (N, 3, H, W), the prediction on the clean
     image (from the same forward pass); zero_fraction: float64 (N,), the share of pixels whose gradient
     is exactly 0 (sign 0: FGSM leaves them unchanged; in fp16 without loss scaling this is most of them).
     """
@@ -192,7 +202,8 @@ def input_gradients(
 
 
 def _input_gradients(model, image, target, losses, mode, precision):
-    x = image.detach().clone().requires_grad_(True)
+    # The paper's notebook fed the slice copied to 3 channels and took each channel's own gradient.
+    x = (image.detach().repeat(1, 3, 1, 1) if mode == "paper" else image.detach().clone()).requires_grad_(True)
     if target is not None:
         target = target.detach()
     with eval_mode(model), torch.enable_grad():
@@ -246,6 +257,7 @@ def gradient_sign(
 
 def apply_sign(image: torch.Tensor, sign: torch.Tensor, eps, mode: str = "textbook") -> torch.Tensor:
     """The FGSM step for a known gradient sign; ``eps`` a number or a tensor broadcastable to ``image``.
+    A 3-channel sign (the paper's mode) on a 1-channel image gives the 3-channel adversarial input.
 
     Both the plain and the cached path come through here, so their results agree bit for bit.
     """
@@ -282,9 +294,67 @@ def default_step_size(eps: float, steps: int) -> float:
     return 2.5 * eps / steps
 
 
+def loss_and_gradient(model, x, objective, step: int, precision: str = "fp32", *, need_grad: bool = True):
+    """(objective per image (N,), d sum(objective) / dx or None, fp32 logits) at ``x``, all detached:
+    one forward (and backward) pass of an iterative attack. ``objective(logits, step)`` -> (N,), ``step``
+    1-based. An fp16 pass that overflows is redone in fp32; without ``need_grad`` only the forward runs."""
+    x = x.detach().requires_grad_(need_grad)
+    with torch.enable_grad() if need_grad else torch.no_grad():
+        for attempt in dict.fromkeys((precision, "fp32")):
+            with precision_autocast(x.device, attempt):
+                logits = model(x)
+            logits = logits.float()
+            if not need_grad:
+                if attempt == "fp32" or torch.isfinite(logits).all():
+                    return objective(logits, step).detach(), None, logits
+                continue
+            values = objective(logits, step)
+            grad = _input_gradient(values.sum(), logits, x, attempt)
+            if grad is not None:
+                return values.detach(), grad, logits.detach()
+    raise AssertionError("unreachable: the fp32 pass always returns")
+
+
+class BestIterate:
+    """Per slice, the iterate whose prediction has the lowest mean DSC against ``reference`` (ties: the
+    higher loss), with that prediction and DSC. Fed by the attack's own forward passes, so it costs no
+    extra pass; the last iterate is among the candidates, so the result is never worse than it.
+    ``empty`` is the scoring's empty-organ policy; a slice whose every organ is skipped (NaN) counts as
+    the worst score for the attacker."""
+
+    def __init__(self, reference: torch.Tensor, empty: str = "one"):
+        self.reference = reference.detach().bool()
+        self.empty = empty
+        self.adversarial: torch.Tensor | None = None
+        self.prediction: torch.Tensor | None = None
+        self.dsc: torch.Tensor | None = None
+        self.loss: torch.Tensor | None = None
+
+    def update(self, x: torch.Tensor, logits: torch.Tensor, loss: torch.Tensor) -> None:
+        from core.metrics import mean_dice_on_device
+
+        prediction = logits.detach() > 0
+        dsc = mean_dice_on_device(prediction, self.reference, self.empty)
+        dsc = torch.where(torch.isnan(dsc), torch.inf, dsc)
+        loss = loss.detach().double()
+        if self.dsc is None:
+            self.adversarial, self.prediction, self.dsc, self.loss = x.detach().clone(), prediction, dsc, loss
+            return
+        better = (dsc < self.dsc) | ((dsc == self.dsc) & (loss > self.loss))
+        self.adversarial = torch.where(_per_image(better, x), x.detach(), self.adversarial)
+        self.prediction = torch.where(_per_image(better, prediction), prediction, self.prediction)
+        self.dsc, self.loss = torch.where(better, dsc, self.dsc), torch.where(better, loss, self.loss)
+
+
+def _per_image(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """(N,) values shaped to broadcast over a batch like ``like``."""
+    return values.view(-1, *([1] * (like.ndim - 1)))
+
+
 def _iterate(model, image, start, eps, steps, step_size, objective, direction, should_stop,
-             precision="fp32", on_step=None):
-    """Signed-gradient steps on ``objective(logits) -> (N,)``, projected to the eps ball and [0, 1]."""
+             precision="fp32", on_step=None, tracker: BestIterate | None = None):
+    """Signed-gradient steps on ``objective(logits, step) -> (N,)``, projected to the eps ball and [0, 1].
+    With a ``tracker`` every iterate, the last included (one more forward pass), is offered to it."""
     eps = check_eps(eps)
     if isinstance(steps, bool) or int(steps) != steps or steps < 1:
         raise OptionError(f"steps must be a whole number of at least 1, got {steps}")
@@ -293,24 +363,19 @@ def _iterate(model, image, start, eps, steps, step_size, objective, direction, s
         raise OptionError(f"step size must be a non-negative number, got {step_size}")
     clean = image.detach()
     lower, upper = (clean - eps).clamp(min=0.0), (clean + eps).clamp(max=1.0)
-    adversarial = start
+    adversarial = start.detach()
     with eval_mode(model), reference_math(image.device, precision):
         for step in range(steps):
             check_stop(should_stop)
-            x = adversarial.detach().requires_grad_(True)
-            with torch.enable_grad():
-                grad = None
-                for attempt in dict.fromkeys((precision, "fp32")):  # fp16 overflow: this step again in fp32
-                    with precision_autocast(x.device, attempt):
-                        logits = model(x)
-                    logits = logits.float()
-                    values = objective(logits)
-                    grad = _input_gradient(values.sum(), logits, x, attempt)
-                    if grad is not None:
-                        break
+            values, grad, logits = loss_and_gradient(model, adversarial, objective, step + 1, precision)
+            if tracker is not None:
+                tracker.update(adversarial, logits, values)
             if on_step is not None:
-                on_step(step, steps, x.detach(), logits.detach(), values.detach())
-            adversarial = torch.minimum(torch.maximum(x.detach() + direction * alpha * grad.sign(), lower), upper)
+                on_step(step, steps, adversarial, logits, values)
+            adversarial = torch.minimum(torch.maximum(adversarial + direction * alpha * grad.sign(), lower), upper)
+        if tracker is not None:
+            values, _, logits = loss_and_gradient(model, adversarial, objective, steps + 1, precision, need_grad=False)
+            tracker.update(adversarial, logits, values)
     return adversarial.detach()
 
 
@@ -352,20 +417,50 @@ def pgd(
     on_step: StepCallback | None = None,
 ) -> torch.Tensor:
     """Projected gradient descent (Madry et al.): BIM from a uniformly random start in the eps ball
-    (clipped to [0, 1]); pass a seeded ``generator`` for a reproducible start."""
+    (clipped to [0, 1]): one draw from ``generator`` for the batch, or without one the per-position
+    seeds of ``random_start_point`` (seed 0)."""
     _check_batch(image, target)
     check_loss(loss)
     eps = check_eps(eps)
-    start = image.detach().clone()
-    if random_start:
-        noise_device = generator.device if generator is not None else image.device
-        noise = torch.rand(image.shape, generator=generator, device=noise_device, dtype=image.dtype)
-        start = (start + (2 * noise.to(image.device) - 1) * eps).clamp(0.0, 1.0)
+    start = random_start_point(image, eps, generator=generator) if random_start else image.detach().clone()
+    return _pgd_from(model, image, target, start, eps, steps, step_size, loss, precision, should_stop, on_step)
+
+
+def _pgd_from(model, image, target, start, eps, steps, step_size, loss, precision, should_stop, on_step,
+              tracker: BestIterate | None = None) -> torch.Tensor:
     target = target.detach()
     return _iterate(
         model, image, start, eps, steps, step_size,
-        lambda logits: per_image_loss(loss, logits, target), +1.0, should_stop, precision, on_step,
+        lambda logits, step: per_image_loss(loss, logits, target, schedule=(step, steps)), +1.0, should_stop,
+        precision, on_step, tracker,
     )
+
+
+def slice_seed(seed: int, slice_id: str) -> int:
+    """A 63-bit seed for one slice's random start, from the run's seed and the slice id."""
+    digest = hashlib.blake2b(f"{int(seed)}:{slice_id}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1
+
+
+def random_start_point(image: torch.Tensor, eps: float, *, seed: int = 0, ids: Sequence[str] | None = None,
+                 generator: torch.Generator | None = None) -> torch.Tensor:
+    """``image`` plus uniform noise in [-eps, eps], clipped to [0, 1].
+
+    With ``generator``, one draw for the whole batch. Otherwise each slice draws its own noise on the
+    CPU from ``slice_seed(seed, id)`` (ids default to the batch positions), so a slice starts from the
+    same point in any batch, on any rank and any device."""
+    image = image.detach()
+    if generator is not None:
+        noise = torch.rand(image.shape, generator=generator, device=generator.device, dtype=image.dtype)
+    else:
+        ids = [str(i) for i in range(image.shape[0])] if ids is None else list(ids)
+        if len(ids) != image.shape[0]:
+            raise ValueError(f"{len(ids)} slice ids for a batch of {image.shape[0]}")
+        noise = torch.stack([
+            torch.rand(image.shape[1:], generator=torch.Generator().manual_seed(slice_seed(seed, i)), dtype=image.dtype)
+            for i in ids
+        ])
+    return (image + (2 * noise.to(image.device) - 1) * eps).clamp(0.0, 1.0)
 
 
 def organ_indices(organs: Sequence[str | int] | str | int) -> list[int]:
@@ -402,7 +497,7 @@ def erase_organs(
     _check_batch(image)
     channels = organ_indices(organs)
 
-    def objective(logits: torch.Tensor) -> torch.Tensor:
+    def objective(logits: torch.Tensor, step: int) -> torch.Tensor:
         chosen = logits[:, channels].float()
         return F.binary_cross_entropy_with_logits(chosen, torch.zeros_like(chosen), reduction="none").flatten(1).mean(1)
 
@@ -545,8 +640,10 @@ def adversarial_predictions(
 class AttackContext:
     """What a runner may use beyond the config: a gradient cache (FGSM; ``cache_key`` identifies the
     gradient: checkpoint, slice id(s), loss, target, mode), the clean prediction when already known, a
-    seeded generator (PGD's random start; default: seeded by ``config.seed``), a stop check and a
-    per-iteration callback for live views."""
+    generator for random starts (default: per slice, from ``config.seed`` and ``ids``, see
+    ``random_start_point``), the slice ids, the scoring reference (the ground truth; None: the clean
+    prediction), which the best iterate is judged against, a stop check and a per-iteration callback
+    for live views."""
 
     cache: GradientCache | None = None
     cache_key: Hashable | None = None
@@ -554,16 +651,20 @@ class AttackContext:
     generator: torch.Generator | None = None
     should_stop: StopCheck | None = None
     on_step: StepCallback | None = None
+    ids: Sequence[str] | None = None
+    reference: torch.Tensor | None = None
 
 
 @dataclass
 class AttackOutput:
-    """A runner's result: the adversarial batch, and what it learnt on the way (None: not computed)."""
+    """A runner's result: the adversarial batch, and what it learnt on the way (None: not computed);
+    ``members``: for the ensemble, the member that won each slice."""
 
     adversarial: torch.Tensor
     clean_pred: torch.Tensor | None = None
     adv_pred: torch.Tensor | None = None
     zero_grad_fraction: np.ndarray | None = None
+    members: list[str] | None = None
 
 
 def run_attack(model, image, target, config: AttackConfig, context: AttackContext | None = None) -> AttackOutput:
@@ -591,18 +692,28 @@ def _clean_prediction(model, image, config: AttackConfig, context: AttackContext
     return predict(model, image, config.precision)
 
 
+def scoring_reference(clean_pred: torch.Tensor, context: AttackContext) -> torch.Tensor:
+    """What a slice is scored against: the ground truth given in ``context``, else the clean prediction."""
+    return clean_pred if context.reference is None else context.reference.to(clean_pred.device)
+
+
 def run_iterative(model, image, target, config: AttackConfig, context: AttackContext) -> AttackOutput:
-    """BIM (from the clean image) or PGD (from a random start seeded by ``config.seed``)."""
+    """BIM (from the clean image) or PGD (from a random start: ``context.generator``, else per slice from
+    ``config.seed``), with the best iterate by DSC when ``config.best_iterate``."""
+    _check_batch(image, target)
+    check_loss(config.loss)
     clean_pred = _clean_prediction(model, image, config, context)
-    random_start = config.method == "pgd"
-    generator = context.generator
-    if generator is None and random_start:
-        generator = torch.Generator(device=image.device).manual_seed(config.seed)
-    adversarial = pgd(
-        model, image, clean_pred.float() if target is None else target, config.eps, steps=config.steps,
-        step_size=config.step_size, loss=config.loss, random_start=random_start, generator=generator,
-        precision=config.precision, should_stop=context.should_stop, on_step=context.on_step,
+    if config.method == "pgd":
+        start = random_start_point(image, config.eps, seed=config.seed, ids=context.ids, generator=context.generator)
+    else:
+        start = image.detach().clone()
+    tracker = BestIterate(scoring_reference(clean_pred, context), config.empty) if config.best_iterate else None
+    adversarial = _pgd_from(
+        model, image, clean_pred.float() if target is None else target, start, config.eps, config.steps,
+        config.step_size, config.loss, config.precision, context.should_stop, context.on_step, tracker,
     )
+    if tracker is not None:
+        return AttackOutput(tracker.adversarial, clean_pred, tracker.prediction)
     return AttackOutput(adversarial, clean_pred)
 
 

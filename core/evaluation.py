@@ -5,6 +5,9 @@ Every attack is described by one ``core.attack_config.AttackConfig`` and run thr
 None); progress goes through ``progress(done, total)`` in slices; ``should_stop()`` is checked between
 batches (and between the steps of iterative attacks) and raises ``core.attacks.AttackCancelled``.
 
+Under torchrun the batches are shared over the processes and the results gathered, identical to one
+process's (``core.distributed``).
+
 Scores are DSC against the ground truth, whatever the attack targets. A data-set figure is the mean
 over the scored slices: by default those whose ground truth has at least one organ, as the paper did
 (``score="all"`` scores every slice). Per organ, slices where the empty policy skips (NaN) are left
@@ -16,11 +19,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Hashable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
 
+from core import distributed
 from core.attack_config import AttackConfig, check_eps
 from core.attacks import (
     AttackContext,
@@ -64,6 +68,7 @@ def score_slices(
     zero_grad_fraction: np.ndarray | None = None,
     hausdorff: bool = False,
     pictures: bool = False,
+    members: Sequence[str] | None = None,
 ) -> list[SliceResult]:
     """The ``SliceResult`` of each slice of a batch: DSC of the clean and adversarial predictions against
     ``reference`` (the ground truth, or the clean prediction where there is none), realised norms, and
@@ -74,12 +79,14 @@ def score_slices(
     dsc_clean, dsc_adv = dice_per_organ(clean_pred, reference, empty), dice_per_organ(adv_pred, reference, empty)
     linf, l2 = perturbation_norms(image, adversarial)
     has_organs = reference.flatten(1).any(1).cpu().numpy()
+    organ_pixels = reference.flatten(2).sum(2).cpu().numpy()
     hd_clean = hd_adv = None
     if hausdorff:
         hd_clean, hd_adv = hausdorff_per_organ(clean_pred, reference), hausdorff_per_organ(adv_pred, reference)
     images = adversarial_images = None
     if pictures:
-        images, adversarial_images = image[:, 0].float().cpu().numpy(), adversarial[:, 0].float().cpu().numpy()
+        # The paper's mode perturbs a 3-channel copy of the slice: its picture is the channel mean.
+        images, adversarial_images = image[:, 0].float().cpu().numpy(), adversarial.float().mean(1).cpu().numpy()
         clean_pred, adv_pred, reference = clean_pred.cpu(), adv_pred.cpu(), reference.cpu()
     results = []
     for i, slice_id in enumerate(ids):
@@ -88,6 +95,7 @@ def score_slices(
             linf=float(linf[i]), l2=float(l2[i]), has_organs=bool(has_organs[i]),
             scored=bool(has_organs[i]) or score == "all",
             zero_grad_fraction=None if zero_grad_fraction is None else float(zero_grad_fraction[i]),
+            organ_pixels=organ_pixels[i], member=None if members is None else members[i],
             hd95_clean=None if hd_clean is None else hd_clean[i], hd95_adv=None if hd_adv is None else hd_adv[i],
             pictures=None if not pictures else SlicePictures(
                 image=images[i], adversarial=adversarial_images[i], clean_prediction=clean_pred[i].numpy(),
@@ -120,6 +128,9 @@ def attack_slice(
     its clean prediction from the gradient's forward pass; with ``context.cache`` a cached FGSM is ONE
     forward pass. The iterative methods reuse ``context.clean_pred`` when given."""
     target = truth if config.target == "gt" else None
+    ids = _ids(ids, image.shape[0])
+    # The slice ids seed random starts; the truth is what the best iterate is judged against.
+    context = replace(context or AttackContext(), ids=ids, reference=truth)
     output = run_attack(model, image, target, config, context)
     adv_pred = output.adv_pred
     if adv_pred is None:
@@ -128,9 +139,10 @@ def attack_slice(
         adv_pred = predict(model, output.adversarial, config.precision)
     reference = output.clean_pred if truth is None else truth
     return score_slices(
-        _ids(ids, image.shape[0]), config.eps, image, output.adversarial, output.clean_pred, adv_pred, reference,
+        ids, config.eps, image, output.adversarial, output.clean_pred, adv_pred, reference,
         empty=config.empty, score=config.score, has_truth=truth is not None,
         zero_grad_fraction=output.zero_grad_fraction, hausdorff=config.hausdorff, pictures=pictures,
+        members=output.members,
     )
 
 
@@ -268,8 +280,10 @@ def batches(records, img_size: int, batch_size: int, device, *, workers: int | N
 
 
 def _report(progress: Progress | None, done: int, total: int) -> None:
+    """``progress(done, total)``; under torchrun ``done`` is this rank's share times the ranks (an estimate
+    until the results are gathered)."""
     if progress is not None:
-        progress(done, total)
+        progress(min(done, total), total)
 
 
 def evaluate(
@@ -285,17 +299,21 @@ def evaluate(
 ) -> EvaluationResult:
     """Run ``config``'s attack over ``records`` (``core.data.SliceRecord``) at ``img_size``.
 
-    The model must already be on ``device`` (batches are moved there). PGD's random start comes from one
-    generator seeded by ``config.seed`` for the whole run."""
+    The model must already be on ``device`` (batches are moved there). Random starts are seeded per
+    slice by ``config.seed`` and the slice id, so a slice's result does not depend on its batch."""
     records = list(records)
     started = time.perf_counter()
     results: list[SliceResult] = []
-    generator = torch.Generator(device=device).manual_seed(config.seed) if config.method == "pgd" else None
-    context = AttackContext(generator=generator, should_stop=should_stop)
+    context = AttackContext(should_stop=should_stop)
+    ranks = distributed.current()
+    mine, positions = distributed.shard(records, batch_size, ranks)
     _report(progress, 0, len(records))
-    for chunk, images, truth in batches(records, img_size, batch_size, device):
+    for chunk, images, truth in batches(mine, img_size, batch_size, device):
         results += attack_slice(model, images, truth, config, ids=[r.id for r in chunk], context=context)
-        _report(progress, len(results), len(records))
+        _report(progress, len(results) * ranks.world_size, len(records))
+    if ranks.active:
+        results = distributed.gather(results, positions, ranks)
+        _report(progress, len(records), len(records))
     return EvaluationResult(config=config, img_size=img_size, rows=results, summary=summarise(results),
                             seconds=time.perf_counter() - started)
 
@@ -371,9 +389,11 @@ def evaluate_sweep(
     started = time.perf_counter()
     results: dict[tuple[str, float], list[SliceResult]] = {(loss, eps): [] for loss in losses for eps in eps_values}
     zero: dict[str, list[float]] = {loss: [] for loss in losses}
+    ranks = distributed.current()
+    mine, positions = distributed.shard(records, batch_size, ranks)
     _report(progress, 0, len(records))
     done = 0
-    for chunk, images, truth in batches(records, img_size, batch_size, device):
+    for chunk, images, truth in batches(mine, img_size, batch_size, device):
         check_stop(should_stop)
         entries = input_gradients(model, images, truth if config.target == "gt" else None, losses, config.mode,
                                   precision=config.precision)
@@ -386,7 +406,11 @@ def evaluate_sweep(
             zero[loss] += list(entry.zero_fraction)
             check_stop(should_stop)
         done += len(chunk)
-        _report(progress, done, len(records))
+        _report(progress, done * ranks.world_size, len(records))
+    if ranks.active:
+        results = {key: distributed.gather(rows, positions, ranks) for key, rows in results.items()}
+        zero = {loss: distributed.gather(values, positions, ranks) for loss, values in zero.items()}
+        _report(progress, len(records), len(records))
     return SweepResult(
         config=config, losses=losses, eps_values=eps_values, img_size=img_size,
         entries=[SweepEntry(loss, eps, summarise(results[loss, eps])) for loss in losses for eps in eps_values],

@@ -54,6 +54,21 @@ def dice_per_organ(pred, target, empty: str = "one") -> np.ndarray:
     return dsc
 
 
+def mean_dice_on_device(pred: torch.Tensor, target: torch.Tensor, empty: str = "one") -> torch.Tensor:
+    """Mean over organs of ``dice_per_organ`` (NaN organs left out, all NaN gives NaN), float64 (N,),
+    computed where the masks are: what an iterative attack compares at every step without a copy to
+    the host. Bool-able torch masks (N, organs, H, W)."""
+    check_empty_policy(empty)
+    pred, target = pred.detach().bool().flatten(2), target.detach().bool().flatten(2)
+    if pred.shape != target.shape:
+        raise ValueError(f"pred {tuple(pred.shape)} and target {tuple(target.shape)} must have the same shape")
+    overlap = (pred & target).sum(2).double()
+    total = (pred.sum(2) + target.sum(2)).double()
+    dsc = torch.where(total > 0, 2 * overlap / total.clamp(min=1), torch.full_like(total, _EMPTY_SCORE[empty]))
+    counted = ~torch.isnan(dsc)
+    return torch.where(counted, dsc, 0).sum(1) / counted.sum(1)  # 0 / 0: NaN where every organ is skipped
+
+
 @torch.no_grad()
 def predict(model: torch.nn.Module, image: torch.Tensor, precision: str = "fp32") -> torch.Tensor:
     """The model's organ masks, bool (N, 3, H, W): sigmoid > 0.5, i.e. logit > 0, with the model in

@@ -68,9 +68,11 @@ class GrayscaleSegmenter(nn.Module):
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        if image.ndim != 4 or image.shape[1] != 1:
-            raise ValueError(f"expected a grayscale batch of shape (N, 1, H, W), got {tuple(image.shape)}")
-        rgb = image.expand(-1, 3, -1, -1)
+        if image.ndim != 4 or image.shape[1] not in (1, 3):
+            raise ValueError(f"expected a grayscale batch of shape (N, 1, H, W), or (N, 3, H, W) as the paper fed it, "
+                             f"got {tuple(image.shape)}")
+        # (N, 3, H, W): the slice already copied to 3 channels (the paper's FGSM perturbs each one).
+        rgb = image.expand(-1, 3, -1, -1) if image.shape[1] == 1 else image
         return self.net((rgb - self.mean) / self.std)
 
 

@@ -6,8 +6,14 @@ core.attacks, core.losses and core.metrics re-export these; they validate agains
 METHODS = ("fgsm", "bim", "pgd")
 MODES = ("textbook", "paper")
 TARGETS = ("gt", "pred")
-LOSS_NAMES = ("bce", "focal", "dice", "focal+dice")
-LOSS_TITLES = {"bce": "BCE", "focal": "Focal", "dice": "Dice", "focal+dice": "Focal + Dice"}
+# The paper's losses (its notebook and Table II), then the segmentation attack losses of the robustness
+# literature in their sigmoid (multi-label) form; see core.losses.
+PAPER_LOSS_NAMES = ("bce", "focal", "dice", "focal+dice")
+LOSS_NAMES = PAPER_LOSS_NAMES + ("masked-bce", "balanced-bce", "cos-bce", "seg-bce", "js")
+LOSS_TITLES = {
+    "bce": "BCE", "focal": "Focal", "dice": "Dice", "focal+dice": "Focal + Dice", "masked-bce": "Masked BCE",
+    "balanced-bce": "Balanced BCE", "cos-bce": "Cos BCE", "seg-bce": "SegPGD BCE", "js": "JS",
+}
 EMPTY_POLICIES = ("one", "skip", "zero")
 # Adversarial training (core.adversarial_training).
 ADV_METHODS = ("fgsm-rs", "pgd")

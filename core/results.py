@@ -67,7 +67,9 @@ class SliceResult:
 
     dsc_clean / dsc_adv: float64 (3,) per organ, NaN where the empty policy skips; linf / l2: the realised
     perturbation norms; zero_grad_fraction: FGSM's share of pixels with a zero gradient (None for other
-    methods); hd95_*: (3,) when measured; pictures: only where asked (one slice in the explorer)."""
+    methods); hd95_*: (3,) when measured; organ_pixels: int (3,) pixels of each organ in the reference
+    (for scores by organ size); member: the ensemble member that won the slice; pictures: only where
+    asked (one slice in the explorer)."""
 
     slice_id: str
     eps: float
@@ -80,6 +82,8 @@ class SliceResult:
     zero_grad_fraction: float | None = None
     hd95_clean: np.ndarray | None = None
     hd95_adv: np.ndarray | None = None
+    organ_pixels: np.ndarray | None = None
+    member: str | None = None
     pictures: SlicePictures | None = None
 
     @property
@@ -107,4 +111,6 @@ class SliceResult:
             "attack_success": organ_dict(self.attack_success), "mean_attack_success": json_number(self.mean_attack_success),
             "linf": float(self.linf), "l2": float(self.l2), "zero_grad_fraction": json_number(self.zero_grad_fraction),
             "hd95_clean": organ_dict(self.hd95_clean), "hd95_adv": organ_dict(self.hd95_adv),
+            "organ_pixels": None if self.organ_pixels is None else {o: int(v) for o, v in zip(ORGANS, self.organ_pixels)},
+            "member": self.member,
         }

@@ -82,28 +82,34 @@ def test_fgsm_textbook_matches_closed_form_on_linear_model():
 
 def test_fgsm_paper_mode_matches_closed_form_on_linear_model():
     model, (image, target) = PixelLinear(), _linear_batch()
-    # loss(mask, logits): d/d logits = -mask / (3 H W), so d/dx = -sum_c w_c y_c / (3 H W) whatever x is;
-    # with w = (1, -0.5, 2) it is zero only where no organ is marked.
-    direction = -(model.w.detach() * target).sum(1, keepdim=True)
-    assert ((direction == 0) == (target.sum(1, keepdim=True) == 0)).all()
+    # The notebook's input is the slice copied to 3 channels; on it this model's organ c reads channel c,
+    # logits_c = w_c x_c + b_c. loss(mask, logits): d/d logits = -mask / (3 H W), so each channel's own
+    # gradient is d/dx_c = -w_c y_c / (3 H W) whatever x is: zero where organ c is not marked.
+    direction = -(model.w.detach() * target)
+    assert ((direction == 0) == (target == 0)).all()
     eps = 0.05
     expected = ((1 - torch.tensor(eps)) * image + eps * direction.sign()).clamp(0, 1)
-    assert torch.equal(fgsm(model, image, target, eps, "bce", "paper"), expected)
-    # pixels outside every organ are only shrunk by (1 - eps)
-    empty = (target.sum(1, keepdim=True) == 0).expand_as(image)
-    assert torch.allclose(expected[empty], (1 - eps) * image[empty])
+    adversarial = fgsm(model, image, target, eps, "bce", "paper")
+    assert adversarial.shape == (2, 3, 16, 16) and torch.equal(adversarial, expected)
+    # channels whose organ is not marked are only shrunk by (1 - eps)
+    empty = target == 0
+    assert torch.allclose(expected[empty], ((1 - eps) * image).expand_as(expected)[empty])
 
 
 # ---------------------------------------------------------------------------------------------------
 # properties on a real smp model
 
 
-def _reference_sign(model, image, target, loss_of_logits):
-    """Independent gradient: torch autograd on a library loss, one image at a time."""
+def _reference_sign(model, image, target, loss_of_logits, channels=1):
+    """Independent gradient: torch autograd on a library loss, one image at a time. ``channels=3`` is the
+    paper's notebook: the grey slice copied to 3 channels, fed to the plain smp network (no
+    normalisation: these random-weight models have none), each channel's gradient its own."""
+    assert model.normalisation == "none"
     signs, magnitudes = [], []
     for i in range(image.shape[0]):
-        x = image[i : i + 1].clone().requires_grad_(True)
-        (grad,) = torch.autograd.grad(loss_of_logits(model(x), target[i : i + 1]), x)
+        x = image[i : i + 1].clone().repeat(1, channels, 1, 1).requires_grad_(True)
+        logits = model(x) if channels == 1 else model.net(x)
+        (grad,) = torch.autograd.grad(loss_of_logits(logits, target[i : i + 1]), x)
         signs.append(grad.sign())
         magnitudes.append(grad.abs() / grad.abs().max())
     return torch.cat(signs), torch.cat(magnitudes)
@@ -121,8 +127,10 @@ REFERENCE_LOSSES = {
 def test_fgsm_follows_its_formula_with_an_independent_gradient(model, batch, loss, mode):
     image, target = batch
     eps = 0.02
-    reference, magnitude = _reference_sign(model, image, target, REFERENCE_LOSSES[loss, mode])
+    reference, magnitude = _reference_sign(model, image, target, REFERENCE_LOSSES[loss, mode], 3 if mode == "paper" else 1)
     sign = gradient_sign(model, image, target, loss, mode)
+    if mode == "paper":  # each channel its own sign, not one sign repeated
+        assert sign.shape[1] == 3 and (sign != sign[:, :1]).float().mean() > 0.05
     differ = sign != reference
     # Signs may differ only where the gradient is ~0 (batched vs single-image float rounding).
     assert differ.float().mean() < 1e-3
@@ -188,8 +196,10 @@ def test_cached_gradient_gives_the_recomputed_result_bit_for_bit(model, batch):
     for eps, point, repeat in zip(eps_values, first, again):
         recomputed = fgsm(model, image, target, eps, "bce", "paper")
         assert [r.eps for r in point] == [eps] * 3
-        np.testing.assert_array_equal(np.stack([r.pictures.adversarial for r in point]), recomputed[:, 0].numpy())
-        np.testing.assert_array_equal(np.stack([r.pictures.adversarial for r in repeat]), recomputed[:, 0].numpy())
+        # the paper's mode perturbs 3 channels; the picture is their mean
+        assert recomputed.shape[1] == 3
+        np.testing.assert_array_equal(np.stack([r.pictures.adversarial for r in point]), recomputed.mean(1).numpy())
+        np.testing.assert_array_equal(np.stack([r.pictures.adversarial for r in repeat]), recomputed.mean(1).numpy())
         np.testing.assert_array_equal(np.stack([r.pictures.adversarial_prediction for r in point]),
                                       predict(model, recomputed).numpy())
         np.testing.assert_array_equal(np.stack([r.dsc_adv for r in point]), dice_per_organ(predict(model, recomputed), target))

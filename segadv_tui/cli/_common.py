@@ -77,7 +77,13 @@ def method_option():
 
 
 def steps_option():
-    return typer.Option(10, "--steps", help="Iterations of the iterative methods (bim, pgd, erase).")
+    return typer.Option(None, "--steps", help="Iterations of the iterative methods; default: the method's "
+                        "(bim, pgd, erase 10; apgd 100; ensemble 100 per member).")
+
+
+def best_iterate_option():
+    return typer.Option(None, "--best-iterate/--last-iterate", help="Keep, per slice, the iterate with the lowest "
+                        "mean DSC (bim, pgd, apgd, ensemble); default: on for apgd and the ensemble.")
 
 
 def step_size_option():
@@ -160,12 +166,14 @@ def parse_losses(text: str) -> list[str]:
 
 def attack_config(*, method: str = "fgsm", eps: str = "0.009", all_slices: bool = False, **values):
     """The one ``core.attack_config.AttackConfig`` from the command line's values (strings lower-cased),
-    or a one-line error naming the bad value. ``all_slices`` scores slices without organs too."""
+    or a one-line error naming the bad value. ``all_slices`` scores slices without organs too; an option
+    left unset (None) takes the method's default."""
     from core.attack_config import AttackConfig
 
-    values = {key: value.strip().lower() if isinstance(value, str) else value for key, value in values.items()}
-    return AttackConfig(method=method.strip().lower(), eps=parse_eps(eps), score="all" if all_slices else "nonempty",
-                        **values)
+    values = {key: value.strip().lower() if isinstance(value, str) else value for key, value in values.items()
+              if value is not None}
+    return AttackConfig.for_method(method.strip().lower(), eps=parse_eps(eps), score="all" if all_slices else "nonempty",
+                                   **values)
 
 
 def check_batch_size(batch_size: int) -> int:

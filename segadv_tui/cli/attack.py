@@ -12,10 +12,12 @@ from typing import Optional
 
 import typer
 
+from core.distributed import is_main_process
 from segadv_tui.cli import app, console, fail
 from segadv_tui.cli._common import (
     all_slices_option,
     batch_size_option,
+    best_iterate_option,
     check_batch_size,
     checkpoint_option,
     data_option,
@@ -65,8 +67,9 @@ def attack(
     loss: str = loss_option(),
     eps: str = typer.Option("0.009", "--eps", help="L-inf budget in pixel units ([0, 1] images); the paper used 0.009."),
     method: str = method_option(),
-    steps: int = steps_option(),
+    steps: Optional[int] = steps_option(),
     step_size: Optional[float] = step_size_option(),
+    best_iterate: Optional[bool] = best_iterate_option(),
     seed: int = seed_option(),
     organs: str = organs_option(),
     target: str = target_option(),
@@ -89,7 +92,7 @@ def attack(
 
     config = attack_config(
         method=method, loss=loss, eps=eps, mode=mode, target=target, steps=steps, step_size=step_size, empty=empty,
-        all_slices=all_slices, seed=seed, organs=organs, precision=precision,
+        all_slices=all_slices, seed=seed, organs=organs, precision=precision, best_iterate=best_iterate,
     )
     check_batch_size(batch_size)
     check_outputs(json=json_path, csv=csv_path)
@@ -105,6 +108,8 @@ def attack(
         result = evaluate(
             loaded.model, records, loaded.img_size, config, batch_size=batch_size, device=device, progress=progress
         )
+    if not is_main_process():  # under torchrun rank 0 alone prints and writes
+        return
     console.print(_attack_table(result, loaded, split))
     if json_path is not None:
         write_json(json_path, {"command": "attack", **_source_info(loaded, dataset, split, records, device), **result.to_dict()})
@@ -214,6 +219,8 @@ def sweep(
             loaded.model, records, loaded.img_size, eps_values, loss_names, config, batch_size=batch_size,
             device=device, progress=progress,
         )
+    if not is_main_process():  # under torchrun rank 0 alone prints and writes
+        return
     console.print(_sweep_table(result, loaded))
 
     write_json(json_path, {"command": "sweep", **_source_info(loaded, dataset, split, records, device), **result.to_dict()})
@@ -291,7 +298,8 @@ def table(
     losses: str = typer.Option(PAPER_LOSSES, "--losses", help="Comma list of FGSM losses, one column each."),
     eps: str = typer.Option("0.009", "--eps", help="L-inf budget (the paper: 0.009)."),
     method: str = method_option(),
-    steps: int = steps_option(),
+    steps: Optional[int] = steps_option(),
+    best_iterate: Optional[bool] = best_iterate_option(),
     seed: int = seed_option(),
     target: str = target_option(),
     mode: str = mode_option(),
@@ -315,7 +323,7 @@ def table(
 
     loss_names = parse_losses(losses)
     config = attack_config(method=method, eps=eps, steps=steps, seed=seed, mode=mode, target=target, empty=empty,
-                           precision=precision, all_slices=all_slices)
+                           precision=precision, all_slices=all_slices, best_iterate=best_iterate)
     check_batch_size(batch_size)
     check_outputs(md=md_path, csv=csv_path, json=json_path)
     device = resolve_device(device)
@@ -330,6 +338,8 @@ def table(
     models = [(item.path.name, item.model, item.meta) for item in loaded]
     with progress_bar(f"Table II: {len(models)} model(s) x {len(loss_names)} losses") as progress:
         result = table_ii(models, records, loss_names, config, batch_size=batch_size, device=device, progress=progress)
+    if not is_main_process():  # under torchrun rank 0 alone prints and writes
+        return
     caption = (
         f"DSC before and after {config.method_label} at eps {config.eps:g}, target {config.target}; {len(records)} {split} slices"
         f"{'' if all_slices else ' with organs'} of {dataset.root}; lowest DSC (best attack) in bold."
@@ -374,8 +384,9 @@ def figure(
     loss: str = loss_option(),
     eps: str = typer.Option("0.009", "--eps", help="L-inf budget in pixel units."),
     method: str = method_option(),
-    steps: int = steps_option(),
+    steps: Optional[int] = steps_option(),
     step_size: Optional[float] = step_size_option(),
+    best_iterate: Optional[bool] = best_iterate_option(),
     seed: int = seed_option(),
     organs: str = organs_option(),
     target: str = target_option(),
@@ -395,7 +406,7 @@ def figure(
 
     config = attack_config(
         method=method, loss=loss, eps=eps, mode=mode, target=target, steps=steps, step_size=step_size, empty=empty,
-        all_slices=True, seed=seed, organs=organs,
+        all_slices=True, seed=seed, organs=organs, best_iterate=best_iterate,
     )
     check_outputs(out=out)
     device = resolve_device(device)
@@ -404,6 +415,8 @@ def figure(
     record = _find_slice(dataset, slice_id)
 
     result = _attack_one_slice(loaded.model, record, loaded.img_size, config, device)
+    if not is_main_process():  # under torchrun rank 0 alone prints and writes
+        return
     mean_clean, mean_adv, success, linf = result.mean_clean, result.mean_adv, result.mean_attack_success, result.linf
     caption = (
         f"{loaded.path.name}: {loaded.title} | slice {record.id} | {config.method_label}, {config.objective_label} | "

@@ -1,4 +1,5 @@
-"""PNG figures drawn with Pillow: one attacked slice as the paper's figures 5 to 8, and eps-sweep plots.
+"""PNG figures drawn with Pillow: one attacked slice as the paper's figures 5 to 8, eps-sweep plots and the
+robustness report's curves.
 
 Pillow only (no matplotlib): the pictures come from ``segadv_tui.render.imagery``, so a PNG shows exactly the
 colours of the terminal views. The CLI's ``figure`` / ``sweep`` commands and the TUI's export key use it.
@@ -327,3 +328,41 @@ def sweep_plot(
         draw.text((PAD, y), line, fill=INK, font=caption_font)
         y += 20
     return figure
+
+
+def robustness_plot(
+    eps: Sequence[float],
+    curves: Mapping[str, tuple[Mapping[str, Sequence[float]], Mapping[str, Sequence[float]]]],
+    *,
+    caption: str = "",
+) -> Image.Image:
+    """One row per checkpoint (``curves``: label -> (robust DSC series, attack success series), e.g. one
+    per organ and their mean): robust DSC against eps on the left, attack success on the right."""
+    rows = []
+    for label, (dsc, success) in curves.items():
+        values = [v for ys in success.values() for v in ys if v is not None and math.isfinite(v)]
+        low = min([0.0, *values])
+        low = math.floor(low * 10) / 10 if low < 0 else 0.0
+        rows.append([
+            line_chart(eps, dsc, title=f"{label}: robust DSC", x_label="eps", y_label="DSC", y_range=(0.0, 1.0)),
+            line_chart(eps, success, title=f"{label}: attack success", x_label="eps", y_label="AS", y_range=(low, 1.0)),
+        ])
+    caption_font = font(14)
+    width = max(sum(chart.width for chart in row) for row in rows)
+    caption_lines = _wrap(caption, caption_font, width - 2 * PAD) if caption else []
+    caption_h = len(caption_lines) * 20 + (PAD if caption_lines else 0)
+    height = sum(row[0].height for row in rows)
+    figure = Image.new("RGB", (width, height + caption_h), BACKGROUND)
+    y = 0
+    for row in rows:
+        x = 0
+        for chart in row:
+            figure.paste(chart, (x, y))
+            x += chart.width
+        y += row[0].height
+    draw = ImageDraw.Draw(figure)
+    for line in caption_lines:
+        draw.text((PAD, y), line, fill=INK, font=caption_font)
+        y += 20
+    return figure
+

@@ -16,6 +16,7 @@ from textual.widgets import DataTable, Footer, Header, ProgressBar, Static
 from textual.worker import Worker, WorkerState, get_current_worker
 
 from core.errors import SegadvError
+from core.names import PAPER_LOSS_NAMES
 from core.attack_config import AttackConfig
 from core.names import LOSS_NAMES
 from segadv_tui.messages import Progressed, TableIIFinished
@@ -52,7 +53,7 @@ class TableIIScreen(Screen):
         Binding("x", "export", "Export", id="table2.export", tooltip="Export the table as CSV and Markdown"),
     ]
 
-    def __init__(self, app, losses=LOSS_NAMES):
+    def __init__(self, app, losses=PAPER_LOSS_NAMES):
         super().__init__()
         self.explorer_app = app
         self.losses = tuple(losses)

@@ -1,0 +1,79 @@
+"""Evaluation under torchrun: the batches of a run shared over the processes, the results gathered.
+
+``torchrun --nproc-per-node N $(which segadv) attack ...`` starts N processes with RANK / WORLD_SIZE set.
+Batch i of the one-process run goes to rank i mod N, whole (so every slice is attacked in exactly the
+batch, with exactly the seed, it would have had alone: the numbers equal a one-process run's to the
+last digit); each rank's per-slice results are then gathered on every rank in the original order.
+The process group is started on first use with the gloo backend, which carries these Python objects
+on any device; the commands print and write on rank 0 only.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Ranks:
+    rank: int = 0
+    world_size: int = 1
+
+    @property
+    def active(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def current() -> Ranks:
+    """This process's place: from the process group, started here from torchrun's environment on first
+    use; one process of one when not launched by torchrun."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or "RANK" not in os.environ:
+        return Ranks()
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group(backend="gloo")
+        atexit.register(_shut_down)
+    return Ranks(dist.get_rank(), dist.get_world_size())
+
+
+def is_main_process() -> bool:
+    """True except on the ranks above 0 of a torchrun launch (without starting a process group)."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def _shut_down() -> None:
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def shard(records: Sequence, batch_size: int, ranks: Ranks) -> tuple[list, list[int]]:
+    """(this rank's records, their positions in ``records``): batch i of ``batch_size`` goes to rank
+    i mod world size, so ``core.evaluation.batches`` over them yields exactly those batches."""
+    positions = [
+        position
+        for start in range(ranks.rank * batch_size, len(records), ranks.world_size * batch_size)
+        for position in range(start, min(start + batch_size, len(records)))
+    ]
+    return [records[p] for p in positions], positions
+
+
+def gather(items: Sequence, positions: Sequence[int], ranks: Ranks) -> list:
+    """Every rank's ``items`` (one per position), on every rank, in position order."""
+    if not ranks.active:
+        return list(items)
+    import torch.distributed as dist
+
+    parts: list = [None] * ranks.world_size
+    dist.all_gather_object(parts, (list(positions), list(items)))
+    merged = sorted(((p, item) for part_positions, part_items in parts for p, item in zip(part_positions, part_items)),
+                    key=lambda pair: pair[0])
+    return [item for _, item in merged]
