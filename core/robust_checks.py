@@ -27,9 +27,11 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 
+from core import distributed
 from core.attack_config import AttackConfig, check_eps
 from core.attacks import AttackContext, StopCheck, check_stop, run_attack
 from core.evaluation import Progress, batches, evaluate, evaluate_sweep, score_slices, summarise
+from core.results import SliceResult
 
 TOLERANCE = 0.01
 LARGE_EPS = 0.25
@@ -112,7 +114,8 @@ def run_checks(
     label: str = "model",
     source: torch.nn.Module | None = None,
     source_label: str | None = None,
-    known: Mapping[float, float | None] | None = None,
+    no_source: str = "no source model to transfer from",
+    known: Mapping[float, Sequence[SliceResult]] | None = None,
     batch_size: int = 16,
     device: str | torch.device = "cpu",
     progress: Progress | None = None,
@@ -120,19 +123,20 @@ def run_checks(
 ) -> ChecksReport:
     """Every check of the module doc for ``config``'s attack on ``model`` over ``records``.
 
-    ``known`` holds robust DSCs already measured with ``config`` (eps -> mean), so a report that ran the
-    attack does not pay for it twice; ``source`` is the model the transfer attack is made on (None: the
-    check does not apply). ``progress(done, total)`` counts slices over all the evaluations run here."""
+    ``known`` holds per-slice results already measured with ``config`` (eps -> rows), so a report that ran
+    the attack does not pay for it twice; ``source`` is the model the transfer attack is made on (None: the
+    check does not apply, for the reason ``no_source``). Under torchrun every process calls this (the
+    evaluations are shared); the report is the same on every rank. ``progress(done, total)`` counts slices over all the evaluations run here."""
     started = time.perf_counter()
     eps_values = sorted({check_eps(eps) for eps in eps_values if eps > 0})
     if not eps_values:
         from core.errors import OptionError
 
         raise OptionError("the checks need at least one eps above 0")
-    known = dict(known or {})
+    rows = {eps: list(results) for eps, results in (known or {}).items()}
     at = max(eps_values)
     iterative = config.entry.iterative
-    missing = [eps for eps in [*eps_values, LARGE_EPS] if eps not in known]
+    missing = [eps for eps in [*eps_values, LARGE_EPS] if eps not in rows]
     runs = len(missing) + 1 + (source is not None) + (2 if iterative else 0)
     counter = _Counter(progress, runs * len(records))
 
@@ -142,13 +146,9 @@ def run_checks(
         counter.finish_part(len(records))
         return result
 
-    baseline_rows = None
     for eps in missing:
-        result = robust(replace(config, eps=eps))
-        known[eps] = result.summary.mean_adv
-        if eps == at:
-            baseline_rows = result.rows
-    curve = {eps: known[eps] for eps in [*eps_values, LARGE_EPS]}
+        rows[eps] = robust(replace(config, eps=eps)).rows
+    curve = {eps: summarise(rows[eps]).mean_adv for eps in [*eps_values, LARGE_EPS]}
 
     fgsm = AttackConfig.for_method("fgsm", loss=config.loss if config.entry.uses_target else "bce",
                                    target=config.target, empty=config.empty, score=config.score,
@@ -166,18 +166,16 @@ def run_checks(
         _iterative(config, curve, fgsm_dsc),
     ]
     if source is None:
-        checks.append(Check("transfer", None, {}, "no source model to transfer from"))
+        checks.append(Check("transfer", None, {}, no_source))
     else:
         transferred = transfer_dsc(source, model, records, img_size, replace(config, eps=at), batch_size=batch_size,
                                    device=device, progress=counter.part(), should_stop=should_stop)
         counter.finish_part(len(records))
         checks.append(_transfer(curve[at], transferred, source_label or "the source model", at))
     if iterative:
-        if baseline_rows is None:  # the report measured it: run it once more for its rows
-            baseline_rows = robust(replace(config, eps=at)).rows
         more = robust(replace(config, eps=at, steps=2 * config.steps))
         restart = robust(replace(config, eps=at, seed=config.seed + 1))
-        checks.append(_converged(config, at, baseline_rows, more.summary.mean_adv, restart.rows))
+        checks.append(_converged(config, at, rows[at], more.summary.mean_adv, restart.rows))
     else:
         checks.append(Check("converged", None, {}, f"{config.method_label} is a single step"))
     check_stop(should_stop)
@@ -248,22 +246,27 @@ def _converged(config: AttackConfig, eps: float, rows, more_steps: float | None,
 
 def transfer_dsc(source, model, records, img_size: int, config: AttackConfig, *, batch_size: int = 16,
                  device="cpu", progress: Progress | None = None, should_stop: StopCheck | None = None) -> float | None:
-    """Robust DSC of ``model`` on adversarial slices made by ``config``'s attack on ``source``."""
+    """Robust DSC of ``model`` on the adversarial slices ``config``'s attack makes on ``source`` (each slice
+    with the random start it would have had on ``model``). Shared over torchrun's processes like ``evaluate``."""
     from core.metrics import predict
 
-    generator = torch.Generator(device=device).manual_seed(config.seed) if config.method == "pgd" else None
-    context = AttackContext(generator=generator, should_stop=should_stop)
-    rows, done = [], 0
-    for chunk, images, truth in batches(list(records), img_size, batch_size, device):
+    records = list(records)
+    ranks = distributed.current()
+    mine, positions = distributed.shard(records, batch_size, ranks)
+    rows = []
+    for chunk, images, truth in batches(mine, img_size, batch_size, device):
         check_stop(should_stop)
+        ids = [r.id for r in chunk]
+        context = AttackContext(should_stop=should_stop, ids=ids, reference=truth)
         target = truth if config.target == "gt" else None
         adversarial = run_attack(source, images, target, config, context).adversarial
         clean_pred, adv_pred = predict(model, images, config.precision), predict(model, adversarial, config.precision)
-        rows += score_slices([r.id for r in chunk], config.eps, images, adversarial, clean_pred, adv_pred, truth,
+        rows += score_slices(ids, config.eps, images, adversarial, clean_pred, adv_pred, truth,
                              empty=config.empty, score=config.score)
-        done += len(chunk)
         if progress is not None:
-            progress(done, len(records))
+            progress(min(len(rows) * ranks.world_size, len(records)), len(records))
+    if ranks.active:
+        rows = distributed.gather(rows, positions, ranks)
     return summarise(rows).mean_adv
 
 

@@ -1,10 +1,14 @@
-"""The checks of ``core.robust_checks`` (Carlini et al.): a model whose input gradient is zero everywhere
-fails them, the plain demo model passes them, and each verdict follows from its numbers."""
+"""The checks of ``core.robust_checks`` (Carlini et al.) and ``segadv robust --checks``: a model whose input
+gradient is zero everywhere fails them, the plain demo model passes them, and each verdict follows from
+its numbers."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
+from typer.testing import CliRunner
 
 from core.attack_config import AttackConfig
 from core.checkpoints import load_checkpoint
@@ -54,18 +58,23 @@ def test_a_masked_gradient_fails_the_checks_that_catch_it(demo, records):
     assert set(report.to_dict()["checks"][0]) >= {"name", "verdict", "numbers", "guards"}
 
 
-def test_the_plain_demo_model_passes(demo, records):
-    plain, img_size = demo
-    steps = []
-    report = run_checks(plain, records, img_size, PGD, [EPS], label="demo_small", progress=lambda d, t: steps.append((d, t)))
-    assert report.passed, [check.to_dict() for check in report.checks]
-    assert {check.name: check.verdict for check in report.checks} == {
+def test_segadv_robust_checks_pass_on_the_plain_demo_model_and_land_in_the_json(tiny_demo, tmp_path):
+    from segadv_tui.cli import _register_commands, app
+
+    _register_commands()
+    args = ["robust", "--data", str(tiny_demo), "--method", "pgd", "--steps", "5", "--eps", str(EPS), "--limit", "3",
+            "--checks", "--out-dir", str(tmp_path)]
+    result = CliRunner().invoke(app, args, env={"COLUMNS": "250"})
+    assert result.exit_code == 0, result.output
+    assert "checks: 5 passed, 0 failed, 1 not applicable" in result.output
+    assert "demo_small.safetensors is the transfer source itself" in result.output
+    (report,) = json.loads((tmp_path / "robust.json").read_text())["checks"]
+    assert report["passed"] and {check["name"]: check["verdict"] for check in report["checks"]} == {
         "gradients": "pass", "monotone": "pass", "large_eps": "pass", "iterative": "pass", "transfer": "n/a",
         "converged": "pass",
     }
-    assert report.robust_dsc[LARGE_EPS] <= 0.05 < report.robust_dsc[EPS]
-    # 2 eps + FGSM + twice for convergence = 5 passes over the 3 slices, counted as one bar.
-    assert steps[-1] == (15, 15) and all(b[0] >= a[0] for a, b in zip(steps, steps[1:]))
+    assert report["robust_dsc"][f"{LARGE_EPS:g}"] <= 0.05 < report["robust_dsc"][f"{EPS:g}"]
+    assert all(check["guards"] for check in report["checks"])
 
 
 def test_verdicts_follow_from_the_numbers():

@@ -3,6 +3,8 @@
 Robust DSC per organ and mean at each eps with attack success, ROG (the share of slices whose mean DSC
 falls below half of the clean one), robust DSC per organ-size tertile and, for the ensemble, how often
 each member won; Rich tables on stdout, JSON / CSV / PNG files, a progress bar with an ETA on stderr.
+``--checks`` adds the checks of ``core.robust_checks`` (Carlini et al.) per checkpoint, pass or fail with
+their numbers, in the output and the JSON.
 """
 
 from __future__ import annotations
@@ -59,6 +61,8 @@ def robust(
     json_path: Optional[Path] = typer.Option(None, "--json", help="JSON file with every number (default OUT_DIR/robust.json)."),
     csv_path: Optional[Path] = typer.Option(None, "--csv", help="CSV, one row per checkpoint and eps (default OUT_DIR/robust.csv)."),
     png_path: Optional[Path] = typer.Option(None, "--png", help="Robust DSC and AS against eps per organ (default OUT_DIR/robust.png)."),
+    checks: bool = typer.Option(False, "--checks", help="Also run the checks that catch a fake defence (Carlini et al.): informative gradients, monotone in eps, about 0 at eps 0.25, the attack >= FGSM, white-box >= transfer, converged (doubled steps, a restart) at the largest eps. Costs about 5 more runs of the attack."),
+    transfer_from: Optional[Path] = typer.Option(None, "--transfer-from", help="With --checks: the checkpoint the transfer attack is made on; default the bundled (plain) demo checkpoint."),
 ) -> None:
     """Robust DSC against eps per organ, with ROG, organ-size tertiles and the ensemble's wins per member."""
     from core.devices import resolve_device
@@ -78,6 +82,7 @@ def robust(
     check_outputs(json=json_path, csv=csv_path, png=png_path)
     device = resolve_device(device)
     loaded = [load_checkpoint(path, device) for path in (checkpoints or [None])]
+    source = load_checkpoint(transfer_from, device) if checks else None
     dataset = open_data(data)
     records = select_records(dataset, split, all_slices=all_slices, limit=limit)
     split = split.strip().lower()
@@ -91,6 +96,7 @@ def robust(
     description = f"{config.method_label}: {len(models)} model(s) x {len(eps_values)} eps x {len(records)} slices"
     with progress_bar(description) as progress:
         report = robustness(models, records, config, eps_values, batch_size=batch_size, device=device, progress=progress)
+    check_reports = _run_checks(report, loaded, source, records, config, eps_values, batch_size, device) if checks else []
     if not is_main_process():  # under torchrun rank 0 alone prints and writes
         return
 
@@ -100,15 +106,81 @@ def robust(
         console.print(_tertile_table(report, curve))
         if report.members:
             console.print(_wins_table(report, curve))
+    for checked in check_reports:
+        console.print(_checks_table(checked, scope))
+    if check_reports:
+        verdicts = [check.verdict for checked in check_reports for check in checked.checks]
+        console.print(f"checks: {verdicts.count('pass')} passed, {verdicts.count('FAIL')} failed, "
+                      f"{verdicts.count('n/a')} not applicable", highlight=False)
 
     write_json(json_path, {
         "command": "robust", "device": describe_device(device), "data": str(dataset.root),
         "data_fingerprint": dataset.fingerprint(), "split": split, "slices": len(records),
         "checkpoints": [str(item.path) for item in loaded], **report.to_dict(),
+        **({"checks": [checked.to_dict() for checked in check_reports]} if checks else {}),
     })
     write_csv(csv_path, *robust_rows(report))
     write_png(png_path, robustness_plot(*_plot_points(report), caption=_caption(report, scope)))
     console.print(f"wrote {json_path}, {csv_path}, {png_path}", highlight=False, soft_wrap=True)
+
+
+def _run_checks(report, loaded, source, records, config, eps_values, batch_size, device) -> list:
+    """``core.robust_checks.run_checks`` per checkpoint, reusing the report's per-slice results."""
+    from segadv_tui.cli._common import progress_bar
+
+    from core.robust_checks import run_checks
+
+    results = []
+    for item, curve in zip(loaded, report.curves):
+        same = item.path.resolve() == source.path.resolve()
+        known = {point.eps: point.rows for point in curve.points}
+        with progress_bar(f"checks of {curve.label}") as progress:
+            results.append(run_checks(
+                item.model, records, item.img_size, config, eps_values, label=curve.label,
+                source=None if same else source.model, source_label=source.path.name,
+                no_source=f"{source.path.name} is the transfer source itself (--transfer-from)", known=known,
+                batch_size=batch_size, device=device, progress=progress,
+            ))
+    return results
+
+
+def _checks_table(checked, scope: str):
+    from rich.table import Table
+
+    table = Table(title=f"{checked.label}: checks of {checked.config.method_label} ({scope}; transfer and "
+                        f"convergence at eps {checked.check_eps:g}; {checked.seconds:.0f} s)")
+    for column in ("check", "verdict", "numbers", "guards against"):
+        table.add_column(column, overflow="fold")
+    style = {"pass": "green", "FAIL": "bold red", "n/a": "dim"}
+    for check in checked.checks:
+        table.add_row(check.title, f"[{style[check.verdict]}]{check.verdict}[/]", check_numbers(check), check.guards)
+    return table
+
+
+def check_numbers(check) -> str:
+    """A check's numbers in a few words (all of them are in the JSON)."""
+    n = check.numbers
+    if check.passed is None:
+        return check.note
+    if check.name == "gradients":
+        return f"zero-gradient share {n['zero_gradient_fraction']:.3f} (limit {n['limit']:g})"
+    if check.name == "monotone":
+        curve = ", ".join(f"{eps}: {_dsc(dsc)}" for eps, dsc in n["robust_dsc"].items())
+        rises = "; ".join(f"rises {r['rise']:+.4f} from {r['from_eps']:g} to {r['to_eps']:g}" for r in n["rises"])
+        return f"robust DSC {curve}" + (f"; {rises}" if rises else "")
+    if check.name == "large_eps":
+        return f"robust DSC {n['robust_dsc']:.4f} at eps {n['eps']:g} (limit {n['limit']:g})"
+    if check.name == "iterative":
+        return "; ".join(f"eps {eps}: {_dsc(row['attack'])} vs FGSM {_dsc(row['fgsm'])}" for eps, row in n["robust_dsc"].items())
+    if check.name == "transfer":
+        return f"eps {n['eps']:g}: white-box {n['white_box']:.4f} vs transferred from {n['source']} {n['transfer']:.4f}"
+    more, restart = n["double_steps"], n["restart"]
+    return (f"eps {n['eps']:g}: {n['robust_dsc']:.4f}; {more['steps']} steps {more['robust_dsc']:.4f} "
+            f"({-more['change']:+.4f}); a restart {restart['robust_dsc']:.4f} ({-restart['change']:+.4f})")
+
+
+def _dsc(value) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
 
 
 def _caption(report, scope: str) -> str:
