@@ -29,10 +29,16 @@ class CheckpointEntry:
         params = f"{meta['params'] / 1e6:.2f}M" if isinstance(meta.get("params"), (int, float)) else "?"
         val = meta.get("val_dsc") or {}
         dsc = f"DSC {val['mean']:.3f}" if isinstance(val, dict) and val.get("mean") is not None else "no val DSC"
+        return f"{meta.get('model', '?')} · {params} · {meta.get('img_size', '?')}px · {dsc}"
+
+    @property
+    def defence(self) -> str | None:
+        """How an adversarially trained checkpoint was defended ("FGSM-RS AT eps 0.012"); None: plainly trained."""
+        if not self.meta or not self.meta.get("defence"):
+            return None
         from core.names import defence_label
 
-        defence = f" · {defence_label(meta['defence'])}" if meta.get("defence") else ""
-        return f"{meta.get('model', '?')} · {params} · {meta.get('img_size', '?')}px · {dsc}{defence}"
+        return defence_label(self.meta["defence"])
 
 
 def find_checkpoints(folders: list[Path], files: list[Path] = ()) -> list[CheckpointEntry]:
@@ -88,7 +94,10 @@ class CheckpointList(OptionList):
             name = Text(marker + entry.path.stem, style="bold" if entry.meta else "bold red",
                         no_wrap=True, overflow="ellipsis")
             summary = Text("  " + entry.summary, style="dim" if entry.meta else "red", no_wrap=True, overflow="ellipsis")
-            self.add_option(Option(Group(name, summary)))
+            lines = [name, summary]
+            if entry.defence:  # a line of its own: the summary line is full at the panel's width
+                lines.append(Text("  " + entry.defence, style="dim italic", no_wrap=True, overflow="ellipsis"))
+            self.add_option(Option(Group(*lines)))
         if self.entries:
             self.highlighted = min(highlighted or 0, len(self.entries) - 1)
 
