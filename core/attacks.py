@@ -1,11 +1,13 @@
 """Adversarial attacks on the organ segmenters: FGSM (textbook and the paper's variant), BIM, PGD and a
-targeted "erase organs" attack, plus the gradient cache and the eps sweep built on it (APGD and the
+targeted "erase organs" attack, the registry's runners (``core.attack_config.METHODS``), and the gradient
+cache and batched adversarial forward passes that ``core.evaluation.sweep`` builds on (APGD and the
 ensemble: ``core.apgd``, ``core.ensemble``).
 
 Images are (N, 1, H, W) in [0, 1], targets (N, 3, H, W) 0/1 masks (the ground truth, or the model's
 own clean prediction from ``core.metrics.predict``). Gradients are taken with ``torch.autograd.grad``
-with respect to the input only, so parameters never get a ``.grad`` and nothing is toggled on the
-model (safe when a front end attacks the same model from two threads); the model is run in eval mode.
+with respect to the input only, so parameters never get a ``.grad`` and ``requires_grad`` is never
+toggled. The model is run in eval mode: a model left in train mode is switched to eval for the call and
+back afterwards (front ends keep their models in eval mode, so two threads never see a switch).
 Every loss is reduced per image (``core.losses``), so a batch is attacked exactly as its images one by
 one. Inputs are never modified in place.
 
@@ -22,7 +24,7 @@ FGSM modes:
   such, its norms measured in that 3-channel space and its pictures showing the channel mean.
 
 sign(grad) does not depend on eps: ``GradientCache`` keeps it per (checkpoint, slice, loss, target,
-mode), and ``sweep`` turns one backward pass per image into any number of eps values with batched
+mode), and ``core.evaluation.sweep`` turns one backward pass per image into any number of eps values with batched
 forward passes.
 
 Iterative attacks can keep their best iterate (``BestIterate``): per slice the point whose prediction has
@@ -44,15 +46,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from core.attack_config import PRECISIONS, AttackConfig, check_eps  # noqa: F401  (check_eps re-exported)
+from core.attack_config import PRECISIONS, AttackConfig, check_eps
 from core.errors import OptionError, check_choice
 from core.losses import check_loss, per_image_loss
 from core.names import MODES, TARGETS  # noqa: F401  (re-exported)
 from core.organs import ORGANS
 
 StopCheck = Callable[[], bool]
-# on_step(step, steps, adversarial): an iterative attack's progress, for live views (step is 1-based).
-StepCallback = Callable[[int, int, torch.Tensor], None]
+# on_step(step, steps, iterate, logits, loss): an iterative attack's progress, for live views. Called
+# once per step with the iterate the step starts from (step 0: the start point), its fp32 logits and its
+# per-image objective, all computed anyway for the step's gradient, so watching costs no extra pass.
+StepCallback = Callable[[int, int, torch.Tensor, torch.Tensor, torch.Tensor], None]
 
 
 class AttackCancelled(Exception):
@@ -366,9 +370,9 @@ def _iterate(model, image, start, eps, steps, step_size, objective, direction, s
             values, grad, logits = loss_and_gradient(model, adversarial, objective, step + 1, precision)
             if tracker is not None:
                 tracker.update(adversarial, logits, values)
-            adversarial = torch.minimum(torch.maximum(adversarial + direction * alpha * grad.sign(), lower), upper)
             if on_step is not None:
-                on_step(step + 1, steps, adversarial)
+                on_step(step, steps, adversarial, logits, values)
+            adversarial = torch.minimum(torch.maximum(adversarial + direction * alpha * grad.sign(), lower), upper)
         if tracker is not None:
             values, _, logits = loss_and_gradient(model, adversarial, objective, steps + 1, precision, need_grad=False)
             tracker.update(adversarial, logits, values)

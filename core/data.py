@@ -249,13 +249,6 @@ class GITractDataset:
         except KeyError:
             raise KeyError(f"no slice {slice_id!r} in {self.root}") from None
 
-    def index(self) -> dict[int, dict[int, list[SliceRecord]]]:
-        """case -> day -> slices, all in ascending order (for browsing)."""
-        tree: dict[int, dict[int, list[SliceRecord]]] = {}
-        for record in self.records:
-            tree.setdefault(record.case, {}).setdefault(record.day, []).append(record)
-        return tree
-
     def split(self, test_fraction: float = 0.1, seed: int = 0) -> tuple[list[SliceRecord], list[SliceRecord]]:
         """(train, test) split by case (patient): every slice of a case lands on the same side.
 

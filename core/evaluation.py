@@ -73,11 +73,13 @@ def score_slices(
     """The ``SliceResult`` of each slice of a batch: DSC of the clean and adversarial predictions against
     ``reference`` (the ground truth, or the clean prediction where there is none), realised norms, and
     with ``pictures`` the numpy pictures. The one place a per-slice score is made."""
-    clean_pred, adv_pred, reference = clean_pred.cpu().bool(), adv_pred.cpu().bool(), reference.cpu().bool()
+    # Scored where the masks are (the GPU in a CUDA run); only numbers and, when asked, pictures come back.
+    reference = reference.to(adv_pred.device).bool()
+    clean_pred, adv_pred = clean_pred.to(adv_pred.device).bool(), adv_pred.bool()
     dsc_clean, dsc_adv = dice_per_organ(clean_pred, reference, empty), dice_per_organ(adv_pred, reference, empty)
     linf, l2 = perturbation_norms(image, adversarial)
-    has_organs = reference.flatten(1).any(1).numpy()
-    organ_pixels = reference.flatten(2).sum(2).numpy()
+    has_organs = reference.flatten(1).any(1).cpu().numpy()
+    organ_pixels = reference.flatten(2).sum(2).cpu().numpy()
     hd_clean = hd_adv = None
     if hausdorff:
         hd_clean, hd_adv = hausdorff_per_organ(clean_pred, reference), hausdorff_per_organ(adv_pred, reference)
@@ -85,6 +87,7 @@ def score_slices(
     if pictures:
         # The paper's mode perturbs a 3-channel copy of the slice: its picture is the channel mean.
         images, adversarial_images = image[:, 0].float().cpu().numpy(), adversarial.float().mean(1).cpu().numpy()
+        clean_pred, adv_pred, reference = clean_pred.cpu(), adv_pred.cpu(), reference.cpu()
     results = []
     for i, slice_id in enumerate(ids):
         results.append(SliceResult(

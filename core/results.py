@@ -1,17 +1,17 @@
 """The one per-slice result of an attack, and the scores derived from it, without torch.
 
-``SliceResult`` travels the whole way: ``core.attacks.sweep`` and ``core.evaluation`` make them, the CLI
+``SliceResult`` travels the whole way: ``core.evaluation`` makes them, the CLI
 writes their JSON / CSV forms, the explorer shows one per frame. A new score is a field here.
 """
 
 from __future__ import annotations
 
-import math
 import warnings
 from dataclasses import dataclass
 
 import numpy as np
 
+from core.files import json_number
 from core.organs import ORGANS
 
 
@@ -37,14 +37,6 @@ def attack_success(dsc_clean, dsc_adv) -> np.ndarray:
     defined = np.isfinite(clean) & (clean != 0)
     safe_clean = np.where(defined, clean, 1.0)
     return np.where(defined, (clean - adv) / safe_clean, np.nan)
-
-
-def json_number(value) -> float | None:
-    """A number for JSON: NaN / inf (an undefined DSC or AS) become None, numpy scalars plain floats."""
-    if value is None:
-        return None
-    value = float(value)
-    return value if math.isfinite(value) else None
 
 
 def organ_dict(values) -> dict[str, float | None] | None:

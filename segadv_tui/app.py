@@ -13,7 +13,7 @@ first worker, so this module and the widgets import nothing that pulls them in.
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
@@ -25,8 +25,10 @@ from textual.widgets import Footer, Header, Static
 from textual.worker import Worker, WorkerState, get_current_worker
 
 from core.attack_config import METHOD_LIST, AttackConfig
+from core.errors import SegadvError
+from segadv_tui.bug_report import bug_message, one_line, write_bug_report
 from segadv_tui.settings import EPS_STEP_COARSE, EPS_STEP_FINE, Curve, Frame, SliceData, load_slice_data
-from segadv_tui.messages import CheckpointsFound, CurveReady, DataReady, FrameReady, ModelLoaded
+from segadv_tui.messages import CheckpointsFound, CurveReady, DataReady, FrameReady, LiveStepReady, ModelLoaded
 from segadv_tui.palette import ExplorerCommands
 from segadv_tui.widgets.attack import CHOICES, AttackPanel, EpsInput, choice_value
 from segadv_tui.widgets.checkpoints import CheckpointEntry, CheckpointList
@@ -102,6 +104,8 @@ class SegadvApp(App):
         device_label: str | None = None,
         show_timings: bool = True,
         frame_hook: Callable[[FrameRequest], None] | None = None,
+        live_interval: float | None = None,
+        live_hook: Callable[[object], None] | None = None,
     ):
         super().__init__()
         from core.paths import bundled_checkpoint_dirs
@@ -120,6 +124,10 @@ class SegadvApp(App):
         self.show_timings = show_timings
         # Called in the frame worker when its computation starts, holding the model (tests pause it there).
         self.frame_hook = frame_hook
+        # Seconds between live repaints of an iterative attack (None: the explorer's ~10 a second), and a
+        # call in the worker after each one is posted (tests hold a run there).
+        self.live_interval = live_interval
+        self.live_hook = live_hook
 
         self.settings = AttackConfig(target="pred" if image is not None else "gt")
         self.dataset = None
@@ -132,6 +140,8 @@ class SegadvApp(App):
         self.frame: Frame | None = None
         self.curve: Curve | None = None
         self.dropped_frames = 0
+        self.live_steps = 0  # progress repaints of iterative attacks shown
+        self.live = None  # the latest progress of an iterative attack
         self._latest_request = 0
         self._slice_cache: dict[tuple[str, int], SliceData] = {}
         self._slice_cache_lock = threading.Lock()
@@ -389,9 +399,34 @@ class SegadvApp(App):
             return
         data = self._slice_data(request.source, int(self.checkpoint_meta["img_size"]))
         hook = None if self.frame_hook is None else (lambda: self.frame_hook(request))
-        frame = explorer.compute(data, request.settings, request_id=request.id, should_stop=should_stop, on_start=hook)
+
+        def on_live(live) -> None:
+            if not should_stop():
+                self.post_message(LiveStepReady(live))
+                if self.live_hook is not None:
+                    self.live_hook(live)
+
+        interval = {} if self.live_interval is None else {"live_interval": self.live_interval}
+        frame = explorer.compute(data, request.settings, request_id=request.id, should_stop=should_stop, on_start=hook,
+                                 on_live=on_live, **interval)
         if frame is not None:
             self.post_message(FrameReady(frame))
+
+    @on(LiveStepReady)
+    def _live_step(self, message: LiveStepReady) -> None:
+        live = message.live
+        if live.request_id != self._latest_request:
+            return
+        self.live_steps += 1
+        self.live = live
+        self._show_pictures(live.result, live.config.eps)
+        self.query_one(ScoresPanel).show_live(live)
+
+    def _show_pictures(self, result, eps: float) -> None:
+        """The pictures of a slice's attack (a finished frame or an iterative run's current iterate)."""
+        from segadv_tui.render.figures import AttackPanels
+
+        self.query_one(ImageGrid).show(AttackPanels.from_result(result, eps), result.pictures.has_truth)
 
     @on(FrameReady)
     def _frame_ready(self, message: FrameReady) -> None:
@@ -400,8 +435,14 @@ class SegadvApp(App):
             self.dropped_frames += 1
             return
         self.frame = frame
-        self.query_one(ImageGrid).show(self._attack_panels(frame), frame.has_truth)
+        self._show_pictures(frame.result, frame.config.eps)
         self.query_one(ScoresPanel).show(frame)
+        live = self.live if self.live is not None and self.live.request_id == frame.request_id else None
+        if live is None:
+            self.query_one(ScoresPanel).clear_live()
+        else:  # the run's history, closed by the final iterate's score
+            self.query_one(ScoresPanel).show_live_line(replace(
+                live, step=live.steps, seconds=frame.seconds, mean_dsc=live.mean_dsc + (frame.result.mean_adv,)))
         curve = self.query_one(DscCurve)
         if self.curve is not None and self._curve_matches(self.curve, frame):
             curve.show(self.curve, frame.config.eps)
@@ -454,13 +495,19 @@ class SegadvApp(App):
         if event.state != WorkerState.ERROR:
             return
         worker = event.worker
-        error = worker.error
         if worker.group in ("scan", "load", "frame"):
             self.query_one("#images").loading = False
-        message = str(error) or type(error).__name__
-        if not isinstance(error, (ValueError, OSError)):
-            message = f"{type(error).__name__}: {message}"
-        self.notify(f"{worker.name} failed: {message}", severity="error", timeout=10)
+        self.report_worker_error(worker.name, worker.error)
+
+    def report_worker_error(self, task: str, error: BaseException) -> None:
+        """A notification, and the app keeps running: bad input says what is wrong; anything else is a
+        bug, with its traceback in a log file (as the CLI reports it)."""
+        # markup=False: a message is arbitrary text ("[0, 1]", paths), never Textual markup.
+        if isinstance(error, SegadvError):
+            self.notify(f"{task} failed: {one_line(error)}", severity="error", timeout=10, markup=False)
+        else:
+            self.notify(f"{task} failed: {bug_message(error, write_bug_report(error))}", severity="error", timeout=20,
+                        markup=False)
 
     # -- screens, exports and misc ---------------------------------------------------------------
 
@@ -522,13 +569,14 @@ class SegadvApp(App):
 
     @work(thread=True, exit_on_error=False, group="export", name="Exporting the figure")
     def _export_figure(self, frame: Frame) -> None:
-        from segadv_tui.render.figures import attack_figure, save_png
+        from core.files import write_png
+        from segadv_tui.render.figures import attack_figure
 
         checkpoint = self.checkpoint_entry.path.stem if self.checkpoint_entry else "model"
         name = f"{frame.slice_id}_{checkpoint}_{frame.config.method}_{frame.config.loss.replace('+', '-')}" \
                f"_eps{frame.config.eps:.3f}.png"
         caption = f"{checkpoint} · {frame.slice_id} · {frame.config.label} · L-inf {frame.result.linf:.4f}"
-        path = save_png(attack_figure(self._attack_panels(frame), caption), self.export_dir / name)
+        path = write_png(self.export_dir / name, attack_figure(self._attack_panels(frame), caption))
         self.call_from_thread(self.notify, f"Saved {path}")
 
     def action_export_scores(self) -> None:
@@ -540,8 +588,8 @@ class SegadvApp(App):
         stem = f"{self.frame.slice_id}_{self.frame.config.method}_eps{self.frame.config.eps:.3f}_scores"
         try:
             paths = save_tables(scores_table(self.frame), self.export_dir / stem)
-        except OSError as exc:
-            self.notify(f"Could not export the scores: {exc}", severity="error")
+        except SegadvError as exc:  # the message names the file
+            self.notify(f"Could not export the scores: {exc}", severity="error", markup=False)
             return
         self.notify("Saved " + ", ".join(str(p) for p in paths))
 

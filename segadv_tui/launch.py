@@ -12,7 +12,7 @@ from typing import Optional
 
 import typer
 
-from segadv_tui.cli import fail
+from segadv_tui.cli import fail, run
 
 command = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 
@@ -60,7 +60,7 @@ def segadv_tui(
     if device.strip().lower() != "auto":
         # An explicit device is checked before the full-screen app starts (torch loads here); auto is
         # resolved by the same rule in the app's first worker, so the screen paints at once.
-        from segadv_tui.cli._common import resolve_device
+        from core.devices import resolve_device
 
         device = str(resolve_device(device))
     if not export_dir.is_dir():
@@ -92,4 +92,4 @@ def _demo_data() -> Path:
 
 
 def main() -> None:
-    command()
+    run(command)  # the CLI's error path: bad input is one line and exit 2, a bug names its log file

@@ -59,6 +59,21 @@ class Frame:
 
 
 @dataclass(frozen=True)
+class LiveStep:
+    """An iterative attack in progress: the iterate at ``step`` of ``steps`` scored (with its pictures),
+    and the mean DSC and objective of every step so far (for the sparklines)."""
+
+    request_id: int
+    config: AttackConfig
+    step: int
+    steps: int
+    seconds: float
+    mean_dsc: tuple[float, ...]
+    loss: tuple[float, ...]
+    result: SliceResult
+
+
+@dataclass(frozen=True)
 class Curve:
     """Mean DSC of FGSM against eps for one slice, loss, target and mode (from one shared gradient)."""
 

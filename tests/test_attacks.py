@@ -332,3 +332,67 @@ def test_fp16_rescaling_prevents_gradient_underflow(model, batch):
     plain_zero = (plain == 0).float().mean().item()
     rescaled_zero = input_gradients(model, image[:1], target[:1], precision="fp16")["bce"].zero_fraction[0]
     assert plain_zero > 0 and rescaled_zero < plain_zero
+
+
+def test_a_batch_larger_than_the_chunk_is_split_and_gives_the_same_predictions(model, batch):
+    from core.attacks import adversarial_predictions
+
+    image, target = batch
+    sign = input_gradients(model, image, target)["bce"].sign
+    whole = adversarial_predictions(model, image, sign, [0.01, 0.02], chunk_size=64)
+    split = adversarial_predictions(model, image, sign, [0.01, 0.02], chunk_size=2)  # 3 images > 2: split
+    for (adv_a, pred_a), (adv_b, pred_b) in zip(whole, split):
+        assert torch.equal(adv_a, adv_b) and torch.equal(pred_a, pred_b)
+
+
+class Overflowing(torch.nn.Module):
+    """Logits of about 1e5 where the pixel is bright: finite in fp32, infinite in fp16 (max 65504)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(1, 3, 1)
+        with torch.no_grad():
+            self.conv.weight.fill_(2e5)
+            self.conv.bias.fill_(-1e5)
+
+    def forward(self, image):
+        return self.conv(image)
+
+
+def test_a_reduced_precision_pass_that_overflows_is_redone_in_fp32():
+    from core.attacks import safe_logits
+
+    model, image = Overflowing(), torch.rand(2, 1, 8, 8)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.float16):
+        assert not torch.isfinite(model(image)).all()  # the failure this guards against is real
+    with torch.no_grad():
+        logits = safe_logits(model, image, "fp16")
+        assert torch.isfinite(logits).all() and torch.equal(logits, model(image))
+    assert torch.equal(predict(model, image, "fp16"), predict(model, image))
+
+
+def test_predict_scores_a_train_mode_model_in_eval_mode_and_leaves_it_as_it_was(batch):
+    torch.manual_seed(0)
+    model = build_model("small")
+    image, _ = batch
+    running = [b.clone() for b in model.buffers()]
+    assert model.training
+    prediction = predict(model, image)
+    assert model.training and all(torch.equal(a, b) for a, b in zip(running, model.buffers()))
+    assert torch.equal(prediction, predict(model.eval(), image))
+
+
+def test_iterative_attacks_report_each_step_and_take_a_precision(model, batch):
+    image, target = batch
+    seen = []
+    adversarial = pgd(model, image[:1], target[:1], 0.01, steps=3, precision="bf16", loss="dice",
+                      generator=torch.Generator().manual_seed(0), on_step=lambda *state: seen.append(state))
+    assert [(step, steps) for step, steps, *_ in seen] == [(0, 3), (1, 3), (2, 3)]
+    for _, _, iterate, logits, loss in seen:  # each step's own iterate, its logits and its objective
+        assert (iterate - image[:1]).abs().max() <= 0.01 + 1e-6
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+            torch.testing.assert_close(logits, model(iterate).float())
+        from core.losses import per_image_loss
+
+        torch.testing.assert_close(loss, per_image_loss("dice", logits, target[:1]))
+    assert (adversarial - image[:1]).abs().max() <= 0.01 + 1e-6

@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 CORE_MODULES = [
-    "core.data", "core.demo", "core.models", "core.checkpoints", "core.losses",
+    "core.data", "core.demo", "core.files", "core.models", "core.checkpoints", "core.losses",
     "core.metrics", "core.attacks", "core.evaluation", "core.training",
 ]
 
@@ -25,3 +25,9 @@ def test_core_does_not_import_textual_or_rich():
 def test_cli_help_does_not_import_torch():
     loaded = _loaded_after_import("import segadv_tui.cli as c; c._register_commands()")
     assert "torch" not in loaded
+
+
+def test_the_writer_and_the_bug_report_do_not_import_torch():
+    # The explorer writes exports and bug reports from its UI thread, before torch may have loaded.
+    loaded = _loaded_after_import("import core.files, core.paths, segadv_tui.bug_report")
+    assert not {"torch", "textual"} & loaded

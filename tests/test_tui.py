@@ -6,6 +6,8 @@ app's cached-gradient path); waiting is on workers and messages, never on wall-c
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
 import subprocess
 import sys
@@ -97,9 +99,19 @@ async def test_eps_keys_input_help_and_exports(tiny_demo, checkpoint, model_and_
         for clean, _, success in table_values(app).values():
             assert (success == "n/a") == (clean == "0.000")
 
-        # Exports: the figure as PNG, the scores as CSV and Markdown.
-        await pilot.press("e", "x")
-        await settle(pilot, app)
+        # Exports: the figure as PNG, the scores as CSV and Markdown, each with the mode the umask allows
+        # (0644 under 022; a temporary file's 0600 would keep them from colleagues on a shared box).
+        for umask, folder in ((0o022, tmp_path), (0o077, tmp_path / "private")):
+            folder.mkdir(exist_ok=True)
+            app.export_dir = folder
+            previous = os.umask(umask)
+            try:
+                await pilot.press("e", "x")
+                await settle(pilot, app)
+            finally:
+                os.umask(previous)
+            modes = {path.suffix: path.stat().st_mode & 0o777 for path in folder.iterdir() if path.is_file()}
+            assert modes == dict.fromkeys([".png", ".csv", ".md"], 0o666 & ~umask), umask
         (png,) = tmp_path.glob("*.png")
         assert app.frame.slice_id in png.name and "eps0.012" in png.name
         assert Image.open(png).size[0] > 500
@@ -302,7 +314,12 @@ async def test_table_ii_runs_over_a_few_slices(tiny_demo, checkpoint, model_and_
         expected = table_ii([("demo", model, meta)], records, screen.losses, AttackConfig(eps=0.009))
         assert row[2] == f"{expected.rows[0].dsc_clean:.4f}"
         assert [cell.split()[0] for cell in row[3:]] == [f"{expected.rows[0].dsc_adv[l]:.4f}" for l in screen.losses]
-        await pilot.press("x")
+        umask = os.umask(0o022)
+        try:
+            await pilot.press("x")
+        finally:
+            os.umask(umask)
+        assert {p.stat().st_mode & 0o777 for p in tmp_path.glob("table_ii_*")} == {0o644}
         csv = (tmp_path / "table_ii_fgsm_eps0.009.csv").read_text()
         assert csv.splitlines()[0].startswith("Model,Parameters,Normal,FGSM BCE")
         assert (tmp_path / "table_ii_fgsm_eps0.009.md").read_text().count("|") > 10
@@ -334,11 +351,103 @@ async def test_small_and_large_terminals_resizing_and_quitting_while_computing(t
     ("segadv_tui.launch", ("torch", "textual")),  # --help and argument errors are instant
     # the app paints first; torch, smp and MONAI load in its worker
     ("segadv_tui.app", ("torch", "monai", "segmentation_models_pytorch")),
+    # the explorer checks its bindings against this screen on the UI thread, before torch has loaded
+    ("segadv_tui.widgets.table_ii", ("torch",)),
 ])
 def test_import_layering(module, absent):
     code = f"import sys, {module}; print(*[name in sys.modules for name in {absent!r}])"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False"] * len(absent)
+
+
+# Run in a fresh process (this one has torch loaded). Every torch import the UI thread starts before
+# torch has finished loading is recorded with its stack; the workers' first imports of segadv, core or
+# torch wait until the UI has painted and handled some keys, so a torch import on the UI thread cannot
+# hide behind a worker that happened to be quicker, nor wait on one (it would freeze the screen).
+UI_THREAD_IMPORTS = """
+import asyncio, builtins, json, sys, threading, traceback
+from pathlib import Path
+
+sys.path.insert(0, {tests!r})
+MAIN, GATED = threading.main_thread(), ("core", "segadv_tui", "torch")
+gate, ui_imports, recording, original_import = threading.Event(), [], [], builtins.__import__
+
+
+def torch_ready():
+    torch = sys.modules.get("torch")
+    return torch is not None and not getattr(getattr(torch, "__spec__", None), "_initializing", False)
+
+
+def watching_import(name, globals=None, locals=None, fromlist=(), level=0):
+    top = name.partition(".")[0] if level == 0 else ""
+    if threading.current_thread() is MAIN:
+        if top == "torch" and not torch_ready() and not recording:
+            ui_imports.append("".join(traceback.format_stack(limit=25)))
+            recording.append(name)  # torch's own imports while it loads are not new findings
+            try:
+                return original_import(name, globals, locals, fromlist, level)
+            finally:
+                recording.pop()
+    elif top in GATED and not gate.is_set():
+        gate.wait()  # at a worker's outermost import: it holds no import lock the UI could wait for
+    return original_import(name, globals, locals, fromlist, level)
+
+
+builtins.__import__ = watching_import
+from tui_pilot import make_app
+
+
+async def scenario():
+    app = make_app(Path({data!r}), Path({checkpoint!r}))
+    async with app.run_test(size=(160, 50)) as pilot:
+        await pilot.pause()
+        await pilot.press("plus", "T", "question_mark")  # bindings are checked (check_action) on each key
+        await pilot.pause()
+        await pilot.press("escape", "minus")
+        await pilot.pause()
+        gate.set()
+        for _ in range(1000):  # until the model has loaded: from then on torch is there for everyone
+            await app.workers.wait_for_complete()
+            await pilot.pause()
+            if app.explorer is not None:
+                break
+    print(json.dumps({{"ui": ui_imports, "model_loaded": app.explorer is not None}}))
+
+
+asyncio.run(scenario())
+"""
+
+
+def test_the_ui_thread_never_imports_torch_before_the_worker_has_loaded_it(tiny_demo, checkpoint):
+    code = UI_THREAD_IMPORTS.format(tests=str(Path(__file__).parent), data=str(tiny_demo), checkpoint=str(checkpoint))
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    seen = json.loads(result.stdout.strip().splitlines()[-1])
+    assert seen["model_loaded"]  # the workers loaded torch and the model
+    assert seen["ui"] == [], f"{len(seen['ui'])} torch import(s) on the UI thread, the first:\n{seen['ui'][0]}"
+
+
+@pilot_test
+async def test_a_bug_in_a_worker_is_a_notification_with_a_log_and_the_app_goes_on(tiny_demo, checkpoint, tmp_path,
+                                                                                  monkeypatch):
+    monkeypatch.setenv("SEGADV_STATE", str(tmp_path / "state"))
+    started = []
+
+    def planted_bug(request):  # the frame worker calls this as its computation starts
+        started.append(request.id)
+        if len(started) == 1:
+            raise ZeroDivisionError("a planted bug")
+
+    app = make_app(tiny_demo, checkpoint, frame_hook=planted_bug)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, app, lambda: any("bug in segadv" in m for _, m in app.notices), "the bug's notification")
+        (log,) = (tmp_path / "state").glob("bug-*.log")
+        message = next(m for severity, m in app.notices if "bug in segadv" in m and severity == "error")
+        assert "ZeroDivisionError: a planted bug" in message and str(log) in message
+        assert "Traceback" in log.read_text() and "planted_bug" in log.read_text()
+        await pilot.press("plus")
+        await first_frame(pilot, app)
+        assert app.frame.config.eps == pytest.approx(0.010) and app.is_running
 
 
 def test_bad_arguments_are_one_line_before_start(tmp_path):
@@ -356,3 +465,38 @@ def test_bad_arguments_are_one_line_before_start(tmp_path):
         output = " ".join(result.output.split())
         assert result.exit_code == 2, arguments
         assert expected in output and "Traceback" not in output
+
+
+@pilot_test
+async def test_a_live_pgd_run_repaints_while_it_runs_and_a_key_cancels_it(tiny_demo, checkpoint):
+    """Every PGD step repaints (interval 0 here); the run is held at its third step while + is pressed:
+    it gives up at its next check, its frame never arrives, and the new eps is computed and shown."""
+    at_step_two, release = threading.Event(), threading.Event()
+
+    def hold(live) -> None:
+        if live.config.eps == pytest.approx(0.009) and live.step == 2:
+            at_step_two.set()
+            assert release.wait(timeout=60)
+
+    app = make_app(tiny_demo, checkpoint, live_interval=0.0, live_hook=hold)
+    async with app.run_test(size=SIZE) as pilot:
+        await first_frame(pilot, app)
+        app.set_settings(app.settings.replace(method="pgd", steps=6))
+        while not at_step_two.is_set():
+            await pilot.pause()
+        for _ in range(2000):  # the worker is held: wait for the UI thread alone, not for the workers
+            if app.live_steps == 3:
+                break
+            await pilot.pause()
+        assert app.live_steps == 3  # steps 0, 1 and 2 repainted
+        assert app.frame.config.method == "fgsm"  # the PGD frame itself has not arrived: these were live
+        live_line = str(app.query_one("#scores-live").render())
+        assert live_line.startswith("PGD 2/6") and "DSC" in live_line and "loss" in live_line
+        computed = app.explorer.computations
+        await pilot.press("plus")
+        release.set()
+        await settle(pilot, app)
+        assert app.frame.config.method == "pgd" and app.frame.config.eps == pytest.approx(0.010)
+        assert app.explorer.computations == computed + 1  # the held run was abandoned, not finished
+        assert str(app.query_one("#scores-live").render()).startswith("PGD 6/6")
+        assert app.live.config.eps == pytest.approx(0.010) and len(app.live.mean_dsc) == 6

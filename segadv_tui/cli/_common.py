@@ -7,12 +7,7 @@ Heavy modules (torch, core) are imported inside the functions: ``segadv --help``
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import math
-import os
-import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +15,7 @@ from typing import Any, Iterator, Sequence
 
 import typer
 
+from segadv_tui.bug_report import one_line
 from segadv_tui.cli import err_console, fail
 
 # How close a range's last value must come to its stop to count as the stop (float steps drift).
@@ -176,9 +172,8 @@ def attack_config(*, method: str = "fgsm", eps: str = "0.009", all_slices: bool 
 
     values = {key: value.strip().lower() if isinstance(value, str) else value for key, value in values.items()
               if value is not None}
-    with user_errors():
-        return AttackConfig.for_method(method.strip().lower(), eps=parse_eps(eps),
-                                       score="all" if all_slices else "nonempty", **values)
+    return AttackConfig.for_method(method.strip().lower(), eps=parse_eps(eps), score="all" if all_slices else "nonempty",
+                                   **values)
 
 
 def check_batch_size(batch_size: int) -> int:
@@ -206,7 +201,6 @@ def load_checkpoint(path: Path | None, device="auto", model_name: str | None = N
     """The checkpoint at ``path`` (None: the bundled demo checkpoint), or a one-line error.
 
     ``model_name`` names the registry model of foreign ``.pt`` / ``.pth`` / ``.bin`` weights."""
-    from core.checkpoints import CheckpointError
     from core.checkpoints import load_checkpoint as load
     from core.paths import demo_checkpoint
 
@@ -218,22 +212,11 @@ def load_checkpoint(path: Path | None, device="auto", model_name: str | None = N
     path = Path(path).expanduser()
     if not path.is_file():
         fail(f"checkpoint {str(path)!r} does not exist" if not path.exists() else f"checkpoint {str(path)!r} is not a file")
+    from core.devices import resolve_device
+
     device = resolve_device(device) if isinstance(device, str) else device
-    try:
-        model, meta = load(path, device=device, model_name=model_name)
-    except CheckpointError as exc:
-        fail(_one_line(exc))  # its message names the file
-    except (OSError, ValueError, KeyError, RuntimeError) as exc:
-        fail(f"cannot load checkpoint {str(path)!r}: {_one_line(exc)}")
+    model, meta = load(path, device=device, model_name=model_name)  # a CheckpointError names the file
     return LoadedCheckpoint(path, model, meta)
-
-
-def resolve_device(device: str):
-    """``core.devices.resolve_device`` (the one device rule), or a one-line error naming the devices."""
-    from core.devices import resolve_device as resolve
-
-    with user_errors():
-        return resolve(device)
 
 
 def open_data(data: Path | None):
@@ -251,7 +234,7 @@ def open_data(data: Path | None):
         else:
             dataset = open_dataset(data)
     except (DataError, OSError) as exc:
-        fail(f"cannot read data {str(data) if data else 'demo'!r}: {_one_line(exc)}")
+        fail(f"cannot read data {str(data) if data else 'demo'!r}: {one_line(exc)}")
     if dataset.problems:
         err_console.print(
             f"note: {len(dataset.problems)} problem(s) in {dataset.root}, e.g. {dataset.problems[0]}",
@@ -264,27 +247,7 @@ def select_records(dataset, split: str, *, all_slices: bool = False, limit: int 
     """``core.data.select_slices`` for the command line's --split / --all-slices / --limit."""
     from core.data import select_slices
 
-    with user_errors():
-        return select_slices(dataset, split.strip().lower(), organs_only=not all_slices, limit=limit)
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc) or type(exc).__name__
-    if isinstance(exc, KeyError) and exc.args:
-        text = str(exc.args[0])
-    return " ".join(text.split())
-
-
-@contextmanager
-def user_errors() -> Iterator[None]:
-    """A user error (``core.errors.SegadvError``: bad data, checkpoint or option) met while a command runs:
-    one line naming the file or value, no traceback."""
-    from core.errors import SegadvError
-
-    try:
-        yield
-    except SegadvError as exc:
-        fail(_one_line(exc))
+    return select_slices(dataset, split.strip().lower(), organs_only=not all_slices, limit=limit)
 
 
 @contextmanager
@@ -310,64 +273,3 @@ def check_outputs(**paths: Path | None) -> None:
     for option, path in paths.items():
         if path is not None and Path(path).expanduser().is_dir():
             fail(f"--{option.replace('_', '-')} {str(path)!r} is a folder; give a file name")
-
-
-def write_text_atomic(path: Path, text: str) -> Path:
-    """Write ``text`` to ``path`` via a temporary file and a rename, so a crash never leaves half a file."""
-    path = Path(path).expanduser()
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(handle, "w", encoding="utf-8", newline="") as stream:
-                stream.write(text)
-            os.replace(temporary, path)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
-    except OSError as exc:
-        fail(f"cannot write {str(path)!r}: {_one_line(exc)}")
-    return path
-
-
-def write_png(image, path: Path) -> Path:
-    """``segadv_tui.render.figures.save_png`` with a one-line error when the file cannot be written."""
-    from segadv_tui.render.figures import save_png
-
-    try:
-        return save_png(image, Path(path).expanduser())
-    except OSError as exc:
-        fail(f"cannot write {str(path)!r}: {_one_line(exc)}")
-
-
-def write_json(path: Path, payload: Any) -> Path:
-    return write_text_atomic(path, json.dumps(payload, indent=2, allow_nan=False, default=_json_default) + "\n")
-
-
-def write_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> Path:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(header)
-    writer.writerows([[_csv_cell(cell) for cell in row] for row in rows])
-    return write_text_atomic(path, buffer.getvalue())
-
-
-def _json_number(value: Any) -> float | None:
-    """A float for JSON: NaN (an undefined DSC or AS) becomes null, numpy scalars plain floats."""
-    value = float(value)
-    return None if math.isnan(value) else value
-
-
-def _csv_cell(cell: Any) -> Any:
-    if isinstance(cell, float) and math.isnan(cell):
-        return ""  # undefined (AS when DSC_clean is 0): an empty cell, as spreadsheets expect
-    return cell
-
-
-def _json_default(value: Any) -> Any:
-    if hasattr(value, "item"):  # numpy scalar
-        return _json_number(value) if isinstance(value.item(), float) else value.item()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"cannot write {type(value).__name__} as JSON")
-

@@ -84,9 +84,10 @@ def attack(
     csv_path: Optional[Path] = typer.Option(None, "--csv", help="Write one row per slice as CSV."),
 ) -> None:
     """Attack a checkpoint over a data split: DSC clean vs adversarial per organ, attack success, realised L-inf / L2."""
+    from core.devices import resolve_device
+    from core.files import write_csv, write_json
     from segadv_tui.cli._common import (
-        attack_config, check_outputs, load_checkpoint, open_data, progress_bar, resolve_device, select_records,
-        user_errors, write_csv, write_json,
+        attack_config, check_outputs, load_checkpoint, open_data, progress_bar, select_records,
     )
 
     config = attack_config(
@@ -103,7 +104,7 @@ def attack(
 
     from core.evaluation import evaluate
 
-    with user_errors(), progress_bar(f"{config.method_label} eps {config.eps:g}") as progress:
+    with progress_bar(f"{config.method_label} eps {config.eps:g}") as progress:
         result = evaluate(
             loaded.model, records, loaded.img_size, config, batch_size=batch_size, device=device, progress=progress
         )
@@ -161,15 +162,10 @@ def attack_rows(result) -> tuple[list[str], list[list]]:
     for row in (result_row.to_dict() for result_row in result.rows):
         cells = [row["slice_id"], int(row["has_organs"]), int(row["scored"])]
         for per_organ, mean in (("dsc_clean", "mean_clean"), ("dsc_adv", "mean_adv"), ("attack_success", "mean_attack_success")):
-            cells += [_cell(row[per_organ][organ]) for organ in ORGANS] + [_cell(row[mean])]
-        cells += [_cell(row["linf"]), _cell(row["l2"]), _cell(row["zero_grad_fraction"])]
+            cells += [row[per_organ][organ] for organ in ORGANS] + [row[mean]]
+        cells += [row["linf"], row["l2"], row["zero_grad_fraction"]]
         rows.append(cells)
     return header, rows
-
-
-def _cell(value) -> float | str:
-    """A CSV cell: full precision (repr), empty where undefined."""
-    return "" if value is None else float(value)
 
 
 @app.command()
@@ -194,9 +190,11 @@ def sweep(
     png_path: Optional[Path] = typer.Option(None, "--png", help="Plot of DSC and AS against eps (default OUT_DIR/sweep.png)."),
 ) -> None:
     """FGSM DSC and attack success against eps, per loss: one gradient per slice and loss serves every eps."""
+    from core.devices import resolve_device
+    from core.files import write_csv, write_json, write_png
     from segadv_tui.cli._common import (
         attack_config, check_outputs, load_checkpoint, open_data, parse_eps_list, parse_losses, progress_bar,
-        resolve_device, select_records, user_errors, write_csv, write_json, write_png,
+        select_records,
     )
     from segadv_tui.render.figures import sweep_plot
 
@@ -216,7 +214,7 @@ def sweep(
 
     from core.evaluation import evaluate_sweep
 
-    with user_errors(), progress_bar(f"sweep {len(eps_values)} eps x {len(loss_names)} losses") as progress:
+    with progress_bar(f"sweep {len(eps_values)} eps x {len(loss_names)} losses") as progress:
         result = evaluate_sweep(
             loaded.model, records, loaded.img_size, eps_values, loss_names, config, batch_size=batch_size,
             device=device, progress=progress,
@@ -231,22 +229,18 @@ def sweep(
     from core.losses import LOSS_TITLES
 
     dsc = {
-        LOSS_TITLES[loss]: [_nan(result.entry(loss, e).summary.mean_adv) for e in result.eps_values] for loss in result.losses
+        LOSS_TITLES[loss]: [result.entry(loss, e).summary.mean_adv for e in result.eps_values] for loss in result.losses
     }
     success = {
-        LOSS_TITLES[loss]: [_nan(result.entry(loss, e).summary.mean_attack_success) for e in result.eps_values]
+        LOSS_TITLES[loss]: [result.entry(loss, e).summary.mean_attack_success for e in result.eps_values]
         for loss in result.losses
     }
     caption = (
         f"{loaded.path.name}: {loaded.title}; {config.method_label}, target {config.target}; {len(records)} {split} slices"
         f"{'' if all_slices else ' with organs'}; empty organs: {config.empty}"
     )
-    write_png(sweep_plot(result.eps_values, dsc, success, caption=caption), png_path)
+    write_png(png_path, sweep_plot(result.eps_values, dsc, success, caption=caption))
     console.print(f"wrote {json_path}, {csv_path}, {png_path}", highlight=False, soft_wrap=True)
-
-
-def _nan(value) -> float:
-    return float("nan") if value is None else float(value)
 
 
 def _sweep_table(result, loaded):
@@ -286,10 +280,10 @@ def sweep_rows(result) -> tuple[list[str], list[list]]:
     for entry in result.entries:
         s = entry.summary
         rows.append(
-            [entry.loss, entry.eps, _cell(s.mean_clean), _cell(s.mean_adv), _cell(s.mean_attack_success)]
-            + [_cell(s.dsc_adv[organ]) for organ in ORGANS]
-            + [_cell(s.attack_success[organ]) for organ in ORGANS]
-            + [_cell(s.linf_max), _cell(s.linf_mean), _cell(s.l2_mean), s.scored]
+            [entry.loss, entry.eps, s.mean_clean, s.mean_adv, s.mean_attack_success]
+            + [s.dsc_adv[organ] for organ in ORGANS]
+            + [s.attack_success[organ] for organ in ORGANS]
+            + [s.linf_max, s.linf_mean, s.l2_mean, s.scored]
         )
     return header, rows
 
@@ -320,9 +314,10 @@ def table(
     json_path: Optional[Path] = typer.Option(None, "--json", help="Write the table with per-organ summaries as JSON."),
 ) -> None:
     """The paper's Table II: parameters, clean DSC and DSC after the attack (FGSM) with each loss; the best attack in bold."""
+    from core.devices import resolve_device
+    from core.files import write_csv, write_json, write_text
     from segadv_tui.cli._common import (
-        attack_config, check_outputs, load_checkpoint, open_data, parse_losses, progress_bar, resolve_device,
-        select_records, user_errors, write_csv, write_json, write_text_atomic,
+        attack_config, check_outputs, load_checkpoint, open_data, parse_losses, progress_bar, select_records,
     )
     from segadv_tui.render.tables import table_ii_table
 
@@ -341,7 +336,7 @@ def table(
     from core.evaluation import table_ii
 
     models = [(item.path.name, item.model, item.meta) for item in loaded]
-    with user_errors(), progress_bar(f"Table II: {len(models)} model(s) x {len(loss_names)} losses") as progress:
+    with progress_bar(f"Table II: {len(models)} model(s) x {len(loss_names)} losses") as progress:
         result = table_ii(models, records, loss_names, config, batch_size=batch_size, device=device, progress=progress)
     if not is_main_process():  # under torchrun rank 0 alone prints and writes
         return
@@ -352,7 +347,7 @@ def table(
     formatted = table_ii_table(result, caption=caption)
     console.print(formatted.to_rich(title="Table II"))
     if md_path is not None:
-        write_text_atomic(md_path, formatted.to_markdown())
+        write_text(md_path, formatted.to_markdown())
         console.print(f"wrote {md_path}", highlight=False, soft_wrap=True)
     if csv_path is not None:
         write_csv(csv_path, *table_ii_csv(result, loaded))
@@ -370,8 +365,8 @@ def table_ii_csv(result, loaded) -> tuple[list[str], list[list]]:
     header = ["model", "title", "checkpoint", "parameters", "dsc_clean"] + [f"dsc_{result.method}_{loss}" for loss in result.losses]
     header += ["best_loss"]
     rows = [
-        [item.meta.get("model"), row.title, str(item.path), row.params, _cell(row.dsc_clean)]
-        + [_cell(row.dsc_adv[loss]) for loss in result.losses]
+        [item.meta.get("model"), row.title, str(item.path), row.params, row.dsc_clean]
+        + [row.dsc_adv[loss] for loss in result.losses]
         + [row.best_loss or ""]
         for row, item in zip(result.rows, loaded)
     ]
@@ -401,8 +396,10 @@ def figure(
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="PNG file; default segadv-out/figure-SLICE-METHOD-LOSS-epsEPS.png."),
 ) -> None:
     """A PNG like the paper's figures 5-8: input, adversarial input, perturbation, truth, predictions, differences."""
+    from core.devices import resolve_device
+    from core.files import write_png
     from segadv_tui.cli._common import (
-        attack_config, check_outputs, load_checkpoint, open_data, resolve_device, user_errors, write_png,
+        attack_config, check_outputs, load_checkpoint, open_data,
     )
     from segadv_tui.render.figures import AttackPanels, attack_figure
     from segadv_tui.render.tables import number
@@ -417,8 +414,7 @@ def figure(
     dataset = open_data(data)
     record = _find_slice(dataset, slice_id)
 
-    with user_errors():
-        result = _attack_one_slice(loaded.model, record, loaded.img_size, config, device)
+    result = _attack_one_slice(loaded.model, record, loaded.img_size, config, device)
     if not is_main_process():  # under torchrun rank 0 alone prints and writes
         return
     mean_clean, mean_adv, success, linf = result.mean_clean, result.mean_adv, result.mean_attack_success, result.linf
@@ -430,7 +426,7 @@ def figure(
     panels = AttackPanels.from_result(result)
     image = attack_figure(panels, caption)
     out = out or DEFAULT_OUT_DIR / f"figure-{record.id}-{config.method}-{config.loss}-eps{config.eps:g}.png"
-    write_png(image, out)
+    write_png(out, image)
     console.print(
         f"wrote {out} ({image.width} x {image.height}): slice {record.id}, mean DSC {number(mean_clean)} -> "
         f"{number(mean_adv)}, AS {number(success)}, realised L-inf {number(linf)}",

@@ -61,9 +61,10 @@ def robust(
     png_path: Optional[Path] = typer.Option(None, "--png", help="Robust DSC and AS against eps per organ (default OUT_DIR/robust.png)."),
 ) -> None:
     """Robust DSC against eps per organ, with ROG, organ-size tertiles and the ensemble's wins per member."""
+    from core.devices import resolve_device
+    from core.files import write_csv, write_json, write_png
     from segadv_tui.cli._common import (
-        attack_config, check_outputs, load_checkpoint, open_data, parse_eps_list, progress_bar, resolve_device,
-        select_records, user_errors, write_csv, write_json, write_png,
+        attack_config, check_outputs, load_checkpoint, open_data, parse_eps_list, progress_bar, select_records,
     )
     from segadv_tui.render.figures import robustness_plot
 
@@ -88,7 +89,7 @@ def robust(
     labels = [label if labels.count(label) == 1 else f"{label} #{labels[:i].count(label) + 1}" for i, label in enumerate(labels)]
     models = [(label, item.model, item.meta) for label, item in zip(labels, loaded)]
     description = f"{config.method_label}: {len(models)} model(s) x {len(eps_values)} eps x {len(records)} slices"
-    with user_errors(), progress_bar(description) as progress:
+    with progress_bar(description) as progress:
         report = robustness(models, records, config, eps_values, batch_size=batch_size, device=device, progress=progress)
     if not is_main_process():  # under torchrun rank 0 alone prints and writes
         return
@@ -106,7 +107,7 @@ def robust(
         "checkpoints": [str(item.path) for item in loaded], **report.to_dict(),
     })
     write_csv(csv_path, *robust_rows(report))
-    write_png(robustness_plot(*_plot_points(report), caption=_caption(report, scope)), png_path)
+    write_png(png_path, robustness_plot(*_plot_points(report), caption=_caption(report, scope)))
     console.print(f"wrote {json_path}, {csv_path}, {png_path}", highlight=False, soft_wrap=True)
 
 

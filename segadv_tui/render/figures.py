@@ -8,10 +8,7 @@ colours of the terminal views. The CLI's ``figure`` / ``sweep`` commands and the
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -305,7 +302,7 @@ def sweep_plot(
 ) -> Image.Image:
     """Mean DSC against eps, one line per loss; with ``attack_success`` a second chart beside it.
 
-    Missing values (NaN) leave a gap in the line.
+    Missing values (None or NaN) leave a gap in the line.
     """
     charts = [line_chart(eps, dsc, title="Mean DSC after the attack", x_label="eps", y_label="mean DSC", y_range=(0.0, 1.0))]
     if attack_success is not None:
@@ -369,17 +366,3 @@ def robustness_plot(
         y += 20
     return figure
 
-
-def save_png(image: Image.Image, path: str | os.PathLike) -> Path:
-    """Write ``image`` as PNG atomically (temporary file in the same folder, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            image.save(stream, format="PNG")
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return path

@@ -13,9 +13,13 @@ from core.names import LOSS_TITLES
 from core.organs import ORGAN_TITLES, ORGANS
 
 
+# A missing number in a table; JSON holds null and CSV an empty cell (``core.files``).
+MISSING = "n/a"
+
+
 def number(value: float | None, digits: int = 4) -> str:
     """A table cell: ``value`` to ``digits`` decimals, "n/a" where undefined (None, NaN, inf)."""
-    return "n/a" if value is None or not math.isfinite(value) else f"{value:.{digits}f}"
+    return MISSING if value is None or not math.isfinite(value) else f"{value:.{digits}f}"
 
 
 def format_score(value: float | None) -> str:
@@ -56,7 +60,7 @@ class Table:
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
         writer.writerow(self.headers)
-        writer.writerows(self.rows)
+        writer.writerows([("" if cell == MISSING else cell) for cell in row] for row in self.rows)
         return buffer.getvalue()
 
     def to_markdown(self) -> str:
@@ -121,12 +125,8 @@ def _lowest(values) -> float | None:
 
 def save_tables(table: Table, stem: Path) -> list[Path]:
     """Write ``stem``.csv and ``stem``.md (each atomically); returns both paths."""
-    from core.checkpoints import atomic_write  # torch: only when saving
+    from core.files import write_text
 
     stem = Path(stem)
-    paths = []
-    for suffix, text in ((".csv", table.to_csv()), (".md", table.to_markdown())):
-        path = stem.with_name(stem.name + suffix)
-        atomic_write(path, lambda temp, text=text: temp.write_text(text, encoding="utf-8"))
-        paths.append(path)
-    return paths
+    return [write_text(stem.with_name(stem.name + suffix), text)
+            for suffix, text in ((".csv", table.to_csv()), (".md", table.to_markdown()))]

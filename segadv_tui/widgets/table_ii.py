@@ -15,15 +15,16 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, ProgressBar, Static
 from textual.worker import Worker, WorkerState, get_current_worker
 
-from core.names import PAPER_LOSS_NAMES
 from core.attack_config import AttackConfig
+from core.errors import SegadvError
+from core.names import PAPER_LOSS_NAMES
 from segadv_tui.messages import Progressed, TableIIFinished
 from segadv_tui.render.tables import Table, table_ii_table
 
 
 def run_table_ii(models, records, settings: AttackConfig, losses, *, device, progress, should_stop):
     """``core.evaluation.table_ii`` with the explorer's attack, for each (label, model, meta)."""
-    from core.evaluation import table_ii
+    from core.evaluation import table_ii  # torch: in the worker, never on the UI thread
 
     return table_ii(models, records, losses, settings, device=device, progress=progress, should_stop=should_stop)
 
@@ -123,7 +124,7 @@ class TableIIScreen(Screen):
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         if event.worker.group == "table2" and event.state == WorkerState.ERROR:
             self.query_one("#table2-status", Static).update("failed")
-            self.notify(f"Table II failed: {event.worker.error}", severity="error", timeout=10)
+            self.explorer_app.report_worker_error("Table II", event.worker.error)
             event.stop()
 
     def action_cancel(self) -> None:
@@ -146,7 +147,7 @@ class TableIIScreen(Screen):
         stem = self.explorer_app.export_dir / f"table_ii_{self.settings.method}_eps{self.settings.eps:.3f}"
         try:
             paths = save_tables(self.table, stem)
-        except OSError as exc:
-            self.notify(f"Could not export: {exc}", severity="error")
+        except SegadvError as exc:  # the message names the file
+            self.notify(f"Could not export: {exc}", severity="error", markup=False)
             return
         self.notify("Saved " + ", ".join(str(p) for p in paths))
