@@ -108,7 +108,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--robust", action="store_true", help="measure the robustness attacks instead (see the doc)")
-    parser.add_argument("--slices", type=int, default=8, help="--robust: test slices with organs to attack")
+    parser.add_argument("--slices", type=int, default=8, help="--robust: slices with organs to attack")
+    parser.add_argument("--split", default="test", help="--robust: the demo split they come from (test has 41 with organs)")
     parser.add_argument("--steps", type=int, default=100, help="--robust: steps of PGD / APGD / each ensemble member in r1, r2, r4")
     parser.add_argument("--table-steps", type=int, default=10, help="--robust: steps of PGD / APGD in the loss table (r3)")
     parser.add_argument("--pairs", type=int, default=2, help="--robust: alternating PGD / APGD runs timed in r1")
@@ -225,7 +226,7 @@ def robust_benchmark(args) -> None:
     from core.evaluation import attack_slice, batches, summarise
 
     model, size, description = _load_model(args)
-    records = select_slices(open_dataset(), "test", organs_only=True, limit=args.slices)
+    records = select_slices(open_dataset(), args.split, organs_only=True, limit=args.slices)
     loaded = list(batches(records, size, args.batch, args.device))
     counter = PassCounter(model)
     n = len(records)
@@ -246,7 +247,7 @@ def robust_benchmark(args) -> None:
         return summarise(rows), cpu, wall, (fb / n, f / n)
 
     print(f"model: {description}, {args.device}, torch threads {torch.get_num_threads()}")
-    print(f"slices: the first {n} test slices with organs of the demo data, batches of {args.batch}")
+    print(f"slices: the first {n} {args.split} slices with organs of the demo data, batches of {args.batch}")
 
     steps = args.steps
     pgd100 = AttackConfig.for_method("pgd", steps=steps, best_iterate=True, eps=0.009)
