@@ -80,6 +80,7 @@ def _register_commands() -> None:
         demo_data,
         models,
         train,
+        transfer,
     )
 
 
