@@ -81,6 +81,7 @@ def _register_commands() -> None:
         models,
         train,
         transfer,
+        universal,
     )
 
 
