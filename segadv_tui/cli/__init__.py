@@ -79,6 +79,7 @@ def _register_commands() -> None:
         attack,
         demo_data,
         models,
+        study,
         train,
         transfer,
         universal,
