@@ -4,7 +4,8 @@ Per slice: the mean and 99th-percentile intensity of the raw stored slice (16-bi
 divide-by-max normalisation) and of the model's input (normalised and resized), against the slice's mean
 attack success from ``core.evaluation.evaluate``. Each pair gets Spearman's rho (rank correlation: robust
 to the very different scales of raw and normalised intensity) and a percentile-bootstrap 95 % interval,
-resampling slices or, with ``by_case``, whole cases (slices of one scan are not independent).
+resampling slices, or whole scans (case and day) or cases (patients): slices of one scan share its
+acquisition (gain, coil bias, noise) and anatomy, so they are not independent.
 """
 
 from __future__ import annotations
@@ -18,10 +19,11 @@ from scipy.stats import rankdata
 
 from core.attack_config import AttackConfig
 from core.data import read_raw_slice, resize_image
-from core.errors import OptionError
+from core.errors import OptionError, check_choice
 from core.evaluation import Progress, Summary, evaluate
 from core.files import json_number
 
+BOOTSTRAP_UNITS = ("slice", "scan", "case")
 FEATURES = {
     "raw_mean": "raw slice, mean",
     "raw_p99": "raw slice, 99th percentile",
@@ -59,7 +61,8 @@ def bootstrap_interval(
 ) -> tuple[float | None, float | None]:
     """Percentile-bootstrap interval of Spearman's rho: ``resamples`` draws with replacement of the pairs,
     or of whole ``groups`` (e.g. the case of each slice) with all their pairs. Draws where rho is
-    undefined (a constant resample) are left out; None where fewer than half the draws give a rho."""
+    undefined (a constant resample) are left out; None where fewer than half the draws give a rho, or
+    where there are fewer than two groups (one scan resampled is always itself: no interval)."""
     if resamples < 1:
         raise OptionError(f"bootstrap resamples must be at least 1, got {resamples}")
     if not 0 < level < 1:
@@ -67,6 +70,8 @@ def bootstrap_interval(
     x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
     labels = np.arange(len(x)) if groups is None else np.asarray(groups)
     members = [np.flatnonzero(labels == label) for label in dict.fromkeys(labels.tolist())]
+    if len(members) < 2:
+        return None, None
     rng = np.random.default_rng(seed)
     values = []
     for _ in range(resamples):
@@ -100,14 +105,14 @@ class LuminosityResult:
     rows: list[dict]  # per scored slice: id, case, the four features, DSC clean / adversarial, attack success
     correlations: dict[str, Correlation]
     summary: Summary
-    by_case: bool
+    unit: str  # what the bootstrap resamples: slice, scan or case
     resamples: int
     seconds: float
 
     def to_dict(self) -> dict:
         return {
             "config": self.config.to_dict(), "img_size": self.img_size, "seconds": self.seconds,
-            "by_case": self.by_case, "resamples": self.resamples, "summary": self.summary.to_dict(),
+            "bootstrap_unit": self.unit, "resamples": self.resamples, "summary": self.summary.to_dict(),
             "correlations": {name: c.to_dict() for name, c in self.correlations.items()}, "rows": self.rows,
         }
 
@@ -118,7 +123,7 @@ def luminosity_study(
     img_size: int,
     config: AttackConfig,
     *,
-    by_case: bool = False,
+    unit: str = "slice",
     resamples: int = 2000,
     seed: int = 0,
     batch_size: int = 16,
@@ -126,7 +131,9 @@ def luminosity_study(
     progress: Progress | None = None,
 ) -> LuminosityResult:
     """``config``'s attack over ``records`` and the rank correlation of each feature with attack success.
-    Slices whose attack success is undefined (clean DSC 0) or that are not scored are left out."""
+    Slices whose attack success is undefined (clean DSC 0) or that are not scored are left out; the
+    bootstrap resamples ``unit``s (``BOOTSTRAP_UNITS``)."""
+    check_choice(unit, BOOTSTRAP_UNITS, "bootstrap unit")
     started = time.perf_counter()
     records = list(records)
     result = evaluate(model, records, img_size, config, batch_size=batch_size, device=device, progress=progress)
@@ -138,16 +145,16 @@ def luminosity_study(
             continue
         record = by_id[row.slice_id]
         rows.append({
-            "slice_id": row.slice_id, "case": record.case, **slice_luminosity(record.path, img_size),
+            "slice_id": row.slice_id, "case": record.case, "scan": record.case_day, **slice_luminosity(record.path, img_size),
             "dsc_clean": json_number(row.mean_clean), "dsc_adv": json_number(row.mean_adv), "attack_success": success,
         })
     success = np.array([row["attack_success"] for row in rows])
-    groups = [row["case"] for row in rows] if by_case else None
+    groups = None if unit == "slice" else [row[unit] for row in rows]
     correlations = {}
     for index, feature in enumerate(FEATURES):
         values = np.array([row[feature] for row in rows])
         low, high = bootstrap_interval(values, success, groups=groups, resamples=resamples, seed=seed + index)
         correlations[feature] = Correlation(feature, json_number(spearman(values, success)), low, high, len(rows))
     return LuminosityResult(config=config, img_size=img_size, rows=rows, correlations=correlations,
-                            summary=result.summary, by_case=by_case, resamples=resamples,
+                            summary=result.summary, unit=unit, resamples=resamples,
                             seconds=time.perf_counter() - started)

@@ -13,6 +13,7 @@ from scipy.stats import spearmanr
 from typer.testing import CliRunner
 
 from core.checkpoints import save_checkpoint
+from core.data import GITractDataset
 from core.luminosity import bootstrap_interval, slice_luminosity, spearman
 from core.models import build_model
 from segadv_tui import cli
@@ -48,6 +49,8 @@ def test_resampling_whole_groups_widens_the_interval_of_clustered_data():
     slices = bootstrap_interval(x, y, resamples=500)
     cases = bootstrap_interval(x, y, groups=np.repeat(np.arange(6), 10), resamples=500)
     assert cases[1] - cases[0] > 2 * (slices[1] - slices[0])
+    # One scan resampled is always itself: no interval rather than a zero-width one.
+    assert bootstrap_interval(x, y, groups=np.zeros(60), resamples=50) == (None, None)
 
 
 def test_the_features_of_a_known_16_bit_slice(tmp_path):
@@ -70,10 +73,11 @@ def test_cli_writes_json_png_csv(monkeypatch, tmp_path, tiny_demo):
     monkeypatch.chdir(tmp_path)
     result = CliRunner().invoke(cli.app, [
         "study", "luminosity", "-c", str(checkpoint), "--data", str(tiny_demo), "--eps", "0.05", "--resamples", "200",
-        "--csv", "l.csv",
+        "--csv", "l.csv", "--bootstrap", "scan",
     ], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
     written = json.loads((tmp_path / "segadv-out" / "luminosity.json").read_text())
+    records = GITractDataset(tiny_demo).records
     rows = written["rows"]
     success = [row["attack_success"] for row in rows]
     for name, correlation in written["correlations"].items():
@@ -81,6 +85,16 @@ def test_cli_writes_json_png_csv(monkeypatch, tmp_path, tiny_demo):
         assert correlation["n"] == len(rows)
         if np.isfinite(expected):
             assert correlation["rho"] == pytest.approx(expected, abs=1e-12)
+    assert written["bootstrap_unit"] == "scan" and {row["scan"] for row in rows} <= {r.case_day for r in records}
     assert len((tmp_path / "l.csv").read_text().strip().splitlines()) == 1 + len(rows)
     with Image.open(tmp_path / "segadv-out" / "luminosity.png") as png:
         assert png.width >= 800 and png.height >= 700
+
+
+def test_cli_bad_bootstrap_unit_is_one_line(monkeypatch, tmp_path, tiny_demo):
+    cli._register_commands()
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(cli.app, ["study", "luminosity", "--data", str(tiny_demo), "--bootstrap", "patient"])
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "'patient'" in lines[0] and "slice, scan, case" in lines[0]

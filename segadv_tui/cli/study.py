@@ -52,7 +52,7 @@ def luminosity(
     mode: str = mode_option(),
     limit: Optional[int] = limit_option(),
     empty: str = empty_option(),
-    by_case: bool = typer.Option(False, "--by-case", help="Bootstrap whole cases instead of slices (slices of one scan are not independent)."),
+    bootstrap: str = typer.Option("slice", "--bootstrap", help="What the bootstrap resamples: slice, scan (case and day) or case (patient); slices of one scan are not independent."),
     resamples: int = typer.Option(2000, "--resamples", help="Bootstrap resamples."),
     device: str = device_option(),
     batch_size: int = batch_size_option(),
@@ -70,6 +70,10 @@ def luminosity(
         method=method, loss=loss, eps=eps, mode=mode, target=target, steps=steps, step_size=step_size, empty=empty,
         seed=seed, organs=organs, delta=delta,
     )
+    from core.errors import check_choice
+    from core.luminosity import BOOTSTRAP_UNITS
+
+    unit = check_choice(bootstrap.strip().lower(), BOOTSTRAP_UNITS, "bootstrap unit")
     check_batch_size(batch_size)
     json_path = json_path or out_dir / "luminosity.json"
     png_path = png_path or out_dir / "luminosity.png"
@@ -83,7 +87,7 @@ def luminosity(
     from core.luminosity import FEATURES, luminosity_study
 
     with progress_bar(f"luminosity: {config.method_label} eps {config.eps:g}") as progress:
-        result = luminosity_study(loaded.model, records, loaded.img_size, config, by_case=by_case, resamples=resamples,
+        result = luminosity_study(loaded.model, records, loaded.img_size, config, unit=unit, resamples=resamples,
                                   seed=seed, batch_size=batch_size, device=device, progress=progress)
     console.print(_correlation_table(result, loaded, split))
     write_json(json_path, {
@@ -100,13 +104,13 @@ def luminosity(
     panels = {FEATURES[name]: ([row[name] for row in result.rows], [row["attack_success"] for row in result.rows])
               for name in FEATURES}
     caption = (f"{loaded.path.name}: {loaded.title}; {config.label}; {len(result.rows)} {split} slices of "
-               f"{dataset.root.name} with a defined attack success; bootstrap over {'cases' if by_case else 'slices'}, "
+               f"{dataset.root.name} with a defined attack success; bootstrap over {unit}s ({_count(result, unit)}), "
                f"{result.resamples} resamples.")
     write_png(png_path, scatter_plot(panels, y_label="attack success (mean over organs)", notes=notes,
                                      title="Attack success against slice intensity", caption=caption))
     written = [json_path, png_path]
     if csv_path is not None:
-        header = ["slice_id", "case", *FEATURES, "dsc_clean", "dsc_adv", "attack_success"]
+        header = ["slice_id", "case", "scan", *FEATURES, "dsc_clean", "dsc_adv", "attack_success"]
         write_csv(csv_path, header, [[row[key] for key in header] for row in result.rows])
         written.append(csv_path)
     console.print(f"wrote {', '.join(str(path) for path in written)}", highlight=False, soft_wrap=True)
@@ -126,8 +130,13 @@ def _correlation_table(result, loaded, split: str):
     s = result.summary
     table.caption = (
         f"{split} split; mean DSC {number(s.mean_clean, 3)} -> {number(s.mean_adv, 3)}, attack success "
-        f"{number(s.mean_attack_success, 3)}; percentile bootstrap over {'cases' if result.by_case else 'slices'} "
+        f"{number(s.mean_attack_success, 3)}; percentile bootstrap over {result.unit}s ({_count(result, result.unit)}) "
         f"({result.resamples} resamples); {result.seconds:.1f} s"
     )
     table.caption_justify = "left"
     return table
+
+
+def _count(result, unit: str) -> int:
+    """How many units the bootstrap drew from (an interval needs at least two)."""
+    return len(result.rows) if unit == "slice" else len({row[unit] for row in result.rows})
