@@ -382,6 +382,7 @@ def figure(
     step_size: Optional[float] = step_size_option(),
     seed: int = seed_option(),
     organs: str = organs_option(),
+    delta: Optional[Path] = typer.Option(None, "--delta", help="The universal method's perturbation (made by `segadv universal`)."),
     target: str = target_option(),
     mode: str = mode_option(),
     empty: str = empty_option(),
@@ -399,7 +400,7 @@ def figure(
 
     config = attack_config(
         method=method, loss=loss, eps=eps, mode=mode, target=target, steps=steps, step_size=step_size, empty=empty,
-        all_slices=True, seed=seed, organs=organs,
+        all_slices=True, seed=seed, organs=organs, delta=delta,
     )
     check_outputs(out=out)
     device = resolve_device(device)

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from segadv_tui.cli import app, console, fail
+from segadv_tui.cli import app, console
 from segadv_tui.cli._common import (
     all_slices_option,
     batch_size_option,
