@@ -110,7 +110,7 @@ class SegadvApp(App):
         Binding("x", "export_scores", "Export scores", id="export.scores", show=False,
                 tooltip="Export the scores table as CSV and Markdown"),
         Binding("v", "cycle_view", "View", id="view.next",
-                tooltip="Next view: overlay, difference, grid, focus (the pictures; scores stay)"),
+                tooltip="Next view of the pictures: overlay, difference, grid, focus"),
         Binding("z", "focus_view", "Focus", id="view.focus",
                 tooltip="The focused picture alone, zoomable (z or Esc: back); Tab or a click picks the picture"),
         Binding("full_stop,greater_than_sign", "zoom(1)", "Zoom in", id="view.zoom_in", show=False,
@@ -183,6 +183,7 @@ class SegadvApp(App):
         self._slice_cache: dict[tuple[str, int], SliceData] = {}
         self._slice_cache_lock = threading.Lock()
         self._sidebar_forced: bool | None = None
+        self._focus_sidebar = False  # the Focus view hides the side panels until b shows them
         self._view_before_focus = "overlay"
 
     # -- layout --------------------------------------------------------------------------------
@@ -225,8 +226,8 @@ class SegadvApp(App):
         self.screen.set_class(height < SHORT_HEIGHT, "-short")
         self.screen.set_class(height < 26, "-tiny")
         show_sidebar = (not narrow) if self._sidebar_forced is None else self._sidebar_forced
-        if self._sidebar_forced is None and self.screen_stack[0].query_one(PictureViews).view == "focus":
-            show_sidebar = False  # Focus: the picture as large as the terminal allows (b shows the panels)
+        if self._in_focus_view():
+            show_sidebar = self._focus_sidebar  # the picture as large as the terminal allows
         self.screen.set_class(not show_sidebar, "-no-sidebar")
 
     # -- start-up: checkpoints and data ---------------------------------------------------------
@@ -520,7 +521,7 @@ class SegadvApp(App):
         if isinstance(self.screen, TableIIScreen) and action not in ("quit", "help", "command_palette"):
             return False
         if action == "leave_focus":
-            return self.screen_stack[0].query_one(PictureViews).view == "focus"
+            return self._in_focus_view()
         return True
 
     def action_help(self) -> None:
@@ -562,6 +563,9 @@ class SegadvApp(App):
         elif isinstance(self.focused, Picture) and not self.focused.display:
             self.query_one(SliceBrowser).focus()
 
+    def _in_focus_view(self) -> bool:
+        return self.screen_stack[0].query_one(PictureViews).view == "focus"
+
     def action_cycle_view(self) -> None:
         current = self.query_one(PictureViews).view
         self.show_view(VIEWS[(VIEWS.index(current) + 1) % len(VIEWS)])
@@ -590,7 +594,10 @@ class SegadvApp(App):
 
     def action_toggle_sidebar(self) -> None:
         hidden = self.screen.has_class("-no-sidebar")
-        self._sidebar_forced = hidden
+        if self._in_focus_view():
+            self._focus_sidebar = hidden
+        else:
+            self._sidebar_forced = hidden
         self._update_layout(self.size.width, self.size.height)
 
     def _show_sidebar_if_hidden(self) -> None:
