@@ -13,6 +13,7 @@ import nothing that pulls them in. MONAI loads only when a loss or metric that n
 
 from __future__ import annotations
 
+import sys
 import threading
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -516,9 +517,11 @@ class SegadvApp(App):
 
     def check_action(self, action: str, parameters: tuple) -> bool | None:
         """On the Table II screen only its own keys, quitting and help apply (its run froze the settings)."""
-        from segadv_tui.widgets.table_ii import TableIIScreen
-
-        if isinstance(self.screen, TableIIScreen) and action not in ("quit", "help", "command_palette"):
+        # Not imported here: it imports torch, and the footer asks this on the UI thread from the first paint.
+        table_ii = sys.modules.get("segadv_tui.widgets.table_ii")
+        table_ii_screen = getattr(table_ii, "TableIIScreen", None)
+        if table_ii_screen is not None and isinstance(self.screen, table_ii_screen) and action not in (
+                "quit", "help", "command_palette"):
             return False
         if action == "leave_focus":
             return self._in_focus_view()
