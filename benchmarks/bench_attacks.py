@@ -1,6 +1,6 @@
 """How much the shared gradient saves: measured side by side in one run, printed as ratios.
 
-(a) an eps sweep of k values through ``core.attacks.sweep`` (one forward + backward, then the k
+(a) an eps sweep of k values through ``core.evaluation.sweep`` (one forward + backward, then the k
     adversarial batches through the model without autograd) against a full FGSM per eps, as attack
     libraries do (forward + backward + a forward to score the adversarial image, k times);
 (b) one FGSM eps step from the gradient cache (one forward pass, plus scoring) against one plain
@@ -27,7 +27,9 @@ import time
 import numpy as np
 import torch
 
-from core.attacks import GradientCache, fgsm, input_gradients, precision_autocast, sweep
+from core.attack_config import AttackConfig
+from core.attacks import GradientCache, fgsm, input_gradients, precision_autocast
+from core.evaluation import sweep
 from core.losses import per_image_loss
 from core.metrics import dice_per_organ, predict
 
@@ -102,9 +104,10 @@ def main() -> None:
     eps_values = [float(e) for e in np.linspace(0.003, 0.03, args.k)]
     chunk = args.chunk
     precision = args.precision
+    config = AttackConfig(loss=args.loss, precision=precision)
 
     def shared_gradient_sweep():
-        return sweep(model, images, masks, eps_values, args.loss, chunk_size=chunk, precision=precision)
+        return sweep(model, images, masks, eps_values, config, chunk_size=chunk)
 
     def fgsm_per_eps():
         for eps in eps_values:
@@ -114,13 +117,13 @@ def main() -> None:
 
     cache = GradientCache()
     key = ("bench", "batch", args.loss, "gt", "textbook")
-    sweep(model, images, masks, eps_values[:1], args.loss, cache=cache, cache_key=key, precision=precision)
+    sweep(model, images, masks, eps_values[:1], config, cache=cache, cache_key=key)
 
     def cached_sweep():
-        return sweep(model, images, masks, eps_values, args.loss, cache=cache, cache_key=key, chunk_size=chunk, precision=precision)
+        return sweep(model, images, masks, eps_values, config, cache=cache, cache_key=key, chunk_size=chunk)
 
     def cached_eps_step():
-        return sweep(model, images, masks, eps_values[-1:], args.loss, cache=cache, cache_key=key, precision=precision)
+        return sweep(model, images, masks, eps_values[-1:], config, cache=cache, cache_key=key)
 
     def plain_forward():
         with precision_autocast(images.device, precision):

@@ -117,7 +117,7 @@ async def measure_app(data: Path, checkpoint: Path, steps: int):
         display(screen, renderable)  # headless: draws nothing, so make the terminal output here
         if renderable is not None and hasattr(renderable, "render_segments"):
             renderable.render_segments(app.console)
-        if waiting_for and app.frame is not None and app.frame.settings.eps == waiting_for[0]:
+        if waiting_for and app.frame is not None and app.frame.config.eps == waiting_for[0]:
             painted.set()
 
     app._display = recording_display

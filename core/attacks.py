@@ -1,10 +1,12 @@
 """Adversarial attacks on the organ segmenters: FGSM (textbook and the paper's variant), BIM, PGD and a
-targeted "erase organs" attack, plus the gradient cache and the eps sweep built on it.
+targeted "erase organs" attack, the registry's runners (``core.attack_config.METHODS``), and the gradient
+cache and batched adversarial forward passes that ``core.evaluation.sweep`` builds on.
 
 Images are (N, 1, H, W) in [0, 1], targets (N, 3, H, W) 0/1 masks (the ground truth, or the model's
 own clean prediction from ``core.metrics.predict``). Gradients are taken with ``torch.autograd.grad``
-with respect to the input only, so parameters never get a ``.grad`` and nothing is toggled on the
-model (safe when a front end attacks the same model from two threads); the model is run in eval mode.
+with respect to the input only, so parameters never get a ``.grad`` and ``requires_grad`` is never
+toggled. The model is run in eval mode: a model left in train mode is switched to eval for the call and
+back afterwards (front ends keep their models in eval mode, so two threads never see a switch).
 Every loss is reduced per image (``core.losses``), so a batch is attacked exactly as its images one by
 one. Inputs are never modified in place.
 
@@ -18,7 +20,7 @@ FGSM modes:
   can reach 2 eps (``(1 - eps) x`` shrinks the image too), so results always report it.
 
 sign(grad) does not depend on eps: ``GradientCache`` keeps it per (checkpoint, slice, loss, target,
-mode), and ``sweep`` turns one backward pass per image into any number of eps values with batched
+mode), and ``core.evaluation.sweep`` turns one backward pass per image into any number of eps values with batched
 forward passes.
 """
 
@@ -27,21 +29,24 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Sequence
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from core.attack_config import PRECISIONS, AttackConfig, check_eps
+from core.errors import OptionError, check_choice
 from core.losses import check_loss, per_image_loss
-from core.metrics import attack_success, check_empty_policy, dice_per_organ, mean_dsc
-from core.names import METHODS, MODES, TARGETS  # noqa: F401  (re-exported)
+from core.names import MODES, TARGETS  # noqa: F401  (re-exported)
 from core.organs import ORGANS
 
-PRECISIONS = ("fp32", "bf16", "fp16")
-
 StopCheck = Callable[[], bool]
+# on_step(step, steps, iterate, logits, loss): an iterative attack's progress, for live views. Called
+# once per step with the iterate the step starts from (step 0: the start point), its fp32 logits and its
+# per-image objective, all computed anyway for the step's gradient, so watching costs no extra pass.
+StepCallback = Callable[[int, int, torch.Tensor, torch.Tensor, torch.Tensor], None]
 
 
 class AttackCancelled(Exception):
@@ -53,16 +58,7 @@ class AttackCancelled(Exception):
 
 
 def check_mode(mode: str) -> str:
-    if mode not in MODES:
-        raise ValueError(f"unknown FGSM mode {mode!r}; choose from {', '.join(MODES)}")
-    return mode
-
-
-def check_eps(eps: float) -> float:
-    eps = float(eps)
-    if not np.isfinite(eps) or not 0.0 <= eps <= 1.0:
-        raise ValueError(f"eps must be in [0, 1] (pixel scale), got {eps}")
-    return eps
+    return check_choice(mode, MODES, "FGSM mode")
 
 
 def _check_batch(image: torch.Tensor, target: torch.Tensor | None = None) -> None:
@@ -81,9 +77,9 @@ def check_stop(should_stop: StopCheck | None) -> None:
 
 
 @contextmanager
-def _eval_mode(model: torch.nn.Module):
-    """Attacks see the model as deployed (batch norm running stats); a model left in train mode is
-    switched to eval for the attack and switched back afterwards."""
+def eval_mode(model: torch.nn.Module):
+    """Attacks and scores see the model as deployed (batch norm running stats); a model left in train
+    mode is switched to eval for the call and switched back afterwards."""
     was_training = model.training
     if was_training:
         model.eval()
@@ -95,13 +91,40 @@ def _eval_mode(model: torch.nn.Module):
 
 
 def precision_autocast(device: torch.device, precision: str):
-    """The autocast context for ``precision`` ("fp32": none) on ``device``."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
+    """The autocast context for ``precision`` on ``device``. "fp32" is the reference: on CUDA it also
+    turns TF32 off (``reference_math``), so fp32 convolutions are true fp32."""
+    check_choice(precision, PRECISIONS, "precision")
     if precision == "fp32":
-        return nullcontext()
+        return reference_math(device, precision)
     dtype = torch.bfloat16 if precision == "bf16" else torch.float16
     return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+@contextmanager
+def reference_math(device: torch.device, precision: str = "fp32"):
+    """For fp32 on CUDA, TF32 off in matmuls and cuDNN convolutions, forward and backward: cuDNN's TF32
+    (its default for convolutions) rounds inputs to 10 mantissa bits, which flips gradient signs near 0
+    and makes a batch differ from its slices one by one. Elsewhere nothing changes."""
+    if precision != "fp32" or device.type != "cuda":
+        yield
+        return
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
+def safe_logits(model: torch.nn.Module, image: torch.Tensor, precision: str = "fp32") -> torch.Tensor:
+    """fp32 logits of ``model(image)`` run at ``precision``; a reduced-precision pass that overflowed
+    (non-finite logits would score as empty masks, crediting the damage to the attack) is redone in fp32."""
+    with precision_autocast(image.device, precision):
+        logits = model(image).float()
+    if precision != "fp32" and not torch.isfinite(logits).all():
+        with precision_autocast(image.device, "fp32"):
+            logits = model(image).float()
+    return logits
 
 
 def perturbation_norms(image: torch.Tensor, adversarial: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
@@ -160,9 +183,11 @@ def input_gradients(
     if not losses:
         raise ValueError("at least one loss is needed")
     check_mode(mode)
-    entries = _input_gradients(model, image, target, losses, mode, precision)
+    with reference_math(image.device, precision):
+        entries = _input_gradients(model, image, target, losses, mode, precision)
     if entries is None:  # fp16 overflow
-        entries = _input_gradients(model, image, target, losses, mode, "fp32")
+        with reference_math(image.device, "fp32"):
+            entries = _input_gradients(model, image, target, losses, mode, "fp32")
     return entries
 
 
@@ -170,7 +195,7 @@ def _input_gradients(model, image, target, losses, mode, precision):
     x = image.detach().clone().requires_grad_(True)
     if target is not None:
         target = target.detach()
-    with _eval_mode(model), torch.enable_grad():
+    with eval_mode(model), torch.enable_grad():
         with precision_autocast(image.device, precision):
             logits = model(x)
         logits = logits.float()
@@ -180,21 +205,29 @@ def _input_gradients(model, image, target, losses, mode, precision):
         entries = {}
         for index, name in enumerate(losses):
             loss = _attack_loss(name, logits, target, mode).sum()
-            keep_graph = index < len(losses) - 1
-            if precision == "fp16":
-                # d loss / d logits in fp32, rescaled per image to a peak of 1 before it enters the fp16
-                # graph: no underflow (nor overflow) on the way back, and the sign is unchanged.
-                (grad_logits,) = torch.autograd.grad(loss, logits, retain_graph=True)
-                peak = grad_logits.flatten(1).abs().amax(dim=1).clamp_min(torch.finfo(torch.float32).tiny)
-                (grad,) = torch.autograd.grad(logits, x, grad_outputs=grad_logits / peak.view(-1, 1, 1, 1), retain_graph=keep_graph)
-                if not torch.isfinite(grad).all():
-                    return None
-            else:
-                (grad,) = torch.autograd.grad(loss, x, retain_graph=keep_graph)
+            grad = _input_gradient(loss, logits, x, precision, retain_graph=index < len(losses) - 1)
+            if grad is None:
+                return None
             sign = grad.sign().to(torch.int8)
             zero_fraction = (sign == 0).flatten(1).float().mean(dim=1).cpu().double().numpy()
             entries[name] = GradientEntry(sign=sign, clean_pred=clean_pred, zero_fraction=zero_fraction)
     return entries
+
+
+def _input_gradient(loss, logits, x, precision, *, retain_graph=False):
+    """d loss / d x; None when an fp16 pass gave non-finite gradients (the caller redoes it in fp32).
+
+    In fp16, d loss / d logits is taken in fp32 and rescaled per image to a peak of 1 before it enters the
+    fp16 graph: no underflow (nor overflow) on the way back, and the sign, all an L-inf attack uses, is
+    unchanged."""
+    if precision != "fp16":
+        (grad,) = torch.autograd.grad(loss, x, retain_graph=retain_graph)
+        return grad
+    (grad_logits,) = torch.autograd.grad(loss, logits, retain_graph=True)
+    peak = grad_logits.flatten(1).abs().amax(dim=1).clamp_min(torch.finfo(torch.float32).tiny)
+    scale = peak.view(-1, *([1] * (grad_logits.ndim - 1)))
+    (grad,) = torch.autograd.grad(logits, x, grad_outputs=grad_logits / scale, retain_graph=retain_graph)
+    return grad if torch.isfinite(grad).all() else None
 
 
 def gradient_sign(
@@ -249,23 +282,34 @@ def default_step_size(eps: float, steps: int) -> float:
     return 2.5 * eps / steps
 
 
-def _iterate(model, image, start, eps, steps, step_size, objective, direction, should_stop):
+def _iterate(model, image, start, eps, steps, step_size, objective, direction, should_stop,
+             precision="fp32", on_step=None):
     """Signed-gradient steps on ``objective(logits) -> (N,)``, projected to the eps ball and [0, 1]."""
     eps = check_eps(eps)
-    if steps < 1:
-        raise ValueError(f"steps must be at least 1, got {steps}")
+    if isinstance(steps, bool) or int(steps) != steps or steps < 1:
+        raise OptionError(f"steps must be a whole number of at least 1, got {steps}")
     alpha = default_step_size(eps, steps) if step_size is None else float(step_size)
     if not np.isfinite(alpha) or alpha < 0:
-        raise ValueError(f"step_size must be a non-negative number, got {step_size}")
+        raise OptionError(f"step size must be a non-negative number, got {step_size}")
     clean = image.detach()
     lower, upper = (clean - eps).clamp(min=0.0), (clean + eps).clamp(max=1.0)
     adversarial = start
-    with _eval_mode(model):
-        for _ in range(steps):
+    with eval_mode(model), reference_math(image.device, precision):
+        for step in range(steps):
             check_stop(should_stop)
             x = adversarial.detach().requires_grad_(True)
             with torch.enable_grad():
-                (grad,) = torch.autograd.grad(objective(model(x)).sum(), x)
+                grad = None
+                for attempt in dict.fromkeys((precision, "fp32")):  # fp16 overflow: this step again in fp32
+                    with precision_autocast(x.device, attempt):
+                        logits = model(x)
+                    logits = logits.float()
+                    values = objective(logits)
+                    grad = _input_gradient(values.sum(), logits, x, attempt)
+                    if grad is not None:
+                        break
+            if on_step is not None:
+                on_step(step, steps, x.detach(), logits.detach(), values.detach())
             adversarial = torch.minimum(torch.maximum(x.detach() + direction * alpha * grad.sign(), lower), upper)
     return adversarial.detach()
 
@@ -279,14 +323,16 @@ def bim(
     steps: int = 10,
     step_size: float | None = None,
     loss: str = "bce",
+    precision: str = "fp32",
     should_stop: StopCheck | None = None,
+    on_step: StepCallback | None = None,
 ) -> torch.Tensor:
     """Basic iterative method / I-FGSM (Kurakin et al.): ``steps`` FGSM steps of ``step_size`` (default
     2.5 eps / steps) from the clean image, each projected to the L-inf eps ball and to [0, 1]: PGD
     without the random start."""
     return pgd(
         model, image, target, eps, steps=steps, step_size=step_size, loss=loss, random_start=False,
-        should_stop=should_stop,
+        precision=precision, should_stop=should_stop, on_step=on_step,
     )
 
 
@@ -301,7 +347,9 @@ def pgd(
     loss: str = "bce",
     random_start: bool = True,
     generator: torch.Generator | None = None,
+    precision: str = "fp32",
     should_stop: StopCheck | None = None,
+    on_step: StepCallback | None = None,
 ) -> torch.Tensor:
     """Projected gradient descent (Madry et al.): BIM from a uniformly random start in the eps ball
     (clipped to [0, 1]); pass a seeded ``generator`` for a reproducible start."""
@@ -316,7 +364,7 @@ def pgd(
     target = target.detach()
     return _iterate(
         model, image, start, eps, steps, step_size,
-        lambda logits: per_image_loss(loss, logits.float(), target), +1.0, should_stop,
+        lambda logits: per_image_loss(loss, logits, target), +1.0, should_stop, precision, on_step,
     )
 
 
@@ -327,15 +375,13 @@ def organ_indices(organs: Sequence[str | int] | str | int) -> list[int]:
     indices = set()
     for organ in organs:
         if isinstance(organ, str):
-            if organ not in ORGANS:
-                raise ValueError(f"unknown organ {organ!r}; choose from {', '.join(ORGANS)}")
-            indices.add(ORGANS.index(organ))
+            indices.add(ORGANS.index(check_choice(organ, ORGANS, "organ")))
         elif 0 <= int(organ) < len(ORGANS):
             indices.add(int(organ))
         else:
-            raise ValueError(f"organ index {organ} out of range 0..{len(ORGANS) - 1}")
+            raise OptionError(f"organ index {organ} out of range 0..{len(ORGANS) - 1}")
     if not indices:
-        raise ValueError("choose at least one organ to erase")
+        raise OptionError("choose at least one organ to erase")
     return sorted(indices)
 
 
@@ -347,7 +393,9 @@ def erase_organs(
     *,
     steps: int = 10,
     step_size: float | None = None,
+    precision: str = "fp32",
     should_stop: StopCheck | None = None,
+    on_step: StepCallback | None = None,
 ) -> torch.Tensor:
     """Targeted attack: descend BCE(logits of ``organs``, 0) so those organs vanish from the prediction,
     leaving the other organs' logits out of the objective. Projected like ``bim``."""
@@ -358,7 +406,8 @@ def erase_organs(
         chosen = logits[:, channels].float()
         return F.binary_cross_entropy_with_logits(chosen, torch.zeros_like(chosen), reduction="none").flatten(1).mean(1)
 
-    return _iterate(model, image, image.detach().clone(), eps, steps, step_size, objective, -1.0, should_stop)
+    return _iterate(model, image, image.detach().clone(), eps, steps, step_size, objective, -1.0, should_stop,
+                    precision, on_step)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -440,29 +489,6 @@ def cached_gradient(
     return cache.get_or_compute(cache_key, compute)
 
 
-@dataclass
-class SweepPoint:
-    """One eps of a sweep, for a batch of N slices. Arrays are float64 numpy, masks/images CPU tensors.
-
-    dsc / dsc_clean: (N, 3) per organ (NaN where the empty policy skips); mean / mean_clean: (N,);
-    attack_success: (N, 3), NaN where DSC_clean is 0; linf / l2: (N,) realised perturbation norms;
-    zero_grad_fraction: (N,); adv_pred: bool (N, 3, H, W); adv_image: (N, 1, H, W).
-    """
-
-    eps: float
-    adv_pred: torch.Tensor
-    dsc: np.ndarray
-    mean: np.ndarray
-    attack_success: np.ndarray
-    linf: np.ndarray
-    l2: np.ndarray
-    dsc_clean: np.ndarray
-    mean_clean: np.ndarray
-    mean_attack_success: np.ndarray
-    zero_grad_fraction: np.ndarray
-    adv_image: torch.Tensor
-
-
 def default_chunk_size(device: torch.device) -> int:
     """Images per no-grad forward pass in a sweep. On CPU big batches are slower per image once the
     activations leave the caches (small model at 128 x 128: ~47 ms per image at 4 to 8 images, ~100 ms
@@ -481,78 +507,110 @@ def adversarial_predictions(
     precision: str = "fp32",
 ) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """(adversarial image, predicted masks) for every eps, from a known sign: the k * N adversarial
-    images go through the model in batches of about ``chunk_size`` images (whole eps groups of N),
-    without autograd. Default: ``default_chunk_size``."""
+    images go through the model, without autograd, in batches of at most ``chunk_size`` images (whole
+    eps groups of N where N fits; a larger N is split). Default: ``default_chunk_size``."""
     _check_batch(image)
     n = image.shape[0]
     eps_values = [check_eps(eps) for eps in eps_values]
     if chunk_size is None:
         chunk_size = default_chunk_size(image.device)
-    per_chunk = max(1, chunk_size // max(n, 1))
+    chunk_size = max(1, int(chunk_size))
     clean = image.detach()
     results = []
-    with _eval_mode(model), torch.no_grad():
-        for start in range(0, len(eps_values), per_chunk):
-            group = eps_values[start : start + per_chunk]
-            eps_t = torch.tensor(group, dtype=clean.dtype, device=clean.device).view(-1, 1, 1, 1, 1)
-            adversarial = apply_sign(clean.unsqueeze(0), sign.unsqueeze(0), eps_t, mode)
-            with precision_autocast(clean.device, precision):
-                logits = model(adversarial.flatten(0, 1))
-            predicted = (logits > 0).unflatten(0, (len(group), n))
-            results.extend(zip(adversarial.unbind(0), predicted.unbind(0)))
+    with eval_mode(model), torch.no_grad():
+        if n <= chunk_size:
+            per_chunk = chunk_size // max(n, 1)
+            for start in range(0, len(eps_values), per_chunk):
+                group = eps_values[start : start + per_chunk]
+                eps_t = torch.tensor(group, dtype=clean.dtype, device=clean.device).view(-1, 1, 1, 1, 1)
+                adversarial = apply_sign(clean.unsqueeze(0), sign.unsqueeze(0), eps_t, mode)
+                predicted = (safe_logits(model, adversarial.flatten(0, 1), precision) > 0).unflatten(0, (len(group), n))
+                results.extend(zip(adversarial.unbind(0), predicted.unbind(0)))
+            return results
+        for eps in eps_values:  # one eps group is already more than a chunk: split it
+            adversarial = apply_sign(clean, sign, eps, mode)
+            predicted = torch.cat([
+                safe_logits(model, adversarial[start : start + chunk_size], precision) > 0
+                for start in range(0, n, chunk_size)
+            ])
+            results.append((adversarial, predicted))
     return results
 
 
-def sweep(
-    model: torch.nn.Module,
-    image: torch.Tensor,
-    target: torch.Tensor,
-    eps_values: Sequence[float],
-    loss: str = "bce",
-    mode: str = "textbook",
-    empty: str = "one",
-    cache: GradientCache | None = None,
-    cache_key: Hashable | None = None,
-    *,
-    truth: torch.Tensor | None = None,
-    gradient: GradientEntry | None = None,
-    chunk_size: int | None = None,
-    precision: str = "fp32",
-) -> list[SweepPoint]:
-    """FGSM at every eps in ``eps_values`` with one backward pass per image (or none, from ``cache``
-    / ``gradient``) and batched forward passes; DSC is scored against ``truth`` (default: ``target``;
-    ``target=None`` attacks the model's own clean prediction and, without ``truth``, scores against it).
+# ---------------------------------------------------------------------------------------------------
+# the registry's runners: one signature for every method (``core.attack_config.METHODS``)
 
-    With a cache, ``cache_key`` must identify the gradient: (checkpoint, slice id(s), loss, target kind,
-    mode). Stepping eps in a front end is then one forward pass of the adversarial batch.
-    """
-    _check_batch(image, target)
-    check_loss(loss)
-    check_mode(mode)
-    check_empty_policy(empty)
-    if truth is None:
-        truth = target
-    _check_batch(image, truth)
-    if gradient is None:
-        gradient = cached_gradient(model, image, target, loss, mode, cache=cache, cache_key=cache_key, precision=precision)
-    if not isinstance(gradient, GradientEntry):
-        raise TypeError(f"expected a GradientEntry, got {type(gradient).__name__} (cache key {cache_key!r})")
-    truth_cpu = (gradient.clean_pred if truth is None else truth).detach().to("cpu").bool()
-    dsc_clean = dice_per_organ(gradient.clean_pred.cpu(), truth_cpu, empty)
-    mean_clean = mean_dsc(dsc_clean)
-    points = []
-    outputs = adversarial_predictions(model, image, gradient.sign, eps_values, mode, chunk_size=chunk_size, precision=precision)
-    for eps, (adversarial, predicted) in zip(eps_values, outputs):
-        adv_pred = predicted.cpu()
-        dsc = dice_per_organ(adv_pred, truth_cpu, empty)
-        mean = mean_dsc(dsc)
-        linf, l2 = perturbation_norms(image, adversarial)
-        points.append(
-            SweepPoint(
-                eps=float(eps), adv_pred=adv_pred, dsc=dsc, mean=mean,
-                attack_success=attack_success(dsc_clean, dsc), linf=linf, l2=l2,
-                dsc_clean=dsc_clean, mean_clean=mean_clean, mean_attack_success=attack_success(mean_clean, mean),
-                zero_grad_fraction=gradient.zero_fraction, adv_image=adversarial.cpu(),
-            )
-        )
-    return points
+
+@dataclass
+class AttackContext:
+    """What a runner may use beyond the config: a gradient cache (FGSM; ``cache_key`` identifies the
+    gradient: checkpoint, slice id(s), loss, target, mode), the clean prediction when already known, a
+    seeded generator (PGD's random start; default: seeded by ``config.seed``), a stop check and a
+    per-iteration callback for live views."""
+
+    cache: GradientCache | None = None
+    cache_key: Hashable | None = None
+    clean_pred: torch.Tensor | None = None
+    generator: torch.Generator | None = None
+    should_stop: StopCheck | None = None
+    on_step: StepCallback | None = None
+
+
+@dataclass
+class AttackOutput:
+    """A runner's result: the adversarial batch, and what it learnt on the way (None: not computed)."""
+
+    adversarial: torch.Tensor
+    clean_pred: torch.Tensor | None = None
+    adv_pred: torch.Tensor | None = None
+    zero_grad_fraction: np.ndarray | None = None
+
+
+def run_attack(model, image, target, config: AttackConfig, context: AttackContext | None = None) -> AttackOutput:
+    """``config``'s attack on ``image`` against ``target`` (None: the model's own clean prediction)."""
+    context = context or AttackContext()
+    check_stop(context.should_stop)
+    return config.entry.function()(model, image, target, config, context)
+
+
+def run_fgsm(model, image, target, config: AttackConfig, context: AttackContext) -> AttackOutput:
+    """FGSM from the (cached) gradient; its clean prediction comes from the gradient's own forward pass,
+    and the adversarial prediction from one more forward pass."""
+    entry = cached_gradient(model, image, target, config.loss, config.mode, cache=context.cache,
+                            cache_key=context.cache_key, precision=config.precision)
+    adversarial, adv_pred = adversarial_predictions(model, image, entry.sign, [config.eps], config.mode,
+                                                    precision=config.precision)[0]
+    return AttackOutput(adversarial, entry.clean_pred, adv_pred, entry.zero_fraction)
+
+
+def _clean_prediction(model, image, config: AttackConfig, context: AttackContext) -> torch.Tensor:
+    if context.clean_pred is not None:
+        return context.clean_pred.to(image.device)
+    from core.metrics import predict
+
+    return predict(model, image, config.precision)
+
+
+def run_iterative(model, image, target, config: AttackConfig, context: AttackContext) -> AttackOutput:
+    """BIM (from the clean image) or PGD (from a random start seeded by ``config.seed``)."""
+    clean_pred = _clean_prediction(model, image, config, context)
+    random_start = config.method == "pgd"
+    generator = context.generator
+    if generator is None and random_start:
+        generator = torch.Generator(device=image.device).manual_seed(config.seed)
+    adversarial = pgd(
+        model, image, clean_pred.float() if target is None else target, config.eps, steps=config.steps,
+        step_size=config.step_size, loss=config.loss, random_start=random_start, generator=generator,
+        precision=config.precision, should_stop=context.should_stop, on_step=context.on_step,
+    )
+    return AttackOutput(adversarial, clean_pred)
+
+
+def run_erase(model, image, target, config: AttackConfig, context: AttackContext) -> AttackOutput:
+    """The targeted erasure of ``config.organs`` (its own objective: ``target`` and the loss do not apply)."""
+    clean_pred = _clean_prediction(model, image, config, context)
+    adversarial = erase_organs(
+        model, image, config.organs, config.eps, steps=config.steps, step_size=config.step_size,
+        precision=config.precision, should_stop=context.should_stop, on_step=context.on_step,
+    )
+    return AttackOutput(adversarial, clean_pred)

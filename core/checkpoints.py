@@ -1,4 +1,4 @@
-"""Safe, self-describing checkpoints: safetensors weights with JSON metadata, written atomically.
+"""Safe, self-describing checkpoints: safetensors weights with JSON metadata, written atomically (``core.files``).
 
 Our own format is a safetensors file holding the plain smp model's state dict (so smp can read it
 directly) and, in the header, each metadata field as a JSON string. Foreign ``.pt`` / ``.pth`` /
@@ -15,8 +15,7 @@ import json
 import os
 import pickle
 import struct
-import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
@@ -25,9 +24,10 @@ from safetensors.torch import load as safetensors_load
 from safetensors.torch import save as safetensors_save
 
 import core
+from core.errors import OptionError, SegadvError
+from core.files import atomic_write, write_bytes
 from core.models import REGISTRY, GrayscaleSegmenter, UnknownModelError, build_model, count_parameters
 from core.organs import ORGANS
-from core.errors import SegadvError
 
 FORMAT = "segadv-checkpoint/1"
 FOREIGN_SUFFIXES = (".pt", ".pth", ".bin")
@@ -43,56 +43,6 @@ _SHOW_KEYS = 5
 
 class CheckpointError(SegadvError, ValueError):
     """A checkpoint that cannot be read or does not fit its model; the message names the file."""
-
-
-# --- atomic files -------------------------------------------------------------------------------
-
-
-def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
-    """Run ``write(temp_path)`` on a temporary file beside ``path``, fsync it, then rename it over ``path``.
-
-    A crash at any point leaves either the old file or the new one, never a torn one.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    temp = Path(temp_name)
-    try:
-        os.chmod(temp, _file_mode(path))  # mkstemp makes 0600; give the usual permissions
-        write(temp)
-        with open(temp, "rb+") as handle:
-            os.fsync(handle.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-    return path
-
-
-def _file_mode(path: Path) -> int:
-    """The replaced file's permissions, else what a plain ``open(path, "w")`` would give under the umask."""
-    try:
-        return path.stat().st_mode & 0o777
-    except FileNotFoundError:
-        umask = os.umask(0)
-        os.umask(umask)
-        return 0o666 & ~umask
-
-
-def _fsync_dir(folder: Path) -> None:
-    # Makes the rename itself durable; not possible on every platform (e.g. Windows), so best effort.
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 # --- our format -------------------------------------------------------------------------------------
@@ -147,7 +97,7 @@ def save_checkpoint(
     """
     dtype = dtype or "float32"
     if dtype not in STORAGE_DTYPES:
-        raise ValueError(f"unknown storage dtype {dtype!r}; choose from {', '.join(STORAGE_DTYPES)}")
+        raise OptionError(f"unknown storage dtype {dtype!r}; choose from {', '.join(STORAGE_DTYPES)}")
     meta = checkpoint_meta(
         model, img_size=img_size, train_args=train_args, epoch=epoch, val_dsc=val_dsc,
         data_fingerprint=data_fingerprint, dtype=dtype,
@@ -161,7 +111,7 @@ def save_checkpoint(
         tensors[key] = value.contiguous().clone()
     header = {key: json.dumps(value) for key, value in meta.items()}
     data = safetensors_save(tensors, metadata=header)
-    return atomic_write(path, lambda temp: temp.write_bytes(data))
+    return write_bytes(path, data)
 
 
 def read_checkpoint_meta(path: str | os.PathLike) -> dict:
@@ -189,7 +139,11 @@ def _read_safetensors_header(path: Path) -> tuple[dict, int]:
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
     size = path.stat().st_size
-    with open(path, "rb") as handle:
+    try:
+        handle = open(path, "rb")
+    except OSError as exc:
+        raise CheckpointError(f"{path}: cannot read it ({exc.strerror or exc})") from None
+    with handle:
         prefix = handle.read(8)
         if len(prefix) < 8:
             raise CheckpointError(f"{path}: not a safetensors file (only {size} bytes)")
@@ -341,7 +295,7 @@ def resume_path_for(checkpoint: str | os.PathLike) -> Path:
 
 def save_training_state(path: str | os.PathLike, state: Mapping) -> Path:
     """Atomically save ``state`` (tensors, numbers, strings, lists, dicts only) for ``--resume``."""
-    return atomic_write(path, lambda temp: torch.save(dict(state), temp))
+    return atomic_write(path, lambda stream: torch.save(dict(state), stream))
 
 
 def load_training_state(path: str | os.PathLike) -> dict:

@@ -249,13 +249,6 @@ class GITractDataset:
         except KeyError:
             raise KeyError(f"no slice {slice_id!r} in {self.root}") from None
 
-    def index(self) -> dict[int, dict[int, list[SliceRecord]]]:
-        """case -> day -> slices, all in ascending order (for browsing)."""
-        tree: dict[int, dict[int, list[SliceRecord]]] = {}
-        for record in self.records:
-            tree.setdefault(record.case, {}).setdefault(record.day, []).append(record)
-        return tree
-
     def split(self, test_fraction: float = 0.1, seed: int = 0) -> tuple[list[SliceRecord], list[SliceRecord]]:
         """(train, test) split by case (patient): every slice of a case lands on the same side.
 
@@ -340,6 +333,33 @@ def _rle_problems(records: list[SliceRecord]) -> dict[int, str]:
 def with_organs(records: Iterable[SliceRecord]) -> list[SliceRecord]:
     """The slices whose ground truth has at least one organ (the ones the paper scores)."""
     return [record for record in records if record.has_organs]
+
+
+SPLITS = ("test", "train", "all")
+
+
+def select_slices(
+    dataset: "GITractDataset", split: str = "test", *, organs_only: bool = True, limit: int | None = None,
+    test_fraction: float = 0.1, seed: int = 0,
+) -> list[SliceRecord]:
+    """The slices a command scores: one side of the split by case (the test side by default), only those
+    whose ground truth has an organ unless ``organs_only`` is False (as the paper scored), at most
+    ``limit`` of them in data-set order. An empty selection is a ``DataError`` naming the split."""
+    from core.errors import OptionError, check_choice
+
+    check_choice(split, SPLITS, "split")
+    if limit is not None and limit < 1:
+        raise OptionError(f"limit must be at least 1, got {limit}")
+    if split == "all":
+        records = list(dataset)
+    else:
+        train, test = dataset.split(test_fraction, seed)
+        records = test if split == "test" else train
+    if organs_only:
+        records = with_organs(records)
+    if not records:
+        raise DataError(f"the {split} split of {str(dataset.root)!r} has no {'slices with organs' if organs_only else 'slices'}")
+    return records[:limit] if limit else records
 
 
 def resize_image(image: np.ndarray, size: int) -> np.ndarray:

@@ -7,7 +7,6 @@ the tool reads it with the same code as the real data.
 
 from __future__ import annotations
 
-import csv
 import os
 import shutil
 import uuid
@@ -19,6 +18,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from core.errors import OptionError
+from core.files import atomic_write, write_csv
 from core.organs import ORGANS
 from core.paths import cache_dir
 from core.phantom import SCAN_LENGTH_MM, SPACING_MM, Acquisition, Patient, pixel_grid, render
@@ -52,9 +53,9 @@ class _Scan:
 def _plan(seed: int, size: str) -> list[_Scan]:
     """Which cases, days, image sizes and slice counts to make, all drawn from ``seed``."""
     if size not in SIZES:
-        raise ValueError(f"unknown demo size {size!r}; choose one of {', '.join(SIZES)}")
+        raise OptionError(f"unknown demo size {size!r}; choose one of {', '.join(SIZES)}")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"the demo seed must be a non-negative integer, got {seed!r}")
+        raise OptionError(f"the demo seed must be a non-negative integer, got {seed!r}")
     root = np.random.SeedSequence(int(seed))
     rng = np.random.default_rng(root.spawn(1)[0])
     n_cases = 4 if size == "tiny" else 8
@@ -81,31 +82,30 @@ def _plan(seed: int, size: str) -> list[_Scan]:
 def _write_into(folder: Path, scans: list[_Scan], progress: Progress | None) -> None:
     total = sum(scan.slices for scan in scans)
     done = 0
-    with open(folder / "train.csv", "w", newline="", encoding="utf-8") as handle:
-        table = csv.writer(handle, lineterminator="\n")
-        table.writerow(["id", "class", "segmentation"])
-        for scan in scans:
-            anatomy = scan.patient.on_day(scan.day_seed)
-            acquisition = Acquisition.random(np.random.default_rng(scan.acquisition_seed))
-            noise = np.random.default_rng(scan.acquisition_seed.spawn(1)[0])
-            scans_dir = folder / "train" / f"case{scan.case}" / f"case{scan.case}_day{scan.day}" / "scans"
-            scans_dir.mkdir(parents=True)
-            x, y = pixel_grid(scan.width, scan.height)
-            for index in range(scan.slices):
-                z_fraction = index / (scan.slices - 1)
-                signal, masks = render(anatomy, z_fraction * SCAN_LENGTH_MM, x, y)
-                image = acquisition.record(signal, z_fraction, noise)
-                number = index + 1
-                name = f"slice_{number:04d}_{scan.width}_{scan.height}_{SPACING_MM:.2f}_{SPACING_MM:.2f}.png"
-                # Noisy 16-bit slices gain little from LZ77 matching: Huffman-only deflate is as small as zlib's
-                # default level and about 10x faster (benchmarks/bench_demo.py).
-                Image.fromarray(image).save(scans_dir / name, compress_level=1, compress_type=zlib.Z_HUFFMAN_ONLY)
-                slice_id = f"case{scan.case}_day{scan.day}_slice_{number:04d}"
-                for organ, mask in zip(ORGANS, masks):
-                    table.writerow([slice_id, organ, rle_encode(mask)])
-                done += 1
-                if progress is not None:
-                    progress(done, total)
+    rows = []
+    for scan in scans:
+        anatomy = scan.patient.on_day(scan.day_seed)
+        acquisition = Acquisition.random(np.random.default_rng(scan.acquisition_seed))
+        noise = np.random.default_rng(scan.acquisition_seed.spawn(1)[0])
+        scans_dir = folder / "train" / f"case{scan.case}" / f"case{scan.case}_day{scan.day}" / "scans"
+        scans_dir.mkdir(parents=True)
+        x, y = pixel_grid(scan.width, scan.height)
+        for index in range(scan.slices):
+            z_fraction = index / (scan.slices - 1)
+            signal, masks = render(anatomy, z_fraction * SCAN_LENGTH_MM, x, y)
+            image = Image.fromarray(acquisition.record(signal, z_fraction, noise))
+            number = index + 1
+            name = f"slice_{number:04d}_{scan.width}_{scan.height}_{SPACING_MM:.2f}_{SPACING_MM:.2f}.png"
+            # Noisy 16-bit slices gain little from LZ77 matching: Huffman-only deflate is as small as zlib's
+            # default level and about 10x faster (benchmarks/bench_demo.py).
+            atomic_write(scans_dir / name, lambda stream, image=image: image.save(
+                stream, format="PNG", compress_level=1, compress_type=zlib.Z_HUFFMAN_ONLY))
+            slice_id = f"case{scan.case}_day{scan.day}_slice_{number:04d}"
+            rows += [(slice_id, organ, rle_encode(mask)) for organ, mask in zip(ORGANS, masks)]
+            done += 1
+            if progress is not None:
+                progress(done, total)
+    write_csv(folder / "train.csv", ("id", "class", "segmentation"), rows)
 
 
 def _is_empty_dir(path: Path) -> bool:

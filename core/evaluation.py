@@ -1,8 +1,9 @@
-"""Attacks over a data set: per-slice rows, summaries, eps sweeps and the paper's Table II.
+"""Attacks scored: per-slice results (``core.results.SliceResult``), summaries, eps sweeps and Table II.
 
-Everything here returns plain dataclasses with ``to_dict()`` (JSON-ready: NaN becomes None) and reports
-progress through ``progress(done, total)`` in slices; ``should_stop()`` is checked between batches (and
-between the steps of iterative attacks) and raises ``core.attacks.AttackCancelled``.
+Every attack is described by one ``core.attack_config.AttackConfig`` and run through the registry
+(``core.attacks.run_attack``). Results are plain dataclasses with ``to_dict()`` (JSON-ready: NaN becomes
+None); progress goes through ``progress(done, total)`` in slices; ``should_stop()`` is checked between
+batches (and between the steps of iterative attacks) and raises ``core.attacks.AttackCancelled``.
 
 Scores are DSC against the ground truth, whatever the attack targets. A data-set figure is the mean
 over the scored slices: by default those whose ground truth has at least one organ, as the paper did
@@ -15,113 +16,170 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Hashable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
+from core.attack_config import AttackConfig, check_eps
 from core.attacks import (
-    METHODS,
-    PRECISIONS,
-    TARGETS,
+    AttackContext,
     GradientCache,
+    GradientEntry,
     StopCheck,
+    _check_batch,
     adversarial_predictions,
     cached_gradient,
-    check_eps,
-    check_mode,
     check_stop,
     input_gradients,
     perturbation_norms,
-    pgd,
+    run_attack,
 )
+from core.errors import OptionError
 from core.losses import check_loss
-from core.metrics import attack_success, check_empty_policy, dice_per_organ, hausdorff_per_organ, mean_dsc, nanmean, predict
+from core.metrics import dice_per_organ, hausdorff_per_organ
 from core.models import count_parameters
 from core.organs import ORGANS
-
-SCORE_SLICES = ("nonempty", "all")
+from core.results import SlicePictures, SliceResult, attack_success, json_number, mean_dsc, nanmean, organ_dict
 
 Progress = Callable[[int, int], None]
 
 
-def _number(value) -> float | None:
-    """A JSON-safe float: NaN / inf become None."""
-    value = float(value)
-    return value if np.isfinite(value) else None
+# ---------------------------------------------------------------------------------------------------
+# one batch: attack and score
 
 
-def _organ_dict(values: np.ndarray) -> dict[str, float | None]:
-    return {organ: _number(v) for organ, v in zip(ORGANS, values)}
+def score_slices(
+    ids: Sequence[str],
+    eps: float,
+    image: torch.Tensor,
+    adversarial: torch.Tensor,
+    clean_pred: torch.Tensor,
+    adv_pred: torch.Tensor,
+    reference: torch.Tensor,
+    *,
+    empty: str = "one",
+    score: str = "nonempty",
+    has_truth: bool = True,
+    zero_grad_fraction: np.ndarray | None = None,
+    hausdorff: bool = False,
+    pictures: bool = False,
+) -> list[SliceResult]:
+    """The ``SliceResult`` of each slice of a batch: DSC of the clean and adversarial predictions against
+    ``reference`` (the ground truth, or the clean prediction where there is none), realised norms, and
+    with ``pictures`` the numpy pictures. The one place a per-slice score is made."""
+    # Scored where the masks are (the GPU in a CUDA run); only numbers and, when asked, pictures come back.
+    reference = reference.to(adv_pred.device).bool()
+    clean_pred, adv_pred = clean_pred.to(adv_pred.device).bool(), adv_pred.bool()
+    dsc_clean, dsc_adv = dice_per_organ(clean_pred, reference, empty), dice_per_organ(adv_pred, reference, empty)
+    linf, l2 = perturbation_norms(image, adversarial)
+    has_organs = reference.flatten(1).any(1).cpu().numpy()
+    hd_clean = hd_adv = None
+    if hausdorff:
+        hd_clean, hd_adv = hausdorff_per_organ(clean_pred, reference), hausdorff_per_organ(adv_pred, reference)
+    images = adversarial_images = None
+    if pictures:
+        images, adversarial_images = image[:, 0].float().cpu().numpy(), adversarial[:, 0].float().cpu().numpy()
+        clean_pred, adv_pred, reference = clean_pred.cpu(), adv_pred.cpu(), reference.cpu()
+    results = []
+    for i, slice_id in enumerate(ids):
+        results.append(SliceResult(
+            slice_id=slice_id, eps=float(eps), dsc_clean=dsc_clean[i], dsc_adv=dsc_adv[i],
+            linf=float(linf[i]), l2=float(l2[i]), has_organs=bool(has_organs[i]),
+            scored=bool(has_organs[i]) or score == "all",
+            zero_grad_fraction=None if zero_grad_fraction is None else float(zero_grad_fraction[i]),
+            hd95_clean=None if hd_clean is None else hd_clean[i], hd95_adv=None if hd_adv is None else hd_adv[i],
+            pictures=None if not pictures else SlicePictures(
+                image=images[i], adversarial=adversarial_images[i], clean_prediction=clean_pred[i].numpy(),
+                adversarial_prediction=adv_pred[i].numpy(), reference=reference[i].numpy(), has_truth=has_truth,
+            ),
+        ))
+    return results
 
 
-@dataclass
-class AttackConfig:
-    """What attack to run. ``mode`` applies to FGSM only (the paper's variant is an FGSM formula);
-    ``steps`` / ``step_size`` to BIM and PGD (step_size None = 2.5 eps / steps); ``seed`` seeds PGD's
-    random start; ``score`` chooses the slices a summary averages over; ``hausdorff`` adds the 95th
-    percentile Hausdorff distance (pixels at ``img_size``) of the clean and adversarial predictions."""
-
-    method: str = "fgsm"
-    loss: str = "bce"
-    eps: float = 0.009
-    mode: str = "textbook"
-    target: str = "gt"
-    steps: int = 10
-    step_size: float | None = None
-    empty: str = "one"
-    score: str = "nonempty"
-    seed: int = 0
-    precision: str = "fp32"
-    hausdorff: bool = False
-
-    def __post_init__(self):
-        if self.method not in METHODS:
-            raise ValueError(f"unknown attack method {self.method!r}; choose from {', '.join(METHODS)}")
-        check_loss(self.loss)
-        self.eps = check_eps(self.eps)
-        check_mode(self.mode)
-        if self.mode == "paper" and self.method != "fgsm":
-            raise ValueError(f"mode 'paper' is the paper's FGSM formula; it does not apply to {self.method}")
-        if self.target not in TARGETS:
-            raise ValueError(f"unknown attack target {self.target!r}; choose from {', '.join(TARGETS)}")
-        if int(self.steps) < 1:
-            raise ValueError(f"steps must be at least 1, got {self.steps}")
-        self.steps = int(self.steps)
-        if self.step_size is not None and not (np.isfinite(self.step_size) and self.step_size >= 0):
-            raise ValueError(f"step_size must be a non-negative number, got {self.step_size}")
-        check_empty_policy(self.empty)
-        if self.score not in SCORE_SLICES:
-            raise ValueError(f"unknown slice selection {self.score!r}; choose from {', '.join(SCORE_SLICES)}")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"unknown precision {self.precision!r}; choose from {', '.join(PRECISIONS)}")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+def _ids(ids: Sequence[str] | None, n: int) -> list[str]:
+    ids = [str(i) for i in range(n)] if ids is None else list(ids)
+    if len(ids) != n:
+        raise ValueError(f"{len(ids)} slice ids for a batch of {n}")
+    return ids
 
 
-@dataclass
-class SliceRow:
-    """One slice attacked once. DSC per organ (None where the empty policy skips), AS None where
-    undefined (clean DSC 0); ``zero_grad_fraction`` only for FGSM."""
+def attack_slice(
+    model: torch.nn.Module,
+    image: torch.Tensor,
+    truth: torch.Tensor | None,
+    config: AttackConfig,
+    *,
+    ids: Sequence[str] | None = None,
+    context: AttackContext | None = None,
+    pictures: bool = False,
+) -> list[SliceResult]:
+    """``config``'s attack on ``image`` (N, 1, H, W), scored against ``truth`` (N, 3, H, W) 0/1.
 
-    slice_id: str
-    has_organs: bool
-    scored: bool
-    dsc_clean: dict[str, float | None]
-    dsc_adv: dict[str, float | None]
-    mean_clean: float | None
-    mean_adv: float | None
-    attack_success: dict[str, float | None]
-    mean_attack_success: float | None
-    linf: float
-    l2: float
-    zero_grad_fraction: float | None = None
-    hd95_clean: dict[str, float | None] | None = None  # only when the config asks for it
-    hd95_adv: dict[str, float | None] | None = None
+    ``truth`` None (a lone picture) attacks and scores against the model's clean prediction. FGSM takes
+    its clean prediction from the gradient's forward pass; with ``context.cache`` a cached FGSM is ONE
+    forward pass. The iterative methods reuse ``context.clean_pred`` when given."""
+    target = truth if config.target == "gt" else None
+    output = run_attack(model, image, target, config, context)
+    adv_pred = output.adv_pred
+    if adv_pred is None:
+        from core.metrics import predict
 
-    def to_dict(self) -> dict:
-        return asdict(self)
+        adv_pred = predict(model, output.adversarial, config.precision)
+    reference = output.clean_pred if truth is None else truth
+    return score_slices(
+        _ids(ids, image.shape[0]), config.eps, image, output.adversarial, output.clean_pred, adv_pred, reference,
+        empty=config.empty, score=config.score, has_truth=truth is not None,
+        zero_grad_fraction=output.zero_grad_fraction, hausdorff=config.hausdorff, pictures=pictures,
+    )
+
+
+def sweep(
+    model: torch.nn.Module,
+    image: torch.Tensor,
+    target: torch.Tensor | None,
+    eps_values: Sequence[float],
+    config: AttackConfig | None = None,
+    *,
+    truth: torch.Tensor | None = None,
+    ids: Sequence[str] | None = None,
+    cache: GradientCache | None = None,
+    cache_key: Hashable | None = None,
+    gradient: GradientEntry | None = None,
+    chunk_size: int | None = None,
+    pictures: bool = False,
+) -> list[list[SliceResult]]:
+    """FGSM (``config``'s loss, mode, precision, empty policy; its eps is ignored) at every eps of
+    ``eps_values``: per eps, one ``SliceResult`` per slice. One backward pass per image (or none, from
+    ``cache`` / ``gradient``) and batched forward passes. DSC is scored against ``truth`` (default:
+    ``target``; ``target=None`` attacks the model's own clean prediction and, without ``truth``, scores
+    against it). With a cache, ``cache_key`` must identify the gradient: (checkpoint, slice id(s), loss,
+    target kind, mode); stepping eps in a front end is then one forward pass."""
+    config = config or AttackConfig()
+    _check_batch(image, target)
+    eps_values = [check_eps(eps) for eps in eps_values]
+    if truth is None:
+        truth = target
+    _check_batch(image, truth)
+    if gradient is None:
+        gradient = cached_gradient(model, image, target, config.loss, config.mode, cache=cache, cache_key=cache_key,
+                                   precision=config.precision)
+    if not isinstance(gradient, GradientEntry):
+        raise TypeError(f"expected a GradientEntry, got {type(gradient).__name__} (cache key {cache_key!r})")
+    reference = gradient.clean_pred if truth is None else truth
+    ids = _ids(ids, image.shape[0])
+    outputs = adversarial_predictions(model, image, gradient.sign, eps_values, config.mode, chunk_size=chunk_size,
+                                      precision=config.precision)
+    return [
+        score_slices(ids, eps, image, adversarial, gradient.clean_pred, adv_pred, reference, empty=config.empty,
+                     score=config.score, has_truth=truth is not None, zero_grad_fraction=gradient.zero_fraction,
+                     pictures=pictures)
+        for eps, (adversarial, adv_pred) in zip(eps_values, outputs)
+    ]
+
+
+# ---------------------------------------------------------------------------------------------------
+# over a data set
 
 
 @dataclass
@@ -143,101 +201,42 @@ class Summary:
     hd95_adv: dict[str, float | None] | None = None
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return dict(self.__dict__)
 
 
-class _Scores:
-    """Per-slice arrays of one attack over a data set, turned into rows and a summary."""
-
-    def __init__(self):
-        self.ids: list[str] = []
-        self.has_organs: list[np.ndarray] = []
-        self.dsc_clean: list[np.ndarray] = []
-        self.dsc_adv: list[np.ndarray] = []
-        self.linf: list[np.ndarray] = []
-        self.l2: list[np.ndarray] = []
-        self.zero: list[np.ndarray] = []
-        self.hd_clean: list[np.ndarray] = []
-        self.hd_adv: list[np.ndarray] = []
-
-    def add(self, ids, has_organs, dsc_clean, dsc_adv, linf, l2, zero=None, hd_clean=None, hd_adv=None):
-        self.ids.extend(ids)
-        self.has_organs.append(np.asarray(has_organs, dtype=bool))
-        self.dsc_clean.append(dsc_clean)
-        self.dsc_adv.append(dsc_adv)
-        self.linf.append(linf)
-        self.l2.append(l2)
-        self.zero.append(np.full(len(ids), np.nan) if zero is None else zero)
-        if hd_clean is not None:
-            self.hd_clean.append(hd_clean)
-            self.hd_adv.append(hd_adv)
-
-    def _hausdorff(self):
-        """(clean, adv) float (n, organs) or (None, None) when not measured."""
-        if not self.hd_clean:
-            return None, None
-        return np.concatenate(self.hd_clean), np.concatenate(self.hd_adv)
-
-    def _arrays(self):
-        width = len(ORGANS)
-        cat = lambda parts, shape: np.concatenate(parts) if parts else np.zeros(shape)  # noqa: E731
-        return (
-            cat(self.has_organs, (0,)).astype(bool), cat(self.dsc_clean, (0, width)), cat(self.dsc_adv, (0, width)),
-            cat(self.linf, (0,)), cat(self.l2, (0,)), cat(self.zero, (0,)),
-        )
-
-    def scored_mask(self, score: str) -> np.ndarray:
-        has_organs = self._arrays()[0]
-        return has_organs if score == "nonempty" else np.ones_like(has_organs)
-
-    def rows(self, score: str) -> list[SliceRow]:
-        has_organs, clean, adv, linf, l2, zero = self._arrays()
-        scored = self.scored_mask(score)
-        mean_clean, mean_adv = mean_dsc(clean), mean_dsc(adv)
-        success, mean_success = attack_success(clean, adv), attack_success(mean_clean, mean_adv)
-        hd_clean, hd_adv = self._hausdorff()
-        return [
-            SliceRow(
-                slice_id=self.ids[i], has_organs=bool(has_organs[i]), scored=bool(scored[i]),
-                dsc_clean=_organ_dict(clean[i]), dsc_adv=_organ_dict(adv[i]),
-                mean_clean=_number(mean_clean[i]), mean_adv=_number(mean_adv[i]),
-                attack_success=_organ_dict(success[i]), mean_attack_success=_number(mean_success[i]),
-                linf=float(linf[i]), l2=float(l2[i]), zero_grad_fraction=_number(zero[i]),
-                hd95_clean=None if hd_clean is None else _organ_dict(hd_clean[i]),
-                hd95_adv=None if hd_adv is None else _organ_dict(hd_adv[i]),
-            )
-            for i in range(len(self.ids))
-        ]
-
-    def summary(self, score: str) -> Summary:
-        _, clean, adv, linf, l2, _ = self._arrays()
-        scored = self.scored_mask(score)
-        clean, adv, linf, l2 = clean[scored], adv[scored], linf[scored], l2[scored]
+def summarise(results: Sequence[SliceResult]) -> Summary:
+    """The mean scores of the scored ``results``."""
+    scored = [r for r in results if r.scored]
+    width = len(ORGANS)
+    stack = lambda values: np.array(values, dtype=np.float64).reshape(-1, width)  # noqa: E731
+    clean, adv = stack([r.dsc_clean for r in scored]), stack([r.dsc_adv for r in scored])
+    linf, l2 = np.array([r.linf for r in scored]), np.array([r.l2 for r in scored])
+    if scored:
         organ_clean, organ_adv = nanmean(clean, axis=0), nanmean(adv, axis=0)
-        if not len(clean):
-            organ_clean = organ_adv = np.full(len(ORGANS), np.nan)
-        mean_clean = float(nanmean(mean_dsc(clean), axis=0)) if len(clean) else np.nan
-        mean_adv = float(nanmean(mean_dsc(adv), axis=0)) if len(adv) else np.nan
-        hd_clean, hd_adv = self._hausdorff()
-        return Summary(
-            slices=len(self.ids), scored=int(scored.sum()),
-            dsc_clean=_organ_dict(organ_clean), dsc_adv=_organ_dict(organ_adv),
-            mean_clean=_number(mean_clean), mean_adv=_number(mean_adv),
-            attack_success=_organ_dict(attack_success(organ_clean, organ_adv)),
-            mean_attack_success=_number(attack_success(mean_clean, mean_adv)),
-            linf_max=_number(linf.max()) if len(linf) else None,
-            linf_mean=_number(linf.mean()) if len(linf) else None,
-            l2_mean=_number(l2.mean()) if len(l2) else None,
-            hd95_clean=None if hd_clean is None else _organ_dict(nanmean(hd_clean[scored], axis=0)),
-            hd95_adv=None if hd_adv is None else _organ_dict(nanmean(hd_adv[scored], axis=0)),
-        )
+        mean_clean, mean_adv = float(nanmean(mean_dsc(clean), axis=0)), float(nanmean(mean_dsc(adv), axis=0))
+    else:
+        organ_clean = organ_adv = np.full(width, np.nan)
+        mean_clean = mean_adv = np.nan
+    measured = bool(scored) and scored[0].hd95_clean is not None
+    return Summary(
+        slices=len(results), scored=len(scored),
+        dsc_clean=organ_dict(organ_clean), dsc_adv=organ_dict(organ_adv),
+        mean_clean=json_number(mean_clean), mean_adv=json_number(mean_adv),
+        attack_success=organ_dict(attack_success(organ_clean, organ_adv)),
+        mean_attack_success=json_number(attack_success(mean_clean, mean_adv)),
+        linf_max=json_number(linf.max()) if len(linf) else None,
+        linf_mean=json_number(linf.mean()) if len(linf) else None,
+        l2_mean=json_number(l2.mean()) if len(l2) else None,
+        hd95_clean=organ_dict(nanmean(stack([r.hd95_clean for r in scored]), axis=0)) if measured else None,
+        hd95_adv=organ_dict(nanmean(stack([r.hd95_adv for r in scored]), axis=0)) if measured else None,
+    )
 
 
 @dataclass
 class EvaluationResult:
     config: AttackConfig
     img_size: int
-    rows: list[SliceRow]
+    rows: list[SliceResult]
     summary: Summary
     seconds: float
 
@@ -248,113 +247,29 @@ class EvaluationResult:
         }
 
 
-def _batches(records, img_size: int, batch_size: int, device):
-    """(records, images (B, 1, S, S), masks (B, 3, S, S) float 0/1) on ``device``, read lazily."""
-    from core.data import load_slice  # core.data is light; imported here to keep this module's deps clear
+def batches(records, img_size: int, batch_size: int, device, *, workers: int | None = None):
+    """(records, images (B, 1, S, S), masks (B, 3, S, S) float 0/1) on ``device``. On CUDA a DataLoader
+    reads ahead in worker processes into pinned memory, so the GPU does not wait for PNG decoding."""
+    from torch.utils.data import DataLoader
+
+    from core.slice_dataset import SliceDataset
 
     if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-    for start in range(0, len(records), batch_size):
-        chunk = records[start : start + batch_size]
-        loaded = [load_slice(record, img_size) for record in chunk]
-        images = torch.from_numpy(np.stack([image for image, _ in loaded])).unsqueeze(1).to(device)
-        masks = torch.from_numpy(np.stack([mask for _, mask in loaded])).float().to(device)
-        yield chunk, images, masks
+        raise OptionError(f"batch size must be at least 1, got {batch_size}")
+    device = torch.device(device)
+    cuda = device.type == "cuda"
+    if workers is None:
+        workers = min(4, len(records) // batch_size) if cuda else 0
+    loader = DataLoader(SliceDataset(records, img_size), batch_size=batch_size, shuffle=False,
+                        num_workers=workers, pin_memory=cuda)
+    for start, (images, masks) in zip(range(0, len(records), batch_size), loader):
+        yield (records[start : start + batch_size], images.to(device, non_blocking=cuda),
+               masks.to(device, non_blocking=cuda))
 
 
 def _report(progress: Progress | None, done: int, total: int) -> None:
     if progress is not None:
         progress(done, total)
-
-
-@dataclass
-class SliceAttack:
-    """One attack on a batch of slices (often one): the adversarial images and both predictions, scored.
-
-    adversarial: (N, 1, H, W) on the model's device; clean_pred / adv_pred: bool (N, 3, H, W) on the CPU;
-    dsc_clean / dsc_adv: (N, 3) per organ, NaN where the empty policy skips; linf / l2: (N,) realised
-    perturbation norms; zero_grad_fraction: (N,) for FGSM, None otherwise.
-    """
-
-    adversarial: torch.Tensor
-    clean_pred: torch.Tensor
-    adv_pred: torch.Tensor
-    dsc_clean: np.ndarray
-    dsc_adv: np.ndarray
-    linf: np.ndarray
-    l2: np.ndarray
-    zero_grad_fraction: np.ndarray | None = None
-
-    @property
-    def attack_success(self) -> np.ndarray:
-        return attack_success(self.dsc_clean, self.dsc_adv)
-
-    @property
-    def mean_clean(self) -> np.ndarray:
-        return mean_dsc(self.dsc_clean)
-
-    @property
-    def mean_adv(self) -> np.ndarray:
-        return mean_dsc(self.dsc_adv)
-
-    @property
-    def mean_attack_success(self) -> np.ndarray:
-        return attack_success(self.mean_clean, self.mean_adv)
-
-
-def attack_slice(
-    model: torch.nn.Module,
-    image: torch.Tensor,
-    truth: torch.Tensor | None,
-    config: AttackConfig,
-    *,
-    cache: GradientCache | None = None,
-    cache_key: Hashable | None = None,
-    clean_pred: torch.Tensor | None = None,
-    generator: torch.Generator | None = None,
-    should_stop: StopCheck | None = None,
-) -> SliceAttack:
-    """``config``'s attack on ``image`` (N, 1, H, W), scored against ``truth`` (N, 3, H, W) 0/1.
-
-    ``truth`` None (a lone picture) attacks and scores against the model's clean prediction. FGSM takes
-    its clean prediction from the gradient's forward pass; with ``cache`` (``cache_key`` identifying the
-    gradient: checkpoint, slice, loss, target, mode) a cached FGSM is ONE forward pass. BIM / PGD reuse
-    ``clean_pred`` when given; PGD's random start comes from ``generator`` (default: seeded by
-    ``config.seed``). ``should_stop`` is checked before the attack and between iterative steps.
-    """
-    check_stop(should_stop)
-    target = truth if config.target == "gt" else None
-    zero = None
-    if config.method == "fgsm":
-        entry = cached_gradient(
-            model, image, target, config.loss, config.mode, cache=cache, cache_key=cache_key, precision=config.precision
-        )
-        clean_pred, zero = entry.clean_pred, entry.zero_fraction
-        adversarial, adv_pred = adversarial_predictions(
-            model, image, entry.sign, [config.eps], config.mode, precision=config.precision
-        )[0]
-    else:
-        if clean_pred is None:
-            with torch.no_grad():
-                clean_pred = predict(model, image)
-        random_start = config.method == "pgd"  # BIM is PGD from the clean image
-        if generator is None and random_start:
-            generator = torch.Generator(device=image.device).manual_seed(config.seed)
-        adversarial = pgd(
-            model, image, clean_pred.float() if target is None else target, config.eps, steps=config.steps,
-            step_size=config.step_size, loss=config.loss, random_start=random_start, generator=generator,
-            should_stop=should_stop,
-        )
-        with torch.no_grad():
-            adv_pred = predict(model, adversarial)
-    clean_pred, adv_pred = clean_pred.cpu(), adv_pred.cpu()
-    reference = clean_pred if truth is None else truth.cpu()
-    linf, l2 = perturbation_norms(image, adversarial)
-    return SliceAttack(
-        adversarial=adversarial, clean_pred=clean_pred, adv_pred=adv_pred,
-        dsc_clean=dice_per_organ(clean_pred, reference, config.empty),
-        dsc_adv=dice_per_organ(adv_pred, reference, config.empty), linf=linf, l2=l2, zero_grad_fraction=zero,
-    )
 
 
 def evaluate(
@@ -370,34 +285,19 @@ def evaluate(
 ) -> EvaluationResult:
     """Run ``config``'s attack over ``records`` (``core.data.SliceRecord``) at ``img_size``.
 
-    The model must already be on ``device`` (batches are moved there). Each batch goes through
-    ``attack_slice``: for FGSM one forward + backward + one forward.
-    """
+    The model must already be on ``device`` (batches are moved there). PGD's random start comes from one
+    generator seeded by ``config.seed`` for the whole run."""
     records = list(records)
     started = time.perf_counter()
-    scores = _Scores()
+    results: list[SliceResult] = []
     generator = torch.Generator(device=device).manual_seed(config.seed) if config.method == "pgd" else None
+    context = AttackContext(generator=generator, should_stop=should_stop)
     _report(progress, 0, len(records))
-    done = 0
-    for chunk, images, truth in _batches(records, img_size, batch_size, device):
-        attacked = attack_slice(model, images, truth, config, generator=generator, should_stop=should_stop)
-        truth_cpu = truth.cpu()
-        hausdorff = {}
-        if config.hausdorff:
-            hausdorff = {
-                "hd_clean": hausdorff_per_organ(attacked.clean_pred, truth_cpu),
-                "hd_adv": hausdorff_per_organ(attacked.adv_pred, truth_cpu),
-            }
-        scores.add(
-            [record.id for record in chunk], truth_cpu.flatten(1).any(1).numpy(), attacked.dsc_clean,
-            attacked.dsc_adv, attacked.linf, attacked.l2, attacked.zero_grad_fraction, **hausdorff,
-        )
-        done += len(chunk)
-        _report(progress, done, len(records))
-    return EvaluationResult(
-        config=config, img_size=img_size, rows=scores.rows(config.score), summary=scores.summary(config.score),
-        seconds=time.perf_counter() - started,
-    )
+    for chunk, images, truth in batches(records, img_size, batch_size, device):
+        results += attack_slice(model, images, truth, config, ids=[r.id for r in chunk], context=context)
+        _report(progress, len(results), len(records))
+    return EvaluationResult(config=config, img_size=img_size, rows=results, summary=summarise(results),
+                            seconds=time.perf_counter() - started)
 
 
 @dataclass
@@ -414,12 +314,9 @@ class SweepEntry:
 
 @dataclass
 class SweepResult:
+    config: AttackConfig  # FGSM's mode, target, precision and scoring; eps and loss vary
     losses: list[str]
     eps_values: list[float]
-    mode: str
-    target: str
-    empty: str
-    score: str
     img_size: int
     entries: list[SweepEntry]
     zero_grad_fraction: dict[str, float | None] = field(default_factory=dict)  # per loss, mean over slices
@@ -433,10 +330,17 @@ class SweepResult:
 
     def to_dict(self) -> dict:
         return {
-            "losses": self.losses, "eps_values": self.eps_values, "mode": self.mode, "target": self.target,
-            "empty": self.empty, "score": self.score, "img_size": self.img_size, "seconds": self.seconds,
-            "zero_grad_fraction": self.zero_grad_fraction, "entries": [e.to_dict() for e in self.entries],
+            "config": self.config.to_dict(), "losses": self.losses, "eps_values": self.eps_values,
+            "img_size": self.img_size, "seconds": self.seconds, "zero_grad_fraction": self.zero_grad_fraction,
+            "entries": [e.to_dict() for e in self.entries],
         }
+
+
+def _check_losses(losses: Sequence[str]) -> list[str]:
+    losses = [check_loss(name) for name in losses]
+    if not losses:
+        raise OptionError("at least one loss is needed")
+    return losses
 
 
 def evaluate_sweep(
@@ -445,60 +349,54 @@ def evaluate_sweep(
     img_size: int,
     eps_values: Sequence[float],
     losses: Sequence[str] = ("bce",),
+    config: AttackConfig | None = None,
     *,
-    mode: str = "textbook",
-    target: str = "gt",
-    empty: str = "one",
-    score: str = "nonempty",
     batch_size: int = 16,
     chunk_size: int | None = None,
     device: str | torch.device = "cpu",
-    precision: str = "fp32",
     progress: Progress | None = None,
     should_stop: StopCheck | None = None,
 ) -> SweepResult:
-    """FGSM over ``records`` for every loss and eps: per batch ONE forward pass, one backward per loss,
-    then batched forward passes of the adversarial images (``chunk_size`` images at a time,
-    default ``core.attacks.default_chunk_size``)."""
-    losses = [check_loss(name) for name in losses]
-    if not losses:
-        raise ValueError("at least one loss is needed")
+    """FGSM over ``records`` for every loss and eps (``config`` gives the mode, target, precision and
+    scoring): per batch ONE forward pass, one backward per loss, then batched forward passes of the
+    adversarial images (``chunk_size`` images at a time, default ``core.attacks.default_chunk_size``)."""
+    config = config or AttackConfig()
+    if config.method != "fgsm":
+        raise OptionError(f"a sweep shares one FGSM gradient over eps; it does not apply to {config.method}")
+    losses = _check_losses(losses)
     eps_values = [check_eps(eps) for eps in eps_values]
     if not eps_values:
-        raise ValueError("at least one eps value is needed")
-    check_mode(mode)
-    check_empty_policy(empty)
-    if target not in TARGETS:
-        raise ValueError(f"unknown attack target {target!r}; choose from {', '.join(TARGETS)}")
-    if score not in SCORE_SLICES:
-        raise ValueError(f"unknown slice selection {score!r}; choose from {', '.join(SCORE_SLICES)}")
+        raise OptionError("at least one eps value is needed")
     records = list(records)
     started = time.perf_counter()
-    scores = {(loss, eps): _Scores() for loss in losses for eps in eps_values}
-    zero: dict[str, list[np.ndarray]] = {loss: [] for loss in losses}
+    results: dict[tuple[str, float], list[SliceResult]] = {(loss, eps): [] for loss in losses for eps in eps_values}
+    zero: dict[str, list[float]] = {loss: [] for loss in losses}
     _report(progress, 0, len(records))
     done = 0
-    for chunk, images, truth in _batches(records, img_size, batch_size, device):
+    for chunk, images, truth in batches(records, img_size, batch_size, device):
         check_stop(should_stop)
-        entries = input_gradients(model, images, truth if target == "gt" else None, losses, mode, precision=precision)
-        truth_cpu = truth.cpu()
-        ids, has_organs = [record.id for record in chunk], truth_cpu.flatten(1).any(1).numpy()
-        dsc_clean = dice_per_organ(entries[losses[0]].clean_pred, truth_cpu, empty)
+        entries = input_gradients(model, images, truth if config.target == "gt" else None, losses, config.mode,
+                                  precision=config.precision)
+        ids = [record.id for record in chunk]
         for loss, entry in entries.items():
-            zero[loss].append(entry.zero_fraction)
-            outputs = adversarial_predictions(model, images, entry.sign, eps_values, mode, chunk_size=chunk_size, precision=precision)
-            for eps, (adversarial, adv_pred) in zip(eps_values, outputs):
-                linf, l2 = perturbation_norms(images, adversarial)
-                scores[loss, eps].add(ids, has_organs, dsc_clean, dice_per_organ(adv_pred, truth_cpu, empty), linf, l2)
+            per_eps = sweep(model, images, None, eps_values, config.replace(loss=loss), truth=truth, ids=ids,
+                            gradient=entry, chunk_size=chunk_size)
+            for eps, scored in zip(eps_values, per_eps):
+                results[loss, eps] += scored
+            zero[loss] += list(entry.zero_fraction)
             check_stop(should_stop)
         done += len(chunk)
         _report(progress, done, len(records))
     return SweepResult(
-        losses=losses, eps_values=eps_values, mode=mode, target=target, empty=empty, score=score, img_size=img_size,
-        entries=[SweepEntry(loss, eps, scores[loss, eps].summary(score)) for loss in losses for eps in eps_values],
-        zero_grad_fraction={loss: _number(np.concatenate(parts).mean()) if parts else None for loss, parts in zero.items()},
+        config=config, losses=losses, eps_values=eps_values, img_size=img_size,
+        entries=[SweepEntry(loss, eps, summarise(results[loss, eps])) for loss in losses for eps in eps_values],
+        zero_grad_fraction={loss: json_number(np.mean(values)) if values else None for loss, values in zero.items()},
         seconds=time.perf_counter() - started,
     )
+
+
+# ---------------------------------------------------------------------------------------------------
+# the paper's Table II
 
 
 @dataclass
@@ -511,102 +409,96 @@ class TableIIRow:
     best_loss: str | None  # the most successful attack: lowest adversarial DSC
     summaries: dict[str, Summary] = field(default_factory=dict)
 
+    @property
+    def attack_success(self) -> dict[str, float | None]:
+        """Per loss, the attack success of the mean DSCs (None where undefined)."""
+        return {loss: json_number(attack_success(np.nan if self.dsc_clean is None else self.dsc_clean,
+                                                 np.nan if adv is None else adv))
+                for loss, adv in self.dsc_adv.items()}
+
     def to_dict(self) -> dict:
-        data = asdict(self)
-        data["summaries"] = {loss: summary.to_dict() for loss, summary in self.summaries.items()}
-        return data
+        return {
+            "label": self.label, "title": self.title, "params": self.params, "dsc_clean": self.dsc_clean,
+            "dsc_adv": self.dsc_adv, "attack_success": self.attack_success, "best_loss": self.best_loss,
+            "summaries": {loss: summary.to_dict() for loss, summary in self.summaries.items()},
+        }
 
 
 @dataclass
 class TableII:
-    eps: float
+    config: AttackConfig  # the attack of every column; its loss is each column's
     losses: list[str]
-    mode: str
-    target: str
-    empty: str
-    score: str
     rows: list[TableIIRow]
-    method: str = "fgsm"
-    steps: int = 10  # BIM / PGD
+
+    @property
+    def eps(self) -> float:
+        return self.config.eps
+
+    @property
+    def method(self) -> str:
+        return self.config.method
 
     def to_dict(self) -> dict:
-        return {
-            "eps": self.eps, "losses": self.losses, "mode": self.mode, "target": self.target, "empty": self.empty,
-            "score": self.score, "method": self.method, "steps": self.steps, "rows": [row.to_dict() for row in self.rows],
-        }
+        return {"config": self.config.to_dict(), "eps": self.eps, "losses": self.losses,
+                "rows": [row.to_dict() for row in self.rows]}
 
 
 def table_ii(
     models: Sequence[tuple[str, torch.nn.Module, dict]],
     records: Sequence,
     losses: Sequence[str] = ("bce", "focal+dice", "focal"),
-    eps: float = 0.009,
+    config: AttackConfig | None = None,
     *,
     img_size: int | None = None,
-    method: str = "fgsm",
-    steps: int = 10,
-    mode: str = "textbook",
-    target: str = "gt",
-    empty: str = "one",
-    score: str = "nonempty",
     batch_size: int = 16,
     device: str | torch.device = "cpu",
-    precision: str = "fp32",
     progress: Progress | None = None,
     should_stop: StopCheck | None = None,
 ) -> TableII:
     """The paper's Table II: for each (label, model, checkpoint meta), its parameters, clean mean DSC and
-    mean DSC after the attack at ``eps`` with each loss. ``img_size`` None uses each checkpoint's
-    ``meta["img_size"]``. ``progress`` counts slices over all models (and losses, for BIM / PGD).
+    mean DSC after ``config``'s attack (default: the paper's FGSM at eps 0.009) with each loss.
+    ``img_size`` None uses each checkpoint's ``meta["img_size"]``. ``progress`` counts slices over all
+    models (and losses, for the methods that cannot share a gradient).
 
-    FGSM (the paper's) shares one gradient per slice and loss (``evaluate_sweep``); BIM and PGD
-    (``steps`` iterations) run ``evaluate`` once per loss."""
-    eps = check_eps(eps)
-    losses = [check_loss(name) for name in losses]
-    configs = {
-        loss: AttackConfig(method=method, loss=loss, eps=eps, mode=mode, target=target, steps=steps, empty=empty,
-                           score=score, precision=precision)
-        for loss in losses
-    }
+    FGSM shares one gradient per slice and loss (``evaluate_sweep``); the other methods run ``evaluate``
+    once per loss."""
+    config = config or AttackConfig()
+    losses = _check_losses(losses)
     records = list(records)
-    runs = 1 if method == "fgsm" else len(losses)
+    runs = 1 if config.method == "fgsm" else len(losses)
     total = len(records) * len(models) * runs
     rows = []
     for index, (label, model, meta) in enumerate(models):
-        size = img_size if img_size is not None else (meta or {}).get("img_size")
+        meta = meta or {}
+        size = img_size if img_size is not None else meta.get("img_size")
         if size is None:
-            raise ValueError(f"{label}: no img_size in the checkpoint's metadata; pass img_size")
+            raise OptionError(f"{label}: no img_size in the checkpoint's metadata; pass img_size")
 
         def run_progress(run: int):
             offset = (index * runs + run) * len(records)
             return None if progress is None else (lambda done, _total: progress(offset + done, total))
 
         options = dict(batch_size=batch_size, device=device, should_stop=should_stop)
-        if method == "fgsm":
-            result = evaluate_sweep(
-                model, records, int(size), [eps], losses, mode=mode, target=target, empty=empty, score=score,
-                precision=precision, progress=run_progress(0), **options,
-            )
+        if config.method == "fgsm":
+            result = evaluate_sweep(model, records, int(size), [config.eps], losses, config, progress=run_progress(0),
+                                    **options)
             summaries = {loss: result.entry(loss, result.eps_values[0]).summary for loss in result.losses}
         else:
             summaries = {
-                loss: evaluate(model, records, int(size), configs[loss], progress=run_progress(run), **options).summary
+                loss: evaluate(model, records, int(size), config.replace(loss=loss), progress=run_progress(run),
+                               **options).summary
                 for run, loss in enumerate(losses)
             }
         adv = {loss: summary.mean_adv for loss, summary in summaries.items()}
         finite = {loss: value for loss, value in adv.items() if value is not None}
-        meta = meta or {}
         spec = getattr(model, "spec", None)
-        rows.append(
-            TableIIRow(
-                label=label,
-                title=meta.get("title") or (spec.title if spec is not None else label),
-                params=int(meta.get("params") or count_parameters(model)),
-                dsc_clean=summaries[losses[0]].mean_clean,
-                dsc_adv=adv,
-                best_loss=min(finite, key=finite.get) if finite else None,
-                summaries=summaries,
-            )
-        )
-    return TableII(eps=eps, losses=losses, mode=mode, target=target, empty=empty, score=score, rows=rows, method=method,
-                   steps=steps)
+        rows.append(TableIIRow(
+            label=label,
+            title=meta.get("title") or (spec.title if spec is not None else label),
+            params=int(meta.get("params") or count_parameters(model)),
+            dsc_clean=summaries[losses[0]].mean_clean,
+            dsc_adv=adv,
+            best_loss=min(finite, key=finite.get) if finite else None,
+            summaries=summaries,
+        ))
+    return TableII(config=config, losses=losses, rows=rows)

@@ -16,76 +16,54 @@ import warnings
 import numpy as np
 import torch
 
+from core.errors import check_choice
 from core.names import EMPTY_POLICIES  # noqa: F401  (re-exported)
+from core.results import attack_success, mean_dsc, nanmean  # noqa: F401  (re-exported)
 
 _EMPTY_SCORE = {"one": 1.0, "skip": np.nan, "zero": 0.0}
 
 
 def check_empty_policy(empty: str) -> str:
-    if empty not in EMPTY_POLICIES:
-        raise ValueError(f"unknown empty-organ policy {empty!r}; choose from {', '.join(EMPTY_POLICIES)}")
-    return empty
+    return check_choice(empty, EMPTY_POLICIES, "empty-organ policy")
 
 
-def _as_bool_tensor(masks, name: str) -> torch.Tensor:
+def _as_bool_tensor(masks, name: str, device=None) -> torch.Tensor:
     tensor = torch.as_tensor(masks)
     if tensor.ndim != 4:
         raise ValueError(f"{name} must have shape (N, organs, H, W), got {tuple(tensor.shape)}")
-    return tensor.detach().to("cpu").bool()
+    return tensor.detach().to(device or "cpu").bool()
 
 
 def dice_per_organ(pred, target, empty: str = "one") -> np.ndarray:
     """DSC of each organ of each slice, float64 (N, organs); NaN where ``empty="skip"`` skips.
 
-    ``pred`` and ``target`` are bool-able masks (numpy or torch) of shape (N, organs, H, W).
+    ``pred`` and ``target`` are bool-able masks (numpy or torch) of shape (N, organs, H, W). Torch masks
+    are scored on their own device (a GPU does not wait for a copy of the masks); only the (N, organs)
+    scores come back. The counts are whole numbers below 2**24, exact in float32 on any device.
     """
     check_empty_policy(empty)
-    pred_t = _as_bool_tensor(pred, "pred")
-    target_t = _as_bool_tensor(target, "target")
+    device = pred.device if isinstance(pred, torch.Tensor) else None
+    pred_t = _as_bool_tensor(pred, "pred", device)
+    target_t = _as_bool_tensor(target, "target", device)
     if pred_t.shape != target_t.shape:
         raise ValueError(f"pred {tuple(pred_t.shape)} and target {tuple(target_t.shape)} must have the same shape")
     pred_f, target_f = pred_t.flatten(2), target_t.flatten(2)
-    intersection = (pred_f & target_f).sum(2).double()
-    sizes = (pred_f.sum(2) + target_f.sum(2)).double()
+    intersection = (pred_f & target_f).sum(2).float()
+    sizes = (pred_f.sum(2) + target_f.sum(2)).float()
     # A prediction where the truth is empty has no intersection: 0, under every policy.
-    dsc = (2 * intersection / sizes.clamp(min=1)).numpy()
-    dsc[(sizes == 0).numpy()] = _EMPTY_SCORE[empty]
+    dsc = (2 * intersection / sizes.clamp(min=1)).double().cpu().numpy()
+    dsc[(sizes == 0).cpu().numpy()] = _EMPTY_SCORE[empty]
     return dsc
 
 
-def nanmean(values: np.ndarray, axis: int) -> np.ndarray:
-    """Mean ignoring NaN; all-NaN gives NaN without numpy's RuntimeWarning."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", category=RuntimeWarning)
-        return np.nanmean(values, axis=axis)
-
-
-def mean_dsc(per_organ) -> np.ndarray:
-    """Mean DSC over organs of each slice, (N,); skipped (NaN) organs are left out, all skipped is NaN."""
-    values = np.asarray(per_organ, dtype=np.float64)
-    if values.ndim != 2:
-        raise ValueError(f"expected per-organ scores of shape (N, organs), got {values.shape}")
-    return nanmean(values, axis=1)
-
-
-def attack_success(dsc_clean, dsc_adv) -> np.ndarray:
-    """AS = (DSC_clean - DSC_adv) / DSC_clean, elementwise; NaN where DSC_clean is 0 or NaN (undefined)."""
-    clean = np.asarray(dsc_clean, dtype=np.float64)
-    adv = np.asarray(dsc_adv, dtype=np.float64)
-    defined = np.isfinite(clean) & (clean != 0)
-    safe_clean = np.where(defined, clean, 1.0)
-    return np.where(defined, (clean - adv) / safe_clean, np.nan)
-
-
-def format_attack_success(value: float, digits: int = 3) -> str:
-    """How front ends show AS: undefined (clean DSC of 0) is "n/a"."""
-    return "n/a" if not np.isfinite(value) else f"{value:.{digits}f}"
-
-
 @torch.no_grad()
-def predict(model: torch.nn.Module, image: torch.Tensor) -> torch.Tensor:
-    """The model's organ masks, bool (N, 3, H, W): sigmoid > 0.5, i.e. logit > 0."""
-    return model(image) > 0
+def predict(model: torch.nn.Module, image: torch.Tensor, precision: str = "fp32") -> torch.Tensor:
+    """The model's organ masks, bool (N, 3, H, W): sigmoid > 0.5, i.e. logit > 0, with the model in
+    eval mode (a model left in train mode would update its batch-norm statistics while being scored)."""
+    from core.attacks import eval_mode, safe_logits
+
+    with eval_mode(model):
+        return safe_logits(model, image, precision) > 0
 
 
 def hausdorff_per_organ(pred, target, percentile: float | None = 95.0, spacing=None) -> np.ndarray:

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from core.organs import ORGANS
-from core.errors import SegadvError
+from core.errors import SegadvError, check_choice
 
 # Per-channel mean / std applied inside the model; "none" is what the paper's code did ([0, 1] input).
 NORMALISATIONS = {
@@ -58,8 +58,7 @@ class GrayscaleSegmenter(nn.Module):
 
     def __init__(self, net: nn.Module, spec: ModelSpec, normalisation: str = "none"):
         super().__init__()
-        if normalisation not in NORMALISATIONS:
-            raise ValueError(f"unknown normalisation {normalisation!r}; choose from {', '.join(NORMALISATIONS)}")
+        check_choice(normalisation, NORMALISATIONS, "normalisation")
         self.net = net
         self.spec = spec
         self.normalisation = normalisation
@@ -100,3 +99,29 @@ def build_model(name: str, encoder_weights: str | None = None, normalisation: st
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+def freeze_unused_parameters(model: nn.Module) -> list[str]:
+    """Stop ``requires_grad`` on the parameters that ``model``'s forward never reaches; their names.
+
+    smp's EfficientNet encoders keep ``_conv_head`` and ``_bn1`` (1.64 M parameters) that their forward
+    skips, and DistributedDataParallel then waits for gradients that never come. One probe (a 32 x 32
+    zero slice, eval mode: no batch-norm statistics move, no random number is drawn) finds them for any
+    registry model, including ones added later, where a list of names per encoder would go stale.
+    The parameters stay in the model, so the state dict and every checkpoint keep their keys.
+    """
+    named = [(name, parameter) for name, parameter in model.named_parameters() if parameter.requires_grad]
+    if not named:
+        return []
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.enable_grad():
+            logits = model(torch.zeros(1, 1, 32, 32, device=named[0][1].device))
+            grads = torch.autograd.grad(logits.sum(), [parameter for _, parameter in named], allow_unused=True)
+    finally:
+        model.train(was_training)
+    unused = [(name, parameter) for (name, parameter), grad in zip(named, grads) if grad is None]
+    for _, parameter in unused:
+        parameter.requires_grad_(False)
+    return [name for name, _ in unused]

@@ -1,4 +1,4 @@
-"""Where segadv keeps things: the per-user cache and the bundled checkpoints."""
+"""Where segadv keeps things: the per-user cache, the state folder (bug reports) and the bundled checkpoints."""
 
 from __future__ import annotations
 
@@ -37,3 +37,13 @@ def demo_checkpoint() -> Path:
             return path
     searched = ", ".join(str(p) for p in bundled_checkpoint_dirs()) or str(_PACKAGE_DIR.parent / "checkpoints")
     raise FileNotFoundError(f"the bundled demo checkpoint {DEMO_CHECKPOINT_NAME} is not in {searched}")
+
+
+def state_dir() -> Path:
+    """Per-user state folder, where bug reports go (``$SEGADV_STATE``, else ``$XDG_STATE_HOME/segadv``,
+    else ``~/.local/state/segadv``)."""
+    override = os.environ.get("SEGADV_STATE")
+    if override:
+        return Path(override).expanduser()
+    base = os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state"
+    return Path(base).expanduser() / "segadv"

@@ -1,22 +1,30 @@
 """Training the registry models with the paper's recipe, on one device or many (DDP under torchrun).
 
-The recipe (paper and its notebooks): AdamW (lr 3e-4, weight decay 1e-3), cosine annealing stepped every
-iteration over the whole run, 15 epochs, batch 64, 224 x 224, MONAI's ``DiceFocalLoss(sigmoid=True,
-gamma=2)`` on logits, shift / scale / elastic augmentation, early stopping on validation mean DSC.
-Validation scores the test split's slices that hold organs, as the paper scored.
+The recipe (the paper's text): AdamW (lr 3e-4, weight decay 1e-3), cosine annealing stepped every
+iteration (by default over the whole run down to 0; ``schedule="paper"``: T_max 7081, eta_min 5e-6 as the
+paper and its notebook), 15 epochs, batch 64, 224 x 224, MONAI's ``DiceFocalLoss(sigmoid=True, gamma=2)``
+on logits, shift / scale / elastic augmentation, early stopping on validation mean DSC. Validation
+scores the test split's slices that hold organs, as the paper scored.
 
 ``train`` reports through ``progress(event)`` with the event dataclasses below and never prints. The
-best checkpoint (by validation mean DSC) and a resumable state are written atomically every epoch.
+best checkpoint (by validation mean DSC) and a resumable state are written atomically every epoch; a
+run resumed mid-epoch replays that epoch's order and skips the batches already trained on.
+
+Under torchrun each process trains on its own GPU (``core.devices``: LOCAL_RANK, else RANK modulo the
+GPU count) or on the CPU with gloo. Parameters the model never uses are frozen first
+(``core.models.freeze_unused_parameters``), so DDP needs no ``find_unused_parameters``.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import random
 import socket
 import time
 from dataclasses import asdict, dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Callable
 
@@ -24,14 +32,18 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
+from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Sampler
 
 from core.checkpoints import load_training_state, resume_path_for, save_checkpoint, save_training_state
-from core.models import REGISTRY, GrayscaleSegmenter, build_model
-from core.organs import ORGANS
+from core.devices import describe_device, resolve_device
 from core.errors import SegadvError
+from core.models import REGISTRY, GrayscaleSegmenter, build_model, freeze_unused_parameters
+from core.organs import ORGANS
 
 ENCODER_WEIGHTS = ("imagenet", "none")
+# "run": one cosine over the whole run, down to 0. "paper": the paper's T_max of 7,081 iterations (its
+# notebook's int(30000 / batch * epochs) + 50 at batch 64) with the notebook's eta_min.
+SCHEDULES = {"run": None, "paper": (7081, 5e-6)}
 # Where smp 0.6 fetches pretrained encoder weights from.
 WEIGHTS_HOST = ("huggingface.co", 443)
 
@@ -69,6 +81,11 @@ class TrainConfig:
     test_fraction: float = 0.1
     resume: Path | None = None
     fp16_weights: bool = False  # store the checkpoint's weights in fp16
+    schedule: str = "run"  # see SCHEDULES
+    log_every: int = 10  # steps between loss reports: each report waits for the device (a host sync)
+    # How long a DDP process waits in a collective; the others wait while rank 0 validates and saves
+    # (well under a minute on a GPU with the full test split), so 10 minutes leaves room.
+    dist_timeout_s: float = 600.0
 
     def checkpoint_path(self) -> Path:
         return Path(self.out) if self.out is not None else Path("runs") / f"{self.model}.safetensors"
@@ -104,12 +121,15 @@ class EpochStart:
 
 @dataclass(frozen=True)
 class Step:
+    """Sent after every step; ``loss`` and ``images_per_s`` only every ``log_every`` steps and at the
+    epoch's last step (reading the loss waits for the device), None in between."""
+
     epoch: int
     step: int  # 1-based within this epoch's steps
     steps: int
-    loss: float
+    loss: float | None  # mean over the steps since the last report, averaged over DDP processes
     lr: float
-    images_per_s: float
+    images_per_s: float | None
 
 
 @dataclass(frozen=True)
@@ -154,12 +174,22 @@ def train(config: TrainConfig, progress: Progress | None = None) -> TrainResult:
     if config.encoder_weights == "imagenet":  # before reading any data: fail at once when offline
         _check_weights_reachable(REGISTRY[config.model].encoder)
     dist_env = _DistributedEnv.from_environment()
-    device = _pick_device(config.device, dist_env)
+    device = _training_device(config.device, dist_env)
     if dist_env.active:
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+        dist.init_process_group(
+            backend="nccl" if device.type == "cuda" else "gloo",
+            # A rank whose peer died (Ctrl-C, a crash) under a launcher that does not tear the job down
+            # gives up after this instead of gloo's default 30 minutes.
+            timeout=timedelta(seconds=config.dist_timeout_s),
+            device_id=device if device.type == "cuda" else None,
+        )
+    # cuDNN picks the fastest kernels per shape once; training shapes are fixed, so this pays off.
+    benchmark = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = device.type == "cuda" or benchmark
     try:
         return _Run(config, device, dist_env, progress if dist_env.is_main else None).run()
     finally:
+        torch.backends.cudnn.benchmark = benchmark
         if dist_env.active and dist.is_initialized():
             dist.destroy_process_group()
 
@@ -169,6 +199,8 @@ def _check_config(config: TrainConfig) -> None:
         raise TrainingError(f"unknown model {config.model!r}; choose from {', '.join(REGISTRY)}")
     if config.encoder_weights not in ENCODER_WEIGHTS:
         raise TrainingError(f"unknown encoder weights {config.encoder_weights!r}; choose from {', '.join(ENCODER_WEIGHTS)}")
+    if config.schedule not in SCHEDULES:
+        raise TrainingError(f"unknown schedule {config.schedule!r}; choose from {', '.join(SCHEDULES)}")
     checks = [
         (config.epochs >= 1, f"epochs must be at least 1, got {config.epochs}"),
         (config.batch_size >= 1, f"batch size must be at least 1, got {config.batch_size}"),
@@ -179,6 +211,8 @@ def _check_config(config: TrainConfig) -> None:
         (config.workers >= 0, f"workers must be >= 0, got {config.workers}"),
         (config.limit_slices is None or config.limit_slices >= 1, f"limit-slices must be at least 1, got {config.limit_slices}"),
         (0 < config.test_fraction < 1, f"test fraction must be in (0, 1), got {config.test_fraction}"),
+        (config.log_every >= 1, f"log-every must be at least 1, got {config.log_every}"),
+        (config.dist_timeout_s > 0, f"the DDP timeout must be positive, got {config.dist_timeout_s} s"),
     ]
     for ok, message in checks:
         if not ok:
@@ -187,12 +221,11 @@ def _check_config(config: TrainConfig) -> None:
 
 @dataclass(frozen=True)
 class _DistributedEnv:
-    """What torchrun tells each process through RANK / WORLD_SIZE / LOCAL_RANK."""
+    """What torchrun (or srun and other launchers) tells each process through RANK / WORLD_SIZE."""
 
     active: bool
     rank: int = 0
     world_size: int = 1
-    local_rank: int = 0
 
     @property
     def is_main(self) -> bool:
@@ -202,30 +235,27 @@ class _DistributedEnv:
     def from_environment(cls) -> "_DistributedEnv":
         if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
             return cls(active=False)
-        return cls(
-            active=True,
-            rank=int(os.environ["RANK"]),
-            world_size=int(os.environ["WORLD_SIZE"]),
-            local_rank=int(os.environ.get("LOCAL_RANK", 0)),
-        )
+        return cls(active=True, rank=int(os.environ["RANK"]), world_size=int(os.environ["WORLD_SIZE"]))
 
 
-def _pick_device(requested: str, dist_env: _DistributedEnv) -> torch.device:
-    if requested == "auto":
-        requested = "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        device = torch.device(requested)
-    except RuntimeError:
-        raise TrainingError(f"unknown device {requested!r}; use auto, cpu, cuda or cuda:N") from None
+def _training_device(requested: str, dist_env: _DistributedEnv) -> torch.device:
+    """``core.devices``' rule; under DDP every process takes its own GPU, whatever index was asked for."""
+    device = resolve_device(requested)
     if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise TrainingError(f"device {requested!r}: CUDA is not available on this machine")
         if dist_env.active:
-            device = torch.device("cuda", dist_env.local_rank)  # one GPU per process
-        elif device.index is None:
-            device = torch.device("cuda", torch.cuda.current_device())
+            device = resolve_device("cuda")  # LOCAL_RANK, else RANK modulo the GPU count
         torch.cuda.set_device(device)
     return device
+
+
+def amp_dtype_for(device: torch.device) -> torch.dtype | None:
+    """bf16 where the GPU computes it natively (Ampere and later), else fp16 with a grad scaler; the CPU
+    trains in fp32. Emulated bf16 (V100, T4) is much slower than fp16, so it does not count."""
+    if device.type != "cuda":
+        return None
+    with torch.cuda.device(device):
+        native = torch.cuda.is_bf16_supported(including_emulation=False)
+    return torch.bfloat16 if native else torch.float16
 
 
 def _check_weights_reachable(encoder: str) -> None:
@@ -288,45 +318,41 @@ class _Run:
         self.checkpoint = config.checkpoint_path()
         self.resume_path = resume_path_for(self.checkpoint)
         self.cuda = device.type == "cuda"
-        if self.cuda and torch.cuda.is_bf16_supported():
-            self.amp_dtype = torch.bfloat16
-        elif self.cuda:
-            self.amp_dtype = torch.float16
-        else:
-            self.amp_dtype = None  # CPU trains in fp32
+        self.amp_dtype = amp_dtype_for(device)
 
     # -- setup --
 
     def _records(self):
-        from core.data import open_dataset, with_organs
+        """(dataset, training slices, validation slices): the train side of the split by case, and the
+        test side's slices with organs (as the paper scored), each sampled down to --limit-slices."""
+        from core.data import open_dataset, select_slices
 
         dataset = open_dataset(self.config.data)
-        train_records, test_records = dataset.split(test_fraction=self.config.test_fraction, seed=0)
-        val_records = with_organs(test_records)
+        split = dict(test_fraction=self.config.test_fraction, seed=0)
+        train_records = select_slices(dataset, "train", organs_only=False, **split)
+        val_records = select_slices(dataset, "test", organs_only=True, **split)
         if self.config.limit_slices is not None:
             rng = random.Random(self.config.seed)
             limit = self.config.limit_slices
             train_records = sorted(rng.sample(train_records, min(limit, len(train_records))), key=lambda r: r.id)
             val_records = sorted(rng.sample(val_records, min(limit, len(val_records))), key=lambda r: r.id)
-        if not train_records:
-            raise TrainingError(f"the training split of {dataset.root} holds no slices")
-        if not val_records:
-            raise TrainingError(f"the test split of {dataset.root} holds no slices with organs to validate on")
         return dataset, train_records, val_records
 
-    def _loader(self, records, *, shuffle: bool, batch_size: int, sampler=None) -> DataLoader:
+    def _loader(self, records, *, batch_size: int, sampler=None) -> DataLoader:
         from core.data import SliceDataset
 
         workers = self.config.workers
         return DataLoader(
             SliceDataset(records, self.config.img_size),
             batch_size=batch_size,
-            shuffle=shuffle if sampler is None else None,
             sampler=sampler,
             num_workers=workers,
             pin_memory=self.cuda,
             persistent_workers=workers > 0,
             drop_last=False,
+            # Its own generator for the workers' base seed, so iterating the loader draws nothing from the
+            # global RNG that augmentation uses: a resumed run draws the same augmentations.
+            generator=torch.Generator().manual_seed(self.config.seed),
         )
 
     def _to_device(self, tensor: torch.Tensor) -> torch.Tensor:
@@ -340,38 +366,55 @@ class _Run:
         _seed_everything(config.seed + self.dist.rank)
         dataset, train_records, val_records = self._records()
         model = _build_model(config).to(self.device)
+        freeze_unused_parameters(model)
         if self.cuda:
             model = model.to(memory_format=torch.channels_last)
 
         per_process_batch = max(1, config.batch_size // self.dist.world_size)
+        generator = None
         if self.dist.active:
-            sampler = DistributedSampler(
+            # Its order depends on (seed, epoch) alone, so a resumed epoch gets it back from set_epoch.
+            shuffled = DistributedSampler(
                 _Indexable(len(train_records)), num_replicas=self.dist.world_size, rank=self.dist.rank,
                 shuffle=True, seed=config.seed,
             )
         else:
             generator = torch.Generator().manual_seed(config.seed)
-            sampler = RandomSampler(range(len(train_records)), generator=generator)
-        train_loader = self._loader(train_records, shuffle=True, batch_size=per_process_batch, sampler=sampler)
-        val_loader = self._loader(val_records, shuffle=False, batch_size=config.batch_size) if self.dist.is_main else None
+            shuffled = RandomSampler(range(len(train_records)), generator=generator)
+        order = _SkipSampler(shuffled)
+        train_loader = self._loader(train_records, batch_size=per_process_batch, sampler=order)
+        val_loader = self._loader(val_records, batch_size=config.batch_size) if self.dist.is_main else None
         steps_per_epoch = len(train_loader)
 
+        # All parameters, frozen ones included: AdamW skips those without a gradient, and the optimizer
+        # state keeps the layout of resume files written before they were frozen.
         optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs * steps_per_epoch)
+        scheduler = _make_scheduler(optimizer, config.schedule, config.epochs * steps_per_epoch)
         scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         loss_fn = make_loss(config.batch_dice)
         augment = make_augmentation().to(self.device) if config.augment else None
 
-        state = {"epoch": 0, "step": 0, "best_dsc": -1.0, "best_val": None, "stale_epochs": 0, "history": []}
+        state = {
+            "epoch": 0, "step": 0, "best_dsc": -1.0, "best_val": None, "stale_epochs": 0, "history": [],
+            "sampler": _generator_state(generator),
+        }
         if config.resume is not None:
             state = self._restore(config.resume, model, optimizer, scheduler, scaler)
+            if config.schedule == "run":
+                _stretch_cosine(scheduler, config.epochs * steps_per_epoch)
+            if state["sampler"] is None:  # a resume file from before sampler states were kept
+                state["sampler"] = _generator_state(generator)
+            if self.dist.active:
+                # The file holds rank 0's RNG state alone: without a reseed every rank would draw rank 0's
+                # augmentations. Derived from the resume point, so a second resume draws other numbers.
+                _seed_everything(_derived_seed(config.seed, self.dist.rank, state["epoch"], state["step"]))
 
         net = model
         if self.dist.active:
             net = nn.parallel.DistributedDataParallel(model, device_ids=[self.device.index] if self.cuda else None)
 
         self.progress(TrainStart(
-            model=config.model, device=_device_name(self.device), world_size=self.dist.world_size,
+            model=config.model, device=describe_device(self.device), world_size=self.dist.world_size,
             train_slices=len(train_records), val_slices=len(val_records), epochs=config.epochs,
             start_epoch=state["epoch"], steps_per_epoch=steps_per_epoch, checkpoint=self.checkpoint,
             resume_path=self.resume_path,
@@ -383,16 +426,21 @@ class _Run:
             while epoch < config.epochs:
                 started = time.perf_counter()
                 if self.dist.active:
-                    sampler.set_epoch(epoch)
-                skip = state["step"]  # steps already done in this epoch before an interrupt
+                    shuffled.set_epoch(epoch)
+                else:
+                    generator.set_state(state["sampler"])  # this epoch's order (a no-op unless resuming)
+                # Steps this epoch already ran before an interrupt (capped: a state saved with fewer
+                # processes has more steps per epoch).
+                skip = min(state["step"], steps_per_epoch)
+                order.skip = skip * per_process_batch
                 steps = steps_per_epoch - skip
                 self.progress(EpochStart(epoch=epoch + 1, epochs=config.epochs, steps=steps))
                 net.train()
-                losses = []
+                loss_sum, loss_steps = 0.0, 0
+                # Losses stay on the device between reports: reading one waits for the GPU.
+                window, window_steps = torch.zeros((), device=self.device), 0
                 seen, clock = 0, time.perf_counter()
                 for index, (images, masks) in enumerate(train_loader):
-                    if index >= steps:
-                        break
                     images, masks = self._to_device(images), self._to_device(masks)
                     if augment is not None:
                         with torch.no_grad():
@@ -400,22 +448,30 @@ class _Run:
                             masks = (masks > 0.5).to(images.dtype)  # interpolation must not blur labels
                     loss = self._step(net, images, masks, loss_fn, optimizer, scaler)
                     scheduler.step()
-                    loss_value = self._global_mean(loss.detach())
-                    if not math.isfinite(loss_value):
-                        raise TrainingError(
-                            f"the loss became {loss_value} at epoch {epoch + 1}, step {skip + index + 1}; training "
-                            f"stopped and the best checkpoint {self.checkpoint} was left untouched; try a lower --lr"
-                        )
-                    losses.append(loss_value)
+                    window += loss.detach()
+                    window_steps += 1
                     state["step"] = skip + index + 1
                     seen += images.shape[0] * self.dist.world_size
-                    elapsed = time.perf_counter() - clock
+                    loss_value = speed = None
+                    if state["step"] % config.log_every == 0 or index == steps - 1:
+                        loss_value = self._global_mean(window) / window_steps
+                        if not math.isfinite(loss_value):
+                            raise TrainingError(
+                                f"the loss became {loss_value} at epoch {epoch + 1}, by step {state['step']}; training "
+                                f"stopped and the best checkpoint {self.checkpoint} was left untouched; try a lower --lr"
+                            )
+                        loss_sum += loss_value * window_steps
+                        loss_steps += window_steps
+                        window.zero_()
+                        window_steps = 0
+                        elapsed = time.perf_counter() - clock
+                        speed = seen / elapsed if elapsed > 0 else 0.0
                     self.progress(Step(
                         epoch=epoch + 1, step=index + 1, steps=steps, loss=loss_value,
-                        lr=scheduler.get_last_lr()[0], images_per_s=seen / elapsed if elapsed > 0 else 0.0,
+                        lr=scheduler.get_last_lr()[0], images_per_s=speed,
                     ))
                 epoch += 1
-                state.update(epoch=epoch, step=0)
+                state.update(epoch=epoch, step=0, sampler=_generator_state(generator))
                 stop = False
                 if self.dist.is_main:
                     val_dsc = evaluate_dsc(model, val_loader, self.device, self.amp_dtype)
@@ -430,7 +486,7 @@ class _Run:
                         )
                     else:
                         state["stale_epochs"] += 1
-                    train_loss = float(np.mean(losses)) if losses else float("nan")
+                    train_loss = loss_sum / loss_steps if loss_steps else float("nan")
                     state["history"].append({"epoch": epoch, "train_loss": train_loss, **val_dsc})
                     self._save_state(state, model, optimizer, scheduler, scaler)
                     self.progress(EpochEnd(
@@ -474,7 +530,8 @@ class _Run:
         return loss
 
     def _global_mean(self, value: torch.Tensor) -> float:
-        """The batch loss averaged over processes, so every rank sees the same NaN and stops together."""
+        """``value`` summed over processes and divided by their number, so every rank sees the same NaN
+        and stops together; the one host sync of a report."""
         if self.dist.active:
             value = value.clone()
             dist.all_reduce(value)
@@ -506,6 +563,7 @@ class _Run:
             "scheduler": scheduler.state_dict(),
             "scaler": scaler.state_dict(),
             "rng": _rng_state(),
+            "sampler": state["sampler"],  # the generator state at the start of epoch `epoch`
         })
 
     def _restore(self, path, model, optimizer, scheduler, scaler) -> dict:
@@ -516,9 +574,52 @@ class _Run:
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
-        scaler.load_state_dict(saved["scaler"])
+        load_scaler_state(scaler, saved.get("scaler"))
         _set_rng_state(saved["rng"])
-        return {key: saved[key] for key in ("epoch", "step", "best_dsc", "best_val", "stale_epochs", "history")}
+        state = {key: saved[key] for key in ("epoch", "step", "best_dsc", "best_val", "stale_epochs", "history")}
+        state["sampler"] = saved.get("sampler")
+        return state
+
+
+def load_scaler_state(scaler: torch.amp.GradScaler, saved: dict | None) -> None:
+    """Restore the fp16 loss scale when the saved run had one; a CPU or bf16 run saves an empty state,
+    and an fp16 run resumed from it starts from the default scale (it adapts within a few steps)."""
+    if saved:
+        scaler.load_state_dict(saved)
+
+
+def _make_scheduler(optimizer, schedule: str, total_steps: int):
+    if SCHEDULES[schedule] is None:
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
+    t_max, eta_min = SCHEDULES[schedule]
+    return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=t_max, eta_min=eta_min)
+
+
+def _stretch_cosine(scheduler, total_steps: int) -> None:
+    """A run resumed with more --epochs anneals to 0 at its new end: the cosine over ``total_steps``,
+    with the learning rate put where that cosine is now (the scheduler's steps are relative, so without
+    it a finished run would stay at 0, and one run past its old end would climb back up)."""
+    if scheduler.T_max == total_steps:
+        return
+    scheduler.T_max = total_steps
+    progress = math.cos(math.pi * scheduler.last_epoch / total_steps)
+    for group, base_lr in zip(scheduler.optimizer.param_groups, scheduler.base_lrs):
+        group["lr"] = scheduler.eta_min + (base_lr - scheduler.eta_min) * (1 + progress) / 2
+
+
+class _SkipSampler(Sampler[int]):
+    """``sampler``'s order less its first ``skip`` indices: a resumed epoch leaves out the batches it
+    already trained on (set ``skip`` before each epoch; it is read when the epoch's iteration starts)."""
+
+    def __init__(self, sampler: Sampler[int]):
+        self.sampler = sampler
+        self.skip = 0
+
+    def __iter__(self):
+        return itertools.islice(iter(self.sampler), self.skip, None)
+
+    def __len__(self) -> int:
+        return max(0, len(self.sampler) - self.skip)
 
 
 class _Indexable:
@@ -543,6 +644,8 @@ def evaluate_dsc(model: nn.Module, loader: DataLoader, device: torch.device, amp
         images = images.to(device, non_blocking=device.type == "cuda")
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
             logits = model(images)
+        if amp_dtype is not None and not torch.isfinite(logits).all():
+            logits = model(images)  # half precision overflowed: fp32, so no slice scores as an empty mask
         scores.append(dice_per_organ(logits.float() > 0, masks > 0.5, empty="one"))
     model.train(was_training)
     per_organ = np.concatenate(scores).mean(axis=0)
@@ -551,16 +654,19 @@ def evaluate_dsc(model: nn.Module, loader: DataLoader, device: torch.device, amp
     return result
 
 
-def _device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return f"{device} ({torch.cuda.get_device_name(device)})"
-    return str(device)
-
-
 def _seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
+    torch.manual_seed(seed)  # seeds every CUDA device too
+
+
+def _derived_seed(*parts: int) -> int:
+    """One well-mixed seed per (seed, rank, epoch, step): nearby tuples give unrelated streams."""
+    return int(np.random.SeedSequence([int(part) for part in parts]).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
+def _generator_state(generator: torch.Generator | None) -> torch.Tensor | None:
+    return generator.get_state() if generator is not None else None
 
 
 def _rng_state() -> dict:

@@ -13,7 +13,6 @@ import nothing that pulls them in. MONAI loads only when a loss or metric that n
 
 from __future__ import annotations
 
-import sys
 import threading
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -26,14 +25,15 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import Footer, Header, Static
 from textual.worker import Worker, WorkerState, get_current_worker
 
-from segadv_tui.settings import (
-    EPS_STEP_COARSE, EPS_STEP_FINE, AttackSettings, Curve, Frame, SliceData, clamp_eps, load_slice_data,
-)
-from segadv_tui.messages import CheckpointsFound, CurveReady, DataReady, FrameReady, ModelLoaded
+from core.attack_config import METHOD_LIST, AttackConfig
+from core.errors import SegadvError
+from segadv_tui.bug_report import bug_message, one_line, write_bug_report
+from segadv_tui.settings import EPS_STEP_COARSE, EPS_STEP_FINE, Curve, Frame, SliceData, load_slice_data
+from segadv_tui.messages import CheckpointsFound, CurveReady, DataReady, FrameReady, LiveStepReady, ModelLoaded
 from segadv_tui.palette import ExplorerCommands
-from segadv_tui.widgets.attack import CHOICES, AttackPanel, EpsInput
+from segadv_tui.widgets.attack import CHOICES, AttackPanel, EpsInput, choice_value
 from segadv_tui.widgets.checkpoints import CheckpointEntry, CheckpointList
-from segadv_tui.widgets.images import VIEW_TITLES, VIEWS, Picture, PictureViews
+from segadv_tui.widgets.images import VIEWS, Picture, PictureViews
 from segadv_tui.widgets.scores import DscCurve, ScoresPanel
 from segadv_tui.widgets.slices import SliceBrowser
 
@@ -42,13 +42,14 @@ if TYPE_CHECKING:
 
 NARROW_WIDTH = 120  # below: the sidebar folds away (b shows it)
 SHORT_HEIGHT = 36  # below: one row of the four essential pictures
+HEADER_HEIGHT = 52  # below: the header's row goes to the pictures (the summary line names the device)
 
 
 @dataclass(frozen=True)
 class FrameRequest:
     id: int
     source: object  # SliceRecord or Path
-    settings: AttackSettings
+    settings: AttackConfig
 
 
 _compute_loading: threading.Thread | None = None
@@ -73,14 +74,6 @@ def start_loading_compute() -> None:
         _compute_loading.start()
 
 
-def device_description(device: str) -> str:
-    import torch
-
-    if device.startswith("cuda") and torch.cuda.is_available():
-        return f"CUDA {torch.cuda.get_device_name(torch.device(device))}"
-    return "CPU"
-
-
 class SegadvApp(App):
     """Pick a checkpoint and a slice, step epsilon, watch the masks and the scores."""
 
@@ -101,7 +94,8 @@ class SegadvApp(App):
         Binding("o", "organs_only", "Organs only", id="slice.organs", show=False,
                 tooltip="Show only slices with organs / all slices"),
         Binding("l", "cycle('loss')", "Loss", id="attack.loss", tooltip="Next attack loss"),
-        Binding("m", "cycle('method')", "Method", id="attack.method", tooltip="Next method (FGSM, BIM, PGD)"),
+        Binding("m", "cycle('method')", "Method", id="attack.method",
+                tooltip="Next method (" + ", ".join(method.title for method in METHOD_LIST) + ")"),
         Binding("t", "cycle('target')", "Target", id="attack.target", show=False,
                 tooltip="Attack target: ground truth / clean prediction"),
         Binding("p", "cycle('mode')", "Mode", id="attack.mode", show=False,
@@ -149,6 +143,8 @@ class SegadvApp(App):
         device_label: str | None = None,
         show_timings: bool = True,
         frame_hook: Callable[[FrameRequest], None] | None = None,
+        live_interval: float | None = None,
+        live_hook: Callable[[object], None] | None = None,
     ):
         super().__init__()
         start_loading_compute()
@@ -163,13 +159,17 @@ class SegadvApp(App):
         self.graphics = graphics
         self.graphics_choices = ["halfblock"] + ([graphics] if graphics != "halfblock" else [])
         self.export_dir = Path(export_dir) if export_dir else Path.cwd()
-        self.device = device  # None: chosen once torch has loaded (cuda if available)
+        self.device = device  # checked by core.devices once torch has loaded (None: auto)
         self.device_label = device_label
         self.show_timings = show_timings
         # Called in the frame worker when its computation starts, holding the model (tests pause it there).
         self.frame_hook = frame_hook
+        # Seconds between live repaints of an iterative attack (None: the explorer's ~10 a second), and a
+        # call in the worker after each one is posted (tests hold a run there).
+        self.live_interval = live_interval
+        self.live_hook = live_hook
 
-        self.settings = AttackSettings(target="pred" if image is not None else "gt")
+        self.settings = AttackConfig(target="pred" if image is not None else "gt")
         self.dataset = None
         self.records: list = []
         self.source: object | None = None  # the current SliceRecord or Path
@@ -180,6 +180,8 @@ class SegadvApp(App):
         self.frame: Frame | None = None
         self.curve: Curve | None = None
         self.dropped_frames = 0
+        self.live_steps = 0  # progress repaints of iterative attacks shown
+        self.live = None  # the latest progress of an iterative attack
         self._latest_request = 0
         self._slice_cache: dict[tuple[str, int], SliceData] = {}
         self._slice_cache_lock = threading.Lock()
@@ -225,6 +227,7 @@ class SegadvApp(App):
         narrow = width < NARROW_WIDTH
         self.screen.set_class(narrow, "-narrow")
         self.screen.set_class(height < SHORT_HEIGHT, "-short")
+        self.screen.set_class(height < HEADER_HEIGHT, "-compact")
         self.screen.set_class(height < 26, "-tiny")
         show_sidebar = (not narrow) if self._sidebar_forced is None else self._sidebar_forced
         if self._in_focus_view():
@@ -236,11 +239,12 @@ class SegadvApp(App):
     @work(thread=True, exclusive=True, exit_on_error=False, group="scan", name="Loading torch")
     def _find_checkpoints(self) -> None:
         # torch, segmentation-models-pytorch and MONAI take seconds to import: here, not before the first paint.
+        from core.devices import describe_device, resolve_device
         from segadv_tui.widgets.checkpoints import find_checkpoints
 
-        device = self.device or _default_device()
+        device = resolve_device(self.device)  # a device that does not exist: a notification naming those that do
         entries = find_checkpoints(self.checkpoint_dirs, self.checkpoint_files)
-        self.post_message(CheckpointsFound(entries, device, device_description(device)))
+        self.post_message(CheckpointsFound(entries, str(device), describe_device(device)))
 
     @on(CheckpointsFound)
     def _checkpoints_found(self, message: CheckpointsFound) -> None:
@@ -356,7 +360,7 @@ class SegadvApp(App):
 
     # -- attack settings -------------------------------------------------------------------------
 
-    def set_settings(self, settings: AttackSettings) -> None:
+    def set_settings(self, settings: AttackConfig) -> None:
         if settings == self.settings:
             return
         self.settings = settings
@@ -380,17 +384,20 @@ class SegadvApp(App):
         if field == "target" and self.image_path is not None:
             self.notify("A lone PNG has no ground truth: the target is the clean prediction.")
             return
-        if field == "mode" and self.settings.method != "fgsm":
+        if field == "mode" and "mode" not in self.settings.entry.parameters:
             self.notify("The paper's variant exists for FGSM only.")
             return
+        if field in ("loss", "target") and not self.settings.entry.uses_target:
+            self.notify(f"{self.settings.entry.title} has its own objective ({self.settings.objective_label}).")
+            return
         values = [value for _, value in CHOICES[field]]
-        current = values.index(getattr(self.settings, field))
-        self.set_settings(replace(self.settings, **{field: values[(current + 1) % len(values)]}))
+        current = values.index(choice_value(self.settings, field))
+        self.set_settings(self.settings.replace(**{field: values[(current + 1) % len(values)]}))
 
     @on(AttackPanel.Changed)
     def _attack_changed(self, message: AttackPanel.Changed) -> None:
         if message.field != "eps":
-            self.set_settings(replace(self.settings, **{message.field: message.value}))
+            self.set_settings(self.settings.replace(**{message.field: message.value}))
             return
         try:
             eps = float(message.value)
@@ -401,7 +408,7 @@ class SegadvApp(App):
         if not 0.0 <= eps <= 1.0:
             self.notify(f"Epsilon {eps:g} is outside [0, 1]: clamped.", severity="warning")
         self.query_one(SliceBrowser).focus()  # away from the field, so the keys are shortcuts again
-        self.set_settings(self.settings.with_eps(clamp_eps(eps)))
+        self.set_settings(self.settings.with_eps(eps))
         self.query_one(AttackPanel).show(self.settings)
 
     # -- frames ----------------------------------------------------------------------------------
@@ -437,9 +444,34 @@ class SegadvApp(App):
             return
         data = self._slice_data(request.source, int(self.checkpoint_meta["img_size"]))
         hook = None if self.frame_hook is None else (lambda: self.frame_hook(request))
-        frame = explorer.compute(data, request.settings, request_id=request.id, should_stop=should_stop, on_start=hook)
+
+        def on_live(live) -> None:
+            if not should_stop():
+                self.post_message(LiveStepReady(live))
+                if self.live_hook is not None:
+                    self.live_hook(live)
+
+        interval = {} if self.live_interval is None else {"live_interval": self.live_interval}
+        frame = explorer.compute(data, request.settings, request_id=request.id, should_stop=should_stop, on_start=hook,
+                                 on_live=on_live, **interval)
         if frame is not None:
             self.post_message(FrameReady(frame))
+
+    @on(LiveStepReady)
+    def _live_step(self, message: LiveStepReady) -> None:
+        live = message.live
+        if live.request_id != self._latest_request:
+            return
+        self.live_steps += 1
+        self.live = live
+        self._show_pictures(live.result, live.config.eps)
+        self.query_one(ScoresPanel).show_live(live)
+
+    def _show_pictures(self, result, eps: float) -> None:
+        """The pictures of a slice's attack (a finished frame or an iterative run's current iterate)."""
+        from segadv_tui.render.figures import AttackPanels
+
+        self.query_one(PictureViews).show(AttackPanels.from_result(result, eps), result.pictures.has_truth)
 
     @on(FrameReady)
     def _frame_ready(self, message: FrameReady) -> None:
@@ -448,29 +480,36 @@ class SegadvApp(App):
             self.dropped_frames += 1
             return
         self.frame = frame
-        self.query_one(PictureViews).show(self._attack_panels(frame), frame.has_truth)
+        self._show_pictures(frame.result, frame.config.eps)
         self.query_one(ScoresPanel).show(frame)
+        live = self.live if self.live is not None and self.live.request_id == frame.request_id else None
+        if live is None:
+            self.query_one(ScoresPanel).clear_live()
+        else:  # the run's history, closed by the final iterate's score
+            self.query_one(ScoresPanel).show_live_line(replace(
+                live, step=live.steps, seconds=frame.seconds, mean_dsc=live.mean_dsc + (frame.result.mean_adv,)))
         curve = self.query_one(DscCurve)
         if self.curve is not None and self._curve_matches(self.curve, frame):
-            curve.show(self.curve, frame.settings.eps)
+            curve.show(self.curve, frame.config.eps)
         else:
-            curve.show(None, frame.settings.eps)
-            self._compute_curve(frame.request_id, self._slice_data_cached(frame), frame.settings, self.explorer)
+            curve.show(None, frame.config.eps)
+            self._compute_curve(frame.request_id, self._slice_data_cached(frame), frame.config, self.explorer)
         self._summary()
 
     def _slice_data_cached(self, frame: Frame) -> SliceData:
         key = (frame.slice_id, int(self.checkpoint_meta["img_size"]))
-        return self._slice_cache.get(key) or SliceData(frame.slice_id, frame.image,
-                                                       frame.reference.astype("uint8") if frame.has_truth else None)
+        pictures = frame.result.pictures
+        return self._slice_cache.get(key) or SliceData(frame.slice_id, pictures.image,
+                                                       pictures.reference.astype("uint8") if frame.has_truth else None)
 
     @staticmethod
     def _curve_matches(curve: Curve, frame: Frame) -> bool:
-        s = frame.settings
+        fgsm = frame.config.replace(method="fgsm")  # the curve is FGSM's, for the frame's loss and target
         return (curve.checkpoint, curve.slice_id, curve.loss, curve.target, curve.mode) == (
-            frame.checkpoint, frame.slice_id, s.loss, s.target, s.mode)
+            frame.checkpoint, frame.slice_id, fgsm.loss, fgsm.target, fgsm.mode)
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="curve", name="Sweeping eps")
-    def _compute_curve(self, request_id: int, data: SliceData, settings: AttackSettings, explorer: Explorer) -> None:
+    def _compute_curve(self, request_id: int, data: SliceData, settings: AttackConfig, explorer: Explorer) -> None:
         worker = get_current_worker()
         curve = explorer.curve(data, settings, should_stop=lambda: worker.is_cancelled)
         if curve is not None:
@@ -485,11 +524,7 @@ class SegadvApp(App):
     def _attack_panels(self, frame: Frame):
         from segadv_tui.render.figures import AttackPanels
 
-        return AttackPanels(
-            image=frame.image, adversarial=frame.adversarial, truth=frame.reference,
-            clean_prediction=frame.clean_prediction, adversarial_prediction=frame.adversarial_prediction,
-            eps=frame.settings.eps or None, dsc_clean=frame.mean_clean, dsc_adv=frame.mean_adv,
-        )
+        return AttackPanels.from_result(frame.result, frame.config.eps)
 
     def _summary(self, text: str | None = None) -> None:
         if text is None:
@@ -497,6 +532,8 @@ class SegadvApp(App):
             source = getattr(self.source, "id", None) or (Path(self.source).name if self.source else "no slice")
             # Most telling first: narrow terminals cut the end.
             text = f"[b]{self.settings.label}[/b] · {source} · {checkpoint}"
+            if self.screen_stack[0].has_class("-compact") and self.sub_title:
+                text += f" · {self.sub_title}"
         self.query_one("#summary", Static).update(text, layout=False)  # one fixed line: no re-layout
 
     # -- central error handling ------------------------------------------------------------------
@@ -505,23 +542,27 @@ class SegadvApp(App):
         if event.state != WorkerState.ERROR:
             return
         worker = event.worker
-        error = worker.error
         if worker.group in ("scan", "load", "frame"):
             self.query_one("#images").loading = False
-        message = str(error) or type(error).__name__
-        if not isinstance(error, (ValueError, OSError)):
-            message = f"{type(error).__name__}: {message}"
-        self.notify(f"{worker.name} failed: {message}", severity="error", timeout=10)
+        self.report_worker_error(worker.name, worker.error)
+
+    def report_worker_error(self, task: str, error: BaseException) -> None:
+        """A notification, and the app keeps running: bad input says what is wrong; anything else is a
+        bug, with its traceback in a log file (as the CLI reports it)."""
+        # markup=False: a message is arbitrary text ("[0, 1]", paths), never Textual markup.
+        if isinstance(error, SegadvError):
+            self.notify(f"{task} failed: {one_line(error)}", severity="error", timeout=10, markup=False)
+        else:
+            self.notify(f"{task} failed: {bug_message(error, write_bug_report(error))}", severity="error", timeout=20,
+                        markup=False)
 
     # -- screens, exports and misc ---------------------------------------------------------------
 
     def check_action(self, action: str, parameters: tuple) -> bool | None:
         """On the Table II screen only its own keys, quitting and help apply (its run froze the settings)."""
-        # Not imported here: it imports torch, and the footer asks this on the UI thread from the first paint.
-        table_ii = sys.modules.get("segadv_tui.widgets.table_ii")
-        table_ii_screen = getattr(table_ii, "TableIIScreen", None)
-        if table_ii_screen is not None and isinstance(self.screen, table_ii_screen) and action not in (
-                "quit", "help", "command_palette"):
+        from segadv_tui.widgets.table_ii import TableIIScreen
+
+        if isinstance(self.screen, TableIIScreen) and action not in ("quit", "help", "command_palette"):
             return False
         if action == "leave_focus":
             return self._in_focus_view()
@@ -629,13 +670,14 @@ class SegadvApp(App):
 
     @work(thread=True, exit_on_error=False, group="export", name="Exporting the figure")
     def _export_figure(self, frame: Frame) -> None:
-        from segadv_tui.render.figures import attack_figure, save_png
+        from core.files import write_png
+        from segadv_tui.render.figures import attack_figure
 
         checkpoint = self.checkpoint_entry.path.stem if self.checkpoint_entry else "model"
-        name = f"{frame.slice_id}_{checkpoint}_{frame.settings.method}_{frame.settings.loss.replace('+', '-')}" \
-               f"_eps{frame.settings.eps:.3f}.png"
-        caption = f"{checkpoint} · {frame.slice_id} · {frame.settings.label} · L-inf {frame.linf:.4f}"
-        path = save_png(attack_figure(self._attack_panels(frame), caption), self.export_dir / name)
+        name = f"{frame.slice_id}_{checkpoint}_{frame.config.method}_{frame.config.loss.replace('+', '-')}" \
+               f"_eps{frame.config.eps:.3f}.png"
+        caption = f"{checkpoint} · {frame.slice_id} · {frame.config.label} · L-inf {frame.result.linf:.4f}"
+        path = write_png(self.export_dir / name, attack_figure(self._attack_panels(frame), caption))
         self.call_from_thread(self.notify, f"Saved {path}")
 
     def action_export_scores(self) -> None:
@@ -644,11 +686,11 @@ class SegadvApp(App):
         if self.frame is None:
             self.notify("Nothing to export yet.", severity="warning")
             return
-        stem = f"{self.frame.slice_id}_{self.frame.settings.method}_eps{self.frame.settings.eps:.3f}_scores"
+        stem = f"{self.frame.slice_id}_{self.frame.config.method}_eps{self.frame.config.eps:.3f}_scores"
         try:
             paths = save_tables(scores_table(self.frame), self.export_dir / stem)
-        except OSError as exc:
-            self.notify(f"Could not export the scores: {exc}", severity="error")
+        except SegadvError as exc:  # the message names the file
+            self.notify(f"Could not export the scores: {exc}", severity="error", markup=False)
             return
         self.notify("Saved " + ", ".join(str(p) for p in paths))
 
@@ -662,18 +704,11 @@ class SegadvApp(App):
 
     def table_ii_records(self) -> list:
         """The test split's slices with organs (the ones the paper scores), at most --limit of them."""
-        from core.data import with_organs
+        from core.data import select_slices
 
-        _, test = self.dataset.split()
-        records = with_organs(test)
-        return records[: self.limit] if self.limit else records
+        return select_slices(self.dataset, "test", limit=self.limit)
 
     def table_ii_models(self) -> list[tuple[str, object, dict]]:
         """Every loaded checkpoint as (label, model, meta)."""
         return [(path.stem, model, meta) for path, (model, meta, _) in self.loaded.items()]
 
-
-def _default_device() -> str:
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"

@@ -16,9 +16,13 @@ from typing import Callable
 import numpy as np
 import torch
 
-from core.attacks import AttackCancelled, GradientCache, sweep
-from core.evaluation import AttackConfig, SliceAttack, attack_slice
-from segadv_tui.settings import CURVE_EPS, AttackSettings, Curve, Frame, SliceData
+from core.attack_config import AttackConfig
+from core.attacks import AttackCancelled, AttackContext, GradientCache
+from core.evaluation import attack_slice, score_slices, sweep
+from core.metrics import dice_per_organ, mean_dsc
+from segadv_tui.settings import CURVE_EPS, Curve, Frame, LiveStep, SliceData
+
+LIVE_INTERVAL = 0.1  # seconds between live repaints of an iterative attack: about 10 frames a second
 
 ShouldStop = Callable[[], bool]
 
@@ -60,14 +64,17 @@ class Explorer:
         truth = None if data.truth is None else self._tensor(np.asarray(data.truth, dtype=bool))
         return self._tensor(data.image)[None], truth
 
-    def _gradient_key(self, data: SliceData, settings: AttackSettings) -> tuple:
-        return (self.checkpoint, data.id, settings.loss, settings.target, settings.mode)
+    def _gradient_key(self, data: SliceData, config: AttackConfig) -> tuple:
+        return (self.checkpoint, data.id, config.loss, config.target, config.mode)
 
-    def compute(self, data: SliceData, settings: AttackSettings, *, request_id: int = 0,
-                should_stop: ShouldStop = lambda: False, on_start: Callable[[], None] | None = None) -> Frame | None:
-        """The frame for ``settings`` on ``data``; None when ``should_stop`` said so at a check.
+    def compute(self, data: SliceData, config: AttackConfig, *, request_id: int = 0,
+                should_stop: ShouldStop = lambda: False, on_start: Callable[[], None] | None = None,
+                on_live: Callable[[LiveStep], None] | None = None, live_interval: float = LIVE_INTERVAL) -> Frame | None:
+        """The frame for ``config`` on ``data``; None when ``should_stop`` said so at a check.
 
         ``on_start`` runs once the model is ours and the request is still current (tests hold it there).
+        An iterative attack reports its progress to ``on_live`` at most every ``live_interval`` seconds
+        (and at its first step), scored from the logits its steps compute anyway.
         """
         with self._lock:
             if should_stop():
@@ -77,69 +84,75 @@ class Explorer:
             started = time.perf_counter()
             image, truth = self._inputs(data)
             clean = self._clean.get(data.id)
+            if clean is None and on_live is not None and config.entry.iterative:
+                from core.metrics import predict  # the live view scores each step against it
+
+                clean = self._remember_clean(data.id, predict(self.model, image, config.precision).cpu())
+            on_step = None
+            if on_live is not None and config.entry.iterative:
+                on_step = _LiveReporter(request_id, config, data.id, image, truth, clean.to(self.device), started,
+                                        on_live, live_interval)
+            context = AttackContext(
+                cache=self.cache, cache_key=self._gradient_key(data, config), should_stop=should_stop,
+                clean_pred=None if clean is None else clean.to(self.device), on_step=on_step,
+            )
             try:
-                attacked = attack_slice(
-                    self.model, image, truth, attack_config(settings), cache=self.cache,
-                    cache_key=self._gradient_key(data, settings), should_stop=should_stop,
-                    clean_pred=None if clean is None else clean.to(self.device),
-                )
+                (result,) = attack_slice(self.model, image, truth, config, ids=[data.id], context=context, pictures=True)
             except AttackCancelled:
                 return None
             if clean is None:
-                if len(self._clean) > 64:
-                    self._clean.clear()
-                self._clean[data.id] = attacked.clean_pred
+                self._remember_clean(data.id, torch.as_tensor(result.pictures.clean_prediction)[None])
             self.computations += 1
             seconds = time.perf_counter() - started
-        return self._frame(request_id, data, settings, attacked, seconds)
+        return Frame(request_id=request_id, checkpoint=self.checkpoint, config=config, result=result, seconds=seconds)
 
-    def _frame(self, request_id: int, data: SliceData, settings: AttackSettings, attacked: SliceAttack,
-               seconds: float) -> Frame:
-        clean = attacked.clean_pred[0].numpy()
-        has_truth = data.truth is not None
-        return Frame(
-            request_id=request_id,
-            checkpoint=self.checkpoint,
-            slice_id=data.id,
-            settings=settings,
-            image=data.image,
-            adversarial=attacked.adversarial[0, 0].cpu().numpy(),
-            reference=np.asarray(data.truth, dtype=bool) if has_truth else clean,
-            has_truth=has_truth,
-            clean_prediction=clean,
-            adversarial_prediction=attacked.adv_pred[0].numpy(),
-            dsc_clean=attacked.dsc_clean[0],
-            dsc_adv=attacked.dsc_adv[0],
-            attack_success=attacked.attack_success[0],
-            mean_clean=float(attacked.mean_clean[0]),
-            mean_adv=float(attacked.mean_adv[0]),
-            mean_attack_success=float(attacked.mean_attack_success[0]),
-            linf=float(attacked.linf[0]),
-            l2=float(attacked.l2[0]),
-            seconds=seconds,
-        )
+    def _remember_clean(self, slice_id: str, prediction: torch.Tensor) -> torch.Tensor:
+        if len(self._clean) > 64:
+            self._clean.clear()
+        self._clean[slice_id] = prediction
+        return prediction
 
-    def curve(self, data: SliceData, settings: AttackSettings, eps_values=CURVE_EPS, *,
+    def curve(self, data: SliceData, config: AttackConfig, eps_values=CURVE_EPS, *,
               should_stop: ShouldStop = lambda: False) -> Curve | None:
-        """FGSM mean DSC at each eps for the slice and loss of ``settings`` (scored as the frames are)."""
+        """FGSM mean DSC at each eps for the slice and loss of ``config`` (scored as the frames are)."""
+        fgsm = config.replace(method="fgsm") if config.method != "fgsm" else config
         with self._lock:
             if should_stop():
                 return None
             image, truth = self._inputs(data)
             # target None: the model's own clean prediction (also the reference when there is no truth).
-            target = truth if settings.target == "gt" else None
-            points = sweep(self.model, image, target, list(eps_values), loss=settings.loss, mode=settings.mode,
-                           empty=settings.empty, cache=self.cache, cache_key=self._gradient_key(data, settings),
-                           truth=truth)
-        return Curve(self.checkpoint, data.id, settings.loss, settings.target, settings.mode,
-                     tuple(float(p.eps) for p in points), tuple(float(p.mean[0]) for p in points))
+            target = truth if fgsm.target == "gt" else None
+            per_eps = sweep(self.model, image, target, list(eps_values), fgsm, truth=truth, ids=[data.id],
+                            cache=self.cache, cache_key=self._gradient_key(data, fgsm))
+        return Curve(self.checkpoint, data.id, fgsm.loss, fgsm.target, fgsm.mode,
+                     tuple(float(eps) for eps in eps_values), tuple(results[0].mean_adv for results in per_eps))
 
 
-def attack_config(settings: AttackSettings) -> AttackConfig:
-    """core's attack configuration for the explorer's settings (the FGSM mode means nothing to BIM / PGD)."""
-    return AttackConfig(
-        method=settings.method, loss=settings.loss, eps=settings.eps,
-        mode=settings.mode if settings.method == "fgsm" else "textbook", target=settings.target,
-        steps=settings.steps, empty=settings.empty,
-    )
+class _LiveReporter:
+    """The ``on_step`` of an iterative attack in the explorer: records every step's mean DSC and objective,
+    and every ``interval`` seconds scores the iterate with its pictures and hands it to ``on_live``."""
 
+    def __init__(self, request_id, config, slice_id, image, truth, clean_pred, started, on_live, interval):
+        self.request_id, self.config, self.slice_id = request_id, config, slice_id
+        self.image, self.clean_pred, self.started = image, clean_pred, started
+        self.reference = clean_pred if truth is None else truth
+        self.has_truth = truth is not None
+        self.on_live, self.interval = on_live, interval
+        self.mean_dsc: list[float] = []
+        self.loss: list[float] = []
+        self.last = float("-inf")
+
+    def __call__(self, step, steps, iterate, logits, loss) -> None:
+        prediction = logits > 0
+        self.mean_dsc.append(float(mean_dsc(dice_per_organ(prediction, self.reference, self.config.empty))[0]))
+        self.loss.append(float(loss.mean()))
+        now = time.perf_counter()
+        if now - self.last < self.interval and step > 0:
+            return
+        self.last = now
+        (result,) = score_slices(
+            [self.slice_id], self.config.eps, self.image, iterate, self.clean_pred, prediction, self.reference,
+            empty=self.config.empty, score=self.config.score, has_truth=self.has_truth, pictures=True,
+        )
+        self.on_live(LiveStep(self.request_id, self.config, step, steps, now - self.started, tuple(self.mean_dsc),
+                              tuple(self.loss), result))

@@ -12,7 +12,7 @@ from typing import Optional
 
 import typer
 
-from segadv_tui.cli import fail
+from segadv_tui.cli import fail, run
 
 command = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 SERVE_HOST, SERVE_PORT = "127.0.0.1", 8000
@@ -28,7 +28,7 @@ def segadv_tui(
     graphics: str = typer.Option("auto", "--graphics", help="Pictures: auto | halfblock | kitty | sixel."),
     truecolor: bool = typer.Option(False, "--truecolor", help="Force 24-bit colour (for terminals that do not announce it)."),
     export_dir: Path = typer.Option(Path("."), "--export-dir", help="Where e / x and Table II exports go."),
-    device: Optional[str] = typer.Option(None, "--device", help="cpu or cuda (default: cuda if available)."),
+    device: str = typer.Option("auto", "--device", help="auto (CUDA when available, else CPU), cpu, cuda or cuda:N."),
     serve: bool = typer.Option(False, "--serve", help="Serve the explorer to a browser tab (textual-serve) instead."),
     host: str = typer.Option(SERVE_HOST, "--host", help="--serve: the address to listen on (default: this machine only; "
                                                          "no authentication, so reach it through an SSH tunnel)."),
@@ -62,13 +62,12 @@ def segadv_tui(
         if not checkpoint.is_file():
             fail(f"--checkpoint {checkpoint}: no such file")
         files.append(checkpoint)
-    if device is not None and device != "cpu" and not device.startswith("cuda"):
-        fail(f"--device must be cpu or cuda[:N], not {device!r}")
-    if device is not None and device.startswith("cuda"):
-        import torch
+    if device.strip().lower() != "auto":
+        # An explicit device is checked before the full-screen app starts (torch loads here); auto is
+        # resolved by the same rule in the app's first worker, so the screen paints at once.
+        from core.devices import resolve_device
 
-        if not torch.cuda.is_available():
-            fail("--device cuda: no CUDA device is available here")
+        device = str(resolve_device(device))
     if not export_dir.is_dir():
         fail(f"--export-dir {export_dir}: no such folder")
     if not serve and (host, port) != (SERVE_HOST, SERVE_PORT):
@@ -95,8 +94,7 @@ def segadv_tui(
             arguments += ["--checkpoint", str(checkpoint.resolve())]
         if limit is not None:
             arguments += ["--limit", str(limit)]
-        if device is not None:
-            arguments += ["--device", device]
+        arguments += ["--device", device]
         serve_app(host, port, arguments)
         return
 
@@ -123,7 +121,7 @@ def _demo_data() -> Path:
 
 
 def main() -> None:
-    command()
+    run(command)  # the CLI's error path: bad input is one line and exit 2, a bug names its log file
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ from typing import Any
 
 from textual.message import Message
 
-from segadv_tui.settings import Curve, Frame
+from segadv_tui.settings import Curve, Frame, LiveStep
 from segadv_tui.widgets.checkpoints import CheckpointEntry
 
 
@@ -35,6 +35,13 @@ class ModelLoaded(Message):
 @dataclass
 class FrameReady(Message):
     frame: Frame
+
+
+@dataclass
+class LiveStepReady(Message):
+    """An iterative attack's progress (at most about 10 a second)."""
+
+    live: LiveStep
 
 
 @dataclass

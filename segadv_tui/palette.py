@@ -3,12 +3,13 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 from functools import partial
 
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 
-from core.names import LOSS_NAMES, LOSS_TITLES, METHODS
+from core.attack_config import METHOD_LIST
+from core.names import LOSS_NAMES, LOSS_TITLES
+from core.organs import ORGAN_TITLES, ORGANS
 
 
 class ExplorerCommands(Provider):
@@ -28,15 +29,20 @@ class ExplorerCommands(Provider):
             commands.append((f"View: {VIEW_TITLES[view]}", partial(app.show_view, view),
                              f"Show the {VIEW_TITLES[view].lower()} view of the pictures"))
         settings = app.settings
-        for loss in LOSS_NAMES:
-            if loss != settings.loss:
-                commands.append((f"Attack loss: {LOSS_TITLES[loss]}", partial(app.set_settings, replace(settings, loss=loss)),
-                                 f"Attack with the {LOSS_TITLES[loss]} loss"))
-        for method in METHODS:
-            if method != settings.method:
-                changes = {"method": method} if method == "fgsm" else {"method": method, "mode": "textbook"}
-                commands.append((f"Attack method: {method.upper()}", partial(app.set_settings, replace(settings, **changes)),
-                                 f"Attack with {method.upper()}"))
+        if "loss" in settings.entry.parameters:
+            for loss in LOSS_NAMES:
+                if loss != settings.loss:
+                    commands.append((f"Attack loss: {LOSS_TITLES[loss]}", partial(app.set_settings, settings.replace(loss=loss)),
+                                     f"Attack with the {LOSS_TITLES[loss]} loss"))
+        for method in METHOD_LIST:
+            if method.name != settings.method:
+                commands.append((f"Attack method: {method.title}", partial(app.set_settings, settings.replace(method=method.name)),
+                                 f"{method.title}: {method.summary}"))
+        for organ in ORGANS:
+            erase = settings.replace(method="erase", organs=(organ,))
+            if erase != settings:
+                commands.append((f"Erase organ: {ORGAN_TITLES[organ]}", partial(app.set_settings, erase),
+                                 f"Targeted attack that removes the {ORGAN_TITLES[organ].lower()} from the prediction"))
         for entry in app.query_one("#checkpoints").entries:
             if entry.meta is not None and (app.checkpoint_entry is None or entry.path != app.checkpoint_entry.path):
                 commands.append((f"Load checkpoint: {entry.path.stem}", partial(app.load_checkpoint, entry), entry.summary))

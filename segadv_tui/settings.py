@@ -1,45 +1,24 @@
-"""What the explorer asks for and what it shows (settings, slices, frames, curves), without torch.
+"""What the explorer asks for and what it shows (slices, frames, curves), without torch. The attack itself
+is one ``core.attack_config.AttackConfig``; these are the UI's own pieces beside it.
 
 The app imports these at start-up, before torch has loaded; :mod:`segadv_tui.explorer` computes them.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from core.attack_config import AttackConfig
 from core.data import SliceRecord, load_slice, read_slice, resize_image
+from core.results import SliceResult
 
 EPS_STEP_FINE = 0.001
 EPS_STEP_COARSE = 0.005
 # Eps values of the DSC-against-eps curve (FGSM from the shared gradient: one backward, then forwards).
 CURVE_EPS = tuple(round(0.005 * i, 3) for i in range(11))
-
-
-def clamp_eps(value: float) -> float:
-    """Epsilon kept in [0, 1] and rounded to 1e-6 so repeated steps do not drift (0.1 + 0.001 ...)."""
-    return round(min(1.0, max(0.0, float(value))), 6)
-
-
-@dataclass(frozen=True)
-class AttackSettings:
-    loss: str = "bce"
-    method: str = "fgsm"
-    target: str = "gt"  # "gt" | "pred"
-    mode: str = "textbook"  # FGSM only; BIM / PGD are textbook attacks
-    eps: float = 0.009
-    steps: int = 10
-    empty: str = "one"
-
-    def with_eps(self, eps: float) -> "AttackSettings":
-        return replace(self, eps=clamp_eps(eps))
-
-    @property
-    def label(self) -> str:
-        mode = f" {self.mode}" if self.method == "fgsm" else f" {self.steps} steps"
-        return f"eps {self.eps:.3f} · {self.method.upper()}{mode} · {self.loss} loss · target {self.target}"
 
 
 @dataclass(frozen=True)
@@ -61,27 +40,37 @@ def load_slice_data(source: SliceRecord | Path, img_size: int) -> SliceData:
 
 @dataclass(frozen=True)
 class Frame:
-    """One computed view: pictures' data and scores, for the request that asked for it."""
+    """One computed view: the attack's result on the slice (with its pictures), for the request that
+    asked for it."""
 
     request_id: int
     checkpoint: str
-    slice_id: str
-    settings: AttackSettings
-    image: np.ndarray  # float32 (S, S)
-    adversarial: np.ndarray  # float32 (S, S)
-    reference: np.ndarray  # bool (3, S, S): ground truth, or the clean prediction when there is none
-    has_truth: bool
-    clean_prediction: np.ndarray  # bool (3, S, S)
-    adversarial_prediction: np.ndarray  # bool (3, S, S)
-    dsc_clean: np.ndarray  # (3,) per organ, NaN where the empty policy skips
-    dsc_adv: np.ndarray  # (3,)
-    attack_success: np.ndarray  # (3,), NaN where undefined (clean DSC 0)
-    mean_clean: float
-    mean_adv: float
-    mean_attack_success: float
-    linf: float
-    l2: float
+    config: AttackConfig
+    result: SliceResult
     seconds: float
+
+    @property
+    def slice_id(self) -> str:
+        return self.result.slice_id
+
+    @property
+    def has_truth(self) -> bool:
+        return self.result.pictures.has_truth
+
+
+@dataclass(frozen=True)
+class LiveStep:
+    """An iterative attack in progress: the iterate at ``step`` of ``steps`` scored (with its pictures),
+    and the mean DSC and objective of every step so far (for the sparklines)."""
+
+    request_id: int
+    config: AttackConfig
+    step: int
+    steps: int
+    seconds: float
+    mean_dsc: tuple[float, ...]
+    loss: tuple[float, ...]
+    result: SliceResult
 
 
 @dataclass(frozen=True)

@@ -23,8 +23,9 @@ from core.attacks import (
     input_gradients,
     perturbation_norms,
     pgd,
-    sweep,
 )
+from core.attack_config import AttackConfig
+from core.evaluation import sweep
 from core.metrics import dice_per_organ, mean_dsc, predict
 from core.models import build_model
 
@@ -179,32 +180,34 @@ def test_cached_gradient_gives_the_recomputed_result_bit_for_bit(model, batch):
     cache = GradientCache(max_entries=4)
     eps_values = [0.0, 0.004, 0.009, 0.03]
     key = ("random-small", "batch", "bce", "gt", "paper")
-    first = sweep(model, image, target, eps_values, "bce", "paper", cache=cache, cache_key=key)
+    config = AttackConfig(loss="bce", mode="paper")
+    first = sweep(model, image, target, eps_values, config, cache=cache, cache_key=key, pictures=True)
     assert cache.misses == 1 and key in cache
-    again = sweep(model, image, target, eps_values, "bce", "paper", cache=cache, cache_key=key)
+    again = sweep(model, image, target, eps_values, config, cache=cache, cache_key=key, pictures=True)
     assert cache.hits == 1 and cache.misses == 1
     for eps, point, repeat in zip(eps_values, first, again):
         recomputed = fgsm(model, image, target, eps, "bce", "paper")
-        assert point.eps == eps
-        assert torch.equal(point.adv_image, recomputed)
-        assert torch.equal(repeat.adv_image, recomputed)
-        assert torch.equal(point.adv_pred, predict(model, recomputed))
-        np.testing.assert_array_equal(point.dsc, dice_per_organ(predict(model, recomputed), target))
+        assert [r.eps for r in point] == [eps] * 3
+        np.testing.assert_array_equal(np.stack([r.pictures.adversarial for r in point]), recomputed[:, 0].numpy())
+        np.testing.assert_array_equal(np.stack([r.pictures.adversarial for r in repeat]), recomputed[:, 0].numpy())
+        np.testing.assert_array_equal(np.stack([r.pictures.adversarial_prediction for r in point]),
+                                      predict(model, recomputed).numpy())
+        np.testing.assert_array_equal(np.stack([r.dsc_adv for r in point]), dice_per_organ(predict(model, recomputed), target))
         linf, l2 = perturbation_norms(image, recomputed)
-        np.testing.assert_array_equal(point.linf, linf)
-        np.testing.assert_array_equal(point.l2, l2)
+        np.testing.assert_array_equal([r.linf for r in point], linf)
+        np.testing.assert_array_equal([r.l2 for r in point], l2)
     clean = dice_per_organ(predict(model, image), target)
-    np.testing.assert_array_equal(first[0].dsc_clean, clean)
-    np.testing.assert_array_equal(first[0].dsc, clean)  # eps 0 is the clean image
-    np.testing.assert_array_equal(first[0].attack_success, np.zeros((3, 3)))
+    np.testing.assert_array_equal(np.stack([r.dsc_clean for r in first[0]]), clean)
+    np.testing.assert_array_equal(np.stack([r.dsc_adv for r in first[0]]), clean)  # eps 0 is the clean image
+    np.testing.assert_array_equal(np.stack([r.attack_success for r in first[0]]), np.zeros((3, 3)))
 
 
 def test_sweep_against_own_prediction_starts_at_dsc_one(model, batch):
     image, _ = batch
     points = sweep(model, image, None, [0.0, 0.03])
-    np.testing.assert_array_equal(points[0].mean_clean, np.ones(3))
-    assert (points[1].mean < 1).all()
-    assert points[1].zero_grad_fraction.shape == (3,)
+    np.testing.assert_array_equal([r.mean_clean for r in points[0]], np.ones(3))
+    assert all(r.mean_adv < 1 for r in points[1])
+    assert all(0 <= r.zero_grad_fraction <= 1 for r in points[1])
 
 
 def test_several_losses_share_one_forward_pass(model, batch):
@@ -319,3 +322,67 @@ def test_fp16_rescaling_prevents_gradient_underflow(model, batch):
     plain_zero = (plain == 0).float().mean().item()
     rescaled_zero = input_gradients(model, image[:1], target[:1], precision="fp16")["bce"].zero_fraction[0]
     assert plain_zero > 0 and rescaled_zero < plain_zero
+
+
+def test_a_batch_larger_than_the_chunk_is_split_and_gives_the_same_predictions(model, batch):
+    from core.attacks import adversarial_predictions
+
+    image, target = batch
+    sign = input_gradients(model, image, target)["bce"].sign
+    whole = adversarial_predictions(model, image, sign, [0.01, 0.02], chunk_size=64)
+    split = adversarial_predictions(model, image, sign, [0.01, 0.02], chunk_size=2)  # 3 images > 2: split
+    for (adv_a, pred_a), (adv_b, pred_b) in zip(whole, split):
+        assert torch.equal(adv_a, adv_b) and torch.equal(pred_a, pred_b)
+
+
+class Overflowing(torch.nn.Module):
+    """Logits of about 1e5 where the pixel is bright: finite in fp32, infinite in fp16 (max 65504)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(1, 3, 1)
+        with torch.no_grad():
+            self.conv.weight.fill_(2e5)
+            self.conv.bias.fill_(-1e5)
+
+    def forward(self, image):
+        return self.conv(image)
+
+
+def test_a_reduced_precision_pass_that_overflows_is_redone_in_fp32():
+    from core.attacks import safe_logits
+
+    model, image = Overflowing(), torch.rand(2, 1, 8, 8)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.float16):
+        assert not torch.isfinite(model(image)).all()  # the failure this guards against is real
+    with torch.no_grad():
+        logits = safe_logits(model, image, "fp16")
+        assert torch.isfinite(logits).all() and torch.equal(logits, model(image))
+    assert torch.equal(predict(model, image, "fp16"), predict(model, image))
+
+
+def test_predict_scores_a_train_mode_model_in_eval_mode_and_leaves_it_as_it_was(batch):
+    torch.manual_seed(0)
+    model = build_model("small")
+    image, _ = batch
+    running = [b.clone() for b in model.buffers()]
+    assert model.training
+    prediction = predict(model, image)
+    assert model.training and all(torch.equal(a, b) for a, b in zip(running, model.buffers()))
+    assert torch.equal(prediction, predict(model.eval(), image))
+
+
+def test_iterative_attacks_report_each_step_and_take_a_precision(model, batch):
+    image, target = batch
+    seen = []
+    adversarial = pgd(model, image[:1], target[:1], 0.01, steps=3, precision="bf16", loss="dice",
+                      generator=torch.Generator().manual_seed(0), on_step=lambda *state: seen.append(state))
+    assert [(step, steps) for step, steps, *_ in seen] == [(0, 3), (1, 3), (2, 3)]
+    for _, _, iterate, logits, loss in seen:  # each step's own iterate, its logits and its objective
+        assert (iterate - image[:1]).abs().max() <= 0.01 + 1e-6
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+            torch.testing.assert_close(logits, model(iterate).float())
+        from core.losses import per_image_loss
+
+        torch.testing.assert_close(loss, per_image_loss("dice", logits, target[:1]))
+    assert (adversarial - image[:1]).abs().max() <= 0.01 + 1e-6

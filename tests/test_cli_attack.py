@@ -92,7 +92,8 @@ def test_attack_files_hold_core_evaluation(run, checkpoint, tiny_demo, reference
         for organ in ORGANS:
             for column, values in (("dsc_clean", expected.dsc_clean), ("dsc_adv", expected.dsc_adv), ("as", expected.attack_success)):
                 cell = row[f"{column}_{organ}"]
-                assert _close(float(cell) if cell else None, values[organ])
+                value = values[ORGANS.index(organ)]
+                assert _close(float(cell) if cell else None, value if np.isfinite(value) else None)
         assert _close(float(row["dsc_adv_mean"]), expected.mean_adv)
         assert float(row["linf"]) == pytest.approx(expected.linf) and float(row["linf"]) <= 0.009 + 1e-6
 
@@ -214,6 +215,11 @@ def test_figure_png_has_the_panel_layout(run, checkpoint, tiny_demo, test_slices
         (["attack", "--data", "nowhere"], "nowhere"),
         (["figure", "--slice", "case1_day1_slice_9999"], "case1_day1_slice_9999"),
         (["attack", "--json", "."], "--json '.'"),
+        (["attack", "--method", "erase", "--organs", "liver"], "liver"),
+        (["attack", "--device", "tpu"], "tpu"),
+        (["attack", "--device", "cuda:3"], "cuda:3"),
+        (["table", "--device", "cuda"], "cuda"),
+        (["attack", "--steps", "0", "--method", "pgd"], "steps"),
     ],
 )
 def test_bad_input_is_one_line_naming_the_value(run, checkpoint, tiny_demo, args, named):
@@ -262,6 +268,7 @@ def test_sweep_plot_draws_every_loss_in_its_colour_and_round_ticks():
 
 
 def test_table_ii_markdown_bolds_every_loss_tied_for_the_lowest_dsc():
+    from core.attack_config import AttackConfig
     from core.evaluation import TableII, TableIIRow
     from segadv_tui.render.tables import table_ii_table
 
@@ -269,7 +276,34 @@ def test_table_ii_markdown_bolds_every_loss_tied_for_the_lowest_dsc():
         TableIIRow("a.safetensors", "VGG U-Net", 18_440_000, 0.7509, {"bce": 0.4063, "focal+dice": 0.5772, "focal": 0.5105}, "bce"),
         TableIIRow("b.safetensors", "Tied", 4_130_000, 0.5, {"bce": 0.3, "focal+dice": 0.4, "focal": 0.3}, "bce"),
     ]
-    table = TableII(0.009, ["bce", "focal+dice", "focal"], "textbook", "gt", "one", "nonempty", rows)
+    table = TableII(AttackConfig(eps=0.009), ["bce", "focal+dice", "focal"], rows)
     lines = table_ii_table(table, caption="caption").to_markdown().splitlines()
     assert lines[2] == "| VGG U-Net | 18.44M | 0.7509 | **0.4063** | 0.5772 | 0.5105 |"  # the paper's first row
     assert lines[3] == "| Tied | 4.13M | 0.5000 | **0.3000** | 0.4000 | **0.3000** |"
+
+
+def test_erase_is_reachable_from_the_cli_and_equals_core(run, checkpoint, tiny_demo, test_slices):
+    result = run("attack", *_common(checkpoint, tiny_demo), "--method", "erase", "--organs", "stomach,small_bowel",
+                 "--eps", "0.03", "--steps", "3", "--json", "e.json")
+    assert result.exit_code == 0, result.output
+    written = json.loads(open("e.json").read())
+    assert written["config"]["method"] == "erase" and written["config"]["organs"] == ["small_bowel", "stomach"]
+    assert written["config"]["method_label"] == "Erase small_bowel+stomach (3 steps)"
+    model, _ = load_checkpoint(checkpoint)
+    expected = evaluate(model, test_slices, IMG_SIZE, AttackConfig(method="erase", organs=("small_bowel", "stomach"),
+                                                                   eps=0.03, steps=3))
+    assert written["summary"] == json.loads(json.dumps(expected.summary.to_dict()))
+
+
+def test_json_records_the_device_and_auto_is_the_default(run, checkpoint, tiny_demo):
+    result = run("attack", *_common(checkpoint, tiny_demo), "--json", "d.json")
+    assert result.exit_code == 0, result.output
+    expected = "cuda:0" if torch.cuda.is_available() else "cpu"
+    assert json.loads(open("d.json").read())["device"].startswith(expected)
+
+
+def test_the_method_help_lists_the_registry(run):
+    from core.attack_config import METHOD_LIST
+
+    result = run("attack", "--help")
+    assert all(method.name in result.stdout for method in METHOD_LIST)

@@ -368,16 +368,6 @@ def test_the_demo_masks_and_images_agree_in_size(demo):
         assert record.masks().shape == (3, height, width)
 
 
-def test_the_demo_index_covers_every_slice_in_order(demo):
-    index = demo.index()
-    flat = [record for days in index.values() for slices in days.values() for record in slices]
-    assert flat == demo.records
-    for case, days in index.items():
-        for day, slices in days.items():
-            assert all(r.case == case and r.day == day for r in slices)
-            assert [r.slice for r in slices] == sorted(r.slice for r in slices)
-
-
 def test_the_split_is_by_case_and_deterministic(demo):
     train, test = demo.split()
     assert train and test

@@ -43,6 +43,7 @@ def _direct(model, record, config):
 
 
 def _values(organ_dict):
+    """A summary's per-organ dict (None where undefined) as an array (NaN where undefined)."""
     return np.array([np.nan if organ_dict[o] is None else organ_dict[o] for o in ORGANS])
 
 
@@ -63,18 +64,19 @@ def test_evaluate_equals_direct_per_slice_computation(model, records, config):
     for row, record in zip(result.rows, records):
         clean, adv, linf = _direct(model, record, config)
         assert row.has_organs == record.has_organs == row.scored
-        np.testing.assert_allclose(_values(row.dsc_clean), clean, rtol=1e-12)
+        np.testing.assert_allclose(row.dsc_clean, clean, rtol=1e-12)
         # A batched gradient may flip a sign where it is ~0; allow a pixel or two of difference.
-        np.testing.assert_allclose(_values(row.dsc_adv), adv, atol=2e-3)
+        np.testing.assert_allclose(row.dsc_adv, adv, atol=2e-3)
         assert row.linf == pytest.approx(linf, abs=1e-6)
-        expected_success = attack_success(_values(row.dsc_clean), _values(row.dsc_adv))
-        np.testing.assert_allclose(_values(row.attack_success), expected_success)
+        expected_success = attack_success(row.dsc_clean, row.dsc_adv)
+        np.testing.assert_allclose(row.attack_success, expected_success)
+        assert _values(row.to_dict()["attack_success"]) == pytest.approx(expected_success, nan_ok=True)
     # summary: mean over the slices whose ground truth has an organ
     scored = [row for row in result.rows if row.scored]
     assert result.summary.slices == 8 and result.summary.scored == 6
     assert result.summary.mean_adv == pytest.approx(np.nanmean([row.mean_adv for row in scored]))
     for organ in ORGANS:
-        values = [row.dsc_clean[organ] for row in scored if row.dsc_clean[organ] is not None]
+        values = [row.dsc_clean[i] for row in scored for i in [ORGANS.index(organ)] if np.isfinite(row.dsc_clean[i])]
         assert result.summary.dsc_clean[organ] == pytest.approx(np.mean(values))
     json.dumps(result.to_dict(), allow_nan=False)
 
@@ -83,7 +85,7 @@ def test_score_all_includes_slices_without_organs(model, records):
     result = evaluate(model, records[:5], IMG_SIZE, AttackConfig(score="all"), batch_size=8)
     assert result.summary.scored == 5
     assert all(row.scored for row in result.rows)
-    rows_mean = np.mean([mean_dsc(_values(row.dsc_clean)[None])[0] for row in result.rows])
+    rows_mean = np.mean([mean_dsc(row.dsc_clean[None])[0] for row in result.rows])
     assert result.summary.mean_clean == pytest.approx(rows_mean)
 
 
@@ -94,9 +96,9 @@ def test_hausdorff_column_on_request(model, records):
     for row, record in zip(result.rows, subset):
         image, masks = load_slice(record, IMG_SIZE)
         clean_pred = predict(model, torch.from_numpy(image)[None, None])
-        np.testing.assert_allclose(_values(row.hd95_clean), hausdorff_per_organ(clean_pred, masks[None])[0])
-        assert set(row.hd95_adv) == set(ORGANS)
-    per_slice = np.array([_values(row.hd95_clean) for row in result.rows])
+        np.testing.assert_allclose(row.hd95_clean, hausdorff_per_organ(clean_pred, masks[None])[0])
+        assert set(row.to_dict()["hd95_adv"]) == set(ORGANS)
+    per_slice = np.array([row.hd95_clean for row in result.rows])
     assert np.isfinite(per_slice).any()
     np.testing.assert_allclose(_values(result.summary.hd95_clean), nanmean(per_slice, axis=0))
     assert evaluate(model, subset[:1], IMG_SIZE, AttackConfig(), batch_size=2).rows[0].hd95_clean is None
@@ -114,7 +116,8 @@ def test_sweep_and_table_agree_with_evaluate(model, records):
         assert swept.entry(loss, 0.0).summary.mean_adv == pytest.approx(single.mean_clean, abs=1e-12)
     json.dumps(swept.to_dict(), allow_nan=False)
 
-    table = table_ii([("random", model, {"img_size": IMG_SIZE})], subset, ["bce", "dice"], 0.02, batch_size=4)
+    table = table_ii([("random", model, {"img_size": IMG_SIZE})], subset, ["bce", "dice"], AttackConfig(eps=0.02),
+                     batch_size=4)
     (row,) = table.rows
     assert row.params == sum(p.numel() for p in model.parameters())
     assert row.title == "MobileNetV2 U-Net (small)"
@@ -147,7 +150,7 @@ def test_attack_config_names_the_bad_value(changes, message):
 
 
 def test_attack_slice_with_a_cache_steps_eps_without_a_new_gradient(model, records):
-    from core.attacks import GradientCache
+    from core.attacks import AttackContext, GradientCache
     from core.evaluation import attack_slice
 
     record = next(r for r in records if r.has_organs)
@@ -156,17 +159,18 @@ def test_attack_slice_with_a_cache_steps_eps_without_a_new_gradient(model, recor
     cache, key = GradientCache(), ("random", record.id, "bce", "gt", "textbook")
     for eps in (0.01, 0.02):
         config = AttackConfig(eps=eps)
-        attacked = attack_slice(model, image, truth, config, cache=cache, cache_key=key)
+        (attacked,) = attack_slice(model, image, truth, config, context=AttackContext(cache=cache, cache_key=key))
         clean, adv, linf = _direct(model, record, config)
-        np.testing.assert_allclose(attacked.dsc_clean[0], clean)
-        np.testing.assert_allclose(attacked.dsc_adv[0], adv)
-        assert attacked.linf[0] == pytest.approx(linf, abs=1e-7)
+        np.testing.assert_allclose(attacked.dsc_clean, clean)
+        np.testing.assert_allclose(attacked.dsc_adv, adv)
+        assert attacked.linf == pytest.approx(linf, abs=1e-7)
     assert (cache.misses, cache.hits) == (1, 1)  # the second eps reused the first one's gradient
 
 
 def test_table_ii_with_bim_equals_one_evaluation_per_loss(model, records):
     subset = [r for r in records if r.has_organs][:2]
-    table = table_ii([("random", model, {"img_size": IMG_SIZE})], subset, ["bce", "dice"], 0.02, method="bim", steps=2)
+    table = table_ii([("random", model, {"img_size": IMG_SIZE})], subset, ["bce", "dice"],
+                     AttackConfig(method="bim", eps=0.02, steps=2))
     (row,) = table.rows
     for loss in ("bce", "dice"):
         single = evaluate(model, subset, IMG_SIZE, AttackConfig(method="bim", loss=loss, eps=0.02, steps=2)).summary

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from rich.console import Console
 
-from segadv_tui.render.halfblock import UPPER_HALF, HalfBlockImage, cell_rows, fit_cells, render_strips, resize_rgb
+from segadv_tui.render.halfblock import UPPER_HALF, cell_rows, fit_cells, render_strips, resize_rgb
 
 
 def random_picture(height: int, width: int, seed: int = 0) -> np.ndarray:
@@ -66,10 +65,3 @@ def test_strips_fill_the_box_and_centre_the_picture():
     # 224 x 224 in 70 x 20 cells is 40 x 20: 15 blank cells either side.
     text = strips[0].text
     assert text[:15] == " " * 15 and text[15:55] == UPPER_HALF * 40 and text[55:] == " " * 15
-
-
-def test_rich_renderable_prints_truecolor_cells():
-    console = Console(width=40, color_system="truecolor", force_terminal=True, record=True)
-    console.print(HalfBlockImage(np.zeros((20, 20, 3), dtype=np.uint8) + 200, cols=10))
-    assert console.export_text(clear=False).splitlines() == [UPPER_HALF * 10] * 5
-    assert "38;2;200;200;200;48;2;200;200;200" in console.export_text(styles=True)

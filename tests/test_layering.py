@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 CORE_MODULES = [
-    "core.data", "core.demo", "core.models", "core.checkpoints", "core.losses",
+    "core.data", "core.demo", "core.files", "core.models", "core.checkpoints", "core.losses",
     "core.metrics", "core.attacks", "core.evaluation", "core.training",
 ]
 
@@ -37,3 +37,9 @@ def test_monai_loads_only_for_the_losses_and_metrics_that_need_it():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "True"]
+
+
+def test_the_writer_and_the_bug_report_do_not_import_torch():
+    # The explorer writes exports and bug reports from its UI thread, before torch may have loaded.
+    loaded = _loaded_after_import("import core.files, core.paths, segadv_tui.bug_report")
+    assert not {"torch", "textual"} & loaded

@@ -9,11 +9,11 @@ import pytest
 import torch
 from monai.metrics import DiceMetric
 
+from segadv_tui.render.tables import format_score
 from core.metrics import (
     EMPTY_POLICIES,
     attack_success,
     dice_per_organ,
-    format_attack_success,
     hausdorff_per_organ,
     mean_dsc,
     predict,
@@ -94,8 +94,8 @@ def test_mean_dsc_ignores_skipped_organs_and_all_skipped_is_nan():
 def test_attack_success_is_undefined_when_clean_dsc_is_zero():
     success = attack_success([[0.8, 0.0, 0.5, np.nan]], [[0.2, 0.3, 0.75, 0.1]])
     np.testing.assert_allclose(success, [[0.75, np.nan, -0.5, np.nan]])
-    assert format_attack_success(success[0, 1]) == "n/a"
-    assert format_attack_success(0.75) == "0.750"
+    assert format_score(success[0, 1]) == "n/a"
+    assert format_score(0.75) == "0.750"
 
 
 def test_predict_thresholds_sigmoid_at_one_half():

@@ -1,11 +1,11 @@
-"""Training on the tiny demo data: checkpoints, Ctrl-C and resume, NaN stops, and a 2-process DDP run."""
+"""Training on the tiny demo data: checkpoints, Ctrl-C and resume, NaN stops, schedules, devices.
+DDP runs under torchrun are in test_ddp.py."""
 
 from __future__ import annotations
 
-import os
+import math
 import shlex
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -16,7 +16,10 @@ from typer.testing import CliRunner
 import core.training
 from core.checkpoints import load_checkpoint, load_training_state, read_checkpoint_meta, resume_path_for
 from core.organs import ORGANS
-from core.training import EpochStart, Step, TrainConfig, TrainingError, TrainingInterrupted, TrainStart, train
+from core.errors import SegadvError
+from core.training import (
+    EpochStart, Step, TrainConfig, TrainingError, TrainingInterrupted, TrainStart, amp_dtype_for, load_scaler_state, train,
+)
 
 IMG = 64
 # 24 training slices in batches of 8: 3 steps per epoch.
@@ -112,6 +115,16 @@ def test_interrupted_cli_says_how_to_resume_and_the_resumed_run_finishes(tiny_de
     assert read_checkpoint_meta(out)["epoch"] == 2
 
 
+def test_a_finished_run_resumed_with_more_epochs_anneals_over_the_longer_run(one_epoch_run, tiny_demo, tmp_path):
+    out = tmp_path / "longer.safetensors"
+    shutil.copy(resume_path_for(one_epoch_run[0]), resume_path_for(out))
+    events = []
+    train(quick_config(tiny_demo, out, epochs=2, resume=resume_path_for(out)), progress=events.append)
+    lrs = [e.lr for e in events if isinstance(e, Step)]
+    # The 1-epoch run had annealed to 0 over its 3 steps; steps 4 to 6 follow the cosine over 6 steps.
+    assert lrs == pytest.approx([3e-4 * (1 + math.cos(math.pi * step / 6)) / 2 for step in (4, 5, 6)], abs=1e-12)
+
+
 def test_a_nan_loss_stops_training_and_leaves_the_best_checkpoint_untouched(one_epoch_run, tiny_demo, tmp_path):
     best = tmp_path / "best.safetensors"
     shutil.copy(one_epoch_run[0], best)
@@ -132,30 +145,20 @@ def test_imagenet_weights_offline_fail_at_once_naming_none(tiny_demo, tmp_path, 
 
 @pytest.mark.parametrize(
     "option, message",
-    [(["--img-size", "100"], "multiple of 32"), (["--model", "unet9"], "unknown model"), (["--epochs", "0"], "at least 1")],
+    [
+        (["--img-size", "100"], "multiple of 32"),
+        (["--model", "unet9"], "unknown model 'unet9'; choose from vgg, resnext"),
+        (["--epochs", "0"], "at least 1"),
+        (["--schedule", "linear"], "unknown schedule 'linear'; choose from run, paper"),
+        (["--log-every", "0"], "log-every must be at least 1, got 0"),
+        (["--device", "tpu"], "unknown device 'tpu'"),
+        (["--device", "cuda:3"], "'cuda:3'"),
+    ],
 )
 def test_bad_options_give_one_line(tiny_demo, tmp_path, option, message):
     args = ["train", *QUICK, "--data", str(tiny_demo), "--out", str(tmp_path / "x.safetensors"), *option]
     result = CliRunner().invoke(cli(), args)
     assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output
-
-
-def test_two_process_gloo_ddp_run_finishes_and_saves_once(tiny_demo, tmp_path):
-    segadv = Path(sys.executable).with_name("segadv")
-    out = tmp_path / "ddp.safetensors"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "200"}
-    command = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", str(segadv),
-        "train", *QUICK, "--data", str(tiny_demo), "--epochs", "1", "--out", str(out), "--device", "cpu",
-    ]
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
-    output = done.stdout + done.stderr
-    assert done.returncode == 0, output
-    assert "x 2 processes" in output
-    assert output.count("best, saved to") == 1 and output.count("best checkpoint") == 1
-    model, meta = load_checkpoint(out)
-    assert meta["epoch"] == 1 and meta["train_args"]["batch_size"] == 8
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["ddp.resume.pt", "ddp.safetensors"]
 
 
 def test_batch_dice_pushes_against_false_positives_on_slices_without_the_organ():
@@ -174,3 +177,65 @@ def test_batch_dice_pushes_against_false_positives_on_slices_without_the_organ()
     # Per slice (the paper's loss) the Dice term of an empty slice has saturated at 1: no push back.
     assert dice_gradient_on_the_false_positives(batch_dice=False) < 1e-6
     assert dice_gradient_on_the_false_positives(batch_dice=True) > 1e-2
+
+
+def test_a_resumed_epoch_goes_on_with_the_next_batch_and_ends_where_an_uninterrupted_run_ends(tiny_demo, tmp_path):
+    """Interrupted after step 1 of 3, the resumed run trains on batches 2 and 3 of the same order (the
+    sampler's generator state at the epoch's start is saved) and, augmentation included, ends with the
+    very weights of a run that was never interrupted."""
+
+    def losses(events):
+        return [(e.epoch, e.step, e.loss) for e in events if isinstance(e, Step)]
+
+    whole = []
+    train(quick_config(tiny_demo, tmp_path / "whole.safetensors", epochs=2, log_every=1), progress=whole.append)
+
+    def interrupt_after_first_step(event):
+        if isinstance(event, Step) and event.step == 1:
+            raise KeyboardInterrupt
+
+    out = tmp_path / "parts.safetensors"
+    with pytest.raises(TrainingInterrupted) as caught:
+        train(quick_config(tiny_demo, out, epochs=2, log_every=1), progress=interrupt_after_first_step)
+    assert load_training_state(caught.value.resume_path)["step"] == 1
+    resumed = []
+    train(quick_config(tiny_demo, out, epochs=2, log_every=1, resume=caught.value.resume_path), progress=resumed.append)
+
+    # Each step's loss depends on its batch: steps 2 and 3 of epoch 1, then all of epoch 2, match.
+    expected = [(epoch, step - 1 if epoch == 1 else step, loss) for epoch, step, loss in losses(whole)[1:]]
+    assert losses(resumed) == expected
+    final_whole = load_training_state(resume_path_for(tmp_path / "whole.safetensors"))["model"]
+    final_parts = load_training_state(resume_path_for(out))["model"]
+    assert all(torch.equal(final_whole[key], final_parts[key]) for key in final_whole)
+
+
+def test_the_loss_is_read_every_log_every_steps_and_the_paper_schedule_is_the_papers(tiny_demo, tmp_path):
+    events = []
+    result = train(quick_config(tiny_demo, tmp_path / "p.safetensors", log_every=2, schedule="paper"), progress=events.append)
+    steps = [e for e in events if isinstance(e, Step)]
+    assert [e.step for e in steps] == [1, 2, 3]
+    assert [e.loss is not None for e in steps] == [False, True, True]  # every 2 steps and the epoch's last
+    assert [e.images_per_s is not None for e in steps] == [False, True, True]
+    scheduler = load_training_state(result.resume_path)["scheduler"]
+    assert (scheduler["T_max"], scheduler["eta_min"], scheduler["last_epoch"]) == (7081, 5e-6, 3)
+    assert steps[-1].lr == pytest.approx(5e-6 + (3e-4 - 5e-6) * (1 + math.cos(math.pi * 3 / 7081)) / 2)
+
+
+def test_an_fp16_run_resumes_from_a_state_saved_without_a_grad_scaler():
+    # A CPU or bf16 run saves the disabled scaler's empty state; loading it raw is the issue's crash.
+    enabled = torch.amp.GradScaler("cpu", init_scale=1024.0)
+    with pytest.raises(RuntimeError, match="source state dict is empty"):
+        enabled.load_state_dict(torch.amp.GradScaler("cpu", enabled=False).state_dict())
+    load_scaler_state(enabled, torch.amp.GradScaler("cpu", enabled=False).state_dict())
+    load_scaler_state(enabled, None)  # resume files of older versions
+    assert enabled.get_scale() == 1024.0
+    load_scaler_state(enabled, torch.amp.GradScaler("cpu", init_scale=8.0).state_dict())
+    assert enabled.get_scale() == 8.0
+
+
+def test_the_cpu_trains_in_fp32_and_a_missing_gpu_is_one_segadv_error(tiny_demo, tmp_path):
+    assert amp_dtype_for(torch.device("cpu")) is None
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(SegadvError, match="'cuda:1'"):
+        train(quick_config(tiny_demo, tmp_path / "x.safetensors", device="cuda:1"))

@@ -6,6 +6,8 @@ app's cached-gradient path); waiting is on workers and messages, never on wall-c
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
 import subprocess
 import sys
@@ -26,7 +28,8 @@ from core.organs import ORGANS
 from core.paths import demo_checkpoint
 from segadv_tui.app import FrameReady, SegadvApp
 from segadv_tui.explorer import Explorer
-from segadv_tui.settings import AttackSettings, load_slice_data
+from core.attack_config import AttackConfig
+from segadv_tui.settings import load_slice_data
 from segadv_tui.render.tables import format_score
 from segadv_tui.widgets.scores import ScoresTable
 from tui_pilot import first_frame, make_app, pilot_test, settle, until
@@ -44,7 +47,7 @@ def model_and_meta(checkpoint):
     return load_checkpoint(checkpoint)
 
 
-def expected_scores(model, meta, record, settings: AttackSettings) -> tuple[np.ndarray, np.ndarray, float, float]:
+def expected_scores(model, meta, record, settings: AttackConfig) -> tuple[np.ndarray, np.ndarray, float, float]:
     """Per-organ DSC clean and adversarial and their means, computed by core directly."""
     image, masks = load_slice(record, meta["img_size"])
     x = torch.from_numpy(image)[None, None]
@@ -64,7 +67,7 @@ def table_values(app: SegadvApp) -> dict[str, tuple[str, str, str]]:
             for row in (*ORGANS, "mean")}
 
 
-def assert_table_matches(app: SegadvApp, model, meta, record, settings: AttackSettings) -> None:
+def assert_table_matches(app: SegadvApp, model, meta, record, settings: AttackConfig) -> None:
     clean, adv, mean_clean, mean_adv = expected_scores(model, meta, record, settings)
     shown = table_values(app)
     for i, organ in enumerate(ORGANS):
@@ -90,21 +93,31 @@ async def test_eps_keys_input_help_and_exports(tiny_demo, checkpoint, model_and_
         assert app.settings.eps == pytest.approx(0.012)
         assert app.query_one("#attack-eps").value == "0.012"
         assert "eps 0.012" in str(app.query_one("#scores-status").render())
-        assert app.frame.settings.eps == pytest.approx(0.012)
+        assert app.frame.config.eps == pytest.approx(0.012)
         assert_table_matches(app, model, meta, app.source, app.settings)
         # AS is n/a exactly where the clean DSC is 0.
         for clean, _, success in table_values(app).values():
             assert (success == "n/a") == (clean == "0.000")
 
-        # Exports: the figure as PNG, the scores as CSV and Markdown.
-        await pilot.press("e", "x")
-        await settle(pilot, app)
+        # Exports: the figure as PNG, the scores as CSV and Markdown, each with the mode the umask allows
+        # (0644 under 022; a temporary file's 0600 would keep them from colleagues on a shared box).
+        for umask, folder in ((0o022, tmp_path), (0o077, tmp_path / "private")):
+            folder.mkdir(exist_ok=True)
+            app.export_dir = folder
+            previous = os.umask(umask)
+            try:
+                await pilot.press("e", "x")
+                await settle(pilot, app)
+            finally:
+                os.umask(previous)
+            modes = {path.suffix: path.stat().st_mode & 0o777 for path in folder.iterdir() if path.is_file()}
+            assert modes == dict.fromkeys([".png", ".csv", ".md"], 0o666 & ~umask), umask
         (png,) = tmp_path.glob("*.png")
         assert app.frame.slice_id in png.name and "eps0.012" in png.name
         assert Image.open(png).size[0] > 500
         csv = next(tmp_path.glob("*_scores.csv")).read_text().splitlines()
         assert csv[0] == "Organ,DSC clean,DSC adv,AS"
-        assert csv[-1].split(",")[1] == f"{app.frame.mean_clean:.4f}"
+        assert csv[-1].split(",")[1] == f"{app.frame.result.mean_clean:.4f}"
         assert next(tmp_path.glob("*_scores.md")).read_text().count("| Mean |") == 1
 
         # Coarse steps, back to zero, and never below zero.
@@ -113,7 +126,7 @@ async def test_eps_keys_input_help_and_exports(tiny_demo, checkpoint, model_and_
         await pilot.press("0", "minus")
         assert app.settings.eps == 0.0
         await settle(pilot, app)
-        assert app.frame.settings.eps == 0.0
+        assert app.frame.config.eps == 0.0
         assert all(clean == adv for clean, adv, _ in table_values(app).values())  # eps 0 changes nothing
 
         # Typed values: text is refused, out of range is clamped, a good value is used.
@@ -128,7 +141,7 @@ async def test_eps_keys_input_help_and_exports(tiny_demo, checkpoint, model_and_
         assert any("must be a number" in message for _, message in app.notices)
         assert any("clamped" in message for _, message in app.notices)
         await settle(pilot, app)
-        assert app.frame.settings.eps == pytest.approx(0.02)
+        assert app.frame.config.eps == pytest.approx(0.02)
 
         # The help screen lists every binding.
         await pilot.press("question_mark")
@@ -148,7 +161,7 @@ async def test_switching_loss_method_and_slices(tiny_demo, checkpoint, model_and
         await first_frame(pilot, app)
         await pilot.press("l")
         await settle(pilot, app)
-        assert app.frame.settings.loss == "focal"
+        assert app.frame.config.loss == "focal"
         assert app.query_one("#attack-loss").value == "focal"
         assert_table_matches(app, model, meta, app.source, app.settings)
 
@@ -163,7 +176,7 @@ async def test_switching_loss_method_and_slices(tiny_demo, checkpoint, model_and
 
         await pilot.press("m")
         await settle(pilot, app)
-        assert app.frame.settings.method == "bim" and app.frame.slice_id == app.source.id
+        assert app.frame.config.method == "bim" and app.frame.slice_id == app.source.id
         assert app.query_one("#attack-method").value == "bim"
         assert_table_matches(app, model, meta, app.source, app.settings)
         # The paper's variant is FGSM only: p is refused for BIM and the mode select is disabled.
@@ -177,7 +190,7 @@ async def test_switching_loss_method_and_slices(tiny_demo, checkpoint, model_and
         assert "Dice" in str(app.screen.query_one(CommandList).get_option_at_index(0).prompt)
         await pilot.press("enter")
         await settle(pilot, app)
-        assert app.frame.settings.loss == "dice" and app.frame.settings.method == "bim"
+        assert app.frame.config.loss == "dice" and app.frame.config.method == "bim"
 
 
 @pilot_test
@@ -201,7 +214,7 @@ async def test_stale_requests_are_skipped_and_dropped(tiny_demo, checkpoint):
         await pilot.press("plus", "plus", "plus", "plus")
         release.set()
         await settle(pilot, app)
-        assert app.frame.settings.eps == pytest.approx(0.014)
+        assert app.frame.config.eps == pytest.approx(0.014)
         assert app.explorer.computations == computed + 1  # only the newest request ran to the end
 
         # A frame that arrives for an old request is dropped, whatever it holds.
@@ -210,7 +223,7 @@ async def test_stale_requests_are_skipped_and_dropped(tiny_demo, checkpoint):
         app.post_message(FrameReady(old))
         await settle(pilot, app)
         assert app.dropped_frames == 1
-        assert app.frame.settings.eps == pytest.approx(0.014)
+        assert app.frame.config.eps == pytest.approx(0.014)
 
 
 def test_iterative_attack_stops_at_its_next_check(tiny_demo, model_and_meta):
@@ -224,7 +237,7 @@ def test_iterative_attack_stops_at_its_next_check(tiny_demo, model_and_meta):
         checks.append(1)
         return len(checks) > 3
 
-    frame = explorer.compute(data, AttackSettings(method="bim", steps=50), should_stop=stop_after_three_checks)
+    frame = explorer.compute(data, AttackConfig(method="bim", steps=50), should_stop=stop_after_three_checks)
     assert frame is None and explorer.computations == 0
     assert len(checks) == 4  # two checks before the attack, then one per BIM step until the stop
 
@@ -255,7 +268,7 @@ async def test_bad_checkpoint_and_corrupt_slice_notify(tiny_demo, checkpoint, tm
         assert any(str(broken) in message for severity, message in app.notices if severity == "error")
         await pilot.press("plus")
         await settle(pilot, app)
-        assert app.frame.settings.eps == pytest.approx(0.010)
+        assert app.frame.config.eps == pytest.approx(0.010)
         assert app.is_running
 
 
@@ -305,10 +318,15 @@ async def test_table_ii_runs_over_a_few_slices(tiny_demo, checkpoint, model_and_
         (row,) = screen.table.rows
         records = app.table_ii_records()
         assert len(records) == 2
-        expected = table_ii([("demo", model, meta)], records, screen.losses, 0.009)
+        expected = table_ii([("demo", model, meta)], records, screen.losses, AttackConfig(eps=0.009))
         assert row[2] == f"{expected.rows[0].dsc_clean:.4f}"
         assert [cell.split()[0] for cell in row[3:]] == [f"{expected.rows[0].dsc_adv[l]:.4f}" for l in screen.losses]
-        await pilot.press("x")
+        umask = os.umask(0o022)
+        try:
+            await pilot.press("x")
+        finally:
+            os.umask(umask)
+        assert {p.stat().st_mode & 0o777 for p in tmp_path.glob("table_ii_*")} == {0o644}
         csv = (tmp_path / "table_ii_fgsm_eps0.009.csv").read_text()
         assert csv.splitlines()[0].startswith("Model,Parameters,Normal,FGSM BCE")
         assert (tmp_path / "table_ii_fgsm_eps0.009.md").read_text().count("|") > 10
@@ -328,7 +346,7 @@ async def test_small_and_large_terminals_resizing_and_quitting_while_computing(t
         await settle(pilot, app)
         assert not app.screen.has_class("-no-sidebar")
         assert app.query_one("#image-perturbation").display
-        assert app.frame.settings.method == "bim"
+        assert app.frame.config.method == "bim"
         await pilot.press("b")
         assert app.screen.has_class("-no-sidebar")
         await pilot.press("right_square_bracket", "q")  # quit while that BIM step runs
@@ -340,11 +358,103 @@ async def test_small_and_large_terminals_resizing_and_quitting_while_computing(t
     ("segadv_tui.launch", ("torch", "textual")),  # --help and argument errors are instant
     # the app paints first; torch, smp and MONAI load in its worker
     ("segadv_tui.app", ("torch", "monai", "segmentation_models_pytorch")),
+    # the explorer checks its bindings against this screen on the UI thread, before torch has loaded
+    ("segadv_tui.widgets.table_ii", ("torch",)),
 ])
 def test_import_layering(module, absent):
     code = f"import sys, {module}; print(*[name in sys.modules for name in {absent!r}])"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False"] * len(absent)
+
+
+# Run in a fresh process (this one has torch loaded). Every torch import the UI thread starts before
+# torch has finished loading is recorded with its stack; the workers' first imports of segadv, core or
+# torch wait until the UI has painted and handled some keys, so a torch import on the UI thread cannot
+# hide behind a worker that happened to be quicker, nor wait on one (it would freeze the screen).
+UI_THREAD_IMPORTS = """
+import asyncio, builtins, json, sys, threading, traceback
+from pathlib import Path
+
+sys.path.insert(0, {tests!r})
+MAIN, GATED = threading.main_thread(), ("core", "segadv_tui", "torch")
+gate, ui_imports, recording, original_import = threading.Event(), [], [], builtins.__import__
+
+
+def torch_ready():
+    torch = sys.modules.get("torch")
+    return torch is not None and not getattr(getattr(torch, "__spec__", None), "_initializing", False)
+
+
+def watching_import(name, globals=None, locals=None, fromlist=(), level=0):
+    top = name.partition(".")[0] if level == 0 else ""
+    if threading.current_thread() is MAIN:
+        if top == "torch" and not torch_ready() and not recording:
+            ui_imports.append("".join(traceback.format_stack(limit=25)))
+            recording.append(name)  # torch's own imports while it loads are not new findings
+            try:
+                return original_import(name, globals, locals, fromlist, level)
+            finally:
+                recording.pop()
+    elif top in GATED and not gate.is_set():
+        gate.wait()  # at a worker's outermost import: it holds no import lock the UI could wait for
+    return original_import(name, globals, locals, fromlist, level)
+
+
+builtins.__import__ = watching_import
+from tui_pilot import make_app
+
+
+async def scenario():
+    app = make_app(Path({data!r}), Path({checkpoint!r}))
+    async with app.run_test(size=(160, 50)) as pilot:
+        await pilot.pause()
+        await pilot.press("plus", "T", "question_mark")  # bindings are checked (check_action) on each key
+        await pilot.pause()
+        await pilot.press("escape", "minus")
+        await pilot.pause()
+        gate.set()
+        for _ in range(1000):  # until the model has loaded: from then on torch is there for everyone
+            await app.workers.wait_for_complete()
+            await pilot.pause()
+            if app.explorer is not None:
+                break
+    print(json.dumps({{"ui": ui_imports, "model_loaded": app.explorer is not None}}))
+
+
+asyncio.run(scenario())
+"""
+
+
+def test_the_ui_thread_never_imports_torch_before_the_worker_has_loaded_it(tiny_demo, checkpoint):
+    code = UI_THREAD_IMPORTS.format(tests=str(Path(__file__).parent), data=str(tiny_demo), checkpoint=str(checkpoint))
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    seen = json.loads(result.stdout.strip().splitlines()[-1])
+    assert seen["model_loaded"]  # the workers loaded torch and the model
+    assert seen["ui"] == [], f"{len(seen['ui'])} torch import(s) on the UI thread, the first:\n{seen['ui'][0]}"
+
+
+@pilot_test
+async def test_a_bug_in_a_worker_is_a_notification_with_a_log_and_the_app_goes_on(tiny_demo, checkpoint, tmp_path,
+                                                                                  monkeypatch):
+    monkeypatch.setenv("SEGADV_STATE", str(tmp_path / "state"))
+    started = []
+
+    def planted_bug(request):  # the frame worker calls this as its computation starts
+        started.append(request.id)
+        if len(started) == 1:
+            raise ZeroDivisionError("a planted bug")
+
+    app = make_app(tiny_demo, checkpoint, frame_hook=planted_bug)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, app, lambda: any("bug in segadv" in m for _, m in app.notices), "the bug's notification")
+        (log,) = (tmp_path / "state").glob("bug-*.log")
+        message = next(m for severity, m in app.notices if "bug in segadv" in m and severity == "error")
+        assert "ZeroDivisionError: a planted bug" in message and str(log) in message
+        assert "Traceback" in log.read_text() and "planted_bug" in log.read_text()
+        await pilot.press("plus")
+        await first_frame(pilot, app)
+        assert app.frame.config.eps == pytest.approx(0.010) and app.is_running
 
 
 def test_bad_arguments_are_one_line_before_start(tmp_path):
@@ -362,3 +472,38 @@ def test_bad_arguments_are_one_line_before_start(tmp_path):
         output = " ".join(result.output.split())
         assert result.exit_code == 2, arguments
         assert expected in output and "Traceback" not in output
+
+
+@pilot_test
+async def test_a_live_pgd_run_repaints_while_it_runs_and_a_key_cancels_it(tiny_demo, checkpoint):
+    """Every PGD step repaints (interval 0 here); the run is held at its third step while + is pressed:
+    it gives up at its next check, its frame never arrives, and the new eps is computed and shown."""
+    at_step_two, release = threading.Event(), threading.Event()
+
+    def hold(live) -> None:
+        if live.config.eps == pytest.approx(0.009) and live.step == 2:
+            at_step_two.set()
+            assert release.wait(timeout=60)
+
+    app = make_app(tiny_demo, checkpoint, live_interval=0.0, live_hook=hold)
+    async with app.run_test(size=SIZE) as pilot:
+        await first_frame(pilot, app)
+        app.set_settings(app.settings.replace(method="pgd", steps=6))
+        while not at_step_two.is_set():
+            await pilot.pause()
+        for _ in range(2000):  # the worker is held: wait for the UI thread alone, not for the workers
+            if app.live_steps == 3:
+                break
+            await pilot.pause()
+        assert app.live_steps == 3  # steps 0, 1 and 2 repainted
+        assert app.frame.config.method == "fgsm"  # the PGD frame itself has not arrived: these were live
+        live_line = str(app.query_one("#scores-live").render())
+        assert live_line.startswith("PGD 2/6") and "DSC" in live_line and "loss" in live_line
+        computed = app.explorer.computations
+        await pilot.press("plus")
+        release.set()
+        await settle(pilot, app)
+        assert app.frame.config.method == "pgd" and app.frame.config.eps == pytest.approx(0.010)
+        assert app.explorer.computations == computed + 1  # the held run was abandoned, not finished
+        assert str(app.query_one("#scores-live").render()).startswith("PGD 6/6")
+        assert app.live.config.eps == pytest.approx(0.010) and len(app.live.mean_dsc) == 6

@@ -23,7 +23,7 @@ def explorer_after_three_steps(tiny_demo, *keys: str):
         await first_frame(pilot, app)
         app.query_one(EpsInput).cursor_blink = False
         await pilot.press("plus", "plus", "plus")
-        await until(pilot, app, lambda: app.frame.settings.eps == pytest.approx(0.012) and app.curve is not None,
+        await until(pilot, app, lambda: app.frame.config.eps == pytest.approx(0.012) and app.curve is not None,
                     "the eps 0.012 frame and its curve")
         await pilot.press(*keys)
         await settle(pilot, app)

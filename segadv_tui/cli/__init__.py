@@ -2,36 +2,74 @@
 
 Command modules import torch and the heavy parts of ``core`` inside the command functions, so that
 ``segadv --help`` stays fast.
+
+Errors take one path, whoever runs a command (``main``, or a test's ``CliRunner``): a
+``core.errors.SegadvError`` (bad input) is one line ``error: ...`` and exit status 2; any other exception
+is a bug in segadv, reported in one line that names the log file holding its traceback, exit status 1.
 """
 
 from __future__ import annotations
 
 import sys
+from typing import NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
+from typer.core import TyperGroup
 from typer.exceptions import TyperException
 
-app = typer.Typer(
-    name="segadv",
-    help="Adversarial attacks on medical image segmentation models (UW-Madison GI Tract, U-Net family).",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    add_completion=False,
-)
+from core.errors import SegadvError
+from segadv_tui.bug_report import bug_message, one_line, write_bug_report
 
 console = Console()
 err_console = Console(stderr=True)
 
 
-class UserError(Exception):
-    """Bad input from the user: reported as one clear line and exit status 2, never a traceback."""
+def print_error(message: str) -> None:
+    """The one form of a user error: ``error: message`` on one line of stderr."""
+    err_console.print(f"[bold red]error:[/] {escape(' '.join(message.split()))}", highlight=False, soft_wrap=True)
 
 
-def fail(message: str, code: int = 2) -> None:
+def fail(message: str, code: int = 2) -> NoReturn:
     """Print ``message`` as a one-line error and exit with ``code``."""
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    print_error(message)
     raise typer.Exit(code)
+
+
+def report_bug(error: BaseException) -> None:
+    """One line saying it is a bug and where its traceback went (stderr, if no log file can be written)."""
+    log = write_bug_report(error)
+    if log is None:
+        import traceback
+
+        traceback.print_exception(type(error), error, error.__traceback__, file=sys.stderr)
+    err_console.print(f"[bold red]{escape(bug_message(error, log))}[/]", highlight=False, soft_wrap=True)
+
+
+class _Commands(TyperGroup):
+    """Runs every subcommand under the one error path (see the module's docstring)."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except (TyperException, typer.Exit, typer.Abort):  # usage errors, fail(), Ctrl-C: Typer's own
+            raise
+        except SegadvError as exc:
+            fail(one_line(exc))
+        except Exception as exc:
+            report_bug(exc)
+            raise typer.Exit(1) from None
+
+
+app = typer.Typer(
+    name="segadv",
+    help="Adversarial attacks on medical image segmentation models (UW-Madison GI Tract, U-Net family).",
+    cls=_Commands,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
 
 
 def _register_commands() -> None:
@@ -47,18 +85,27 @@ def _register_commands() -> None:
 
 def main() -> None:
     _register_commands()
+    run(app)
+
+
+def run(command: typer.Typer) -> NoReturn:
+    """Run a Typer app (``segadv``, or ``segadv-tui``'s launcher) as a program, each error reported once."""
     try:
         # Not standalone: usage errors come back to us and are shown as one line, not a box.
-        code = app(standalone_mode=False)
+        code = command(standalone_mode=False)
     except TyperException as exc:  # usage errors: unknown command, bad option value
         ctx = getattr(exc, "ctx", None)
         hint = f" (see: {ctx.command_path} --help)" if ctx is not None else ""
-        err_console.print(f"[bold red]error:[/] {exc.format_message()}{hint}", highlight=False, soft_wrap=True)
+        if exc.format_message():  # empty after no_args_is_help has printed the help
+            print_error(f"{exc.format_message()}{hint}")
         sys.exit(exc.exit_code or 2)
-    except (UserError, FileNotFoundError, ValueError) as exc:  # the last line of defence
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+    except SegadvError as exc:  # raised outside _Commands (segadv-tui's launcher, option parsing)
+        print_error(one_line(exc))
         sys.exit(2)
     except (KeyboardInterrupt, typer.Abort):
         err_console.print("interrupted")
         sys.exit(130)
+    except Exception as exc:
+        report_bug(exc)
+        sys.exit(1)
     sys.exit(code if isinstance(code, int) else 0)

@@ -7,12 +7,7 @@ Heavy modules (torch, core) are imported inside the functions: ``segadv --help``
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import math
-import os
-import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,9 +15,9 @@ from typing import Any, Iterator, Sequence
 
 import typer
 
+from segadv_tui.bug_report import one_line
 from segadv_tui.cli import err_console, fail
 
-SPLITS = ("test", "train", "all")
 # How close a range's last value must come to its stop to count as the stop (float steps drift).
 RANGE_TOLERANCE = 1e-9
 MAX_EPS_VALUES = 1000  # a typo like 0:1:0.00001 should not start a day-long sweep
@@ -69,23 +64,38 @@ def target_option():
 
 
 def loss_option():
-    return typer.Option("bce", "--loss", help="Attack loss: bce, focal, dice or focal+dice.")
+    from core.names import LOSS_NAMES
+
+    return typer.Option("bce", "--loss", help=f"Attack loss: {', '.join(LOSS_NAMES)}.")
 
 
 def method_option():
-    return typer.Option("fgsm", "--method", help="fgsm, bim (iterative) or pgd (iterative, random start).")
+    from core.attack_config import METHOD_LIST
+
+    described = "; ".join(f"{m.name}: {m.summary}" for m in METHOD_LIST)
+    return typer.Option("fgsm", "--method", help=f"Attack method. {described}.")
 
 
 def steps_option():
-    return typer.Option(10, "--steps", help="Iterations of bim / pgd.")
+    return typer.Option(10, "--steps", help="Iterations of the iterative methods (bim, pgd, erase).")
+
+
+def step_size_option():
+    return typer.Option(None, "--step-size", help="Step of the iterative methods; default 2.5 eps / steps.")
 
 
 def seed_option():
     return typer.Option(0, "--seed", help="Seed of PGD's random start.")
 
 
+def organs_option():
+    return typer.Option("stomach", "--organs", help="Organs the erase method removes: a comma list of large_bowel, small_bowel, stomach.")
+
+
 def device_option():
-    return typer.Option("cpu", "--device", help="cpu, cuda or cuda:N.")
+    from core.devices import DEVICE_HELP
+
+    return typer.Option("auto", "--device", help=f"Device: {DEVICE_HELP}.")
 
 
 def precision_option():
@@ -148,40 +158,14 @@ def parse_losses(text: str) -> list[str]:
     return list(dict.fromkeys(losses))
 
 
-def fgsm_options(*, mode: str, target: str, empty: str, precision: str) -> tuple[str, str, str, str]:
-    """The options every attack shares, checked: (mode, target, empty, precision)."""
-    from core.attacks import MODES, PRECISIONS, TARGETS
-    from core.metrics import EMPTY_POLICIES
+def attack_config(*, method: str = "fgsm", eps: str = "0.009", all_slices: bool = False, **values):
+    """The one ``core.attack_config.AttackConfig`` from the command line's values (strings lower-cased),
+    or a one-line error naming the bad value. ``all_slices`` scores slices without organs too."""
+    from core.attack_config import AttackConfig
 
-    return (
-        choice(mode, MODES, "mode"),
-        choice(target, TARGETS, "target"),
-        choice(empty, EMPTY_POLICIES, "empty-organ policy"),
-        choice(precision, PRECISIONS, "precision"),
-    )
-
-
-def attack_config(*, method: str, loss: str, eps: str, mode: str, target: str, steps: int, empty: str,
-                  all_slices: bool, seed: int = 0, precision: str = "fp32"):
-    """A checked ``core.evaluation.AttackConfig`` from the command line's strings."""
-    from core.attacks import METHODS
-    from core.evaluation import AttackConfig
-    from core.losses import LOSS_NAMES
-
-    method = choice(method, METHODS, "method")
-    loss = choice(loss, LOSS_NAMES, "loss")
-    mode, target, empty, precision = fgsm_options(mode=mode, target=target, empty=empty, precision=precision)
-    if steps < 1:
-        fail(f"--steps {steps} must be at least 1")
-    if mode == "paper" and method != "fgsm":
-        fail(f"--mode paper is the paper's FGSM formula; it does not apply to --method {method}")
-    try:
-        return AttackConfig(
-            method=method, loss=loss, eps=parse_eps(eps), mode=mode, target=target, steps=steps, empty=empty,
-            score="all" if all_slices else "nonempty", seed=seed, precision=precision,
-        )
-    except ValueError as exc:
-        fail(_one_line(exc))
+    values = {key: value.strip().lower() if isinstance(value, str) else value for key, value in values.items()}
+    return AttackConfig(method=method.strip().lower(), eps=parse_eps(eps), score="all" if all_slices else "nonempty",
+                        **values)
 
 
 def check_batch_size(batch_size: int) -> int:
@@ -205,11 +189,10 @@ class LoadedCheckpoint:
         return str(self.meta.get("title") or self.meta.get("model") or self.path.stem)
 
 
-def load_checkpoint(path: Path | None, device: str = "cpu", model_name: str | None = None) -> LoadedCheckpoint:
+def load_checkpoint(path: Path | None, device="auto", model_name: str | None = None) -> LoadedCheckpoint:
     """The checkpoint at ``path`` (None: the bundled demo checkpoint), or a one-line error.
 
     ``model_name`` names the registry model of foreign ``.pt`` / ``.pth`` / ``.bin`` weights."""
-    from core.checkpoints import CheckpointError
     from core.checkpoints import load_checkpoint as load
     from core.paths import demo_checkpoint
 
@@ -221,26 +204,11 @@ def load_checkpoint(path: Path | None, device: str = "cpu", model_name: str | No
     path = Path(path).expanduser()
     if not path.is_file():
         fail(f"checkpoint {str(path)!r} does not exist" if not path.exists() else f"checkpoint {str(path)!r} is not a file")
-    device = check_device(device)
-    try:
-        model, meta = load(path, device=device, model_name=model_name)
-    except CheckpointError as exc:
-        fail(_one_line(exc))  # its message names the file
-    except (OSError, ValueError, KeyError, RuntimeError) as exc:
-        fail(f"cannot load checkpoint {str(path)!r}: {_one_line(exc)}")
+    from core.devices import resolve_device
+
+    device = resolve_device(device) if isinstance(device, str) else device
+    model, meta = load(path, device=device, model_name=model_name)  # a CheckpointError names the file
     return LoadedCheckpoint(path, model, meta)
-
-
-def check_device(device: str) -> str:
-    import torch
-
-    try:
-        parsed = torch.device(device)
-    except RuntimeError:
-        fail(f"unknown --device {device!r}; use cpu, cuda or cuda:N")
-    if parsed.type == "cuda" and not torch.cuda.is_available():
-        fail(f"--device {device!r}: CUDA is not available on this machine")
-    return device
 
 
 def open_data(data: Path | None):
@@ -258,7 +226,7 @@ def open_data(data: Path | None):
         else:
             dataset = open_dataset(data)
     except (DataError, OSError) as exc:
-        fail(f"cannot read data {str(data) if data else 'demo'!r}: {_one_line(exc)}")
+        fail(f"cannot read data {str(data) if data else 'demo'!r}: {one_line(exc)}")
     if dataset.problems:
         err_console.print(
             f"note: {len(dataset.problems)} problem(s) in {dataset.root}, e.g. {dataset.problems[0]}",
@@ -268,43 +236,10 @@ def open_data(data: Path | None):
 
 
 def select_records(dataset, split: str, *, all_slices: bool = False, limit: int | None = None) -> list:
-    """The slices a command scores: a split by case (test by default), only slices with organs unless
-    ``all_slices`` (as the paper scored), and at most ``limit`` of them."""
-    from core.data import with_organs
+    """``core.data.select_slices`` for the command line's --split / --all-slices / --limit."""
+    from core.data import select_slices
 
-    split = choice(split, SPLITS, "split")
-    if limit is not None and limit < 1:
-        fail(f"--limit {limit} must be at least 1")
-    if split == "all":
-        records = list(dataset)
-    else:
-        train, test = dataset.split()
-        records = test if split == "test" else train
-    if not all_slices:
-        records = with_organs(records)
-    if not records:
-        what = "slices" if all_slices else "slices with organs"
-        fail(f"the {split} split of {str(dataset.root)!r} has no {what}")
-    return records[:limit] if limit else records
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc) or type(exc).__name__
-    if isinstance(exc, KeyError) and exc.args:
-        text = str(exc.args[0])
-    return " ".join(text.split())
-
-
-@contextmanager
-def user_errors() -> Iterator[None]:
-    """Bad data or a bad checkpoint met while a command runs: one line naming the file, no traceback."""
-    from core.checkpoints import CheckpointError
-    from core.data import DataError
-
-    try:
-        yield
-    except (DataError, CheckpointError) as exc:
-        fail(_one_line(exc))
+    return select_slices(dataset, split.strip().lower(), organs_only=not all_slices, limit=limit)
 
 
 @contextmanager
@@ -330,64 +265,3 @@ def check_outputs(**paths: Path | None) -> None:
     for option, path in paths.items():
         if path is not None and Path(path).expanduser().is_dir():
             fail(f"--{option.replace('_', '-')} {str(path)!r} is a folder; give a file name")
-
-
-def write_text_atomic(path: Path, text: str) -> Path:
-    """Write ``text`` to ``path`` via a temporary file and a rename, so a crash never leaves half a file."""
-    path = Path(path).expanduser()
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(handle, "w", encoding="utf-8", newline="") as stream:
-                stream.write(text)
-            os.replace(temporary, path)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
-    except OSError as exc:
-        fail(f"cannot write {str(path)!r}: {_one_line(exc)}")
-    return path
-
-
-def write_png(image, path: Path) -> Path:
-    """``segadv_tui.render.figures.save_png`` with a one-line error when the file cannot be written."""
-    from segadv_tui.render.figures import save_png
-
-    try:
-        return save_png(image, Path(path).expanduser())
-    except OSError as exc:
-        fail(f"cannot write {str(path)!r}: {_one_line(exc)}")
-
-
-def write_json(path: Path, payload: Any) -> Path:
-    return write_text_atomic(path, json.dumps(payload, indent=2, allow_nan=False, default=_json_default) + "\n")
-
-
-def write_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> Path:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(header)
-    writer.writerows([[_csv_cell(cell) for cell in row] for row in rows])
-    return write_text_atomic(path, buffer.getvalue())
-
-
-def _json_number(value: Any) -> float | None:
-    """A float for JSON: NaN (an undefined DSC or AS) becomes null, numpy scalars plain floats."""
-    value = float(value)
-    return None if math.isnan(value) else value
-
-
-def _csv_cell(cell: Any) -> Any:
-    if isinstance(cell, float) and math.isnan(cell):
-        return ""  # undefined (AS when DSC_clean is 0): an empty cell, as spreadsheets expect
-    return cell
-
-
-def _json_default(value: Any) -> Any:
-    if hasattr(value, "item"):  # numpy scalar
-        return _json_number(value) if isinstance(value.item(), float) else value.item()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"cannot write {type(value).__name__} as JSON")
-

@@ -14,12 +14,10 @@ import typer
 
 from segadv_tui.cli import app, console, fail
 from segadv_tui.cli._common import (
-    SPLITS,
     all_slices_option,
     batch_size_option,
     check_batch_size,
     checkpoint_option,
-    choice,
     data_option,
     device_option,
     empty_option,
@@ -28,9 +26,11 @@ from segadv_tui.cli._common import (
     method_option,
     mode_option,
     model_option,
+    organs_option,
     precision_option,
     seed_option,
     split_option,
+    step_size_option,
     steps_option,
     target_option,
 )
@@ -39,9 +39,12 @@ DEFAULT_OUT_DIR = Path("segadv-out")
 PAPER_LOSSES = "bce,focal+dice,focal"
 
 
-def _source_info(loaded, dataset, split: str, records) -> dict:
+def _source_info(loaded, dataset, split: str, records, device) -> dict:
     """Where the numbers come from, for the JSON files."""
+    from core.devices import describe_device
+
     return {
+        "device": describe_device(device),
         "checkpoint": str(loaded.path),
         "model": loaded.meta.get("model"),
         "title": loaded.title,
@@ -63,7 +66,9 @@ def attack(
     eps: str = typer.Option("0.009", "--eps", help="L-inf budget in pixel units ([0, 1] images); the paper used 0.009."),
     method: str = method_option(),
     steps: int = steps_option(),
+    step_size: Optional[float] = step_size_option(),
     seed: int = seed_option(),
+    organs: str = organs_option(),
     target: str = target_option(),
     mode: str = mode_option(),
     limit: Optional[int] = limit_option(),
@@ -76,31 +81,33 @@ def attack(
     csv_path: Optional[Path] = typer.Option(None, "--csv", help="Write one row per slice as CSV."),
 ) -> None:
     """Attack a checkpoint over a data split: DSC clean vs adversarial per organ, attack success, realised L-inf / L2."""
+    from core.devices import resolve_device
+    from core.files import write_csv, write_json
     from segadv_tui.cli._common import (
-        attack_config, check_outputs, load_checkpoint, open_data, progress_bar, select_records, user_errors, write_csv,
-        write_json,
+        attack_config, check_outputs, load_checkpoint, open_data, progress_bar, select_records,
     )
 
     config = attack_config(
-        method=method, loss=loss, eps=eps, mode=mode, target=target, steps=steps, empty=empty,
-        all_slices=all_slices, seed=seed, precision=precision,
+        method=method, loss=loss, eps=eps, mode=mode, target=target, steps=steps, step_size=step_size, empty=empty,
+        all_slices=all_slices, seed=seed, organs=organs, precision=precision,
     )
     check_batch_size(batch_size)
     check_outputs(json=json_path, csv=csv_path)
-    split = choice(split, SPLITS, "split")
+    device = resolve_device(device)
     loaded = load_checkpoint(checkpoint, device, model)
     dataset = open_data(data)
     records = select_records(dataset, split, all_slices=all_slices, limit=limit)
+    split = split.strip().lower()
 
     from core.evaluation import evaluate
 
-    with user_errors(), progress_bar(f"{config.method.upper()} {config.loss} eps {config.eps:g}") as progress:
+    with progress_bar(f"{config.method_label} eps {config.eps:g}") as progress:
         result = evaluate(
             loaded.model, records, loaded.img_size, config, batch_size=batch_size, device=device, progress=progress
         )
     console.print(_attack_table(result, loaded, split))
     if json_path is not None:
-        write_json(json_path, {"command": "attack", **_source_info(loaded, dataset, split, records), **result.to_dict()})
+        write_json(json_path, {"command": "attack", **_source_info(loaded, dataset, split, records, device), **result.to_dict()})
         console.print(f"wrote {json_path}", highlight=False, soft_wrap=True)
     if csv_path is not None:
         header, rows = attack_rows(result)
@@ -115,7 +122,7 @@ def _attack_table(result, loaded, split: str):
     from segadv_tui.render.tables import number
 
     config, summary = result.config, result.summary
-    title = f"{loaded.title}: {_method_label(config)}, {config.loss} loss, eps {config.eps:g}, target {config.target}"
+    title = f"{loaded.title}: {config.method_label}, {config.objective_label}, eps {config.eps:g}"
     table = Table(title=title, title_justify="left")
     table.add_column("organ")
     for column in ("DSC clean", "DSC adversarial", "attack success"):
@@ -138,13 +145,6 @@ def _attack_table(result, loaded, split: str):
     return table
 
 
-def _method_label(config) -> str:
-    """``FGSM (textbook)`` / ``BIM (10 steps)``: the mode matters only to FGSM, the steps only to the others."""
-    if config.method == "fgsm":
-        return f"FGSM ({config.mode})"
-    return f"{config.method.upper()} ({config.steps} steps)"
-
-
 def attack_rows(result) -> tuple[list[str], list[list]]:
     """One CSV row per slice: DSC clean / adversarial and AS per organ and mean, realised norms."""
     from core.organs import ORGANS
@@ -154,20 +154,13 @@ def attack_rows(result) -> tuple[list[str], list[list]]:
         header += [f"{prefix}_{organ}" for organ in ORGANS] + [f"{prefix}_mean"]
     header += ["linf", "l2", "zero_grad_fraction"]
     rows = []
-    for row in result.rows:
-        cells = [row.slice_id, int(row.has_organs), int(row.scored)]
-        for per_organ, mean in (
-            (row.dsc_clean, row.mean_clean), (row.dsc_adv, row.mean_adv), (row.attack_success, row.mean_attack_success),
-        ):
-            cells += [_cell(per_organ[organ]) for organ in ORGANS] + [_cell(mean)]
-        cells += [_cell(row.linf), _cell(row.l2), _cell(row.zero_grad_fraction)]
+    for row in (result_row.to_dict() for result_row in result.rows):
+        cells = [row["slice_id"], int(row["has_organs"]), int(row["scored"])]
+        for per_organ, mean in (("dsc_clean", "mean_clean"), ("dsc_adv", "mean_adv"), ("attack_success", "mean_attack_success")):
+            cells += [row[per_organ][organ] for organ in ORGANS] + [row[mean]]
+        cells += [row["linf"], row["l2"], row["zero_grad_fraction"]]
         rows.append(cells)
     return header, rows
-
-
-def _cell(value) -> float | str:
-    """A CSV cell: full precision (repr), empty where undefined."""
-    return "" if value is None else float(value)
 
 
 @app.command()
@@ -192,57 +185,55 @@ def sweep(
     png_path: Optional[Path] = typer.Option(None, "--png", help="Plot of DSC and AS against eps (default OUT_DIR/sweep.png)."),
 ) -> None:
     """FGSM DSC and attack success against eps, per loss: one gradient per slice and loss serves every eps."""
+    from core.devices import resolve_device
+    from core.files import write_csv, write_json, write_png
     from segadv_tui.cli._common import (
-        check_outputs, fgsm_options, load_checkpoint, open_data, parse_eps_list, parse_losses, progress_bar,
-        select_records, user_errors, write_csv, write_json, write_png,
+        attack_config, check_outputs, load_checkpoint, open_data, parse_eps_list, parse_losses, progress_bar,
+        select_records,
     )
     from segadv_tui.render.figures import sweep_plot
 
     eps_values = parse_eps_list(eps)
     loss_names = parse_losses(losses)
-    mode, target, empty, precision = fgsm_options(mode=mode, target=target, empty=empty, precision=precision)
+    config = attack_config(mode=mode, target=target, empty=empty, precision=precision, all_slices=all_slices)
     check_batch_size(batch_size)
     json_path = json_path or out_dir / "sweep.json"
     csv_path = csv_path or out_dir / "sweep.csv"
     png_path = png_path or out_dir / "sweep.png"
     check_outputs(json=json_path, csv=csv_path, png=png_path)
-    split = choice(split, SPLITS, "split")
+    device = resolve_device(device)
     loaded = load_checkpoint(checkpoint, device, model)
     dataset = open_data(data)
     records = select_records(dataset, split, all_slices=all_slices, limit=limit)
+    split = split.strip().lower()
 
     from core.evaluation import evaluate_sweep
 
-    with user_errors(), progress_bar(f"sweep {len(eps_values)} eps x {len(loss_names)} losses") as progress:
+    with progress_bar(f"sweep {len(eps_values)} eps x {len(loss_names)} losses") as progress:
         result = evaluate_sweep(
-            loaded.model, records, loaded.img_size, eps_values, loss_names, mode=mode, target=target, empty=empty,
-            score="all" if all_slices else "nonempty", batch_size=batch_size, device=device, precision=precision,
-            progress=progress,
+            loaded.model, records, loaded.img_size, eps_values, loss_names, config, batch_size=batch_size,
+            device=device, progress=progress,
         )
     console.print(_sweep_table(result, loaded))
 
-    write_json(json_path, {"command": "sweep", **_source_info(loaded, dataset, split, records), **result.to_dict()})
+    write_json(json_path, {"command": "sweep", **_source_info(loaded, dataset, split, records, device), **result.to_dict()})
     header, rows = sweep_rows(result)
     write_csv(csv_path, header, rows)
     from core.losses import LOSS_TITLES
 
     dsc = {
-        LOSS_TITLES[loss]: [_nan(result.entry(loss, e).summary.mean_adv) for e in result.eps_values] for loss in result.losses
+        LOSS_TITLES[loss]: [result.entry(loss, e).summary.mean_adv for e in result.eps_values] for loss in result.losses
     }
     success = {
-        LOSS_TITLES[loss]: [_nan(result.entry(loss, e).summary.mean_attack_success) for e in result.eps_values]
+        LOSS_TITLES[loss]: [result.entry(loss, e).summary.mean_attack_success for e in result.eps_values]
         for loss in result.losses
     }
     caption = (
-        f"{loaded.path.name}: {loaded.title}; FGSM {mode}, target {target}; {len(records)} {split} slices"
-        f"{'' if all_slices else ' with organs'}; empty organs: {empty}"
+        f"{loaded.path.name}: {loaded.title}; {config.method_label}, target {config.target}; {len(records)} {split} slices"
+        f"{'' if all_slices else ' with organs'}; empty organs: {config.empty}"
     )
-    write_png(sweep_plot(result.eps_values, dsc, success, caption=caption), png_path)
+    write_png(png_path, sweep_plot(result.eps_values, dsc, success, caption=caption))
     console.print(f"wrote {json_path}, {csv_path}, {png_path}", highlight=False, soft_wrap=True)
-
-
-def _nan(value) -> float:
-    return float("nan") if value is None else float(value)
 
 
 def _sweep_table(result, loaded):
@@ -253,7 +244,7 @@ def _sweep_table(result, loaded):
 
     first = result.entry(result.losses[0], result.eps_values[0]).summary
     table = Table(
-        title=f"FGSM ({result.mode}) sweep on {loaded.title}: mean DSC / attack success (clean DSC {number(first.mean_clean)})",
+        title=f"{result.config.method_label} sweep on {loaded.title}: mean DSC / attack success (clean DSC {number(first.mean_clean)})",
         title_justify="left",
     )
     table.add_column("eps", justify="right")
@@ -282,10 +273,10 @@ def sweep_rows(result) -> tuple[list[str], list[list]]:
     for entry in result.entries:
         s = entry.summary
         rows.append(
-            [entry.loss, entry.eps, _cell(s.mean_clean), _cell(s.mean_adv), _cell(s.mean_attack_success)]
-            + [_cell(s.dsc_adv[organ]) for organ in ORGANS]
-            + [_cell(s.attack_success[organ]) for organ in ORGANS]
-            + [_cell(s.linf_max), _cell(s.linf_mean), _cell(s.l2_mean), s.scored]
+            [entry.loss, entry.eps, s.mean_clean, s.mean_adv, s.mean_attack_success]
+            + [s.dsc_adv[organ] for organ in ORGANS]
+            + [s.attack_success[organ] for organ in ORGANS]
+            + [s.linf_max, s.linf_mean, s.l2_mean, s.scored]
         )
     return header, rows
 
@@ -298,7 +289,10 @@ def table(
     data: Optional[Path] = data_option(),
     split: str = split_option(),
     losses: str = typer.Option(PAPER_LOSSES, "--losses", help="Comma list of FGSM losses, one column each."),
-    eps: str = typer.Option("0.009", "--eps", help="FGSM budget (the paper: 0.009)."),
+    eps: str = typer.Option("0.009", "--eps", help="L-inf budget (the paper: 0.009)."),
+    method: str = method_option(),
+    steps: int = steps_option(),
+    seed: int = seed_option(),
     target: str = target_option(),
     mode: str = mode_option(),
     limit: Optional[int] = limit_option(),
@@ -311,47 +305,46 @@ def table(
     csv_path: Optional[Path] = typer.Option(None, "--csv", help="Write the table as CSV."),
     json_path: Optional[Path] = typer.Option(None, "--json", help="Write the table with per-organ summaries as JSON."),
 ) -> None:
-    """The paper's Table II: parameters, clean DSC and DSC after FGSM with each loss; the best attack in bold."""
+    """The paper's Table II: parameters, clean DSC and DSC after the attack (FGSM) with each loss; the best attack in bold."""
+    from core.devices import resolve_device
+    from core.files import write_csv, write_json, write_text
     from segadv_tui.cli._common import (
-        check_outputs, fgsm_options, load_checkpoint, open_data, parse_eps, parse_losses, progress_bar, select_records,
-        user_errors, write_csv, write_json, write_text_atomic,
+        attack_config, check_outputs, load_checkpoint, open_data, parse_losses, progress_bar, select_records,
     )
     from segadv_tui.render.tables import table_ii_table
 
-    eps_value = parse_eps(eps)
     loss_names = parse_losses(losses)
-    mode, target, empty, precision = fgsm_options(mode=mode, target=target, empty=empty, precision=precision)
+    config = attack_config(method=method, eps=eps, steps=steps, seed=seed, mode=mode, target=target, empty=empty,
+                           precision=precision, all_slices=all_slices)
     check_batch_size(batch_size)
     check_outputs(md=md_path, csv=csv_path, json=json_path)
-    split = choice(split, SPLITS, "split")
+    device = resolve_device(device)
     loaded = [load_checkpoint(path, device) for path in (checkpoints or [None])]
     dataset = open_data(data)
     records = select_records(dataset, split, all_slices=all_slices, limit=limit)
+    split = split.strip().lower()
 
+    from core.devices import describe_device
     from core.evaluation import table_ii
 
     models = [(item.path.name, item.model, item.meta) for item in loaded]
-    with user_errors(), progress_bar(f"Table II: {len(models)} model(s) x {len(loss_names)} losses") as progress:
-        result = table_ii(
-            models, records, loss_names, eps_value, mode=mode, target=target, empty=empty,
-            score="all" if all_slices else "nonempty", batch_size=batch_size, device=device, precision=precision,
-            progress=progress,
-        )
+    with progress_bar(f"Table II: {len(models)} model(s) x {len(loss_names)} losses") as progress:
+        result = table_ii(models, records, loss_names, config, batch_size=batch_size, device=device, progress=progress)
     caption = (
-        f"DSC before and after FGSM ({mode}) at eps {eps_value:g}, target {target}; {len(records)} {split} slices"
+        f"DSC before and after {config.method_label} at eps {config.eps:g}, target {config.target}; {len(records)} {split} slices"
         f"{'' if all_slices else ' with organs'} of {dataset.root}; lowest DSC (best attack) in bold."
     )
     formatted = table_ii_table(result, caption=caption)
     console.print(formatted.to_rich(title="Table II"))
     if md_path is not None:
-        write_text_atomic(md_path, formatted.to_markdown())
+        write_text(md_path, formatted.to_markdown())
         console.print(f"wrote {md_path}", highlight=False, soft_wrap=True)
     if csv_path is not None:
         write_csv(csv_path, *table_ii_csv(result, loaded))
         console.print(f"wrote {csv_path}", highlight=False, soft_wrap=True)
     if json_path is not None:
         payload = {
-            "command": "table", "data": str(dataset.root), "data_fingerprint": dataset.fingerprint(), "split": split,
+            "command": "table", "device": describe_device(device), "data": str(dataset.root), "data_fingerprint": dataset.fingerprint(), "split": split,
             "slices": len(records), "checkpoints": [str(item.path) for item in loaded], **result.to_dict(),
         }
         write_json(json_path, payload)
@@ -359,11 +352,11 @@ def table(
 
 
 def table_ii_csv(result, loaded) -> tuple[list[str], list[list]]:
-    header = ["model", "title", "checkpoint", "parameters", "dsc_clean"] + [f"dsc_fgsm_{loss}" for loss in result.losses]
+    header = ["model", "title", "checkpoint", "parameters", "dsc_clean"] + [f"dsc_{result.method}_{loss}" for loss in result.losses]
     header += ["best_loss"]
     rows = [
-        [item.meta.get("model"), row.title, str(item.path), row.params, _cell(row.dsc_clean)]
-        + [_cell(row.dsc_adv[loss]) for loss in result.losses]
+        [item.meta.get("model"), row.title, str(item.path), row.params, row.dsc_clean]
+        + [row.dsc_adv[loss] for loss in result.losses]
         + [row.best_loss or ""]
         for row, item in zip(result.rows, loaded)
     ]
@@ -382,7 +375,9 @@ def figure(
     eps: str = typer.Option("0.009", "--eps", help="L-inf budget in pixel units."),
     method: str = method_option(),
     steps: int = steps_option(),
+    step_size: Optional[float] = step_size_option(),
     seed: int = seed_option(),
+    organs: str = organs_option(),
     target: str = target_option(),
     mode: str = mode_option(),
     empty: str = empty_option(),
@@ -390,33 +385,35 @@ def figure(
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="PNG file; default segadv-out/figure-SLICE-METHOD-LOSS-epsEPS.png."),
 ) -> None:
     """A PNG like the paper's figures 5-8: input, adversarial input, perturbation, truth, predictions, differences."""
+    from core.devices import resolve_device
+    from core.files import write_png
     from segadv_tui.cli._common import (
-        attack_config, check_outputs, load_checkpoint, open_data, user_errors, write_png,
+        attack_config, check_outputs, load_checkpoint, open_data,
     )
-    from segadv_tui.render.figures import attack_figure
+    from segadv_tui.render.figures import AttackPanels, attack_figure
     from segadv_tui.render.tables import number
 
     config = attack_config(
-        method=method, loss=loss, eps=eps, mode=mode, target=target, steps=steps, empty=empty, all_slices=True,
-        seed=seed,
+        method=method, loss=loss, eps=eps, mode=mode, target=target, steps=steps, step_size=step_size, empty=empty,
+        all_slices=True, seed=seed, organs=organs,
     )
     check_outputs(out=out)
+    device = resolve_device(device)
     loaded = load_checkpoint(checkpoint, device, model)
     dataset = open_data(data)
     record = _find_slice(dataset, slice_id)
 
-    with user_errors():
-        panels, mean_clean, mean_adv, success, linf = _attack_figure_panels(
-            loaded.model, record, loaded.img_size, config, device
-        )
+    result = _attack_one_slice(loaded.model, record, loaded.img_size, config, device)
+    mean_clean, mean_adv, success, linf = result.mean_clean, result.mean_adv, result.mean_attack_success, result.linf
     caption = (
-        f"{loaded.path.name}: {loaded.title} | slice {record.id} | {_method_label(config)}, {config.loss} loss | "
-        f"eps {config.eps:g} | target {config.target} | "
+        f"{loaded.path.name}: {loaded.title} | slice {record.id} | {config.method_label}, {config.objective_label} | "
+        f"eps {config.eps:g} | "
         f"DSC {number(mean_clean, 3)} -> {number(mean_adv, 3)} | AS {number(success, 3)} | realised L-inf {number(linf)}"
     )
+    panels = AttackPanels.from_result(result)
     image = attack_figure(panels, caption)
     out = out or DEFAULT_OUT_DIR / f"figure-{record.id}-{config.method}-{config.loss}-eps{config.eps:g}.png"
-    write_png(image, out)
+    write_png(out, image)
     console.print(
         f"wrote {out} ({image.width} x {image.height}): slice {record.id}, mean DSC {number(mean_clean)} -> "
         f"{number(mean_adv)}, AS {number(success)}, realised L-inf {number(linf)}",
@@ -424,28 +421,17 @@ def figure(
     )
 
 
-def _attack_figure_panels(model, record, img_size: int, config, device: str):
-    """The figure's pictures and scores: one slice attacked by ``core.evaluation.attack_slice``.
-    Returns (panels, mean DSC clean, mean DSC adversarial, mean attack success, realised L-inf)."""
+def _attack_one_slice(model, record, img_size: int, config, device):
+    """One slice attacked by ``core.evaluation.attack_slice``: its ``SliceResult`` with the pictures."""
     import torch
 
     from core.data import load_slice
     from core.evaluation import attack_slice
-    from segadv_tui.render.figures import AttackPanels
 
     image_np, masks_np = load_slice(record, img_size)
     image = torch.from_numpy(image_np)[None, None].to(device)
     truth = torch.from_numpy(masks_np)[None].float().to(device)
-    attacked = attack_slice(model, image, truth, config)
-    mean_clean, mean_adv = float(attacked.mean_clean[0]), float(attacked.mean_adv[0])
-    linf = float(attacked.linf[0])
-    panels = AttackPanels(
-        image=image_np, adversarial=attacked.adversarial[0, 0].cpu().numpy(), truth=masks_np,
-        clean_prediction=attacked.clean_pred[0].numpy(), adversarial_prediction=attacked.adv_pred[0].numpy(),
-        # Scale by the realised L-inf when it exceeds eps (the paper's mode reaches up to 2 eps).
-        eps=max(config.eps, linf) or None, dsc_clean=mean_clean, dsc_adv=mean_adv,
-    )
-    return panels, mean_clean, mean_adv, float(attacked.mean_attack_success[0]), linf
+    return attack_slice(model, image, truth, config, ids=[record.id], pictures=True)[0]
 
 
 def _find_slice(dataset, slice_id: str | None):

@@ -11,50 +11,54 @@ import typer
 
 from segadv_tui.cli import app, console, err_console, fail
 
-MODEL_NAMES = ("vgg", "resnext", "effb7", "effb7pp", "small")
-
 
 @app.command()
 def train(
-    model: str = typer.Option(..., "--model", "-m", help=f"Registry model: {', '.join(MODEL_NAMES)}."),
+    model: str = typer.Option(..., "--model", "-m", help="Registry model (`segadv info` lists them), e.g. resnext or effb7pp."),
     data: Optional[Path] = typer.Option(None, "--data", help="Kaggle-layout folder (train.csv, train/); default: the built-in demo data."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Best checkpoint (.safetensors); default runs/MODEL.safetensors."),
     encoder_weights: str = typer.Option("imagenet", "--encoder-weights", help="imagenet (as the paper; downloads) or none."),
     epochs: int = typer.Option(15, "--epochs", help="Epochs."),
     batch_size: int = typer.Option(64, "--batch-size", help="Global batch size (split over DDP processes)."),
     lr: float = typer.Option(3e-4, "--lr", help="AdamW learning rate (cosine annealed per iteration)."),
+    schedule: str = typer.Option("run", "--schedule", help="Cosine annealing over the whole run down to 0 (run), or the paper's T_max 7081 with eta_min 5e-6 (paper)."),
     weight_decay: float = typer.Option(1e-3, "--weight-decay", help="AdamW weight decay."),
     img_size: int = typer.Option(224, "--img-size", help="Slices are resized to this square size (multiple of 32)."),
     patience: int = typer.Option(5, "--patience", help="Stop after this many epochs without a better validation DSC; 0: never."),
     no_augment: bool = typer.Option(False, "--no-augment", help="Train without shift / scale / elastic augmentation."),
     batch_dice: bool = typer.Option(False, "--batch-dice", help="Dice over the whole batch per organ (punishes false positives on slices without the organ); the paper's is per slice."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+    device: str = typer.Option("auto", "--device", help="auto (CUDA when available, else CPU), cpu, cuda or cuda:N; under torchrun each process takes its own GPU."),
     workers: int = typer.Option(2, "--workers", help="Data-loading worker processes."),
     seed: int = typer.Option(0, "--seed", help="Random seed."),
     limit_slices: Optional[int] = typer.Option(None, "--limit-slices", help="Use at most this many training (and validation) slices."),
     resume: Optional[Path] = typer.Option(None, "--resume", help="Continue from a *.resume.pt written by an earlier run."),
     fp16_weights: bool = typer.Option(False, "--fp16-weights", help="Store the checkpoint's weights in fp16 (half the size)."),
+    log_every: int = typer.Option(10, "--log-every", help="Report the loss every N steps (each report waits for the GPU)."),
+    dist_timeout: float = typer.Option(600.0, "--dist-timeout", help="Seconds a torchrun process waits for the others (rank 0 validates alone) before it gives up."),
 ) -> None:
     """Train a model of the paper (AdamW, cosine annealing, Dice + Focal loss, early stopping)."""
-    from segadv_tui.cli._common import choice
-
-    model = choice(model, MODEL_NAMES, "model")
-    encoder_weights = choice(encoder_weights, ("imagenet", "none"), "encoder weights")
     if data is not None and not Path(data).expanduser().is_dir():
         fail(f"--data {str(data)!r} is not a folder")
     if resume is not None and not Path(resume).expanduser().is_file():
         fail(f"--resume {str(resume)!r} does not exist")
 
-    from core.checkpoints import CheckpointError
-    from core.data import DataError
-    from core.training import TrainConfig, TrainingError, TrainingInterrupted
+    from core.errors import SegadvError, check_choice
+    from core.models import REGISTRY
+    from core.training import ENCODER_WEIGHTS, SCHEDULES, TrainConfig, TrainingInterrupted
     from core.training import train as run_training
 
+    try:
+        check_choice(model, REGISTRY, "model")
+        check_choice(encoder_weights, ENCODER_WEIGHTS, "encoder weights")
+        check_choice(schedule, SCHEDULES, "schedule")
+    except SegadvError as exc:
+        fail(str(exc))
     config = TrainConfig(
         model=model, data=Path(data).expanduser() if data else None, out=out, encoder_weights=encoder_weights,
         epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, img_size=img_size, patience=patience,
         augment=not no_augment, batch_dice=batch_dice, device=device, workers=workers, seed=seed, limit_slices=limit_slices,
-        resume=Path(resume).expanduser() if resume else None, fp16_weights=fp16_weights,
+        resume=Path(resume).expanduser() if resume else None, fp16_weights=fp16_weights, schedule=schedule,
+        log_every=log_every, dist_timeout_s=dist_timeout,
     )
     with _TrainingProgress() as progress:
         try:
@@ -62,7 +66,7 @@ def train(
         except TrainingInterrupted as exc:
             progress.stop()
             fail(f"interrupted; resume with: {_resume_command(exc.resume_path)}", code=130)
-        except (TrainingError, CheckpointError, DataError) as exc:
+        except SegadvError as exc:  # bad data, checkpoint, device or option: one line
             progress.stop()
             fail(str(exc))
     if not result.is_main:
@@ -144,10 +148,8 @@ class _TrainingProgress:
                 f"epoch {event.epoch}/{event.epochs}", total=event.steps, loss="-", lr="-", speed="-",
             )
         elif isinstance(event, Step) and self.task is not None:
-            self.bars.update(
-                self.task, completed=event.step, loss=f"{event.loss:.4f}", lr=f"{event.lr:.2e}",
-                speed=f"{event.images_per_s:.1f}",
-            )
+            reported = {} if event.loss is None else {"loss": f"{event.loss:.4f}", "speed": f"{event.images_per_s:.1f}"}
+            self.bars.update(self.task, completed=event.step, lr=f"{event.lr:.2e}", **reported)
         elif isinstance(event, EpochEnd):
             organs = "  ".join(f"{organ} {event.val_dsc[organ]:.4f}" for organ in ORGANS)
             saved = f"  [green]best, saved to {event.saved}[/]" if event.saved else ""

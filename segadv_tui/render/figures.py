@@ -7,10 +7,7 @@ colours of the terminal views. The CLI's ``figure`` / ``sweep`` commands and the
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -59,6 +56,18 @@ class AttackPanels:
     eps: float | None = None
     dsc_clean: float | None = None
     dsc_adv: float | None = None
+
+    @classmethod
+    def from_result(cls, result, eps: float | None = None) -> "AttackPanels":
+        """The panels of a ``core.results.SliceResult`` that carries its pictures. The perturbation is
+        scaled by ``eps``, or by the realised L-inf where that is larger (the paper's mode reaches 2 eps)."""
+        pictures = result.pictures
+        scale = max(result.eps if eps is None else eps, result.linf) or None
+        return cls(
+            image=pictures.image, adversarial=pictures.adversarial, truth=pictures.reference,
+            clean_prediction=pictures.clean_prediction, adversarial_prediction=pictures.adversarial_prediction,
+            eps=scale, dsc_clean=result.mean_clean, dsc_adv=result.mean_adv,
+        )
 
     def scenes(self, visible: tuple[bool, ...] = ALL_ORGANS) -> dict[str, Scene]:
         """Every picture of the attack as a Scene (``imagery.compose`` draws it at any size).
@@ -320,7 +329,7 @@ def sweep_plot(
 ) -> Image.Image:
     """Mean DSC against eps, one line per loss; with ``attack_success`` a second chart beside it.
 
-    Missing values (NaN) leave a gap in the line.
+    Missing values (None or NaN) leave a gap in the line.
     """
     charts = [line_chart(eps, dsc, title="Mean DSC after the attack", x_label="eps", y_label="mean DSC", y_range=(0.0, 1.0))]
     if attack_success is not None:
@@ -346,18 +355,3 @@ def sweep_plot(
         draw.text((PAD, y), line, fill=INK, font=caption_font)
         y += 20
     return figure
-
-
-def save_png(image: Image.Image, path: str | os.PathLike) -> Path:
-    """Write ``image`` as PNG atomically (temporary file in the same folder, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            image.save(stream, format="PNG")
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return path

@@ -21,7 +21,6 @@ from functools import lru_cache
 
 import numpy as np
 from rich.color import Color
-from rich.console import Console, ConsoleOptions, RenderResult
 from rich.segment import Segment
 from rich.style import Style
 from textual.strip import Strip
@@ -102,19 +101,3 @@ def render_strips(rgb: np.ndarray, max_cols: int, max_rows: int, background: Sty
     strips.extend([blank] * (max_rows - len(strips)))
     return strips
 
-
-class HalfBlockImage:
-    """A Rich renderable: the picture at ``cols`` cells wide (default: the console width), aspect kept."""
-
-    def __init__(self, rgb: np.ndarray, cols: int | None = None, max_rows: int | None = None):
-        self.rgb = np.asarray(rgb, dtype=np.uint8)
-        self.cols = cols
-        self.max_rows = max_rows
-
-    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
-        max_cols = min(self.cols or options.max_width, options.max_width)
-        max_rows = self.max_rows or max(1, (self.rgb.shape[0] * max_cols) // (2 * max(1, self.rgb.shape[1])) + 1)
-        cols, rows = fit_cells(self.rgb.shape[0], self.rgb.shape[1], max_cols, max_rows)
-        for line in cell_rows(self.rgb, cols, rows):
-            yield from line
-            yield Segment.line()

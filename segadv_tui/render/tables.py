@@ -13,9 +13,13 @@ from core.names import LOSS_TITLES
 from core.organs import ORGAN_TITLES, ORGANS
 
 
+# A missing number in a table; JSON holds null and CSV an empty cell (``core.files``).
+MISSING = "n/a"
+
+
 def number(value: float | None, digits: int = 4) -> str:
     """A table cell: ``value`` to ``digits`` decimals, "n/a" where undefined (None, NaN, inf)."""
-    return "n/a" if value is None or not math.isfinite(value) else f"{value:.{digits}f}"
+    return MISSING if value is None or not math.isfinite(value) else f"{value:.{digits}f}"
 
 
 def format_score(value: float | None) -> str:
@@ -56,7 +60,7 @@ class Table:
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
         writer.writerow(self.headers)
-        writer.writerows(self.rows)
+        writer.writerows([("" if cell == MISSING else cell) for cell in row] for row in self.rows)
         return buffer.getvalue()
 
     def to_markdown(self) -> str:
@@ -76,14 +80,16 @@ class Table:
 
 
 def scores_table(frame) -> Table:
-    """The Scores panel of ``frame`` (``segadv_tui.explorer.Frame``): per organ and mean, DSC clean /
+    """The Scores panel of ``frame`` (``segadv_tui.settings.Frame``): per organ and mean, DSC clean /
     adversarial and AS."""
+    result = frame.result
+    success = result.attack_success
     rows = [
-        (ORGAN_TITLES[organ], number(frame.dsc_clean[i]), number(frame.dsc_adv[i]), number(frame.attack_success[i]))
+        (ORGAN_TITLES[organ], number(result.dsc_clean[i]), number(result.dsc_adv[i]), number(success[i]))
         for i, organ in enumerate(ORGANS)
     ]
-    rows.append(("Mean", number(frame.mean_clean), number(frame.mean_adv), number(frame.mean_attack_success)))
-    title = f"{frame.slice_id}, {frame.settings.label}, L-inf {frame.linf:.4f}, L2 {frame.l2:.4f}"
+    rows.append(("Mean", number(result.mean_clean), number(result.mean_adv), number(result.mean_attack_success)))
+    title = f"{frame.slice_id}, {frame.config.label}, L-inf {result.linf:.4f}, L2 {result.l2:.4f}"
     return Table(title, ("Organ", "DSC clean", "DSC adv", "AS"), tuple(rows))
 
 
@@ -91,24 +97,24 @@ def table_ii_table(table, *, title: str = "", caption: str = "", with_success: b
     """``core.evaluation.TableII`` in the paper's layout: model, parameters, clean DSC, then the DSC after
     the attack per loss (``with_success``: and its attack success). The best attack, the lowest DSC, is in
     bold: every loss that ties for it (an arbitrary pick would claim a difference there is none)."""
-    method = table.method.upper()
+    method = table.config.entry.title
     headers = ("Model", "Parameters", "Normal", *(f"{method} {LOSS_TITLES[loss]}" for loss in table.losses))
     titles = [row.title for row in table.rows]
     rows, bold = [], []
     for row in table.rows:
         # Two checkpoints of one architecture would share a title: name the files to tell them apart.
         name = row.title if titles.count(row.title) == 1 else f"{row.title} ({row.label})"
-        cells = [_adversarial_cell(row.dsc_clean, row.dsc_adv[loss], with_success) for loss in table.losses]
+        success = row.attack_success
+        cells = [_adversarial_cell(row.dsc_adv[loss], success[loss], with_success) for loss in table.losses]
         rows.append((name, f"{row.params / 1e6:.2f}M", number(row.dsc_clean), *cells))
         lowest = _lowest(row.dsc_adv[loss] for loss in table.losses)
         bold.append(frozenset(3 + i for i, loss in enumerate(table.losses) if lowest is not None and row.dsc_adv[loss] == lowest))
     return Table(title, headers, tuple(rows), tuple(bold), caption)
 
 
-def _adversarial_cell(clean: float | None, adv: float | None, with_success: bool) -> str:
+def _adversarial_cell(adv: float | None, success: float | None, with_success: bool) -> str:
     if not with_success or adv is None:
         return number(adv)
-    success = (clean - adv) / clean if clean else None
     return f"{adv:.4f} (AS {number(success, 3)})"
 
 
@@ -119,12 +125,8 @@ def _lowest(values) -> float | None:
 
 def save_tables(table: Table, stem: Path) -> list[Path]:
     """Write ``stem``.csv and ``stem``.md (each atomically); returns both paths."""
-    from core.checkpoints import atomic_write  # torch: only when saving
+    from core.files import write_text
 
     stem = Path(stem)
-    paths = []
-    for suffix, text in ((".csv", table.to_csv()), (".md", table.to_markdown())):
-        path = stem.with_name(stem.name + suffix)
-        atomic_write(path, lambda temp, text=text: temp.write_text(text, encoding="utf-8"))
-        paths.append(path)
-    return paths
+    return [write_text(stem.with_name(stem.name + suffix), text)
+            for suffix, text in ((".csv", table.to_csv()), (".md", table.to_markdown()))]

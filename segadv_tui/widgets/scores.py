@@ -11,7 +11,7 @@ from textual.widget import Widget
 from textual.widgets import DataTable, Static
 
 from core.organs import ORGAN_TITLES, ORGANS
-from segadv_tui.settings import Curve, Frame
+from segadv_tui.settings import Curve, Frame, LiveStep
 from segadv_tui.render.tables import format_score
 
 BARS = " ▁▂▃▄▅▆▇█"
@@ -33,11 +33,11 @@ class ScoresTable(DataTable):
         for row in ROWS:
             self.add_row(ROW_TITLES[row], *(Text("…", justify="right"),) * 3, key=row)
 
-    def show(self, frame: Frame) -> None:
-        values = {
-            organ: (frame.dsc_clean[i], frame.dsc_adv[i], frame.attack_success[i]) for i, organ in enumerate(ORGANS)
-        }
-        values["mean"] = (frame.mean_clean, frame.mean_adv, frame.mean_attack_success)
+    def show(self, frame: Frame | LiveStep) -> None:
+        result = frame.result
+        success = result.attack_success
+        values = {organ: (result.dsc_clean[i], result.dsc_adv[i], success[i]) for i, organ in enumerate(ORGANS)}
+        values["mean"] = (result.mean_clean, result.mean_adv, result.mean_attack_success)
         for row, (clean, adv, success) in values.items():
             for column, value in (("clean", clean), ("adv", adv), ("as", success)):
                 self.update_cell(row, column, Text(format_score(value), justify="right"))
@@ -103,7 +103,7 @@ class ScoresPanel(Vertical):
 
     DEFAULT_CSS = """
     ScoresPanel { height: 1fr; }
-    ScoresPanel #scores-status { height: 1; color: $text-muted; padding: 0 1; }
+    ScoresPanel #scores-status, ScoresPanel #scores-live { height: 1; color: $text-muted; padding: 0 1; }
     """
 
     def __init__(self, show_timings: bool = True, **kwargs):
@@ -113,10 +113,47 @@ class ScoresPanel(Vertical):
     def compose(self) -> ComposeResult:
         yield ScoresTable(id="scores-table")
         yield Static("", id="scores-status")
+        yield Static("", id="scores-live")
 
     def show(self, frame: Frame) -> None:
         self.query_one(ScoresTable).show(frame)
         step = f"step {frame.seconds * 1000:.0f} ms" if self.show_timings else "step –"
         self.query_one("#scores-status", Static).update(
-            f"eps {frame.settings.eps:.3f} · L∞ {frame.linf:.4f} · L2 {frame.l2:.2f} · {step}", layout=False
+            f"eps {frame.config.eps:.3f} · L∞ {frame.result.linf:.4f} · L2 {frame.result.l2:.2f} · {step}", layout=False
         )
+
+    def show_live(self, live: LiveStep) -> None:
+        """An iterative attack in progress: its iterate's scores, and per-step sparklines of mean DSC and loss."""
+        self.query_one(ScoresTable).show(live)
+        self.show_live_line(live)
+
+    def show_live_line(self, live: LiveStep) -> None:
+        line = self.query_one("#scores-live", Static)
+        line.update(live_line(live, line.content_size.width or 46), layout=False)
+
+    def clear_live(self) -> None:
+        self.query_one("#scores-live", Static).update("", layout=False)
+
+
+SPARKS = "▁▂▃▄▅▆▇█"
+
+
+def sparkline(values, width: int = 24) -> str:
+    """The last ``width`` values as block characters, scaled to their own range (a flat run is mid-height)."""
+    values = [v for v in values if math.isfinite(v)][-width:]
+    if not values:
+        return ""
+    low, high = min(values), max(values)
+    if high - low < 1e-12:
+        return SPARKS[3] * len(values)
+    return "".join(SPARKS[round((v - low) / (high - low) * (len(SPARKS) - 1))] for v in values)
+
+
+def live_line(live: LiveStep, width: int = 80) -> str:
+    """``PGD 4/10 1.3s DSC ▇▆▅▄ 0.612 loss ▁▃▅▆``: where an iterative run is and how it went, the two
+    per-step sparklines sharing what ``width`` leaves."""
+    dsc = live.mean_dsc[-1] if live.mean_dsc else float("nan")
+    head = f"{live.config.entry.title} {live.step}/{live.steps} {live.seconds:.1f}s DSC "
+    middle = f" {format_score(dsc)} loss "
+    room = max(2, (width - len(head) - len(middle)) // 2)
+    return f"{head}{sparkline(live.mean_dsc, room)}{middle}{sparkline(live.loss, room)}"

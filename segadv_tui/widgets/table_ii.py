@@ -15,24 +15,21 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, ProgressBar, Static
 from textual.worker import Worker, WorkerState, get_current_worker
 
+from core.errors import SegadvError
+from core.attack_config import AttackConfig
 from core.names import LOSS_NAMES
-from segadv_tui.explorer import AttackSettings, attack_config
 from segadv_tui.messages import Progressed, TableIIFinished
 from segadv_tui.render.tables import Table, table_ii_table
 
 
-def run_table_ii(models, records, settings: AttackSettings, losses, *, device, progress, should_stop):
-    """``core.evaluation.table_ii`` with the explorer's attack settings, for each (label, model, meta)."""
-    from core.evaluation import table_ii
+def run_table_ii(models, records, settings: AttackConfig, losses, *, device, progress, should_stop):
+    """``core.evaluation.table_ii`` with the explorer's attack, for each (label, model, meta)."""
+    from core.evaluation import table_ii  # torch: in the worker, never on the UI thread
 
-    config = attack_config(settings)
-    return table_ii(
-        models, records, losses, config.eps, method=config.method, steps=config.steps, mode=config.mode,
-        target=config.target, empty=config.empty, device=device, progress=progress, should_stop=should_stop,
-    )
+    return table_ii(models, records, losses, settings, device=device, progress=progress, should_stop=should_stop)
 
 
-def as_table(result, settings: AttackSettings, slices: int) -> Table:
+def as_table(result, settings: AttackConfig, slices: int) -> Table:
     """The paper's layout, with each attack's success next to its DSC."""
     title = f"Table II: mean DSC over {slices} test slices with organs, {settings.label}"
     return table_ii_table(result, title=title, with_success=True)
@@ -94,7 +91,7 @@ class TableIIScreen(Screen):
         return any(w.group == "table2" and w.is_running for w in self.workers)
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="table2", name="Table II")
-    def _run(self, models, records, settings: AttackSettings) -> None:
+    def _run(self, models, records, settings: AttackConfig) -> None:
         from core.attacks import AttackCancelled
 
         worker = get_current_worker()
@@ -127,7 +124,7 @@ class TableIIScreen(Screen):
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         if event.worker.group == "table2" and event.state == WorkerState.ERROR:
             self.query_one("#table2-status", Static).update("failed")
-            self.notify(f"Table II failed: {event.worker.error}", severity="error", timeout=10)
+            self.explorer_app.report_worker_error("Table II", event.worker.error)
             event.stop()
 
     def action_cancel(self) -> None:
@@ -150,7 +147,7 @@ class TableIIScreen(Screen):
         stem = self.explorer_app.export_dir / f"table_ii_{self.settings.method}_eps{self.settings.eps:.3f}"
         try:
             paths = save_tables(self.table, stem)
-        except OSError as exc:
-            self.notify(f"Could not export: {exc}", severity="error")
+        except SegadvError as exc:  # the message names the file
+            self.notify(f"Could not export: {exc}", severity="error", markup=False)
             return
         self.notify("Saved " + ", ".join(str(p) for p in paths))

@@ -1,0 +1,175 @@
+"""Every file segadv writes, written one way: atomically, with the permissions of an ordinary new file.
+
+The bytes go to a temporary file beside the target, are fsynced, and the temporary is renamed over the
+target, so a crash leaves the old file or the new one, never half of one. The temporary is created with
+mode 0o666 and the kernel applies the user's umask (0644 under umask 022), as ``open(path, "w")``
+would; ``tempfile.mkstemp`` makes 0600 files that nobody else on a shared GPU box could read. A file
+that is replaced keeps its own permissions, again as ``open(path, "w")`` would.
+
+Also here: the JSON and CSV forms of a missing number (NaN or None: ``null``, an empty cell); tables
+show it as "n/a" (``segadv_tui.render.tables.number``). No torch: the front ends import this at start-up.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import secrets
+import stat
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from core.errors import SegadvError
+
+_TEMP_ATTEMPTS = 100
+
+
+class WriteError(SegadvError, OSError):
+    """A file segadv cannot write (no such folder, no permission, disk full); the message names it.
+
+    Also an ``OSError``, so code that handles file-system errors in general still sees it."""
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -> Path:
+    """Create or replace ``path`` with what ``write(stream)`` writes to a binary stream; returns the path.
+
+    An ``OSError`` on the way (the folder, the temporary, the writing, the rename) becomes a
+    ``WriteError`` naming ``path``; any other exception from ``write`` passes through. Either way no
+    temporary file is left behind and an existing ``path`` is untouched.
+    """
+    path = Path(path).expanduser()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temp, stream = _create_temporary(path)
+    except OSError as exc:
+        raise _write_error(path, exc) from exc
+    try:
+        with stream:
+            write(stream)
+            stream.flush()
+            os.fsync(stream.fileno())
+        _keep_mode_of(path, temp)
+        os.replace(temp, path)
+    except BaseException as exc:
+        temp.unlink(missing_ok=True)
+        if isinstance(exc, OSError) and not isinstance(exc, WriteError):
+            raise _write_error(path, exc) from exc
+        raise
+    _fsync_folder(path.parent)
+    return path
+
+
+def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    return atomic_write(path, lambda stream: stream.write(data))
+
+
+def write_text(path: str | os.PathLike, text: str) -> Path:
+    """``text`` as UTF-8, line endings as given (no translation)."""
+    return write_bytes(path, text.encode("utf-8"))
+
+
+def write_json(path: str | os.PathLike, payload: Any) -> Path:
+    """``payload`` as indented JSON: NaN and None as null, numpy scalars and arrays as numbers, paths as text."""
+    return write_text(path, json.dumps(json_ready(payload), indent=2, allow_nan=False) + "\n")
+
+
+def write_csv(path: str | os.PathLike, header: Sequence[str], rows: Iterable[Sequence[Any]]) -> Path:
+    """A header and rows as CSV; missing numbers (NaN, None) as empty cells, floats at full precision."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows([csv_cell(cell) for cell in row] for row in rows)
+    return write_text(path, buffer.getvalue())
+
+
+def write_png(path: str | os.PathLike, image) -> Path:
+    """A Pillow image as PNG."""
+    return atomic_write(path, lambda stream: image.save(stream, format="PNG"))
+
+
+# --- missing numbers ------------------------------------------------------------------------------
+
+
+def json_number(value: Any) -> float | None:
+    """A score for JSON: a plain float, or None (null) where it is undefined (None, NaN, inf)."""
+    if value is None:
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def csv_cell(value: Any) -> Any:
+    """A CSV cell: an empty cell where a number is undefined (None, NaN, inf), as spreadsheets expect;
+    numpy scalars as plain numbers; anything else as it is."""
+    if value is None:
+        return ""
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):  # numpy scalar
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return ""
+    return value
+
+
+def json_ready(value: Any) -> Any:
+    """``value`` with every float finite or None, numpy values as Python ones, paths as strings, tuples as
+    lists; anything JSON cannot hold raises ``TypeError`` (a bug in the caller, not bad input)."""
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, float):
+        return json_number(value)
+    if isinstance(value, Mapping):
+        return {key: json_ready(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_ready(item) for item in value]
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if hasattr(value, "tolist"):  # numpy scalar or array
+        return json_ready(value.tolist())
+    raise TypeError(f"cannot write {type(value).__name__} as JSON")
+
+
+# --- internals ------------------------------------------------------------------------------------
+
+
+def _create_temporary(path: Path) -> tuple[Path, BinaryIO]:
+    """A new hidden file beside ``path``, created with mode 0o666 less the umask (the kernel applies it)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    for _ in range(_TEMP_ATTEMPTS):
+        temp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+        try:
+            fd = os.open(temp, flags, 0o666)
+        except FileExistsError:
+            continue
+        return temp, os.fdopen(fd, "wb")
+    raise FileExistsError(f"no free temporary name beside {path} after {_TEMP_ATTEMPTS} tries")
+
+
+def _keep_mode_of(path: Path, temp: Path) -> None:
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except FileNotFoundError:
+        return
+    os.chmod(temp, mode)
+
+
+def _write_error(path: Path, exc: OSError) -> WriteError:
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    return WriteError(f"cannot write {str(path)!r}: {reason}")
+
+
+def _fsync_folder(folder: Path) -> None:
+    # Makes the rename itself durable; not possible on every platform (e.g. Windows), so best effort.
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

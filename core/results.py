@@ -1,0 +1,110 @@
+"""The one per-slice result of an attack, and the scores derived from it, without torch.
+
+``SliceResult`` travels the whole way: ``core.evaluation`` makes them, the CLI
+writes their JSON / CSV forms, the explorer shows one per frame. A new score is a field here.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+
+from core.files import json_number
+from core.organs import ORGANS
+
+
+def nanmean(values: np.ndarray, axis: int) -> np.ndarray:
+    """Mean ignoring NaN; all-NaN gives NaN without numpy's RuntimeWarning."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", category=RuntimeWarning)
+        return np.nanmean(values, axis=axis)
+
+
+def mean_dsc(per_organ) -> np.ndarray:
+    """Mean DSC over organs of each slice, (N,); skipped (NaN) organs are left out, all skipped is NaN."""
+    values = np.asarray(per_organ, dtype=np.float64)
+    if values.ndim != 2:
+        raise ValueError(f"expected per-organ scores of shape (N, organs), got {values.shape}")
+    return nanmean(values, axis=1)
+
+
+def attack_success(dsc_clean, dsc_adv) -> np.ndarray:
+    """AS = (DSC_clean - DSC_adv) / DSC_clean, elementwise; NaN where DSC_clean is 0 or NaN (undefined)."""
+    clean = np.asarray(dsc_clean, dtype=np.float64)
+    adv = np.asarray(dsc_adv, dtype=np.float64)
+    defined = np.isfinite(clean) & (clean != 0)
+    safe_clean = np.where(defined, clean, 1.0)
+    return np.where(defined, (clean - adv) / safe_clean, np.nan)
+
+
+def organ_dict(values) -> dict[str, float | None] | None:
+    """Per-organ values as ``{organ: number or None}`` (None stays None: not measured)."""
+    if values is None:
+        return None
+    return {organ: json_number(v) for organ, v in zip(ORGANS, values)}
+
+
+@dataclass(frozen=True)
+class SlicePictures:
+    """What a slice's attack looks like, at model resolution (numpy): for the explorer and figures.
+
+    image / adversarial: float32 (S, S) in [0, 1]; clean_prediction / adversarial_prediction: bool (3, S, S);
+    reference: bool (3, S, S), the ground truth or, without one, the clean prediction."""
+
+    image: np.ndarray
+    adversarial: np.ndarray
+    clean_prediction: np.ndarray
+    adversarial_prediction: np.ndarray
+    reference: np.ndarray
+    has_truth: bool
+
+
+@dataclass(frozen=True)
+class SliceResult:
+    """One slice attacked once at ``eps``, scored against its reference.
+
+    dsc_clean / dsc_adv: float64 (3,) per organ, NaN where the empty policy skips; linf / l2: the realised
+    perturbation norms; zero_grad_fraction: FGSM's share of pixels with a zero gradient (None for other
+    methods); hd95_*: (3,) when measured; pictures: only where asked (one slice in the explorer)."""
+
+    slice_id: str
+    eps: float
+    dsc_clean: np.ndarray
+    dsc_adv: np.ndarray
+    linf: float
+    l2: float
+    has_organs: bool = True
+    scored: bool = True
+    zero_grad_fraction: float | None = None
+    hd95_clean: np.ndarray | None = None
+    hd95_adv: np.ndarray | None = None
+    pictures: SlicePictures | None = None
+
+    @property
+    def mean_clean(self) -> float:
+        return float(mean_dsc(self.dsc_clean[None])[0])
+
+    @property
+    def mean_adv(self) -> float:
+        return float(mean_dsc(self.dsc_adv[None])[0])
+
+    @property
+    def attack_success(self) -> np.ndarray:
+        return attack_success(self.dsc_clean, self.dsc_adv)
+
+    @property
+    def mean_attack_success(self) -> float:
+        return float(attack_success(self.mean_clean, self.mean_adv))
+
+    def to_dict(self) -> dict:
+        """The JSON form: None where a score is undefined or was not measured; no pictures."""
+        return {
+            "slice_id": self.slice_id, "eps": self.eps, "has_organs": self.has_organs, "scored": self.scored,
+            "dsc_clean": organ_dict(self.dsc_clean), "dsc_adv": organ_dict(self.dsc_adv),
+            "mean_clean": json_number(self.mean_clean), "mean_adv": json_number(self.mean_adv),
+            "attack_success": organ_dict(self.attack_success), "mean_attack_success": json_number(self.mean_attack_success),
+            "linf": float(self.linf), "l2": float(self.l2), "zero_grad_fraction": json_number(self.zero_grad_fraction),
+            "hd95_clean": organ_dict(self.hd95_clean), "hd95_adv": organ_dict(self.hd95_adv),
+        }
