@@ -296,7 +296,7 @@ async def test_lone_png_uses_the_prediction_as_target(real_samples, checkpoint):
             shown = views.current().query(TGPImage)
             assert len(shown) == pictures and all(picture.image is not None for picture in shown)
             if view == "grid":
-                assert app.query_one("#image-truth").border_title.startswith("Target")
+                assert app.query_one("#image-truth").heading.startswith("Target")
         assert app.settings.target == "pred" and not app.frame.has_truth
         # Against its own prediction the clean DSC is 1 for every organ.
         assert all(clean == "1.000" for clean, _, _ in table_values(app).values())

@@ -78,7 +78,7 @@ def test_segadv_tui_in_tmux(tiny_demo, tmp_path):
         clean, adv = expected_mean_dsc(tiny_demo, slice_id, 0.010)
         assert re.search(rf"Mean\s+{clean:.3f}\s+{adv:.3f}", screen), screen
         assert "Traceback" not in screen
-        assert re.search(r"Clean · DSC \d\.\d{3}.*Adversarial · eps 0\.010 · DSC", screen)  # Overlay, the default
+        assert re.search(r"Clean · DSC \d\.\d{3}.*Adversarial · DSC \d\.\d{3}", screen)  # Overlay, the default
         for key, title in (("v", r"Difference, clean · DSC"), ("v", r"Perturbation ×\d+"),
                            ("v", r"whole slice \d+×\d+"), ("period", r"rows \d+–\d+, cols \d+–\d+ of"),
                            ("z", r"Clean pred · DSC \d"), ("z", r"rows \d+–\d+, cols \d+–\d+ of")):

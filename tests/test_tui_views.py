@@ -126,7 +126,7 @@ async def test_zoom_and_pan_stay_in_bounds(tiny_demo):
         picture = views.focus_picture()
         assert views.view == "focus" and picture.key == "overlay.clean" and app.focused is picture
         height, width = picture.scene.shape
-        assert "whole slice" in picture.border_title and not picture.zoomed
+        assert "whole slice" in picture.heading and not picture.zoomed
 
         for _ in range(12):  # well past the closest zoom
             await pilot.press("full_stop")
@@ -135,7 +135,7 @@ async def test_zoom_and_pan_stay_in_bounds(tiny_demo):
         assert picture.zoom == pytest.approx(picture.max_zoom())
         # One image pixel per half cell: the picture drew exactly the window's pixels.
         assert picture.drawn == (window.width, window.height)
-        assert "1 px per half cell" in picture.border_title
+        assert "1 px per half cell" in picture.heading
         assert any("closest zoom" in message for _, message in app.notices)
 
         def inside() -> bool:
@@ -151,7 +151,7 @@ async def test_zoom_and_pan_stay_in_bounds(tiny_demo):
             if key in ("down", "up") or window.width < width:
                 assert edge(picture.window()), key
         top = picture.window().top
-        assert f"rows {top}–{top + picture.window().height - 1}" in picture.border_title
+        assert f"rows {top}–{top + picture.window().height - 1}" in picture.heading
 
         # Drag: the slice follows the pointer (up moves the window down), and stays inside.
         await pilot.mouse_down(picture, offset=(40, 30))
@@ -170,7 +170,7 @@ async def test_zoom_and_pan_stay_in_bounds(tiny_demo):
         assert picture.window() == zoomed
         for _ in range(12):
             await pilot.press("comma")
-        assert not picture.zoomed and "whole slice" in picture.border_title
+        assert not picture.zoomed and "whole slice" in picture.heading
         await pilot.press("z")
         assert views.view == "overlay"
 

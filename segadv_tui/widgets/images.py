@@ -43,8 +43,7 @@ def _rgb(colour: tuple[int, int, int]) -> str:
 
 
 def picture_titles(panels: AttackPanels, has_truth: bool) -> dict[str, str]:
-    """Short titles for every picture key, fit for a narrow pane."""
-    eps = f"eps {panels.eps or 0.0:.3f}"
+    """Short titles for every picture key, fit for a narrow pane (eps is on the summary line above)."""
     clean, adv = format_score(panels.dsc_clean), format_score(panels.dsc_adv)
     gain = perturbation_gain(panels.adversarial - panels.image, panels.eps)
     titles = dict(GRID_TITLES)
@@ -53,9 +52,9 @@ def picture_titles(panels: AttackPanels, has_truth: bool) -> dict[str, str]:
         "clean_prediction": f"Clean pred · DSC {clean}",
         "adversarial_prediction": f"Adv. pred · DSC {adv}",
         "overlay.clean": f"Clean · DSC {clean}",
-        "overlay.adversarial": f"Adversarial · {eps} · DSC {adv}",
+        "overlay.adversarial": f"Adversarial · DSC {adv}",
         "difference.clean": f"Difference, clean · DSC {clean}",
-        "difference.adversarial": f"Difference, adversarial · {eps} · DSC {adv}",
+        "difference.adversarial": f"Difference, adversarial · DSC {adv}",
     })
     if not has_truth:
         # A lone PNG: the model's clean prediction stands in for the truth.

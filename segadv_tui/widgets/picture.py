@@ -13,6 +13,7 @@ import math
 import numpy as np
 from rich.segment import Segment
 from rich.style import Style
+from rich.text import Text
 from textual import events
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -92,6 +93,36 @@ class HalfBlockView(Widget):
         return Strip.blank(self.content_size.width, self.rich_style)
 
 
+class PictureTitle(Widget):
+    """The title row over a picture, drawn like a border's top edge: ``─ Title ──────``.
+
+    A row of its own, not a border title: a border title belongs to the whole widget, so changing it
+    (the DSC in it changes with every eps step) would repaint every row of the picture under it.
+    """
+
+    COMPONENT_CLASSES = {"picture-title--line"}
+    DEFAULT_CSS = """
+    PictureTitle { height: 1; color: $text-muted; }
+    PictureTitle > .picture-title--line { color: $panel; }
+    """
+
+    def __init__(self, text: str = "", **kwargs):
+        super().__init__(**kwargs)
+        self.text = text
+
+    def show(self, text: str) -> None:
+        if text != self.text:
+            self.text = text
+            self.refresh()
+
+    def render(self) -> Text:
+        width = self.content_size.width
+        title = Text(self.text[: max(0, width - 4)], no_wrap=True)
+        line = self.get_component_rich_style("picture-title--line")
+        return Text.assemble(("─ ", line), title, (" " + "─" * max(0, width - len(title) - 3), line),
+                             no_wrap=True, end="")
+
+
 class Picture(Widget, can_focus=True):
     """A titled picture of a Scene; focusable (``z`` shows the focused one alone), zoomable when ``zoomable``.
 
@@ -100,11 +131,9 @@ class Picture(Widget, can_focus=True):
     """
 
     DEFAULT_CSS = """
-    Picture {
-        width: 1fr; height: 1fr;
-        border-top: solid $panel; border-title-color: $text-muted; border-title-align: left;
-    }
-    Picture:focus { border-top: solid $primary; border-title-color: $text; border-title-style: bold; }
+    Picture { width: 1fr; height: 1fr; layout: vertical; }
+    Picture:focus > PictureTitle { color: $text; text-style: bold; }
+    Picture:focus > PictureTitle > .picture-title--line { color: $primary; }
     """
     BINDINGS = [
         Binding("up", "pan(-1, 0)", "Pan up", show=False),
@@ -117,8 +146,8 @@ class Picture(Widget, can_focus=True):
                  zoomable: bool = False, **kwargs):
         super().__init__(**kwargs)
         self.key = key
-        self.title = title
-        self.border_title = title
+        self.title = title  # as given; ``heading`` adds what a zoomed picture shows
+        self.heading = title
         self.renderer = renderer
         self.cache = cache if cache is not None else LayerCache()
         self.zoomable = zoomable
@@ -130,6 +159,7 @@ class Picture(Widget, can_focus=True):
         self._drag: tuple[int, int, float, float] | None = None
 
     def compose(self) -> ComposeResult:
+        yield PictureTitle(self.heading)
         yield self._picture_widget()
 
     def _picture_widget(self) -> Widget:
@@ -159,27 +189,29 @@ class Picture(Widget, can_focus=True):
         self._redraw()
 
     def _redraw(self) -> None:
-        if not self.is_mounted or not self.children:
+        if not self.is_mounted or len(self.children) < 2:
             return
         if self.renderer == "halfblock":
             self.query_one(HalfBlockView).update()
         elif self.scene is not None:
             from PIL import Image
 
-            self.children[0].image = Image.fromarray(self._graphics_rgb(), "RGB")
+            self.children[-1].image = Image.fromarray(self._graphics_rgb(), "RGB")
 
     def use_renderer(self, renderer: str) -> None:
         if renderer != self.renderer:
             self.renderer = renderer
-            self.remove_children()
-            self.mount(self._picture_widget())
+            if self.is_mounted and len(self.children) == 2:
+                self.children[-1].remove()
+                self.mount(self._picture_widget())
 
     # -- zoom and pan ------------------------------------------------------------------------------
 
     def _content_box(self) -> tuple[int, int]:
-        """(cols, rows) of the picture's box; while its view is hidden, the last size it had."""
-        if self.content_size.area:
-            self._box = tuple(self.content_size)
+        """(cols, rows) of the picture's box (under the title); while its view is hidden, the last size it had."""
+        size = self.children[-1].content_size if len(self.children) == 2 else None
+        if size is not None and size.area:
+            self._box = tuple(size)
         return self._box
 
     def fit_scale(self, box: tuple[int, int] | None = None) -> float:
@@ -318,5 +350,6 @@ class Picture(Widget, can_focus=True):
                          f"cols {window.left}–{window.left + window.width - 1} of {height}×{width}")
             else:
                 title = f"{title} · whole slice {height}×{width}"
-        if title != self.border_title:  # setting it repaints the border, even to the same text
-            self.border_title = title
+        self.heading = title
+        if self.is_mounted and self.children:
+            self.query_one(PictureTitle).show(title)
