@@ -47,13 +47,17 @@ class HalfBlockView(Widget):
     def on_resize(self) -> None:
         self.update(partial=False)
 
-    def update(self, partial: bool = True) -> None:
-        """Draw the picture's scene again; with ``partial``, repaint only the rows that differ."""
+    def update(self, partial: bool = True, repaint: bool = True) -> None:
+        """Draw the picture's scene again; with ``partial``, repaint only the rows that differ.
+
+        ``repaint=False`` while Textual is already painting this widget (it asked for the lines).
+        """
         width, height = self.content_size
         scene = self.picture.scene
         if scene is None or width <= 0 or height <= 0:
             self._cells, self._strips, self._geometry = None, [], None
-            self.refresh()
+            if repaint:
+                self.refresh()
             return
         window = self.picture.window((width, height))
         cols, rows = fit_cells(window.height, window.width, width, height)
@@ -75,7 +79,8 @@ class HalfBlockView(Widget):
             self._strips[top + row] = Strip(pad_left + row_segments(cells[row]) + pad_right, width)
         if changed is None:
             self.repainted_rows = height
-            self.refresh()
+            if repaint:
+                self.refresh()
         else:
             self.repainted_rows = len(changed)
             for row in changed.tolist():
@@ -84,7 +89,7 @@ class HalfBlockView(Widget):
     def render_lines(self, crop) -> list[Strip]:
         # Drawn on demand too: a picture whose view was hidden has had no size to draw at.
         if self._geometry is None or self._geometry[:2] != tuple(self.content_size):
-            self.update(partial=False)
+            self.update(partial=False, repaint=False)
         return super().render_lines(crop)
 
     def render_line(self, y: int) -> Strip:
