@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -61,8 +63,11 @@ asyncio.run(run())
 """ % SIZE
 
 
-def launch_seconds(data: Path, checkpoint: Path) -> tuple[float, float]:
-    """(first paint, first attacked frame) in seconds from starting a fresh Python process."""
+def launch_seconds(data: Path, checkpoint: Path) -> tuple[float, float, float]:
+    """(first paint, first attacked frame) in seconds from starting a fresh Python process, and the CPU
+    seconds that process used in all (it quits at its first frame): less moved by other work than the wall
+    clock on a shared machine."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     child = subprocess.Popen([sys.executable, "-c", LAUNCH, str(data), str(checkpoint)], stdout=subprocess.PIPE,
                              text=True)
@@ -77,7 +82,9 @@ def launch_seconds(data: Path, checkpoint: Path) -> tuple[float, float]:
     child.wait()
     if frame is None:
         raise SystemExit(f"the app never showed a frame (exit status {child.returncode})")
-    return paint, frame
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return paint, frame, cpu
 
 
 def bare_forward_seconds(model, image: np.ndarray, repeats: int) -> list[float]:
@@ -136,14 +143,15 @@ async def measure_app(data: Path, checkpoint: Path, steps: int):
             drawing.append(time.perf_counter() - started)
 
         views.show = timed_show
-        latencies, computing = [], []
+        latencies, computing, cpu = [], [], []
         for _ in range(steps):
             waiting_for[:] = [app.settings.with_eps(app.settings.eps + 0.001).eps]
             painted.clear()
-            pressed = time.perf_counter()
+            pressed, pressed_cpu = time.perf_counter(), time.process_time()
             app._driver.send_message(events.Key("plus", "+"))  # what the terminal driver posts
             await asyncio.wait_for(painted.wait(), timeout=60)
             latencies.append(time.perf_counter() - pressed)
+            cpu.append(time.process_time() - pressed_cpu)  # every thread of this process: UI and worker
             computing.append(app.frame.seconds)
             await pilot.pause()  # let the curve marker and anything else settle before the next key
         screen = "\n".join(strip.text for strip in app.screen._compositor.render_strips())
@@ -154,7 +162,7 @@ async def measure_app(data: Path, checkpoint: Path, steps: int):
         image = load_slice_data(app.source, int(app.checkpoint_meta["img_size"])).image
         meta = app.checkpoint_meta
         sizes = views.picture_sizes()
-    return latencies, computing, drawing, sizes, model, image, meta
+    return latencies, cpu, computing, drawing, sizes, model, image, meta
 
 
 def median_seconds(function, repeats: int = 30) -> float:
@@ -211,8 +219,9 @@ def main() -> None:
     checkpoint = args.checkpoint or demo_checkpoint()
     with tempfile.TemporaryDirectory() as temporary:
         data = args.data or write_demo_dataset(Path(temporary) / "demo", seed=0, size="tiny")
-        paint, first_frame = launch_seconds(data, checkpoint)
-        latencies, computing, drawing, sizes, model, image, meta = asyncio.run(measure_app(data, checkpoint, args.steps))
+        paint, first_frame, launch_cpu = launch_seconds(data, checkpoint)
+        latencies, step_cpu, computing, drawing, sizes, model, image, meta = asyncio.run(
+            measure_app(data, checkpoint, args.steps))
     import torch
 
     threads = torch.get_num_threads()  # as the app left it
@@ -221,11 +230,13 @@ def main() -> None:
     renders = render_comparison(image)
 
     step, bare = statistics.median(latencies), statistics.median(forward)
-    print(f"checkpoint {checkpoint.name} ({meta['model']}, {meta['img_size']} px), torch threads {threads}")
+    print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores; checkpoint {checkpoint.name} ({meta['model']}, {meta['img_size']} px), torch threads {threads}")
     print(f"launch to first paint          {paint:8.2f} s (fresh process: imports, layout)")
-    print(f"launch to first frame          {first_frame:8.2f} s (attacked slice, pictures and table on screen)")
+    print(f"launch to first frame          {first_frame:8.2f} s (attacked slice, pictures and table on screen; "
+          f"{launch_cpu:.2f} s of CPU)")
     print(f"eps step, key to new picture   {step * 1000:8.1f} ms (median of {len(latencies)}, "
-          f"min {min(latencies) * 1000:.1f}, max {max(latencies) * 1000:.1f})")
+          f"min {min(latencies) * 1000:.1f}, max {max(latencies) * 1000:.1f}; "
+          f"{statistics.median(step_cpu) * 1000:.1f} ms of CPU)")
     print(f"  of which the worker computed {statistics.median(computing) * 1000:8.1f} ms (cached gradient, forward, scores)")
     print(f"  and the pictures took        {statistics.median(drawing) * 1000:8.1f} ms (compose, cells, changed rows; "
           f"sizes in pixels: {', '.join(f'{w}x{h}' for w, h in sizes.values())})")
