@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib
 import math
 from dataclasses import asdict, dataclass, fields, replace
+from pathlib import PurePath
 
 from core.errors import OptionError, check_choice
 from core.names import EMPTY_POLICIES, LOSS_NAMES, MODES, TARGETS
@@ -58,6 +59,10 @@ METHOD_LIST = (
         {"organs": ("stomach",), "steps": 10, "step_size": None}, "core.attacks:run_erase", iterative=True,
         uses_target=False,
     ),
+    AttackMethod(
+        "universal", "Universal", "a saved universal perturbation (segadv universal) added to every slice, scaled to L-inf eps",
+        {"delta": None}, "core.universal:run_universal", uses_target=False,
+    ),
 )
 METHODS = {method.name: method for method in METHOD_LIST}
 METHOD_NAMES = tuple(METHODS)
@@ -93,7 +98,8 @@ class AttackConfig:
     ``mode`` is FGSM's formula (textbook or the paper's); ``steps`` / ``step_size`` apply to the iterative
     methods (step_size None: 2.5 eps / steps); ``seed`` seeds PGD's random start; ``organs`` are the
     organs ``erase`` removes; ``precision`` is the forward pass's autocast (fp32 is the reference).
-    ``empty`` is the DSC of an organ absent from truth and prediction, ``score`` the slices a summary
+    ``delta`` is the file of the universal method's saved perturbation (``core.universal``; read by its
+    runner, so every front end can run it). ``empty`` is the DSC of an organ absent from truth and prediction, ``score`` the slices a summary
     averages over, ``hausdorff`` adds the 95th-percentile Hausdorff distance.
     """
 
@@ -106,6 +112,7 @@ class AttackConfig:
     step_size: float | None = None
     seed: int = 0
     organs: tuple[str, ...] = ()
+    delta: str | None = None
     precision: str = "fp32"
     empty: str = "one"
     score: str = "nonempty"
@@ -131,6 +138,8 @@ class AttackConfig:
         if self.method == "erase" and not organs:
             raise OptionError("the erase attack needs at least one organ; choose from " + ", ".join(ORGANS))
         object.__setattr__(self, "organs", organs)
+        if self.delta is not None:
+            object.__setattr__(self, "delta", str(self.delta))
         check_choice(self.precision, PRECISIONS, "precision")
         check_choice(self.empty, EMPTY_POLICIES, "empty-organ policy")
         check_choice(self.score, SCORE_SLICES, "slice selection")
@@ -171,11 +180,15 @@ class AttackConfig:
             return f"FGSM ({self.mode})"
         if self.method == "erase":
             return f"Erase {'+'.join(self.organs)} ({self.steps} steps)"
+        if self.method == "universal":
+            return f"Universal ({PurePath(self.delta).name if self.delta else 'no delta'})"
         return f"{entry.title} ({self.steps} steps)"
 
     @property
     def objective_label(self) -> str:
         """What the attack optimises: ``bce loss, target gt`` (erase has its own objective)."""
+        if self.method == "universal":
+            return "saved universal perturbation"
         if not self.entry.uses_target:
             return "organ logits to 0"
         return f"{self.loss} loss, target {self.target}"

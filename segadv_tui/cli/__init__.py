@@ -79,7 +79,10 @@ def _register_commands() -> None:
         attack,
         demo_data,
         models,
+        study,
         train,
+        transfer,
+        universal,
     )
 
 
