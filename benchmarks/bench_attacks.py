@@ -1,4 +1,5 @@
-"""How much the shared gradient saves: measured side by side in one run, printed as ratios.
+"""How much the shared gradient saves, and what the robustness attacks cost and find: measured side by side
+in one run, printed as ratios.
 
 (a) an eps sweep of k values through ``core.evaluation.sweep`` (one forward + backward, then the k
     adversarial batches through the model without autograd) against a full FGSM per eps, as attack
@@ -11,6 +12,17 @@ batch of demo slices that have organs. On a CUDA machine try e.g.
 ``--device cuda --model effb7pp --img-size 224 --batch 64 --precision bf16``.
 
     python benchmarks/bench_attacks.py [--threads 1] [--repeats 5]
+    python benchmarks/bench_attacks.py --robust [--slices 8] [--threads 1]
+
+``--robust`` measures instead, on the first ``--slices`` test slices with organs of the demo data:
+(r1) APGD-100 against PGD-100 (BCE, eps 0.009), CPU time per slice (goal: at most 1.1x), and what
+     each adds per step around a model that costs nothing;
+(r2) the passes through the model per slice of each attack, counted with a forward hook, against
+     ``core.ensemble.passes_per_slice``;
+(r3) robust DSC of FGSM, PGD-k and APGD-k (k = ``--table-steps``) with every loss, and of the
+     ensemble, at eps 0.003 and 0.009 (PGD keeps its best iterate);
+(r4) the goal: at eps 0.009 the ensemble (100 steps per member, at most 4 x PGD-100's passes) against
+     the best single PGD-100 run (any loss, best iterate): at least 0.05 lower mean DSC.
 
 On a shared machine pass ``--threads 1``: with more torch threads than free cores every timing is
 dominated by oversubscription. Expect (a) to be about k (c + 1) / (c + k), where c is the cost of
@@ -95,9 +107,19 @@ def main() -> None:
     parser.add_argument("--chunk", type=int, default=None, help="images per no-grad forward in the sweep (default: core's)")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--robust", action="store_true", help="measure the robustness attacks instead (see the doc)")
+    parser.add_argument("--slices", type=int, default=8, help="--robust: slices with organs to attack")
+    parser.add_argument("--split", default="test", help="--robust: the demo split they come from (test has 41 with organs)")
+    parser.add_argument("--steps", type=int, default=100, help="--robust: steps of PGD / APGD / each ensemble member in r1, r2, r4")
+    parser.add_argument("--table-steps", type=int, default=10, help="--robust: steps of PGD / APGD in the loss table (r3)")
+    parser.add_argument("--pairs", type=int, default=2, help="--robust: alternating PGD / APGD runs timed in r1")
+    parser.add_argument("--parts", default="r1,r2,r3,r4", help="--robust: which parts to run, e.g. r1,r2 for throughput only")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.robust:
+        robust_benchmark(args)
+        return
 
     model, size, description = _load_model(args)
     images, masks = _demo_batch(size, args.batch, args.device)
@@ -175,6 +197,173 @@ def main() -> None:
     print(f"    one forward per loss            {median['separate'] * 1e3:9.1f} ms")
     print(f"throughput (adversarial slices scored per second): sweep {args.batch * args.k / median['sweep']:.1f}, "
           f"FGSM per eps {args.batch * args.k / median['naive']:.1f}, plain forward {args.batch / median['forward']:.1f}")
+
+
+class PassCounter:
+    """Images through the model, with autograd on (forward + backward: our attacks take a gradient after
+    every such forward) and off (forward only), counted by a forward hook."""
+
+    def __init__(self, model):
+        self.forward_backward = self.forward = 0
+        model.register_forward_hook(self._count)
+
+    def _count(self, module, inputs, output) -> None:
+        if torch.is_grad_enabled():
+            self.forward_backward += inputs[0].shape[0]
+        else:
+            self.forward += inputs[0].shape[0]
+
+    def take(self) -> tuple[int, int]:
+        counts = self.forward_backward, self.forward
+        self.forward_backward = self.forward = 0
+        return counts
+
+
+def robust_benchmark(args) -> None:
+    from core.attack_config import ENSEMBLE
+    from core.data import open_dataset, select_slices
+    from core.ensemble import passes_per_slice
+    from core.evaluation import attack_slice, batches, summarise
+
+    model, size, description = _load_model(args)
+    records = select_slices(open_dataset(), args.split, organs_only=True, limit=args.slices)
+    loaded = list(batches(records, size, args.batch, args.device))
+    counter = PassCounter(model)
+    n = len(records)
+
+    parts = {part.strip() for part in args.parts.split(",")}
+
+    def run(config):
+        """(summary, CPU seconds per slice, wall seconds per slice, passes per slice (fb, f)) of ``config``."""
+        config = config.replace(precision=args.precision)
+        counter.take()
+        rows = []
+        cpu, wall = time.process_time(), time.perf_counter()
+        for chunk, images, truth in loaded:
+            rows += attack_slice(model, images, truth, config, ids=[r.id for r in chunk])
+        _synchronise(args.device)
+        cpu, wall = (time.process_time() - cpu) / n, (time.perf_counter() - wall) / n
+        fb, f = counter.take()
+        return summarise(rows), cpu, wall, (fb / n, f / n)
+
+    print(f"model: {description}, {args.device}, torch threads {torch.get_num_threads()}")
+    print(f"slices: the first {n} {args.split} slices with organs of the demo data, batches of {args.batch}")
+
+    steps = args.steps
+    pgd100 = AttackConfig.for_method("pgd", steps=steps, best_iterate=True, eps=0.009)
+    apgd100 = AttackConfig.for_method("apgd", steps=steps, eps=0.009)
+    fgsm_summary, fgsm_cpu, fgsm_wall, _ = run(AttackConfig(eps=0.009))  # also the warm-up
+    # Alternating pairs, so that load from other processes hits both alike; the medians are compared.
+    pairs = [(run(pgd100), run(apgd100)) for _ in range(args.pairs)]
+    pgd_summary, _, _, pgd_passes = pairs[0][0]
+    apgd_summary, _, _, apgd_passes = pairs[0][1]
+    pgd_cpu, pgd_wall = (statistics.median(pair[0][i] for pair in pairs) for i in (1, 2))
+    apgd_cpu, apgd_wall = (statistics.median(pair[1][i] for pair in pairs) for i in (1, 2))
+    pgd_step, apgd_step = _bookkeeping_per_step(args, steps)
+    clean = pgd_summary.mean_clean
+    print(f"clean mean DSC {clean:.4f}")
+    print()
+    # On a shared CPU our own process time is the fair measure; a GPU works while the CPU waits.
+    cuda = args.device.startswith("cuda")
+    timed = "wall time" if cuda else "CPU time of this process; wall time in brackets"
+    pgd_time, apgd_time = (pgd_wall, apgd_wall) if cuda else (pgd_cpu, apgd_cpu)
+    ensemble100 = AttackConfig.for_method("ensemble", steps=steps, eps=0.009)
+    ensemble_summary, ensemble_cpu, ensemble_wall, ensemble_passes = run(ensemble100)
+    ensemble_time = ensemble_wall if cuda else ensemble_cpu
+    print(f"(r1) time per slice, BCE, eps 0.009 ({timed})")
+    print(f"    {f'PGD-{steps} (best iterate)':32s}{pgd_time * 1e3:9.0f} ms  ({pgd_wall * 1e3:.0f} ms)   DSC {pgd_summary.mean_adv:.4f}")
+    print(f"    {f'APGD-{steps}':32s}{apgd_time * 1e3:9.0f} ms  ({apgd_wall * 1e3:.0f} ms)   DSC {apgd_summary.mean_adv:.4f}")
+    print(f"    ratio                           {apgd_time / pgd_time:9.2f} x   (goal <= 1.1x; median of {args.pairs} "
+          f"alternating pairs)")
+    print(f"    bookkeeping per step, {args.batch} slices, on a per-pixel model that costs nothing: PGD {pgd_step:.2f} ms, "
+          f"APGD {apgd_step:.2f} ms (APGD's own {apgd_step - pgd_step:+.2f} ms)")
+    print(f"    slices per second: FGSM {1 / (fgsm_wall if cuda else fgsm_cpu):.1f}, APGD-{steps} {1 / apgd_time:.2f}, "
+          f"ensemble {1 / ensemble_time:.3f}")
+    if "r2" in parts:
+        print()
+        print("(r2) passes through the model per slice: counted (forward + backward, forward only) vs core.ensemble.passes_per_slice")
+        for label, config, counted in ((f"PGD-{steps}", pgd100, pgd_passes), (f"APGD-{steps}", apgd100, apgd_passes),
+                                       (f"ensemble ({len(ENSEMBLE)} x APGD-{steps})", ensemble100, ensemble_passes)):
+            stated = passes_per_slice(config)
+            print(f"    {label:30s}  counted {counted[0]:.0f} + {counted[1]:.0f}, stated {stated['forward_backward']} + "
+                  f"{stated['forward']}")
+        print(f"    ensemble members: {', '.join(member.name for member in ENSEMBLE)}")
+    if "r3" in parts:
+        _loss_table(args, run, clean)
+    if "r4" in parts:
+        _goal(run, pgd100, pgd_summary, ensemble100, ensemble_summary, ensemble_cpu, steps)
+
+
+def _bookkeeping_per_step(args, steps: int) -> tuple[float, float]:
+    """CPU ms per step of PGD (best iterate) and APGD around a model that costs nothing (per-pixel
+    linear): what each attack adds to the passes through a real model."""
+    from core.attacks import AttackContext, run_attack
+
+    class PerPixel(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.weight = torch.nn.Parameter(torch.tensor([1.0, -2.0, 3.0]).view(1, 3, 1, 1))
+
+        def forward(self, image):
+            return self.weight * image - 0.5
+
+    model = PerPixel().to(args.device)
+    size = args.img_size or 128
+    generator = torch.Generator().manual_seed(0)
+    image = torch.rand(args.batch, 1, size, size, generator=generator).to(args.device)
+    truth = (torch.rand(args.batch, 3, size, size, generator=generator) > 0.5).float().to(args.device)
+    context = AttackContext(ids=[str(i) for i in range(args.batch)], reference=truth)
+    per_step = []
+    for config in (AttackConfig.for_method("pgd", steps=steps, best_iterate=True),
+                   AttackConfig.for_method("apgd", steps=steps)):
+        times = []
+        for _ in range(3):
+            started = time.process_time()
+            run_attack(model, image, truth, config, context)
+            _synchronise(args.device)
+            times.append((time.process_time() - started) / steps * 1e3)
+        per_step.append(statistics.median(times))
+    return per_step[0], per_step[1]
+
+
+def _loss_table(args, run, clean) -> None:
+    from core.attack_config import ENSEMBLE
+    from core.names import LOSS_NAMES
+
+    print()
+    k = args.table_steps
+    print(f"(r3) robust mean DSC (clean {clean:.4f}) by attack and loss; PGD-{k} keeps its best iterate")
+    print(f"    {'loss':14s}" + "".join(f"{f'{name} eps {eps:g}':>21s}" for eps in (0.003, 0.009)
+                                        for name in ("FGSM", f"PGD-{k}", f"APGD-{k}")))
+    for loss in LOSS_NAMES:
+        cells = []
+        for eps in (0.003, 0.009):
+            for config in (AttackConfig(loss=loss, eps=eps),
+                           AttackConfig.for_method("pgd", loss=loss, steps=k, best_iterate=True, eps=eps),
+                           AttackConfig.for_method("apgd", loss=loss, steps=k, eps=eps)):
+                cells.append(run(config)[0].mean_adv)
+        print(f"    {loss:14s}" + "".join(f"{value:21.4f}" for value in cells), flush=True)
+    small = [run(AttackConfig.for_method("ensemble", steps=k, eps=eps))[0].mean_adv for eps in (0.003, 0.009)]
+    print(f"    ensemble of {len(ENSEMBLE)} x APGD-{k}: eps 0.003 {small[0]:.4f}, eps 0.009 {small[1]:.4f}")
+
+
+def _goal(run, pgd100, pgd_summary, ensemble100, ensemble_summary, ensemble_cpu, steps) -> None:
+    from core.ensemble import passes_per_slice
+    from core.names import LOSS_NAMES
+
+    print()
+    print(f"(r4) goal at eps 0.009: the ensemble ({steps} steps per member) vs the best single PGD-{steps} (any loss, best iterate)")
+    single = {"bce": pgd_summary.mean_adv}
+    for loss in LOSS_NAMES[1:]:
+        single[loss] = run(pgd100.replace(loss=loss))[0].mean_adv
+    print(f"    PGD-{steps} by loss: " + ", ".join(f"{loss} {value:.4f}" for loss, value in single.items()))
+    best_loss = min(single, key=single.get)
+    gap = single[best_loss] - ensemble_summary.mean_adv
+    budget = passes_per_slice(ensemble100)["forward_backward"] / passes_per_slice(pgd100)["forward_backward"]
+    print(f"    {f'best single PGD-{steps}':32s}{single[best_loss]:.4f} ({best_loss})")
+    print(f"    ensemble                        {ensemble_summary.mean_adv:.4f}  ({budget:.1f} x PGD-{steps}'s forward + backward passes; "
+          f"{ensemble_cpu:.1f} s CPU per slice)")
+    print(f"    gap                             {gap:.4f}   (goal >= 0.05 at <= 4 x the budget)")
 
 
 if __name__ == "__main__":

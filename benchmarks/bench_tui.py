@@ -4,12 +4,14 @@
     runs it (what `segadv-tui` does), timed from the process start to the first screen update and to the
     first screen update that shows an attacked slice (checkpoint load, data set, gradient, forward,
     pictures, table);
-(b) keystroke to updated table for one FGSM eps step (`+`): from the key event reaching the app to the
-    end of the first screen update drawn after the new frame arrived (turned into terminal output, as a
-    real terminal would get it), against a bare forward pass of the app's own model on the same slice,
-    in a worker thread with the app's torch thread count: the cached gradient should make the ratio
-    close to 1 plus rendering;
-(c) the half-block renderer: a 224 x 224 picture into 56 x 28 cells.
+(b) keystroke to updated picture and table for one FGSM eps step (`+`) in the default Overlay view at
+    160 x 48: from the key event reaching the app to the end of the first screen update drawn after the
+    new frame arrived (turned into terminal output, as a real terminal would get it), against a bare
+    forward pass of the app's own model on the same slice, in a worker thread with the app's torch
+    thread count: the cached gradient should make the ratio close to 1 plus drawing;
+(c) the half-block renderer against textual-image's half-cell renderer (both Rich segments, two pixels
+    per cell): an overlay of a demo slice and random pixels (the worst case: no two cells alike), into
+    80 x 40 cells and into the Overlay view's picture sizes.
 
     python benchmarks/bench_tui.py [--data DIR] [--checkpoint FILE] [--steps 20]
 
@@ -20,6 +22,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -30,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-SIZE = (160, 50)
+SIZE = (160, 48)
 
 # Run in a fresh process: prints "paint" at the first screen update and "frame" at the first one that
 # shows an attacked slice, then quits.
@@ -59,8 +63,11 @@ asyncio.run(run())
 """ % SIZE
 
 
-def launch_seconds(data: Path, checkpoint: Path) -> tuple[float, float]:
-    """(first paint, first attacked frame) in seconds from starting a fresh Python process."""
+def launch_seconds(data: Path, checkpoint: Path) -> tuple[float, float, float]:
+    """(first paint, first attacked frame) in seconds from starting a fresh Python process, and the CPU
+    seconds that process used in all (it quits at its first frame): less moved by other work than the wall
+    clock on a shared machine."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     child = subprocess.Popen([sys.executable, "-c", LAUNCH, str(data), str(checkpoint)], stdout=subprocess.PIPE,
                              text=True)
@@ -75,7 +82,9 @@ def launch_seconds(data: Path, checkpoint: Path) -> tuple[float, float]:
     child.wait()
     if frame is None:
         raise SystemExit(f"the app never showed a frame (exit status {child.returncode})")
-    return paint, frame
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return paint, frame, cpu
 
 
 def bare_forward_seconds(model, image: np.ndarray, repeats: int) -> list[float]:
@@ -104,6 +113,7 @@ async def measure_app(data: Path, checkpoint: Path, steps: int):
 
     from segadv_tui.app import SegadvApp
     from segadv_tui.settings import load_slice_data
+    from segadv_tui.widgets.images import PictureViews
 
     app = SegadvApp(data=data, checkpoint=checkpoint, device="cpu")
     painted = asyncio.Event()
@@ -123,14 +133,25 @@ async def measure_app(data: Path, checkpoint: Path, steps: int):
             await pilot.pause(0)
         await app.workers.wait_for_complete()  # the eps curve of the first slice
         await pilot.pause()
-        latencies, computing = [], []
+        views = app.query_one(PictureViews)
+        drawing: list[float] = []
+        show = views.show
+
+        def timed_show(*args):
+            started = time.perf_counter()
+            show(*args)
+            drawing.append(time.perf_counter() - started)
+
+        views.show = timed_show
+        latencies, computing, cpu = [], [], []
         for _ in range(steps):
             waiting_for[:] = [app.settings.with_eps(app.settings.eps + 0.001).eps]
             painted.clear()
-            pressed = time.perf_counter()
+            pressed, pressed_cpu = time.perf_counter(), time.process_time()
             app._driver.send_message(events.Key("plus", "+"))  # what the terminal driver posts
             await asyncio.wait_for(painted.wait(), timeout=60)
             latencies.append(time.perf_counter() - pressed)
+            cpu.append(time.process_time() - pressed_cpu)  # every thread of this process: UI and worker
             computing.append(app.frame.seconds)
             await pilot.pause()  # let the curve marker and anything else settle before the next key
         screen = "\n".join(strip.text for strip in app.screen._compositor.render_strips())
@@ -140,7 +161,49 @@ async def measure_app(data: Path, checkpoint: Path, steps: int):
         model = app.explorer.model
         image = load_slice_data(app.source, int(app.checkpoint_meta["img_size"])).image
         meta = app.checkpoint_meta
-    return latencies, computing, model, image, meta
+        sizes = views.picture_sizes()
+    return latencies, cpu, computing, drawing, sizes, model, image, meta
+
+
+def median_seconds(function, repeats: int = 30) -> float:
+    function()
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        function()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def render_comparison(image: np.ndarray) -> list[tuple[str, int, int, float, float]]:
+    """(picture, cols, rows, our seconds, textual-image's seconds): the same RGB picture into the same cells.
+
+    Ours: resize, pack, merge runs, Strips (what the explorer's pictures do). Theirs: the Rich renderable
+    of textual-image's HalfcellImage widget, rendered to segments by a console of the box's size.
+    """
+    from PIL import Image
+    from rich.console import Console
+    from textual_image.renderable.halfcell import Image as HalfcellImage
+
+    from segadv_tui.render.halfblock import render_strips
+    from segadv_tui.render.imagery import Scene, compose
+
+    truth = np.zeros((3,) + image.shape, dtype=bool)
+    height, width = image.shape
+    truth[0, height // 4: height // 2, width // 4: width // 2] = True
+    truth[2, height // 2: 3 * height // 4, width // 2: 3 * width // 4] = True
+    overlay = compose(Scene(image, fill=truth, outline=truth), 2 * height, 2 * width)
+    noise = (np.random.default_rng(0).random((224, 224, 3)) * 255).astype(np.uint8)
+    console = Console(width=200, height=100, color_system="truecolor", force_terminal=True, file=open("/dev/null", "w"))
+    results = []
+    for name, rgb in (("overlay of a demo slice", overlay), ("random pixels", noise)):
+        picture = Image.fromarray(rgb, "RGB")
+        for cols, rows in ((80, 40), (59, 30), (72, 36)):
+            options = console.options.update(width=cols, height=rows)
+            ours = median_seconds(lambda: render_strips(rgb, cols, rows))
+            theirs = median_seconds(lambda: list(console.render(HalfcellImage(picture, width=cols, height=rows), options)))
+            results.append((name, cols, rows, ours, theirs))
+    return results
 
 
 def main() -> None:
@@ -156,34 +219,34 @@ def main() -> None:
     checkpoint = args.checkpoint or demo_checkpoint()
     with tempfile.TemporaryDirectory() as temporary:
         data = args.data or write_demo_dataset(Path(temporary) / "demo", seed=0, size="tiny")
-        paint, first_frame = launch_seconds(data, checkpoint)
-        latencies, computing, model, image, meta = asyncio.run(measure_app(data, checkpoint, args.steps))
+        paint, first_frame, launch_cpu = launch_seconds(data, checkpoint)
+        latencies, step_cpu, computing, drawing, sizes, model, image, meta = asyncio.run(
+            measure_app(data, checkpoint, args.steps))
     import torch
 
     threads = torch.get_num_threads()  # as the app left it
     forward = bare_forward_seconds(model, image, args.steps)
 
-    from segadv_tui.render.halfblock import render_strips
-
-    rgb = (np.random.default_rng(0).random((224, 224, 3)) * 255).astype(np.uint8)
-    render_strips(rgb, 56, 28)
-    render = []
-    for _ in range(50):
-        started = time.perf_counter()
-        render_strips(rgb, 56, 28)
-        render.append(time.perf_counter() - started)
+    renders = render_comparison(image)
 
     step, bare = statistics.median(latencies), statistics.median(forward)
-    print(f"checkpoint {checkpoint.name} ({meta['model']}, {meta['img_size']} px), torch threads {threads}")
+    print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores; checkpoint {checkpoint.name} ({meta['model']}, {meta['img_size']} px), torch threads {threads}")
     print(f"launch to first paint          {paint:8.2f} s (fresh process: imports, layout)")
-    print(f"launch to first frame          {first_frame:8.2f} s (attacked slice, pictures and table on screen)")
-    print(f"eps step, key to updated table {step * 1000:8.1f} ms (median of {len(latencies)}, "
-          f"min {min(latencies) * 1000:.1f}, max {max(latencies) * 1000:.1f})")
+    print(f"launch to first frame          {first_frame:8.2f} s (attacked slice, pictures and table on screen; "
+          f"{launch_cpu:.2f} s of CPU)")
+    print(f"eps step, key to new picture   {step * 1000:8.1f} ms (median of {len(latencies)}, "
+          f"min {min(latencies) * 1000:.1f}, max {max(latencies) * 1000:.1f}; "
+          f"{statistics.median(step_cpu) * 1000:.1f} ms of CPU)")
     print(f"  of which the worker computed {statistics.median(computing) * 1000:8.1f} ms (cached gradient, forward, scores)")
+    print(f"  and the pictures took        {statistics.median(drawing) * 1000:8.1f} ms (compose, cells, changed rows; "
+          f"sizes in pixels: {', '.join(f'{w}x{h}' for w, h in sizes.values())})")
     print(f"bare forward pass, one slice   {bare * 1000:8.1f} ms (median of {len(forward)}, worker thread, "
           f"{threads} torch threads)")
     print(f"ratio step / forward           {step / bare:8.2f}")
-    print(f"half-block 224x224 -> 56x28    {statistics.median(render) * 1000:8.2f} ms (random pixels, worst case)")
+    print("half-block renderers, ms per picture (median of 30): ours vs textual-image's half-cell, ratio")
+    for name, cols, rows, ours, theirs in renders:
+        print(f"  {name:<22} {cols:3d} x {rows:2d} cells {ours * 1000:7.2f} vs {theirs * 1000:7.2f} ms  "
+              f"{theirs / ours:5.1f}x")
 
 
 if __name__ == "__main__":

@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-SECTIONS = ("device", "ddp", "signs", "fp16", "memory", "util")
+SECTIONS = ("device", "ddp", "signs", "fp16", "memory", "util", "robust")
 EPS = 0.009  # the paper's
 
 
@@ -424,6 +424,22 @@ def section_util(check: Check) -> None:
     else:
         check.note(f"GPU utilisation during segadv sweep --limit {check.sweep_limit}",
                    f"n/a (no nvidia-smi samples); sweep exit {code} in {seconds:.1f} s")
+
+
+def section_robust(check: Check) -> None:
+    """Slices per second of FGSM, APGD-100 and the ensemble on effb7pp at 224 x 224, batch 64, bf16, the
+    APGD / PGD time ratio and the pass counts (benchmarks/bench_attacks.py --robust, parts r1 and r2)."""
+    script = Path(__file__).with_name("bench_attacks.py")
+    if check.quick:
+        sizes = ["--model", "small", "--img-size", "64", "--batch", "2", "--slices", "2", "--steps", "3"]
+    else:
+        sizes = ["--model", "effb7pp", "--img-size", "224", "--batch", "64", "--split", "all", "--slices", "64",
+                 "--steps", "100", "--precision", "bf16"]
+    command = [sys.executable, str(script), "--robust", "--parts", "r1,r2", "--device", str(check.device),
+               "--pairs", "1", *sizes]
+    code, output, seconds = run(command, check, timeout=max(check.timeout, 200.0))
+    say("    " + "\n    ".join(output.strip().splitlines()[-14:]))
+    check.note("robustness attacks (bench_attacks.py --robust r1,r2)", f"exit {code} in {seconds:.0f} s; lines above")
 
 
 def main() -> int:

@@ -116,7 +116,8 @@ def apgd_stage(
 ) -> StageResult:
     """One APGD run of ``steps`` steps maximising ``objective(logits, t) -> (N,)`` (t = 1 at the start
     point) in the eps ball around ``image``, from ``start`` (projected to the ball). Every iterate is
-    offered to ``tracker``; ``on_step`` gets the step counted from ``step_offset`` of ``total_steps``."""
+    offered to ``tracker``; ``on_step(step, total_steps, iterate, logits, loss)`` gets each step's start
+    point, the step counted from ``step_offset`` (``core.attacks.StepCallback``)."""
     clean = image.detach()
     lower, upper = (clean - eps).clamp(min=0.0), (clean + eps).clamp(max=1.0)
 
@@ -129,6 +130,8 @@ def apgd_stage(
     loss, grad, logits = loss_and_gradient(model, x, objective, 1, precision)
     if tracker is not None:
         tracker.update(x, logits, loss)
+    if on_step is not None:
+        on_step(step_offset, total_steps, x, logits, loss)
     n = x.shape[0]
     eta = torch.full((n,), 2.0 * eps, dtype=x.dtype, device=x.device)
     best_loss, best_x, best_grad, best_prediction = loss.clone(), x.clone(), grad.clone(), logits > 0
@@ -140,8 +143,6 @@ def apgd_stage(
     x_previous = x
     for k in range(steps):
         check_stop(should_stop)
-        if on_step is not None:  # the iterate this step starts from, with its logits and objective
-            on_step(step_offset + k, total_steps, x, logits, loss)
         if trace is not None:
             trace.step_sizes.append(eta.clone())
         z = project(x + _per_image(eta, x) * grad.sign())
@@ -152,6 +153,8 @@ def apgd_stage(
         loss, grad, logits = loss_and_gradient(model, x, objective, k + 2, precision, need_grad=k < steps - 1)
         if tracker is not None:
             tracker.update(x, logits, loss)
+        if on_step is not None and k + 1 < steps:  # the iterate the next step starts from (before a restart)
+            on_step(step_offset + k + 1, total_steps, x, logits, loss)
         if trace is not None:
             trace.losses.append(loss.clone())
         increases += loss > previous_loss

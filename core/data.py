@@ -49,6 +49,15 @@ def read_slice(path: str | Path) -> np.ndarray:
 
     An all-zero image stays zero. A missing, truncated or non-image file raises ``DataError``.
     """
+    pixels = read_raw_slice(path)
+    peak = float(pixels.max()) if pixels.size else 0.0
+    if peak > 0:
+        pixels /= peak
+    return pixels
+
+
+def read_raw_slice(path: str | Path) -> np.ndarray:
+    """One slice PNG as stored (16-bit values, before any normalisation), float32 (H, W)."""
     path = Path(path)
     try:
         with Image.open(path) as image:
@@ -59,11 +68,7 @@ def read_slice(path: str | Path) -> np.ndarray:
         raise DataError(f"image file not found: {path}") from None
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise DataError(f"cannot read image {path}: {exc}") from None
-    pixels = pixels.astype(np.float32)
-    peak = float(pixels.max()) if pixels.size else 0.0
-    if peak > 0:
-        pixels /= peak
-    return pixels
+    return pixels.astype(np.float32)
 
 
 @dataclass(frozen=True)

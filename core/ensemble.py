@@ -48,8 +48,8 @@ def run_ensemble(model, image, target, config: AttackConfig, context: AttackCont
     for index, member in enumerate(members):
         on_step = None
         if context.on_step is not None:
-            def on_step(step, _steps, *state, offset=done):  # one progress count over all members
-                context.on_step(offset + step, total, *state)
+            def on_step(step, _steps, iterate, logits, loss, offset=done):  # one step count over all members
+                context.on_step(offset + step, total, iterate, logits, loss)
         output = run_apgd(model, image, target, member, replace(context, clean_pred=clean_pred, on_step=on_step))
         done += member.steps
         dsc = mean_dice_on_device(output.adv_pred, reference, config.empty)

@@ -5,7 +5,9 @@ image, shape (N,), so that attacking a batch gives exactly the gradient of attac
 (the sum of per-image losses has per-image gradients). The implementations are MONAI's (the paper's
 code trained with ``monai.losses.DiceFocalLoss``), called with ``reduction="none"`` and then averaged
 over the non-batch dimensions; for N = 1 that equals MONAI's own ``reduction="mean"``. BCE is torch's
-``binary_cross_entropy_with_logits``, which MONAI does not wrap.
+``binary_cross_entropy_with_logits``, which MONAI does not wrap. MONAI is imported when a loss that
+needs it is first used: importing it takes about two seconds, which the explorer's first BCE frame
+should not wait for.
 
 The segmentation attack losses were written for softmax over classes; here each organ channel is its own
 binary problem (sigmoid), a (pixel, organ) is "correct" when ``logit > 0`` agrees with ``target > 0.5``,
@@ -28,10 +30,10 @@ and the weights that depend on the prediction are detached (as in the papers' co
 from __future__ import annotations
 
 import math
+from functools import cache
 
 import torch
 import torch.nn.functional as F
-from monai.losses import DiceFocalLoss, DiceLoss, FocalLoss
 
 from core.names import LOSS_NAMES, LOSS_TITLES, PAPER_LOSS_NAMES  # noqa: F401  (re-exported)
 from core.errors import SegadvError
@@ -39,10 +41,17 @@ from core.errors import SegadvError
 FOCAL_GAMMA = 2.0
 SEGMENTATION_LOSSES = tuple(name for name in LOSS_NAMES if name not in PAPER_LOSS_NAMES)
 
-# MONAI's loss modules hold no state, so one instance of each serves every call (and every thread).
-_FOCAL = FocalLoss(gamma=FOCAL_GAMMA, reduction="none")
-_DICE = DiceLoss(sigmoid=True, reduction="none")
-_DICE_FOCAL = DiceFocalLoss(sigmoid=True, gamma=FOCAL_GAMMA, reduction="none")
+
+@cache
+def _monai_loss(name: str) -> torch.nn.Module:
+    """MONAI's loss module for ``name``; they hold no state, so one instance serves every call and thread."""
+    from monai.losses import DiceFocalLoss, DiceLoss, FocalLoss
+
+    if name == "focal":
+        return FocalLoss(gamma=FOCAL_GAMMA, reduction="none")
+    if name == "dice":
+        return DiceLoss(sigmoid=True, reduction="none")
+    return DiceFocalLoss(sigmoid=True, gamma=FOCAL_GAMMA, reduction="none")
 
 
 class UnknownLossError(SegadvError, ValueError):
@@ -98,14 +107,9 @@ def per_image_loss(name: str, logits: torch.Tensor, target: torch.Tensor, *,
         return _segmentation_loss(name, logits, target, schedule)
     if name == "bce":
         return _mean_per_image(F.binary_cross_entropy_with_logits(logits, target, reduction="none"))
-    if name == "focal":
-        return _mean_per_image(_FOCAL(logits, target))
-    if name == "dice":
-        return _mean_per_image(_DICE(logits, target))
-    # MONAI adds the per-channel dice (N, C, 1, 1) to the per-pixel focal (N, C, H, W) by broadcasting,
-    # so the per-image mean is mean(dice over channels) + mean(focal over pixels), as with "mean".
-    return _mean_per_image(_DICE_FOCAL(logits, target))
-
+    # For dice+focal MONAI adds the per-channel dice (N, C, 1, 1) to the per-pixel focal (N, C, H, W) by
+    # broadcasting, so the per-image mean is mean(dice over channels) + mean(focal over pixels), as with "mean".
+    return _mean_per_image(_monai_loss(name)(logits, target))
 
 
 def _segmentation_loss(name: str, logits: torch.Tensor, target: torch.Tensor, schedule: tuple[int, int]) -> torch.Tensor:

@@ -45,6 +45,19 @@ REGISTRY: dict[str, ModelSpec] = {
             "small", "Unet", "mobilenet_v2", "MobileNetV2 U-Net (small)",
             {"decoder_channels": (128, 64, 32, 16, 8)},
         ),
+        # Two more small demo architectures, so transfer between models can be studied on the CPU. timm's
+        # EfficientNet-B0 (tu-), not smp's: smp's batch-norm momentum of 0.01 left the running statistics
+        # far behind the weights in a short run (eval-mode logits all negative after 6 epochs). FPN keeps
+        # 64 segmentation channels: its GroupNorm(32) needs 2 values a group at the 1 x 1 deepest map of a
+        # 32 px probe (freeze_unused_parameters).
+        ModelSpec(
+            "small-unetpp", "UnetPlusPlus", "tu-regnetx_002", "RegNetX-200MF U-Net++ (small)",
+            {"decoder_channels": (128, 64, 32, 16, 8)},
+        ),
+        ModelSpec(
+            "small-fpn", "FPN", "tu-efficientnet_b0", "EfficientNet-B0 FPN (small)",
+            {"decoder_pyramid_channels": 64, "decoder_segmentation_channels": 64},
+        ),
     )
 }
 

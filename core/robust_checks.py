@@ -247,7 +247,8 @@ def _converged(config: AttackConfig, eps: float, rows, more_steps: float | None,
 def transfer_dsc(source, model, records, img_size: int, config: AttackConfig, *, batch_size: int = 16,
                  device="cpu", progress: Progress | None = None, should_stop: StopCheck | None = None) -> float | None:
     """Robust DSC of ``model`` on the adversarial slices ``config``'s attack makes on ``source`` (each slice
-    with the random start it would have had on ``model``). Shared over torchrun's processes like ``evaluate``."""
+    with the random start it would have had on ``model``). Shared over torchrun's processes like ``evaluate``.
+    ``core.transfer.transfer`` would also attack ``model`` itself, which the report has already done."""
     from core.metrics import predict
 
     records = list(records)

@@ -6,8 +6,9 @@ increasing id: a worker skips its work when a newer request exists by the time i
 attacks stop at their next step, and a frame that arrives for an old id is dropped. The Explorer's lock
 lets only one computation run at a time, so holding ``+`` never builds a backlog.
 
-The screen paints at once: torch, segmentation-models-pytorch and MONAI (seconds to import) load in the
-first worker, so this module and the widgets import nothing that pulls them in.
+The screen paints at once: torch and segmentation-models-pytorch (seconds to import) start loading in a
+thread as soon as the app is created, while Textual composes and paints, so this module and the widgets
+import nothing that pulls them in. MONAI loads only when a loss or metric that needs it is first used.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from segadv_tui.messages import CheckpointsFound, CurveReady, DataReady, FrameRe
 from segadv_tui.palette import ExplorerCommands
 from segadv_tui.widgets.attack import CHOICES, AttackPanel, EpsInput, choice_value
 from segadv_tui.widgets.checkpoints import CheckpointEntry, CheckpointList
-from segadv_tui.widgets.images import ImageGrid
+from segadv_tui.widgets.images import VIEWS, Picture, PictureViews
 from segadv_tui.widgets.scores import DscCurve, ScoresPanel
 from segadv_tui.widgets.slices import SliceBrowser
 
@@ -41,6 +42,7 @@ if TYPE_CHECKING:
 
 NARROW_WIDTH = 120  # below: the sidebar folds away (b shows it)
 SHORT_HEIGHT = 36  # below: one row of the four essential pictures
+HEADER_HEIGHT = 52  # below: the header's row goes to the pictures (the summary line names the device)
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,28 @@ class FrameRequest:
     id: int
     source: object  # SliceRecord or Path
     settings: AttackConfig
+
+
+_compute_loading: threading.Thread | None = None
+
+
+def start_loading_compute() -> None:
+    """Import torch, segmentation-models-pytorch and the attack code in a thread, once per process.
+
+    The workers that need them import them again and wait for this import to finish, so it only moves
+    the seconds of importing to before the first paint rather than after it.
+    """
+    global _compute_loading
+    if _compute_loading is None:
+        def load() -> None:
+            try:
+                import core.checkpoints  # noqa: F401  (torch, smp)
+                import segadv_tui.explorer  # noqa: F401  (the attacks and scores)
+            except Exception:  # noqa: BLE001  the worker's own import raises it again, as a notification
+                pass
+
+        _compute_loading = threading.Thread(target=load, name="loading torch", daemon=True)
+        _compute_loading.start()
 
 
 class SegadvApp(App):
@@ -80,6 +104,21 @@ class SegadvApp(App):
         Binding("e", "export_figure", "Export PNG", id="export.png", tooltip="Export the current view as a PNG"),
         Binding("x", "export_scores", "Export scores", id="export.scores", show=False,
                 tooltip="Export the scores table as CSV and Markdown"),
+        Binding("v", "cycle_view", "View", id="view.next",
+                tooltip="Next view of the pictures: overlay, difference, grid, focus"),
+        Binding("z", "focus_view", "Focus", id="view.focus",
+                tooltip="The focused picture alone, zoomable (z or Esc: back); Tab or a click picks the picture"),
+        Binding("full_stop,greater_than_sign", "zoom(1)", "Zoom in", id="view.zoom_in", show=False,
+                tooltip="Zoom in (Focus view), down to one image pixel per half cell; or the mouse wheel"),
+        Binding("comma,less_than_sign", "zoom(-1)", "Zoom out", id="view.zoom_out", show=False,
+                tooltip="Zoom out (Focus view), back to the whole slice"),
+        Binding("escape", "leave_focus", "Back", id="view.back", show=False, tooltip="Leave the Focus view"),
+        Binding("1", "toggle_organ(0)", "Large bowel", id="organ.large_bowel", show=False,
+                tooltip="Show / hide the large bowel in every picture"),
+        Binding("2", "toggle_organ(1)", "Small bowel", id="organ.small_bowel", show=False,
+                tooltip="Show / hide the small bowel in every picture"),
+        Binding("3", "toggle_organ(2)", "Stomach", id="organ.stomach", show=False,
+                tooltip="Show / hide the stomach in every picture"),
         Binding("g", "cycle_graphics", "Graphics", id="graphics", show=False,
                 tooltip="Cycle the picture renderer (half-block / kitty / sixel)"),
         Binding("b", "toggle_sidebar", "Sidebar", id="sidebar", show=False,
@@ -108,6 +147,7 @@ class SegadvApp(App):
         live_hook: Callable[[object], None] | None = None,
     ):
         super().__init__()
+        start_loading_compute()
         from core.paths import bundled_checkpoint_dirs
 
         self.data_root = data
@@ -146,6 +186,8 @@ class SegadvApp(App):
         self._slice_cache: dict[tuple[str, int], SliceData] = {}
         self._slice_cache_lock = threading.Lock()
         self._sidebar_forced: bool | None = None
+        self._focus_sidebar = False  # the Focus view hides the side panels until b shows them
+        self._view_before_focus = "overlay"
 
     # -- layout --------------------------------------------------------------------------------
 
@@ -158,7 +200,7 @@ class SegadvApp(App):
                 yield AttackPanel(self.settings, id="attack")
             with Vertical(id="view"):
                 yield Static("starting…", id="summary")
-                yield ImageGrid(renderer=self.graphics, id="images")
+                yield PictureViews(renderer=self.graphics, id="images")
                 with Horizontal(id="bottom"):
                     yield ScoresPanel(show_timings=self.show_timings, id="scores")
                     yield DscCurve(id="curve")
@@ -185,8 +227,11 @@ class SegadvApp(App):
         narrow = width < NARROW_WIDTH
         self.screen.set_class(narrow, "-narrow")
         self.screen.set_class(height < SHORT_HEIGHT, "-short")
+        self.screen.set_class(height < HEADER_HEIGHT, "-compact")
         self.screen.set_class(height < 26, "-tiny")
         show_sidebar = (not narrow) if self._sidebar_forced is None else self._sidebar_forced
+        if self._in_focus_view():
+            show_sidebar = self._focus_sidebar  # the picture as large as the terminal allows
         self.screen.set_class(not show_sidebar, "-no-sidebar")
 
     # -- start-up: checkpoints and data ---------------------------------------------------------
@@ -426,7 +471,7 @@ class SegadvApp(App):
         """The pictures of a slice's attack (a finished frame or an iterative run's current iterate)."""
         from segadv_tui.render.figures import AttackPanels
 
-        self.query_one(ImageGrid).show(AttackPanels.from_result(result, eps), result.pictures.has_truth)
+        self.query_one(PictureViews).show(AttackPanels.from_result(result, eps), result.pictures.has_truth)
 
     @on(FrameReady)
     def _frame_ready(self, message: FrameReady) -> None:
@@ -487,6 +532,8 @@ class SegadvApp(App):
             source = getattr(self.source, "id", None) or (Path(self.source).name if self.source else "no slice")
             # Most telling first: narrow terminals cut the end.
             text = f"[b]{self.settings.label}[/b] · {source} · {checkpoint}"
+            if self.screen_stack[0].has_class("-compact") and self.sub_title:
+                text += f" · {self.sub_title}"
         self.query_one("#summary", Static).update(text, layout=False)  # one fixed line: no re-layout
 
     # -- central error handling ------------------------------------------------------------------
@@ -517,6 +564,8 @@ class SegadvApp(App):
 
         if isinstance(self.screen, TableIIScreen) and action not in ("quit", "help", "command_palette"):
             return False
+        if action == "leave_focus":
+            return self._in_focus_view()
         return True
 
     def action_help(self) -> None:
@@ -526,7 +575,8 @@ class SegadvApp(App):
 
     def binding_groups(self) -> list[tuple[str, list[Binding]]]:
         groups = {"Epsilon": "eps.", "Slices": "slice.", "Attack": "attack.", "Export": "export.",
-                  "Panels": "focus.", "View": ("graphics", "sidebar", "table2"), "App": ("help", "quit")}
+                  "Panels": "focus.", "View": "view.", "Organs": "organ.", "Display": ("graphics", "sidebar", "table2"),
+                  "App": ("help", "quit")}
         result = []
         for title, prefix in groups.items():
             bindings = [b for b in self.BINDINGS if b.id and (b.id.startswith(prefix) if isinstance(prefix, str)
@@ -535,12 +585,63 @@ class SegadvApp(App):
         result.append(("Anywhere", [Binding("ctrl+p", "command_palette", "Commands",
                                             tooltip="Command palette: every action by name"),
                                     Binding("tab", "focus_next", "Next panel", tooltip="Next panel"),
-                                    Binding("up,down", "", "", tooltip="Move in the focused list (slices: slice by slice)")]))
+                                    Binding("up,down", "", "", tooltip="Move in the focused list (slices: slice by slice)"),
+                                    Binding("up,down,left,right", "", "",
+                                            tooltip="Focus view, zoomed in: pan (or drag with the mouse)")]))
         return result
+
+    # -- views ---------------------------------------------------------------------------------------
+
+    def show_view(self, view: str) -> None:
+        """Switch the pictures to ``view``; Focus shows the focused picture (or the view's main one)."""
+        views = self.query_one(PictureViews)
+        if view == views.view:
+            return
+        key = views.focus_key() if view == "focus" else None
+        if view == "focus":
+            self._view_before_focus = views.view
+        views.show_view(view, key)
+        self._update_layout(self.size.width, self.size.height)
+        if view == "focus":
+            views.focus_picture().focus()
+        elif isinstance(self.focused, Picture) and not self.focused.display:
+            self.query_one(SliceBrowser).focus()
+
+    def _in_focus_view(self) -> bool:
+        return self.screen_stack[0].query_one(PictureViews).view == "focus"
+
+    def action_cycle_view(self) -> None:
+        current = self.query_one(PictureViews).view
+        self.show_view(VIEWS[(VIEWS.index(current) + 1) % len(VIEWS)])
+
+    def action_focus_view(self) -> None:
+        views = self.query_one(PictureViews)
+        if views.view == "focus":
+            self.action_leave_focus()
+        else:
+            self.show_view("focus")
+
+    def action_leave_focus(self) -> None:
+        self.show_view(self._view_before_focus)
+
+    def action_zoom(self, direction: int) -> None:
+        views = self.query_one(PictureViews)
+        if views.view != "focus":
+            self.action_focus_view()
+        picture = views.focus_picture()
+        changed = picture.zoom_in() if direction > 0 else picture.zoom_out()
+        if not changed and direction > 0:
+            self.notify("At one image pixel per half cell: the closest zoom.", timeout=3)
+
+    def action_toggle_organ(self, index: int) -> None:
+        self.query_one(PictureViews).toggle_organ(index)
 
     def action_toggle_sidebar(self) -> None:
         hidden = self.screen.has_class("-no-sidebar")
-        self._sidebar_forced = hidden
+        if self._in_focus_view():
+            self._focus_sidebar = hidden
+        else:
+            self._sidebar_forced = hidden
         self._update_layout(self.size.width, self.size.height)
 
     def _show_sidebar_if_hidden(self) -> None:
@@ -556,9 +657,9 @@ class SegadvApp(App):
             self.notify("Only the half-block renderer is available: start with --graphics kitty or sixel "
                         "in a terminal that supports it.")
             return
-        index = self.graphics_choices.index(self.query_one(ImageGrid).renderer)
+        index = self.graphics_choices.index(self.query_one(PictureViews).renderer)
         renderer = self.graphics_choices[(index + 1) % len(self.graphics_choices)]
-        self.query_one(ImageGrid).use_renderer(renderer)
+        self.query_one(PictureViews).use_renderer(renderer)
         self.notify(f"Pictures: {renderer}")
 
     def action_export_figure(self) -> None:

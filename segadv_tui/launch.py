@@ -15,6 +15,7 @@ import typer
 from segadv_tui.cli import fail, run
 
 command = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+SERVE_HOST, SERVE_PORT = "127.0.0.1", 8000
 
 
 @command.command(help="Explore adversarial attacks on segmentation models, slice by slice, from the keyboard.")
@@ -28,6 +29,10 @@ def segadv_tui(
     truecolor: bool = typer.Option(False, "--truecolor", help="Force 24-bit colour (for terminals that do not announce it)."),
     export_dir: Path = typer.Option(Path("."), "--export-dir", help="Where e / x and Table II exports go."),
     device: str = typer.Option("auto", "--device", help="auto (CUDA when available, else CPU), cpu, cuda or cuda:N."),
+    serve: bool = typer.Option(False, "--serve", help="Serve the explorer to a browser tab (textual-serve) instead."),
+    host: str = typer.Option(SERVE_HOST, "--host", help="--serve: the address to listen on (default: this machine only; "
+                                                         "no authentication, so reach it through an SSH tunnel)."),
+    port: int = typer.Option(SERVE_PORT, "--port", min=1, max=65535, help="--serve: the port to listen on."),
 ) -> None:
     if truecolor:
         # Rich and Textual read these when they are first imported: set them before.
@@ -65,9 +70,33 @@ def segadv_tui(
         device = str(resolve_device(device))
     if not export_dir.is_dir():
         fail(f"--export-dir {export_dir}: no such folder")
+    if not serve and (host, port) != (SERVE_HOST, SERVE_PORT):
+        fail("--host and --port go with --serve")
+    if serve:
+        from segadv_tui.serve import port_problem
+
+        problem = port_problem(host, port)
+        if problem:
+            fail(f"--serve: cannot listen on {host}:{port}: {problem}")
 
     if data is None and image is None:
         data = _demo_data()
+
+    if serve:
+        from segadv_tui.serve import serve as serve_app
+
+        # Each browser tab runs this command again, with what was checked here and no terminal to ask.
+        arguments = ["--graphics", "halfblock", "--export-dir", str(export_dir.resolve())]
+        arguments += ["--data", str(data.resolve())] if data is not None else ["--image", str(image.resolve())]
+        for path in [*folders, *(files[:-1] if checkpoint is not None else files)]:
+            arguments += ["--checkpoints", str(path.resolve())]
+        if checkpoint is not None:
+            arguments += ["--checkpoint", str(checkpoint.resolve())]
+        if limit is not None:
+            arguments += ["--limit", str(limit)]
+        arguments += ["--device", device]
+        serve_app(host, port, arguments)
+        return
 
     renderer = register_graphics(choose_graphics(graphics))
     # The app paints at once and loads torch and the models in a worker, with a loading indicator.
@@ -93,3 +122,7 @@ def _demo_data() -> Path:
 
 def main() -> None:
     run(command)  # the CLI's error path: bad input is one line and exit 2, a bug names its log file
+
+
+if __name__ == "__main__":
+    main()

@@ -23,6 +23,11 @@ class ExplorerCommands(Provider):
             if binding.id and binding.id not in ("quit", "help")
         ]
         commands.append(("Help: every key", app.action_help, "Show the help screen"))
+        from segadv_tui.widgets.images import VIEW_TITLES, VIEWS
+
+        for view in VIEWS:
+            commands.append((f"View: {VIEW_TITLES[view]}", partial(app.show_view, view),
+                             f"Show the {VIEW_TITLES[view].lower()} view of the pictures"))
         settings = app.settings
         if "loss" in settings.entry.parameters:
             for loss in LOSS_NAMES:

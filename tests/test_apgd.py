@@ -261,6 +261,25 @@ def test_ensemble_budget_in_passes_per_slice():
     assert passes_per_slice(AttackConfig.for_method("apgd", steps=100)) == {"forward_backward": 100, "forward": 2}
 
 
+@pytest.mark.parametrize("config", [
+    AttackConfig.for_method("ensemble", eps=0.03, steps=7),
+    AttackConfig.for_method("apgd", eps=0.03, steps=9, radii=(2, 1.5, 1)),
+    AttackConfig.for_method("pgd", eps=0.03, steps=5, best_iterate=True),
+    AttackConfig.for_method("bim", eps=0.03, steps=5),
+    AttackConfig(eps=0.03),
+], ids=lambda c: c.method_label)
+def test_stated_passes_are_the_passes_made(config):
+    model = PixelLinear()
+    counts = {True: 0, False: 0}
+    model.register_forward_hook(lambda module, inputs, output: counts.__setitem__(
+        torch.is_grad_enabled(), counts[torch.is_grad_enabled()] + inputs[0].shape[0]))
+    image = torch.rand(2, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    truth = (image > 0.5).float().expand(-1, 3, -1, -1)
+    attack_slice(model, image, truth, config, ids=["a", "b"])
+    stated = passes_per_slice(config)
+    assert (counts[True] / 2, counts[False] / 2) == (stated["forward_backward"], stated["forward"])
+
+
 # ---------------------------------------------------------------------------------------------------
 # the configuration
 

@@ -274,23 +274,30 @@ async def test_bad_checkpoint_and_corrupt_slice_notify(tiny_demo, checkpoint, tm
 
 @pilot_test
 async def test_lone_png_uses_the_prediction_as_target(real_samples, checkpoint):
-    """Also started with kitty graphics (textual-image): g cycles to half-block and back."""
+    """Also started with kitty graphics (textual-image): every view shows kitty pictures, g cycles to
+    half-block and back."""
     from textual_image.widget import TGPImage
 
     from segadv_tui.render.graphics import register_graphics
-    from segadv_tui.widgets.images import HalfBlockView
+    from segadv_tui.widgets.images import HalfBlockView, PictureViews
 
     png = next(real_samples.glob("*.png"))
     app = make_app(None, checkpoint, image=png, graphics=register_graphics("kitty"))
     async with app.run_test(size=SIZE) as pilot:
         await first_frame(pilot, app)
-        assert len(app.query(TGPImage)) == 8 and not app.query(HalfBlockView)
+        views = app.query_one(PictureViews)
+        assert len(views.current().query(TGPImage)) == 2 and not app.query(HalfBlockView)
         await pilot.press("g")
-        assert len(app.query(HalfBlockView)) == 8 and not app.query(TGPImage)
+        assert len(views.current().query(HalfBlockView)) == 2 and not app.query(TGPImage)
         await pilot.press("g")
-        assert len(app.query(TGPImage)) == 8
+        for view, pictures in (("difference", 2), ("grid", 8), ("focus", 1)):
+            await pilot.press("v")
+            assert views.view == view
+            shown = views.current().query(TGPImage)
+            assert len(shown) == pictures and all(picture.image is not None for picture in shown)
+            if view == "grid":
+                assert app.query_one("#image-truth").heading.startswith("Target")
         assert app.settings.target == "pred" and not app.frame.has_truth
-        assert app.query_one("#image-truth").border_title.startswith("Target")
         # Against its own prediction the clean DSC is 1 for every organ.
         assert all(clean == "1.000" for clean, _, _ in table_values(app).values())
         await pilot.press("t")

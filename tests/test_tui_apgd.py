@@ -1,5 +1,5 @@
-"""APGD in the explorer: a registry entry reaches the method list, runs in the app's worker with its
-live steps reported, and shows core's own scores (the demo checkpoint, the tiny demo data)."""
+"""APGD in the explorer: a registry entry reaches the method list, runs in the app's worker with every
+step reported to the live view, and shows core's own scores (the demo checkpoint, the tiny demo data)."""
 
 from __future__ import annotations
 
@@ -32,10 +32,10 @@ def test_explorer_reports_every_apgd_step_and_core_scores(tiny_demo):
     record = with_organs(open_dataset(tiny_demo).records)[0]
     data = load_slice_data(record, meta["img_size"])
     config = AttackConfig.for_method("apgd", steps=8, radii=(2, 1.5, 1))
-    steps = []
-    frame = Explorer(model, "demo").compute(data, config, on_live=lambda live: steps.append((live.step, live.steps)),
-                                            live_interval=0.0)
-    assert steps == [(k, 8) for k in range(8)]  # each step reports the iterate it starts from
+    live = []
+    frame = Explorer(model, "demo").compute(data, config, on_live=live.append, live_interval=0.0)
+    assert [(step.step, step.steps) for step in live] == [(k, 8) for k in range(8)]  # each step's start point
+    assert len(live[-1].mean_dsc) == 8
     expected = _core_result(model, data, config)
     np.testing.assert_array_equal(frame.result.dsc_adv, expected.dsc_adv)
 

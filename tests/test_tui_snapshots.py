@@ -1,5 +1,6 @@
-"""SVG snapshots of the explorer (pytest-textual-snapshot, pinned with textual): the main screen after
-three eps steps, the same on a small terminal, and the help screen.
+"""SVG snapshots of the explorer (pytest-textual-snapshot, pinned with textual): each view of the pictures
+after three eps steps at 160 x 48 (Overlay, the default, also at 80 x 24; Focus zoomed in and panned),
+and the help screen.
 
 Deterministic: every worker has finished, the step time and the device are fixed texts, the eps field's
 cursor does not blink, torch runs on one thread (the same sums on every run). Update with
@@ -31,13 +32,30 @@ def explorer_after_three_steps(tiny_demo, *keys: str):
 
 
 def test_main_screen(snap_compare, tiny_demo):
+    """The Overlay view, the default."""
     app, run_before = explorer_after_three_steps(tiny_demo)
-    assert snap_compare(app, terminal_size=(160, 50), run_before=run_before)
+    assert snap_compare(app, terminal_size=(160, 48), run_before=run_before)
 
 
 def test_main_screen_small_terminal(snap_compare, tiny_demo):
     app, run_before = explorer_after_three_steps(tiny_demo)
     assert snap_compare(app, terminal_size=(80, 24), run_before=run_before)
+
+
+def test_difference_view(snap_compare, tiny_demo):
+    app, run_before = explorer_after_three_steps(tiny_demo, "v")
+    assert snap_compare(app, terminal_size=(160, 48), run_before=run_before)
+
+
+def test_grid_view(snap_compare, tiny_demo):
+    app, run_before = explorer_after_three_steps(tiny_demo, "v", "v")
+    assert snap_compare(app, terminal_size=(160, 48), run_before=run_before)
+
+
+def test_focus_view_zoomed_in(snap_compare, tiny_demo):
+    """The adversarial overlay alone, two zoom steps in, panned down, the stomach hidden."""
+    app, run_before = explorer_after_three_steps(tiny_demo, "z", "full_stop", "full_stop", "down", "3")
+    assert snap_compare(app, terminal_size=(160, 48), run_before=run_before)
 
 
 def test_help_screen(snap_compare, tiny_demo):

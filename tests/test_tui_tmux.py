@@ -1,4 +1,5 @@
-"""End to end in a real terminal: segadv-tui in tmux, one eps step from the keyboard, read the screen, quit.
+"""End to end in a real terminal: segadv-tui in tmux, one eps step from the keyboard, read the screen, cycle
+the views, focus and zoom a picture, quit.
 
 The waits poll the screen until a deadline (they bound a failure; nothing asserts a duration).
 """
@@ -77,6 +78,12 @@ def test_segadv_tui_in_tmux(tiny_demo, tmp_path):
         clean, adv = expected_mean_dsc(tiny_demo, slice_id, 0.010)
         assert re.search(rf"Mean\s+{clean:.3f}\s+{adv:.3f}", screen), screen
         assert "Traceback" not in screen
+        assert re.search(r"Clean · DSC \d\.\d{3}.*Adversarial · DSC \d\.\d{3}", screen)  # Overlay, the default
+        for key, title in (("v", r"Difference, clean · DSC"), ("v", r"Perturbation ×\d+"),
+                           ("v", r"whole slice \d+×\d+"), ("period", r"rows \d+–\d+, cols \d+–\d+ of"),
+                           ("z", r"Clean pred · DSC \d"), ("z", r"rows \d+–\d+, cols \d+–\d+ of")):
+            tmux("send-keys", "-t", "tui", "." if key == "period" else key)
+            tmux.wait_for(title)
         tmux("send-keys", "-t", "tui", "q")
         deadline = time.monotonic() + DEADLINE_S
         while not status.exists() and time.monotonic() < deadline:

@@ -80,7 +80,10 @@ def _register_commands() -> None:
         demo_data,
         models,
         robust,
+        study,
         train,
+        transfer,
+        universal,
     )
 
 

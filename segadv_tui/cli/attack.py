@@ -65,13 +65,14 @@ def attack(
     data: Optional[Path] = data_option(),
     split: str = split_option(),
     loss: str = loss_option(),
-    eps: str = typer.Option("0.009", "--eps", help="L-inf budget in pixel units ([0, 1] images); the paper used 0.009."),
+    eps: Optional[str] = typer.Option(None, "--eps", help="L-inf budget in pixel units ([0, 1] images); default 0.009 (the paper's), for --method universal the delta's own bound."),
     method: str = method_option(),
     steps: Optional[int] = steps_option(),
     step_size: Optional[float] = step_size_option(),
     best_iterate: Optional[bool] = best_iterate_option(),
     seed: int = seed_option(),
     organs: str = organs_option(),
+    delta: Optional[Path] = typer.Option(None, "--delta", help="The universal method's perturbation (made by `segadv universal`)."),
     target: str = target_option(),
     mode: str = mode_option(),
     limit: Optional[int] = limit_option(),
@@ -90,9 +91,12 @@ def attack(
         attack_config, check_outputs, load_checkpoint, open_data, progress_bar, select_records,
     )
 
+    from segadv_tui.cli.universal import attack_eps
+
     config = attack_config(
-        method=method, loss=loss, eps=eps, mode=mode, target=target, steps=steps, step_size=step_size, empty=empty,
-        all_slices=all_slices, seed=seed, organs=organs, precision=precision, best_iterate=best_iterate,
+        method=method, loss=loss, eps=attack_eps(method, delta, eps), mode=mode, target=target, steps=steps,
+        step_size=step_size, empty=empty, all_slices=all_slices, seed=seed, organs=organs, precision=precision,
+        delta=delta, best_iterate=best_iterate,  # delta a Path: attack_config lower-cases strings
     )
     check_batch_size(batch_size)
     check_outputs(json=json_path, csv=csv_path)
@@ -389,6 +393,7 @@ def figure(
     best_iterate: Optional[bool] = best_iterate_option(),
     seed: int = seed_option(),
     organs: str = organs_option(),
+    delta: Optional[Path] = typer.Option(None, "--delta", help="The universal method's perturbation (made by `segadv universal`)."),
     target: str = target_option(),
     mode: str = mode_option(),
     empty: str = empty_option(),
@@ -406,7 +411,7 @@ def figure(
 
     config = attack_config(
         method=method, loss=loss, eps=eps, mode=mode, target=target, steps=steps, step_size=step_size, empty=empty,
-        all_slices=True, seed=seed, organs=organs, best_iterate=best_iterate,
+        all_slices=True, seed=seed, organs=organs, delta=delta, best_iterate=best_iterate,
     )
     check_outputs(out=out)
     device = resolve_device(device)

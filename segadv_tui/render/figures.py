@@ -15,7 +15,10 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from core.organs import ORGAN_TITLES, ORGANS
-from segadv_tui.render.imagery import FN_COLOUR, FP_COLOUR, ORGAN_COLOURS, TP_COLOUR, difference_map, gray, overlay, perturbation, perturbation_scale
+from segadv_tui.render.imagery import (
+    ALL_ORGANS, DIFFERENCE_DIM, FN_COLOUR, FP_COLOUR, ORGAN_COLOURS, TP_COLOUR, Scene, compose, perturbation,
+    perturbation_scale,
+)
 
 BACKGROUND = (255, 255, 255)
 INK = (20, 20, 20)
@@ -67,30 +70,55 @@ class AttackPanels:
             eps=scale, dsc_clean=result.mean_clean, dsc_adv=result.mean_adv,
         )
 
-    def pictures(self) -> dict[str, tuple[str, np.ndarray]]:
-        """Panel key -> (title, uint8 RGB picture), the keys of ``PANEL_LAYOUT``."""
+    def scenes(self, visible: tuple[bool, ...] = ALL_ORGANS) -> dict[str, Scene]:
+        """Every picture of the attack as a Scene (``imagery.compose`` draws it at any size).
+
+        The keys of ``PANEL_LAYOUT`` (the paper's eight panels), plus the explorer's large views: the clean
+        and adversarial predictions as translucent fills with the truth as an outline, both over the clean
+        slice (so that only the masks change with eps), and their difference maps over the dimmed slice.
+        """
         image = np.asarray(self.image, dtype=np.float32)
         adversarial = np.asarray(self.adversarial, dtype=np.float32)
-        delta = adversarial - image
-        clean = _with_dsc("Clean prediction", self.dsc_clean)
-        adv = _with_dsc("Adversarial prediction", self.dsc_adv)
+        black = np.zeros_like(image)
         return {
-            "input": ("Input", gray(image)),
-            "adversarial": ("Adversarial input", gray(adversarial)),
-            "perturbation": (f"Perturbation (x{_gain(delta, self.eps)})", perturbation(delta, self.eps)),
-            "truth": ("Ground truth", overlay(image, self.truth)),
-            "clean_prediction": (clean, overlay(image, self.clean_prediction)),
-            "clean_difference": ("Difference, clean", difference_map(self.truth, self.clean_prediction)),
-            "adversarial_prediction": (adv, overlay(adversarial, self.adversarial_prediction)),
-            "adversarial_difference": ("Difference, adversarial", difference_map(self.truth, self.adversarial_prediction)),
+            "input": Scene(image, visible=visible),
+            "adversarial": Scene(adversarial, visible=visible),
+            "perturbation": Scene(perturbation(adversarial - image, self.eps), visible=visible),
+            "truth": Scene(image, fill=self.truth, visible=visible),
+            "clean_prediction": Scene(image, fill=self.clean_prediction, visible=visible),
+            "clean_difference": Scene(black, difference=(self.truth, self.clean_prediction), dim=0.0, visible=visible),
+            "adversarial_prediction": Scene(adversarial, fill=self.adversarial_prediction, visible=visible),
+            "adversarial_difference": Scene(black, difference=(self.truth, self.adversarial_prediction), dim=0.0,
+                                            visible=visible),
+            "overlay.clean": Scene(image, fill=self.clean_prediction, outline=self.truth, visible=visible),
+            "overlay.adversarial": Scene(image, fill=self.adversarial_prediction, outline=self.truth, visible=visible),
+            "difference.clean": Scene(image, difference=(self.truth, self.clean_prediction), dim=DIFFERENCE_DIM,
+                                      visible=visible),
+            "difference.adversarial": Scene(image, difference=(self.truth, self.adversarial_prediction),
+                                            dim=DIFFERENCE_DIM, visible=visible),
         }
+
+    def pictures(self, visible: tuple[bool, ...] = ALL_ORGANS) -> dict[str, tuple[str, np.ndarray]]:
+        """Panel key -> (title, uint8 RGB picture at image resolution), the keys of ``PANEL_LAYOUT``."""
+        image = np.asarray(self.image, dtype=np.float32)
+        delta = np.asarray(self.adversarial, dtype=np.float32) - image
+        titles = {
+            "input": "Input", "adversarial": "Adversarial input",
+            "perturbation": f"Perturbation (x{perturbation_gain(delta, self.eps)})", "truth": "Ground truth",
+            "clean_prediction": _with_dsc("Clean prediction", self.dsc_clean),
+            "clean_difference": "Difference, clean",
+            "adversarial_prediction": _with_dsc("Adversarial prediction", self.dsc_adv),
+            "adversarial_difference": "Difference, adversarial",
+        }
+        scenes = self.scenes(visible)
+        return {key: (title, compose(scenes[key], *image.shape)) for key, title in titles.items()}
 
 
 def _with_dsc(title: str, dsc: float | None) -> str:
     return title if dsc is None or math.isnan(dsc) else f"{title}  DSC {dsc:.3f}"
 
 
-def _gain(delta: np.ndarray, eps: float | None) -> str:
+def perturbation_gain(delta: np.ndarray, eps: float | None) -> str:
     """How much the perturbation picture amplifies: full grey range over the scale it was drawn at."""
     scale = perturbation_scale(delta, eps)
     return f"{0.5 / scale:.0f}" if scale > 0 else "1"

@@ -25,7 +25,7 @@ def register_graphics(renderer: str) -> str:
     """Import textual-image's widget for ``renderer`` (its import queries the terminal, so before start-up)."""
     if renderer == "halfblock":
         return renderer
-    from segadv_tui.widgets.images import GRAPHICS_WIDGETS
+    from segadv_tui.widgets.picture import GRAPHICS_WIDGETS
 
     try:
         from textual_image.widget import SixelImage, TGPImage

@@ -11,14 +11,19 @@ from textual.widgets import Static
 
 KEY_NAMES = {
     "plus": "+", "equals_sign": "=", "minus": "-", "right_square_bracket": "]", "left_square_bracket": "[",
-    "question_mark": "?", "up": "↑", "down": "↓", "escape": "Esc", "enter": "Enter", "slash": "/",
+    "question_mark": "?", "up": "↑", "down": "↓", "left": "←", "right": "→", "escape": "Esc", "enter": "Enter",
+    "slash": "/", "full_stop": ".", "greater_than_sign": ">", "comma": ",", "less_than_sign": "<",
 }
 
 USAGE = (
     "Pick a checkpoint and a slice (case → day → slice), then step epsilon and watch the masks and the "
     "scores change. FGSM reuses one gradient per slice and loss: each eps step is one forward pass. "
-    "Organs: large bowel orange, small bowel blue, stomach magenta. Difference maps: true positive green, "
-    "false positive blue, false negative red. AS = (DSC clean − DSC adv) / DSC clean."
+    "Views (v): Overlay, the clean and adversarial predictions as translucent fills over the clean slice, "
+    "the truth as a thin outline; Difference, both TP / FP / FN maps over the dimmed slice; Grid, the "
+    "paper's eight panels; Focus (z), one picture alone, zoomed with . and , down to one image pixel per "
+    "half cell and panned with the arrows or the mouse. Organs (1 2 3): large bowel orange, small bowel "
+    "blue, stomach magenta. Difference maps: true positive green, false positive blue, false negative red. "
+    "AS = (DSC clean − DSC adv) / DSC clean."
 )
 
 

@@ -1,138 +1,243 @@
-"""The Images panel: the eight pictures of an attacked slice, each in a titled, resizable cell."""
+"""The pictures of an attacked slice, in four views that ``v`` cycles, over one legend line.
+
+- Overlay (the default): the clean and adversarial predictions side by side, as large as the room
+  allows, each a translucent fill over the clean slice with the truth as a one-pixel outline;
+- Difference: the clean and adversarial TP / FP / FN maps over the dimmed slice, as large;
+- Grid: the paper's eight panels;
+- Focus (``z``): the focused picture alone, zoomable down to one image pixel per half cell.
+
+Every view reads one picture bundle (:class:`AttackPanels`); only the view on screen is drawn, and a
+hidden view catches up when it is shown. ``1`` ``2`` ``3`` show or hide an organ in every view.
+"""
 
 from __future__ import annotations
 
-import numpy as np
-from rich.style import Style
+from rich.text import Text
 from textual.app import ComposeResult
-from textual.containers import Grid
-from textual.strip import Strip
-from textual.widget import Widget
+from textual.containers import Container, Vertical
+from textual.widgets import ContentSwitcher, Static
 
+from core.organs import ORGAN_TITLES, ORGANS
+from segadv_tui.render.figures import PANEL_LAYOUT, AttackPanels, perturbation_gain
+from segadv_tui.render.imagery import ALL_ORGANS, FN_COLOUR, FP_COLOUR, ORGAN_COLOURS, TP_COLOUR, LayerCache
 from segadv_tui.render.tables import format_score
-from segadv_tui.render.figures import PANEL_LAYOUT, AttackPanels
-from segadv_tui.render.halfblock import render_strips
+from segadv_tui.widgets.picture import GRAPHICS_WIDGETS, HalfBlockView, Picture  # noqa: F401  (re-exported)
 
-# Panels that stay when the terminal is short (one row of four).
+VIEWS = ("overlay", "difference", "grid", "focus")
+VIEW_TITLES = {"overlay": "Overlay", "difference": "Difference", "grid": "Grid", "focus": "Focus"}
+# Panels that stay in the grid when the terminal is short (one row of four).
 ESSENTIAL_PANELS = ("input", "adversarial", "adversarial_prediction", "adversarial_difference")
-# Textual-image renderers by --graphics name; filled in by the app's start-up (their import queries the terminal).
-GRAPHICS_WIDGETS: dict[str, type[Widget]] = {}
+GRID_TITLES = {
+    "input": "Input", "adversarial": "Adversarial input", "perturbation": "Perturbation",
+    "truth": "Ground truth", "clean_prediction": "Clean prediction",
+    "clean_difference": "Difference, clean", "adversarial_prediction": "Adv. prediction",
+    "adversarial_difference": "Difference, adv.",
+}
+# The picture each view shows in Focus when no picture has the keyboard focus.
+DEFAULT_FOCUS = {"overlay": "overlay.adversarial", "difference": "difference.adversarial",
+                 "grid": "adversarial_prediction", "focus": "overlay.adversarial"}
 
 
-class HalfBlockView(Widget):
-    """A picture drawn with our half-block renderer, re-fitted to the cell box on every resize."""
+def _rgb(colour: tuple[int, int, int]) -> str:
+    return f"rgb({colour[0]},{colour[1]},{colour[2]})"
 
-    DEFAULT_CSS = "HalfBlockView { width: 1fr; height: 1fr; }"
 
-    def __init__(self, rgb: np.ndarray | None = None, **kwargs):
+def picture_titles(panels: AttackPanels, has_truth: bool) -> dict[str, str]:
+    """Short titles for every picture key, fit for a narrow pane (eps is on the summary line above)."""
+    clean, adv = format_score(panels.dsc_clean), format_score(panels.dsc_adv)
+    gain = perturbation_gain(panels.adversarial - panels.image, panels.eps)
+    titles = dict(GRID_TITLES)
+    titles.update({
+        "perturbation": f"Perturbation ×{gain}",
+        "clean_prediction": f"Clean pred · DSC {clean}",
+        "adversarial_prediction": f"Adv. pred · DSC {adv}",
+        "overlay.clean": f"Clean · DSC {clean}",
+        "overlay.adversarial": f"Adversarial · DSC {adv}",
+        "difference.clean": f"Difference, clean · DSC {clean}",
+        "difference.adversarial": f"Difference, adversarial · DSC {adv}",
+    })
+    if not has_truth:
+        # A lone PNG: the model's clean prediction stands in for the truth.
+        titles["truth"] = "Target (clean pred.)"
+    return titles
+
+
+def legend(view: str, key: str | None, visible: tuple[bool, ...], has_truth: bool) -> Text:
+    """The line under the pictures: what the colours mean, and which organs are shown."""
+    text = Text(no_wrap=True, overflow="ellipsis")
+    for number, (organ, shown) in enumerate(zip(ORGANS, visible), start=1):
+        text.append(f"{number} ", style="dim")
+        if shown:
+            text.append("■ ", style=_rgb(ORGAN_COLOURS[organ]))
+            text.append(ORGAN_TITLES[organ].lower())
+        else:
+            text.append(f"□ {ORGAN_TITLES[organ].lower()}", style="dim strike")
+        text.append("  ")
+    kind = key.split(".")[0] if key and view == "focus" else view
+    if kind == "overlay":
+        text.append(f"fill = prediction, line = {'truth' if has_truth else 'target'}", style="dim")
+    if kind in ("difference", "grid", "clean_difference", "adversarial_difference"):
+        for name, colour in (("true pos.", TP_COLOUR), ("false pos.", FP_COLOUR), ("false neg.", FN_COLOUR)):
+            text.append("■ ", style=_rgb(colour))
+            text.append(f"{name}  ")
+    return text
+
+
+class PictureView(Container):
+    """A set of pictures, shown together; ``keys`` are AttackPanels scene keys."""
+
+    keys: tuple[str, ...] = ()
+
+    def __init__(self, renderer: str, cache: LayerCache, **kwargs):
         super().__init__(**kwargs)
-        self._rgb = rgb
-        self._strips: list[Strip] = []
-        self._strips_size: tuple[int, int] | None = None
-
-    def show(self, rgb: np.ndarray | None) -> None:
-        self._rgb = rgb
-        self._strips_size = None
-        self.refresh()
-
-    def render_lines(self, crop) -> list[Strip]:
-        # The content size once per repaint, not once per line (it is a screen lookup each time).
-        width, height = self.content_size
-        if self._strips_size != (width, height):
-            background = Style(bgcolor=self.rich_style.bgcolor)
-            self._strips = [] if self._rgb is None else render_strips(self._rgb, width, height, background)
-            self._strips_size = (width, height)
-        return super().render_lines(crop)
-
-    def render_line(self, y: int) -> Strip:
-        return self._strips[y] if y < len(self._strips) else Strip.blank(self._strips_size[0], self.rich_style)
-
-
-class ImagePanel(Widget):
-    """A titled picture; the picture widget is our half-block view or a textual-image one."""
-
-    DEFAULT_CSS = """
-    ImagePanel { border: round $panel; border-title-color: $text-muted; height: 1fr; width: 1fr; }
-    """
-
-    def __init__(self, key: str, title: str, renderer: str = "halfblock", **kwargs):
-        super().__init__(id=f"image-{key}", **kwargs)
-        self.key = key
-        self.border_title = title
         self.renderer = renderer
-        self._rgb: np.ndarray | None = None
+        self.cache = cache
+
+    def picture(self, key: str) -> Picture:
+        return next(p for p in self.query(Picture) if p.key == key)
+
+    def show(self, panels: AttackPanels, has_truth: bool, visible: tuple[bool, ...]) -> None:
+        scenes, titles = panels.scenes(visible), picture_titles(panels, has_truth)
+        for picture in self.query(Picture):
+            picture.show(titles[picture.key], scenes[picture.key])
+
+
+class OverlayView(PictureView):
+    DEFAULT_CSS = "OverlayView { layout: horizontal; } OverlayView > #picture-overlay-clean { margin-right: 1; }"
+    keys = ("overlay.clean", "overlay.adversarial")
 
     def compose(self) -> ComposeResult:
-        yield self._picture_widget()
-
-    def _picture_widget(self) -> Widget:
-        if self.renderer == "halfblock" or self._rgb is None:
-            return HalfBlockView(self._rgb)
-        from PIL import Image
-
-        widget = GRAPHICS_WIDGETS[self.renderer](Image.fromarray(np.ascontiguousarray(self._rgb), "RGB"))
-        widget.styles.width = "1fr"
-        widget.styles.height = "1fr"
-        return widget
-
-    def show(self, title: str, rgb: np.ndarray) -> None:
-        if title != self.border_title:  # setting it repaints the panel, even to the same text
-            self.border_title = title
-        # An eps step leaves half the pictures as they were: redrawing them would only cost time.
-        if self._rgb is not None and self._rgb.shape == rgb.shape and np.array_equal(self._rgb, rgb):
-            return
-        self._rgb = rgb
-        if self.renderer == "halfblock":
-            self.query_one(HalfBlockView).show(rgb)
-        else:
-            self._swap_picture()
-
-    def use_renderer(self, renderer: str) -> None:
-        if renderer != self.renderer:
-            self.renderer = renderer
-            self._swap_picture()
-
-    def _swap_picture(self) -> None:
-        self.remove_children()
-        self.mount(self._picture_widget())
+        for key in self.keys:
+            yield Picture(key, renderer=self.renderer, cache=self.cache, id=f"picture-{key.replace('.', '-')}")
 
 
-class ImageGrid(Grid):
-    """Input, adversarial input, amplified perturbation, ground truth, predictions and difference maps."""
+class DifferenceView(OverlayView):
+    DEFAULT_CSS = "DifferenceView { layout: horizontal; } DifferenceView > #picture-difference-clean { margin-right: 1; }"
+    keys = ("difference.clean", "difference.adversarial")
 
-    TITLES = {
-        "input": "Input", "adversarial": "Adversarial input", "perturbation": "Perturbation",
-        "truth": "Ground truth", "clean_prediction": "Clean prediction",
-        "clean_difference": "Difference, clean", "adversarial_prediction": "Adv. prediction",
-        "adversarial_difference": "Difference, adv.",
-    }
+
+class GridView(PictureView):
+    DEFAULT_CSS = "GridView { layout: grid; grid-size: 4 2; grid-gutter: 0 1; }"
+    keys = tuple(key for row in PANEL_LAYOUT for key in row)
+
+    def compose(self) -> ComposeResult:
+        for key in self.keys:
+            picture = Picture(key, renderer=self.renderer, cache=self.cache, id=f"image-{key}")
+            if key not in ESSENTIAL_PANELS:
+                picture.add_class("optional")
+            yield picture
+
+
+class FocusView(PictureView):
+    """One picture of any view's, alone and zoomable."""
+
+    def __init__(self, renderer: str, cache: LayerCache, **kwargs):
+        super().__init__(renderer, cache, **kwargs)
+        self.key = DEFAULT_FOCUS["focus"]
+
+    def compose(self) -> ComposeResult:
+        yield Picture(self.key, renderer=self.renderer, cache=self.cache, zoomable=True, id="focus-picture")
+
+    def show(self, panels: AttackPanels, has_truth: bool, visible: tuple[bool, ...]) -> None:
+        picture = self.query_one(Picture)
+        picture.key = self.key
+        picture.show(picture_titles(panels, has_truth)[self.key], panels.scenes(visible)[self.key])
+
+
+class PictureViews(Vertical):
+    """The views in a switcher, the legend line under them; the state of view, organs and renderer."""
+
+    DEFAULT_CSS = """
+    PictureViews { height: 1fr; }
+    PictureViews > ContentSwitcher { height: 1fr; }
+    PictureViews > ContentSwitcher > * { height: 1fr; }
+    PictureViews > #legend { height: 1; padding: 0 1; color: $text; }
+    """
 
     def __init__(self, renderer: str = "halfblock", **kwargs):
         super().__init__(**kwargs)
         self.renderer = renderer
+        self.view = "overlay"
+        self.organs: tuple[bool, ...] = ALL_ORGANS
+        self.panels: AttackPanels | None = None
+        self.has_truth = True
+        self.cache = LayerCache()
+        self._version = 0  # counts the pictures shown
+        self._shown: dict[str, tuple] = {}  # view -> (version, organs, renderer) it last drew
 
     def compose(self) -> ComposeResult:
-        for row in PANEL_LAYOUT:
-            for key in row:
-                panel = ImagePanel(key, self.TITLES[key], self.renderer)
-                if key not in ESSENTIAL_PANELS:
-                    panel.add_class("optional")
-                yield panel
+        with ContentSwitcher(initial=self.view):
+            yield OverlayView(self.renderer, self.cache, id="overlay")
+            yield DifferenceView(self.renderer, self.cache, id="difference")
+            yield GridView(self.renderer, self.cache, id="grid")
+            yield FocusView(self.renderer, self.cache, id="focus")
+        yield Static(id="legend")
+
+    def on_mount(self) -> None:
+        self._update_legend()
+
+    def current(self) -> PictureView:
+        return self.query_one(f"#{self.view}", PictureView)
 
     def show(self, panels: AttackPanels, has_truth: bool) -> None:
-        """The figure's pictures, with titles short enough for a narrow cell."""
-        titles = dict(self.TITLES)
-        pictures = panels.pictures()
-        titles["perturbation"] = pictures["perturbation"][0].replace("Perturbation (x", "Perturbation ×").rstrip(")")
-        titles["clean_prediction"] = f"Clean pred · DSC {format_score(panels.dsc_clean)}"
-        titles["adversarial_prediction"] = f"Adv. pred · DSC {format_score(panels.dsc_adv)}"
-        if not has_truth:
-            # A lone PNG: the model's clean prediction stands in for the truth.
-            titles["truth"] = "Target (clean pred.)"
-        for key, (_, picture) in pictures.items():
-            self.query_one(f"#image-{key}", ImagePanel).show(titles[key], picture)
+        """New pictures: drawn in the view on screen; the others catch up when they are shown."""
+        self.panels, self.has_truth = panels, has_truth
+        self._version += 1
+        self._draw()
+
+    def _draw(self) -> None:
+        if self.panels is None:
+            return
+        state = (self._version, self.organs, self.renderer)
+        if self._shown.get(self.view) == state:
+            return
+        self.current().show(self.panels, self.has_truth, self.organs)
+        self._shown[self.view] = state
+        self._update_legend()
+
+    def show_view(self, view: str, focus_key: str | None = None) -> None:
+        """Switch to ``view``; for Focus, show the picture ``focus_key`` (a scene key)."""
+        if view == "focus":
+            focus = self.query_one(FocusView)
+            key = focus_key or DEFAULT_FOCUS[self.view]
+            if key != focus.key:
+                focus.key = key
+                self._shown.pop("focus", None)
+        self.view = view
+        self.query_one(ContentSwitcher).current = view
+        self._draw()
+        self._update_legend()
+
+    def toggle_organ(self, index: int) -> None:
+        visible = list(self.organs)
+        visible[index] = not visible[index]
+        self.organs = tuple(visible)
+        self._draw()
+        self._update_legend()
 
     def use_renderer(self, renderer: str) -> None:
         self.renderer = renderer
-        for panel in self.query(ImagePanel):
-            panel.use_renderer(renderer)
+        for picture in self.query(Picture):
+            picture.use_renderer(renderer)
+        self._shown.clear()
+        self._draw()
+
+    def focus_picture(self) -> Picture:
+        return self.query_one("#focus-picture", Picture)
+
+    def focus_key(self) -> str:
+        """The picture Focus shows: the one with the keyboard focus, else the current view's default."""
+        focused = self.app.focused
+        if isinstance(focused, Picture) and focused.key and self.view != "focus" and focused in self.current().query(Picture):
+            return focused.key
+        return DEFAULT_FOCUS[self.view] if self.view != "focus" else self.query_one(FocusView).key
+
+    def _update_legend(self) -> None:
+        if not self.is_mounted:
+            return
+        key = self.query_one(FocusView).key if self.view == "focus" else None
+        self.query_one("#legend", Static).update(legend(self.view, key, self.organs, self.has_truth), layout=False)
+
+    def picture_sizes(self) -> dict[str, tuple[int, int]]:
+        """(width, height) in pixels (half cells) of each picture of the current view, as last drawn."""
+        return {picture.key: picture.drawn for picture in self.current().query(Picture)}

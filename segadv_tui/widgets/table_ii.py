@@ -15,10 +15,9 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, ProgressBar, Static
 from textual.worker import Worker, WorkerState, get_current_worker
 
+from core.attack_config import AttackConfig
 from core.errors import SegadvError
 from core.names import PAPER_LOSS_NAMES
-from core.attack_config import AttackConfig
-from core.names import LOSS_NAMES
 from segadv_tui.messages import Progressed, TableIIFinished
 from segadv_tui.render.tables import Table, table_ii_table
 
