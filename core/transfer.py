@@ -117,13 +117,6 @@ class TransferResult:
         }
 
 
-def _context(config: AttackConfig, device, should_stop: StopCheck | None) -> AttackContext:
-    """A source's attack context, made as ``core.evaluation.evaluate`` makes it (random starts seeded per
-    slice; per batch the slice ids and the truth, as ``attack_slice`` adds them), so each row's diagonal
-    equals ``evaluate``."""
-    return AttackContext(should_stop=should_stop)
-
-
 def transfer(
     models: Sequence[tuple[str, nn.Module]],
     records: Sequence,
@@ -153,7 +146,9 @@ def transfer(
         LogitEnsemble([models[i][1] for i in source.members]) if source.is_ensemble else models[source.members[0]][1]
         for source in sources
     ]
-    contexts = [_context(config, device, should_stop) for _ in sources]
+    # Made per batch as core.evaluation.evaluate makes it (random starts seeded per slice id; the batch's
+    # ids and truth), so each row's diagonal equals evaluate.
+    context = AttackContext(should_stop=should_stop)
     rows: dict[tuple[str, str], list[SliceResult]] = {(s.label, t): [] for s in sources for t in labels}
     total, done, attacks = len(records) * len(sources), 0, 0
     if progress is not None:
@@ -162,7 +157,7 @@ def transfer(
         ids = [record.id for record in chunk]
         target = truth if config.target == "gt" else None
         clean = [predict(model, images, config.precision) for _, model in models]
-        for source, model, context in zip(sources, attacked, contexts):
+        for source, model in zip(sources, attacked):
             check_stop(should_stop)
             output = run_attack(model, images, target, config, replace(context, ids=ids, reference=truth))
             attacks += 1
