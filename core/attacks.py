@@ -643,7 +643,8 @@ class AttackContext:
     generator for random starts (default: per slice, from ``config.seed`` and ``ids``, see
     ``random_start_point``), the slice ids, the scoring reference (the ground truth; None: the clean
     prediction), which the best iterate is judged against, a stop check and a per-iteration callback
-    for live views."""
+    for live views. ``predict_result`` False: the caller scores the result on another model (a
+    transfer), so a runner need not spend a forward pass predicting it with the attacked one."""
 
     cache: GradientCache | None = None
     cache_key: Hashable | None = None
@@ -653,6 +654,7 @@ class AttackContext:
     on_step: StepCallback | None = None
     ids: Sequence[str] | None = None
     reference: torch.Tensor | None = None
+    predict_result: bool = True
 
 
 @dataclass
@@ -676,9 +678,12 @@ def run_attack(model, image, target, config: AttackConfig, context: AttackContex
 
 def run_fgsm(model, image, target, config: AttackConfig, context: AttackContext) -> AttackOutput:
     """FGSM from the (cached) gradient; its clean prediction comes from the gradient's own forward pass,
-    and the adversarial prediction from one more forward pass."""
+    and the adversarial prediction from one more forward pass (none when ``context.predict_result`` is off)."""
     entry = cached_gradient(model, image, target, config.loss, config.mode, cache=context.cache,
                             cache_key=context.cache_key, precision=config.precision)
+    if not context.predict_result:
+        return AttackOutput(apply_sign(image.detach(), entry.sign, config.eps, config.mode), entry.clean_pred,
+                            zero_grad_fraction=entry.zero_fraction)
     adversarial, adv_pred = adversarial_predictions(model, image, entry.sign, [config.eps], config.mode,
                                                     precision=config.precision)[0]
     return AttackOutput(adversarial, entry.clean_pred, adv_pred, entry.zero_fraction)

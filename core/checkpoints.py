@@ -30,6 +30,7 @@ from core.models import REGISTRY, GrayscaleSegmenter, UnknownModelError, build_m
 from core.organs import ORGANS
 
 FORMAT = "segadv-checkpoint/1"
+UNIVERSAL_FORMAT = "segadv-universal/1"  # a universal perturbation (core.universal), the other segadv file
 FOREIGN_SUFFIXES = (".pt", ".pth", ".bin")
 STORAGE_DTYPES = {"float32": torch.float32, "float16": torch.float16}
 # The paper's models saw 224 x 224 slices with no normalisation; foreign weights default to that.
@@ -118,8 +119,9 @@ def save_checkpoint(
     return write_bytes(path, data)
 
 
-def read_checkpoint_meta(path: str | os.PathLike) -> dict:
-    """The metadata of one of our checkpoints, read from the header alone (no weights are loaded)."""
+def read_safetensors_meta(path: str | os.PathLike) -> dict:
+    """The JSON metadata of a segadv safetensors file (a checkpoint, or a universal perturbation: its
+    ``format`` says which), read from the header alone."""
     path = Path(path)
     header, _ = _read_safetensors_header(path)
     raw = header.get("__metadata__") or {}
@@ -129,9 +131,18 @@ def read_checkpoint_meta(path: str | os.PathLike) -> dict:
             f"`segadv import-checkpoint {path} --model NAME OUT`"
         )
     try:
-        meta = {key: json.loads(value) for key, value in raw.items()}
+        return {key: json.loads(value) for key, value in raw.items()}
     except (TypeError, json.JSONDecodeError) as exc:
         raise CheckpointError(f"{path}: its metadata is not valid JSON ({exc})") from None
+
+
+def read_checkpoint_meta(path: str | os.PathLike) -> dict:
+    """The metadata of one of our checkpoints, read from the header alone (no weights are loaded)."""
+    path = Path(path)
+    meta = read_safetensors_meta(path)
+    if meta.get("format") == UNIVERSAL_FORMAT:
+        raise CheckpointError(f"{path}: a universal perturbation (segadv universal), not a checkpoint; "
+                              f"apply it with --method universal --delta {path}")
     missing = [key for key in ("model", "img_size", "normalisation", "classes") if key not in meta]
     if missing:
         raise CheckpointError(f"{path}: its metadata lacks {', '.join(missing)}")

@@ -121,25 +121,34 @@ def attack_slice(
     ids: Sequence[str] | None = None,
     context: AttackContext | None = None,
     pictures: bool = False,
+    scored_on: torch.nn.Module | None = None,
+    scored_clean: torch.Tensor | None = None,
 ) -> list[SliceResult]:
     """``config``'s attack on ``image`` (N, 1, H, W), scored against ``truth`` (N, 3, H, W) 0/1.
 
     ``truth`` None (a lone picture) attacks and scores against the model's clean prediction. FGSM takes
     its clean prediction from the gradient's forward pass; with ``context.cache`` a cached FGSM is ONE
-    forward pass. The iterative methods reuse ``context.clean_pred`` when given."""
+    forward pass. The iterative methods reuse ``context.clean_pred`` when given.
+
+    ``scored_on``: the attack is crafted on ``model`` and scored on this other model (a transfer, as one
+    cell of ``core.transfer``'s matrix): its clean prediction (``scored_clean`` when known) and its
+    prediction of the adversarial slice; a cached FGSM is then one forward pass of ``scored_on``."""
+    from core.metrics import predict
+
     target = truth if config.target == "gt" else None
     ids = _ids(ids, image.shape[0])
     # The slice ids seed random starts; the truth is what the best iterate is judged against.
-    context = replace(context or AttackContext(), ids=ids, reference=truth)
+    context = replace(context or AttackContext(), ids=ids, reference=truth, predict_result=scored_on is None)
     output = run_attack(model, image, target, config, context)
-    adv_pred = output.adv_pred
-    if adv_pred is None:
-        from core.metrics import predict
-
-        adv_pred = predict(model, output.adversarial, config.precision)
-    reference = output.clean_pred if truth is None else truth
+    if scored_on is None:
+        clean_pred = output.clean_pred
+        adv_pred = output.adv_pred if output.adv_pred is not None else predict(model, output.adversarial, config.precision)
+    else:
+        clean_pred = scored_clean.to(image.device) if scored_clean is not None else predict(scored_on, image, config.precision)
+        adv_pred = predict(scored_on, output.adversarial, config.precision)
+    reference = clean_pred if truth is None else truth
     return score_slices(
-        ids, config.eps, image, output.adversarial, output.clean_pred, adv_pred, reference,
+        ids, config.eps, image, output.adversarial, clean_pred, adv_pred, reference,
         empty=config.empty, score=config.score, has_truth=truth is not None,
         zero_grad_fraction=output.zero_grad_fraction, hausdorff=config.hausdorff, pictures=pictures,
         members=output.members,
@@ -160,13 +169,16 @@ def sweep(
     gradient: GradientEntry | None = None,
     chunk_size: int | None = None,
     pictures: bool = False,
+    scored_on: torch.nn.Module | None = None,
 ) -> list[list[SliceResult]]:
     """FGSM (``config``'s loss, mode, precision, empty policy; its eps is ignored) at every eps of
     ``eps_values``: per eps, one ``SliceResult`` per slice. One backward pass per image (or none, from
     ``cache`` / ``gradient``) and batched forward passes. DSC is scored against ``truth`` (default:
     ``target``; ``target=None`` attacks the model's own clean prediction and, without ``truth``, scores
     against it). With a cache, ``cache_key`` must identify the gradient: (checkpoint, slice id(s), loss,
-    target kind, mode); stepping eps in a front end is then one forward pass."""
+    target kind, mode); stepping eps in a front end is then one forward pass. ``scored_on``: the
+    adversarial slices made from ``model``'s gradient are scored on this other model (a transfer), against
+    its own clean prediction."""
     config = config or AttackConfig()
     _check_batch(image, target)
     eps_values = [check_eps(eps) for eps in eps_values]
@@ -178,12 +190,18 @@ def sweep(
                                    precision=config.precision)
     if not isinstance(gradient, GradientEntry):
         raise TypeError(f"expected a GradientEntry, got {type(gradient).__name__} (cache key {cache_key!r})")
-    reference = gradient.clean_pred if truth is None else truth
+    clean_pred = gradient.clean_pred
+    if scored_on is not None:
+        from core.metrics import predict
+
+        clean_pred = predict(scored_on, image, config.precision)
+    reference = clean_pred if truth is None else truth
     ids = _ids(ids, image.shape[0])
-    outputs = adversarial_predictions(model, image, gradient.sign, eps_values, config.mode, chunk_size=chunk_size,
-                                      precision=config.precision)
+    # The predictions are the scoring model's: the gradient is all the attacked model gives.
+    outputs = adversarial_predictions(scored_on if scored_on is not None else model, image, gradient.sign, eps_values,
+                                      config.mode, chunk_size=chunk_size, precision=config.precision)
     return [
-        score_slices(ids, eps, image, adversarial, gradient.clean_pred, adv_pred, reference, empty=config.empty,
+        score_slices(ids, eps, image, adversarial, clean_pred, adv_pred, reference, empty=config.empty,
                      score=config.score, has_truth=truth is not None, zero_grad_fraction=gradient.zero_fraction,
                      pictures=pictures)
         for eps, (adversarial, adv_pred) in zip(eps_values, outputs)

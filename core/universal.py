@@ -32,13 +32,13 @@ import torch.nn.functional as F
 
 from core.attack_config import AttackConfig, check_eps, parse_organs
 from core.attacks import AttackContext, AttackOutput, StopCheck, check_stop, eval_mode
+from core.checkpoints import UNIVERSAL_FORMAT as FORMAT
 from core.errors import OptionError, SegadvError
 from core.evaluation import Progress, Summary, batches, score_slices, summarise
 from core.files import json_number, write_bytes
 from core.metrics import predict
 from core.organs import ORGANS
 
-FORMAT = "segadv-universal/1"
 
 
 class DeltaError(SegadvError, ValueError):

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 from textual import on, work
+from rich.markup import escape
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
@@ -50,6 +51,7 @@ class FrameRequest:
     id: int
     source: object  # SliceRecord or Path
     settings: AttackConfig
+    scored_on: tuple[str, object] | None = None  # (checkpoint, model) the frame is scored on: a transfer
 
 
 _compute_loading: threading.Thread | None = None
@@ -100,6 +102,10 @@ class SegadvApp(App):
                 tooltip="Attack target: ground truth / clean prediction"),
         Binding("p", "cycle('mode')", "Mode", id="attack.mode", show=False,
                 tooltip="FGSM mode: textbook / the paper's variant"),
+        Binding("u", "next_delta", "Universal", id="attack.delta", show=False,
+                tooltip="The next universal perturbation found (method Universal; eps scales it)"),
+        Binding("w", "score_on_next", "Score on", id="attack.score_on", show=False,
+                tooltip="Score on the next checkpoint: another model's masks, this one's attack"),
         Binding("T", "table_ii", "Table II", id="table2", tooltip="Table II over the test split"),
         Binding("e", "export_figure", "Export PNG", id="export.png", tooltip="Export the current view as a PNG"),
         Binding("x", "export_scores", "Export scores", id="export.scores", show=False,
@@ -136,6 +142,7 @@ class SegadvApp(App):
         checkpoint_dirs: list[Path] | None = None,
         checkpoints: list[Path] | None = None,
         checkpoint: Path | None = None,
+        deltas: list[Path] | None = None,
         limit: int | None = None,
         graphics: str = "halfblock",
         export_dir: Path | None = None,
@@ -155,6 +162,7 @@ class SegadvApp(App):
         self.checkpoint_dirs = bundled_checkpoint_dirs() + list(checkpoint_dirs or [])
         self.checkpoint_files = list(checkpoints or []) + ([Path(checkpoint)] if checkpoint is not None else [])
         self.initial_checkpoint = checkpoint
+        self.delta_files = [Path(path) for path in deltas or []]  # --delta: the first one is opened
         self.limit = limit
         self.graphics = graphics
         self.graphics_choices = ["halfblock"] + ([graphics] if graphics != "halfblock" else [])
@@ -177,6 +185,8 @@ class SegadvApp(App):
         self.checkpoint_meta: dict | None = None
         self.checkpoint_entry: CheckpointEntry | None = None
         self.loaded: dict[Path, tuple[object, dict, CheckpointEntry]] = {}
+        self.scored_on: Path | None = None  # the checkpoint the frames are scored on (None: the attacked one)
+        self.deltas: list = []  # DeltaEntry: the universal perturbations found
         self.frame: Frame | None = None
         self.curve: Curve | None = None
         self.dropped_frames = 0
@@ -243,8 +253,8 @@ class SegadvApp(App):
         from segadv_tui.widgets.checkpoints import find_checkpoints
 
         device = resolve_device(self.device)  # a device that does not exist: a notification naming those that do
-        entries = find_checkpoints(self.checkpoint_dirs, self.checkpoint_files)
-        self.post_message(CheckpointsFound(entries, str(device), describe_device(device)))
+        entries, deltas = find_checkpoints(self.checkpoint_dirs, self.checkpoint_files + self.delta_files)
+        self.post_message(CheckpointsFound(entries, deltas, str(device), describe_device(device)))
 
     @on(CheckpointsFound)
     def _checkpoints_found(self, message: CheckpointsFound) -> None:
@@ -254,6 +264,15 @@ class SegadvApp(App):
         entries = message.entries
         browser = self.query_one(CheckpointList)
         browser.set_entries(entries)
+        self.deltas = message.deltas
+        self.query_one(AttackPanel).set_files(
+            [(entry.path.stem, str(entry.path)) for entry in entries if entry.meta is not None],
+            [(delta.path.stem, str(delta.path)) for delta in self.deltas],
+        )
+        wanted = {path.resolve() for path in self.delta_files}
+        opened = next((delta for delta in self.deltas if delta.path.resolve() in wanted), None)
+        if opened is not None:
+            self.set_settings(self.settings.replace(method="universal", delta=str(opened.path)))
         chosen = None
         if self.initial_checkpoint is not None:
             chosen = next((e for e in entries if e.path.resolve() == Path(self.initial_checkpoint).resolve()), None)
@@ -317,17 +336,28 @@ class SegadvApp(App):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="load", name="Loading the checkpoint")
     def _load_checkpoint_worker(self, entry: CheckpointEntry) -> None:
+        self._load_model(entry, scoring=False)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="load-scoring", name="Loading the model to score on")
+    def _load_scoring_worker(self, entry: CheckpointEntry) -> None:
+        self._load_model(entry, scoring=True)
+
+    def _load_model(self, entry: CheckpointEntry, *, scoring: bool) -> None:
         from core.checkpoints import load_checkpoint
         from segadv_tui.explorer import leave_a_core_for_the_ui
 
         leave_a_core_for_the_ui()
         model, meta = load_checkpoint(entry.path, self.device)
-        self.post_message(ModelLoaded(entry, model, meta))
+        self.post_message(ModelLoaded(entry, model, meta, scoring))
 
     @on(ModelLoaded)
     def _model_loaded(self, message: ModelLoaded) -> None:
         self.loaded[message.entry.path] = (message.model, message.meta, message.entry)
-        self._use_model(message.entry, message.model, message.meta)
+        self.query_one(CheckpointList).mark(message.entry.path, current=False)
+        if message.scoring:
+            self.score_on(message.entry)
+        else:
+            self._use_model(message.entry, message.model, message.meta)
 
     def _use_model(self, entry: CheckpointEntry, model, meta: dict) -> None:
         self.checkpoint_entry, self.checkpoint_meta = entry, meta
@@ -337,7 +367,92 @@ class SegadvApp(App):
         self.curve = None
         self.query_one(CheckpointList).mark(entry.path, current=True)
         self.query_one("#images").loading = False
+        if self.scored_on is not None:
+            scoring = self.loaded[self.scored_on][2]
+            if scoring.path == entry.path:
+                self._set_scored_on(None, request=False)  # the attacked model itself: white box again
+            elif self._size_problem(scoring):
+                self.notify(f"Scoring on the attacked model again: {self._size_problem(scoring)}.", severity="warning",
+                            markup=False)
+                self._set_scored_on(None, request=False)
         self.request_frame()
+
+    # -- scoring on another model (a transfer) ---------------------------------------------------
+
+    def score_on(self, entry: CheckpointEntry | None) -> None:
+        """Score the frames on ``entry``'s model, the attack still crafted on the current checkpoint (None,
+        or the current checkpoint itself: white box). A model not loaded yet is loaded first."""
+        if entry is None or (self.checkpoint_entry is not None and entry.path == self.checkpoint_entry.path):
+            self._set_scored_on(None)
+            return
+        if entry.meta is None:
+            self.notify(f"Cannot score on {entry.path.name}: {entry.problem}", severity="error", markup=False)
+            self.query_one(AttackPanel).show_scored_on(None if self.scored_on is None else str(self.scored_on))
+            return
+        problem = self._size_problem(entry)
+        if problem:
+            self.notify(f"Cannot score on {entry.path.stem}: {problem}.", severity="error", markup=False)
+            self.query_one(AttackPanel).show_scored_on(None if self.scored_on is None else str(self.scored_on))
+            return
+        if entry.path not in self.loaded:
+            self._load_scoring_worker(entry)
+            return
+        self._set_scored_on(entry.path)
+
+    def _size_problem(self, entry: CheckpointEntry) -> str | None:
+        """Why ``entry`` cannot score the attacked model's adversarial slices (None: it can)."""
+        if self.checkpoint_meta is None or entry.meta is None:
+            return None
+        size, attacked = entry.meta.get("img_size"), self.checkpoint_meta.get("img_size")
+        if size == attacked:
+            return None
+        return f"it takes {size} px slices and {self.checkpoint_entry.path.stem} {attacked} px"
+
+    def _set_scored_on(self, path: Path | None, *, request: bool = True) -> None:
+        self.query_one(AttackPanel).show_scored_on(None if path is None else str(path))
+        if path == self.scored_on:
+            return
+        self.scored_on = path
+        self.curve = None
+        self.query_one(CheckpointList).mark_scored_on(path)
+        self.query_one("#scores").border_title = "Scores" if path is None else f"Scores on {path.stem}"
+        if request:
+            self.request_frame()
+
+    def action_score_on_next(self) -> None:
+        """The next checkpoint of the list to score on, back to the attacked model after the last."""
+        if self.checkpoint_entry is None:
+            return
+        choices = [None] + [entry for entry in self.query_one(CheckpointList).entries
+                            if entry.meta is not None and entry.path != self.checkpoint_entry.path
+                            and not self._size_problem(entry)]
+        if len(choices) == 1:
+            self.notify("No other checkpoint of this input size to score on (see --checkpoints).", severity="warning")
+            return
+        paths = [None if entry is None else entry.path for entry in choices]
+        current = paths.index(self.scored_on) if self.scored_on in paths else 0
+        self.score_on(choices[(current + 1) % len(choices)])
+
+    def _scoring_model(self) -> tuple[str, object] | None:
+        if self.scored_on is None:
+            return None
+        return str(self.scored_on), self.loaded[self.scored_on][0]
+
+    # -- universal perturbations -----------------------------------------------------------------
+
+    def delta_entry(self, path: str | None):
+        """The DeltaEntry of ``path`` among those found (None: not one of them)."""
+        return next((delta for delta in self.deltas if path is not None and str(delta.path) == path), None)
+
+    def action_next_delta(self) -> None:
+        if not self.deltas:
+            self.notify("No universal perturbation found: make one with `segadv universal` and open it with "
+                        "segadv-tui --delta FILE (or put it in a --checkpoints folder).", severity="warning",
+                        timeout=8, markup=False)
+            return
+        paths = [str(delta.path) for delta in self.deltas]
+        current = paths.index(self.settings.delta) if self.settings.method == "universal" and self.settings.delta in paths else -1
+        self.set_settings(self.settings.replace(method="universal", delta=paths[(current + 1) % len(paths)]))
 
     # -- slices ----------------------------------------------------------------------------------
 
@@ -361,6 +476,12 @@ class SegadvApp(App):
     # -- attack settings -------------------------------------------------------------------------
 
     def set_settings(self, settings: AttackConfig) -> None:
+        if settings.method == "universal" and settings.delta is None and self.deltas:
+            settings = settings.replace(delta=str(self.deltas[0].path))  # the universal method needs one
+        if settings.delta is not None and settings.delta != self.settings.delta:
+            chosen = self.delta_entry(settings.delta)
+            if chosen is not None:  # a new delta starts at the bound it was made with; eps then scales it
+                settings = settings.with_eps(chosen.eps)
         if settings == self.settings:
             return
         self.settings = settings
@@ -396,6 +517,13 @@ class SegadvApp(App):
 
     @on(AttackPanel.Changed)
     def _attack_changed(self, message: AttackPanel.Changed) -> None:
+        if message.field == "scored":
+            self.score_on(next((entry for entry in self.query_one(CheckpointList).entries
+                                if str(entry.path) == message.value), None))
+            return
+        if message.field == "delta":
+            self.set_settings(self.settings.replace(delta=message.value or None))
+            return
         if message.field != "eps":
             self.set_settings(self.settings.replace(**{message.field: message.value}))
             return
@@ -419,7 +547,8 @@ class SegadvApp(App):
             return
         self._latest_request += 1
         self._summary()
-        self._compute_frame(FrameRequest(self._latest_request, self.source, self.settings), self.explorer)
+        self._compute_frame(FrameRequest(self._latest_request, self.source, self.settings, self._scoring_model()),
+                            self.explorer)
 
     def _slice_data(self, source, img_size: int) -> SliceData:
         key = (str(getattr(source, "id", source)), img_size)
@@ -453,7 +582,7 @@ class SegadvApp(App):
 
         interval = {} if self.live_interval is None else {"live_interval": self.live_interval}
         frame = explorer.compute(data, request.settings, request_id=request.id, should_stop=should_stop, on_start=hook,
-                                 on_live=on_live, **interval)
+                                 on_live=on_live, scored_on=_scoring(request.scored_on), **interval)
         if frame is not None:
             self.post_message(FrameReady(frame))
 
@@ -493,7 +622,8 @@ class SegadvApp(App):
             curve.show(self.curve, frame.config.eps)
         else:
             curve.show(None, frame.config.eps)
-            self._compute_curve(frame.request_id, self._slice_data_cached(frame), frame.config, self.explorer)
+            self._compute_curve(frame.request_id, self._slice_data_cached(frame), frame.config, self.explorer,
+                                self._scoring_model() if frame.scored_on is not None else None)
         self._summary()
 
     def _slice_data_cached(self, frame: Frame) -> SliceData:
@@ -505,13 +635,14 @@ class SegadvApp(App):
     @staticmethod
     def _curve_matches(curve: Curve, frame: Frame) -> bool:
         fgsm = frame.config.replace(method="fgsm")  # the curve is FGSM's, for the frame's loss and target
-        return (curve.checkpoint, curve.slice_id, curve.loss, curve.target, curve.mode) == (
-            frame.checkpoint, frame.slice_id, fgsm.loss, fgsm.target, fgsm.mode)
+        return (curve.checkpoint, curve.slice_id, curve.loss, curve.target, curve.mode, curve.scored_on) == (
+            frame.checkpoint, frame.slice_id, fgsm.loss, fgsm.target, fgsm.mode, frame.scored_on)
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="curve", name="Sweeping eps")
-    def _compute_curve(self, request_id: int, data: SliceData, settings: AttackConfig, explorer: Explorer) -> None:
+    def _compute_curve(self, request_id: int, data: SliceData, settings: AttackConfig, explorer: Explorer,
+                       scored_on: tuple[str, object] | None = None) -> None:
         worker = get_current_worker()
-        curve = explorer.curve(data, settings, should_stop=lambda: worker.is_cancelled)
+        curve = explorer.curve(data, settings, should_stop=lambda: worker.is_cancelled, scored_on=_scoring(scored_on))
         if curve is not None:
             self.post_message(CurveReady(curve))
 
@@ -530,8 +661,16 @@ class SegadvApp(App):
         if text is None:
             checkpoint = self.checkpoint_entry.path.stem if self.checkpoint_entry else "no checkpoint"
             source = getattr(self.source, "id", None) or (Path(self.source).name if self.source else "no slice")
+            if self.scored_on is not None:
+                checkpoint = f"{checkpoint} → scored on {self.scored_on.stem}"
+            settings = self.settings
+            label = escape(settings.label)
+            delta = self.delta_entry(settings.delta) if settings.method == "universal" else None
+            if delta is not None and delta.eps > 0:  # eps scales the saved delta: say by how much
+                label = escape(f"eps {settings.eps:.3f} (×{settings.eps / delta.eps:.2f} of {delta.eps:.3f}) · "
+                               f"{settings.method_label}")
             # Most telling first: narrow terminals cut the end.
-            text = f"[b]{self.settings.label}[/b] · {source} · {checkpoint}"
+            text = f"[b]{label}[/b] · {escape(str(source))} · {escape(checkpoint)}"
             if self.screen_stack[0].has_class("-compact") and self.sub_title:
                 text += f" · {self.sub_title}"
         self.query_one("#summary", Static).update(text, layout=False)  # one fixed line: no re-layout
@@ -674,9 +813,11 @@ class SegadvApp(App):
         from segadv_tui.render.figures import attack_figure
 
         checkpoint = self.checkpoint_entry.path.stem if self.checkpoint_entry else "model"
-        name = f"{frame.slice_id}_{checkpoint}_{frame.config.method}_{frame.config.loss.replace('+', '-')}" \
-               f"_eps{frame.config.eps:.3f}.png"
-        caption = f"{checkpoint} · {frame.slice_id} · {frame.config.label} · L-inf {frame.result.linf:.4f}"
+        scored = "" if frame.scored_on is None else Path(frame.scored_on).stem
+        name = f"{frame.slice_id}_{checkpoint}{'_on_' + scored if scored else ''}_{frame.config.method}" \
+               f"_{frame.config.loss.replace('+', '-')}_eps{frame.config.eps:.3f}.png"
+        crafted = f"crafted on {checkpoint}, scored on {scored}" if scored else checkpoint
+        caption = f"{crafted} · {frame.slice_id} · {frame.config.label} · L-inf {frame.result.linf:.4f}"
         path = write_png(self.export_dir / name, attack_figure(self._attack_panels(frame), caption))
         self.call_from_thread(self.notify, f"Saved {path}")
 
@@ -686,7 +827,8 @@ class SegadvApp(App):
         if self.frame is None:
             self.notify("Nothing to export yet.", severity="warning")
             return
-        stem = f"{self.frame.slice_id}_{self.frame.config.method}_eps{self.frame.config.eps:.3f}_scores"
+        scored = "" if self.frame.scored_on is None else "_on_" + Path(self.frame.scored_on).stem
+        stem = f"{self.frame.slice_id}_{self.frame.config.method}{scored}_eps{self.frame.config.eps:.3f}_scores"
         try:
             paths = save_tables(scores_table(self.frame), self.export_dir / stem)
         except SegadvError as exc:  # the message names the file
@@ -712,3 +854,11 @@ class SegadvApp(App):
         """Every loaded checkpoint as (label, model, meta)."""
         return [(path.stem, model, meta) for path, (model, meta, _) in self.loaded.items()]
 
+
+def _scoring(scored_on: tuple[str, object] | None):
+    """A request's (checkpoint, model) to score on as the explorer's ScoringModel (in a worker: torch is loaded)."""
+    if scored_on is None:
+        return None
+    from segadv_tui.explorer import ScoringModel
+
+    return ScoringModel(*scored_on)

@@ -3,7 +3,11 @@
 The app's workers call :class:`Explorer` and post the :class:`Frame` it returns; tests and the
 benchmark call it directly. It owns the model's lock (one computation at a time, so a burst of key
 presses never runs several attacks side by side), the shared sign(grad) cache (stepping FGSM's eps
-costs one forward pass) and the clean prediction of the current slice.
+costs one forward pass) and the clean predictions of the current slice.
+
+A frame may be scored on another model (:class:`ScoringModel`): the attack is crafted on the explorer's
+model and the masks, scores, live steps and eps curve are the other model's, as one cell of
+``segadv transfer``'s matrix.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -25,6 +30,14 @@ from segadv_tui.settings import CURVE_EPS, Curve, Frame, LiveStep, SliceData
 LIVE_INTERVAL = 0.1  # seconds between live repaints of an iterative attack: about 10 frames a second
 
 ShouldStop = Callable[[], bool]
+
+
+@dataclass(frozen=True)
+class ScoringModel:
+    """The model a transfer frame is scored on, named by its checkpoint."""
+
+    checkpoint: str
+    model: torch.nn.Module
 
 
 def leave_a_core_for_the_ui() -> int:
@@ -52,9 +65,9 @@ class Explorer:
         self.cache = cache if cache is not None else GradientCache()
         self.computations = 0  # frames actually computed (stale requests skipped before starting are not)
         self._lock = threading.Lock()
-        # Clean predictions per slice id, so BIM / PGD on a known slice skip that forward pass (FGSM
-        # takes its own from the cached gradient).
-        self._clean: dict[str, torch.Tensor] = {}
+        # Clean predictions per (checkpoint, slice id), so BIM / PGD on a known slice skip that forward pass
+        # (FGSM takes its own from the cached gradient), and so does a transfer frame's scoring model.
+        self._clean: dict[tuple[str, str], torch.Tensor] = {}
 
     def _tensor(self, array: np.ndarray) -> torch.Tensor:
         return torch.as_tensor(np.ascontiguousarray(array), dtype=torch.float32, device=self.device)[None]
@@ -69,12 +82,14 @@ class Explorer:
 
     def compute(self, data: SliceData, config: AttackConfig, *, request_id: int = 0,
                 should_stop: ShouldStop = lambda: False, on_start: Callable[[], None] | None = None,
-                on_live: Callable[[LiveStep], None] | None = None, live_interval: float = LIVE_INTERVAL) -> Frame | None:
+                on_live: Callable[[LiveStep], None] | None = None, live_interval: float = LIVE_INTERVAL,
+                scored_on: ScoringModel | None = None) -> Frame | None:
         """The frame for ``config`` on ``data``; None when ``should_stop`` said so at a check.
 
         ``on_start`` runs once the model is ours and the request is still current (tests hold it there).
         An iterative attack reports its progress to ``on_live`` at most every ``live_interval`` seconds
-        (and at its first step), scored from the logits its steps compute anyway.
+        (and at its first step), scored from the logits its steps compute anyway (on ``scored_on``: one
+        more forward pass of that model per step). ``scored_on``: crafted here, scored on that model.
         """
         with self._lock:
             if should_stop():
@@ -83,38 +98,58 @@ class Explorer:
                 on_start()
             started = time.perf_counter()
             image, truth = self._inputs(data)
-            clean = self._clean.get(data.id)
-            if clean is None and on_live is not None and config.entry.iterative:
-                from core.metrics import predict  # the live view scores each step against it
-
-                clean = self._remember_clean(data.id, predict(self.model, image, config.precision).cpu())
+            live = on_live is not None and config.entry.iterative
+            clean = self._clean.get((self.checkpoint, data.id))
+            if clean is None and live:  # the live view scores each step against it
+                clean = self._clean_prediction(self.checkpoint, self.model, data.id, image, config)
+            scored_clean = None
+            if scored_on is not None:
+                scored_clean = self._clean_prediction(scored_on.checkpoint, scored_on.model, data.id, image, config)
             on_step = None
-            if on_live is not None and config.entry.iterative:
-                on_step = _LiveReporter(request_id, config, data.id, image, truth, clean.to(self.device), started,
-                                        on_live, live_interval)
+            if live:
+                on_step = _LiveReporter(
+                    request_id, config, data.id, image, truth, (clean if scored_on is None else scored_clean).to(self.device),
+                    started, on_live, live_interval, None if scored_on is None else scored_on.model,
+                )
             context = AttackContext(
                 cache=self.cache, cache_key=self._gradient_key(data, config), should_stop=should_stop,
                 clean_pred=None if clean is None else clean.to(self.device), on_step=on_step,
             )
             try:
-                (result,) = attack_slice(self.model, image, truth, config, ids=[data.id], context=context, pictures=True)
+                (result,) = attack_slice(
+                    self.model, image, truth, config, ids=[data.id], context=context, pictures=True,
+                    scored_on=None if scored_on is None else scored_on.model,
+                    scored_clean=None if scored_clean is None else scored_clean.to(self.device),
+                )
             except AttackCancelled:
                 return None
-            if clean is None:
-                self._remember_clean(data.id, torch.as_tensor(result.pictures.clean_prediction)[None])
+            if clean is None and scored_on is None:
+                self._remember_clean((self.checkpoint, data.id), torch.as_tensor(result.pictures.clean_prediction)[None])
             self.computations += 1
             seconds = time.perf_counter() - started
-        return Frame(request_id=request_id, checkpoint=self.checkpoint, config=config, result=result, seconds=seconds)
+        return Frame(request_id=request_id, checkpoint=self.checkpoint, config=config, result=result, seconds=seconds,
+                     scored_on=None if scored_on is None else scored_on.checkpoint)
 
-    def _remember_clean(self, slice_id: str, prediction: torch.Tensor) -> torch.Tensor:
+    def _clean_prediction(self, checkpoint: str, model: torch.nn.Module, slice_id: str, image: torch.Tensor,
+                          config: AttackConfig) -> torch.Tensor:
+        """``model``'s clean prediction of the slice (on the CPU), computed once per checkpoint and slice."""
+        clean = self._clean.get((checkpoint, slice_id))
+        if clean is None:
+            from core.metrics import predict
+
+            clean = self._remember_clean((checkpoint, slice_id), predict(model, image, config.precision).cpu())
+        return clean
+
+    def _remember_clean(self, key: tuple[str, str], prediction: torch.Tensor) -> torch.Tensor:
         if len(self._clean) > 64:
             self._clean.clear()
-        self._clean[slice_id] = prediction
+        self._clean[key] = prediction
         return prediction
 
     def curve(self, data: SliceData, config: AttackConfig, eps_values=CURVE_EPS, *,
-              should_stop: ShouldStop = lambda: False) -> Curve | None:
-        """FGSM mean DSC at each eps for the slice and loss of ``config`` (scored as the frames are)."""
+              should_stop: ShouldStop = lambda: False, scored_on: ScoringModel | None = None) -> Curve | None:
+        """FGSM mean DSC at each eps for the slice and loss of ``config`` (scored as the frames are, on
+        ``scored_on`` when given)."""
         fgsm = config.replace(method="fgsm") if config.method != "fgsm" else config
         with self._lock:
             if should_stop():
@@ -123,27 +158,37 @@ class Explorer:
             # target None: the model's own clean prediction (also the reference when there is no truth).
             target = truth if fgsm.target == "gt" else None
             per_eps = sweep(self.model, image, target, list(eps_values), fgsm, truth=truth, ids=[data.id],
-                            cache=self.cache, cache_key=self._gradient_key(data, fgsm))
+                            cache=self.cache, cache_key=self._gradient_key(data, fgsm),
+                            scored_on=None if scored_on is None else scored_on.model)
         return Curve(self.checkpoint, data.id, fgsm.loss, fgsm.target, fgsm.mode,
-                     tuple(float(eps) for eps in eps_values), tuple(results[0].mean_adv for results in per_eps))
+                     tuple(float(eps) for eps in eps_values), tuple(results[0].mean_adv for results in per_eps),
+                     scored_on=None if scored_on is None else scored_on.checkpoint)
 
 
 class _LiveReporter:
     """The ``on_step`` of an iterative attack in the explorer: records every step's mean DSC and objective,
-    and every ``interval`` seconds scores the iterate with its pictures and hands it to ``on_live``."""
+    and every ``interval`` seconds scores the iterate with its pictures and hands it to ``on_live``. With
+    ``scored_on`` every step is scored on that model's prediction of the iterate (``clean_pred`` is its)."""
 
-    def __init__(self, request_id, config, slice_id, image, truth, clean_pred, started, on_live, interval):
+    def __init__(self, request_id, config, slice_id, image, truth, clean_pred, started, on_live, interval,
+                 scored_on=None):
         self.request_id, self.config, self.slice_id = request_id, config, slice_id
         self.image, self.clean_pred, self.started = image, clean_pred, started
         self.reference = clean_pred if truth is None else truth
         self.has_truth = truth is not None
         self.on_live, self.interval = on_live, interval
+        self.scored_on = scored_on
         self.mean_dsc: list[float] = []
         self.loss: list[float] = []
         self.last = float("-inf")
 
     def __call__(self, step, steps, iterate, logits, loss) -> None:
-        prediction = logits > 0
+        if self.scored_on is None:
+            prediction = logits > 0
+        else:
+            from core.metrics import predict
+
+            prediction = predict(self.scored_on, iterate, self.config.precision)
         self.mean_dsc.append(float(mean_dsc(dice_per_organ(prediction, self.reference, self.config.empty))[0]))
         self.loss.append(float(loss.mean()))
         now = time.perf_counter()

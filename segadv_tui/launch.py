@@ -24,6 +24,8 @@ def segadv_tui(
     image: Optional[Path] = typer.Option(None, "--image", help="Open one PNG slice without ground truth (target = prediction)."),
     checkpoints: list[Path] = typer.Option([], "--checkpoints", help="A folder or .safetensors file of checkpoints (repeatable)."),
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="The checkpoint to open first."),
+    deltas: list[Path] = typer.Option([], "--delta", help="A universal perturbation (segadv universal) to open, "
+                                                          "its scale stepped with eps (repeatable; u: the next)."),
     limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Table II: at most this many test slices."),
     graphics: str = typer.Option("auto", "--graphics", help="Pictures: auto | halfblock | kitty | sixel."),
     truecolor: bool = typer.Option(False, "--truecolor", help="Force 24-bit colour (for terminals that do not announce it)."),
@@ -62,6 +64,15 @@ def segadv_tui(
         if not checkpoint.is_file():
             fail(f"--checkpoint {checkpoint}: no such file")
         files.append(checkpoint)
+    for path in deltas:
+        # Read here (torch loads), so a file that is not a perturbation is one line before the app starts.
+        from core.errors import SegadvError
+        from core.universal import load_delta
+
+        try:
+            load_delta(path)
+        except SegadvError as exc:  # names the file
+            fail(f"--delta: {' '.join(str(exc).split())}")
     if device.strip().lower() != "auto":
         # An explicit device is checked before the full-screen app starts (torch loads here); auto is
         # resolved by the same rule in the app's first worker, so the screen paints at once.
@@ -92,6 +103,8 @@ def segadv_tui(
             arguments += ["--checkpoints", str(path.resolve())]
         if checkpoint is not None:
             arguments += ["--checkpoint", str(checkpoint.resolve())]
+        for path in deltas:
+            arguments += ["--delta", str(path.resolve())]
         if limit is not None:
             arguments += ["--limit", str(limit)]
         arguments += ["--device", device]
@@ -103,7 +116,7 @@ def segadv_tui(
     from segadv_tui.app import SegadvApp
 
     SegadvApp(
-        data=data, image=image, checkpoint_dirs=folders, checkpoints=files, checkpoint=checkpoint, limit=limit,
+        data=data, image=image, checkpoint_dirs=folders, checkpoints=files, checkpoint=checkpoint, deltas=deltas, limit=limit,
         graphics=renderer, export_dir=export_dir, device=device,
     ).run()
 

@@ -8,7 +8,7 @@ from typing import Any
 from textual.message import Message
 
 from segadv_tui.settings import Curve, Frame, LiveStep
-from segadv_tui.widgets.checkpoints import CheckpointEntry
+from segadv_tui.widgets.checkpoints import CheckpointEntry, DeltaEntry
 
 
 @dataclass
@@ -21,6 +21,7 @@ class DataReady(Message):
 @dataclass
 class CheckpointsFound(Message):
     entries: list[CheckpointEntry]
+    deltas: list[DeltaEntry]
     device: str
     device_text: str
 
@@ -30,6 +31,7 @@ class ModelLoaded(Message):
     entry: CheckpointEntry
     model: Any  # core.models.GrayscaleSegmenter
     meta: dict
+    scoring: bool = False  # loaded to score the frames on (a transfer), not to attack
 
 
 @dataclass

@@ -46,6 +46,16 @@ class ExplorerCommands(Provider):
         for entry in app.query_one("#checkpoints").entries:
             if entry.meta is not None and (app.checkpoint_entry is None or entry.path != app.checkpoint_entry.path):
                 commands.append((f"Load checkpoint: {entry.path.stem}", partial(app.load_checkpoint, entry), entry.summary))
+                if entry.path != app.scored_on:
+                    commands.append((f"Score on: {entry.path.stem}", partial(app.score_on, entry),
+                                     "Attack the current model, show this one's masks and scores (a transfer)"))
+        if app.scored_on is not None:
+            commands.append(("Score on: the attacked model", partial(app.score_on, None), "White box again"))
+        for delta in app.deltas:
+            if settings.method != "universal" or str(delta.path) != settings.delta:
+                commands.append((f"Universal perturbation: {delta.path.stem}",
+                                 partial(app.set_settings, settings.replace(method="universal", delta=str(delta.path))),
+                                 delta.summary))
         return commands
 
     async def discover(self) -> Hits:

@@ -41,13 +41,15 @@ def load_slice_data(source: SliceRecord | Path, img_size: int) -> SliceData:
 @dataclass(frozen=True)
 class Frame:
     """One computed view: the attack's result on the slice (with its pictures), for the request that
-    asked for it."""
+    asked for it; ``scored_on``: the checkpoint whose masks and scores these are, when not the attacked
+    one (a transfer)."""
 
     request_id: int
     checkpoint: str
     config: AttackConfig
     result: SliceResult
     seconds: float
+    scored_on: str | None = None
 
     @property
     def slice_id(self) -> str:
@@ -84,3 +86,4 @@ class Curve:
     mode: str
     eps: tuple[float, ...]
     mean_dsc: tuple[float, ...]
+    scored_on: str | None = None  # the checkpoint scored, when not the attacked one

@@ -118,7 +118,7 @@ def test_a_tiny_adversarial_run_changes_the_weights_and_records_the_defence(tiny
 
     from segadv_tui.widgets.checkpoints import find_checkpoints
 
-    defences = {entry.path.name: entry.defence for entry in find_checkpoints([tmp_path])}
+    defences = {entry.path.name: entry.defence for entry in find_checkpoints([tmp_path])[0]}
     assert defences == {"at.safetensors": "FGSM-RS AT eps 0.03", "plain.safetensors": None}
 
 

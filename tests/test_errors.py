@@ -52,6 +52,16 @@ def test_ctrl_c_is_exit_130_and_no_bug(tmp_path):
     assert not (tmp_path / "state").exists()
 
 
+def test_a_reader_that_leaves_early_is_not_a_bug(tmp_path):
+    """``segadv ... | head``: the write that finds the pipe closed (planted, as where it happens depends
+    on timing) ends the command quietly, as Python's documentation advises, not as a bug report."""
+    plant = ("import core.checkpoints\ndef closed(path): raise BrokenPipeError(32, 'Broken pipe')\n"
+             "core.checkpoints.read_checkpoint_meta = closed")
+    result = segadv(tmp_path, "info", str(demo_checkpoint()), plant=plant)
+    assert result.returncode == 1 and result.stderr == ""
+    assert not (tmp_path / "state").exists()
+
+
 def test_usage_errors_stay_one_line_and_exit_2(tmp_path):
     result = segadv(tmp_path, "attack", "--no-such-option")
     assert result.returncode == 2

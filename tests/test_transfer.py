@@ -62,6 +62,34 @@ def test_the_diagonal_is_the_white_box_attack(models, records, config):
     assert off.summary.mean_clean == result.cell("small-fpn", "small-fpn").summary.mean_clean
 
 
+@pytest.mark.parametrize("config", [AttackConfig(eps=0.03), AttackConfig.for_method("pgd", eps=0.03, steps=2),
+                                    AttackConfig(eps=0.03, target="pred")], ids=["fgsm", "pgd", "fgsm-pred"])
+def test_one_slice_scored_on_another_model_is_the_transfer_cell(models, records, config):
+    """The explorer's "score on": ``attack_slice(..., scored_on=B)`` per slice equals the (A, B) cell of the
+    matrix, cached FGSM included, and so does the eps sweep made from A's gradient."""
+    from core.attacks import AttackContext, GradientCache
+    from core.data import load_slice
+    from core.evaluation import attack_slice, sweep
+
+    (source, attacked), (target, scoring) = models[0], models[1]
+    result = transfer(models[:2], records, IMG_SIZE, config, batch_size=1, ensembles=False)
+    cache = GradientCache()
+    for record, expected in zip(records, result.rows[source, target]):
+        image, masks = load_slice(record, IMG_SIZE)
+        image, truth = torch.from_numpy(image)[None, None], torch.from_numpy(masks.astype(bool))[None]
+        for _ in range(2):  # the second FGSM comes from the gradient cache
+            context = AttackContext(cache=cache, cache_key=(source, record.id, config.loss, config.target, config.mode))
+            (row,) = attack_slice(attacked, image, truth, config, ids=[record.id], context=context, scored_on=scoring)
+            _same_rows([row], [expected])
+        if config.method == "fgsm":
+            target_mask = truth if config.target == "gt" else None
+            (swept,) = sweep(attacked, image, target_mask, [config.eps], config, truth=truth, ids=[record.id],
+                             scored_on=scoring)[0]
+            _same_rows([swept], [expected])
+    white = result.rows[source, source]
+    assert any(not np.array_equal(a.dsc_adv, b.dsc_adv) for a, b in zip(white, result.rows[source, target]))
+
+
 def test_leave_one_out_ensembles_never_include_their_target():
     sources = transfer_sources(["a", "b", "c", "d"])
     ensembles = [s for s in sources if s.is_ensemble]

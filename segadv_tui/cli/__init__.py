@@ -10,6 +10,7 @@ is a bug in segadv, reported in one line that names the log file holding its tra
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import NoReturn
 
@@ -53,7 +54,7 @@ class _Commands(TyperGroup):
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
-        except (TyperException, typer.Exit, typer.Abort):  # usage errors, fail(), Ctrl-C: Typer's own
+        except (TyperException, typer.Exit, typer.Abort, BrokenPipeError):  # Typer's own; a closed pipe: run's
             raise
         except SegadvError as exc:
             fail(one_line(exc))
@@ -109,6 +110,10 @@ def run(command: typer.Typer) -> NoReturn:
     except (KeyboardInterrupt, typer.Abort):
         err_console.print("interrupted")
         sys.exit(130)
+    except BrokenPipeError:  # `segadv ... | head`: the reader left; nothing more to say (Python's documented way)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        sys.exit(1)
     except Exception as exc:
         report_bug(exc)
         sys.exit(1)

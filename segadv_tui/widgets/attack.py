@@ -1,5 +1,6 @@
-"""The Attack panel: method, loss, target, mode, the organs to erase and epsilon; it shows the app's
-``AttackConfig`` and asks for changes. The method list is the attack registry's."""
+"""The Attack panel: method, loss, target, mode, the organs to erase, the universal perturbation, epsilon
+and the model the frames are scored on; it shows the app's ``AttackConfig`` (and its scoring model) and
+asks for changes. The method list is the attack registry's."""
 
 from __future__ import annotations
 
@@ -28,6 +29,10 @@ def choice_value(config: AttackConfig, field: str) -> str:
     return ",".join(value) if field == "organs" else value
 
 
+# The value of the "none" option of the Delta and Score on selects (no delta; the attacked model).
+NONE = ""
+
+
 class EpsInput(Input):
     """Type an epsilon and press Enter; the panel validates it."""
 
@@ -38,7 +43,7 @@ class AttackPanel(Vertical):
     DEFAULT_CSS = """
     AttackPanel { height: auto; }
     AttackPanel Horizontal { height: 1; }
-    AttackPanel Label { width: 8; color: $text-muted; }
+    AttackPanel Label { width: 9; color: $text-muted; }
     AttackPanel Select { width: 1fr; }
     AttackPanel EpsInput { width: 1fr; }
     """
@@ -52,6 +57,7 @@ class AttackPanel(Vertical):
     def __init__(self, settings: AttackConfig, **kwargs):
         super().__init__(**kwargs)
         self.initial = settings
+        self.delta_paths: set[str] = set()
 
     def compose(self) -> ComposeResult:
         for field, options in CHOICES.items():
@@ -60,8 +66,27 @@ class AttackPanel(Vertical):
                 yield Select(options, value=_shown_value(self.initial, field), allow_blank=False, compact=True,
                              id=f"attack-{field}")
         with Horizontal():
+            yield Label("Delta")
+            yield Select([("none", NONE)], value=NONE, allow_blank=False, compact=True, id="attack-delta")
+        with Horizontal():
             yield Label("Epsilon")
             yield EpsInput(compact=True, id="attack-eps", placeholder="0.009")
+        with Horizontal():
+            yield Label("Score on")
+            yield Select([("attacked model", NONE)], value=NONE, allow_blank=False, compact=True, id="attack-scored")
+
+    def set_files(self, checkpoints: list[tuple[str, str]], deltas: list[tuple[str, str]]) -> None:
+        """The options of Score on and Delta: (label, path) of every checkpoint and universal perturbation."""
+        self.delta_paths = {path for _, path in deltas}
+        for name, none, options in (("scored", "attacked model", checkpoints), ("delta", "none", deltas)):
+            select = self.query_one(f"#attack-{name}", Select)
+            with select.prevent(Select.Changed):
+                select.set_options([(none, NONE), *options])
+
+    def show_scored_on(self, path: str | None) -> None:
+        select = self.query_one("#attack-scored", Select)
+        with select.prevent(Select.Changed):
+            select.value = path or NONE
 
     def show(self, settings: AttackConfig, *, has_truth: bool = True) -> None:
         """Mirror ``settings`` without echoing Changed messages back; a field the method does not read is
@@ -70,11 +95,15 @@ class AttackPanel(Vertical):
             select = self.query_one(f"#attack-{field}", Select)
             with select.prevent(Select.Changed):
                 select.value = _shown_value(settings, field)
+        delta = self.query_one("#attack-delta", Select)
+        with delta.prevent(Select.Changed):
+            delta.value = settings.delta if settings.delta in self.delta_paths else NONE
         uses = settings.entry.parameters
         self.query_one("#attack-loss", Select).disabled = "loss" not in uses
         self.query_one("#attack-target", Select).disabled = not has_truth or not settings.entry.uses_target
         self.query_one("#attack-mode", Select).disabled = "mode" not in uses
         self.query_one("#attack-organs", Select).disabled = "organs" not in uses
+        delta.disabled = "delta" not in uses
         eps = self.query_one(EpsInput)
         if not eps.has_focus:
             with eps.prevent(Input.Changed):

@@ -1,5 +1,6 @@
 """The Checkpoints panel: every checkpoint found, with its model, size, image size, validation DSC and
-defence (adversarial training, from the metadata)."""
+defence (adversarial training, from the metadata). The same scan finds the universal perturbations
+(``segadv universal``) beside them, which the Attack panel offers."""
 
 from __future__ import annotations
 
@@ -41,24 +42,49 @@ class CheckpointEntry:
         return defence_label(self.meta["defence"])
 
 
-def find_checkpoints(folders: list[Path], files: list[Path] = ()) -> list[CheckpointEntry]:
-    """The checkpoints in ``folders`` (non-recursive) and ``files``, with their metadata headers."""
-    from core.checkpoints import read_checkpoint_meta
+@dataclass(frozen=True)
+class DeltaEntry:
+    """A universal perturbation file: the bound it was made with, the organs it erases, its size and the
+    checkpoint it was made on (from its header)."""
+
+    path: Path
+    eps: float
+    organs: tuple[str, ...]
+    img_size: int
+    checkpoint: str | None
+
+    @property
+    def summary(self) -> str:
+        made_on = f" · made on {Path(self.checkpoint).stem}" if self.checkpoint else ""
+        return f"erases {'+'.join(self.organs)} · eps {self.eps:.3f} · {self.img_size}px{made_on}"
+
+
+def find_checkpoints(folders: list[Path], files: list[Path] = ()) -> tuple[list[CheckpointEntry], list[DeltaEntry]]:
+    """The checkpoints in ``folders`` (non-recursive) and ``files`` with their metadata headers, and the
+    universal perturbations among them."""
+    from core.checkpoints import UNIVERSAL_FORMAT, read_checkpoint_meta, read_safetensors_meta
 
     paths: list[Path] = [Path(f) for f in files]
     for folder in folders:
         paths.extend(sorted(p for p in Path(folder).iterdir() if p.suffix in CHECKPOINT_SUFFIXES))
-    entries, seen = [], set()
+    entries, deltas, seen = [], [], set()
     for path in paths:
         key = path.resolve()
         if key in seen:
             continue
         seen.add(key)
         try:
+            meta = read_safetensors_meta(path)
+            if meta.get("format") == UNIVERSAL_FORMAT:
+                deltas.append(DeltaEntry(path, float(meta["eps"]), tuple(meta["organs"]), int(meta["img_size"]),
+                                         meta.get("checkpoint")))
+                continue
             entries.append(CheckpointEntry(path, read_checkpoint_meta(path)))
+        except (KeyError, TypeError) as exc:
+            entries.append(CheckpointEntry(path, None, f"a universal perturbation without {exc} in its header"))
         except (ValueError, OSError) as exc:
             entries.append(CheckpointEntry(path, None, str(exc).removeprefix(f"{path}: ")))
-    return entries
+    return entries, deltas
 
 
 class CheckpointList(OptionList):
@@ -74,6 +100,7 @@ class CheckpointList(OptionList):
         self.entries: list[CheckpointEntry] = []
         self.loaded: set[Path] = set()
         self.current: Path | None = None
+        self.scored_on: Path | None = None  # the model the frames are scored on, when not the current one
 
     def set_entries(self, entries: list[CheckpointEntry]) -> None:
         self.entries = list(entries)
@@ -85,11 +112,17 @@ class CheckpointList(OptionList):
             self.current = path
         self._redraw()
 
+    def mark_scored_on(self, path: Path | None) -> None:
+        self.scored_on = path
+        self._redraw()
+
     def _redraw(self) -> None:
         highlighted = self.highlighted
         self.clear_options()
         for entry in self.entries:
-            marker = "▶ " if entry.path == self.current else ("● " if entry.path in self.loaded else "  ")
+            # ▶ attacked, ◆ scored on (a transfer), ● loaded.
+            marker = ("▶ " if entry.path == self.current else "◆ " if entry.path == self.scored_on
+                      else "● " if entry.path in self.loaded else "  ")
             # One line each for name and summary, cut with an ellipsis: the full error is in a notification.
             name = Text(marker + entry.path.stem, style="bold" if entry.meta else "bold red",
                         no_wrap=True, overflow="ellipsis")

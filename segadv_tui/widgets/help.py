@@ -23,7 +23,9 @@ USAGE = (
     "paper's eight panels; Focus (z), one picture alone, zoomed with . and , down to one image pixel per "
     "half cell and panned with the arrows or the mouse. Organs (1 2 3): large bowel orange, small bowel "
     "blue, stomach magenta. Difference maps: true positive green, false positive blue, false negative red. "
-    "AS = (DSC clean − DSC adv) / DSC clean."
+    "AS = (DSC clean − DSC adv) / DSC clean. Transfer (w, or Score on): the attack is crafted on the "
+    "current checkpoint (▶) and the masks and scores are another's (◆). Universal perturbations (u; made "
+    "by segadv universal, opened with --delta or found beside the checkpoints): eps scales the saved delta."
 )
 
 

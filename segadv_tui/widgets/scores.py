@@ -91,6 +91,8 @@ class DscCurve(Widget):
         if self.eps <= eps[-1] + 1e-9:
             position = 5 + marked * bar_width + bar_width // 2
             note = f"▲ {self.eps:.3f}"
+            if position + len(note) >= len(labels) - len(last):  # the marker wins over the last eps label
+                labels[len(labels) - len(last):] = " " * len(last)
             labels[position:position + len(note)] = note
         else:
             labels.extend(f"  ▶ {self.eps:.3f} (off the plot)")

@@ -1,0 +1,196 @@
+"""The explorer's transfer view and universal perturbations, under Pilot with the bundled checkpoints:
+"score on" another model (the attack crafted on the current checkpoint, the masks and scores another's)
+and a saved universal perturbation whose scale steps with eps. What the app shows is checked against
+core called directly (``core.transfer.transfer``'s cell, ``core.evaluation``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from core.attack_config import AttackConfig
+from core.checkpoints import load_checkpoint
+from core.data import load_slice
+from core.evaluation import attack_slice, sweep
+from core.paths import bundled_checkpoint_dirs, demo_checkpoint
+from core.transfer import transfer
+from core.universal import UniversalDelta, load_delta, save_delta
+from segadv_tui.settings import CURVE_EPS
+from segadv_tui.widgets.checkpoints import CheckpointList, find_checkpoints
+from tui_pilot import first_frame, make_app, pilot_test, until
+
+FPN = "demo_small_fpn"
+
+
+@pytest.fixture(scope="module")
+def bundled():
+    """(checkpoints, deltas) found in the bundled folder."""
+    return find_checkpoints(bundled_checkpoint_dirs())
+
+
+@pytest.fixture(scope="module")
+def fpn_path(bundled) -> Path:
+    return next(entry.path for entry in bundled[0] if entry.path.stem == FPN)
+
+
+@pytest.fixture(scope="module")
+def bundled_delta(bundled) -> Path:
+    (delta,) = bundled[1]
+    return delta.path
+
+
+def inputs(record, img_size: int = 128):
+    image, masks = load_slice(record, img_size)
+    return torch.from_numpy(image)[None, None], torch.from_numpy(masks.astype(bool))[None]
+
+
+def same_scores(shown, expected) -> None:
+    np.testing.assert_array_equal(shown.dsc_clean, expected.dsc_clean)
+    np.testing.assert_array_equal(shown.dsc_adv, expected.dsc_adv)
+    assert shown.linf == expected.linf
+
+
+def test_the_scan_tells_checkpoints_from_universal_perturbations(bundled, bundled_delta):
+    checkpoints, deltas = bundled
+    assert bundled_delta.name not in {entry.path.name for entry in checkpoints}
+    assert all(entry.meta is not None for entry in checkpoints)
+    (delta,) = deltas
+    assert (delta.eps, delta.organs, delta.img_size) == (0.03, ("stomach",), 128)
+    assert delta.summary == "erases stomach · eps 0.030 · 128px · made on demo_small"
+
+
+@pilot_test
+async def test_score_on_another_model_is_the_transfer_cell_and_w_cycles_back_to_white_box(tiny_demo, fpn_path):
+    app = make_app(tiny_demo, demo_checkpoint())
+    async with app.run_test(size=(160, 48)) as pilot:
+        await first_frame(pilot, app)
+        record = app.source
+        attacked, _ = load_checkpoint(demo_checkpoint())
+        scoring, _ = load_checkpoint(fpn_path)
+        config = app.settings
+        # Reference: the (demo_small, demo_small_fpn) cell of the transfer matrix on this one slice.
+        matrix = transfer([("a", attacked), ("b", scoring)], [record], 128, config, ensembles=False)
+        white_box, transferred = matrix.rows["a", "a"][0], matrix.rows["a", "b"][0]
+
+        app.score_on(next(e for e in app.query_one(CheckpointList).entries if e.path == fpn_path))
+        await until(pilot, app, lambda: app.frame.scored_on == str(fpn_path) and app.curve is not None
+                    and app.curve.scored_on == str(fpn_path), "a frame and curve scored on the FPN")
+        same_scores(app.frame.result, transferred)
+        assert app.frame.checkpoint == str(demo_checkpoint())  # still crafted on demo_small
+        assert "scored on demo_small_fpn" in str(app.query_one("#summary").render())
+        assert app.query_one("#scores").border_title == "Scores on demo_small_fpn"
+        assert app.query_one("#attack-scored").value == str(fpn_path)
+        image, truth = inputs(record)
+        expected_curve = sweep(attacked, image, truth, list(CURVE_EPS), config, truth=truth, scored_on=scoring)
+        assert app.curve.mean_dsc == tuple(results[0].mean_adv for results in expected_curve)
+
+        # eps steps stay scored on the FPN: one gradient of demo_small, the FPN's forward pass
+        await pilot.press("plus")
+        await until(pilot, app, lambda: app.frame.config.eps == pytest.approx(0.010), "the eps 0.010 frame")
+        (expected,) = attack_slice(attacked, image, truth, config.with_eps(0.010), ids=[record.id], scored_on=scoring)
+        same_scores(app.frame.result, expected)
+        await pilot.press("minus")
+        await until(pilot, app, lambda: app.frame.config.eps == pytest.approx(0.009), "back at eps 0.009")
+
+        # w: the next checkpoints of the list, then the attacked model again (white box)
+        seen = []
+        for _ in range(len(app.query_one(CheckpointList).entries)):
+            await pilot.press("w")
+            await until(pilot, app, lambda: app.frame.scored_on == (None if app.scored_on is None else str(app.scored_on)),
+                        "the frame of the next scoring model")
+            seen.append(app.scored_on)
+            if app.scored_on is None:
+                break
+        assert seen[-1] is None and fpn_path not in seen[:1]
+        same_scores(app.frame.result, white_box)
+        assert app.query_one("#scores").border_title == "Scores"
+
+
+@pilot_test
+async def test_attacking_the_model_scored_on_is_white_box_again(tiny_demo, fpn_path):
+    app = make_app(tiny_demo, demo_checkpoint())
+    async with app.run_test(size=(160, 48)) as pilot:
+        await first_frame(pilot, app)
+        entries = app.query_one(CheckpointList).entries
+        fpn = next(e for e in entries if e.path == fpn_path)
+        app.score_on(fpn)
+        await until(pilot, app, lambda: app.frame.scored_on == str(fpn_path), "a frame scored on the FPN")
+        assert "◆ demo_small_fpn" in str(app.query_one(CheckpointList).get_option_at_index(entries.index(fpn)).prompt.renderables[0])
+        app.load_checkpoint(fpn)
+        await until(pilot, app, lambda: app.frame.checkpoint == str(fpn_path), "a frame attacking the FPN")
+        assert app.scored_on is None and app.frame.scored_on is None
+
+
+@pilot_test
+async def test_a_universal_perturbation_opens_at_its_eps_and_eps_scales_it(tiny_demo, bundled_delta):
+    app = make_app(tiny_demo, demo_checkpoint(), deltas=[bundled_delta])
+    async with app.run_test(size=(160, 48)) as pilot:
+        await until(pilot, app, lambda: app.frame is not None and app.frame.config.method == "universal",
+                    "the universal perturbation's frame")
+        config = app.frame.config
+        assert (config.delta, config.eps) == (str(bundled_delta), 0.03)
+        model, _ = load_checkpoint(demo_checkpoint())
+        image, truth = inputs(app.source)
+        (expected,) = attack_slice(model, image, truth, config, ids=[app.source.id])
+        same_scores(app.frame.result, expected)
+        assert app.frame.result.linf == pytest.approx(float(load_delta(bundled_delta).delta.abs().max()), abs=1e-6)
+        for _ in range(5):
+            await pilot.press("left_square_bracket")  # eps - 0.005, five times: the delta at a sixth
+        await until(pilot, app, lambda: app.frame.config.eps == pytest.approx(0.005), "the eps 0.005 frame")
+        assert app.frame.result.linf <= 0.005 + 1e-6
+        (expected,) = attack_slice(model, image, truth, config.with_eps(0.005), ids=[app.source.id])
+        same_scores(app.frame.result, expected)
+        assert "eps 0.005 (×0.17 of 0.030) · Universal" in str(app.query_one("#summary").render())
+        assert app.query_one("#attack-delta").value == str(bundled_delta)
+
+        await pilot.press("m")  # away from universal: the delta no longer applies
+        await until(pilot, app, lambda: app.frame.config.method != "universal", "another method's frame")
+        assert app.frame.config.delta is None and app.query_one("#attack-delta").disabled
+
+
+@pilot_test
+async def test_u_finds_the_bundled_perturbation_and_a_wrong_size_one_is_a_notification(tiny_demo, bundled_delta, tmp_path):
+    small = save_delta(tmp_path / "small.safetensors", UniversalDelta(torch.zeros(64, 64), 0.02, ("stomach",)))
+    app = make_app(tiny_demo, demo_checkpoint(), checkpoint_dirs=[tmp_path])
+    async with app.run_test(size=(160, 48)) as pilot:
+        await first_frame(pilot, app)
+        assert app.frame.config.method == "fgsm"  # the perturbations found are offered, not applied
+        assert {delta.path.name for delta in app.deltas} == {bundled_delta.name, small.name}
+        paths = [str(delta.path) for delta in app.deltas]
+        await pilot.press("u")
+        await until(pilot, app, lambda: app.frame.config.method == "universal", "the first perturbation's frame")
+        assert (app.frame.config.delta, app.frame.config.eps) == (paths[0], app.deltas[0].eps)
+        assert paths[1] == str(small)  # the bundled folder is scanned first
+        await pilot.press("u")
+        await until(pilot, app, lambda: any("64 x 64" in text for _, text in app.notices), "the size notification")
+        (text,) = [text for severity, text in app.notices if "64 x 64" in text and severity == "error"]
+        assert "small.safetensors" in text and "128 x 128" in text
+        assert app.settings.delta == str(small) and app.frame.config.delta == paths[0]  # the last good frame stays
+        assert app.is_running
+
+
+def test_a_bad_delta_is_one_line_before_start(tmp_path):
+    from typer.testing import CliRunner
+
+    from segadv_tui.launch import command
+
+    (tmp_path / "bad.safetensors").write_bytes(b"not a safetensors file")
+    for arguments, expected in (
+        (["--delta", str(tmp_path / "none.safetensors")], "does not exist"),
+        (["--delta", str(tmp_path / "bad.safetensors")], "bad.safetensors"),
+        (["--delta", str(demo_checkpoint())], "not a segadv universal perturbation"),
+    ):
+        result = CliRunner().invoke(command, arguments)
+        output = " ".join(result.output.split())
+        assert result.exit_code == 2, (arguments, output)
+        assert expected in output and "Traceback" not in output
+
+
+def test_a_delta_given_as_a_checkpoint_says_what_it_is(bundled_delta):
+    from core.checkpoints import CheckpointError, read_checkpoint_meta
+
+    with pytest.raises(CheckpointError, match="a universal perturbation .* --method universal --delta"):
+        read_checkpoint_meta(bundled_delta)
