@@ -8,7 +8,9 @@
     160 x 48: from the key event reaching the app to the end of the first screen update drawn after the
     new frame arrived (turned into terminal output, as a real terminal would get it), against a bare
     forward pass of the app's own model on the same slice, in a worker thread with the app's torch
-    thread count: the cached gradient should make the ratio close to 1 plus drawing;
+    thread count: the cached gradient should make the ratio close to 1 plus drawing; and the same step
+    scored on another checkpoint (Score on: the bundled demo_small_fpn), which should cost the other
+    model's forward pass instead of this one's, not both;
 (c) the half-block renderer against textual-image's half-cell renderer (both Rich segments, two pixels
     per cell): an overlay of a demo slice and random pixels (the worst case: no two cells alike), into
     80 x 40 cells and into the Overlay view's picture sizes.
@@ -130,7 +132,7 @@ async def measure_app(data: Path, checkpoint: Path, steps: int):
     app._display = recording_display
     async with app.run_test(size=SIZE) as pilot:
         while app.frame is None:
-            await pilot.pause(0)
+            await pilot.pause(0.01)  # a tight pause(0) loop can starve the workers
         await app.workers.wait_for_complete()  # the eps curve of the first slice
         await pilot.pause()
         views = app.query_one(PictureViews)
@@ -143,26 +145,39 @@ async def measure_app(data: Path, checkpoint: Path, steps: int):
             drawing.append(time.perf_counter() - started)
 
         views.show = timed_show
-        latencies, computing, cpu = [], [], []
-        for _ in range(steps):
-            waiting_for[:] = [app.settings.with_eps(app.settings.eps + 0.001).eps]
-            painted.clear()
-            pressed, pressed_cpu = time.perf_counter(), time.process_time()
-            app._driver.send_message(events.Key("plus", "+"))  # what the terminal driver posts
-            await asyncio.wait_for(painted.wait(), timeout=60)
-            latencies.append(time.perf_counter() - pressed)
-            cpu.append(time.process_time() - pressed_cpu)  # every thread of this process: UI and worker
-            computing.append(app.frame.seconds)
-            await pilot.pause()  # let the curve marker and anything else settle before the next key
-        screen = "\n".join(strip.text for strip in app.screen._compositor.render_strips())
-        shown = f"eps {waiting_for[0]:.3f}"
-        if shown not in screen:
-            raise SystemExit(f"the screen does not show {shown!r} after the last step")
+
+        async def step_eps(key: str, change: float):
+            latencies, computing, cpu = [], [], []
+            for _ in range(steps):
+                waiting_for[:] = [app.settings.with_eps(app.settings.eps + change).eps]
+                painted.clear()
+                pressed, pressed_cpu = time.perf_counter(), time.process_time()
+                app._driver.send_message(events.Key(key, {"plus": "+", "minus": "-"}[key]))  # as the driver posts
+                await asyncio.wait_for(painted.wait(), timeout=60)
+                latencies.append(time.perf_counter() - pressed)
+                cpu.append(time.process_time() - pressed_cpu)  # every thread of this process: UI and worker
+                computing.append(app.frame.seconds)
+                await pilot.pause()  # let the curve marker and anything else settle before the next key
+            screen = "\n".join(strip.text for strip in app.screen._compositor.render_strips())
+            shown = f"eps {waiting_for[0]:.3f}"
+            if shown not in screen:
+                raise SystemExit(f"the screen does not show {shown!r} after the last step")
+            return latencies, cpu, computing
+
+        latencies, cpu, computing = await step_eps("plus", 0.001)
+        # The same steps back down, scored on another checkpoint (its gradient cached by the first step).
+        fpn = next(entry for entry in app.query_one("#checkpoints").entries if entry.path.stem == "demo_small_fpn")
+        app.score_on(fpn)
+        while app.frame.scored_on != str(fpn.path):
+            await pilot.pause(0.01)  # a tight pause(0) loop can starve the workers
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        scored = await step_eps("minus", -0.001)
         model = app.explorer.model
         image = load_slice_data(app.source, int(app.checkpoint_meta["img_size"])).image
         meta = app.checkpoint_meta
         sizes = views.picture_sizes()
-    return latencies, cpu, computing, drawing, sizes, model, image, meta
+    return latencies, cpu, computing, drawing, sizes, model, image, meta, scored
 
 
 def median_seconds(function, repeats: int = 30) -> float:
@@ -220,7 +235,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as temporary:
         data = args.data or write_demo_dataset(Path(temporary) / "demo", seed=0, size="tiny")
         paint, first_frame, launch_cpu = launch_seconds(data, checkpoint)
-        latencies, step_cpu, computing, drawing, sizes, model, image, meta = asyncio.run(
+        latencies, step_cpu, computing, drawing, sizes, model, image, meta, scored = asyncio.run(
             measure_app(data, checkpoint, args.steps))
     import torch
 
@@ -243,6 +258,9 @@ def main() -> None:
     print(f"bare forward pass, one slice   {bare * 1000:8.1f} ms (median of {len(forward)}, worker thread, "
           f"{threads} torch threads)")
     print(f"ratio step / forward           {step / bare:8.2f}")
+    scored_step = statistics.median(scored[0])
+    print(f"eps step scored on demo_small_fpn {scored_step * 1000:5.1f} ms (median of {len(scored[0])}; the worker "
+          f"{statistics.median(scored[2]) * 1000:.1f} ms): {scored_step / step:.2f}x the white-box step")
     print("half-block renderers, ms per picture (median of 30): ours vs textual-image's half-cell, ratio")
     for name, cols, rows, ours, theirs in renders:
         print(f"  {name:<22} {cols:3d} x {rows:2d} cells {ours * 1000:7.2f} vs {theirs * 1000:7.2f} ms  "
