@@ -314,11 +314,13 @@ def evaluate(
     device: str | torch.device = "cpu",
     progress: Progress | None = None,
     should_stop: StopCheck | None = None,
+    scored_on: torch.nn.Module | None = None,
 ) -> EvaluationResult:
     """Run ``config``'s attack over ``records`` (``core.data.SliceRecord``) at ``img_size``.
 
     The model must already be on ``device`` (batches are moved there). Random starts are seeded per
-    slice by ``config.seed`` and the slice id, so a slice's result does not depend on its batch."""
+    slice by ``config.seed`` and the slice id, so a slice's result does not depend on its batch.
+    ``scored_on``: crafted on ``model``, scored on this other model (see ``attack_slice``)."""
     records = list(records)
     started = time.perf_counter()
     results: list[SliceResult] = []
@@ -327,7 +329,8 @@ def evaluate(
     mine, positions = distributed.shard(records, batch_size, ranks)
     _report(progress, 0, len(records))
     for chunk, images, truth in batches(mine, img_size, batch_size, device):
-        results += attack_slice(model, images, truth, config, ids=[r.id for r in chunk], context=context)
+        results += attack_slice(model, images, truth, config, ids=[r.id for r in chunk], context=context,
+                                scored_on=scored_on)
         _report(progress, len(results) * ranks.world_size, len(records))
     if ranks.active:
         results = distributed.gather(results, positions, ranks)

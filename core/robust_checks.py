@@ -27,10 +27,9 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 
-from core import distributed
 from core.attack_config import AttackConfig, check_eps
-from core.attacks import AttackContext, StopCheck, check_stop, run_attack
-from core.evaluation import Progress, batches, evaluate, evaluate_sweep, score_slices, summarise
+from core.attacks import StopCheck, check_stop
+from core.evaluation import Progress, evaluate, evaluate_sweep, summarise
 from core.results import SliceResult
 
 TOLERANCE = 0.01
@@ -249,26 +248,8 @@ def transfer_dsc(source, model, records, img_size: int, config: AttackConfig, *,
     """Robust DSC of ``model`` on the adversarial slices ``config``'s attack makes on ``source`` (each slice
     with the random start it would have had on ``model``). Shared over torchrun's processes like ``evaluate``.
     ``core.transfer.transfer`` would also attack ``model`` itself, which the report has already done."""
-    from core.metrics import predict
-
-    records = list(records)
-    ranks = distributed.current()
-    mine, positions = distributed.shard(records, batch_size, ranks)
-    rows = []
-    for chunk, images, truth in batches(mine, img_size, batch_size, device):
-        check_stop(should_stop)
-        ids = [r.id for r in chunk]
-        context = AttackContext(should_stop=should_stop, ids=ids, reference=truth)
-        target = truth if config.target == "gt" else None
-        adversarial = run_attack(source, images, target, config, context).adversarial
-        clean_pred, adv_pred = predict(model, images, config.precision), predict(model, adversarial, config.precision)
-        rows += score_slices(ids, config.eps, images, adversarial, clean_pred, adv_pred, truth,
-                             empty=config.empty, score=config.score)
-        if progress is not None:
-            progress(min(len(rows) * ranks.world_size, len(records)), len(records))
-    if ranks.active:
-        rows = distributed.gather(rows, positions, ranks)
-    return summarise(rows).mean_adv
+    return evaluate(source, records, img_size, config, batch_size=batch_size, device=device, progress=progress,
+                    should_stop=should_stop, scored_on=model).summary.mean_adv
 
 
 class _Counter:

@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 import torch
 
-from core.attack_config import AttackConfig
 from core.checkpoints import load_checkpoint
 from core.data import load_slice
 from core.evaluation import attack_slice, sweep
