@@ -82,6 +82,9 @@ async def test_score_on_another_model_is_the_transfer_cell_and_w_cycles_back_to_
         assert "scored on demo_small_fpn" in str(app.query_one("#summary").render())
         assert app.query_one("#scores").border_title == "Scores on demo_small_fpn"
         assert app.query_one("#attack-scored").value == str(fpn_path)
+        from segadv_tui.render.tables import scores_table
+
+        assert scores_table(app.frame).title.endswith("crafted on demo_small, scored on demo_small_fpn")
         image, truth = inputs(record)
         expected_curve = sweep(attacked, image, truth, list(CURVE_EPS), config, truth=truth, scored_on=scoring)
         assert app.curve.mean_dsc == tuple(results[0].mean_adv for results in expected_curve)

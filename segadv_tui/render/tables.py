@@ -7,7 +7,7 @@ import csv
 import io
 import math
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePath
 
 from core.names import LOSS_TITLES
 from core.organs import ORGAN_TITLES, ORGANS
@@ -90,6 +90,8 @@ def scores_table(frame) -> Table:
     ]
     rows.append(("Mean", number(result.mean_clean), number(result.mean_adv), number(result.mean_attack_success)))
     title = f"{frame.slice_id}, {frame.config.label}, L-inf {result.linf:.4f}, L2 {result.l2:.4f}"
+    if frame.scored_on is not None:  # a transfer: whose masks these scores are
+        title += f", crafted on {PurePath(frame.checkpoint).stem}, scored on {PurePath(frame.scored_on).stem}"
     return Table(title, ("Organ", "DSC clean", "DSC adv", "AS"), tuple(rows))
 
 
