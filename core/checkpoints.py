@@ -73,6 +73,8 @@ def checkpoint_meta(
         "classes": list(ORGANS),
         "img_size": int(img_size),
         "normalisation": model.normalisation,
+        # The weights expect transposed slices (the paper's notebook; see GrayscaleSegmenter).
+        "input_transposed": model.transposed,
         "train_args": dict(train_args) if train_args is not None else None,
         "epoch": epoch,
         "val_dsc": {key: float(value) for key, value in val_dsc.items()} if val_dsc is not None else None,
@@ -212,6 +214,7 @@ def load_checkpoint(
         except (SafetensorError, ValueError, OSError) as exc:
             raise CheckpointError(f"{path}: cannot read its weights ({exc})") from None
         model = _build(meta["model"], meta["normalisation"], path)
+        model.transposed = bool(meta.get("input_transposed", False))  # absent before segadv wrote it: False
     _load_state_dict(model, state_dict, path)
     model.to(device)
     model.eval()
@@ -290,13 +293,17 @@ def _load_state_dict(model: GrayscaleSegmenter, state_dict: Mapping[str, torch.T
     model.net.load_state_dict(converted, strict=True)
 
 
-def import_checkpoint(source: str | os.PathLike, model_name: str, out: str | os.PathLike, *, img_size: int = FOREIGN_IMG_SIZE) -> Path:
-    """Convert foreign weights (``.pt`` / ``.pth`` / ``.bin``) for registry model ``model_name`` to our format."""
+def import_checkpoint(source: str | os.PathLike, model_name: str, out: str | os.PathLike, *, img_size: int = FOREIGN_IMG_SIZE,
+                      transposed: bool = False) -> Path:
+    """Convert foreign weights (``.pt`` / ``.pth`` / ``.bin``) for registry model ``model_name`` to our format;
+    ``transposed``: they were trained on transposed slices (the paper's notebook), recorded in the metadata."""
     source = Path(source)
     if source.suffix not in FOREIGN_SUFFIXES:
         raise CheckpointError(f"{source}: expected a {' / '.join(FOREIGN_SUFFIXES)} file of foreign weights")
     model, _ = load_checkpoint(source, model_name=model_name)
-    return save_checkpoint(out, model, img_size=img_size, train_args={"imported_from": source.name})
+    model.transposed = bool(transposed)
+    return save_checkpoint(out, model, img_size=img_size,
+                           train_args={"imported_from": source.name, "input_transposed": bool(transposed)})
 
 
 # --- training state for --resume ------------------------------------------------------------------

@@ -67,14 +67,19 @@ class UnknownModelError(SegadvError, ValueError):
 
 
 class GrayscaleSegmenter(nn.Module):
-    """(N, 1, H, W) slice in [0, 1] -> (N, 3, H, W) organ logits; ``net`` is the plain smp model."""
+    """(N, 1, H, W) slice in [0, 1] -> (N, 3, H, W) organ logits; ``net`` is the plain smp model.
 
-    def __init__(self, net: nn.Module, spec: ModelSpec, normalisation: str = "none"):
+    ``transposed``: ``net`` was trained on slices with height and width swapped, as the paper's notebook
+    fed them (``transpose(2, 1, 0)``); each slice is transposed before ``net`` and its logits back, so
+    inputs, masks and perturbations stay in the stored orientation everywhere else."""
+
+    def __init__(self, net: nn.Module, spec: ModelSpec, normalisation: str = "none", transposed: bool = False):
         super().__init__()
         check_choice(normalisation, NORMALISATIONS, "normalisation")
         self.net = net
         self.spec = spec
         self.normalisation = normalisation
+        self.transposed = bool(transposed)
         mean, std = NORMALISATIONS[normalisation]
         # Not persistent: the state dict is exactly the smp model's, prefixed with "net.".
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
@@ -86,6 +91,8 @@ class GrayscaleSegmenter(nn.Module):
                              f"got {tuple(image.shape)}")
         # (N, 3, H, W): the slice already copied to 3 channels (the paper's FGSM perturbs each one).
         rgb = image.expand(-1, 3, -1, -1) if image.shape[1] == 1 else image
+        if self.transposed:
+            return self.net(((rgb - self.mean) / self.std).transpose(-1, -2)).transpose(-1, -2)
         return self.net((rgb - self.mean) / self.std)
 
 

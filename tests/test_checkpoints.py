@@ -121,6 +121,28 @@ def test_import_checkpoint_command_converts_foreign_weights(tmp_path, small, bat
     assert "missing keys" in mismatch.output and not (tmp_path / "x.safetensors").exists()
 
 
+def test_weights_trained_on_transposed_slices_as_the_paper_notebook_did(tmp_path, small, batch):
+    """``import-checkpoint --transposed``: the notebook fed ``transpose(2, 1, 0)`` slices, so its weights
+    must see each slice transposed; segadv's masks come back in the stored orientation."""
+    from segadv_tui.cli import _register_commands, app
+
+    _register_commands()
+    torch.save(small.net.state_dict(), tmp_path / "notebook.pt")
+    out = tmp_path / "paper.safetensors"
+    result = CliRunner().invoke(app, ["import-checkpoint", str(tmp_path / "notebook.pt"), "--model", "small", str(out),
+                                      "--img-size", "64", "--transposed"])
+    assert result.exit_code == 0 and "input transposed" in result.output, result.output
+    loaded, meta = load_checkpoint(out)
+    assert meta["input_transposed"] is True and loaded.transposed
+    with torch.no_grad():  # a second implementation: the notebook's own orientation, by hand
+        by_hand = small.net(batch.expand(-1, 3, -1, -1).transpose(2, 3)).transpose(2, 3)
+        assert torch.allclose(loaded(batch), by_hand, atol=1e-5)
+        assert not torch.allclose(loaded(batch), small(batch), atol=1e-3)  # the orientation matters
+    shown = CliRunner().invoke(app, ["info", str(out)], env={"COLUMNS": "200"})
+    assert "input transposed" in shown.output
+    assert read_checkpoint_meta(save_checkpoint(tmp_path / "plain.safetensors", small, img_size=64))["input_transposed"] is False
+
+
 class _WritesAMarker:
     """Unpickling this calls open(marker, "w"): code a checkpoint must never get to run."""
 

@@ -63,6 +63,9 @@ def _checkpoint_info(path: Path) -> None:
     val = meta.get("val_dsc") or {}
     if val:
         lines.append("validation DSC: " + "  ".join(f"{key} {value:.4f}" for key, value in val.items()))
+    if meta.get("input_transposed"):
+        lines.append("input transposed: the weights expect slices with height and width swapped (as the paper's "
+                     "notebook fed them); segadv transposes each slice for the model and its masks back")
     defence = meta.get("defence")
     lines.append(f"defence: {defence_label(defence)}")
     if defence:
@@ -94,6 +97,9 @@ def import_checkpoint(
     model: str = typer.Option(..., "--model", "-m", help="The registry model the weights belong to."),
     out: Path = typer.Argument(..., help="Where to write the segadv checkpoint (.safetensors)."),
     img_size: int = typer.Option(224, "--img-size", help="The slice size the weights were trained at."),
+    transposed: bool = typer.Option(False, "--transposed", help="The weights were trained on transposed slices "
+                                    "(height and width swapped), as the paper's notebook fed them (transpose(2, 1, 0)): "
+                                    "segadv then transposes each slice for the model and its masks back."),
 ) -> None:
     """Convert foreign weights (loaded safely, weights only) to a self-describing segadv checkpoint."""
     from core.checkpoints import import_checkpoint as convert
@@ -105,5 +111,5 @@ def import_checkpoint(
         fail(f"--img-size {img_size} must be a multiple of 32")
     if out.suffix != ".safetensors":
         fail(f"{out}: the output must be a .safetensors file")
-    written = convert(source, model, out, img_size=img_size)  # a CheckpointError is one line, exit 2
-    console.print(f"wrote {written} ({model})", highlight=False)
+    written = convert(source, model, out, img_size=img_size, transposed=transposed)  # a CheckpointError: one line, exit 2
+    console.print(f"wrote {written} ({model}{', input transposed' if transposed else ''})", highlight=False)
