@@ -506,9 +506,12 @@ def table_ii(
     models (and losses, for the methods that cannot share a gradient).
 
     FGSM shares one gradient per slice and loss (``evaluate_sweep``); the other methods run ``evaluate``
-    once per loss."""
+    once per loss, and a method with its own objective (the ensemble, erase, universal: no loss to
+    choose) once, in a single column under the first loss's key."""
     config = config or AttackConfig()
     losses = _check_losses(losses)
+    if "loss" not in config.entry.parameters:
+        losses = losses[:1]  # the same attack for every loss: one run, one column
     records = list(records)
     runs = 1 if config.method == "fgsm" else len(losses)
     total = len(records) * len(models) * runs

@@ -176,3 +176,19 @@ def test_table_ii_with_bim_equals_one_evaluation_per_loss(model, records):
         single = evaluate(model, subset, IMG_SIZE, AttackConfig(method="bim", loss=loss, eps=0.02, steps=2)).summary
         assert row.dsc_adv[loss] == pytest.approx(single.mean_adv, abs=1e-12)
     assert table.method == "bim" and row.best_loss == min(row.dsc_adv, key=row.dsc_adv.get)
+
+
+def test_table_ii_runs_a_method_with_its_own_objective_once_in_one_column(model, records):
+    """Erase (like the ensemble and universal) reads no loss: one run, not one identical run per loss."""
+    from segadv_tui.render.tables import table_ii_table
+
+    subset = [r for r in records if r.has_organs][:2]
+    config = AttackConfig(method="erase", organs=("stomach",), eps=0.02, steps=2)
+    seen = []
+    table = table_ii([("random", model, {"img_size": IMG_SIZE})], subset, ["bce", "dice", "focal"], config,
+                     progress=lambda done, total: seen.append(total))
+    (row,) = table.rows
+    assert table.losses == ["bce"] and set(seen) == {len(subset)}
+    assert row.dsc_adv["bce"] == pytest.approx(evaluate(model, subset, IMG_SIZE, config).summary.mean_adv, abs=1e-12)
+    headers = table_ii_table(table).headers
+    assert headers[3:] == ("Erase (organ logits to 0)",)

@@ -100,7 +100,11 @@ def table_ii_table(table, *, title: str = "", caption: str = "", with_success: b
     the attack per loss (``with_success``: and its attack success). The best attack, the lowest DSC, is in
     bold: every loss that ties for it (an arbitrary pick would claim a difference there is none)."""
     method = table.config.entry.title
-    headers = ("Model", "Parameters", "Normal", *(f"{method} {LOSS_TITLES[loss]}" for loss in table.losses))
+    if "loss" in table.config.entry.parameters:
+        columns = [f"{method} {LOSS_TITLES[loss]}" for loss in table.losses]
+    else:  # its own objective: one column, named by it
+        columns = [f"{method} ({table.config.objective_label})"]
+    headers = ("Model", "Parameters", "Normal", *columns)
     titles = [row.title for row in table.rows]
     rows, bold = [], []
     for row in table.rows:
