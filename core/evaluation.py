@@ -546,7 +546,7 @@ def table_ii(
             params=int(meta.get("params") or count_parameters(model)),
             dsc_clean=summaries[losses[0]].mean_clean,
             dsc_adv=adv,
-            best_loss=min(finite, key=finite.get) if finite else None,
+            best_loss=min(finite, key=finite.get) if finite and "loss" in config.entry.parameters else None,
             summaries=summaries,
         ))
     return TableII(config=config, losses=losses, rows=rows)

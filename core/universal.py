@@ -221,7 +221,10 @@ def run_universal(model, image, target, config: AttackConfig, context: AttackCon
         raise DeltaError("the universal method needs a perturbation file (--delta FILE, made by `segadv universal`)")
     universal = load_delta(config.delta)
     check_fits(universal, image.shape[-1], f"delta {Path(config.delta).name}")
-    clean_pred = context.clean_pred.to(image.device) if context.clean_pred is not None else predict(model, image, config.precision)
+    if context.clean_pred is not None:
+        clean_pred = context.clean_pred.to(image.device)
+    else:  # not needed when the result is scored on another model (a transfer)
+        clean_pred = predict(model, image, config.precision) if context.predict_result else None
     return AttackOutput(apply_delta(image, universal.scaled(config.eps)), clean_pred)
 
 

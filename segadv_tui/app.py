@@ -186,6 +186,7 @@ class SegadvApp(App):
         self.checkpoint_entry: CheckpointEntry | None = None
         self.loaded: dict[Path, tuple[object, dict, CheckpointEntry]] = {}
         self.scored_on: Path | None = None  # the checkpoint the frames are scored on (None: the attacked one)
+        self._scoring_wanted: Path | None = None  # the latest choice; a model still loading applies only if it is
         self.deltas: list = []  # DeltaEntry: the universal perturbations found
         self.frame: Frame | None = None
         self.curve: Curve | None = None
@@ -275,7 +276,11 @@ class SegadvApp(App):
             self.set_settings(self.settings.replace(method="universal", delta=str(opened.path)))
         chosen = None
         if self.initial_checkpoint is not None:
-            chosen = next((e for e in entries if e.path.resolve() == Path(self.initial_checkpoint).resolve()), None)
+            wanted = Path(self.initial_checkpoint).resolve()
+            chosen = next((e for e in entries if e.path.resolve() == wanted), None)
+            if any(delta.path.resolve() == wanted for delta in self.deltas):
+                self.notify(f"--checkpoint {self.initial_checkpoint} is a universal perturbation, not a checkpoint "
+                            f"(open it with --delta).", severity="warning", timeout=10, markup=False)
         if chosen is None:
             chosen = next((e for e in entries if e.meta is not None and e.path.stem == "demo_small"), None)
         if chosen is None:
@@ -355,7 +360,8 @@ class SegadvApp(App):
         self.loaded[message.entry.path] = (message.model, message.meta, message.entry)
         self.query_one(CheckpointList).mark(message.entry.path, current=False)
         if message.scoring:
-            self.score_on(message.entry)
+            if message.entry.path == self._scoring_wanted:  # not overtaken by a later choice while it loaded
+                self.score_on(message.entry)
         else:
             self._use_model(message.entry, message.model, message.meta)
 
@@ -383,21 +389,24 @@ class SegadvApp(App):
         """Score the frames on ``entry``'s model, the attack still crafted on the current checkpoint (None,
         or the current checkpoint itself: white box). A model not loaded yet is loaded first."""
         if entry is None or (self.checkpoint_entry is not None and entry.path == self.checkpoint_entry.path):
+            self._scoring_wanted = None
             self._set_scored_on(None)
             return
-        if entry.meta is None:
-            self.notify(f"Cannot score on {entry.path.name}: {entry.problem}", severity="error", markup=False)
-            self.query_one(AttackPanel).show_scored_on(None if self.scored_on is None else str(self.scored_on))
-            return
-        problem = self._size_problem(entry)
+        problem = entry.problem if entry.meta is None else self._size_problem(entry)
         if problem:
             self.notify(f"Cannot score on {entry.path.stem}: {problem}.", severity="error", markup=False)
-            self.query_one(AttackPanel).show_scored_on(None if self.scored_on is None else str(self.scored_on))
+            self._show_scored_on()
             return
+        self._scoring_wanted = entry.path
         if entry.path not in self.loaded:
             self._load_scoring_worker(entry)
             return
         self._set_scored_on(entry.path)
+
+    def _show_scored_on(self) -> None:
+        """The Score on select back on the model the frames are scored on (after a refusal or a failed load)."""
+        self._scoring_wanted = self.scored_on
+        self.query_one(AttackPanel).show_scored_on(None if self.scored_on is None else str(self.scored_on))
 
     def _size_problem(self, entry: CheckpointEntry) -> str | None:
         """Why ``entry`` cannot score the attacked model's adversarial slices (None: it can)."""
@@ -444,13 +453,23 @@ class SegadvApp(App):
         """The DeltaEntry of ``path`` among those found (None: not one of them)."""
         return next((delta for delta in self.deltas if path is not None and str(delta.path) == path), None)
 
+    def fitting_deltas(self) -> list:
+        """The deltas found that fit the attacked model's input (all of them before a model is loaded)."""
+        size = None if self.checkpoint_meta is None else self.checkpoint_meta.get("img_size")
+        return [delta for delta in self.deltas if size is None or delta.img_size == size]
+
     def action_next_delta(self) -> None:
+        if self.deltas and not self.fitting_deltas():
+            self.notify(f"No universal perturbation found for {self.checkpoint_meta['img_size']} px slices (the ones "
+                        f"found are {', '.join(sorted({f'{d.img_size} px' for d in self.deltas}))}).", severity="warning",
+                        timeout=8, markup=False)
+            return
         if not self.deltas:
             self.notify("No universal perturbation found: make one with `segadv universal` and open it with "
                         "segadv-tui --delta FILE (or put it in a --checkpoints folder).", severity="warning",
                         timeout=8, markup=False)
             return
-        paths = [str(delta.path) for delta in self.deltas]
+        paths = [str(delta.path) for delta in self.fitting_deltas()]
         current = paths.index(self.settings.delta) if self.settings.method == "universal" and self.settings.delta in paths else -1
         self.set_settings(self.settings.replace(method="universal", delta=paths[(current + 1) % len(paths)]))
 
@@ -476,13 +495,14 @@ class SegadvApp(App):
     # -- attack settings -------------------------------------------------------------------------
 
     def set_settings(self, settings: AttackConfig) -> None:
-        if settings.method == "universal" and settings.delta is None and self.deltas:
-            settings = settings.replace(delta=str(self.deltas[0].path))  # the universal method needs one
+        if settings.method == "universal" and settings.delta is None and self.fitting_deltas():
+            settings = settings.replace(delta=str(self.fitting_deltas()[0].path))  # the universal method needs one
         if settings.delta is not None and settings.delta != self.settings.delta:
             chosen = self.delta_entry(settings.delta)
             if chosen is not None:  # a new delta starts at the bound it was made with; eps then scales it
                 settings = settings.with_eps(chosen.eps)
         if settings == self.settings:
+            self.query_one(AttackPanel).show(settings, has_truth=self.image_path is None)  # a select left elsewhere
             return
         self.settings = settings
         self.query_one(AttackPanel).show(settings, has_truth=self.image_path is None)
@@ -522,6 +542,9 @@ class SegadvApp(App):
                                 if str(entry.path) == message.value), None))
             return
         if message.field == "delta":
+            if not message.value and self.settings.method == "universal":  # it needs one: keep the current
+                self.query_one(AttackPanel).show(self.settings, has_truth=self.image_path is None)
+                return
             self.set_settings(self.settings.replace(delta=message.value or None))
             return
         if message.field != "eps":
@@ -683,6 +706,8 @@ class SegadvApp(App):
         worker = event.worker
         if worker.group in ("scan", "load", "frame"):
             self.query_one("#images").loading = False
+        if worker.group == "load-scoring":
+            self._show_scored_on()
         self.report_worker_error(worker.name, worker.error)
 
     def report_worker_error(self, task: str, error: BaseException) -> None:

@@ -52,14 +52,24 @@ def test_ctrl_c_is_exit_130_and_no_bug(tmp_path):
     assert not (tmp_path / "state").exists()
 
 
-def test_a_reader_that_leaves_early_is_not_a_bug(tmp_path):
-    """``segadv ... | head``: the write that finds the pipe closed (planted, as where it happens depends
-    on timing) ends the command quietly, as Python's documentation advises, not as a bug report."""
+def test_a_reader_that_leaves_early_is_not_a_bug_but_another_broken_pipe_is(tmp_path):
+    """``segadv ... | head``: the write that finds standard output's reader gone (planted, as where it
+    happens depends on timing) ends the command quietly, as Python's documentation advises. A broken
+    pipe while the reader is still there (a worker's, a subprocess's) is a bug like any other."""
     plant = ("import core.checkpoints\ndef closed(path): raise BrokenPipeError(32, 'Broken pipe')\n"
              "core.checkpoints.read_checkpoint_meta = closed")
-    result = segadv(tmp_path, "info", str(demo_checkpoint()), plant=plant)
-    assert result.returncode == 1 and result.stderr == ""
+    code = f"{plant}\nfrom segadv_tui.cli import main\nmain()"
+    env = {**os.environ, "SEGADV_STATE": str(tmp_path / "state"), "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen([sys.executable, "-c", code, "info", str(demo_checkpoint())], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, env=env, cwd=tmp_path)
+    process.stdout.close()  # the reader leaves before anything is written
+    stderr = process.stderr.read().decode()
+    assert process.wait(timeout=120) == 1 and stderr == ""
     assert not (tmp_path / "state").exists()
+
+    result = segadv(tmp_path, "info", str(demo_checkpoint()), plant=plant)  # the reader stays
+    assert result.returncode == 1 and result.stderr.startswith("a bug in segadv: BrokenPipeError")
+    assert len(list((tmp_path / "state").glob("bug-*.log"))) == 1
 
 
 def test_usage_errors_stay_one_line_and_exit_2(tmp_path):

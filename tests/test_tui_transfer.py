@@ -161,17 +161,58 @@ async def test_u_finds_the_bundled_perturbation_and_a_wrong_size_one_is_a_notifi
         await first_frame(pilot, app)
         assert app.frame.config.method == "fgsm"  # the perturbations found are offered, not applied
         assert {delta.path.name for delta in app.deltas} == {bundled_delta.name, small.name}
-        paths = [str(delta.path) for delta in app.deltas]
-        await pilot.press("u")
-        await until(pilot, app, lambda: app.frame.config.method == "universal", "the first perturbation's frame")
-        assert (app.frame.config.delta, app.frame.config.eps) == (paths[0], app.deltas[0].eps)
-        assert paths[1] == str(small)  # the bundled folder is scanned first
-        await pilot.press("u")
+        for _ in range(2):  # u offers only the deltas of the model's input size
+            await pilot.press("u")
+            await until(pilot, app, lambda: app.frame.config.method == "universal", "the bundled perturbation's frame")
+            assert (app.frame.config.delta, app.frame.config.eps) == (str(bundled_delta), 0.03)
+        select = app.query_one("#attack-delta")
+        select.value = ""  # "none" while the method needs a delta: the select comes back to the current one
+        await until(pilot, app, lambda: select.value == str(bundled_delta), "the select back on the delta")
+        assert app.settings.delta == str(bundled_delta)
+        select.value = str(small)  # the select lists every delta found: this one is 64 x 64
         await until(pilot, app, lambda: any("64 x 64" in text for _, text in app.notices), "the size notification")
         (text,) = [text for severity, text in app.notices if "64 x 64" in text and severity == "error"]
         assert "small.safetensors" in text and "128 x 128" in text
-        assert app.settings.delta == str(small) and app.frame.config.delta == paths[0]  # the last good frame stays
+        assert app.settings.delta == str(small) and app.frame.config.delta == str(bundled_delta)  # the last good frame
         assert app.is_running
+
+
+@pilot_test
+async def test_a_choice_made_while_a_model_loads_wins_over_that_model(tiny_demo, fpn_path):
+    app = make_app(tiny_demo, demo_checkpoint())
+    async with app.run_test(size=(160, 48)) as pilot:
+        await first_frame(pilot, app)
+        fpn = next(e for e in app.query_one(CheckpointList).entries if e.path == fpn_path)
+        app.score_on(fpn)  # starts loading the FPN
+        app.score_on(None)  # and back to white box before it has loaded
+        await until(pilot, app, lambda: fpn_path in app.loaded, "the FPN loaded")
+        await until(pilot, app, lambda: app.frame.scored_on is None, "a white-box frame")
+        assert app.scored_on is None and app.query_one("#attack-scored").value == ""
+
+
+@pilot_test
+async def test_live_steps_are_scored_on_the_other_model(tiny_demo, fpn_path):
+    lives = []
+    app = make_app(tiny_demo, demo_checkpoint(), live_interval=0.0, live_hook=lives.append)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await first_frame(pilot, app)
+        app.score_on(next(e for e in app.query_one(CheckpointList).entries if e.path == fpn_path))
+        await until(pilot, app, lambda: app.frame.scored_on == str(fpn_path), "a frame scored on the FPN")
+        app.set_settings(app.settings.replace(method="pgd", steps=3, eps=0.03))
+        await until(pilot, app, lambda: app.frame.config.method == "pgd", "the PGD frame")
+        scoring, _ = load_checkpoint(fpn_path)
+        attacked, _ = load_checkpoint(demo_checkpoint())
+        live = [step for step in lives if step.config.method == "pgd"]
+        assert [step.step for step in live] == [0, 1, 2]  # the start point and two steps; the frame has the last
+        from core.metrics import predict
+
+        for step in live:
+            iterate = torch.from_numpy(step.result.pictures.adversarial)[None, None]
+            np.testing.assert_array_equal(step.result.pictures.adversarial_prediction, predict(scoring, iterate)[0].numpy())
+        assert any(not np.array_equal(step.result.pictures.adversarial_prediction, predict(attacked, torch.from_numpy(
+            step.result.pictures.adversarial)[None, None])[0].numpy()) for step in live)
+        same_scores(app.frame.result, attack_slice(attacked, *inputs(app.source), app.frame.config, ids=[app.source.id],
+                                                   scored_on=scoring)[0])
 
 
 def test_a_bad_delta_is_one_line_before_start(tmp_path):

@@ -48,14 +48,33 @@ def report_bug(error: BaseException) -> None:
     err_console.print(f"[bold red]{escape(bug_message(error, log))}[/]", highlight=False, soft_wrap=True)
 
 
+def _reader_left(error: BrokenPipeError) -> bool:
+    """Whether ``error`` is our standard output's reader gone (``| head``), not a pipe inside a command
+    (a data loader worker, a subprocess), which is a bug to report: the write end of a pipe whose reader
+    has closed polls as an error."""
+    import select
+
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poller.poll(0))
+    except (OSError, ValueError, AttributeError):  # no stdout, or no poll (Windows)
+        return False
+
+
 class _Commands(TyperGroup):
     """Runs every subcommand under the one error path (see the module's docstring)."""
 
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
-        except (TyperException, typer.Exit, typer.Abort, BrokenPipeError):  # Typer's own; a closed pipe: run's
+        except (TyperException, typer.Exit, typer.Abort):  # usage errors, fail(), Ctrl-C: Typer's own
             raise
+        except BrokenPipeError as exc:
+            if _reader_left(exc):  # run() ends quietly
+                raise
+            report_bug(exc)
+            raise typer.Exit(1) from None
         except SegadvError as exc:
             fail(one_line(exc))
         except Exception as exc:
@@ -110,7 +129,11 @@ def run(command: typer.Typer) -> NoReturn:
     except (KeyboardInterrupt, typer.Abort):
         err_console.print("interrupted")
         sys.exit(130)
-    except BrokenPipeError:  # `segadv ... | head`: the reader left; nothing more to say (Python's documented way)
+    except BrokenPipeError as exc:
+        if not _reader_left(exc):
+            report_bug(exc)
+            sys.exit(1)
+        # `segadv ... | head`: the reader left; nothing more to say (Python's documented way out).
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         sys.exit(1)

@@ -340,7 +340,8 @@ def table(
     from core.evaluation import table_ii
 
     models = [(item.path.name, item.model, item.meta) for item in loaded]
-    with progress_bar(f"Table II: {len(models)} model(s) x {len(loss_names)} losses") as progress:
+    runs = f"{len(loss_names)} losses" if "loss" in config.entry.parameters else "its own objective"
+    with progress_bar(f"Table II: {len(models)} model(s) x {runs}") as progress:
         result = table_ii(models, records, loss_names, config, batch_size=batch_size, device=device, progress=progress)
     if not is_main_process():  # under torchrun rank 0 alone prints and writes
         return
@@ -366,7 +367,10 @@ def table(
 
 
 def table_ii_csv(result, loaded) -> tuple[list[str], list[list]]:
-    header = ["model", "title", "checkpoint", "parameters", "dsc_clean"] + [f"dsc_{result.method}_{loss}" for loss in result.losses]
+    # A method with its own objective has one column, under the first loss's key (core.evaluation.table_ii).
+    uses_loss = "loss" in result.config.entry.parameters
+    header = ["model", "title", "checkpoint", "parameters", "dsc_clean"] + [
+        f"dsc_{result.method}_{loss}" if uses_loss else f"dsc_{result.method}" for loss in result.losses]
     header += ["best_loss"]
     rows = [
         [item.meta.get("model"), row.title, str(item.path), row.params, row.dsc_clean]

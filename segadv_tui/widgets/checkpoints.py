@@ -76,15 +76,21 @@ def find_checkpoints(folders: list[Path], files: list[Path] = ()) -> tuple[list[
         try:
             meta = read_safetensors_meta(path)
             if meta.get("format") == UNIVERSAL_FORMAT:
-                deltas.append(DeltaEntry(path, float(meta["eps"]), tuple(meta["organs"]), int(meta["img_size"]),
-                                         meta.get("checkpoint")))
+                deltas.append(_delta_entry(path, meta))
                 continue
             entries.append(CheckpointEntry(path, read_checkpoint_meta(path)))
-        except (KeyError, TypeError) as exc:
-            entries.append(CheckpointEntry(path, None, f"a universal perturbation without {exc} in its header"))
         except (ValueError, OSError) as exc:
             entries.append(CheckpointEntry(path, None, str(exc).removeprefix(f"{path}: ")))
     return entries, deltas
+
+
+def _delta_entry(path: Path, meta: dict) -> DeltaEntry:
+    try:
+        return DeltaEntry(path, float(meta["eps"]), tuple(meta["organs"]), int(meta["img_size"]), meta.get("checkpoint"))
+    except KeyError as exc:
+        raise ValueError(f"a universal perturbation without {exc} in its header") from None
+    except (TypeError, ValueError):
+        raise ValueError("a universal perturbation whose eps, organs or image size cannot be read") from None
 
 
 class CheckpointList(OptionList):
