@@ -273,7 +273,7 @@ class AttackConfig:
         if self.method == "ensemble":
             return f"Ensemble ({len(ENSEMBLE)} x APGD-{self.steps})"
         if self.method == "universal":
-            return f"Universal ({PurePath(self.delta).name if self.delta else 'no delta'})"
+            return f"Universal ({PurePath(self.delta).stem if self.delta else 'no delta'})"
         details = [f"{self.steps} steps"]
         if self.radii != (1.0,):
             details.append("radii " + "/".join(f"{r:g}" for r in self.radii) + " eps")

@@ -1,6 +1,6 @@
 """SVG snapshots of the explorer (pytest-textual-snapshot, pinned with textual): each view of the pictures
 after three eps steps at 160 x 48 (Overlay, the default, also at 80 x 24; Focus zoomed in and panned),
-and the help screen.
+the help screen, and the bundled universal perturbation scored on another checkpoint.
 
 Deterministic: every worker has finished, the step time and the device are fixed texts, the eps field's
 cursor does not blink, torch runs on one thread (the same sums on every run). Update with
@@ -61,3 +61,20 @@ def test_focus_view_zoomed_in(snap_compare, tiny_demo):
 def test_help_screen(snap_compare, tiny_demo):
     app, run_before = explorer_after_three_steps(tiny_demo, "question_mark")
     assert snap_compare(app, terminal_size=(120, 50), run_before=run_before)
+
+
+def test_universal_perturbation_scored_on_another_checkpoint(snap_compare, tiny_demo):
+    """u: the bundled delta at its eps, then w: its masks and scores on demo_small_at (◆ in the list)."""
+    app = make_app(tiny_demo, demo_checkpoint())
+
+    async def run_before(pilot) -> None:
+        await first_frame(pilot, app)
+        app.query_one(EpsInput).cursor_blink = False
+        await pilot.press("u")
+        await until(pilot, app, lambda: app.frame.config.method == "universal", "the universal frame")
+        await pilot.press("w")
+        await until(pilot, app, lambda: app.frame.scored_on is not None and app.curve is not None
+                    and app.curve.scored_on is not None, "the frame and curve scored on the next checkpoint")
+        await settle(pilot, app)
+
+    assert snap_compare(app, terminal_size=(160, 48), run_before=run_before)
