@@ -28,6 +28,7 @@ from core import distributed
 from core.attack_config import AttackConfig, check_eps
 from core.attacks import (
     AttackContext,
+    AttackOutput,
     GradientCache,
     GradientEntry,
     StopCheck,
@@ -133,19 +134,12 @@ def attack_slice(
     ``scored_on``: the attack is crafted on ``model`` and scored on this other model (a transfer, as one
     cell of ``core.transfer``'s matrix): its clean prediction (``scored_clean`` when known) and its
     prediction of the adversarial slice; a cached FGSM is then one forward pass of ``scored_on``."""
-    from core.metrics import predict
-
     target = truth if config.target == "gt" else None
     ids = _ids(ids, image.shape[0])
     # The slice ids seed random starts; the truth is what the best iterate is judged against.
     context = replace(context or AttackContext(), ids=ids, reference=truth, predict_result=scored_on is None)
     output = run_attack(model, image, target, config, context)
-    if scored_on is None:
-        clean_pred = output.clean_pred
-        adv_pred = output.adv_pred if output.adv_pred is not None else predict(model, output.adversarial, config.precision)
-    else:
-        clean_pred = scored_clean.to(image.device) if scored_clean is not None else predict(scored_on, image, config.precision)
-        adv_pred = predict(scored_on, output.adversarial, config.precision)
+    clean_pred, adv_pred = scored_predictions(model, image, output, config.precision, scored_on, scored_clean)
     reference = clean_pred if truth is None else truth
     return score_slices(
         ids, config.eps, image, output.adversarial, clean_pred, adv_pred, reference,
@@ -153,6 +147,26 @@ def attack_slice(
         zero_grad_fraction=output.zero_grad_fraction, hausdorff=config.hausdorff, pictures=pictures,
         members=output.members,
     )
+
+
+def scored_predictions(
+    model: torch.nn.Module,
+    image: torch.Tensor,
+    output: AttackOutput,
+    precision: str = "fp32",
+    scored_on: torch.nn.Module | None = None,
+    scored_clean: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(clean, adversarial) predictions an attack's ``output`` is scored with: the attacked ``model``'s own
+    (those the attack computed on the way, else one forward pass), or for a transfer ``scored_on``'s (its
+    clean prediction ``scored_clean`` when known)."""
+    from core.metrics import predict
+
+    if scored_on is None:
+        adv_pred = output.adv_pred if output.adv_pred is not None else predict(model, output.adversarial, precision)
+        return output.clean_pred, adv_pred
+    clean_pred = scored_clean.to(image.device) if scored_clean is not None else predict(scored_on, image, precision)
+    return clean_pred, predict(scored_on, output.adversarial, precision)
 
 
 def sweep(

@@ -23,7 +23,7 @@ from torch import nn
 from core.attack_config import AttackConfig
 from core.attacks import AttackContext, StopCheck, check_stop, run_attack
 from core.errors import OptionError
-from core.evaluation import Progress, Summary, batches, score_slices, summarise
+from core.evaluation import Progress, Summary, batches, score_slices, scored_predictions, summarise
 from core.metrics import predict
 from core.results import SliceResult
 
@@ -162,14 +162,11 @@ def transfer(
             output = run_attack(model, images, target, config, replace(context, ids=ids, reference=truth))
             attacks += 1
             for index, (label, target_model) in enumerate(models):
-                if source.members == (index,):
-                    # White box on one model: its own predictions from the attack, exactly as evaluate scores.
-                    clean_pred, adv_pred = output.clean_pred, output.adv_pred
-                    if adv_pred is None:
-                        adv_pred = predict(target_model, output.adversarial, config.precision)
-                else:
-                    clean_pred = clean[index]
-                    adv_pred = predict(target_model, output.adversarial, config.precision)
+                # White box on one model: its own predictions from the attack, exactly as evaluate scores.
+                white_box = source.members == (index,)
+                clean_pred, adv_pred = scored_predictions(
+                    target_model, images, output, config.precision,
+                    scored_on=None if white_box else target_model, scored_clean=None if white_box else clean[index])
                 rows[source.label, label] += score_slices(
                     ids, config.eps, images, output.adversarial, clean_pred, adv_pred, truth, empty=config.empty,
                     score=config.score, zero_grad_fraction=output.zero_grad_fraction, hausdorff=config.hausdorff,
