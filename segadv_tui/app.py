@@ -29,7 +29,8 @@ from textual.worker import Worker, WorkerState, get_current_worker
 from core.attack_config import METHOD_LIST, AttackConfig
 from core.errors import SegadvError
 from segadv_tui.bug_report import bug_message, one_line, write_bug_report
-from segadv_tui.settings import EPS_STEP_COARSE, EPS_STEP_FINE, Curve, Frame, SliceData, load_slice_data
+from segadv_tui.settings import (EPS_STEP_COARSE, EPS_STEP_FINE, Curve, Frame, ScoringModel, SliceData,
+                                 load_slice_data)
 from segadv_tui.messages import CheckpointsFound, CurveReady, DataReady, FrameReady, LiveStepReady, ModelLoaded
 from segadv_tui.palette import ExplorerCommands
 from segadv_tui.widgets.attack import CHOICES, AttackPanel, EpsInput, choice_value
@@ -51,7 +52,7 @@ class FrameRequest:
     id: int
     source: object  # SliceRecord or Path
     settings: AttackConfig
-    scored_on: tuple[str, object] | None = None  # (checkpoint, model) the frame is scored on: a transfer
+    scored_on: ScoringModel | None = None  # the model the frame is scored on: a transfer
 
 
 _compute_loading: threading.Thread | None = None
@@ -442,10 +443,10 @@ class SegadvApp(App):
         current = paths.index(self.scored_on) if self.scored_on in paths else 0
         self.score_on(choices[(current + 1) % len(choices)])
 
-    def _scoring_model(self) -> tuple[str, object] | None:
+    def _scoring_model(self) -> ScoringModel | None:
         if self.scored_on is None:
             return None
-        return str(self.scored_on), self.loaded[self.scored_on][0]
+        return ScoringModel(str(self.scored_on), self.loaded[self.scored_on][0])
 
     # -- universal perturbations -----------------------------------------------------------------
 
@@ -605,7 +606,7 @@ class SegadvApp(App):
 
         interval = {} if self.live_interval is None else {"live_interval": self.live_interval}
         frame = explorer.compute(data, request.settings, request_id=request.id, should_stop=should_stop, on_start=hook,
-                                 on_live=on_live, scored_on=_scoring(request.scored_on), **interval)
+                                 on_live=on_live, scored_on=request.scored_on, **interval)
         if frame is not None:
             self.post_message(FrameReady(frame))
 
@@ -663,9 +664,9 @@ class SegadvApp(App):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="curve", name="Sweeping eps")
     def _compute_curve(self, request_id: int, data: SliceData, settings: AttackConfig, explorer: Explorer,
-                       scored_on: tuple[str, object] | None = None) -> None:
+                       scored_on: ScoringModel | None = None) -> None:
         worker = get_current_worker()
-        curve = explorer.curve(data, settings, should_stop=lambda: worker.is_cancelled, scored_on=_scoring(scored_on))
+        curve = explorer.curve(data, settings, should_stop=lambda: worker.is_cancelled, scored_on=scored_on)
         if curve is not None:
             self.post_message(CurveReady(curve))
 
@@ -878,12 +879,3 @@ class SegadvApp(App):
     def table_ii_models(self) -> list[tuple[str, object, dict]]:
         """Every loaded checkpoint as (label, model, meta)."""
         return [(path.stem, model, meta) for path, (model, meta, _) in self.loaded.items()]
-
-
-def _scoring(scored_on: tuple[str, object] | None):
-    """A request's (checkpoint, model) to score on as the explorer's ScoringModel (in a worker: torch is loaded)."""
-    if scored_on is None:
-        return None
-    from segadv_tui.explorer import ScoringModel
-
-    return ScoringModel(*scored_on)

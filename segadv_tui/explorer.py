@@ -15,7 +15,6 @@ from __future__ import annotations
 import os
 import threading
 import time
-from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -25,19 +24,11 @@ from core.attack_config import AttackConfig
 from core.attacks import AttackCancelled, AttackContext, GradientCache
 from core.evaluation import attack_slice, score_slices, sweep
 from core.metrics import dice_per_organ, mean_dsc
-from segadv_tui.settings import CURVE_EPS, Curve, Frame, LiveStep, SliceData
+from segadv_tui.settings import CURVE_EPS, Curve, Frame, LiveStep, ScoringModel, SliceData
 
 LIVE_INTERVAL = 0.1  # seconds between live repaints of an iterative attack: about 10 frames a second
 
 ShouldStop = Callable[[], bool]
-
-
-@dataclass(frozen=True)
-class ScoringModel:
-    """The model a transfer frame is scored on, named by its checkpoint."""
-
-    checkpoint: str
-    model: torch.nn.Module
 
 
 def leave_a_core_for_the_ui() -> int:

@@ -39,6 +39,14 @@ def load_slice_data(source: SliceRecord | Path, img_size: int) -> SliceData:
 
 
 @dataclass(frozen=True)
+class ScoringModel:
+    """The model a transfer frame is scored on (a ``torch.nn.Module``), named by its checkpoint."""
+
+    checkpoint: str
+    model: object
+
+
+@dataclass(frozen=True)
 class Frame:
     """One computed view: the attack's result on the slice (with its pictures), for the request that
     asked for it; ``scored_on``: the checkpoint whose masks and scores these are, when not the attacked
