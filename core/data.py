@@ -103,18 +103,32 @@ class SliceRecord:
         )
 
 
+@dataclass(frozen=True)
+class SkippedSlice:
+    """A slice, file or folder the reader left out of the data set, and why."""
+
+    slice_id: str | None  # None where the file name gives none
+    file: str  # relative to the data root: the image, the folder, or train.csv for a bad row
+    reason: str
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
 class GITractDataset:
     """Every slice of a Kaggle root (the folder holding ``train.csv`` and ``train/``), joined with its rows.
 
     Structural faults (no train.csv, missing columns, an unknown organ, duplicated rows, an unreadable
     CSV) raise ``DataError``. Faults of single slices (a row without an image, an image without rows,
-    missing organ rows, a malformed RLE, an odd file name) are listed in ``problems``, one line each.
+    missing organ rows, a malformed RLE, an odd file name) are listed in ``problems``, one line each;
+    those that leave a slice or file out are also in ``skipped`` (``SkippedSlice``), for the JSON reports.
     """
 
     def __init__(self, root: str | Path, *, exclude: Iterable[str] = EXCLUDED_CASE_DAYS):
         self.root = Path(root)
         self.exclude = tuple(exclude)
         self.problems: list[str] = []
+        self.skipped: list[SkippedSlice] = []
         if not self.root.is_dir():
             state = "is not a folder" if self.root.exists() else "does not exist"
             raise DataError(f"data folder {self.root} {state} (expected a Kaggle root: {LAYOUT})")
@@ -184,7 +198,7 @@ class GITractDataset:
                 case_match, day_match = _CASE_DIR.fullmatch(case_dir.name), _DAY_DIR.fullmatch(day_dir.name)
                 if case_match is None or day_match is None or case_match[1] != day_match[1]:
                     folder = f"train/{case_dir.name}/{day_dir.name}"
-                    self.problems.append(f"{folder}: not a caseN/caseN_dayD folder; ignored")
+                    self._skip(folder, "not a caseN/caseN_dayD folder", file=folder, action="ignored")
                     continue
                 if f"case{int(day_match[1])}_day{int(day_match[2])}" in self.exclude:
                     continue
@@ -195,30 +209,37 @@ class GITractDataset:
                     where = f"train/{case_dir.name}/{day_dir.name}/scans/{entry.name}"
                     name = _SLICE_FILE.fullmatch(entry.name)
                     if name is None:
-                        self.problems.append(f"{where}: not named slice_NNNN_W_H_PW_PH.png; ignored")
+                        self._skip(where, "not named slice_NNNN_W_H_PW_PH.png", file=where, action="ignored")
                         continue
                     if int(name[2]) == 0 or int(name[3]) == 0:
-                        self.problems.append(f"{where}: file name gives an empty image size; ignored")
+                        self._skip(where, "file name gives an empty image size", file=where, action="ignored")
                         continue
                     slice_id = f"{day_dir.name}_slice_{name[1]}"
                     if slice_id in images:
                         first = images[slice_id][0].name
-                        self.problems.append(f"{where}: a second file for {slice_id} (first {first}); ignored")
+                        self._skip(where, f"a second file for {slice_id} (first {first})", slice_id=slice_id, file=where,
+                                   action="ignored")
                         continue
                     images[slice_id] = (Path(entry.path), name)
         return images
+
+    def _skip(self, where: str | None, reason: str, *, file: str, slice_id: str | None = None,
+              action: str = "skipped") -> None:
+        """A slice (or file, or folder) left out: one line in ``problems``, one entry in ``skipped``."""
+        self.problems.append(f"{where}: {reason}; {action}" if where else f"{reason}; {action}")
+        self.skipped.append(SkippedSlice(slice_id, file, reason))
 
     def _join(
         self, rows: dict[str, dict[str, str]], images: dict[str, tuple[Path, re.Match]]
     ) -> list[SliceRecord]:
         for slice_id in sorted(rows.keys() - images.keys()):
-            self.problems.append(f"{slice_id}: has rows in train.csv but no image file; skipped")
+            self._skip(slice_id, "has rows in train.csv but no image file", slice_id=slice_id, file="train.csv")
         records = []
         for slice_id, (path, name) in images.items():
             organ_rles = rows.get(slice_id)
             if organ_rles is None:
                 where = path.relative_to(self.root)
-                self.problems.append(f"{slice_id}: image {where} has no rows in train.csv; skipped")
+                self._skip(slice_id, f"image {where} has no rows in train.csv", slice_id=slice_id, file=str(where))
                 continue
             absent = [organ for organ in ORGANS if organ not in organ_rles]
             if absent:
@@ -237,7 +258,8 @@ class GITractDataset:
             )
             records.append(record)
         bad_rles = _rle_problems(records)
-        self.problems += [f"{message}; skipped" for message in bad_rles.values()]
+        for i, message in bad_rles.items():
+            self._skip(None, message, slice_id=records[i].id, file="train.csv")  # the message names the slice
         records = [record for i, record in enumerate(records) if i not in bad_rles]
         records.sort(key=lambda r: (r.case, r.day, r.slice))
         return records
