@@ -1,7 +1,17 @@
 """Every file segadv writes, written one way: atomically, with the permissions of an ordinary new file.
 
-The bytes go to a temporary file beside the target, are fsynced, and the temporary is renamed over the
-target, so a crash leaves the old file or the new one, never half of one. The temporary is created with
+What a path names decides how it is written, so that nothing that is not ours is ever replaced:
+
+- a regular file (or a new name): the bytes go to a temporary file beside it, are fsynced, and the
+  temporary is renamed over it, so a crash leaves the old file or the new one, never half of one;
+- a symbolic link: the same, beside the link's final target, so the link stays and points at the new file;
+- a FIFO, a character device (``/dev/null``, a terminal, ``/dev/stdout`` on a pipe) or ``-`` (standard
+  output): written straight into, not atomically, since there is no file to protect; a rename would
+  replace the device node itself (as root, ``--json /dev/null`` would break the system);
+- a folder, a socket or a block device: refused with a ``WriteError`` that names it.
+
+``check_writable`` applies the same rules before any work is done, so a long run does not end on a path
+it could never write. The temporary is created with
 mode 0o666 and the kernel applies the user's umask (0644 under umask 022), as ``open(path, "w")``
 would; ``tempfile.mkstemp`` makes 0600 files that nobody else on a shared GPU box could read. A file
 that is replaced keeps its own permissions, again as ``open(path, "w")`` would.
@@ -19,6 +29,7 @@ import math
 import os
 import secrets
 import stat
+import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -41,7 +52,15 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -
     ``WriteError`` naming ``path``; any other exception from ``write`` passes through. Either way no
     temporary file is left behind and an existing ``path`` is untouched.
     """
+    if os.fspath(path) == STDOUT:
+        return _write_straight(path, write)
     path = Path(path).expanduser()
+    kind = _kind(path)
+    if kind in _STREAMS:
+        return _write_straight(path, write)
+    if kind not in (None, "file"):
+        raise WriteError(f"cannot write {str(path)!r}: it is {kind}, not a file")
+    path = _final_target(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         temp, stream = _create_temporary(path)
@@ -61,6 +80,30 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -
         raise
     _fsync_folder(path.parent)
     return path
+
+
+def check_writable(path: str | os.PathLike) -> None:
+    """Raise a ``WriteError`` naming ``path`` if ``atomic_write(path, ...)`` could not write it: a folder, a
+    socket or a block device, or a file whose folder cannot be made or written. Creates nothing."""
+    if os.fspath(path) == STDOUT:
+        return
+    path = Path(path).expanduser()
+    kind = _kind(path)
+    if kind in _STREAMS:
+        if not os.access(path, os.W_OK):
+            raise WriteError(f"cannot write {str(path)!r}: permission denied")
+        return
+    if kind not in (None, "file"):
+        raise WriteError(f"cannot write {str(path)!r}: it is {kind}, not a file")
+    folder = _final_target(path).parent
+    while not folder.exists():  # the writer makes the missing folders: the nearest existing one decides
+        if folder.is_symlink():  # a dangling link in the way: mkdir would fail on it
+            raise WriteError(f"cannot write {str(path)!r}: {str(folder)!r} is a broken link")
+        folder = folder.parent
+    if not folder.is_dir():
+        raise WriteError(f"cannot write {str(path)!r}: {str(folder)!r} is not a folder")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise WriteError(f"cannot write {str(path)!r}: permission denied in {str(folder)!r}")
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
@@ -133,6 +176,54 @@ def json_ready(value: Any) -> Any:
 
 
 # --- internals ------------------------------------------------------------------------------------
+
+STDOUT = "-"
+_STREAMS = ("a FIFO", "a character device")
+
+
+def _kind(path: Path) -> str | None:
+    """What ``path`` finally names, links followed: None (nothing yet, or a dangling link), "file", or a
+    description of something else ("a folder", "a FIFO", ...)."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        return None
+    except NotADirectoryError:  # a file in the way of a folder: the writer's mkdir will say so
+        return None
+    except OSError as exc:
+        raise _write_error(path, exc) from exc
+    if stat.S_ISREG(mode):
+        return "file"
+    for test, kind in ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISSOCK, "a socket"), (stat.S_ISBLK, "a block device")):
+        if test(mode):
+            return kind
+    return "not a regular file"
+
+
+def _final_target(path: Path) -> Path:
+    """``path`` with its links followed, so the temporary is made beside the file the link points at and
+    the rename keeps the link; ``path`` itself when it is no link."""
+    if not path.is_symlink():
+        return path
+    return Path(os.path.realpath(path))
+
+
+def _write_straight(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -> Path:
+    """Into a stream that is not a file (FIFO, character device, ``-``): no temporary, no rename."""
+    if os.fspath(path) == STDOUT:
+        stream = sys.stdout.buffer
+        sys.stdout.flush()
+        write(stream)
+        stream.flush()
+        return Path(STDOUT)
+    path = Path(path).expanduser()
+    try:
+        with open(path, "wb") as stream:
+            write(stream)
+    except OSError as exc:
+        raise _write_error(path, exc) from exc
+    return path
 
 
 def _create_temporary(path: Path) -> tuple[Path, BinaryIO]:

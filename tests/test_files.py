@@ -7,6 +7,7 @@ import csv
 import json
 import math
 import os
+import stat
 import subprocess
 import sys
 from contextlib import contextmanager
@@ -20,7 +21,7 @@ from PIL import Image
 from core import files
 from core.checkpoints import save_checkpoint, save_training_state
 from core.errors import SegadvError
-from core.files import WriteError, atomic_write, csv_cell, json_number, write_csv, write_json, write_png, write_text
+from core.files import WriteError, atomic_write, check_writable, csv_cell, json_number, write_csv, write_json, write_png, write_text
 from core.models import build_model
 
 UMASKS = (0o022, 0o077)
@@ -150,3 +151,134 @@ def test_the_cli_writes_each_kind_of_output_with_the_umasks_mode(tmp_path, tiny_
     assert result.returncode == 0, result.stderr
     written = {path.name: mode(path) for path in out.iterdir()}
     assert written == dict.fromkeys(["model.safetensors", "t.md", "t.csv", "t.json", "f.png"], 0o666 & ~mask)
+
+
+# --- what a path names decides how it is written (nothing that is not ours is replaced) ------------
+
+
+@contextmanager
+def reading(fifo: Path):
+    """A reader at the other end of ``fifo`` (opening a FIFO for writing waits for one), always ended."""
+    reader = subprocess.Popen(["cat", str(fifo)], stdout=subprocess.PIPE)
+    try:
+        yield reader
+    finally:
+        reader.kill()
+        reader.wait()
+
+
+def test_a_symlink_is_written_through_and_stays_a_link(tmp_path):
+    target = write_text(tmp_path / "real" / "results.json", "old")
+    target.chmod(0o640)
+    link = tmp_path / "latest.json"
+    link.symlink_to(target)
+    write_json(link, {"x": 1})
+    assert link.is_symlink() and os.readlink(link) == str(target)
+    assert json.loads(target.read_text()) == {"x": 1} and mode(target) == 0o640
+    assert sorted(p.name for p in target.parent.iterdir()) == ["results.json"]  # no temporary left
+
+
+def test_a_dangling_symlink_creates_its_target(tmp_path):
+    link = tmp_path / "latest.csv"
+    link.symlink_to(tmp_path / "runs" / "r1.csv")
+    write_csv(link, ["a"], [[1]])
+    assert link.is_symlink() and (tmp_path / "runs" / "r1.csv").read_text() == "a\n1\n"
+
+
+def test_a_fifo_is_written_straight_into_and_stays_a_fifo(tmp_path):
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    with reading(fifo) as reader:
+        write_json(fifo, {"x": 1})
+        out, _ = reader.communicate(timeout=30)
+    assert json.loads(out) == {"x": 1}
+    assert stat.S_ISFIFO(fifo.lstat().st_mode)
+    assert [p.name for p in tmp_path.iterdir()] == ["pipe"]
+
+
+def test_a_link_to_a_fifo_is_written_into_the_fifo(tmp_path):
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    link = tmp_path / "out.json"
+    link.symlink_to(fifo)
+    with reading(fifo) as reader:
+        write_text(link, "through\n")
+        assert reader.communicate(timeout=30)[0] == b"through\n"
+    assert link.is_symlink() and stat.S_ISFIFO(fifo.lstat().st_mode)
+
+
+def test_dash_is_standard_output(capfd):
+    write_text("-", "to stdout\n")
+    assert capfd.readouterr().out == "to stdout\n"
+
+
+def test_a_folder_and_a_socket_are_refused_and_left_alone(tmp_path):
+    import socket
+
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    with pytest.raises(WriteError, match="folder.*is a folder"):
+        write_text(folder, "x")
+    sock_path = tmp_path / "s.sock"
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.bind(str(sock_path))
+        with pytest.raises(WriteError, match="s.sock.*is a socket"):
+            write_text(sock_path, "x")
+        with pytest.raises(WriteError, match="is a socket"):
+            check_writable(sock_path)
+        assert stat.S_ISSOCK(sock_path.lstat().st_mode)
+    assert folder.is_dir() and not any(folder.iterdir())
+
+
+def test_check_writable_creates_nothing_and_names_the_problem(tmp_path):
+    check_writable(tmp_path / "new" / "deeper" / "x.json")  # the writer would make the folders
+    assert not (tmp_path / "new").exists()
+    check_writable(tmp_path / "x.json")
+    (tmp_path / "file").write_text("")
+    with pytest.raises(WriteError, match="is not a folder"):
+        check_writable(tmp_path / "file" / "x.json")
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_check_writable_refuses_a_read_only_folder(tmp_path):
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    folder.chmod(0o555)
+    try:
+        with pytest.raises(WriteError, match="permission denied"):
+            check_writable(folder / "x.json")
+    finally:
+        folder.chmod(0o755)
+
+
+def test_the_cli_refuses_an_output_it_cannot_write_before_computing(tmp_path):
+    """A socket as --json: one line and exit 2 at once, not after the whole attack."""
+    import socket
+
+    from typer.testing import CliRunner
+
+    from segadv_tui.cli import _register_commands, app
+
+    _register_commands()
+    sock_path = tmp_path / "s.sock"
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.bind(str(sock_path))
+        result = CliRunner().invoke(app, ["attack", "--json", str(sock_path), "--data", str(tmp_path / "nowhere")])
+    assert result.exit_code == 2
+    # The output is checked first: the missing --data folder is never reached.
+    assert "--json" in result.output and "is a socket" in result.output and "nowhere" not in result.output
+
+
+def test_the_cli_writes_through_a_fifo_without_replacing_it(tmp_path, tiny_demo):
+    fifo = tmp_path / "results.json"
+    os.mkfifo(fifo)
+    with reading(fifo) as reader:
+        result = subprocess.run(
+            [sys.executable, "-c", "from segadv_tui.cli import main; main()", "attack", "--data", str(tiny_demo),
+             "--limit", "1", "--json", str(fifo)],
+            capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300,
+        )
+        out, _ = reader.communicate(timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(out)["command"] == "attack"
+    assert stat.S_ISFIFO(fifo.lstat().st_mode)

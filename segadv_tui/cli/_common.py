@@ -269,7 +269,15 @@ def progress_bar(description: str) -> Iterator:
 
 
 def check_outputs(**paths: Path | None) -> None:
-    """Refuse output paths that cannot be files before any work is done (keyword = option name)."""
+    """Refuse, before any work is done, output paths the writer could not write (keyword = option name):
+    a folder, a socket, a block device, a folder without write permission (``core.files.check_writable``)."""
+    from core.files import WriteError, check_writable
+
     for option, path in paths.items():
-        if path is not None and Path(path).expanduser().is_dir():
-            fail(f"--{option.replace('_', '-')} {str(path)!r} is a folder; give a file name")
+        if path is None:
+            continue
+        try:
+            check_writable(path)
+        except WriteError as exc:
+            hint = "; give a file name" if Path(path).expanduser().is_dir() else ""
+            fail(f"--{option.replace('_', '-')}: {exc}{hint}")
