@@ -7,6 +7,7 @@ stays light (no torch, no Textual at import) so ``--help`` and argument errors a
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Optional
 
@@ -89,6 +90,10 @@ def segadv_tui(
         problem = port_problem(host, port)
         if problem:
             fail(f"--serve: cannot listen on {host}:{port}: {problem}")
+    if not serve:
+        problem = _terminal_problem()
+        if problem:
+            fail(problem)
 
     if data is None and image is None:
         data = _demo_data()
@@ -119,6 +124,27 @@ def segadv_tui(
         data=data, image=image, checkpoint_dirs=folders, checkpoints=files, checkpoint=checkpoint, deltas=deltas, limit=limit,
         graphics=renderer, export_dir=export_dir, device=device,
     ).run()
+
+
+def _terminal_problem() -> str | None:
+    """Why the full-screen app cannot run here (None: it can).
+
+    Without a terminal the app never exits and writes escape codes to whatever its output is (Textual
+    draws on stderr; a redirected stdout means output is wanted in a file, which the app never writes).
+    TERM=dumb announces a terminal without cursor movement or colour, which the app needs. A driver
+    named in TEXTUAL_DRIVER needs no terminal: textual-serve runs each browser tab's explorer that way,
+    its output a pipe.
+    """
+    if os.environ.get("TEXTUAL_DRIVER"):
+        return None
+    for name, stream in (("standard output", sys.stdout), ("standard error", sys.stderr)):
+        if stream is None or not stream.isatty():
+            return (f"segadv-tui is a full-screen app and its {name} is not a terminal: run it in a terminal, "
+                    f"or use segadv-tui --serve for a browser, or the segadv commands for output to files")
+    if os.environ.get("TERM", "").lower() == "dumb":
+        return ("segadv-tui needs a terminal with cursor movement and colour, and TERM=dumb says this one has "
+                "neither: run it in another terminal (xterm, tmux, an SSH session), or use segadv-tui --serve")
+    return None
 
 
 def _demo_data() -> Path:
