@@ -23,8 +23,28 @@ from typer.exceptions import TyperException
 from core.errors import SegadvError
 from segadv_tui.bug_report import bug_message, one_line, write_bug_report
 
-console = Console()
-err_console = Console(stderr=True)
+# Piped or redirected, Rich would wrap and truncate tables at 80 columns ("resnext101_32x…"): there is no
+# screen to fit, so a table printed to a pipe or a file gets the width it needs (up to PIPE_WIDTH), unless
+# COLUMNS says otherwise.
+PIPE_WIDTH = 400
+
+
+def _width(stream) -> int | None:
+    try:
+        interactive = stream.isatty()
+    except (AttributeError, ValueError):
+        interactive = False
+    return None if interactive or os.environ.get("COLUMNS") else PIPE_WIDTH
+
+
+console = Console(width=_width(sys.stdout))
+err_console = Console(stderr=True, width=_width(sys.stderr))
+
+
+def stdout_carries_a_file() -> None:
+    """An output written to ``-`` (standard output): tables and "wrote" lines move to stderr, so the
+    file reaches its reader alone (``segadv attack --json - | jq``)."""
+    console.file = sys.stderr
 
 
 def print_error(message: str) -> None:

@@ -271,8 +271,14 @@ def progress_bar(description: str) -> Iterator:
 def check_outputs(**paths: Path | None) -> None:
     """Refuse, before any work is done, output paths the writer could not write (keyword = option name):
     a folder, a socket, a block device, a folder without write permission (``core.files.check_writable``)."""
-    from core.files import WriteError, check_writable
+    from core.files import STDOUT, WriteError, check_writable
+    from segadv_tui.cli import stdout_carries_a_file
 
+    to_stdout = [option for option, path in paths.items() if path is not None and str(path) == STDOUT]
+    if len(to_stdout) > 1:
+        fail(f"only one output can be '-' (standard output), not {', '.join('--' + name for name in to_stdout)}")
+    if to_stdout:
+        stdout_carries_a_file()
     for option, path in paths.items():
         if path is None:
             continue

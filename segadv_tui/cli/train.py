@@ -48,6 +48,9 @@ def train(
         fail(f"--data {str(data)!r} is not a folder")
     if resume is not None and not Path(resume).expanduser().is_file():
         fail(f"--resume {str(resume)!r} does not exist")
+    from segadv_tui.cli._common import check_outputs
+
+    check_outputs(out=out)  # before hours of training, not after
 
     from core.errors import SegadvError, check_choice
     from core.models import REGISTRY
