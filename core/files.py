@@ -42,7 +42,12 @@ _TEMP_ATTEMPTS = 100
 class WriteError(SegadvError, OSError):
     """A file segadv cannot write (no such folder, no permission, disk full); the message names it.
 
-    Also an ``OSError``, so code that handles file-system errors in general still sees it."""
+    Also an ``OSError``, so code that handles file-system errors in general still sees it. ``reason`` is
+    the message without the path, for callers that name the path their own way (an option)."""
+
+    def __init__(self, message: str, reason: str | None = None):
+        super().__init__(message)
+        self.reason = reason or message
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -> Path:
@@ -59,7 +64,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -
     if kind in _STREAMS:
         return _write_straight(path, write)
     if kind not in (None, "file"):
-        raise WriteError(f"cannot write {str(path)!r}: it is {kind}, not a file")
+        raise _cannot_write(path, f"it is {kind}, not a file")
     path = _final_target(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -91,19 +96,19 @@ def check_writable(path: str | os.PathLike) -> None:
     kind = _kind(path)
     if kind in _STREAMS:
         if not os.access(path, os.W_OK):
-            raise WriteError(f"cannot write {str(path)!r}: permission denied")
+            raise _cannot_write(path, "permission denied")
         return
     if kind not in (None, "file"):
-        raise WriteError(f"cannot write {str(path)!r}: it is {kind}, not a file")
+        raise _cannot_write(path, f"it is {kind}, not a file")
     folder = _final_target(path).parent
     while not folder.exists():  # the writer makes the missing folders: the nearest existing one decides
         if folder.is_symlink():  # a dangling link in the way: mkdir would fail on it
-            raise WriteError(f"cannot write {str(path)!r}: {str(folder)!r} is a broken link")
+            raise _cannot_write(path, f"{str(folder)!r} is a broken link")
         folder = folder.parent
     if not folder.is_dir():
-        raise WriteError(f"cannot write {str(path)!r}: {str(folder)!r} is not a folder")
+        raise _cannot_write(path, f"{str(folder)!r} is not a folder")
     if not os.access(folder, os.W_OK | os.X_OK):
-        raise WriteError(f"cannot write {str(path)!r}: permission denied in {str(folder)!r}")
+        raise _cannot_write(path, f"permission denied in {str(folder)!r}")
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
@@ -248,8 +253,11 @@ def _keep_mode_of(path: Path, temp: Path) -> None:
 
 
 def _write_error(path: Path, exc: OSError) -> WriteError:
-    reason = exc.strerror or str(exc) or type(exc).__name__
-    return WriteError(f"cannot write {str(path)!r}: {reason}")
+    return _cannot_write(path, exc.strerror or str(exc) or type(exc).__name__)
+
+
+def _cannot_write(path: str | os.PathLike, reason: str) -> WriteError:
+    return WriteError(f"cannot write {os.fspath(path)!r}: {reason}", reason)
 
 
 def _fsync_folder(folder: Path) -> None:

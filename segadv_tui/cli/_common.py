@@ -8,6 +8,7 @@ Heavy modules (torch, core) are imported inside the functions: ``segadv --help``
 from __future__ import annotations
 
 import math
+import os
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -110,6 +111,12 @@ def precision_option():
 
 def batch_size_option():
     return typer.Option(16, "--batch-size", help="Slices per batch.")
+
+
+def strict_option():
+    return typer.Option(False, "--strict", help="Stop (exit status 2, before any computing) at the first problem in "
+                        "the data, such as a malformed RLE or an image without rows; by default such slices are "
+                        "skipped, counted at the end and listed under \"skipped\" in the JSON.")
 
 
 def choice(value: str, choices: Sequence[str], what: str) -> str:
@@ -219,8 +226,10 @@ def load_checkpoint(path: Path | None, device="auto", model_name: str | None = N
     return LoadedCheckpoint(path, model, meta)
 
 
-def open_data(data: Path | None):
-    """The data set at ``data`` (None: the built-in demo data, generated on first use), or a one-line error."""
+def open_data(data: Path | None, strict: bool = False):
+    """The data set at ``data`` (None: the built-in demo data, generated on first use), or a one-line error.
+    Problems the reader met (slices it skipped, organ rows it took as absent) are a note, or with
+    ``strict`` a one-line error naming the first."""
     from core.data import DataError, open_dataset
 
     if data is not None:
@@ -236,9 +245,12 @@ def open_data(data: Path | None):
     except (DataError, OSError) as exc:
         fail(f"cannot read data {str(data) if data else 'demo'!r}: {one_line(exc)}")
     if dataset.problems:
+        count = f"{len(dataset.problems)} problem(s) in {dataset.root}"
+        if strict:
+            fail(f"--strict: {count}; the first: {dataset.problems[0].rsplit('; ', 1)[0]}")  # not "; skipped"
         err_console.print(
-            f"note: {len(dataset.problems)} problem(s) in {dataset.root}, e.g. {dataset.problems[0]}",
-            highlight=False, soft_wrap=True,
+            f"note: {count}, e.g. {dataset.problems[0]} (the JSON lists them; --strict stops instead)",
+            highlight=False, soft_wrap=True, markup=False,
         )
     return dataset
 
@@ -261,11 +273,39 @@ def progress_bar(description: str) -> Iterator:
         disable=not err_console.is_terminal,  # piped or captured: no bar, and no stray blank lines
     ) as progress:
         task = progress.add_task(description, total=None)
+        interrupt_at = _test_hook_sigint_at()
 
         def report(done: int, total: int) -> None:
+            nonlocal interrupt_at
             progress.update(task, completed=done, total=total)
+            if interrupt_at is not None and done >= interrupt_at:
+                interrupt_at = None
+                _send_test_sigint()
 
         yield report
+
+
+TEST_HOOK_SIGINT = "SEGADV_TEST_HOOK_SIGINT_AT"
+
+
+def _test_hook_sigint_at() -> int | None:
+    """A test hook: with ``SEGADV_TEST_HOOK_SIGINT_AT=k`` a progress bar sends Ctrl-C (a real SIGINT) once
+    it reaches k, so the tests interrupt a real command at a known point."""
+    value = os.environ.get(TEST_HOOK_SIGINT)
+    return int(value) if value else None
+
+
+def _send_test_sigint() -> None:
+    """SIGINT to this process or, under torchrun, from rank 0 to torchrun, which passes it to every rank
+    as a Ctrl-C in the terminal does."""
+    import signal
+
+    from core.distributed import is_main_process
+
+    if "TORCHELASTIC_RUN_ID" not in os.environ:
+        os.kill(os.getpid(), signal.SIGINT)
+    elif is_main_process():
+        os.kill(os.getppid(), signal.SIGINT)
 
 
 def check_outputs(**paths: Path | None) -> None:
@@ -286,4 +326,4 @@ def check_outputs(**paths: Path | None) -> None:
             check_writable(path)
         except WriteError as exc:
             hint = "; give a file name" if Path(path).expanduser().is_dir() else ""
-            fail(f"--{option.replace('_', '-')}: {exc}{hint}")
+            fail(f"--{option.replace('_', '-')} {str(path)!r}: {exc.reason}{hint}")
