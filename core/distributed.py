@@ -6,13 +6,18 @@ batch, with exactly the seed, it would have had alone: the numbers equal a one-p
 last digit); each rank's per-slice results are then gathered on every rank in the original order.
 The process group is started on first use with the gloo backend, which carries these Python objects
 on any device; the commands print and write on rank 0 only.
+Ctrl-C reaches every process (torchrun passes it on): each rank stops its loop, the finished results are
+gathered as usual (``gather_finished``), and rank 0 writes them as a partial result.
 """
 
 from __future__ import annotations
 
 import atexit
 import os
-from collections.abc import Sequence
+import signal
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 
@@ -77,3 +82,36 @@ def gather(items: Sequence, positions: Sequence[int], ranks: Ranks) -> list:
     merged = sorted(((p, item) for part_positions, part_items in parts for p, item in zip(part_positions, part_items)),
                     key=lambda pair: pair[0])
     return [item for _, item in merged]
+
+
+def gather_finished(items: Sequence, positions: Sequence[int], interrupted: bool, ranks: Ranks) -> tuple[list, bool]:
+    """``gather`` at the end of a loop that Ctrl-C may have cut short: each rank's finished ``items`` (with
+    the ``positions`` of those), merged on every rank, and whether any rank was interrupted. Every rank
+    makes this one exchange whether it finished or not, so a rank that finished and one that was stopped
+    still pair up; Ctrl-C arriving during the exchange is held until it is over (one rank leaving it would
+    leave the others waiting) and counts as an interruption."""
+    if not ranks.active:
+        return list(items), interrupted
+    import torch.distributed as dist
+
+    with _sigint_held() as arrived:
+        parts: list = [None] * ranks.world_size
+        dist.all_gather_object(parts, (list(positions), list(items), interrupted))
+    merged = sorted(((p, item) for part_positions, part_items, _ in parts for p, item in zip(part_positions, part_items)),
+                    key=lambda pair: pair[0])
+    return [item for _, item in merged], any(part[2] for part in parts) or arrived()
+
+
+@contextmanager
+def _sigint_held() -> Iterator[Callable[[], bool]]:
+    """SIGINT noted instead of raised while the block runs; yields whether it came. Signal handlers can only
+    be set from the main thread: elsewhere (never the case under torchrun) the block runs as it is."""
+    if threading.current_thread() is not threading.main_thread():
+        yield lambda: False
+        return
+    arrived: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: arrived.append(signum))
+    try:
+        yield lambda: bool(arrived)
+    finally:
+        signal.signal(signal.SIGINT, previous)

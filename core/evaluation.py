@@ -8,6 +8,10 @@ batches (and between the steps of iterative attacks) and raises ``core.attacks.A
 Under torchrun the batches are shared over the processes and the results gathered, identical to one
 process's (``core.distributed``).
 
+Ctrl-C keeps what was done: the loops stop, and ``Interrupted`` (a KeyboardInterrupt) carries the run's
+own result built from the finished slices only (summaries over those) and a ``Partial`` saying how far it
+got; the commands write that result as partial (``segadv_tui.cli._outcome``).
+
 Scores are DSC against the ground truth, whatever the attack targets. A data-set figure is the mean
 over the scored slices: by default those whose ground truth has at least one organ, as the paper did
 (``score="all"`` scores every slice). Per organ, slices where the empty policy skips (NaN) are left
@@ -48,6 +52,31 @@ from core.organs import ORGANS
 from core.results import SlicePictures, SliceResult, attack_success, json_number, mean_dsc, nanmean, organ_dict
 
 Progress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class Partial:
+    """How far a run stopped by Ctrl-C got: ``done`` of ``total`` ``unit`` are complete, and its result holds
+    those only; ``detail`` says more where units nest (checkpoints, table cells)."""
+
+    done: int
+    total: int
+    unit: str = "slices"
+    detail: str | None = None
+
+    def to_dict(self) -> dict:
+        return {"status": "partial", "interrupted_after": self.done, "of": self.total, "unit": self.unit,
+                **({"detail": self.detail} if self.detail else {})}
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during a run, with what was complete: ``result`` is the run's own result made of the finished
+    units only (None when none finished), ``partial`` says how far it got. A KeyboardInterrupt, so a caller
+    that does not look for it still stops as on Ctrl-C."""
+
+    def __init__(self, result, partial: Partial):
+        super().__init__(f"interrupted after {partial.done} of {partial.total} {partial.unit}")
+        self.result, self.partial = result, partial
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -311,6 +340,27 @@ def batches(records, img_size: int, batch_size: int, device, *, workers: int | N
                masks.to(device, non_blocking=cuda))
 
 
+def finished_batches(
+    records: Sequence, img_size: int, batch_size: int, device, ranks: distributed.Ranks,
+    work: Callable[[list, torch.Tensor, torch.Tensor], list], on_batch: Callable[[int], None] | None = None,
+) -> tuple[list, bool]:
+    """``work(records, images, masks)`` (one item per slice) over this rank's share of ``records``
+    (``core.distributed.shard``), gathered on every rank in record order, and whether Ctrl-C stopped it.
+    The one loop of the evaluations: Ctrl-C inside a batch loses that batch only (its items are added at
+    once), the finished ones are kept and gathered as usual. ``on_batch(n)``: this rank has n items."""
+    mine, positions = distributed.shard(records, batch_size, ranks)
+    items: list = []
+    interrupted = False
+    try:
+        for chunk, images, masks in batches(mine, img_size, batch_size, device):
+            items += work(chunk, images, masks)
+            if on_batch is not None:
+                on_batch(len(items))
+    except KeyboardInterrupt:
+        interrupted = True
+    return distributed.gather_finished(items, positions[: len(items)], interrupted, ranks)
+
+
 def _report(progress: Progress | None, done: int, total: int) -> None:
     """``progress(done, total)``; under torchrun ``done`` is this rank's share times the ranks (an estimate
     until the results are gathered)."""
@@ -337,20 +387,23 @@ def evaluate(
     ``scored_on``: crafted on ``model``, scored on this other model (see ``attack_slice``)."""
     records = list(records)
     started = time.perf_counter()
-    results: list[SliceResult] = []
     context = AttackContext(should_stop=should_stop)
     ranks = distributed.current()
-    mine, positions = distributed.shard(records, batch_size, ranks)
     _report(progress, 0, len(records))
-    for chunk, images, truth in batches(mine, img_size, batch_size, device):
-        results += attack_slice(model, images, truth, config, ids=[r.id for r in chunk], context=context,
-                                scored_on=scored_on)
-        _report(progress, len(results) * ranks.world_size, len(records))
+
+    def attack(chunk, images, truth):
+        return attack_slice(model, images, truth, config, ids=[r.id for r in chunk], context=context,
+                            scored_on=scored_on)
+
+    results, interrupted = finished_batches(records, img_size, batch_size, device, ranks, attack,
+                                            lambda done: _report(progress, done * ranks.world_size, len(records)))
     if ranks.active:
-        results = distributed.gather(results, positions, ranks)
-        _report(progress, len(records), len(records))
-    return EvaluationResult(config=config, img_size=img_size, rows=results, summary=summarise(results),
-                            seconds=time.perf_counter() - started)
+        _report(progress, len(results), len(records))
+    result = EvaluationResult(config=config, img_size=img_size, rows=results, summary=summarise(results),
+                              seconds=time.perf_counter() - started)
+    if interrupted:
+        raise Interrupted(result if results else None, Partial(len(results), len(records)))
+    return result
 
 
 @dataclass
@@ -422,36 +475,42 @@ def evaluate_sweep(
         raise OptionError("at least one eps value is needed")
     records = list(records)
     started = time.perf_counter()
-    results: dict[tuple[str, float], list[SliceResult]] = {(loss, eps): [] for loss in losses for eps in eps_values}
-    zero: dict[str, list[float]] = {loss: [] for loss in losses}
     ranks = distributed.current()
-    mine, positions = distributed.shard(records, batch_size, ranks)
     _report(progress, 0, len(records))
-    done = 0
-    for chunk, images, truth in batches(mine, img_size, batch_size, device):
+
+    def attack(chunk, images, truth):
+        """Per slice: its result at every (loss, eps) and its zero-gradient share per loss."""
         check_stop(should_stop)
         entries = input_gradients(model, images, truth if config.target == "gt" else None, losses, config.mode,
                                   precision=config.precision)
         ids = [record.id for record in chunk]
+        per_slice = [({}, {}) for _ in chunk]
         for loss, entry in entries.items():
             per_eps = sweep(model, images, None, eps_values, config.replace(loss=loss), truth=truth, ids=ids,
                             gradient=entry, chunk_size=chunk_size)
             for eps, scored in zip(eps_values, per_eps):
-                results[loss, eps] += scored
-            zero[loss] += list(entry.zero_fraction)
+                for (rows, _), row in zip(per_slice, scored):
+                    rows[loss, eps] = row
+            for (_, zero), fraction in zip(per_slice, entry.zero_fraction):
+                zero[loss] = fraction
             check_stop(should_stop)
-        done += len(chunk)
-        _report(progress, done * ranks.world_size, len(records))
+        return per_slice
+
+    slices, interrupted = finished_batches(records, img_size, batch_size, device, ranks, attack,
+                                           lambda done: _report(progress, done * ranks.world_size, len(records)))
     if ranks.active:
-        results = {key: distributed.gather(rows, positions, ranks) for key, rows in results.items()}
-        zero = {loss: distributed.gather(values, positions, ranks) for loss, values in zero.items()}
-        _report(progress, len(records), len(records))
-    return SweepResult(
+        _report(progress, len(slices), len(records))
+    result = SweepResult(
         config=config, losses=losses, eps_values=eps_values, img_size=img_size,
-        entries=[SweepEntry(loss, eps, summarise(results[loss, eps])) for loss in losses for eps in eps_values],
-        zero_grad_fraction={loss: json_number(np.mean(values)) if values else None for loss, values in zero.items()},
+        entries=[SweepEntry(loss, eps, summarise([rows[loss, eps] for rows, _ in slices]))
+                 for loss in losses for eps in eps_values],
+        zero_grad_fraction={loss: json_number(np.mean([zero[loss] for _, zero in slices])) if slices else None
+                            for loss in losses},
         seconds=time.perf_counter() - started,
     )
+    if interrupted:
+        raise Interrupted(result if slices else None, Partial(len(slices), len(records)))
+    return result
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -541,26 +600,52 @@ def table_ii(
             return None if progress is None else (lambda done, _total: progress(offset + done, total))
 
         options = dict(batch_size=batch_size, device=device, should_stop=should_stop)
+        summaries: dict[str, Summary] = {}
+        stopped: Interrupted | None = None  # Ctrl-C: this row keeps its finished cells and the one it was on
         if config.method == "fgsm":
-            result = evaluate_sweep(model, records, int(size), [config.eps], losses, config, progress=run_progress(0),
-                                    **options)
-            summaries = {loss: result.entry(loss, result.eps_values[0]).summary for loss in result.losses}
+            try:
+                result = evaluate_sweep(model, records, int(size), [config.eps], losses, config,
+                                        progress=run_progress(0), **options)
+            except Interrupted as exc:
+                result, stopped = exc.result, exc
+            if result is not None:
+                summaries = {loss: result.entry(loss, result.eps_values[0]).summary for loss in result.losses}
         else:
-            summaries = {
-                loss: evaluate(model, records, int(size), config.replace(loss=loss), progress=run_progress(run),
-                               **options).summary
-                for run, loss in enumerate(losses)
-            }
-        adv = {loss: summary.mean_adv for loss, summary in summaries.items()}
-        finite = {loss: value for loss, value in adv.items() if value is not None}
-        spec = getattr(model, "spec", None)
-        rows.append(TableIIRow(
-            label=label,
-            title=meta.get("title") or (spec.title if spec is not None else label),
-            params=int(meta.get("params") or count_parameters(model)),
-            dsc_clean=summaries[losses[0]].mean_clean,
-            dsc_adv=adv,
-            best_loss=min(finite, key=finite.get) if finite and "loss" in config.entry.parameters else None,
-            summaries=summaries,
-        ))
+            for run, loss in enumerate(losses):
+                try:
+                    result = evaluate(model, records, int(size), config.replace(loss=loss), progress=run_progress(run),
+                                      **options)
+                except Interrupted as exc:
+                    result, stopped = exc.result, exc
+                if result is not None:
+                    summaries[loss] = result.summary
+                if stopped is not None:
+                    break
+        if summaries:
+            rows.append(_table_row(label, model, meta, losses, summaries, config, complete=stopped is None))
+        if stopped is not None:
+            complete = index * len(losses) + (0 if config.method == "fgsm" else len(summaries) - bool(stopped.result))
+            where = "" if stopped.result is None else (
+                f"; the row of {label} holds {'its columns' if config.method == 'fgsm' else 'its last column'} "
+                f"over the first {stopped.partial.done} of {stopped.partial.total} slices")
+            raise Interrupted(TableII(config=config, losses=losses, rows=rows) if rows else None,
+                              Partial(complete, len(models) * len(losses), "cells", f"cells are (model, loss){where}"))
     return TableII(config=config, losses=losses, rows=rows)
+
+
+def _table_row(label: str, model, meta: dict, losses: list[str], summaries: dict[str, Summary], config: AttackConfig,
+               *, complete: bool = True) -> TableIIRow:
+    """A model's row of Table II from its cells' summaries. The best loss only where every column is there
+    over every slice (a cell cut short by Ctrl-C is over fewer)."""
+    adv = {loss: summary.mean_adv for loss, summary in summaries.items()}
+    finite = {loss: value for loss, value in adv.items() if value is not None}
+    spec = getattr(model, "spec", None)
+    return TableIIRow(
+        label=label,
+        title=meta.get("title") or (spec.title if spec is not None else label),
+        params=int(meta.get("params") or count_parameters(model)),
+        dsc_clean=summaries[next(iter(summaries))].mean_clean,
+        dsc_adv=adv,
+        best_loss=min(finite, key=finite.get) if finite and complete and "loss" in config.entry.parameters else None,
+        summaries=summaries,
+    )

@@ -20,7 +20,7 @@ from scipy.stats import rankdata
 from core.attack_config import AttackConfig
 from core.data import read_raw_slice, resize_image
 from core.errors import OptionError, check_choice
-from core.evaluation import Progress, Summary, evaluate
+from core.evaluation import Interrupted, Progress, Summary, evaluate
 from core.files import json_number
 
 BOOTSTRAP_UNITS = ("slice", "scan", "case")
@@ -136,7 +136,13 @@ def luminosity_study(
     check_choice(unit, BOOTSTRAP_UNITS, "bootstrap unit")
     started = time.perf_counter()
     records = list(records)
-    result = evaluate(model, records, img_size, config, batch_size=batch_size, device=device, progress=progress)
+    try:
+        result, stopped = evaluate(model, records, img_size, config, batch_size=batch_size, device=device,
+                                   progress=progress), None
+    except Interrupted as exc:  # Ctrl-C: the study of the slices attacked
+        if exc.result is None:
+            raise
+        result, stopped = exc.result, exc.partial
     by_id = {record.id: record for record in records}
     rows = []
     for row in result.rows:
@@ -155,6 +161,9 @@ def luminosity_study(
         values = np.array([row[feature] for row in rows])
         low, high = bootstrap_interval(values, success, groups=groups, resamples=resamples, seed=seed + index)
         correlations[feature] = Correlation(feature, json_number(spearman(values, success)), low, high, len(rows))
-    return LuminosityResult(config=config, img_size=img_size, rows=rows, correlations=correlations,
-                            summary=result.summary, unit=unit, resamples=resamples,
-                            seconds=time.perf_counter() - started)
+    study = LuminosityResult(config=config, img_size=img_size, rows=rows, correlations=correlations,
+                             summary=result.summary, unit=unit, resamples=resamples,
+                             seconds=time.perf_counter() - started)
+    if stopped is not None:
+        raise Interrupted(study, stopped)
+    return study

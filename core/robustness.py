@@ -11,6 +11,8 @@ slices, and from its per-slice results (``core.results.SliceResult``):
 - for the ensemble, how many scored slices each member won.
 
 Each slice is loaded once per checkpoint and attacked at every eps; FGSM reuses its gradient over eps.
+Ctrl-C: ``core.evaluation.Interrupted`` with the report of the checkpoints finished and, for the one it was
+on, every eps over the slices finished at every eps.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from core import distributed
 from core.attack_config import ENSEMBLE, AttackConfig, check_eps
 from core.attacks import AttackContext, GradientCache, StopCheck, check_stop
 from core.errors import OptionError
-from core.evaluation import Progress, Summary, attack_slice, batches, summarise
+from core.evaluation import Interrupted, Partial, Progress, Summary, attack_slice, finished_batches, summarise
 from core.organs import ORGANS
 from core.results import SliceResult, json_number, nanmean
 
@@ -181,34 +183,47 @@ def robustness(
     if progress is not None:
         progress(0, total)
     curves = []
-    for label, model, meta in models:
+    for index, (label, model, meta) in enumerate(models):
         meta = meta or {}
         size = img_size if img_size is not None else meta.get("img_size")
         if size is None:
             raise OptionError(f"{label}: no img_size in the checkpoint's metadata; pass img_size")
         started = time.perf_counter()
-        rows: dict[float, list[SliceResult]] = {eps: [] for eps in eps_values}
         cache = GradientCache(max_entries=4)  # FGSM: one gradient per batch serves every eps
         ranks = distributed.current()
-        mine, positions = distributed.shard(records, batch_size, ranks)
-        for chunk, images, truth in batches(mine, int(size), batch_size, device):
+
+        def attack(chunk, images, truth):
+            """Per slice: its result at every eps."""
+            nonlocal done
             ids = [record.id for record in chunk]
             context = AttackContext(cache=cache, cache_key=(label, tuple(ids), config.loss, config.target, config.mode),
                                     should_stop=should_stop)
+            per_slice = [{} for _ in chunk]
             for eps in eps_values:
                 check_stop(should_stop)
-                rows[eps] += attack_slice(model, images, truth, config.with_eps(eps), ids=ids, context=context)
+                for rows, row in zip(per_slice, attack_slice(model, images, truth, config.with_eps(eps), ids=ids,
+                                                            context=context)):
+                    rows[eps] = row
                 done += len(chunk) * ranks.world_size  # under torchrun: this rank's share times the ranks
                 if progress is not None:
                     progress(min(done, total), total)
+            return per_slice
+
+        slices, interrupted = finished_batches(records, int(size), batch_size, device, ranks, attack)
         if ranks.active:
-            rows = {eps: distributed.gather(eps_rows, positions, ranks) for eps, eps_rows in rows.items()}
-            done = (len(curves) + 1) * len(records) * len(eps_values)
+            done = len(curves) * len(records) * len(eps_values) + len(slices) * len(eps_values)
             if progress is not None:
                 progress(done, total)
-        spec = getattr(model, "spec", None)
-        curves.append(RobustCurve(
-            label=label, title=meta.get("title") or (spec.title if spec is not None else label), img_size=int(size),
-            points=[robust_point(eps, rows[eps]) for eps in eps_values], seconds=time.perf_counter() - started,
-        ))
+        if slices:
+            spec = getattr(model, "spec", None)
+            curves.append(RobustCurve(
+                label=label, title=meta.get("title") or (spec.title if spec is not None else label), img_size=int(size),
+                points=[robust_point(eps, [rows[eps] for rows in slices]) for eps in eps_values],
+                seconds=time.perf_counter() - started,
+            ))
+        if interrupted:
+            earlier = f"; the {len(curves) - bool(slices)} before it are complete" if len(curves) > bool(slices) else ""
+            detail = f"checkpoint {label}, {index + 1} of {len(models)}{earlier}" if len(models) > 1 else None
+            report = RobustnessReport(config=config, eps_values=eps_values, curves=curves, budget=passes_per_slice(config))
+            raise Interrupted(report if curves else None, Partial(len(slices), len(records), "slices", detail))
     return RobustnessReport(config=config, eps_values=eps_values, curves=curves, budget=passes_per_slice(config))

@@ -8,6 +8,7 @@ attack (``core.attack_config.METHODS``) runs on it unchanged.
 Each source's adversarial batch is crafted ONCE and scored on every target: S attacks and S x T forward
 passes per batch, not S x T attacks. A model scored on its own adversarial inputs gets exactly what
 ``core.evaluation.evaluate`` gives it (same attack context, same clean and adversarial predictions).
+Ctrl-C: ``core.evaluation.Interrupted`` with every cell over the batches finished for every source.
 """
 
 from __future__ import annotations
@@ -23,7 +24,10 @@ from torch import nn
 from core.attack_config import AttackConfig
 from core.attacks import AttackContext, StopCheck, check_stop, run_attack
 from core.errors import OptionError
-from core.evaluation import Progress, Summary, batches, score_slices, scored_predictions, summarise
+from core import distributed
+from core.evaluation import (
+    Interrupted, Partial, Progress, Summary, finished_batches, score_slices, scored_predictions, summarise,
+)
 from core.metrics import predict
 from core.results import SliceResult
 
@@ -149,14 +153,17 @@ def transfer(
     # Made per batch as core.evaluation.evaluate makes it (random starts seeded per slice id; the batch's
     # ids and truth), so each row's diagonal equals evaluate.
     context = AttackContext(should_stop=should_stop)
-    rows: dict[tuple[str, str], list[SliceResult]] = {(s.label, t): [] for s in sources for t in labels}
     total, done, attacks = len(records) * len(sources), 0, 0
     if progress is not None:
         progress(0, total)
-    for chunk, images, truth in batches(records, img_size, batch_size, device):
+
+    def attack(chunk, images, truth):
+        """Per slice: its result in every (source, target) cell."""
+        nonlocal done, attacks
         ids = [record.id for record in chunk]
         target = truth if config.target == "gt" else None
         clean = [predict(model, images, config.precision) for _, model in models]
+        per_slice = [{} for _ in chunk]
         for source, model in zip(sources, attacked):
             check_stop(should_stop)
             output = run_attack(model, images, target, config, replace(context, ids=ids, reference=truth))
@@ -167,16 +174,27 @@ def transfer(
                 clean_pred, adv_pred = scored_predictions(
                     target_model, images, output, config.precision,
                     scored_on=None if white_box else target_model, scored_clean=None if white_box else clean[index])
-                rows[source.label, label] += score_slices(
+                scored = score_slices(
                     ids, config.eps, images, output.adversarial, clean_pred, adv_pred, truth, empty=config.empty,
                     score=config.score, zero_grad_fraction=output.zero_grad_fraction, hausdorff=config.hausdorff,
                 )
+                for cells, row in zip(per_slice, scored):
+                    cells[source.label, label] = row
             done += len(chunk)
             if progress is not None:
                 progress(done, total)
+        return per_slice
+
+    # One process (transfer is not sharded under torchrun): every cell advances over the same slices.
+    slices, interrupted = finished_batches(records, img_size, batch_size, device, distributed.Ranks(), attack)
+    rows = {(s.label, t): [cells[s.label, t] for cells in slices] for s in sources for t in labels}
     cells = [
         TransferCell(source.label, label, index in source.members, summarise(rows[source.label, label]))
         for source in sources for index, label in enumerate(labels)
     ]
-    return TransferResult(config=config, targets=labels, sources=sources, img_size=img_size, cells=cells, rows=rows,
-                          attacks=attacks, seconds=time.perf_counter() - started)
+    result = TransferResult(config=config, targets=labels, sources=sources, img_size=img_size, cells=cells, rows=rows,
+                            attacks=attacks, seconds=time.perf_counter() - started)
+    if interrupted:
+        raise Interrupted(result if slices else None,
+                          Partial(len(slices), len(records), "slices", "every cell over the same finished slices"))
+    return result

@@ -8,7 +8,8 @@ organs' logits against 0 plus ``keep_weight`` times BCE of the other organs' log
 own clean prediction. The adversarial slice is ``clip01(x + delta)``, so it stays in [0, 1] and within eps
 of x. ``universal_report`` scores a delta on other slices (the test split); ``run_universal`` is the
 registry's runner (``segadv attack --method universal --delta FILE``), scaling the saved delta to
-``config.eps``.
+``config.eps``. Ctrl-C: ``core.evaluation.Interrupted`` with the delta after the steps made, or the report
+over the slices scored.
 
 A delta file is safetensors: the tensor ``delta`` (S, S) float32 and JSON metadata (``FORMAT``, the eps it
 was bounded by, organs, image size, the checkpoint and data it was made on).
@@ -34,7 +35,8 @@ from core.attack_config import AttackConfig, check_eps, parse_organs
 from core.attacks import AttackContext, AttackOutput, StopCheck, check_stop, eval_mode
 from core.checkpoints import UNIVERSAL_FORMAT as FORMAT
 from core.errors import OptionError, SegadvError
-from core.evaluation import Progress, Summary, batches, score_slices, summarise
+from core import distributed
+from core.evaluation import Interrupted, Partial, Progress, Summary, batches, finished_batches, score_slices, summarise
 from core.files import json_number, write_bytes
 from core.metrics import predict
 from core.organs import ORGANS
@@ -126,30 +128,38 @@ def craft_universal(
     started = time.perf_counter()
     if progress is not None:
         progress(0, total)
+    interrupted = False
     with eval_mode(model):
-        for _ in range(epochs):
-            shuffled = order.sample(records, len(records))
-            losses = []
-            for _, images, _ in batches(shuffled, img_size, batch_size, device):
-                check_stop(should_stop)
-                # The keep term's target; one more forward pass, where the keep term is there at all.
-                clean_pred = predict(model, images) if keep and keep_weight > 0 else None
-                x = delta.detach().requires_grad_(True)
-                with torch.enable_grad():
-                    loss = _objective(model((images + x).clamp(0.0, 1.0)).float(), clean_pred, erase, keep, keep_weight)
-                    (grad,) = torch.autograd.grad(loss, x)
-                rate = alpha * 0.5 * (1 + math.cos(math.pi * step / total))
-                delta = (delta - rate * grad.sign()).clamp(-eps, eps)
-                losses.append(float(loss.detach()))
-                step += 1
-                if progress is not None:
-                    progress(step, total)
-            history.append(float(np.mean(losses)))
+        try:
+            for _ in range(epochs):
+                shuffled = order.sample(records, len(records))
+                losses = []
+                for _, images, _ in batches(shuffled, img_size, batch_size, device):
+                    check_stop(should_stop)
+                    # The keep term's target; one more forward pass, where the keep term is there at all.
+                    clean_pred = predict(model, images) if keep and keep_weight > 0 else None
+                    x = delta.detach().requires_grad_(True)
+                    with torch.enable_grad():
+                        loss = _objective(model((images + x).clamp(0.0, 1.0)).float(), clean_pred, erase, keep,
+                                          keep_weight)
+                        (grad,) = torch.autograd.grad(loss, x)
+                    rate = alpha * 0.5 * (1 + math.cos(math.pi * step / total))
+                    # One statement: Ctrl-C leaves the delta and its step count in step.
+                    delta, step = (delta - rate * grad.sign()).clamp(-eps, eps), step + 1
+                    losses.append(float(loss.detach()))
+                    if progress is not None:
+                        progress(step, total)
+                history.append(float(np.mean(losses)))
+        except KeyboardInterrupt:
+            interrupted = True
     meta = {
         "epochs": epochs, "steps": step, "batch_size": batch_size, "step_size": alpha, "keep_weight": keep_weight,
         "seed": seed, "slices": len(records), "loss_history": history, "seconds": time.perf_counter() - started,
     }
-    return UniversalDelta(delta=delta[0, 0].detach().cpu(), eps=eps, organs=organs, meta=meta)
+    made = UniversalDelta(delta=delta[0, 0].detach().cpu(), eps=eps, organs=organs, meta=meta)
+    if interrupted:  # the delta after the steps made: a valid one within eps, less optimised
+        raise Interrupted(made if step else None, Partial(step, total, "steps", "the delta after those steps"))
+    return made
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -274,25 +284,35 @@ def universal_report(
     eps = universal.eps if eps is None else check_eps(eps)
     delta = universal.scaled(eps)
     records = list(records)
-    rows, clean_area, adv_area = [], [], []
     if progress is not None:
         progress(0, len(records))
-    for chunk, images, truth in batches(records, img_size, batch_size, device):
+
+    def apply_and_score(chunk, images, truth):
+        """Per slice: its result and the predicted area of each organ before and after."""
         adversarial = apply_delta(images, delta)
         clean_pred, adv_pred = predict(model, images), predict(model, adversarial)
-        rows += score_slices([r.id for r in chunk], eps, images, adversarial, clean_pred, adv_pred, truth,
-                             empty=empty, score=score)
-        clean_area.append(clean_pred.flatten(2).float().mean(2).cpu().numpy())
-        adv_area.append(adv_pred.flatten(2).float().mean(2).cpu().numpy())
-        if progress is not None:
-            progress(len(rows), len(records))
-    clean_area, adv_area = np.concatenate(clean_area), np.concatenate(adv_area)
+        rows = score_slices([r.id for r in chunk], eps, images, adversarial, clean_pred, adv_pred, truth,
+                            empty=empty, score=score)
+        clean_area = clean_pred.flatten(2).float().mean(2).cpu().numpy()
+        adv_area = adv_pred.flatten(2).float().mean(2).cpu().numpy()
+        return list(zip(rows, clean_area, adv_area))
+
+    done = None if progress is None else (lambda n: progress(n, len(records)))
+    slices, interrupted = finished_batches(records, img_size, batch_size, device, distributed.Ranks(), apply_and_score,
+                                           done)
+    if interrupted and not slices:
+        raise Interrupted(None, Partial(0, len(records)))
+    rows = [row for row, _, _ in slices]
+    clean_area, adv_area = np.array([area for _, area, _ in slices]), np.array([area for _, _, area in slices])
     present = clean_area > 0
-    return UniversalReport(
-        organs=universal.organs, eps=eps, summary=summarise(rows), slices=len(records),
+    report = UniversalReport(
+        organs=universal.organs, eps=eps, summary=summarise(rows), slices=len(rows),
         area_clean={o: json_number(clean_area[:, i].mean()) for i, o in enumerate(ORGANS)},
         area_adv={o: json_number(adv_area[:, i].mean()) for i, o in enumerate(ORGANS)},
         vanished={o: json_number(np.mean(adv_area[present[:, i], i] == 0)) if present[:, i].any() else None
                   for i, o in enumerate(ORGANS)},
         present={o: int(present[:, i].sum()) for i, o in enumerate(ORGANS)},
     )
+    if interrupted:
+        raise Interrupted(report, Partial(len(rows), len(records)))
+    return report

@@ -34,6 +34,7 @@ from segadv_tui.cli._common import (
     split_option,
     step_size_option,
     steps_option,
+    strict_option,
     target_option,
 )
 
@@ -83,6 +84,7 @@ def attack(
     batch_size: int = batch_size_option(),
     json_path: Optional[Path] = typer.Option(None, "--json", help="Write the summary and per-slice rows as JSON."),
     csv_path: Optional[Path] = typer.Option(None, "--csv", help="Write one row per slice as CSV."),
+    strict: bool = strict_option(),
 ) -> None:
     """Attack a checkpoint over a data split: DSC clean vs adversarial per organ, attack success, realised L-inf / L2."""
     from core.devices import resolve_device
@@ -102,13 +104,18 @@ def attack(
     check_outputs(json=json_path, csv=csv_path)
     device = resolve_device(device)
     loaded = load_checkpoint(checkpoint, device, model)
-    dataset = open_data(data)
+    dataset = open_data(data, strict)
     records = select_records(dataset, split, all_slices=all_slices, limit=limit)
     split = split.strip().lower()
 
     from core.evaluation import evaluate
+    from segadv_tui.cli._outcome import keep_partial, print_written, result_json
 
-    with progress_bar(f"{config.method_label} eps {config.eps:g}") as progress:
+    def payload(result) -> dict:
+        return {"command": "attack", **_source_info(loaded, dataset, split, records, device), **result.to_dict()}
+
+    with keep_partial(json_path or DEFAULT_OUT_DIR / "attack.json", payload, dataset), \
+            progress_bar(f"{config.method_label} eps {config.eps:g}") as progress:
         result = evaluate(
             loaded.model, records, loaded.img_size, config, batch_size=batch_size, device=device, progress=progress
         )
@@ -116,12 +123,10 @@ def attack(
         return
     console.print(_attack_table(result, loaded, split))
     if json_path is not None:
-        write_json(json_path, {"command": "attack", **_source_info(loaded, dataset, split, records, device), **result.to_dict()})
-        console.print(f"wrote {json_path}", highlight=False, soft_wrap=True)
+        write_json(json_path, result_json(payload(result), dataset))
     if csv_path is not None:
-        header, rows = attack_rows(result)
-        write_csv(csv_path, header, rows)
-        console.print(f"wrote {csv_path}", highlight=False, soft_wrap=True)
+        write_csv(csv_path, *attack_rows(result))
+    print_written([path for path in (json_path, csv_path) if path is not None], dataset, json_path)
 
 
 def _attack_table(result, loaded, split: str):
@@ -192,6 +197,7 @@ def sweep(
     json_path: Optional[Path] = typer.Option(None, "--json", help="JSON file (default OUT_DIR/sweep.json)."),
     csv_path: Optional[Path] = typer.Option(None, "--csv", help="CSV file (default OUT_DIR/sweep.csv)."),
     png_path: Optional[Path] = typer.Option(None, "--png", help="Plot of DSC and AS against eps (default OUT_DIR/sweep.png)."),
+    strict: bool = strict_option(),
 ) -> None:
     """FGSM DSC and attack success against eps, per loss: one gradient per slice and loss serves every eps."""
     from core.devices import resolve_device
@@ -212,13 +218,18 @@ def sweep(
     check_outputs(json=json_path, csv=csv_path, png=png_path)
     device = resolve_device(device)
     loaded = load_checkpoint(checkpoint, device, model)
-    dataset = open_data(data)
+    dataset = open_data(data, strict)
     records = select_records(dataset, split, all_slices=all_slices, limit=limit)
     split = split.strip().lower()
 
     from core.evaluation import evaluate_sweep
+    from segadv_tui.cli._outcome import keep_partial, print_written, result_json
 
-    with progress_bar(f"sweep {len(eps_values)} eps x {len(loss_names)} losses") as progress:
+    def payload(result) -> dict:
+        return {"command": "sweep", **_source_info(loaded, dataset, split, records, device), **result.to_dict()}
+
+    with keep_partial(json_path, payload, dataset), \
+            progress_bar(f"sweep {len(eps_values)} eps x {len(loss_names)} losses") as progress:
         result = evaluate_sweep(
             loaded.model, records, loaded.img_size, eps_values, loss_names, config, batch_size=batch_size,
             device=device, progress=progress,
@@ -227,7 +238,7 @@ def sweep(
         return
     console.print(_sweep_table(result, loaded))
 
-    write_json(json_path, {"command": "sweep", **_source_info(loaded, dataset, split, records, device), **result.to_dict()})
+    write_json(json_path, result_json(payload(result), dataset))
     header, rows = sweep_rows(result)
     write_csv(csv_path, header, rows)
     from core.losses import LOSS_TITLES
@@ -244,7 +255,7 @@ def sweep(
         f"{'' if all_slices else ' with organs'}; empty organs: {config.empty}"
     )
     write_png(png_path, sweep_plot(result.eps_values, dsc, success, caption=caption))
-    console.print(f"wrote {json_path}, {csv_path}, {png_path}", highlight=False, soft_wrap=True)
+    print_written([json_path, csv_path, png_path], dataset, json_path)
 
 
 def _sweep_table(result, loaded):
@@ -316,6 +327,7 @@ def table(
     md_path: Optional[Path] = typer.Option(None, "--md", help="Write the table as Markdown."),
     csv_path: Optional[Path] = typer.Option(None, "--csv", help="Write the table as CSV."),
     json_path: Optional[Path] = typer.Option(None, "--json", help="Write the table with per-organ summaries as JSON."),
+    strict: bool = strict_option(),
 ) -> None:
     """The paper's Table II: parameters, clean DSC and DSC after the attack (FGSM) with each loss; the best attack in bold."""
     from core.devices import resolve_device
@@ -332,16 +344,25 @@ def table(
     check_outputs(md=md_path, csv=csv_path, json=json_path)
     device = resolve_device(device)
     loaded = [load_checkpoint(path, device) for path in (checkpoints or [None])]
-    dataset = open_data(data)
+    dataset = open_data(data, strict)
     records = select_records(dataset, split, all_slices=all_slices, limit=limit)
     split = split.strip().lower()
 
     from core.devices import describe_device
     from core.evaluation import table_ii
+    from segadv_tui.cli._outcome import keep_partial, print_written, result_json
+
+    def payload(result) -> dict:
+        return {
+            "command": "table", "device": describe_device(device), "data": str(dataset.root),
+            "data_fingerprint": dataset.fingerprint(), "split": split, "slices": len(records),
+            "checkpoints": [str(item.path) for item in loaded], **result.to_dict(),
+        }
 
     models = [(item.path.name, item.model, item.meta) for item in loaded]
     runs = f"{len(loss_names)} losses" if "loss" in config.entry.parameters else "its own objective"
-    with progress_bar(f"Table II: {len(models)} model(s) x {runs}") as progress:
+    with keep_partial(json_path or DEFAULT_OUT_DIR / "table.json", payload, dataset), \
+            progress_bar(f"Table II: {len(models)} model(s) x {runs}") as progress:
         result = table_ii(models, records, loss_names, config, batch_size=batch_size, device=device, progress=progress)
     if not is_main_process():  # under torchrun rank 0 alone prints and writes
         return
@@ -353,17 +374,11 @@ def table(
     console.print(formatted.to_rich(title="Table II"))
     if md_path is not None:
         write_text(md_path, formatted.to_markdown())
-        console.print(f"wrote {md_path}", highlight=False, soft_wrap=True)
     if csv_path is not None:
         write_csv(csv_path, *table_ii_csv(result, loaded))
-        console.print(f"wrote {csv_path}", highlight=False, soft_wrap=True)
     if json_path is not None:
-        payload = {
-            "command": "table", "device": describe_device(device), "data": str(dataset.root), "data_fingerprint": dataset.fingerprint(), "split": split,
-            "slices": len(records), "checkpoints": [str(item.path) for item in loaded], **result.to_dict(),
-        }
-        write_json(json_path, payload)
-        console.print(f"wrote {json_path}", highlight=False, soft_wrap=True)
+        write_json(json_path, result_json(payload(result), dataset))
+    print_written([path for path in (md_path, csv_path, json_path) if path is not None], dataset, json_path)
 
 
 def table_ii_csv(result, loaded) -> tuple[list[str], list[list]]:
@@ -403,6 +418,7 @@ def figure(
     empty: str = empty_option(),
     device: str = device_option(),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="PNG file; default segadv-out/figure-SLICE-METHOD-LOSS-epsEPS.png."),
+    strict: bool = strict_option(),
 ) -> None:
     """A PNG like the paper's figures 5-8: input, adversarial input, perturbation, truth, predictions, differences."""
     from core.devices import resolve_device
@@ -420,7 +436,7 @@ def figure(
     check_outputs(out=out)
     device = resolve_device(device)
     loaded = load_checkpoint(checkpoint, device, model)
-    dataset = open_data(data)
+    dataset = open_data(data, strict)
     record = _find_slice(dataset, slice_id)
 
     result = _attack_one_slice(loaded.model, record, loaded.img_size, config, device)

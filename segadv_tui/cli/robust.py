@@ -30,6 +30,7 @@ from segadv_tui.cli._common import (
     seed_option,
     split_option,
     steps_option,
+    strict_option,
     target_option,
 )
 
@@ -63,6 +64,7 @@ def robust(
     png_path: Optional[Path] = typer.Option(None, "--png", help="Robust DSC and AS against eps per organ (default OUT_DIR/robust.png)."),
     checks: bool = typer.Option(False, "--checks", help="Also run the checks that catch a fake defence (Carlini et al.): informative gradients, monotone in eps, about 0 at eps 0.25, the attack >= FGSM, white-box >= transfer, converged (doubled steps, a restart) at the largest eps. Costs about 5 more runs of the attack."),
     transfer_from: Optional[Path] = typer.Option(None, "--transfer-from", help="With --checks: the checkpoint the transfer attack is made on; default the bundled (plain) demo checkpoint."),
+    strict: bool = strict_option(),
 ) -> None:
     """Robust DSC against eps per organ, with ROG, organ-size tertiles and the ensemble's wins per member."""
     from core.devices import resolve_device
@@ -83,20 +85,31 @@ def robust(
     device = resolve_device(device)
     loaded = [load_checkpoint(path, device) for path in (checkpoints or [None])]
     source = load_checkpoint(transfer_from, device) if checks else None
-    dataset = open_data(data)
+    dataset = open_data(data, strict)
     records = select_records(dataset, split, all_slices=all_slices, limit=limit)
     split = split.strip().lower()
 
     from core.devices import describe_device
     from core.robustness import robustness
+    from segadv_tui.cli._outcome import keep_partial, print_written, result_json
+
+    def payload(report, check_reports=()) -> dict:
+        return {
+            "command": "robust", "device": describe_device(device), "data": str(dataset.root),
+            "data_fingerprint": dataset.fingerprint(), "split": split, "slices": len(records),
+            "checkpoints": [str(item.path) for item in loaded], **report.to_dict(),
+            **({"checks": [checked.to_dict() for checked in check_reports]} if checks else {}),
+        }
 
     labels = [item.path.name for item in loaded]
     labels = [label if labels.count(label) == 1 else f"{label} #{labels[:i].count(label) + 1}" for i, label in enumerate(labels)]
     models = [(label, item.model, item.meta) for label, item in zip(labels, loaded)]
     description = f"{config.method_label}: {len(models)} model(s) x {len(eps_values)} eps x {len(records)} slices"
-    with progress_bar(description) as progress:
+    with keep_partial(json_path, payload, dataset), progress_bar(description) as progress:
         report = robustness(models, records, config, eps_values, batch_size=batch_size, device=device, progress=progress)
-    check_reports = _run_checks(report, loaded, source, records, config, eps_values, batch_size, device) if checks else []
+    # Ctrl-C in the checks: the report is complete, the checks of the checkpoints finished are kept.
+    with keep_partial(json_path, lambda finished: payload(report, finished), dataset):
+        check_reports = _run_checks(report, loaded, source, records, config, eps_values, batch_size, device) if checks else []
     if not is_main_process():  # under torchrun rank 0 alone prints and writes
         return
 
@@ -113,34 +126,36 @@ def robust(
         console.print(f"checks: {verdicts.count('pass')} passed, {verdicts.count('FAIL')} failed, "
                       f"{verdicts.count('n/a')} not applicable", highlight=False)
 
-    write_json(json_path, {
-        "command": "robust", "device": describe_device(device), "data": str(dataset.root),
-        "data_fingerprint": dataset.fingerprint(), "split": split, "slices": len(records),
-        "checkpoints": [str(item.path) for item in loaded], **report.to_dict(),
-        **({"checks": [checked.to_dict() for checked in check_reports]} if checks else {}),
-    })
+    write_json(json_path, result_json(payload(report, check_reports), dataset))
     write_csv(csv_path, *robust_rows(report))
     write_png(png_path, robustness_plot(*_plot_points(report), caption=_caption(report, scope)))
-    console.print(f"wrote {json_path}, {csv_path}, {png_path}", highlight=False, soft_wrap=True)
+    print_written([json_path, csv_path, png_path], dataset, json_path)
 
 
 def _run_checks(report, loaded, source, records, config, eps_values, batch_size, device) -> list:
-    """``core.robust_checks.run_checks`` per checkpoint, reusing the report's per-slice results."""
+    """``core.robust_checks.run_checks`` per checkpoint, reusing the report's per-slice results. Ctrl-C:
+    ``core.evaluation.Interrupted`` with the checks of the checkpoints finished (a check made over part of
+    the slices would not say anything)."""
     from segadv_tui.cli._common import progress_bar
 
+    from core.evaluation import Interrupted, Partial
     from core.robust_checks import run_checks
 
     results = []
     for item, curve in zip(loaded, report.curves):
         same = item.path.resolve() == source.path.resolve()
         known = {point.eps: point.rows for point in curve.points}
-        with progress_bar(f"checks of {curve.label}") as progress:
-            results.append(run_checks(
-                item.model, records, item.img_size, config, eps_values, label=curve.label,
-                source=None if same else source.model, source_label=source.path.name,
-                no_source=f"{source.path.name} is the transfer source itself (--transfer-from)", known=known,
-                batch_size=batch_size, device=device, progress=progress,
-            ))
+        try:
+            with progress_bar(f"checks of {curve.label}") as progress:
+                results.append(run_checks(
+                    item.model, records, item.img_size, config, eps_values, label=curve.label,
+                    source=None if same else source.model, source_label=source.path.name,
+                    no_source=f"{source.path.name} is the transfer source itself (--transfer-from)", known=known,
+                    batch_size=batch_size, device=device, progress=progress,
+                ))
+        except KeyboardInterrupt:
+            raise Interrupted(results, Partial(len(results), len(loaded), "checkpoints' checks",
+                                               "the robustness report is complete")) from None
     return results
 
 

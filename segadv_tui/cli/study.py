@@ -25,6 +25,7 @@ from segadv_tui.cli._common import (
     split_option,
     step_size_option,
     steps_option,
+    strict_option,
     target_option,
 )
 
@@ -60,6 +61,7 @@ def luminosity(
     json_path: Optional[Path] = typer.Option(None, "--json", help="JSON file (default OUT_DIR/luminosity.json)."),
     png_path: Optional[Path] = typer.Option(None, "--png", help="Scatter plots (default OUT_DIR/luminosity.png)."),
     csv_path: Optional[Path] = typer.Option(None, "--csv", help="Also write one row per slice as CSV."),
+    strict: bool = strict_option(),
 ) -> None:
     """Attack success per slice against its intensity (raw and model input, mean and 99th percentile): Spearman's rho, bootstrap 95 % CI."""
     from core.devices import describe_device, resolve_device
@@ -80,20 +82,26 @@ def luminosity(
     check_outputs(json=json_path, png=png_path, csv=csv_path)
     device = resolve_device(device)
     loaded = load_checkpoint(checkpoint, device, model)
-    dataset = open_data(data)
+    dataset = open_data(data, strict)
     records = select_records(dataset, split, limit=limit)
     split = split.strip().lower()
 
     from core.luminosity import FEATURES, luminosity_study
+    from segadv_tui.cli._outcome import keep_partial, print_written, result_json
 
-    with progress_bar(f"luminosity: {config.method_label} eps {config.eps:g}") as progress:
+    def payload(result) -> dict:
+        return {
+            "command": "study luminosity", "device": describe_device(device), "checkpoint": str(loaded.path),
+            "data": str(dataset.root), "data_fingerprint": dataset.fingerprint(), "split": split, **result.to_dict(),
+        }
+
+    # Ctrl-C: the correlations of the slices attacked so far.
+    with keep_partial(json_path, payload, dataset), \
+            progress_bar(f"luminosity: {config.method_label} eps {config.eps:g}") as progress:
         result = luminosity_study(loaded.model, records, loaded.img_size, config, unit=unit, resamples=resamples,
                                   seed=seed, batch_size=batch_size, device=device, progress=progress)
     console.print(_correlation_table(result, loaded, split))
-    write_json(json_path, {
-        "command": "study luminosity", "device": describe_device(device), "checkpoint": str(loaded.path),
-        "data": str(dataset.root), "data_fingerprint": dataset.fingerprint(), "split": split, **result.to_dict(),
-    })
+    write_json(json_path, result_json(payload(result), dataset))
     from segadv_tui.render.plots import scatter_plot
     from segadv_tui.render.tables import number
 
@@ -113,7 +121,7 @@ def luminosity(
         header = ["slice_id", "case", "scan", *FEATURES, "dsc_clean", "dsc_adv", "attack_success"]
         write_csv(csv_path, header, [[row[key] for key in header] for row in result.rows])
         written.append(csv_path)
-    console.print(f"wrote {', '.join(str(path) for path in written)}", highlight=False, soft_wrap=True)
+    print_written(written, dataset, json_path)
 
 
 def _correlation_table(result, loaded, split: str):

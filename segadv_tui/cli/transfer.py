@@ -25,6 +25,7 @@ from segadv_tui.cli._common import (
     split_option,
     step_size_option,
     steps_option,
+    strict_option,
     target_option,
 )
 
@@ -78,6 +79,7 @@ def transfer(
     json_path: Optional[Path] = typer.Option(None, "--json", help="JSON file (default OUT_DIR/transfer.json)."),
     csv_path: Optional[Path] = typer.Option(None, "--csv", help="One row per (source, target) (default OUT_DIR/transfer.csv)."),
     png_path: Optional[Path] = typer.Option(None, "--png", help="Heatmap of attack success with the numbers (default OUT_DIR/transfer.png)."),
+    strict: bool = strict_option(),
 ) -> None:
     """Transfer matrix: each source's adversarial slices (crafted once) scored on every model; the diagonal is white-box."""
     from core.devices import resolve_device
@@ -105,15 +107,24 @@ def transfer(
     if len(sizes) > 1:
         fail("transfer needs one input size; the checkpoints take "
              + ", ".join(f"{item.path.name}: {item.img_size}" for item in loaded))
-    dataset = open_data(data)
+    dataset = open_data(data, strict)
     records = select_records(dataset, split, all_slices=all_slices, limit=limit)
     split = split.strip().lower()
     labels = model_labels(loaded)
 
     from core.devices import describe_device
     from core.transfer import transfer as run_transfer
+    from segadv_tui.cli._outcome import keep_partial, print_written, result_json
 
-    with progress_bar(f"transfer: {config.method_label} on {len(loaded)} models") as progress:
+    def payload(result) -> dict:
+        return {
+            "command": "transfer", "device": describe_device(device), "data": str(dataset.root),
+            "data_fingerprint": dataset.fingerprint(), "split": split, "slices": len(records),
+            "checkpoints": {label: str(item.path) for label, item in zip(labels, loaded)}, **result.to_dict(),
+        }
+
+    with keep_partial(json_path, payload, dataset), \
+            progress_bar(f"transfer: {config.method_label} on {len(loaded)} models") as progress:
         result = run_transfer(
             [(label, item.model) for label, item in zip(labels, loaded)], records, loaded[0].img_size, config,
             ensembles=ensembles, batch_size=batch_size, device=device, progress=progress,
@@ -125,15 +136,10 @@ def transfer(
         f"Cells: mean attack success on the column's model (below: its mean DSC after the attack); "
         f"{result.attacks} attacks, {result.seconds:.1f} s."
     )
-    payload = {
-        "command": "transfer", "device": describe_device(device), "data": str(dataset.root),
-        "data_fingerprint": dataset.fingerprint(), "split": split, "slices": len(records),
-        "checkpoints": {label: str(item.path) for label, item in zip(labels, loaded)}, **result.to_dict(),
-    }
-    write_json(json_path, payload)
+    write_json(json_path, result_json(payload(result), dataset))
     write_csv(csv_path, *transfer_rows(result))
     write_png(png_path, transfer_figure(result, caption))
-    console.print(f"wrote {json_path}, {csv_path}, {png_path}", highlight=False, soft_wrap=True)
+    print_written([json_path, csv_path, png_path], dataset, json_path)
 
 
 def _transfer_table(result):

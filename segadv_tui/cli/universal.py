@@ -18,6 +18,7 @@ from segadv_tui.cli._common import (
     empty_option,
     model_option,
     seed_option,
+    strict_option,
 )
 
 
@@ -52,6 +53,7 @@ def universal(
     batch_size: int = batch_size_option(),
     out: Path = typer.Option(Path("segadv-out/delta.safetensors"), "--out", "-o", help="The perturbation (safetensors)."),
     json_path: Optional[Path] = typer.Option(None, "--json", help="Write the test-split report as JSON."),
+    strict: bool = strict_option(),
 ) -> None:
     """A universal perturbation that erases the chosen organs from every slice and keeps the others (Metzen et al. 2017)."""
     from core.attack_config import parse_organs
@@ -65,34 +67,51 @@ def universal(
     check_outputs(out=out, json=json_path)
     device = resolve_device(device)
     loaded = load_checkpoint(checkpoint, device, model)
-    dataset = open_data(data)
+    dataset = open_data(data, strict)
     train_records = select_records(dataset, "train", all_slices=all_slices, limit=train_limit)
     test_records = select_records(dataset, "test", all_slices=all_slices, limit=limit)
 
     from core.universal import craft_universal, save_delta, universal_report
+    from segadv_tui.cli._outcome import keep_partial, partial_path, print_written, result_json
 
-    with progress_bar(f"universal: erase {'+'.join(organs)}, {epochs} epochs") as progress:
+    def payload(delta_path: Path, made, report=None) -> dict:
+        return {
+            "command": "universal", "device": describe_device(device), "checkpoint": str(loaded.path),
+            "data": str(dataset.root), "data_fingerprint": dataset.fingerprint(), "delta": str(delta_path),
+            "train_slices": len(train_records), "test_slices": len(test_records), "crafting": made.meta,
+            **(report.to_dict() if report is not None else {}),
+        }
+
+    def note_provenance(made) -> None:
+        made.meta.update(checkpoint=str(loaded.path), model=loaded.meta.get("model"), data=str(dataset.root),
+                         data_fingerprint=dataset.fingerprint())
+
+    def save_partial_delta(made, partial) -> list[Path]:
+        """Ctrl-C while crafting: the delta after the steps made, beside --out, marked partial."""
+        note_provenance(made)
+        made.meta.update(partial.to_dict())
+        return [save_delta(partial_path(out), made)]
+
+    # Ctrl-C while crafting: no report; the JSON names the partial delta.
+    report_json = json_path or out.with_name("universal.json")
+    with keep_partial(report_json, lambda made: payload(partial_path(out), made), dataset, also=save_partial_delta), \
+            progress_bar(f"universal: erase {'+'.join(organs)}, {epochs} epochs") as progress:
         made = craft_universal(
             loaded.model, train_records, loaded.img_size, organs, bound, epochs=epochs, batch_size=batch_size,
             step_size=step_size, keep_weight=keep_weight, seed=seed, device=device, progress=progress,
         )
-    made.meta.update(checkpoint=str(loaded.path), model=loaded.meta.get("model"), data=str(dataset.root),
-                     data_fingerprint=dataset.fingerprint())
+    note_provenance(made)
     save_delta(out, made)
-    with progress_bar("scoring on the test split") as progress:
+    # Ctrl-C while scoring: the delta is complete and saved; the report covers the slices scored.
+    with keep_partial(report_json, lambda report: payload(out, made, report), dataset), \
+            progress_bar("scoring on the test split") as progress:
         report = universal_report(loaded.model, test_records, loaded.img_size, made, empty=empty,
                                   score="all" if all_slices else "nonempty", batch_size=batch_size, device=device,
                                   progress=progress)
     console.print(_report_table(report, loaded, len(train_records), made))
-    console.print(f"wrote {out}", highlight=False, soft_wrap=True)
     if json_path is not None:
-        write_json(json_path, {
-            "command": "universal", "device": describe_device(device), "checkpoint": str(loaded.path),
-            "data": str(dataset.root), "data_fingerprint": dataset.fingerprint(), "delta": str(out),
-            "train_slices": len(train_records), "test_slices": len(test_records), "crafting": made.meta,
-            **report.to_dict(),
-        })
-        console.print(f"wrote {json_path}", highlight=False, soft_wrap=True)
+        write_json(json_path, result_json(payload(out, made, report), dataset))
+    print_written([path for path in (out, json_path) if path is not None], dataset, json_path)
 
 
 def _report_table(report, loaded, train_slices: int, made):
