@@ -15,6 +15,7 @@ import hashlib
 import os
 import random
 import re
+import struct
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,18 +24,20 @@ import numpy as np
 from PIL import Image
 
 from core.organs import ORGANS
-from core.rle import RLEError, rle_decode
+from core.rle import MAX_PIXELS, RLEError, rle_decode
 from core.errors import SegadvError
 
 EXCLUDED_CASE_DAYS = ("case7_day0", "case81_day30")
 CSV_COLUMNS = ("id", "class", "segmentation")
 LAYOUT = "train.csv and train/caseN/caseN_dayD/scans/slice_NNNN_W_H_PW_PH.png"
 
-_ID = re.compile(r"case(\d+)_day(\d+)_slice_(\d+)")
-_CASE_DIR = re.compile(r"case(\d+)")
-_DAY_DIR = re.compile(r"case(\d+)_day(\d+)")
-_NUMBER = r"(\d+(?:\.\d*)?)"
-_SLICE_FILE = re.compile(rf"slice_(\d+)_(\d+)_(\d+)_{_NUMBER}_{_NUMBER}\.png")
+# At most 9 digits a number: every one is a plain int, never one of Python's 4300-digit ValueErrors.
+_ID = re.compile(r"case(\d{1,9})_day(\d{1,9})_slice_(\d{1,9})")
+_CASE_DIR = re.compile(r"case(\d{1,9})")
+_DAY_DIR = re.compile(r"case(\d{1,9})_day(\d{1,9})")
+_NUMBER = r"(\d{1,9}(?:\.\d{0,9})?)"
+_SLICE_FILE = re.compile(rf"slice_(\d{{1,9}})_(\d{{1,9}})_(\d{{1,9}})_{_NUMBER}_{_NUMBER}\.png")
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 class DataError(SegadvError, ValueError):
@@ -57,16 +60,28 @@ def read_slice(path: str | Path) -> np.ndarray:
 
 
 def read_raw_slice(path: str | Path) -> np.ndarray:
-    """One slice PNG as stored (16-bit values, before any normalisation), float32 (H, W)."""
+    """One slice PNG as stored (16-bit values, before any normalisation), float32 (H, W).
+
+    Only PNG is read (Pillow's other decoders never see the data), and its size is checked from its
+    header before anything is decoded: more than ``MAX_PIXELS`` is refused, not allocated."""
     path = Path(path)
     try:
-        with Image.open(path) as image:
-            if image.mode not in ("I;16", "I;16B", "I;16L", "I", "L"):
-                image = image.convert("L")
-            pixels = np.asarray(image)
+        with open(path, "rb") as file:
+            head = file.read(24)
+            if not head.startswith(_PNG_SIGNATURE) or head[12:16] != b"IHDR":
+                raise DataError(f"cannot read image {path}: not a PNG file")
+            width, height = struct.unpack(">II", head[16:24])
+            if width * height > MAX_PIXELS:
+                raise DataError(f"{path}: its PNG header says {width} x {height} pixels; segadv reads slices of at "
+                                f"most {MAX_PIXELS} pixels")
+            file.seek(0)
+            with Image.open(file, formats=("PNG",)) as image:
+                if image.mode not in ("I;16", "I;16B", "I;16L", "I", "L"):
+                    image = image.convert("L")
+                pixels = np.asarray(image)
     except FileNotFoundError:
         raise DataError(f"image file not found: {path}") from None
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise DataError(f"cannot read image {path}: {exc}") from None
     return pixels.astype(np.float32)
 
@@ -213,6 +228,13 @@ class GITractDataset:
                         continue
                     if int(name[2]) == 0 or int(name[3]) == 0:
                         self._skip(where, "file name gives an empty image size", file=where, action="ignored")
+                        continue
+                    if int(name[2]) * int(name[3]) > MAX_PIXELS:
+                        self._skip(where, f"file name gives {name[2]} x {name[3]} pixels, more than the {MAX_PIXELS} "
+                                          f"segadv reads", file=where, action="ignored")
+                        continue
+                    if float(name[4]) == 0 or float(name[5]) == 0:
+                        self._skip(where, "file name gives a pixel spacing of 0 mm", file=where, action="ignored")
                         continue
                     slice_id = f"{day_dir.name}_slice_{name[1]}"
                     if slice_id in images:

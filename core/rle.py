@@ -7,8 +7,17 @@ column-major; the real rows only decode to compact organs row-major (see shared/
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 from core.errors import SegadvError
+
+
+# The most pixels segadv decodes a mask (or reads a slice) for: 4096 x 4096, 150 times the largest real
+# slice (360 x 310), so a file name or header cannot command gigabytes.
+MAX_PIXELS = 1 << 24
+# Whole numbers in ASCII digits, at most 18 of them (any such number fits int64, with room for start + length).
+_INTEGER = re.compile(r"[+-]?[0-9]{1,18}")
 
 
 class RLEError(SegadvError, ValueError):
@@ -26,6 +35,9 @@ def rle_decode(
     """Decode ``rle`` into a uint8 0/1 mask of shape (height, width). Empty string -> empty mask."""
     if height <= 0 or width <= 0:
         raise RLEError(f"mask shape must be positive, got {height} x {width}{_where(slice_id, organ)}")
+    if height * width > MAX_PIXELS:
+        raise RLEError(f"mask shape {height} x {width} is more than the {MAX_PIXELS} pixels segadv decodes"
+                       f"{_where(slice_id, organ)}")
     size = height * width
     mask = np.zeros(size, dtype=np.uint8)
     text = "" if rle is None else str(rle).strip()
@@ -35,13 +47,12 @@ def rle_decode(
     where = _where(slice_id, organ)
     if len(tokens) % 2:
         raise RLEError(f"RLE has an odd number of values ({len(tokens)}){where}")
-    try:
-        values = np.array([int(t) for t in tokens], dtype=np.int64)
-    except ValueError:
-        bad = next(t for t in tokens if not t.lstrip("+-").isdigit())
-        raise RLEError(f"RLE value {bad!r} is not an integer{where}") from None
-    except OverflowError:
-        raise RLEError(f"RLE has a value too large for any image{where}") from None
+    bad = next((t for t in tokens if not _INTEGER.fullmatch(t)), None)
+    if bad is not None:
+        if re.fullmatch(r"[+-]?[0-9]+", bad):
+            raise RLEError(f"RLE has a value too large for any image ({len(bad)} digits){where}")
+        raise RLEError(f"RLE value {bad[:20]!r} is not an integer{where}")
+    values = np.array([int(t) for t in tokens], dtype=np.int64)
     starts, lengths = values[0::2], values[1::2]
     if (starts < 1).any():
         raise RLEError(f"RLE start {int(starts[starts < 1][0])} is below 1 (starts are 1-indexed){where}")

@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from core.attack_config import AttackConfig, check_eps, parse_organs
 from core.attacks import AttackContext, AttackOutput, StopCheck, check_stop, eval_mode
 from core.checkpoints import UNIVERSAL_FORMAT as FORMAT
+from core.checkpoints import CheckpointError, check_universal_meta, read_safetensors
 from core.errors import OptionError, SegadvError
 from core import distributed
 from core.evaluation import Interrupted, Partial, Progress, Summary, batches, finished_batches, score_slices, summarise
@@ -190,18 +191,26 @@ def load_delta(path: str | os.PathLike) -> UniversalDelta:
 def _load_delta(path: str, _mtime_ns: int, _size: int) -> UniversalDelta:
     from safetensors import SafetensorError, safe_open
 
+    try:  # the header and every metadata value, checked before the tensor is read
+        tensors, meta = read_safetensors(path)
+        if meta is None or meta["format"] != FORMAT or "delta" not in tensors:
+            raise DeltaError(f"{path} is not a segadv universal perturbation (make one with `segadv universal`)")
+        check_universal_meta(Path(path), meta)
+    except CheckpointError as exc:
+        raise DeltaError(str(exc)) from None
+    size, entry = meta["img_size"], tensors["delta"]
+    if entry["dtype"] != "F32" or entry["shape"] != [size, size]:  # as save_delta writes it
+        raise DeltaError(f"{path}: tensor delta is {entry['dtype']} {entry['shape']}; expected F32 [{size}, {size}] "
+                         f"(metadata img_size = {size})")
     try:
         with safe_open(path, framework="pt") as handle:
-            raw = handle.metadata() or {}
-            if raw.get("format") != json.dumps(FORMAT) or "delta" not in handle.keys():
-                raise DeltaError(f"{path} is not a segadv universal perturbation (make one with `segadv universal`)")
-            delta = handle.get_tensor("delta").float()
-        meta = {key: json.loads(value) for key, value in raw.items()}
-    except (SafetensorError, OSError, json.JSONDecodeError) as exc:
+            delta = handle.get_tensor("delta")
+    except (SafetensorError, OSError) as exc:
         raise DeltaError(f"cannot read delta {path}: {exc}") from None
-    if delta.ndim != 2 or delta.shape[0] != delta.shape[1]:
-        raise DeltaError(f"{path}: the delta has shape {tuple(delta.shape)}; expected a square (S, S)")
     eps = float(meta.pop("eps"))
+    largest = float(delta.abs().max())  # NaN when any value is NaN
+    if not largest <= eps * (1 + 1e-6):  # eps is stored as float64, the delta was clamped in float32
+        raise DeltaError(f"{path}: the delta reaches {largest:g}, beyond its metadata eps = {eps:g}")
     organs = tuple(meta.pop("organs"))
     for key in ("format", "img_size"):
         meta.pop(key, None)
