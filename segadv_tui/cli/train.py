@@ -10,7 +10,9 @@ from typing import Optional
 
 import typer
 
+from core.distributed import is_main_process
 from segadv_tui.cli import app, console, err_console, fail
+from segadv_tui.cli._common import open_data, strict_option
 
 
 @app.command()
@@ -42,6 +44,7 @@ def train(
     adv_loss: str = typer.Option("focal+dice", "--adv-loss", help="The per-image loss the training attack raises (default: the training loss's form)."),
     adv_ratio: float = typer.Option(1.0, "--adv-ratio", help="Share of each batch replaced by its adversarial version: 1.0 all, 0.5 half."),
     adv_warmup: float = typer.Option(0.0, "--adv-warmup", help="Epochs over which eps ramps up linearly from 0; the best checkpoint is chosen among epochs at the full eps."),
+    strict: bool = strict_option(),
 ) -> None:
     """Train a model of the paper (AdamW, cosine annealing, Dice + Focal loss, early stopping)."""
     if data is not None and not Path(data).expanduser().is_dir():
@@ -75,6 +78,8 @@ def train(
         config.defence()  # a bad --adv option: one line before anything loads
     except SegadvError as exc:
         fail(str(exc))
+    if strict or is_main_process():  # the data's problems: a note, or with --strict a stop before training
+        open_data(config.data, strict)
     with _TrainingProgress() as progress:
         try:
             result = run_training(config, progress=progress)
