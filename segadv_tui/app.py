@@ -37,7 +37,7 @@ from segadv_tui.widgets.attack import CHOICES, AttackPanel, EpsInput, choice_val
 from segadv_tui.widgets.checkpoints import CheckpointEntry, CheckpointList
 from segadv_tui.widgets.images import VIEWS, Picture, PictureViews
 from segadv_tui.widgets.scores import DscCurve, ScoresPanel
-from segadv_tui.widgets.slices import SliceBrowser
+from segadv_tui.widgets.slices import SliceBrowser, opening_slice
 
 if TYPE_CHECKING:
     from segadv_tui.explorer import Explorer
@@ -45,6 +45,9 @@ if TYPE_CHECKING:
 NARROW_WIDTH = 120  # below: the sidebar folds away (b shows it)
 SHORT_HEIGHT = 36  # below: one row of the four essential pictures
 HEADER_HEIGHT = 52  # below: the header's row goes to the pictures (the summary line names the device)
+# The work whose failure takes the pictures' place, and the title it is shown under.
+FAILURE_TITLES = {"scan": "Cannot start", "data": "Cannot open the data", "load": "Cannot open the checkpoint",
+                  "frame": "Cannot attack this slice"}
 
 
 @dataclass(frozen=True)
@@ -195,6 +198,9 @@ class SegadvApp(App):
         self.live_steps = 0  # progress repaints of iterative attacks shown
         self.live = None  # the latest progress of an iterative attack
         self._latest_request = 0
+        self._frame_worker: Worker | None = None  # the latest frame request's (an older one's failure is stale)
+        self._load_worker: Worker | None = None  # the latest checkpoint load's
+        self._failed: str | None = None  # the FAILURE_TITLES group whose failure was shown last
         self._slice_cache: dict[tuple[str, int], SliceData] = {}
         self._slice_cache_lock = threading.Lock()
         self._sidebar_forced: bool | None = None
@@ -288,8 +294,8 @@ class SegadvApp(App):
             chosen = next((e for e in entries if e.meta is not None), None)
         if chosen is None:
             self.query_one("#images").loading = False
-            self._summary("no checkpoint found: pass --checkpoints DIR or train one with `segadv train`")
             self.notify("No loadable checkpoint found (see --checkpoints).", severity="warning", timeout=8)
+            self._show_failure("load", "No loadable checkpoint found.")
             return
         self.load_checkpoint(chosen)
 
@@ -319,11 +325,11 @@ class SegadvApp(App):
             return
         browser.set_records(self.records)
         if not self.records:
-            self.notify(f"No slices in {message.description}.", severity="warning")
-            self._summary(f"no slices in {message.description}")
+            self.notify(f"No slices in {message.description}.", severity="warning", markup=False)
+            self._show_failure("data", f"No slices in {message.description}.")
             return
         browser.focus()
-        first = browser.records[0] if browser.records else self.records[0]
+        first = opening_slice(message.dataset)
         if not browser.records:
             browser.set_organs_only(False)
         browser.choose(first)
@@ -337,8 +343,14 @@ class SegadvApp(App):
             model, meta, entry = self.loaded[entry.path]
             self._use_model(entry, model, meta)
             return
+        if entry.meta is None:  # its header said why already: no worker to fail the same way
+            self.notify(f"Cannot open {entry.path}: {entry.problem}", severity="error", timeout=10, markup=False)
+            self._show_failure("load", f"{entry.path}: {entry.problem}")
+            return
+        if self._failed == "load":  # another checkpoint picked: the loading indicator replaces that failure
+            self.query_one(PictureViews).clear_failure()
         self.query_one("#images").loading = True
-        self._load_checkpoint_worker(entry)
+        self._load_worker = self._load_checkpoint_worker(entry)
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="load", name="Loading the checkpoint")
     def _load_checkpoint_worker(self, entry: CheckpointEntry) -> None:
@@ -372,6 +384,8 @@ class SegadvApp(App):
 
         self.explorer = Explorer(model, str(entry.path), device=self.device)
         self.curve = None
+        if self.source is None:  # no slice to attack yet (or none to be had): the summary names the model
+            self._summary()
         self.query_one(CheckpointList).mark(entry.path, current=True)
         self.query_one("#images").loading = False
         if self.scored_on is not None:
@@ -571,8 +585,8 @@ class SegadvApp(App):
             return
         self._latest_request += 1
         self._summary()
-        self._compute_frame(FrameRequest(self._latest_request, self.source, self.settings, self._scoring_model()),
-                            self.explorer)
+        self._frame_worker = self._compute_frame(
+            FrameRequest(self._latest_request, self.source, self.settings, self._scoring_model()), self.explorer)
 
     def _slice_data(self, source, img_size: int) -> SliceData:
         key = (str(getattr(source, "id", source)), img_size)
@@ -709,17 +723,48 @@ class SegadvApp(App):
             self.query_one("#images").loading = False
         if worker.group == "load-scoring":
             self._show_scored_on()
-        self.report_worker_error(worker.name, worker.error)
+        message = self.report_worker_error(worker.name, worker.error)
+        stale = (worker.group == "frame" and worker is not self._frame_worker) or (
+            worker.group == "load" and worker is not self._load_worker)
+        if worker.group in FAILURE_TITLES and not stale:
+            self._show_failure(worker.group, message)
 
-    def report_worker_error(self, task: str, error: BaseException) -> None:
+    def report_worker_error(self, task: str, error: BaseException) -> str:
         """A notification, and the app keeps running: bad input says what is wrong; anything else is a
-        bug, with its traceback in a log file (as the CLI reports it)."""
+        bug, with its traceback in a log file (as the CLI reports it). Returns the message, without the task."""
         # markup=False: a message is arbitrary text ("[0, 1]", paths), never Textual markup.
         if isinstance(error, SegadvError):
-            self.notify(f"{task} failed: {one_line(error)}", severity="error", timeout=10, markup=False)
+            message = one_line(error)
+            self.notify(f"{task} failed: {message}", severity="error", timeout=10, markup=False)
         else:
-            self.notify(f"{task} failed: {bug_message(error, write_bug_report(error))}", severity="error", timeout=20,
-                        markup=False)
+            message = bug_message(error, write_bug_report(error))
+            self.notify(f"{task} failed: {message}", severity="error", timeout=20, markup=False)
+        return message
+
+    def _show_failure(self, group: str, message: str) -> None:
+        """What failed and what to do about it, where the pictures would be, until the user picks something
+        that works (the next pictures replace it). ``group``: the work that failed (FAILURE_TITLES)."""
+        if group == "load":
+            advice = ("Pick another checkpoint in the list (c, then Enter), or start segadv-tui with --checkpoint "
+                      "FILE: a .safetensors file written by segadv train, or converted from other weights by "
+                      "segadv import-checkpoint.")
+            if self.checkpoint_entry is not None:
+                advice += f" {self.checkpoint_entry.path.stem} is still in use: an eps step shows its pictures again."
+        elif self.image_path is not None and group in ("data", "frame"):
+            advice = "Start segadv-tui with another --image FILE.png (a 16-bit PNG slice), or --data DIR."
+        elif group == "data":
+            advice = ("Start segadv-tui with --data DIR (a Kaggle root: train.csv and train/), or without --data "
+                      "for the built-in demo.")
+        elif group == "frame":
+            advice = "Pick another slice (j / k, or s for the slice list) or other attack settings."
+        else:
+            advice = "Start segadv-tui again with other options (segadv-tui --help lists them)."
+        self._failed = group
+        self.query_one("#images").loading = False
+        self.query_one(PictureViews).show_failure(FAILURE_TITLES[group], f"{message}\n\n{advice}")
+        self.query_one(ScoresPanel).clear()  # no scores or curve of an earlier choice beside the failure
+        self.query_one(DscCurve).clear()
+        self._summary()
 
     # -- screens, exports and misc ---------------------------------------------------------------
 

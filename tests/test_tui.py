@@ -31,7 +31,8 @@ from segadv_tui.explorer import Explorer
 from core.attack_config import AttackConfig
 from segadv_tui.settings import load_slice_data
 from segadv_tui.render.tables import format_score
-from segadv_tui.widgets.scores import ScoresTable
+from segadv_tui.widgets.scores import ABSENT_MARK, ScoresTable
+from segadv_tui.widgets.slices import opening_slice
 from tui_pilot import first_frame, make_app, pilot_test, settle, until
 
 SIZE = (160, 50)
@@ -62,16 +63,20 @@ def expected_scores(model, meta, record, settings: AttackConfig) -> tuple[np.nda
 
 
 def table_values(app: SegadvApp) -> dict[str, tuple[str, str, str]]:
+    """The scores shown, without the mark of an organ absent from the truth."""
     table = app.query_one(ScoresTable)
-    return {row: tuple(table.cell_text(row, col) for col in ("clean", "adv", "as"))
+    return {row: tuple(table.cell_text(row, col).removesuffix(ABSENT_MARK) for col in ("clean", "adv", "as"))
             for row in (*ORGANS, "mean")}
 
 
 def assert_table_matches(app: SegadvApp, model, meta, record, settings: AttackConfig) -> None:
     clean, adv, mean_clean, mean_adv = expected_scores(model, meta, record, settings)
     shown = table_values(app)
+    table = app.query_one(ScoresTable)
     for i, organ in enumerate(ORGANS):
         assert shown[organ][:2] == (format_score(clean[i]), format_score(adv[i])), organ
+        # The empty-organ rule's scores are marked: exactly those of the organs the truth lacks.
+        assert table.cell_text(organ, "clean").endswith(ABSENT_MARK) == (not record.rles[i]), organ
     assert shown["mean"][:2] == (format_score(mean_clean), format_score(mean_adv))
 
 
@@ -246,7 +251,10 @@ def test_iterative_attack_stops_at_its_next_check(tiny_demo, model_and_meta):
 async def test_bad_checkpoint_and_corrupt_slice_notify(tiny_demo, checkpoint, tmp_path):
     data = tmp_path / "data"
     shutil.copytree(tiny_demo, data)
-    first, second = with_organs(open_dataset(data).records)[:2]
+    dataset = open_dataset(data)
+    first = opening_slice(dataset)
+    shown = with_organs(dataset.records)  # the browser's order: j moves to the next of these
+    second = shown[shown.index(first) + 1]
     first.path.write_bytes(b"\x89PNG broken")
     broken = tmp_path / "broken.safetensors"
     broken.write_bytes(b"not a checkpoint at all")

@@ -62,7 +62,7 @@ class DeltaEntry:
 def find_checkpoints(folders: list[Path], files: list[Path] = ()) -> tuple[list[CheckpointEntry], list[DeltaEntry]]:
     """The checkpoints in ``folders`` (non-recursive) and ``files`` with their metadata headers, and the
     universal perturbations among them."""
-    from core.checkpoints import UNIVERSAL_FORMAT, read_checkpoint_meta, read_safetensors_meta
+    from core.checkpoints import FOREIGN_SUFFIXES, UNIVERSAL_FORMAT, read_checkpoint_meta, read_safetensors_meta
 
     paths: list[Path] = [Path(f) for f in files]
     for folder in folders:
@@ -73,6 +73,11 @@ def find_checkpoints(folders: list[Path], files: list[Path] = ()) -> tuple[list[
         if key in seen:
             continue
         seen.add(key)
+        if path.suffix in FOREIGN_SUFFIXES:  # the explorer takes no --model to build them with
+            entries.append(CheckpointEntry(path, None, f"weights without segadv metadata: convert them with "
+                                                       f"`segadv import-checkpoint {path} --model NAME OUT.safetensors`, "
+                                                       f"then open OUT.safetensors"))
+            continue
         try:
             meta = read_safetensors_meta(path)
             if meta.get("format") == UNIVERSAL_FORMAT:

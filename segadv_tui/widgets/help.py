@@ -27,6 +27,13 @@ USAGE = (
     "current checkpoint (▶) and the masks and scores are another's (◆). Universal perturbations (u; made "
     "by segadv universal, opened with --delta or found beside the checkpoints): eps scales the saved delta."
 )
+# The rule that decides the score of an organ the truth lacks (core.metrics), beside the mark it gets.
+EMPTY_ORGANS = (
+    "Scores marked * are of an organ absent from the truth (the target without one): its DSC is 1 while none "
+    "of it is predicted and 0 from one predicted pixel (empty counts 1, as the paper scored), so a few stray "
+    "pixels can halve a slice's mean. The explorer opens on a test-split slice with every organ present (or as "
+    "many as any test slice has)."
+)
 
 
 def key_label(keys: str) -> str:
@@ -64,4 +71,5 @@ class HelpScreen(ModalScreen):
         with VerticalScroll() as scroll:
             scroll.border_title = "segadv-tui · keys"
             yield Static(USAGE + "\n", id="help-usage")
+            yield Static(EMPTY_ORGANS + "\n", id="help-empty-organs")
             yield Static(bindings_table(self.groups), id="help-keys")

@@ -7,7 +7,9 @@
 - Focus (``z``): the focused picture alone, zoomable down to one image pixel per half cell.
 
 Every view reads one picture bundle (:class:`AttackPanels`); only the view on screen is drawn, and a
-hidden view catches up when it is shown. ``1`` ``2`` ``3`` show or hide an organ in every view.
+hidden view catches up when it is shown. ``1`` ``2`` ``3`` show or hide an organ in every view. When the
+pictures cannot be made (a bad checkpoint, image or data set), the failure and what to do take their
+place until the next pictures arrive.
 """
 
 from __future__ import annotations
@@ -152,6 +154,11 @@ class PictureViews(Vertical):
     PictureViews > ContentSwitcher { height: 1fr; }
     PictureViews > ContentSwitcher > * { height: 1fr; }
     PictureViews > #legend { height: 1; padding: 0 1; color: $text; }
+    PictureViews > #failure {
+        display: none; height: 1fr; padding: 1 2; border: round $error; border-title-color: $error;
+    }
+    PictureViews.-failed > ContentSwitcher, PictureViews.-failed > #legend { display: none; }
+    PictureViews.-failed > #failure { display: block; }
     """
 
     def __init__(self, renderer: str = "halfblock", **kwargs):
@@ -164,6 +171,7 @@ class PictureViews(Vertical):
         self.cache = LayerCache()
         self._version = 0  # counts the pictures shown
         self._shown: dict[str, tuple] = {}  # view -> (version, organs, renderer) it last drew
+        self.failure: str | None = None  # what is shown instead of the pictures (None: the pictures)
 
     def compose(self) -> ComposeResult:
         with ContentSwitcher(initial=self.view):
@@ -171,6 +179,7 @@ class PictureViews(Vertical):
             yield DifferenceView(self.renderer, self.cache, id="difference")
             yield GridView(self.renderer, self.cache, id="grid")
             yield FocusView(self.renderer, self.cache, id="focus")
+        yield Static(id="failure", markup=False)
         yield Static(id="legend")
 
     def on_mount(self) -> None:
@@ -183,7 +192,21 @@ class PictureViews(Vertical):
         """New pictures: drawn in the view on screen; the others catch up when they are shown."""
         self.panels, self.has_truth = panels, has_truth
         self._version += 1
+        self.clear_failure()
         self._draw()
+
+    def show_failure(self, title: str, text: str) -> None:
+        """``text`` (what failed and what to do) where the pictures would be, until the next pictures
+        or :meth:`clear_failure`."""
+        self.failure = text
+        failure = self.query_one("#failure", Static)
+        failure.border_title = title
+        failure.update(text)
+        self.add_class("-failed")
+
+    def clear_failure(self) -> None:
+        self.failure = None
+        self.remove_class("-failed")
 
     def _draw(self) -> None:
         if self.panels is None:

@@ -1,4 +1,9 @@
-"""The Scores panel: DSC per organ and mean before and after the attack, and DSC against eps."""
+"""The Scores panel: DSC per organ and mean before and after the attack, and DSC against eps.
+
+An organ absent from the truth is scored by the empty-organ rule, not by overlap (with the default rule
+its DSC is 1 until one pixel of it is predicted, then 0), so a few stray pixels can halve a slice's mean:
+its DSC cells carry a mark, and the line under the table says what the mark means.
+"""
 
 from __future__ import annotations
 
@@ -17,6 +22,30 @@ from segadv_tui.render.tables import format_score
 BARS = " ▁▂▃▄▅▆▇█"
 ROWS = tuple(ORGANS) + ("mean",)
 ROW_TITLES = {**ORGAN_TITLES, "mean": "Mean"}
+ABSENT_MARK = "*"
+# The footnote of the mark, per empty-organ policy (core.metrics): one line of the 49-column panel.
+ABSENT_NOTES = {
+    "one": "not in the {reference}: 1 if none predicted, else 0",
+    "zero": "not in the {reference}: DSC 0 (empty counts 0)",
+    "skip": "not in the {reference}: skipped (empty is n/a)",
+}
+
+
+def absent_organs(result) -> tuple[bool, ...]:
+    """Per organ, whether it is absent from the reference (the truth, or the target without one)."""
+    if result.pictures is not None:
+        return tuple(not organ.any() for organ in result.pictures.reference)
+    if result.organ_pixels is not None:
+        return tuple(int(count) == 0 for count in result.organ_pixels)
+    return (False,) * len(ORGANS)
+
+
+def absent_note(frame: Frame | LiveStep) -> str:
+    """The footnote line for ``frame``'s marks ("" when every organ is in the reference)."""
+    if not any(absent_organs(frame.result)):
+        return ""
+    reference = "truth" if frame.result.pictures is None or frame.result.pictures.has_truth else "target"
+    return f"{ABSENT_MARK} " + ABSENT_NOTES[frame.config.empty].format(reference=reference)
 
 
 class ScoresTable(DataTable):
@@ -31,20 +60,30 @@ class ScoresTable(DataTable):
         for key, label in (("clean", "DSC clean"), ("adv", "DSC adv"), ("as", "AS")):
             self.add_column(Text(label, justify="right"), key=key, width=9)
         for row in ROWS:
-            self.add_row(ROW_TITLES[row], *(Text("…", justify="right"),) * 3, key=row)
+            self.add_row(ROW_TITLES[row], *(Text("… ", justify="right"),) * 3, key=row)
 
     def show(self, frame: Frame | LiveStep) -> None:
         result = frame.result
         success = result.attack_success
+        absent = dict(zip(ORGANS, absent_organs(result)))
         values = {organ: (result.dsc_clean[i], result.dsc_adv[i], success[i]) for i, organ in enumerate(ORGANS)}
         values["mean"] = (result.mean_clean, result.mean_adv, result.mean_attack_success)
         for row, (clean, adv, success) in values.items():
             for column, value in (("clean", clean), ("adv", adv), ("as", success)):
-                self.update_cell(row, column, Text(format_score(value), justify="right"))
+                # The DSC the empty-organ rule decided carries the mark; the rest keep its column, so the
+                # decimal points stay in line.
+                mark = ABSENT_MARK if absent.get(row) and column != "as" else " "
+                self.update_cell(row, column, Text(format_score(value) + mark, justify="right"))
+
+    def clear(self) -> None:
+        """Every score back to unknown (nothing is shown for the current choice)."""
+        for row in ROWS:
+            for column in ("clean", "adv", "as"):
+                self.update_cell(row, column, Text("– ", justify="right"))
 
     def cell_text(self, row: str, column: str) -> str:
-        """The text shown in a cell (for tests and the tmux check)."""
-        return str(self.get_cell(row, column))
+        """The text shown in a cell, its mark included (for tests and the tmux check)."""
+        return str(self.get_cell(row, column)).rstrip()
 
 
 class DscCurve(Widget):
@@ -56,16 +95,22 @@ class DscCurve(Widget):
         super().__init__(**kwargs)
         self.curve: Curve | None = None
         self.eps = 0.0
+        self.cleared = False
 
     def show(self, curve: Curve | None, eps: float) -> None:
-        if (curve, eps) != (self.curve, self.eps):  # an eps step has usually marked it already
-            self.curve, self.eps = curve, eps
+        if (curve, eps) != (self.curve, self.eps) or self.cleared:  # an eps step has usually marked it already
+            self.curve, self.eps, self.cleared = curve, eps, False
             self.refresh()
+
+    def clear(self) -> None:
+        """No curve, and none coming (nothing is shown for the current choice)."""
+        self.curve, self.cleared = None, True
+        self.refresh()
 
     def render(self) -> Text:
         width, height = self.content_size
         if self.curve is None:
-            return Text("sweeping eps…", style="dim")
+            return Text("" if self.cleared else "sweeping eps…", style="dim")
         eps, values = self.curve.eps, self.curve.mean_dsc
         marked = min(range(len(eps)), key=lambda i: abs(eps[i] - self.eps))
         bar_width = max(1, min(6, (width - 6) // max(1, len(eps))))
@@ -111,6 +156,8 @@ class ScoresPanel(Vertical):
     def __init__(self, show_timings: bool = True, **kwargs):
         super().__init__(**kwargs)
         self.show_timings = show_timings
+        self.note = ""  # the absent-organ footnote of the scores shown
+        self.live_shown = False  # the second line shows an iterative run (its progress, then its history)
 
     def compose(self) -> ComposeResult:
         yield ScoresTable(id="scores-table")
@@ -123,18 +170,36 @@ class ScoresPanel(Vertical):
         self.query_one("#scores-status", Static).update(
             f"eps {frame.config.eps:.3f} · L∞ {frame.result.linf:.4f} · L2 {frame.result.l2:.2f} · {step}", layout=False
         )
+        self._show_note(absent_note(frame))
 
     def show_live(self, live: LiveStep) -> None:
         """An iterative attack in progress: its iterate's scores, and per-step sparklines of mean DSC and loss."""
         self.query_one(ScoresTable).show(live)
+        self.note = absent_note(live)
         self.show_live_line(live)
 
     def show_live_line(self, live: LiveStep) -> None:
+        """The second line: an iterative run's progress or history (its table marks keep their meaning in
+        the help; the footnote returns with the next frame that is not iterative)."""
+        self.live_shown = True
         line = self.query_one("#scores-live", Static)
         line.update(live_line(live, line.content_size.width or 46), layout=False)
 
     def clear_live(self) -> None:
-        self.query_one("#scores-live", Static).update("", layout=False)
+        self.live_shown = False
+        self._show_note(self.note)
+
+    def clear(self) -> None:
+        """Nothing to score: the table's cells unknown, no status, no footnote."""
+        self.query_one(ScoresTable).clear()
+        self.query_one("#scores-status", Static).update("", layout=False)
+        self.live_shown = False
+        self._show_note("")
+
+    def _show_note(self, note: str) -> None:
+        self.note = note
+        if not self.live_shown:
+            self.query_one("#scores-live", Static).update(Text(note, no_wrap=True, overflow="ellipsis"), layout=False)
 
 
 SPARKS = "▁▂▃▄▅▆▇█"
