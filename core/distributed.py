@@ -3,11 +3,11 @@
 ``torchrun --nproc-per-node N $(which segadv) attack ...`` starts N processes with RANK / WORLD_SIZE set.
 Batch i of the one-process run goes to rank i mod N, whole (so every slice is attacked in exactly the
 batch, with exactly the seed, it would have had alone: the numbers equal a one-process run's to the
-last digit); each rank's per-slice results are then gathered on every rank in the original order.
-The process group is started on first use with the gloo backend, which carries these Python objects
-on any device; the commands print and write on rank 0 only.
+last digit); each rank's per-slice results are then gathered on every rank in the original order
+(``gather_finished``). The process group is started on first use with the gloo backend, which carries
+these Python objects on any device; the commands print and write on rank 0 only.
 Ctrl-C reaches every process (torchrun passes it on): each rank stops its loop, the finished results are
-gathered as usual (``gather_finished``), and rank 0 writes them as a partial result.
+gathered in the same exchange, and rank 0 writes them as a partial result.
 """
 
 from __future__ import annotations
@@ -71,22 +71,10 @@ def shard(records: Sequence, batch_size: int, ranks: Ranks) -> tuple[list, list[
     return [records[p] for p in positions], positions
 
 
-def gather(items: Sequence, positions: Sequence[int], ranks: Ranks) -> list:
-    """Every rank's ``items`` (one per position), on every rank, in position order."""
-    if not ranks.active:
-        return list(items)
-    import torch.distributed as dist
-
-    parts: list = [None] * ranks.world_size
-    dist.all_gather_object(parts, (list(positions), list(items)))
-    merged = sorted(((p, item) for part_positions, part_items in parts for p, item in zip(part_positions, part_items)),
-                    key=lambda pair: pair[0])
-    return [item for _, item in merged]
-
-
 def gather_finished(items: Sequence, positions: Sequence[int], interrupted: bool, ranks: Ranks) -> tuple[list, bool]:
-    """``gather`` at the end of a loop that Ctrl-C may have cut short: each rank's finished ``items`` (with
-    the ``positions`` of those), merged on every rank, and whether any rank was interrupted. Every rank
+    """Every rank's ``items`` (one per position), on every rank, in position order, and whether any rank was
+    ``interrupted``: the end of a loop that Ctrl-C may have cut short, each rank giving the items it
+    finished and their positions. Every rank
     makes this one exchange whether it finished or not, so a rank that finished and one that was stopped
     still pair up; Ctrl-C arriving during the exchange is held until it is over (one rank leaving it would
     leave the others waiting) and counts as an interruption."""

@@ -222,7 +222,8 @@ def robustness(
                 seconds=time.perf_counter() - started,
             ))
         if interrupted:
-            earlier = f"; the {len(curves) - bool(slices)} before it are complete" if len(curves) > bool(slices) else ""
+            finished = len(curves) - bool(slices)
+            earlier = f"; {finished} checkpoint(s) before it complete" if finished else ""
             detail = f"checkpoint {label}, {index + 1} of {len(models)}{earlier}" if len(models) > 1 else None
             report = RobustnessReport(config=config, eps_values=eps_values, curves=curves, budget=passes_per_slice(config))
             raise Interrupted(report if curves else None, Partial(len(slices), len(records), "slices", detail))
