@@ -213,6 +213,11 @@ def _shown(value: object) -> str:
     return text if len(text) <= _SHOW_CHARS else f"{text[:_SHOW_CHARS]}... ({len(text)} characters)"
 
 
+def _key(key: str) -> str:
+    """A metadata key as a message shows it: as it is when it is a plain name, else quoted and cut short."""
+    return key if key.isidentifier() and len(key) <= _SHOW_CHARS else _shown(key)
+
+
 def read_safetensors(path: str | os.PathLike) -> tuple[dict[str, dict], dict | None]:
     """A safetensors file's tensor entries (name -> dtype, shape, data_offsets) and its segadv metadata,
     each value parsed as bounded JSON (``parse_json``; None when there is no ``format`` entry), from the
@@ -222,7 +227,7 @@ def read_safetensors(path: str | os.PathLike) -> tuple[dict[str, dict], dict | N
     raw = header.pop("__metadata__", None) or {}
     if "format" not in raw:
         return header, None
-    meta = {key: parse_json(value, f"{path}: metadata {key}") for key, value in raw.items()}
+    meta = {key: parse_json(value, f"{path}: metadata {_key(key)}") for key, value in raw.items()}
     if meta["format"] not in (FORMAT, UNIVERSAL_FORMAT):
         raise CheckpointError(f"{path}: metadata format = {_shown(meta['format'])}: not a file this segadv reads "
                               f"({FORMAT} or {UNIVERSAL_FORMAT}; a newer segadv may read it)")
@@ -262,7 +267,7 @@ def _read_safetensors_header(path: Path) -> dict:
         if not (_is_ints(offsets) and len(offsets) == 2 and 0 <= offsets[0] <= offsets[1]
                 and isinstance(entry.get("dtype"), str) and _is_ints(entry.get("shape"))
                 and all(extent >= 0 for extent in entry["shape"])):
-            raise CheckpointError(f"{path}: tensor {key!r} = {_shown(entry)}: not a safetensors entry "
+            raise CheckpointError(f"{path}: tensor {_shown(key)} = {_shown(entry)}: not a safetensors entry "
                                   f"(dtype, shape, data_offsets [begin, end])")
         data_end = max(data_end, offsets[1])
     if 8 + header_len + data_end != size:
@@ -281,7 +286,7 @@ def _is_ints(value: object) -> bool:
 
 
 def _is_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    return _is_int(value) or (isinstance(value, float) and math.isfinite(value))
 
 
 def _is_str(value: object) -> bool:
@@ -399,7 +404,7 @@ def _check_fields(path: Path, values: dict, fields: dict, prefix: str, required)
         raise CheckpointError(f"{path}: its metadata{' ' + prefix.rstrip('.') if prefix else ''} lacks {', '.join(missing)}")
     for key, (check, expected) in fields.items():
         if key in values and not check(values[key]):
-            raise CheckpointError(f"{path}: metadata {prefix}{key} = {_shown(values[key])}: expected {expected}")
+            raise CheckpointError(f"{path}: metadata {prefix}{_key(key)} = {_shown(values[key])}: expected {expected}")
 
 
 def load_checkpoint(

@@ -68,7 +68,7 @@ def read_raw_slice(path: str | Path) -> np.ndarray:
     try:
         with open(path, "rb") as file:
             head = file.read(24)
-            if not head.startswith(_PNG_SIGNATURE) or head[12:16] != b"IHDR":
+            if len(head) < 24 or not head.startswith(_PNG_SIGNATURE) or head[12:16] != b"IHDR":
                 raise DataError(f"cannot read image {path}: not a PNG file")
             width, height = struct.unpack(">II", head[16:24])
             if width * height > MAX_PIXELS:
@@ -81,6 +81,8 @@ def read_raw_slice(path: str | Path) -> np.ndarray:
                 pixels = np.asarray(image)
     except FileNotFoundError:
         raise DataError(f"image file not found: {path}") from None
+    except DataError:  # our own, from the header: already says what is wrong
+        raise
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise DataError(f"cannot read image {path}: {exc}") from None
     return pixels.astype(np.float32)

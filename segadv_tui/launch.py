@@ -53,6 +53,14 @@ def segadv_tui(
         fail(f"--data {data}: no train.csv there (expected the Kaggle layout: train.csv and train/)")
     if image is not None and not image.is_file():
         fail(f"--image {image}: no such file")
+    if image is not None:
+        # Read here (numpy and Pillow only), so a slice segadv cannot read is one line before the app starts.
+        from core.data import DataError, read_slice
+
+        try:
+            read_slice(image)
+        except DataError as exc:  # names the file
+            fail(f"--image: {exc}")
     folders, files = [], []
     for path in checkpoints:
         if path.is_dir():
@@ -82,6 +90,8 @@ def segadv_tui(
         device = str(resolve_device(device))
     if not export_dir.is_dir():
         fail(f"--export-dir {export_dir}: no such folder")
+    if not os.access(export_dir, os.W_OK | os.X_OK):
+        fail(f"--export-dir {export_dir}: a folder you cannot write to")
     if not serve and (host, port) != (SERVE_HOST, SERVE_PORT):
         fail("--host and --port go with --serve")
     if serve:

@@ -5,6 +5,7 @@ CLI), never a bug report or an allocation the file commanded."""
 from __future__ import annotations
 
 import json
+import re
 import struct
 import tracemalloc
 import zlib
@@ -95,6 +96,8 @@ BAD_META = [
                 '"warmup_epochs": 0, "check": {"eps": "x"}, "collapsed_epochs": []}', "defence.check lacks slices"),
     ("val_dsc", "NaN", "val_dsc = nan: expected an object of DSC values"),
     ("epoch", "1" * 5000, "metadata epoch is not JSON"),
+    ("val_dsc", '{"mean": 1' + "0" * 400 + "}", "val_dsc = {'mean': 1000"),  # too large for a float: found by fuzzing
+    ("odd\nkey", "[", "metadata 'odd\\nkey' is not JSON"),
     ("train_args", '"' + "x" * (1 << 21) + '"', "metadata train_args is 2097154 bytes of JSON; segadv reads at most"),
 ]
 
@@ -262,12 +265,19 @@ def test_a_decompression_bomb_is_refused_before_it_is_decoded(tmp_path):
     for path, size in ((bomb, "5000 x 5000"), (huge, "100000 x 100000")):
         tracemalloc.start()
         try:
-            with pytest.raises(DataError, match=f"its PNG header says {size} pixels; segadv reads slices of at most 16777216"):
+            with pytest.raises(DataError, match=f"^{re.escape(str(path))}: its PNG header says {size} pixels; segadv reads slices of at most 16777216"):
                 read_slice(path)
             peak = tracemalloc.get_traced_memory()[1]
         finally:
             tracemalloc.stop()
         assert peak < 1 << 20
+
+
+def test_a_png_cut_inside_its_header_is_not_a_png(tmp_path):  # found by fuzzing: a struct.error
+    path = tmp_path / "cut.png"
+    path.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR")
+    with pytest.raises(DataError, match="not a PNG file"):
+        read_slice(path)
 
 
 def test_only_png_is_read(tmp_path):
@@ -315,3 +325,33 @@ def test_rle_tokens_are_ascii_whole_numbers(token):
 def test_an_rle_for_an_image_beyond_the_bound_is_not_painted():
     with pytest.raises(RLEError, match="mask shape 100000 x 100000 is more than"):
         rle_decode("1 1", 100_000, 100_000)
+
+
+# -- the explorer's --image and --export-dir, before the app starts ----------------------------------------------
+
+def segadv_tui(tmp_path, *args: str):
+    import subprocess
+    import sys
+
+    code = "from segadv_tui.launch import main\nmain()"
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+
+
+def test_the_explorer_reads_its_image_before_it_starts(tmp_path):
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(png(5000, 5000, zlib.compress(bytes(5001 * 5000), 9)))
+    result = segadv_tui(tmp_path, "--image", str(bomb))
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"error: --image: {bomb}: its PNG header says 5000 x 5000 pixels; segadv reads slices of at most 16777216 pixels"]
+
+
+def test_the_explorer_refuses_an_export_folder_it_cannot_write(tmp_path):
+    import os
+
+    read_only = "/proc/sys"  # read-only even for root, where a chmod would not stop a write
+    if not os.path.isdir(read_only) or os.access(read_only, os.W_OK):
+        pytest.skip(f"{read_only} is not a read-only folder here")
+    result = segadv_tui(tmp_path, "--export-dir", read_only)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [f"error: --export-dir {read_only}: a folder you cannot write to"]
