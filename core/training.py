@@ -14,7 +14,9 @@ full eps. The checkpoint's metadata records the defence.
 
 ``train`` reports through ``progress(event)`` with the event dataclasses below and never prints. The
 best checkpoint (by validation mean DSC) and a resumable state are written atomically every epoch; a
-run resumed mid-epoch replays that epoch's order and skips the batches already trained on.
+run resumed mid-epoch replays that epoch's order and skips the batches already trained on. On one process
+Ctrl-C is taken between steps (``_InterruptGate``), so the state saved is whole and a resume on the CPU
+ends with the very tensors of a run that was never interrupted.
 
 Under torchrun each process trains on its own GPU (``core.devices``: LOCAL_RANK, else RANK modulo the
 GPU count) or on the CPU with gloo. Parameters the model never uses are frozen first
@@ -27,7 +29,9 @@ import itertools
 import math
 import os
 import random
+import signal
 import socket
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import timedelta
@@ -60,9 +64,9 @@ class TrainingError(SegadvError, RuntimeError):
 
 
 class TrainingInterrupted(TrainingError):
-    """Ctrl-C: a resumable state was saved at ``resume_path``."""
+    """Ctrl-C: ``resume_path`` holds the state to resume from (None: no state was saved yet)."""
 
-    def __init__(self, message: str, resume_path: Path):
+    def __init__(self, message: str, resume_path: Path | None):
         super().__init__(message)
         self.resume_path = resume_path
 
@@ -167,6 +171,12 @@ class EpochEnd:
     robust: dict | None = None
     # False while eps still ramps up: such an epoch cannot become the best checkpoint.
     full_eps: bool = True
+
+
+@dataclass(frozen=True)
+class InterruptRequested:
+    """The first Ctrl-C: the run stops before its next step (after validation and the save when it came
+    during an epoch's last step); a second Ctrl-C stops at once and saves nothing."""
 
 
 @dataclass(frozen=True)
@@ -386,6 +396,7 @@ class _Run:
             # Its own generator for the workers' base seed, so iterating the loader draws nothing from the
             # global RNG that augmentation uses: a resumed run draws the same augmentations.
             generator=torch.Generator().manual_seed(self.config.seed),
+            worker_init_fn=_ignore_sigint,
         )
 
     def _to_device(self, tensor: torch.Tensor) -> torch.Tensor:
@@ -398,6 +409,7 @@ class _Run:
         config = self.config
         _seed_everything(config.seed + self.dist.rank)
         dataset, train_records, val_records = self._records()
+        self.train_slices = len(train_records)
         model = _build_model(config).to(self.device)
         freeze_unused_parameters(model)
         if self.cuda:
@@ -430,7 +442,7 @@ class _Run:
 
         state = {
             "epoch": 0, "step": 0, "best_dsc": -1.0, "best_val": None, "stale_epochs": 0, "history": [],
-            "sampler": _generator_state(generator),
+            "sampler": _generator_state(generator), "epoch_loss": None,
         }
         if config.resume is not None:
             state = self._restore(config.resume, model, optimizer, scheduler, scaler)
@@ -456,6 +468,12 @@ class _Run:
         fingerprint = dataset.fingerprint()
         stopped_early = False
         epoch = state["epoch"]
+        sigint_at = int(os.environ.get("SEGADV_TEST_SIGINT_AT_STEP") or 0)
+        # A resume file is only ever this run's last consistent state: the one it started from, then its own.
+        self.last_saved = config.resume
+        loss_sum = loss_steps = window_steps = 0
+        window = None
+        gate = _InterruptGate(self.progress, active=not self.dist.active)
         try:
             while epoch < config.epochs:
                 started = time.perf_counter()
@@ -470,11 +488,14 @@ class _Run:
                 steps = steps_per_epoch - skip
                 self.progress(EpochStart(epoch=epoch + 1, epochs=config.epochs, steps=steps))
                 net.train()
-                loss_sum, loss_steps = 0.0, 0
+                # The epoch's loss so far: a resumed epoch goes on with the sums of the steps it ran before.
+                loss_sum, loss_steps, window_sum, window_steps = state["epoch_loss"] or (0.0, 0, 0.0, 0)
+                state["epoch_loss"] = None
                 # Losses stay on the device between reports: reading one waits for the GPU.
-                window, window_steps = torch.zeros((), device=self.device), 0
+                window = torch.tensor(window_sum, device=self.device)
                 seen, clock = 0, time.perf_counter()
                 for index, (images, masks) in enumerate(train_loader):
+                    gate.check()  # before this batch draws its augmentation: the state is whole here
                     images, masks = self._to_device(images), self._to_device(masks)
                     if augment is not None:
                         with torch.no_grad():
@@ -489,6 +510,9 @@ class _Run:
                             _derived_seed(config.seed, self.dist.rank, epoch, position))
                         images = adversarial_batch(model, images, masks, self.defence, adv_eps, generator=starts,
                                                    precision=self.precision)
+                    if epoch * steps_per_epoch + skip + index + 1 == sigint_at:
+                        # Test hook: a terminal's Ctrl-C (SIGINT to the process group) while this step computes.
+                        os.killpg(os.getpgrp(), signal.SIGINT)
                     loss = self._step(net, images, masks, loss_fn, optimizer, scaler)
                     scheduler.step()
                     window += loss.detach()
@@ -548,13 +572,24 @@ class _Run:
                         self.progress(EarlyStop(epoch=epoch, patience=config.patience, best_dsc=state["best_dsc"]))
                     stopped_early = True
                     break
+                gate.check()  # a Ctrl-C during the epoch's last step or its validation stops here, after the save
         except KeyboardInterrupt:
+            where = f"epoch {epoch + 1}, step {state['step']}"
+            if gate.forced:  # mid-step: the weights, the optimizer and the RNGs may be half way through it
+                if self.last_saved is None:
+                    raise TrainingInterrupted(f"interrupted at once at {where}; no state was saved yet", None) from None
+                raise TrainingInterrupted(
+                    f"interrupted at once at {where}; the state saved last is in {self.last_saved}", self.last_saved,
+                ) from None
             if self.dist.is_main:
+                if state["step"] and window is not None:
+                    state["epoch_loss"] = [loss_sum, loss_steps, float(window), window_steps]
                 self._save_state(state, model, optimizer, scheduler, scaler)
             raise TrainingInterrupted(
-                f"interrupted at epoch {epoch + 1}, step {state['step']}; the state to resume from is in {self.resume_path}",
-                self.resume_path,
+                f"interrupted at {where}; the state to resume from is in {self.resume_path}", self.resume_path,
             ) from None
+        finally:
+            gate.close()
         return TrainResult(
             checkpoint=self.checkpoint if state["best_val"] is not None else None,
             best_dsc=state["best_val"],
@@ -619,6 +654,10 @@ class _Run:
         save_training_state(self.resume_path, {
             "model_name": self.config.model,
             "img_size": self.config.img_size,
+            # What the order of an epoch's batches depends on: a resume must replay the same order.
+            "batch_size": self.config.batch_size,
+            "seed": self.config.seed,
+            "train_slices": self.train_slices,
             "epoch": state["epoch"],
             "step": state["step"],
             "best_dsc": state["best_dsc"],
@@ -631,27 +670,43 @@ class _Run:
             "scaler": scaler.state_dict(),
             "rng": _rng_state(),
             "sampler": state["sampler"],  # the generator state at the start of epoch `epoch`
+            "epoch_loss": state["epoch_loss"],  # mid-epoch: [loss sum, its steps, unreported sum, its steps]
             "defence": self.defence.as_meta() if self.defence is not None else None,
         })
+        self.last_saved = self.resume_path
 
     def _restore(self, path, model, optimizer, scheduler, scaler) -> dict:
         saved = load_training_state(path)
         for key, expected in (("model_name", self.config.model), ("img_size", self.config.img_size)):
             if saved.get(key) != expected:
                 raise TrainingError(f"{path}: was saved for {key.replace('_', ' ')} {saved.get(key)!r}, not {expected!r}")
+        # Files written before these were recorded lack them.
+        for key, expected, option in (("batch_size", self.config.batch_size, "--batch-size"), ("seed", self.config.seed, "--seed"),
+                                      ("train_slices", self.train_slices, "--data / --limit-slices")):
+            if key in saved and saved[key] != expected:
+                raise TrainingError(
+                    f"{path}: was saved by a run with {key.replace('_', ' ')} {saved[key]!r}, not {expected!r}; "
+                    f"resume with that run's {option}"
+                )
         defence = self.defence.as_meta() if self.defence is not None else None
         if saved.get("defence") != defence:
             raise TrainingError(
                 f"{path}: was saved by a run with defence {_describe_defence(saved.get('defence'))}, not "
                 f"{_describe_defence(defence)}; resume with that run's --adv options"
             )
-        model.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        scheduler.load_state_dict(saved["scheduler"])
-        load_scaler_state(scaler, saved.get("scaler"))
-        _set_rng_state(saved["rng"])
-        state = {key: saved[key] for key in ("epoch", "step", "best_dsc", "best_val", "stale_epochs", "history")}
+        try:
+            model.load_state_dict(saved["model"])
+            optimizer.load_state_dict(saved["optimizer"])
+            scheduler.load_state_dict(saved["scheduler"])
+            load_scaler_state(scaler, saved.get("scaler"))
+            _set_rng_state(saved["rng"])
+            state = {key: saved[key] for key in ("epoch", "step", "best_dsc", "best_val", "stale_epochs", "history")}
+        except KeyError as exc:
+            raise TrainingError(f"{path}: not a whole resume file (no {exc.args[0]!r} entry)") from None
+        except (RuntimeError, ValueError, TypeError) as exc:
+            raise TrainingError(f"{path}: does not fit this run ({' '.join(str(exc).split())})") from None
         state["sampler"] = saved.get("sampler")
+        state["epoch_loss"] = saved.get("epoch_loss")
         return state
 
 
@@ -685,6 +740,44 @@ def _stretch_cosine(scheduler, total_steps: int) -> None:
     progress = math.cos(math.pi * scheduler.last_epoch / total_steps)
     for group, base_lr in zip(scheduler.optimizer.param_groups, scheduler.base_lrs):
         group["lr"] = scheduler.eta_min + (base_lr - scheduler.eta_min) * (1 + progress) / 2
+
+
+class _InterruptGate:
+    """Ctrl-C taken between steps on one process: the first SIGINT only asks (``check`` raises
+    KeyboardInterrupt before the next batch, or after the epoch's save), so the state saved is whole and a
+    resume goes on bit for bit; a second one raises at once (``forced``: nothing is saved). Under DDP, or
+    off the main thread where no handler can be set, SIGINT raises where it lands, as Python's default."""
+
+    def __init__(self, progress: Progress, *, active: bool):
+        self.progress = progress
+        self.requested = False
+        self.forced = False
+        self.previous = None
+        if active and threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGINT, self._on_sigint)
+
+    def _on_sigint(self, signum, frame) -> None:
+        if self.requested:
+            self.forced = True
+            raise KeyboardInterrupt
+        self.requested = True
+        self.progress(InterruptRequested())
+
+    def check(self) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+
+    def close(self) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+            self.previous = None
+
+
+def _ignore_sigint(worker_id: int) -> None:
+    """DataLoader workers leave Ctrl-C (a terminal sends it to the whole process group) to the main
+    process, which stops between steps and then shuts them down; a worker that died of it would stall the
+    batches the main process still fetches."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 class _SkipSampler(Sampler[int]):

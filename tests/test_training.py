@@ -161,6 +161,33 @@ def test_bad_options_give_one_line(tiny_demo, tmp_path, option, message):
     assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output
 
 
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        # Another batch size or seed would replay another order of batches: refused, naming both values.
+        (["--batch-size", "4"], "was saved by a run with batch size 8, not 4; resume with that run's --batch-size"),
+        (["--seed", "1"], "was saved by a run with seed 0, not 1; resume with that run's --seed"),
+        ("drop optimizer", "not a whole resume file (no 'optimizer' entry)"),
+        ("other model", "does not fit this run (Error(s) in loading state_dict"),
+    ],
+    ids=["batch-size", "seed", "no-optimizer", "other-weights"],
+)
+def test_a_mismatched_or_broken_resume_file_gives_one_line_and_exit_2(one_epoch_run, tiny_demo, tmp_path, change, message):
+    resume = tmp_path / "x.resume.pt"
+    args = ["train", *QUICK, "--data", str(tiny_demo), "--out", str(tmp_path / "x.safetensors"), "--resume", str(resume)]
+    state = load_training_state(resume_path_for(one_epoch_run[0]))
+    if change == "drop optimizer":
+        del state["optimizer"]
+    elif change == "other model":
+        state["model"] = {key: value[..., :1] if value.ndim else value for key, value in state["model"].items()}
+    elif isinstance(change, list):
+        args += change
+    torch.save(state, resume)
+    result = CliRunner().invoke(cli(), args)
+    assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output, result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
 def test_batch_dice_pushes_against_false_positives_on_slices_without_the_organ():
     from core.training import make_loss
 

@@ -85,6 +85,8 @@ def train(
             result = run_training(config, progress=progress)
         except TrainingInterrupted as exc:
             progress.stop()
+            if exc.resume_path is None:
+                fail("interrupted before any state was saved: nothing to resume", code=130)
             fail(f"interrupted; resume with: {_resume_command(exc.resume_path)}", code=130)
         except SegadvError as exc:  # bad data, checkpoint, device or option: one line
             progress.stop()
@@ -149,7 +151,7 @@ class _TrainingProgress:
 
     def __call__(self, event) -> None:
         from core.organs import ORGANS
-        from core.training import EarlyStop, EpochEnd, EpochStart, Step, TrainStart
+        from core.training import EarlyStop, EpochEnd, EpochStart, InterruptRequested, Step, TrainStart
 
         if self.bars is None:
             return
@@ -204,5 +206,8 @@ class _TrainingProgress:
                         "a longer --adv-warmup or --adv pgd)",
                         highlight=False,
                     )
+        elif isinstance(event, InterruptRequested):
+            log("Ctrl-C: stopping after this step to save a state to resume from; Ctrl-C again stops at once "
+                "and keeps only the state saved last", highlight=False)
         elif isinstance(event, EarlyStop):
             log(f"early stop: no better validation DSC for {event.patience} epochs (best {event.best_dsc:.4f})", highlight=False)
