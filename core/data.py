@@ -189,11 +189,11 @@ class GITractDataset:
                     if slice_id != last_id:  # rows come in threes: parse each id once
                         parsed = _ID.fullmatch(slice_id)
                         if parsed is None:
-                            raise DataError(f"{at}: id {slice_id!r} is not like case123_day20_slice_0065")
+                            raise DataError(f"{at}: id {_cut(slice_id)} is not like case123_day20_slice_0065")
                         excluded = f"case{int(parsed[1])}_day{int(parsed[2])}" in self.exclude
                         last_id = slice_id
                     if organ not in ORGANS:
-                        raise DataError(f"{at}: unknown class {organ!r} (expected one of {', '.join(ORGANS)})")
+                        raise DataError(f"{at}: unknown class {_cut(organ)} (expected one of {', '.join(ORGANS)})")
                     if (slice_id, organ) in first_line:
                         first = first_line[slice_id, organ]
                         raise DataError(f"{at}: duplicate row for {slice_id} {organ} (first on line {first})")
@@ -214,7 +214,7 @@ class GITractDataset:
             for day_dir in _subfolders(case_dir):
                 case_match, day_match = _CASE_DIR.fullmatch(case_dir.name), _DAY_DIR.fullmatch(day_dir.name)
                 if case_match is None or day_match is None or case_match[1] != day_match[1]:
-                    folder = f"train/{case_dir.name}/{day_dir.name}"
+                    folder = _printable(f"train/{case_dir.name}/{day_dir.name}")
                     self._skip(folder, "not a caseN/caseN_dayD folder", file=folder, action="ignored")
                     continue
                 if f"case{int(day_match[1])}_day{int(day_match[2])}" in self.exclude:
@@ -223,7 +223,7 @@ class GITractDataset:
                 for entry in sorted(os.scandir(scans) if scans.is_dir() else (), key=lambda e: e.name):
                     if not entry.name.endswith(".png"):
                         continue
-                    where = f"train/{case_dir.name}/{day_dir.name}/scans/{entry.name}"
+                    where = _printable(f"train/{case_dir.name}/{day_dir.name}/scans/{entry.name}")
                     name = _SLICE_FILE.fullmatch(entry.name)
                     if name is None:
                         self._skip(where, "not named slice_NNNN_W_H_PW_PH.png", file=where, action="ignored")
@@ -328,6 +328,17 @@ class GITractDataset:
 
     def __repr__(self) -> str:
         return f"GITractDataset({str(self.root)!r}: {len(self.records)} slices, {len(self.problems)} problems)"
+
+
+def _cut(value: str) -> str:
+    """A field of train.csv as a message quotes it: a field may be 128 KB long."""
+    return repr(value) if len(value) <= 60 else f"{value[:60]!r}... ({len(value)} characters)"
+
+
+def _printable(name: str) -> str:
+    """A path from the data set as a problem line shows it: quoted when it holds a newline or other control
+    character, so each problem stays one line."""
+    return name if name.isprintable() else repr(name)
 
 
 def _subfolders(folder: Path) -> list[Path]:

@@ -302,7 +302,8 @@ def kaggle_root(tmp_path, rows: str, names=("slice_0001_8_8_1.50_1.50.png",)):
 
 def test_numbers_too_long_for_python_in_ids_and_file_names(tmp_path):
     root = kaggle_root(tmp_path, f"case1_day1_slice_{'9' * 5000},stomach,\n")
-    with pytest.raises(DataError, match="is not like case123_day20_slice_0065"):
+    with pytest.raises(DataError, match=r"line 2: id 'case1_day1_slice_9{43}'\.\.\. \(5017 characters\) is not like "
+                                        r"case123_day20_slice_0065$"):
         GITractDataset(root)
     names = (f"slice_0001_{'9' * 200}_8_1.50_1.50.png", "slice_0002_100000_100000_1.50_1.50.png",
              "slice_0003_8_8_0.00_1.50.png")
@@ -355,3 +356,8 @@ def test_the_explorer_refuses_an_export_folder_it_cannot_write(tmp_path):
     result = segadv_tui(tmp_path, "--export-dir", read_only)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [f"error: --export-dir {read_only}: a folder you cannot write to"]
+
+
+def test_a_file_name_with_a_newline_is_one_problem_line(tmp_path):  # found by fuzzing
+    root = kaggle_root(tmp_path, "", ("\n.png",))
+    assert GITractDataset(root).problems == ["'train/case1/case1_day1/scans/\\n.png': not named slice_NNNN_W_H_PW_PH.png; ignored"]
