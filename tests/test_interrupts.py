@@ -77,6 +77,14 @@ def test_ctrl_c_in_attack_writes_the_finished_slices_beside_the_complete_result(
     assert partial["summary"] == complete["summary"] and partial["summary"]["slices"] == 2
 
 
+def test_ctrl_c_before_any_slice_is_finished_says_so_in_one_line_and_writes_nothing(tiny_demo, tmp_path):
+    done = segadv_interrupted(tmp_path, 0, "attack", "--data", tiny_demo, "--limit", 2, "--device", "cpu",
+                              "--json", "a.json")
+    assert done.returncode == 130, done.stderr
+    assert done.stderr.splitlines() == ["interrupted; nothing finished was written"]
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_ctrl_c_in_robust_keeps_every_eps_over_the_finished_slices_and_writes_no_csv_or_png(tiny_demo, tmp_path, run):
     common = ["--data", tiny_demo, "--method", "fgsm", "--eps", "0.003,0.009", "--batch-size", 1, "--device", "cpu"]
     # Progress counts slice attacks (2 eps per slice): 5 is the first eps of the third slice, lost with its batch.

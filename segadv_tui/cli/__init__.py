@@ -90,6 +90,11 @@ class _Commands(TyperGroup):
             return super().invoke(ctx)
         except (TyperException, typer.Exit, typer.Abort):  # usage errors, fail(), Ctrl-C: Typer's own
             raise
+        except KeyboardInterrupt:
+            # Ctrl-C outside a run that keeps its finished part (segadv_tui.cli._outcome): Typer would turn
+            # it into exit status 130 without a word.
+            err_console.print("interrupted; nothing finished was written", highlight=False)
+            raise typer.Exit(130) from None
         except BrokenPipeError as exc:
             if _reader_left(exc):  # run() ends quietly
                 raise
