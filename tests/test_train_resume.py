@@ -33,7 +33,7 @@ def segadv_train(data: Path, out: Path, *, sigint_at: int | None = None, command
         env["SEGADV_TEST_SIGINT_AT_STEP"] = str(sigint_at)
     args = command or ["train", *ARGS, "--data", str(data), "--out", str(out)]
     # A session of its own: the hook's SIGINT reaches the child's process group, not pytest's.
-    return subprocess.run([str(SEGADV), *args], capture_output=True, text=True, env=env, timeout=300,
+    return subprocess.run([str(SEGADV), *args], capture_output=True, text=True, env=env, timeout=300, check=False,
                           start_new_session=True)
 
 
