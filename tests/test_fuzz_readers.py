@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from core.checkpoints import read_checkpoint_meta, read_safetensors_meta
@@ -369,31 +369,64 @@ TARGETS = {
 }
 
 
+# -- known hostile inputs first (each broke a reader before issue 23), then the fuzzer's ---------------------
+
+def _nested_train_args() -> tuple[bytes, int, None]:
+    header, size = safetensors_seeds()[0]
+    header = json.loads(json.dumps(header))
+    header["__metadata__"]["train_args"] = deep(100_000)
+    return json.dumps(header).encode(), size, None
+
+
+def _nested_delta() -> bytes:
+    raw = DEMO_DELTA.read_bytes()
+    (length,) = struct.unpack("<Q", raw[:8])
+    header = json.loads(raw[8:8 + length])
+    header["__metadata__"]["loss_history"] = deep(100_000)
+    text = json.dumps(header).encode()
+    return struct.pack("<Q", len(text)) + text + raw[8 + length:]
+
+
+def _bomb_png() -> bytes:
+    """5800 x 5800 zero pixels in 33 KB: decoded, 170 MB of arrays."""
+    return with_size(png_seeds()[1], 5800, 5800)[:33] + _chunk(b"IDAT", zlib.compress(bytes(5801 * 5800), 9)) + \
+        _chunk(b"IEND", b"")
+
+
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
 @FUZZ
+@example(_nested_train_args())
 @given(TARGETS["safetensors"].inputs)
 def test_fuzz_safetensors_headers_and_metadata(case):
     check_safetensors(case)
 
 
 @FUZZ
+@example(_nested_delta())
 @given(TARGETS["delta"].inputs)
 def test_fuzz_delta_files(raw):
     check_delta(raw)
 
 
 @FUZZ
+@example(_bomb_png())
 @given(TARGETS["png"].inputs)
 def test_fuzz_slice_pngs(raw):
     check_png(raw)
 
 
 @FUZZ
+@example(("1 ²", 8, 8))
 @given(TARGETS["rle"].inputs)
 def test_fuzz_rle(case):
     check_rle(case)
 
 
 @FUZZ
+@example((f"id,class,segmentation\ncase1_day1_slice_{'9' * 5000},stomach,\n".encode(), []))
 @given(TARGETS["dataset"].inputs)
 def test_fuzz_train_csv_and_file_names(case):
     check_dataset(case)
