@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import os
 import random
 import re
@@ -38,6 +39,8 @@ _DAY_DIR = re.compile(r"case(\d{1,9})_day(\d{1,9})")
 _NUMBER = r"(\d{1,9}(?:\.\d{0,9})?)"
 _SLICE_FILE = re.compile(rf"slice_(\d{{1,9}})_(\d{{1,9}})_(\d{{1,9}})_{_NUMBER}_{_NUMBER}\.png")
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# A slice of MAX_PIXELS 16-bit pixels stored without compression, twice over: no real slice comes near.
+MAX_PNG_BYTES = 4 * MAX_PIXELS
 
 
 class DataError(SegadvError, ValueError):
@@ -63,22 +66,26 @@ def read_raw_slice(path: str | Path) -> np.ndarray:
     """One slice PNG as stored (16-bit values, before any normalisation), float32 (H, W).
 
     Only PNG is read (Pillow's other decoders never see the data), and its size is checked from its
-    header before anything is decoded: more than ``MAX_PIXELS`` is refused, not allocated."""
+    header before anything is decoded: more than ``MAX_PIXELS`` is refused, not allocated. Pillow reads
+    from the file's bytes in memory, never from the file: it reads the rest of a chunk with one
+    ``read(length)``, and a file's ``read`` allocates the length a damaged chunk claims (4 GB) up front."""
     path = Path(path)
     try:
         with open(path, "rb") as file:
-            head = file.read(24)
-            if len(head) < 24 or not head.startswith(_PNG_SIGNATURE) or head[12:16] != b"IHDR":
-                raise DataError(f"cannot read image {path}: not a PNG file")
-            width, height = struct.unpack(">II", head[16:24])
-            if width * height > MAX_PIXELS:
-                raise DataError(f"{path}: its PNG header says {width} x {height} pixels; segadv reads slices of at "
-                                f"most {MAX_PIXELS} pixels")
-            file.seek(0)
-            with Image.open(file, formats=("PNG",)) as image:
-                if image.mode not in ("I;16", "I;16B", "I;16L", "I", "L"):
-                    image = image.convert("L")
-                pixels = np.asarray(image)
+            size = os.fstat(file.fileno()).st_size
+            if size > MAX_PNG_BYTES:
+                raise DataError(f"{path}: a PNG of {size} bytes; segadv reads slice PNGs of at most {MAX_PNG_BYTES}")
+            data = file.read()
+        if len(data) < 24 or not data.startswith(_PNG_SIGNATURE) or data[12:16] != b"IHDR":
+            raise DataError(f"cannot read image {path}: not a PNG file")
+        width, height = struct.unpack(">II", data[16:24])
+        if width * height > MAX_PIXELS:
+            raise DataError(f"{path}: its PNG header says {width} x {height} pixels; segadv reads slices of at "
+                            f"most {MAX_PIXELS} pixels")
+        with Image.open(io.BytesIO(data), formats=("PNG",)) as image:
+            if image.mode not in ("I;16", "I;16B", "I;16L", "I", "L"):
+                image = image.convert("L")
+            pixels = np.asarray(image)
     except FileNotFoundError:
         raise DataError(f"image file not found: {path}") from None
     except DataError:  # our own, from the header: already says what is wrong

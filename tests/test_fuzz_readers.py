@@ -411,8 +411,16 @@ def test_fuzz_delta_files(raw):
     check_delta(raw)
 
 
+def _long_chunk_png() -> bytes:
+    """A chunk whose length claims 4 GB (Pillow read it with one ``read(length)``)."""
+    seed = png_seeds()[1]
+    at = seed.index(b"IDAT") - 4
+    return seed[:at] + struct.pack(">I", 0xFFFFFF7F) + seed[at + 4:]
+
+
 @FUZZ
 @example(_bomb_png())
+@example(_long_chunk_png())
 @given(TARGETS["png"].inputs)
 def test_fuzz_slice_pngs(raw):
     check_png(raw)

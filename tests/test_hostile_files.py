@@ -4,6 +4,7 @@ CLI), never a bug report or an allocation the file commanded."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import struct
@@ -258,6 +259,24 @@ def test_a_decompression_bomb_is_refused_before_it_is_decoded(tmp_path):
         finally:
             tracemalloc.stop()
         assert peak < 1 << 20
+
+
+def test_a_chunk_that_claims_4_gb_makes_no_allocation_for_it(tmp_path):
+    """Found by fuzzing: Pillow skips the rest of a chunk with one ``read(length)``, and a file's ``read``
+    allocates the 4 GB a damaged length claims before it finds the file is 100 bytes long."""
+    data = bytearray(png(8, 8, zlib.compress(b"\0" * 72)))
+    at = data.index(b"IDAT") - 4
+    data[at:at + 4] = struct.pack(">I", 0xFFFFFF7F)
+    path = tmp_path / "long.png"
+    path.write_bytes(data)
+    tracemalloc.start()
+    try:
+        with contextlib.suppress(DataError):
+            read_slice(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 1 << 20
 
 
 def test_a_png_cut_inside_its_header_is_not_a_png(tmp_path):  # found by fuzzing: a struct.error
