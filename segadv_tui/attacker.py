@@ -1,12 +1,12 @@
-"""What the attack explorer shows for one slice and one set of attack settings, without Textual.
+"""The explorer's attack engine for one model and one slice at a time, without Textual.
 
-The app's workers call :class:`Explorer` and post the :class:`Frame` it returns; tests and the
+The explorer's workers call :class:`SliceAttacker` and post the :class:`Frame` it returns; tests and the
 benchmark call it directly. It owns the model's lock (one computation at a time, so a burst of key
 presses never runs several attacks side by side), the shared sign(grad) cache (stepping FGSM's eps
 costs one forward pass) and the clean predictions of the current slice.
 
-A frame may be scored on another model (:class:`ScoringModel`): the attack is crafted on the explorer's
-model and the masks, scores, live steps and eps curve are the other model's, as one cell of
+A frame may be scored on another loaded checkpoint (``scored_on``): the attack is crafted on the
+attacker's model and the masks, scores, live steps and eps curve are the other model's, as one cell of
 ``segadv transfer``'s matrix.
 """
 
@@ -21,14 +21,13 @@ import numpy as np
 import torch
 
 from core.attack_config import AttackConfig
-from core.attacks import AttackCancelled, AttackContext, GradientCache
+from core.attacks import AttackCancelled, AttackContext, GradientCache, StopCheck
 from core.evaluation import attack_slice, score_slices, sweep
 from core.metrics import dice_per_organ, mean_dsc
-from segadv_tui.settings import CURVE_EPS, Curve, Frame, LiveStep, ScoringModel, SliceData
+from segadv_tui.catalog import LoadedCheckpoint
+from segadv_tui.frames import CURVE_EPS, Curve, Frame, LiveStep, SliceData
 
 LIVE_INTERVAL = 0.1  # seconds between live repaints of an iterative attack: about 10 frames a second
-
-ShouldStop = Callable[[], bool]
 
 
 def leave_a_core_for_the_ui() -> int:
@@ -45,7 +44,7 @@ def leave_a_core_for_the_ui() -> int:
     return threads
 
 
-class Explorer:
+class SliceAttacker:
     """Attacks one slice at a time with one model; safe to call from worker threads."""
 
     def __init__(self, model: torch.nn.Module, checkpoint: str, *, device: str | torch.device = "cpu",
@@ -72,9 +71,9 @@ class Explorer:
         return (self.checkpoint, data.id, config.loss, config.target, config.mode)
 
     def compute(self, data: SliceData, config: AttackConfig, *, request_id: int = 0,
-                should_stop: ShouldStop = lambda: False, on_start: Callable[[], None] | None = None,
+                should_stop: StopCheck = lambda: False, on_start: Callable[[], None] | None = None,
                 on_live: Callable[[LiveStep], None] | None = None, live_interval: float = LIVE_INTERVAL,
-                scored_on: ScoringModel | None = None) -> Frame | None:
+                scored_on: LoadedCheckpoint | None = None) -> Frame | None:
         """The frame for ``config`` on ``data``; None when ``should_stop`` said so at a check.
 
         ``on_start`` runs once the model is ours and the request is still current (tests hold it there).
@@ -95,12 +94,13 @@ class Explorer:
                 clean = self._clean_prediction(self.checkpoint, self.model, data.id, image, config)
             scored_clean = None
             if scored_on is not None:
-                scored_clean = self._clean_prediction(scored_on.checkpoint, scored_on.model, data.id, image, config)
+                scored_clean = self._clean_prediction(str(scored_on.path), scored_on.model, data.id, image, config)
             on_step = None
             if live:
+                reference_clean = (clean if scored_on is None else scored_clean).to(self.device)
                 on_step = _LiveReporter(
-                    request_id, config, data.id, image, truth, (clean if scored_on is None else scored_clean).to(self.device),
-                    started, on_live, live_interval, None if scored_on is None else scored_on.model,
+                    request_id, config, data.id, image, truth, reference_clean, started, on_live, live_interval,
+                    None if scored_on is None else scored_on.model,
                 )
             context = AttackContext(
                 cache=self.cache, cache_key=self._gradient_key(data, config), should_stop=should_stop,
@@ -115,11 +115,12 @@ class Explorer:
             except AttackCancelled:
                 return None
             if clean is None and scored_on is None:
-                self._remember_clean((self.checkpoint, data.id), torch.as_tensor(result.pictures.clean_prediction)[None])
+                clean_prediction = torch.as_tensor(result.pictures.clean_prediction)[None]
+                self._remember_clean((self.checkpoint, data.id), clean_prediction)
             self.computations += 1
             seconds = time.perf_counter() - started
         return Frame(request_id=request_id, checkpoint=self.checkpoint, config=config, result=result, seconds=seconds,
-                     scored_on=None if scored_on is None else scored_on.checkpoint)
+                     scored_on=None if scored_on is None else str(scored_on.path))
 
     def _clean_prediction(self, checkpoint: str, model: torch.nn.Module, slice_id: str, image: torch.Tensor,
                           config: AttackConfig) -> torch.Tensor:
@@ -138,7 +139,7 @@ class Explorer:
         return prediction
 
     def curve(self, data: SliceData, config: AttackConfig, eps_values=CURVE_EPS, *,
-              should_stop: ShouldStop = lambda: False, scored_on: ScoringModel | None = None) -> Curve | None:
+              should_stop: StopCheck = lambda: False, scored_on: LoadedCheckpoint | None = None) -> Curve | None:
         """FGSM mean DSC at each eps for the slice and loss of ``config`` (scored as the frames are, on
         ``scored_on`` when given)."""
         fgsm = config.replace(method="fgsm") if config.method != "fgsm" else config
@@ -153,7 +154,7 @@ class Explorer:
                             scored_on=None if scored_on is None else scored_on.model)
         return Curve(self.checkpoint, data.id, fgsm.loss, fgsm.target, fgsm.mode,
                      tuple(float(eps) for eps in eps_values), tuple(results[0].mean_adv for results in per_eps),
-                     scored_on=None if scored_on is None else scored_on.checkpoint)
+                     scored_on=None if scored_on is None else str(scored_on.path))
 
 
 class _LiveReporter:

@@ -1,11 +1,13 @@
-"""What the explorer asks for and what it shows (slices, frames, curves), without torch. The attack itself
-is one ``core.attack_config.AttackConfig``; these are the UI's own pieces beside it.
+"""What the explorer asks its workers for and what they hand back, without torch: the slice at model
+resolution, a frame request, the frame (an attack's result with its pictures), an iterative attack's
+live step and the DSC-against-eps curve. The attack itself is one ``core.attack_config.AttackConfig``.
 
-The app imports these at start-up, before torch has loaded; :mod:`segadv_tui.explorer` computes them.
+The explorer imports these at start-up, before torch has loaded; :mod:`segadv_tui.attacker` computes them.
 """
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,9 +16,8 @@ import numpy as np
 from core.attack_config import AttackConfig
 from core.data import SliceRecord, load_slice, read_slice, resize_image
 from core.results import SliceResult
+from segadv_tui.catalog import LoadedCheckpoint
 
-EPS_STEP_FINE = 0.001
-EPS_STEP_COARSE = 0.005
 # Eps values of the DSC-against-eps curve (FGSM from the shared gradient: one backward, then forwards).
 CURVE_EPS = tuple(round(0.005 * i, 3) for i in range(11))
 
@@ -38,12 +39,44 @@ def load_slice_data(source: SliceRecord | Path, img_size: int) -> SliceData:
     return SliceData(Path(source).name, resize_image(read_slice(source), img_size), None)
 
 
-@dataclass(frozen=True)
-class ScoringModel:
-    """The model a transfer frame is scored on (a ``torch.nn.Module``), named by its checkpoint."""
+class SliceCache:
+    """Slices already read, by (slice, model resolution): stepping eps or switching the attack reads none
+    again. The frame workers share it, hence the lock."""
 
-    checkpoint: str
-    model: object
+    LIMIT = 256  # slices kept before the cache starts again
+
+    def __init__(self):
+        self._slices: dict[tuple[str, int], SliceData] = {}
+        self._lock = threading.Lock()
+
+    def get(self, source: SliceRecord | Path, img_size: int) -> SliceData:
+        key = (str(getattr(source, "id", source)), img_size)
+        with self._lock:
+            cached = self._slices.get(key)
+        if cached is None:
+            cached = load_slice_data(source, img_size)
+            with self._lock:
+                if len(self._slices) > self.LIMIT:
+                    self._slices.clear()
+                self._slices[key] = cached
+        return cached
+
+    def of_frame(self, frame: Frame, img_size: int) -> SliceData:
+        """The slice ``frame`` attacked, read from the cache or rebuilt from the frame's own pictures."""
+        pictures = frame.result.pictures
+        return self._slices.get((frame.slice_id, img_size)) or SliceData(
+            frame.slice_id, pictures.image, pictures.reference.astype("uint8") if frame.has_truth else None)
+
+
+@dataclass(frozen=True)
+class FrameRequest:
+    """What a frame worker computes: the attack on a slice, scored on ``scored_on`` when that is not the
+    attacked model (a transfer). ``id`` increases with every request: only the latest one is shown."""
+
+    id: int
+    source: object  # SliceRecord or Path
+    attack: AttackConfig
+    scored_on: LoadedCheckpoint | None = None
 
 
 @dataclass(frozen=True)

@@ -7,8 +7,8 @@ from typing import Any
 
 from textual.message import Message
 
-from segadv_tui.settings import Curve, Frame, LiveStep
-from segadv_tui.widgets.checkpoints import CheckpointEntry, DeltaEntry
+from segadv_tui.catalog import Catalog, LoadedCheckpoint
+from segadv_tui.frames import Curve, Frame, LiveStep
 
 
 @dataclass
@@ -20,17 +20,14 @@ class DataReady(Message):
 
 @dataclass
 class CheckpointsFound(Message):
-    entries: list[CheckpointEntry]
-    deltas: list[DeltaEntry]
+    catalog: Catalog
     device: str
     device_text: str
 
 
 @dataclass
 class ModelLoaded(Message):
-    entry: CheckpointEntry
-    model: Any  # core.models.GrayscaleSegmenter
-    meta: dict
+    checkpoint: LoadedCheckpoint
     scoring: bool = False  # loaded to score the frames on (a transfer), not to attack
 
 

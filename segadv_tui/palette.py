@@ -1,60 +1,71 @@
 """Command palette entries (ctrl+p): every key's action by name, plus choices that have no single key
-(a given loss, method or checkpoint), offered only where they apply."""
+(a given loss, method or checkpoint), offered only where they apply. What applies is read from the
+explorer's state (``segadv_tui.state``); the commands act on the explorer screen."""
 
 from __future__ import annotations
 
 from functools import partial
+from typing import TYPE_CHECKING
 
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 
 from core.attack_config import METHOD_LIST
 from core.names import LOSS_NAMES, LOSS_TITLES
 from core.organs import ORGAN_TITLES, ORGANS
+from segadv_tui.keys import EXPLORER_KEYS
+
+if TYPE_CHECKING:
+    from segadv_tui.screens.explorer import ExplorerScreen
 
 
 class ExplorerCommands(Provider):
     def _commands(self) -> list[tuple[str, object, str]]:
-        """(name, callback, help) for the current state of the app."""
-        app = self.app
+        """(name, callback, help) for the current state of the explorer."""
+        explorer: ExplorerScreen = self.app.explorer
+        state = explorer.state
         commands = [
-            (binding.description if binding.description else binding.action, partial(app.run_action, binding.action),
-             binding.tooltip)
-            for binding in app.BINDINGS
-            if binding.id and binding.id not in ("quit", "help")
+            (binding.description if binding.description else binding.action,
+             partial(explorer.run_action, binding.action), binding.tooltip)
+            for binding in EXPLORER_KEYS
+            if binding.id not in ("quit", "help")
         ]
-        commands.append(("Help: every key", app.action_help, "Show the help screen"))
+        commands.append(("Help: every key", self.app.action_help, "Show the help screen"))
         from segadv_tui.widgets.images import VIEW_TITLES, VIEWS
 
         for view in VIEWS:
-            commands.append((f"View: {VIEW_TITLES[view]}", partial(app.show_view, view),
+            commands.append((f"View: {VIEW_TITLES[view]}", partial(explorer.show_view, view),
                              f"Show the {VIEW_TITLES[view].lower()} view of the pictures"))
-        settings = app.settings
-        if "loss" in settings.entry.parameters:
+        attack = state.attack
+        if "loss" in attack.entry.parameters:
             for loss in LOSS_NAMES:
-                if loss != settings.loss:
-                    commands.append((f"Attack loss: {LOSS_TITLES[loss]}", partial(app.set_settings, settings.replace(loss=loss)),
+                if loss != attack.loss:
+                    commands.append((f"Attack loss: {LOSS_TITLES[loss]}",
+                                     partial(explorer.set_attack, attack.replace(loss=loss)),
                                      f"Attack with the {LOSS_TITLES[loss]} loss"))
         for method in METHOD_LIST:
-            if method.name != settings.method:
-                commands.append((f"Attack method: {method.title}", partial(app.set_settings, settings.replace(method=method.name)),
+            if method.name != attack.method:
+                commands.append((f"Attack method: {method.title}",
+                                 partial(explorer.set_attack, attack.replace(method=method.name)),
                                  f"{method.title}: {method.summary}"))
         for organ in ORGANS:
-            erase = settings.replace(method="erase", organs=(organ,))
-            if erase != settings:
-                commands.append((f"Erase organ: {ORGAN_TITLES[organ]}", partial(app.set_settings, erase),
-                                 f"Targeted attack that removes the {ORGAN_TITLES[organ].lower()} from the prediction"))
-        for entry in app.query_one("#checkpoints").entries:
-            if entry.meta is not None and (app.checkpoint_entry is None or entry.path != app.checkpoint_entry.path):
-                commands.append((f"Load checkpoint: {entry.path.stem}", partial(app.load_checkpoint, entry), entry.summary))
-                if entry.path != app.scored_on:
-                    commands.append((f"Score on: {entry.path.stem}", partial(app.score_on, entry),
+            erase = attack.replace(method="erase", organs=(organ,))
+            if erase != attack:
+                commands.append((f"Erase organ: {ORGAN_TITLES[organ]}", partial(explorer.set_attack, erase),
+                                 f"Targeted attack that removes the {ORGAN_TITLES[organ].lower()} "
+                                 f"from the prediction"))
+        for entry in state.catalog.checkpoints:
+            if entry.meta is not None and (state.attacked is None or entry.path != state.attacked.path):
+                commands.append((f"Load checkpoint: {entry.path.stem}", partial(explorer.load_checkpoint, entry),
+                                 entry.summary))
+                if entry.path != state.scored_on:
+                    commands.append((f"Score on: {entry.path.stem}", partial(explorer.score_on, entry),
                                      "Attack the current model, show this one's masks and scores (a transfer)"))
-        if app.scored_on is not None:
-            commands.append(("Score on: the attacked model", partial(app.score_on, None), "White box again"))
-        for delta in app.deltas:
-            if settings.method != "universal" or str(delta.path) != settings.delta:
-                commands.append((f"Universal perturbation: {delta.path.stem}",
-                                 partial(app.set_settings, settings.replace(method="universal", delta=str(delta.path))),
+        if state.scored_on is not None:
+            commands.append(("Score on: the attacked model", partial(explorer.score_on, None), "White box again"))
+        for delta in state.catalog.deltas:
+            if attack.method != "universal" or str(delta.path) != attack.delta:
+                universal = attack.replace(method="universal", delta=str(delta.path))
+                commands.append((f"Universal perturbation: {delta.path.stem}", partial(explorer.set_attack, universal),
                                  delta.summary))
         return commands
 

@@ -116,9 +116,9 @@ def test_a_tiny_adversarial_run_changes_the_weights_and_records_the_defence(tiny
     assert shown.exit_code == 0 and "defence: FGSM-RS AT eps 0.03" in shown.output
     assert "no catastrophic overfitting seen" in shown.output
 
-    from segadv_tui.widgets.checkpoints import find_checkpoints
+    from segadv_tui.catalog import scan
 
-    defences = {entry.path.name: entry.defence for entry in find_checkpoints([tmp_path])[0]}
+    defences = {entry.path.name: entry.defence for entry in scan([tmp_path]).checkpoints}
     assert defences == {"at.safetensors": "FGSM-RS AT eps 0.03", "plain.safetensors": None}
 
 

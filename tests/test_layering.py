@@ -31,7 +31,7 @@ def test_monai_loads_only_for_the_losses_and_metrics_that_need_it():
     """MONAI takes seconds to import: BCE and DSC (the explorer's first frame) do without it."""
     code = (
         "import sys, torch; from core.losses import per_image_loss; from core.metrics import dice_per_organ; "
-        "import core.attacks, core.evaluation, segadv_tui.explorer; "
+        "import core.attacks, core.evaluation, segadv_tui.attacker; "
         "x = torch.zeros(1, 3, 4, 4); per_image_loss('bce', x, x); dice_per_organ(x > 0, x > 0); "
         "print('monai' in sys.modules); per_image_loss('focal', x, x); print('monai' in sys.modules)"
     )

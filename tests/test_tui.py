@@ -26,13 +26,16 @@ from core.data import load_slice, open_dataset, with_organs
 from core.metrics import dice_per_organ, mean_dsc, predict
 from core.organs import ORGANS
 from core.paths import demo_checkpoint
-from segadv_tui.app import FrameReady, SegadvApp
-from segadv_tui.explorer import Explorer
+from segadv_tui.app import SegadvApp
+from segadv_tui.attacker import SliceAttacker
 from core.attack_config import AttackConfig
-from segadv_tui.settings import load_slice_data
+from segadv_tui.frames import load_slice_data
+from segadv_tui.keys import EXPLORER_KEYS
+from segadv_tui.messages import FrameReady
 from segadv_tui.render.tables import format_score
+from segadv_tui.screens.explorer import WorkerHooks
+from segadv_tui.state import opening_slice
 from segadv_tui.widgets.scores import ABSENT_MARK, ScoresTable
-from segadv_tui.widgets.slices import opening_slice
 from tui_pilot import first_frame, make_app, pilot_test, settle, until
 
 SIZE = (160, 50)
@@ -88,18 +91,18 @@ async def test_eps_keys_input_help_and_exports(tiny_demo, checkpoint, model_and_
     app = make_app(tiny_demo, checkpoint, export_dir=tmp_path)
     async with app.run_test(size=SIZE) as pilot:
         await first_frame(pilot, app)
-        first = app.source
+        first = app.explorer.state.source
         await pilot.press("j")  # the next slice with organs
         await settle(pilot, app)
-        assert app.source != first and app.frame.slice_id == app.source.id
+        assert app.explorer.state.source != first and app.explorer.state.frame.slice_id == app.explorer.state.source.id
         for _ in range(3):
             await pilot.press("plus")
         await settle(pilot, app)
-        assert app.settings.eps == pytest.approx(0.012)
+        assert app.explorer.state.attack.eps == pytest.approx(0.012)
         assert app.query_one("#attack-eps").value == "0.012"
         assert "eps 0.012" in str(app.query_one("#scores-status").render())
-        assert app.frame.config.eps == pytest.approx(0.012)
-        assert_table_matches(app, model, meta, app.source, app.settings)
+        assert app.explorer.state.frame.config.eps == pytest.approx(0.012)
+        assert_table_matches(app, model, meta, app.explorer.state.source, app.explorer.state.attack)
         # AS is n/a exactly where the clean DSC is 0.
         for clean, _, success in table_values(app).values():
             assert (success == "n/a") == (clean == "0.000")
@@ -108,7 +111,7 @@ async def test_eps_keys_input_help_and_exports(tiny_demo, checkpoint, model_and_
         # (0644 under 022; a temporary file's 0600 would keep them from colleagues on a shared box).
         for umask, folder in ((0o022, tmp_path), (0o077, tmp_path / "private")):
             folder.mkdir(exist_ok=True)
-            app.export_dir = folder
+            app.explorer.state.options.export_dir = folder
             previous = os.umask(umask)
             try:
                 await pilot.press("e", "x")
@@ -118,20 +121,20 @@ async def test_eps_keys_input_help_and_exports(tiny_demo, checkpoint, model_and_
             modes = {path.suffix: path.stat().st_mode & 0o777 for path in folder.iterdir() if path.is_file()}
             assert modes == dict.fromkeys([".png", ".csv", ".md"], 0o666 & ~umask), umask
         (png,) = tmp_path.glob("*.png")
-        assert app.frame.slice_id in png.name and "eps0.012" in png.name
+        assert app.explorer.state.frame.slice_id in png.name and "eps0.012" in png.name
         assert Image.open(png).size[0] > 500
         csv = next(tmp_path.glob("*_scores.csv")).read_text().splitlines()
         assert csv[0] == "Organ,DSC clean,DSC adv,AS"
-        assert csv[-1].split(",")[1] == f"{app.frame.result.mean_clean:.4f}"
+        assert csv[-1].split(",")[1] == f"{app.explorer.state.frame.result.mean_clean:.4f}"
         assert next(tmp_path.glob("*_scores.md")).read_text().count("| Mean |") == 1
 
         # Coarse steps, back to zero, and never below zero.
         await pilot.press("right_square_bracket", "right_square_bracket", "left_square_bracket", "minus")
-        assert app.settings.eps == pytest.approx(0.012 + 0.005 - 0.001)
+        assert app.explorer.state.attack.eps == pytest.approx(0.012 + 0.005 - 0.001)
         await pilot.press("0", "minus")
-        assert app.settings.eps == 0.0
+        assert app.explorer.state.attack.eps == 0.0
         await settle(pilot, app)
-        assert app.frame.config.eps == 0.0
+        assert app.explorer.state.frame.config.eps == 0.0
         assert all(clean == adv for clean, adv, _ in table_values(app).values())  # eps 0 changes nothing
 
         # Typed values: text is refused, out of range is clamped, a good value is used.
@@ -142,16 +145,16 @@ async def test_eps_keys_input_help_and_exports(tiny_demo, checkpoint, model_and_
             eps_input.value = typed
             await pilot.press("enter")
             if typed == "abc":
-                assert app.settings.eps == 0.0
+                assert app.explorer.state.attack.eps == 0.0
         assert any("must be a number" in message for _, message in app.notices)
         assert any("clamped" in message for _, message in app.notices)
         await settle(pilot, app)
-        assert app.frame.config.eps == pytest.approx(0.02)
+        assert app.explorer.state.frame.config.eps == pytest.approx(0.02)
 
         # The help screen lists every binding.
         await pilot.press("question_mark")
         text = str(app.screen.query_one("#help-keys").render())
-        for binding in app.BINDINGS:
+        for binding in EXPLORER_KEYS:
             assert binding.tooltip in text
         await pilot.press("escape")
         assert app.screen is app.screen_stack[0]
@@ -166,27 +169,27 @@ async def test_switching_loss_method_and_slices(tiny_demo, checkpoint, model_and
         await first_frame(pilot, app)
         await pilot.press("l")
         await settle(pilot, app)
-        assert app.frame.config.loss == "focal"
+        assert app.explorer.state.frame.config.loss == "focal"
         assert app.query_one("#attack-loss").value == "focal"
-        assert_table_matches(app, model, meta, app.source, app.settings)
+        assert_table_matches(app, model, meta, app.explorer.state.source, app.explorer.state.attack)
 
         # Only slices with organs by default; o shows all; j / k step through them.
         browser = app.query_one("#slices")
         assert browser.records == with_organs(dataset.records)
         await pilot.press("o")
         assert browser.records == dataset.records
-        start = browser.records.index(app.source)
+        start = browser.records.index(app.explorer.state.source)
         await pilot.press("j", "j", "k")
-        assert app.source == dataset.records[start + 1]
+        assert app.explorer.state.source == dataset.records[start + 1]
 
         await pilot.press("m")
         await settle(pilot, app)
-        assert app.frame.config.method == "bim" and app.frame.slice_id == app.source.id
+        assert app.explorer.state.frame.config.method == "bim" and app.explorer.state.frame.slice_id == app.explorer.state.source.id
         assert app.query_one("#attack-method").value == "bim"
-        assert_table_matches(app, model, meta, app.source, app.settings)
+        assert_table_matches(app, model, meta, app.explorer.state.source, app.explorer.state.attack)
         # The paper's variant is FGSM only: p is refused for BIM and the mode select is disabled.
         await pilot.press("p")
-        assert app.settings.mode == "textbook"
+        assert app.explorer.state.attack.mode == "textbook"
         assert app.query_one("#attack-mode").disabled
 
         # The command palette offers the losses by name.
@@ -195,7 +198,7 @@ async def test_switching_loss_method_and_slices(tiny_demo, checkpoint, model_and
         assert "Dice" in str(app.screen.query_one(CommandList).get_option_at_index(0).prompt)
         await pilot.press("enter")
         await settle(pilot, app)
-        assert app.frame.config.loss == "dice" and app.frame.config.method == "bim"
+        assert app.explorer.state.frame.config.loss == "dice" and app.explorer.state.frame.config.method == "bim"
 
 
 @pilot_test
@@ -205,36 +208,36 @@ async def test_stale_requests_are_skipped_and_dropped(tiny_demo, checkpoint):
     entered, release = threading.Event(), threading.Event()
 
     def hold_first_step(request) -> None:
-        if request.settings.eps == pytest.approx(0.010):
+        if request.attack.eps == pytest.approx(0.010):
             entered.set()
             assert release.wait(timeout=60)
 
-    app = make_app(tiny_demo, checkpoint, frame_hook=hold_first_step)
+    app = make_app(tiny_demo, checkpoint, hooks=WorkerHooks(on_frame_start=hold_first_step))
     async with app.run_test(size=SIZE) as pilot:
         await first_frame(pilot, app)
-        computed = app.explorer.computations
+        computed = app.explorer.attacker.computations
         await pilot.press("plus")
         while not entered.is_set():
             await pilot.pause()
         await pilot.press("plus", "plus", "plus", "plus")
         release.set()
         await settle(pilot, app)
-        assert app.frame.config.eps == pytest.approx(0.014)
-        assert app.explorer.computations == computed + 1  # only the newest request ran to the end
+        assert app.explorer.state.frame.config.eps == pytest.approx(0.014)
+        assert app.explorer.attacker.computations == computed + 1  # only the newest request ran to the end
 
         # A frame that arrives for an old request is dropped, whatever it holds.
-        data = load_slice_data(app.source, int(app.checkpoint_meta["img_size"]))
-        old = app.explorer.compute(data, app.settings.with_eps(0.5), request_id=app._latest_request - 1)
-        app.post_message(FrameReady(old))
+        data = load_slice_data(app.explorer.state.source, app.explorer.state.attacked.img_size)
+        old = app.explorer.attacker.compute(data, app.explorer.state.attack.with_eps(0.5), request_id=app.explorer.state.latest_request - 1)
+        app.explorer.post_message(FrameReady(old))
         await settle(pilot, app)
-        assert app.dropped_frames == 1
-        assert app.frame.config.eps == pytest.approx(0.014)
+        assert app.explorer.state.dropped_frames == 1
+        assert app.explorer.state.frame.config.eps == pytest.approx(0.014)
 
 
 def test_iterative_attack_stops_at_its_next_check(tiny_demo, model_and_meta):
     model, meta = model_and_meta
     record = with_organs(open_dataset(tiny_demo).records)[0]
-    explorer = Explorer(model, "demo")
+    attacker = SliceAttacker(model, "demo")
     data = load_slice_data(record, meta["img_size"])
     checks = []
 
@@ -242,8 +245,8 @@ def test_iterative_attack_stops_at_its_next_check(tiny_demo, model_and_meta):
         checks.append(1)
         return len(checks) > 3
 
-    frame = explorer.compute(data, AttackConfig(method="bim", steps=50), should_stop=stop_after_three_checks)
-    assert frame is None and explorer.computations == 0
+    frame = attacker.compute(data, AttackConfig(method="bim", steps=50), should_stop=stop_after_three_checks)
+    assert frame is None and attacker.computations == 0
     assert len(checks) == 4  # two checks before the attack, then one per BIM step until the stop
 
 
@@ -265,7 +268,7 @@ async def test_bad_checkpoint_and_corrupt_slice_notify(tiny_demo, checkpoint, tm
         assert any(first.path.name in message for severity, message in app.notices if severity == "error")
         await pilot.press("j")
         await first_frame(pilot, app)
-        assert app.frame.slice_id == second.id
+        assert app.explorer.state.frame.slice_id == second.id
 
         # Choosing the broken checkpoint: a notification naming it; the old model stays in use.
         listing = app.query_one("#checkpoints")
@@ -276,7 +279,7 @@ async def test_bad_checkpoint_and_corrupt_slice_notify(tiny_demo, checkpoint, tm
         assert any(str(broken) in message for severity, message in app.notices if severity == "error")
         await pilot.press("plus")
         await settle(pilot, app)
-        assert app.frame.config.eps == pytest.approx(0.010)
+        assert app.explorer.state.frame.config.eps == pytest.approx(0.010)
         assert app.is_running
 
 
@@ -305,11 +308,11 @@ async def test_lone_png_uses_the_prediction_as_target(real_samples, checkpoint):
             assert len(shown) == pictures and all(picture.image is not None for picture in shown)
             if view == "grid":
                 assert app.query_one("#image-truth").heading.startswith("Target")
-        assert app.settings.target == "pred" and not app.frame.has_truth
+        assert app.explorer.state.attack.target == "pred" and not app.explorer.state.frame.has_truth
         # Against its own prediction the clean DSC is 1 for every organ.
         assert all(clean == "1.000" for clean, _, _ in table_values(app).values())
         await pilot.press("t")
-        assert app.settings.target == "pred"
+        assert app.explorer.state.attack.target == "pred"
 
 
 @pilot_test
@@ -324,7 +327,7 @@ async def test_table_ii_runs_over_a_few_slices(tiny_demo, checkpoint, model_and_
         screen = app.screen
         await until(pilot, app, lambda: screen.table is not None, "the Table II run")
         (row,) = screen.table.rows
-        records = app.table_ii_records()
+        records = app.explorer.state.table_ii_records()
         assert len(records) == 2
         expected = table_ii([("demo", model, meta)], records, screen.losses, AttackConfig(eps=0.009))
         assert row[2] == f"{expected.rows[0].dsc_clean:.4f}"
@@ -354,7 +357,7 @@ async def test_small_and_large_terminals_resizing_and_quitting_while_computing(t
         await settle(pilot, app)
         assert not app.screen.has_class("-no-sidebar")
         assert app.query_one("#image-perturbation").display
-        assert app.frame.config.method == "bim"
+        assert app.explorer.state.frame.config.method == "bim"
         await pilot.press("b")
         assert app.screen.has_class("-no-sidebar")
         await pilot.press("right_square_bracket", "q")  # quit while that BIM step runs
@@ -362,12 +365,12 @@ async def test_small_and_large_terminals_resizing_and_quitting_while_computing(t
 
 
 @pytest.mark.parametrize(("module", "absent"), [
-    ("segadv_tui.explorer", ("textual", "rich")),  # the frame logic is Textual-free
+    ("segadv_tui.attacker", ("textual", "rich")),  # the frame logic is Textual-free
     ("segadv_tui.launch", ("torch", "textual")),  # --help and argument errors are instant
     # the app paints first; torch, smp and MONAI load in its worker
     ("segadv_tui.app", ("torch", "monai", "segmentation_models_pytorch")),
     # the explorer checks its bindings against this screen on the UI thread, before torch has loaded
-    ("segadv_tui.widgets.table_ii", ("torch",)),
+    ("segadv_tui.screens.table_ii", ("torch",)),
 ])
 def test_import_layering(module, absent):
     code = f"import sys, {module}; print(*[name in sys.modules for name in {absent!r}])"
@@ -424,9 +427,9 @@ async def scenario():
         for _ in range(1000):  # until the model has loaded: from then on torch is there for everyone
             await app.workers.wait_for_complete()
             await pilot.pause()
-            if app.explorer is not None:
+            if app.explorer.attacker is not None:
                 break
-    print(json.dumps({{"ui": ui_imports, "model_loaded": app.explorer is not None}}))
+    print(json.dumps({{"ui": ui_imports, "model_loaded": app.explorer.attacker is not None}}))
 
 
 asyncio.run(scenario())
@@ -453,7 +456,7 @@ async def test_a_bug_in_a_worker_is_a_notification_with_a_log_and_the_app_goes_o
         if len(started) == 1:
             raise ZeroDivisionError("a planted bug")
 
-    app = make_app(tiny_demo, checkpoint, frame_hook=planted_bug)
+    app = make_app(tiny_demo, checkpoint, hooks=WorkerHooks(on_frame_start=planted_bug))
     async with app.run_test(size=SIZE) as pilot:
         await until(pilot, app, lambda: any("bug in segadv" in m for _, m in app.notices), "the bug's notification")
         (log,) = (tmp_path / "state").glob("bug-*.log")
@@ -462,7 +465,7 @@ async def test_a_bug_in_a_worker_is_a_notification_with_a_log_and_the_app_goes_o
         assert "Traceback" in log.read_text() and "planted_bug" in log.read_text()
         await pilot.press("plus")
         await first_frame(pilot, app)
-        assert app.frame.config.eps == pytest.approx(0.010) and app.is_running
+        assert app.explorer.state.frame.config.eps == pytest.approx(0.010) and app.is_running
 
 
 def test_bad_arguments_are_one_line_before_start(tmp_path):
@@ -493,25 +496,25 @@ async def test_a_live_pgd_run_repaints_while_it_runs_and_a_key_cancels_it(tiny_d
             at_step_two.set()
             assert release.wait(timeout=60)
 
-    app = make_app(tiny_demo, checkpoint, live_interval=0.0, live_hook=hold)
+    app = make_app(tiny_demo, checkpoint, hooks=WorkerHooks(on_live=hold, live_interval=0.0))
     async with app.run_test(size=SIZE) as pilot:
         await first_frame(pilot, app)
-        app.set_settings(app.settings.replace(method="pgd", steps=6))
+        app.explorer.set_attack(app.explorer.state.attack.replace(method="pgd", steps=6))
         while not at_step_two.is_set():
             await pilot.pause()
         for _ in range(2000):  # the worker is held: wait for the UI thread alone, not for the workers
-            if app.live_steps == 3:
+            if app.explorer.state.live_steps == 3:
                 break
             await pilot.pause()
-        assert app.live_steps == 3  # steps 0, 1 and 2 repainted
-        assert app.frame.config.method == "fgsm"  # the PGD frame itself has not arrived: these were live
+        assert app.explorer.state.live_steps == 3  # steps 0, 1 and 2 repainted
+        assert app.explorer.state.frame.config.method == "fgsm"  # the PGD frame itself has not arrived: these were live
         live_line = str(app.query_one("#scores-live").render())
         assert live_line.startswith("PGD 2/6") and "DSC" in live_line and "loss" in live_line
-        computed = app.explorer.computations
+        computed = app.explorer.attacker.computations
         await pilot.press("plus")
         release.set()
         await settle(pilot, app)
-        assert app.frame.config.method == "pgd" and app.frame.config.eps == pytest.approx(0.010)
-        assert app.explorer.computations == computed + 1  # the held run was abandoned, not finished
+        assert app.explorer.state.frame.config.method == "pgd" and app.explorer.state.frame.config.eps == pytest.approx(0.010)
+        assert app.explorer.attacker.computations == computed + 1  # the held run was abandoned, not finished
         assert str(app.query_one("#scores-live").render()).startswith("PGD 6/6")
-        assert app.live.config.eps == pytest.approx(0.010) and len(app.live.mean_dsc) == 6
+        assert app.explorer.state.live.config.eps == pytest.approx(0.010) and len(app.explorer.state.live.mean_dsc) == 6

@@ -10,9 +10,9 @@ from core.checkpoints import load_checkpoint
 from core.data import open_dataset, with_organs
 from core.evaluation import attack_slice
 from core.paths import demo_checkpoint
-from segadv_tui.explorer import Explorer
+from segadv_tui.attacker import SliceAttacker
 from segadv_tui.render.tables import format_score
-from segadv_tui.settings import load_slice_data
+from segadv_tui.frames import load_slice_data
 from segadv_tui.widgets.scores import ScoresTable
 from tui_pilot import first_frame, make_app, pilot_test, settle
 
@@ -33,7 +33,7 @@ def test_explorer_reports_every_apgd_step_and_core_scores(tiny_demo):
     data = load_slice_data(record, meta["img_size"])
     config = AttackConfig.for_method("apgd", steps=8, radii=(2, 1.5, 1))
     live = []
-    frame = Explorer(model, "demo").compute(data, config, on_live=live.append, live_interval=0.0)
+    frame = SliceAttacker(model, "demo").compute(data, config, on_live=live.append, live_interval=0.0)
     assert [(step.step, step.steps) for step in live] == [(k, 8) for k in range(8)]  # each step's start point
     assert len(live[-1].mean_dsc) == 8
     expected = _core_result(model, data, config)
@@ -60,15 +60,15 @@ async def test_apgd_is_in_the_method_cycle_and_shows_core_scores(tiny_demo):
     async with app.run_test(size=SIZE) as pilot:
         await first_frame(pilot, app)
         await pilot.press("m", "m", "m")  # fgsm -> bim -> pgd -> apgd
-        assert app.settings.method == "apgd" and app.settings.steps == 100  # PGD's 10 became APGD's 100
-        assert app.settings.best_iterate
+        assert app.explorer.state.attack.method == "apgd" and app.explorer.state.attack.steps == 100  # PGD's 10 became APGD's 100
+        assert app.explorer.state.attack.best_iterate
         # The app has no steps key; fewer steps keep the test short (the 100-step request is dropped).
-        app.set_settings(app.settings.replace(steps=12))
+        app.explorer.set_attack(app.explorer.state.attack.replace(steps=12))
         await _settle_past_cancelled(pilot, app)
-        assert (app.frame.config.method, app.frame.config.steps) == ("apgd", 12)
+        assert (app.explorer.state.frame.config.method, app.explorer.state.frame.config.steps) == ("apgd", 12)
         assert app.query_one("#attack-method").value == "apgd"
-        data = load_slice_data(app.source, meta["img_size"])
-        expected = _core_result(model, data, app.settings)
+        data = load_slice_data(app.explorer.state.source, meta["img_size"])
+        expected = _core_result(model, data, app.explorer.state.attack)
         table = app.query_one(ScoresTable)
         assert table.cell_text("mean", "adv") == format_score(expected.mean_adv)
         assert table.cell_text("mean", "clean") == format_score(expected.mean_clean)

@@ -17,7 +17,7 @@ from core.organs import ORGANS
 from core.paths import demo_checkpoint
 from segadv_tui.widgets.images import PictureViews
 from segadv_tui.widgets.scores import ScoresTable
-from segadv_tui.widgets.slices import opening_slice
+from segadv_tui.state import opening_slice
 from tui_pilot import first_frame, make_app, pilot_test, settle, until
 
 SIZE = (160, 48)
@@ -60,7 +60,7 @@ async def test_a_bad_checkpoint_shows_why_and_what_to_do_until_another_is_picked
         await pilot.press("enter")
         await first_frame(pilot, app)
         assert failure(app) is None and app.query_one(PictureViews).panels is not None
-        assert Path(app.frame.checkpoint).stem == "demo_small" and "--model" not in text
+        assert Path(app.explorer.state.frame.checkpoint).stem == "demo_small" and "--model" not in text
 
 
 @pilot_test
@@ -87,7 +87,7 @@ async def test_a_slice_that_cannot_be_read_shows_why_until_another_slice_is_pick
 
         await pilot.press("j")
         await first_frame(pilot, app)
-        assert failure(app) is None and app.frame.slice_id != opening.id
+        assert failure(app) is None and app.explorer.state.frame.slice_id != opening.id
 
 
 @pilot_test
@@ -98,7 +98,7 @@ async def test_data_that_cannot_be_opened_shows_why_in_place_of_the_pictures(tmp
     app = make_app(data, demo_checkpoint())
     async with app.run_test(size=SIZE) as pilot:
         await assert_failure_stays(pilot, app, str(data / "train.csv"), "--data DIR")
-        await until(pilot, app, lambda: app.explorer is not None, "the checkpoint loaded")
+        await until(pilot, app, lambda: app.explorer.attacker is not None, "the checkpoint loaded")
         assert failure(app) is not None and "no slice" in summary(app) and "demo_small" in summary(app)
 
 
@@ -133,7 +133,7 @@ async def test_the_explorer_opens_on_a_test_slice_with_every_organ(tmp_path, tin
     app = make_app(data, demo_checkpoint())
     async with app.run_test(size=SIZE) as pilot:
         await first_frame(pilot, app)
-        assert app.source.id == app.frame.slice_id == chosen.id
+        assert app.explorer.state.source.id == app.explorer.state.frame.slice_id == chosen.id
         table = app.query_one(ScoresTable)
         assert not any("*" in table.cell_text(row, column) for row in ORGANS for column in ("clean", "adv", "as"))
         assert str(app.query_one("#scores-live").render()) == ""
@@ -151,7 +151,7 @@ async def test_a_score_the_empty_organ_rule_decided_is_marked_and_explained(tiny
     app = make_app(tiny_demo, demo_checkpoint())
     async with app.run_test(size=SIZE) as pilot:
         await first_frame(pilot, app)
-        assert app.frame.slice_id == expected.id and most == 2
+        assert app.explorer.state.frame.slice_id == expected.id and most == 2
         table = app.query_one(ScoresTable)
         for organ, rle in zip(ORGANS, expected.rles):
             for column in ("clean", "adv"):

@@ -23,7 +23,7 @@ def explorer_after_three_steps(tiny_demo, *keys: str):
         await first_frame(pilot, app)
         app.query_one(EpsInput).cursor_blink = False
         await pilot.press("plus", "plus", "plus")
-        await until(pilot, app, lambda: app.frame.config.eps == pytest.approx(0.012) and app.curve is not None,
+        await until(pilot, app, lambda: app.explorer.state.frame.config.eps == pytest.approx(0.012) and app.explorer.state.curve is not None,
                     "the eps 0.012 frame and its curve")
         await pilot.press(*keys)
         await settle(pilot, app)
@@ -71,10 +71,10 @@ def test_universal_perturbation_scored_on_another_checkpoint(snap_compare, tiny_
         await first_frame(pilot, app)
         app.query_one(EpsInput).cursor_blink = False
         await pilot.press("u")
-        await until(pilot, app, lambda: app.frame.config.method == "universal", "the universal frame")
+        await until(pilot, app, lambda: app.explorer.state.frame.config.method == "universal", "the universal frame")
         await pilot.press("w")
-        await until(pilot, app, lambda: app.frame.scored_on is not None and app.curve is not None
-                    and app.curve.scored_on is not None, "the frame and curve scored on the next checkpoint")
+        await until(pilot, app, lambda: app.explorer.state.frame.scored_on is not None and app.explorer.state.curve is not None
+                    and app.explorer.state.curve.scored_on is not None, "the frame and curve scored on the next checkpoint")
         await settle(pilot, app)
 
     assert snap_compare(app, terminal_size=(160, 48), run_before=run_before)

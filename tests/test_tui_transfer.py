@@ -17,8 +17,10 @@ from core.evaluation import attack_slice, sweep
 from core.paths import bundled_checkpoint_dirs, demo_checkpoint
 from core.transfer import transfer
 from core.universal import UniversalDelta, load_delta, save_delta
-from segadv_tui.settings import CURVE_EPS
-from segadv_tui.widgets.checkpoints import CheckpointList, find_checkpoints
+from segadv_tui.catalog import scan
+from segadv_tui.frames import CURVE_EPS
+from segadv_tui.screens.explorer import WorkerHooks
+from segadv_tui.widgets.checkpoints import CheckpointList
 from tui_pilot import first_frame, make_app, pilot_test, until
 
 FPN = "demo_small_fpn"
@@ -26,18 +28,18 @@ FPN = "demo_small_fpn"
 
 @pytest.fixture(scope="module")
 def bundled():
-    """(checkpoints, deltas) found in the bundled folder."""
-    return find_checkpoints(bundled_checkpoint_dirs())
+    """The checkpoints and deltas found in the bundled folder."""
+    return scan(bundled_checkpoint_dirs())
 
 
 @pytest.fixture(scope="module")
 def fpn_path(bundled) -> Path:
-    return next(entry.path for entry in bundled[0] if entry.path.stem == FPN)
+    return next(entry.path for entry in bundled.checkpoints if entry.path.stem == FPN)
 
 
 @pytest.fixture(scope="module")
 def bundled_delta(bundled) -> Path:
-    (delta,) = bundled[1]
+    (delta,) = bundled.deltas
     return delta.path
 
 
@@ -53,7 +55,7 @@ def same_scores(shown, expected) -> None:
 
 
 def test_the_scan_tells_checkpoints_from_universal_perturbations(bundled, bundled_delta):
-    checkpoints, deltas = bundled
+    checkpoints, deltas = bundled.checkpoints, bundled.deltas
     assert bundled_delta.name not in {entry.path.name for entry in checkpoints}
     assert all(entry.meta is not None for entry in checkpoints)
     (delta,) = deltas
@@ -66,48 +68,48 @@ async def test_score_on_another_model_is_the_transfer_cell_and_w_cycles_back_to_
     app = make_app(tiny_demo, demo_checkpoint())
     async with app.run_test(size=(160, 48)) as pilot:
         await first_frame(pilot, app)
-        record = app.source
+        record = app.explorer.state.source
         attacked, _ = load_checkpoint(demo_checkpoint())
         scoring, _ = load_checkpoint(fpn_path)
-        config = app.settings
+        config = app.explorer.state.attack
         # Reference: the (demo_small, demo_small_fpn) cell of the transfer matrix on this one slice.
         matrix = transfer([("a", attacked), ("b", scoring)], [record], 128, config, ensembles=False)
         white_box, transferred = matrix.rows["a", "a"][0], matrix.rows["a", "b"][0]
 
-        app.score_on(next(e for e in app.query_one(CheckpointList).entries if e.path == fpn_path))
-        await until(pilot, app, lambda: app.frame.scored_on == str(fpn_path) and app.curve is not None
-                    and app.curve.scored_on == str(fpn_path), "a frame and curve scored on the FPN")
-        same_scores(app.frame.result, transferred)
-        assert app.frame.checkpoint == str(demo_checkpoint())  # still crafted on demo_small
+        app.explorer.score_on(next(e for e in app.query_one(CheckpointList).entries if e.path == fpn_path))
+        await until(pilot, app, lambda: app.explorer.state.frame.scored_on == str(fpn_path) and app.explorer.state.curve is not None
+                    and app.explorer.state.curve.scored_on == str(fpn_path), "a frame and curve scored on the FPN")
+        same_scores(app.explorer.state.frame.result, transferred)
+        assert app.explorer.state.frame.checkpoint == str(demo_checkpoint())  # still crafted on demo_small
         assert "scored on demo_small_fpn" in str(app.query_one("#summary").render())
         assert app.query_one("#scores").border_title == "Scores on demo_small_fpn"
         assert app.query_one("#attack-scored").value == str(fpn_path)
         from segadv_tui.render.tables import scores_table
 
-        assert scores_table(app.frame).title.endswith("crafted on demo_small, scored on demo_small_fpn")
+        assert scores_table(app.explorer.state.frame).title.endswith("crafted on demo_small, scored on demo_small_fpn")
         image, truth = inputs(record)
         expected_curve = sweep(attacked, image, truth, list(CURVE_EPS), config, truth=truth, scored_on=scoring)
-        assert app.curve.mean_dsc == tuple(results[0].mean_adv for results in expected_curve)
+        assert app.explorer.state.curve.mean_dsc == tuple(results[0].mean_adv for results in expected_curve)
 
         # eps steps stay scored on the FPN: one gradient of demo_small, the FPN's forward pass
         await pilot.press("plus")
-        await until(pilot, app, lambda: app.frame.config.eps == pytest.approx(0.010), "the eps 0.010 frame")
+        await until(pilot, app, lambda: app.explorer.state.frame.config.eps == pytest.approx(0.010), "the eps 0.010 frame")
         (expected,) = attack_slice(attacked, image, truth, config.with_eps(0.010), ids=[record.id], scored_on=scoring)
-        same_scores(app.frame.result, expected)
+        same_scores(app.explorer.state.frame.result, expected)
         await pilot.press("minus")
-        await until(pilot, app, lambda: app.frame.config.eps == pytest.approx(0.009), "back at eps 0.009")
+        await until(pilot, app, lambda: app.explorer.state.frame.config.eps == pytest.approx(0.009), "back at eps 0.009")
 
         # w: the next checkpoints of the list, then the attacked model again (white box)
         seen = []
         for _ in range(len(app.query_one(CheckpointList).entries)):
             await pilot.press("w")
-            await until(pilot, app, lambda: app.frame.scored_on == (None if app.scored_on is None else str(app.scored_on)),
+            await until(pilot, app, lambda: app.explorer.state.frame.scored_on == (None if app.explorer.state.scored_on is None else str(app.explorer.state.scored_on)),
                         "the frame of the next scoring model")
-            seen.append(app.scored_on)
-            if app.scored_on is None:
+            seen.append(app.explorer.state.scored_on)
+            if app.explorer.state.scored_on is None:
                 break
         assert seen[-1] is None and fpn_path not in seen[:1]
-        same_scores(app.frame.result, white_box)
+        same_scores(app.explorer.state.frame.result, white_box)
         assert app.query_one("#scores").border_title == "Scores"
 
 
@@ -118,39 +120,39 @@ async def test_attacking_the_model_scored_on_is_white_box_again(tiny_demo, fpn_p
         await first_frame(pilot, app)
         entries = app.query_one(CheckpointList).entries
         fpn = next(e for e in entries if e.path == fpn_path)
-        app.score_on(fpn)
-        await until(pilot, app, lambda: app.frame.scored_on == str(fpn_path), "a frame scored on the FPN")
+        app.explorer.score_on(fpn)
+        await until(pilot, app, lambda: app.explorer.state.frame.scored_on == str(fpn_path), "a frame scored on the FPN")
         assert "◆ demo_small_fpn" in str(app.query_one(CheckpointList).get_option_at_index(entries.index(fpn)).prompt.renderables[0])
-        app.load_checkpoint(fpn)
-        await until(pilot, app, lambda: app.frame.checkpoint == str(fpn_path), "a frame attacking the FPN")
-        assert app.scored_on is None and app.frame.scored_on is None
+        app.explorer.load_checkpoint(fpn)
+        await until(pilot, app, lambda: app.explorer.state.frame.checkpoint == str(fpn_path), "a frame attacking the FPN")
+        assert app.explorer.state.scored_on is None and app.explorer.state.frame.scored_on is None
 
 
 @pilot_test
 async def test_a_universal_perturbation_opens_at_its_eps_and_eps_scales_it(tiny_demo, bundled_delta):
     app = make_app(tiny_demo, demo_checkpoint(), deltas=[bundled_delta])
     async with app.run_test(size=(160, 48)) as pilot:
-        await until(pilot, app, lambda: app.frame is not None and app.frame.config.method == "universal",
+        await until(pilot, app, lambda: app.explorer.state.frame is not None and app.explorer.state.frame.config.method == "universal",
                     "the universal perturbation's frame")
-        config = app.frame.config
+        config = app.explorer.state.frame.config
         assert (config.delta, config.eps) == (str(bundled_delta), 0.03)
         model, _ = load_checkpoint(demo_checkpoint())
-        image, truth = inputs(app.source)
-        (expected,) = attack_slice(model, image, truth, config, ids=[app.source.id])
-        same_scores(app.frame.result, expected)
-        assert app.frame.result.linf == pytest.approx(float(load_delta(bundled_delta).delta.abs().max()), abs=1e-6)
+        image, truth = inputs(app.explorer.state.source)
+        (expected,) = attack_slice(model, image, truth, config, ids=[app.explorer.state.source.id])
+        same_scores(app.explorer.state.frame.result, expected)
+        assert app.explorer.state.frame.result.linf == pytest.approx(float(load_delta(bundled_delta).delta.abs().max()), abs=1e-6)
         for _ in range(5):
             await pilot.press("left_square_bracket")  # eps - 0.005, five times: the delta at a sixth
-        await until(pilot, app, lambda: app.frame.config.eps == pytest.approx(0.005), "the eps 0.005 frame")
-        assert app.frame.result.linf <= 0.005 + 1e-6
-        (expected,) = attack_slice(model, image, truth, config.with_eps(0.005), ids=[app.source.id])
-        same_scores(app.frame.result, expected)
+        await until(pilot, app, lambda: app.explorer.state.frame.config.eps == pytest.approx(0.005), "the eps 0.005 frame")
+        assert app.explorer.state.frame.result.linf <= 0.005 + 1e-6
+        (expected,) = attack_slice(model, image, truth, config.with_eps(0.005), ids=[app.explorer.state.source.id])
+        same_scores(app.explorer.state.frame.result, expected)
         assert "eps 0.005 (×0.17 of 0.030) · Universal" in str(app.query_one("#summary").render())
         assert app.query_one("#attack-delta").value == str(bundled_delta)
 
         await pilot.press("m")  # away from universal: the delta no longer applies
-        await until(pilot, app, lambda: app.frame.config.method != "universal", "another method's frame")
-        assert app.frame.config.delta is None and app.query_one("#attack-delta").disabled
+        await until(pilot, app, lambda: app.explorer.state.frame.config.method != "universal", "another method's frame")
+        assert app.explorer.state.frame.config.delta is None and app.query_one("#attack-delta").disabled
 
 
 @pilot_test
@@ -159,21 +161,21 @@ async def test_u_finds_the_bundled_perturbation_and_a_wrong_size_one_is_a_notifi
     app = make_app(tiny_demo, demo_checkpoint(), checkpoint_dirs=[tmp_path])
     async with app.run_test(size=(160, 48)) as pilot:
         await first_frame(pilot, app)
-        assert app.frame.config.method == "fgsm"  # the perturbations found are offered, not applied
-        assert {delta.path.name for delta in app.deltas} == {bundled_delta.name, small.name}
+        assert app.explorer.state.frame.config.method == "fgsm"  # the perturbations found are offered, not applied
+        assert {delta.path.name for delta in app.explorer.state.catalog.deltas} == {bundled_delta.name, small.name}
         for _ in range(2):  # u offers only the deltas of the model's input size
             await pilot.press("u")
-            await until(pilot, app, lambda: app.frame.config.method == "universal", "the bundled perturbation's frame")
-            assert (app.frame.config.delta, app.frame.config.eps) == (str(bundled_delta), 0.03)
+            await until(pilot, app, lambda: app.explorer.state.frame.config.method == "universal", "the bundled perturbation's frame")
+            assert (app.explorer.state.frame.config.delta, app.explorer.state.frame.config.eps) == (str(bundled_delta), 0.03)
         select = app.query_one("#attack-delta")
         select.value = ""  # "none" while the method needs a delta: the select comes back to the current one
         await until(pilot, app, lambda: select.value == str(bundled_delta), "the select back on the delta")
-        assert app.settings.delta == str(bundled_delta)
+        assert app.explorer.state.attack.delta == str(bundled_delta)
         select.value = str(small)  # the select lists every delta found: this one is 64 x 64
         await until(pilot, app, lambda: any("64 x 64" in text for _, text in app.notices), "the size notification")
         (text,) = [text for severity, text in app.notices if "64 x 64" in text and severity == "error"]
         assert "small.safetensors" in text and "128 x 128" in text
-        assert app.settings.delta == str(small) and app.frame.config.delta == str(bundled_delta)  # the last good frame
+        assert app.explorer.state.attack.delta == str(small) and app.explorer.state.frame.config.delta == str(bundled_delta)  # the last good frame
         assert app.is_running
 
 
@@ -183,23 +185,23 @@ async def test_a_choice_made_while_a_model_loads_wins_over_that_model(tiny_demo,
     async with app.run_test(size=(160, 48)) as pilot:
         await first_frame(pilot, app)
         fpn = next(e for e in app.query_one(CheckpointList).entries if e.path == fpn_path)
-        app.score_on(fpn)  # starts loading the FPN
-        app.score_on(None)  # and back to white box before it has loaded
-        await until(pilot, app, lambda: fpn_path in app.loaded, "the FPN loaded")
-        await until(pilot, app, lambda: app.frame.scored_on is None, "a white-box frame")
-        assert app.scored_on is None and app.query_one("#attack-scored").value == ""
+        app.explorer.score_on(fpn)  # starts loading the FPN
+        app.explorer.score_on(None)  # and back to white box before it has loaded
+        await until(pilot, app, lambda: fpn_path in app.explorer.state.loaded, "the FPN loaded")
+        await until(pilot, app, lambda: app.explorer.state.frame.scored_on is None, "a white-box frame")
+        assert app.explorer.state.scored_on is None and app.query_one("#attack-scored").value == ""
 
 
 @pilot_test
 async def test_live_steps_are_scored_on_the_other_model(tiny_demo, fpn_path):
     lives = []
-    app = make_app(tiny_demo, demo_checkpoint(), live_interval=0.0, live_hook=lives.append)
+    app = make_app(tiny_demo, demo_checkpoint(), hooks=WorkerHooks(on_live=lives.append, live_interval=0.0))
     async with app.run_test(size=(160, 48)) as pilot:
         await first_frame(pilot, app)
-        app.score_on(next(e for e in app.query_one(CheckpointList).entries if e.path == fpn_path))
-        await until(pilot, app, lambda: app.frame.scored_on == str(fpn_path), "a frame scored on the FPN")
-        app.set_settings(app.settings.replace(method="pgd", steps=3, eps=0.03))
-        await until(pilot, app, lambda: app.frame.config.method == "pgd", "the PGD frame")
+        app.explorer.score_on(next(e for e in app.query_one(CheckpointList).entries if e.path == fpn_path))
+        await until(pilot, app, lambda: app.explorer.state.frame.scored_on == str(fpn_path), "a frame scored on the FPN")
+        app.explorer.set_attack(app.explorer.state.attack.replace(method="pgd", steps=3, eps=0.03))
+        await until(pilot, app, lambda: app.explorer.state.frame.config.method == "pgd", "the PGD frame")
         scoring, _ = load_checkpoint(fpn_path)
         attacked, _ = load_checkpoint(demo_checkpoint())
         live = [step for step in lives if step.config.method == "pgd"]
@@ -211,7 +213,7 @@ async def test_live_steps_are_scored_on_the_other_model(tiny_demo, fpn_path):
             np.testing.assert_array_equal(step.result.pictures.adversarial_prediction, predict(scoring, iterate)[0].numpy())
         assert any(not np.array_equal(step.result.pictures.adversarial_prediction, predict(attacked, torch.from_numpy(
             step.result.pictures.adversarial)[None, None])[0].numpy()) for step in live)
-        same_scores(app.frame.result, attack_slice(attacked, *inputs(app.source), app.frame.config, ids=[app.source.id],
+        same_scores(app.explorer.state.frame.result, attack_slice(attacked, *inputs(app.explorer.state.source), app.explorer.state.frame.config, ids=[app.explorer.state.source.id],
                                                    scored_on=scoring)[0])
 
 

@@ -58,4 +58,4 @@ async def until(pilot, app: SegadvApp, condition, what: str) -> None:
 
 
 async def first_frame(pilot, app: SegadvApp) -> None:
-    await until(pilot, app, lambda: app.frame is not None, "a first frame")
+    await until(pilot, app, lambda: app.explorer.state.frame is not None, "a first frame")

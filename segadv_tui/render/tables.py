@@ -80,7 +80,7 @@ class Table:
 
 
 def scores_table(frame) -> Table:
-    """The Scores panel of ``frame`` (``segadv_tui.settings.Frame``): per organ and mean, DSC clean /
+    """The Scores panel of ``frame`` (``segadv_tui.frames.Frame``): per organ and mean, DSC clean /
     adversarial and AS."""
     result = frame.result
     success = result.attack_success

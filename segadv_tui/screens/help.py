@@ -1,4 +1,4 @@
-"""The help screen: every key of the app, read from the bindings themselves so it cannot go stale."""
+"""The help screen: every key of the explorer, read from its bindings (``segadv_tui.keys``) so it cannot go stale."""
 
 from __future__ import annotations
 

@@ -20,18 +20,19 @@ from core.errors import SegadvError
 from core.names import PAPER_LOSS_NAMES
 from segadv_tui.messages import Progressed, TableIIFinished
 from segadv_tui.render.tables import Table, table_ii_table
+from segadv_tui.state import ExplorerState
 
 
-def run_table_ii(models, records, settings: AttackConfig, losses, *, device, progress, should_stop):
+def run_table_ii(models, records, attack: AttackConfig, losses, *, device, progress, should_stop):
     """``core.evaluation.table_ii`` with the explorer's attack, for each (label, model, meta)."""
     from core.evaluation import table_ii  # torch: in the worker, never on the UI thread
 
-    return table_ii(models, records, losses, settings, device=device, progress=progress, should_stop=should_stop)
+    return table_ii(models, records, losses, attack, device=device, progress=progress, should_stop=should_stop)
 
 
-def as_table(result, settings: AttackConfig, slices: int) -> Table:
+def as_table(result, attack: AttackConfig, slices: int) -> Table:
     """The paper's layout, with each attack's success next to its DSC."""
-    title = f"Table II: mean DSC over {slices} test slices with organs, {settings.label}"
+    title = f"Table II: mean DSC over {slices} test slices with organs, {attack.label}"
     return table_ii_table(result, title=title, with_success=True)
 
 
@@ -52,20 +53,20 @@ class TableIIScreen(Screen):
         Binding("x", "export", "Export", id="table2.export", tooltip="Export the table as CSV and Markdown"),
     ]
 
-    def __init__(self, app, losses=PAPER_LOSS_NAMES):
+    def __init__(self, state: ExplorerState, losses=PAPER_LOSS_NAMES):
         super().__init__()
-        self.explorer_app = app
+        self.state = state
         self.losses = tuple(losses)
-        self.settings = app.settings
-        self.records = app.table_ii_records()
+        self.attack = state.attack  # the explorer's attack when the screen opened: a run keeps it
+        self.records = state.table_ii_records()
         self.table: Table | None = None
 
     def compose(self) -> ComposeResult:
         yield Header()
-        models = ", ".join(path.stem for path in self.explorer_app.loaded)
+        models = ", ".join(path.stem for path in self.state.loaded)
         yield Static(
-            f"{self.settings.label} · checkpoints: {models} · {len(self.records)} test slices with organs"
-            f"{' (--limit)' if self.explorer_app.limit else ''}", id="table2-about",
+            f"{self.attack.label} · checkpoints: {models} · {len(self.records)} test slices with organs"
+            f"{' (--limit)' if self.state.options.limit else ''}", id="table2-about",
         )
         with Horizontal(id="table2-progress"):
             yield ProgressBar(id="table2-bar", show_eta=True)
@@ -84,25 +85,25 @@ class TableIIScreen(Screen):
             self.notify("The test split has no slices with organs.", severity="warning")
             return
         self.query_one("#table2-status", Static).update("running…")
-        self._run(self.explorer_app.table_ii_models(), self.records, self.settings)
+        self._run(self.state.table_ii_models(), self.records, self.attack)
 
     @property
     def running(self) -> bool:
         return any(w.group == "table2" and w.is_running for w in self.workers)
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="table2", name="Table II")
-    def _run(self, models, records, settings: AttackConfig) -> None:
+    def _run(self, models, records, attack: AttackConfig) -> None:
         from core.attacks import AttackCancelled
 
         worker = get_current_worker()
         try:
-            result = run_table_ii(models, records, settings, self.losses, device=self.explorer_app.device,
+            result = run_table_ii(models, records, attack, self.losses, device=self.state.device,
                                   progress=lambda done, total: self.post_message(Progressed(done, total)),
                                   should_stop=lambda: worker.is_cancelled)
         except AttackCancelled:
             self.post_message(TableIIFinished(None))
             return
-        self.post_message(TableIIFinished(as_table(result, settings, len(records))))
+        self.post_message(TableIIFinished(as_table(result, attack, len(records))))
 
     @on(Progressed)
     def _progressed(self, message: Progressed) -> None:
@@ -124,7 +125,7 @@ class TableIIScreen(Screen):
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         if event.worker.group == "table2" and event.state == WorkerState.ERROR:
             self.query_one("#table2-status", Static).update("failed")
-            self.explorer_app.report_worker_error("Table II", event.worker.error)
+            self.app.report_worker_error("Table II", event.worker.error)
             event.stop()
 
     def action_cancel(self) -> None:
@@ -144,7 +145,7 @@ class TableIIScreen(Screen):
         if self.table is None:
             self.notify("No finished table to export yet.", severity="warning")
             return
-        stem = self.explorer_app.export_dir / f"table_ii_{self.settings.method}_eps{self.settings.eps:.3f}"
+        stem = self.state.options.export_dir / self.state.table_ii_stem(self.attack)
         try:
             paths = save_tables(self.table, stem)
         except SegadvError as exc:  # the message names the file

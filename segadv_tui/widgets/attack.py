@@ -1,5 +1,5 @@
 """The Attack panel: method, loss, target, mode, the organs to erase, the universal perturbation, epsilon
-and the model the frames are scored on; it shows the app's ``AttackConfig`` (and its scoring model) and
+and the model the frames are scored on; it shows the explorer's ``AttackConfig`` (and its scoring model) and
 asks for changes. The method list is the attack registry's."""
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ class EpsInput(Input):
 
 
 class AttackPanel(Vertical):
-    """Shows the current settings; posts ``Changed`` (a field and its new value) when the user edits one."""
+    """Shows the current attack; posts ``Changed`` (a field and its new value) when the user edits one."""
 
     DEFAULT_CSS = """
     AttackPanel { height: auto; }
@@ -54,9 +54,9 @@ class AttackPanel(Vertical):
             self.field = field
             self.value = value
 
-    def __init__(self, settings: AttackConfig, **kwargs):
+    def __init__(self, attack: AttackConfig, **kwargs):
         super().__init__(**kwargs)
-        self.initial = settings
+        self.initial = attack
         self.delta_paths: set[str] = set()
 
     def compose(self) -> ComposeResult:
@@ -88,26 +88,26 @@ class AttackPanel(Vertical):
         with select.prevent(Select.Changed):
             select.value = path or NONE
 
-    def show(self, settings: AttackConfig, *, has_truth: bool = True) -> None:
-        """Mirror ``settings`` without echoing Changed messages back; a field the method does not read is
+    def show(self, attack: AttackConfig, *, has_truth: bool = True) -> None:
+        """Mirror ``attack`` without echoing Changed messages back; a field the method does not read is
         disabled."""
         for field in CHOICES:
             select = self.query_one(f"#attack-{field}", Select)
             with select.prevent(Select.Changed):
-                select.value = _shown_value(settings, field)
+                select.value = _shown_value(attack, field)
         delta = self.query_one("#attack-delta", Select)
         with delta.prevent(Select.Changed):
-            delta.value = settings.delta if settings.delta in self.delta_paths else NONE
-        uses = settings.entry.parameters
+            delta.value = attack.delta if attack.delta in self.delta_paths else NONE
+        uses = attack.entry.parameters
         self.query_one("#attack-loss", Select).disabled = "loss" not in uses
-        self.query_one("#attack-target", Select).disabled = not has_truth or not settings.entry.uses_target
+        self.query_one("#attack-target", Select).disabled = not has_truth or not attack.entry.uses_target
         self.query_one("#attack-mode", Select).disabled = "mode" not in uses
         self.query_one("#attack-organs", Select).disabled = "organs" not in uses
         delta.disabled = "delta" not in uses
         eps = self.query_one(EpsInput)
         if not eps.has_focus:
             with eps.prevent(Input.Changed):
-                eps.value = f"{settings.eps:.3f}"
+                eps.value = f"{attack.eps:.3f}"
 
     def on_select_changed(self, event: Select.Changed) -> None:
         event.stop()

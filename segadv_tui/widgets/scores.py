@@ -16,7 +16,7 @@ from textual.widget import Widget
 from textual.widgets import DataTable, Static
 
 from core.organs import ORGAN_TITLES, ORGANS
-from segadv_tui.settings import Curve, Frame, LiveStep
+from segadv_tui.frames import Curve, Frame, LiveStep
 from segadv_tui.render.tables import format_score
 
 BARS = " ▁▂▃▄▅▆▇█"

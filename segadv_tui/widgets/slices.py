@@ -10,17 +10,6 @@ from textual.widgets.tree import TreeNode
 from core.data import SliceRecord, with_organs
 
 
-def opening_slice(dataset) -> SliceRecord:
-    """The slice the explorer opens on: among the test split's slices (the ones the paper scores), the first
-    with the most organs in its truth, every organ where one has them all. Its first scores are then
-    damage to organs that are there: on a slice without an organ, a few stray pixels of it turn that
-    organ's DSC from 1 to 0 and read as the model failing on it. Without a test slice with organs, the
-    first slice with organs, else the first slice."""
-    _, test = dataset.split()  # the split select_slices makes by default, so Table II scores this slice
-    candidates = with_organs(test) or with_organs(dataset.records) or list(dataset.records)
-    return max(candidates, key=lambda record: sum(map(bool, record.rles)))  # the first of the most
-
-
 class SliceBrowser(Tree):
     """A tree of the data set's slices; day nodes fill in their slices when first opened."""
 
@@ -99,10 +88,10 @@ class SliceBrowser(Tree):
         self.reveal(record)
         self.post_message(self.Chosen(record))
 
-    def step(self, delta: int) -> None:
-        """Choose the slice ``delta`` places from the current one among those shown."""
+    def step(self, offset: int) -> None:
+        """Choose the slice ``offset`` places from the current one among those shown."""
         if not self.records:
             return
         ids = [r.id for r in self.records]
         index = ids.index(self.current.id) if self.current is not None and self.current.id in ids else -1
-        self.choose(self.records[max(0, min(len(self.records) - 1, index + delta))])
+        self.choose(self.records[max(0, min(len(self.records) - 1, index + offset))])

@@ -1,0 +1,92 @@
+"""Every key of the explorer as data: the bindings (in the footer's order), the groups the help screen
+lists them under, and the keys Textual's widgets provide that the help names too. The explorer screen
+binds these, the app binds the ones that work on every screen, and the help screen and the command
+palette read them from here, so a key added here is bound, listed and offered by name at once."""
+
+from __future__ import annotations
+
+from textual.binding import Binding
+
+from core.attack_config import METHOD_LIST
+
+# Work on every screen (Table II's too): the app binds them.
+APP_KEYS = [
+    Binding("q", "app.quit", "Quit", id="quit", tooltip="Quit (a running computation is abandoned)"),
+    Binding("question_mark", "app.help", "Help", id="help", tooltip="Show every key"),
+]
+
+# The explorer screen's keys; the app's lead them because a footer lists a screen's keys before the app's.
+EXPLORER_KEYS = [
+    *APP_KEYS,
+    Binding("plus,equals_sign", "step_eps(1)", "eps+", id="eps.up", tooltip="Epsilon + 0.001"),
+    Binding("minus", "step_eps(-1)", "eps−", id="eps.down", tooltip="Epsilon − 0.001"),
+    Binding("right_square_bracket", "step_eps(1, 'coarse')", "eps++", id="eps.up5", show=False,
+            tooltip="Epsilon + 0.005"),
+    Binding("left_square_bracket", "step_eps(-1, 'coarse')", "eps−−", id="eps.down5", show=False,
+            tooltip="Epsilon − 0.005"),
+    Binding("0", "eps_zero", "eps 0", id="eps.zero", show=False, tooltip="Epsilon back to 0"),
+    Binding("i", "edit_eps", "Type eps", id="eps.edit", show=False, tooltip="Type an epsilon (Enter applies)"),
+    Binding("j", "slice(1)", "Next slice", id="slice.next", show=False, tooltip="Next slice"),
+    Binding("k", "slice(-1)", "Prev slice", id="slice.prev", show=False, tooltip="Previous slice"),
+    Binding("o", "organs_only", "Organs only", id="slice.organs", show=False,
+            tooltip="Show only slices with organs / all slices"),
+    Binding("l", "cycle('loss')", "Loss", id="attack.loss", tooltip="Next attack loss"),
+    Binding("m", "cycle('method')", "Method", id="attack.method",
+            tooltip="Next method (" + ", ".join(method.title for method in METHOD_LIST) + ")"),
+    Binding("t", "cycle('target')", "Target", id="attack.target", show=False,
+            tooltip="Attack target: ground truth / clean prediction"),
+    Binding("p", "cycle('mode')", "Mode", id="attack.mode", show=False,
+            tooltip="FGSM mode: textbook / the paper's variant"),
+    Binding("u", "next_delta", "Universal", id="attack.delta", show=False,
+            tooltip="The next universal perturbation found (method Universal; eps scales it)"),
+    Binding("w", "score_on_next", "Score on", id="attack.score_on", show=False,
+            tooltip="Score on the next checkpoint: another model's masks, this one's attack"),
+    Binding("T", "table_ii", "Table II", id="table2", tooltip="Table II over the test split"),
+    Binding("e", "export_figure", "Export PNG", id="export.png", tooltip="Export the current view as a PNG"),
+    Binding("x", "export_scores", "Export scores", id="export.scores", show=False,
+            tooltip="Export the scores table as CSV and Markdown"),
+    Binding("v", "cycle_view", "View", id="view.next",
+            tooltip="Next view of the pictures: overlay, difference, grid, focus"),
+    Binding("z", "focus_view", "Focus", id="view.focus",
+            tooltip="The focused picture alone, zoomable (z or Esc: back); Tab or a click picks the picture"),
+    Binding("full_stop,greater_than_sign", "zoom(1)", "Zoom in", id="view.zoom_in", show=False,
+            tooltip="Zoom in (Focus view), down to one image pixel per half cell; or the mouse wheel"),
+    Binding("comma,less_than_sign", "zoom(-1)", "Zoom out", id="view.zoom_out", show=False,
+            tooltip="Zoom out (Focus view), back to the whole slice"),
+    Binding("escape", "leave_focus", "Back", id="view.back", show=False, tooltip="Leave the Focus view"),
+    Binding("1", "toggle_organ(0)", "Large bowel", id="organ.large_bowel", show=False,
+            tooltip="Show / hide the large bowel in every picture"),
+    Binding("2", "toggle_organ(1)", "Small bowel", id="organ.small_bowel", show=False,
+            tooltip="Show / hide the small bowel in every picture"),
+    Binding("3", "toggle_organ(2)", "Stomach", id="organ.stomach", show=False,
+            tooltip="Show / hide the stomach in every picture"),
+    Binding("g", "cycle_graphics", "Graphics", id="graphics", show=False,
+            tooltip="Cycle the picture renderer (half-block / kitty / sixel)"),
+    Binding("b", "toggle_sidebar", "Sidebar", id="sidebar", show=False,
+            tooltip="Show / hide the side panels (hidden by default on narrow terminals)"),
+    Binding("c", "focus('checkpoints')", "Checkpoints", id="focus.checkpoints", show=False,
+            tooltip="Go to the checkpoint list"),
+    Binding("s", "focus('slices')", "Slices", id="focus.slices", show=False, tooltip="Go to the slice browser"),
+]
+
+# The help screen's groups, in its order: a key's id family (its id up to the first dot) -> the group's title.
+HELP_GROUPS = {
+    "eps": "Epsilon", "slice": "Slices", "attack": "Attack", "export": "Export", "focus": "Panels", "view": "View",
+    "organ": "Organs", "graphics": "Display", "sidebar": "Display", "table2": "Display", "help": "App", "quit": "App",
+}
+
+# Keys Textual's widgets and the palette provide, listed last.
+ANYWHERE_KEYS = [
+    Binding("ctrl+p", "command_palette", "Commands", tooltip="Command palette: every action by name"),
+    Binding("tab", "focus_next", "Next panel", tooltip="Next panel"),
+    Binding("up,down", "", "", tooltip="Move in the focused list (slices: slice by slice)"),
+    Binding("up,down,left,right", "", "", tooltip="Focus view, zoomed in: pan (or drag with the mouse)"),
+]
+
+
+def help_groups() -> list[tuple[str, list[Binding]]]:
+    """(title, keys) for the help screen: the explorer's keys by HELP_GROUPS, then the ones of anywhere."""
+    groups: dict[str, list[Binding]] = {title: [] for title in HELP_GROUPS.values()}
+    for binding in EXPLORER_KEYS:
+        groups[HELP_GROUPS[binding.id.partition(".")[0]]].append(binding)
+    return [*groups.items(), ("Anywhere", ANYWHERE_KEYS)]

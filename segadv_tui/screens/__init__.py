@@ -1,0 +1,1 @@
+"""The explorer's screens: the explorer itself, its help and Table II."""

@@ -1,0 +1,662 @@
+"""The explorer screen: the panels, their layout, the keys' actions, and the workers that scan, load,
+attack and sweep.
+
+The state (``segadv_tui.state``) changes here, in ``@on`` handlers and actions on the UI thread; every
+piece of model or file work runs in a thread worker that never touches a widget and posts a message
+back. Each frame request carries an increasing id: a worker skips its work when a newer request exists
+by the time it starts, iterative attacks stop at their next step, and a frame that arrives for an old id
+is dropped. The attacker's lock lets only one computation run at a time, so holding ``+`` never builds a
+backlog.
+
+This module and the widgets import nothing that pulls in torch: the workers import it (the app has
+started loading it in a thread) and the screen paints at once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable
+
+from textual import events, on, work
+from textual.app import ComposeResult
+from textual.containers import Horizontal, Vertical
+from textual.geometry import Size
+from textual.screen import Screen
+from textual.widgets import Footer, Header, Static
+from textual.worker import Worker, WorkerState, get_current_worker
+
+from core.attack_config import AttackConfig
+from core.errors import SegadvError
+from segadv_tui.catalog import CheckpointEntry, LoadedCheckpoint
+from segadv_tui.frames import Frame, FrameRequest, LiveStep, SliceCache, SliceData
+from segadv_tui.keys import EXPLORER_KEYS
+from segadv_tui.messages import CheckpointsFound, CurveReady, DataReady, FrameReady, LiveStepReady, ModelLoaded
+from segadv_tui.state import FAILURE_TITLES, ExplorerOptions, ExplorerState, cycle_next, opening_slice
+from segadv_tui.widgets.attack import CHOICES, AttackPanel, EpsInput, choice_value
+from segadv_tui.widgets.checkpoints import CheckpointList
+from segadv_tui.widgets.images import VIEWS, Picture, PictureViews
+from segadv_tui.widgets.scores import DscCurve, ScoresPanel
+from segadv_tui.widgets.slices import SliceBrowser
+
+if TYPE_CHECKING:
+    from segadv_tui.attacker import SliceAttacker
+
+NARROW_WIDTH = 120  # below: the sidebar folds away (b shows it)
+SHORT_HEIGHT = 36  # below: one row of the four essential pictures
+HEADER_HEIGHT = 52  # below: the header's row goes to the pictures (the summary line names the device)
+TINY_HEIGHT = 26  # below: the scores table loses its status lines
+
+
+@dataclass(frozen=True)
+class WorkerHooks:
+    """Calls into the frame worker, for tests: ``on_frame_start`` when a computation starts, holding the
+    model (tests pause it there); ``on_live`` after each live step of an iterative attack is posted (tests
+    hold a run there), every ``live_interval`` seconds (None: the attacker's ~10 a second)."""
+
+    on_frame_start: Callable[[FrameRequest], None] | None = None
+    on_live: Callable[[LiveStep], None] | None = None
+    live_interval: float | None = None
+
+
+class ExplorerScreen(Screen):
+    """Pick a checkpoint and a slice, step epsilon, watch the masks and the scores."""
+
+    BINDINGS = EXPLORER_KEYS
+
+    def __init__(self, options: ExplorerOptions, hooks: WorkerHooks | None = None):
+        super().__init__()
+        self.state = ExplorerState(options)
+        self.hooks = hooks or WorkerHooks()
+        self.attacker: SliceAttacker | None = None  # once a model is loaded
+        self.graphics_choices = ["halfblock"] + ([options.graphics] if options.graphics != "halfblock" else [])
+        self._slices = SliceCache()
+        self._frame_worker: Worker | None = None  # the latest frame request's (an older one's failure is stale)
+        self._load_worker: Worker | None = None  # the latest checkpoint load's
+        self._failed: str | None = None  # the FAILURE_TITLES group whose failure was shown last
+        self._sidebar_forced: bool | None = None
+        self._focus_sidebar = False  # the Focus view hides the side panels until b shows them
+        self._view_before_focus = "overlay"
+
+    # -- layout --------------------------------------------------------------------------------
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with Horizontal(id="body"):
+            with Vertical(id="sidebar"):
+                yield CheckpointList(id="checkpoints")
+                yield SliceBrowser(id="slices")
+                yield AttackPanel(self.state.attack, id="attack")
+            with Vertical(id="view"):
+                yield Static("starting…", id="summary")
+                yield PictureViews(renderer=self.state.options.graphics, id="images")
+                with Horizontal(id="bottom"):
+                    yield ScoresPanel(show_timings=self.state.options.show_timings, id="scores")
+                    yield DscCurve(id="curve")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one("#checkpoints").border_title = "Checkpoints"
+        self.query_one("#slices").border_title = "Slices"
+        self.query_one("#attack").border_title = "Attack"
+        self.query_one("#scores").border_title = "Scores"
+        self.query_one("#curve").border_title = "FGSM mean DSC vs eps"
+        self.query_one(AttackPanel).show(self.state.attack, has_truth=self.state.has_truth)
+        self.query_one("#images").loading = True
+        self._update_layout()
+        self.app.sub_title = self.state.options.device_label or "loading torch…"
+        self._summary("loading torch and the model…")
+        self._scan_catalog()
+        self._load_data()
+
+    def on_resize(self, event: events.Resize) -> None:
+        self._update_layout(event.size)
+
+    def _update_layout(self, size: Size | None = None) -> None:
+        width, height = size or self.app.size
+        narrow = width < NARROW_WIDTH
+        self.set_class(narrow, "-narrow")
+        self.set_class(height < SHORT_HEIGHT, "-short")
+        self.set_class(height < HEADER_HEIGHT, "-compact")
+        self.set_class(height < TINY_HEIGHT, "-tiny")
+        show_sidebar = (not narrow) if self._sidebar_forced is None else self._sidebar_forced
+        if self._in_focus_view():
+            show_sidebar = self._focus_sidebar  # the picture as large as the terminal allows
+        self.set_class(not show_sidebar, "-no-sidebar")
+
+    # -- start-up: checkpoints and data ---------------------------------------------------------
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="scan", name="Loading torch")
+    def _scan_catalog(self) -> None:
+        # torch, segmentation-models-pytorch and MONAI take seconds to import: here, not before the first paint.
+        from core.devices import describe_device, resolve_device
+        from core.paths import bundled_checkpoint_dirs
+        from segadv_tui.catalog import scan
+
+        options = self.state.options
+        device = resolve_device(options.device)  # a device that does not exist: a notification naming those that do
+        catalog = scan(bundled_checkpoint_dirs() + options.checkpoint_dirs, options.checkpoint_files + options.deltas)
+        self.post_message(CheckpointsFound(catalog, str(device), describe_device(device)))
+
+    @on(CheckpointsFound)
+    def _catalog_found(self, message: CheckpointsFound) -> None:
+        state = self.state
+        state.device = message.device
+        if not state.options.device_label:
+            self.app.sub_title = message.device_text
+        state.catalog = message.catalog
+        self.query_one(CheckpointList).set_entries(state.catalog.checkpoints)
+        self.query_one(AttackPanel).set_files(
+            [(entry.path.stem, str(entry.path)) for entry in state.catalog.checkpoints if entry.meta is not None],
+            [(delta.path.stem, str(delta.path)) for delta in state.catalog.deltas],
+        )
+        opened = state.opening_delta()
+        if opened is not None:
+            self.set_attack(state.attack.replace(method="universal", delta=str(opened.path)))
+        if state.checkpoint_is_a_delta():
+            self.notify(f"--checkpoint {state.options.checkpoint} is a universal perturbation, not a checkpoint "
+                        f"(open it with --delta).", severity="warning", timeout=10, markup=False)
+        chosen = state.opening_checkpoint()
+        if chosen is None:
+            self.query_one("#images").loading = False
+            self.notify("No loadable checkpoint found (see --checkpoints).", severity="warning", timeout=8)
+            self._show_failure("load", "No loadable checkpoint found.")
+            return
+        self.load_checkpoint(chosen)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="data", name="Opening the data")
+    def _load_data(self) -> None:
+        options = self.state.options
+        if options.image is not None:
+            self.post_message(DataReady(None, [Path(options.image)], str(options.image)))
+            return
+        from core.data import open_dataset
+
+        dataset = open_dataset(options.data)
+        description = str(options.data) if options.data else "built-in demo"
+        self.post_message(DataReady(dataset, list(dataset.records), description))
+        for problem in dataset.problems[:3]:
+            self.app.call_from_thread(self.notify, problem, severity="warning", timeout=8)
+
+    @on(DataReady)
+    def _data_ready(self, message: DataReady) -> None:
+        state = self.state
+        state.dataset = message.dataset
+        state.records = message.records
+        browser = self.query_one(SliceBrowser)
+        if not state.has_truth:
+            browser.border_subtitle = "one PNG, no ground truth"
+            browser.root.add_leaf(Path(state.options.image).name, data=None)
+            state.source = Path(state.options.image)
+            self.request_frame()
+            return
+        browser.set_records(state.records)
+        if not state.records:
+            self.notify(f"No slices in {message.description}.", severity="warning", markup=False)
+            self._show_failure("data", f"No slices in {message.description}.")
+            return
+        browser.focus()
+        first = opening_slice(message.dataset)
+        if not browser.records:
+            browser.set_organs_only(False)
+        browser.choose(first)
+
+    # -- checkpoints ------------------------------------------------------------------------------
+
+    @on(CheckpointList.Chosen)
+    def _checkpoint_chosen(self, message: CheckpointList.Chosen) -> None:
+        self.load_checkpoint(message.entry)
+
+    def load_checkpoint(self, entry: CheckpointEntry) -> None:
+        """Attack ``entry``'s model, loading it first unless it is loaded."""
+        if entry.path in self.state.loaded:
+            self._attack_with(self.state.loaded[entry.path])
+            return
+        if entry.meta is None:  # its header said why already: no worker to fail the same way
+            self.notify(f"Cannot open {entry.path}: {entry.problem}", severity="error", timeout=10, markup=False)
+            self._show_failure("load", f"{entry.path}: {entry.problem}")
+            return
+        if self._failed == "load":  # another checkpoint picked: the loading indicator replaces that failure
+            self.query_one(PictureViews).clear_failure()
+        self.query_one("#images").loading = True
+        self._load_worker = self._load_checkpoint_worker(entry)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="load", name="Loading the checkpoint")
+    def _load_checkpoint_worker(self, entry: CheckpointEntry) -> None:
+        self._load_model(entry, scoring=False)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="load-scoring", name="Loading the model to score on")
+    def _load_scoring_worker(self, entry: CheckpointEntry) -> None:
+        self._load_model(entry, scoring=True)
+
+    def _load_model(self, entry: CheckpointEntry, *, scoring: bool) -> None:
+        from core.checkpoints import load_checkpoint
+        from segadv_tui.attacker import leave_a_core_for_the_ui
+
+        leave_a_core_for_the_ui()
+        model, meta = load_checkpoint(entry.path, self.state.device)
+        self.post_message(ModelLoaded(LoadedCheckpoint(entry, model, meta), scoring))
+
+    @on(ModelLoaded)
+    def _model_loaded(self, message: ModelLoaded) -> None:
+        loaded = message.checkpoint
+        self.state.loaded[loaded.path] = loaded
+        self.query_one(CheckpointList).mark(loaded.path, current=False)
+        if message.scoring:
+            if loaded.path == self.state.scoring_wanted:  # not overtaken by a later choice while it loaded
+                self.score_on(loaded.entry)
+        else:
+            self._attack_with(loaded)
+
+    def _attack_with(self, loaded: LoadedCheckpoint) -> None:
+        state = self.state
+        state.attacked = loaded
+        from segadv_tui.attacker import SliceAttacker  # torch is loaded by now (the model is here)
+
+        self.attacker = SliceAttacker(loaded.model, str(loaded.path), device=state.device)
+        state.curve = None
+        if state.source is None:  # no slice to attack yet (or none to be had): the summary names the model
+            self._summary()
+        self.query_one(CheckpointList).mark(loaded.path, current=True)
+        self.query_one("#images").loading = False
+        if state.scored_on is not None:
+            scoring = state.loaded[state.scored_on].entry
+            if scoring.path == loaded.path:
+                self._set_scored_on(None, request=False)  # the attacked model itself: white box again
+            elif state.size_problem(scoring):
+                self.notify(f"Scoring on the attacked model again: {state.size_problem(scoring)}.", severity="warning",
+                            markup=False)
+                self._set_scored_on(None, request=False)
+        self.request_frame()
+
+    # -- scoring on another model (a transfer) ---------------------------------------------------
+
+    def score_on(self, entry: CheckpointEntry | None) -> None:
+        """Score the frames on ``entry``'s model, the attack still crafted on the current checkpoint (None,
+        or the current checkpoint itself: white box). A model not loaded yet is loaded first."""
+        state = self.state
+        if entry is None or (state.attacked is not None and entry.path == state.attacked.path):
+            state.scoring_wanted = None
+            self._set_scored_on(None)
+            return
+        problem = entry.problem if entry.meta is None else state.size_problem(entry)
+        if problem:
+            self.notify(f"Cannot score on {entry.path.stem}: {problem}.", severity="error", markup=False)
+            self._show_scored_on()
+            return
+        state.scoring_wanted = entry.path
+        if entry.path not in state.loaded:
+            self._load_scoring_worker(entry)
+            return
+        self._set_scored_on(entry.path)
+
+    def _show_scored_on(self) -> None:
+        """The Score on select back on the model the frames are scored on (after a refusal or a failed load)."""
+        scored_on = self.state.scored_on
+        self.state.scoring_wanted = scored_on
+        self.query_one(AttackPanel).show_scored_on(None if scored_on is None else str(scored_on))
+
+    def _set_scored_on(self, path: Path | None, *, request: bool = True) -> None:
+        self.query_one(AttackPanel).show_scored_on(None if path is None else str(path))
+        if path == self.state.scored_on:
+            return
+        self.state.scored_on = path
+        self.state.curve = None
+        self.query_one(CheckpointList).mark_scored_on(path)
+        self.query_one("#scores").border_title = "Scores" if path is None else f"Scores on {path.stem}"
+        if request:
+            self.request_frame()
+
+    def action_score_on_next(self) -> None:
+        """The next checkpoint of the list to score on, back to the attacked model after the last."""
+        if self.state.attacked is None:
+            return
+        choices = self.state.scoring_choices()
+        if len(choices) == 1:
+            self.notify("No other checkpoint of this input size to score on (see --checkpoints).", severity="warning")
+            return
+        paths = [None if entry is None else entry.path for entry in choices]
+        current = self.state.scored_on if self.state.scored_on in paths else None
+        self.score_on(choices[paths.index(cycle_next(paths, current))])
+
+    # -- universal perturbations -----------------------------------------------------------------
+
+    def action_next_delta(self) -> None:
+        problem = self.state.next_delta_problem()
+        if problem:
+            self.notify(problem, severity="warning", timeout=8, markup=False)
+            return
+        self.set_attack(self.state.with_next_delta())
+
+    # -- slices ----------------------------------------------------------------------------------
+
+    @on(SliceBrowser.Chosen)
+    def _slice_chosen(self, message: SliceBrowser.Chosen) -> None:
+        if message.record is self.state.source:
+            return
+        self.state.source = message.record
+        self.request_frame()
+
+    def action_slice(self, offset: int) -> None:
+        if self.state.has_truth:
+            self.query_one(SliceBrowser).step(offset)
+
+    def action_organs_only(self) -> None:
+        browser = self.query_one(SliceBrowser)
+        if self.state.has_truth:
+            browser.set_organs_only(not browser.organs_only)
+            self.notify("Showing only slices with organs." if browser.organs_only else "Showing all slices.")
+
+    # -- the attack ------------------------------------------------------------------------------
+
+    def set_attack(self, attack: AttackConfig) -> None:
+        """Attack with ``attack`` from now on (completed as the explorer runs it) and show it."""
+        state = self.state
+        attack = state.completed(attack)
+        panel = self.query_one(AttackPanel)
+        if attack == state.attack:
+            panel.show(attack, has_truth=state.has_truth)  # a select left elsewhere
+            return
+        state.attack = attack
+        panel.show(attack, has_truth=state.has_truth)
+        curve = self.query_one(DscCurve)
+        curve.show(curve.curve, attack.eps)
+        self.request_frame()
+
+    def action_step_eps(self, direction: int, size: str = "fine") -> None:
+        self.set_attack(self.state.stepped_eps(direction, size))
+
+    def action_eps_zero(self) -> None:
+        self.set_attack(self.state.attack.with_eps(0.0))
+
+    def action_edit_eps(self) -> None:
+        self._show_sidebar_if_hidden()
+        self.query_one(EpsInput).focus()
+
+    def action_cycle(self, field: str) -> None:
+        attack = self.state.attack
+        if field == "target" and not self.state.has_truth:
+            self.notify("A lone PNG has no ground truth: the target is the clean prediction.")
+            return
+        if field == "mode" and "mode" not in attack.entry.parameters:
+            self.notify("The paper's variant exists for FGSM only.")
+            return
+        if field in ("loss", "target") and not attack.entry.uses_target:
+            self.notify(f"{attack.entry.title} has its own objective ({attack.objective_label}).")
+            return
+        values = [value for _, value in CHOICES[field]]
+        self.set_attack(attack.replace(**{field: cycle_next(values, choice_value(attack, field))}))
+
+    @on(AttackPanel.Changed)
+    def _attack_changed(self, message: AttackPanel.Changed) -> None:
+        state = self.state
+        if message.field == "scored":
+            chosen = (entry for entry in state.catalog.checkpoints if str(entry.path) == message.value)
+            self.score_on(next(chosen, None))
+            return
+        if message.field == "delta":
+            if not message.value and state.attack.method == "universal":  # it needs one: keep the current
+                self.query_one(AttackPanel).show(state.attack, has_truth=state.has_truth)
+                return
+            self.set_attack(state.attack.replace(delta=message.value or None))
+            return
+        if message.field != "eps":
+            self.set_attack(state.attack.replace(**{message.field: message.value}))
+            return
+        try:
+            eps = float(message.value)
+        except ValueError:
+            self.notify(f"Epsilon must be a number in [0, 1], not {message.value!r}.", severity="error")
+            self.query_one(AttackPanel).show(state.attack)
+            return
+        if not 0.0 <= eps <= 1.0:
+            self.notify(f"Epsilon {eps:g} is outside [0, 1]: clamped.", severity="warning")
+        self.query_one(SliceBrowser).focus()  # away from the field, so the keys are shortcuts again
+        self.set_attack(state.attack.with_eps(eps))
+        self.query_one(AttackPanel).show(state.attack)
+
+    # -- frames ----------------------------------------------------------------------------------
+
+    def request_frame(self) -> None:
+        """Ask for the frame of the current checkpoint, slice and attack; newer requests win."""
+        if self.attacker is None or self.state.source is None:
+            return
+        request = self.state.new_request()
+        self._summary()
+        self._frame_worker = self._compute_frame(request, self.attacker)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="frame", name="Attacking the slice")
+    def _compute_frame(self, request: FrameRequest, attacker: SliceAttacker) -> None:
+        worker = get_current_worker()
+        hooks = self.hooks
+
+        def should_stop() -> bool:
+            return worker.is_cancelled or not self.state.is_latest(request.id)
+
+        if should_stop():
+            return
+        data = self._slices.get(request.source, self.state.attacked.img_size)
+        on_start = None if hooks.on_frame_start is None else (lambda: hooks.on_frame_start(request))
+
+        def on_live(live: LiveStep) -> None:
+            if not should_stop():
+                self.post_message(LiveStepReady(live))
+                if hooks.on_live is not None:
+                    hooks.on_live(live)
+
+        interval = {} if hooks.live_interval is None else {"live_interval": hooks.live_interval}
+        frame = attacker.compute(data, request.attack, request_id=request.id, should_stop=should_stop,
+                                 on_start=on_start, on_live=on_live, scored_on=request.scored_on, **interval)
+        if frame is not None:
+            self.post_message(FrameReady(frame))
+
+    @on(LiveStepReady)
+    def _live_step(self, message: LiveStepReady) -> None:
+        live = message.live
+        if not self.state.is_latest(live.request_id):
+            return
+        self.state.live_steps += 1
+        self.state.live = live
+        self._show_pictures(live.result, live.config.eps)
+        self.query_one(ScoresPanel).show_live(live)
+
+    def _show_pictures(self, result, eps: float) -> None:
+        """The pictures of a slice's attack (a finished frame or an iterative run's current iterate)."""
+        from segadv_tui.render.figures import AttackPanels
+
+        self.query_one(PictureViews).show(AttackPanels.from_result(result, eps), result.pictures.has_truth)
+
+    @on(FrameReady)
+    def _frame_ready(self, message: FrameReady) -> None:
+        state = self.state
+        frame = message.frame
+        if not state.is_latest(frame.request_id):
+            state.dropped_frames += 1
+            return
+        state.frame = frame
+        self._show_pictures(frame.result, frame.config.eps)
+        scores = self.query_one(ScoresPanel)
+        scores.show(frame)
+        live = state.live if state.live is not None and state.live.request_id == frame.request_id else None
+        if live is None:
+            scores.clear_live()
+        else:  # the run's history, closed by the final iterate's score
+            scores.show_live_line(replace(
+                live, step=live.steps, seconds=frame.seconds, mean_dsc=live.mean_dsc + (frame.result.mean_adv,)))
+        curve = self.query_one(DscCurve)
+        if state.curve is not None and state.curve_matches(state.curve, frame):
+            curve.show(state.curve, frame.config.eps)
+        else:
+            curve.show(None, frame.config.eps)
+            self._compute_curve(self._slices.of_frame(frame, state.attacked.img_size), frame.config, self.attacker,
+                                state.scoring_model() if frame.scored_on is not None else None)
+        self._summary()
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="curve", name="Sweeping eps")
+    def _compute_curve(self, data: SliceData, attack: AttackConfig, attacker: SliceAttacker,
+                       scored_on: LoadedCheckpoint | None = None) -> None:
+        worker = get_current_worker()
+        curve = attacker.curve(data, attack, should_stop=lambda: worker.is_cancelled, scored_on=scored_on)
+        if curve is not None:
+            self.post_message(CurveReady(curve))
+
+    @on(CurveReady)
+    def _curve_ready(self, message: CurveReady) -> None:
+        state = self.state
+        state.curve = message.curve
+        if state.frame is not None and state.curve_matches(message.curve, state.frame):
+            self.query_one(DscCurve).show(message.curve, state.attack.eps)
+
+    def _summary(self, text: str | None = None) -> None:
+        """The summary line: ``text``, or what the explorer attacks and how (state.summary)."""
+        if text is None:
+            text = self.state.summary(self.app.sub_title if self.has_class("-compact") else None)
+        self.query_one("#summary", Static).update(text, layout=False)  # one fixed line: no re-layout
+
+    # -- failures ----------------------------------------------------------------------------------
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        if event.state != WorkerState.ERROR:
+            return
+        worker = event.worker
+        if worker.group in ("scan", "load", "frame"):
+            self.query_one("#images").loading = False
+        if worker.group == "load-scoring":
+            self._show_scored_on()
+        message = self.app.report_worker_error(worker.name, worker.error)
+        stale = (worker.group == "frame" and worker is not self._frame_worker) or (
+            worker.group == "load" and worker is not self._load_worker)
+        if worker.group in FAILURE_TITLES and not stale:
+            self._show_failure(worker.group, message)
+
+    def _show_failure(self, group: str, message: str) -> None:
+        """What failed and what to do about it, where the pictures would be, until the user picks something
+        that works (the next pictures replace it). ``group``: the work that failed (FAILURE_TITLES)."""
+        self._failed = group
+        self.query_one("#images").loading = False
+        advice = self.state.failure_advice(group)
+        self.query_one(PictureViews).show_failure(FAILURE_TITLES[group], f"{message}\n\n{advice}")
+        self.query_one(ScoresPanel).clear()  # no scores or curve of an earlier choice beside the failure
+        self.query_one(DscCurve).clear()
+        self._summary()
+
+    # -- keys --------------------------------------------------------------------------------------
+
+    def check_action(self, action: str, parameters: tuple) -> bool | None:
+        from segadv_tui.screens.table_ii import TableIIScreen
+
+        if isinstance(self.app.screen, TableIIScreen):  # the palette's commands: Table II's run froze the attack
+            return False
+        if action == "leave_focus":
+            return self._in_focus_view()
+        return True
+
+    # -- views ---------------------------------------------------------------------------------------
+
+    def show_view(self, view: str) -> None:
+        """Switch the pictures to ``view``; Focus shows the focused picture (or the view's main one)."""
+        views = self.query_one(PictureViews)
+        if view == views.view:
+            return
+        key = views.focus_key() if view == "focus" else None
+        if view == "focus":
+            self._view_before_focus = views.view
+        views.show_view(view, key)
+        self._update_layout()
+        if view == "focus":
+            views.focus_picture().focus()
+        elif isinstance(self.focused, Picture) and not self.focused.display:
+            self.query_one(SliceBrowser).focus()
+
+    def _in_focus_view(self) -> bool:
+        return self.query_one(PictureViews).view == "focus"
+
+    def action_cycle_view(self) -> None:
+        self.show_view(cycle_next(VIEWS, self.query_one(PictureViews).view))
+
+    def action_focus_view(self) -> None:
+        if self._in_focus_view():
+            self.action_leave_focus()
+        else:
+            self.show_view("focus")
+
+    def action_leave_focus(self) -> None:
+        self.show_view(self._view_before_focus)
+
+    def action_zoom(self, direction: int) -> None:
+        views = self.query_one(PictureViews)
+        if views.view != "focus":
+            self.action_focus_view()
+        picture = views.focus_picture()
+        changed = picture.zoom_in() if direction > 0 else picture.zoom_out()
+        if not changed and direction > 0:
+            self.notify("At one image pixel per half cell: the closest zoom.", timeout=3)
+
+    def action_toggle_organ(self, index: int) -> None:
+        self.query_one(PictureViews).toggle_organ(index)
+
+    def action_toggle_sidebar(self) -> None:
+        hidden = self.has_class("-no-sidebar")
+        if self._in_focus_view():
+            self._focus_sidebar = hidden
+        else:
+            self._sidebar_forced = hidden
+        self._update_layout()
+
+    def _show_sidebar_if_hidden(self) -> None:
+        if self.has_class("-no-sidebar"):
+            self.action_toggle_sidebar()
+
+    def action_focus(self, widget_id: str) -> None:
+        self._show_sidebar_if_hidden()
+        self.query_one(f"#{widget_id}").focus()
+
+    def action_cycle_graphics(self) -> None:
+        if len(self.graphics_choices) == 1:
+            self.notify("Only the half-block renderer is available: start with --graphics kitty or sixel "
+                        "in a terminal that supports it.")
+            return
+        views = self.query_one(PictureViews)
+        renderer = cycle_next(self.graphics_choices, views.renderer)
+        views.use_renderer(renderer)
+        self.notify(f"Pictures: {renderer}")
+
+    # -- exports and Table II ----------------------------------------------------------------------
+
+    def action_export_figure(self) -> None:
+        frame = self.state.frame
+        if frame is None:
+            self.notify("Nothing to export yet.", severity="warning")
+            return
+        self._export_figure(frame, self.state.options.export_dir / self.state.figure_name(frame),
+                            self.state.figure_caption(frame))
+
+    @work(thread=True, exit_on_error=False, group="export", name="Exporting the figure")
+    def _export_figure(self, frame: Frame, path: Path, caption: str) -> None:
+        from core.files import write_png
+        from segadv_tui.render.figures import AttackPanels, attack_figure
+
+        path = write_png(path, attack_figure(AttackPanels.from_result(frame.result, frame.config.eps), caption))
+        self.app.call_from_thread(self.notify, f"Saved {path}")
+
+    def action_export_scores(self) -> None:
+        from segadv_tui.render.tables import save_tables, scores_table
+
+        frame = self.state.frame
+        if frame is None:
+            self.notify("Nothing to export yet.", severity="warning")
+            return
+        try:
+            paths = save_tables(scores_table(frame), self.state.options.export_dir / self.state.scores_stem(frame))
+        except SegadvError as exc:  # the message names the file
+            self.notify(f"Could not export the scores: {exc}", severity="error", markup=False)
+            return
+        self.notify("Saved " + ", ".join(str(p) for p in paths))
+
+    def action_table_ii(self) -> None:
+        from segadv_tui.screens.table_ii import TableIIScreen
+
+        if self.state.dataset is None or not self.state.loaded:
+            self.notify("Table II needs a data set with ground truth and a loaded checkpoint.", severity="warning")
+            return
+        self.app.push_screen(TableIIScreen(self.state))

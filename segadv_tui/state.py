@@ -1,0 +1,286 @@
+"""The explorer's state and its decisions, without Textual or torch: what it was started with, the attack
+it shows, the checkpoints it found and loaded, which model scores the frames, which universal
+perturbation applies, whether a curve belongs to a frame, the summary line and the names of exports.
+
+The explorer screen owns one :class:`ExplorerState` and changes it on the UI thread; the command
+palette and the Table II screen read it. Every method here is a plain function of the state, so the
+decisions are tested without an app.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence, TypeVar
+
+from rich.markup import escape
+
+from core.attack_config import AttackConfig
+from core.data import SliceRecord, select_slices, with_organs
+from core.paths import DEMO_CHECKPOINT_NAME
+from segadv_tui.catalog import Catalog, CheckpointEntry, DeltaEntry, LoadedCheckpoint
+from segadv_tui.frames import Curve, Frame, FrameRequest, LiveStep
+
+# Epsilon per step of the eps keys: + and - step finely, ] and [ coarsely.
+EPS_STEPS = {"fine": 0.001, "coarse": 0.005}
+# The work whose failure takes the pictures' place, and the title it is shown under.
+FAILURE_TITLES = {"scan": "Cannot start", "data": "Cannot open the data", "load": "Cannot open the checkpoint",
+                  "frame": "Cannot attack this slice"}
+
+T = TypeVar("T")
+
+
+def cycle_next(values: Sequence[T], current: Any) -> T:
+    """The value after ``current`` in ``values``, back to the first after the last (or if it is not there)."""
+    index = values.index(current) if current in values else -1
+    return values[(index + 1) % len(values)]
+
+
+@dataclass
+class ExplorerOptions:
+    """What segadv-tui was started with: the data (or one PNG), where to find checkpoints and universal
+    perturbations (``checkpoint``: the one to open; ``deltas``: the first is opened), the Table II slice
+    limit, the picture renderer, where exports go (None: the working folder), the device (None: the
+    best there is) and how the summary and scores show it."""
+
+    data: Path | None = None
+    image: Path | None = None
+    checkpoint_dirs: list[Path] | None = None
+    checkpoints: list[Path] | None = None
+    checkpoint: Path | None = None
+    deltas: list[Path] | None = None
+    limit: int | None = None
+    graphics: str = "halfblock"
+    export_dir: Path | None = None
+    device: str | None = None
+    device_label: str | None = None
+    show_timings: bool = True
+
+    def __post_init__(self) -> None:
+        self.checkpoint_dirs = list(self.checkpoint_dirs or [])
+        self.checkpoints = list(self.checkpoints or [])
+        self.deltas = [Path(path) for path in self.deltas or []]
+        self.export_dir = Path(self.export_dir) if self.export_dir else Path.cwd()
+
+    @property
+    def checkpoint_files(self) -> list[Path]:
+        """The checkpoint files to list beside those of the folders: --checkpoints' and --checkpoint."""
+        return self.checkpoints + ([Path(self.checkpoint)] if self.checkpoint is not None else [])
+
+
+@dataclass
+class ExplorerState:
+    """Everything the explorer shows and chose, changed only on the UI thread."""
+
+    options: ExplorerOptions
+    attack: AttackConfig = field(init=False)  # a lone PNG is attacked against its clean prediction
+    device: str | None = field(init=False)  # --device until torch has loaded and resolved it
+    dataset: Any = None  # core.data.GITractDataset, None for a lone PNG
+    records: list = field(default_factory=list)
+    source: SliceRecord | Path | None = None  # the slice attacked
+    catalog: Catalog = field(default_factory=Catalog)
+    loaded: dict[Path, LoadedCheckpoint] = field(default_factory=dict)
+    attacked: LoadedCheckpoint | None = None  # the checkpoint the attack is crafted on
+    scored_on: Path | None = None  # the checkpoint the frames are scored on (None: the attacked one)
+    scoring_wanted: Path | None = None  # the latest choice: a model still loading applies only if it is this
+    frame: Frame | None = None
+    curve: Curve | None = None
+    live: LiveStep | None = None  # the latest progress of an iterative attack
+    live_steps: int = 0  # progress repaints of iterative attacks shown
+    dropped_frames: int = 0  # frames that arrived for a request no longer the latest
+    latest_request: int = 0
+
+    def __post_init__(self) -> None:
+        self.attack = AttackConfig(target="gt" if self.has_truth else "pred")
+        self.device = self.options.device
+
+    @property
+    def has_truth(self) -> bool:
+        return self.options.image is None
+
+    # -- the checkpoints ------------------------------------------------------------------------------
+
+    def opening_checkpoint(self) -> CheckpointEntry | None:
+        """The checkpoint to open first: --checkpoint, else the bundled demo, else the first loadable one."""
+        entries = self.catalog.checkpoints
+        chosen = None
+        if self.options.checkpoint is not None:
+            wanted = Path(self.options.checkpoint).resolve()
+            chosen = next((e for e in entries if e.path.resolve() == wanted), None)
+        demo = Path(DEMO_CHECKPOINT_NAME).stem
+        return (chosen or next((e for e in entries if e.meta is not None and e.path.stem == demo), None)
+                or next((e for e in entries if e.meta is not None), None))
+
+    def checkpoint_is_a_delta(self) -> bool:
+        """Whether --checkpoint names a universal perturbation found (it opens with --delta)."""
+        if self.options.checkpoint is None:
+            return False
+        wanted = Path(self.options.checkpoint).resolve()
+        return any(delta.path.resolve() == wanted for delta in self.catalog.deltas)
+
+    def size_problem(self, entry: CheckpointEntry) -> str | None:
+        """Why ``entry`` cannot score the attacked model's adversarial slices (None: it can)."""
+        if self.attacked is None or entry.meta is None:
+            return None
+        size, attacked = entry.meta.get("img_size"), self.attacked.meta.get("img_size")
+        if size == attacked:
+            return None
+        return f"it takes {size} px slices and {self.attacked.path.stem} {attacked} px"
+
+    def scoring_model(self) -> LoadedCheckpoint | None:
+        """The loaded checkpoint the frames are scored on, when not the attacked one."""
+        return None if self.scored_on is None else self.loaded[self.scored_on]
+
+    def scoring_choices(self) -> list[CheckpointEntry | None]:
+        """What w cycles through: the attacked model (None), then every other checkpoint that can score it."""
+        return [None] + [entry for entry in self.catalog.checkpoints if entry.meta is not None
+                         and entry.path != self.attacked.path and not self.size_problem(entry)]
+
+    # -- universal perturbations ----------------------------------------------------------------------
+
+    def delta_entry(self, path: str | None) -> DeltaEntry | None:
+        """The universal perturbation found at ``path`` (None: not one of them)."""
+        return next((delta for delta in self.catalog.deltas if path is not None and str(delta.path) == path), None)
+
+    def fitting_deltas(self) -> list[DeltaEntry]:
+        """The universal perturbations that fit the attacked model's input (all of them before one is loaded)."""
+        size = None if self.attacked is None else self.attacked.meta.get("img_size")
+        return [delta for delta in self.catalog.deltas if size is None or delta.img_size == size]
+
+    def opening_delta(self) -> DeltaEntry | None:
+        """The universal perturbation of --delta, once found."""
+        wanted = {path.resolve() for path in self.options.deltas}
+        return next((delta for delta in self.catalog.deltas if delta.path.resolve() in wanted), None)
+
+    def next_delta_problem(self) -> str | None:
+        """Why u has no universal perturbation to apply (None: it has)."""
+        if self.catalog.deltas and not self.fitting_deltas():
+            sizes = ", ".join(sorted({f"{delta.img_size} px" for delta in self.catalog.deltas}))
+            return (f"No universal perturbation found for {self.attacked.meta['img_size']} px slices (the ones found "
+                    f"are {sizes}).")
+        if not self.catalog.deltas:
+            return ("No universal perturbation found: make one with `segadv universal` and open it with "
+                    "segadv-tui --delta FILE (or put it in a --checkpoints folder).")
+        return None
+
+    def with_next_delta(self) -> AttackConfig:
+        """The attack with the next fitting universal perturbation (see next_delta_problem first)."""
+        paths = [str(delta.path) for delta in self.fitting_deltas()]
+        current = self.attack.delta if self.attack.method == "universal" else None
+        return self.attack.replace(method="universal", delta=cycle_next(paths, current))
+
+    # -- the attack -----------------------------------------------------------------------------------
+
+    def completed(self, attack: AttackConfig) -> AttackConfig:
+        """``attack`` as the explorer runs it: the universal method with a perturbation (the first that fits),
+        and a newly chosen perturbation at the bound it was made with (eps then scales it)."""
+        if attack.method == "universal" and attack.delta is None and self.fitting_deltas():
+            attack = attack.replace(delta=str(self.fitting_deltas()[0].path))
+        if attack.delta is not None and attack.delta != self.attack.delta:
+            chosen = self.delta_entry(attack.delta)
+            if chosen is not None:
+                attack = attack.with_eps(chosen.eps)
+        return attack
+
+    def stepped_eps(self, direction: int, size: str = "fine") -> AttackConfig:
+        """The attack with eps one step (EPS_STEPS[size]) up (direction > 0) or down."""
+        step = EPS_STEPS[size] * (1 if direction > 0 else -1)
+        return self.attack.with_eps(self.attack.eps + step)
+
+    # -- frames ---------------------------------------------------------------------------------------
+
+    def new_request(self) -> FrameRequest:
+        """A request for the frame of the current slice and attack; it supersedes every earlier one."""
+        self.latest_request += 1
+        return FrameRequest(self.latest_request, self.source, self.attack, self.scoring_model())
+
+    def is_latest(self, request_id: int) -> bool:
+        return request_id == self.latest_request
+
+    @staticmethod
+    def curve_matches(curve: Curve, frame: Frame) -> bool:
+        """Whether ``curve`` is the eps curve of ``frame``: FGSM's, for the frame's loss and target."""
+        fgsm = frame.config.replace(method="fgsm")
+        return (curve.checkpoint, curve.slice_id, curve.loss, curve.target, curve.mode, curve.scored_on) == (
+            frame.checkpoint, frame.slice_id, fgsm.loss, fgsm.target, fgsm.mode, frame.scored_on)
+
+    def summary(self, device: str | None = None) -> str:
+        """The summary line (Rich markup): the attack, the slice and the checkpoint, most telling first as
+        narrow terminals cut the end; ``device`` ends it where the header (which names it) is hidden."""
+        checkpoint = self.attacked.path.stem if self.attacked else "no checkpoint"
+        source = getattr(self.source, "id", None) or (Path(self.source).name if self.source else "no slice")
+        if self.scored_on is not None:
+            checkpoint = f"{checkpoint} → scored on {self.scored_on.stem}"
+        attack = self.attack
+        label = escape(attack.label)
+        delta = self.delta_entry(attack.delta) if attack.method == "universal" else None
+        if delta is not None and delta.eps > 0:  # eps scales the saved delta: say by how much
+            label = escape(f"eps {attack.eps:.3f} (×{attack.eps / delta.eps:.2f} of {delta.eps:.3f}) · "
+                           f"{attack.method_label}")
+        text = f"[b]{label}[/b] · {escape(str(source))} · {escape(checkpoint)}"
+        return f"{text} · {device}" if device else text
+
+    def failure_advice(self, group: str) -> str:
+        """What to do when the work ``group`` (FAILURE_TITLES) failed."""
+        if group == "load":
+            advice = ("Pick another checkpoint in the list (c, then Enter), or start segadv-tui with --checkpoint "
+                      "FILE: a .safetensors file written by segadv train, or converted from other weights by "
+                      "segadv import-checkpoint.")
+            if self.attacked is not None:
+                advice += f" {self.attacked.path.stem} is still in use: an eps step shows its pictures again."
+            return advice
+        if not self.has_truth and group in ("data", "frame"):
+            return "Start segadv-tui with another --image FILE.png (a 16-bit PNG slice), or --data DIR."
+        if group == "data":
+            return ("Start segadv-tui with --data DIR (a Kaggle root: train.csv and train/), or without --data "
+                    "for the built-in demo.")
+        if group == "frame":
+            return "Pick another slice (j / k, or s for the slice list) or other attack settings."
+        return "Start segadv-tui again with other options (segadv-tui --help lists them)."
+
+    # -- exports --------------------------------------------------------------------------------------
+
+    def figure_name(self, frame: Frame) -> str:
+        """The PNG file name of ``frame``'s figure: slice, checkpoint(s), attack and eps."""
+        scored = "" if frame.scored_on is None else "_on_" + Path(frame.scored_on).stem
+        return (f"{frame.slice_id}_{self._attacked_name()}{scored}_{frame.config.method}"
+                f"_{frame.config.loss.replace('+', '-')}_eps{frame.config.eps:.3f}.png")
+
+    def figure_caption(self, frame: Frame) -> str:
+        checkpoint = self._attacked_name()
+        crafted = f"crafted on {checkpoint}, scored on {Path(frame.scored_on).stem}" if frame.scored_on else checkpoint
+        return f"{crafted} · {frame.slice_id} · {frame.config.label} · L-inf {frame.result.linf:.4f}"
+
+    @staticmethod
+    def scores_stem(frame: Frame) -> str:
+        """The file name, without suffix, of ``frame``'s scores table."""
+        scored = "" if frame.scored_on is None else "_on_" + Path(frame.scored_on).stem
+        return f"{frame.slice_id}_{frame.config.method}{scored}_eps{frame.config.eps:.3f}_scores"
+
+    @staticmethod
+    def table_ii_stem(attack: AttackConfig) -> str:
+        return f"table_ii_{attack.method}_eps{attack.eps:.3f}"
+
+    def _attacked_name(self) -> str:
+        return self.attacked.path.stem if self.attacked else "model"
+
+    # -- Table II -------------------------------------------------------------------------------------
+
+    def table_ii_records(self) -> list[SliceRecord]:
+        """The test split's slices with organs (the ones the paper scores), at most --limit of them."""
+        return select_slices(self.dataset, "test", limit=self.options.limit)
+
+    def table_ii_models(self) -> list[tuple[str, Any, dict]]:
+        """Every loaded checkpoint as (label, model, meta)."""
+        return [(path.stem, loaded.model, loaded.meta) for path, loaded in self.loaded.items()]
+
+
+def opening_slice(dataset) -> SliceRecord:
+    """The slice the explorer opens on: among the test split's slices (the ones the paper scores), the first
+    with the most organs in its truth, every organ where one has them all. Its first scores are then
+    damage to organs that are there: on a slice without an organ, a few stray pixels of it turn that
+    organ's DSC from 1 to 0 and read as the model failing on it. Without a test slice with organs, the
+    first slice with organs, else the first slice."""
+    _, test = dataset.split()  # the split select_slices makes by default, so Table II scores this slice
+    candidates = with_organs(test) or with_organs(dataset.records) or list(dataset.records)
+    return max(candidates, key=lambda record: sum(map(bool, record.rles)))  # the first of the most
