@@ -14,6 +14,7 @@ from typing import Optional
 import typer
 
 from segadv_tui.cli import fail, run
+from segadv_tui.serve import HEARTBEAT_S
 
 command = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 SERVE_HOST, SERVE_PORT = "127.0.0.1", 8000
@@ -34,8 +35,15 @@ def segadv_tui(
     device: str = typer.Option("auto", "--device", help="auto (CUDA when available, else CPU), cpu, cuda or cuda:N."),
     serve: bool = typer.Option(False, "--serve", help="Serve the explorer to a browser tab (textual-serve) instead."),
     host: str = typer.Option(SERVE_HOST, "--host", help="--serve: the address to listen on (default: this machine only; "
-                                                         "no authentication, so reach it through an SSH tunnel)."),
+                                                         "from elsewhere, through an SSH tunnel)."),
     port: int = typer.Option(SERVE_PORT, "--port", min=1, max=65535, help="--serve: the port to listen on."),
+    token: Optional[str] = typer.Option(None, "--token", envvar="SEGADV_TUI_TOKEN",
+                                        help="--serve: the token the URL carries (default: a new random one each start; "
+                                             "the variable keeps it out of the process list)."),
+    no_token: bool = typer.Option(False, "--no-token", help="--serve: no token: anyone who reaches the port can use "
+                                                            "the explorer as you (a warning is printed)."),
+    heartbeat: float = typer.Option(HEARTBEAT_S, "--serve-heartbeat", min=0.1, hidden=True,
+                                    help="--serve: seconds between pings to a browser (tests make it short)."),
 ) -> None:
     if truecolor:
         # Rich and Textual read these when they are first imported: set them before.
@@ -92,14 +100,19 @@ def segadv_tui(
         fail(f"--export-dir {export_dir}: no such folder")
     if not os.access(export_dir, os.W_OK | os.X_OK):
         fail(f"--export-dir {export_dir}: a folder you cannot write to")
-    if not serve and (host, port) != (SERVE_HOST, SERVE_PORT):
-        fail("--host and --port go with --serve")
+    if not serve and ((host, port) != (SERVE_HOST, SERVE_PORT) or token is not None or no_token):
+        fail("--host, --port, --token and --no-token go with --serve")
     if serve:
-        from segadv_tui.serve import port_problem
+        from segadv_tui.serve import new_token, port_problem, token_problem
 
+        if token is not None and no_token:
+            fail("give --token or --no-token, not both")
+        if token is not None and token_problem(token):
+            fail(token_problem(token))
         problem = port_problem(host, port)
         if problem:
             fail(f"--serve: cannot listen on {host}:{port}: {problem}")
+        token = None if no_token else token or new_token()
     if not serve:
         problem = _terminal_problem()
         if problem:
@@ -123,17 +136,21 @@ def segadv_tui(
         if limit is not None:
             arguments += ["--limit", str(limit)]
         arguments += ["--device", device]
-        serve_app(host, port, arguments)
+        serve_app(host, port, arguments, token, heartbeat)
         return
 
     renderer = register_graphics(choose_graphics(graphics))
     # The app paints at once and loads torch and the models in a worker, with a loading indicator.
     from segadv_tui.app import SegadvApp
+    from segadv_tui.lifetime import end_on_signals
 
-    SegadvApp(
+    app = SegadvApp(
         data=data, image=image, checkpoint_dirs=folders, checkpoints=files, checkpoint=checkpoint, deltas=deltas, limit=limit,
         graphics=renderer, export_dir=export_dir, device=device,
-    ).run()
+    )
+    end_on_signals(app)  # SIGTERM, SIGHUP: the terminal restored and the process gone within seconds, workers or not
+    app.run()
+    return app.return_code  # 128 + the signal's number after SIGTERM / SIGHUP
 
 
 def _terminal_problem() -> str | None:

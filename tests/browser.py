@@ -1,12 +1,15 @@
 """A headless Chromium driven over the DevTools protocol (aiohttp's websocket client, no Playwright):
-open a page, take screenshots. Only what the serve test needs."""
+open a page, read its text, take screenshots, and freeze the browser the way a laptop that sleeps or
+a dropped SSH tunnel does: its connections stay open and nothing answers. Only what the serve tests need."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
 import io
+import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -50,7 +53,7 @@ class Page:
         self.process = subprocess.Popen(
             [chromium(), *FLAGS, f"--user-data-dir={self.profile}", f"--remote-debugging-port={port}",
              f"--window-size={self.size[0]},{self.size[1]}", self.url],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         self.http = aiohttp.ClientSession()
         targets = None
         deadline = time.monotonic() + 60
@@ -67,10 +70,18 @@ class Page:
         return self
 
     async def __aexit__(self, *exc) -> None:
-        await self.socket.close()
-        await self.http.close()
-        self.process.terminate()
+        os.killpg(self.process.pid, signal.SIGKILL)  # the browser's group: its renderer and network processes too
         self.process.wait(timeout=30)
+        await self.http.close()
+
+    def freeze(self) -> None:
+        """Stop every browser process: its websockets stay open and answer nothing, no close is sent."""
+        os.killpg(self.process.pid, signal.SIGSTOP)
+
+    async def text(self) -> str:
+        """The page's text (document.body.innerText)."""
+        result = await self.call("Runtime.evaluate", expression="document.body ? document.body.innerText : ''")
+        return result["result"].get("value", "")
 
     async def call(self, method: str, **params) -> dict:
         self._calls += 1
