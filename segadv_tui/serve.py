@@ -227,7 +227,8 @@ def _server_class():
             base = f"{request.scheme}://{request.host}"
             return {
                 "font_size": to_int(request.query.get("fontsize", "16"), 16),
-                "app_websocket_url": f"ws://{request.host}{request.app.router['websocket'].url_for()}",
+                "app_websocket_url": f"{'wss' if request.secure else 'ws'}://{request.host}"
+                                     f"{request.app.router['websocket'].url_for()}",
                 "config": {"static": {"url": f"{base}{request.app.router['static'].url_for(filename='/')}".rstrip("/") + "/"}},
                 "application": {"name": self.title},
             }

@@ -86,7 +86,8 @@ def test_a_signal_ends_the_terminal_explorer_and_gives_the_screen_back(tiny_demo
         os.close(master)
 
 
-def test_sigterm_ends_a_served_explorer(tiny_demo):
+@pytest.mark.parametrize("how", ["SIGTERM", "server gone"])
+def test_a_served_explorer_ends_on_sigterm_or_when_its_server_is_gone(tiny_demo, how):
     # As textual-serve starts a browser tab's explorer, with segadv's driver (segadv_tui.serve does).
     environment = {**os.environ, "TEXTUAL_DRIVER": "segadv_tui.lifetime:ServedDriver", "COLUMNS": "120", "ROWS": "40"}
     process = subprocess.Popen(explorer(tiny_demo), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -94,9 +95,14 @@ def test_sigterm_ends_a_served_explorer(tiny_demo):
     output = Output(process.stdout.fileno())
     try:
         output.wait_for(b"__GANGLION__")  # the web driver started; torch still loading in a worker
-        process.send_signal(signal.SIGTERM)
-        assert ended(process) == 128 + signal.SIGTERM
+        if how == "SIGTERM":
+            process.send_signal(signal.SIGTERM)
+            assert ended(process) == 128 + signal.SIGTERM
+        else:
+            process.stdin.close()  # what a server killed with SIGKILL leaves
+            assert ended(process) == 0
     finally:
         if process.poll() is None:
             process.kill()
-        process.stdin.close()
+        if not process.stdin.closed:
+            process.stdin.close()
