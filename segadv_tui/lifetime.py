@@ -2,8 +2,8 @@
 
 Textual ends an app by draining its message queues and then waiting for its thread workers, which torch
 can keep busy for many seconds (an import, a Table II); a process asked to end must not wait for them.
-So an end request asks the app to exit (the terminal is restored) and arms a timer that ends the process
-``GRACE_S`` later whatever is still running. A second request ends it at once.
+So an end request asks the app to exit (the terminal is restored), and the process ends as soon as the
+app has stopped, or ``GRACE_S`` later whatever is still running. A second request ends it at once.
 """
 
 from __future__ import annotations
@@ -49,6 +49,8 @@ def end_on_signals(app: App) -> None:
     """SIGTERM and SIGHUP (the terminal or the SSH session went away) end the app and the process."""
     for signum in SIGNALS:
         signal.signal(signum, lambda signum, frame: end(app, 128 + signum))
+    if not issubclass(app.driver_class, EndWhenAsked):
+        app.driver_class = type(app.driver_class.__name__, (EndWhenAsked, app.driver_class), {})
 
 
 def _hard_exit(app: App, status: int) -> None:
@@ -70,7 +72,17 @@ def _hard_exit(app: App, status: int) -> None:
     os._exit(status)
 
 
-class ServedDriver(WebDriver):
+class EndWhenAsked:
+    """A driver mixin: once an end was asked and the app has stopped, the process ends at once."""
+
+    def stop_application_mode(self) -> None:
+        super().stop_application_mode()
+        if _status:  # the app has ended as asked: its thread workers are not waited for
+            self.close()  # the terminal driver's writer thread: what it queued, the restore included, is written
+            _hard_exit(self._app, _status[0])
+
+
+class ServedDriver(EndWhenAsked, WebDriver):
     """textual-serve's web driver for a browser tab's explorer (TEXTUAL_DRIVER names it).
 
     - Sizes in order: the web driver posts its first size (from the URL) through a task and the
@@ -106,11 +118,6 @@ class ServedDriver(WebDriver):
             self._end_in_order()
         else:
             super().on_meta(packet_type, payload)
-
-    def stop_application_mode(self) -> None:
-        super().stop_application_mode()
-        if _status:  # the app has ended as asked: its thread workers are not waited for
-            _hard_exit(self._app, _status[0])
 
     def run_input_thread(self) -> None:
         super().run_input_thread()
