@@ -22,6 +22,7 @@ SERVE_HOST, SERVE_PORT = "127.0.0.1", 8000
 
 @command.command(help="Explore adversarial attacks on segmentation models, slice by slice, from the keyboard.")
 def segadv_tui(
+    context: typer.Context,
     data: Optional[Path] = typer.Option(None, "--data", help="Kaggle data root (train.csv + train/); default: the built-in demo."),
     image: Optional[Path] = typer.Option(None, "--image", help="Open one PNG slice without ground truth (target = prediction)."),
     checkpoints: list[Path] = typer.Option([], "--checkpoints", help="A folder or .safetensors file of checkpoints (repeatable)."),
@@ -100,6 +101,8 @@ def segadv_tui(
         fail(f"--export-dir {export_dir}: no such folder")
     if not os.access(export_dir, os.W_OK | os.X_OK):
         fail(f"--export-dir {export_dir}: a folder you cannot write to")
+    if not serve and context.get_parameter_source("token").name == "ENVIRONMENT":
+        token = None  # SEGADV_TUI_TOKEN may stay exported for the times the explorer is served
     if not serve and ((host, port) != (SERVE_HOST, SERVE_PORT) or token is not None or no_token):
         fail("--host, --port, --token and --no-token go with --serve")
     if serve:

@@ -262,3 +262,6 @@ def test_serve_arguments_are_checked_before_start():
             output = " ".join(result.output.split())
             assert result.exit_code == 2, (arguments, result.output)
             assert expected in output and "Traceback" not in output
+    # A token kept in the environment for --serve is no error without it (here the next check speaks).
+    result = CliRunner().invoke(command, [], env={"SEGADV_TUI_TOKEN": "abcdefgh1"})
+    assert "go with --serve" not in result.output and "not a terminal" in result.output
