@@ -30,7 +30,8 @@ _status: list[int] = []  # the exit status an end request asked for, once asked
 
 
 def end(app: App, status: int) -> None:
-    """Ask ``app`` to exit, and end the process ``GRACE_S`` later if it has not; a second call ends it now."""
+    """Ask ``app`` to exit; the process ends when it has stopped (``EndWhenAsked``) or ``GRACE_S`` later,
+    whichever comes first. A second call ends it now."""
     if not _ending.acquire(blocking=False) or not (app.is_running and app._dom_ready):
         # Asked twice, or before the app's first screen is laid out (an exit then removes the widgets
         # its on_mount looks for) or after it began to end: nothing is left to do cleanly.
