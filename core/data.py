@@ -182,7 +182,7 @@ class GITractDataset:
                 if missing:
                     raise DataError(
                         f"{csv_path} lacks the column(s) {', '.join(missing)} "
-                        f"(has {', '.join(header) or 'none'}; expected {', '.join(CSV_COLUMNS)})"
+                        f"(has {_columns(header) or 'none'}; expected {', '.join(CSV_COLUMNS)})"
                     )
                 id_at, class_at, rle_at = (header.index(name) for name in CSV_COLUMNS)
                 last_id, excluded = None, False
@@ -191,7 +191,7 @@ class GITractDataset:
                         continue
                     at = f"{csv_path} line {reader.line_num}"
                     if len(fields) != len(header):
-                        raise DataError(f"{at}: {len(fields)} fields, expected {len(header)} ({', '.join(header)})")
+                        raise DataError(f"{at}: {len(fields)} fields, expected {len(header)} ({_columns(header)})")
                     slice_id, organ = fields[id_at].strip(), fields[class_at].strip()
                     if slice_id != last_id:  # rows come in threes: parse each id once
                         parsed = _ID.fullmatch(slice_id)
@@ -335,6 +335,12 @@ class GITractDataset:
 
     def __repr__(self) -> str:
         return f"GITractDataset({str(self.root)!r}: {len(self.records)} slices, {len(self.problems)} problems)"
+
+
+def _columns(header: list[str]) -> str:
+    """train.csv's column names as a message lists them: the first few (a header may have thousands)."""
+    names = ", ".join(_cut(name) if len(name) > 60 or not name.isprintable() else name for name in header[:6])
+    return names + (f", ... ({len(header)} columns)" if len(header) > 6 else "")
 
 
 def _cut(value: str) -> str:

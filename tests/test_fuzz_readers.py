@@ -323,7 +323,8 @@ def dataset_inputs(draw) -> tuple[bytes, list[str]]:
     else:
         text = draw(st.binary(max_size=200))
     names = draw(st.lists(slice_names | st.text(st.characters(blacklist_characters="/\0"), min_size=1, max_size=30)
-                          .map(lambda name: name + ".png"), max_size=3))
+                          .map(lambda name: name + ".png") | st.sampled_from(["\udcff.png", "slice_\udc80_1_1_1_1.png"]),
+                          max_size=3))  # the last: names that are not UTF-8 (bytes 0xff, 0x80 on disk)
     return text, names
 
 
@@ -335,7 +336,7 @@ def check_dataset(case: tuple[bytes, list[str]]) -> None:
     for number, width, height in SLICES:
         (scans / f"slice_{number:04d}_{width}_{height}_1.50_1.50.png").write_bytes(slice_png(width, height))
     for name in names:
-        with contextlib.suppress(OSError):  # a name the file system refuses is not the reader's to judge
+        with contextlib.suppress(OSError, UnicodeEncodeError):  # a name no file can have is not the reader's to judge
             (scans / name).write_bytes(slice_png(16, 16))
     (root / "train.csv").write_bytes(text)
 

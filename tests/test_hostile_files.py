@@ -367,3 +367,21 @@ def test_the_explorer_refuses_an_export_folder_it_cannot_write(tmp_path):
 def test_a_file_name_with_a_newline_is_one_problem_line(tmp_path):  # found by fuzzing
     root = kaggle_root(tmp_path, "", ("\n.png",))
     assert GITractDataset(root).problems == ["'train/case1/case1_day1/scans/\\n.png': not named slice_NNNN_W_H_PW_PH.png; ignored"]
+
+
+def test_a_train_csv_with_thousands_of_columns_is_named_in_one_short_line(tmp_path):  # found by fuzzing
+    root = kaggle_root(tmp_path, "")
+    (root / "train.csv").write_text("id,class,segmentation" + ",x" * 5000 + "\ncase1_day1_slice_0001,stomach,\n")
+    with pytest.raises(DataError) as caught:
+        GITractDataset(root)
+    assert str(caught.value).endswith("line 2: 3 fields, expected 5003 (id, class, segmentation, x, x, x, ... (5003 columns))")
+
+
+def test_a_file_name_that_is_not_utf8_is_one_problem_line(tmp_path):
+    import os
+
+    root = kaggle_root(tmp_path, "", ())
+    scans = root / "train" / "case1" / "case1_day1" / "scans"
+    (scans / os.fsdecode(b"\xff.png")).write_bytes(b"")
+    assert GITractDataset(root).problems == [
+        "'train/case1/case1_day1/scans/\\udcff.png': not named slice_NNNN_W_H_PW_PH.png; ignored"]
