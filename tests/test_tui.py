@@ -89,20 +89,21 @@ async def test_eps_keys_input_help_and_exports(tiny_demo, checkpoint, model_and_
     open the help, export the figure and the scores."""
     model, meta = model_and_meta
     app = make_app(tiny_demo, checkpoint, export_dir=tmp_path)
+    state = app.explorer.state
     async with app.run_test(size=SIZE) as pilot:
         await first_frame(pilot, app)
-        first = app.explorer.state.source
+        first = state.source
         await pilot.press("j")  # the next slice with organs
         await settle(pilot, app)
-        assert app.explorer.state.source != first and app.explorer.state.frame.slice_id == app.explorer.state.source.id
+        assert state.source != first and state.frame.slice_id == state.source.id
         for _ in range(3):
             await pilot.press("plus")
         await settle(pilot, app)
-        assert app.explorer.state.attack.eps == pytest.approx(0.012)
+        assert state.attack.eps == pytest.approx(0.012)
         assert app.query_one("#attack-eps").value == "0.012"
         assert "eps 0.012" in str(app.query_one("#scores-status").render())
-        assert app.explorer.state.frame.config.eps == pytest.approx(0.012)
-        assert_table_matches(app, model, meta, app.explorer.state.source, app.explorer.state.attack)
+        assert state.frame.config.eps == pytest.approx(0.012)
+        assert_table_matches(app, model, meta, state.source, state.attack)
         # AS is n/a exactly where the clean DSC is 0.
         for clean, _, success in table_values(app).values():
             assert (success == "n/a") == (clean == "0.000")
@@ -111,7 +112,7 @@ async def test_eps_keys_input_help_and_exports(tiny_demo, checkpoint, model_and_
         # (0644 under 022; a temporary file's 0600 would keep them from colleagues on a shared box).
         for umask, folder in ((0o022, tmp_path), (0o077, tmp_path / "private")):
             folder.mkdir(exist_ok=True)
-            app.explorer.state.options.export_dir = folder
+            state.options.export_dir = folder
             previous = os.umask(umask)
             try:
                 await pilot.press("e", "x")
@@ -121,20 +122,20 @@ async def test_eps_keys_input_help_and_exports(tiny_demo, checkpoint, model_and_
             modes = {path.suffix: path.stat().st_mode & 0o777 for path in folder.iterdir() if path.is_file()}
             assert modes == dict.fromkeys([".png", ".csv", ".md"], 0o666 & ~umask), umask
         (png,) = tmp_path.glob("*.png")
-        assert app.explorer.state.frame.slice_id in png.name and "eps0.012" in png.name
+        assert state.frame.slice_id in png.name and "eps0.012" in png.name
         assert Image.open(png).size[0] > 500
         csv = next(tmp_path.glob("*_scores.csv")).read_text().splitlines()
         assert csv[0] == "Organ,DSC clean,DSC adv,AS"
-        assert csv[-1].split(",")[1] == f"{app.explorer.state.frame.result.mean_clean:.4f}"
+        assert csv[-1].split(",")[1] == f"{state.frame.result.mean_clean:.4f}"
         assert next(tmp_path.glob("*_scores.md")).read_text().count("| Mean |") == 1
 
         # Coarse steps, back to zero, and never below zero.
         await pilot.press("right_square_bracket", "right_square_bracket", "left_square_bracket", "minus")
-        assert app.explorer.state.attack.eps == pytest.approx(0.012 + 0.005 - 0.001)
+        assert state.attack.eps == pytest.approx(0.012 + 0.005 - 0.001)
         await pilot.press("0", "minus")
-        assert app.explorer.state.attack.eps == 0.0
+        assert state.attack.eps == 0.0
         await settle(pilot, app)
-        assert app.explorer.state.frame.config.eps == 0.0
+        assert state.frame.config.eps == 0.0
         assert all(clean == adv for clean, adv, _ in table_values(app).values())  # eps 0 changes nothing
 
         # Typed values: text is refused, out of range is clamped, a good value is used.
@@ -145,11 +146,11 @@ async def test_eps_keys_input_help_and_exports(tiny_demo, checkpoint, model_and_
             eps_input.value = typed
             await pilot.press("enter")
             if typed == "abc":
-                assert app.explorer.state.attack.eps == 0.0
+                assert state.attack.eps == 0.0
         assert any("must be a number" in message for _, message in app.notices)
         assert any("clamped" in message for _, message in app.notices)
         await settle(pilot, app)
-        assert app.explorer.state.frame.config.eps == pytest.approx(0.02)
+        assert state.frame.config.eps == pytest.approx(0.02)
 
         # The help screen lists every binding.
         await pilot.press("question_mark")
@@ -165,31 +166,32 @@ async def test_switching_loss_method_and_slices(tiny_demo, checkpoint, model_and
     model, meta = model_and_meta
     dataset = open_dataset(tiny_demo)
     app = make_app(tiny_demo, checkpoint)
+    state = app.explorer.state
     async with app.run_test(size=SIZE) as pilot:
         await first_frame(pilot, app)
         await pilot.press("l")
         await settle(pilot, app)
-        assert app.explorer.state.frame.config.loss == "focal"
+        assert state.frame.config.loss == "focal"
         assert app.query_one("#attack-loss").value == "focal"
-        assert_table_matches(app, model, meta, app.explorer.state.source, app.explorer.state.attack)
+        assert_table_matches(app, model, meta, state.source, state.attack)
 
         # Only slices with organs by default; o shows all; j / k step through them.
         browser = app.query_one("#slices")
         assert browser.records == with_organs(dataset.records)
         await pilot.press("o")
         assert browser.records == dataset.records
-        start = browser.records.index(app.explorer.state.source)
+        start = browser.records.index(state.source)
         await pilot.press("j", "j", "k")
-        assert app.explorer.state.source == dataset.records[start + 1]
+        assert state.source == dataset.records[start + 1]
 
         await pilot.press("m")
         await settle(pilot, app)
-        assert app.explorer.state.frame.config.method == "bim" and app.explorer.state.frame.slice_id == app.explorer.state.source.id
+        assert state.frame.config.method == "bim" and state.frame.slice_id == state.source.id
         assert app.query_one("#attack-method").value == "bim"
-        assert_table_matches(app, model, meta, app.explorer.state.source, app.explorer.state.attack)
+        assert_table_matches(app, model, meta, state.source, state.attack)
         # The paper's variant is FGSM only: p is refused for BIM and the mode select is disabled.
         await pilot.press("p")
-        assert app.explorer.state.attack.mode == "textbook"
+        assert state.attack.mode == "textbook"
         assert app.query_one("#attack-mode").disabled
 
         # The command palette offers the losses by name.
@@ -198,7 +200,7 @@ async def test_switching_loss_method_and_slices(tiny_demo, checkpoint, model_and
         assert "Dice" in str(app.screen.query_one(CommandList).get_option_at_index(0).prompt)
         await pilot.press("enter")
         await settle(pilot, app)
-        assert app.explorer.state.frame.config.loss == "dice" and app.explorer.state.frame.config.method == "bim"
+        assert state.frame.config.loss == "dice" and state.frame.config.method == "bim"
 
 
 @pilot_test
@@ -213,25 +215,26 @@ async def test_stale_requests_are_skipped_and_dropped(tiny_demo, checkpoint):
             assert release.wait(timeout=60)
 
     app = make_app(tiny_demo, checkpoint, hooks=WorkerHooks(on_frame_start=hold_first_step))
+    explorer, state = app.explorer, app.explorer.state
     async with app.run_test(size=SIZE) as pilot:
         await first_frame(pilot, app)
-        computed = app.explorer.attacker.computations
+        computed = explorer.attacker.computations
         await pilot.press("plus")
         while not entered.is_set():
             await pilot.pause()
         await pilot.press("plus", "plus", "plus", "plus")
         release.set()
         await settle(pilot, app)
-        assert app.explorer.state.frame.config.eps == pytest.approx(0.014)
-        assert app.explorer.attacker.computations == computed + 1  # only the newest request ran to the end
+        assert state.frame.config.eps == pytest.approx(0.014)
+        assert explorer.attacker.computations == computed + 1  # only the newest request ran to the end
 
         # A frame that arrives for an old request is dropped, whatever it holds.
-        data = load_slice_data(app.explorer.state.source, app.explorer.state.attacked.img_size)
-        old = app.explorer.attacker.compute(data, app.explorer.state.attack.with_eps(0.5), request_id=app.explorer.state.latest_request - 1)
-        app.explorer.post_message(FrameReady(old))
+        data = load_slice_data(state.source, state.attacked.img_size)
+        old = explorer.attacker.compute(data, state.attack.with_eps(0.5), request_id=state.latest_request - 1)
+        explorer.post_message(FrameReady(old))
         await settle(pilot, app)
-        assert app.explorer.state.dropped_frames == 1
-        assert app.explorer.state.frame.config.eps == pytest.approx(0.014)
+        assert state.dropped_frames == 1
+        assert state.frame.config.eps == pytest.approx(0.014)
 
 
 def test_iterative_attack_stops_at_its_next_check(tiny_demo, model_and_meta):
@@ -262,13 +265,14 @@ async def test_bad_checkpoint_and_corrupt_slice_notify(tiny_demo, checkpoint, tm
     broken = tmp_path / "broken.safetensors"
     broken.write_bytes(b"not a checkpoint at all")
     app = make_app(data, checkpoint, checkpoints=[broken])
+    state = app.explorer.state
     async with app.run_test(size=SIZE) as pilot:
         # The first slice cannot be read: a notification naming it, and the app goes on.
         await until(pilot, app, lambda: app.notices, "a notification")
         assert any(first.path.name in message for severity, message in app.notices if severity == "error")
         await pilot.press("j")
         await first_frame(pilot, app)
-        assert app.explorer.state.frame.slice_id == second.id
+        assert state.frame.slice_id == second.id
 
         # Choosing the broken checkpoint: a notification naming it; the old model stays in use.
         listing = app.query_one("#checkpoints")
@@ -279,7 +283,7 @@ async def test_bad_checkpoint_and_corrupt_slice_notify(tiny_demo, checkpoint, tm
         assert any(str(broken) in message for severity, message in app.notices if severity == "error")
         await pilot.press("plus")
         await settle(pilot, app)
-        assert app.explorer.state.frame.config.eps == pytest.approx(0.010)
+        assert state.frame.config.eps == pytest.approx(0.010)
         assert app.is_running
 
 
@@ -294,6 +298,7 @@ async def test_lone_png_uses_the_prediction_as_target(real_samples, checkpoint):
 
     png = next(real_samples.glob("*.png"))
     app = make_app(None, checkpoint, image=png, graphics=register_graphics("kitty"))
+    state = app.explorer.state
     async with app.run_test(size=SIZE) as pilot:
         await first_frame(pilot, app)
         views = app.query_one(PictureViews)
@@ -308,11 +313,11 @@ async def test_lone_png_uses_the_prediction_as_target(real_samples, checkpoint):
             assert len(shown) == pictures and all(picture.image is not None for picture in shown)
             if view == "grid":
                 assert app.query_one("#image-truth").heading.startswith("Target")
-        assert app.explorer.state.attack.target == "pred" and not app.explorer.state.frame.has_truth
+        assert state.attack.target == "pred" and not state.frame.has_truth
         # Against its own prediction the clean DSC is 1 for every organ.
         assert all(clean == "1.000" for clean, _, _ in table_values(app).values())
         await pilot.press("t")
-        assert app.explorer.state.attack.target == "pred"
+        assert state.attack.target == "pred"
 
 
 @pilot_test
@@ -321,13 +326,14 @@ async def test_table_ii_runs_over_a_few_slices(tiny_demo, checkpoint, model_and_
 
     model, meta = model_and_meta
     app = make_app(tiny_demo, checkpoint, limit=2, export_dir=tmp_path)
+    state = app.explorer.state
     async with app.run_test(size=SIZE) as pilot:
         await first_frame(pilot, app)
         await pilot.press("T")
         screen = app.screen
         await until(pilot, app, lambda: screen.table is not None, "the Table II run")
         (row,) = screen.table.rows
-        records = app.explorer.state.table_ii_records()
+        records = state.table_ii_records()
         assert len(records) == 2
         expected = table_ii([("demo", model, meta)], records, screen.losses, AttackConfig(eps=0.009))
         assert row[2] == f"{expected.rows[0].dsc_clean:.4f}"
@@ -348,6 +354,7 @@ async def test_table_ii_runs_over_a_few_slices(tiny_demo, checkpoint, model_and_
 @pilot_test
 async def test_small_and_large_terminals_resizing_and_quitting_while_computing(tiny_demo, checkpoint):
     app = make_app(tiny_demo, checkpoint)
+    state = app.explorer.state
     async with app.run_test(size=(60, 20)) as pilot:
         await first_frame(pilot, app)
         assert app.screen.has_class("-no-sidebar") and app.screen.has_class("-tiny")
@@ -357,7 +364,7 @@ async def test_small_and_large_terminals_resizing_and_quitting_while_computing(t
         await settle(pilot, app)
         assert not app.screen.has_class("-no-sidebar")
         assert app.query_one("#image-perturbation").display
-        assert app.explorer.state.frame.config.method == "bim"
+        assert state.frame.config.method == "bim"
         await pilot.press("b")
         assert app.screen.has_class("-no-sidebar")
         await pilot.press("right_square_bracket", "q")  # quit while that BIM step runs
@@ -457,6 +464,7 @@ async def test_a_bug_in_a_worker_is_a_notification_with_a_log_and_the_app_goes_o
             raise ZeroDivisionError("a planted bug")
 
     app = make_app(tiny_demo, checkpoint, hooks=WorkerHooks(on_frame_start=planted_bug))
+    state = app.explorer.state
     async with app.run_test(size=SIZE) as pilot:
         await until(pilot, app, lambda: any("bug in segadv" in m for _, m in app.notices), "the bug's notification")
         (log,) = (tmp_path / "state").glob("bug-*.log")
@@ -465,7 +473,7 @@ async def test_a_bug_in_a_worker_is_a_notification_with_a_log_and_the_app_goes_o
         assert "Traceback" in log.read_text() and "planted_bug" in log.read_text()
         await pilot.press("plus")
         await first_frame(pilot, app)
-        assert app.explorer.state.frame.config.eps == pytest.approx(0.010) and app.is_running
+        assert state.frame.config.eps == pytest.approx(0.010) and app.is_running
 
 
 def test_bad_arguments_are_one_line_before_start(tmp_path):
@@ -497,24 +505,25 @@ async def test_a_live_pgd_run_repaints_while_it_runs_and_a_key_cancels_it(tiny_d
             assert release.wait(timeout=60)
 
     app = make_app(tiny_demo, checkpoint, hooks=WorkerHooks(on_live=hold, live_interval=0.0))
+    explorer, state = app.explorer, app.explorer.state
     async with app.run_test(size=SIZE) as pilot:
         await first_frame(pilot, app)
-        app.explorer.set_attack(app.explorer.state.attack.replace(method="pgd", steps=6))
+        explorer.set_attack(state.attack.replace(method="pgd", steps=6))
         while not at_step_two.is_set():
             await pilot.pause()
         for _ in range(2000):  # the worker is held: wait for the UI thread alone, not for the workers
-            if app.explorer.state.live_steps == 3:
+            if state.live_steps == 3:
                 break
             await pilot.pause()
-        assert app.explorer.state.live_steps == 3  # steps 0, 1 and 2 repainted
-        assert app.explorer.state.frame.config.method == "fgsm"  # the PGD frame itself has not arrived: these were live
+        assert state.live_steps == 3  # steps 0, 1 and 2 repainted
+        assert state.frame.config.method == "fgsm"  # the PGD frame itself has not arrived: these were live
         live_line = str(app.query_one("#scores-live").render())
         assert live_line.startswith("PGD 2/6") and "DSC" in live_line and "loss" in live_line
-        computed = app.explorer.attacker.computations
+        computed = explorer.attacker.computations
         await pilot.press("plus")
         release.set()
         await settle(pilot, app)
-        assert app.explorer.state.frame.config.method == "pgd" and app.explorer.state.frame.config.eps == pytest.approx(0.010)
-        assert app.explorer.attacker.computations == computed + 1  # the held run was abandoned, not finished
+        assert state.frame.config.method == "pgd" and state.frame.config.eps == pytest.approx(0.010)
+        assert explorer.attacker.computations == computed + 1  # the held run was abandoned, not finished
         assert str(app.query_one("#scores-live").render()).startswith("PGD 6/6")
-        assert app.explorer.state.live.config.eps == pytest.approx(0.010) and len(app.explorer.state.live.mean_dsc) == 6
+        assert state.live.config.eps == pytest.approx(0.010) and len(state.live.mean_dsc) == 6

@@ -57,18 +57,19 @@ async def test_apgd_is_in_the_method_cycle_and_shows_core_scores(tiny_demo):
     checkpoint = demo_checkpoint()
     model, meta = load_checkpoint(checkpoint)
     app = make_app(tiny_demo, checkpoint)
+    explorer, state = app.explorer, app.explorer.state
     async with app.run_test(size=SIZE) as pilot:
         await first_frame(pilot, app)
         await pilot.press("m", "m", "m")  # fgsm -> bim -> pgd -> apgd
-        assert app.explorer.state.attack.method == "apgd" and app.explorer.state.attack.steps == 100  # PGD's 10 became APGD's 100
-        assert app.explorer.state.attack.best_iterate
+        assert state.attack.method == "apgd" and state.attack.steps == 100  # PGD's 10 became APGD's 100
+        assert state.attack.best_iterate
         # The app has no steps key; fewer steps keep the test short (the 100-step request is dropped).
-        app.explorer.set_attack(app.explorer.state.attack.replace(steps=12))
+        explorer.set_attack(state.attack.replace(steps=12))
         await _settle_past_cancelled(pilot, app)
-        assert (app.explorer.state.frame.config.method, app.explorer.state.frame.config.steps) == ("apgd", 12)
+        assert (state.frame.config.method, state.frame.config.steps) == ("apgd", 12)
         assert app.query_one("#attack-method").value == "apgd"
-        data = load_slice_data(app.explorer.state.source, meta["img_size"])
-        expected = _core_result(model, data, app.explorer.state.attack)
+        data = load_slice_data(state.source, meta["img_size"])
+        expected = _core_result(model, data, state.attack)
         table = app.query_one(ScoresTable)
         assert table.cell_text("mean", "adv") == format_score(expected.mean_adv)
         assert table.cell_text("mean", "clean") == format_score(expected.mean_clean)

@@ -49,6 +49,7 @@ async def test_a_bad_checkpoint_shows_why_and_what_to_do_until_another_is_picked
     broken = tmp_path / "broken.safetensors"
     broken.write_bytes(b"not a checkpoint at all")
     app = make_app(tiny_demo, broken)
+    state = app.explorer.state
     async with app.run_test(size=SIZE) as pilot:
         text = await assert_failure_stays(pilot, app, str(broken), "Pick another checkpoint", "--checkpoint")
         assert "no checkpoint" in summary(app)
@@ -60,7 +61,7 @@ async def test_a_bad_checkpoint_shows_why_and_what_to_do_until_another_is_picked
         await pilot.press("enter")
         await first_frame(pilot, app)
         assert failure(app) is None and app.query_one(PictureViews).panels is not None
-        assert Path(app.explorer.state.frame.checkpoint).stem == "demo_small" and "--model" not in text
+        assert Path(state.frame.checkpoint).stem == "demo_small" and "--model" not in text
 
 
 @pilot_test
@@ -81,13 +82,14 @@ async def test_a_slice_that_cannot_be_read_shows_why_until_another_slice_is_pick
     opening = opening_slice(open_dataset(data))
     opening.path.write_bytes(b"\x89PNG broken")
     app = make_app(data, demo_checkpoint())
+    state = app.explorer.state
     async with app.run_test(size=SIZE) as pilot:
         await assert_failure_stays(pilot, app, opening.path.name, "Pick another slice")
         assert app.query_one(ScoresTable).cell_text("mean", "clean") == "–"
 
         await pilot.press("j")
         await first_frame(pilot, app)
-        assert failure(app) is None and app.explorer.state.frame.slice_id != opening.id
+        assert failure(app) is None and state.frame.slice_id != opening.id
 
 
 @pilot_test
@@ -96,9 +98,10 @@ async def test_data_that_cannot_be_opened_shows_why_in_place_of_the_pictures(tmp
     (data / "train").mkdir(parents=True)
     (data / "train.csv").write_text("id,foo\n1,2\n")
     app = make_app(data, demo_checkpoint())
+    explorer = app.explorer
     async with app.run_test(size=SIZE) as pilot:
         await assert_failure_stays(pilot, app, str(data / "train.csv"), "--data DIR")
-        await until(pilot, app, lambda: app.explorer.attacker is not None, "the checkpoint loaded")
+        await until(pilot, app, lambda: explorer.attacker is not None, "the checkpoint loaded")
         assert failure(app) is not None and "no slice" in summary(app) and "demo_small" in summary(app)
 
 
@@ -131,9 +134,10 @@ async def test_the_explorer_opens_on_a_test_slice_with_every_organ(tmp_path, tin
                                                  and all(r.rles[i] for i in lacking)))
     assert all(open_dataset(data).by_id(chosen.id).rles) and not all(two[0].rles)
     app = make_app(data, demo_checkpoint())
+    state = app.explorer.state
     async with app.run_test(size=SIZE) as pilot:
         await first_frame(pilot, app)
-        assert app.explorer.state.source.id == app.explorer.state.frame.slice_id == chosen.id
+        assert state.source.id == state.frame.slice_id == chosen.id
         table = app.query_one(ScoresTable)
         assert not any("*" in table.cell_text(row, column) for row in ORGANS for column in ("clean", "adv", "as"))
         assert str(app.query_one("#scores-live").render()) == ""
@@ -149,9 +153,10 @@ async def test_a_score_the_empty_organ_rule_decided_is_marked_and_explained(tiny
     most = max(sum(map(bool, record.rles)) for record in test)
     expected = next(record for record in test if sum(map(bool, record.rles)) == most)
     app = make_app(tiny_demo, demo_checkpoint())
+    state = app.explorer.state
     async with app.run_test(size=SIZE) as pilot:
         await first_frame(pilot, app)
-        assert app.explorer.state.frame.slice_id == expected.id and most == 2
+        assert state.frame.slice_id == expected.id and most == 2
         table = app.query_one(ScoresTable)
         for organ, rle in zip(ORGANS, expected.rles):
             for column in ("clean", "adv"):

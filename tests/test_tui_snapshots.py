@@ -18,12 +18,13 @@ from tui_pilot import first_frame, make_app, settle, until
 
 def explorer_after_three_steps(tiny_demo, *keys: str):
     app = make_app(tiny_demo, demo_checkpoint())
+    state = app.explorer.state
 
     async def run_before(pilot) -> None:
         await first_frame(pilot, app)
         app.query_one(EpsInput).cursor_blink = False
         await pilot.press("plus", "plus", "plus")
-        await until(pilot, app, lambda: app.explorer.state.frame.config.eps == pytest.approx(0.012) and app.explorer.state.curve is not None,
+        await until(pilot, app, lambda: state.frame.config.eps == pytest.approx(0.012) and state.curve is not None,
                     "the eps 0.012 frame and its curve")
         await pilot.press(*keys)
         await settle(pilot, app)
@@ -66,15 +67,16 @@ def test_help_screen(snap_compare, tiny_demo):
 def test_universal_perturbation_scored_on_another_checkpoint(snap_compare, tiny_demo):
     """u: the bundled delta at its eps, then w: its masks and scores on demo_small_at (◆ in the list)."""
     app = make_app(tiny_demo, demo_checkpoint())
+    state = app.explorer.state
 
     async def run_before(pilot) -> None:
         await first_frame(pilot, app)
         app.query_one(EpsInput).cursor_blink = False
         await pilot.press("u")
-        await until(pilot, app, lambda: app.explorer.state.frame.config.method == "universal", "the universal frame")
+        await until(pilot, app, lambda: state.frame.config.method == "universal", "the universal frame")
         await pilot.press("w")
-        await until(pilot, app, lambda: app.explorer.state.frame.scored_on is not None and app.explorer.state.curve is not None
-                    and app.explorer.state.curve.scored_on is not None, "the frame and curve scored on the next checkpoint")
+        await until(pilot, app, lambda: state.frame.scored_on is not None and state.curve is not None
+                    and state.curve.scored_on is not None, "the frame and curve scored on the next checkpoint")
         await settle(pilot, app)
 
     assert snap_compare(app, terminal_size=(160, 48), run_before=run_before)

@@ -66,142 +66,148 @@ def test_the_scan_tells_checkpoints_from_universal_perturbations(bundled, bundle
 @pilot_test
 async def test_score_on_another_model_is_the_transfer_cell_and_w_cycles_back_to_white_box(tiny_demo, fpn_path):
     app = make_app(tiny_demo, demo_checkpoint())
+    explorer, state = app.explorer, app.explorer.state
     async with app.run_test(size=(160, 48)) as pilot:
         await first_frame(pilot, app)
-        record = app.explorer.state.source
+        record = state.source
         attacked, _ = load_checkpoint(demo_checkpoint())
         scoring, _ = load_checkpoint(fpn_path)
-        config = app.explorer.state.attack
+        config = state.attack
         # Reference: the (demo_small, demo_small_fpn) cell of the transfer matrix on this one slice.
         matrix = transfer([("a", attacked), ("b", scoring)], [record], 128, config, ensembles=False)
         white_box, transferred = matrix.rows["a", "a"][0], matrix.rows["a", "b"][0]
 
-        app.explorer.score_on(next(e for e in app.query_one(CheckpointList).entries if e.path == fpn_path))
-        await until(pilot, app, lambda: app.explorer.state.frame.scored_on == str(fpn_path) and app.explorer.state.curve is not None
-                    and app.explorer.state.curve.scored_on == str(fpn_path), "a frame and curve scored on the FPN")
-        same_scores(app.explorer.state.frame.result, transferred)
-        assert app.explorer.state.frame.checkpoint == str(demo_checkpoint())  # still crafted on demo_small
+        explorer.score_on(next(e for e in app.query_one(CheckpointList).entries if e.path == fpn_path))
+        await until(pilot, app, lambda: state.frame.scored_on == str(fpn_path) and state.curve is not None
+                    and state.curve.scored_on == str(fpn_path), "a frame and curve scored on the FPN")
+        same_scores(state.frame.result, transferred)
+        assert state.frame.checkpoint == str(demo_checkpoint())  # still crafted on demo_small
         assert "scored on demo_small_fpn" in str(app.query_one("#summary").render())
         assert app.query_one("#scores").border_title == "Scores on demo_small_fpn"
         assert app.query_one("#attack-scored").value == str(fpn_path)
         from segadv_tui.render.tables import scores_table
 
-        assert scores_table(app.explorer.state.frame).title.endswith("crafted on demo_small, scored on demo_small_fpn")
+        assert scores_table(state.frame).title.endswith("crafted on demo_small, scored on demo_small_fpn")
         image, truth = inputs(record)
         expected_curve = sweep(attacked, image, truth, list(CURVE_EPS), config, truth=truth, scored_on=scoring)
-        assert app.explorer.state.curve.mean_dsc == tuple(results[0].mean_adv for results in expected_curve)
+        assert state.curve.mean_dsc == tuple(results[0].mean_adv for results in expected_curve)
 
         # eps steps stay scored on the FPN: one gradient of demo_small, the FPN's forward pass
         await pilot.press("plus")
-        await until(pilot, app, lambda: app.explorer.state.frame.config.eps == pytest.approx(0.010), "the eps 0.010 frame")
+        await until(pilot, app, lambda: state.frame.config.eps == pytest.approx(0.010), "the eps 0.010 frame")
         (expected,) = attack_slice(attacked, image, truth, config.with_eps(0.010), ids=[record.id], scored_on=scoring)
-        same_scores(app.explorer.state.frame.result, expected)
+        same_scores(state.frame.result, expected)
         await pilot.press("minus")
-        await until(pilot, app, lambda: app.explorer.state.frame.config.eps == pytest.approx(0.009), "back at eps 0.009")
+        await until(pilot, app, lambda: state.frame.config.eps == pytest.approx(0.009), "back at eps 0.009")
 
         # w: the next checkpoints of the list, then the attacked model again (white box)
         seen = []
         for _ in range(len(app.query_one(CheckpointList).entries)):
             await pilot.press("w")
-            await until(pilot, app, lambda: app.explorer.state.frame.scored_on == (None if app.explorer.state.scored_on is None else str(app.explorer.state.scored_on)),
+            await until(pilot, app, lambda: state.frame.scored_on == (None if state.scored_on is None else str(state.scored_on)),
                         "the frame of the next scoring model")
-            seen.append(app.explorer.state.scored_on)
-            if app.explorer.state.scored_on is None:
+            seen.append(state.scored_on)
+            if state.scored_on is None:
                 break
         assert seen[-1] is None and fpn_path not in seen[:1]
-        same_scores(app.explorer.state.frame.result, white_box)
+        same_scores(state.frame.result, white_box)
         assert app.query_one("#scores").border_title == "Scores"
 
 
 @pilot_test
 async def test_attacking_the_model_scored_on_is_white_box_again(tiny_demo, fpn_path):
     app = make_app(tiny_demo, demo_checkpoint())
+    explorer, state = app.explorer, app.explorer.state
     async with app.run_test(size=(160, 48)) as pilot:
         await first_frame(pilot, app)
         entries = app.query_one(CheckpointList).entries
         fpn = next(e for e in entries if e.path == fpn_path)
-        app.explorer.score_on(fpn)
-        await until(pilot, app, lambda: app.explorer.state.frame.scored_on == str(fpn_path), "a frame scored on the FPN")
+        explorer.score_on(fpn)
+        await until(pilot, app, lambda: state.frame.scored_on == str(fpn_path), "a frame scored on the FPN")
         assert "◆ demo_small_fpn" in str(app.query_one(CheckpointList).get_option_at_index(entries.index(fpn)).prompt.renderables[0])
-        app.explorer.load_checkpoint(fpn)
-        await until(pilot, app, lambda: app.explorer.state.frame.checkpoint == str(fpn_path), "a frame attacking the FPN")
-        assert app.explorer.state.scored_on is None and app.explorer.state.frame.scored_on is None
+        explorer.load_checkpoint(fpn)
+        await until(pilot, app, lambda: state.frame.checkpoint == str(fpn_path), "a frame attacking the FPN")
+        assert state.scored_on is None and state.frame.scored_on is None
 
 
 @pilot_test
 async def test_a_universal_perturbation_opens_at_its_eps_and_eps_scales_it(tiny_demo, bundled_delta):
     app = make_app(tiny_demo, demo_checkpoint(), deltas=[bundled_delta])
+    state = app.explorer.state
     async with app.run_test(size=(160, 48)) as pilot:
-        await until(pilot, app, lambda: app.explorer.state.frame is not None and app.explorer.state.frame.config.method == "universal",
+        await until(pilot, app, lambda: state.frame is not None and state.frame.config.method == "universal",
                     "the universal perturbation's frame")
-        config = app.explorer.state.frame.config
+        config = state.frame.config
         assert (config.delta, config.eps) == (str(bundled_delta), 0.03)
         model, _ = load_checkpoint(demo_checkpoint())
-        image, truth = inputs(app.explorer.state.source)
-        (expected,) = attack_slice(model, image, truth, config, ids=[app.explorer.state.source.id])
-        same_scores(app.explorer.state.frame.result, expected)
-        assert app.explorer.state.frame.result.linf == pytest.approx(float(load_delta(bundled_delta).delta.abs().max()), abs=1e-6)
+        image, truth = inputs(state.source)
+        (expected,) = attack_slice(model, image, truth, config, ids=[state.source.id])
+        same_scores(state.frame.result, expected)
+        assert state.frame.result.linf == pytest.approx(float(load_delta(bundled_delta).delta.abs().max()), abs=1e-6)
         for _ in range(5):
             await pilot.press("left_square_bracket")  # eps - 0.005, five times: the delta at a sixth
-        await until(pilot, app, lambda: app.explorer.state.frame.config.eps == pytest.approx(0.005), "the eps 0.005 frame")
-        assert app.explorer.state.frame.result.linf <= 0.005 + 1e-6
-        (expected,) = attack_slice(model, image, truth, config.with_eps(0.005), ids=[app.explorer.state.source.id])
-        same_scores(app.explorer.state.frame.result, expected)
+        await until(pilot, app, lambda: state.frame.config.eps == pytest.approx(0.005), "the eps 0.005 frame")
+        assert state.frame.result.linf <= 0.005 + 1e-6
+        (expected,) = attack_slice(model, image, truth, config.with_eps(0.005), ids=[state.source.id])
+        same_scores(state.frame.result, expected)
         assert "eps 0.005 (×0.17 of 0.030) · Universal" in str(app.query_one("#summary").render())
         assert app.query_one("#attack-delta").value == str(bundled_delta)
 
         await pilot.press("m")  # away from universal: the delta no longer applies
-        await until(pilot, app, lambda: app.explorer.state.frame.config.method != "universal", "another method's frame")
-        assert app.explorer.state.frame.config.delta is None and app.query_one("#attack-delta").disabled
+        await until(pilot, app, lambda: state.frame.config.method != "universal", "another method's frame")
+        assert state.frame.config.delta is None and app.query_one("#attack-delta").disabled
 
 
 @pilot_test
 async def test_u_finds_the_bundled_perturbation_and_a_wrong_size_one_is_a_notification(tiny_demo, bundled_delta, tmp_path):
     small = save_delta(tmp_path / "small.safetensors", UniversalDelta(torch.zeros(64, 64), 0.02, ("stomach",)))
     app = make_app(tiny_demo, demo_checkpoint(), checkpoint_dirs=[tmp_path])
+    state = app.explorer.state
     async with app.run_test(size=(160, 48)) as pilot:
         await first_frame(pilot, app)
-        assert app.explorer.state.frame.config.method == "fgsm"  # the perturbations found are offered, not applied
-        assert {delta.path.name for delta in app.explorer.state.catalog.deltas} == {bundled_delta.name, small.name}
+        assert state.frame.config.method == "fgsm"  # the perturbations found are offered, not applied
+        assert {delta.path.name for delta in state.catalog.deltas} == {bundled_delta.name, small.name}
         for _ in range(2):  # u offers only the deltas of the model's input size
             await pilot.press("u")
-            await until(pilot, app, lambda: app.explorer.state.frame.config.method == "universal", "the bundled perturbation's frame")
-            assert (app.explorer.state.frame.config.delta, app.explorer.state.frame.config.eps) == (str(bundled_delta), 0.03)
+            await until(pilot, app, lambda: state.frame.config.method == "universal", "the bundled perturbation's frame")
+            assert (state.frame.config.delta, state.frame.config.eps) == (str(bundled_delta), 0.03)
         select = app.query_one("#attack-delta")
         select.value = ""  # "none" while the method needs a delta: the select comes back to the current one
         await until(pilot, app, lambda: select.value == str(bundled_delta), "the select back on the delta")
-        assert app.explorer.state.attack.delta == str(bundled_delta)
+        assert state.attack.delta == str(bundled_delta)
         select.value = str(small)  # the select lists every delta found: this one is 64 x 64
         await until(pilot, app, lambda: any("64 x 64" in text for _, text in app.notices), "the size notification")
         (text,) = [text for severity, text in app.notices if "64 x 64" in text and severity == "error"]
         assert "small.safetensors" in text and "128 x 128" in text
-        assert app.explorer.state.attack.delta == str(small) and app.explorer.state.frame.config.delta == str(bundled_delta)  # the last good frame
+        assert state.attack.delta == str(small) and state.frame.config.delta == str(bundled_delta)  # the last good frame
         assert app.is_running
 
 
 @pilot_test
 async def test_a_choice_made_while_a_model_loads_wins_over_that_model(tiny_demo, fpn_path):
     app = make_app(tiny_demo, demo_checkpoint())
+    explorer, state = app.explorer, app.explorer.state
     async with app.run_test(size=(160, 48)) as pilot:
         await first_frame(pilot, app)
         fpn = next(e for e in app.query_one(CheckpointList).entries if e.path == fpn_path)
-        app.explorer.score_on(fpn)  # starts loading the FPN
-        app.explorer.score_on(None)  # and back to white box before it has loaded
-        await until(pilot, app, lambda: fpn_path in app.explorer.state.loaded, "the FPN loaded")
-        await until(pilot, app, lambda: app.explorer.state.frame.scored_on is None, "a white-box frame")
-        assert app.explorer.state.scored_on is None and app.query_one("#attack-scored").value == ""
+        explorer.score_on(fpn)  # starts loading the FPN
+        explorer.score_on(None)  # and back to white box before it has loaded
+        await until(pilot, app, lambda: fpn_path in state.loaded, "the FPN loaded")
+        await until(pilot, app, lambda: state.frame.scored_on is None, "a white-box frame")
+        assert state.scored_on is None and app.query_one("#attack-scored").value == ""
 
 
 @pilot_test
 async def test_live_steps_are_scored_on_the_other_model(tiny_demo, fpn_path):
     lives = []
     app = make_app(tiny_demo, demo_checkpoint(), hooks=WorkerHooks(on_live=lives.append, live_interval=0.0))
+    explorer, state = app.explorer, app.explorer.state
     async with app.run_test(size=(160, 48)) as pilot:
         await first_frame(pilot, app)
-        app.explorer.score_on(next(e for e in app.query_one(CheckpointList).entries if e.path == fpn_path))
-        await until(pilot, app, lambda: app.explorer.state.frame.scored_on == str(fpn_path), "a frame scored on the FPN")
-        app.explorer.set_attack(app.explorer.state.attack.replace(method="pgd", steps=3, eps=0.03))
-        await until(pilot, app, lambda: app.explorer.state.frame.config.method == "pgd", "the PGD frame")
+        explorer.score_on(next(e for e in app.query_one(CheckpointList).entries if e.path == fpn_path))
+        await until(pilot, app, lambda: state.frame.scored_on == str(fpn_path), "a frame scored on the FPN")
+        explorer.set_attack(state.attack.replace(method="pgd", steps=3, eps=0.03))
+        await until(pilot, app, lambda: state.frame.config.method == "pgd", "the PGD frame")
         scoring, _ = load_checkpoint(fpn_path)
         attacked, _ = load_checkpoint(demo_checkpoint())
         live = [step for step in lives if step.config.method == "pgd"]
@@ -213,7 +219,7 @@ async def test_live_steps_are_scored_on_the_other_model(tiny_demo, fpn_path):
             np.testing.assert_array_equal(step.result.pictures.adversarial_prediction, predict(scoring, iterate)[0].numpy())
         assert any(not np.array_equal(step.result.pictures.adversarial_prediction, predict(attacked, torch.from_numpy(
             step.result.pictures.adversarial)[None, None])[0].numpy()) for step in live)
-        same_scores(app.explorer.state.frame.result, attack_slice(attacked, *inputs(app.explorer.state.source), app.explorer.state.frame.config, ids=[app.explorer.state.source.id],
+        same_scores(state.frame.result, attack_slice(attacked, *inputs(state.source), state.frame.config, ids=[state.source.id],
                                                    scored_on=scoring)[0])
 
 

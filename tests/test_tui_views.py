@@ -91,10 +91,11 @@ def cells(picture: Picture) -> np.ndarray:
 @pilot_test
 async def test_organ_toggles_change_every_view(tiny_demo):
     app = make_app(tiny_demo, demo_checkpoint())
+    state = app.explorer.state
     async with app.run_test(size=(160, 48)) as pilot:
         await first_frame(pilot, app)
         # An organ of this slice's truth: outlined in the overlays, drawn in the truth and difference maps.
-        organ = int(np.flatnonzero(app.explorer.state.frame.result.pictures.reference.any(axis=(1, 2)))[0])
+        organ = int(np.flatnonzero(state.frame.result.pictures.reference.any(axis=(1, 2)))[0])
         key = str(organ + 1)
         views = app.query_one(PictureViews)
         for view, picture_id in (("overlay", "#picture-overlay-clean"), ("difference", "#picture-difference-clean"),
@@ -178,6 +179,7 @@ async def test_zoom_and_pan_stay_in_bounds(tiny_demo):
 @pilot_test
 async def test_eps_step_repaints_only_what_changed(tiny_demo):
     app = make_app(tiny_demo, demo_checkpoint())
+    state = app.explorer.state
     async with app.run_test(size=(160, 48)) as pilot:
         await first_frame(pilot, app)
         await settle(pilot, app)
@@ -186,7 +188,7 @@ async def test_eps_step_repaints_only_what_changed(tiny_demo):
         adversarial = app.query_one("#picture-overlay-adversarial", Picture).query_one(HalfBlockView)
         misses = views.cache.misses
         await pilot.press("plus", "plus", "plus")
-        await until(pilot, app, lambda: app.explorer.state.frame.config.eps == pytest.approx(0.012), "the eps 0.012 frame")
+        await until(pilot, app, lambda: state.frame.config.eps == pytest.approx(0.012), "the eps 0.012 frame")
         # The clean picture did not change, so none of its rows was repainted; the grey layer and the
         # outlines came from the cache.
         assert clean.repainted_rows == 0
