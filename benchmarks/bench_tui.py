@@ -118,6 +118,8 @@ async def measure_app(data: Path, checkpoint: Path, steps: int):
     from segadv_tui.widgets.images import PictureViews
 
     app = SegadvApp(data=data, checkpoint=checkpoint, device="cpu")
+    explorer = app.explorer
+    state = explorer.state
     painted = asyncio.Event()
     waiting_for: list[float] = []  # the eps whose frame the next screen update must show
     display = app._display
@@ -126,12 +128,12 @@ async def measure_app(data: Path, checkpoint: Path, steps: int):
         display(screen, renderable)  # headless: draws nothing, so make the terminal output here
         if renderable is not None and hasattr(renderable, "render_segments"):
             renderable.render_segments(app.console)
-        if waiting_for and app.explorer.state.frame is not None and app.explorer.state.frame.config.eps == waiting_for[0]:
+        if waiting_for and state.frame is not None and state.frame.config.eps == waiting_for[0]:
             painted.set()
 
     app._display = recording_display
     async with app.run_test(size=SIZE) as pilot:
-        while app.explorer.state.frame is None:
+        while state.frame is None:
             await pilot.pause(0.01)  # a tight pause(0) loop can starve the workers
         await app.workers.wait_for_complete()  # the eps curve of the first slice
         await pilot.pause()
@@ -149,14 +151,14 @@ async def measure_app(data: Path, checkpoint: Path, steps: int):
         async def step_eps(key: str, change: float):
             latencies, computing, cpu = [], [], []
             for _ in range(steps):
-                waiting_for[:] = [app.explorer.state.attack.with_eps(app.explorer.state.attack.eps + change).eps]
+                waiting_for[:] = [state.attack.with_eps(state.attack.eps + change).eps]
                 painted.clear()
                 pressed, pressed_cpu = time.perf_counter(), time.process_time()
                 app._driver.send_message(events.Key(key, {"plus": "+", "minus": "-"}[key]))  # as the driver posts
                 await asyncio.wait_for(painted.wait(), timeout=60)
                 latencies.append(time.perf_counter() - pressed)
                 cpu.append(time.process_time() - pressed_cpu)  # every thread of this process: UI and worker
-                computing.append(app.explorer.state.frame.seconds)
+                computing.append(state.frame.seconds)
                 await pilot.pause()  # let the curve marker and anything else settle before the next key
             screen = "\n".join(strip.text for strip in app.screen._compositor.render_strips())
             shown = f"eps {waiting_for[0]:.3f}"
@@ -166,16 +168,16 @@ async def measure_app(data: Path, checkpoint: Path, steps: int):
 
         latencies, cpu, computing = await step_eps("plus", 0.001)
         # The same steps back down, scored on another checkpoint (its gradient cached by the first step).
-        fpn = next(entry for entry in app.query_one("#checkpoints").entries if entry.path.stem == "demo_small_fpn")
-        app.explorer.score_on(fpn)
-        while app.explorer.state.frame.scored_on != str(fpn.path):
+        fpn = next(entry for entry in state.catalog.checkpoints if entry.path.stem == "demo_small_fpn")
+        explorer.score_on(fpn)
+        while state.frame.scored_on != str(fpn.path):
             await pilot.pause(0.01)  # a tight pause(0) loop can starve the workers
         await app.workers.wait_for_complete()
         await pilot.pause()
         scored = await step_eps("minus", -0.001)
-        model = app.explorer.attacker.model
-        image = load_slice_data(app.explorer.state.source, app.explorer.state.attacked.img_size).image
-        meta = app.explorer.state.attacked.meta
+        model = explorer.attacker.model
+        image = load_slice_data(state.source, state.attacked.img_size).image
+        meta = state.attacked.meta
         sizes = views.picture_sizes()
     return latencies, cpu, computing, drawing, sizes, model, image, meta, scored
 
