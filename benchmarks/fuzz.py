@@ -22,10 +22,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
-from hypothesis import HealthCheck, given, settings  # noqa: E402
+import test_fuzz_readers as fuzz
+from hypothesis import HealthCheck, given, settings
 
-import test_fuzz_readers as fuzz  # noqa: E402
-from core.errors import SegadvError  # noqa: E402
+from core.errors import SegadvError
 
 ROUND = 500  # examples per hypothesis run; runs repeat, each from a fresh random seed, until time is up
 

@@ -200,7 +200,8 @@ def _load_delta(path: str, _mtime_ns: int, _size: int) -> UniversalDelta:
         raise DeltaError(str(exc)) from None
     size, entry = meta["img_size"], tensors["delta"]
     if entry["dtype"] != "F32" or entry["shape"] != [size, size]:  # as save_delta writes it
-        raise DeltaError(f"{path}: tensor delta is {entry['dtype']} {entry['shape']}; expected F32 [{size}, {size}] "
+        shape = entry["shape"][:3] + (["..."] if len(entry["shape"]) > 3 else [])  # as long as the file wants
+        raise DeltaError(f"{path}: tensor delta is {entry['dtype'][:12]!r} {shape}; expected 'F32' [{size}, {size}] "
                          f"(metadata img_size = {size})")
     try:
         with safe_open(path, framework="pt") as handle:

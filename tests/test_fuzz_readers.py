@@ -16,11 +16,11 @@ import shutil
 import struct
 import tempfile
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 from hypothesis import HealthCheck, example, given, settings
@@ -44,7 +44,7 @@ INTERESTING = [struct.pack("<I", value) for value in (0, 1, 0x7FFFFFFF, 0x800000
     struct.pack("<f", value) for value in (float("nan"), float("inf"), -float("inf"), 1e30)]
 
 
-@lru_cache(maxsize=None)
+@cache
 def workdir() -> Path:
     """Scratch files for the inputs (one folder per process, removed at exit)."""
     import atexit
@@ -102,7 +102,7 @@ json_texts = st.one_of(
 
 # -- target: safetensors headers and metadata (checkpoints, deltas) ------------------------------------------
 
-@lru_cache(maxsize=None)
+@cache
 def safetensors_seeds() -> list[tuple[dict, int]]:
     """The bundled files' headers and data lengths."""
     return [safetensors_parts(path) for path in sorted(CHECKPOINTS.glob("*.safetensors"))]
@@ -193,7 +193,7 @@ def png_bytes(pixels: np.ndarray, **options) -> bytes:
     return stream.getvalue()
 
 
-@lru_cache(maxsize=None)
+@cache
 def png_seeds() -> list[bytes]:
     """Small PNGs of the kinds a data set may hold (16-bit and 8-bit grey, palette, RGBA), and the real
     slices where ../shared is present."""
@@ -245,7 +245,7 @@ def check_png(raw: bytes) -> None:
 
 # -- target: RLE -------------------------------------------------------------------------------------------------
 
-@lru_cache(maxsize=None)
+@cache
 def rle_seeds() -> list[str]:
     rng = np.random.default_rng(1)
     seeds = [rle_encode(rng.random((20, 30)) < density) for density in (0.05, 0.5)]
@@ -280,7 +280,7 @@ def check_rle(case: tuple[str, int, int]) -> None:
 SLICES = ((1, 16, 16), (2, 16, 16), (3, 24, 16))  # slice number, width, height of the synthetic case-day
 
 
-@lru_cache(maxsize=None)
+@cache
 def csv_seeds() -> list[bytes]:
     """A train.csv for the synthetic tree of ``data_root`` (valid RLEs), and the real rows where present."""
     rng = np.random.default_rng(2)
@@ -294,7 +294,7 @@ def csv_seeds() -> list[bytes]:
     return seeds
 
 
-@lru_cache(maxsize=None)
+@cache
 def slice_png(width: int, height: int) -> bytes:
     return png_bytes((np.random.default_rng(width * height).random((height, width)) * 30000).astype(np.uint16))
 

@@ -20,9 +20,7 @@ from core.checkpoints import CheckpointError, read_checkpoint_meta, read_safeten
 from core.data import DataError, GITractDataset, read_slice
 from core.rle import RLEError, rle_decode
 from core.universal import DeltaError, UniversalDelta, load_delta, save_delta
-from hostile import (
-    DEMO_CHECKPOINT, DEMO_DELTA, hostile_checkpoints, safetensors_parts, with_meta, write_safetensors,
-)
+from hostile import DEMO_CHECKPOINT, DEMO_DELTA, hostile_checkpoints, safetensors_parts, with_meta, write_safetensors
 from segadv_tui import cli
 
 
@@ -189,7 +187,7 @@ BAD_DELTA_META = [
     ("organs", '["liver"]', "metadata organs = ['liver']: expected a list of distinct organs"),
     ("organs", '["stomach", "stomach"]', "metadata organs = ['stomach', 'stomach']"),
     ("img_size", "1000000000", "metadata img_size = 1000000000: expected a whole number of pixels from 1 to 4096"),
-    ("img_size", "64", "tensor delta is F32 [128, 128]; expected F32 [64, 64] (metadata img_size = 64)"),
+    ("img_size", "64", "tensor delta is 'F32' [128, 128]; expected 'F32' [64, 64] (metadata img_size = 64)"),
     ("loss_history", "[" * 100_000 + "]" * 100_000, "metadata loss_history is JSON nested more than 16 deep"),
     ("checkpoint", "7", "metadata checkpoint = 7: expected a string or null"),
 ]
@@ -203,6 +201,16 @@ def test_every_delta_value_is_checked(tmp_path, key, raw, expected):
     with pytest.raises(DeltaError) as caught:
         load_delta(path)
     assert expected in str(caught.value) and str(path) in str(caught.value)
+
+
+def test_a_delta_tensor_entry_is_named_in_one_line(tmp_path):  # found by fuzzing: a dtype of "\n"
+    header, _ = safetensors_parts(DEMO_DELTA)
+    header["delta"]["dtype"] = "\n" * 100
+    path = write_safetensors(tmp_path / "d.safetensors", header, DEMO_DELTA.read_bytes()[-65536:])
+    with pytest.raises(DeltaError) as caught:
+        load_delta(path)
+    assert str(caught.value) == (f"{path}: tensor delta is '\\n\\n\\n\\n\\n\\n\\n\\n\\n\\n\\n\\n' [128, 128]; "
+                                 f"expected 'F32' [128, 128] (metadata img_size = 128)")
 
 
 @pytest.mark.parametrize("value", [float("nan"), 0.5])
