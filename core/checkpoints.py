@@ -213,9 +213,9 @@ def _shown(value: object) -> str:
     return text if len(text) <= _SHOW_CHARS else f"{text[:_SHOW_CHARS]}... ({len(text)} characters)"
 
 
-def _key(key: str) -> str:
-    """A metadata key as a message shows it: as it is when it is a plain name, else quoted and cut short."""
-    return key if key.isidentifier() and len(key) <= _SHOW_CHARS else _shown(key)
+def _key(key: object) -> str:
+    """A key from a file as a message shows it: as it is when it is short and printable, else quoted and cut."""
+    return key if isinstance(key, str) and key.isprintable() and len(key) <= 200 else _shown(key)
 
 
 def read_safetensors(path: str | os.PathLike) -> tuple[dict[str, dict], dict | None]:
@@ -493,7 +493,7 @@ def _unwrap_state_dict(loaded: object, path: Path) -> dict[str, torch.Tensor]:
     not_tensors = [key for key, value in loaded.items() if not isinstance(value, torch.Tensor)]
     if not_tensors:
         raise CheckpointError(
-            f"{path}: not a state dict: {len(not_tensors)} entries are not tensors ({', '.join(map(str, not_tensors[:_SHOW_KEYS]))})"
+            f"{path}: not a state dict: {len(not_tensors)} entries are not tensors ({', '.join(map(_key, not_tensors[:_SHOW_KEYS]))})"
         )
     state_dict = dict(loaded)
     for prefix in _KEY_PREFIXES:
@@ -517,7 +517,7 @@ def _load_state_dict(model: GrayscaleSegmenter, state_dict: Mapping[str, torch.T
         for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong_shape)):
             if keys:
                 more = f", ... ({len(keys) - _SHOW_KEYS} more)" if len(keys) > _SHOW_KEYS else ""
-                parts.append(f"{len(keys)} {label} keys: {', '.join(keys[:_SHOW_KEYS])}{more}")
+                parts.append(f"{len(keys)} {label} keys: {', '.join(map(_key, keys[:_SHOW_KEYS]))}{more}")
         raise CheckpointError(
             f"{path}: the weights do not fit model {model.spec.name!r} ({model.spec.arch} {model.spec.encoder}): "
             + "; ".join(parts)

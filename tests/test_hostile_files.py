@@ -229,6 +229,15 @@ class _RunsCode:
         return (print, ("ran",))
 
 
+def test_a_state_dict_key_with_a_newline_is_quoted(tmp_path):
+    from core.checkpoints import load_checkpoint
+
+    torch.save({"odd\nkey": torch.zeros(1)}, tmp_path / "w.pt")
+    with pytest.raises(CheckpointError) as caught:
+        load_checkpoint(tmp_path / "w.pt", model_name="small")
+    assert "unexpected keys: 'odd\\nkey'" in str(caught.value) and "\n" not in str(caught.value)
+
+
 def test_random_bytes_are_not_a_torch_file_and_a_code_pickle_is_refused(run, tmp_path, tiny_demo):
     noise = tmp_path / "noise.pt"
     noise.write_bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())
