@@ -141,6 +141,15 @@ def test_eps_lists(text, expected):
     assert parse_eps_list(text) == pytest.approx(expected, abs=1e-15)
 
 
+def test_a_choice_takes_any_case_and_a_bad_one_is_core_s_one_line_error():
+    from core.errors import OptionError
+    from segadv_tui.cli._common import parse_losses
+
+    assert parse_losses(" BCE,Focal ,bce") == ["bce", "focal"]
+    with pytest.raises(OptionError, match="^unknown loss 'foo'; choose from bce, focal"):
+        parse_losses("bce,FOO")
+
+
 def test_table_writes_markdown_csv_json_with_best_attack_in_bold(run, checkpoint, tiny_demo, tmp_path):
     second = shutil.copy(checkpoint, tmp_path / "copy.safetensors")
     result = run(

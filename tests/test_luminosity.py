@@ -98,3 +98,19 @@ def test_cli_bad_bootstrap_unit_is_one_line(monkeypatch, tmp_path, tiny_demo):
     assert result.exit_code == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "'patient'" in lines[0] and "slice, scan, case" in lines[0]
+
+
+def test_an_interval_that_cannot_be_had_is_printed_as_n_a(monkeypatch, tmp_path, tiny_demo):
+    """The tiny demo's test split is one case: a bootstrap over cases has one unit to draw, so no interval;
+    its cell says so (it was read as Rich markup and printed empty)."""
+    torch.manual_seed(0)
+    checkpoint = save_checkpoint(tmp_path / "small.safetensors", build_model("small"), img_size=64)
+    cli._register_commands()
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(cli.app, [
+        "study", "luminosity", "-c", str(checkpoint), "--data", str(tiny_demo), "--limit", "3", "--resamples", "20",
+        "--bootstrap", "case",
+    ], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    (row,) = [line for line in result.stdout.splitlines() if "raw slice, mean" in line]
+    assert "[n/a, n/a]" in row

@@ -170,3 +170,20 @@ def test_robust_under_torchrun_with_two_processes_equals_one_process(run, checkp
     for key in ("curves", "config", "eps_values", "slices"):
         assert together[key] == single[key], key
     assert (tmp_path / "ranks.csv").read_text() == (tmp_path / "alone.csv").read_text()
+
+
+def test_a_check_with_an_undefined_number_says_n_a_not_nan():
+    """A restart whose slices all score NaN leaves the convergence check's numbers undefined: the table
+    says n/a, as every table does, never "nan"."""
+    from core.robust_checks import Check
+    from segadv_tui.cli.robust import check_numbers
+
+    nan = float("nan")
+    check = Check("converged", False, {
+        "eps": 0.03, "steps": 10, "robust_dsc": 0.25,
+        "double_steps": {"steps": 20, "robust_dsc": 0.2, "change": 0.05},
+        "restart": {"seed": 1, "robust_dsc": nan, "change": nan},
+    })
+    assert check_numbers(check) == "eps 0.03: 0.2500; 20 steps 0.2000 (-0.0500); a restart n/a (n/a)"
+    gradients = Check("gradients", True, {"zero_gradient_fraction": nan, "limit": 0.5})
+    assert check_numbers(gradients) == "zero-gradient share n/a (limit 0.5)"

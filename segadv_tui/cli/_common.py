@@ -1,7 +1,8 @@
 """Option parsing and loading shared by the attack commands, each bad value turned into one clear line.
 
-Options that name a choice (loss, method, split, ...) arrive as plain strings and are checked here, so a
-bad value gives ``error: unknown loss 'foo'; choose from ...`` rather than a usage box.
+Options that name a choice (loss, method, split, ...) arrive as plain strings (``segadv_tui.cli._options``)
+and are checked here, so a bad value gives ``error: unknown loss 'foo'; choose from ...`` rather than a
+usage box.
 Heavy modules (torch, core) are imported inside the functions: ``segadv --help`` must stay fast.
 """
 
@@ -12,9 +13,7 @@ import os
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
-
-import typer
+from typing import Any, Callable, Iterator, Sequence
 
 from segadv_tui.bug_report import one_line
 from segadv_tui.cli import err_console, fail
@@ -24,107 +23,12 @@ RANGE_TOLERANCE = 1e-9
 MAX_EPS_VALUES = 1000  # a typo like 0:1:0.00001 should not start a day-long sweep
 
 
-# Options several commands share, made by functions so each command gets its own Typer option object.
-def checkpoint_option():
-    return typer.Option(
-        None, "--checkpoint", "-c",
-        help="A segadv checkpoint (.safetensors), or foreign weights (.pt/.pth/.bin) with --model; default: the bundled demo checkpoint.",
-    )
-
-
-def model_option():
-    return typer.Option(None, "--model", "-m", help="Registry model of foreign .pt/.pth/.bin weights.")
-
-
-def data_option():
-    return typer.Option(None, "--data", "-d", help="Kaggle-layout folder (train.csv, train/); default: the built-in demo data.")
-
-
-def split_option():
-    return typer.Option("test", "--split", help="Slices to use: test (10% of cases, seed 0), train or all.")
-
-
-def all_slices_option():
-    return typer.Option(False, "--all-slices", help="Also use and score slices without organs (the paper scores only slices with organs).")
-
-
-def limit_option():
-    return typer.Option(None, "--limit", "-n", help="Use at most this many slices.")
-
-
-def empty_option():
-    return typer.Option("one", "--empty", help="DSC of an organ absent from truth and prediction: one, skip or zero.")
-
-
-def mode_option():
-    return typer.Option("textbook", "--mode", help="FGSM formula: textbook, or paper (the paper's notebook).")
-
-
-def target_option():
-    return typer.Option("gt", "--target", help="Attack the ground truth (gt) or the model's clean prediction (pred).")
-
-
-def loss_option():
-    from core.names import LOSS_NAMES
-
-    return typer.Option("bce", "--loss", help=f"Attack loss: {', '.join(LOSS_NAMES)}.")
-
-
-def method_option():
-    from core.attack_config import METHOD_LIST
-
-    described = "; ".join(f"{m.name}: {m.summary}" for m in METHOD_LIST)
-    return typer.Option("fgsm", "--method", help=f"Attack method. {described}.")
-
-
-def steps_option():
-    return typer.Option(None, "--steps", help="Iterations of the iterative methods; default: the method's "
-                        "(bim, pgd, erase 10; apgd 100; ensemble 100 per member).")
-
-
-def best_iterate_option():
-    return typer.Option(None, "--best-iterate/--last-iterate", help="Keep, per slice, the iterate with the lowest "
-                        "mean DSC (bim, pgd, apgd, ensemble); default: on for apgd and the ensemble.")
-
-
-def step_size_option():
-    return typer.Option(None, "--step-size", help="Step of the iterative methods; default 2.5 eps / steps.")
-
-
-def seed_option():
-    return typer.Option(0, "--seed", help="Seed of PGD's random start.")
-
-
-def organs_option():
-    return typer.Option("stomach", "--organs", help="Organs the erase method removes: a comma list of large_bowel, small_bowel, stomach.")
-
-
-def device_option():
-    from core.devices import DEVICE_HELP
-
-    return typer.Option("auto", "--device", help=f"Device: {DEVICE_HELP}.")
-
-
-def precision_option():
-    return typer.Option("fp32", "--precision", help="fp32, or bf16 / fp16 autocast (for CUDA).")
-
-
-def batch_size_option():
-    return typer.Option(16, "--batch-size", help="Slices per batch.")
-
-
-def strict_option():
-    return typer.Option(False, "--strict", help="Stop (exit status 2, before any computing) at the first problem in "
-                        "the data, such as a malformed RLE or an image without rows; by default such slices are "
-                        "skipped, counted at the end and listed under \"skipped\" in the JSON.")
-
-
 def choice(value: str, choices: Sequence[str], what: str) -> str:
-    """``value`` if it is one of ``choices`` (case-insensitive), else a one-line error naming it."""
-    normalised = value.strip().lower()
-    if normalised not in choices:
-        fail(f"unknown {what} {value!r}; choose from {', '.join(choices)}")
-    return normalised
+    """``value`` stripped and lower-cased (options take any case) if it is one of ``choices``, else
+    ``core.errors.check_choice``'s error naming it (one line, exit status 2)."""
+    from core.errors import check_choice
+
+    return check_choice(value.strip().lower(), choices, what)
 
 
 def parse_eps(text: str, option: str = "--eps") -> float:
@@ -203,6 +107,11 @@ class LoadedCheckpoint:
     def title(self) -> str:
         return str(self.meta.get("title") or self.meta.get("model") or self.path.stem)
 
+    def provenance(self) -> dict:
+        """The checkpoint in a command's JSON."""
+        return {"checkpoint": str(self.path), "model": self.meta.get("model"), "title": self.title,
+                "img_size": self.img_size}
+
 
 def load_checkpoint(path: Path | None, device="auto", model_name: str | None = None) -> LoadedCheckpoint:
     """The checkpoint at ``path`` (None: the bundled demo checkpoint), or a one-line error.
@@ -259,7 +168,100 @@ def select_records(dataset, split: str, *, all_slices: bool = False, limit: int 
     """``core.data.select_slices`` for the command line's --split / --all-slices / --limit."""
     from core.data import select_slices
 
-    return select_slices(dataset, split.strip().lower(), organs_only=not all_slices, limit=limit)
+    return select_slices(dataset, split, organs_only=not all_slices, limit=limit)
+
+
+@dataclass
+class CommandRun:
+    """What a command works on, made by ``prepare``: the device, the loaded checkpoints, the data set and
+    the slices of --split; and its ``Outputs``, written by ``finish``."""
+
+    command: str  # as the JSON names it ("attack", "study luminosity")
+    outputs: Any  # segadv_tui.cli._outcome.Outputs
+    device: Any  # torch.device
+    checkpoints: list[LoadedCheckpoint]
+    dataset: Any  # core.data.GITractDataset
+    split: str | None  # None: the command picks its slices itself (figure, universal)
+    records: list
+
+    @property
+    def checkpoint(self) -> LoadedCheckpoint:
+        """The checkpoint of a command that takes one."""
+        return self.checkpoints[0]
+
+    def select(self, split: str, *, all_slices: bool = False, limit: int | None = None) -> list:
+        return select_records(self.dataset, split, all_slices=all_slices, limit=limit)
+
+    def payload(self, fields: dict, *, models: dict | None = None, checkpoints=None, slices: bool = True) -> dict:
+        """The command's JSON before ``result_json``: its name, where the numbers come from (the device,
+        ``models``, the data, the split and, with ``slices``, how many slices), ``checkpoints``, then
+        ``fields`` (the result)."""
+        from core.devices import describe_device
+
+        head = {"command": self.command, "device": describe_device(self.device), **(models or {}),
+                "data": str(self.dataset.root), "data_fingerprint": self.dataset.fingerprint()}
+        if self.split is not None:
+            head["split"] = self.split
+            if slices:
+                head["slices"] = len(self.records)
+        if checkpoints is not None:
+            head["checkpoints"] = checkpoints
+        return {**head, **fields}
+
+    def keep_partial(self, payload, also=None):
+        """``segadv_tui.cli._outcome.keep_partial`` beside this command's JSON."""
+        from segadv_tui.cli._outcome import keep_partial
+
+        return keep_partial(self.outputs.partial_json, payload, self.dataset, also)
+
+    def finish(self, *shown, detail: str = "", skipped: bool = True, **contents) -> None:
+        """Under torchrun on rank 0 alone: print ``shown`` (tables, lines), write the outputs (``contents``:
+        option -> a function making its content, ``Outputs.write``) and say what was written, ``detail`` and,
+        with ``skipped``, the slices the reader left out."""
+        from core.distributed import is_main_process
+        from segadv_tui.cli import console
+        from segadv_tui.cli._outcome import print_written
+
+        if not is_main_process():
+            return
+        for renderable in shown:
+            console.print(renderable)
+        self.outputs.write(self.dataset, contents)
+        print_written(self.outputs.written, self.dataset if skipped else None, self.outputs.paths.get("json"), detail)
+
+
+def prepare(
+    command: str,
+    outputs,
+    *,
+    device: str,
+    data: Path | None,
+    strict: bool,
+    checkpoints: Sequence[Path | None] = (None,),
+    model: str | None = None,
+    check_models: Callable[[list[LoadedCheckpoint]], None] | None = None,
+    split: str | None = None,
+    all_slices: bool = False,
+    limit: int | None = None,
+    batch_size: int | None = None,
+) -> CommandRun:
+    """Everything a command does before its work, in the order that stops at the first bad value before
+    anything slow: --batch-size, the outputs, the device, the checkpoints (None: the bundled demo; ``model``
+    names the registry model of foreign weights), ``check_models`` of them, the data and, with ``split``,
+    its slices."""
+    from core.devices import resolve_device
+
+    if batch_size is not None:
+        check_batch_size(batch_size)
+    outputs.check()
+    resolved = resolve_device(device)
+    loaded = [load_checkpoint(path, resolved, model) for path in checkpoints]
+    if check_models is not None:
+        check_models(loaded)
+    dataset = open_data(data, strict)
+    split = None if split is None else split.strip().lower()
+    records = [] if split is None else select_records(dataset, split, all_slices=all_slices, limit=limit)
+    return CommandRun(command, outputs, resolved, loaded, dataset, split, records)
 
 
 @contextmanager

@@ -27,6 +27,7 @@ from segadv_tui.bug_report import one_line
 from segadv_tui.cli import console, err_console
 
 STDOUT = "-"
+DEFAULT_OUT_DIR = Path("segadv-out")  # where a command's files go unless told otherwise
 
 
 def partial_path(path: str | os.PathLike) -> Path:
@@ -66,14 +67,75 @@ def skipped_note(dataset, json_path: str | os.PathLike | None = None) -> str:
     return f"; skipped {count} slice{'s' if count != 1 else ''} with problems in the data ({where})"
 
 
-def print_written(paths: Sequence, dataset, json_path: str | os.PathLike | None = None) -> None:
-    """The command's last line: the files written and, when the reader left something out, how much."""
-    note = skipped_note(dataset, json_path)
+def print_written(paths: Sequence, dataset=None, json_path: str | os.PathLike | None = None, detail: str = "") -> None:
+    """A command's last line: the files written, what they hold (``detail``) and, when the reader left slices
+    out of the data set a result is made over (``dataset``), how many."""
+    note = skipped_note(dataset, json_path) if dataset is not None else ""
     if paths:
-        console.print(f"wrote {', '.join(str(path) for path in paths)}{note}", highlight=False, soft_wrap=True,
+        console.print(f"wrote {', '.join(str(path) for path in paths)}{detail}{note}", highlight=False, soft_wrap=True,
                       markup=False)
     elif note:
         console.print(note.lstrip("; "), highlight=False, soft_wrap=True, markup=False)
+
+
+class Outputs:
+    """The files a command writes, by option name (``json``, ``csv``, ``png``, ``md``, ``out``).
+
+    With ``folder`` (the command's --out-dir), an output not given goes to ``folder/STEM.OPTION`` unless it
+    is ``optional``; without, it is written only when given. ``check`` refuses the paths before any work is
+    done; ``write`` writes each output whose path is set, in the order declared, and keeps the paths for
+    the last line."""
+
+    # How each option's content is written; --out is the figure's PNG (universal saves its delta itself).
+    WRITERS = {"json": "json", "csv": "csv", "md": "text", "png": "png", "out": "png"}
+
+    def __init__(self, stem: str, folder: Path | None = None, *, optional: Sequence[str] = (), **paths: Path | None):
+        self.stem, self.folder = stem, folder
+        self.paths = {option: path if path is not None or folder is None or option in optional
+                      else folder / f"{stem}.{option}" for option, path in paths.items()}
+        self.written: list = []
+
+    def __getitem__(self, option: str) -> Path | None:
+        return self.paths[option]
+
+    @property
+    def partial_json(self) -> Path:
+        """Where Ctrl-C leaves the finished part (as ``partial_path`` of it): --json, else the JSON the
+        command would write by default."""
+        return self.paths.get("json") or (self.folder or DEFAULT_OUT_DIR) / f"{self.stem}.json"
+
+    def check(self) -> None:
+        from segadv_tui.cli._common import check_outputs
+
+        check_outputs(**self.paths)
+
+    def name_default(self, option: str, name: str) -> None:
+        """The default of an output named only once the work is done (the figure's slice, method, eps)."""
+        if self.paths[option] is None:
+            self.paths[option] = (self.folder or DEFAULT_OUT_DIR) / name
+
+    def saved(self, path) -> None:
+        """A file the command wrote itself (universal's delta), for the last line."""
+        self.written.append(path)
+
+    def write(self, dataset, contents: dict[str, Callable[[], Any]]) -> None:
+        """Each output in ``contents`` (option -> a function making its content) whose path is set: JSON as
+        ``result_json`` of the payload, CSV from (header, rows), Markdown text, PNG images."""
+        from core.files import write_csv, write_json, write_png, write_text
+
+        for option, path in self.paths.items():
+            if option not in contents or path is None:
+                continue
+            content, kind = contents[option](), self.WRITERS[option]
+            if kind == "json":
+                write_json(path, result_json(content, dataset))
+            elif kind == "csv":
+                write_csv(path, *content)
+            elif kind == "text":
+                write_text(path, content)
+            else:
+                write_png(path, content)
+            self.written.append(path)
 
 
 @contextmanager

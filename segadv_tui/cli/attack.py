@@ -8,91 +8,72 @@ from __future__ import annotations
 
 import difflib
 from pathlib import Path
-from typing import Optional
 
 import typer
 
-from core.distributed import is_main_process
-from segadv_tui.cli import app, console, fail
-from segadv_tui.cli._common import (
-    all_slices_option,
-    batch_size_option,
-    best_iterate_option,
-    check_batch_size,
-    checkpoint_option,
-    data_option,
-    device_option,
-    empty_option,
-    limit_option,
-    loss_option,
-    method_option,
-    mode_option,
-    model_option,
-    organs_option,
-    precision_option,
-    seed_option,
-    split_option,
-    step_size_option,
-    steps_option,
-    strict_option,
-    target_option,
+from segadv_tui.cli import app, fail
+from segadv_tui.cli._common import attack_config, parse_eps_list, parse_losses, prepare, progress_bar
+from segadv_tui.cli._options import (
+    ATTACK,
+    DATA,
+    MODEL,
+    AllSlices,
+    BatchSize,
+    BestIterate,
+    Checkpoint,
+    Data,
+    Delta,
+    Device,
+    Empty,
+    ForeignModel,
+    Limit,
+    Loss,
+    Method,
+    Mode,
+    Organs,
+    Precision,
+    Seed,
+    Split,
+    Steps,
+    StepSize,
+    Strict,
+    Target,
+    out_dir_option,
+    output_option,
 )
+from segadv_tui.cli._outcome import DEFAULT_OUT_DIR, Outputs
 
-DEFAULT_OUT_DIR = Path("segadv-out")
 PAPER_LOSSES = "bce,focal+dice,focal"
-
-
-def _source_info(loaded, dataset, split: str, records, device) -> dict:
-    """Where the numbers come from, for the JSON files."""
-    from core.devices import describe_device
-
-    return {
-        "device": describe_device(device),
-        "checkpoint": str(loaded.path),
-        "model": loaded.meta.get("model"),
-        "title": loaded.title,
-        "img_size": loaded.img_size,
-        "data": str(dataset.root),
-        "data_fingerprint": dataset.fingerprint(),
-        "split": split,
-        "slices": len(records),
-    }
 
 
 @app.command()
 def attack(
-    checkpoint: Optional[Path] = checkpoint_option(),
-    model: Optional[str] = model_option(),
-    data: Optional[Path] = data_option(),
-    split: str = split_option(),
-    loss: str = loss_option(),
-    eps: Optional[str] = typer.Option(None, "--eps", help="L-inf budget in pixel units ([0, 1] images); default 0.009 (the paper's), for --method universal the delta's own bound."),
-    method: str = method_option(),
-    steps: Optional[int] = steps_option(),
-    step_size: Optional[float] = step_size_option(),
-    best_iterate: Optional[bool] = best_iterate_option(),
-    seed: int = seed_option(),
-    organs: str = organs_option(),
-    delta: Optional[Path] = typer.Option(None, "--delta", help="The universal method's perturbation (made by `segadv universal`)."),
-    target: str = target_option(),
-    mode: str = mode_option(),
-    limit: Optional[int] = limit_option(),
-    all_slices: bool = all_slices_option(),
-    empty: str = empty_option(),
-    device: str = device_option(),
-    precision: str = precision_option(),
-    batch_size: int = batch_size_option(),
-    json_path: Optional[Path] = typer.Option(None, "--json", help="Write the summary and per-slice rows as JSON."),
-    csv_path: Optional[Path] = typer.Option(None, "--csv", help="Write one row per slice as CSV."),
-    strict: bool = strict_option(),
+    checkpoint: Checkpoint = None,
+    model: ForeignModel = None,
+    data: Data = None,
+    split: Split = "test",
+    loss: Loss = "bce",
+    eps: str | None = typer.Option(None, "--eps", rich_help_panel=ATTACK, help="L-inf budget in pixel units ([0, 1] images); default 0.009 (the paper's), for --method universal the delta's own bound."),
+    method: Method = "fgsm",
+    steps: Steps = None,
+    step_size: StepSize = None,
+    best_iterate: BestIterate = None,
+    seed: Seed = 0,
+    organs: Organs = "stomach",
+    delta: Delta = None,
+    target: Target = "gt",
+    mode: Mode = "textbook",
+    limit: Limit = None,
+    all_slices: AllSlices = False,
+    empty: Empty = "one",
+    device: Device = "auto",
+    precision: Precision = "fp32",
+    batch_size: BatchSize = 16,
+    json_path: Path | None = output_option("--json", "Write the summary and per-slice rows as JSON."),
+    csv_path: Path | None = output_option("--csv", "Write one row per slice as CSV."),
+    strict: Strict = False,
 ) -> None:
     """Attack a checkpoint over a data split: DSC clean vs adversarial per organ, attack success, realised L-inf / L2."""
-    from core.devices import resolve_device
-    from core.files import write_csv, write_json
-    from segadv_tui.cli._common import (
-        attack_config, check_outputs, load_checkpoint, open_data, progress_bar, select_records,
-    )
-
     from segadv_tui.cli.universal import attack_eps
 
     config = attack_config(
@@ -100,63 +81,38 @@ def attack(
         step_size=step_size, empty=empty, all_slices=all_slices, seed=seed, organs=organs, precision=precision,
         delta=delta, best_iterate=best_iterate,  # delta a Path: attack_config lower-cases strings
     )
-    check_batch_size(batch_size)
-    check_outputs(json=json_path, csv=csv_path)
-    device = resolve_device(device)
-    loaded = load_checkpoint(checkpoint, device, model)
-    dataset = open_data(data, strict)
-    records = select_records(dataset, split, all_slices=all_slices, limit=limit)
-    split = split.strip().lower()
+    run = prepare("attack", Outputs("attack", json=json_path, csv=csv_path), batch_size=batch_size, device=device,
+                  checkpoints=[checkpoint], model=model, data=data, strict=strict, split=split, all_slices=all_slices,
+                  limit=limit)
+    loaded = run.checkpoint
 
     from core.evaluation import evaluate
-    from segadv_tui.cli._outcome import keep_partial, print_written, result_json
 
     def payload(result) -> dict:
-        return {"command": "attack", **_source_info(loaded, dataset, split, records, device), **result.to_dict()}
+        return run.payload(result.to_dict(), models=loaded.provenance())
 
-    with keep_partial(json_path or DEFAULT_OUT_DIR / "attack.json", payload, dataset), \
-            progress_bar(f"{config.method_label} eps {config.eps:g}") as progress:
-        result = evaluate(
-            loaded.model, records, loaded.img_size, config, batch_size=batch_size, device=device, progress=progress
-        )
-    if not is_main_process():  # under torchrun rank 0 alone prints and writes
-        return
-    console.print(_attack_table(result, loaded, split))
-    if json_path is not None:
-        write_json(json_path, result_json(payload(result), dataset))
-    if csv_path is not None:
-        write_csv(csv_path, *attack_rows(result))
-    print_written([path for path in (json_path, csv_path) if path is not None], dataset, json_path)
+    with run.keep_partial(payload), progress_bar(f"{config.method_label} eps {config.eps:g}") as progress:
+        result = evaluate(loaded.model, run.records, loaded.img_size, config, batch_size=batch_size, device=run.device,
+                          progress=progress)
+    run.finish(_attack_table(result, loaded, run.split), json=lambda: payload(result), csv=lambda: attack_rows(result))
 
 
 def _attack_table(result, loaded, split: str):
-    from rich.table import Table
-
     from core.organs import ORGAN_TITLES, ORGANS
-    from segadv_tui.render.tables import number
+    from segadv_tui.render.tables import Table, number
 
     config, summary = result.config, result.summary
-    title = f"{loaded.title}: {config.method_label}, {config.objective_label}, eps {config.eps:g}"
-    table = Table(title=title, title_justify="left")
-    table.add_column("organ")
-    for column in ("DSC clean", "DSC adversarial", "attack success"):
-        table.add_column(column, justify="right")
-    for organ in ORGANS:
-        table.add_row(
-            ORGAN_TITLES[organ], number(summary.dsc_clean[organ]), number(summary.dsc_adv[organ]),
-            number(summary.attack_success[organ]),
-        )
-    table.add_row(
-        "[bold]mean[/]", f"[bold]{number(summary.mean_clean)}[/]", f"[bold]{number(summary.mean_adv)}[/]",
-        f"[bold]{number(summary.mean_attack_success)}[/]", end_section=True,
-    )
-    table.caption = (
-        f"{summary.scored} of {summary.slices} slices scored ({split} split, empty organs: {config.empty}); "
-        f"realised L-inf max {number(summary.linf_max)}, mean {number(summary.linf_mean)}; L2 mean {number(summary.l2_mean, 3)}; "
-        f"{result.seconds:.1f} s"
-    )
-    table.caption_justify = "left"
-    return table
+    rows = [(ORGAN_TITLES[organ], number(summary.dsc_clean[organ]), number(summary.dsc_adv[organ]),
+             number(summary.attack_success[organ])) for organ in ORGANS]
+    rows.append(("mean", number(summary.mean_clean), number(summary.mean_adv), number(summary.mean_attack_success)))
+    return Table(
+        f"{loaded.title}: {config.method_label}, {config.objective_label}, eps {config.eps:g}",
+        ("organ", "DSC clean", "DSC adversarial", "attack success"), tuple(rows),
+        bold=(frozenset(),) * len(ORGANS) + (frozenset(range(4)),), sections=frozenset({len(ORGANS)}),
+        caption=f"{summary.scored} of {summary.slices} slices scored ({split} split, empty organs: {config.empty}); "
+                f"realised L-inf max {number(summary.linf_max)}, mean {number(summary.linf_mean)}; L2 mean "
+                f"{number(summary.l2_mean, 3)}; {result.seconds:.1f} s",
+    ).to_rich()
 
 
 def attack_rows(result) -> tuple[list[str], list[list]]:
@@ -179,69 +135,58 @@ def attack_rows(result) -> tuple[list[str], list[list]]:
 
 @app.command()
 def sweep(
-    checkpoint: Optional[Path] = checkpoint_option(),
-    model: Optional[str] = model_option(),
-    data: Optional[Path] = data_option(),
-    split: str = split_option(),
-    eps: str = typer.Option("0:0.03:0.003", "--eps", help="start:stop:step (stop included) or a comma list, e.g. 0,0.005,0.009."),
-    losses: str = typer.Option(PAPER_LOSSES, "--losses", help="Comma list of attack losses: bce, focal, dice, focal+dice."),
-    target: str = target_option(),
-    mode: str = mode_option(),
-    limit: Optional[int] = limit_option(),
-    all_slices: bool = all_slices_option(),
-    empty: str = empty_option(),
-    device: str = device_option(),
-    precision: str = precision_option(),
-    batch_size: int = batch_size_option(),
-    out_dir: Path = typer.Option(DEFAULT_OUT_DIR, "--out-dir", "-o", help="Folder for sweep.json, sweep.csv and sweep.png."),
-    json_path: Optional[Path] = typer.Option(None, "--json", help="JSON file (default OUT_DIR/sweep.json)."),
-    csv_path: Optional[Path] = typer.Option(None, "--csv", help="CSV file (default OUT_DIR/sweep.csv)."),
-    png_path: Optional[Path] = typer.Option(None, "--png", help="Plot of DSC and AS against eps (default OUT_DIR/sweep.png)."),
-    strict: bool = strict_option(),
+    checkpoint: Checkpoint = None,
+    model: ForeignModel = None,
+    data: Data = None,
+    split: Split = "test",
+    eps: str = typer.Option("0:0.03:0.003", "--eps", rich_help_panel=ATTACK, help="start:stop:step (stop included) or a comma list, e.g. 0,0.005,0.009."),
+    losses: str = typer.Option(PAPER_LOSSES, "--losses", rich_help_panel=ATTACK, help="Comma list of attack losses: bce, focal, dice, focal+dice."),
+    target: Target = "gt",
+    mode: Mode = "textbook",
+    limit: Limit = None,
+    all_slices: AllSlices = False,
+    empty: Empty = "one",
+    device: Device = "auto",
+    precision: Precision = "fp32",
+    batch_size: BatchSize = 16,
+    out_dir: Path = out_dir_option("sweep.json", "sweep.csv", "sweep.png"),
+    json_path: Path | None = output_option("--json", "JSON file (default OUT_DIR/sweep.json)."),
+    csv_path: Path | None = output_option("--csv", "CSV file (default OUT_DIR/sweep.csv)."),
+    png_path: Path | None = output_option("--png", "Plot of DSC and AS against eps (default OUT_DIR/sweep.png)."),
+    strict: Strict = False,
 ) -> None:
     """FGSM DSC and attack success against eps, per loss: one gradient per slice and loss serves every eps."""
-    from core.devices import resolve_device
-    from core.files import write_csv, write_json, write_png
-    from segadv_tui.cli._common import (
-        attack_config, check_outputs, load_checkpoint, open_data, parse_eps_list, parse_losses, progress_bar,
-        select_records,
-    )
-    from segadv_tui.render.figures import sweep_plot
-
     eps_values = parse_eps_list(eps)
     loss_names = parse_losses(losses)
     config = attack_config(mode=mode, target=target, empty=empty, precision=precision, all_slices=all_slices)
-    check_batch_size(batch_size)
-    json_path = json_path or out_dir / "sweep.json"
-    csv_path = csv_path or out_dir / "sweep.csv"
-    png_path = png_path or out_dir / "sweep.png"
-    check_outputs(json=json_path, csv=csv_path, png=png_path)
-    device = resolve_device(device)
-    loaded = load_checkpoint(checkpoint, device, model)
-    dataset = open_data(data, strict)
-    records = select_records(dataset, split, all_slices=all_slices, limit=limit)
-    split = split.strip().lower()
+    run = prepare("sweep", Outputs("sweep", out_dir, json=json_path, csv=csv_path, png=png_path),
+                  batch_size=batch_size, device=device, checkpoints=[checkpoint], model=model, data=data, strict=strict,
+                  split=split, all_slices=all_slices, limit=limit)
+    loaded = run.checkpoint
 
     from core.evaluation import evaluate_sweep
-    from segadv_tui.cli._outcome import keep_partial, print_written, result_json
 
     def payload(result) -> dict:
-        return {"command": "sweep", **_source_info(loaded, dataset, split, records, device), **result.to_dict()}
+        return run.payload(result.to_dict(), models=loaded.provenance())
 
-    with keep_partial(json_path, payload, dataset), \
+    with run.keep_partial(payload), \
             progress_bar(f"sweep {len(eps_values)} eps x {len(loss_names)} losses") as progress:
         result = evaluate_sweep(
-            loaded.model, records, loaded.img_size, eps_values, loss_names, config, batch_size=batch_size,
-            device=device, progress=progress,
+            loaded.model, run.records, loaded.img_size, eps_values, loss_names, config, batch_size=batch_size,
+            device=run.device, progress=progress,
         )
-    if not is_main_process():  # under torchrun rank 0 alone prints and writes
-        return
-    console.print(_sweep_table(result, loaded))
+    caption = (
+        f"{loaded.path.name}: {loaded.title}; {config.method_label}, target {config.target}; {len(run.records)} "
+        f"{run.split} slices{'' if all_slices else ' with organs'}; empty organs: {config.empty}"
+    )
+    run.finish(_sweep_table(result, loaded), json=lambda: payload(result), csv=lambda: sweep_rows(result),
+               png=lambda: _sweep_plot(result, caption))
 
-    write_json(json_path, result_json(payload(result), dataset))
-    header, rows = sweep_rows(result)
-    write_csv(csv_path, header, rows)
+
+def _sweep_plot(result, caption: str):
+    """Mean DSC and attack success against eps, a line per loss."""
     from core.losses import LOSS_TITLES
+    from segadv_tui.render.figures import sweep_plot
 
     dsc = {
         LOSS_TITLES[loss]: [result.entry(loss, e).summary.mean_adv for e in result.eps_values] for loss in result.losses
@@ -250,38 +195,29 @@ def sweep(
         LOSS_TITLES[loss]: [result.entry(loss, e).summary.mean_attack_success for e in result.eps_values]
         for loss in result.losses
     }
-    caption = (
-        f"{loaded.path.name}: {loaded.title}; {config.method_label}, target {config.target}; {len(records)} {split} slices"
-        f"{'' if all_slices else ' with organs'}; empty organs: {config.empty}"
-    )
-    write_png(png_path, sweep_plot(result.eps_values, dsc, success, caption=caption))
-    print_written([json_path, csv_path, png_path], dataset, json_path)
+    return sweep_plot(result.eps_values, dsc, success, caption=caption)
 
 
 def _sweep_table(result, loaded):
-    from rich.table import Table
-
     from core.losses import LOSS_TITLES
-    from segadv_tui.render.tables import number
+    from segadv_tui.render.tables import Table, number
 
     first = result.entry(result.losses[0], result.eps_values[0]).summary
-    table = Table(
-        title=f"{result.config.method_label} sweep on {loaded.title}: mean DSC / attack success (clean DSC {number(first.mean_clean)})",
-        title_justify="left",
-    )
-    table.add_column("eps", justify="right")
+    headers = ["eps"]
     for loss in result.losses:
-        table.add_column(f"{LOSS_TITLES[loss]} DSC", justify="right")
-        table.add_column(f"{LOSS_TITLES[loss]} AS", justify="right")
+        headers += [f"{LOSS_TITLES[loss]} DSC", f"{LOSS_TITLES[loss]} AS"]
+    rows = []
     for eps in result.eps_values:
         cells = [f"{eps:g}"]
         for loss in result.losses:
             summary = result.entry(loss, eps).summary
             cells += [number(summary.mean_adv), number(summary.mean_attack_success)]
-        table.add_row(*cells)
-    table.caption = f"{first.scored} of {first.slices} slices scored; {result.seconds:.1f} s"
-    table.caption_justify = "left"
-    return table
+        rows.append(tuple(cells))
+    return Table(
+        f"{result.config.method_label} sweep on {loaded.title}: mean DSC / attack success (clean DSC "
+        f"{number(first.mean_clean)})", tuple(headers), tuple(rows), justify=("right",) * len(headers),
+        caption=f"{first.scored} of {first.slices} slices scored; {result.seconds:.1f} s",
+    ).to_rich()
 
 
 def sweep_rows(result) -> tuple[list[str], list[list]]:
@@ -305,80 +241,60 @@ def sweep_rows(result) -> tuple[list[str], list[list]]:
 
 @app.command()
 def table(
-    checkpoints: Optional[list[Path]] = typer.Option(
-        None, "--checkpoint", "-c", help="A checkpoint per row; repeat the option. Default: the bundled demo checkpoint."
+    checkpoints: list[Path] | None = typer.Option(
+        None, "--checkpoint", "-c", rich_help_panel=MODEL,
+        help="A checkpoint per row; repeat the option. Default: the bundled demo checkpoint.",
     ),
-    data: Optional[Path] = data_option(),
-    split: str = split_option(),
-    losses: str = typer.Option(PAPER_LOSSES, "--losses", help="Comma list of FGSM losses, one column each."),
-    eps: str = typer.Option("0.009", "--eps", help="L-inf budget (the paper: 0.009)."),
-    method: str = method_option(),
-    steps: Optional[int] = steps_option(),
-    best_iterate: Optional[bool] = best_iterate_option(),
-    seed: int = seed_option(),
-    target: str = target_option(),
-    mode: str = mode_option(),
-    limit: Optional[int] = limit_option(),
-    all_slices: bool = all_slices_option(),
-    empty: str = empty_option(),
-    device: str = device_option(),
-    precision: str = precision_option(),
-    batch_size: int = batch_size_option(),
-    md_path: Optional[Path] = typer.Option(None, "--md", help="Write the table as Markdown."),
-    csv_path: Optional[Path] = typer.Option(None, "--csv", help="Write the table as CSV."),
-    json_path: Optional[Path] = typer.Option(None, "--json", help="Write the table with per-organ summaries as JSON."),
-    strict: bool = strict_option(),
+    data: Data = None,
+    split: Split = "test",
+    losses: str = typer.Option(PAPER_LOSSES, "--losses", rich_help_panel=ATTACK, help="Comma list of FGSM losses, one column each."),
+    eps: str = typer.Option("0.009", "--eps", rich_help_panel=ATTACK, help="L-inf budget (the paper: 0.009)."),
+    method: Method = "fgsm",
+    steps: Steps = None,
+    best_iterate: BestIterate = None,
+    seed: Seed = 0,
+    target: Target = "gt",
+    mode: Mode = "textbook",
+    limit: Limit = None,
+    all_slices: AllSlices = False,
+    empty: Empty = "one",
+    device: Device = "auto",
+    precision: Precision = "fp32",
+    batch_size: BatchSize = 16,
+    md_path: Path | None = output_option("--md", "Write the table as Markdown."),
+    csv_path: Path | None = output_option("--csv", "Write the table as CSV."),
+    json_path: Path | None = output_option("--json", "Write the table with per-organ summaries as JSON."),
+    strict: Strict = False,
 ) -> None:
     """The paper's Table II: parameters, clean DSC and DSC after the attack (FGSM) with each loss; the best attack in bold."""
-    from core.devices import resolve_device
-    from core.files import write_csv, write_json, write_text
-    from segadv_tui.cli._common import (
-        attack_config, check_outputs, load_checkpoint, open_data, parse_losses, progress_bar, select_records,
-    )
     from segadv_tui.render.tables import table_ii_table
 
     loss_names = parse_losses(losses)
     config = attack_config(method=method, eps=eps, steps=steps, seed=seed, mode=mode, target=target, empty=empty,
                            precision=precision, all_slices=all_slices, best_iterate=best_iterate)
-    check_batch_size(batch_size)
-    check_outputs(md=md_path, csv=csv_path, json=json_path)
-    device = resolve_device(device)
-    loaded = [load_checkpoint(path, device) for path in (checkpoints or [None])]
-    dataset = open_data(data, strict)
-    records = select_records(dataset, split, all_slices=all_slices, limit=limit)
-    split = split.strip().lower()
+    run = prepare("table", Outputs("table", md=md_path, csv=csv_path, json=json_path), batch_size=batch_size,
+                  device=device, checkpoints=checkpoints or [None], data=data, strict=strict, split=split,
+                  all_slices=all_slices, limit=limit)
+    loaded = run.checkpoints
 
-    from core.devices import describe_device
     from core.evaluation import table_ii
-    from segadv_tui.cli._outcome import keep_partial, print_written, result_json
 
     def payload(result) -> dict:
-        return {
-            "command": "table", "device": describe_device(device), "data": str(dataset.root),
-            "data_fingerprint": dataset.fingerprint(), "split": split, "slices": len(records),
-            "checkpoints": [str(item.path) for item in loaded], **result.to_dict(),
-        }
+        return run.payload(result.to_dict(), checkpoints=[str(item.path) for item in loaded])
 
     models = [(item.path.name, item.model, item.meta) for item in loaded]
     runs = f"{len(loss_names)} losses" if "loss" in config.entry.parameters else "its own objective"
-    with keep_partial(json_path or DEFAULT_OUT_DIR / "table.json", payload, dataset), \
-            progress_bar(f"Table II: {len(models)} model(s) x {runs}") as progress:
-        result = table_ii(models, records, loss_names, config, batch_size=batch_size, device=device, progress=progress)
-    if not is_main_process():  # under torchrun rank 0 alone prints and writes
-        return
+    with run.keep_partial(payload), progress_bar(f"Table II: {len(models)} model(s) x {runs}") as progress:
+        result = table_ii(models, run.records, loss_names, config, batch_size=batch_size, device=run.device,
+                          progress=progress)
     caption = (
-        f"DSC before and after {config.method_label} at eps {config.eps:g}, target {config.target}; {len(records)} {split} slices"
-        f"{'' if all_slices else ' with organs'} of {dataset.root}; lowest DSC (best attack) in bold."
+        f"DSC before and after {config.method_label} at eps {config.eps:g}, target {config.target}; "
+        f"{len(run.records)} {run.split} slices{'' if all_slices else ' with organs'} of {run.dataset.root}; "
+        f"lowest DSC (best attack) in bold."
     )
     formatted = table_ii_table(result, caption=caption)
-    console.print(formatted.to_rich(title="Table II"))
-    if md_path is not None:
-        write_text(md_path, formatted.to_markdown())
-    if csv_path is not None:
-        write_csv(csv_path, *table_ii_csv(result, loaded))
-    if json_path is not None:
-        write_json(json_path, result_json(payload(result), dataset))
-    print_written([path for path in (md_path, csv_path, json_path) if path is not None], dataset, json_path)
+    run.finish(formatted.to_rich(title="Table II"), md=formatted.to_markdown, csv=lambda: table_ii_csv(result, loaded),
+               json=lambda: payload(result))
 
 
 def table_ii_csv(result, loaded) -> tuple[list[str], list[list]]:
@@ -398,34 +314,31 @@ def table_ii_csv(result, loaded) -> tuple[list[str], list[list]]:
 
 @app.command()
 def figure(
-    checkpoint: Optional[Path] = checkpoint_option(),
-    model: Optional[str] = model_option(),
-    data: Optional[Path] = data_option(),
-    slice_id: Optional[str] = typer.Option(
-        None, "--slice", "-s", help="Slice id, e.g. case123_day20_slice_0065; default: a test slice with organs."
+    checkpoint: Checkpoint = None,
+    model: ForeignModel = None,
+    data: Data = None,
+    slice_id: str | None = typer.Option(
+        None, "--slice", "-s", rich_help_panel=DATA,
+        help="Slice id, e.g. case123_day20_slice_0065; default: a test slice with organs.",
     ),
-    loss: str = loss_option(),
-    eps: str = typer.Option("0.009", "--eps", help="L-inf budget in pixel units."),
-    method: str = method_option(),
-    steps: Optional[int] = steps_option(),
-    step_size: Optional[float] = step_size_option(),
-    best_iterate: Optional[bool] = best_iterate_option(),
-    seed: int = seed_option(),
-    organs: str = organs_option(),
-    delta: Optional[Path] = typer.Option(None, "--delta", help="The universal method's perturbation (made by `segadv universal`)."),
-    target: str = target_option(),
-    mode: str = mode_option(),
-    empty: str = empty_option(),
-    device: str = device_option(),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="PNG file; default segadv-out/figure-SLICE-METHOD-LOSS-epsEPS.png."),
-    strict: bool = strict_option(),
+    loss: Loss = "bce",
+    eps: str = typer.Option("0.009", "--eps", rich_help_panel=ATTACK, help="L-inf budget in pixel units."),
+    method: Method = "fgsm",
+    steps: Steps = None,
+    step_size: StepSize = None,
+    best_iterate: BestIterate = None,
+    seed: Seed = 0,
+    organs: Organs = "stomach",
+    delta: Delta = None,
+    target: Target = "gt",
+    mode: Mode = "textbook",
+    empty: Empty = "one",
+    device: Device = "auto",
+    out: Path | None = output_option(
+        "--out", f"PNG file; default {DEFAULT_OUT_DIR}/figure-SLICE-METHOD-LOSS-epsEPS.png.", "-o"),
+    strict: Strict = False,
 ) -> None:
     """A PNG like the paper's figures 5-8: input, adversarial input, perturbation, truth, predictions, differences."""
-    from core.devices import resolve_device
-    from core.files import write_png
-    from segadv_tui.cli._common import (
-        attack_config, check_outputs, load_checkpoint, open_data,
-    )
     from segadv_tui.render.figures import AttackPanels, attack_figure
     from segadv_tui.render.tables import number
 
@@ -433,30 +346,24 @@ def figure(
         method=method, loss=loss, eps=eps, mode=mode, target=target, steps=steps, step_size=step_size, empty=empty,
         all_slices=True, seed=seed, organs=organs, delta=delta, best_iterate=best_iterate,
     )
-    check_outputs(out=out)
-    device = resolve_device(device)
-    loaded = load_checkpoint(checkpoint, device, model)
-    dataset = open_data(data, strict)
-    record = _find_slice(dataset, slice_id)
+    run = prepare("figure", Outputs("figure", out=out), device=device, checkpoints=[checkpoint], model=model,
+                  data=data, strict=strict)
+    loaded = run.checkpoint
+    record = _find_slice(run.dataset, slice_id)
 
-    result = _attack_one_slice(loaded.model, record, loaded.img_size, config, device)
-    if not is_main_process():  # under torchrun rank 0 alone prints and writes
-        return
+    result = _attack_one_slice(loaded.model, record, loaded.img_size, config, run.device)
     mean_clean, mean_adv, success, linf = result.mean_clean, result.mean_adv, result.mean_attack_success, result.linf
     caption = (
         f"{loaded.path.name}: {loaded.title} | slice {record.id} | {config.method_label}, {config.objective_label} | "
         f"eps {config.eps:g} | "
         f"DSC {number(mean_clean, 3)} -> {number(mean_adv, 3)} | AS {number(success, 3)} | realised L-inf {number(linf)}"
     )
-    panels = AttackPanels.from_result(result)
-    image = attack_figure(panels, caption)
-    out = out or DEFAULT_OUT_DIR / f"figure-{record.id}-{config.method}-{config.loss}-eps{config.eps:g}.png"
-    write_png(out, image)
-    console.print(
-        f"wrote {out} ({image.width} x {image.height}): slice {record.id}, mean DSC {number(mean_clean)} -> "
-        f"{number(mean_adv)}, AS {number(success)}, realised L-inf {number(linf)}",
-        highlight=False, soft_wrap=True,
-    )
+    image = attack_figure(AttackPanels.from_result(result), caption)
+    run.outputs.name_default("out", f"figure-{record.id}-{config.method}-{config.loss}-eps{config.eps:g}.png")
+    # One slice: the slices the reader left out bear on nothing here.
+    run.finish(out=lambda: image, skipped=False,
+               detail=f" ({image.width} x {image.height}): slice {record.id}, mean DSC {number(mean_clean)} -> "
+                      f"{number(mean_adv)}, AS {number(success)}, realised L-inf {number(linf)}")
 
 
 def _attack_one_slice(model, record, img_size: int, config, device):

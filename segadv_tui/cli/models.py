@@ -22,19 +22,18 @@ def info(
     from importlib.metadata import PackageNotFoundError, version
 
     import torch
-    from rich.table import Table
 
     from core.models import REGISTRY, build_model, count_parameters
+    from segadv_tui.render.tables import Table
 
-    table = Table(title="models")
-    for column in ("name", "model", "architecture", "encoder", "parameters"):
-        table.add_column(column, justify="right" if column == "parameters" else "left")
+    rows = []
     for name, spec in REGISTRY.items():
         # On the meta device no memory is allocated and no weights are initialised: counting is instant.
         with torch.device("meta"):
             params = count_parameters(build_model(name))
-        table.add_row(name, spec.title, spec.arch, spec.encoder, f"{params / 1e6:.2f}M")
-    console.print(table)
+        rows.append((name, spec.title, spec.arch, spec.encoder, f"{params / 1e6:.2f}M"))
+    console.print(Table("models", ("name", "model", "architecture", "encoder", "parameters"), tuple(rows),
+                        justify=("left",) * 4 + ("right",)).to_rich(title_justify="center"))
 
     if torch.cuda.is_available():
         device = ", ".join(f"cuda:{i} {torch.cuda.get_device_name(i)}" for i in range(torch.cuda.device_count()))
@@ -104,6 +103,7 @@ def import_checkpoint(
     """Convert foreign weights (loaded safely, weights only) to a self-describing segadv checkpoint."""
     from core.checkpoints import import_checkpoint as convert
     from core.models import REGISTRY
+    from segadv_tui.cli._outcome import print_written
 
     if model not in REGISTRY:
         fail(f"unknown model {model!r}; choose from {', '.join(REGISTRY)}")
@@ -112,4 +112,4 @@ def import_checkpoint(
     if out.suffix != ".safetensors":
         fail(f"{out}: the output must be a .safetensors file")
     written = convert(source, model, out, img_size=img_size, transposed=transposed)  # a CheckpointError: one line, exit 2
-    console.print(f"wrote {written} ({model}{', input transposed' if transposed else ''})", highlight=False)
+    print_written([written], detail=f" ({model}{', input transposed' if transposed else ''})")

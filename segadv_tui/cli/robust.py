@@ -10,134 +10,124 @@ their numbers, in the output and the JSON.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
-from core.distributed import is_main_process
-from segadv_tui.cli import app, console
-from segadv_tui.cli._common import (
-    all_slices_option,
-    batch_size_option,
-    best_iterate_option,
-    check_batch_size,
-    data_option,
-    device_option,
-    empty_option,
-    limit_option,
-    loss_option,
-    precision_option,
-    seed_option,
-    split_option,
-    steps_option,
-    strict_option,
-    target_option,
+from segadv_tui.cli import app
+from segadv_tui.cli._common import attack_config, parse_eps_list, prepare, progress_bar
+from segadv_tui.cli._options import (
+    ATTACK,
+    MODEL,
+    AllSlices,
+    BatchSize,
+    BestIterate,
+    Data,
+    Device,
+    Empty,
+    Limit,
+    Loss,
+    Precision,
+    Seed,
+    Split,
+    Steps,
+    Strict,
+    Target,
+    out_dir_option,
+    output_option,
 )
+from segadv_tui.cli._outcome import Outputs
 
-DEFAULT_OUT_DIR = Path("segadv-out")
 DEFAULT_EPS = "0.001,0.003,0.009,0.016,0.031"
+CHECKS = "Checks"  # the panel of --checks in --help
 
 
 @app.command()
 def robust(
-    checkpoints: Optional[list[Path]] = typer.Option(
-        None, "--checkpoint", "-c", help="A checkpoint to evaluate; repeat the option. Default: the bundled demo checkpoint."
+    checkpoints: list[Path] | None = typer.Option(
+        None, "--checkpoint", "-c", rich_help_panel=MODEL,
+        help="A checkpoint to evaluate; repeat the option. Default: the bundled demo checkpoint.",
     ),
-    data: Optional[Path] = data_option(),
-    split: str = split_option(),
-    eps: str = typer.Option(DEFAULT_EPS, "--eps", help="Comma list or start:stop:step of L-inf budgets."),
-    method: str = typer.Option("ensemble", "--method", help="Attack method (see segadv attack --help); default the worst-case ensemble."),
-    loss: str = loss_option(),
-    steps: Optional[int] = steps_option(),
-    best_iterate: Optional[bool] = best_iterate_option(),
-    seed: int = seed_option(),
-    target: str = target_option(),
-    limit: Optional[int] = limit_option(),
-    all_slices: bool = all_slices_option(),
-    empty: str = empty_option(),
-    device: str = device_option(),
-    precision: str = precision_option(),
-    batch_size: int = batch_size_option(),
-    out_dir: Path = typer.Option(DEFAULT_OUT_DIR, "--out-dir", "-o", help="Folder for robust.json, robust.csv and robust.png."),
-    json_path: Optional[Path] = typer.Option(None, "--json", help="JSON file with every number (default OUT_DIR/robust.json)."),
-    csv_path: Optional[Path] = typer.Option(None, "--csv", help="CSV, one row per checkpoint and eps (default OUT_DIR/robust.csv)."),
-    png_path: Optional[Path] = typer.Option(None, "--png", help="Robust DSC and AS against eps per organ (default OUT_DIR/robust.png)."),
-    checks: bool = typer.Option(False, "--checks", help="Also run the checks that catch a fake defence (Carlini et al.): informative gradients, monotone in eps, about 0 at eps 0.25, the attack >= FGSM, white-box >= transfer, converged (doubled steps, a restart) at the largest eps. Costs about 5 more runs of the attack."),
-    transfer_from: Optional[Path] = typer.Option(None, "--transfer-from", help="With --checks: the checkpoint the transfer attack is made on; default the bundled (plain) demo checkpoint."),
-    strict: bool = strict_option(),
+    data: Data = None,
+    split: Split = "test",
+    eps: str = typer.Option(DEFAULT_EPS, "--eps", rich_help_panel=ATTACK, help="Comma list or start:stop:step of L-inf budgets."),
+    method: str = typer.Option("ensemble", "--method", rich_help_panel=ATTACK, help="Attack method (see segadv attack --help); default the worst-case ensemble."),
+    loss: Loss = "bce",
+    steps: Steps = None,
+    best_iterate: BestIterate = None,
+    seed: Seed = 0,
+    target: Target = "gt",
+    limit: Limit = None,
+    all_slices: AllSlices = False,
+    empty: Empty = "one",
+    device: Device = "auto",
+    precision: Precision = "fp32",
+    batch_size: BatchSize = 16,
+    out_dir: Path = out_dir_option("robust.json", "robust.csv", "robust.png"),
+    json_path: Path | None = output_option("--json", "JSON file with every number (default OUT_DIR/robust.json)."),
+    csv_path: Path | None = output_option("--csv", "CSV, one row per checkpoint and eps (default OUT_DIR/robust.csv)."),
+    png_path: Path | None = output_option("--png", "Robust DSC and AS against eps per organ (default OUT_DIR/robust.png)."),
+    checks: bool = typer.Option(False, "--checks", rich_help_panel=CHECKS, help="Also run the checks that catch a fake defence (Carlini et al.): informative gradients, monotone in eps, about 0 at eps 0.25, the attack >= FGSM, white-box >= transfer, converged (doubled steps, a restart) at the largest eps. Costs about 5 more runs of the attack."),
+    transfer_from: Path | None = typer.Option(None, "--transfer-from", rich_help_panel=CHECKS, help="With --checks: the checkpoint the transfer attack is made on; default the bundled (plain) demo checkpoint."),
+    strict: Strict = False,
 ) -> None:
     """Robust DSC against eps per organ, with ROG, organ-size tertiles and the ensemble's wins per member."""
-    from core.devices import resolve_device
-    from core.files import write_csv, write_json, write_png
-    from segadv_tui.cli._common import (
-        attack_config, check_outputs, load_checkpoint, open_data, parse_eps_list, progress_bar, select_records,
-    )
-    from segadv_tui.render.figures import robustness_plot
+    from rich.text import Text
 
     eps_values = parse_eps_list(eps)
     config = attack_config(method=method, eps=str(eps_values[0]), loss=loss, steps=steps, best_iterate=best_iterate,
                            seed=seed, target=target, empty=empty, precision=precision, all_slices=all_slices)
-    check_batch_size(batch_size)
-    json_path = json_path or out_dir / "robust.json"
-    csv_path = csv_path or out_dir / "robust.csv"
-    png_path = png_path or out_dir / "robust.png"
-    check_outputs(json=json_path, csv=csv_path, png=png_path)
-    device = resolve_device(device)
-    loaded = [load_checkpoint(path, device) for path in (checkpoints or [None])]
-    source = load_checkpoint(transfer_from, device) if checks else None
-    dataset = open_data(data, strict)
-    records = select_records(dataset, split, all_slices=all_slices, limit=limit)
-    split = split.strip().lower()
+    paths = list(checkpoints or [None])
+    # The transfer source loads with the checkpoints, before the data: a bad --transfer-from stops first.
+    run = prepare("robust", Outputs("robust", out_dir, json=json_path, csv=csv_path, png=png_path),
+                  batch_size=batch_size, device=device, checkpoints=paths + ([transfer_from] if checks else []),
+                  data=data, strict=strict, split=split, all_slices=all_slices, limit=limit)
+    loaded, source = run.checkpoints[:len(paths)], (run.checkpoints[-1] if checks else None)
 
-    from core.devices import describe_device
     from core.robustness import robustness
-    from segadv_tui.cli._outcome import keep_partial, print_written, result_json
 
     def payload(report, check_reports=()) -> dict:
-        return {
-            "command": "robust", "device": describe_device(device), "data": str(dataset.root),
-            "data_fingerprint": dataset.fingerprint(), "split": split, "slices": len(records),
-            "checkpoints": [str(item.path) for item in loaded], **report.to_dict(),
-            **({"checks": [checked.to_dict() for checked in check_reports]} if checks else {}),
-        }
+        return run.payload({**report.to_dict(),
+                            **({"checks": [checked.to_dict() for checked in check_reports]} if checks else {})},
+                           checkpoints=[str(item.path) for item in loaded])
 
     labels = [item.path.name for item in loaded]
-    labels = [label if labels.count(label) == 1 else f"{label} #{labels[:i].count(label) + 1}" for i, label in enumerate(labels)]
+    labels = [label if labels.count(label) == 1 else f"{label} #{labels[:i].count(label) + 1}"
+              for i, label in enumerate(labels)]
     models = [(label, item.model, item.meta) for label, item in zip(labels, loaded)]
-    description = f"{config.method_label}: {len(models)} model(s) x {len(eps_values)} eps x {len(records)} slices"
-    with keep_partial(json_path, payload, dataset), progress_bar(description) as progress:
-        report = robustness(models, records, config, eps_values, batch_size=batch_size, device=device, progress=progress)
+    description = f"{config.method_label}: {len(models)} model(s) x {len(eps_values)} eps x {len(run.records)} slices"
+    with run.keep_partial(payload), progress_bar(description) as progress:
+        report = robustness(models, run.records, config, eps_values, batch_size=batch_size, device=run.device,
+                            progress=progress)
     # Ctrl-C in the checks: the report is complete, the checks of the checkpoints finished are kept.
-    with keep_partial(json_path, lambda finished: payload(report, finished), dataset):
-        check_reports = _run_checks(report, loaded, source, records, config, eps_values, batch_size, device) if checks else []
-    if not is_main_process():  # under torchrun rank 0 alone prints and writes
-        return
+    with run.keep_partial(lambda finished: payload(report, finished)):
+        check_reports = (_run_checks(report, loaded, source, run.records, config, eps_values, batch_size, run.device)
+                         if checks else [])
 
-    scope = f"{len(records)} {split} slices{'' if all_slices else ' with organs'}"
+    scope = f"{len(run.records)} {run.split} slices{'' if all_slices else ' with organs'}"
+    shown = []
     for curve in report.curves:
-        console.print(_curve_table(report, curve, scope))
-        console.print(_tertile_table(report, curve))
+        shown += [_curve_table(report, curve, scope), _tertile_table(report, curve)]
         if report.members:
-            console.print(_wins_table(report, curve))
-    for checked in check_reports:
-        console.print(_checks_table(checked, scope))
+            shown.append(_wins_table(report, curve))
+    shown += [_checks_table(checked, scope) for checked in check_reports]
     if check_reports:
         verdicts = [check.verdict for checked in check_reports for check in checked.checks]
-        console.print(f"checks: {verdicts.count('pass')} passed, {verdicts.count('FAIL')} failed, "
-                      f"{verdicts.count('n/a')} not applicable", highlight=False)
+        shown.append(Text(f"checks: {verdicts.count('pass')} passed, {verdicts.count('FAIL')} failed, "
+                          f"{verdicts.count('n/a')} not applicable"))
+    run.finish(*shown, json=lambda: payload(report, check_reports), csv=lambda: robust_rows(report),
+               png=lambda: _plot(report, scope))
 
-    write_json(json_path, result_json(payload(report, check_reports), dataset))
-    write_csv(csv_path, *robust_rows(report))
-    write_png(png_path, robustness_plot(*_plot_points(report), caption=_caption(report, scope)))
-    print_written([json_path, csv_path, png_path], dataset, json_path)
+
+def _plot(report, scope: str):
+    from segadv_tui.render.figures import robustness_plot
+
+    return robustness_plot(*_plot_points(report), caption=_caption(report, scope))
 
 
 def _run_checks(report, loaded, source, records, config, eps_values, batch_size, device) -> list:
     """``core.robust_checks.run_checks`` per checkpoint, reusing the report's per-slice results. Ctrl-C:
     ``core.evaluation.Interrupted`` with the checks of the checkpoints finished (a check made over part of
     the slices would not say anything)."""
-    from segadv_tui.cli._common import progress_bar
-
     from core.evaluation import Interrupted, Partial
     from core.robust_checks import run_checks
 
@@ -160,42 +150,44 @@ def _run_checks(report, loaded, source, records, config, eps_values, batch_size,
 
 
 def _checks_table(checked, scope: str):
-    from rich.table import Table
+    from segadv_tui.render.tables import Table
 
-    table = Table(title=f"{checked.label}: checks of {checked.config.method_label} ({scope}; transfer and "
-                        f"convergence at eps {checked.check_eps:g}; {checked.seconds:.0f} s)")
-    for column in ("check", "verdict", "numbers", "guards against"):
-        table.add_column(column, overflow="fold")
-    style = {"pass": "green", "FAIL": "bold red", "n/a": "dim"}
-    for check in checked.checks:
-        table.add_row(check.title, f"[{style[check.verdict]}]{check.verdict}[/]", check_numbers(check), check.guards)
-    return table
+    colour = {"pass": "green", "FAIL": "bold red", "n/a": "dim"}
+    return Table(
+        f"{checked.label}: checks of {checked.config.method_label} ({scope}; transfer and convergence at eps "
+        f"{checked.check_eps:g}; {checked.seconds:.0f} s)",
+        ("check", "verdict", "numbers", "guards against"),
+        tuple((check.title, check.verdict, check_numbers(check), check.guards) for check in checked.checks),
+        justify=("left",) * 4, colours=tuple({1: colour[check.verdict]} for check in checked.checks),
+    ).to_rich(title_justify="center", overflow="fold")
 
 
 def check_numbers(check) -> str:
-    """A check's numbers in a few words (all of them are in the JSON)."""
+    """A check's numbers in a few words (all of them are in the JSON), "n/a" where one is undefined."""
+    from segadv_tui.render.tables import number
+
     n = check.numbers
     if check.passed is None:
         return check.note
     if check.name == "gradients":
-        return f"zero-gradient share {n['zero_gradient_fraction']:.3f} (limit {n['limit']:g})"
+        return f"zero-gradient share {number(n['zero_gradient_fraction'], 3)} (limit {n['limit']:g})"
     if check.name == "monotone":
-        curve = ", ".join(f"{eps}: {_dsc(dsc)}" for eps, dsc in n["robust_dsc"].items())
-        rises = "; ".join(f"rises {r['rise']:+.4f} from {r['from_eps']:g} to {r['to_eps']:g}" for r in n["rises"])
+        curve = ", ".join(f"{eps}: {number(dsc)}" for eps, dsc in n["robust_dsc"].items())
+        rises = "; ".join(f"rises {number(r['rise'], signed=True)} from {r['from_eps']:g} to {r['to_eps']:g}"
+                          for r in n["rises"])
         return f"robust DSC {curve}" + (f"; {rises}" if rises else "")
     if check.name == "large_eps":
-        return f"robust DSC {n['robust_dsc']:.4f} at eps {n['eps']:g} (limit {n['limit']:g})"
+        return f"robust DSC {number(n['robust_dsc'])} at eps {n['eps']:g} (limit {n['limit']:g})"
     if check.name == "iterative":
-        return "; ".join(f"eps {eps}: {_dsc(row['attack'])} vs FGSM {_dsc(row['fgsm'])}" for eps, row in n["robust_dsc"].items())
+        return "; ".join(f"eps {eps}: {number(row['attack'])} vs FGSM {number(row['fgsm'])}"
+                         for eps, row in n["robust_dsc"].items())
     if check.name == "transfer":
-        return f"eps {n['eps']:g}: white-box {n['white_box']:.4f} vs transferred from {n['source']} {n['transfer']:.4f}"
+        return (f"eps {n['eps']:g}: white-box {number(n['white_box'])} vs transferred from {n['source']} "
+                f"{number(n['transfer'])}")
     more, restart = n["double_steps"], n["restart"]
-    return (f"eps {n['eps']:g}: {n['robust_dsc']:.4f}; {more['steps']} steps {more['robust_dsc']:.4f} "
-            f"({-more['change']:+.4f}); a restart {restart['robust_dsc']:.4f} ({-restart['change']:+.4f})")
-
-
-def _dsc(value) -> str:
-    return "n/a" if value is None else f"{value:.4f}"
+    return (f"eps {n['eps']:g}: {number(n['robust_dsc'])}; {more['steps']} steps {number(more['robust_dsc'])} "
+            f"({number(-more['change'], signed=True)}); a restart {number(restart['robust_dsc'])} "
+            f"({number(-restart['change'], signed=True)})")
 
 
 def _caption(report, scope: str) -> str:
@@ -206,59 +198,52 @@ def _caption(report, scope: str) -> str:
 
 
 def _curve_table(report, curve, scope: str):
-    from rich.table import Table
-
     from core.organs import ORGAN_TITLES, ORGANS
-    from segadv_tui.render.tables import number
+    from segadv_tui.render.tables import Table, number
 
-    table = Table(title=f"{curve.label} ({curve.title}): robust DSC, {report.config.method_label}", title_justify="left")
-    for column in ("eps", *(ORGAN_TITLES[o] for o in ORGANS), "mean DSC", "mean AS", "ROG", "L-inf max"):
-        table.add_column(column, justify="right")
+    headers = ("eps", *(ORGAN_TITLES[o] for o in ORGANS), "mean DSC", "mean AS", "ROG", "L-inf max")
     clean = curve.points[0].summary
-    table.add_row("clean", *(number(clean.dsc_clean[o]) for o in ORGANS), number(clean.mean_clean), "", "", "",
-                  end_section=True)
+    rows = [("clean", *(number(clean.dsc_clean[o]) for o in ORGANS), number(clean.mean_clean), "", "", "")]
     for point in curve.points:
         s = point.summary
-        table.add_row(f"{point.eps:g}", *(number(s.dsc_adv[o]) for o in ORGANS), f"[bold]{number(s.mean_adv)}[/]",
-                      number(s.mean_attack_success), number(point.rog, 3), number(s.linf_max))
-    table.caption = (f"{clean.scored} of {clean.slices} slices scored ({scope}); ROG: share of slices whose mean DSC "
-                     f"falls below half of its clean DSC; {report.budget['forward_backward']} forward+backward passes "
-                     f"per slice and eps; {curve.seconds:.1f} s")
-    table.caption_justify = "left"
-    return table
+        rows.append((f"{point.eps:g}", *(number(s.dsc_adv[o]) for o in ORGANS), number(s.mean_adv),
+                     number(s.mean_attack_success), number(point.rog, 3), number(s.linf_max)))
+    mean_dsc = 1 + len(ORGANS)
+    return Table(
+        f"{curve.label} ({curve.title}): robust DSC, {report.config.method_label}", headers, tuple(rows),
+        bold=(frozenset(),) + (frozenset({mean_dsc}),) * len(curve.points), sections=frozenset({0}),
+        justify=("right",) * len(headers),
+        caption=f"{clean.scored} of {clean.slices} slices scored ({scope}); ROG: share of slices whose mean DSC "
+                f"falls below half of its clean DSC; {report.budget['forward_backward']} forward+backward passes "
+                f"per slice and eps; {curve.seconds:.1f} s",
+    ).to_rich()
 
 
 def _tertile_table(report, curve):
-    from rich.table import Table
-
     from core.organs import ORGAN_TITLES, ORGANS
-    from segadv_tui.render.tables import number
+    from segadv_tui.render.tables import Table, number
 
-    table = Table(title=f"{curve.label}: robust DSC per organ-size tertile (organ pixels in the truth)", title_justify="left")
-    for column in ("organ", "tertile", "slices", "pixels", "clean", *(f"eps {p.eps:g}" for p in curve.points)):
-        table.add_column(column, justify="left" if column in ("organ", "tertile") else "right")
+    headers = ("organ", "tertile", "slices", "pixels", "clean", *(f"eps {p.eps:g}" for p in curve.points))
+    rows, sections = [], set()
     for organ in ORGANS:
         for index, first in enumerate(curve.points[0].tertiles[organ]):
             pixels = "" if first.pixels_min is None else f"{first.pixels_min}-{first.pixels_max}"
-            table.add_row(
-                ORGAN_TITLES[organ] if index == 0 else "", first.tertile, str(first.slices), pixels, number(first.dsc_clean),
-                *(number(point.tertiles[organ][index].dsc_adv) for point in curve.points),
-                end_section=index == 2,
-            )
-    return table
+            rows.append((ORGAN_TITLES[organ] if index == 0 else "", first.tertile, str(first.slices), pixels,
+                         number(first.dsc_clean), *(number(point.tertiles[organ][index].dsc_adv) for point in curve.points)))
+            if index == 2:
+                sections.add(len(rows) - 1)
+    return Table(f"{curve.label}: robust DSC per organ-size tertile (organ pixels in the truth)", headers, tuple(rows),
+                 justify=("left", "left") + ("right",) * (len(headers) - 2), sections=frozenset(sections)).to_rich()
 
 
 def _wins_table(report, curve):
-    from rich.table import Table
+    from segadv_tui.render.tables import Table
 
-    table = Table(title=f"{curve.label}: slices won per ensemble member (lowest mean DSC; ties to the earlier)",
-                  title_justify="left")
-    table.add_column("member")
-    for point in curve.points:
-        table.add_column(f"eps {point.eps:g}", justify="right")
-    for member in report.members:
-        table.add_row(member, *(str(point.wins[member]) for point in curve.points))
-    return table
+    return Table(
+        f"{curve.label}: slices won per ensemble member (lowest mean DSC; ties to the earlier)",
+        ("member", *(f"eps {point.eps:g}" for point in curve.points)),
+        tuple((member, *(str(point.wins[member]) for point in curve.points)) for member in report.members),
+    ).to_rich()
 
 
 def _plot_points(report) -> tuple[list[float], dict]:

@@ -3,105 +3,104 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
-from segadv_tui.cli import app, console
-from segadv_tui.cli._common import (
-    batch_size_option,
-    check_batch_size,
-    checkpoint_option,
-    data_option,
-    device_option,
-    empty_option,
-    limit_option,
-    loss_option,
-    method_option,
-    mode_option,
-    model_option,
-    organs_option,
-    seed_option,
-    split_option,
-    step_size_option,
-    steps_option,
-    strict_option,
-    target_option,
+from segadv_tui.cli import app
+from segadv_tui.cli._common import attack_config, choice, prepare, progress_bar
+from segadv_tui.cli._options import (
+    ATTACK,
+    BatchSize,
+    Checkpoint,
+    Data,
+    Device,
+    Empty,
+    ForeignModel,
+    Limit,
+    Loss,
+    Method,
+    Mode,
+    Organs,
+    Seed,
+    Split,
+    Steps,
+    StepSize,
+    Strict,
+    Target,
+    out_dir_option,
+    output_option,
 )
+from segadv_tui.cli._outcome import Outputs
 
 study_app = typer.Typer(help="Studies of the paper's open questions (luminosity).", no_args_is_help=True)
 app.add_typer(study_app, name="study")
 
-DEFAULT_OUT_DIR = Path("segadv-out")
+STUDY = "Study"  # the panel of the study's own options in --help
 
 
 @study_app.command()
 def luminosity(
-    checkpoint: Optional[Path] = checkpoint_option(),
-    model: Optional[str] = model_option(),
-    data: Optional[Path] = data_option(),
-    split: str = split_option(),
-    loss: str = loss_option(),
-    eps: str = typer.Option("0.009", "--eps", help="L-inf budget in pixel units; the paper used 0.009."),
-    method: str = method_option(),
-    steps: int = steps_option(),
-    step_size: Optional[float] = step_size_option(),
-    seed: int = seed_option(),
-    organs: str = organs_option(),
-    delta: Optional[Path] = typer.Option(None, "--delta", help="The universal method's perturbation."),
-    target: str = target_option(),
-    mode: str = mode_option(),
-    limit: Optional[int] = limit_option(),
-    empty: str = empty_option(),
-    bootstrap: str = typer.Option("slice", "--bootstrap", help="What the bootstrap resamples: slice, scan (case and day) or case (patient); slices of one scan are not independent."),
-    resamples: int = typer.Option(2000, "--resamples", help="Bootstrap resamples."),
-    device: str = device_option(),
-    batch_size: int = batch_size_option(),
-    out_dir: Path = typer.Option(DEFAULT_OUT_DIR, "--out-dir", "-o", help="Folder for luminosity.json and luminosity.png."),
-    json_path: Optional[Path] = typer.Option(None, "--json", help="JSON file (default OUT_DIR/luminosity.json)."),
-    png_path: Optional[Path] = typer.Option(None, "--png", help="Scatter plots (default OUT_DIR/luminosity.png)."),
-    csv_path: Optional[Path] = typer.Option(None, "--csv", help="Also write one row per slice as CSV."),
-    strict: bool = strict_option(),
+    checkpoint: Checkpoint = None,
+    model: ForeignModel = None,
+    data: Data = None,
+    split: Split = "test",
+    loss: Loss = "bce",
+    eps: str = typer.Option("0.009", "--eps", rich_help_panel=ATTACK, help="L-inf budget in pixel units; the paper used 0.009."),
+    method: Method = "fgsm",
+    steps: Steps = None,
+    step_size: StepSize = None,
+    seed: Seed = 0,
+    organs: Organs = "stomach",
+    delta: Path | None = typer.Option(None, "--delta", rich_help_panel=ATTACK, help="The universal method's perturbation."),
+    target: Target = "gt",
+    mode: Mode = "textbook",
+    limit: Limit = None,
+    empty: Empty = "one",
+    bootstrap: str = typer.Option("slice", "--bootstrap", rich_help_panel=STUDY, help="What the bootstrap resamples: slice, scan (case and day) or case (patient); slices of one scan are not independent."),
+    resamples: int = typer.Option(2000, "--resamples", rich_help_panel=STUDY, help="Bootstrap resamples."),
+    device: Device = "auto",
+    batch_size: BatchSize = 16,
+    out_dir: Path = out_dir_option("luminosity.json", "luminosity.png"),
+    json_path: Path | None = output_option("--json", "JSON file (default OUT_DIR/luminosity.json)."),
+    png_path: Path | None = output_option("--png", "Scatter plots (default OUT_DIR/luminosity.png)."),
+    csv_path: Path | None = output_option("--csv", "Also write one row per slice as CSV."),
+    strict: Strict = False,
 ) -> None:
     """Attack success per slice against its intensity (raw and model input, mean and 99th percentile): Spearman's rho, bootstrap 95 % CI."""
-    from core.devices import describe_device, resolve_device
-    from core.files import write_csv, write_json, write_png
-    from segadv_tui.cli._common import attack_config, check_outputs, load_checkpoint, open_data, progress_bar, select_records
+    from core.luminosity import BOOTSTRAP_UNITS
 
     config = attack_config(
         method=method, loss=loss, eps=eps, mode=mode, target=target, steps=steps, step_size=step_size, empty=empty,
         seed=seed, organs=organs, delta=delta,
     )
-    from core.errors import check_choice
-    from core.luminosity import BOOTSTRAP_UNITS
-
-    unit = check_choice(bootstrap.strip().lower(), BOOTSTRAP_UNITS, "bootstrap unit")
-    check_batch_size(batch_size)
-    json_path = json_path or out_dir / "luminosity.json"
-    png_path = png_path or out_dir / "luminosity.png"
-    check_outputs(json=json_path, png=png_path, csv=csv_path)
-    device = resolve_device(device)
-    loaded = load_checkpoint(checkpoint, device, model)
-    dataset = open_data(data, strict)
-    records = select_records(dataset, split, limit=limit)
-    split = split.strip().lower()
+    unit = choice(bootstrap, BOOTSTRAP_UNITS, "bootstrap unit")
+    run = prepare("study luminosity", Outputs("luminosity", out_dir, optional=("csv",), json=json_path, png=png_path,
+                                              csv=csv_path),
+                  batch_size=batch_size, device=device, checkpoints=[checkpoint], model=model, data=data, strict=strict,
+                  split=split, limit=limit)
+    loaded = run.checkpoint
 
     from core.luminosity import FEATURES, luminosity_study
-    from segadv_tui.cli._outcome import keep_partial, print_written, result_json
 
     def payload(result) -> dict:
-        return {
-            "command": "study luminosity", "device": describe_device(device), "checkpoint": str(loaded.path),
-            "data": str(dataset.root), "data_fingerprint": dataset.fingerprint(), "split": split, **result.to_dict(),
-        }
+        return run.payload(result.to_dict(), models={"checkpoint": str(loaded.path)}, slices=False)
 
     # Ctrl-C: the correlations of the slices attacked so far.
-    with keep_partial(json_path, payload, dataset), \
-            progress_bar(f"luminosity: {config.method_label} eps {config.eps:g}") as progress:
-        result = luminosity_study(loaded.model, records, loaded.img_size, config, unit=unit, resamples=resamples,
-                                  seed=seed, batch_size=batch_size, device=device, progress=progress)
-    console.print(_correlation_table(result, loaded, split))
-    write_json(json_path, result_json(payload(result), dataset))
+    with run.keep_partial(payload), progress_bar(f"luminosity: {config.method_label} eps {config.eps:g}") as progress:
+        result = luminosity_study(loaded.model, run.records, loaded.img_size, config, unit=unit, resamples=resamples,
+                                  seed=seed, batch_size=batch_size, device=run.device, progress=progress)
+    caption = (f"{loaded.path.name}: {loaded.title}; {config.label}; {len(result.rows)} {run.split} slices of "
+               f"{run.dataset.root.name} with a defined attack success; bootstrap over {unit}s "
+               f"({_count(result, unit)}), {result.resamples} resamples.")
+    header = ["slice_id", "case", "scan", *FEATURES, "dsc_clean", "dsc_adv", "attack_success"]
+    run.finish(_correlation_table(result, loaded, run.split), json=lambda: payload(result),
+               png=lambda: _scatter(result, caption),
+               csv=lambda: (header, [[row[key] for key in header] for row in result.rows]))
+
+
+def _scatter(result, caption: str):
+    """Attack success against each intensity feature, a panel each, with rho and its interval."""
+    from core.luminosity import FEATURES
     from segadv_tui.render.plots import scatter_plot
     from segadv_tui.render.tables import number
 
@@ -111,38 +110,24 @@ def luminosity(
     }
     panels = {FEATURES[name]: ([row[name] for row in result.rows], [row["attack_success"] for row in result.rows])
               for name in FEATURES}
-    caption = (f"{loaded.path.name}: {loaded.title}; {config.label}; {len(result.rows)} {split} slices of "
-               f"{dataset.root.name} with a defined attack success; bootstrap over {unit}s ({_count(result, unit)}), "
-               f"{result.resamples} resamples.")
-    write_png(png_path, scatter_plot(panels, y_label="attack success (mean over organs)", notes=notes,
-                                     title="Attack success against slice intensity", caption=caption))
-    written = [json_path, png_path]
-    if csv_path is not None:
-        header = ["slice_id", "case", "scan", *FEATURES, "dsc_clean", "dsc_adv", "attack_success"]
-        write_csv(csv_path, header, [[row[key] for key in header] for row in result.rows])
-        written.append(csv_path)
-    print_written(written, dataset, json_path)
+    return scatter_plot(panels, y_label="attack success (mean over organs)", notes=notes,
+                        title="Attack success against slice intensity", caption=caption)
 
 
 def _correlation_table(result, loaded, split: str):
-    from rich.table import Table
-
     from core.luminosity import FEATURES
-    from segadv_tui.render.tables import number
+    from segadv_tui.render.tables import Table, number
 
-    table = Table(title=f"{loaded.title}: attack success against intensity, {result.config.label}", title_justify="left")
-    for column, justify in (("feature", "left"), ("Spearman's rho", "right"), ("95 % CI", "right"), ("slices", "right")):
-        table.add_column(column, justify=justify)
-    for name, c in result.correlations.items():
-        table.add_row(FEATURES[name], number(c.rho, 3), f"[{number(c.low, 3)}, {number(c.high, 3)}]", str(c.n))
     s = result.summary
-    table.caption = (
-        f"{split} split; mean DSC {number(s.mean_clean, 3)} -> {number(s.mean_adv, 3)}, attack success "
-        f"{number(s.mean_attack_success, 3)}; percentile bootstrap over {result.unit}s ({_count(result, result.unit)}) "
-        f"({result.resamples} resamples); {result.seconds:.1f} s"
-    )
-    table.caption_justify = "left"
-    return table
+    return Table(
+        f"{loaded.title}: attack success against intensity, {result.config.label}",
+        ("feature", "Spearman's rho", "95 % CI", "slices"),
+        tuple((FEATURES[name], number(c.rho, 3), f"[{number(c.low, 3)}, {number(c.high, 3)}]", str(c.n))
+              for name, c in result.correlations.items()),
+        caption=f"{split} split; mean DSC {number(s.mean_clean, 3)} -> {number(s.mean_adv, 3)}, attack success "
+                f"{number(s.mean_attack_success, 3)}; percentile bootstrap over {result.unit}s "
+                f"({_count(result, result.unit)}) ({result.resamples} resamples); {result.seconds:.1f} s",
+    ).to_rich()
 
 
 def _count(result, unit: str) -> int:

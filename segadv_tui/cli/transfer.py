@@ -3,33 +3,35 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
-from segadv_tui.cli import app, console, fail
-from segadv_tui.cli._common import (
-    all_slices_option,
-    batch_size_option,
-    check_batch_size,
-    data_option,
-    device_option,
-    empty_option,
-    limit_option,
-    loss_option,
-    method_option,
-    mode_option,
-    organs_option,
-    precision_option,
-    seed_option,
-    split_option,
-    step_size_option,
-    steps_option,
-    strict_option,
-    target_option,
+from segadv_tui.cli import app, fail
+from segadv_tui.cli._common import attack_config, prepare, progress_bar
+from segadv_tui.cli._options import (
+    ATTACK,
+    MODEL,
+    AllSlices,
+    BatchSize,
+    Data,
+    Device,
+    Empty,
+    Limit,
+    Loss,
+    Method,
+    Mode,
+    Organs,
+    Precision,
+    Seed,
+    Split,
+    Steps,
+    StepSize,
+    Strict,
+    Target,
+    out_dir_option,
+    output_option,
 )
-
-DEFAULT_OUT_DIR = Path("segadv-out")
+from segadv_tui.cli._outcome import Outputs
 
 
 def bundled_checkpoints() -> list[Path]:
@@ -53,41 +55,35 @@ def model_labels(loaded) -> list[str]:
 
 @app.command()
 def transfer(
-    checkpoints: Optional[list[Path]] = typer.Option(
-        None, "--checkpoint", "-c",
+    checkpoints: list[Path] | None = typer.Option(
+        None, "--checkpoint", "-c", rich_help_panel=MODEL,
         help="A checkpoint per model; repeat the option (at least two). Default: every bundled demo checkpoint.",
     ),
-    data: Optional[Path] = data_option(),
-    split: str = split_option(),
-    loss: str = loss_option(),
-    eps: str = typer.Option("0.009", "--eps", help="L-inf budget in pixel units ([0, 1] images); the paper used 0.009."),
-    method: str = method_option(),
-    steps: int = steps_option(),
-    step_size: Optional[float] = step_size_option(),
-    seed: int = seed_option(),
-    organs: str = organs_option(),
-    target: str = target_option(),
-    mode: str = mode_option(),
-    ensembles: bool = typer.Option(True, "--ensembles/--no-ensembles", help="With 3 models or more, add a leave-one-out ensemble row per model (the mean of the other models' logits)."),
-    limit: Optional[int] = limit_option(),
-    all_slices: bool = all_slices_option(),
-    empty: str = empty_option(),
-    device: str = device_option(),
-    precision: str = precision_option(),
-    batch_size: int = batch_size_option(),
-    out_dir: Path = typer.Option(DEFAULT_OUT_DIR, "--out-dir", "-o", help="Folder for transfer.json, transfer.csv and transfer.png."),
-    json_path: Optional[Path] = typer.Option(None, "--json", help="JSON file (default OUT_DIR/transfer.json)."),
-    csv_path: Optional[Path] = typer.Option(None, "--csv", help="One row per (source, target) (default OUT_DIR/transfer.csv)."),
-    png_path: Optional[Path] = typer.Option(None, "--png", help="Heatmap of attack success with the numbers (default OUT_DIR/transfer.png)."),
-    strict: bool = strict_option(),
+    data: Data = None,
+    split: Split = "test",
+    loss: Loss = "bce",
+    eps: str = typer.Option("0.009", "--eps", rich_help_panel=ATTACK, help="L-inf budget in pixel units ([0, 1] images); the paper used 0.009."),
+    method: Method = "fgsm",
+    steps: Steps = None,
+    step_size: StepSize = None,
+    seed: Seed = 0,
+    organs: Organs = "stomach",
+    target: Target = "gt",
+    mode: Mode = "textbook",
+    ensembles: bool = typer.Option(True, "--ensembles/--no-ensembles", rich_help_panel=ATTACK, help="With 3 models or more, add a leave-one-out ensemble row per model (the mean of the other models' logits)."),
+    limit: Limit = None,
+    all_slices: AllSlices = False,
+    empty: Empty = "one",
+    device: Device = "auto",
+    precision: Precision = "fp32",
+    batch_size: BatchSize = 16,
+    out_dir: Path = out_dir_option("transfer.json", "transfer.csv", "transfer.png"),
+    json_path: Path | None = output_option("--json", "JSON file (default OUT_DIR/transfer.json)."),
+    csv_path: Path | None = output_option("--csv", "One row per (source, target) (default OUT_DIR/transfer.csv)."),
+    png_path: Path | None = output_option("--png", "Heatmap of attack success with the numbers (default OUT_DIR/transfer.png)."),
+    strict: Strict = False,
 ) -> None:
     """Transfer matrix: each source's adversarial slices (crafted once) scored on every model; the diagonal is white-box."""
-    from core.devices import resolve_device
-    from core.files import write_csv, write_json, write_png
-    from segadv_tui.cli._common import (
-        attack_config, check_outputs, load_checkpoint, open_data, progress_bar, select_records,
-    )
-
     paths = list(checkpoints) if checkpoints else bundled_checkpoints()
     if len(paths) < 2:
         given = "one checkpoint" if checkpoints else f"{len(paths)} bundled checkpoint(s)"
@@ -96,77 +92,60 @@ def transfer(
         method=method, loss=loss, eps=eps, mode=mode, target=target, steps=steps, step_size=step_size, empty=empty,
         all_slices=all_slices, seed=seed, organs=organs, precision=precision,
     )
-    check_batch_size(batch_size)
-    json_path = json_path or out_dir / "transfer.json"
-    csv_path = csv_path or out_dir / "transfer.csv"
-    png_path = png_path or out_dir / "transfer.png"
-    check_outputs(json=json_path, csv=csv_path, png=png_path)
-    device = resolve_device(device)
-    loaded = [load_checkpoint(path, device) for path in paths]
-    sizes = {item.img_size for item in loaded}
-    if len(sizes) > 1:
-        fail("transfer needs one input size; the checkpoints take "
-             + ", ".join(f"{item.path.name}: {item.img_size}" for item in loaded))
-    dataset = open_data(data, strict)
-    records = select_records(dataset, split, all_slices=all_slices, limit=limit)
-    split = split.strip().lower()
+    run = prepare("transfer", Outputs("transfer", out_dir, json=json_path, csv=csv_path, png=png_path),
+                  batch_size=batch_size, device=device, checkpoints=paths, check_models=_one_input_size, data=data,
+                  strict=strict, split=split, all_slices=all_slices, limit=limit)
+    loaded = run.checkpoints
     labels = model_labels(loaded)
 
-    from core.devices import describe_device
     from core.transfer import transfer as run_transfer
-    from segadv_tui.cli._outcome import keep_partial, print_written, result_json
 
     def payload(result) -> dict:
-        return {
-            "command": "transfer", "device": describe_device(device), "data": str(dataset.root),
-            "data_fingerprint": dataset.fingerprint(), "split": split, "slices": len(records),
-            "checkpoints": {label: str(item.path) for label, item in zip(labels, loaded)}, **result.to_dict(),
-        }
+        return run.payload(result.to_dict(), checkpoints={label: str(item.path) for label, item in zip(labels, loaded)})
 
-    with keep_partial(json_path, payload, dataset), \
+    with run.keep_partial(payload), \
             progress_bar(f"transfer: {config.method_label} on {len(loaded)} models") as progress:
         result = run_transfer(
-            [(label, item.model) for label, item in zip(labels, loaded)], records, loaded[0].img_size, config,
-            ensembles=ensembles, batch_size=batch_size, device=device, progress=progress,
+            [(label, item.model) for label, item in zip(labels, loaded)], run.records, loaded[0].img_size, config,
+            ensembles=ensembles, batch_size=batch_size, device=run.device, progress=progress,
         )
-    console.print(_transfer_table(result))
     caption = (
-        f"{config.method_label}, {config.objective_label}, eps {config.eps:g}; {len(records)} {split} slices"
-        f"{'' if all_slices else ' with organs'} of {dataset.root.name}; empty organs: {config.empty}. "
+        f"{config.method_label}, {config.objective_label}, eps {config.eps:g}; {len(run.records)} {run.split} slices"
+        f"{'' if all_slices else ' with organs'} of {run.dataset.root.name}; empty organs: {config.empty}. "
         f"Cells: mean attack success on the column's model (below: its mean DSC after the attack); "
         f"{result.attacks} attacks, {result.seconds:.1f} s."
     )
-    write_json(json_path, result_json(payload(result), dataset))
-    write_csv(csv_path, *transfer_rows(result))
-    write_png(png_path, transfer_figure(result, caption))
-    print_written([json_path, csv_path, png_path], dataset, json_path)
+    run.finish(_transfer_table(result), json=lambda: payload(result), csv=lambda: transfer_rows(result),
+               png=lambda: transfer_figure(result, caption))
+
+
+def _one_input_size(loaded) -> None:
+    """Every model attacks and scores the same tensors."""
+    if len({item.img_size for item in loaded}) > 1:
+        fail("transfer needs one input size; the checkpoints take "
+             + ", ".join(f"{item.path.name}: {item.img_size}" for item in loaded))
 
 
 def _transfer_table(result):
-    from rich.table import Table
+    from segadv_tui.render.tables import Table, number
 
-    from segadv_tui.render.tables import number
-
-    config = result.config
-    table = Table(title=f"Transfer: mean attack success (mean DSC after), {config.label}", title_justify="left")
-    table.add_column("source \\ target")
+    headers = ["source \\ target"]
     for label in result.targets:
         clean = result.cell(result.sources[0].label, label).summary.mean_clean
-        table.add_column(f"{label}\n(clean {number(clean, 3)})", justify="right")
+        headers.append(f"{label}\n(clean {number(clean, 3)})")
+    rows, bold = [], []
     for source in result.sources:
-        cells = []
-        for label in result.targets:
-            cell = result.cell(source.label, label)
-            text = f"{number(cell.summary.mean_attack_success, 3)} ({number(cell.summary.mean_adv, 3)})"
-            cells.append(f"[bold]{text}[/]" if cell.white_box else text)
-        table.add_row(source.label, *cells, end_section=source is result.sources[len(result.targets) - 1])
+        cells = [result.cell(source.label, label) for label in result.targets]
+        rows.append((source.label, *(f"{number(cell.summary.mean_attack_success, 3)} ({number(cell.summary.mean_adv, 3)})"
+                                     for cell in cells)))
+        bold.append(frozenset(1 + i for i, cell in enumerate(cells) if cell.white_box))
     first = result.cells[0].summary
-    table.caption = (
-        f"bold: white-box (the target is among the attacked models); {first.scored} of {first.slices} slices scored; "
-        f"{result.attacks} attacks, {result.seconds:.1f} s"
-    )
-    table.caption_justify = "left"
-    return table
+    return Table(
+        f"Transfer: mean attack success (mean DSC after), {result.config.label}", tuple(headers), tuple(rows),
+        tuple(bold), sections=frozenset({len(result.targets) - 1}),
+        caption=f"bold: white-box (the target is among the attacked models); {first.scored} of {first.slices} slices "
+                f"scored; {result.attacks} attacks, {result.seconds:.1f} s",
+    ).to_rich()
 
 
 def transfer_rows(result) -> tuple[list[str], list[list]]:

@@ -1,5 +1,6 @@
 """Tables the front ends show and export, formatted once for the CLI and the TUI: a titled grid of cells
-(some in bold) written as CSV and Markdown, the scores of one frame, and the paper's Table II."""
+(some in bold or a colour) printed by Rich and written as CSV and Markdown, the scores of one frame, and
+the paper's Table II."""
 
 from __future__ import annotations
 
@@ -17,9 +18,12 @@ from core.organs import ORGAN_TITLES, ORGANS
 MISSING = "n/a"
 
 
-def number(value: float | None, digits: int = 4) -> str:
-    """A table cell: ``value`` to ``digits`` decimals, "n/a" where undefined (None, NaN, inf)."""
-    return MISSING if value is None or not math.isfinite(value) else f"{value:.{digits}f}"
+def number(value: float | None, digits: int = 4, *, signed: bool = False) -> str:
+    """A table cell: ``value`` to ``digits`` decimals (``signed``: with its sign, a change), "n/a" where
+    undefined (None, NaN, inf)."""
+    if value is None or not math.isfinite(value):
+        return MISSING
+    return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
 
 
 def format_score(value: float | None) -> str:
@@ -34,26 +38,35 @@ class Table:
     rows: tuple[tuple[str, ...], ...]
     bold: tuple[frozenset[int], ...] = ()  # per row, the columns set in bold
     caption: str = ""
+    justify: tuple[str, ...] = ()  # per column, "left" or "right"; default: the first left, the numbers right
+    sections: frozenset[int] = frozenset()  # the rows a rule follows (a group's last)
+    colours: tuple[dict[int, str], ...] = ()  # per row, a Rich colour per column (a check's verdict)
 
     def is_bold(self, row: int, column: int) -> bool:
         return 0 <= row < len(self.bold) and column in self.bold[row]
 
+    def alignment(self, column: int) -> str:
+        return self.justify[column] if self.justify else "left" if column == 0 else "right"
+
     def styled_row(self, row: int) -> list:
-        """The cells of ``row`` as Rich ``Text``, bold where the table says (for Rich and Textual tables)."""
+        """The cells of ``row`` as Rich ``Text``, bold and coloured where the table says (for Rich and
+        Textual tables; the text is never read as markup)."""
         from rich.text import Text
 
-        return [Text(cell, style="bold" if self.is_bold(row, i) else "") for i, cell in enumerate(self.rows[row])]
+        colours = self.colours[row] if row < len(self.colours) else {}
+        return [Text(cell, style=" ".join(filter(None, ("bold" if self.is_bold(row, i) else "", colours.get(i)))))
+                for i, cell in enumerate(self.rows[row])]
 
-    def to_rich(self, title: str | None = None):
-        """A Rich table: the first column left-aligned, the numbers right-aligned, the caption below."""
+    def to_rich(self, title: str | None = None, *, title_justify: str = "left", overflow: str = "ellipsis"):
+        """A Rich table: columns aligned as ``justify`` says, the caption below, a rule after each section."""
         from rich.table import Table as RichTable
 
-        table = RichTable(title=self.title if title is None else title, title_justify="left",
+        table = RichTable(title=self.title if title is None else title, title_justify=title_justify,
                           caption=self.caption or None, caption_justify="left")
         for index, column in enumerate(self.headers):
-            table.add_column(column, justify="left" if index == 0 else "right")
+            table.add_column(column, justify=self.alignment(index), overflow=overflow)
         for row in range(len(self.rows)):
-            table.add_row(*self.styled_row(row))
+            table.add_row(*self.styled_row(row), end_section=row in self.sections)
         return table
 
     def to_csv(self) -> str:
@@ -71,7 +84,8 @@ class Table:
             return [str(c).replace("|", "\\|") for c in cells]
 
         lines = [f"**{self.title}**", ""] if self.title else []
-        lines += [line(escaped(self.headers)), line(["---"] + ["---:"] * (len(self.headers) - 1))]
+        rule = ["---" if self.alignment(i) == "left" else "---:" for i in range(len(self.headers))]
+        lines += [line(escaped(self.headers)), line(rule)]
         for r, row in enumerate(escaped(row) for row in self.rows):
             lines.append(line(f"**{c}**" if self.is_bold(r, i) else c for i, c in enumerate(row)))
         if self.caption:
