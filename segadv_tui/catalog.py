@@ -80,6 +80,11 @@ class LoadedCheckpoint:
     def img_size(self) -> int:
         return int(self.meta["img_size"])
 
+    @property
+    def title(self) -> str:
+        """The model's name for people: its title, else its registry name, else the file's."""
+        return str(self.meta.get("title") or self.meta.get("model") or self.path.stem)
+
 
 def scan(folders: list[Path], files: list[Path] = ()) -> Catalog:
     """The checkpoints in ``folders`` (non-recursive) and ``files`` with their metadata headers, and the

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 from segadv_tui.bug_report import one_line
+from segadv_tui.catalog import CheckpointEntry, LoadedCheckpoint
 from segadv_tui.cli import err_console, fail
 
 # How close a range's last value must come to its stop to count as the stop (float steps drift).
@@ -93,28 +94,15 @@ def check_batch_size(batch_size: int) -> int:
     return batch_size
 
 
-@dataclass
-class LoadedCheckpoint:
-    path: Path
-    model: Any  # GrayscaleSegmenter in eval mode
-    meta: dict
-
-    @property
-    def img_size(self) -> int:
-        return int(self.meta["img_size"])
-
-    @property
-    def title(self) -> str:
-        return str(self.meta.get("title") or self.meta.get("model") or self.path.stem)
-
-    def provenance(self) -> dict:
-        """The checkpoint in a command's JSON."""
-        return {"checkpoint": str(self.path), "model": self.meta.get("model"), "title": self.title,
-                "img_size": self.img_size}
+def checkpoint_fields(loaded: LoadedCheckpoint) -> dict:
+    """A checkpoint as a command's JSON names the one it attacked."""
+    return {"checkpoint": str(loaded.path), "model": loaded.meta.get("model"), "title": loaded.title,
+            "img_size": loaded.img_size}
 
 
-def load_checkpoint(path: Path | None, device="auto", model_name: str | None = None) -> LoadedCheckpoint:
-    """The checkpoint at ``path`` (None: the bundled demo checkpoint), or a one-line error.
+def load_checkpoint(path: Path | None, device, model_name: str | None = None) -> LoadedCheckpoint:
+    """The checkpoint at ``path`` (None: the bundled demo checkpoint) loaded on ``device`` (a resolved
+    ``torch.device``), or a one-line error.
 
     ``model_name`` names the registry model of foreign ``.pt`` / ``.pth`` / ``.bin`` weights."""
     from core.checkpoints import load_checkpoint as load
@@ -128,11 +116,8 @@ def load_checkpoint(path: Path | None, device="auto", model_name: str | None = N
     path = Path(path).expanduser()
     if not path.is_file():
         fail(f"checkpoint {str(path)!r} does not exist" if not path.exists() else f"checkpoint {str(path)!r} is not a file")
-    from core.devices import resolve_device
-
-    device = resolve_device(device) if isinstance(device, str) else device
     model, meta = load(path, device=device, model_name=model_name)  # a CheckpointError names the file
-    return LoadedCheckpoint(path, model, meta)
+    return LoadedCheckpoint(CheckpointEntry(path, meta), model, meta)
 
 
 def open_data(data: Path | None, strict: bool = False):

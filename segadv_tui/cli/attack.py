@@ -12,7 +12,14 @@ from pathlib import Path
 import typer
 
 from segadv_tui.cli import app, fail
-from segadv_tui.cli._common import attack_config, parse_eps_list, parse_losses, prepare, progress_bar
+from segadv_tui.cli._common import (
+    attack_config,
+    checkpoint_fields,
+    parse_eps_list,
+    parse_losses,
+    prepare,
+    progress_bar,
+)
 from segadv_tui.cli._options import (
     ATTACK,
     DATA,
@@ -89,7 +96,7 @@ def attack(
     from core.evaluation import evaluate
 
     def payload(result) -> dict:
-        return run.payload(result.to_dict(), models=loaded.provenance())
+        return run.payload(result.to_dict(), models=checkpoint_fields(loaded))
 
     with run.keep_partial(payload), progress_bar(f"{config.method_label} eps {config.eps:g}") as progress:
         result = evaluate(loaded.model, run.records, loaded.img_size, config, batch_size=batch_size, device=run.device,
@@ -167,7 +174,7 @@ def sweep(
     from core.evaluation import evaluate_sweep
 
     def payload(result) -> dict:
-        return run.payload(result.to_dict(), models=loaded.provenance())
+        return run.payload(result.to_dict(), models=checkpoint_fields(loaded))
 
     with run.keep_partial(payload), \
             progress_bar(f"sweep {len(eps_values)} eps x {len(loss_names)} losses") as progress:
