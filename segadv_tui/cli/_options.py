@@ -32,7 +32,8 @@ COMPUTE = "Compute"
 
 Checkpoint = Annotated[Path | None, typer.Option(
     "--checkpoint", "-c", rich_help_panel=MODEL,
-    help="A segadv checkpoint (.safetensors), or foreign weights (.pt/.pth/.bin) with --model; default: the bundled demo checkpoint.",
+    help="A segadv checkpoint (.safetensors), or foreign weights (.pt/.pth/.bin) with --model; default: the "
+         "bundled demo checkpoint.",
 )]
 ForeignModel = Annotated[str | None, typer.Option(
     "--model", "-m", rich_help_panel=MODEL, help="Registry model of foreign .pt/.pth/.bin weights.",
@@ -64,7 +65,8 @@ Method = Annotated[str, typer.Option(
 )]
 Steps = Annotated[int | None, typer.Option(
     "--steps", rich_help_panel=ATTACK,
-    help="Iterations of the iterative methods; default: the method's (bim, pgd, erase 10; apgd 100; ensemble 100 per member).",
+    help="Iterations of the iterative methods; default: the method's (bim, pgd, erase 10; apgd 100; ensemble 100 "
+         "per member).",
 )]
 StepSize = Annotated[float | None, typer.Option(
     "--step-size", rich_help_panel=ATTACK, help="Step of the iterative methods; default 2.5 eps / steps.",

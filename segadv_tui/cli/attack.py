@@ -60,7 +60,11 @@ def attack(
     data: Data = None,
     split: Split = "test",
     loss: Loss = "bce",
-    eps: str | None = typer.Option(None, "--eps", rich_help_panel=ATTACK, help="L-inf budget in pixel units ([0, 1] images); default 0.009 (the paper's), for --method universal the delta's own bound."),
+    eps: str | None = typer.Option(
+        None, "--eps", rich_help_panel=ATTACK,
+        help="L-inf budget in pixel units ([0, 1] images); default 0.009 (the paper's), for --method universal the "
+             "delta's own bound.",
+    ),
     method: Method = "fgsm",
     steps: Steps = None,
     step_size: StepSize = None,
@@ -146,8 +150,14 @@ def sweep(
     model: ForeignModel = None,
     data: Data = None,
     split: Split = "test",
-    eps: str = typer.Option("0:0.03:0.003", "--eps", rich_help_panel=ATTACK, help="start:stop:step (stop included) or a comma list, e.g. 0,0.005,0.009."),
-    losses: str = typer.Option(PAPER_LOSSES, "--losses", rich_help_panel=ATTACK, help="Comma list of attack losses: bce, focal, dice, focal+dice."),
+    eps: str = typer.Option(
+        "0:0.03:0.003", "--eps", rich_help_panel=ATTACK,
+        help="start:stop:step (stop included) or a comma list, e.g. 0,0.005,0.009.",
+    ),
+    losses: str = typer.Option(
+        PAPER_LOSSES, "--losses", rich_help_panel=ATTACK,
+        help="Comma list of attack losses: bce, focal, dice, focal+dice.",
+    ),
     target: Target = "gt",
     mode: Mode = "textbook",
     limit: Limit = None,
@@ -254,7 +264,10 @@ def table(
     ),
     data: Data = None,
     split: Split = "test",
-    losses: str = typer.Option(PAPER_LOSSES, "--losses", rich_help_panel=ATTACK, help="Comma list of FGSM losses, one column each."),
+    losses: str = typer.Option(
+        PAPER_LOSSES, "--losses", rich_help_panel=ATTACK,
+        help="Comma list of FGSM losses, one column each.",
+    ),
     eps: str = typer.Option("0.009", "--eps", rich_help_panel=ATTACK, help="L-inf budget (the paper: 0.009)."),
     method: Method = "fgsm",
     steps: Steps = None,

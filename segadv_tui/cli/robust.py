@@ -49,8 +49,14 @@ def robust(
     ),
     data: Data = None,
     split: Split = "test",
-    eps: str = typer.Option(DEFAULT_EPS, "--eps", rich_help_panel=ATTACK, help="Comma list or start:stop:step of L-inf budgets."),
-    method: str = typer.Option("ensemble", "--method", rich_help_panel=ATTACK, help="Attack method (see segadv attack --help); default the worst-case ensemble."),
+    eps: str = typer.Option(
+        DEFAULT_EPS, "--eps", rich_help_panel=ATTACK,
+        help="Comma list or start:stop:step of L-inf budgets.",
+    ),
+    method: str = typer.Option(
+        "ensemble", "--method", rich_help_panel=ATTACK,
+        help="Attack method (see segadv attack --help); default the worst-case ensemble.",
+    ),
     loss: Loss = "bce",
     steps: Steps = None,
     best_iterate: BestIterate = None,
@@ -65,9 +71,19 @@ def robust(
     out_dir: Path = out_dir_option("robust.json", "robust.csv", "robust.png"),
     json_path: Path | None = output_option("--json", "JSON file with every number (default OUT_DIR/robust.json)."),
     csv_path: Path | None = output_option("--csv", "CSV, one row per checkpoint and eps (default OUT_DIR/robust.csv)."),
-    png_path: Path | None = output_option("--png", "Robust DSC and AS against eps per organ (default OUT_DIR/robust.png)."),
-    checks: bool = typer.Option(False, "--checks", rich_help_panel=CHECKS, help="Also run the checks that catch a fake defence (Carlini et al.): informative gradients, monotone in eps, about 0 at eps 0.25, the attack >= FGSM, white-box >= transfer, converged (doubled steps, a restart) at the largest eps. Costs about 5 more runs of the attack."),
-    transfer_from: Path | None = typer.Option(None, "--transfer-from", rich_help_panel=CHECKS, help="With --checks: the checkpoint the transfer attack is made on; default the bundled (plain) demo checkpoint."),
+    png_path: Path | None = output_option(
+        "--png", "Robust DSC and AS against eps per organ (default OUT_DIR/robust.png)."),
+    checks: bool = typer.Option(
+        False, "--checks", rich_help_panel=CHECKS,
+        help="Also run the checks that catch a fake defence (Carlini et al.): informative gradients, monotone in eps, "
+             "about 0 at eps 0.25, the attack >= FGSM, white-box >= transfer, converged (doubled steps, a restart) at "
+             "the largest eps. Costs about 5 more runs of the attack.",
+    ),
+    transfer_from: Path | None = typer.Option(
+        None, "--transfer-from", rich_help_panel=CHECKS,
+        help="With --checks: the checkpoint the transfer attack is made on; default the bundled (plain) demo "
+             "checkpoint.",
+    ),
     strict: Strict = False,
 ) -> None:
     """Robust DSC against eps per organ, with ROG, organ-size tertiles and the ensemble's wins per member."""

@@ -62,7 +62,10 @@ def transfer(
     data: Data = None,
     split: Split = "test",
     loss: Loss = "bce",
-    eps: str = typer.Option("0.009", "--eps", rich_help_panel=ATTACK, help="L-inf budget in pixel units ([0, 1] images); the paper used 0.009."),
+    eps: str = typer.Option(
+        "0.009", "--eps", rich_help_panel=ATTACK,
+        help="L-inf budget in pixel units ([0, 1] images); the paper used 0.009.",
+    ),
     method: Method = "fgsm",
     steps: Steps = None,
     step_size: StepSize = None,
@@ -70,7 +73,11 @@ def transfer(
     organs: Organs = "stomach",
     target: Target = "gt",
     mode: Mode = "textbook",
-    ensembles: bool = typer.Option(True, "--ensembles/--no-ensembles", rich_help_panel=ATTACK, help="With 3 models or more, add a leave-one-out ensemble row per model (the mean of the other models' logits)."),
+    ensembles: bool = typer.Option(
+        True, "--ensembles/--no-ensembles", rich_help_panel=ATTACK,
+        help="With 3 models or more, add a leave-one-out ensemble row per model (the mean of the other models' "
+             "logits).",
+    ),
     limit: Limit = None,
     all_slices: AllSlices = False,
     empty: Empty = "one",
@@ -80,7 +87,8 @@ def transfer(
     out_dir: Path = out_dir_option("transfer.json", "transfer.csv", "transfer.png"),
     json_path: Path | None = output_option("--json", "JSON file (default OUT_DIR/transfer.json)."),
     csv_path: Path | None = output_option("--csv", "One row per (source, target) (default OUT_DIR/transfer.csv)."),
-    png_path: Path | None = output_option("--png", "Heatmap of attack success with the numbers (default OUT_DIR/transfer.png)."),
+    png_path: Path | None = output_option(
+        "--png", "Heatmap of attack success with the numbers (default OUT_DIR/transfer.png)."),
     strict: Strict = False,
 ) -> None:
     """Transfer matrix: each source's adversarial slices (crafted once) scored on every model; the diagonal is white-box."""

@@ -42,19 +42,38 @@ def universal(
     checkpoint: Checkpoint = None,
     model: ForeignModel = None,
     data: Data = None,
-    organ: list[str] = typer.Option(["stomach"], "--organ", rich_help_panel=ATTACK, help="An organ to erase (large_bowel, small_bowel, stomach); repeat for more."),
-    eps: str = typer.Option("0.03", "--eps", rich_help_panel=ATTACK, help="L-inf bound of the perturbation, in pixel units."),
+    organ: list[str] = typer.Option(
+        ["stomach"], "--organ", rich_help_panel=ATTACK,
+        help="An organ to erase (large_bowel, small_bowel, stomach); repeat for more.",
+    ),
+    eps: str = typer.Option(
+        "0.03", "--eps", rich_help_panel=ATTACK,
+        help="L-inf bound of the perturbation, in pixel units.",
+    ),
     epochs: int = typer.Option(5, "--epochs", rich_help_panel=ATTACK, help="Passes over the training slices."),
-    step_size: float | None = typer.Option(None, "--step-size", rich_help_panel=ATTACK, help="First signed step (cosine-annealed to 0); default eps / 4."),
-    keep_weight: float = typer.Option(1.0, "--keep-weight", rich_help_panel=ATTACK, help="Weight of keeping the other organs as predicted (0: erase only)."),
-    train_limit: int | None = typer.Option(None, "--train-limit", rich_help_panel=DATA, help="Optimise on at most this many training slices."),
-    limit: int | None = typer.Option(None, "--limit", "-n", rich_help_panel=DATA, help="Report on at most this many test slices."),
+    step_size: float | None = typer.Option(
+        None, "--step-size", rich_help_panel=ATTACK,
+        help="First signed step (cosine-annealed to 0); default eps / 4.",
+    ),
+    keep_weight: float = typer.Option(
+        1.0, "--keep-weight", rich_help_panel=ATTACK,
+        help="Weight of keeping the other organs as predicted (0: erase only).",
+    ),
+    train_limit: int | None = typer.Option(
+        None, "--train-limit", rich_help_panel=DATA,
+        help="Optimise on at most this many training slices.",
+    ),
+    limit: int | None = typer.Option(
+        None, "--limit", "-n", rich_help_panel=DATA,
+        help="Report on at most this many test slices.",
+    ),
     all_slices: AllSlices = False,
     empty: Empty = "one",
     seed: Seed = 0,
     device: Device = "auto",
     batch_size: BatchSize = 16,
-    out: Path = output_option("--out", "The perturbation (safetensors).", "-o", default=DEFAULT_OUT_DIR / "delta.safetensors"),
+    out: Path = output_option(
+        "--out", "The perturbation (safetensors).", "-o", default=DEFAULT_OUT_DIR / "delta.safetensors"),
     json_path: Path | None = output_option("--json", "Write the test-split report as JSON."),
     strict: Strict = False,
 ) -> None:
