@@ -66,15 +66,19 @@ def test_the_features_of_a_known_16_bit_slice(tmp_path):
     assert features["input_p99"] == pytest.approx(0.5)
 
 
-def test_cli_writes_json_png_csv(monkeypatch, tmp_path, tiny_demo):
+@pytest.fixture()
+def luminosity(monkeypatch, tmp_path, tiny_demo):
+    """``segadv study luminosity ARGS`` on a random small U-Net at 64 x 64 and the tiny demo, from tmp_path."""
     torch.manual_seed(0)
     checkpoint = save_checkpoint(tmp_path / "small.safetensors", build_model("small"), img_size=64)
     cli._register_commands()
     monkeypatch.chdir(tmp_path)
-    result = CliRunner().invoke(cli.app, [
-        "study", "luminosity", "-c", str(checkpoint), "--data", str(tiny_demo), "--eps", "0.05", "--resamples", "200",
-        "--csv", "l.csv", "--bootstrap", "scan",
-    ], env={"COLUMNS": "200"})
+    return lambda *args: CliRunner().invoke(
+        cli.app, ["study", "luminosity", "-c", str(checkpoint), "--data", str(tiny_demo), *args], env={"COLUMNS": "200"})
+
+
+def test_cli_writes_json_png_csv(luminosity, tmp_path, tiny_demo):
+    result = luminosity("--eps", "0.05", "--resamples", "200", "--csv", "l.csv", "--bootstrap", "scan")
     assert result.exit_code == 0, result.output
     written = json.loads((tmp_path / "segadv-out" / "luminosity.json").read_text())
     records = GITractDataset(tiny_demo).records
@@ -100,17 +104,10 @@ def test_cli_bad_bootstrap_unit_is_one_line(monkeypatch, tmp_path, tiny_demo):
     assert len(lines) == 1 and "'patient'" in lines[0] and "slice, scan, case" in lines[0]
 
 
-def test_an_interval_that_cannot_be_had_is_printed_as_n_a(monkeypatch, tmp_path, tiny_demo):
+def test_an_interval_that_cannot_be_had_is_printed_as_n_a(luminosity):
     """The tiny demo's test split is one case: a bootstrap over cases has one unit to draw, so no interval;
     its cell says so (it was read as Rich markup and printed empty)."""
-    torch.manual_seed(0)
-    checkpoint = save_checkpoint(tmp_path / "small.safetensors", build_model("small"), img_size=64)
-    cli._register_commands()
-    monkeypatch.chdir(tmp_path)
-    result = CliRunner().invoke(cli.app, [
-        "study", "luminosity", "-c", str(checkpoint), "--data", str(tiny_demo), "--limit", "3", "--resamples", "20",
-        "--bootstrap", "case",
-    ], env={"COLUMNS": "200"})
+    result = luminosity("--limit", "3", "--resamples", "20", "--bootstrap", "case")
     assert result.exit_code == 0, result.output
     (row,) = [line for line in result.stdout.splitlines() if "raw slice, mean" in line]
     assert "[n/a, n/a]" in row
