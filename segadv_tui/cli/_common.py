@@ -1,4 +1,5 @@
-"""Option parsing and loading shared by the attack commands, each bad value turned into one clear line.
+"""Option parsing, loading and the setup shared by the attack commands (``prepare``: batch size, outputs,
+device, checkpoints, data and slices, in that order), each bad value turned into one clear line.
 
 Options that name a choice (loss, method, split, ...) arrive as plain strings (``segadv_tui.cli._options``)
 and are checked here, so a bad value gives ``error: unknown loss 'foo'; choose from ...`` rather than a

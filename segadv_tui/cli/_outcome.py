@@ -1,4 +1,5 @@
-"""What a command's JSON says about how complete it is, and what the commands do on Ctrl-C.
+"""What a command writes: its files (``Outputs``: where they go by default, checked before any work, the
+last line naming them), what its JSON says about how complete it is, and what it does on Ctrl-C.
 
 Every JSON a command writes carries ``"status"`` (``complete``, or ``partial`` with how far the run got)
 and the data the reader left out (``"skipped"``: slice id, file and reason of each; ``"data_problems"``:
@@ -67,7 +68,8 @@ def skipped_note(dataset, json_path: str | os.PathLike | None = None) -> str:
     return f"; skipped {count} slice{'s' if count != 1 else ''} with problems in the data ({where})"
 
 
-def print_written(paths: Sequence, dataset=None, json_path: str | os.PathLike | None = None, detail: str = "") -> None:
+def print_written(paths: Sequence, dataset=None, json_path: str | os.PathLike | None = None,
+                  detail: str = "") -> None:
     """A command's last line: the files written, what they hold (``detail``) and, when the reader left slices
     out of the data set a result is made over (``dataset``), how many."""
     note = skipped_note(dataset, json_path) if dataset is not None else ""
@@ -94,9 +96,6 @@ class Outputs:
         self.paths = {option: path if path is not None or folder is None or option in optional
                       else folder / f"{stem}.{option}" for option, path in paths.items()}
         self.written: list = []
-
-    def __getitem__(self, option: str) -> Path | None:
-        return self.paths[option]
 
     @property
     def partial_json(self) -> Path:
