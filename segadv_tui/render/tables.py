@@ -48,25 +48,32 @@ class Table:
     def alignment(self, column: int) -> str:
         return self.justify[column] if self.justify else "left" if column == 0 else "right"
 
+    def style(self, row: int, column: int) -> str:
+        """The cell's Rich style: bold, a colour, both, or none ("")."""
+        colour = self.colours[row].get(column) if row < len(self.colours) else None
+        return " ".join(filter(None, ("bold" if self.is_bold(row, column) else "", colour)))
+
     def styled_row(self, row: int) -> list:
-        """The cells of ``row`` as Rich ``Text``, bold and coloured where the table says (for Rich and
-        Textual tables; the text is never read as markup)."""
+        """The cells of ``row`` as Rich ``Text`` styled where the table says (for Textual's tables; the text is
+        never read as markup)."""
         from rich.text import Text
 
-        colours = self.colours[row] if row < len(self.colours) else {}
-        return [Text(cell, style=" ".join(filter(None, ("bold" if self.is_bold(row, i) else "", colours.get(i)))))
-                for i, cell in enumerate(self.rows[row])]
+        return [Text(cell, style=self.style(row, i)) for i, cell in enumerate(self.rows[row])]
 
     def to_rich(self, title: str | None = None, *, title_justify: str = "left", overflow: str = "ellipsis"):
         """A Rich table: columns aligned as ``justify`` says, the caption below, a rule after each section."""
         from rich.table import Table as RichTable
+        from rich.text import Span, Text
 
         table = RichTable(title=self.title if title is None else title, title_justify=title_justify,
                           caption=self.caption or None, caption_justify="left")
         for index, column in enumerate(self.headers):
             table.add_column(column, justify=self.alignment(index), overflow=overflow)
         for row in range(len(self.rows)):
-            table.add_row(*self.styled_row(row), end_section=row in self.sections)
+            # The style spans the text alone, as Rich markup's does: the column's padding stays plain.
+            cells = [Text(cell, spans=[Span(0, len(cell), style)] if (style := self.style(row, i)) else [])
+                     for i, cell in enumerate(self.rows[row])]
+            table.add_row(*cells, end_section=row in self.sections)
         return table
 
     def to_csv(self) -> str:
