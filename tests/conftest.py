@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+
+# pytest-xdist's workers run with COLUMNS=80; the CLI takes COLUMNS as the user's choice of width, so the
+# tests would see tables wrapped as no pipe or file does.
+os.environ.pop("COLUMNS", None)
 
 REPO = Path(__file__).resolve().parent.parent
 REAL_SAMPLES = REPO.parent / "shared" / "real-samples"
