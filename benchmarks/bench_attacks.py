@@ -1,7 +1,7 @@
 """How much the shared gradient saves, and what the robustness attacks cost and find: measured side by side
 in one run, printed as ratios.
 
-(a) an eps sweep of k values through ``core.evaluation.sweep`` (one forward + backward, then the k
+(a) an eps sweep of k values through ``core.evaluation.scoring.sweep`` (one forward + backward, then the k
     adversarial batches through the model without autograd) against a full FGSM per eps, as attack
     libraries do (forward + backward + a forward to score the adversarial image, k times);
 (b) one FGSM eps step from the gradient cache (one forward pass, plus scoring) against one plain
@@ -18,7 +18,7 @@ batch of demo slices that have organs. On a CUDA machine try e.g.
 (r1) APGD-100 against PGD-100 (BCE, eps 0.009), CPU time per slice (goal: at most 1.1x), and what
      each adds per step around a model that costs nothing;
 (r2) the passes through the model per slice of each attack, counted with a forward hook, against
-     ``core.ensemble.passes_per_slice``;
+     ``core.attacks.ensemble.passes_per_slice``;
 (r3) robust DSC of FGSM, PGD-k and APGD-k (k = ``--table-steps``) with every loss, and of the
      ensemble, at eps 0.003 and 0.009 (PGD keeps its best iterate);
 (r4) the goal: at eps 0.009 the ensemble (100 steps per member, at most 4 x PGD-100's passes) against
@@ -39,20 +39,23 @@ import time
 import numpy as np
 import torch
 
-from core.attack_config import AttackConfig
-from core.attacks import GradientCache, fgsm, input_gradients, precision_autocast
-from core.evaluation import sweep
+from core.attacks.config import AttackConfig
+from core.attacks.fast_gradient import fgsm
+from core.attacks.gradient_cache import GradientCache
+from core.attacks.gradients import input_gradients
+from core.evaluation.scoring import sweep
 from core.losses import per_image_loss
-from core.metrics import dice_per_organ, predict
+from core.metrics import dice_per_organ
+from core.models.inference import precision_autocast, predict
 
 
 def _load_model(args):
     """(model, img_size, description): the demo checkpoint, or a registry model with random weights."""
-    from core.models import build_model
+    from core.models.registry import build_model
 
     if args.model is None:
         try:
-            from core.checkpoints import load_checkpoint
+            from core.models.checkpoints import load_checkpoint
             from core.paths import demo_checkpoint
 
             path = demo_checkpoint()
@@ -67,7 +70,7 @@ def _load_model(args):
 
 
 def _demo_batch(size: int, count: int, device: str):
-    from core.data import load_slice, open_dataset, with_organs
+    from core.data.gitract import load_slice, open_dataset, with_organs
 
     records = with_organs(open_dataset().records)
     if not records:
@@ -192,7 +195,7 @@ def main() -> None:
     print(f"    one plain forward pass          {median['forward'] * 1e3:9.1f} ms")
     print(f"    ratio                           {median['cached'] / median['forward']:9.2f} x   (goal <= 1.3x)")
     print(f"(c) gradients of {len(losses)} losses ({', '.join(losses)}):")
-    print(f"    one forward, backward per loss  {median['retained'] * 1e3:9.1f} ms   (core.attacks.input_gradients)")
+    print(f"    one forward, backward per loss  {median['retained'] * 1e3:9.1f} ms   (core.attacks.gradients.input_gradients)")
     print(f"    one forward, is_grads_batched   {median['batched'] * 1e3:9.1f} ms")
     print(f"    one forward per loss            {median['separate'] * 1e3:9.1f} ms")
     print(f"throughput (adversarial slices scored per second): sweep {args.batch * args.k / median['sweep']:.1f}, "
@@ -220,10 +223,10 @@ class PassCounter:
 
 
 def robust_benchmark(args) -> None:
-    from core.attack_config import ENSEMBLE
-    from core.data import open_dataset, select_slices
-    from core.ensemble import passes_per_slice
-    from core.evaluation import attack_slice, batches, summarise
+    from core.attacks.config import ENSEMBLE
+    from core.attacks.ensemble import passes_per_slice
+    from core.data.gitract import open_dataset, select_slices
+    from core.evaluation.scoring import attack_slice, batches, summarise
 
     model, size, description = _load_model(args)
     records = select_slices(open_dataset(), args.split, organs_only=True, limit=args.slices)
@@ -281,7 +284,7 @@ def robust_benchmark(args) -> None:
           f"ensemble {1 / ensemble_time:.3f}")
     if "r2" in parts:
         print()
-        print("(r2) passes through the model per slice: counted (forward + backward, forward only) vs core.ensemble.passes_per_slice")
+        print("(r2) passes through the model per slice: counted (forward + backward, forward only) vs core.attacks.ensemble.passes_per_slice")
         for label, config, counted in ((f"PGD-{steps}", pgd100, pgd_passes), (f"APGD-{steps}", apgd100, apgd_passes),
                                        (f"ensemble ({len(ENSEMBLE)} x APGD-{steps})", ensemble100, ensemble_passes)):
             stated = passes_per_slice(config)
@@ -297,7 +300,7 @@ def robust_benchmark(args) -> None:
 def _bookkeeping_per_step(args, steps: int) -> tuple[float, float]:
     """CPU ms per step of PGD (best iterate) and APGD around a model that costs nothing (per-pixel
     linear): what each attack adds to the passes through a real model."""
-    from core.attacks import AttackContext, run_attack
+    from core.attacks.runner import AttackContext, run_attack
 
     class PerPixel(torch.nn.Module):
         def __init__(self):
@@ -327,7 +330,7 @@ def _bookkeeping_per_step(args, steps: int) -> tuple[float, float]:
 
 
 def _loss_table(args, run, clean) -> None:
-    from core.attack_config import ENSEMBLE
+    from core.attacks.config import ENSEMBLE
     from core.names import LOSS_NAMES
 
     print()
@@ -348,7 +351,7 @@ def _loss_table(args, run, clean) -> None:
 
 
 def _goal(run, pgd100, pgd_summary, ensemble100, ensemble_summary, ensemble_cpu, steps) -> None:
-    from core.ensemble import passes_per_slice
+    from core.attacks.ensemble import passes_per_slice
     from core.names import LOSS_NAMES
 
     print()

@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from core.demo import write_demo_dataset
-from core.phantom import SCAN_LENGTH_MM, Acquisition, Patient, pixel_grid, render
+from core.data.demo import write_demo_dataset
+from core.data.phantom import SCAN_LENGTH_MM, Acquisition, Patient, pixel_grid, render
 
 
 def _best_of(fn, repeats: int = 5) -> float:

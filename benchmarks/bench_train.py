@@ -1,7 +1,7 @@
 """Training throughput (images/s) of registry models, plainly and adversarially, measured side by side in one run.
 
 One training step is what ``segadv train`` does per batch: kornia augmentation of image and masks,
-(with ``--adv``) the adversarial batch of ``core.adversarial_training``, forward, MONAI Dice + Focal loss,
+(with ``--adv``) the adversarial batch of ``core.training.adversarial``, forward, MONAI Dice + Focal loss,
 backward, AdamW step. The first model trains with every defence of ``--defences`` (plain, fgsm-rs,
 pgd-K), the others plainly. All runs take turns step by step (after warm-up steps), so a busy machine
 slows them alike and the ratios stay meaningful. Random slices and masks: throughput does not depend on
@@ -19,10 +19,10 @@ import time
 
 import torch
 
-from core.adversarial_training import adversarial_batch, make_defence
-from core.models import build_model
+from core.models.registry import build_model
 from core.organs import ORGANS
-from core.training import make_augmentation, make_loss
+from core.training.adversarial import adversarial_batch, make_defence
+from core.training.loop import make_augmentation, make_loss
 
 
 def _synchronise(device: str) -> None:

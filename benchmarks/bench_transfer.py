@@ -1,6 +1,6 @@
 """What crafting each source's attack once saves in a transfer matrix: measured side by side, as a ratio.
 
-(a) ``core.transfer.transfer``: per batch, ONE attack per source (every model, and with three models or
+(a) ``core.evaluation.transfer.transfer``: per batch, ONE attack per source (every model, and with three models or
     more each leave-one-out ensemble), whose adversarial batch is then scored on every target (a forward
     pass each), plus one clean forward pass per target;
 (b) per pair, as a loop over ``segadv attack``-style runs would: for every (source, target) the attack is
@@ -25,17 +25,17 @@ import time
 import numpy as np
 import torch
 
-from core.attack_config import AttackConfig
-from core.attacks import AttackContext, run_attack
-from core.evaluation import batches, score_slices, summarise
-from core.metrics import predict
-from core.transfer import LogitEnsemble, transfer, transfer_sources
+from core.attacks.config import AttackConfig
+from core.attacks.runner import AttackContext, run_attack
+from core.evaluation.scoring import batches, score_slices, summarise
+from core.evaluation.transfer import LogitEnsemble, transfer, transfer_sources
+from core.models.inference import predict
 
 
 def _models(args):
     """([(label, model)], img_size, description)."""
-    from core.checkpoints import load_checkpoint
-    from core.models import build_model
+    from core.models.checkpoints import load_checkpoint
+    from core.models.registry import build_model
     from segadv_tui.cli.transfer import bundled_checkpoints
 
     paths = bundled_checkpoints()
@@ -60,7 +60,7 @@ def per_pair(models, records, img_size, config, *, batch_size, device):
         for label, target_model in models:
             results = []
             for chunk, images, truth in batches(records, img_size, batch_size, device):
-                # Random starts are seeded per slice id, as in core.transfer and core.evaluation.
+                # Random starts are seeded per slice id, as in core.evaluation.transfer and core.evaluation.
                 context = AttackContext(ids=[r.id for r in chunk], reference=truth)
                 output = run_attack(attacked, images, truth, config, context)
                 clean_pred = predict(target_model, images, config.precision)
@@ -86,7 +86,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    from core.data import open_dataset, select_slices
+    from core.data.gitract import open_dataset, select_slices
 
     models, img_size, description = _models(args)
     records = select_slices(open_dataset(), "test", limit=args.limit)

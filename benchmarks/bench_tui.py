@@ -230,7 +230,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20, help="eps steps to time")
     args = parser.parse_args()
 
-    from core.demo import write_demo_dataset
+    from core.data.demo import write_demo_dataset
     from core.paths import demo_checkpoint
 
     checkpoint = args.checkpoint or demo_checkpoint()

@@ -1,4 +1,4 @@
-"""The fuzz targets of tests/test_fuzz_readers.py, run for minutes instead of a few examples each.
+"""The fuzz targets of tests/core/test_fuzz_readers.py, run for minutes instead of a few examples each.
 
     python benchmarks/fuzz.py --minutes 5                 # all targets, the time shared between them
     python benchmarks/fuzz.py --minutes 2 --target png    # one target
@@ -20,7 +20,7 @@ from datetime import timedelta
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(REPO), str(REPO / "tests")]
+sys.path[:0] = [str(REPO), str(REPO / "tests"), str(REPO / "tests" / "core")]
 
 import test_fuzz_readers as fuzz
 from hypothesis import HealthCheck, given, settings

@@ -13,7 +13,7 @@ Run it through ``benchmarks/gpu_check.sh`` (it sets the environment and a time l
             (with cudnn.benchmark off / on, and a host sync per step vs none)
   util      GPU utilisation (nvidia-smi samples) during `segadv sweep --limit 256`
 
-Attacks are called only through ``core.attacks.input_gradients`` and ``core.attacks.fgsm`` and the
+Attacks are called only through ``core.attacks.gradients.input_gradients`` and ``core.attacks.fast_gradient.fgsm`` and the
 ``segadv sweep`` CLI, so the check survives a rework of the attack engine. ``--device cpu --quick``
 runs every section at tiny sizes (to check the script itself); CUDA-only numbers then print ``n/a``.
 
@@ -92,7 +92,7 @@ def tf32(enabled: bool):
 
 def slices(check: Check, count: int, size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """``count`` demo slices with organs (repeated when the demo has fewer) and their masks, on the CPU."""
-    from core.data import load_slice, open_dataset, with_organs
+    from core.data.gitract import load_slice, open_dataset, with_organs
 
     records = with_organs(open_dataset(check.data))
     size = size or check.img
@@ -105,14 +105,14 @@ def slices(check: Check, count: int, size: int | None = None) -> tuple[torch.Ten
 
 
 def random_model(name: str, device: torch.device):
-    from core.models import build_model
+    from core.models.registry import build_model
 
     torch.manual_seed(0)
     return build_model(name, encoder_weights=None).to(device).eval()
 
 
 def demo_model(device: torch.device):
-    from core.checkpoints import load_checkpoint
+    from core.models.checkpoints import load_checkpoint
     from core.paths import demo_checkpoint
 
     model, meta = load_checkpoint(demo_checkpoint(), device)
@@ -120,13 +120,13 @@ def demo_model(device: torch.device):
 
 
 def signs(model, image, target, precision="fp32") -> torch.Tensor:
-    from core.attacks import input_gradients
+    from core.attacks.gradients import input_gradients
 
     return input_gradients(model, image, target, ("bce",), "textbook", precision=precision)["bce"].sign
 
 
 def fgsm_predictions(model, image, target) -> tuple[torch.Tensor, torch.Tensor]:
-    from core.attacks import fgsm
+    from core.attacks.fast_gradient import fgsm
 
     adversarial = fgsm(model, image, target, EPS, "bce", "textbook")
     with torch.no_grad():
@@ -157,7 +157,7 @@ def run(command: list[str], check: Check, env: dict | None = None, timeout: floa
 
 def section_device(check: Check) -> None:
     from core.devices import describe_device, resolve_device
-    from core.training import amp_dtype_for
+    from core.training.loop import amp_dtype_for
 
     say(f"device {describe_device(check.device)}, torch {torch.__version__}, CUDA {torch.version.cuda}, "
         f"cuDNN {torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else 'n/a'}")
@@ -248,7 +248,7 @@ def section_signs(check: Check) -> None:
 
 
 def section_fp16(check: Check) -> None:
-    from core.attacks import fgsm
+    from core.attacks.fast_gradient import fgsm
 
     n = check.small_batch
     if not check.cuda:
@@ -310,8 +310,8 @@ def peak(check: Check, results: list, label: str):
 
 
 def section_memory(check: Check) -> None:
-    from core.attacks import input_gradients
-    from core.training import make_loss
+    from core.attacks.gradients import input_gradients
+    from core.training.loop import make_loss
 
     model = random_model("effb7pp", check.device)
     results: list[str] = []
@@ -322,7 +322,7 @@ def section_memory(check: Check) -> None:
             input_gradients(model, image, target, ("bce",), "textbook", precision="fp32")
     eps_values = np.linspace(0, 0.03, 11)
     n = check.big_batch
-    # As core.attacks.sweep does it: one gradient, then the 11 x n adversarial images without autograd in
+    # As core.evaluation.scoring.sweep does it: one gradient, then the 11 x n adversarial images without autograd in
     # chunks of whole eps groups of about 128 images (its CUDA default).
     per_chunk = min(len(eps_values), max(1, 128 // n))
     with peak(check, results, f"effb7pp sweep of 11 eps at batch {n} (gradient, then forward chunks of {per_chunk * n})"):
@@ -462,7 +462,7 @@ def main() -> int:
         say("error: CUDA is not available here; try --device cpu --quick")
         return 2
 
-    from core.demo import write_demo_dataset
+    from core.data.demo import write_demo_dataset
 
     started = time.perf_counter()
     check.data = check.work / "demo"

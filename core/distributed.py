@@ -62,7 +62,7 @@ def _shut_down() -> None:
 
 def shard(records: Sequence, batch_size: int, ranks: Ranks) -> tuple[list, list[int]]:
     """(this rank's records, their positions in ``records``): batch i of ``batch_size`` goes to rank
-    i mod world size, so ``core.evaluation.batches`` over them yields exactly those batches."""
+    i mod world size, so ``core.evaluation.scoring.batches`` over them yields exactly those batches."""
     positions = [
         position
         for start in range(ranks.rank * batch_size, len(records), ranks.world_size * batch_size)

@@ -35,8 +35,8 @@ from functools import cache
 import torch
 import torch.nn.functional as F
 
-from core.names import LOSS_NAMES, LOSS_TITLES, PAPER_LOSS_NAMES  # noqa: F401  (re-exported)
 from core.errors import SegadvError
+from core.names import LOSS_NAMES, LOSS_TITLES, PAPER_LOSS_NAMES  # noqa: F401  (re-exported)
 
 FOCAL_GAMMA = 2.0
 SEGMENTATION_LOSSES = tuple(name for name in LOSS_NAMES if name not in PAPER_LOSS_NAMES)

@@ -71,16 +71,6 @@ def mean_dice_on_device(pred: torch.Tensor, target: torch.Tensor, empty: str = "
     return torch.where(counted, dsc, 0).sum(1) / counted.sum(1)  # 0 / 0: NaN where every organ is skipped
 
 
-@torch.no_grad()
-def predict(model: torch.nn.Module, image: torch.Tensor, precision: str = "fp32") -> torch.Tensor:
-    """The model's organ masks, bool (N, 3, H, W): sigmoid > 0.5, i.e. logit > 0, with the model in
-    eval mode (a model left in train mode would update its batch-norm statistics while being scored)."""
-    from core.attacks import eval_mode, safe_logits
-
-    with eval_mode(model):
-        return safe_logits(model, image, precision) > 0
-
-
 def hausdorff_per_organ(pred, target, percentile: float | None = 95.0, spacing=None) -> np.ndarray:
     """(Percentile) Hausdorff distance of each organ of each slice, float64 (N, organs), in pixels or
     in ``spacing`` units; NaN where the truth or the prediction is empty (the distance is undefined)."""

@@ -15,9 +15,10 @@ LOSS_TITLES = {
     "balanced-bce": "Balanced BCE", "cos-bce": "Cos BCE", "seg-bce": "SegPGD BCE", "js": "JS",
 }
 EMPTY_POLICIES = ("one", "skip", "zero")
-# Adversarial training (core.adversarial_training).
+# Adversarial training (core.training.adversarial).
 ADV_METHODS = ("fgsm-rs", "pgd")
 ADV_TITLES = {"fgsm-rs": "FGSM-RS", "pgd": "PGD"}
+PRECISIONS = ("fp32", "bf16", "fp16")
 
 
 def defence_label(defence: dict | None) -> str:

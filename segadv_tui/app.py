@@ -36,7 +36,7 @@ def start_loading_compute() -> None:
     if _compute_loading is None:
         def load() -> None:
             try:
-                import core.checkpoints  # noqa: F401  (torch, smp)
+                import core.models.checkpoints  # noqa: F401  (torch, smp)
                 import segadv_tui.attacker  # noqa: F401  (the attacks and scores)
             except Exception:  # noqa: BLE001  the worker's own import raises it again, as a notification
                 pass

@@ -15,14 +15,16 @@ from __future__ import annotations
 import os
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch
 
-from core.attack_config import AttackConfig
-from core.attacks import AttackCancelled, AttackContext, GradientCache, StopCheck
-from core.evaluation import attack_slice, score_slices, sweep
+from core.attacks.config import AttackConfig
+from core.attacks.control import AttackCancelled, StopCheck
+from core.attacks.gradient_cache import GradientCache
+from core.attacks.runner import AttackContext
+from core.evaluation.scoring import attack_slice, score_slices, sweep
 from core.metrics import dice_per_organ, mean_dsc
 from segadv_tui.catalog import LoadedCheckpoint
 from segadv_tui.frames import CURVE_EPS, Curve, Frame, LiveStep, SliceData
@@ -127,7 +129,7 @@ class SliceAttacker:
         """``model``'s clean prediction of the slice (on the CPU), computed once per checkpoint and slice."""
         clean = self._clean.get((checkpoint, slice_id))
         if clean is None:
-            from core.metrics import predict
+            from core.models.inference import predict
 
             clean = self._remember_clean((checkpoint, slice_id), predict(model, image, config.precision).cpu())
         return clean
@@ -178,7 +180,7 @@ class _LiveReporter:
         if self.scored_on is None:
             prediction = logits > 0
         else:
-            from core.metrics import predict
+            from core.models.inference import predict
 
             prediction = predict(self.scored_on, iterate, self.config.precision)
         self.mean_dsc.append(float(mean_dsc(dice_per_organ(prediction, self.reference, self.config.empty))[0]))

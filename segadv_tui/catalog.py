@@ -89,7 +89,7 @@ class LoadedCheckpoint:
 def scan(folders: list[Path], files: list[Path] = ()) -> Catalog:
     """The checkpoints in ``folders`` (non-recursive) and ``files`` with their metadata headers, and the
     universal perturbations among them."""
-    from core.checkpoints import FOREIGN_SUFFIXES, UNIVERSAL_FORMAT, read_checkpoint_meta, read_safetensors_meta
+    from core.models.checkpoints import FOREIGN_SUFFIXES, UNIVERSAL_FORMAT, read_checkpoint_meta, read_safetensors_meta
 
     paths: list[Path] = [Path(f) for f in files]
     for folder in folders:

@@ -1,6 +1,6 @@
 """What the explorer asks its workers for and what they hand back, without torch: the slice at model
 resolution, a frame request, the frame (an attack's result with its pictures), an iterative attack's
-live step and the DSC-against-eps curve. The attack itself is one ``core.attack_config.AttackConfig``.
+live step and the DSC-against-eps curve. The attack itself is one ``core.attacks.config.AttackConfig``.
 
 The explorer imports these at start-up, before torch has loaded; :mod:`segadv_tui.attacker` computes them.
 """
@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from core.attack_config import AttackConfig
-from core.data import SliceRecord, load_slice, read_slice, resize_image
+from core.attacks.config import AttackConfig
+from core.data.gitract import SliceRecord, load_slice, read_slice, resize_image
 from core.results import SliceResult
 from segadv_tui.catalog import LoadedCheckpoint
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from textual.binding import Binding
 
-from core.attack_config import METHOD_LIST
+from core.attacks.config import METHOD_LIST
 
 # Work on every screen (Table II's too): the app binds them.
 APP_KEYS = [

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -23,13 +22,13 @@ SERVE_HOST, SERVE_PORT = "127.0.0.1", 8000
 @command.command(help="Explore adversarial attacks on segmentation models, slice by slice, from the keyboard.")
 def segadv_tui(
     context: typer.Context,
-    data: Optional[Path] = typer.Option(None, "--data", help="Kaggle data root (train.csv + train/); default: the built-in demo."),
-    image: Optional[Path] = typer.Option(None, "--image", help="Open one PNG slice without ground truth (target = prediction)."),
+    data: Path | None = typer.Option(None, "--data", help="Kaggle data root (train.csv + train/); default: the built-in demo."),
+    image: Path | None = typer.Option(None, "--image", help="Open one PNG slice without ground truth (target = prediction)."),
     checkpoints: list[Path] = typer.Option([], "--checkpoints", help="A folder or .safetensors file of checkpoints (repeatable)."),
-    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="The checkpoint to open first."),
+    checkpoint: Path | None = typer.Option(None, "--checkpoint", help="The checkpoint to open first."),
     deltas: list[Path] = typer.Option([], "--delta", help="A universal perturbation (segadv universal) to open, "
                                                           "its scale stepped with eps (repeatable; u: the next)."),
-    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Table II: at most this many test slices."),
+    limit: int | None = typer.Option(None, "--limit", min=1, help="Table II: at most this many test slices."),
     graphics: str = typer.Option("auto", "--graphics", help="Pictures: auto | halfblock | kitty | sixel."),
     truecolor: bool = typer.Option(False, "--truecolor", help="Force 24-bit colour (for terminals that do not announce it)."),
     export_dir: Path = typer.Option(Path("."), "--export-dir", help="Where e / x and Table II exports go."),
@@ -38,7 +37,7 @@ def segadv_tui(
     host: str = typer.Option(SERVE_HOST, "--host", help="--serve: the address to listen on (default: this machine only; "
                                                          "from elsewhere, through an SSH tunnel)."),
     port: int = typer.Option(SERVE_PORT, "--port", min=1, max=65535, help="--serve: the port to listen on."),
-    token: Optional[str] = typer.Option(None, "--token", envvar="SEGADV_TUI_TOKEN",
+    token: str | None = typer.Option(None, "--token", envvar="SEGADV_TUI_TOKEN",
                                         help="--serve: the token the URL carries (default: a new random one each start; "
                                              "the variable keeps it out of the process list)."),
     no_token: bool = typer.Option(False, "--no-token", help="--serve: no token: anyone who reaches the port can use "
@@ -64,7 +63,7 @@ def segadv_tui(
         fail(f"--image {image}: no such file")
     if image is not None:
         # Read here (numpy and Pillow only), so a slice segadv cannot read is one line before the app starts.
-        from core.data import DataError, read_slice
+        from core.data.gitract import DataError, read_slice
 
         try:
             read_slice(image)
@@ -84,8 +83,8 @@ def segadv_tui(
         files.append(checkpoint)
     for path in deltas:
         # Read here (torch loads), so a file that is not a perturbation is one line before the app starts.
+        from core.attacks.universal import load_delta
         from core.errors import SegadvError
-        from core.universal import load_delta
 
         try:
             load_delta(path)
@@ -179,7 +178,7 @@ def _terminal_problem() -> str | None:
 
 def _demo_data() -> Path:
     """The built-in demo data; made on first use with a progress bar, before the full-screen app starts."""
-    from core.demo import demo_data_dir
+    from core.data.demo import demo_data_dir
     from segadv_tui.cli._common import progress_bar
 
     try:

@@ -13,7 +13,7 @@ from segadv_tui.frames import Curve, Frame, LiveStep
 
 @dataclass
 class DataReady(Message):
-    dataset: Any  # core.data.GITractDataset, or None for a lone PNG
+    dataset: Any  # core.data.gitract.GITractDataset, or None for a lone PNG
     records: list
     description: str
 

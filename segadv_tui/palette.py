@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 
-from core.attack_config import METHOD_LIST
+from core.attacks.config import METHOD_LIST
 from core.names import LOSS_NAMES, LOSS_TITLES
 from core.organs import ORGAN_TITLES, ORGANS
 from segadv_tui.keys import EXPLORER_KEYS

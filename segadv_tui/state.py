@@ -9,14 +9,15 @@ decisions are tested without an app.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence, TypeVar
+from typing import Any, TypeVar
 
 from rich.markup import escape
 
-from core.attack_config import AttackConfig
-from core.data import SliceRecord, select_slices, with_organs
+from core.attacks.config import AttackConfig
+from core.data.gitract import SliceRecord, select_slices, with_organs
 from core.paths import DEMO_CHECKPOINT_NAME
 from segadv_tui.catalog import Catalog, CheckpointEntry, DeltaEntry, LoadedCheckpoint
 from segadv_tui.frames import Curve, Frame, FrameRequest, LiveStep
@@ -75,7 +76,7 @@ class ExplorerState:
     options: ExplorerOptions
     attack: AttackConfig = field(init=False)  # a lone PNG is attacked against its clean prediction
     device: str | None = field(init=False)  # --device until torch has loaded and resolved it
-    dataset: Any = None  # core.data.GITractDataset, None for a lone PNG
+    dataset: Any = None  # core.data.gitract.GITractDataset, None for a lone PNG
     records: list = field(default_factory=list)
     source: SliceRecord | Path | None = None  # the slice attacked
     catalog: Catalog = field(default_factory=Catalog)

@@ -48,7 +48,7 @@ class Page:
         self.url, self.profile, self.size = url, profile, size
         self._calls = 0
 
-    async def __aenter__(self) -> "Page":
+    async def __aenter__(self) -> Page:
         port = free_port()
         self.process = subprocess.Popen(
             [chromium(), *FLAGS, f"--user-data-dir={self.profile}", f"--remote-debugging-port={port}",

@@ -25,7 +25,7 @@ def real_samples() -> Path:
 @pytest.fixture(scope="session")
 def tiny_demo(tmp_path_factory) -> Path:
     """A tiny demo data set in the Kaggle layout (a few cases, both image sizes), made once."""
-    from core.demo import write_demo_dataset
+    from core.data.demo import write_demo_dataset
 
     return write_demo_dataset(tmp_path_factory.mktemp("demo") / "gi-tract", seed=0, size="tiny")
 
@@ -47,7 +47,7 @@ def model():
     """A real ``small`` U-Net with random weights (seed 0), in eval mode; a module may define its own."""
     import torch
 
-    from core.models import build_model
+    from core.models.registry import build_model
 
     torch.manual_seed(0)
     return build_model("small").eval()

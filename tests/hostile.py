@@ -1,5 +1,5 @@
 """Hostile files made from the files the project ships: a safetensors file taken apart into its header
-and its data, edited, and put back together (tests/test_hostile_files.py, tests/test_fuzz_readers.py,
+and its data, edited, and put back together (tests/core/test_hostile_files.py, tests/core/test_fuzz_readers.py,
 benchmarks/fuzz.py)."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ CHECKPOINTS = REPO / "checkpoints"
 DEMO_CHECKPOINT = CHECKPOINTS / "demo_small.safetensors"
 DEMO_DELTA = CHECKPOINTS / "universal_demo_small_stomach.safetensors"
 # The most a reader may allocate (tracemalloc: Python objects and numpy arrays) for one input: the largest
-# slice segadv reads (core.rle.MAX_PIXELS, 2^24 pixels) is 64 MiB as float32 beside its 32 MiB 16-bit copy.
+# slice segadv reads (core.data.rle.MAX_PIXELS, 2^24 pixels) is 64 MiB as float32 beside its 32 MiB 16-bit copy.
 MEMORY_BOUND = 128 << 20
 
 

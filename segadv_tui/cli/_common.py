@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 from segadv_tui.bug_report import one_line
 from segadv_tui.catalog import CheckpointEntry, LoadedCheckpoint
@@ -78,10 +79,10 @@ def parse_losses(text: str) -> list[str]:
 
 
 def attack_config(*, method: str = "fgsm", eps: str = "0.009", all_slices: bool = False, **values):
-    """The one ``core.attack_config.AttackConfig`` from the command line's values (strings lower-cased),
+    """The one ``core.attacks.config.AttackConfig`` from the command line's values (strings lower-cased),
     or a one-line error naming the bad value. ``all_slices`` scores slices without organs too; an option
     left unset (None) takes the method's default."""
-    from core.attack_config import AttackConfig
+    from core.attacks.config import AttackConfig
 
     values = {key: value.strip().lower() if isinstance(value, str) else value for key, value in values.items()
               if value is not None}
@@ -106,7 +107,7 @@ def load_checkpoint(path: Path | None, device, model_name: str | None = None) ->
     ``torch.device``), or a one-line error.
 
     ``model_name`` names the registry model of foreign ``.pt`` / ``.pth`` / ``.bin`` weights."""
-    from core.checkpoints import load_checkpoint as load
+    from core.models.checkpoints import load_checkpoint as load
     from core.paths import demo_checkpoint
 
     if path is None:
@@ -125,7 +126,7 @@ def open_data(data: Path | None, strict: bool = False):
     """The data set at ``data`` (None: the built-in demo data, generated on first use), or a one-line error.
     Problems the reader met (slices it skipped, organ rows it took as absent) are a note, or with
     ``strict`` a one-line error naming the first."""
-    from core.data import DataError, open_dataset
+    from core.data.gitract import DataError, open_dataset
 
     if data is not None:
         data = Path(data).expanduser()
@@ -151,8 +152,8 @@ def open_data(data: Path | None, strict: bool = False):
 
 
 def select_records(dataset, split: str, *, all_slices: bool = False, limit: int | None = None) -> list:
-    """``core.data.select_slices`` for the command line's --split / --all-slices / --limit."""
-    from core.data import select_slices
+    """``core.data.gitract.select_slices`` for the command line's --split / --all-slices / --limit."""
+    from core.data.gitract import select_slices
 
     return select_slices(dataset, split, organs_only=not all_slices, limit=limit)
 
@@ -166,7 +167,7 @@ class CommandRun:
     outputs: Any  # segadv_tui.cli._outcome.Outputs
     device: Any  # torch.device
     checkpoints: list[LoadedCheckpoint]
-    dataset: Any  # core.data.GITractDataset
+    dataset: Any  # core.data.gitract.GITractDataset
     split: str | None  # None: the command picks its slices itself (figure, universal)
     records: list
 
@@ -253,7 +254,14 @@ def prepare(
 @contextmanager
 def progress_bar(description: str) -> Iterator:
     """A Rich progress bar on stderr (stdout stays clean for tables); yields ``progress(done, total)``."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     with Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),

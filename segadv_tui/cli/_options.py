@@ -6,7 +6,7 @@ its checkpoints) is declared in the command with one of these panels; its output
 
 Choices (loss, method, split, ...) arrive as plain strings and are checked by the command
 (``segadv_tui.cli._common``), so that a bad value is one line naming it rather than a usage box. The help
-texts that list the registries import ``core.names``, ``core.attack_config`` and ``core.devices``, which
+texts that list the registries import ``core.names``, ``core.attacks.config`` and ``core.devices``, which
 load no torch: ``segadv --help`` stays fast.
 """
 
@@ -17,7 +17,7 @@ from typing import Annotated
 
 import typer
 
-from core.attack_config import METHOD_LIST
+from core.attacks.config import METHOD_LIST
 from core.devices import DEVICE_HELP
 from core.names import LOSS_NAMES
 from segadv_tui.cli._outcome import DEFAULT_OUT_DIR

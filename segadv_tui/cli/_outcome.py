@@ -6,7 +6,7 @@ and the data the reader left out (``"skipped"``: slice id, file and reason of ea
 every line the reader reported), so that nothing is dropped silently.
 
 Ctrl-C during a command's computation is not a loss: the loops of ``core`` stop and raise
-``core.evaluation.Interrupted`` with the result of the finished part (summaries over it only), and
+``core.evaluation.scoring.Interrupted`` with the result of the finished part (summaries over it only), and
 ``keep_partial`` writes that beside the JSON the command would have written, with ``.partial`` before the
 suffix (``x.json`` -> ``x.partial.json``: a complete earlier result is never replaced by a partial one),
 prints one line saying what was done and written, and exits 130. Under torchrun rank 0 alone writes.
@@ -47,13 +47,13 @@ def partial_path(path: str | os.PathLike) -> Path:
 
 
 def data_fields(dataset) -> dict:
-    """The data the reader left out (``core.data.GITractDataset.skipped``) and every problem it reported."""
+    """The data the reader left out (``core.data.gitract.GITractDataset.skipped``) and every problem it reported."""
     return {"skipped": [entry.to_dict() for entry in dataset.skipped], "data_problems": list(dataset.problems)}
 
 
 def result_json(payload: dict, dataset, partial=None) -> dict:
     """``payload`` (a command's JSON, "command" first) with its "status" and ``data_fields``; ``partial``:
-    the ``core.evaluation.Partial`` of an interrupted run."""
+    the ``core.evaluation.scoring.Partial`` of an interrupted run."""
     status = partial.to_dict() if partial is not None else {"status": "complete"}
     return {"command": payload.get("command"), **status, **payload, **data_fields(dataset)}
 
@@ -151,7 +151,7 @@ def keep_partial(
     file the finished part makes (a partial delta) and returns the paths. One line says how far the run
     got and what was written; nothing is written when nothing was finished."""
     from core.errors import SegadvError
-    from core.evaluation import Interrupted
+    from core.evaluation.scoring import Interrupted
 
     try:
         yield

@@ -97,7 +97,7 @@ def attack(
                   limit=limit)
     loaded = run.checkpoint
 
-    from core.evaluation import evaluate
+    from core.evaluation.scoring import evaluate
 
     def payload(result) -> dict:
         return run.payload(result.to_dict(), models=checkpoint_fields(loaded))
@@ -181,7 +181,7 @@ def sweep(
                   split=split, all_slices=all_slices, limit=limit)
     loaded = run.checkpoint
 
-    from core.evaluation import evaluate_sweep
+    from core.evaluation.scoring import evaluate_sweep
 
     def payload(result) -> dict:
         return run.payload(result.to_dict(), models=checkpoint_fields(loaded))
@@ -297,7 +297,7 @@ def table(
                   all_slices=all_slices, limit=limit)
     loaded = run.checkpoints
 
-    from core.evaluation import table_ii
+    from core.evaluation.scoring import table_ii
 
     def payload(result) -> dict:
         return run.payload(result.to_dict(), checkpoints=[str(item.path) for item in loaded])
@@ -318,7 +318,7 @@ def table(
 
 
 def table_ii_csv(result, loaded) -> tuple[list[str], list[list]]:
-    # A method with its own objective has one column, under the first loss's key (core.evaluation.table_ii).
+    # A method with its own objective has one column, under the first loss's key (core.evaluation.scoring.table_ii).
     uses_loss = "loss" in result.config.entry.parameters
     header = ["model", "title", "checkpoint", "parameters", "dsc_clean"] + [
         f"dsc_{result.method}_{loss}" if uses_loss else f"dsc_{result.method}" for loss in result.losses]
@@ -387,11 +387,11 @@ def figure(
 
 
 def _attack_one_slice(model, record, img_size: int, config, device):
-    """One slice attacked by ``core.evaluation.attack_slice``: its ``SliceResult`` with the pictures."""
+    """One slice attacked by ``core.evaluation.scoring.attack_slice``: its ``SliceResult`` with the pictures."""
     import torch
 
-    from core.data import load_slice
-    from core.evaluation import attack_slice
+    from core.data.gitract import load_slice
+    from core.evaluation.scoring import attack_slice
 
     image_np, masks_np = load_slice(record, img_size)
     image = torch.from_numpy(image_np)[None, None].to(device)
@@ -402,7 +402,7 @@ def _attack_one_slice(model, record, img_size: int, config, device):
 def _find_slice(dataset, slice_id: str | None):
     """The record named ``slice_id``, or a one-line error with suggestions. By default the test slice
     showing the most organs, the largest (an informative figure on a fresh install)."""
-    from core.data import with_organs
+    from core.data.gitract import with_organs
 
     if slice_id is None:
         candidates = with_organs(dataset.split()[1]) or with_organs(dataset) or list(dataset)

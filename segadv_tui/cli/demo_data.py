@@ -19,7 +19,7 @@ def demo_data(
     """Write a synthetic abdominal MRI data set (train.csv + 16-bit PNG slices) in the Kaggle layout."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from core.demo import SIZES, write_demo_dataset
+    from core.data.demo import SIZES, write_demo_dataset
     from core.organs import ORGANS
 
     if size not in SIZES:

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -13,7 +12,7 @@ from segadv_tui.cli import app, console, fail
 
 @app.command()
 def info(
-    checkpoint: Optional[Path] = typer.Argument(None, help="A segadv checkpoint: show how it was made (model, training, validation DSC, defence)."),
+    checkpoint: Path | None = typer.Argument(None, help="A segadv checkpoint: show how it was made (model, training, validation DSC, defence)."),
 ) -> None:
     """List the model registry with parameter counts, the compute device and library versions; or show a checkpoint's metadata."""
     if checkpoint is not None:
@@ -23,7 +22,7 @@ def info(
 
     import torch
 
-    from core.models import REGISTRY, build_model, count_parameters
+    from core.models.registry import REGISTRY, build_model, count_parameters
     from segadv_tui.render.tables import Table
 
     rows = []
@@ -51,7 +50,7 @@ def info(
 
 def _checkpoint_info(path: Path) -> None:
     """The metadata of one checkpoint, read from its header (no weights loaded): a CheckpointError is one line."""
-    from core.checkpoints import read_checkpoint_meta
+    from core.models.checkpoints import read_checkpoint_meta
     from core.names import defence_label
 
     meta = read_checkpoint_meta(path)
@@ -101,8 +100,8 @@ def import_checkpoint(
                                     "segadv then transposes each slice for the model and its masks back."),
 ) -> None:
     """Convert foreign weights (loaded safely, weights only) to a self-describing segadv checkpoint."""
-    from core.checkpoints import import_checkpoint as convert
-    from core.models import REGISTRY
+    from core.models.checkpoints import import_checkpoint as convert
+    from core.models.registry import REGISTRY
     from segadv_tui.cli._outcome import print_written
 
     if model not in REGISTRY:

@@ -1,9 +1,9 @@
-"""``segadv robust``: the robustness report of one or more checkpoints (``core.robustness``).
+"""``segadv robust``: the robustness report of one or more checkpoints (``core.evaluation.robustness``).
 
 Robust DSC per organ and mean at each eps with attack success, ROG (the share of slices whose mean DSC
 falls below half of the clean one), robust DSC per organ-size tertile and, for the ensemble, how often
 each member won; Rich tables on stdout, JSON / CSV / PNG files, a progress bar with an ETA on stderr.
-``--checks`` adds the checks of ``core.robust_checks`` (Carlini et al.) per checkpoint, pass or fail with
+``--checks`` adds the checks of ``core.evaluation.robust_checks`` (Carlini et al.) per checkpoint, pass or fail with
 their numbers, in the output and the JSON.
 """
 
@@ -99,7 +99,7 @@ def robust(
                   data=data, strict=strict, split=split, all_slices=all_slices, limit=limit)
     loaded, source = run.checkpoints[:len(paths)], (run.checkpoints[-1] if checks else None)
 
-    from core.robustness import robustness
+    from core.evaluation.robustness import robustness
 
     def payload(report, check_reports=()) -> dict:
         return run.payload({**report.to_dict(),
@@ -141,11 +141,11 @@ def _plot(report, scope: str):
 
 
 def _run_checks(report, loaded, source, records, config, eps_values, batch_size, device) -> list:
-    """``core.robust_checks.run_checks`` per checkpoint, reusing the report's per-slice results. Ctrl-C:
-    ``core.evaluation.Interrupted`` with the checks of the checkpoints finished (a check made over part of
+    """``core.evaluation.robust_checks.run_checks`` per checkpoint, reusing the report's per-slice results. Ctrl-C:
+    ``core.evaluation.scoring.Interrupted`` with the checks of the checkpoints finished (a check made over part of
     the slices would not say anything)."""
-    from core.evaluation import Interrupted, Partial
-    from core.robust_checks import run_checks
+    from core.evaluation.robust_checks import run_checks
+    from core.evaluation.scoring import Interrupted, Partial
 
     results = []
     for item, curve in zip(loaded, report.curves):
@@ -289,8 +289,8 @@ def _plot_points(report) -> tuple[list[float], dict]:
 def robust_rows(report) -> tuple[list[str], list[list]]:
     """One CSV row per (checkpoint, eps): robust DSC and AS per organ and mean, ROG, the tertiles' robust
     DSC per organ, realised norms and, for the ensemble, the wins per member."""
+    from core.evaluation.robustness import TERTILES
     from core.organs import ORGANS
-    from core.robustness import TERTILES
 
     def cell(value):
         return "" if value is None else float(value)

@@ -77,7 +77,7 @@ def luminosity(
     strict: Strict = False,
 ) -> None:
     """Attack success per slice against its intensity (raw and model input, mean and 99th percentile): Spearman's rho, bootstrap 95 % CI."""
-    from core.luminosity import BOOTSTRAP_UNITS
+    from core.evaluation.luminosity import BOOTSTRAP_UNITS
 
     config = attack_config(
         method=method, loss=loss, eps=eps, mode=mode, target=target, steps=steps, step_size=step_size, empty=empty,
@@ -90,7 +90,7 @@ def luminosity(
                   split=split, limit=limit)
     loaded = run.checkpoint
 
-    from core.luminosity import FEATURES, luminosity_study
+    from core.evaluation.luminosity import FEATURES, luminosity_study
 
     def payload(result) -> dict:
         return run.payload(result.to_dict(), models={"checkpoint": str(loaded.path)}, slices=False)
@@ -110,7 +110,7 @@ def luminosity(
 
 def _scatter(result, caption: str):
     """Attack success against each intensity feature, a panel each, with rho and its interval."""
-    from core.luminosity import FEATURES
+    from core.evaluation.luminosity import FEATURES
     from segadv_tui.render.plots import scatter_plot
     from segadv_tui.render.tables import number
 
@@ -125,7 +125,7 @@ def _scatter(result, caption: str):
 
 
 def _correlation_table(result, loaded, split: str):
-    from core.luminosity import FEATURES
+    from core.evaluation.luminosity import FEATURES
     from segadv_tui.render.tables import Table, number
 
     s = result.summary

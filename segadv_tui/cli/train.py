@@ -133,9 +133,9 @@ def train(
     check_outputs(out=out)  # before hours of training, not after
 
     from core.errors import SegadvError, check_choice
-    from core.models import REGISTRY
-    from core.training import ENCODER_WEIGHTS, SCHEDULES, TrainConfig, TrainingInterrupted
-    from core.training import train as run_training
+    from core.models.registry import REGISTRY
+    from core.training.loop import ENCODER_WEIGHTS, SCHEDULES, TrainConfig, TrainingInterrupted
+    from core.training.loop import train as run_training
 
     try:
         check_choice(model, REGISTRY, "model")
@@ -207,7 +207,14 @@ class _TrainingProgress:
         self.bars = None
         if os.environ.get("RANK", "0") != "0":  # under torchrun only rank 0 reports
             return self
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
 
         self.bars = Progress(
             TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -228,7 +235,7 @@ class _TrainingProgress:
 
     def __call__(self, event) -> None:
         from core.organs import ORGANS
-        from core.training import EarlyStop, EpochEnd, EpochStart, InterruptRequested, Step, TrainStart
+        from core.training.loop import EarlyStop, EpochEnd, EpochStart, InterruptRequested, Step, TrainStart
 
         if self.bars is None:
             return

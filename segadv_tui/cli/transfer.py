@@ -106,7 +106,7 @@ def transfer(
     loaded = run.checkpoints
     labels = model_labels(loaded)
 
-    from core.transfer import transfer as run_transfer
+    from core.evaluation.transfer import transfer as run_transfer
 
     def payload(result) -> dict:
         return run.payload(result.to_dict(), checkpoints={label: str(item.path) for label, item in zip(labels, loaded)})

@@ -31,7 +31,7 @@ def attack_eps(method: str, delta: Path | None, eps: str | None) -> str:
     if eps is not None:
         return eps
     if method.strip().lower() == "universal" and delta is not None:
-        from core.universal import load_delta
+        from core.attacks.universal import load_delta
 
         return repr(load_delta(delta).eps)
     return "0.009"
@@ -78,7 +78,7 @@ def universal(
     strict: Strict = False,
 ) -> None:
     """A universal perturbation that erases the chosen organs from every slice and keeps the others (Metzen et al. 2017)."""
-    from core.attack_config import parse_organs
+    from core.attacks.config import parse_organs
 
     organs = parse_organs(organ)  # an unknown organ is an OptionError: one line, exit 2
     bound = parse_eps(eps)
@@ -89,7 +89,7 @@ def universal(
     train_records = run.select("train", all_slices=all_slices, limit=train_limit)
     test_records = run.select("test", all_slices=all_slices, limit=limit)
 
-    from core.universal import craft_universal, save_delta, universal_report
+    from core.attacks.universal import craft_universal, save_delta, universal_report
     from segadv_tui.cli._outcome import partial_path
 
     def payload(delta_path: Path, made, report=None) -> dict:

@@ -8,15 +8,23 @@ colours of the terminal views. The CLI's ``figure`` / ``sweep`` commands and the
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Mapping, Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from core.organs import ORGAN_TITLES, ORGANS
 from segadv_tui.render.imagery import (
-    ALL_ORGANS, DIFFERENCE_DIM, FN_COLOUR, FP_COLOUR, ORGAN_COLOURS, TP_COLOUR, Scene, compose, perturbation,
+    ALL_ORGANS,
+    DIFFERENCE_DIM,
+    FN_COLOUR,
+    FP_COLOUR,
+    ORGAN_COLOURS,
+    TP_COLOUR,
+    Scene,
+    compose,
+    perturbation,
     perturbation_scale,
 )
 
@@ -59,7 +67,7 @@ class AttackPanels:
     dsc_adv: float | None = None
 
     @classmethod
-    def from_result(cls, result, eps: float | None = None) -> "AttackPanels":
+    def from_result(cls, result, eps: float | None = None) -> AttackPanels:
         """The panels of a ``core.results.SliceResult`` that carries its pictures. The perturbation is
         scaled by ``eps``, or by the realised L-inf where that is larger (the paper's mode reaches 2 eps)."""
         pictures = result.pictures

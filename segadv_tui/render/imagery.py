@@ -14,8 +14,8 @@ The layers that do not change between eps steps (the resampled base, the outline
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from dataclasses import dataclass
-from typing import Hashable
 
 import numpy as np
 
@@ -162,7 +162,7 @@ class Window:
     width: int
 
     @classmethod
-    def whole(cls, shape: tuple[int, int]) -> "Window":
+    def whole(cls, shape: tuple[int, int]) -> Window:
         return cls(0, 0, int(shape[0]), int(shape[1]))
 
     @property

@@ -4,12 +4,23 @@ heatmap with its numbers in the cells (``segadv transfer``) and a scatter plot (
 from __future__ import annotations
 
 import math
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw
 
-from segadv_tui.render.figures import BACKGROUND, GRID, INK, PAD, SERIES_COLOURS, _fit, _tick_label, _wrap, font, nice_ticks
+from segadv_tui.render.figures import (
+    BACKGROUND,
+    GRID,
+    INK,
+    PAD,
+    SERIES_COLOURS,
+    _fit,
+    _tick_label,
+    _wrap,
+    font,
+    nice_ticks,
+)
 
 # Diverging scale: blue below 0 (the attack helped the model), white at 0, red towards 1.
 _LOW, _MID, _HIGH = np.array((33, 102, 172)), np.array((255, 255, 255)), np.array((178, 24, 43))

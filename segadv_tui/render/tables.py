@@ -13,7 +13,6 @@ from pathlib import Path, PurePath
 from core.names import LOSS_TITLES
 from core.organs import ORGAN_TITLES, ORGANS
 
-
 # A missing number in a table; JSON holds null and CSV an empty cell (``core.files``).
 MISSING = "n/a"
 
@@ -117,7 +116,7 @@ def scores_table(frame) -> Table:
 
 
 def table_ii_table(table, *, title: str = "", caption: str = "", with_success: bool = False) -> Table:
-    """``core.evaluation.TableII`` in the paper's layout: model, parameters, clean DSC, then the DSC after
+    """``core.evaluation.scoring.TableII`` in the paper's layout: model, parameters, clean DSC, then the DSC after
     the attack per loss (``with_success``: and its attack success). The best attack, the lowest DSC, is in
     bold: every loss that ties for it (an arbitrary pick would claim a difference there is none)."""
     method = table.config.entry.title

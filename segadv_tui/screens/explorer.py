@@ -14,9 +14,10 @@ started loading it in a thread) and the screen paints at once.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 from textual import events, on, work
 from textual.app import ComposeResult
@@ -26,7 +27,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, Header, Static
 from textual.worker import Worker, WorkerState, get_current_worker
 
-from core.attack_config import AttackConfig
+from core.attacks.config import AttackConfig
 from core.errors import SegadvError
 from segadv_tui.catalog import CheckpointEntry, LoadedCheckpoint
 from segadv_tui.frames import Frame, FrameRequest, LiveStep, SliceCache, SliceData
@@ -170,7 +171,7 @@ class ExplorerScreen(Screen):
         if options.image is not None:
             self.post_message(DataReady(None, [Path(options.image)], str(options.image)))
             return
-        from core.data import open_dataset
+        from core.data.gitract import open_dataset
 
         dataset = open_dataset(options.data)
         description = str(options.data) if options.data else "built-in demo"
@@ -230,7 +231,7 @@ class ExplorerScreen(Screen):
         self._load_model(entry, scoring=True)
 
     def _load_model(self, entry: CheckpointEntry, *, scoring: bool) -> None:
-        from core.checkpoints import load_checkpoint
+        from core.models.checkpoints import load_checkpoint
         from segadv_tui.attacker import leave_a_core_for_the_ui
 
         leave_a_core_for_the_ui()

@@ -1,6 +1,6 @@
 """The Table II screen: the current attack over the test split for every loaded checkpoint and loss.
 
-The numbers come from ``core.evaluation.table_ii`` (FGSM: one gradient per slice and loss, as the paper's
+The numbers come from ``core.evaluation.scoring.table_ii`` (FGSM: one gradient per slice and loss, as the paper's
 table; BIM and PGD: one run per checkpoint and loss), computed in a cancellable thread worker that
 reports progress; ``segadv_tui.render.tables`` lays it out as the CLI's ``table`` command does.
 """
@@ -15,7 +15,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, ProgressBar, Static
 from textual.worker import Worker, WorkerState, get_current_worker
 
-from core.attack_config import AttackConfig
+from core.attacks.config import AttackConfig
 from core.errors import SegadvError
 from core.names import PAPER_LOSS_NAMES
 from segadv_tui.messages import Progressed, TableIIFinished
@@ -24,8 +24,8 @@ from segadv_tui.state import ExplorerState
 
 
 def run_table_ii(models, records, attack: AttackConfig, losses, *, device, progress, should_stop):
-    """``core.evaluation.table_ii`` with the explorer's attack, for each (label, model, meta)."""
-    from core.evaluation import table_ii  # torch: in the worker, never on the UI thread
+    """``core.evaluation.scoring.table_ii`` with the explorer's attack, for each (label, model, meta)."""
+    from core.evaluation.scoring import table_ii  # torch: in the worker, never on the UI thread
 
     return table_ii(models, records, losses, attack, device=device, progress=progress, should_stop=should_stop)
 
@@ -93,7 +93,7 @@ class TableIIScreen(Screen):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="table2", name="Table II")
     def _run(self, models, records, attack: AttackConfig) -> None:
-        from core.attacks import AttackCancelled
+        from core.attacks.control import AttackCancelled
 
         worker = get_current_worker()
         try:

@@ -9,7 +9,7 @@ from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.widgets import Input, Label, Select
 
-from core.attack_config import METHOD_LIST, METHODS, AttackConfig
+from core.attacks.config import METHOD_LIST, METHODS, AttackConfig
 from core.names import LOSS_NAMES, LOSS_TITLES, MODES, TARGETS
 from core.organs import ORGAN_TITLES, ORGANS
 

@@ -36,7 +36,7 @@ class HalfBlockView(Widget):
 
     DEFAULT_CSS = "HalfBlockView { width: 1fr; height: 1fr; }"
 
-    def __init__(self, picture: "Picture", **kwargs):
+    def __init__(self, picture: Picture, **kwargs):
         super().__init__(**kwargs)
         self.picture = picture
         self._cells: np.ndarray | None = None  # (rows, cols) packed colours of the last drawing

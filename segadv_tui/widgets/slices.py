@@ -7,7 +7,7 @@ from textual.message import Message
 from textual.widgets import Tree
 from textual.widgets.tree import TreeNode
 
-from core.data import SliceRecord, with_organs
+from core.data.gitract import SliceRecord, with_organs
 
 
 class SliceBrowser(Tree):

@@ -1,0 +1,303 @@
+"""What attack to run: the attack registry and the one attack configuration, without torch.
+
+Every front end (each CLI command, the explorer, its Table II) and ``core.evaluation`` describe an attack
+with one ``AttackConfig``; it is validated here, once. The methods are a registry (``METHODS``): each
+entry names its parameters with their defaults and the function that runs it (imported on first use,
+so front ends can list the methods before torch has loaded). A new attack is one entry here and one
+function in ``core.attacks``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import PurePath
+
+from core.errors import OptionError, check_choice
+from core.names import EMPTY_POLICIES, LOSS_NAMES, MODES, PRECISIONS, TARGETS
+from core.organs import ORGANS
+
+SCORE_SLICES = ("nonempty", "all")
+
+
+@dataclass(frozen=True)
+class AttackMethod:
+    """One registry entry. ``parameters`` are the ``AttackConfig`` fields this method reads, with the
+    defaults a front end shows for it; ``runner`` is ``"module:function"`` with the signature
+    ``function(model, image, target, config, context) -> AttackOutput`` (see ``core.attacks``)."""
+
+    name: str
+    title: str
+    summary: str
+    parameters: dict
+    runner: str
+    iterative: bool = False
+    uses_target: bool = True  # False: the method has its own objective (erase ignores loss and target)
+
+    def function(self):
+        module, name = self.runner.split(":")
+        return getattr(importlib.import_module(module), name)
+
+
+@dataclass(frozen=True)
+class EnsembleMember:
+    """One APGD run of the ensemble: its loss and radius schedule (multiples of eps)."""
+
+    loss: str
+    radii: tuple[float, ...] = (1.0,)
+
+    @property
+    def name(self) -> str:
+        """``apgd-js``, ``apgd-masked-bce@2-1.5-1``: how results name the member that won a slice."""
+        schedule = "" if self.radii == (1.0,) else "@" + "-".join(f"{r:g}" for r in self.radii)
+        return f"apgd-{self.loss}{schedule}"
+
+
+# The ensemble's members, chosen by measurement on the demo checkpoint (README, "Robustness evaluation"):
+# of 18 APGD-100 runs (9 losses, radii 1 or SEA's 2 / 1.5 / 1) on 12 held-out test slices at eps 0.009,
+# the three whose per-slice worst case is lowest (greedy and exhaustive agree); a fourth gained 0.004.
+# Ties go to the earlier member, so the strongest alone comes first.
+ENSEMBLE = (
+    EnsembleMember("dice"),
+    EnsembleMember("cos-bce", (2.0, 1.5, 1.0)),
+    EnsembleMember("focal+dice", (2.0, 1.5, 1.0)),
+)
+
+METHOD_LIST = (
+    AttackMethod(
+        "fgsm", "FGSM", "fast gradient sign method: one signed-gradient step of eps",
+        {"loss": "bce", "mode": "textbook"}, "core.attacks.fast_gradient:run_fgsm",
+    ),
+    AttackMethod(
+        "bim", "BIM", "basic iterative method / I-FGSM: signed steps from the clean image, projected to the eps ball",
+        {"loss": "bce", "steps": 10, "step_size": None, "best_iterate": False}, "core.attacks.iterative:run_iterative",
+        iterative=True,
+    ),
+    AttackMethod(
+        "pgd", "PGD", "projected gradient descent: BIM from a uniformly random start in the eps ball",
+        {"loss": "bce", "steps": 10, "step_size": None, "seed": 0, "best_iterate": False}, "core.attacks.iterative:run_iterative",
+        iterative=True,
+    ),
+    AttackMethod(
+        "apgd", "APGD",
+        "auto-PGD (Croce & Hein 2020): step 2 eps, halved at checkpoints when the loss stalls, momentum 0.75, "
+        "restarts from the best point; keeps the iterate with the lowest DSC",
+        {"loss": "bce", "steps": 100, "seed": 0, "best_iterate": True, "radii": (1.0,)}, "core.attacks.apgd:run_apgd",
+        iterative=True,
+    ),
+    AttackMethod(
+        "ensemble", "Ensemble",
+        "per slice the worst case (lowest mean DSC) of a fixed list of APGD runs with different losses and radii",
+        {"steps": 100, "seed": 0, "best_iterate": True}, "core.attacks.ensemble:run_ensemble", iterative=True,
+    ),
+    AttackMethod(
+        "erase", "Erase", "targeted: descend BCE(chosen organs' logits, 0) so those organs vanish",
+        {"organs": ("stomach",), "steps": 10, "step_size": None}, "core.attacks.iterative:run_erase", iterative=True,
+        uses_target=False,
+    ),
+    AttackMethod(
+        "universal", "Universal", "a saved universal perturbation (segadv universal) added to every slice, scaled to L-inf eps",
+        {"delta": None}, "core.attacks.universal:run_universal", uses_target=False,
+    ),
+)
+METHODS = {method.name: method for method in METHOD_LIST}
+METHOD_NAMES = tuple(METHODS)
+BEST_ITERATE_METHODS = tuple(method.name for method in METHOD_LIST if "best_iterate" in method.parameters)
+
+
+def check_eps(eps: float) -> float:
+    try:
+        eps = float(eps)
+    except (TypeError, ValueError):
+        raise OptionError(f"eps {eps!r} is not a number") from None
+    if not math.isfinite(eps) or not 0.0 <= eps <= 1.0:
+        raise OptionError(f"eps must be in [0, 1] (pixel scale), got {eps:g}")
+    return eps
+
+
+def clamp_eps(value: float) -> float:
+    """Epsilon kept in [0, 1] and rounded to 1e-6, so repeated steps do not drift (0.1 + 0.001 ...)."""
+    return round(min(1.0, max(0.0, float(value))), 6)
+
+
+def parse_radii(radii) -> tuple[float, ...]:
+    """APGD's radius schedule as multiples of eps (a comma list or a sequence): each at least 1, at most 3
+    stages, the last exactly 1 (the result lies in the eps ball)."""
+    if isinstance(radii, str):
+        radii = [part.strip() for part in radii.split(",") if part.strip()]
+    try:
+        values = tuple(float(r) for r in radii)
+    except (TypeError, ValueError):
+        raise OptionError(f"radii {radii!r} must be numbers (multiples of eps), e.g. 2,1.5,1") from None
+    if not values or len(values) > 3 or values[-1] != 1.0 or not all(math.isfinite(r) and r >= 1.0 for r in values):
+        raise OptionError(f"radii {','.join(f'{r:g}' for r in values) or '(none)'} must be 1 to 3 multiples of eps, "
+                          "each at least 1 and the last 1, e.g. 2,1.5,1")
+    return values
+
+
+def parse_organs(organs) -> tuple[str, ...]:
+    """Organ names (a comma list or a sequence) -> the chosen organs in ``ORGANS`` order."""
+    if isinstance(organs, str):
+        organs = [part.strip() for part in organs.split(",") if part.strip()]
+    chosen = {check_choice(str(organ).strip().lower(), ORGANS, "organ") for organ in organs}
+    return tuple(organ for organ in ORGANS if organ in chosen)
+
+
+@dataclass(frozen=True)
+class AttackConfig:
+    """One attack and how it is scored.
+
+    ``mode`` is FGSM's formula (textbook or the paper's); ``steps`` / ``step_size`` apply to the iterative
+    methods (step_size None: 2.5 eps / steps; APGD has its own schedule); ``seed`` seeds the random starts
+    (per slice: see ``core.attacks.iterative.random_start_point``); ``best_iterate`` returns, per slice, the iterate with
+    the lowest mean DSC instead of the last one (None: the method's default, on for APGD and the ensemble);
+    ``radii`` is APGD's radius schedule in multiples of eps (SEA: 2, 1.5, 1); ``organs`` are the organs
+    ``erase`` removes; ``precision`` is the forward pass's autocast (fp32 is the reference).
+    ``delta`` is the file of the universal method's saved perturbation (``core.attacks.universal``; read by its
+    runner, so every front end can run it). ``empty`` is the DSC of an organ absent from truth and prediction, ``score`` the slices a summary
+    averages over, ``hausdorff`` adds the 95th-percentile Hausdorff distance.
+    """
+
+    method: str = "fgsm"
+    loss: str = "bce"
+    eps: float = 0.009
+    mode: str = "textbook"
+    target: str = "gt"
+    steps: int = 10
+    step_size: float | None = None
+    seed: int = 0
+    organs: tuple[str, ...] = ()
+    best_iterate: bool | None = None
+    radii: tuple[float, ...] = (1.0,)
+    delta: str | None = None
+    precision: str = "fp32"
+    empty: str = "one"
+    score: str = "nonempty"
+    hausdorff: bool = False
+
+    def __post_init__(self):
+        check_choice(self.method, METHOD_NAMES, "attack method")
+        check_choice(self.loss, LOSS_NAMES, "loss")
+        object.__setattr__(self, "eps", check_eps(self.eps))
+        check_choice(self.mode, MODES, "FGSM mode")
+        if self.mode == "paper" and self.method != "fgsm":
+            raise OptionError(f"mode 'paper' is the paper's FGSM formula; it does not apply to {self.method}")
+        check_choice(self.target, TARGETS, "attack target")
+        if isinstance(self.steps, bool) or int(self.steps) != self.steps or self.steps < 1:
+            raise OptionError(f"steps must be a whole number of at least 1, got {self.steps}")
+        object.__setattr__(self, "steps", int(self.steps))
+        if self.step_size is not None:
+            if not (math.isfinite(float(self.step_size)) and float(self.step_size) >= 0):
+                raise OptionError(f"step size must be a non-negative number, got {self.step_size}")
+            object.__setattr__(self, "step_size", float(self.step_size))
+        object.__setattr__(self, "seed", int(self.seed))
+        organs = parse_organs(self.organs)
+        if self.method == "erase" and not organs:
+            raise OptionError("the erase attack needs at least one organ; choose from " + ", ".join(ORGANS))
+        object.__setattr__(self, "organs", organs)
+        parameters = self.entry.parameters
+        if self.best_iterate is None:
+            object.__setattr__(self, "best_iterate", bool(parameters.get("best_iterate", False)))
+        elif not isinstance(self.best_iterate, bool):
+            raise OptionError(f"best_iterate must be true or false, got {self.best_iterate!r}")
+        elif self.best_iterate and "best_iterate" not in parameters:
+            raise OptionError(f"the best iterate applies to the iterative methods ({', '.join(BEST_ITERATE_METHODS)}), "
+                              f"not to {self.method}")
+        radii = parse_radii(self.radii)
+        if radii != (1.0,) and "radii" not in parameters:
+            raise OptionError(f"radii apply to apgd, not to {self.method}")
+        if len(radii) > self.steps:
+            raise OptionError(f"{len(radii)} radii need at least {len(radii)} steps, got {self.steps}")
+        stages = max(len(member.radii) for member in ENSEMBLE)
+        if self.method == "ensemble" and self.steps < stages:
+            raise OptionError(f"the ensemble's radius stages need at least {stages} steps per member, got {self.steps}")
+        object.__setattr__(self, "radii", radii)
+        if self.delta is not None:
+            object.__setattr__(self, "delta", str(self.delta))
+        check_choice(self.precision, PRECISIONS, "precision")
+        check_choice(self.empty, EMPTY_POLICIES, "empty-organ policy")
+        check_choice(self.score, SCORE_SLICES, "slice selection")
+
+    @classmethod
+    def for_method(cls, method: str, **values) -> AttackConfig:
+        """A config for ``method`` with its registry defaults, overridden by ``values``."""
+        entry = METHODS[check_choice(method, METHOD_NAMES, "attack method")]
+        return cls(method=method, **{**entry.parameters, **values})
+
+    @property
+    def entry(self) -> AttackMethod:
+        return METHODS[self.method]
+
+    def replace(self, **changes) -> AttackConfig:
+        """A copy with ``changes``. When the method changes, what only the old method read goes back to
+        its default, what only the new one reads takes the new method's default, and what both read
+        keeps its value unless it was the old method's default, which becomes the new one's (the paper's
+        FGSM mode does not follow the user to PGD; erase starts with an organ to erase; PGD's 10 steps
+        become APGD's 100, a chosen 50 stays 50)."""
+        method = changes.get("method", self.method)
+        if method != self.method:
+            old, new = self.entry.parameters, METHODS[check_choice(method, METHOD_NAMES, "attack method")].parameters
+            defaults = {f.name: f.default for f in fields(AttackConfig)}
+            for name in old.keys() - new.keys():
+                changes.setdefault(name, defaults[name])
+            for name in new.keys() - old.keys():
+                changes.setdefault(name, new[name])
+            for name in old.keys() & new.keys():
+                if getattr(self, name) == old[name]:
+                    changes.setdefault(name, new[name])
+        return replace(self, **changes)
+
+    def ensemble_members(self) -> list[AttackConfig]:
+        """The ensemble's APGD runs as configs of their own (same eps, steps, seed, target and scoring):
+        each can be run alone and gives, per slice, what it contributed to the ensemble."""
+        if self.method != "ensemble":
+            raise OptionError(f"{self.method} is not the ensemble")
+        shared = {name: getattr(self, name) for name in ("eps", "target", "steps", "seed", "best_iterate", "precision",
+                                                         "empty", "score", "hausdorff")}
+        return [AttackConfig(method="apgd", loss=member.loss, radii=member.radii, **shared) for member in ENSEMBLE]
+
+    def with_eps(self, eps: float) -> AttackConfig:
+        """A copy at ``clamp_eps(eps)``: what stepping eps from the keyboard asks for."""
+        return replace(self, eps=clamp_eps(eps))
+
+    @property
+    def method_label(self) -> str:
+        """``FGSM (textbook)``, ``PGD (10 steps)``, ``Erase stomach (10 steps)``: the one place a method is named."""
+        entry = self.entry
+        if self.method == "fgsm":
+            return f"FGSM ({self.mode})"
+        if self.method == "erase":
+            return f"Erase {'+'.join(self.organs)} ({self.steps} steps)"
+        if self.method == "ensemble":
+            return f"Ensemble ({len(ENSEMBLE)} x APGD-{self.steps})"
+        if self.method == "universal":
+            return f"Universal ({PurePath(self.delta).stem if self.delta else 'no delta'})"
+        details = [f"{self.steps} steps"]
+        if self.radii != (1.0,):
+            details.append("radii " + "/".join(f"{r:g}" for r in self.radii) + " eps")
+        if self.best_iterate != entry.parameters.get("best_iterate", False):
+            details.append("best iterate" if self.best_iterate else "last iterate")
+        return f"{entry.title} ({', '.join(details)})"
+
+    @property
+    def objective_label(self) -> str:
+        """What the attack optimises: ``bce loss, target gt`` (erase has its own objective)."""
+        if self.method == "universal":
+            return "saved universal perturbation"
+        if not self.entry.uses_target:
+            return "organ logits to 0"
+        if "loss" not in self.entry.parameters:
+            return f"worst of {', '.join(dict.fromkeys(member.loss for member in ENSEMBLE))}, target {self.target}"
+        return f"{self.loss} loss, target {self.target}"
+
+    @property
+    def label(self) -> str:
+        return f"eps {self.eps:.3f} · {self.method_label} · {self.objective_label}"
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["organs"] = list(self.organs)
+        data["radii"] = list(self.radii)
+        data["method_label"] = self.method_label
+        return data

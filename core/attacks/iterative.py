@@ -1,0 +1,246 @@
+"""Iterative attacks (textbook formulation): BIM, PGD and the targeted "erase organs" attack, their
+registry runners, and the best iterate (``BestIterate``): per slice the point whose prediction has the
+lowest mean DSC against the scoring reference, from the forward passes the attack makes anyway.
+
+Random starts are drawn per slice from a seed derived from the slice id (``random_start_point``), so a
+slice starts from the same point whatever batch, process or device it is attacked in.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from core.attacks.batch import broadcast_per_image, check_batch_shape
+from core.attacks.config import AttackConfig, check_eps
+from core.attacks.control import StepCallback, StopCheck, check_stop
+from core.attacks.gradients import loss_and_gradient
+from core.attacks.runner import AttackContext, AttackOutput, clean_prediction, scoring_reference
+from core.errors import OptionError, check_choice
+from core.losses import check_loss, per_image_loss
+from core.models.inference import eval_mode, reference_math
+from core.organs import ORGANS
+
+
+def default_step_size(eps: float, steps: int) -> float:
+    """2.5 eps / steps (Madry et al.): enough to reach the ball's surface and move along it."""
+    return 2.5 * eps / steps
+
+
+class BestIterate:
+    """Per slice, the iterate whose prediction has the lowest mean DSC against ``reference`` (ties: the
+    higher loss), with that prediction and DSC. Fed by the attack's own forward passes, so it costs no
+    extra pass; the last iterate is among the candidates, so the result is never worse than it.
+    ``empty`` is the scoring's empty-organ policy; a slice whose every organ is skipped (NaN) counts as
+    the worst score for the attacker."""
+
+    def __init__(self, reference: torch.Tensor, empty: str = "one"):
+        self.reference = reference.detach().bool()
+        self.empty = empty
+        self.adversarial: torch.Tensor | None = None
+        self.prediction: torch.Tensor | None = None
+        self.dsc: torch.Tensor | None = None
+        self.loss: torch.Tensor | None = None
+
+    def update(self, x: torch.Tensor, logits: torch.Tensor, loss: torch.Tensor) -> None:
+        from core.metrics import mean_dice_on_device
+
+        prediction = logits.detach() > 0
+        dsc = mean_dice_on_device(prediction, self.reference, self.empty)
+        dsc = torch.where(torch.isnan(dsc), torch.inf, dsc)
+        loss = loss.detach().double()
+        if self.dsc is None:
+            self.adversarial, self.prediction, self.dsc, self.loss = x.detach().clone(), prediction, dsc, loss
+            return
+        better = (dsc < self.dsc) | ((dsc == self.dsc) & (loss > self.loss))
+        self.adversarial = torch.where(broadcast_per_image(better, x), x.detach(), self.adversarial)
+        self.prediction = torch.where(broadcast_per_image(better, prediction), prediction, self.prediction)
+        self.dsc, self.loss = torch.where(better, dsc, self.dsc), torch.where(better, loss, self.loss)
+
+
+def _iterate(model, image, start, eps, steps, step_size, objective, direction, should_stop,
+             precision="fp32", on_step=None, tracker: BestIterate | None = None):
+    """Signed-gradient steps on ``objective(logits, step) -> (N,)``, projected to the eps ball and [0, 1].
+    With a ``tracker`` every iterate, the last included (one more forward pass), is offered to it."""
+    eps = check_eps(eps)
+    if isinstance(steps, bool) or int(steps) != steps or steps < 1:
+        raise OptionError(f"steps must be a whole number of at least 1, got {steps}")
+    alpha = default_step_size(eps, steps) if step_size is None else float(step_size)
+    if not np.isfinite(alpha) or alpha < 0:
+        raise OptionError(f"step size must be a non-negative number, got {step_size}")
+    clean = image.detach()
+    lower, upper = (clean - eps).clamp(min=0.0), (clean + eps).clamp(max=1.0)
+    adversarial = start.detach()
+    with eval_mode(model), reference_math(image.device, precision):
+        for step in range(steps):
+            check_stop(should_stop)
+            values, grad, logits = loss_and_gradient(model, adversarial, objective, step + 1, precision)
+            if tracker is not None:
+                tracker.update(adversarial, logits, values)
+            if on_step is not None:
+                on_step(step, steps, adversarial, logits, values)
+            adversarial = torch.minimum(torch.maximum(adversarial + direction * alpha * grad.sign(), lower), upper)
+        if tracker is not None:
+            values, _, logits = loss_and_gradient(model, adversarial, objective, steps + 1, precision, need_grad=False)
+            tracker.update(adversarial, logits, values)
+    return adversarial.detach()
+
+
+def bim(
+    model: torch.nn.Module,
+    image: torch.Tensor,
+    target: torch.Tensor,
+    eps: float,
+    *,
+    steps: int = 10,
+    step_size: float | None = None,
+    loss: str = "bce",
+    precision: str = "fp32",
+    should_stop: StopCheck | None = None,
+    on_step: StepCallback | None = None,
+) -> torch.Tensor:
+    """Basic iterative method / I-FGSM (Kurakin et al.): ``steps`` FGSM steps of ``step_size`` (default
+    2.5 eps / steps) from the clean image, each projected to the L-inf eps ball and to [0, 1]: PGD
+    without the random start."""
+    return pgd(
+        model, image, target, eps, steps=steps, step_size=step_size, loss=loss, random_start=False,
+        precision=precision, should_stop=should_stop, on_step=on_step,
+    )
+
+
+def pgd(
+    model: torch.nn.Module,
+    image: torch.Tensor,
+    target: torch.Tensor,
+    eps: float,
+    *,
+    steps: int = 10,
+    step_size: float | None = None,
+    loss: str = "bce",
+    random_start: bool = True,
+    generator: torch.Generator | None = None,
+    precision: str = "fp32",
+    should_stop: StopCheck | None = None,
+    on_step: StepCallback | None = None,
+) -> torch.Tensor:
+    """Projected gradient descent (Madry et al.): BIM from a uniformly random start in the eps ball
+    (clipped to [0, 1]): one draw from ``generator`` for the batch, or without one the per-position
+    seeds of ``random_start_point`` (seed 0)."""
+    check_batch_shape(image, target)
+    check_loss(loss)
+    eps = check_eps(eps)
+    start = random_start_point(image, eps, generator=generator) if random_start else image.detach().clone()
+    return _pgd_from(model, image, target, start, eps, steps, step_size, loss, precision, should_stop, on_step)
+
+
+def _pgd_from(model, image, target, start, eps, steps, step_size, loss, precision, should_stop, on_step,
+              tracker: BestIterate | None = None) -> torch.Tensor:
+    target = target.detach()
+    return _iterate(
+        model, image, start, eps, steps, step_size,
+        lambda logits, step: per_image_loss(loss, logits, target, schedule=(step, steps)), +1.0, should_stop,
+        precision, on_step, tracker,
+    )
+
+
+def slice_seed(seed: int, slice_id: str) -> int:
+    """A 63-bit seed for one slice's random start, from the run's seed and the slice id."""
+    digest = hashlib.blake2b(f"{int(seed)}:{slice_id}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1
+
+
+def random_start_point(image: torch.Tensor, eps: float, *, seed: int = 0, ids: Sequence[str] | None = None,
+                 generator: torch.Generator | None = None) -> torch.Tensor:
+    """``image`` plus uniform noise in [-eps, eps], clipped to [0, 1].
+
+    With ``generator``, one draw for the whole batch. Otherwise each slice draws its own noise on the
+    CPU from ``slice_seed(seed, id)`` (ids default to the batch positions), so a slice starts from the
+    same point in any batch, on any rank and any device."""
+    image = image.detach()
+    if generator is not None:
+        noise = torch.rand(image.shape, generator=generator, device=generator.device, dtype=image.dtype)
+    else:
+        ids = [str(i) for i in range(image.shape[0])] if ids is None else list(ids)
+        if len(ids) != image.shape[0]:
+            raise ValueError(f"{len(ids)} slice ids for a batch of {image.shape[0]}")
+        noise = torch.stack([
+            torch.rand(image.shape[1:], generator=torch.Generator().manual_seed(slice_seed(seed, i)), dtype=image.dtype)
+            for i in ids
+        ])
+    return (image + (2 * noise.to(image.device) - 1) * eps).clamp(0.0, 1.0)
+
+
+def organ_indices(organs: Sequence[str | int] | str | int) -> list[int]:
+    """Organ names (``core.organs.ORGANS``) or channel indices -> sorted unique channel indices."""
+    if isinstance(organs, (str, int)):
+        organs = [organs]
+    indices = set()
+    for organ in organs:
+        if isinstance(organ, str):
+            indices.add(ORGANS.index(check_choice(organ, ORGANS, "organ")))
+        elif 0 <= int(organ) < len(ORGANS):
+            indices.add(int(organ))
+        else:
+            raise OptionError(f"organ index {organ} out of range 0..{len(ORGANS) - 1}")
+    if not indices:
+        raise OptionError("choose at least one organ to erase")
+    return sorted(indices)
+
+
+def erase_organs(
+    model: torch.nn.Module,
+    image: torch.Tensor,
+    organs: Sequence[str | int] | str | int,
+    eps: float,
+    *,
+    steps: int = 10,
+    step_size: float | None = None,
+    precision: str = "fp32",
+    should_stop: StopCheck | None = None,
+    on_step: StepCallback | None = None,
+) -> torch.Tensor:
+    """Targeted attack: descend BCE(logits of ``organs``, 0) so those organs vanish from the prediction,
+    leaving the other organs' logits out of the objective. Projected like ``bim``."""
+    check_batch_shape(image)
+    channels = organ_indices(organs)
+
+    def objective(logits: torch.Tensor, step: int) -> torch.Tensor:
+        chosen = logits[:, channels].float()
+        return F.binary_cross_entropy_with_logits(chosen, torch.zeros_like(chosen), reduction="none").flatten(1).mean(1)
+
+    return _iterate(model, image, image.detach().clone(), eps, steps, step_size, objective, -1.0, should_stop,
+                    precision, on_step)
+
+
+def run_iterative(model, image, target, config: AttackConfig, context: AttackContext) -> AttackOutput:
+    """BIM (from the clean image) or PGD (from a random start: ``context.generator``, else per slice from
+    ``config.seed``), with the best iterate by DSC when ``config.best_iterate``."""
+    check_batch_shape(image, target)
+    check_loss(config.loss)
+    clean_pred = clean_prediction(model, image, config, context)
+    if config.method == "pgd":
+        start = random_start_point(image, config.eps, seed=config.seed, ids=context.ids, generator=context.generator)
+    else:
+        start = image.detach().clone()
+    tracker = BestIterate(scoring_reference(clean_pred, context), config.empty) if config.best_iterate else None
+    adversarial = _pgd_from(
+        model, image, clean_pred.float() if target is None else target, start, config.eps, config.steps,
+        config.step_size, config.loss, config.precision, context.should_stop, context.on_step, tracker,
+    )
+    if tracker is not None:
+        return AttackOutput(tracker.adversarial, clean_pred, tracker.prediction)
+    return AttackOutput(adversarial, clean_pred)
+
+
+def run_erase(model, image, target, config: AttackConfig, context: AttackContext) -> AttackOutput:
+    """The targeted erasure of ``config.organs`` (its own objective: ``target`` and the loss do not apply)."""
+    clean_pred = clean_prediction(model, image, config, context)
+    adversarial = erase_organs(
+        model, image, config.organs, config.eps, steps=config.steps, step_size=config.step_size,
+        precision=config.precision, should_stop=context.should_stop, on_step=context.on_step,
+    )
+    return AttackOutput(adversarial, clean_pred)
