@@ -51,3 +51,17 @@ def model():
 
     torch.manual_seed(0)
     return build_model("small").eval()
+
+
+@pytest.fixture()
+def run(monkeypatch, tmp_path):
+    """``segadv ARGS`` invoked in-process from ``tmp_path`` (arguments as strings); returns Click's ``Result``
+    (``exit_code``, ``stdout``, ``stderr``, ``output``)."""
+    from typer.testing import CliRunner
+
+    from segadv_tui import cli
+
+    cli._register_commands()
+    monkeypatch.chdir(tmp_path)
+    runner = CliRunner()
+    return lambda *args: runner.invoke(cli.app, [str(a) for a in args])

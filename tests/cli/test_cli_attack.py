@@ -15,14 +15,12 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from typer.testing import CliRunner
 
 from core.data.gitract import GITractDataset, with_organs
 from core.evaluation.scoring import AttackConfig, evaluate
 from core.models.checkpoints import load_checkpoint, save_checkpoint
 from core.models.registry import build_model
 from core.organs import ORGANS
-from segadv_tui import cli
 from segadv_tui.render.imagery import FN_COLOUR, FP_COLOUR, TP_COLOUR
 
 IMG_SIZE = 64
@@ -49,19 +47,6 @@ def reference(checkpoint, test_slices):
     """core's own evaluation of the default attack (FGSM, BCE, eps 0.009, textbook, target gt)."""
     model, _ = load_checkpoint(checkpoint)
     return evaluate(model, test_slices, IMG_SIZE, AttackConfig())
-
-
-@pytest.fixture()
-def run(monkeypatch, tmp_path):
-    """Invoke ``segadv`` in-process from ``tmp_path``."""
-    cli._register_commands()
-    monkeypatch.chdir(tmp_path)
-    runner = CliRunner()
-
-    def invoke(*args: str):
-        return runner.invoke(cli.app, [str(a) for a in args])
-
-    return invoke
 
 
 def _common(checkpoint, tiny_demo):

@@ -19,7 +19,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
 from core.attacks.config import AttackConfig
 from core.attacks.universal import load_delta
@@ -27,7 +26,6 @@ from core.data.gitract import GITractDataset, with_organs
 from core.evaluation.luminosity import luminosity_study
 from core.evaluation.scoring import Interrupted, evaluate_sweep, table_ii
 from core.evaluation.transfer import transfer
-from segadv_tui import cli
 from segadv_tui.cli._common import TEST_HOOK_SIGINT
 
 IMG_SIZE = 64
@@ -43,15 +41,6 @@ def segadv_interrupted(tmp_path: Path, at: int, *args, processes: int = 0) -> su
                   str(Path(sys.executable).with_name("segadv"))]
     return subprocess.run([*segadv, *map(str, args)], cwd=tmp_path, env=env, capture_output=True, text=True,
                           timeout=300)
-
-
-@pytest.fixture()
-def run(monkeypatch, tmp_path):
-    """Invoke ``segadv`` in-process from ``tmp_path`` (the complete runs to compare with)."""
-    cli._register_commands()
-    monkeypatch.chdir(tmp_path)
-    runner = CliRunner()
-    return lambda *args: runner.invoke(cli.app, [str(a) for a in args])
 
 
 def read(path: Path) -> dict:

@@ -15,22 +15,11 @@ import numpy as np
 import pytest
 import torch
 from hostile import DEMO_CHECKPOINT, DEMO_DELTA, hostile_checkpoints, safetensors_parts, with_meta, write_safetensors
-from typer.testing import CliRunner
 
 from core.attacks.universal import DeltaError, UniversalDelta, load_delta, save_delta
 from core.data.gitract import DataError, GITractDataset, read_slice
 from core.data.rle import RLEError, rle_decode
 from core.models.checkpoints import CheckpointError, read_checkpoint_meta, read_safetensors_meta
-from segadv_tui import cli
-
-
-@pytest.fixture()
-def run(monkeypatch, tmp_path):
-    """``segadv`` in-process, from ``tmp_path``."""
-    cli._register_commands()
-    monkeypatch.chdir(tmp_path)
-    runner = CliRunner()
-    return lambda *args: runner.invoke(cli.app, [str(a) for a in args])
 
 
 def one_error_line(result, path) -> str:

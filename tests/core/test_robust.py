@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from typer.testing import CliRunner
 
 from core.attacks.config import ENSEMBLE, AttackConfig
 from core.data.gitract import GITractDataset, with_organs
@@ -20,7 +19,6 @@ from core.models.checkpoints import save_checkpoint
 from core.models.registry import build_model
 from core.organs import ORGANS
 from core.results import SliceResult
-from segadv_tui import cli
 
 IMG_SIZE = 48
 EPS = [0.004, 0.03]
@@ -76,14 +74,6 @@ def test_rog_and_size_tertiles_by_hand():
 def checkpoint(tmp_path_factory):
     torch.manual_seed(0)
     return save_checkpoint(tmp_path_factory.mktemp("ck") / "tiny_small.safetensors", build_model("small"), img_size=IMG_SIZE)
-
-
-@pytest.fixture()
-def run(monkeypatch, tmp_path):
-    cli._register_commands()
-    monkeypatch.chdir(tmp_path)
-    runner = CliRunner()
-    return lambda *args: runner.invoke(cli.app, [str(a) for a in args])
 
 
 def test_robust_command_writes_core_numbers_to_json_csv_png(run, checkpoint, tiny_demo):

@@ -9,9 +9,6 @@ import json
 import shutil
 
 import pytest
-from typer.testing import CliRunner
-
-from segadv_tui import cli
 
 
 @pytest.fixture(scope="module")
@@ -26,14 +23,6 @@ def bad_rle(tiny_demo, tmp_path_factory):
     with (root / "train.csv").open("w", newline="") as file:
         csv.writer(file).writerows(rows)
     return root, broken[0], broken[1]
-
-
-@pytest.fixture()
-def run(monkeypatch, tmp_path):
-    cli._register_commands()
-    monkeypatch.chdir(tmp_path)
-    runner = CliRunner()
-    return lambda *args: runner.invoke(cli.app, [str(a) for a in args])
 
 
 def test_a_malformed_rle_is_listed_in_the_json_and_counted_in_the_last_line(run, bad_rle, tmp_path):

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from typer.testing import CliRunner
 
 from core.attacks.config import AttackConfig
 from core.data.gitract import GITractDataset, with_organs
@@ -18,7 +17,6 @@ from core.evaluation.scoring import evaluate
 from core.evaluation.transfer import LogitEnsemble, transfer, transfer_sources
 from core.models.checkpoints import save_checkpoint
 from core.models.registry import build_model
-from segadv_tui import cli
 
 IMG_SIZE = 64
 LIMIT = 3
@@ -139,14 +137,6 @@ def test_one_model_is_an_option_error(models, records):
 def checkpoints(models, tmp_path_factory):
     folder = tmp_path_factory.mktemp("transfer-ck")
     return [save_checkpoint(folder / f"{name}.safetensors", model, img_size=IMG_SIZE) for name, model in models[:2]]
-
-
-@pytest.fixture()
-def run(monkeypatch, tmp_path):
-    cli._register_commands()
-    monkeypatch.chdir(tmp_path)
-    runner = CliRunner()
-    return lambda *args: runner.invoke(cli.app, [str(a) for a in args], env={"COLUMNS": "200"})
 
 
 def test_cli_writes_the_matrix_and_its_diagonal_is_segadv_attack(run, checkpoints, tiny_demo):

@@ -9,7 +9,6 @@ import json
 import numpy as np
 import pytest
 import torch
-from typer.testing import CliRunner
 
 from core.attacks.config import AttackConfig
 from core.attacks.universal import (
@@ -26,7 +25,6 @@ from core.errors import SegadvError
 from core.evaluation.scoring import batches, evaluate
 from core.models.checkpoints import load_checkpoint, save_checkpoint
 from core.models.registry import build_model
-from segadv_tui import cli
 
 IMG_SIZE = 64
 
@@ -96,14 +94,6 @@ def test_erasing_the_stomach_shrinks_it_more_than_the_other_organs_on_held_out_s
     stomach = report.area_ratio("stomach")
     others = [report.area_ratio(organ) for organ in ("large_bowel", "small_bowel")]
     assert stomach < 1 and all(stomach < ratio for ratio in others if ratio is not None), report.to_dict()
-
-
-@pytest.fixture()
-def run(monkeypatch, tmp_path):
-    cli._register_commands()
-    monkeypatch.chdir(tmp_path)
-    runner = CliRunner()
-    return lambda *args: runner.invoke(cli.app, [str(a) for a in args], env={"COLUMNS": "200"})
 
 
 @pytest.fixture(scope="module")
