@@ -3,7 +3,6 @@
 core.attacks, core.losses and core.metrics re-export these; they validate against them.
 """
 
-METHODS = ("fgsm", "bim", "pgd")
 MODES = ("textbook", "paper")
 TARGETS = ("gt", "pred")
 # The paper's losses (its notebook and Table II), then the segmentation attack losses of the robustness

@@ -39,7 +39,6 @@ from core.errors import OptionError, SegadvError
 from core.evaluation.scoring import (
     Interrupted,
     Partial,
-    Progress,
     Summary,
     batches,
     finished_batches,
@@ -51,6 +50,7 @@ from core.models.checkpoints import UNIVERSAL_FORMAT as FORMAT
 from core.models.checkpoints import CheckpointError, check_universal_meta, read_safetensors
 from core.models.inference import eval_mode, predict
 from core.organs import ORGANS
+from core.progress import Progress
 
 
 class DeltaError(SegadvError, ValueError):

@@ -11,7 +11,6 @@ import os
 import shutil
 import uuid
 import zlib
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from core.errors import OptionError
 from core.files import atomic_write, write_csv
 from core.organs import ORGANS
 from core.paths import cache_dir
+from core.progress import Progress
 
 SIZES = ("tiny", "default")
 # (width, height) of the real scans; a 360 x 310 image has 310 rows of 360 columns.
@@ -35,7 +35,6 @@ _AVOID_CASES = (7, 81)
 # keeps using (or training on) a demo made by an older generator.
 DEMO_VERSION = 2
 
-Progress = Callable[[int, int], None]
 
 
 @dataclass(frozen=True)

@@ -20,8 +20,9 @@ from scipy.stats import rankdata
 from core.attacks.config import AttackConfig
 from core.data.gitract import read_raw_slice, resize_image
 from core.errors import OptionError, check_choice
-from core.evaluation.scoring import Interrupted, Progress, Summary, evaluate
+from core.evaluation.scoring import Interrupted, Summary, evaluate
 from core.files import json_number
+from core.progress import Progress
 
 BOOTSTRAP_UNITS = ("slice", "scan", "case")
 FEATURES = {

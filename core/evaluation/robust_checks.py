@@ -29,7 +29,8 @@ import torch
 
 from core.attacks.config import AttackConfig, check_eps
 from core.attacks.control import StopCheck, check_stop
-from core.evaluation.scoring import Progress, evaluate, evaluate_sweep, summarise
+from core.evaluation.scoring import evaluate, evaluate_sweep, summarise
+from core.progress import Progress
 from core.results import SliceResult
 
 TOLERANCE = 0.01

@@ -30,8 +30,9 @@ from core.attacks.control import StopCheck, check_stop
 from core.attacks.gradient_cache import GradientCache
 from core.attacks.runner import AttackContext
 from core.errors import OptionError
-from core.evaluation.scoring import Interrupted, Partial, Progress, Summary, attack_slice, finished_batches, summarise
+from core.evaluation.scoring import Interrupted, Partial, Summary, attack_slice, finished_batches, summarise
 from core.organs import ORGANS
+from core.progress import Progress
 from core.results import SliceResult, json_number, nanmean
 
 TERTILES = ("small", "medium", "large")

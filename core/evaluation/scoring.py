@@ -41,9 +41,8 @@ from core.losses import check_loss
 from core.metrics import dice_per_organ, hausdorff_per_organ
 from core.models.registry import count_parameters
 from core.organs import ORGANS
+from core.progress import Progress
 from core.results import SlicePictures, SliceResult, attack_success, json_number, mean_dsc, nanmean, organ_dict
-
-Progress = Callable[[int, int], None]
 
 
 @dataclass(frozen=True)

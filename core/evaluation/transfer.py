@@ -29,7 +29,6 @@ from core.errors import OptionError
 from core.evaluation.scoring import (
     Interrupted,
     Partial,
-    Progress,
     Summary,
     finished_batches,
     score_slices,
@@ -37,6 +36,7 @@ from core.evaluation.scoring import (
     summarise,
 )
 from core.models.inference import predict
+from core.progress import Progress
 from core.results import SliceResult
 
 

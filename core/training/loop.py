@@ -204,13 +204,13 @@ class TrainResult:
     history: list[dict] = field(default_factory=list)
 
 
-Progress = Callable[[object], None]
+TrainingEvents = Callable[[object], None]  # each event of the run (TrainStarted, StepDone, ...)
 
 
 # --- the run --------------------------------------------------------------------------------------
 
 
-def train(config: TrainConfig, progress: Progress | None = None) -> TrainResult:
+def train(config: TrainConfig, progress: TrainingEvents | None = None) -> TrainResult:
     """Train ``config.model`` and keep the best checkpoint by validation mean DSC; see the module doc."""
     _check_config(config)
     if config.encoder_weights == "imagenet":  # before reading any data: fail at once when offline
@@ -356,7 +356,7 @@ def make_augmentation() -> nn.Module:
 
 
 class _Run:
-    def __init__(self, config: TrainConfig, device: torch.device, dist_env: _DistributedEnv, progress: Progress | None):
+    def __init__(self, config: TrainConfig, device: torch.device, dist_env: _DistributedEnv, progress: TrainingEvents | None):
         self.config = config
         self.device = device
         self.dist = dist_env
@@ -754,7 +754,7 @@ class _InterruptGate:
     resume goes on bit for bit; a second one raises at once (``forced``: nothing is saved). Under DDP, or
     off the main thread where no handler can be set, SIGINT raises where it lands, as Python's default."""
 
-    def __init__(self, progress: Progress, *, active: bool):
+    def __init__(self, progress: TrainingEvents, *, active: bool):
         self.progress = progress
         self.requested = False
         self.forced = False
