@@ -65,3 +65,23 @@ def run(monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
     runner = CliRunner()
     return lambda *args: runner.invoke(cli.app, [str(a) for a in args])
+
+
+@pytest.fixture(scope="session")
+def registry_models():
+    """Each registry model built once per session (seed 0; the big encoders take seconds each). Shared:
+    a test that changes a model works on ``copy.deepcopy`` of it. Modules that use it mark themselves
+    ``pytest.mark.xdist_group("registry_models")`` so one xdist worker builds them."""
+    import torch
+
+    from core.models.registry import build_model
+
+    cache = {}
+
+    def get(name):
+        if name not in cache:
+            torch.manual_seed(0)
+            cache[name] = build_model(name)
+        return cache[name]
+
+    return get

@@ -109,6 +109,7 @@ def test_ctrl_c_while_crafting_a_universal_delta_saves_the_delta_of_the_steps_ma
     assert report["status"] == "partial" and report["delta"] == "d.partial.safetensors" and "summary" not in report
 
 
+@pytest.mark.slow
 def test_ctrl_c_under_torchrun_writes_the_slices_every_rank_finished_from_rank_0(tiny_demo, tmp_path):
     done = segadv_interrupted(tmp_path, 2, "attack", "--data", tiny_demo, "--limit", 4, "--batch-size", 1,
                               "--device", "cpu", "--json", "a.json", processes=2)

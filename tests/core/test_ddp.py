@@ -9,6 +9,7 @@ resume state. ResNeXt-101 (24 s) is left out of the torchrun runs: its encoder u
 
 from __future__ import annotations
 
+import copy
 import os
 import subprocess
 import sys
@@ -38,10 +39,10 @@ def torchrun(processes: int, *args: str, cwd: Path) -> subprocess.CompletedProce
     return subprocess.run(command, env=env, cwd=cwd, capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.xdist_group("registry_models")
 @pytest.mark.parametrize("name", list(REGISTRY))
-def test_only_the_parameters_the_forward_never_uses_are_frozen(name):
-    torch.manual_seed(0)
-    model = build_model(name)
+def test_only_the_parameters_the_forward_never_uses_are_frozen(registry_models, name):
+    model = copy.deepcopy(registry_models(name)).train()  # freezing changes it: the shared one stays as built
     keys = list(model.state_dict())
     frozen = freeze_unused_parameters(model)
     assert frozen == (EFFICIENTNET_UNUSED if REGISTRY[name].encoder.startswith("efficientnet") else [])
@@ -51,16 +52,18 @@ def test_only_the_parameters_the_forward_never_uses_are_frozen(name):
     assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
 
 
-def test_weights_of_an_unfrozen_model_load_into_a_frozen_one_and_back():
+@pytest.mark.xdist_group("registry_models")
+def test_weights_of_an_unfrozen_model_load_into_a_frozen_one_and_back(registry_models):
     # Frozen parameters stay in the state dict: checkpoints written before and after load both ways.
-    torch.manual_seed(0)
-    unfrozen, frozen = build_model("effb7"), build_model("effb7")
+    torch.manual_seed(1)
+    unfrozen, frozen = build_model("effb7"), copy.deepcopy(registry_models("effb7"))  # different weights
     freeze_unused_parameters(frozen)
     frozen.load_state_dict(unfrozen.state_dict(), strict=True)
     unfrozen.load_state_dict(frozen.state_dict(), strict=True)
     assert torch.equal(frozen.net.encoder._conv_head.weight, unfrozen.net.encoder._conv_head.weight)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", TORCHRUN_MODELS)
 def test_every_model_trains_two_steps_under_torchrun_without_unused_parameters(tiny_demo, tmp_path, name):
     out = tmp_path / f"{name}.safetensors"
@@ -78,6 +81,7 @@ def test_every_model_trains_two_steps_under_torchrun_without_unused_parameters(t
     assert state["scheduler"]["last_epoch"] == 2
 
 
+@pytest.mark.slow
 def test_a_two_process_gloo_run_resumes_a_state_and_only_rank_0_reports_and_saves(tiny_demo, tmp_path):
     out = tmp_path / "ddp.safetensors"
     train(TrainConfig(
@@ -103,6 +107,7 @@ def test_a_two_process_gloo_run_resumes_a_state_and_only_rank_0_reports_and_save
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ddp.resume.pt", "ddp.safetensors"]
 
 
+@pytest.mark.slow
 def test_adversarial_training_runs_under_torchrun_and_rank_0_alone_checks_and_records_the_defence(tiny_demo, tmp_path):
     out = tmp_path / "at.safetensors"
     done = torchrun(

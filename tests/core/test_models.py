@@ -11,19 +11,8 @@ from core.models.registry import REGISTRY, UnknownModelError, build_model, count
 # Table II of the paper, in millions of parameters (3 input channels, 3 classes).
 TABLE_II_PARAMS = {"vgg": 18.44, "resnext": 95.76, "effb7": 67.10, "effb7pp": 68.16}
 
-
-@pytest.fixture(scope="session")
-def registry_models():
-    """Each registry model built once per session (the big encoders take seconds each)."""
-    cache = {}
-
-    def get(name):
-        if name not in cache:
-            torch.manual_seed(0)
-            cache[name] = build_model(name)
-        return cache[name]
-
-    return get
+# The registry models are built once per process (tests/conftest.py): keep their users on one xdist worker.
+pytestmark = pytest.mark.xdist_group("registry_models")
 
 
 def test_the_small_model_trains_forward_and_backward_to_its_weights(registry_models):

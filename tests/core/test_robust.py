@@ -136,6 +136,7 @@ def test_shards_are_whole_batches_of_the_one_process_run():
     assert shard(records, 3, Ranks()) == (records, records)
 
 
+@pytest.mark.slow
 def test_robust_under_torchrun_with_two_processes_equals_one_process(run, checkpoint, tiny_demo, tmp_path):
     import os
     import subprocess

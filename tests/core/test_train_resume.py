@@ -21,6 +21,8 @@ from safetensors import safe_open
 from core.models.checkpoints import load_training_state, resume_path_for
 from core.training.loop import Step, TrainConfig, TrainingInterrupted, train
 
+pytestmark = pytest.mark.slow  # starts processes of its own (see pyproject's markers)
+
 SEGADV = Path(sys.executable).with_name("segadv")
 # 24 training slices of the tiny demo in batches of 8: 3 steps per epoch; the default 2 loader workers.
 ARGS = ["--model", "small", "--encoder-weights", "none", "--img-size", "32", "--batch-size", "8", "--epochs", "2"]

@@ -38,6 +38,8 @@ from segadv_tui.launch import command
 from segadv_tui.render.imagery import ORGAN_COLOURS
 from segadv_tui.serve import QUIT_S, instructions
 
+pytestmark = pytest.mark.slow  # starts processes of its own (see pyproject's markers)
+
 DEADLINE_S = 180
 HEARTBEAT_S = 2.0  # the tests' --serve-heartbeat: a frozen browser is dropped 3 s after its last answer
 LEGEND_PIXELS = 1000  # the legend's three organ squares cover a few hundred pixels of a 1600 x 1000 page
