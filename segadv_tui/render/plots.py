@@ -21,6 +21,7 @@ from segadv_tui.render.figures import (
     font,
     nice_ticks,
 )
+from segadv_tui.render.tables import number
 
 # Diverging scale: blue below 0 (the attack helped the model), white at 0, red towards 1.
 _LOW, _MID, _HIGH = np.array((33, 102, 172)), np.array((255, 255, 255)), np.array((178, 24, 43))
@@ -97,13 +98,12 @@ def heatmap(
             draw.rectangle(box, fill=fill, outline=GRID)
             ink = _ink_on(fill)
             centre_x = (box[0] + box[2]) / 2
-            main = "n/a" if not math.isfinite(value) else f"{value:.{digits}f}"
+            main = number(value, digits)
             if second_line is None:
                 draw.text((centre_x, (box[1] + box[3]) / 2), main, fill=ink, font=cell_font, anchor="mm")
             else:
                 draw.text((centre_x, box[1] + 20), main, fill=ink, font=cell_font, anchor="mm")
-                extra = second_line[row, column]
-                extra = "n/a" if extra is None or not math.isfinite(extra) else f"{extra:.{digits}f}"
+                extra = number(second_line[row, column], digits)
                 draw.text((centre_x, box[1] + 42), f"{second_prefix}{extra}", fill=ink, font=small_font, anchor="mm")
             if marked is not None and marked[row, column]:
                 draw.rectangle((box[0] + 2, box[1] + 2, box[2] - 2, box[3] - 2), outline=INK, width=3)
