@@ -57,15 +57,11 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -
     ``WriteError`` naming ``path``; any other exception from ``write`` passes through. Either way no
     temporary file is left behind and an existing ``path`` is untouched.
     """
-    if os.fspath(path) == STDOUT:
-        return _write_straight(path, write)
-    path = Path(path).expanduser()
-    kind = _kind(path)
-    if kind in _STREAMS:
-        return _write_straight(path, write)
-    if kind not in (None, "file"):
-        raise _cannot_write(path, f"it is {kind}, not a file")
-    path = _final_target(path)
+    route, path = _route(path)
+    if route == "stdout":
+        return _write_to_stdout(write)
+    if route == "stream":
+        return _write_into_stream(path, write)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         temp, stream = _create_temporary(path)
@@ -90,17 +86,15 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -
 def check_writable(path: str | os.PathLike) -> None:
     """Raise a ``WriteError`` naming ``path`` if ``atomic_write(path, ...)`` could not write it: a folder, a
     socket or a block device, or a file whose folder cannot be made or written. Creates nothing."""
-    if os.fspath(path) == STDOUT:
+    route, target = _route(path)
+    if route == "stdout":
         return
     path = Path(path).expanduser()
-    kind = _kind(path)
-    if kind in _STREAMS:
-        if not os.access(path, os.W_OK):
+    if route == "stream":
+        if not os.access(target, os.W_OK):
             raise _cannot_write(path, "permission denied")
         return
-    if kind not in (None, "file"):
-        raise _cannot_write(path, f"it is {kind}, not a file")
-    folder = _final_target(path).parent
+    folder = target.parent
     while not folder.exists():  # the writer makes the missing folders: the nearest existing one decides
         if folder.is_symlink():  # a dangling link in the way: mkdir would fail on it
             raise _cannot_write(path, f"{str(folder)!r} is a broken link")
@@ -186,6 +180,20 @@ STDOUT = "-"
 _STREAMS = ("a FIFO", "a character device")
 
 
+def _route(path: str | os.PathLike) -> tuple[str, Path]:
+    """How ``path`` is written (the rules in the module's docstring): ("stdout", -), ("stream", the FIFO or
+    device) or ("file", the file itself, or a link's final target); a ``WriteError`` for anything else."""
+    if os.fspath(path) == STDOUT:
+        return "stdout", Path(STDOUT)
+    path = Path(path).expanduser()
+    kind = _kind(path)
+    if kind in _STREAMS:
+        return "stream", path
+    if kind not in (None, "file"):
+        raise _cannot_write(path, f"it is {kind}, not a file")
+    return "file", _final_target(path)
+
+
 def _kind(path: Path) -> str | None:
     """What ``path`` finally names, links followed: None (nothing yet, or a dangling link), "file", or a
     description of something else ("a folder", "a FIFO", ...)."""
@@ -214,15 +222,15 @@ def _final_target(path: Path) -> Path:
     return Path(os.path.realpath(path))
 
 
-def _write_straight(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -> Path:
-    """Into a stream that is not a file (FIFO, character device, ``-``): no temporary, no rename."""
-    if os.fspath(path) == STDOUT:
-        stream = sys.stdout.buffer
-        sys.stdout.flush()
-        write(stream)
-        stream.flush()
-        return Path(STDOUT)
-    path = Path(path).expanduser()
+def _write_to_stdout(write: Callable[[BinaryIO], object]) -> Path:
+    sys.stdout.flush()  # text printed before goes first
+    write(sys.stdout.buffer)
+    sys.stdout.buffer.flush()
+    return Path(STDOUT)
+
+
+def _write_into_stream(path: Path, write: Callable[[BinaryIO], object]) -> Path:
+    """Into a FIFO or a character device: no temporary, no rename (that would replace the node itself)."""
     try:
         with open(path, "wb") as stream:
             write(stream)
