@@ -87,7 +87,7 @@ class ExplorerScreen(Screen):
             with Vertical(id="sidebar"):
                 yield CheckpointList(id="checkpoints")
                 yield SliceBrowser(id="slices")
-                yield AttackPanel(self.state.attack, id="attack")
+                yield AttackPanel(self.state.attack, has_truth=self.state.has_truth, id="attack")
             with Vertical(id="view"):
                 yield Static("starting…", id="summary")
                 yield PictureViews(renderer=self.state.options.graphics, id="images")
@@ -102,7 +102,7 @@ class ExplorerScreen(Screen):
         self.query_one("#attack").border_title = "Attack"
         self.query_one("#scores").border_title = "Scores"
         self.query_one("#curve").border_title = "FGSM mean DSC vs eps"
-        self.query_one(AttackPanel).show(self.state.attack, has_truth=self.state.has_truth)
+        self.query_one(AttackPanel).show(self.state.attack)
         self.query_one("#images").loading = True
         self._update_layout()
         self.app.sub_title = self.state.options.device_label or "loading torch…"
@@ -354,12 +354,10 @@ class ExplorerScreen(Screen):
         """Attack with ``attack`` from now on (completed as the explorer runs it) and show it."""
         state = self.state
         attack = state.completed(attack)
-        panel = self.query_one(AttackPanel)
+        self.query_one(AttackPanel).show(attack)  # also puts back a select left elsewhere when nothing changed
         if attack == state.attack:
-            panel.show(attack, has_truth=state.has_truth)  # a select left elsewhere
             return
         state.attack = attack
-        panel.show(attack, has_truth=state.has_truth)
         curve = self.query_one(DscCurve)
         curve.show(curve.curve, attack.eps)
         self.request_frame()
@@ -397,7 +395,7 @@ class ExplorerScreen(Screen):
             return
         if message.field == "delta":
             if not message.value and state.attack.method == "universal":  # it needs one: keep the current
-                self.query_one(AttackPanel).show(state.attack, has_truth=state.has_truth)
+                self.query_one(AttackPanel).show(state.attack)
                 return
             self.set_attack(state.attack.replace(delta=message.value or None))
             return
@@ -413,8 +411,7 @@ class ExplorerScreen(Screen):
         if not 0.0 <= eps <= 1.0:
             self.notify(f"Epsilon {eps:g} is outside [0, 1]: clamped.", severity="warning")
         self.query_one(SliceBrowser).focus()  # away from the field, so the keys are shortcuts again
-        self.set_attack(state.attack.with_eps(eps))
-        self.query_one(AttackPanel).show(state.attack)
+        self.set_attack(state.attack.with_eps(eps))  # shows it
 
     # -- frames ----------------------------------------------------------------------------------
 

@@ -54,9 +54,10 @@ class AttackPanel(Vertical):
             self.field = field
             self.value = value
 
-    def __init__(self, attack: AttackConfig, **kwargs):
+    def __init__(self, attack: AttackConfig, *, has_truth: bool = True, **kwargs):
         super().__init__(**kwargs)
         self.initial = attack
+        self.has_truth = has_truth  # a lone PNG has none: its Target stays off, whatever the method
         self.delta_paths: set[str] = set()
 
     def compose(self) -> ComposeResult:
@@ -88,7 +89,7 @@ class AttackPanel(Vertical):
         with select.prevent(Select.Changed):
             select.value = path or NONE
 
-    def show(self, attack: AttackConfig, *, has_truth: bool = True) -> None:
+    def show(self, attack: AttackConfig) -> None:
         """Mirror ``attack`` without echoing Changed messages back; a field the method does not read is
         disabled."""
         for field in CHOICES:
@@ -100,7 +101,7 @@ class AttackPanel(Vertical):
             delta.value = attack.delta if attack.delta in self.delta_paths else NONE
         uses = attack.entry.parameters
         self.query_one("#attack-loss", Select).disabled = "loss" not in uses
-        self.query_one("#attack-target", Select).disabled = not has_truth or not attack.entry.uses_target
+        self.query_one("#attack-target", Select).disabled = not self.has_truth or not attack.entry.uses_target
         self.query_one("#attack-mode", Select).disabled = "mode" not in uses
         self.query_one("#attack-organs", Select).disabled = "organs" not in uses
         delta.disabled = "delta" not in uses

@@ -320,6 +320,13 @@ async def test_lone_png_uses_the_prediction_as_target(real_samples, checkpoint):
         assert all(clean == "1.000" for clean, _, _ in table_values(app).values())
         await pilot.press("t")
         assert state.attack.target == "pred"
+        # A typed eps, good or bad, leaves Target off: a lone PNG has no truth to attack.
+        target = app.query_one("#attack-target")
+        for typed in ("0.02", "abc"):
+            await pilot.press("i")
+            app.query_one("#attack-eps").value = typed
+            await pilot.press("enter")
+            assert target.disabled, typed
 
 
 @pilot_test
