@@ -105,6 +105,17 @@ def check_writable(path: str | os.PathLike) -> None:
         raise _cannot_write(path, f"permission denied in {str(folder)!r}")
 
 
+def is_stream(path: str | os.PathLike) -> bool:
+    """Whether ``atomic_write`` writes ``path`` straight into a stream (``-``, a FIFO, a character device)
+    rather than replacing a file."""
+    if os.fspath(path) == STDOUT:
+        return True
+    try:
+        return _kind(Path(path).expanduser()) in _STREAMS
+    except WriteError:  # cannot even be looked at: not a stream we could write into
+        return False
+
+
 def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     return atomic_write(path, lambda stream: stream.write(data))
 

@@ -15,7 +15,6 @@ prints one line saying what was done and written, and exits 130. Under torchrun 
 from __future__ import annotations
 
 import os
-import stat
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,24 +23,18 @@ from typing import Any
 import typer
 
 from core.distributed import is_main_process
+from core.files import is_stream
 from segadv_tui.bug_report import one_line
 from segadv_tui.cli import console, err_console
 
-STDOUT = "-"
 DEFAULT_OUT_DIR = Path("segadv-out")  # where a command's files go unless told otherwise
 
 
 def partial_path(path: str | os.PathLike) -> Path:
     """Where the partial form of ``path`` goes: ``x.json`` -> ``x.partial.json``. A stream (``-``, a FIFO,
     a character device) is written into as it is: there is no earlier result in it to protect."""
-    if os.fspath(path) == STDOUT:
-        return Path(STDOUT)
     path = Path(path).expanduser()
-    try:
-        mode = path.stat().st_mode
-    except OSError:
-        mode = 0
-    if stat.S_ISFIFO(mode) or stat.S_ISCHR(mode):
+    if is_stream(path):
         return path
     return path.with_name(f"{path.stem}.partial{path.suffix}" if path.suffix else f"{path.name}.partial")
 

@@ -202,10 +202,8 @@ class _TrainingProgress:
     """Turns core.training's events into a Rich bar per epoch and a line of validation DSC per epoch."""
 
     def __enter__(self):
-        import os
-
         self.bars = None
-        if os.environ.get("RANK", "0") != "0":  # under torchrun only rank 0 reports
+        if not is_main_process():  # under torchrun only rank 0 reports
             return self
         from rich.progress import (
             BarColumn,
