@@ -89,7 +89,7 @@ class LoadedCheckpoint:
 def scan(folders: list[Path], files: list[Path] = ()) -> Catalog:
     """The checkpoints in ``folders`` (non-recursive) and ``files`` with their metadata headers, and the
     universal perturbations among them."""
-    from core.models.checkpoints import FOREIGN_SUFFIXES, UNIVERSAL_FORMAT, read_checkpoint_meta, read_safetensors_meta
+    from core.models.checkpoints import FOREIGN_SUFFIXES, UNIVERSAL_FORMAT, read_safetensors_meta
 
     paths: list[Path] = [Path(f) for f in files]
     for folder in folders:
@@ -110,7 +110,7 @@ def scan(folders: list[Path], files: list[Path] = ()) -> Catalog:
             if meta.get("format") == UNIVERSAL_FORMAT:
                 catalog.deltas.append(_delta_entry(path, meta))
                 continue
-            catalog.checkpoints.append(CheckpointEntry(path, read_checkpoint_meta(path)))
+            catalog.checkpoints.append(CheckpointEntry(path, meta))  # checked as a checkpoint's by the reader
         except (ValueError, OSError) as exc:
             catalog.checkpoints.append(CheckpointEntry(path, None, str(exc).removeprefix(f"{path}: ")))
     return catalog

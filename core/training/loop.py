@@ -46,7 +46,13 @@ from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Samp
 
 from core.devices import describe_device, resolve_device
 from core.errors import SegadvError
-from core.models.checkpoints import load_training_state, resume_path_for, save_checkpoint, save_training_state
+from core.models.checkpoints import (
+    img_size_problem,
+    load_training_state,
+    resume_path_for,
+    save_checkpoint,
+    save_training_state,
+)
 from core.models.registry import REGISTRY, GrayscaleSegmenter, build_model, freeze_unused_parameters
 from core.organs import ORGANS
 from core.training.adversarial import (
@@ -247,6 +253,9 @@ def _check_config(config: TrainConfig) -> None:
         (config.epochs >= 1, f"epochs must be at least 1, got {config.epochs}"),
         (config.batch_size >= 1, f"batch size must be at least 1, got {config.batch_size}"),
         (config.img_size >= 32 and config.img_size % 32 == 0, f"image size must be a multiple of 32, got {config.img_size}"),
+        # The bound the checkpoint's reader applies: refused now, not when the first epoch's checkpoint is saved.
+        (img_size_problem(config.model, config.img_size) is None,
+         f"image size {config.img_size}: {img_size_problem(config.model, config.img_size)}"),
         (config.lr > 0 and math.isfinite(config.lr), f"learning rate must be a positive number, got {config.lr}"),
         (config.weight_decay >= 0, f"weight decay must be >= 0, got {config.weight_decay}"),
         (config.patience >= 0, f"patience must be >= 0, got {config.patience}"),

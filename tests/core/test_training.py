@@ -155,6 +155,8 @@ def test_imagenet_weights_offline_fail_at_once_naming_none(tiny_demo, tmp_path, 
     "option, message",
     [
         (["--img-size", "100"], "multiple of 32"),
+        # Refused before training, not by the checkpoint's writer after the first epoch.
+        (["--img-size", "4128"], "image size 4128: expected a whole number of pixels from 1 to 4096"),
         (["--model", "unet9"], "unknown model 'unet9'; choose from vgg, resnext"),
         (["--epochs", "0"], "at least 1"),
         (["--schedule", "linear"], "unknown schedule 'linear'; choose from run, paper"),
