@@ -101,22 +101,34 @@ def _median_seconds(function, repeats: int, device: str) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--model", default=None, help="registry model with random weights instead of the demo checkpoint")
+    parser.add_argument(
+        "--model", default=None, help="registry model with random weights instead of the demo checkpoint"
+    )
     parser.add_argument("--img-size", type=int, default=None, help="default: the checkpoint's, else 128")
     parser.add_argument("--batch", type=int, default=4, help="slices per batch")
     parser.add_argument("--k", type=int, default=10, help="eps values in the sweep")
     parser.add_argument("--loss", default="bce")
     parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"))
-    parser.add_argument("--chunk", type=int, default=None, help="images per no-grad forward in the sweep (default: core's)")
+    parser.add_argument(
+        "--chunk", type=int, default=None, help="images per no-grad forward in the sweep (default: core's)"
+    )
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--robust", action="store_true", help="measure the robustness attacks instead (see the doc)")
     parser.add_argument("--slices", type=int, default=8, help="--robust: slices with organs to attack")
-    parser.add_argument("--split", default="test", help="--robust: the demo split they come from (test has 41 with organs)")
-    parser.add_argument("--steps", type=int, default=100, help="--robust: steps of PGD / APGD / each ensemble member in r1, r2, r4")
-    parser.add_argument("--table-steps", type=int, default=10, help="--robust: steps of PGD / APGD in the loss table (r3)")
+    parser.add_argument(
+        "--split", default="test", help="--robust: the demo split they come from (test has 41 with organs)"
+    )
+    parser.add_argument(
+        "--steps", type=int, default=100, help="--robust: steps of PGD / APGD / each ensemble member in r1, r2, r4"
+    )
+    parser.add_argument(
+        "--table-steps", type=int, default=10, help="--robust: steps of PGD / APGD in the loss table (r3)"
+    )
     parser.add_argument("--pairs", type=int, default=2, help="--robust: alternating PGD / APGD runs timed in r1")
-    parser.add_argument("--parts", default="r1,r2,r3,r4", help="--robust: which parts to run, e.g. r1,r2 for throughput only")
+    parser.add_argument(
+        "--parts", default="r1,r2,r3,r4", help="--robust: which parts to run, e.g. r1,r2 for throughput only"
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -163,15 +175,22 @@ def main() -> None:
         x = images.clone().requires_grad_(True)
         logits = model(x)
         detached = logits.detach().requires_grad_(True)
-        stacked = torch.stack([torch.autograd.grad(per_image_loss(name, detached, masks).sum(), detached)[0] for name in losses])
+        stacked = torch.stack(
+            [torch.autograd.grad(per_image_loss(name, detached, masks).sum(), detached)[0] for name in losses]
+        )
         return torch.autograd.grad(logits, x, grad_outputs=stacked, is_grads_batched=True)[0].sign()
 
     def losses_separately():
         return [input_gradients(model, images, masks, (name,), precision=precision) for name in losses]
 
     functions = {
-        "sweep": shared_gradient_sweep, "naive": fgsm_per_eps, "warm": cached_sweep, "cached": cached_eps_step,
-        "forward": plain_forward, "retained": losses_one_forward_retained, "batched": losses_one_forward_batched,
+        "sweep": shared_gradient_sweep,
+        "naive": fgsm_per_eps,
+        "warm": cached_sweep,
+        "cached": cached_eps_step,
+        "forward": plain_forward,
+        "retained": losses_one_forward_retained,
+        "batched": losses_one_forward_batched,
         "separate": losses_separately,
     }
     for function in functions.values():
@@ -184,22 +203,30 @@ def main() -> None:
     median = {name: statistics.median(values) for name, values in timings.items()}
 
     print(f"model: {description}, {args.device}, {precision}, torch threads {torch.get_num_threads()}")
-    print(f"batch: {args.batch} demo slices at {size} x {size}; k = {args.k} eps values; loss {args.loss}; "
-          f"median of {args.repeats} interleaved rounds")
+    print(
+        f"batch: {args.batch} demo slices at {size} x {size}; k = {args.k} eps values; loss {args.loss}; "
+        f"median of {args.repeats} interleaved rounds"
+    )
     print()
     print(f"(a) eps sweep, shared gradient      {median['sweep'] * 1e3:9.1f} ms")
     print(f"    full FGSM per eps (k attacks)   {median['naive'] * 1e3:9.1f} ms")
     print(f"    speed-up                        {median['naive'] / median['sweep']:9.2f} x   (goal >= 3x)")
-    print(f"    sweep with the gradient cached  {median['warm'] * 1e3:9.1f} ms   speed-up {median['naive'] / median['warm']:.2f} x")
+    print(
+        f"    sweep with the gradient cached  {median['warm'] * 1e3:9.1f} ms   speed-up {median['naive'] / median['warm']:.2f} x"
+    )
     print(f"(b) one eps step from the cache     {median['cached'] * 1e3:9.1f} ms")
     print(f"    one plain forward pass          {median['forward'] * 1e3:9.1f} ms")
     print(f"    ratio                           {median['cached'] / median['forward']:9.2f} x   (goal <= 1.3x)")
     print(f"(c) gradients of {len(losses)} losses ({', '.join(losses)}):")
-    print(f"    one forward, backward per loss  {median['retained'] * 1e3:9.1f} ms   (core.attacks.gradients.input_gradients)")
+    print(
+        f"    one forward, backward per loss  {median['retained'] * 1e3:9.1f} ms   (core.attacks.gradients.input_gradients)"
+    )
     print(f"    one forward, is_grads_batched   {median['batched'] * 1e3:9.1f} ms")
     print(f"    one forward per loss            {median['separate'] * 1e3:9.1f} ms")
-    print(f"throughput (adversarial slices scored per second): sweep {args.batch * args.k / median['sweep']:.1f}, "
-          f"FGSM per eps {args.batch * args.k / median['naive']:.1f}, plain forward {args.batch / median['forward']:.1f}")
+    print(
+        f"throughput (adversarial slices scored per second): sweep {args.batch * args.k / median['sweep']:.1f}, "
+        f"FGSM per eps {args.batch * args.k / median['naive']:.1f}, plain forward {args.batch / median['forward']:.1f}"
+    )
 
 
 class PassCounter:
@@ -274,22 +301,39 @@ def robust_benchmark(args) -> None:
     ensemble_summary, ensemble_cpu, ensemble_wall, ensemble_passes = run(ensemble100)
     ensemble_time = ensemble_wall if cuda else ensemble_cpu
     print(f"(r1) time per slice, BCE, eps 0.009 ({timed})")
-    print(f"    {f'PGD-{steps} (best iterate)':32s}{pgd_time * 1e3:9.0f} ms  ({pgd_wall * 1e3:.0f} ms)   DSC {pgd_summary.mean_adv:.4f}")
-    print(f"    {f'APGD-{steps}':32s}{apgd_time * 1e3:9.0f} ms  ({apgd_wall * 1e3:.0f} ms)   DSC {apgd_summary.mean_adv:.4f}")
-    print(f"    ratio                           {apgd_time / pgd_time:9.2f} x   (goal <= 1.1x; median of {args.pairs} "
-          f"alternating pairs)")
-    print(f"    bookkeeping per step, {args.batch} slices, on a per-pixel model that costs nothing: PGD {pgd_step:.2f} ms, "
-          f"APGD {apgd_step:.2f} ms (APGD's own {apgd_step - pgd_step:+.2f} ms)")
-    print(f"    slices per second: FGSM {1 / (fgsm_wall if cuda else fgsm_cpu):.1f}, APGD-{steps} {1 / apgd_time:.2f}, "
-          f"ensemble {1 / ensemble_time:.3f}")
+    print(
+        f"    {f'PGD-{steps} (best iterate)':32s}{pgd_time * 1e3:9.0f} ms  ({pgd_wall * 1e3:.0f} ms)   DSC {pgd_summary.mean_adv:.4f}"
+    )
+    print(
+        f"    {f'APGD-{steps}':32s}{apgd_time * 1e3:9.0f} ms  ({apgd_wall * 1e3:.0f} ms)   DSC {apgd_summary.mean_adv:.4f}"
+    )
+    print(
+        f"    ratio                           {apgd_time / pgd_time:9.2f} x   (goal <= 1.1x; median of {args.pairs} "
+        f"alternating pairs)"
+    )
+    print(
+        f"    bookkeeping per step, {args.batch} slices, on a per-pixel model that costs nothing: PGD {pgd_step:.2f} ms, "
+        f"APGD {apgd_step:.2f} ms (APGD's own {apgd_step - pgd_step:+.2f} ms)"
+    )
+    print(
+        f"    slices per second: FGSM {1 / (fgsm_wall if cuda else fgsm_cpu):.1f}, APGD-{steps} {1 / apgd_time:.2f}, "
+        f"ensemble {1 / ensemble_time:.3f}"
+    )
     if "r2" in parts:
         print()
-        print("(r2) passes through the model per slice: counted (forward + backward, forward only) vs core.attacks.ensemble.passes_per_slice")
-        for label, config, counted in ((f"PGD-{steps}", pgd100, pgd_passes), (f"APGD-{steps}", apgd100, apgd_passes),
-                                       (f"ensemble ({len(ENSEMBLE)} x APGD-{steps})", ensemble100, ensemble_passes)):
+        print(
+            "(r2) passes through the model per slice: counted (forward + backward, forward only) vs core.attacks.ensemble.passes_per_slice"
+        )
+        for label, config, counted in (
+            (f"PGD-{steps}", pgd100, pgd_passes),
+            (f"APGD-{steps}", apgd100, apgd_passes),
+            (f"ensemble ({len(ENSEMBLE)} x APGD-{steps})", ensemble100, ensemble_passes),
+        ):
             stated = passes_per_slice(config)
-            print(f"    {label:30s}  counted {counted[0]:.0f} + {counted[1]:.0f}, stated {stated['forward_backward']} + "
-                  f"{stated['forward']}")
+            print(
+                f"    {label:30s}  counted {counted[0]:.0f} + {counted[1]:.0f}, stated {stated['forward_backward']} + "
+                f"{stated['forward']}"
+            )
         print(f"    ensemble members: {', '.join(member.name for member in ENSEMBLE)}")
     if "r3" in parts:
         _loss_table(args, run, clean)
@@ -317,8 +361,10 @@ def _bookkeeping_per_step(args, steps: int) -> tuple[float, float]:
     truth = (torch.rand(args.batch, 3, size, size, generator=generator) > 0.5).float().to(args.device)
     context = AttackContext(ids=[str(i) for i in range(args.batch)], reference=truth)
     per_step = []
-    for config in (AttackConfig.for_method("pgd", steps=steps, best_iterate=True),
-                   AttackConfig.for_method("apgd", steps=steps)):
+    for config in (
+        AttackConfig.for_method("pgd", steps=steps, best_iterate=True),
+        AttackConfig.for_method("apgd", steps=steps),
+    ):
         times = []
         for _ in range(3):
             started = time.process_time()
@@ -336,14 +382,20 @@ def _loss_table(args, run, clean) -> None:
     print()
     k = args.table_steps
     print(f"(r3) robust mean DSC (clean {clean:.4f}) by attack and loss; PGD-{k} keeps its best iterate")
-    print(f"    {'loss':14s}" + "".join(f"{f'{name} eps {eps:g}':>21s}" for eps in (0.003, 0.009)
-                                        for name in ("FGSM", f"PGD-{k}", f"APGD-{k}")))
+    print(
+        f"    {'loss':14s}"
+        + "".join(
+            f"{f'{name} eps {eps:g}':>21s}" for eps in (0.003, 0.009) for name in ("FGSM", f"PGD-{k}", f"APGD-{k}")
+        )
+    )
     for loss in LOSS_NAMES:
         cells = []
         for eps in (0.003, 0.009):
-            for config in (AttackConfig(loss=loss, eps=eps),
-                           AttackConfig.for_method("pgd", loss=loss, steps=k, best_iterate=True, eps=eps),
-                           AttackConfig.for_method("apgd", loss=loss, steps=k, eps=eps)):
+            for config in (
+                AttackConfig(loss=loss, eps=eps),
+                AttackConfig.for_method("pgd", loss=loss, steps=k, best_iterate=True, eps=eps),
+                AttackConfig.for_method("apgd", loss=loss, steps=k, eps=eps),
+            ):
                 cells.append(run(config)[0].mean_adv)
         print(f"    {loss:14s}" + "".join(f"{value:21.4f}" for value in cells), flush=True)
     small = [run(AttackConfig.for_method("ensemble", steps=k, eps=eps))[0].mean_adv for eps in (0.003, 0.009)]
@@ -355,7 +407,9 @@ def _goal(run, pgd100, pgd_summary, ensemble100, ensemble_summary, ensemble_cpu,
     from core.names import LOSS_NAMES
 
     print()
-    print(f"(r4) goal at eps 0.009: the ensemble ({steps} steps per member) vs the best single PGD-{steps} (any loss, best iterate)")
+    print(
+        f"(r4) goal at eps 0.009: the ensemble ({steps} steps per member) vs the best single PGD-{steps} (any loss, best iterate)"
+    )
     single = {"bce": pgd_summary.mean_adv}
     for loss in LOSS_NAMES[1:]:
         single[loss] = run(pgd100.replace(loss=loss))[0].mean_adv
@@ -364,8 +418,10 @@ def _goal(run, pgd100, pgd_summary, ensemble100, ensemble_summary, ensemble_cpu,
     gap = single[best_loss] - ensemble_summary.mean_adv
     budget = passes_per_slice(ensemble100)["forward_backward"] / passes_per_slice(pgd100)["forward_backward"]
     print(f"    {f'best single PGD-{steps}':32s}{single[best_loss]:.4f} ({best_loss})")
-    print(f"    ensemble                        {ensemble_summary.mean_adv:.4f}  ({budget:.1f} x PGD-{steps}'s forward + backward passes; "
-          f"{ensemble_cpu:.1f} s CPU per slice)")
+    print(
+        f"    ensemble                        {ensemble_summary.mean_adv:.4f}  ({budget:.1f} x PGD-{steps}'s forward + backward passes; "
+        f"{ensemble_cpu:.1f} s CPU per slice)"
+    )
     print(f"    gap                             {gap:.4f}   (goal >= 0.05 at <= 4 x the budget)")
 
 

@@ -36,7 +36,9 @@ def main() -> None:
             out = write_demo_dataset(Path(tmp) / size, size=size)
             wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
             slices = sum(1 for _ in (out / "train").rglob("*.png"))
-            print(f"{size:8s} {slices:4d} slices  wall {wall:6.2f} s  cpu {cpu:6.2f} s  ({1000 * cpu / slices:.1f} ms/slice)")
+            print(
+                f"{size:8s} {slices:4d} slices  wall {wall:6.2f} s  cpu {cpu:6.2f} s  ({1000 * cpu / slices:.1f} ms/slice)"
+            )
 
     anatomy = Patient(np.random.SeedSequence(0)).on_day(np.random.SeedSequence(1))
     acquisition = Acquisition.random(np.random.default_rng(2))
@@ -59,8 +61,10 @@ def main() -> None:
             buffer = io.BytesIO()
             Image.fromarray(image).save(buffer, "PNG", **options)
             baseline = baseline or seconds
-            print(f"  PNG {name:30s} {1000 * seconds:6.1f} ms  {len(buffer.getvalue()) / 1024:6.0f} KiB  "
-                  f"speed-up x{baseline / seconds:.1f}")
+            print(
+                f"  PNG {name:30s} {1000 * seconds:6.1f} ms  {len(buffer.getvalue()) / 1024:6.0f} KiB  "
+                f"speed-up x{baseline / seconds:.1f}"
+            )
 
 
 if __name__ == "__main__":

@@ -35,8 +35,11 @@ def main() -> None:
     parser.add_argument("--models", default="small,vgg", help="comma list of registry names (first is the reference)")
     parser.add_argument("--img-size", type=int, default=224)
     parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--defences", default="plain,fgsm-rs,pgd-3",
-                        help="comma list for the first model: plain, fgsm-rs, pgd-K (K attack steps)")
+    parser.add_argument(
+        "--defences",
+        default="plain,fgsm-rs,pgd-3",
+        help="comma list for the first model: plain, fgsm-rs, pgd-K (K attack steps)",
+    )
     parser.add_argument("--eps", type=float, default=0.009, help="the adversarial eps")
     parser.add_argument("--steps", type=int, default=3, help="timed steps per run")
     parser.add_argument("--warmup", type=int, default=1)
@@ -85,9 +88,11 @@ def main() -> None:
         for label in runs:
             seconds[label].append(step(label))
 
-    print(f"training throughput, {args.device}, torch threads {torch.get_num_threads()}, batch {args.batch} "
-          f"at {args.img_size} x {args.img_size}, adversarial eps {args.eps:g}, median of {args.steps} steps "
-          f"after {args.warmup} warm-up")
+    print(
+        f"training throughput, {args.device}, torch threads {torch.get_num_threads()}, batch {args.batch} "
+        f"at {args.img_size} x {args.img_size}, adversarial eps {args.eps:g}, median of {args.steps} steps "
+        f"after {args.warmup} warm-up"
+    )
     reference = next(iter(runs))
     rate = {label: args.batch / statistics.median(times) for label, times in seconds.items()}
     width = max(len(label) for label in runs)

@@ -55,8 +55,11 @@ def per_pair(models, records, img_size, config, *, batch_size, device):
     sources = transfer_sources([label for label, _ in models])
     rows = {}
     for source in sources:
-        attacked = (LogitEnsemble([models[i][1] for i in source.members]) if source.is_ensemble
-                    else models[source.members[0]][1])
+        attacked = (
+            LogitEnsemble([models[i][1] for i in source.members])
+            if source.is_ensemble
+            else models[source.members[0]][1]
+        )
         for label, target_model in models:
             results = []
             for chunk, images, truth in batches(records, img_size, batch_size, device):
@@ -65,8 +68,17 @@ def per_pair(models, records, img_size, config, *, batch_size, device):
                 output = run_attack(attacked, images, truth, config, context)
                 clean_pred = predict(target_model, images, config.precision)
                 adv_pred = predict(target_model, output.adversarial, config.precision)
-                results += score_slices([r.id for r in chunk], config.eps, images, output.adversarial, clean_pred,
-                                        adv_pred, truth, empty=config.empty, score=config.score)
+                results += score_slices(
+                    [r.id for r in chunk],
+                    config.eps,
+                    images,
+                    output.adversarial,
+                    clean_pred,
+                    adv_pred,
+                    truth,
+                    empty=config.empty,
+                    score=config.score,
+                )
             rows[source.label, label] = summarise(results)
     return rows
 
@@ -90,10 +102,14 @@ def main() -> None:
 
     models, img_size, description = _models(args)
     records = select_slices(open_dataset(), "test", limit=args.limit)
-    config = AttackConfig.for_method(args.method, eps=args.eps, **({"steps": args.steps} if args.method != "fgsm" else {}))
+    config = AttackConfig.for_method(
+        args.method, eps=args.eps, **({"steps": args.steps} if args.method != "fgsm" else {})
+    )
     sources = transfer_sources([label for label, _ in models])
-    print(f"{description}; {len(records)} test slices at {img_size} px, batch {args.batch_size}, {config.label}; "
-          f"{len(sources)} sources x {len(models)} targets; {torch.get_num_threads()} thread(s) on {args.device}")
+    print(
+        f"{description}; {len(records)} test slices at {img_size} px, batch {args.batch_size}, {config.label}; "
+        f"{len(sources)} sources x {len(models)} targets; {torch.get_num_threads()} thread(s) on {args.device}"
+    )
 
     started = time.perf_counter()
     once = transfer(models, records, img_size, config, batch_size=args.batch_size, device=args.device)
@@ -106,7 +122,9 @@ def main() -> None:
     same = np.allclose(differences, 0.0, atol=1e-12)
     print(f"one attack per source:  {once_s:7.2f} s  ({once.attacks} attack runs)")
     print(f"one attack per pair:    {pairs_s:7.2f} s  ({len(pairs) * (once.attacks // len(sources))} attack runs)")
-    print(f"ratio {pairs_s / once_s:.2f}x; same numbers in every cell: {same} (largest difference {max(differences):.2g})")
+    print(
+        f"ratio {pairs_s / once_s:.2f}x; same numbers in every cell: {same} (largest difference {max(differences):.2g})"
+    )
 
 
 if __name__ == "__main__":

@@ -40,7 +40,8 @@ SIZE = (160, 48)
 
 # Run in a fresh process: prints "paint" at the first screen update and "frame" at the first one that
 # shows an attacked slice, then quits.
-LAUNCH = """
+LAUNCH = (
+    """
 import asyncio, sys
 from pathlib import Path
 from segadv_tui.app import SegadvApp
@@ -62,7 +63,9 @@ async def run():
         await done.wait()
 
 asyncio.run(run())
-""" % SIZE
+"""
+    % SIZE
+)
 
 
 def launch_seconds(data: Path, checkpoint: Path) -> tuple[float, float, float]:
@@ -71,8 +74,9 @@ def launch_seconds(data: Path, checkpoint: Path) -> tuple[float, float, float]:
     clock on a shared machine."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
-    child = subprocess.Popen([sys.executable, "-c", LAUNCH, str(data), str(checkpoint)], stdout=subprocess.PIPE,
-                             text=True)
+    child = subprocess.Popen(
+        [sys.executable, "-c", LAUNCH, str(data), str(checkpoint)], stdout=subprocess.PIPE, text=True
+    )
     paint = frame = None
     for line in child.stdout:
         now = time.perf_counter() - started
@@ -207,8 +211,8 @@ def render_comparison(image: np.ndarray) -> list[tuple[str, int, int, float, flo
 
     truth = np.zeros((3,) + image.shape, dtype=bool)
     height, width = image.shape
-    truth[0, height // 4: height // 2, width // 4: width // 2] = True
-    truth[2, height // 2: 3 * height // 4, width // 2: 3 * width // 4] = True
+    truth[0, height // 4 : height // 2, width // 4 : width // 2] = True
+    truth[2, height // 2 : 3 * height // 4, width // 2 : 3 * width // 4] = True
     overlay = compose(Scene(image, fill=truth, outline=truth), 2 * height, 2 * width)
     noise = (np.random.default_rng(0).random((224, 224, 3)) * 255).astype(np.uint8)
     console = Console(width=200, height=100, color_system="truecolor", force_terminal=True, file=open("/dev/null", "w"))
@@ -218,7 +222,9 @@ def render_comparison(image: np.ndarray) -> list[tuple[str, int, int, float, flo
         for cols, rows in ((80, 40), (59, 30), (72, 36)):
             options = console.options.update(width=cols, height=rows)
             ours = median_seconds(lambda: render_strips(rgb, cols, rows))
-            theirs = median_seconds(lambda: list(console.render(HalfcellImage(picture, width=cols, height=rows), options)))
+            theirs = median_seconds(
+                lambda: list(console.render(HalfcellImage(picture, width=cols, height=rows), options))
+            )
             results.append((name, cols, rows, ours, theirs))
     return results
 
@@ -238,7 +244,8 @@ def main() -> None:
         data = args.data or write_demo_dataset(Path(temporary) / "demo", seed=0, size="tiny")
         paint, first_frame, launch_cpu = launch_seconds(data, checkpoint)
         latencies, step_cpu, computing, drawing, sizes, model, image, meta, scored = asyncio.run(
-            measure_app(data, checkpoint, args.steps))
+            measure_app(data, checkpoint, args.steps)
+        )
     import torch
 
     threads = torch.get_num_threads()  # as the app left it
@@ -247,26 +254,42 @@ def main() -> None:
     renders = render_comparison(image)
 
     step, bare = statistics.median(latencies), statistics.median(forward)
-    print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores; checkpoint {checkpoint.name} ({meta['model']}, {meta['img_size']} px), torch threads {threads}")
+    print(
+        f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores; checkpoint {checkpoint.name} ({meta['model']}, {meta['img_size']} px), torch threads {threads}"
+    )
     print(f"launch to first paint          {paint:8.2f} s (fresh process: imports, layout)")
-    print(f"launch to first frame          {first_frame:8.2f} s (attacked slice, pictures and table on screen; "
-          f"{launch_cpu:.2f} s of CPU)")
-    print(f"eps step, key to new picture   {step * 1000:8.1f} ms (median of {len(latencies)}, "
-          f"min {min(latencies) * 1000:.1f}, max {max(latencies) * 1000:.1f}; "
-          f"{statistics.median(step_cpu) * 1000:.1f} ms of CPU)")
-    print(f"  of which the worker computed {statistics.median(computing) * 1000:8.1f} ms (cached gradient, forward, scores)")
-    print(f"  and the pictures took        {statistics.median(drawing) * 1000:8.1f} ms (compose, cells, changed rows; "
-          f"sizes in pixels: {', '.join(f'{w}x{h}' for w, h in sizes.values())})")
-    print(f"bare forward pass, one slice   {bare * 1000:8.1f} ms (median of {len(forward)}, worker thread, "
-          f"{threads} torch threads)")
+    print(
+        f"launch to first frame          {first_frame:8.2f} s (attacked slice, pictures and table on screen; "
+        f"{launch_cpu:.2f} s of CPU)"
+    )
+    print(
+        f"eps step, key to new picture   {step * 1000:8.1f} ms (median of {len(latencies)}, "
+        f"min {min(latencies) * 1000:.1f}, max {max(latencies) * 1000:.1f}; "
+        f"{statistics.median(step_cpu) * 1000:.1f} ms of CPU)"
+    )
+    print(
+        f"  of which the worker computed {statistics.median(computing) * 1000:8.1f} ms (cached gradient, forward, scores)"
+    )
+    print(
+        f"  and the pictures took        {statistics.median(drawing) * 1000:8.1f} ms (compose, cells, changed rows; "
+        f"sizes in pixels: {', '.join(f'{w}x{h}' for w, h in sizes.values())})"
+    )
+    print(
+        f"bare forward pass, one slice   {bare * 1000:8.1f} ms (median of {len(forward)}, worker thread, "
+        f"{threads} torch threads)"
+    )
     print(f"ratio step / forward           {step / bare:8.2f}")
     scored_step = statistics.median(scored[0])
-    print(f"eps step scored on demo_small_fpn {scored_step * 1000:5.1f} ms (median of {len(scored[0])}; the worker "
-          f"{statistics.median(scored[2]) * 1000:.1f} ms): {scored_step / step:.2f}x the white-box step")
+    print(
+        f"eps step scored on demo_small_fpn {scored_step * 1000:5.1f} ms (median of {len(scored[0])}; the worker "
+        f"{statistics.median(scored[2]) * 1000:.1f} ms): {scored_step / step:.2f}x the white-box step"
+    )
     print("half-block renderers, ms per picture (median of 30): ours vs textual-image's half-cell, ratio")
     for name, cols, rows, ours, theirs in renders:
-        print(f"  {name:<22} {cols:3d} x {rows:2d} cells {ours * 1000:7.2f} vs {theirs * 1000:7.2f} ms  "
-              f"{theirs / ours:5.1f}x")
+        print(
+            f"  {name:<22} {cols:3d} x {rows:2d} cells {ours * 1000:7.2f} vs {theirs * 1000:7.2f} ms  "
+            f"{theirs / ours:5.1f}x"
+        )
 
 
 if __name__ == "__main__":

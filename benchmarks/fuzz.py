@@ -46,8 +46,9 @@ def run_target(name: str, seconds: float) -> tuple[Counter, list[str]]:
         target.check(case)
 
     fuzz.result_or_refusal = result_or_refusal
-    run = settings(max_examples=ROUND, deadline=timedelta(seconds=5), database=None,
-                   suppress_health_check=list(HealthCheck))(given(target.inputs)(check))
+    run = settings(
+        max_examples=ROUND, deadline=timedelta(seconds=5), database=None, suppress_health_check=list(HealthCheck)
+    )(given(target.inputs)(check))
     end = time.monotonic() + seconds
     try:
         while time.monotonic() < end:
@@ -73,9 +74,11 @@ def main() -> None:
         outcomes, failures = run_target(name, args.minutes * 60 / len(names))
         seconds = time.monotonic() - started
         total, failed = total + outcomes["inputs"], failed + len(failures)
-        print(f"{name:12s} {outcomes['inputs']:7d} inputs in {seconds:5.0f} s ({outcomes['inputs'] / seconds:6.1f}/s): "
-              f"{outcomes['read']} reads gave a result, {outcomes['refused']} a SegadvError; {len(failures)} failures",
-              flush=True)
+        print(
+            f"{name:12s} {outcomes['inputs']:7d} inputs in {seconds:5.0f} s ({outcomes['inputs'] / seconds:6.1f}/s): "
+            f"{outcomes['read']} reads gave a result, {outcomes['refused']} a SegadvError; {len(failures)} failures",
+            flush=True,
+        )
     print(f"total: {total} inputs, {failed} failures")
     sys.exit(1 if failed else 0)
 

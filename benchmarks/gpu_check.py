@@ -76,8 +76,10 @@ def synchronise(device: torch.device) -> None:
 def tf32(enabled: bool):
     """TF32 for cuDNN convolutions and matmuls on or off; off also makes cuDNN deterministic."""
     saved = (
-        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32,
-        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark,
+        torch.backends.cudnn.allow_tf32,
+        torch.backends.cuda.matmul.allow_tf32,
+        torch.backends.cudnn.deterministic,
+        torch.backends.cudnn.benchmark,
     )
     torch.backends.cudnn.allow_tf32 = enabled
     torch.backends.cuda.matmul.allow_tf32 = enabled
@@ -86,8 +88,12 @@ def tf32(enabled: bool):
     try:
         yield
     finally:
-        (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32,
-         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark) = saved
+        (
+            torch.backends.cudnn.allow_tf32,
+            torch.backends.cuda.matmul.allow_tf32,
+            torch.backends.cudnn.deterministic,
+            torch.backends.cudnn.benchmark,
+        ) = saved
 
 
 def slices(check: Check, count: int, size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -144,8 +150,12 @@ def run(command: list[str], check: Check, env: dict | None = None, timeout: floa
     started = time.perf_counter()
     try:
         done = subprocess.run(
-            command, env={**os.environ, **(env or {})}, capture_output=True, text=True,
-            timeout=timeout or check.timeout, cwd=check.work,
+            command,
+            env={**os.environ, **(env or {})},
+            capture_output=True,
+            text=True,
+            timeout=timeout or check.timeout,
+            cwd=check.work,
         )
     except subprocess.TimeoutExpired as exc:
         return None, f"timed out after {exc.timeout:.0f} s", time.perf_counter() - started
@@ -159,14 +169,19 @@ def section_device(check: Check) -> None:
     from core.devices import describe_device, resolve_device
     from core.training.loop import amp_dtype_for
 
-    say(f"device {describe_device(check.device)}, torch {torch.__version__}, CUDA {torch.version.cuda}, "
-        f"cuDNN {torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else 'n/a'}")
+    say(
+        f"device {describe_device(check.device)}, torch {torch.__version__}, CUDA {torch.version.cuda}, "
+        f"cuDNN {torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else 'n/a'}"
+    )
     if check.cuda:
         native = torch.cuda.is_bf16_supported(including_emulation=False)
         emulated = torch.cuda.is_bf16_supported(including_emulation=True)
         capability = ".".join(map(str, torch.cuda.get_device_capability(check.device)))
-        check.note("bf16 detection", f"compute capability {capability}: native bf16 {native}, with emulation "
-                   f"{emulated}; training autocasts to {amp_dtype_for(check.device)}")
+        check.note(
+            "bf16 detection",
+            f"compute capability {capability}: native bf16 {native}, with emulation "
+            f"{emulated}; training autocasts to {amp_dtype_for(check.device)}",
+        )
         saved = {key: os.environ.pop(key, None) for key in ("LOCAL_RANK", "RANK")}
         try:
             os.environ["RANK"] = "3"  # as srun-style launchers set it, without LOCAL_RANK
@@ -187,13 +202,38 @@ def section_ddp(check: Check) -> None:
     for name in ("effb7", "effb7pp"):
         out = check.work / f"{name}.safetensors"
         common = [
-            sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "1", segadv,
-            "train", "--model", name, "--encoder-weights", "none", "--device", str(check.device.type),
-            "--data", str(check.data), "--img-size", str(check.img), "--batch-size", str(check.ddp_batch),
-            "--limit-slices", str(check.ddp_slices), "--workers", "0" if check.quick else "4", "--out", str(out),
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc-per-node",
+            "1",
+            segadv,
+            "train",
+            "--model",
+            name,
+            "--encoder-weights",
+            "none",
+            "--device",
+            str(check.device.type),
+            "--data",
+            str(check.data),
+            "--img-size",
+            str(check.img),
+            "--batch-size",
+            str(check.ddp_batch),
+            "--limit-slices",
+            str(check.ddp_slices),
+            "--workers",
+            "0" if check.quick else "4",
+            "--out",
+            str(out),
         ]
         results = []
-        for label, extra in (("epoch 1", ["--epochs", "1"]), ("resume, epoch 2", ["--epochs", "2", "--resume", str(out.with_name(f"{name}.resume.pt"))])):
+        for label, extra in (
+            ("epoch 1", ["--epochs", "1"]),
+            ("resume, epoch 2", ["--epochs", "2", "--resume", str(out.with_name(f"{name}.resume.pt"))]),
+        ):
             code, output, seconds = run(common + extra, check, env={"COLUMNS": "200"})
             lines = [line for line in output.splitlines() if line.startswith(("training ", "epoch ", "best ", "error"))]
             say(f"  {name} {label}: exit {code}, {seconds:.1f} s")
@@ -216,32 +256,40 @@ def section_signs(check: Check) -> None:
         image, target = image.to(check.device), target.to(check.device)
         say(f"  {label}, {n} slices at {size} x {size}, loss bce, eps {EPS}")
         results = {}
-        for tf32_on in ((True, False) if check.cuda else (False,)):
+        for tf32_on in (True, False) if check.cuda else (False,):
             with tf32(tf32_on) if check.cuda else contextlib.nullcontext():
                 synchronise(check.device)
                 started = time.perf_counter()
                 batch_sign = signs(model, image, target)
                 synchronise(check.device)
                 seconds = time.perf_counter() - started
-                single_sign = torch.cat([signs(model, image[i:i + 1], target[i:i + 1]) for i in range(n)])
+                single_sign = torch.cat([signs(model, image[i : i + 1], target[i : i + 1]) for i in range(n)])
                 adversarial, batch_pred = fgsm_predictions(model, image, target)
-                single_pred = torch.cat([fgsm_predictions(model, image[i:i + 1], target[i:i + 1])[1] for i in range(n)])
+                single_pred = torch.cat(
+                    [fgsm_predictions(model, image[i : i + 1], target[i : i + 1])[1] for i in range(n)]
+                )
                 with torch.no_grad():  # as a sweep forwards it: inside a chunk of 8 eps groups
                     chunk = model(adversarial.repeat(8, 1, 1, 1))[:n] > 0
             setting = ("TF32 on" if tf32_on else "TF32 off, deterministic") if check.cuda else "CPU"
             results[tf32_on] = (batch_sign, batch_pred)
-            check.note(f"{label}: batch vs one by one, {setting}",
-                       f"signs {differ(batch_sign, single_sign)}; predictions {differ(batch_pred, single_pred)}; "
-                       f"gradient of the batch {seconds * 1000:.0f} ms")
-            check.note(f"{label}: batch alone vs in a sweep chunk, {setting}", f"predictions {differ(batch_pred, chunk)}")
+            check.note(
+                f"{label}: batch vs one by one, {setting}",
+                f"signs {differ(batch_sign, single_sign)}; predictions {differ(batch_pred, single_pred)}; "
+                f"gradient of the batch {seconds * 1000:.0f} ms",
+            )
+            check.note(
+                f"{label}: batch alone vs in a sweep chunk, {setting}", f"predictions {differ(batch_pred, chunk)}"
+            )
         if check.cuda:
             cpu_model, _ = make(torch.device("cpu"))
             cpu_sign = signs(cpu_model, image.cpu(), target.cpu())
             _, cpu_pred = fgsm_predictions(cpu_model, image.cpu(), target.cpu())
             for tf32_on, (batch_sign, batch_pred) in results.items():
                 setting = "TF32 on" if tf32_on else "TF32 off"
-                check.note(f"{label}: CPU vs CUDA, {setting}",
-                           f"signs {differ(cpu_sign, batch_sign)}; predictions {differ(cpu_pred, batch_pred)}")
+                check.note(
+                    f"{label}: CPU vs CUDA, {setting}",
+                    f"signs {differ(cpu_sign, batch_sign)}; predictions {differ(cpu_pred, batch_pred)}",
+                )
             del cpu_model
         del model
         empty_cache(check)
@@ -253,7 +301,10 @@ def section_fp16(check: Check) -> None:
     n = check.small_batch
     if not check.cuda:
         say("  (CPU: fp16 / bf16 autocast run on the CPU; the numbers that matter are CUDA's)")
-    for label, make in (("effb7pp (random weights)", lambda d: (random_model("effb7pp", d), check.img)), ("small (demo checkpoint)", demo_model)):
+    for label, make in (
+        ("effb7pp (random weights)", lambda d: (random_model("effb7pp", d), check.img)),
+        ("small (demo checkpoint)", demo_model),
+    ):
         model, size = make(check.device)
         image, target = slices(check, n, size)
         image, target = image.to(check.device), target.to(check.device)
@@ -325,11 +376,13 @@ def section_memory(check: Check) -> None:
     # As core.evaluation.scoring.sweep does it: one gradient, then the 11 x n adversarial images without autograd in
     # chunks of whole eps groups of about 128 images (its CUDA default).
     per_chunk = min(len(eps_values), max(1, 128 // n))
-    with peak(check, results, f"effb7pp sweep of 11 eps at batch {n} (gradient, then forward chunks of {per_chunk * n})"):
+    with peak(
+        check, results, f"effb7pp sweep of 11 eps at batch {n} (gradient, then forward chunks of {per_chunk * n})"
+    ):
         sign = input_gradients(model, image, target, ("bce",), "textbook", precision="fp32")["bce"].sign
         with torch.no_grad():
             for start in range(0, len(eps_values), per_chunk):
-                group = torch.tensor(eps_values[start:start + per_chunk], device=check.device, dtype=image.dtype)
+                group = torch.tensor(eps_values[start : start + per_chunk], device=check.device, dtype=image.dtype)
                 adversarial = (image[None] + group.view(-1, 1, 1, 1, 1) * sign[None].to(image.dtype)).clamp(0, 1)
                 model(adversarial.flatten(0, 1))
     for chunk in (n, 2 * n, 4 * n, 11 * n):
@@ -374,9 +427,11 @@ def section_memory(check: Check) -> None:
                     float(loss)  # what reading the loss every step costs
             float(loss)
             per_step = (time.perf_counter() - started) / steps
-            check.note(f"training step, cudnn.benchmark {'on' if benchmark else 'off'}, "
-                       f"{'loss read every step' if sync_each else 'loss read once'}",
-                       f"{per_step * 1000:.0f} ms per step of {check.big_batch} ({check.big_batch / per_step:.0f} images/s)")
+            check.note(
+                f"training step, cudnn.benchmark {'on' if benchmark else 'off'}, "
+                f"{'loss read every step' if sync_each else 'loss read once'}",
+                f"{per_step * 1000:.0f} ms per step of {check.big_batch} ({check.big_batch / per_step:.0f} images/s)",
+            )
     torch.backends.cudnn.benchmark = False
     del model, optimizer
     empty_cache(check)
@@ -388,8 +443,22 @@ def section_util(check: Check) -> None:
         say("  (no effb7pp checkpoint from the ddp section: sweeping the bundled demo checkpoint)")
         checkpoint = None
     segadv = shutil.which("segadv") or str(Path(sys.executable).with_name("segadv"))
-    command = [segadv, "sweep", "--data", str(check.data), "--split", "all", "--limit", str(check.sweep_limit),
-               "--device", str(check.device), "--losses", "bce", "--out-dir", str(check.work / "sweep")]
+    command = [
+        segadv,
+        "sweep",
+        "--data",
+        str(check.data),
+        "--split",
+        "all",
+        "--limit",
+        str(check.sweep_limit),
+        "--device",
+        str(check.device),
+        "--losses",
+        "bce",
+        "--out-dir",
+        str(check.work / "sweep"),
+    ]
     if checkpoint is not None:
         command[2:2] = ["--checkpoint", str(checkpoint)]
     smi = shutil.which("nvidia-smi") if check.cuda else None
@@ -398,7 +467,14 @@ def section_util(check: Check) -> None:
 
     def sample():
         index = check.device.index or 0
-        query = [smi, f"--id={index}", "--query-gpu=utilization.gpu,memory.used", "--format=csv,noheader,nounits", "-lms", "200"]
+        query = [
+            smi,
+            f"--id={index}",
+            "--query-gpu=utilization.gpu,memory.used",
+            "--format=csv,noheader,nounits",
+            "-lms",
+            "200",
+        ]
         with subprocess.Popen(query, stdout=subprocess.PIPE, text=True) as sampler:
             for line in sampler.stdout:
                 if stop.is_set():
@@ -417,13 +493,17 @@ def section_util(check: Check) -> None:
         say("    " + "\n    ".join(output.strip().splitlines()[-8:]))
     if samples:
         busy = [value for value in samples if value > 0]
-        check.note(f"GPU utilisation during segadv sweep --limit {check.sweep_limit}",
-                   f"mean {statistics.mean(samples):.0f} %, median {statistics.median(samples):.0f} %, "
-                   f"{sum(v < 10 for v in samples) / len(samples):.0%} of {len(samples)} samples below 10 % "
-                   f"({len(busy)} non-zero), sweep {seconds:.1f} s")
+        check.note(
+            f"GPU utilisation during segadv sweep --limit {check.sweep_limit}",
+            f"mean {statistics.mean(samples):.0f} %, median {statistics.median(samples):.0f} %, "
+            f"{sum(v < 10 for v in samples) / len(samples):.0%} of {len(samples)} samples below 10 % "
+            f"({len(busy)} non-zero), sweep {seconds:.1f} s",
+        )
     else:
-        check.note(f"GPU utilisation during segadv sweep --limit {check.sweep_limit}",
-                   f"n/a (no nvidia-smi samples); sweep exit {code} in {seconds:.1f} s")
+        check.note(
+            f"GPU utilisation during segadv sweep --limit {check.sweep_limit}",
+            f"n/a (no nvidia-smi samples); sweep exit {code} in {seconds:.1f} s",
+        )
 
 
 def section_robust(check: Check) -> None:
@@ -433,10 +513,34 @@ def section_robust(check: Check) -> None:
     if check.quick:
         sizes = ["--model", "small", "--img-size", "64", "--batch", "2", "--slices", "2", "--steps", "3"]
     else:
-        sizes = ["--model", "effb7pp", "--img-size", "224", "--batch", "64", "--split", "all", "--slices", "64",
-                 "--steps", "100", "--precision", "bf16"]
-    command = [sys.executable, str(script), "--robust", "--parts", "r1,r2", "--device", str(check.device),
-               "--pairs", "1", *sizes]
+        sizes = [
+            "--model",
+            "effb7pp",
+            "--img-size",
+            "224",
+            "--batch",
+            "64",
+            "--split",
+            "all",
+            "--slices",
+            "64",
+            "--steps",
+            "100",
+            "--precision",
+            "bf16",
+        ]
+    command = [
+        sys.executable,
+        str(script),
+        "--robust",
+        "--parts",
+        "r1,r2",
+        "--device",
+        str(check.device),
+        "--pairs",
+        "1",
+        *sizes,
+    ]
     code, output, seconds = run(command, check, timeout=max(check.timeout, 200.0))
     say("    " + "\n    ".join(output.strip().splitlines()[-14:]))
     check.note("robustness attacks (bench_attacks.py --robust r1,r2)", f"exit {code} in {seconds:.0f} s; lines above")
@@ -447,7 +551,9 @@ def main() -> int:
     parser.add_argument("--device", default="cuda", help="cuda, cuda:N or cpu")
     parser.add_argument("--quick", action="store_true", help="tiny sizes, to try the script on a CPU")
     parser.add_argument("--sections", default=",".join(SECTIONS), help=f"comma list of {', '.join(SECTIONS)}")
-    parser.add_argument("--work", default=None, help="folder for the demo data, checkpoints and outputs (default: a temporary one)")
+    parser.add_argument(
+        "--work", default=None, help="folder for the demo data, checkpoints and outputs (default: a temporary one)"
+    )
     parser.add_argument("--timeout", type=float, default=150.0, help="seconds for each subprocess")
     args = parser.parse_args()
     sections = [name.strip() for name in args.sections.split(",") if name.strip()]
@@ -468,8 +574,10 @@ def main() -> int:
     check.data = check.work / "demo"
     if not (check.data / "train.csv").is_file():
         write_demo_dataset(check.data, seed=0, size="tiny" if args.quick else "default", overwrite=True)
-    say(f"segadv GPU check on {check.device}{' (quick)' if args.quick else ''}; work folder {check.work}; "
-        f"demo data in {time.perf_counter() - started:.1f} s")
+    say(
+        f"segadv GPU check on {check.device}{' (quick)' if args.quick else ''}; work folder {check.work}; "
+        f"demo data in {time.perf_counter() - started:.1f} s"
+    )
     failed = []
     for name in sections:
         say(f"\n[{name}]")

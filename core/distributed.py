@@ -85,8 +85,10 @@ def gather_finished(items: Sequence, positions: Sequence[int], interrupted: bool
     with _sigint_held() as arrived:
         parts: list = [None] * ranks.world_size
         dist.all_gather_object(parts, (list(positions), list(items), interrupted))
-    merged = sorted(((p, item) for part_positions, part_items, _ in parts for p, item in zip(part_positions, part_items)),
-                    key=lambda pair: pair[0])
+    merged = sorted(
+        ((p, item) for part_positions, part_items, _ in parts for p, item in zip(part_positions, part_items)),
+        key=lambda pair: pair[0],
+    )
     return [item for _, item in merged], any(part[2] for part in parts) or arrived()
 
 

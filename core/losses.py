@@ -87,8 +87,9 @@ def _balanced_mean(values: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return total / sum(present for _, present in groups).sum(dim=1)
 
 
-def per_image_loss(name: str, logits: torch.Tensor, target: torch.Tensor, *,
-                   schedule: tuple[int, int] = (1, 1)) -> torch.Tensor:
+def per_image_loss(
+    name: str, logits: torch.Tensor, target: torch.Tensor, *, schedule: tuple[int, int] = (1, 1)
+) -> torch.Tensor:
     """Loss ``name`` of each image in the batch, shape (N,).
 
     ``logits`` and ``target`` must have the same shape (N, C, H, W). The paper's notebook called these
@@ -112,7 +113,9 @@ def per_image_loss(name: str, logits: torch.Tensor, target: torch.Tensor, *,
     return _mean_per_image(_monai_loss(name)(logits, target))
 
 
-def _segmentation_loss(name: str, logits: torch.Tensor, target: torch.Tensor, schedule: tuple[int, int]) -> torch.Tensor:
+def _segmentation_loss(
+    name: str, logits: torch.Tensor, target: torch.Tensor, schedule: tuple[int, int]
+) -> torch.Tensor:
     signed, correct = _signed(logits, target)
     if name == "js":
         # JS((1 - p_t, p_t), (0, 1)) = log 2 + (p_t log p_t - (1 + p_t) log(1 + p_t)) / 2, in a form that stays

@@ -10,8 +10,15 @@ TARGETS = ("gt", "pred")
 PAPER_LOSS_NAMES = ("bce", "focal", "dice", "focal+dice")
 LOSS_NAMES = PAPER_LOSS_NAMES + ("masked-bce", "balanced-bce", "cos-bce", "seg-bce", "js")
 LOSS_TITLES = {
-    "bce": "BCE", "focal": "Focal", "dice": "Dice", "focal+dice": "Focal + Dice", "masked-bce": "Masked BCE",
-    "balanced-bce": "Balanced BCE", "cos-bce": "Cos BCE", "seg-bce": "SegPGD BCE", "js": "JS",
+    "bce": "BCE",
+    "focal": "Focal",
+    "dice": "Dice",
+    "focal+dice": "Focal + Dice",
+    "masked-bce": "Masked BCE",
+    "balanced-bce": "Balanced BCE",
+    "cos-bce": "Cos BCE",
+    "seg-bce": "SegPGD BCE",
+    "js": "JS",
 }
 EMPTY_POLICIES = ("one", "skip", "zero")
 # Adversarial training (core.training.adversarial).

@@ -1,4 +1,9 @@
-"""The three organs of the UW-Madison GI Tract data set, in the order of train.csv and of the logits."""
+"""The three organs of the UW-Madison GI Tract data set, in the order of train.csv and of the logits.
 
-ORGANS = ("large_bowel", "small_bowel", "stomach")
-ORGAN_TITLES = {"large_bowel": "Large bowel", "small_bowel": "Small bowel", "stomach": "Stomach"}
+The UW-Madison reader's names; everything else follows the label set of the data or the checkpoint
+(``core.labels``), of which ``UW_MADISON`` is one."""
+
+from core.labels import UW_MADISON
+
+ORGANS = UW_MADISON.names
+ORGAN_TITLES = UW_MADISON.titles

@@ -105,12 +105,23 @@ class SliceResult:
     def to_dict(self) -> dict:
         """The JSON form: None where a score is undefined or was not measured; no pictures."""
         return {
-            "slice_id": self.slice_id, "eps": self.eps, "has_organs": self.has_organs, "scored": self.scored,
-            "dsc_clean": organ_dict(self.dsc_clean), "dsc_adv": organ_dict(self.dsc_adv),
-            "mean_clean": json_number(self.mean_clean), "mean_adv": json_number(self.mean_adv),
-            "attack_success": organ_dict(self.attack_success), "mean_attack_success": json_number(self.mean_attack_success),
-            "linf": float(self.linf), "l2": float(self.l2), "zero_grad_fraction": json_number(self.zero_grad_fraction),
-            "hd95_clean": organ_dict(self.hd95_clean), "hd95_adv": organ_dict(self.hd95_adv),
-            "organ_pixels": None if self.organ_pixels is None else {o: int(v) for o, v in zip(ORGANS, self.organ_pixels)},
+            "slice_id": self.slice_id,
+            "eps": self.eps,
+            "has_organs": self.has_organs,
+            "scored": self.scored,
+            "dsc_clean": organ_dict(self.dsc_clean),
+            "dsc_adv": organ_dict(self.dsc_adv),
+            "mean_clean": json_number(self.mean_clean),
+            "mean_adv": json_number(self.mean_adv),
+            "attack_success": organ_dict(self.attack_success),
+            "mean_attack_success": json_number(self.mean_attack_success),
+            "linf": float(self.linf),
+            "l2": float(self.l2),
+            "zero_grad_fraction": json_number(self.zero_grad_fraction),
+            "hd95_clean": organ_dict(self.hd95_clean),
+            "hd95_adv": organ_dict(self.hd95_adv),
+            "organ_pixels": None
+            if self.organ_pixels is None
+            else {o: int(v) for o, v in zip(ORGANS, self.organ_pixels)},
             "member": self.member,
         }

@@ -34,6 +34,7 @@ def start_loading_compute() -> None:
     """
     global _compute_loading
     if _compute_loading is None:
+
         def load() -> None:
             try:
                 import core.models.checkpoints  # noqa: F401  (torch, smp)

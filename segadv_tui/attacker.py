@@ -49,8 +49,14 @@ def leave_a_core_for_the_ui() -> int:
 class SliceAttacker:
     """Attacks one slice at a time with one model; safe to call from worker threads."""
 
-    def __init__(self, model: torch.nn.Module, checkpoint: str, *, device: str | torch.device = "cpu",
-                 cache: GradientCache | None = None):
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        checkpoint: str,
+        *,
+        device: str | torch.device = "cpu",
+        cache: GradientCache | None = None,
+    ):
         self.model = model
         self.checkpoint = checkpoint
         self.device = torch.device(device)
@@ -72,10 +78,18 @@ class SliceAttacker:
     def _gradient_key(self, data: SliceData, config: AttackConfig) -> tuple:
         return (self.checkpoint, data.id, config.loss, config.target, config.mode)
 
-    def compute(self, data: SliceData, config: AttackConfig, *, request_id: int = 0,
-                should_stop: StopCheck = lambda: False, on_start: Callable[[], None] | None = None,
-                on_live: Callable[[LiveStep], None] | None = None, live_interval: float = LIVE_INTERVAL,
-                scored_on: LoadedCheckpoint | None = None) -> Frame | None:
+    def compute(
+        self,
+        data: SliceData,
+        config: AttackConfig,
+        *,
+        request_id: int = 0,
+        should_stop: StopCheck = lambda: False,
+        on_start: Callable[[], None] | None = None,
+        on_live: Callable[[LiveStep], None] | None = None,
+        live_interval: float = LIVE_INTERVAL,
+        scored_on: LoadedCheckpoint | None = None,
+    ) -> Frame | None:
         """The frame for ``config`` on ``data``; None when ``should_stop`` said so at a check.
 
         ``on_start`` runs once the model is ours and the request is still current (tests hold it there).
@@ -101,16 +115,33 @@ class SliceAttacker:
             if live:
                 reference_clean = (clean if scored_on is None else scored_clean).to(self.device)
                 on_step = _LiveReporter(
-                    request_id, config, data.id, image, truth, reference_clean, started, on_live, live_interval,
+                    request_id,
+                    config,
+                    data.id,
+                    image,
+                    truth,
+                    reference_clean,
+                    started,
+                    on_live,
+                    live_interval,
                     None if scored_on is None else scored_on.model,
                 )
             context = AttackContext(
-                cache=self.cache, cache_key=self._gradient_key(data, config), should_stop=should_stop,
-                clean_pred=None if clean is None else clean.to(self.device), on_step=on_step,
+                cache=self.cache,
+                cache_key=self._gradient_key(data, config),
+                should_stop=should_stop,
+                clean_pred=None if clean is None else clean.to(self.device),
+                on_step=on_step,
             )
             try:
                 (result,) = attack_slice(
-                    self.model, image, truth, config, ids=[data.id], context=context, pictures=True,
+                    self.model,
+                    image,
+                    truth,
+                    config,
+                    ids=[data.id],
+                    context=context,
+                    pictures=True,
                     scored_on=None if scored_on is None else scored_on.model,
                     scored_clean=None if scored_clean is None else scored_clean.to(self.device),
                 )
@@ -121,11 +152,18 @@ class SliceAttacker:
                 self._remember_clean((self.checkpoint, data.id), clean_prediction)
             self.computations += 1
             seconds = time.perf_counter() - started
-        return Frame(request_id=request_id, checkpoint=self.checkpoint, config=config, result=result, seconds=seconds,
-                     scored_on=None if scored_on is None else str(scored_on.path))
+        return Frame(
+            request_id=request_id,
+            checkpoint=self.checkpoint,
+            config=config,
+            result=result,
+            seconds=seconds,
+            scored_on=None if scored_on is None else str(scored_on.path),
+        )
 
-    def _clean_prediction(self, checkpoint: str, model: torch.nn.Module, slice_id: str, image: torch.Tensor,
-                          config: AttackConfig) -> torch.Tensor:
+    def _clean_prediction(
+        self, checkpoint: str, model: torch.nn.Module, slice_id: str, image: torch.Tensor, config: AttackConfig
+    ) -> torch.Tensor:
         """``model``'s clean prediction of the slice (on the CPU), computed once per checkpoint and slice."""
         clean = self._clean.get((checkpoint, slice_id))
         if clean is None:
@@ -140,8 +178,15 @@ class SliceAttacker:
         self._clean[key] = prediction
         return prediction
 
-    def curve(self, data: SliceData, config: AttackConfig, eps_values=CURVE_EPS, *,
-              should_stop: StopCheck = lambda: False, scored_on: LoadedCheckpoint | None = None) -> Curve | None:
+    def curve(
+        self,
+        data: SliceData,
+        config: AttackConfig,
+        eps_values=CURVE_EPS,
+        *,
+        should_stop: StopCheck = lambda: False,
+        scored_on: LoadedCheckpoint | None = None,
+    ) -> Curve | None:
         """FGSM mean DSC at each eps for the slice and loss of ``config`` (scored as the frames are, on
         ``scored_on`` when given)."""
         fgsm = config.replace(method="fgsm") if config.method != "fgsm" else config
@@ -151,12 +196,28 @@ class SliceAttacker:
             image, truth = self._inputs(data)
             # target None: the model's own clean prediction (also the reference when there is no truth).
             target = truth if fgsm.target == "gt" else None
-            per_eps = sweep(self.model, image, target, list(eps_values), fgsm, truth=truth, ids=[data.id],
-                            cache=self.cache, cache_key=self._gradient_key(data, fgsm),
-                            scored_on=None if scored_on is None else scored_on.model)
-        return Curve(self.checkpoint, data.id, fgsm.loss, fgsm.target, fgsm.mode,
-                     tuple(float(eps) for eps in eps_values), tuple(results[0].mean_adv for results in per_eps),
-                     scored_on=None if scored_on is None else str(scored_on.path))
+            per_eps = sweep(
+                self.model,
+                image,
+                target,
+                list(eps_values),
+                fgsm,
+                truth=truth,
+                ids=[data.id],
+                cache=self.cache,
+                cache_key=self._gradient_key(data, fgsm),
+                scored_on=None if scored_on is None else scored_on.model,
+            )
+        return Curve(
+            self.checkpoint,
+            data.id,
+            fgsm.loss,
+            fgsm.target,
+            fgsm.mode,
+            tuple(float(eps) for eps in eps_values),
+            tuple(results[0].mean_adv for results in per_eps),
+            scored_on=None if scored_on is None else str(scored_on.path),
+        )
 
 
 class _LiveReporter:
@@ -164,8 +225,9 @@ class _LiveReporter:
     and every ``interval`` seconds scores the iterate with its pictures and hands it to ``on_live``. With
     ``scored_on`` every step is scored on that model's prediction of the iterate (``clean_pred`` is its)."""
 
-    def __init__(self, request_id, config, slice_id, image, truth, clean_pred, started, on_live, interval,
-                 scored_on=None):
+    def __init__(
+        self, request_id, config, slice_id, image, truth, clean_pred, started, on_live, interval, scored_on=None
+    ):
         self.request_id, self.config, self.slice_id = request_id, config, slice_id
         self.image, self.clean_pred, self.started = image, clean_pred, started
         self.reference = clean_pred if truth is None else truth
@@ -190,8 +252,27 @@ class _LiveReporter:
             return
         self.last = now
         (result,) = score_slices(
-            [self.slice_id], self.config.eps, self.image, iterate, self.clean_pred, prediction, self.reference,
-            empty=self.config.empty, score=self.config.score, has_truth=self.has_truth, pictures=True,
+            [self.slice_id],
+            self.config.eps,
+            self.image,
+            iterate,
+            self.clean_pred,
+            prediction,
+            self.reference,
+            empty=self.config.empty,
+            score=self.config.score,
+            has_truth=self.has_truth,
+            pictures=True,
         )
-        self.on_live(LiveStep(self.request_id, self.config, step, steps, now - self.started, tuple(self.mean_dsc),
-                              tuple(self.loss), result))
+        self.on_live(
+            LiveStep(
+                self.request_id,
+                self.config,
+                step,
+                steps,
+                now - self.started,
+                tuple(self.mean_dsc),
+                tuple(self.loss),
+                result,
+            )
+        )

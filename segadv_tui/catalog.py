@@ -101,9 +101,16 @@ def scan(folders: list[Path], files: list[Path] = ()) -> Catalog:
             continue
         seen.add(key)
         if path.suffix in FOREIGN_SUFFIXES:  # the explorer takes no --model to build them with
-            catalog.checkpoints.append(CheckpointEntry(path, None, (
-                f"weights without segadv metadata: convert them with "
-                f"`segadv import-checkpoint {path} --model NAME OUT.safetensors`, then open OUT.safetensors")))
+            catalog.checkpoints.append(
+                CheckpointEntry(
+                    path,
+                    None,
+                    (
+                        f"weights without segadv metadata: convert them with "
+                        f"`segadv import-checkpoint {path} --model NAME OUT.safetensors`, then open OUT.safetensors"
+                    ),
+                )
+            )
             continue
         try:
             meta = read_safetensors_meta(path)
@@ -118,8 +125,9 @@ def scan(folders: list[Path], files: list[Path] = ()) -> Catalog:
 
 def _delta_entry(path: Path, meta: dict) -> DeltaEntry:
     try:
-        return DeltaEntry(path, float(meta["eps"]), tuple(meta["organs"]), int(meta["img_size"]),
-                          meta.get("checkpoint"))
+        return DeltaEntry(
+            path, float(meta["eps"]), tuple(meta["organs"]), int(meta["img_size"]), meta.get("checkpoint")
+        )
     except KeyError as exc:
         raise ValueError(f"a universal perturbation without {exc} in its header") from None
     except (TypeError, ValueError):

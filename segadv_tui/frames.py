@@ -65,7 +65,8 @@ class SliceCache:
         """The slice ``frame`` attacked, read from the cache or rebuilt from the frame's own pictures."""
         pictures = frame.result.pictures
         return self._slices.get((frame.slice_id, img_size)) or SliceData(
-            frame.slice_id, pictures.image, pictures.reference.astype("uint8") if frame.has_truth else None)
+            frame.slice_id, pictures.image, pictures.reference.astype("uint8") if frame.has_truth else None
+        )
 
 
 @dataclass(frozen=True)

@@ -22,28 +22,55 @@ SERVE_HOST, SERVE_PORT = "127.0.0.1", 8000
 @command.command(help="Explore adversarial attacks on segmentation models, slice by slice, from the keyboard.")
 def segadv_tui(
     context: typer.Context,
-    data: Path | None = typer.Option(None, "--data", help="Kaggle data root (train.csv + train/); default: the built-in demo."),
-    image: Path | None = typer.Option(None, "--image", help="Open one PNG slice without ground truth (target = prediction)."),
-    checkpoints: list[Path] = typer.Option([], "--checkpoints", help="A folder or .safetensors file of checkpoints (repeatable)."),
+    data: Path | None = typer.Option(
+        None, "--data", help="Kaggle data root (train.csv + train/); default: the built-in demo."
+    ),
+    image: Path | None = typer.Option(
+        None, "--image", help="Open one PNG slice without ground truth (target = prediction)."
+    ),
+    checkpoints: list[Path] = typer.Option(
+        [], "--checkpoints", help="A folder or .safetensors file of checkpoints (repeatable)."
+    ),
     checkpoint: Path | None = typer.Option(None, "--checkpoint", help="The checkpoint to open first."),
-    deltas: list[Path] = typer.Option([], "--delta", help="A universal perturbation (segadv universal) to open, "
-                                                          "its scale stepped with eps (repeatable; u: the next)."),
+    deltas: list[Path] = typer.Option(
+        [],
+        "--delta",
+        help="A universal perturbation (segadv universal) to open, "
+        "its scale stepped with eps (repeatable; u: the next).",
+    ),
     limit: int | None = typer.Option(None, "--limit", min=1, help="Table II: at most this many test slices."),
     graphics: str = typer.Option("auto", "--graphics", help="Pictures: auto | halfblock | kitty | sixel."),
-    truecolor: bool = typer.Option(False, "--truecolor", help="Force 24-bit colour (for terminals that do not announce it)."),
+    truecolor: bool = typer.Option(
+        False, "--truecolor", help="Force 24-bit colour (for terminals that do not announce it)."
+    ),
     export_dir: Path = typer.Option(Path("."), "--export-dir", help="Where e / x and Table II exports go."),
     device: str = typer.Option("auto", "--device", help="auto (CUDA when available, else CPU), cpu, cuda or cuda:N."),
     serve: bool = typer.Option(False, "--serve", help="Serve the explorer to a browser tab (textual-serve) instead."),
-    host: str = typer.Option(SERVE_HOST, "--host", help="--serve: the address to listen on (default: this machine only; "
-                                                         "from elsewhere, through an SSH tunnel)."),
+    host: str = typer.Option(
+        SERVE_HOST,
+        "--host",
+        help="--serve: the address to listen on (default: this machine only; from elsewhere, through an SSH tunnel).",
+    ),
     port: int = typer.Option(SERVE_PORT, "--port", min=1, max=65535, help="--serve: the port to listen on."),
-    token: str | None = typer.Option(None, "--token", envvar="SEGADV_TUI_TOKEN",
-                                        help="--serve: the token the URL carries (default: a new random one each start; "
-                                             "the variable keeps it out of the process list)."),
-    no_token: bool = typer.Option(False, "--no-token", help="--serve: no token: anyone who reaches the port can use "
-                                                            "the explorer as you (a warning is printed)."),
-    heartbeat: float = typer.Option(HEARTBEAT_S, "--serve-heartbeat", min=0.1, hidden=True,
-                                    help="--serve: seconds between pings to a browser (tests make it short)."),
+    token: str | None = typer.Option(
+        None,
+        "--token",
+        envvar="SEGADV_TUI_TOKEN",
+        help="--serve: the token the URL carries (default: a new random one each start; "
+        "the variable keeps it out of the process list).",
+    ),
+    no_token: bool = typer.Option(
+        False,
+        "--no-token",
+        help="--serve: no token: anyone who reaches the port can use the explorer as you (a warning is printed).",
+    ),
+    heartbeat: float = typer.Option(
+        HEARTBEAT_S,
+        "--serve-heartbeat",
+        min=0.1,
+        hidden=True,
+        help="--serve: seconds between pings to a browser (tests make it short).",
+    ),
 ) -> None:
     if truecolor:
         # Rich and Textual read these when they are first imported: set them before.
@@ -147,8 +174,16 @@ def segadv_tui(
     from segadv_tui.lifetime import end_on_signals
 
     app = SegadvApp(
-        data=data, image=image, checkpoint_dirs=folders, checkpoints=files, checkpoint=checkpoint, deltas=deltas, limit=limit,
-        graphics=renderer, export_dir=export_dir, device=device,
+        data=data,
+        image=image,
+        checkpoint_dirs=folders,
+        checkpoints=files,
+        checkpoint=checkpoint,
+        deltas=deltas,
+        limit=limit,
+        graphics=renderer,
+        export_dir=export_dir,
+        device=device,
     )
     end_on_signals(app)  # SIGTERM, SIGHUP: the terminal restored and the process gone within seconds, workers or not
     app.run()
@@ -168,11 +203,15 @@ def _terminal_problem() -> str | None:
         return None
     for name, stream in (("standard output", sys.stdout), ("standard error", sys.stderr)):
         if stream is None or not stream.isatty():
-            return (f"segadv-tui is a full-screen app and its {name} is not a terminal: run it in a terminal, "
-                    f"or use segadv-tui --serve for a browser, or the segadv commands for output to files")
+            return (
+                f"segadv-tui is a full-screen app and its {name} is not a terminal: run it in a terminal, "
+                f"or use segadv-tui --serve for a browser, or the segadv commands for output to files"
+            )
     if os.environ.get("TERM", "").lower() == "dumb":
-        return ("segadv-tui needs a terminal with cursor movement and colour, and TERM=dumb says this one has "
-                "neither: run it in another terminal (xterm, tmux, an SSH session), or use segadv-tui --serve")
+        return (
+            "segadv-tui needs a terminal with cursor movement and colour, and TERM=dumb says this one has "
+            "neither: run it in another terminal (xterm, tmux, an SSH session), or use segadv-tui --serve"
+        )
     return None
 
 

@@ -24,8 +24,11 @@ class ExplorerCommands(Provider):
         explorer: ExplorerScreen = self.app.explorer
         state = explorer.state
         commands = [
-            (binding.description if binding.description else binding.action,
-             partial(explorer.run_action, binding.action), binding.tooltip)
+            (
+                binding.description if binding.description else binding.action,
+                partial(explorer.run_action, binding.action),
+                binding.tooltip,
+            )
             for binding in EXPLORER_KEYS
             if binding.id not in ("quit", "help")
         ]
@@ -33,40 +36,68 @@ class ExplorerCommands(Provider):
         from segadv_tui.widgets.images import VIEW_TITLES, VIEWS
 
         for view in VIEWS:
-            commands.append((f"View: {VIEW_TITLES[view]}", partial(explorer.show_view, view),
-                             f"Show the {VIEW_TITLES[view].lower()} view of the pictures"))
+            commands.append(
+                (
+                    f"View: {VIEW_TITLES[view]}",
+                    partial(explorer.show_view, view),
+                    f"Show the {VIEW_TITLES[view].lower()} view of the pictures",
+                )
+            )
         attack = state.attack
         if "loss" in attack.entry.parameters:
             for loss in LOSS_NAMES:
                 if loss != attack.loss:
-                    commands.append((f"Attack loss: {LOSS_TITLES[loss]}",
-                                     partial(explorer.set_attack, attack.replace(loss=loss)),
-                                     f"Attack with the {LOSS_TITLES[loss]} loss"))
+                    commands.append(
+                        (
+                            f"Attack loss: {LOSS_TITLES[loss]}",
+                            partial(explorer.set_attack, attack.replace(loss=loss)),
+                            f"Attack with the {LOSS_TITLES[loss]} loss",
+                        )
+                    )
         for method in METHOD_LIST:
             if method.name != attack.method:
-                commands.append((f"Attack method: {method.title}",
-                                 partial(explorer.set_attack, attack.replace(method=method.name)),
-                                 f"{method.title}: {method.summary}"))
+                commands.append(
+                    (
+                        f"Attack method: {method.title}",
+                        partial(explorer.set_attack, attack.replace(method=method.name)),
+                        f"{method.title}: {method.summary}",
+                    )
+                )
         for organ in ORGANS:
             erase = attack.replace(method="erase", organs=(organ,))
             if erase != attack:
-                commands.append((f"Erase organ: {ORGAN_TITLES[organ]}", partial(explorer.set_attack, erase),
-                                 f"Targeted attack that removes the {ORGAN_TITLES[organ].lower()} "
-                                 f"from the prediction"))
+                commands.append(
+                    (
+                        f"Erase organ: {ORGAN_TITLES[organ]}",
+                        partial(explorer.set_attack, erase),
+                        f"Targeted attack that removes the {ORGAN_TITLES[organ].lower()} from the prediction",
+                    )
+                )
         for entry in state.catalog.checkpoints:
             if entry.meta is not None and (state.attacked is None or entry.path != state.attacked.path):
-                commands.append((f"Load checkpoint: {entry.path.stem}", partial(explorer.load_checkpoint, entry),
-                                 entry.summary))
+                commands.append(
+                    (f"Load checkpoint: {entry.path.stem}", partial(explorer.load_checkpoint, entry), entry.summary)
+                )
                 if entry.path != state.scored_on:
-                    commands.append((f"Score on: {entry.path.stem}", partial(explorer.score_on, entry),
-                                     "Attack the current model, show this one's masks and scores (a transfer)"))
+                    commands.append(
+                        (
+                            f"Score on: {entry.path.stem}",
+                            partial(explorer.score_on, entry),
+                            "Attack the current model, show this one's masks and scores (a transfer)",
+                        )
+                    )
         if state.scored_on is not None:
             commands.append(("Score on: the attacked model", partial(explorer.score_on, None), "White box again"))
         for delta in state.catalog.deltas:
             if attack.method != "universal" or str(delta.path) != attack.delta:
                 universal = attack.replace(method="universal", delta=str(delta.path))
-                commands.append((f"Universal perturbation: {delta.path.stem}", partial(explorer.set_attack, universal),
-                                 delta.summary))
+                commands.append(
+                    (
+                        f"Universal perturbation: {delta.path.stem}",
+                        partial(explorer.set_attack, universal),
+                        delta.summary,
+                    )
+                )
         return commands
 
     async def discover(self) -> Hits:

@@ -63,16 +63,24 @@ def instructions(host: str, port: int, token: str | None, heartbeat_s: float = H
     """What ``--serve`` prints before it starts: the URL with its token, the SSH tunnel, the warnings."""
     lines = [f"segadv-tui: serving the explorer at {with_token(public_url(host, port), token)}"]
     if is_loopback(host):
-        lines.append(f"  from another machine: ssh -N -L {port}:127.0.0.1:{port} {getpass.getuser()}@{socket.getfqdn()}"
-                     f"   then open {with_token(f'http://127.0.0.1:{port}', token)}")
+        lines.append(
+            f"  from another machine: ssh -N -L {port}:127.0.0.1:{port} {getpass.getuser()}@{socket.getfqdn()}"
+            f"   then open {with_token(f'http://127.0.0.1:{port}', token)}"
+        )
     elif token:
-        lines.append(f"  warning: --host {host} serves the explorer to the network, unencrypted: the token can be read "
-                     f"on the way. The default 127.0.0.1 with an SSH tunnel keeps it private.")
+        lines.append(
+            f"  warning: --host {host} serves the explorer to the network, unencrypted: the token can be read "
+            f"on the way. The default 127.0.0.1 with an SSH tunnel keeps it private."
+        )
     if token is None:
-        lines.append(f"  warning: --no-token: anyone who can reach port {port} (any user of this machine, at least) can "
-                     f"run the explorer as you, read the data and checkpoints it opens and write its exports.")
-    lines.append(f"  An explorer ends when its tab closes, or {1.5 * heartbeat_s:g} s after its browser stops answering. "
-                 f"Ctrl+C stops the server and every explorer.")
+        lines.append(
+            f"  warning: --no-token: anyone who can reach port {port} (any user of this machine, at least) can "
+            f"run the explorer as you, read the data and checkpoints it opens and write its exports."
+        )
+    lines.append(
+        f"  An explorer ends when its tab closes, or {1.5 * heartbeat_s:g} s after its browser stops answering. "
+        f"Ctrl+C stops the server and every explorer."
+    )
     return lines
 
 
@@ -101,8 +109,13 @@ def serve(host: str, port: int, arguments: list[str], token: str | None, heartbe
     """Serve ``segadv-tui ARGUMENTS`` (one process per tab) on host:port until SIGINT or SIGTERM."""
     for line in instructions(host, port, token, heartbeat_s):
         print(line, flush=True)
-    _server_class()([sys.executable, "-m", "segadv_tui.launch", *arguments], host=host, port=port, token=token,
-                    heartbeat_s=heartbeat_s).serve()
+    _server_class()(
+        [sys.executable, "-m", "segadv_tui.launch", *arguments],
+        host=host,
+        port=port,
+        token=token,
+        heartbeat_s=heartbeat_s,
+    ).serve()
 
 
 def _server_class():
@@ -130,8 +143,13 @@ def _server_class():
             # No shell between the server and the explorer, and a process group of its own: the pid
             # logged is the explorer's, and ending the group ends whatever it started.
             self._process = process = await asyncio.create_subprocess_exec(
-                *self.argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE, env=environment, start_new_session=True)
+                *self.argv,
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                env=environment,
+                start_new_session=True,
+            )
             self._stdin = process.stdin
             return process
 
@@ -175,16 +193,18 @@ def _server_class():
 
     class ExplorerServer(Server):
         def __init__(self, argv: list[str], *, host: str, port: int, token: str | None, heartbeat_s: float) -> None:
-            super().__init__(" ".join(argv), host=host, port=port, title="segadv-tui",
-                             public_url=public_url(host, port))
+            super().__init__(
+                " ".join(argv), host=host, port=port, title="segadv-tui", public_url=public_url(host, port)
+            )
             self.argv, self.token, self.heartbeat_s = argv, token, heartbeat_s
             self.cookie = TOKEN_COOKIE.format(port=port)
             self.explorers: set[Explorer] = set()
             self.stopping = False
 
         def initialize_logging(self) -> None:
-            logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S",
-                                stream=sys.stdout)
+            logging.basicConfig(
+                level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S", stream=sys.stdout
+            )
             logging.getLogger("aiohttp.access").setLevel(logging.WARNING)  # a line per static file is noise
 
         def request_exit(self) -> None:
@@ -203,8 +223,10 @@ def _server_class():
             given = from_url or request.cookies.get(self.cookie, "")
             if not hmac.compare_digest(given.encode(), self.token.encode()):
                 log.info("refused %s %s from %s: no valid token", request.method, request.path, request.remote)
-                raise web.HTTPForbidden(text="403 Forbidden: this segadv-tui server needs its token. Open the URL "
-                                             "it printed (http://...:PORT/?token=...).\n")
+                raise web.HTTPForbidden(
+                    text="403 Forbidden: this segadv-tui server needs its token. Open the URL "
+                    "it printed (http://...:PORT/?token=...).\n"
+                )
             response = await handler(request)
             if from_url and not response.prepared:  # not the websocket: its headers are already sent
                 response.set_cookie(self.cookie, self.token, httponly=True, samesite="Strict", path="/")
@@ -228,8 +250,10 @@ def _server_class():
             return {
                 "font_size": to_int(request.query.get("fontsize", "16"), 16),
                 "app_websocket_url": f"{'wss' if request.secure else 'ws'}://{request.host}"
-                                     f"{request.app.router['websocket'].url_for()}",
-                "config": {"static": {"url": f"{base}{request.app.router['static'].url_for(filename='/')}".rstrip("/") + "/"}},
+                f"{request.app.router['websocket'].url_for()}",
+                "config": {
+                    "static": {"url": f"{base}{request.app.router['static'].url_for(filename='/')}".rstrip("/") + "/"}
+                },
                 "application": {"name": self.title},
             }
 
@@ -240,11 +264,17 @@ def _server_class():
             if self.stopping:
                 await websocket.close(code=WSCloseCode.GOING_AWAY)
                 return websocket
-            explorer = Explorer(self.argv, request.remote or "?", write_bytes=websocket.send_bytes,
-                                write_str=websocket.send_str, close=websocket.close,
-                                download_manager=self.download_manager)
-            await explorer.start(to_int(request.query.get("width", "80"), 80),
-                                 to_int(request.query.get("height", "24"), 24))
+            explorer = Explorer(
+                self.argv,
+                request.remote or "?",
+                write_bytes=websocket.send_bytes,
+                write_str=websocket.send_str,
+                close=websocket.close,
+                download_manager=self.download_manager,
+            )
+            await explorer.start(
+                to_int(request.query.get("width", "80"), 80), to_int(request.query.get("height", "24"), 24)
+            )
             self.explorers.add(explorer)
             log.info("explorer %d started for %s (%d live)", explorer.pid, explorer.peer, len(self.explorers))
             why = "the server is stopping"

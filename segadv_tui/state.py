@@ -25,8 +25,12 @@ from segadv_tui.frames import Curve, Frame, FrameRequest, LiveStep
 # Epsilon per step of the eps keys: + and - step finely, ] and [ coarsely.
 EPS_STEPS = {"fine": 0.001, "coarse": 0.005}
 # The work whose failure takes the pictures' place, and the title it is shown under.
-FAILURE_TITLES = {"scan": "Cannot start", "data": "Cannot open the data", "load": "Cannot open the checkpoint",
-                  "frame": "Cannot attack this slice"}
+FAILURE_TITLES = {
+    "scan": "Cannot start",
+    "data": "Cannot open the data",
+    "load": "Cannot open the checkpoint",
+    "frame": "Cannot attack this slice",
+}
 
 T = TypeVar("T")
 
@@ -109,8 +113,11 @@ class ExplorerState:
             wanted = Path(self.options.checkpoint).resolve()
             chosen = next((e for e in entries if e.path.resolve() == wanted), None)
         demo = Path(DEMO_CHECKPOINT_NAME).stem
-        return (chosen or next((e for e in entries if e.meta is not None and e.path.stem == demo), None)
-                or next((e for e in entries if e.meta is not None), None))
+        return (
+            chosen
+            or next((e for e in entries if e.meta is not None and e.path.stem == demo), None)
+            or next((e for e in entries if e.meta is not None), None)
+        )
 
     def checkpoint_is_a_delta(self) -> bool:
         """Whether --checkpoint names a universal perturbation found (it opens with --delta)."""
@@ -134,8 +141,11 @@ class ExplorerState:
 
     def scoring_choices(self) -> list[CheckpointEntry | None]:
         """What w cycles through: the attacked model (None), then every other checkpoint that can score it."""
-        return [None] + [entry for entry in self.catalog.checkpoints if entry.meta is not None
-                         and entry.path != self.attacked.path and not self.size_problem(entry)]
+        return [None] + [
+            entry
+            for entry in self.catalog.checkpoints
+            if entry.meta is not None and entry.path != self.attacked.path and not self.size_problem(entry)
+        ]
 
     # -- universal perturbations ----------------------------------------------------------------------
 
@@ -157,11 +167,15 @@ class ExplorerState:
         """Why u has no universal perturbation to apply (None: it has)."""
         if self.catalog.deltas and not self.fitting_deltas():
             sizes = ", ".join(sorted({f"{delta.img_size} px" for delta in self.catalog.deltas}))
-            return (f"No universal perturbation found for {self.attacked.meta['img_size']} px slices (the ones found "
-                    f"are {sizes}).")
+            return (
+                f"No universal perturbation found for {self.attacked.meta['img_size']} px slices (the ones found "
+                f"are {sizes})."
+            )
         if not self.catalog.deltas:
-            return ("No universal perturbation found: make one with `segadv universal` and open it with "
-                    "segadv-tui --delta FILE (or put it in a --checkpoints folder).")
+            return (
+                "No universal perturbation found: make one with `segadv universal` and open it with "
+                "segadv-tui --delta FILE (or put it in a --checkpoints folder)."
+            )
         return None
 
     def with_next_delta(self) -> AttackConfig:
@@ -203,7 +217,13 @@ class ExplorerState:
         """Whether ``curve`` is the eps curve of ``frame``: FGSM's, for the frame's loss and target."""
         fgsm = frame.config.replace(method="fgsm")
         return (curve.checkpoint, curve.slice_id, curve.loss, curve.target, curve.mode, curve.scored_on) == (
-            frame.checkpoint, frame.slice_id, fgsm.loss, fgsm.target, fgsm.mode, frame.scored_on)
+            frame.checkpoint,
+            frame.slice_id,
+            fgsm.loss,
+            fgsm.target,
+            fgsm.mode,
+            frame.scored_on,
+        )
 
     def summary(self, device: str | None = None) -> str:
         """The summary line (Rich markup): the attack, the slice and the checkpoint, most telling first as
@@ -216,25 +236,30 @@ class ExplorerState:
         label = escape(attack.label)
         delta = self.delta_entry(attack.delta) if attack.method == "universal" else None
         if delta is not None and delta.eps > 0:  # eps scales the saved delta: say by how much
-            label = escape(f"eps {attack.eps:.3f} (×{attack.eps / delta.eps:.2f} of {delta.eps:.3f}) · "
-                           f"{attack.method_label}")
+            label = escape(
+                f"eps {attack.eps:.3f} (×{attack.eps / delta.eps:.2f} of {delta.eps:.3f}) · {attack.method_label}"
+            )
         text = f"[b]{label}[/b] · {escape(str(source))} · {escape(checkpoint)}"
         return f"{text} · {device}" if device else text
 
     def failure_advice(self, group: str) -> str:
         """What to do when the work ``group`` (FAILURE_TITLES) failed."""
         if group == "load":
-            advice = ("Pick another checkpoint in the list (c, then Enter), or start segadv-tui with --checkpoint "
-                      "FILE: a .safetensors file written by segadv train, or converted from other weights by "
-                      "segadv import-checkpoint.")
+            advice = (
+                "Pick another checkpoint in the list (c, then Enter), or start segadv-tui with --checkpoint "
+                "FILE: a .safetensors file written by segadv train, or converted from other weights by "
+                "segadv import-checkpoint."
+            )
             if self.attacked is not None:
                 advice += f" {self.attacked.path.stem} is still in use: an eps step shows its pictures again."
             return advice
         if not self.has_truth and group in ("data", "frame"):
             return "Start segadv-tui with another --image FILE.png (a 16-bit PNG slice), or --data DIR."
         if group == "data":
-            return ("Start segadv-tui with --data DIR (a Kaggle root: train.csv and train/), or without --data "
-                    "for the built-in demo.")
+            return (
+                "Start segadv-tui with --data DIR (a Kaggle root: train.csv and train/), or without --data "
+                "for the built-in demo."
+            )
         if group == "frame":
             return "Pick another slice (j / k, or s for the slice list) or other attack settings."
         return "Start segadv-tui again with other options (segadv-tui --help lists them)."
@@ -244,8 +269,10 @@ class ExplorerState:
     def figure_name(self, frame: Frame) -> str:
         """The PNG file name of ``frame``'s figure: slice, checkpoint(s), attack and eps."""
         scored = "" if frame.scored_on is None else "_on_" + Path(frame.scored_on).stem
-        return (f"{frame.slice_id}_{self._attacked_name()}{scored}_{frame.config.method}"
-                f"_{frame.config.loss.replace('+', '-')}_eps{frame.config.eps:.3f}.png")
+        return (
+            f"{frame.slice_id}_{self._attacked_name()}{scored}_{frame.config.method}"
+            f"_{frame.config.loss.replace('+', '-')}_eps{frame.config.eps:.3f}.png"
+        )
 
     def figure_caption(self, frame: Frame) -> str:
         checkpoint = self._attacked_name()

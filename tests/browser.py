@@ -18,8 +18,16 @@ from pathlib import Path
 import aiohttp
 from PIL import Image
 
-FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync")
+FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+)
 
 
 def chromium() -> str | None:
@@ -51,9 +59,18 @@ class Page:
     async def __aenter__(self) -> Page:
         port = free_port()
         self.process = subprocess.Popen(
-            [chromium(), *FLAGS, f"--user-data-dir={self.profile}", f"--remote-debugging-port={port}",
-             f"--window-size={self.size[0]},{self.size[1]}", self.url],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+            [
+                chromium(),
+                *FLAGS,
+                f"--user-data-dir={self.profile}",
+                f"--remote-debugging-port={port}",
+                f"--window-size={self.size[0]},{self.size[1]}",
+                self.url,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         self.http = aiohttp.ClientSession()
         targets = None
         deadline = time.monotonic() + 60

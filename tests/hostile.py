@@ -25,7 +25,7 @@ def safetensors_parts(path: Path) -> tuple[dict, int]:
     """``path``'s header (parsed) and the length of its data section."""
     raw = path.read_bytes()
     (length,) = struct.unpack("<Q", raw[:8])
-    return json.loads(raw[8:8 + length]), len(raw) - 8 - length
+    return json.loads(raw[8 : 8 + length]), len(raw) - 8 - length
 
 
 def header_bytes(header: dict | bytes) -> bytes:
@@ -62,7 +62,7 @@ def hostile_checkpoints(folder: Path) -> dict[str, Path]:
     first = next(key for key in header if key != "__metadata__")
     past_end[first]["data_offsets"] = [size + 8, size + 16]
     files = {
-        "header length 2^40": (header, {"header_len": 2 ** 40}),
+        "header length 2^40": (header, {"header_len": 2**40}),
         "tensor offsets past the end": (past_end, {}),
         "model os.system": (with_meta(header, model=json.dumps("os.system")), {}),
         "classes a, b": (with_meta(header, classes=json.dumps(["a", "b"])), {}),
@@ -70,8 +70,10 @@ def hostile_checkpoints(folder: Path) -> dict[str, Path]:
         "img_size 1000000000": (with_meta(header, img_size="1000000000"), {}),
         "img_size 40000": (with_meta(header, img_size="40000"), {}),
     }
-    return {name: write_safetensors(folder / f"{index}.safetensors", edited, data, **options)
-            for index, (name, (edited, options)) in enumerate(files.items())}
+    return {
+        name: write_safetensors(folder / f"{index}.safetensors", edited, data, **options)
+        for index, (name, (edited, options)) in enumerate(files.items())
+    }
 
 
 def result_or_refusal(read, *args):

@@ -20,8 +20,7 @@ def pilot_test(scenario):
 
 
 def make_app(data: Path | None, checkpoint: Path, **kwargs) -> SegadvApp:
-    app = SegadvApp(data=data, checkpoint=checkpoint, device="cpu", device_label="CPU", show_timings=False,
-                    **kwargs)
+    app = SegadvApp(data=data, checkpoint=checkpoint, device="cpu", device_label="CPU", show_timings=False, **kwargs)
     record_notifications(app)
     return app
 

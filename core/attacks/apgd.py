@@ -220,8 +220,19 @@ def apgd(
                 return per_image_loss(loss, logits, target, schedule=(offset + t, steps))
 
             result = apgd_stage(
-                model, image, point, radius * eps, stage, objective, precision=precision, tracker=tracker,
-                should_stop=should_stop, on_step=on_step, step_offset=offset, total_steps=steps, trace=trace,
+                model,
+                image,
+                point,
+                radius * eps,
+                stage,
+                objective,
+                precision=precision,
+                tracker=tracker,
+                should_stop=should_stop,
+                on_step=on_step,
+                step_offset=offset,
+                total_steps=steps,
+                trace=trace,
             )
             offset += stage
             if tracker is not None:
@@ -235,12 +246,23 @@ def run_apgd(model, image, target, config: AttackConfig, context: AttackContext)
     """The registry's APGD: from a random start in the first radius' ball (per slice, from ``config.seed``),
     best iterate judged against the scoring reference."""
     clean_pred = clean_prediction(model, image, config, context)
-    start = random_start_point(image, config.radii[0] * config.eps, seed=config.seed, ids=context.ids,
-                         generator=context.generator)
+    start = random_start_point(
+        image, config.radii[0] * config.eps, seed=config.seed, ids=context.ids, generator=context.generator
+    )
     result = apgd(
-        model, image, clean_pred.float() if target is None else target, config.eps, steps=config.steps,
-        loss=config.loss, radii=config.radii, start=start, best_iterate=config.best_iterate,
-        reference=scoring_reference(clean_pred, context), empty=config.empty, precision=config.precision,
-        should_stop=context.should_stop, on_step=context.on_step,
+        model,
+        image,
+        clean_pred.float() if target is None else target,
+        config.eps,
+        steps=config.steps,
+        loss=config.loss,
+        radii=config.radii,
+        start=start,
+        best_iterate=config.best_iterate,
+        reference=scoring_reference(clean_pred, context),
+        empty=config.empty,
+        precision=config.precision,
+        should_stop=context.should_stop,
+        on_step=context.on_step,
     )
     return AttackOutput(result.adversarial, clean_pred, result.prediction)

@@ -66,39 +66,61 @@ ENSEMBLE = (
 
 METHOD_LIST = (
     AttackMethod(
-        "fgsm", "FGSM", "fast gradient sign method: one signed-gradient step of eps",
-        {"loss": "bce", "mode": "textbook"}, "core.attacks.fast_gradient:run_fgsm",
+        "fgsm",
+        "FGSM",
+        "fast gradient sign method: one signed-gradient step of eps",
+        {"loss": "bce", "mode": "textbook"},
+        "core.attacks.fast_gradient:run_fgsm",
     ),
     AttackMethod(
-        "bim", "BIM", "basic iterative method / I-FGSM: signed steps from the clean image, projected to the eps ball",
-        {"loss": "bce", "steps": 10, "step_size": None, "best_iterate": False}, "core.attacks.iterative:run_iterative",
+        "bim",
+        "BIM",
+        "basic iterative method / I-FGSM: signed steps from the clean image, projected to the eps ball",
+        {"loss": "bce", "steps": 10, "step_size": None, "best_iterate": False},
+        "core.attacks.iterative:run_iterative",
         iterative=True,
     ),
     AttackMethod(
-        "pgd", "PGD", "projected gradient descent: BIM from a uniformly random start in the eps ball",
-        {"loss": "bce", "steps": 10, "step_size": None, "seed": 0, "best_iterate": False}, "core.attacks.iterative:run_iterative",
+        "pgd",
+        "PGD",
+        "projected gradient descent: BIM from a uniformly random start in the eps ball",
+        {"loss": "bce", "steps": 10, "step_size": None, "seed": 0, "best_iterate": False},
+        "core.attacks.iterative:run_iterative",
         iterative=True,
     ),
     AttackMethod(
-        "apgd", "APGD",
+        "apgd",
+        "APGD",
         "auto-PGD (Croce & Hein 2020): step 2 eps, halved at checkpoints when the loss stalls, momentum 0.75, "
         "restarts from the best point; keeps the iterate with the lowest DSC",
-        {"loss": "bce", "steps": 100, "seed": 0, "best_iterate": True, "radii": (1.0,)}, "core.attacks.apgd:run_apgd",
+        {"loss": "bce", "steps": 100, "seed": 0, "best_iterate": True, "radii": (1.0,)},
+        "core.attacks.apgd:run_apgd",
         iterative=True,
     ),
     AttackMethod(
-        "ensemble", "Ensemble",
+        "ensemble",
+        "Ensemble",
         "per slice the worst case (lowest mean DSC) of a fixed list of APGD runs with different losses and radii",
-        {"steps": 100, "seed": 0, "best_iterate": True}, "core.attacks.ensemble:run_ensemble", iterative=True,
+        {"steps": 100, "seed": 0, "best_iterate": True},
+        "core.attacks.ensemble:run_ensemble",
+        iterative=True,
     ),
     AttackMethod(
-        "erase", "Erase", "targeted: descend BCE(chosen organs' logits, 0) so those organs vanish",
-        {"organs": ("stomach",), "steps": 10, "step_size": None}, "core.attacks.iterative:run_erase", iterative=True,
+        "erase",
+        "Erase",
+        "targeted: descend BCE(chosen organs' logits, 0) so those organs vanish",
+        {"organs": ("stomach",), "steps": 10, "step_size": None},
+        "core.attacks.iterative:run_erase",
+        iterative=True,
         uses_target=False,
     ),
     AttackMethod(
-        "universal", "Universal", "a saved universal perturbation (segadv universal) added to every slice, scaled to L-inf eps",
-        {"delta": None}, "core.attacks.universal:run_universal", uses_target=False,
+        "universal",
+        "Universal",
+        "a saved universal perturbation (segadv universal) added to every slice, scaled to L-inf eps",
+        {"delta": None},
+        "core.attacks.universal:run_universal",
+        uses_target=False,
     ),
 )
 METHODS = {method.name: method for method in METHOD_LIST}
@@ -131,8 +153,10 @@ def parse_radii(radii) -> tuple[float, ...]:
     except (TypeError, ValueError):
         raise OptionError(f"radii {radii!r} must be numbers (multiples of eps), e.g. 2,1.5,1") from None
     if not values or len(values) > 3 or values[-1] != 1.0 or not all(math.isfinite(r) and r >= 1.0 for r in values):
-        raise OptionError(f"radii {','.join(f'{r:g}' for r in values) or '(none)'} must be 1 to 3 multiples of eps, "
-                          "each at least 1 and the last 1, e.g. 2,1.5,1")
+        raise OptionError(
+            f"radii {','.join(f'{r:g}' for r in values) or '(none)'} must be 1 to 3 multiples of eps, "
+            "each at least 1 and the last 1, e.g. 2,1.5,1"
+        )
     return values
 
 
@@ -202,8 +226,10 @@ class AttackConfig:
         elif not isinstance(self.best_iterate, bool):
             raise OptionError(f"best_iterate must be true or false, got {self.best_iterate!r}")
         elif self.best_iterate and "best_iterate" not in parameters:
-            raise OptionError(f"the best iterate applies to the iterative methods ({', '.join(BEST_ITERATE_METHODS)}), "
-                              f"not to {self.method}")
+            raise OptionError(
+                f"the best iterate applies to the iterative methods ({', '.join(BEST_ITERATE_METHODS)}), "
+                f"not to {self.method}"
+            )
         radii = parse_radii(self.radii)
         if radii != (1.0,) and "radii" not in parameters:
             raise OptionError(f"radii apply to apgd, not to {self.method}")
@@ -253,8 +279,10 @@ class AttackConfig:
         each can be run alone and gives, per slice, what it contributed to the ensemble."""
         if self.method != "ensemble":
             raise OptionError(f"{self.method} is not the ensemble")
-        shared = {name: getattr(self, name) for name in ("eps", "target", "steps", "seed", "best_iterate", "precision",
-                                                         "empty", "score", "hausdorff")}
+        shared = {
+            name: getattr(self, name)
+            for name in ("eps", "target", "steps", "seed", "best_iterate", "precision", "empty", "score", "hausdorff")
+        }
         return [AttackConfig(method="apgd", loss=member.loss, radii=member.radii, **shared) for member in ENSEMBLE]
 
     def with_eps(self, eps: float) -> AttackConfig:

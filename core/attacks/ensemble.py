@@ -28,8 +28,10 @@ def passes_per_slice(config: AttackConfig) -> dict[str, int]:
         return {"forward_backward": 1, "forward": 1}
     if config.method == "ensemble":
         members = config.ensemble_members()
-        return {"forward_backward": sum(member.steps for member in members),
-                "forward": 1 + sum(len(stage_steps(member.steps, len(member.radii))) for member in members)}
+        return {
+            "forward_backward": sum(member.steps for member in members),
+            "forward": 1 + sum(len(stage_steps(member.steps, len(member.radii))) for member in members),
+        }
     if config.method == "apgd":
         return {"forward_backward": config.steps, "forward": 1 + len(stage_steps(config.steps, len(config.radii)))}
     return {"forward_backward": config.steps, "forward": 2}
@@ -49,8 +51,10 @@ def run_ensemble(model, image, target, config: AttackConfig, context: AttackCont
     for index, member in enumerate(members):
         on_step = None
         if context.on_step is not None:
+
             def on_step(step, _steps, iterate, logits, loss, offset=done):  # one step count over all members
                 context.on_step(offset + step, total, iterate, logits, loss)
+
         output = run_apgd(model, image, target, member, replace(context, clean_pred=clean_pred, on_step=on_step))
         done += member.steps
         dsc = mean_dice_on_device(output.adv_pred, reference, config.empty)
@@ -61,7 +65,8 @@ def run_ensemble(model, image, target, config: AttackConfig, context: AttackCont
             continue
         better = dsc < best_dsc
         best = AttackOutput(
-            torch.where(broadcast_per_image(better, output.adversarial), output.adversarial, best.adversarial), clean_pred,
+            torch.where(broadcast_per_image(better, output.adversarial), output.adversarial, best.adversarial),
+            clean_pred,
             torch.where(broadcast_per_image(better, output.adv_pred), output.adv_pred, best.adv_pred),
         )
         best_dsc = torch.where(better, dsc, best_dsc)

@@ -91,10 +91,12 @@ def adversarial_predictions(
             return results
         for eps in eps_values:  # one eps group is already more than a chunk: split it
             adversarial = apply_sign(clean, sign, eps, mode)
-            predicted = torch.cat([
-                safe_logits(model, adversarial[start : start + chunk_size], precision) > 0
-                for start in range(0, n, chunk_size)
-            ])
+            predicted = torch.cat(
+                [
+                    safe_logits(model, adversarial[start : start + chunk_size], precision) > 0
+                    for start in range(0, n, chunk_size)
+                ]
+            )
             results.append((adversarial, predicted))
     return results
 
@@ -102,11 +104,23 @@ def adversarial_predictions(
 def run_fgsm(model, image, target, config: AttackConfig, context: AttackContext) -> AttackOutput:
     """FGSM from the (cached) gradient; its clean prediction comes from the gradient's own forward pass,
     and the adversarial prediction from one more forward pass (none when ``context.predict_result`` is off)."""
-    entry = cached_gradient(model, image, target, config.loss, config.mode, cache=context.cache,
-                            cache_key=context.cache_key, precision=config.precision)
+    entry = cached_gradient(
+        model,
+        image,
+        target,
+        config.loss,
+        config.mode,
+        cache=context.cache,
+        cache_key=context.cache_key,
+        precision=config.precision,
+    )
     if not context.predict_result:
-        return AttackOutput(apply_sign(image.detach(), entry.sign, config.eps, config.mode), entry.clean_pred,
-                            zero_grad_fraction=entry.zero_fraction)
-    adversarial, adv_pred = adversarial_predictions(model, image, entry.sign, [config.eps], config.mode,
-                                                    precision=config.precision)[0]
+        return AttackOutput(
+            apply_sign(image.detach(), entry.sign, config.eps, config.mode),
+            entry.clean_pred,
+            zero_grad_fraction=entry.zero_fraction,
+        )
+    adversarial, adv_pred = adversarial_predictions(
+        model, image, entry.sign, [config.eps], config.mode, precision=config.precision
+    )[0]
     return AttackOutput(adversarial, entry.clean_pred, adv_pred, entry.zero_fraction)

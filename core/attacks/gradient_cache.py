@@ -78,6 +78,7 @@ def cached_gradient(
 ) -> GradientEntry:
     """``input_gradients`` for one loss, taken from ``cache`` when it holds ``cache_key`` (which must
     identify the gradient: checkpoint, slice id(s), loss, target kind, mode) and kept there otherwise."""
+
     def compute() -> GradientEntry:
         return input_gradients(model, image, target, (loss,), mode, precision=precision)[loss]
 

@@ -62,8 +62,20 @@ class BestIterate:
         self.dsc, self.loss = torch.where(better, dsc, self.dsc), torch.where(better, loss, self.loss)
 
 
-def _iterate(model, image, start, eps, steps, step_size, objective, direction, should_stop,
-             precision="fp32", on_step=None, tracker: BestIterate | None = None):
+def _iterate(
+    model,
+    image,
+    start,
+    eps,
+    steps,
+    step_size,
+    objective,
+    direction,
+    should_stop,
+    precision="fp32",
+    on_step=None,
+    tracker: BestIterate | None = None,
+):
     """Signed-gradient steps on ``objective(logits, step) -> (N,)``, projected to the eps ball and [0, 1].
     With a ``tracker`` every iterate, the last included (one more forward pass), is offered to it."""
     eps = check_eps(eps)
@@ -107,8 +119,17 @@ def bim(
     2.5 eps / steps) from the clean image, each projected to the L-inf eps ball and to [0, 1]: PGD
     without the random start."""
     return pgd(
-        model, image, target, eps, steps=steps, step_size=step_size, loss=loss, random_start=False,
-        precision=precision, should_stop=should_stop, on_step=on_step,
+        model,
+        image,
+        target,
+        eps,
+        steps=steps,
+        step_size=step_size,
+        loss=loss,
+        random_start=False,
+        precision=precision,
+        should_stop=should_stop,
+        on_step=on_step,
     )
 
 
@@ -137,13 +158,34 @@ def pgd(
     return _pgd_from(model, image, target, start, eps, steps, step_size, loss, precision, should_stop, on_step)
 
 
-def _pgd_from(model, image, target, start, eps, steps, step_size, loss, precision, should_stop, on_step,
-              tracker: BestIterate | None = None) -> torch.Tensor:
+def _pgd_from(
+    model,
+    image,
+    target,
+    start,
+    eps,
+    steps,
+    step_size,
+    loss,
+    precision,
+    should_stop,
+    on_step,
+    tracker: BestIterate | None = None,
+) -> torch.Tensor:
     target = target.detach()
     return _iterate(
-        model, image, start, eps, steps, step_size,
-        lambda logits, step: per_image_loss(loss, logits, target, schedule=(step, steps)), +1.0, should_stop,
-        precision, on_step, tracker,
+        model,
+        image,
+        start,
+        eps,
+        steps,
+        step_size,
+        lambda logits, step: per_image_loss(loss, logits, target, schedule=(step, steps)),
+        +1.0,
+        should_stop,
+        precision,
+        on_step,
+        tracker,
     )
 
 
@@ -153,8 +195,14 @@ def slice_seed(seed: int, slice_id: str) -> int:
     return int.from_bytes(digest, "little") >> 1
 
 
-def random_start_point(image: torch.Tensor, eps: float, *, seed: int = 0, ids: Sequence[str] | None = None,
-                 generator: torch.Generator | None = None) -> torch.Tensor:
+def random_start_point(
+    image: torch.Tensor,
+    eps: float,
+    *,
+    seed: int = 0,
+    ids: Sequence[str] | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
     """``image`` plus uniform noise in [-eps, eps], clipped to [0, 1].
 
     With ``generator``, one draw for the whole batch. Otherwise each slice draws its own noise on the
@@ -167,10 +215,14 @@ def random_start_point(image: torch.Tensor, eps: float, *, seed: int = 0, ids: S
         ids = [str(i) for i in range(image.shape[0])] if ids is None else list(ids)
         if len(ids) != image.shape[0]:
             raise ValueError(f"{len(ids)} slice ids for a batch of {image.shape[0]}")
-        noise = torch.stack([
-            torch.rand(image.shape[1:], generator=torch.Generator().manual_seed(slice_seed(seed, i)), dtype=image.dtype)
-            for i in ids
-        ])
+        noise = torch.stack(
+            [
+                torch.rand(
+                    image.shape[1:], generator=torch.Generator().manual_seed(slice_seed(seed, i)), dtype=image.dtype
+                )
+                for i in ids
+            ]
+        )
     return (image + (2 * noise.to(image.device) - 1) * eps).clamp(0.0, 1.0)
 
 
@@ -212,8 +264,9 @@ def erase_organs(
         chosen = logits[:, channels].float()
         return F.binary_cross_entropy_with_logits(chosen, torch.zeros_like(chosen), reduction="none").flatten(1).mean(1)
 
-    return _iterate(model, image, image.detach().clone(), eps, steps, step_size, objective, -1.0, should_stop,
-                    precision, on_step)
+    return _iterate(
+        model, image, image.detach().clone(), eps, steps, step_size, objective, -1.0, should_stop, precision, on_step
+    )
 
 
 def run_iterative(model, image, target, config: AttackConfig, context: AttackContext) -> AttackOutput:
@@ -228,8 +281,18 @@ def run_iterative(model, image, target, config: AttackConfig, context: AttackCon
         start = image.detach().clone()
     tracker = BestIterate(scoring_reference(clean_pred, context), config.empty) if config.best_iterate else None
     adversarial = _pgd_from(
-        model, image, clean_pred.float() if target is None else target, start, config.eps, config.steps,
-        config.step_size, config.loss, config.precision, context.should_stop, context.on_step, tracker,
+        model,
+        image,
+        clean_pred.float() if target is None else target,
+        start,
+        config.eps,
+        config.steps,
+        config.step_size,
+        config.loss,
+        config.precision,
+        context.should_stop,
+        context.on_step,
+        tracker,
     )
     if tracker is not None:
         return AttackOutput(tracker.adversarial, clean_pred, tracker.prediction)
@@ -240,7 +303,14 @@ def run_erase(model, image, target, config: AttackConfig, context: AttackContext
     """The targeted erasure of ``config.organs`` (its own objective: ``target`` and the loss do not apply)."""
     clean_pred = clean_prediction(model, image, config, context)
     adversarial = erase_organs(
-        model, image, config.organs, config.eps, steps=config.steps, step_size=config.step_size,
-        precision=config.precision, should_stop=context.should_stop, on_step=context.on_step,
+        model,
+        image,
+        config.organs,
+        config.eps,
+        steps=config.steps,
+        step_size=config.step_size,
+        precision=config.precision,
+        should_stop=context.should_stop,
+        on_step=context.on_step,
     )
     return AttackOutput(adversarial, clean_pred)

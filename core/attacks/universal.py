@@ -150,8 +150,9 @@ def craft_universal(
                     clean_pred = predict(model, images) if keep and keep_weight > 0 else None
                     x = delta.detach().requires_grad_(True)
                     with torch.enable_grad():
-                        loss = _objective(model((images + x).clamp(0.0, 1.0)).float(), clean_pred, erase, keep,
-                                          keep_weight)
+                        loss = _objective(
+                            model((images + x).clamp(0.0, 1.0)).float(), clean_pred, erase, keep, keep_weight
+                        )
                         (grad,) = torch.autograd.grad(loss, x)
                     rate = alpha * 0.5 * (1 + math.cos(math.pi * step / total))
                     # One statement: Ctrl-C leaves the delta and its step count in step.
@@ -163,8 +164,15 @@ def craft_universal(
         except KeyboardInterrupt:
             interrupted = True
     meta = {
-        "epochs": epochs, "steps": step, "batch_size": batch_size, "step_size": alpha, "keep_weight": keep_weight,
-        "seed": seed, "slices": len(records), "loss_history": history, "seconds": time.perf_counter() - started,
+        "epochs": epochs,
+        "steps": step,
+        "batch_size": batch_size,
+        "step_size": alpha,
+        "keep_weight": keep_weight,
+        "seed": seed,
+        "slices": len(records),
+        "loss_history": history,
+        "seconds": time.perf_counter() - started,
     }
     made = UniversalDelta(delta=delta[0, 0].detach().cpu(), eps=eps, organs=organs, meta=meta)
     if interrupted:  # the delta after the steps made: a valid one within eps, less optimised
@@ -180,10 +188,17 @@ def save_delta(path: str | os.PathLike, universal: UniversalDelta) -> Path:
     """Write ``universal`` to ``path`` (safetensors, through ``core.files``' atomic writer)."""
     from safetensors.torch import save
 
-    header = {"format": FORMAT, "eps": universal.eps, "organs": list(universal.organs), "img_size": universal.img_size,
-              **universal.meta}
-    data = save({"delta": universal.delta.detach().float().cpu().contiguous()},
-                metadata={key: json.dumps(value) for key, value in header.items()})
+    header = {
+        "format": FORMAT,
+        "eps": universal.eps,
+        "organs": list(universal.organs),
+        "img_size": universal.img_size,
+        **universal.meta,
+    }
+    data = save(
+        {"delta": universal.delta.detach().float().cpu().contiguous()},
+        metadata={key: json.dumps(value) for key, value in header.items()},
+    )
     return write_bytes(path, data)
 
 
@@ -191,7 +206,9 @@ def load_delta(path: str | os.PathLike) -> UniversalDelta:
     """The universal perturbation saved at ``path``; a ``DeltaError`` naming the file when it is not one."""
     path = Path(path).expanduser()
     if not path.is_file():
-        raise DeltaError(f"delta file {str(path)!r} does not exist" if not path.exists() else f"delta {str(path)!r} is not a file")
+        raise DeltaError(
+            f"delta file {str(path)!r} does not exist" if not path.exists() else f"delta {str(path)!r} is not a file"
+        )
     stat = path.stat()
     return _load_delta(str(path.resolve()), stat.st_mtime_ns, stat.st_size)
 
@@ -210,8 +227,10 @@ def _load_delta(path: str, _mtime_ns: int, _size: int) -> UniversalDelta:
     size, entry = meta["img_size"], tensors["delta"]
     if entry["dtype"] != "F32" or entry["shape"] != [size, size]:  # as save_delta writes it
         shape = entry["shape"][:3] + (["..."] if len(entry["shape"]) > 3 else [])  # as long as the file wants
-        raise DeltaError(f"{path}: tensor delta is {entry['dtype'][:12]!r} {shape}; expected 'F32' [{size}, {size}] "
-                         f"(metadata img_size = {size})")
+        raise DeltaError(
+            f"{path}: tensor delta is {entry['dtype'][:12]!r} {shape}; expected 'F32' [{size}, {size}] "
+            f"(metadata img_size = {size})"
+        )
     try:
         with safe_open(path, framework="pt") as handle:
             delta = handle.get_tensor("delta")
@@ -279,8 +298,14 @@ class UniversalReport:
 
     def to_dict(self) -> dict:
         return {
-            "organs": list(self.organs), "eps": self.eps, "slices": self.slices, "summary": self.summary.to_dict(),
-            "area_clean": self.area_clean, "area_adv": self.area_adv, "vanished": self.vanished, "present": self.present,
+            "organs": list(self.organs),
+            "eps": self.eps,
+            "slices": self.slices,
+            "summary": self.summary.to_dict(),
+            "area_clean": self.area_clean,
+            "area_adv": self.area_adv,
+            "vanished": self.vanished,
+            "present": self.present,
             "area_ratio": {organ: json_number(self.area_ratio(organ)) for organ in ORGANS},
         }
 
@@ -310,26 +335,33 @@ def universal_report(
         """Per slice: its result and the predicted area of each organ before and after."""
         adversarial = apply_delta(images, delta)
         clean_pred, adv_pred = predict(model, images), predict(model, adversarial)
-        rows = score_slices([r.id for r in chunk], eps, images, adversarial, clean_pred, adv_pred, truth,
-                            empty=empty, score=score)
+        rows = score_slices(
+            [r.id for r in chunk], eps, images, adversarial, clean_pred, adv_pred, truth, empty=empty, score=score
+        )
         clean_area = clean_pred.flatten(2).float().mean(2).cpu().numpy()
         adv_area = adv_pred.flatten(2).float().mean(2).cpu().numpy()
         return list(zip(rows, clean_area, adv_area))
 
     done = None if progress is None else (lambda n: progress(n, len(records)))
-    slices, interrupted = finished_batches(records, img_size, batch_size, device, distributed.Ranks(), apply_and_score,
-                                           done)
+    slices, interrupted = finished_batches(
+        records, img_size, batch_size, device, distributed.Ranks(), apply_and_score, done
+    )
     if interrupted and not slices:
         raise Interrupted(None, Partial(0, len(records)))
     rows = [row for row, _, _ in slices]
     clean_area, adv_area = np.array([area for _, area, _ in slices]), np.array([area for _, _, area in slices])
     present = clean_area > 0
     report = UniversalReport(
-        organs=universal.organs, eps=eps, summary=summarise(rows), slices=len(rows),
+        organs=universal.organs,
+        eps=eps,
+        summary=summarise(rows),
+        slices=len(rows),
         area_clean={o: json_number(clean_area[:, i].mean()) for i, o in enumerate(ORGANS)},
         area_adv={o: json_number(adv_area[:, i].mean()) for i, o in enumerate(ORGANS)},
-        vanished={o: json_number(np.mean(adv_area[present[:, i], i] == 0)) if present[:, i].any() else None
-                  for i, o in enumerate(ORGANS)},
+        vanished={
+            o: json_number(np.mean(adv_area[present[:, i], i] == 0)) if present[:, i].any() else None
+            for i, o in enumerate(ORGANS)
+        },
         present={o: int(present[:, i].sum()) for i, o in enumerate(ORGANS)},
     )
     if interrupted:

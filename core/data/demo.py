@@ -36,7 +36,6 @@ _AVOID_CASES = (7, 81)
 DEMO_VERSION = 2
 
 
-
 @dataclass(frozen=True)
 class _Scan:
     case: int
@@ -97,8 +96,12 @@ def _write_into(folder: Path, scans: list[_Scan], progress: Progress | None) -> 
             name = f"slice_{number:04d}_{scan.width}_{scan.height}_{SPACING_MM:.2f}_{SPACING_MM:.2f}.png"
             # Noisy 16-bit slices gain little from LZ77 matching: Huffman-only deflate is as small as zlib's
             # default level and about 10x faster (benchmarks/bench_demo.py).
-            atomic_write(scans_dir / name, lambda stream, image=image: image.save(
-                stream, format="PNG", compress_level=1, compress_type=zlib.Z_HUFFMAN_ONLY))
+            atomic_write(
+                scans_dir / name,
+                lambda stream, image=image: image.save(
+                    stream, format="PNG", compress_level=1, compress_type=zlib.Z_HUFFMAN_ONLY
+                ),
+            )
             slice_id = f"case{scan.case}_day{scan.day}_slice_{number:04d}"
             rows += [(slice_id, organ, rle_encode(mask)) for organ, mask in zip(ORGANS, masks)]
             done += 1
@@ -155,7 +158,9 @@ def demo_data_dir(seed: int = 0, progress: Progress | None = None, *, size: str 
     other process uses the winner's folder.
     """
     scans = _plan(seed, size)
-    name = f"demo-v{DEMO_VERSION}-seed{int(seed)}" if size == "default" else f"demo-v{DEMO_VERSION}-{size}-seed{int(seed)}"
+    name = (
+        f"demo-v{DEMO_VERSION}-seed{int(seed)}" if size == "default" else f"demo-v{DEMO_VERSION}-{size}-seed{int(seed)}"
+    )
     target = cache_dir() / name
     if (target / "train.csv").is_file():
         return target

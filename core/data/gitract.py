@@ -26,6 +26,7 @@ from PIL import Image
 
 from core.data.rle import MAX_PIXELS, RLEError, rle_decode
 from core.errors import SegadvError
+from core.labels import UW_MADISON
 from core.organs import ORGANS
 
 EXCLUDED_CASE_DAYS = ("case7_day0", "case81_day30")
@@ -80,8 +81,10 @@ def read_raw_slice(path: str | Path) -> np.ndarray:
             raise DataError(f"cannot read image {path}: not a PNG file")
         width, height = struct.unpack(">II", data[16:24])
         if width * height > MAX_PIXELS:
-            raise DataError(f"{path}: its PNG header says {width} x {height} pixels; segadv reads slices of at "
-                            f"most {MAX_PIXELS} pixels")
+            raise DataError(
+                f"{path}: its PNG header says {width} x {height} pixels; segadv reads slices of at "
+                f"most {MAX_PIXELS} pixels"
+            )
         with Image.open(io.BytesIO(data), formats=("PNG",)) as image:
             if image.mode not in ("I;16", "I;16B", "I;16L", "I", "L"):
                 image = image.convert("L")
@@ -117,6 +120,15 @@ class SliceRecord:
     def has_organs(self) -> bool:
         return any(self.rles)
 
+    @property
+    def has_labels(self) -> bool:
+        """Any label in the ground truth: what every data set's records say (``core.data``)."""
+        return any(self.rles)
+
+    def load(self, img_size: int = 224) -> tuple[np.ndarray, np.ndarray]:
+        """``load_slice(self, img_size)``: every data set's records load themselves the same way."""
+        return load_slice(self, img_size)
+
     def masks(self) -> np.ndarray:
         """The ground truth as uint8 0/1 of shape (3, height, width), organs in ORGANS order."""
         return np.stack(
@@ -147,6 +159,9 @@ class GITractDataset:
     missing organ rows, a malformed RLE, an odd file name) are listed in ``problems``, one line each;
     those that leave a slice or file out are also in ``skipped`` (``SkippedSlice``), for the JSON reports.
     """
+
+    labels = UW_MADISON  # three overlapping organs, sigmoid (core.labels)
+    layout = "uw-madison"
 
     def __init__(self, root: str | Path, *, exclude: Iterable[str] = EXCLUDED_CASE_DAYS):
         self.root = Path(root)
@@ -239,8 +254,12 @@ class GITractDataset:
                         self._skip(where, "file name gives an empty image size", file=where, action="ignored")
                         continue
                     if int(name[2]) * int(name[3]) > MAX_PIXELS:
-                        self._skip(where, f"file name gives {name[2]} x {name[3]} pixels, more than the {MAX_PIXELS} "
-                                          f"segadv reads", file=where, action="ignored")
+                        self._skip(
+                            where,
+                            f"file name gives {name[2]} x {name[3]} pixels, more than the {MAX_PIXELS} segadv reads",
+                            file=where,
+                            action="ignored",
+                        )
                         continue
                     if float(name[4]) == 0 or float(name[5]) == 0:
                         self._skip(where, "file name gives a pixel spacing of 0 mm", file=where, action="ignored")
@@ -248,21 +267,25 @@ class GITractDataset:
                     slice_id = f"{day_dir.name}_slice_{name[1]}"
                     if slice_id in images:
                         first = images[slice_id][0].name
-                        self._skip(where, f"a second file for {slice_id} (first {first})", slice_id=slice_id, file=where,
-                                   action="ignored")
+                        self._skip(
+                            where,
+                            f"a second file for {slice_id} (first {first})",
+                            slice_id=slice_id,
+                            file=where,
+                            action="ignored",
+                        )
                         continue
                     images[slice_id] = (Path(entry.path), name)
         return images
 
-    def _skip(self, where: str | None, reason: str, *, file: str, slice_id: str | None = None,
-              action: str = "skipped") -> None:
+    def _skip(
+        self, where: str | None, reason: str, *, file: str, slice_id: str | None = None, action: str = "skipped"
+    ) -> None:
         """A slice (or file, or folder) left out: one line in ``problems``, one entry in ``skipped``."""
         self.problems.append(f"{where}: {reason}; {action}" if where else f"{reason}; {action}")
         self.skipped.append(SkippedSlice(slice_id, file, reason))
 
-    def _join(
-        self, rows: dict[str, dict[str, str]], images: dict[str, tuple[Path, re.Match]]
-    ) -> list[SliceRecord]:
+    def _join(self, rows: dict[str, dict[str, str]], images: dict[str, tuple[Path, re.Match]]) -> list[SliceRecord]:
         for slice_id in sorted(rows.keys() - images.keys()):
             self._skip(slice_id, "has rows in train.csv but no image file", slice_id=slice_id, file="train.csv")
         records = []
@@ -414,8 +437,13 @@ SPLITS = ("test", "train", "all")
 
 
 def select_slices(
-    dataset: GITractDataset, split: str = "test", *, organs_only: bool = True, limit: int | None = None,
-    test_fraction: float = 0.1, seed: int = 0,
+    dataset: GITractDataset,
+    split: str = "test",
+    *,
+    organs_only: bool = True,
+    limit: int | None = None,
+    test_fraction: float = 0.1,
+    seed: int = 0,
 ) -> list[SliceRecord]:
     """The slices a command scores: one side of the split by case (the test side by default), only those
     whose ground truth has an organ unless ``organs_only`` is False (as the paper scored), at most
@@ -433,7 +461,9 @@ def select_slices(
     if organs_only:
         records = with_organs(records)
     if not records:
-        raise DataError(f"the {split} split of {str(dataset.root)!r} has no {'slices with organs' if organs_only else 'slices'}")
+        raise DataError(
+            f"the {split} split of {str(dataset.root)!r} has no {'slices with organs' if organs_only else 'slices'}"
+        )
     return records[:limit] if limit else records
 
 

@@ -201,26 +201,64 @@ class Patient:
         body = (rng.uniform(135, 165), rng.uniform(98, 118))
         fat, muscle = rng.uniform(10, 24), rng.uniform(6, 10)
         # The liver's dome is above the scan, so it is large in the first slices and ends mid-way.
-        liver = Blob(-90 + j(10), 170 + j(12), (-40 + j(6), -5 + j(5)), (-70 + j(5), 15 + j(5)),
-                     (85 + j(6), 72 + j(5)), _lobes(rng, 0.25))
-        spleen = Blob(10 + j(8), 125 + j(8), (80 + j(5), 45 + j(5)), (78 + j(5), 35 + j(5)),
-                      (30 + j(3), 42 + j(4)), _lobes(rng, 0.15))
-        stomach = Blob(30 + j(6), 160 + j(10), (45 + j(6), 5 + j(6)), (30 + j(8), -35 + j(6)),
-                       (52 + j(6), 40 + j(5)), _lobes(rng, 0.3))
+        liver = Blob(
+            -90 + j(10),
+            170 + j(12),
+            (-40 + j(6), -5 + j(5)),
+            (-70 + j(5), 15 + j(5)),
+            (85 + j(6), 72 + j(5)),
+            _lobes(rng, 0.25),
+        )
+        spleen = Blob(
+            10 + j(8),
+            125 + j(8),
+            (80 + j(5), 45 + j(5)),
+            (78 + j(5), 35 + j(5)),
+            (30 + j(3), 42 + j(4)),
+            _lobes(rng, 0.15),
+        )
+        stomach = Blob(
+            30 + j(6),
+            160 + j(10),
+            (45 + j(6), 5 + j(6)),
+            (30 + j(8), -35 + j(6)),
+            (52 + j(6), 40 + j(5)),
+            _lobes(rng, 0.3),
+        )
         kidneys = tuple(
-            Blob(95 + j(8), 205 + j(8), (side * 65 + j(3), 45 + j(3)), (side * 68 + j(3), 52 + j(3)),
-                 (24 + j(2), 33 + j(2)), _lobes(rng, 0.08))
+            Blob(
+                95 + j(8),
+                205 + j(8),
+                (side * 65 + j(3), 45 + j(3)),
+                (side * 68 + j(3), 52 + j(3)),
+                (24 + j(2), 33 + j(2)),
+                _lobes(rng, 0.08),
+            )
             for side in (-1, 1)
         )
-        vessels = np.stack([rng.uniform(-95, -10, 9), rng.uniform(-50, 35, 9), rng.uniform(2.5, 5.0, 9),
-                            rng.uniform(-0.25, 0.25, 9)], axis=1)
+        vessels = np.stack(
+            [rng.uniform(-95, -10, 9), rng.uniform(-50, 35, 9), rng.uniform(2.5, 5.0, 9), rng.uniform(-0.25, 0.25, 9)],
+            axis=1,
+        )
         # Large bowel: caecum and ascending colon on the image's left, the transverse colon sagging
         # across the front, descending colon on the right, sigmoid to the middle. Columns: x, y, z, radius.
-        colon = np.array([
-            [-68, 12, 238, 21], [-78, 14, 190, 20], [-76, 4, 140, 19], [-58, -38, 118, 17],
-            [-20, -66, 142, 16], [22, -64, 146, 16], [70, -26, 108, 16], [86, 12, 138, 15],
-            [84, 18, 196, 15], [70, 8, 240, 14], [34, -12, 258, 14], [4, 4, 266, 14],
-        ], dtype=np.float64)
+        colon = np.array(
+            [
+                [-68, 12, 238, 21],
+                [-78, 14, 190, 20],
+                [-76, 4, 140, 19],
+                [-58, -38, 118, 17],
+                [-20, -66, 142, 16],
+                [22, -64, 146, 16],
+                [70, -26, 108, 16],
+                [86, 12, 138, 15],
+                [84, 18, 196, 15],
+                [70, 8, 240, 14],
+                [34, -12, 258, 14],
+                [4, 4, 266, 14],
+            ],
+            dtype=np.float64,
+        )
         colon[:, :3] += rng.normal(0.0, [5, 5, 6], (len(colon), 3))
         colon[:, 3] *= rng.uniform(0.9, 1.1)
         # Small bowel: loops meandering through the central, lower abdomen.
@@ -234,10 +272,23 @@ class Patient:
                 points.append(point)
             radius = rng.uniform(9.0, 12.0)
             loops.append(np.column_stack([np.array(points), np.full(len(points), radius)]))
-        return dict(body=body, fat=fat, muscle=muscle, arms=bool(rng.random() < 0.6), liver=liver,
-                    spleen=spleen, stomach=stomach, gas=float(rng.uniform(0.0, 0.3)) * (rng.random() < 0.6),
-                    kidneys=kidneys, spine_y=body[1] * 0.45 + j(3), vessels=vessels, colon=colon, loops=loops,
-                    texture=_NoiseVolume(rng, 9.0), mottle=_NoiseVolume(rng, 5.0))
+        return dict(
+            body=body,
+            fat=fat,
+            muscle=muscle,
+            arms=bool(rng.random() < 0.6),
+            liver=liver,
+            spleen=spleen,
+            stomach=stomach,
+            gas=float(rng.uniform(0.0, 0.3)) * (rng.random() < 0.6),
+            kidneys=kidneys,
+            spine_y=body[1] * 0.45 + j(3),
+            vessels=vessels,
+            colon=colon,
+            loops=loops,
+            texture=_NoiseVolume(rng, 9.0),
+            mottle=_NoiseVolume(rng, 5.0),
+        )
 
     def on_day(self, day_seed: np.random.SeedSequence) -> Anatomy:
         """The patient on one scan day: shifted a few mm, organs filled and loops moved a little."""
@@ -256,12 +307,22 @@ class Patient:
         gamma = rng.uniform(0.8, 1.25)
         tissue = {name: float((value * np.exp(rng.normal(0.0, 0.05))) ** gamma) for name, value in TISSUE.items()}
         return Anatomy(
-            body_axes=base["body"], fat_mm=base["fat"], muscle_mm=base["muscle"], arms=base["arms"],
-            liver=base["liver"].shifted(dx, dy, dz), spleen=base["spleen"].shifted(dx, dy, dz),
-            stomach=base["stomach"].shifted(dx, dy, dz, fill), stomach_gas=base["gas"],
-            kidneys=tuple(k.shifted(dx, dy, dz) for k in base["kidneys"]), spine_y=base["spine_y"] + dy,
-            liver_vessels=base["vessels"] + [dx, dy, 0, 0], colon=Tube.through([colon], wall_mm=3.0),
-            small_bowel=Tube.through(loops, wall_mm=3.0), tissue=tissue, texture=base["texture"], mottle=base["mottle"],
+            body_axes=base["body"],
+            fat_mm=base["fat"],
+            muscle_mm=base["muscle"],
+            arms=base["arms"],
+            liver=base["liver"].shifted(dx, dy, dz),
+            spleen=base["spleen"].shifted(dx, dy, dz),
+            stomach=base["stomach"].shifted(dx, dy, dz, fill),
+            stomach_gas=base["gas"],
+            kidneys=tuple(k.shifted(dx, dy, dz) for k in base["kidneys"]),
+            spine_y=base["spine_y"] + dy,
+            liver_vessels=base["vessels"] + [dx, dy, 0, 0],
+            colon=Tube.through([colon], wall_mm=3.0),
+            small_bowel=Tube.through(loops, wall_mm=3.0),
+            tissue=tissue,
+            texture=base["texture"],
+            mottle=base["mottle"],
         )
 
 
@@ -332,7 +393,9 @@ def _blob_radius(canvas: _Canvas, blob: Blob, z: float, margin: float = 1.0):
         return None
     cx, cy, ax, ay, lobes = cut
     reach = 1.0 + np.abs(lobes[:, 1]).sum()
-    win = canvas.window(cx - ax * reach - margin, cx + ax * reach + margin, cy - ay * reach - margin, cy + ay * reach + margin)
+    win = canvas.window(
+        cx - ax * reach - margin, cx + ax * reach + margin, cy - ay * reach - margin, cy + ay * reach + margin
+    )
     if win is None:
         return None
     return win, _blob_q(canvas, blob, z, win), min(ax, ay)
@@ -409,8 +472,11 @@ def render(anatomy: Anatomy, z: float, x: np.ndarray, y: np.ndarray) -> tuple[np
                 for vx, vy, vr, drift in anatomy.liver_vessels:
                     vessel_win, r = _ellipse(canvas, vx + drift * z, vy, vr, vr)
                     if vessel_win:
-                        canvas.paint(vessel_win, (r < 1) & (_blob_q(canvas, organ_blob, z, vessel_win) < 0.92)
-                                     & inside[vessel_win], t["liver_vessel"])
+                        canvas.paint(
+                            vessel_win,
+                            (r < 1) & (_blob_q(canvas, organ_blob, z, vessel_win) < 0.92) & inside[vessel_win],
+                            t["liver_vessel"],
+                        )
 
     cut = _blob_radius(canvas, anatomy.stomach, z)
     if cut:

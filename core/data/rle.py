@@ -36,8 +36,10 @@ def rle_decode(
     if height <= 0 or width <= 0:
         raise RLEError(f"mask shape must be positive, got {height} x {width}{_where(slice_id, organ)}")
     if height * width > MAX_PIXELS:
-        raise RLEError(f"mask shape {height} x {width} is more than the {MAX_PIXELS} pixels segadv decodes"
-                       f"{_where(slice_id, organ)}")
+        raise RLEError(
+            f"mask shape {height} x {width} is more than the {MAX_PIXELS} pixels segadv decodes"
+            f"{_where(slice_id, organ)}"
+        )
     size = height * width
     mask = np.zeros(size, dtype=np.uint8)
     text = "" if rle is None else str(rle).strip()

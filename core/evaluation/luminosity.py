@@ -39,8 +39,10 @@ def slice_luminosity(path, img_size: int) -> dict[str, float]:
     peak = float(raw.max()) if raw.size else 0.0
     model_input = resize_image(raw / peak if peak > 0 else raw, img_size)  # as core.data.gitract.load_slice makes it
     return {
-        "raw_mean": float(raw.mean()), "raw_p99": float(np.percentile(raw, 99)),
-        "input_mean": float(model_input.mean()), "input_p99": float(np.percentile(model_input, 99)),
+        "raw_mean": float(raw.mean()),
+        "raw_p99": float(np.percentile(raw, 99)),
+        "input_mean": float(model_input.mean()),
+        "input_p99": float(np.percentile(model_input, 99)),
     }
 
 
@@ -58,7 +60,13 @@ def spearman(x, y) -> float:
 
 
 def bootstrap_interval(
-    x, y, *, groups: Sequence | None = None, resamples: int = 2000, level: float = 0.95, seed: int = 0,
+    x,
+    y,
+    *,
+    groups: Sequence | None = None,
+    resamples: int = 2000,
+    level: float = 0.95,
+    seed: int = 0,
 ) -> tuple[float | None, float | None]:
     """Percentile-bootstrap interval of Spearman's rho: ``resamples`` draws with replacement of the pairs,
     or of whole ``groups`` (e.g. the case of each slice) with all their pairs. Draws where rho is
@@ -112,9 +120,14 @@ class LuminosityResult:
 
     def to_dict(self) -> dict:
         return {
-            "config": self.config.to_dict(), "img_size": self.img_size, "seconds": self.seconds,
-            "bootstrap_unit": self.unit, "resamples": self.resamples, "summary": self.summary.to_dict(),
-            "correlations": {name: c.to_dict() for name, c in self.correlations.items()}, "rows": self.rows,
+            "config": self.config.to_dict(),
+            "img_size": self.img_size,
+            "seconds": self.seconds,
+            "bootstrap_unit": self.unit,
+            "resamples": self.resamples,
+            "summary": self.summary.to_dict(),
+            "correlations": {name: c.to_dict() for name, c in self.correlations.items()},
+            "rows": self.rows,
         }
 
 
@@ -138,8 +151,10 @@ def luminosity_study(
     started = time.perf_counter()
     records = list(records)
     try:
-        result, stopped = evaluate(model, records, img_size, config, batch_size=batch_size, device=device,
-                                   progress=progress), None
+        result, stopped = (
+            evaluate(model, records, img_size, config, batch_size=batch_size, device=device, progress=progress),
+            None,
+        )
     except Interrupted as exc:  # Ctrl-C: the study of the slices attacked
         if exc.result is None:
             raise
@@ -151,10 +166,17 @@ def luminosity_study(
         if not row.scored or not np.isfinite(success):
             continue
         record = by_id[row.slice_id]
-        rows.append({
-            "slice_id": row.slice_id, "case": record.case, "scan": record.case_day, **slice_luminosity(record.path, img_size),
-            "dsc_clean": json_number(row.mean_clean), "dsc_adv": json_number(row.mean_adv), "attack_success": success,
-        })
+        rows.append(
+            {
+                "slice_id": row.slice_id,
+                "case": record.case,
+                "scan": record.case_day,
+                **slice_luminosity(record.path, img_size),
+                "dsc_clean": json_number(row.mean_clean),
+                "dsc_adv": json_number(row.mean_adv),
+                "attack_success": success,
+            }
+        )
     success = np.array([row["attack_success"] for row in rows])
     groups = None if unit == "slice" else [row[unit] for row in rows]
     correlations = {}
@@ -162,9 +184,16 @@ def luminosity_study(
         values = np.array([row[feature] for row in rows])
         low, high = bootstrap_interval(values, success, groups=groups, resamples=resamples, seed=seed + index)
         correlations[feature] = Correlation(feature, json_number(spearman(values, success)), low, high, len(rows))
-    study = LuminosityResult(config=config, img_size=img_size, rows=rows, correlations=correlations,
-                             summary=result.summary, unit=unit, resamples=resamples,
-                             seconds=time.perf_counter() - started)
+    study = LuminosityResult(
+        config=config,
+        img_size=img_size,
+        rows=rows,
+        correlations=correlations,
+        summary=result.summary,
+        unit=unit,
+        resamples=resamples,
+        seconds=time.perf_counter() - started,
+    )
     if stopped is not None:
         raise Interrupted(study, stopped)
     return study

@@ -76,8 +76,15 @@ class Check:
         return {True: "pass", False: "FAIL", None: "n/a"}[self.passed]
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "title": self.title, "verdict": self.verdict, "passed": self.passed,
-                "numbers": self.numbers, "note": self.note, "guards": self.guards}
+        return {
+            "name": self.name,
+            "title": self.title,
+            "verdict": self.verdict,
+            "passed": self.passed,
+            "numbers": self.numbers,
+            "note": self.note,
+            "guards": self.guards,
+        }
 
 
 @dataclass
@@ -98,10 +105,15 @@ class ChecksReport:
         return next(check for check in self.checks if check.name == name)
 
     def to_dict(self) -> dict:
-        return {"label": self.label, "config": self.config.to_dict(), "check_eps": self.check_eps,
-                "passed": self.passed, "seconds": self.seconds,
-                "robust_dsc": {f"{eps:g}": value for eps, value in self.robust_dsc.items()},
-                "checks": [check.to_dict() for check in self.checks]}
+        return {
+            "label": self.label,
+            "config": self.config.to_dict(),
+            "check_eps": self.check_eps,
+            "passed": self.passed,
+            "seconds": self.seconds,
+            "robust_dsc": {f"{eps:g}": value for eps, value in self.robust_dsc.items()},
+            "checks": [check.to_dict() for check in self.checks],
+        }
 
 
 def run_checks(
@@ -141,8 +153,16 @@ def run_checks(
     counter = _Counter(progress, runs * len(records))
 
     def robust(cfg: AttackConfig):
-        result = evaluate(model, records, img_size, cfg, batch_size=batch_size, device=device,
-                          progress=counter.part(), should_stop=should_stop)
+        result = evaluate(
+            model,
+            records,
+            img_size,
+            cfg,
+            batch_size=batch_size,
+            device=device,
+            progress=counter.part(),
+            should_stop=should_stop,
+        )
         counter.finish_part(len(records))
         return result
 
@@ -150,11 +170,26 @@ def run_checks(
         rows[eps] = robust(replace(config, eps=eps)).rows
     curve = {eps: summarise(rows[eps]).mean_adv for eps in [*eps_values, LARGE_EPS]}
 
-    fgsm = AttackConfig.for_method("fgsm", loss=config.loss if config.entry.uses_target else "bce",
-                                   target=config.target, empty=config.empty, score=config.score,
-                                   precision=config.precision)
-    sweep = evaluate_sweep(model, records, img_size, eps_values, (fgsm.loss,), fgsm, batch_size=batch_size,
-                           device=device, progress=counter.part(), should_stop=should_stop)
+    fgsm = AttackConfig.for_method(
+        "fgsm",
+        loss=config.loss if config.entry.uses_target else "bce",
+        target=config.target,
+        empty=config.empty,
+        score=config.score,
+        precision=config.precision,
+    )
+    sweep = evaluate_sweep(
+        model,
+        records,
+        img_size,
+        eps_values,
+        (fgsm.loss,),
+        fgsm,
+        batch_size=batch_size,
+        device=device,
+        progress=counter.part(),
+        should_stop=should_stop,
+    )
     counter.finish_part(len(records))
     fgsm_dsc = {eps: sweep.entry(fgsm.loss, eps).summary.mean_adv for eps in eps_values}
     zero = sweep.zero_grad_fraction.get(fgsm.loss)
@@ -168,8 +203,17 @@ def run_checks(
     if source is None:
         checks.append(Check("transfer", None, {}, no_source))
     else:
-        transferred = transfer_dsc(source, model, records, img_size, replace(config, eps=at), batch_size=batch_size,
-                                   device=device, progress=counter.part(), should_stop=should_stop)
+        transferred = transfer_dsc(
+            source,
+            model,
+            records,
+            img_size,
+            replace(config, eps=at),
+            batch_size=batch_size,
+            device=device,
+            progress=counter.part(),
+            should_stop=should_stop,
+        )
         counter.finish_part(len(records))
         checks.append(_transfer(curve[at], transferred, source_label or "the source model", at))
     if iterative:
@@ -179,8 +223,9 @@ def run_checks(
     else:
         checks.append(Check("converged", None, {}, f"{config.method_label} is a single step"))
     check_stop(should_stop)
-    return ChecksReport(label=label, config=config, check_eps=at, checks=checks,
-                        seconds=time.perf_counter() - started, robust_dsc=curve)
+    return ChecksReport(
+        label=label, config=config, check_eps=at, checks=checks, seconds=time.perf_counter() - started, robust_dsc=curve
+    )
 
 
 # --- the checks, from numbers ----------------------------------------------------------------------
@@ -189,15 +234,19 @@ def run_checks(
 def _gradients(zero_fraction: float | None) -> Check:
     if zero_fraction is None:
         return Check("gradients", None, {}, "no FGSM gradient was taken")
-    return Check("gradients", zero_fraction < ZERO_GRADIENT_LIMIT,
-                 {"zero_gradient_fraction": zero_fraction, "limit": ZERO_GRADIENT_LIMIT})
+    return Check(
+        "gradients",
+        zero_fraction < ZERO_GRADIENT_LIMIT,
+        {"zero_gradient_fraction": zero_fraction, "limit": ZERO_GRADIENT_LIMIT},
+    )
 
 
 def _monotone(curve: Mapping[float, float | None]) -> Check:
     points = sorted((eps, dsc) for eps, dsc in curve.items() if dsc is not None)
     rises = [
         {"from_eps": a, "to_eps": b, "rise": db - da}
-        for (a, da), (b, db) in zip(points, points[1:]) if db > da + TOLERANCE
+        for (a, da), (b, db) in zip(points, points[1:])
+        if db > da + TOLERANCE
     ]
     numbers = {"robust_dsc": {f"{eps:g}": dsc for eps, dsc in points}, "tolerance": TOLERANCE, "rises": rises}
     return Check("monotone", not rises, numbers)
@@ -213,16 +262,22 @@ def _iterative(config: AttackConfig, curve: Mapping[float, float | None], fgsm: 
     if not config.entry.iterative:
         return Check("iterative", None, {}, f"{config.method_label} is FGSM itself")
     rows = {f"{eps:g}": {"attack": curve[eps], "fgsm": fgsm[eps]} for eps in fgsm}
-    weaker = [eps for eps, row in rows.items()
-              if row["attack"] is not None and row["fgsm"] is not None and row["attack"] > row["fgsm"] + TOLERANCE]
+    weaker = [
+        eps
+        for eps, row in rows.items()
+        if row["attack"] is not None and row["fgsm"] is not None and row["attack"] > row["fgsm"] + TOLERANCE
+    ]
     return Check("iterative", not weaker, {"robust_dsc": rows, "weaker_at": weaker, "tolerance": TOLERANCE})
 
 
 def _transfer(white_box: float | None, transferred: float | None, source: str, eps: float) -> Check:
     if white_box is None or transferred is None:
         return Check("transfer", None, {}, "no slice was scored")
-    return Check("transfer", white_box <= transferred + TOLERANCE,
-                 {"eps": eps, "white_box": white_box, "transfer": transferred, "source": source, "tolerance": TOLERANCE})
+    return Check(
+        "transfer",
+        white_box <= transferred + TOLERANCE,
+        {"eps": eps, "white_box": white_box, "transfer": transferred, "source": source, "tolerance": TOLERANCE},
+    )
 
 
 def _converged(config: AttackConfig, eps: float, rows, more_steps: float | None, restart_rows) -> Check:
@@ -233,7 +288,9 @@ def _converged(config: AttackConfig, eps: float, rows, more_steps: float | None,
         return Check("converged", None, {}, "no slice was scored")
     steps_change, restart_change = base - more_steps, base - restarted
     numbers = {
-        "eps": eps, "steps": config.steps, "robust_dsc": base,
+        "eps": eps,
+        "steps": config.steps,
+        "robust_dsc": base,
         "double_steps": {"steps": 2 * config.steps, "robust_dsc": more_steps, "change": steps_change},
         "restart": {"seed": config.seed + 1, "robust_dsc": restarted, "change": restart_change},
         "tolerance": TOLERANCE,
@@ -244,13 +301,32 @@ def _converged(config: AttackConfig, eps: float, rows, more_steps: float | None,
 # --- transfer ----------------------------------------------------------------------------------------
 
 
-def transfer_dsc(source, model, records, img_size: int, config: AttackConfig, *, batch_size: int = 16,
-                 device="cpu", progress: Progress | None = None, should_stop: StopCheck | None = None) -> float | None:
+def transfer_dsc(
+    source,
+    model,
+    records,
+    img_size: int,
+    config: AttackConfig,
+    *,
+    batch_size: int = 16,
+    device="cpu",
+    progress: Progress | None = None,
+    should_stop: StopCheck | None = None,
+) -> float | None:
     """Robust DSC of ``model`` on the adversarial slices ``config``'s attack makes on ``source`` (each slice
     with the random start it would have had on ``model``). Shared over torchrun's processes like ``evaluate``.
     ``core.evaluation.transfer.transfer`` would also attack ``model`` itself, which the report has already done."""
-    return evaluate(source, records, img_size, config, batch_size=batch_size, device=device, progress=progress,
-                    should_stop=should_stop, scored_on=model).summary.mean_adv
+    return evaluate(
+        source,
+        records,
+        img_size,
+        config,
+        batch_size=batch_size,
+        device=device,
+        progress=progress,
+        should_stop=should_stop,
+        scored_on=model,
+    ).summary.mean_adv
 
 
 class _Counter:
@@ -270,4 +346,3 @@ class _Counter:
     def finish_part(self, size: int) -> None:
         self.done += size
         self._report(self.done)
-

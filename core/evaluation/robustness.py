@@ -66,7 +66,10 @@ class RobustPoint:
 
     def to_dict(self) -> dict:
         return {
-            "eps": self.eps, "summary": self.summary.to_dict(), "rog": self.rog, "wins": self.wins,
+            "eps": self.eps,
+            "summary": self.summary.to_dict(),
+            "rog": self.rog,
+            "wins": self.wins,
             "tertiles": {organ: [t.to_dict() for t in scores] for organ, scores in self.tertiles.items()},
             "rows": [row.to_dict() for row in self.rows],
         }
@@ -89,8 +92,13 @@ class RobustCurve:
         raise KeyError(f"no point at eps {eps} for {self.label}")
 
     def to_dict(self) -> dict:
-        return {"label": self.label, "title": self.title, "img_size": self.img_size, "seconds": self.seconds,
-                "points": [p.to_dict() for p in self.points]}
+        return {
+            "label": self.label,
+            "title": self.title,
+            "img_size": self.img_size,
+            "seconds": self.seconds,
+            "points": [p.to_dict() for p in self.points],
+        }
 
 
 @dataclass
@@ -105,8 +113,13 @@ class RobustnessReport:
         return [member.name for member in ENSEMBLE] if self.config.method == "ensemble" else None
 
     def to_dict(self) -> dict:
-        return {"config": self.config.to_dict(), "eps_values": self.eps_values, "budget": self.budget,
-                "members": self.members, "curves": [c.to_dict() for c in self.curves]}
+        return {
+            "config": self.config.to_dict(),
+            "eps_values": self.eps_values,
+            "budget": self.budget,
+            "members": self.members,
+            "curves": [c.to_dict() for c in self.curves],
+        }
 
 
 def rog_fraction(rows: Sequence[SliceResult]) -> float | None:
@@ -134,12 +147,16 @@ def size_tertiles(rows: Sequence[SliceResult]) -> dict[str, list[TertileScore]]:
             pixels = [int(r.organ_pixels[index]) for r in chosen]
             clean = np.array([r.dsc_clean[index] for r in chosen], dtype=np.float64)
             adv = np.array([r.dsc_adv[index] for r in chosen], dtype=np.float64)
-            scores.append(TertileScore(
-                tertile=name, slices=len(chosen), pixels_min=min(pixels) if pixels else None,
-                pixels_max=max(pixels) if pixels else None,
-                dsc_clean=json_number(nanmean(clean, axis=0)) if len(chosen) else None,
-                dsc_adv=json_number(nanmean(adv, axis=0)) if len(chosen) else None,
-            ))
+            scores.append(
+                TertileScore(
+                    tertile=name,
+                    slices=len(chosen),
+                    pixels_min=min(pixels) if pixels else None,
+                    pixels_max=max(pixels) if pixels else None,
+                    dsc_clean=json_number(nanmean(clean, axis=0)) if len(chosen) else None,
+                    dsc_adv=json_number(nanmean(adv, axis=0)) if len(chosen) else None,
+                )
+            )
         result[organ] = scores
     return result
 
@@ -156,8 +173,14 @@ def member_wins(rows: Sequence[SliceResult]) -> dict[str, int] | None:
 
 
 def robust_point(eps: float, rows: list[SliceResult]) -> RobustPoint:
-    return RobustPoint(eps=eps, summary=summarise(rows), rog=rog_fraction(rows), tertiles=size_tertiles(rows),
-                       wins=member_wins(rows), rows=rows)
+    return RobustPoint(
+        eps=eps,
+        summary=summarise(rows),
+        rog=rog_fraction(rows),
+        tertiles=size_tertiles(rows),
+        wins=member_wins(rows),
+        rows=rows,
+    )
 
 
 def robustness(
@@ -199,13 +222,17 @@ def robustness(
             """Per slice: its result at every eps."""
             nonlocal done
             ids = [record.id for record in chunk]
-            context = AttackContext(cache=cache, cache_key=(label, tuple(ids), config.loss, config.target, config.mode),
-                                    should_stop=should_stop)
+            context = AttackContext(
+                cache=cache,
+                cache_key=(label, tuple(ids), config.loss, config.target, config.mode),
+                should_stop=should_stop,
+            )
             per_slice = [{} for _ in chunk]
             for eps in eps_values:
                 check_stop(should_stop)
-                for rows, row in zip(per_slice, attack_slice(model, images, truth, config.with_eps(eps), ids=ids,
-                                                            context=context)):
+                for rows, row in zip(
+                    per_slice, attack_slice(model, images, truth, config.with_eps(eps), ids=ids, context=context)
+                ):
                     rows[eps] = row
                 done += len(chunk) * ranks.world_size  # under torchrun: this rank's share times the ranks
                 if progress is not None:
@@ -219,15 +246,21 @@ def robustness(
                 progress(done, total)
         if slices:
             spec = getattr(model, "spec", None)
-            curves.append(RobustCurve(
-                label=label, title=meta.get("title") or (spec.title if spec is not None else label), img_size=int(size),
-                points=[robust_point(eps, [rows[eps] for rows in slices]) for eps in eps_values],
-                seconds=time.perf_counter() - started,
-            ))
+            curves.append(
+                RobustCurve(
+                    label=label,
+                    title=meta.get("title") or (spec.title if spec is not None else label),
+                    img_size=int(size),
+                    points=[robust_point(eps, [rows[eps] for rows in slices]) for eps in eps_values],
+                    seconds=time.perf_counter() - started,
+                )
+            )
         if interrupted:
             finished = len(curves) - bool(slices)
             earlier = f"; {finished} checkpoint(s) before it complete" if finished else ""
             detail = f"checkpoint {label}, {index + 1} of {len(models)}{earlier}" if len(models) > 1 else None
-            report = RobustnessReport(config=config, eps_values=eps_values, curves=curves, budget=passes_per_slice(config))
+            report = RobustnessReport(
+                config=config, eps_values=eps_values, curves=curves, budget=passes_per_slice(config)
+            )
             raise Interrupted(report if curves else None, Partial(len(slices), len(records), "slices", detail))
     return RobustnessReport(config=config, eps_values=eps_values, curves=curves, budget=passes_per_slice(config))

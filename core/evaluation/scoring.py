@@ -56,8 +56,13 @@ class Partial:
     detail: str | None = None
 
     def to_dict(self) -> dict:
-        return {"status": "partial", "interrupted_after": self.done, "of": self.total, "unit": self.unit,
-                **({"detail": self.detail} if self.detail else {})}
+        return {
+            "status": "partial",
+            "interrupted_after": self.done,
+            "of": self.total,
+            "unit": self.unit,
+            **({"detail": self.detail} if self.detail else {}),
+        }
 
 
 class Interrupted(KeyboardInterrupt):
@@ -111,18 +116,33 @@ def score_slices(
         clean_pred, adv_pred, reference = clean_pred.cpu(), adv_pred.cpu(), reference.cpu()
     results = []
     for i, slice_id in enumerate(ids):
-        results.append(SliceResult(
-            slice_id=slice_id, eps=float(eps), dsc_clean=dsc_clean[i], dsc_adv=dsc_adv[i],
-            linf=float(linf[i]), l2=float(l2[i]), has_organs=bool(has_organs[i]),
-            scored=bool(has_organs[i]) or score == "all",
-            zero_grad_fraction=None if zero_grad_fraction is None else float(zero_grad_fraction[i]),
-            organ_pixels=organ_pixels[i], member=None if members is None else members[i],
-            hd95_clean=None if hd_clean is None else hd_clean[i], hd95_adv=None if hd_adv is None else hd_adv[i],
-            pictures=None if not pictures else SlicePictures(
-                image=images[i], adversarial=adversarial_images[i], clean_prediction=clean_pred[i].numpy(),
-                adversarial_prediction=adv_pred[i].numpy(), reference=reference[i].numpy(), has_truth=has_truth,
-            ),
-        ))
+        results.append(
+            SliceResult(
+                slice_id=slice_id,
+                eps=float(eps),
+                dsc_clean=dsc_clean[i],
+                dsc_adv=dsc_adv[i],
+                linf=float(linf[i]),
+                l2=float(l2[i]),
+                has_organs=bool(has_organs[i]),
+                scored=bool(has_organs[i]) or score == "all",
+                zero_grad_fraction=None if zero_grad_fraction is None else float(zero_grad_fraction[i]),
+                organ_pixels=organ_pixels[i],
+                member=None if members is None else members[i],
+                hd95_clean=None if hd_clean is None else hd_clean[i],
+                hd95_adv=None if hd_adv is None else hd_adv[i],
+                pictures=None
+                if not pictures
+                else SlicePictures(
+                    image=images[i],
+                    adversarial=adversarial_images[i],
+                    clean_prediction=clean_pred[i].numpy(),
+                    adversarial_prediction=adv_pred[i].numpy(),
+                    reference=reference[i].numpy(),
+                    has_truth=has_truth,
+                ),
+            )
+        )
     return results
 
 
@@ -162,9 +182,19 @@ def attack_slice(
     clean_pred, adv_pred = scored_predictions(model, image, output, config.precision, scored_on, scored_clean)
     reference = clean_pred if truth is None else truth
     return score_slices(
-        ids, config.eps, image, output.adversarial, clean_pred, adv_pred, reference,
-        empty=config.empty, score=config.score, has_truth=truth is not None,
-        zero_grad_fraction=output.zero_grad_fraction, hausdorff=config.hausdorff, pictures=pictures,
+        ids,
+        config.eps,
+        image,
+        output.adversarial,
+        clean_pred,
+        adv_pred,
+        reference,
+        empty=config.empty,
+        score=config.score,
+        has_truth=truth is not None,
+        zero_grad_fraction=output.zero_grad_fraction,
+        hausdorff=config.hausdorff,
+        pictures=pictures,
         members=output.members,
     )
 
@@ -220,8 +250,9 @@ def sweep(
         truth = target
     check_batch_shape(image, truth)
     if gradient is None:
-        gradient = cached_gradient(model, image, target, config.loss, config.mode, cache=cache, cache_key=cache_key,
-                                   precision=config.precision)
+        gradient = cached_gradient(
+            model, image, target, config.loss, config.mode, cache=cache, cache_key=cache_key, precision=config.precision
+        )
     if not isinstance(gradient, GradientEntry):
         raise TypeError(f"expected a GradientEntry, got {type(gradient).__name__} (cache key {cache_key!r})")
     clean_pred = gradient.clean_pred
@@ -232,12 +263,30 @@ def sweep(
     reference = clean_pred if truth is None else truth
     ids = _ids(ids, image.shape[0])
     # The predictions are the scoring model's: the gradient is all the attacked model gives.
-    outputs = adversarial_predictions(scored_on if scored_on is not None else model, image, gradient.sign, eps_values,
-                                      config.mode, chunk_size=chunk_size, precision=config.precision)
+    outputs = adversarial_predictions(
+        scored_on if scored_on is not None else model,
+        image,
+        gradient.sign,
+        eps_values,
+        config.mode,
+        chunk_size=chunk_size,
+        precision=config.precision,
+    )
     return [
-        score_slices(ids, eps, image, adversarial, clean_pred, adv_pred, reference, empty=config.empty,
-                     score=config.score, has_truth=truth is not None, zero_grad_fraction=gradient.zero_fraction,
-                     pictures=pictures)
+        score_slices(
+            ids,
+            eps,
+            image,
+            adversarial,
+            clean_pred,
+            adv_pred,
+            reference,
+            empty=config.empty,
+            score=config.score,
+            has_truth=truth is not None,
+            zero_grad_fraction=gradient.zero_fraction,
+            pictures=pictures,
+        )
         for eps, (adversarial, adv_pred) in zip(eps_values, outputs)
     ]
 
@@ -283,9 +332,12 @@ def summarise(results: Sequence[SliceResult]) -> Summary:
         mean_clean = mean_adv = np.nan
     measured = bool(scored) and scored[0].hd95_clean is not None
     return Summary(
-        slices=len(results), scored=len(scored),
-        dsc_clean=organ_dict(organ_clean), dsc_adv=organ_dict(organ_adv),
-        mean_clean=json_number(mean_clean), mean_adv=json_number(mean_adv),
+        slices=len(results),
+        scored=len(scored),
+        dsc_clean=organ_dict(organ_clean),
+        dsc_adv=organ_dict(organ_adv),
+        mean_clean=json_number(mean_clean),
+        mean_adv=json_number(mean_adv),
         attack_success=organ_dict(attack_success(organ_clean, organ_adv)),
         mean_attack_success=json_number(attack_success(mean_clean, mean_adv)),
         linf_max=json_number(linf.max()) if len(linf) else None,
@@ -306,8 +358,11 @@ class EvaluationResult:
 
     def to_dict(self) -> dict:
         return {
-            "config": self.config.to_dict(), "img_size": self.img_size, "seconds": self.seconds,
-            "summary": self.summary.to_dict(), "rows": [row.to_dict() for row in self.rows],
+            "config": self.config.to_dict(),
+            "img_size": self.img_size,
+            "seconds": self.seconds,
+            "summary": self.summary.to_dict(),
+            "rows": [row.to_dict() for row in self.rows],
         }
 
 
@@ -324,16 +379,25 @@ def batches(records, img_size: int, batch_size: int, device, *, workers: int | N
     cuda = device.type == "cuda"
     if workers is None:
         workers = min(4, len(records) // batch_size) if cuda else 0
-    loader = DataLoader(SliceDataset(records, img_size), batch_size=batch_size, shuffle=False,
-                        num_workers=workers, pin_memory=cuda)
+    loader = DataLoader(
+        SliceDataset(records, img_size), batch_size=batch_size, shuffle=False, num_workers=workers, pin_memory=cuda
+    )
     for start, (images, masks) in zip(range(0, len(records), batch_size), loader):
-        yield (records[start : start + batch_size], images.to(device, non_blocking=cuda),
-               masks.to(device, non_blocking=cuda))
+        yield (
+            records[start : start + batch_size],
+            images.to(device, non_blocking=cuda),
+            masks.to(device, non_blocking=cuda),
+        )
 
 
 def finished_batches(
-    records: Sequence, img_size: int, batch_size: int, device, ranks: distributed.Ranks,
-    work: Callable[[list, torch.Tensor, torch.Tensor], list], on_batch: Callable[[int], None] | None = None,
+    records: Sequence,
+    img_size: int,
+    batch_size: int,
+    device,
+    ranks: distributed.Ranks,
+    work: Callable[[list, torch.Tensor, torch.Tensor], list],
+    on_batch: Callable[[int], None] | None = None,
 ) -> tuple[list, bool]:
     """``work(records, images, masks)`` (one item per slice) over this rank's share of ``records``
     (``core.distributed.shard``), gathered on every rank in record order, and whether Ctrl-C stopped it.
@@ -383,15 +447,28 @@ def evaluate(
     _report(progress, 0, len(records))
 
     def attack(chunk, images, truth):
-        return attack_slice(model, images, truth, config, ids=[r.id for r in chunk], context=context,
-                            scored_on=scored_on)
+        return attack_slice(
+            model, images, truth, config, ids=[r.id for r in chunk], context=context, scored_on=scored_on
+        )
 
-    results, interrupted = finished_batches(records, img_size, batch_size, device, ranks, attack,
-                                            lambda done: _report(progress, done * ranks.world_size, len(records)))
+    results, interrupted = finished_batches(
+        records,
+        img_size,
+        batch_size,
+        device,
+        ranks,
+        attack,
+        lambda done: _report(progress, done * ranks.world_size, len(records)),
+    )
     if ranks.active:
         _report(progress, len(results), len(records))
-    result = EvaluationResult(config=config, img_size=img_size, rows=results, summary=summarise(results),
-                              seconds=time.perf_counter() - started)
+    result = EvaluationResult(
+        config=config,
+        img_size=img_size,
+        rows=results,
+        summary=summarise(results),
+        seconds=time.perf_counter() - started,
+    )
     if interrupted:
         raise Interrupted(result if results else None, Partial(len(results), len(records)))
     return result
@@ -427,8 +504,12 @@ class SweepResult:
 
     def to_dict(self) -> dict:
         return {
-            "config": self.config.to_dict(), "losses": self.losses, "eps_values": self.eps_values,
-            "img_size": self.img_size, "seconds": self.seconds, "zero_grad_fraction": self.zero_grad_fraction,
+            "config": self.config.to_dict(),
+            "losses": self.losses,
+            "eps_values": self.eps_values,
+            "img_size": self.img_size,
+            "seconds": self.seconds,
+            "zero_grad_fraction": self.zero_grad_fraction,
             "entries": [e.to_dict() for e in self.entries],
         }
 
@@ -472,13 +553,23 @@ def evaluate_sweep(
     def attack(chunk, images, truth):
         """Per slice: its result at every (loss, eps) and its zero-gradient share per loss."""
         check_stop(should_stop)
-        entries = input_gradients(model, images, truth if config.target == "gt" else None, losses, config.mode,
-                                  precision=config.precision)
+        entries = input_gradients(
+            model, images, truth if config.target == "gt" else None, losses, config.mode, precision=config.precision
+        )
         ids = [record.id for record in chunk]
         per_slice = [({}, {}) for _ in chunk]
         for loss, entry in entries.items():
-            per_eps = sweep(model, images, None, eps_values, config.replace(loss=loss), truth=truth, ids=ids,
-                            gradient=entry, chunk_size=chunk_size)
+            per_eps = sweep(
+                model,
+                images,
+                None,
+                eps_values,
+                config.replace(loss=loss),
+                truth=truth,
+                ids=ids,
+                gradient=entry,
+                chunk_size=chunk_size,
+            )
             for eps, scored in zip(eps_values, per_eps):
                 for (rows, _), row in zip(per_slice, scored):
                     rows[loss, eps] = row
@@ -487,16 +578,30 @@ def evaluate_sweep(
             check_stop(should_stop)
         return per_slice
 
-    slices, interrupted = finished_batches(records, img_size, batch_size, device, ranks, attack,
-                                           lambda done: _report(progress, done * ranks.world_size, len(records)))
+    slices, interrupted = finished_batches(
+        records,
+        img_size,
+        batch_size,
+        device,
+        ranks,
+        attack,
+        lambda done: _report(progress, done * ranks.world_size, len(records)),
+    )
     if ranks.active:
         _report(progress, len(slices), len(records))
     result = SweepResult(
-        config=config, losses=losses, eps_values=eps_values, img_size=img_size,
-        entries=[SweepEntry(loss, eps, summarise([rows[loss, eps] for rows, _ in slices]))
-                 for loss in losses for eps in eps_values],
-        zero_grad_fraction={loss: json_number(np.mean([zero[loss] for _, zero in slices])) if slices else None
-                            for loss in losses},
+        config=config,
+        losses=losses,
+        eps_values=eps_values,
+        img_size=img_size,
+        entries=[
+            SweepEntry(loss, eps, summarise([rows[loss, eps] for rows, _ in slices]))
+            for loss in losses
+            for eps in eps_values
+        ],
+        zero_grad_fraction={
+            loss: json_number(np.mean([zero[loss] for _, zero in slices])) if slices else None for loss in losses
+        },
         seconds=time.perf_counter() - started,
     )
     if interrupted:
@@ -521,14 +626,22 @@ class TableIIRow:
     @property
     def attack_success(self) -> dict[str, float | None]:
         """Per loss, the attack success of the mean DSCs (None where undefined)."""
-        return {loss: json_number(attack_success(np.nan if self.dsc_clean is None else self.dsc_clean,
-                                                 np.nan if adv is None else adv))
-                for loss, adv in self.dsc_adv.items()}
+        return {
+            loss: json_number(
+                attack_success(np.nan if self.dsc_clean is None else self.dsc_clean, np.nan if adv is None else adv)
+            )
+            for loss, adv in self.dsc_adv.items()
+        }
 
     def to_dict(self) -> dict:
         return {
-            "label": self.label, "title": self.title, "params": self.params, "dsc_clean": self.dsc_clean,
-            "dsc_adv": self.dsc_adv, "attack_success": self.attack_success, "best_loss": self.best_loss,
+            "label": self.label,
+            "title": self.title,
+            "params": self.params,
+            "dsc_clean": self.dsc_clean,
+            "dsc_adv": self.dsc_adv,
+            "attack_success": self.attack_success,
+            "best_loss": self.best_loss,
             "summaries": {loss: summary.to_dict() for loss, summary in self.summaries.items()},
         }
 
@@ -548,8 +661,12 @@ class TableII:
         return self.config.method
 
     def to_dict(self) -> dict:
-        return {"config": self.config.to_dict(), "eps": self.eps, "losses": self.losses,
-                "rows": [row.to_dict() for row in self.rows]}
+        return {
+            "config": self.config.to_dict(),
+            "eps": self.eps,
+            "losses": self.losses,
+            "rows": [row.to_dict() for row in self.rows],
+        }
 
 
 def table_ii(
@@ -595,8 +712,9 @@ def table_ii(
         stopped: Interrupted | None = None  # Ctrl-C: this row keeps its finished cells and the one it was on
         if config.method == "fgsm":
             try:
-                result = evaluate_sweep(model, records, int(size), [config.eps], losses, config,
-                                        progress=run_progress(0), **options)
+                result = evaluate_sweep(
+                    model, records, int(size), [config.eps], losses, config, progress=run_progress(0), **options
+                )
             except Interrupted as exc:
                 result, stopped = exc.result, exc
             if result is not None:
@@ -604,8 +722,9 @@ def table_ii(
         else:
             for run, loss in enumerate(losses):
                 try:
-                    result = evaluate(model, records, int(size), config.replace(loss=loss), progress=run_progress(run),
-                                      **options)
+                    result = evaluate(
+                        model, records, int(size), config.replace(loss=loss), progress=run_progress(run), **options
+                    )
                 except Interrupted as exc:
                     result, stopped = exc.result, exc
                 if result is not None:
@@ -616,16 +735,31 @@ def table_ii(
             rows.append(_table_row(label, model, meta, losses, summaries, config, complete=stopped is None))
         if stopped is not None:
             complete = index * len(losses) + (0 if config.method == "fgsm" else len(summaries) - bool(stopped.result))
-            where = "" if stopped.result is None else (
-                f"; the row of {label} holds {'its columns' if config.method == 'fgsm' else 'its last column'} "
-                f"over the first {stopped.partial.done} of {stopped.partial.total} slices")
-            raise Interrupted(TableII(config=config, losses=losses, rows=rows) if rows else None,
-                              Partial(complete, len(models) * len(losses), "cells", f"cells are (model, loss){where}"))
+            where = (
+                ""
+                if stopped.result is None
+                else (
+                    f"; the row of {label} holds {'its columns' if config.method == 'fgsm' else 'its last column'} "
+                    f"over the first {stopped.partial.done} of {stopped.partial.total} slices"
+                )
+            )
+            raise Interrupted(
+                TableII(config=config, losses=losses, rows=rows) if rows else None,
+                Partial(complete, len(models) * len(losses), "cells", f"cells are (model, loss){where}"),
+            )
     return TableII(config=config, losses=losses, rows=rows)
 
 
-def _table_row(label: str, model, meta: dict, losses: list[str], summaries: dict[str, Summary], config: AttackConfig,
-               *, complete: bool = True) -> TableIIRow:
+def _table_row(
+    label: str,
+    model,
+    meta: dict,
+    losses: list[str],
+    summaries: dict[str, Summary],
+    config: AttackConfig,
+    *,
+    complete: bool = True,
+) -> TableIIRow:
     """A model's row of Table II from its cells' summaries. The best loss only where every column is there
     over every slice (a cell cut short by Ctrl-C is over fewer)."""
     adv = {loss: summary.mean_adv for loss, summary in summaries.items()}

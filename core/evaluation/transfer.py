@@ -93,8 +93,12 @@ class TransferCell:
     summary: Summary
 
     def to_dict(self) -> dict:
-        return {"source": self.source, "target": self.target, "white_box": self.white_box,
-                "summary": self.summary.to_dict()}
+        return {
+            "source": self.source,
+            "target": self.target,
+            "white_box": self.white_box,
+            "summary": self.summary.to_dict(),
+        }
 
 
 @dataclass
@@ -116,15 +120,25 @@ class TransferResult:
 
     def matrix(self, field: str = "mean_attack_success") -> np.ndarray:
         """(sources, targets) of one ``Summary`` field; NaN where undefined."""
-        return np.array([
-            [np.nan if (value := getattr(self.cell(s.label, t).summary, field)) is None else value for t in self.targets]
-            for s in self.sources
-        ], dtype=np.float64)
+        return np.array(
+            [
+                [
+                    np.nan if (value := getattr(self.cell(s.label, t).summary, field)) is None else value
+                    for t in self.targets
+                ]
+                for s in self.sources
+            ],
+            dtype=np.float64,
+        )
 
     def to_dict(self) -> dict:
         return {
-            "config": self.config.to_dict(), "img_size": self.img_size, "seconds": self.seconds, "attacks": self.attacks,
-            "targets": self.targets, "sources": [source.to_dict() for source in self.sources],
+            "config": self.config.to_dict(),
+            "img_size": self.img_size,
+            "seconds": self.seconds,
+            "attacks": self.attacks,
+            "targets": self.targets,
+            "sources": [source.to_dict() for source in self.sources],
             "cells": [cell.to_dict() for cell in self.cells],
         }
 
@@ -180,11 +194,25 @@ def transfer(
                 # White box on one model: its own predictions from the attack, exactly as evaluate scores.
                 white_box = source.members == (index,)
                 clean_pred, adv_pred = scored_predictions(
-                    target_model, images, output, config.precision,
-                    scored_on=None if white_box else target_model, scored_clean=None if white_box else clean[index])
+                    target_model,
+                    images,
+                    output,
+                    config.precision,
+                    scored_on=None if white_box else target_model,
+                    scored_clean=None if white_box else clean[index],
+                )
                 scored = score_slices(
-                    ids, config.eps, images, output.adversarial, clean_pred, adv_pred, truth, empty=config.empty,
-                    score=config.score, zero_grad_fraction=output.zero_grad_fraction, hausdorff=config.hausdorff,
+                    ids,
+                    config.eps,
+                    images,
+                    output.adversarial,
+                    clean_pred,
+                    adv_pred,
+                    truth,
+                    empty=config.empty,
+                    score=config.score,
+                    zero_grad_fraction=output.zero_grad_fraction,
+                    hausdorff=config.hausdorff,
                 )
                 for cells, row in zip(per_slice, scored):
                     cells[source.label, label] = row
@@ -198,11 +226,22 @@ def transfer(
     rows = {(s.label, t): [cells[s.label, t] for cells in slices] for s in sources for t in labels}
     cells = [
         TransferCell(source.label, label, index in source.members, summarise(rows[source.label, label]))
-        for source in sources for index, label in enumerate(labels)
+        for source in sources
+        for index, label in enumerate(labels)
     ]
-    result = TransferResult(config=config, targets=labels, sources=sources, img_size=img_size, cells=cells, rows=rows,
-                            attacks=attacks, seconds=time.perf_counter() - started)
+    result = TransferResult(
+        config=config,
+        targets=labels,
+        sources=sources,
+        img_size=img_size,
+        cells=cells,
+        rows=rows,
+        attacks=attacks,
+        seconds=time.perf_counter() - started,
+    )
     if interrupted:
-        raise Interrupted(result if slices else None,
-                          Partial(len(slices), len(records), "slices", "every cell over the same finished slices"))
+        raise Interrupted(
+            result if slices else None,
+            Partial(len(slices), len(records), "slices", "every cell over the same finished slices"),
+        )
     return result

@@ -34,6 +34,7 @@ from safetensors.torch import save as safetensors_save
 import core
 from core.errors import OptionError, SegadvError
 from core.files import atomic_write, write_bytes
+from core.labels import UW_MADISON, LabelSet, LabelSetError, label_set_from_meta
 from core.models.registry import (
     NORMALISATIONS,
     REGISTRY,
@@ -85,7 +86,9 @@ def checkpoint_meta(
         "title": spec.title,
         "params": count_parameters(model),
         "in_channels": 1,
-        "classes": list(ORGANS),
+        "classes": list(model.labels.names),
+        # The label set (names, titles, colours) and output kind; absent before segadv 0.x wrote it: UW-Madison.
+        "labels": model.labels.to_meta(),
         "img_size": int(img_size),
         "normalisation": model.normalisation,
         # The weights expect transposed slices (the paper's notebook; see GrayscaleSegmenter).
@@ -124,8 +127,14 @@ def save_checkpoint(
     if problem:  # never write a file that the reader would refuse
         raise OptionError(f"image size {img_size}: {problem}")
     meta = checkpoint_meta(
-        model, img_size=img_size, train_args=train_args, epoch=epoch, val_dsc=val_dsc,
-        data_fingerprint=data_fingerprint, dtype=dtype, defence=defence,
+        model,
+        img_size=img_size,
+        train_args=train_args,
+        epoch=epoch,
+        val_dsc=val_dsc,
+        data_fingerprint=data_fingerprint,
+        dtype=dtype,
+        defence=defence,
     )
     tensors = {}
     for key, value in model.net.state_dict().items():
@@ -151,8 +160,10 @@ def read_safetensors_meta(path: str | os.PathLike) -> dict:
 
 
 def _bare_safetensors(path: Path) -> CheckpointError:
-    return CheckpointError(f"{path}: a safetensors file without segadv metadata; import bare weights with "
-                           f"`segadv import-checkpoint {path} --model NAME OUT`")
+    return CheckpointError(
+        f"{path}: a safetensors file without segadv metadata; import bare weights with "
+        f"`segadv import-checkpoint {path} --model NAME OUT`"
+    )
 
 
 def read_checkpoint_meta(path: str | os.PathLike) -> dict:
@@ -163,8 +174,10 @@ def read_checkpoint_meta(path: str | os.PathLike) -> dict:
     if meta is None:
         raise _bare_safetensors(path)
     if meta["format"] == UNIVERSAL_FORMAT:
-        raise CheckpointError(f"{path}: a universal perturbation (segadv universal), not a checkpoint; "
-                              f"apply it with --method universal --delta {path}")
+        raise CheckpointError(
+            f"{path}: a universal perturbation (segadv universal), not a checkpoint; "
+            f"apply it with --method universal --delta {path}"
+        )
     check_checkpoint_meta(path, meta)
     return meta
 
@@ -236,8 +249,10 @@ def read_safetensors(path: str | os.PathLike) -> tuple[dict[str, dict], dict | N
         return header, None
     meta = {key: parse_json(value, f"{path}: metadata {_key(key)}") for key, value in raw.items()}
     if meta["format"] not in (FORMAT, UNIVERSAL_FORMAT):
-        raise CheckpointError(f"{path}: metadata format = {_shown(meta['format'])}: not a file this segadv reads "
-                              f"({FORMAT} or {UNIVERSAL_FORMAT}; a newer segadv may read it)")
+        raise CheckpointError(
+            f"{path}: metadata format = {_shown(meta['format'])}: not a file this segadv reads "
+            f"({FORMAT} or {UNIVERSAL_FORMAT}; a newer segadv may read it)"
+        )
     return header, meta
 
 
@@ -256,12 +271,16 @@ def _read_safetensors_header(path: Path) -> dict:
             raise CheckpointError(f"{path}: not a safetensors file (only {size} bytes)")
         (header_len,) = struct.unpack("<Q", prefix)
         if header_len > size - 8:
-            raise CheckpointError(f"{path}: not a safetensors file or truncated (header of {header_len} bytes, file of {size})")
+            raise CheckpointError(
+                f"{path}: not a safetensors file or truncated (header of {header_len} bytes, file of {size})"
+            )
         if header_len > MAX_HEADER_BYTES:
-            raise CheckpointError(f"{path}: a header of {header_len} bytes; segadv reads headers of at most "
-                                  f"{MAX_HEADER_BYTES}")
-        header = parse_json(handle.read(header_len), f"{path}: not a safetensors file: its header",
-                            max_bytes=MAX_HEADER_BYTES)
+            raise CheckpointError(
+                f"{path}: a header of {header_len} bytes; segadv reads headers of at most {MAX_HEADER_BYTES}"
+            )
+        header = parse_json(
+            handle.read(header_len), f"{path}: not a safetensors file: its header", max_bytes=MAX_HEADER_BYTES
+        )
     if not isinstance(header, dict):
         raise CheckpointError(f"{path}: not a safetensors file (its header is not a JSON object)")
     data_end = 0
@@ -271,11 +290,18 @@ def _read_safetensors_header(path: Path) -> dict:
                 raise CheckpointError(f"{path}: __metadata__ = {_shown(entry)}: not a map of strings to strings")
             continue
         offsets = entry.get("data_offsets") if isinstance(entry, dict) else None
-        if not (_is_ints(offsets) and len(offsets) == 2 and 0 <= offsets[0] <= offsets[1]
-                and isinstance(entry.get("dtype"), str) and _is_ints(entry.get("shape"))
-                and all(extent >= 0 for extent in entry["shape"])):
-            raise CheckpointError(f"{path}: tensor {_shown(key)} = {_shown(entry)}: not a safetensors entry "
-                                  f"(dtype, shape, data_offsets [begin, end])")
+        if not (
+            _is_ints(offsets)
+            and len(offsets) == 2
+            and 0 <= offsets[0] <= offsets[1]
+            and isinstance(entry.get("dtype"), str)
+            and _is_ints(entry.get("shape"))
+            and all(extent >= 0 for extent in entry["shape"])
+        ):
+            raise CheckpointError(
+                f"{path}: tensor {_shown(key)} = {_shown(entry)}: not a safetensors entry "
+                f"(dtype, shape, data_offsets [begin, end])"
+            )
         data_end = max(data_end, offsets[1])
     if 8 + header_len + data_end != size:
         raise CheckpointError(
@@ -314,13 +340,17 @@ def _is_dsc(value: object) -> bool:
 
 def _is_training_args(value: object) -> bool:
     """Training arguments as ``TrainConfig.as_args`` writes them: names to strings, numbers, booleans, null."""
-    return isinstance(value, dict) and all(item is None or isinstance(item, (str, bool)) or _is_number(item)
-                                           for item in value.values())
+    return isinstance(value, dict) and all(
+        item is None or isinstance(item, (str, bool)) or _is_number(item) for item in value.values()
+    )
 
 
 def _is_organ_list(value: object) -> bool:
-    return (isinstance(value, list) and all(isinstance(organ, str) and organ in ORGANS for organ in value)
-            and 0 < len(value) == len(set(value)))
+    return (
+        isinstance(value, list)
+        and all(isinstance(organ, str) and organ in ORGANS for organ in value)
+        and 0 < len(value) == len(set(value))
+    )
 
 
 def img_size_problem(model_name: str, img_size: object) -> str | None:
@@ -340,30 +370,48 @@ def img_size_problem(model_name: str, img_size: object) -> str | None:
 # key -> (check, what is expected): every value a segadv file's metadata may hold. Keys not listed are
 # kept unread (a newer segadv may add some); keys listed may be absent unless required.
 _DEFENCE_CHECK_FIELDS = {
-    "eps": (_is_number, "a number"), "slices": (_is_count, "a count"), "pgd_steps": (_is_count, "a count"),
-    "clean_dsc": (_is_dsc, "a DSC from 0 to 1"), "fgsm_dsc": (_is_dsc, "a DSC from 0 to 1"),
-    "pgd_dsc": (_is_dsc, "a DSC from 0 to 1"), "collapsed": (lambda value: isinstance(value, bool), "true or false"),
+    "eps": (_is_number, "a number"),
+    "slices": (_is_count, "a count"),
+    "pgd_steps": (_is_count, "a count"),
+    "clean_dsc": (_is_dsc, "a DSC from 0 to 1"),
+    "fgsm_dsc": (_is_dsc, "a DSC from 0 to 1"),
+    "pgd_dsc": (_is_dsc, "a DSC from 0 to 1"),
+    "collapsed": (lambda value: isinstance(value, bool), "true or false"),
 }
 _DEFENCE_FIELDS = {
-    "method": (_is_str, "a string"), "loss": (_is_str, "a string"), "eps": (_is_number, "a number"),
-    "steps": (_is_count, "a count"), "step_size": (_is_number, "a number"), "ratio": (_is_number, "a number"),
+    "method": (_is_str, "a string"),
+    "loss": (_is_str, "a string"),
+    "eps": (_is_number, "a number"),
+    "steps": (_is_count, "a count"),
+    "step_size": (_is_number, "a number"),
+    "ratio": (_is_number, "a number"),
     "warmup_epochs": (_is_number, "a number"),
     "check": (_optional(lambda value: isinstance(value, dict)), "an object or null"),
     "collapsed_epochs": (lambda value: _is_ints(value), "a list of epochs"),
 }
 _CHECKPOINT_FIELDS = {
     "model": (lambda value: isinstance(value, str) and value in REGISTRY, f"a segadv model ({', '.join(REGISTRY)})"),
-    "arch": (_is_str, "a string"), "encoder": (_is_str, "a string"), "title": (_is_str, "a string"),
+    "arch": (_is_str, "a string"),
+    "encoder": (_is_str, "a string"),
+    "title": (_is_str, "a string"),
     "params": (_is_count, "a parameter count"),
     "in_channels": (lambda value: _is_int(value) and value == 1, "1 (segadv's models take one grey channel)"),
-    "classes": (lambda value: value == list(ORGANS), f"{list(ORGANS)}, the organs segadv's models segment"),
+    "classes": (
+        lambda value: isinstance(value, list) and all(isinstance(name, str) for name in value),
+        "a list of label names",
+    ),  # and the label set's names: checkpoint_labels
     "img_size": (_is_int, "a whole number of pixels"),  # and what the model takes: img_size_problem
-    "normalisation": (lambda value: isinstance(value, str) and value in NORMALISATIONS, f"one of {', '.join(NORMALISATIONS)}"),
+    "normalisation": (
+        lambda value: isinstance(value, str) and value in NORMALISATIONS,
+        f"one of {', '.join(NORMALISATIONS)}",
+    ),
     "input_transposed": (lambda value: isinstance(value, bool), "true or false"),
     "train_args": (_optional(_is_training_args), "an object of training arguments (strings, numbers, booleans, null)"),
     "epoch": (_optional(_is_count), "an epoch number or null"),
-    "val_dsc": (_optional(lambda value: isinstance(value, dict) and all(map(_optional(_is_dsc), value.values()))),
-                "an object of DSC values from 0 to 1"),
+    "val_dsc": (
+        _optional(lambda value: isinstance(value, dict) and all(map(_optional(_is_dsc), value.values()))),
+        "an object of DSC values from 0 to 1",
+    ),
     "data_fingerprint": (_optional(_is_str), "a string or null"),
     "segadv_version": (_is_str, "a version string"),
     "dtype": (lambda value: isinstance(value, str) and value in STORAGE_DTYPES, f"one of {', '.join(STORAGE_DTYPES)}"),
@@ -372,13 +420,23 @@ _CHECKPOINT_FIELDS = {
 _UNIVERSAL_FIELDS = {
     "eps": (lambda value: _is_number(value) and 0 <= value <= 1, "a number from 0 to 1"),
     "organs": (_is_organ_list, f"a list of distinct organs from {', '.join(ORGANS)}"),
-    "img_size": (lambda value: _is_int(value) and 1 <= value <= MAX_IMG_SIZE, f"a whole number of pixels from 1 to {MAX_IMG_SIZE}"),
-    "epochs": (_is_count, "a count"), "steps": (_is_count, "a count"), "batch_size": (_is_count, "a count"),
-    "step_size": (_is_number, "a number"), "keep_weight": (_is_number, "a number"), "seed": (_is_int, "an integer"),
-    "slices": (_is_count, "a count"), "seconds": (_is_number, "a number"),
+    "img_size": (
+        lambda value: _is_int(value) and 1 <= value <= MAX_IMG_SIZE,
+        f"a whole number of pixels from 1 to {MAX_IMG_SIZE}",
+    ),
+    "epochs": (_is_count, "a count"),
+    "steps": (_is_count, "a count"),
+    "batch_size": (_is_count, "a count"),
+    "step_size": (_is_number, "a number"),
+    "keep_weight": (_is_number, "a number"),
+    "seed": (_is_int, "an integer"),
+    "slices": (_is_count, "a count"),
+    "seconds": (_is_number, "a number"),
     "loss_history": (lambda value: isinstance(value, list) and all(map(_is_number, value)), "a list of numbers"),
-    "checkpoint": (_optional(_is_str), "a string or null"), "model": (_optional(_is_str), "a string or null"),
-    "data": (_optional(_is_str), "a string or null"), "data_fingerprint": (_optional(_is_str), "a string or null"),
+    "checkpoint": (_optional(_is_str), "a string or null"),
+    "model": (_optional(_is_str), "a string or null"),
+    "data": (_optional(_is_str), "a string or null"),
+    "data_fingerprint": (_optional(_is_str), "a string or null"),
 }
 
 
@@ -389,15 +447,34 @@ def check_checkpoint_meta(path: Path, meta: dict) -> None:
     spec = REGISTRY[meta["model"]]
     for key, expected in (("arch", spec.arch), ("encoder", spec.encoder)):
         if key in meta and meta[key] != expected:
-            raise CheckpointError(f"{path}: metadata {key} = {_shown(meta[key])}: model {meta['model']!r} is {expected}")
+            raise CheckpointError(
+                f"{path}: metadata {key} = {_shown(meta[key])}: model {meta['model']!r} is {expected}"
+            )
     problem = img_size_problem(meta["model"], meta["img_size"])
     if problem:
         raise CheckpointError(f"{path}: metadata img_size = {_shown(meta['img_size'])}: {problem}")
+    labels = checkpoint_labels(path, meta)
+    if meta["classes"] != list(labels.names):
+        raise CheckpointError(
+            f"{path}: metadata classes = {_shown(meta['classes'])}: expected {list(labels.names)} (its label set's names)"
+        )
     if meta.get("defence"):
         _check_fields(path, meta["defence"], _DEFENCE_FIELDS, "defence.", required=_DEFENCE_FIELDS)
         if meta["defence"]["check"]:
-            _check_fields(path, meta["defence"]["check"], _DEFENCE_CHECK_FIELDS, "defence.check.",
-                          required=_DEFENCE_CHECK_FIELDS)
+            _check_fields(
+                path, meta["defence"]["check"], _DEFENCE_CHECK_FIELDS, "defence.check.", required=_DEFENCE_CHECK_FIELDS
+            )
+
+
+def checkpoint_labels(path: Path, meta: dict) -> LabelSet:
+    """The label set a checkpoint's metadata records; UW-Madison's organs (sigmoid) for a checkpoint written
+    before segadv recorded label sets."""
+    if "labels" not in meta:
+        return UW_MADISON
+    try:
+        return label_set_from_meta(meta["labels"], f"{path}: metadata labels")
+    except LabelSetError as exc:
+        raise CheckpointError(str(exc)) from None
 
 
 def check_universal_meta(path: Path, meta: dict) -> None:
@@ -408,7 +485,9 @@ def check_universal_meta(path: Path, meta: dict) -> None:
 def _check_fields(path: Path, values: dict, fields: dict, prefix: str, required) -> None:
     missing = [key for key in required if key not in values]
     if missing:
-        raise CheckpointError(f"{path}: its metadata{' ' + prefix.rstrip('.') if prefix else ''} lacks {', '.join(missing)}")
+        raise CheckpointError(
+            f"{path}: its metadata{' ' + prefix.rstrip('.') if prefix else ''} lacks {', '.join(missing)}"
+        )
     for key, (check, expected) in fields.items():
         if key in values and not check(values[key]):
             raise CheckpointError(f"{path}: metadata {prefix}{_key(key)} = {_shown(values[key])}: expected {expected}")
@@ -438,7 +517,7 @@ def load_checkpoint(
             state_dict = safetensors_load(path.read_bytes())
         except (SafetensorError, ValueError, OSError) as exc:
             raise CheckpointError(f"{path}: cannot read its weights ({exc})") from None
-        model = _build(meta["model"], meta["normalisation"], path)
+        model = _build(meta["model"], meta["normalisation"], path, checkpoint_labels(path, meta))
         model.transposed = meta.get("input_transposed", False)  # absent before segadv wrote it: False
     _load_state_dict(model, state_dict, path)
     model.to(device)
@@ -446,9 +525,9 @@ def load_checkpoint(
     return model, meta
 
 
-def _build(model_name: str, normalisation: str, path: Path) -> GrayscaleSegmenter:
+def _build(model_name: str, normalisation: str, path: Path, labels: LabelSet = UW_MADISON) -> GrayscaleSegmenter:
     try:
-        return build_model(model_name, encoder_weights=None, normalisation=normalisation)
+        return build_model(model_name, encoder_weights=None, normalisation=normalisation, labels=labels)
     except (UnknownModelError, ValueError) as exc:
         raise CheckpointError(f"{path}: {exc}") from None
 
@@ -470,18 +549,24 @@ def _torch_load(path: Path, what: str) -> object:
     except OSError as exc:
         raise CheckpointError(f"{path}: cannot read it ({exc.strerror or exc})") from None
     if not (head.startswith(_TORCH_ZIP) or (head[:1] == b"\x80" and _TORCH_LEGACY_MAGIC in head)):
-        raise CheckpointError(f"{path}: not a PyTorch file (torch.save writes a zip archive or a pickle that starts "
-                              f"with torch's magic number; this file is neither)")
+        raise CheckpointError(
+            f"{path}: not a PyTorch file (torch.save writes a zip archive or a pickle that starts "
+            f"with torch's magic number; this file is neither)"
+        )
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         # weights_only stops at the first object that is not plain data, before anything runs.
         found = _UNSAFE_GLOBAL.search(str(exc))
         holds = f"a pickled {found[1]}" if found else "pickle instructions beyond tensors and plain data"
-        raise CheckpointError(f"{path}: refused: it holds {holds}, and segadv loads tensors and plain data only, "
-                              f"so no code in a file ever runs") from None
+        raise CheckpointError(
+            f"{path}: refused: it holds {holds}, and segadv loads tensors and plain data only, "
+            f"so no code in a file ever runs"
+        ) from None
     except Exception as exc:  # torch raises RuntimeError / EOFError / KeyError / zip errors for damaged files
-        raise CheckpointError(f"{path}: not a readable PyTorch {what} ({type(exc).__name__}: {_one_line(exc)})") from None
+        raise CheckpointError(
+            f"{path}: not a readable PyTorch {what} ({type(exc).__name__}: {_one_line(exc)})"
+        ) from None
 
 
 def _read_foreign_state_dict(path: Path) -> dict[str, torch.Tensor]:
@@ -505,7 +590,7 @@ def _unwrap_state_dict(loaded: object, path: Path) -> dict[str, torch.Tensor]:
     state_dict = dict(loaded)
     for prefix in _KEY_PREFIXES:
         if all(key.startswith(prefix) for key in state_dict):
-            state_dict = {key[len(prefix):]: value for key, value in state_dict.items()}
+            state_dict = {key[len(prefix) :]: value for key, value in state_dict.items()}
     return state_dict
 
 
@@ -530,14 +615,19 @@ def _load_state_dict(model: GrayscaleSegmenter, state_dict: Mapping[str, torch.T
             + "; ".join(parts)
         )
     converted = {
-        key: value.to(expected[key].dtype) if value.is_floating_point() else value
-        for key, value in state_dict.items()
+        key: value.to(expected[key].dtype) if value.is_floating_point() else value for key, value in state_dict.items()
     }
     model.net.load_state_dict(converted, strict=True)
 
 
-def import_checkpoint(source: str | os.PathLike, model_name: str, out: str | os.PathLike, *, img_size: int = FOREIGN_IMG_SIZE,
-                      transposed: bool = False) -> Path:
+def import_checkpoint(
+    source: str | os.PathLike,
+    model_name: str,
+    out: str | os.PathLike,
+    *,
+    img_size: int = FOREIGN_IMG_SIZE,
+    transposed: bool = False,
+) -> Path:
     """Convert foreign weights (``.pt`` / ``.pth`` / ``.bin``) for registry model ``model_name`` to our format;
     ``transposed``: they were trained on transposed slices (the paper's notebook), recorded in the metadata."""
     source = Path(source)
@@ -545,8 +635,9 @@ def import_checkpoint(source: str | os.PathLike, model_name: str, out: str | os.
         raise CheckpointError(f"{source}: expected a {' / '.join(FOREIGN_SUFFIXES)} file of foreign weights")
     model, _ = load_checkpoint(source, model_name=model_name)
     model.transposed = bool(transposed)
-    return save_checkpoint(out, model, img_size=img_size,
-                           train_args={"imported_from": source.name, "input_transposed": bool(transposed)})
+    return save_checkpoint(
+        out, model, img_size=img_size, train_args={"imported_from": source.name, "input_transposed": bool(transposed)}
+    )
 
 
 # --- training state for --resume ------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """The paper's U-Net family as a registry keyed by name, behind one grayscale-input wrapper.
 
-Every model a caller gets takes the slice itself, shape (N, 1, H, W) in [0, 1], and returns 3 logits
-(large_bowel, small_bowel, stomach). The wrapper repeats the slice to the encoder's 3 channels (as the
+Every model a caller gets takes the slice itself, shape (N, 1, H, W) in [0, 1], and returns the logits
+of its label set (``core.labels``; by default UW-Madison's large_bowel, small_bowel, stomach). The wrapper repeats the slice to the encoder's 3 channels (as the
 paper's code fed it) and applies the encoder's normalisation inside the model, so attacks work in the
 [0, 1] pixel space of the slice and an adversarial image is still a grayscale slice.
 """
@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from core.errors import SegadvError, check_choice
-from core.organs import ORGANS
+from core.labels import UW_MADISON, LabelSet
 
 # Per-channel mean / std applied inside the model; "none" is what the paper's code did ([0, 1] input).
 NORMALISATIONS = {
@@ -42,7 +42,10 @@ REGISTRY: dict[str, ModelSpec] = {
         ModelSpec("effb7pp", "UnetPlusPlus", "efficientnet-b7", "EffB7 U-Net++"),
         # Light enough to train and attack on a laptop CPU; 4.13M parameters.
         ModelSpec(
-            "small", "Unet", "mobilenet_v2", "MobileNetV2 U-Net (small)",
+            "small",
+            "Unet",
+            "mobilenet_v2",
+            "MobileNetV2 U-Net (small)",
             {"decoder_channels": (128, 64, 32, 16, 8)},
         ),
         # Two more small demo architectures, so transfer between models can be studied on the CPU. timm's
@@ -51,11 +54,17 @@ REGISTRY: dict[str, ModelSpec] = {
         # 64 segmentation channels: its GroupNorm(32) needs 2 values a group at the 1 x 1 deepest map of a
         # 32 px probe (freeze_unused_parameters).
         ModelSpec(
-            "small-unetpp", "UnetPlusPlus", "tu-regnetx_002", "RegNetX-200MF U-Net++ (small)",
+            "small-unetpp",
+            "UnetPlusPlus",
+            "tu-regnetx_002",
+            "RegNetX-200MF U-Net++ (small)",
             {"decoder_channels": (128, 64, 32, 16, 8)},
         ),
         ModelSpec(
-            "small-fpn", "FPN", "tu-efficientnet_b0", "EfficientNet-B0 FPN (small)",
+            "small-fpn",
+            "FPN",
+            "tu-efficientnet_b0",
+            "EfficientNet-B0 FPN (small)",
             {"decoder_pyramid_channels": 64, "decoder_segmentation_channels": 64},
         ),
     )
@@ -73,13 +82,21 @@ class GrayscaleSegmenter(nn.Module):
     fed them (``transpose(2, 1, 0)``); each slice is transposed before ``net`` and its logits back, so
     inputs, masks and perturbations stay in the stored orientation everywhere else."""
 
-    def __init__(self, net: nn.Module, spec: ModelSpec, normalisation: str = "none", transposed: bool = False):
+    def __init__(
+        self,
+        net: nn.Module,
+        spec: ModelSpec,
+        normalisation: str = "none",
+        transposed: bool = False,
+        labels: LabelSet = UW_MADISON,
+    ):
         super().__init__()
         check_choice(normalisation, NORMALISATIONS, "normalisation")
         self.net = net
         self.spec = spec
         self.normalisation = normalisation
         self.transposed = bool(transposed)
+        self.labels = labels  # what the output channels mean: labels.channels of them
         mean, std = NORMALISATIONS[normalisation]
         # Not persistent: the state dict is exactly the smp model's, prefixed with "net.".
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
@@ -87,8 +104,10 @@ class GrayscaleSegmenter(nn.Module):
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         if image.ndim != 4 or image.shape[1] not in (1, 3):
-            raise ValueError(f"expected a grayscale batch of shape (N, 1, H, W), or (N, 3, H, W) as the paper fed it, "
-                             f"got {tuple(image.shape)}")
+            raise ValueError(
+                f"expected a grayscale batch of shape (N, 1, H, W), or (N, 3, H, W) as the paper fed it, "
+                f"got {tuple(image.shape)}"
+            )
         # (N, 3, H, W): the slice already copied to 3 channels (the paper's FGSM perturbs each one).
         rgb = image.expand(-1, 3, -1, -1) if image.shape[1] == 1 else image
         if self.transposed:
@@ -96,8 +115,13 @@ class GrayscaleSegmenter(nn.Module):
         return self.net((rgb - self.mean) / self.std)
 
 
-def build_model(name: str, encoder_weights: str | None = None, normalisation: str | None = None) -> GrayscaleSegmenter:
-    """The registry model ``name`` with 3 organ logits and no activation.
+def build_model(
+    name: str,
+    encoder_weights: str | None = None,
+    normalisation: str | None = None,
+    labels: LabelSet = UW_MADISON,
+) -> GrayscaleSegmenter:
+    """The registry model ``name`` with ``labels.channels`` logits and no activation.
 
     ``encoder_weights="imagenet"`` downloads pretrained encoder weights (as the paper did) and implies
     ImageNet normalisation; ``None`` gives random weights and, by default, no normalisation.
@@ -112,11 +136,11 @@ def build_model(name: str, encoder_weights: str | None = None, normalisation: st
         encoder_name=spec.encoder,
         encoder_weights=encoder_weights,
         in_channels=3,
-        classes=len(ORGANS),
+        classes=labels.channels,
         activation=None,
         **spec.kwargs,
     )
-    return GrayscaleSegmenter(net, spec, normalisation)
+    return GrayscaleSegmenter(net, spec, normalisation, labels=labels)
 
 
 def count_parameters(model: nn.Module) -> int:

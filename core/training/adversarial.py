@@ -67,14 +67,23 @@ class Defence:
         return asdict(self)
 
 
-def make_defence(method: str | None, eps: float | None, *, steps: int | None = None, loss: str = "focal+dice",
-                 ratio: float = 1.0, warmup_epochs: float = 0.0) -> Defence | None:
+def make_defence(
+    method: str | None,
+    eps: float | None,
+    *,
+    steps: int | None = None,
+    loss: str = "focal+dice",
+    ratio: float = 1.0,
+    warmup_epochs: float = 0.0,
+) -> Defence | None:
     """The ``Defence`` for ``--adv`` and its options (None: plain training), or an ``OptionError`` naming
     the value that does not fit."""
     if method is None:
         given = [name for name, value in (("--adv-eps", eps), ("--adv-steps", steps)) if value is not None]
         if given:
-            raise OptionError(f"{' and '.join(given)} {'needs' if len(given) == 1 else 'need'} --adv ({' or '.join(ADV_METHODS)})")
+            raise OptionError(
+                f"{' and '.join(given)} {'needs' if len(given) == 1 else 'need'} --adv ({' or '.join(ADV_METHODS)})"
+            )
         return None
     check_choice(method, ADV_METHODS, "adversarial training method")
     if eps is None:
@@ -96,12 +105,27 @@ def make_defence(method: str | None, eps: float | None, *, steps: int | None = N
         raise OptionError(f"--adv-ratio must be in (0, 1], got {ratio}")
     if not (math.isfinite(warmup_epochs) and warmup_epochs >= 0):
         raise OptionError(f"--adv-warmup must be a number of epochs >= 0, got {warmup_epochs}")
-    return Defence(method=method, eps=float(eps), steps=steps, step_size=float(step_size), loss=loss,
-                   ratio=float(ratio), warmup_epochs=float(warmup_epochs))
+    return Defence(
+        method=method,
+        eps=float(eps),
+        steps=steps,
+        step_size=float(step_size),
+        loss=loss,
+        ratio=float(ratio),
+        warmup_epochs=float(warmup_epochs),
+    )
 
 
-def adversarial_batch(model: torch.nn.Module, images: torch.Tensor, masks: torch.Tensor, defence: Defence,
-                      eps: float, *, generator: torch.Generator, precision: str = "fp32") -> torch.Tensor:
+def adversarial_batch(
+    model: torch.nn.Module,
+    images: torch.Tensor,
+    masks: torch.Tensor,
+    defence: Defence,
+    eps: float,
+    *,
+    generator: torch.Generator,
+    precision: str = "fp32",
+) -> torch.Tensor:
     """``images`` with the first ``defence.adversarial_count`` of them replaced by their adversarial
     version at ``eps`` (the batch order is random already). ``model`` is the bare module (not a DDP
     wrapper): the attack's passes are no part of the gradient DDP synchronises."""
@@ -109,8 +133,16 @@ def adversarial_batch(model: torch.nn.Module, images: torch.Tensor, masks: torch
 
     count = defence.adversarial_count(images.shape[0])
     attacked = pgd(
-        model, images[:count], masks[:count], eps, steps=defence.steps, step_size=defence.step_size * (eps / defence.eps),
-        loss=defence.loss, random_start=True, generator=generator, precision=precision,
+        model,
+        images[:count],
+        masks[:count],
+        eps,
+        steps=defence.steps,
+        step_size=defence.step_size * (eps / defence.eps),
+        loss=defence.loss,
+        random_start=True,
+        generator=generator,
+        precision=precision,
     )
     if count == images.shape[0]:
         return attacked
@@ -134,8 +166,16 @@ class OverfittingCheck:
         return asdict(self)
 
 
-def robust_scores(model: torch.nn.Module, images: torch.Tensor, masks: torch.Tensor, eps: float, *,
-                  loss: str, seed: int, precision: str = "fp32") -> tuple[float, float, float]:
+def robust_scores(
+    model: torch.nn.Module,
+    images: torch.Tensor,
+    masks: torch.Tensor,
+    eps: float,
+    *,
+    loss: str,
+    seed: int,
+    precision: str = "fp32",
+) -> tuple[float, float, float]:
     """Mean DSC (per organ and slice, an organ empty in both counts 1) clean, under FGSM and under PGD-5."""
     from core.attacks.fast_gradient import fgsm
     from core.attacks.iterative import pgd
@@ -153,15 +193,17 @@ def robust_scores(model: torch.nn.Module, images: torch.Tensor, masks: torch.Ten
     try:
         clean = mean_dsc(images)
         fgsm_dsc = mean_dsc(fgsm(model, images, masks, eps, loss=loss, precision=precision))
-        pgd_dsc = mean_dsc(pgd(model, images, masks, eps, steps=CHECK_PGD_STEPS, loss=loss, generator=generator,
-                               precision=precision))
+        pgd_dsc = mean_dsc(
+            pgd(model, images, masks, eps, steps=CHECK_PGD_STEPS, loss=loss, generator=generator, precision=precision)
+        )
     finally:
         model.train(was_training)
     return clean, fgsm_dsc, pgd_dsc
 
 
-def check_overfitting(clean: float, fgsm_dsc: float, pgd_dsc: float, earlier: list[dict], *, eps: float,
-                      slices: int) -> OverfittingCheck:
+def check_overfitting(
+    clean: float, fgsm_dsc: float, pgd_dsc: float, earlier: list[dict], *, eps: float, slices: int
+) -> OverfittingCheck:
     """Catastrophic overfitting (Wong et al.): PGD robust DSC collapses to under half of its best earlier
     value while FGSM robust DSC stays where it was at that epoch. ``earlier``: the earlier epochs' checks
     (``OverfittingCheck.as_dict()``)."""
@@ -169,8 +211,15 @@ def check_overfitting(clean: float, fgsm_dsc: float, pgd_dsc: float, earlier: li
     if earlier:
         best = max(earlier, key=lambda entry: entry["pgd_dsc"])
         collapsed = pgd_dsc < COLLAPSE_SHARE * best["pgd_dsc"] and fgsm_dsc >= FGSM_KEPT_SHARE * best["fgsm_dsc"]
-    return OverfittingCheck(eps=eps, slices=slices, pgd_steps=CHECK_PGD_STEPS, clean_dsc=clean, fgsm_dsc=fgsm_dsc, pgd_dsc=pgd_dsc,
-                            collapsed=collapsed)
+    return OverfittingCheck(
+        eps=eps,
+        slices=slices,
+        pgd_steps=CHECK_PGD_STEPS,
+        clean_dsc=clean,
+        fgsm_dsc=fgsm_dsc,
+        pgd_dsc=pgd_dsc,
+        collapsed=collapsed,
+    )
 
 
 def check_batch(loader, device: torch.device, slices: int = CHECK_SLICES) -> tuple[torch.Tensor, torch.Tensor]:
@@ -183,4 +232,3 @@ def check_batch(loader, device: torch.device, slices: int = CHECK_SLICES) -> tup
         if taken >= slices:
             break
     return torch.cat(images).to(device), torch.cat(masks).to(device)
-

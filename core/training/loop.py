@@ -123,8 +123,14 @@ class TrainConfig:
 
     def defence(self) -> Defence | None:
         """The adversarial-training recipe of ``adv_*`` (None: plain training); an ``OptionError`` names a bad value."""
-        return make_defence(self.adv, self.adv_eps, steps=self.adv_steps, loss=self.adv_loss, ratio=self.adv_ratio,
-                            warmup_epochs=self.adv_warmup)
+        return make_defence(
+            self.adv,
+            self.adv_eps,
+            steps=self.adv_steps,
+            loss=self.adv_loss,
+            ratio=self.adv_ratio,
+            warmup_epochs=self.adv_warmup,
+        )
 
     def as_args(self) -> dict:
         """The configuration as JSON-able training arguments for the checkpoint's metadata."""
@@ -246,21 +252,31 @@ def _check_config(config: TrainConfig) -> None:
     if config.model not in REGISTRY:
         raise TrainingError(f"unknown model {config.model!r}; choose from {', '.join(REGISTRY)}")
     if config.encoder_weights not in ENCODER_WEIGHTS:
-        raise TrainingError(f"unknown encoder weights {config.encoder_weights!r}; choose from {', '.join(ENCODER_WEIGHTS)}")
+        raise TrainingError(
+            f"unknown encoder weights {config.encoder_weights!r}; choose from {', '.join(ENCODER_WEIGHTS)}"
+        )
     if config.schedule not in SCHEDULES:
         raise TrainingError(f"unknown schedule {config.schedule!r}; choose from {', '.join(SCHEDULES)}")
     checks = [
         (config.epochs >= 1, f"epochs must be at least 1, got {config.epochs}"),
         (config.batch_size >= 1, f"batch size must be at least 1, got {config.batch_size}"),
-        (config.img_size >= 32 and config.img_size % 32 == 0, f"image size must be a multiple of 32, got {config.img_size}"),
+        (
+            config.img_size >= 32 and config.img_size % 32 == 0,
+            f"image size must be a multiple of 32, got {config.img_size}",
+        ),
         # The bound the checkpoint's reader applies: refused now, not when the first epoch's checkpoint is saved.
-        (img_size_problem(config.model, config.img_size) is None,
-         f"image size {config.img_size}: {img_size_problem(config.model, config.img_size)}"),
+        (
+            img_size_problem(config.model, config.img_size) is None,
+            f"image size {config.img_size}: {img_size_problem(config.model, config.img_size)}",
+        ),
         (config.lr > 0 and math.isfinite(config.lr), f"learning rate must be a positive number, got {config.lr}"),
         (config.weight_decay >= 0, f"weight decay must be >= 0, got {config.weight_decay}"),
         (config.patience >= 0, f"patience must be >= 0, got {config.patience}"),
         (config.workers >= 0, f"workers must be >= 0, got {config.workers}"),
-        (config.limit_slices is None or config.limit_slices >= 1, f"limit-slices must be at least 1, got {config.limit_slices}"),
+        (
+            config.limit_slices is None or config.limit_slices >= 1,
+            f"limit-slices must be at least 1, got {config.limit_slices}",
+        ),
         (0 < config.test_fraction < 1, f"test fraction must be in (0, 1), got {config.test_fraction}"),
         (config.log_every >= 1, f"log-every must be at least 1, got {config.log_every}"),
         (config.dist_timeout_s > 0, f"the DDP timeout must be positive, got {config.dist_timeout_s} s"),
@@ -365,7 +381,9 @@ def make_augmentation() -> nn.Module:
 
 
 class _Run:
-    def __init__(self, config: TrainConfig, device: torch.device, dist_env: _DistributedEnv, progress: TrainingEvents | None):
+    def __init__(
+        self, config: TrainConfig, device: torch.device, dist_env: _DistributedEnv, progress: TrainingEvents | None
+    ):
         self.config = config
         self.device = device
         self.dist = dist_env
@@ -435,8 +453,11 @@ class _Run:
         if self.dist.active:
             # Its order depends on (seed, epoch) alone, so a resumed epoch gets it back from set_epoch.
             shuffled = DistributedSampler(
-                _Indexable(len(train_records)), num_replicas=self.dist.world_size, rank=self.dist.rank,
-                shuffle=True, seed=config.seed,
+                _Indexable(len(train_records)),
+                num_replicas=self.dist.world_size,
+                rank=self.dist.rank,
+                shuffle=True,
+                seed=config.seed,
             )
         else:
             generator = torch.Generator().manual_seed(config.seed)
@@ -456,8 +477,14 @@ class _Run:
         augment = make_augmentation().to(self.device) if config.augment else None
 
         state = {
-            "epoch": 0, "step": 0, "best_dsc": -1.0, "best_val": None, "stale_epochs": 0, "history": [],
-            "sampler": _generator_state(generator), "epoch_loss": None,
+            "epoch": 0,
+            "step": 0,
+            "best_dsc": -1.0,
+            "best_val": None,
+            "stale_epochs": 0,
+            "history": [],
+            "sampler": _generator_state(generator),
+            "epoch_loss": None,
         }
         if config.resume is not None:
             state = self._restore(config.resume, model, optimizer, scheduler, scaler)
@@ -474,12 +501,21 @@ class _Run:
         if self.dist.active:
             net = nn.parallel.DistributedDataParallel(model, device_ids=[self.device.index] if self.cuda else None)
 
-        self.progress(TrainStart(
-            model=config.model, device=describe_device(self.device), world_size=self.dist.world_size,
-            train_slices=len(train_records), val_slices=len(val_records), epochs=config.epochs,
-            start_epoch=state["epoch"], steps_per_epoch=steps_per_epoch, checkpoint=self.checkpoint,
-            resume_path=self.resume_path, defence=self.defence.as_meta() if self.defence is not None else None,
-        ))
+        self.progress(
+            TrainStart(
+                model=config.model,
+                device=describe_device(self.device),
+                world_size=self.dist.world_size,
+                train_slices=len(train_records),
+                val_slices=len(val_records),
+                epochs=config.epochs,
+                start_epoch=state["epoch"],
+                steps_per_epoch=steps_per_epoch,
+                checkpoint=self.checkpoint,
+                resume_path=self.resume_path,
+                defence=self.defence.as_meta() if self.defence is not None else None,
+            )
+        )
         fingerprint = dataset.fingerprint()
         stopped_early = False
         epoch = state["epoch"]
@@ -522,9 +558,11 @@ class _Run:
                         adv_eps = self.defence.eps_at(epoch, position, steps_per_epoch)
                         # A seed per (run, rank, position): a resumed step draws the start it drew before.
                         starts = torch.Generator(device=self.device).manual_seed(
-                            _derived_seed(config.seed, self.dist.rank, epoch, position))
-                        images = adversarial_batch(model, images, masks, self.defence, adv_eps, generator=starts,
-                                                   precision=self.precision)
+                            _derived_seed(config.seed, self.dist.rank, epoch, position)
+                        )
+                        images = adversarial_batch(
+                            model, images, masks, self.defence, adv_eps, generator=starts, precision=self.precision
+                        )
                     if epoch * steps_per_epoch + skip + index + 1 == sigint_at:
                         # Test hook: a terminal's Ctrl-C (SIGINT to the process group) while this step computes.
                         os.killpg(os.getpgrp(), signal.SIGINT)
@@ -548,10 +586,17 @@ class _Run:
                         window_steps = 0
                         elapsed = time.perf_counter() - clock
                         speed = seen / elapsed if elapsed > 0 else 0.0
-                    self.progress(Step(
-                        epoch=epoch + 1, step=index + 1, steps=steps, loss=loss_value,
-                        lr=scheduler.get_last_lr()[0], images_per_s=speed, adv_eps=adv_eps,
-                    ))
+                    self.progress(
+                        Step(
+                            epoch=epoch + 1,
+                            step=index + 1,
+                            steps=steps,
+                            loss=loss_value,
+                            lr=scheduler.get_last_lr()[0],
+                            images_per_s=speed,
+                            adv_eps=adv_eps,
+                        )
+                    )
                 epoch += 1
                 state.update(epoch=epoch, step=0, sampler=_generator_state(generator))
                 stop = False
@@ -562,24 +607,40 @@ class _Run:
                     full_eps = self.defence is None or self.defence.full_eps_from(epoch)
                     improved = full_eps and val_dsc["mean"] > state["best_dsc"]
                     train_loss = loss_sum / loss_steps if loss_steps else float("nan")
-                    state["history"].append({"epoch": epoch, "train_loss": train_loss, **val_dsc, **({"robust": robust} if robust else {})})
+                    state["history"].append(
+                        {"epoch": epoch, "train_loss": train_loss, **val_dsc, **({"robust": robust} if robust else {})}
+                    )
                     saved = None
                     if improved:
                         state.update(best_dsc=val_dsc["mean"], best_val=val_dsc, stale_epochs=0)
                         saved = save_checkpoint(
-                            self.checkpoint, model, img_size=config.img_size, train_args=config.as_args(),
-                            epoch=epoch, val_dsc=val_dsc, data_fingerprint=fingerprint,
+                            self.checkpoint,
+                            model,
+                            img_size=config.img_size,
+                            train_args=config.as_args(),
+                            epoch=epoch,
+                            val_dsc=val_dsc,
+                            data_fingerprint=fingerprint,
                             dtype="float16" if config.fp16_weights else None,
                             defence=self._defence_meta(robust, state["history"]),
                         )
                     elif full_eps:
                         state["stale_epochs"] += 1
                     self._save_state(state, model, optimizer, scheduler, scaler)
-                    self.progress(EpochEnd(
-                        epoch=epoch, epochs=config.epochs, train_loss=train_loss, val_dsc=val_dsc,
-                        improved=improved, best_dsc=state["best_dsc"], saved=saved,
-                        seconds=time.perf_counter() - started, robust=robust, full_eps=full_eps,
-                    ))
+                    self.progress(
+                        EpochEnd(
+                            epoch=epoch,
+                            epochs=config.epochs,
+                            train_loss=train_loss,
+                            val_dsc=val_dsc,
+                            improved=improved,
+                            best_dsc=state["best_dsc"],
+                            saved=saved,
+                            seconds=time.perf_counter() - started,
+                            robust=robust,
+                            full_eps=full_eps,
+                        )
+                    )
                     stop = bool(config.patience) and state["stale_epochs"] >= config.patience and epoch < config.epochs
                 stop = self._broadcast_flag(stop)
                 if stop:
@@ -594,14 +655,16 @@ class _Run:
                 if self.last_saved is None:
                     raise TrainingInterrupted(f"interrupted at once at {where}; no state was saved yet", None) from None
                 raise TrainingInterrupted(
-                    f"interrupted at once at {where}; the state saved last is in {self.last_saved}", self.last_saved,
+                    f"interrupted at once at {where}; the state saved last is in {self.last_saved}",
+                    self.last_saved,
                 ) from None
             if self.dist.is_main:
                 if state["step"] and window is not None:
                     state["epoch_loss"] = [loss_sum, loss_steps, float(window), window_steps]
                 self._save_state(state, model, optimizer, scheduler, scaler)
             raise TrainingInterrupted(
-                f"interrupted at {where}; the state to resume from is in {self.resume_path}", self.resume_path,
+                f"interrupted at {where}; the state to resume from is in {self.resume_path}",
+                self.resume_path,
             ) from None
         finally:
             gate.close()
@@ -620,10 +683,19 @@ class _Run:
         if self.defence is None:
             return None
         images, masks = check
-        clean, fgsm_dsc, pgd_dsc = robust_scores(model, images, masks, self.defence.eps, loss=self.defence.loss,
-                                                 seed=self.config.seed, precision=self.precision)
+        clean, fgsm_dsc, pgd_dsc = robust_scores(
+            model,
+            images,
+            masks,
+            self.defence.eps,
+            loss=self.defence.loss,
+            seed=self.config.seed,
+            precision=self.precision,
+        )
         earlier = [entry["robust"] for entry in history if entry.get("robust")]
-        return check_overfitting(clean, fgsm_dsc, pgd_dsc, earlier, eps=self.defence.eps, slices=images.shape[0]).as_dict()
+        return check_overfitting(
+            clean, fgsm_dsc, pgd_dsc, earlier, eps=self.defence.eps, slices=images.shape[0]
+        ).as_dict()
 
     def _defence_meta(self, robust: dict | None, history: list[dict]) -> dict | None:
         """The checkpoint's ``defence``: the recipe, this epoch's check and every epoch that collapsed so far."""
@@ -666,38 +738,46 @@ class _Run:
     # -- resume --
 
     def _save_state(self, state, model, optimizer, scheduler, scaler) -> None:
-        save_training_state(self.resume_path, {
-            "model_name": self.config.model,
-            "img_size": self.config.img_size,
-            # What the order of an epoch's batches depends on: a resume must replay the same order.
-            "batch_size": self.config.batch_size,
-            "seed": self.config.seed,
-            "train_slices": self.train_slices,
-            "epoch": state["epoch"],
-            "step": state["step"],
-            "best_dsc": state["best_dsc"],
-            "best_val": state["best_val"],
-            "stale_epochs": state["stale_epochs"],
-            "history": state["history"],
-            "model": {key: value.detach().cpu() for key, value in model.state_dict().items()},
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "scaler": scaler.state_dict(),
-            "rng": _rng_state(),
-            "sampler": state["sampler"],  # the generator state at the start of epoch `epoch`
-            "epoch_loss": state["epoch_loss"],  # mid-epoch: [loss sum, its steps, unreported sum, its steps]
-            "defence": self.defence.as_meta() if self.defence is not None else None,
-        })
+        save_training_state(
+            self.resume_path,
+            {
+                "model_name": self.config.model,
+                "img_size": self.config.img_size,
+                # What the order of an epoch's batches depends on: a resume must replay the same order.
+                "batch_size": self.config.batch_size,
+                "seed": self.config.seed,
+                "train_slices": self.train_slices,
+                "epoch": state["epoch"],
+                "step": state["step"],
+                "best_dsc": state["best_dsc"],
+                "best_val": state["best_val"],
+                "stale_epochs": state["stale_epochs"],
+                "history": state["history"],
+                "model": {key: value.detach().cpu() for key, value in model.state_dict().items()},
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "scaler": scaler.state_dict(),
+                "rng": _rng_state(),
+                "sampler": state["sampler"],  # the generator state at the start of epoch `epoch`
+                "epoch_loss": state["epoch_loss"],  # mid-epoch: [loss sum, its steps, unreported sum, its steps]
+                "defence": self.defence.as_meta() if self.defence is not None else None,
+            },
+        )
         self.last_saved = self.resume_path
 
     def _restore(self, path, model, optimizer, scheduler, scaler) -> dict:
         saved = load_training_state(path)
         for key, expected in (("model_name", self.config.model), ("img_size", self.config.img_size)):
             if saved.get(key) != expected:
-                raise TrainingError(f"{path}: was saved for {key.replace('_', ' ')} {saved.get(key)!r}, not {expected!r}")
+                raise TrainingError(
+                    f"{path}: was saved for {key.replace('_', ' ')} {saved.get(key)!r}, not {expected!r}"
+                )
         # Files written before these were recorded lack them.
-        for key, expected, option in (("batch_size", self.config.batch_size, "--batch-size"), ("seed", self.config.seed, "--seed"),
-                                      ("train_slices", self.train_slices, "--data / --limit-slices")):
+        for key, expected, option in (
+            ("batch_size", self.config.batch_size, "--batch-size"),
+            ("seed", self.config.seed, "--seed"),
+            ("train_slices", self.train_slices, "--data / --limit-slices"),
+        ):
             if key in saved and saved[key] != expected:
                 raise TrainingError(
                     f"{path}: was saved by a run with {key.replace('_', ' ')} {saved[key]!r}, not {expected!r}; "
@@ -863,7 +943,13 @@ def _rng_state() -> dict:
     return {
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), int(np_state[2]), int(np_state[3]), float(np_state[4])],
+        "numpy": [
+            np_state[0],
+            torch.from_numpy(np_state[1].astype(np.int64)),
+            int(np_state[2]),
+            int(np_state[3]),
+            float(np_state[4]),
+        ],
         "python": _to_lists(random.getstate()),
     }
 

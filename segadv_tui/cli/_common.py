@@ -84,10 +84,14 @@ def attack_config(*, method: str = "fgsm", eps: str = "0.009", all_slices: bool 
     left unset (None) takes the method's default."""
     from core.attacks.config import AttackConfig
 
-    values = {key: value.strip().lower() if isinstance(value, str) else value for key, value in values.items()
-              if value is not None}
-    return AttackConfig.for_method(method.strip().lower(), eps=parse_eps(eps), score="all" if all_slices else "nonempty",
-                                   **values)
+    values = {
+        key: value.strip().lower() if isinstance(value, str) else value
+        for key, value in values.items()
+        if value is not None
+    }
+    return AttackConfig.for_method(
+        method.strip().lower(), eps=parse_eps(eps), score="all" if all_slices else "nonempty", **values
+    )
 
 
 def check_batch_size(batch_size: int) -> int:
@@ -98,8 +102,12 @@ def check_batch_size(batch_size: int) -> int:
 
 def checkpoint_fields(loaded: LoadedCheckpoint) -> dict:
     """A checkpoint as a command's JSON names the one it attacked."""
-    return {"checkpoint": str(loaded.path), "model": loaded.meta.get("model"), "title": loaded.title,
-            "img_size": loaded.img_size}
+    return {
+        "checkpoint": str(loaded.path),
+        "model": loaded.meta.get("model"),
+        "title": loaded.title,
+        "img_size": loaded.img_size,
+    }
 
 
 def load_checkpoint(path: Path | None, device, model_name: str | None = None) -> LoadedCheckpoint:
@@ -117,7 +125,11 @@ def load_checkpoint(path: Path | None, device, model_name: str | None = None) ->
             fail(f"no --checkpoint given and {exc}")
     path = Path(path).expanduser()
     if not path.is_file():
-        fail(f"checkpoint {str(path)!r} does not exist" if not path.exists() else f"checkpoint {str(path)!r} is not a file")
+        fail(
+            f"checkpoint {str(path)!r} does not exist"
+            if not path.exists()
+            else f"checkpoint {str(path)!r} is not a file"
+        )
     model, meta = load(path, device=device, model_name=model_name)  # a CheckpointError names the file
     return LoadedCheckpoint(CheckpointEntry(path, meta), model, meta)
 
@@ -131,7 +143,11 @@ def open_data(data: Path | None, strict: bool = False):
     if data is not None:
         data = Path(data).expanduser()
         if not data.is_dir():
-            fail(f"data folder {str(data)!r} does not exist" if not data.exists() else f"--data {str(data)!r} is not a folder")
+            fail(
+                f"data folder {str(data)!r} does not exist"
+                if not data.exists()
+                else f"--data {str(data)!r} is not a folder"
+            )
     try:
         if data is None:
             with progress_bar("preparing the demo data (first use)") as progress:
@@ -146,7 +162,9 @@ def open_data(data: Path | None, strict: bool = False):
             fail(f"--strict: {count}; the first: {dataset.problems[0].rsplit('; ', 1)[0]}")  # not "; skipped"
         err_console.print(
             f"note: {count}, e.g. {dataset.problems[0]} (the JSON lists them; --strict stops instead)",
-            highlight=False, soft_wrap=True, markup=False,
+            highlight=False,
+            soft_wrap=True,
+            markup=False,
         )
     return dataset
 
@@ -185,8 +203,13 @@ class CommandRun:
         ``fields`` (the result)."""
         from core.devices import describe_device
 
-        head = {"command": self.command, "device": describe_device(self.device), **(models or {}),
-                "data": str(self.dataset.root), "data_fingerprint": self.dataset.fingerprint()}
+        head = {
+            "command": self.command,
+            "device": describe_device(self.device),
+            **(models or {}),
+            "data": str(self.dataset.root),
+            "data_fingerprint": self.dataset.fingerprint(),
+        }
         if self.split is not None:
             head["split"] = self.split
             if slices:
@@ -264,8 +287,13 @@ def progress_bar(description: str) -> Iterator:
     )
 
     with Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        TimeRemainingColumn(), console=err_console, transient=True,
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=err_console,
+        transient=True,
         disable=not err_console.is_terminal,  # piped or captured: no bar, and no stray blank lines
     ) as progress:
         task = progress.add_task(description, total=None)

@@ -30,74 +30,149 @@ ATTACK = "Attack"
 OUTPUT = "Output"
 COMPUTE = "Compute"
 
-Checkpoint = Annotated[Path | None, typer.Option(
-    "--checkpoint", "-c", rich_help_panel=MODEL,
-    help="A segadv checkpoint (.safetensors), or foreign weights (.pt/.pth/.bin) with --model; default: the "
-         "bundled demo checkpoint.",
-)]
-ForeignModel = Annotated[str | None, typer.Option(
-    "--model", "-m", rich_help_panel=MODEL, help="Registry model of foreign .pt/.pth/.bin weights.",
-)]
+Checkpoint = Annotated[
+    Path | None,
+    typer.Option(
+        "--checkpoint",
+        "-c",
+        rich_help_panel=MODEL,
+        help="A segadv checkpoint (.safetensors), or foreign weights (.pt/.pth/.bin) with --model; default: the "
+        "bundled demo checkpoint.",
+    ),
+]
+ForeignModel = Annotated[
+    str | None,
+    typer.Option(
+        "--model",
+        "-m",
+        rich_help_panel=MODEL,
+        help="Registry model of foreign .pt/.pth/.bin weights.",
+    ),
+]
 
-Data = Annotated[Path | None, typer.Option(
-    "--data", "-d", rich_help_panel=DATA,
-    help="Kaggle-layout folder (train.csv, train/); default: the built-in demo data.",
-)]
-Split = Annotated[str, typer.Option(
-    "--split", rich_help_panel=DATA, help="Slices to use: test (10% of cases, seed 0), train or all.",
-)]
-AllSlices = Annotated[bool, typer.Option(
-    "--all-slices", rich_help_panel=DATA,
-    help="Also use and score slices without organs (the paper scores only slices with organs).",
-)]
+Data = Annotated[
+    Path | None,
+    typer.Option(
+        "--data",
+        "-d",
+        rich_help_panel=DATA,
+        help="Kaggle-layout folder (train.csv, train/); default: the built-in demo data.",
+    ),
+]
+Split = Annotated[
+    str,
+    typer.Option(
+        "--split",
+        rich_help_panel=DATA,
+        help="Slices to use: test (10% of cases, seed 0), train or all.",
+    ),
+]
+AllSlices = Annotated[
+    bool,
+    typer.Option(
+        "--all-slices",
+        rich_help_panel=DATA,
+        help="Also use and score slices without organs (the paper scores only slices with organs).",
+    ),
+]
 Limit = Annotated[int | None, typer.Option("--limit", "-n", rich_help_panel=DATA, help="Use at most this many slices.")]
-Strict = Annotated[bool, typer.Option(
-    "--strict", rich_help_panel=DATA,
-    help="Stop (exit status 2, before any computing) at the first problem in the data, such as a malformed RLE or an "
-         "image without rows; by default such slices are skipped, counted at the end and listed under \"skipped\" "
-         "in the JSON.",
-)]
+Strict = Annotated[
+    bool,
+    typer.Option(
+        "--strict",
+        rich_help_panel=DATA,
+        help="Stop (exit status 2, before any computing) at the first problem in the data, such as a malformed RLE or an "
+        'image without rows; by default such slices are skipped, counted at the end and listed under "skipped" '
+        "in the JSON.",
+    ),
+]
 
 Loss = Annotated[str, typer.Option("--loss", rich_help_panel=ATTACK, help=f"Attack loss: {', '.join(LOSS_NAMES)}.")]
-Method = Annotated[str, typer.Option(
-    "--method", rich_help_panel=ATTACK,
-    help=f"Attack method. {'; '.join(f'{m.name}: {m.summary}' for m in METHOD_LIST)}.",
-)]
-Steps = Annotated[int | None, typer.Option(
-    "--steps", rich_help_panel=ATTACK,
-    help="Iterations of the iterative methods; default: the method's (bim, pgd, erase 10; apgd 100; ensemble 100 "
-         "per member).",
-)]
-StepSize = Annotated[float | None, typer.Option(
-    "--step-size", rich_help_panel=ATTACK, help="Step of the iterative methods; default 2.5 eps / steps.",
-)]
-BestIterate = Annotated[bool | None, typer.Option(
-    "--best-iterate/--last-iterate", rich_help_panel=ATTACK,
-    help="Keep, per slice, the iterate with the lowest mean DSC (bim, pgd, apgd, ensemble); default: on for apgd and "
-         "the ensemble.",
-)]
+Method = Annotated[
+    str,
+    typer.Option(
+        "--method",
+        rich_help_panel=ATTACK,
+        help=f"Attack method. {'; '.join(f'{m.name}: {m.summary}' for m in METHOD_LIST)}.",
+    ),
+]
+Steps = Annotated[
+    int | None,
+    typer.Option(
+        "--steps",
+        rich_help_panel=ATTACK,
+        help="Iterations of the iterative methods; default: the method's (bim, pgd, erase 10; apgd 100; ensemble 100 "
+        "per member).",
+    ),
+]
+StepSize = Annotated[
+    float | None,
+    typer.Option(
+        "--step-size",
+        rich_help_panel=ATTACK,
+        help="Step of the iterative methods; default 2.5 eps / steps.",
+    ),
+]
+BestIterate = Annotated[
+    bool | None,
+    typer.Option(
+        "--best-iterate/--last-iterate",
+        rich_help_panel=ATTACK,
+        help="Keep, per slice, the iterate with the lowest mean DSC (bim, pgd, apgd, ensemble); default: on for apgd and "
+        "the ensemble.",
+    ),
+]
 Seed = Annotated[int, typer.Option("--seed", rich_help_panel=ATTACK, help="Seed of PGD's random start.")]
-Organs = Annotated[str, typer.Option(
-    "--organs", rich_help_panel=ATTACK,
-    help="Organs the erase method removes: a comma list of large_bowel, small_bowel, stomach.",
-)]
-Delta = Annotated[Path | None, typer.Option(
-    "--delta", rich_help_panel=ATTACK, help="The universal method's perturbation (made by `segadv universal`).",
-)]
-Target = Annotated[str, typer.Option(
-    "--target", rich_help_panel=ATTACK, help="Attack the ground truth (gt) or the model's clean prediction (pred).",
-)]
-Mode = Annotated[str, typer.Option(
-    "--mode", rich_help_panel=ATTACK, help="FGSM formula: textbook, or paper (the paper's notebook).",
-)]
-Empty = Annotated[str, typer.Option(
-    "--empty", rich_help_panel=ATTACK, help="DSC of an organ absent from truth and prediction: one, skip or zero.",
-)]
+Organs = Annotated[
+    str,
+    typer.Option(
+        "--organs",
+        rich_help_panel=ATTACK,
+        help="Organs the erase method removes: a comma list of large_bowel, small_bowel, stomach.",
+    ),
+]
+Delta = Annotated[
+    Path | None,
+    typer.Option(
+        "--delta",
+        rich_help_panel=ATTACK,
+        help="The universal method's perturbation (made by `segadv universal`).",
+    ),
+]
+Target = Annotated[
+    str,
+    typer.Option(
+        "--target",
+        rich_help_panel=ATTACK,
+        help="Attack the ground truth (gt) or the model's clean prediction (pred).",
+    ),
+]
+Mode = Annotated[
+    str,
+    typer.Option(
+        "--mode",
+        rich_help_panel=ATTACK,
+        help="FGSM formula: textbook, or paper (the paper's notebook).",
+    ),
+]
+Empty = Annotated[
+    str,
+    typer.Option(
+        "--empty",
+        rich_help_panel=ATTACK,
+        help="DSC of an organ absent from truth and prediction: one, skip or zero.",
+    ),
+]
 
 Device = Annotated[str, typer.Option("--device", rich_help_panel=COMPUTE, help=f"Device: {DEVICE_HELP}.")]
-Precision = Annotated[str, typer.Option(
-    "--precision", rich_help_panel=COMPUTE, help="fp32, or bf16 / fp16 autocast (for CUDA).",
-)]
+Precision = Annotated[
+    str,
+    typer.Option(
+        "--precision",
+        rich_help_panel=COMPUTE,
+        help="fp32, or bf16 / fp16 autocast (for CUDA).",
+    ),
+]
 BatchSize = Annotated[int, typer.Option("--batch-size", rich_help_panel=COMPUTE, help="Slices per batch.")]
 
 

@@ -52,23 +52,26 @@ def result_json(payload: dict, dataset, partial=None) -> dict:
 
 
 def skipped_note(dataset, json_path: str | os.PathLike | None = None) -> str:
-    """"; skipped N slices with problems in the data (...)" for a command's last line, or "" when the reader
+    """ "; skipped N slices with problems in the data (...)" for a command's last line, or "" when the reader
     left nothing out (a folder or a file it could not name a slice by counts as one)."""
     count = len(dataset.skipped)
     if not count:
         return ""
-    where = f"listed under \"skipped\" in {json_path}" if json_path is not None else f"e.g. {dataset.problems[0]}"
+    where = f'listed under "skipped" in {json_path}' if json_path is not None else f"e.g. {dataset.problems[0]}"
     return f"; skipped {count} slice{'s' if count != 1 else ''} with problems in the data ({where})"
 
 
-def print_written(paths: Sequence, dataset=None, json_path: str | os.PathLike | None = None,
-                  detail: str = "") -> None:
+def print_written(paths: Sequence, dataset=None, json_path: str | os.PathLike | None = None, detail: str = "") -> None:
     """A command's last line: the files written, what they hold (``detail``) and, when the reader left slices
     out of the data set a result is made over (``dataset``), how many."""
     note = skipped_note(dataset, json_path) if dataset is not None else ""
     if paths:
-        console.print(f"wrote {', '.join(str(path) for path in paths)}{detail}{note}", highlight=False, soft_wrap=True,
-                      markup=False)
+        console.print(
+            f"wrote {', '.join(str(path) for path in paths)}{detail}{note}",
+            highlight=False,
+            soft_wrap=True,
+            markup=False,
+        )
     elif note:
         console.print(note.lstrip("; "), highlight=False, soft_wrap=True, markup=False)
 
@@ -86,8 +89,10 @@ class Outputs:
 
     def __init__(self, stem: str, folder: Path | None = None, *, optional: Sequence[str] = (), **paths: Path | None):
         self.stem, self.folder = stem, folder
-        self.paths = {option: path if path is not None or folder is None or option in optional
-                      else folder / f"{stem}.{option}" for option, path in paths.items()}
+        self.paths = {
+            option: path if path is not None or folder is None or option in optional else folder / f"{stem}.{option}"
+            for option, path in paths.items()
+        }
         self.written: list = []
 
     @property
@@ -162,13 +167,17 @@ def keep_partial(
 
             target = partial_path(json_path)
             try:
-                written = [*(also(exc.result, partial) if also is not None else []),
-                           write_json(target, result_json(payload(exc.result), dataset, partial))]
+                written = [
+                    *(also(exc.result, partial) if also is not None else []),
+                    write_json(target, result_json(payload(exc.result), dataset, partial)),
+                ]
             except (OSError, SegadvError) as error:
                 _say(f"{line}; could not write the finished part: {one_line(error)}")
             else:
-                _say(f"{line}: wrote {', '.join(str(path) for path in written)} (marked partial; summaries over the "
-                     f"finished part only){skipped_note(dataset, target)}")
+                _say(
+                    f"{line}: wrote {', '.join(str(path) for path in written)} (marked partial; summaries over the "
+                    f"finished part only){skipped_note(dataset, target)}"
+                )
         raise typer.Exit(130) from None
 
 

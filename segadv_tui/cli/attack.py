@@ -61,9 +61,11 @@ def attack(
     split: Split = "test",
     loss: Loss = "bce",
     eps: str | None = typer.Option(
-        None, "--eps", rich_help_panel=ATTACK,
+        None,
+        "--eps",
+        rich_help_panel=ATTACK,
         help="L-inf budget in pixel units ([0, 1] images); default 0.009 (the paper's), for --method universal the "
-             "delta's own bound.",
+        "delta's own bound.",
     ),
     method: Method = "fgsm",
     steps: Steps = None,
@@ -88,13 +90,34 @@ def attack(
     from segadv_tui.cli.universal import attack_eps
 
     config = attack_config(
-        method=method, loss=loss, eps=attack_eps(method, delta, eps), mode=mode, target=target, steps=steps,
-        step_size=step_size, empty=empty, all_slices=all_slices, seed=seed, organs=organs, precision=precision,
-        delta=delta, best_iterate=best_iterate,  # delta a Path: attack_config lower-cases strings
+        method=method,
+        loss=loss,
+        eps=attack_eps(method, delta, eps),
+        mode=mode,
+        target=target,
+        steps=steps,
+        step_size=step_size,
+        empty=empty,
+        all_slices=all_slices,
+        seed=seed,
+        organs=organs,
+        precision=precision,
+        delta=delta,
+        best_iterate=best_iterate,  # delta a Path: attack_config lower-cases strings
     )
-    run = prepare("attack", Outputs("attack", json=json_path, csv=csv_path), batch_size=batch_size, device=device,
-                  checkpoints=[checkpoint], model=model, data=data, strict=strict, split=split, all_slices=all_slices,
-                  limit=limit)
+    run = prepare(
+        "attack",
+        Outputs("attack", json=json_path, csv=csv_path),
+        batch_size=batch_size,
+        device=device,
+        checkpoints=[checkpoint],
+        model=model,
+        data=data,
+        strict=strict,
+        split=split,
+        all_slices=all_slices,
+        limit=limit,
+    )
     loaded = run.checkpoint
 
     from core.evaluation.scoring import evaluate
@@ -103,8 +126,15 @@ def attack(
         return run.payload(result.to_dict(), models=checkpoint_fields(loaded))
 
     with run.keep_partial(payload), progress_bar(f"{config.method_label} eps {config.eps:g}") as progress:
-        result = evaluate(loaded.model, run.records, loaded.img_size, config, batch_size=batch_size, device=run.device,
-                          progress=progress)
+        result = evaluate(
+            loaded.model,
+            run.records,
+            loaded.img_size,
+            config,
+            batch_size=batch_size,
+            device=run.device,
+            progress=progress,
+        )
     run.finish(_attack_table(result, loaded, run.split), json=lambda: payload(result), csv=lambda: attack_rows(result))
 
 
@@ -113,16 +143,25 @@ def _attack_table(result, loaded, split: str):
     from segadv_tui.render.tables import Table, number
 
     config, summary = result.config, result.summary
-    rows = [(ORGAN_TITLES[organ], number(summary.dsc_clean[organ]), number(summary.dsc_adv[organ]),
-             number(summary.attack_success[organ])) for organ in ORGANS]
+    rows = [
+        (
+            ORGAN_TITLES[organ],
+            number(summary.dsc_clean[organ]),
+            number(summary.dsc_adv[organ]),
+            number(summary.attack_success[organ]),
+        )
+        for organ in ORGANS
+    ]
     rows.append(("mean", number(summary.mean_clean), number(summary.mean_adv), number(summary.mean_attack_success)))
     return Table(
         f"{loaded.title}: {config.method_label}, {config.objective_label}, eps {config.eps:g}",
-        ("organ", "DSC clean", "DSC adversarial", "attack success"), tuple(rows),
-        bold=(frozenset(),) * len(ORGANS) + (frozenset(range(4)),), sections=frozenset({len(ORGANS)}),
+        ("organ", "DSC clean", "DSC adversarial", "attack success"),
+        tuple(rows),
+        bold=(frozenset(),) * len(ORGANS) + (frozenset(range(4)),),
+        sections=frozenset({len(ORGANS)}),
         caption=f"{summary.scored} of {summary.slices} slices scored ({split} split, empty organs: {config.empty}); "
-                f"realised L-inf max {number(summary.linf_max)}, mean {number(summary.linf_mean)}; L2 mean "
-                f"{number(summary.l2_mean, 3)}; {result.seconds:.1f} s",
+        f"realised L-inf max {number(summary.linf_max)}, mean {number(summary.linf_mean)}; L2 mean "
+        f"{number(summary.l2_mean, 3)}; {result.seconds:.1f} s",
     ).to_rich()
 
 
@@ -137,7 +176,11 @@ def attack_rows(result) -> tuple[list[str], list[list]]:
     rows = []
     for row in (result_row.to_dict() for result_row in result.rows):
         cells = [row["slice_id"], int(row["has_organs"]), int(row["scored"])]
-        for per_organ, mean in (("dsc_clean", "mean_clean"), ("dsc_adv", "mean_adv"), ("attack_success", "mean_attack_success")):
+        for per_organ, mean in (
+            ("dsc_clean", "mean_clean"),
+            ("dsc_adv", "mean_adv"),
+            ("attack_success", "mean_attack_success"),
+        ):
             cells += [row[per_organ][organ] for organ in ORGANS] + [row[mean]]
         cells += [row["linf"], row["l2"], row["zero_grad_fraction"]]
         rows.append(cells)
@@ -151,11 +194,15 @@ def sweep(
     data: Data = None,
     split: Split = "test",
     eps: str = typer.Option(
-        "0:0.03:0.003", "--eps", rich_help_panel=ATTACK,
+        "0:0.03:0.003",
+        "--eps",
+        rich_help_panel=ATTACK,
         help="start:stop:step (stop included) or a comma list, e.g. 0,0.005,0.009.",
     ),
     losses: str = typer.Option(
-        PAPER_LOSSES, "--losses", rich_help_panel=ATTACK,
+        PAPER_LOSSES,
+        "--losses",
+        rich_help_panel=ATTACK,
         help="Comma list of attack losses: bce, focal, dice, focal+dice.",
     ),
     target: Target = "gt",
@@ -176,9 +223,19 @@ def sweep(
     eps_values = parse_eps_list(eps)
     loss_names = parse_losses(losses)
     config = attack_config(mode=mode, target=target, empty=empty, precision=precision, all_slices=all_slices)
-    run = prepare("sweep", Outputs("sweep", out_dir, json=json_path, csv=csv_path, png=png_path),
-                  batch_size=batch_size, device=device, checkpoints=[checkpoint], model=model, data=data, strict=strict,
-                  split=split, all_slices=all_slices, limit=limit)
+    run = prepare(
+        "sweep",
+        Outputs("sweep", out_dir, json=json_path, csv=csv_path, png=png_path),
+        batch_size=batch_size,
+        device=device,
+        checkpoints=[checkpoint],
+        model=model,
+        data=data,
+        strict=strict,
+        split=split,
+        all_slices=all_slices,
+        limit=limit,
+    )
     loaded = run.checkpoint
 
     from core.evaluation.scoring import evaluate_sweep
@@ -186,18 +243,28 @@ def sweep(
     def payload(result) -> dict:
         return run.payload(result.to_dict(), models=checkpoint_fields(loaded))
 
-    with run.keep_partial(payload), \
-            progress_bar(f"sweep {len(eps_values)} eps x {len(loss_names)} losses") as progress:
+    with run.keep_partial(payload), progress_bar(f"sweep {len(eps_values)} eps x {len(loss_names)} losses") as progress:
         result = evaluate_sweep(
-            loaded.model, run.records, loaded.img_size, eps_values, loss_names, config, batch_size=batch_size,
-            device=run.device, progress=progress,
+            loaded.model,
+            run.records,
+            loaded.img_size,
+            eps_values,
+            loss_names,
+            config,
+            batch_size=batch_size,
+            device=run.device,
+            progress=progress,
         )
     caption = (
         f"{loaded.path.name}: {loaded.title}; {config.method_label}, target {config.target}; {len(run.records)} "
         f"{run.split} slices{'' if all_slices else ' with organs'}; empty organs: {config.empty}"
     )
-    run.finish(_sweep_table(result, loaded), json=lambda: payload(result), csv=lambda: sweep_rows(result),
-               png=lambda: _sweep_plot(result, caption))
+    run.finish(
+        _sweep_table(result, loaded),
+        json=lambda: payload(result),
+        csv=lambda: sweep_rows(result),
+        png=lambda: _sweep_plot(result, caption),
+    )
 
 
 def _sweep_plot(result, caption: str):
@@ -232,7 +299,10 @@ def _sweep_table(result, loaded):
         rows.append(tuple(cells))
     return Table(
         f"{result.config.method_label} sweep on {loaded.title}: mean DSC / attack success (clean DSC "
-        f"{number(first.mean_clean)})", tuple(headers), tuple(rows), justify=("right",) * len(headers),
+        f"{number(first.mean_clean)})",
+        tuple(headers),
+        tuple(rows),
+        justify=("right",) * len(headers),
         caption=f"{first.scored} of {first.slices} slices scored; {result.seconds:.1f} s",
     ).to_rich()
 
@@ -259,13 +329,18 @@ def sweep_rows(result) -> tuple[list[str], list[list]]:
 @app.command()
 def table(
     checkpoints: list[Path] | None = typer.Option(
-        None, "--checkpoint", "-c", rich_help_panel=MODEL,
+        None,
+        "--checkpoint",
+        "-c",
+        rich_help_panel=MODEL,
         help="A checkpoint per row; repeat the option. Default: the bundled demo checkpoint.",
     ),
     data: Data = None,
     split: Split = "test",
     losses: str = typer.Option(
-        PAPER_LOSSES, "--losses", rich_help_panel=ATTACK,
+        PAPER_LOSSES,
+        "--losses",
+        rich_help_panel=ATTACK,
         help="Comma list of FGSM losses, one column each.",
     ),
     eps: str = typer.Option("0.009", "--eps", rich_help_panel=ATTACK, help="L-inf budget (the paper: 0.009)."),
@@ -290,11 +365,30 @@ def table(
     from segadv_tui.render.tables import table_ii_table
 
     loss_names = parse_losses(losses)
-    config = attack_config(method=method, eps=eps, steps=steps, seed=seed, mode=mode, target=target, empty=empty,
-                           precision=precision, all_slices=all_slices, best_iterate=best_iterate)
-    run = prepare("table", Outputs("table", md=md_path, csv=csv_path, json=json_path), batch_size=batch_size,
-                  device=device, checkpoints=checkpoints or [None], data=data, strict=strict, split=split,
-                  all_slices=all_slices, limit=limit)
+    config = attack_config(
+        method=method,
+        eps=eps,
+        steps=steps,
+        seed=seed,
+        mode=mode,
+        target=target,
+        empty=empty,
+        precision=precision,
+        all_slices=all_slices,
+        best_iterate=best_iterate,
+    )
+    run = prepare(
+        "table",
+        Outputs("table", md=md_path, csv=csv_path, json=json_path),
+        batch_size=batch_size,
+        device=device,
+        checkpoints=checkpoints or [None],
+        data=data,
+        strict=strict,
+        split=split,
+        all_slices=all_slices,
+        limit=limit,
+    )
     loaded = run.checkpoints
 
     from core.evaluation.scoring import table_ii
@@ -305,23 +399,29 @@ def table(
     models = [(item.path.name, item.model, item.meta) for item in loaded]
     runs = f"{len(loss_names)} losses" if "loss" in config.entry.parameters else "its own objective"
     with run.keep_partial(payload), progress_bar(f"Table II: {len(models)} model(s) x {runs}") as progress:
-        result = table_ii(models, run.records, loss_names, config, batch_size=batch_size, device=run.device,
-                          progress=progress)
+        result = table_ii(
+            models, run.records, loss_names, config, batch_size=batch_size, device=run.device, progress=progress
+        )
     caption = (
         f"DSC before and after {config.method_label} at eps {config.eps:g}, target {config.target}; "
         f"{len(run.records)} {run.split} slices{'' if all_slices else ' with organs'} of {run.dataset.root}; "
         f"lowest DSC (best attack) in bold."
     )
     formatted = table_ii_table(result, caption=caption)
-    run.finish(formatted.to_rich(title="Table II"), md=formatted.to_markdown, csv=lambda: table_ii_csv(result, loaded),
-               json=lambda: payload(result))
+    run.finish(
+        formatted.to_rich(title="Table II"),
+        md=formatted.to_markdown,
+        csv=lambda: table_ii_csv(result, loaded),
+        json=lambda: payload(result),
+    )
 
 
 def table_ii_csv(result, loaded) -> tuple[list[str], list[list]]:
     # A method with its own objective has one column, under the first loss's key (core.evaluation.scoring.table_ii).
     uses_loss = "loss" in result.config.entry.parameters
     header = ["model", "title", "checkpoint", "parameters", "dsc_clean"] + [
-        f"dsc_{result.method}_{loss}" if uses_loss else f"dsc_{result.method}" for loss in result.losses]
+        f"dsc_{result.method}_{loss}" if uses_loss else f"dsc_{result.method}" for loss in result.losses
+    ]
     header += ["best_loss"]
     rows = [
         [item.meta.get("model"), row.title, str(item.path), row.params, row.dsc_clean]
@@ -338,7 +438,10 @@ def figure(
     model: ForeignModel = None,
     data: Data = None,
     slice_id: str | None = typer.Option(
-        None, "--slice", "-s", rich_help_panel=DATA,
+        None,
+        "--slice",
+        "-s",
+        rich_help_panel=DATA,
         help="Slice id, e.g. case123_day20_slice_0065; default: a test slice with organs.",
     ),
     loss: Loss = "bce",
@@ -355,7 +458,8 @@ def figure(
     empty: Empty = "one",
     device: Device = "auto",
     out: Path | None = output_option(
-        "--out", f"PNG file; default {DEFAULT_OUT_DIR}/figure-SLICE-METHOD-LOSS-epsEPS.png.", "-o"),
+        "--out", f"PNG file; default {DEFAULT_OUT_DIR}/figure-SLICE-METHOD-LOSS-epsEPS.png.", "-o"
+    ),
     strict: Strict = False,
 ) -> None:
     """A PNG like the paper's figures 5-8: input, adversarial input, perturbation, truth, predictions, differences."""
@@ -363,11 +467,29 @@ def figure(
     from segadv_tui.render.tables import number
 
     config = attack_config(
-        method=method, loss=loss, eps=eps, mode=mode, target=target, steps=steps, step_size=step_size, empty=empty,
-        all_slices=True, seed=seed, organs=organs, delta=delta, best_iterate=best_iterate,
+        method=method,
+        loss=loss,
+        eps=eps,
+        mode=mode,
+        target=target,
+        steps=steps,
+        step_size=step_size,
+        empty=empty,
+        all_slices=True,
+        seed=seed,
+        organs=organs,
+        delta=delta,
+        best_iterate=best_iterate,
     )
-    run = prepare("figure", Outputs("figure", out=out), device=device, checkpoints=[checkpoint], model=model,
-                  data=data, strict=strict)
+    run = prepare(
+        "figure",
+        Outputs("figure", out=out),
+        device=device,
+        checkpoints=[checkpoint],
+        model=model,
+        data=data,
+        strict=strict,
+    )
     loaded = run.checkpoint
     record = _find_slice(run.dataset, slice_id)
 
@@ -381,9 +503,12 @@ def figure(
     image = attack_figure(AttackPanels.from_result(result), caption)
     run.outputs.name_default("out", f"figure-{record.id}-{config.method}-{config.loss}-eps{config.eps:g}.png")
     # One slice: the slices the reader left out bear on nothing here.
-    run.finish(out=lambda: image, skipped=False,
-               detail=f" ({image.width} x {image.height}): slice {record.id}, mean DSC {number(mean_clean)} -> "
-                      f"{number(mean_adv)}, AS {number(success)}, realised L-inf {number(linf)}")
+    run.finish(
+        out=lambda: image,
+        skipped=False,
+        detail=f" ({image.width} x {image.height}): slice {record.id}, mean DSC {number(mean_clean)} -> "
+        f"{number(mean_adv)}, AS {number(success)}, realised L-inf {number(linf)}",
+    )
 
 
 def _attack_one_slice(model, record, img_size: int, config, device):

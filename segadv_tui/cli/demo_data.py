@@ -36,7 +36,10 @@ def demo_data(
         task = bar.add_task("demo", total=None)
         try:
             root = write_demo_dataset(
-                out, seed=seed, size=size, overwrite=overwrite,
+                out,
+                seed=seed,
+                size=size,
+                overwrite=overwrite,
                 progress=lambda done, total: bar.update(task, completed=done, total=total),
             )
         except OSError as exc:

@@ -12,7 +12,9 @@ from segadv_tui.cli import app, console, fail
 
 @app.command()
 def info(
-    checkpoint: Path | None = typer.Argument(None, help="A segadv checkpoint: show how it was made (model, training, validation DSC, defence)."),
+    checkpoint: Path | None = typer.Argument(
+        None, help="A segadv checkpoint: show how it was made (model, training, validation DSC, defence)."
+    ),
 ) -> None:
     """List the model registry with parameter counts, the compute device and library versions; or show a checkpoint's metadata."""
     if checkpoint is not None:
@@ -31,8 +33,14 @@ def info(
         with torch.device("meta"):
             params = count_parameters(build_model(name))
         rows.append((name, spec.title, spec.arch, spec.encoder, f"{params / 1e6:.2f}M"))
-    console.print(Table("models", ("name", "model", "architecture", "encoder", "parameters"), tuple(rows),
-                        justify=("left",) * 4 + ("right",)).to_rich(title_justify="center"))
+    console.print(
+        Table(
+            "models",
+            ("name", "model", "architecture", "encoder", "parameters"),
+            tuple(rows),
+            justify=("left",) * 4 + ("right",),
+        ).to_rich(title_justify="center")
+    )
 
     if torch.cuda.is_available():
         device = ", ".join(f"cuda:{i} {torch.cuda.get_device_name(i)}" for i in range(torch.cuda.device_count()))
@@ -54,16 +62,20 @@ def _checkpoint_info(path: Path) -> None:
     from core.names import defence_label
 
     meta = read_checkpoint_meta(path)
-    lines = [f"{path}: {meta.get('title', meta['model'])}, {meta.get('params', 0) / 1e6:.2f}M parameters, "
-             f"{meta['img_size']} px, weights stored in {meta.get('dtype', 'float32')}"]
+    lines = [
+        f"{path}: {meta.get('title', meta['model'])}, {meta.get('params', 0) / 1e6:.2f}M parameters, "
+        f"{meta['img_size']} px, weights stored in {meta.get('dtype', 'float32')}"
+    ]
     if meta.get("epoch") is not None:
         lines.append(f"epoch {meta['epoch']} (the best by validation mean DSC)")
     val = meta.get("val_dsc") or {}
     if val:
         lines.append("validation DSC: " + "  ".join(f"{key} {value:.4f}" for key, value in val.items()))
     if meta.get("input_transposed"):
-        lines.append("input transposed: the weights expect slices with height and width swapped (as the paper's "
-                     "notebook fed them); segadv transposes each slice for the model and its masks back")
+        lines.append(
+            "input transposed: the weights expect slices with height and width swapped (as the paper's "
+            "notebook fed them); segadv transposes each slice for the model and its masks back"
+        )
     defence = meta.get("defence")
     lines.append(f"defence: {defence_label(defence)}")
     if defence:
@@ -79,7 +91,8 @@ def _checkpoint_info(path: Path) -> None:
             )
         collapsed = defence.get("collapsed_epochs") or []
         lines.append(
-            f"  catastrophic overfitting seen in epochs {', '.join(map(str, collapsed))}" if collapsed
+            f"  catastrophic overfitting seen in epochs {', '.join(map(str, collapsed))}"
+            if collapsed
             else "  no catastrophic overfitting seen"
         )
     args = meta.get("train_args")
@@ -95,9 +108,13 @@ def import_checkpoint(
     model: str = typer.Option(..., "--model", "-m", help="The registry model the weights belong to."),
     out: Path = typer.Argument(..., help="Where to write the segadv checkpoint (.safetensors)."),
     img_size: int = typer.Option(224, "--img-size", help="The slice size the weights were trained at."),
-    transposed: bool = typer.Option(False, "--transposed", help="The weights were trained on transposed slices "
-                                    "(height and width swapped), as the paper's notebook fed them (transpose(2, 1, 0)): "
-                                    "segadv then transposes each slice for the model and its masks back."),
+    transposed: bool = typer.Option(
+        False,
+        "--transposed",
+        help="The weights were trained on transposed slices "
+        "(height and width swapped), as the paper's notebook fed them (transpose(2, 1, 0)): "
+        "segadv then transposes each slice for the model and its masks back.",
+    ),
 ) -> None:
     """Convert foreign weights (loaded safely, weights only) to a self-describing segadv checkpoint."""
     from core.models.checkpoints import import_checkpoint as convert
@@ -110,5 +127,7 @@ def import_checkpoint(
         fail(f"--img-size {img_size} must be a multiple of 32")
     if out.suffix != ".safetensors":
         fail(f"{out}: the output must be a .safetensors file")
-    written = convert(source, model, out, img_size=img_size, transposed=transposed)  # a CheckpointError: one line, exit 2
+    written = convert(
+        source, model, out, img_size=img_size, transposed=transposed
+    )  # a CheckpointError: one line, exit 2
     print_written([written], detail=f" ({model}{', input transposed' if transposed else ''})")

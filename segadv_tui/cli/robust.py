@@ -44,17 +44,24 @@ CHECKS = "Checks"  # the panel of --checks in --help
 @app.command()
 def robust(
     checkpoints: list[Path] | None = typer.Option(
-        None, "--checkpoint", "-c", rich_help_panel=MODEL,
+        None,
+        "--checkpoint",
+        "-c",
+        rich_help_panel=MODEL,
         help="A checkpoint to evaluate; repeat the option. Default: the bundled demo checkpoint.",
     ),
     data: Data = None,
     split: Split = "test",
     eps: str = typer.Option(
-        DEFAULT_EPS, "--eps", rich_help_panel=ATTACK,
+        DEFAULT_EPS,
+        "--eps",
+        rich_help_panel=ATTACK,
         help="Comma list or start:stop:step of L-inf budgets.",
     ),
     method: str = typer.Option(
-        "ensemble", "--method", rich_help_panel=ATTACK,
+        "ensemble",
+        "--method",
+        rich_help_panel=ATTACK,
         help="Attack method (see segadv attack --help); default the worst-case ensemble.",
     ),
     loss: Loss = "bce",
@@ -72,17 +79,22 @@ def robust(
     json_path: Path | None = output_option("--json", "JSON file with every number (default OUT_DIR/robust.json)."),
     csv_path: Path | None = output_option("--csv", "CSV, one row per checkpoint and eps (default OUT_DIR/robust.csv)."),
     png_path: Path | None = output_option(
-        "--png", "Robust DSC and AS against eps per organ (default OUT_DIR/robust.png)."),
+        "--png", "Robust DSC and AS against eps per organ (default OUT_DIR/robust.png)."
+    ),
     checks: bool = typer.Option(
-        False, "--checks", rich_help_panel=CHECKS,
+        False,
+        "--checks",
+        rich_help_panel=CHECKS,
         help="Also run the checks that catch a fake defence (Carlini et al.): informative gradients, monotone in eps, "
-             "about 0 at eps 0.25, the attack >= FGSM, white-box >= transfer, converged (doubled steps, a restart) at "
-             "the largest eps. Costs about 5 more runs of the attack.",
+        "about 0 at eps 0.25, the attack >= FGSM, white-box >= transfer, converged (doubled steps, a restart) at "
+        "the largest eps. Costs about 5 more runs of the attack.",
     ),
     transfer_from: Path | None = typer.Option(
-        None, "--transfer-from", rich_help_panel=CHECKS,
+        None,
+        "--transfer-from",
+        rich_help_panel=CHECKS,
         help="With --checks: the checkpoint the transfer attack is made on; default the bundled (plain) demo "
-             "checkpoint.",
+        "checkpoint.",
     ),
     strict: Strict = False,
 ) -> None:
@@ -90,34 +102,60 @@ def robust(
     from rich.text import Text
 
     eps_values = parse_eps_list(eps)
-    config = attack_config(method=method, eps=str(eps_values[0]), loss=loss, steps=steps, best_iterate=best_iterate,
-                           seed=seed, target=target, empty=empty, precision=precision, all_slices=all_slices)
+    config = attack_config(
+        method=method,
+        eps=str(eps_values[0]),
+        loss=loss,
+        steps=steps,
+        best_iterate=best_iterate,
+        seed=seed,
+        target=target,
+        empty=empty,
+        precision=precision,
+        all_slices=all_slices,
+    )
     paths = list(checkpoints or [None])
     # The transfer source loads with the checkpoints, before the data: a bad --transfer-from stops first.
-    run = prepare("robust", Outputs("robust", out_dir, json=json_path, csv=csv_path, png=png_path),
-                  batch_size=batch_size, device=device, checkpoints=paths + ([transfer_from] if checks else []),
-                  data=data, strict=strict, split=split, all_slices=all_slices, limit=limit)
-    loaded, source = run.checkpoints[:len(paths)], (run.checkpoints[-1] if checks else None)
+    run = prepare(
+        "robust",
+        Outputs("robust", out_dir, json=json_path, csv=csv_path, png=png_path),
+        batch_size=batch_size,
+        device=device,
+        checkpoints=paths + ([transfer_from] if checks else []),
+        data=data,
+        strict=strict,
+        split=split,
+        all_slices=all_slices,
+        limit=limit,
+    )
+    loaded, source = run.checkpoints[: len(paths)], (run.checkpoints[-1] if checks else None)
 
     from core.evaluation.robustness import robustness
 
     def payload(report, check_reports=()) -> dict:
-        return run.payload({**report.to_dict(),
-                            **({"checks": [checked.to_dict() for checked in check_reports]} if checks else {})},
-                           checkpoints=[str(item.path) for item in loaded])
+        return run.payload(
+            {**report.to_dict(), **({"checks": [checked.to_dict() for checked in check_reports]} if checks else {})},
+            checkpoints=[str(item.path) for item in loaded],
+        )
 
     labels = [item.path.name for item in loaded]
-    labels = [label if labels.count(label) == 1 else f"{label} #{labels[:i].count(label) + 1}"
-              for i, label in enumerate(labels)]
+    labels = [
+        label if labels.count(label) == 1 else f"{label} #{labels[:i].count(label) + 1}"
+        for i, label in enumerate(labels)
+    ]
     models = [(label, item.model, item.meta) for label, item in zip(labels, loaded)]
     description = f"{config.method_label}: {len(models)} model(s) x {len(eps_values)} eps x {len(run.records)} slices"
     with run.keep_partial(payload), progress_bar(description) as progress:
-        report = robustness(models, run.records, config, eps_values, batch_size=batch_size, device=run.device,
-                            progress=progress)
+        report = robustness(
+            models, run.records, config, eps_values, batch_size=batch_size, device=run.device, progress=progress
+        )
     # Ctrl-C in the checks: the report is complete, the checks of the checkpoints finished are kept.
     with run.keep_partial(lambda finished: payload(report, finished)):
-        check_reports = (_run_checks(report, loaded, source, run.records, config, eps_values, batch_size, run.device)
-                         if checks else [])
+        check_reports = (
+            _run_checks(report, loaded, source, run.records, config, eps_values, batch_size, run.device)
+            if checks
+            else []
+        )
 
     scope = f"{len(run.records)} {run.split} slices{'' if all_slices else ' with organs'}"
     shown = []
@@ -128,10 +166,18 @@ def robust(
     shown += [_checks_table(checked, scope) for checked in check_reports]
     if check_reports:
         verdicts = [check.verdict for checked in check_reports for check in checked.checks]
-        shown.append(Text(f"checks: {verdicts.count('pass')} passed, {verdicts.count('FAIL')} failed, "
-                          f"{verdicts.count('n/a')} not applicable"))
-    run.finish(*shown, json=lambda: payload(report, check_reports), csv=lambda: robust_rows(report),
-               png=lambda: _plot(report, scope))
+        shown.append(
+            Text(
+                f"checks: {verdicts.count('pass')} passed, {verdicts.count('FAIL')} failed, "
+                f"{verdicts.count('n/a')} not applicable"
+            )
+        )
+    run.finish(
+        *shown,
+        json=lambda: payload(report, check_reports),
+        csv=lambda: robust_rows(report),
+        png=lambda: _plot(report, scope),
+    )
 
 
 def _plot(report, scope: str):
@@ -153,15 +199,27 @@ def _run_checks(report, loaded, source, records, config, eps_values, batch_size,
         known = {point.eps: point.rows for point in curve.points}
         try:
             with progress_bar(f"checks of {curve.label}") as progress:
-                results.append(run_checks(
-                    item.model, records, item.img_size, config, eps_values, label=curve.label,
-                    source=None if same else source.model, source_label=source.path.name,
-                    no_source=f"{source.path.name} is the transfer source itself (--transfer-from)", known=known,
-                    batch_size=batch_size, device=device, progress=progress,
-                ))
+                results.append(
+                    run_checks(
+                        item.model,
+                        records,
+                        item.img_size,
+                        config,
+                        eps_values,
+                        label=curve.label,
+                        source=None if same else source.model,
+                        source_label=source.path.name,
+                        no_source=f"{source.path.name} is the transfer source itself (--transfer-from)",
+                        known=known,
+                        batch_size=batch_size,
+                        device=device,
+                        progress=progress,
+                    )
+                )
         except KeyboardInterrupt:
-            raise Interrupted(results, Partial(len(results), len(loaded), "checkpoints' checks",
-                                               "the robustness report is complete")) from None
+            raise Interrupted(
+                results, Partial(len(results), len(loaded), "checkpoints' checks", "the robustness report is complete")
+            ) from None
     return results
 
 
@@ -174,7 +232,8 @@ def _checks_table(checked, scope: str):
         f"{checked.check_eps:g}; {checked.seconds:.0f} s)",
         ("check", "verdict", "numbers", "guards against"),
         tuple((check.title, check.verdict, check_numbers(check), check.guards) for check in checked.checks),
-        justify=("left",) * 4, colours=tuple({1: colour[check.verdict]} for check in checked.checks),
+        justify=("left",) * 4,
+        colours=tuple({1: colour[check.verdict]} for check in checked.checks),
     ).to_rich(title_justify="center", overflow="fold")
 
 
@@ -189,28 +248,36 @@ def check_numbers(check) -> str:
         return f"zero-gradient share {number(n['zero_gradient_fraction'], 3)} (limit {n['limit']:g})"
     if check.name == "monotone":
         curve = ", ".join(f"{eps}: {number(dsc)}" for eps, dsc in n["robust_dsc"].items())
-        rises = "; ".join(f"rises {number(r['rise'], signed=True)} from {r['from_eps']:g} to {r['to_eps']:g}"
-                          for r in n["rises"])
+        rises = "; ".join(
+            f"rises {number(r['rise'], signed=True)} from {r['from_eps']:g} to {r['to_eps']:g}" for r in n["rises"]
+        )
         return f"robust DSC {curve}" + (f"; {rises}" if rises else "")
     if check.name == "large_eps":
         return f"robust DSC {number(n['robust_dsc'])} at eps {n['eps']:g} (limit {n['limit']:g})"
     if check.name == "iterative":
-        return "; ".join(f"eps {eps}: {number(row['attack'])} vs FGSM {number(row['fgsm'])}"
-                         for eps, row in n["robust_dsc"].items())
+        return "; ".join(
+            f"eps {eps}: {number(row['attack'])} vs FGSM {number(row['fgsm'])}" for eps, row in n["robust_dsc"].items()
+        )
     if check.name == "transfer":
-        return (f"eps {n['eps']:g}: white-box {number(n['white_box'])} vs transferred from {n['source']} "
-                f"{number(n['transfer'])}")
+        return (
+            f"eps {n['eps']:g}: white-box {number(n['white_box'])} vs transferred from {n['source']} "
+            f"{number(n['transfer'])}"
+        )
     more, restart = n["double_steps"], n["restart"]
-    return (f"eps {n['eps']:g}: {number(n['robust_dsc'])}; {more['steps']} steps {number(more['robust_dsc'])} "
-            f"({number(-more['change'], signed=True)}); a restart {number(restart['robust_dsc'])} "
-            f"({number(-restart['change'], signed=True)})")
+    return (
+        f"eps {n['eps']:g}: {number(n['robust_dsc'])}; {more['steps']} steps {number(more['robust_dsc'])} "
+        f"({number(-more['change'], signed=True)}); a restart {number(restart['robust_dsc'])} "
+        f"({number(-restart['change'], signed=True)})"
+    )
 
 
 def _caption(report, scope: str) -> str:
     config = report.config
     cost = report.budget
-    return (f"{config.method_label}, {config.objective_label}; {scope}; empty organs: {config.empty}; "
-            f"{cost['forward_backward']} forward+backward and {cost['forward']} forward passes per slice and eps")
+    return (
+        f"{config.method_label}, {config.objective_label}; {scope}; empty organs: {config.empty}; "
+        f"{cost['forward_backward']} forward+backward and {cost['forward']} forward passes per slice and eps"
+    )
 
 
 def _curve_table(report, curve, scope: str):
@@ -222,16 +289,27 @@ def _curve_table(report, curve, scope: str):
     rows = [("clean", *(number(clean.dsc_clean[o]) for o in ORGANS), number(clean.mean_clean), "", "", "")]
     for point in curve.points:
         s = point.summary
-        rows.append((f"{point.eps:g}", *(number(s.dsc_adv[o]) for o in ORGANS), number(s.mean_adv),
-                     number(s.mean_attack_success), number(point.rog, 3), number(s.linf_max)))
+        rows.append(
+            (
+                f"{point.eps:g}",
+                *(number(s.dsc_adv[o]) for o in ORGANS),
+                number(s.mean_adv),
+                number(s.mean_attack_success),
+                number(point.rog, 3),
+                number(s.linf_max),
+            )
+        )
     mean_dsc = 1 + len(ORGANS)
     return Table(
-        f"{curve.label} ({curve.title}): robust DSC, {report.config.method_label}", headers, tuple(rows),
-        bold=(frozenset(),) + (frozenset({mean_dsc}),) * len(curve.points), sections=frozenset({0}),
+        f"{curve.label} ({curve.title}): robust DSC, {report.config.method_label}",
+        headers,
+        tuple(rows),
+        bold=(frozenset(),) + (frozenset({mean_dsc}),) * len(curve.points),
+        sections=frozenset({0}),
         justify=("right",) * len(headers),
         caption=f"{clean.scored} of {clean.slices} slices scored ({scope}); ROG: share of slices whose mean DSC "
-                f"falls below half of its clean DSC; {report.budget['forward_backward']} forward+backward passes "
-                f"per slice and eps; {curve.seconds:.1f} s",
+        f"falls below half of its clean DSC; {report.budget['forward_backward']} forward+backward passes "
+        f"per slice and eps; {curve.seconds:.1f} s",
     ).to_rich()
 
 
@@ -244,12 +322,25 @@ def _tertile_table(report, curve):
     for organ in ORGANS:
         for index, first in enumerate(curve.points[0].tertiles[organ]):
             pixels = "" if first.pixels_min is None else f"{first.pixels_min}-{first.pixels_max}"
-            rows.append((ORGAN_TITLES[organ] if index == 0 else "", first.tertile, str(first.slices), pixels,
-                         number(first.dsc_clean), *(number(point.tertiles[organ][index].dsc_adv) for point in curve.points)))
+            rows.append(
+                (
+                    ORGAN_TITLES[organ] if index == 0 else "",
+                    first.tertile,
+                    str(first.slices),
+                    pixels,
+                    number(first.dsc_clean),
+                    *(number(point.tertiles[organ][index].dsc_adv) for point in curve.points),
+                )
+            )
             if index == 2:
                 sections.add(len(rows) - 1)
-    return Table(f"{curve.label}: robust DSC per organ-size tertile (organ pixels in the truth)", headers, tuple(rows),
-                 justify=("left", "left") + ("right",) * (len(headers) - 2), sections=frozenset(sections)).to_rich()
+    return Table(
+        f"{curve.label}: robust DSC per organ-size tertile (organ pixels in the truth)",
+        headers,
+        tuple(rows),
+        justify=("left", "left") + ("right",) * (len(headers) - 2),
+        sections=frozenset(sections),
+    ).to_rich()
 
 
 def _wins_table(report, curve):
@@ -275,13 +366,20 @@ def _plot_points(report) -> tuple[list[float], dict]:
     series = {}
     for curve in report.curves:
         clean = curve.points[0].summary
-        dsc = {ORGAN_TITLES[o]: [value(clean.dsc_clean[o])] * with_clean + [value(p.summary.dsc_adv[o]) for p in curve.points]
-               for o in ORGANS}
+        dsc = {
+            ORGAN_TITLES[o]: [value(clean.dsc_clean[o])] * with_clean
+            + [value(p.summary.dsc_adv[o]) for p in curve.points]
+            for o in ORGANS
+        }
         dsc["mean"] = [value(clean.mean_clean)] * with_clean + [value(p.summary.mean_adv) for p in curve.points]
-        success = {ORGAN_TITLES[o]: [0.0 * value(clean.dsc_clean[o])] * with_clean  # NaN where undefined
-                   + [value(p.summary.attack_success[o]) for p in curve.points] for o in ORGANS}
-        success["mean"] = [0.0 * value(clean.mean_clean)] * with_clean + [value(p.summary.mean_attack_success)
-                                                                           for p in curve.points]
+        success = {
+            ORGAN_TITLES[o]: [0.0 * value(clean.dsc_clean[o])] * with_clean  # NaN where undefined
+            + [value(p.summary.attack_success[o]) for p in curve.points]
+            for o in ORGANS
+        }
+        success["mean"] = [0.0 * value(clean.mean_clean)] * with_clean + [
+            value(p.summary.mean_attack_success) for p in curve.points
+        ]
         series[curve.label] = (dsc, success)
     return eps, series
 
@@ -305,9 +403,18 @@ def robust_rows(report) -> tuple[list[str], list[list]]:
         for point in curve.points:
             s = point.summary
             rows.append(
-                [curve.label, point.eps, s.slices, s.scored, cell(s.mean_clean), cell(s.mean_adv),
-                 cell(s.mean_attack_success), cell(point.rog)]
-                + [cell(s.dsc_clean[o]) for o in ORGANS] + [cell(s.dsc_adv[o]) for o in ORGANS]
+                [
+                    curve.label,
+                    point.eps,
+                    s.slices,
+                    s.scored,
+                    cell(s.mean_clean),
+                    cell(s.mean_adv),
+                    cell(s.mean_attack_success),
+                    cell(point.rog),
+                ]
+                + [cell(s.dsc_clean[o]) for o in ORGANS]
+                + [cell(s.dsc_adv[o]) for o in ORGANS]
                 + [cell(s.attack_success[o]) for o in ORGANS]
                 + [cell(t.dsc_adv) for o in ORGANS for t in point.tertiles[o]]
                 + [cell(s.linf_max), cell(s.l2_mean), report.budget["forward_backward"], report.budget["forward"]]

@@ -46,7 +46,9 @@ def luminosity(
     split: Split = "test",
     loss: Loss = "bce",
     eps: str = typer.Option(
-        "0.009", "--eps", rich_help_panel=ATTACK,
+        "0.009",
+        "--eps",
+        rich_help_panel=ATTACK,
         help="L-inf budget in pixel units; the paper used 0.009.",
     ),
     method: Method = "fgsm",
@@ -55,7 +57,9 @@ def luminosity(
     seed: Seed = 0,
     organs: Organs = "stomach",
     delta: Path | None = typer.Option(
-        None, "--delta", rich_help_panel=ATTACK,
+        None,
+        "--delta",
+        rich_help_panel=ATTACK,
         help="The universal method's perturbation.",
     ),
     target: Target = "gt",
@@ -63,9 +67,11 @@ def luminosity(
     limit: Limit = None,
     empty: Empty = "one",
     bootstrap: str = typer.Option(
-        "slice", "--bootstrap", rich_help_panel=STUDY,
+        "slice",
+        "--bootstrap",
+        rich_help_panel=STUDY,
         help="What the bootstrap resamples: slice, scan (case and day) or case (patient); slices of one scan are not "
-             "independent.",
+        "independent.",
     ),
     resamples: int = typer.Option(2000, "--resamples", rich_help_panel=STUDY, help="Bootstrap resamples."),
     device: Device = "auto",
@@ -80,14 +86,31 @@ def luminosity(
     from core.evaluation.luminosity import BOOTSTRAP_UNITS
 
     config = attack_config(
-        method=method, loss=loss, eps=eps, mode=mode, target=target, steps=steps, step_size=step_size, empty=empty,
-        seed=seed, organs=organs, delta=delta,
+        method=method,
+        loss=loss,
+        eps=eps,
+        mode=mode,
+        target=target,
+        steps=steps,
+        step_size=step_size,
+        empty=empty,
+        seed=seed,
+        organs=organs,
+        delta=delta,
     )
     unit = choice(bootstrap, BOOTSTRAP_UNITS, "bootstrap unit")
-    run = prepare("study luminosity", Outputs("luminosity", out_dir, optional=("csv",), json=json_path, png=png_path,
-                                              csv=csv_path),
-                  batch_size=batch_size, device=device, checkpoints=[checkpoint], model=model, data=data, strict=strict,
-                  split=split, limit=limit)
+    run = prepare(
+        "study luminosity",
+        Outputs("luminosity", out_dir, optional=("csv",), json=json_path, png=png_path, csv=csv_path),
+        batch_size=batch_size,
+        device=device,
+        checkpoints=[checkpoint],
+        model=model,
+        data=data,
+        strict=strict,
+        split=split,
+        limit=limit,
+    )
     loaded = run.checkpoint
 
     from core.evaluation.luminosity import FEATURES, luminosity_study
@@ -97,15 +120,30 @@ def luminosity(
 
     # Ctrl-C: the correlations of the slices attacked so far.
     with run.keep_partial(payload), progress_bar(f"luminosity: {config.method_label} eps {config.eps:g}") as progress:
-        result = luminosity_study(loaded.model, run.records, loaded.img_size, config, unit=unit, resamples=resamples,
-                                  seed=seed, batch_size=batch_size, device=run.device, progress=progress)
-    caption = (f"{loaded.path.name}: {loaded.title}; {config.label}; {len(result.rows)} {run.split} slices of "
-               f"{run.dataset.root.name} with a defined attack success; bootstrap over {unit}s "
-               f"({_count(result, unit)}), {result.resamples} resamples.")
+        result = luminosity_study(
+            loaded.model,
+            run.records,
+            loaded.img_size,
+            config,
+            unit=unit,
+            resamples=resamples,
+            seed=seed,
+            batch_size=batch_size,
+            device=run.device,
+            progress=progress,
+        )
+    caption = (
+        f"{loaded.path.name}: {loaded.title}; {config.label}; {len(result.rows)} {run.split} slices of "
+        f"{run.dataset.root.name} with a defined attack success; bootstrap over {unit}s "
+        f"({_count(result, unit)}), {result.resamples} resamples."
+    )
     header = ["slice_id", "case", "scan", *FEATURES, "dsc_clean", "dsc_adv", "attack_success"]
-    run.finish(_correlation_table(result, loaded, run.split), json=lambda: payload(result),
-               png=lambda: _scatter(result, caption),
-               csv=lambda: (header, [[row[key] for key in header] for row in result.rows]))
+    run.finish(
+        _correlation_table(result, loaded, run.split),
+        json=lambda: payload(result),
+        png=lambda: _scatter(result, caption),
+        csv=lambda: (header, [[row[key] for key in header] for row in result.rows]),
+    )
 
 
 def _scatter(result, caption: str):
@@ -118,10 +156,17 @@ def _scatter(result, caption: str):
         FEATURES[name]: f"rho {number(c.rho, 3)}  95% CI [{number(c.low, 3)}, {number(c.high, 3)}]  n {c.n}"
         for name, c in result.correlations.items()
     }
-    panels = {FEATURES[name]: ([row[name] for row in result.rows], [row["attack_success"] for row in result.rows])
-              for name in FEATURES}
-    return scatter_plot(panels, y_label="attack success (mean over organs)", notes=notes,
-                        title="Attack success against slice intensity", caption=caption)
+    panels = {
+        FEATURES[name]: ([row[name] for row in result.rows], [row["attack_success"] for row in result.rows])
+        for name in FEATURES
+    }
+    return scatter_plot(
+        panels,
+        y_label="attack success (mean over organs)",
+        notes=notes,
+        title="Attack success against slice intensity",
+        caption=caption,
+    )
 
 
 def _correlation_table(result, loaded, split: str):
@@ -132,11 +177,13 @@ def _correlation_table(result, loaded, split: str):
     return Table(
         f"{loaded.title}: attack success against intensity, {result.config.label}",
         ("feature", "Spearman's rho", "95 % CI", "slices"),
-        tuple((FEATURES[name], number(c.rho, 3), f"[{number(c.low, 3)}, {number(c.high, 3)}]", str(c.n))
-              for name, c in result.correlations.items()),
+        tuple(
+            (FEATURES[name], number(c.rho, 3), f"[{number(c.low, 3)}, {number(c.high, 3)}]", str(c.n))
+            for name, c in result.correlations.items()
+        ),
         caption=f"{split} split; mean DSC {number(s.mean_clean, 3)} -> {number(s.mean_adv, 3)}, attack success "
-                f"{number(s.mean_attack_success, 3)}; percentile bootstrap over {result.unit}s "
-                f"({_count(result, result.unit)}) ({result.resamples} resamples); {result.seconds:.1f} s",
+        f"{number(s.mean_attack_success, 3)}; percentile bootstrap over {result.unit}s "
+        f"({_count(result, result.unit)}) ({result.resamples} resamples); {result.seconds:.1f} s",
     ).to_rich()
 
 

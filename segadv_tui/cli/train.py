@@ -21,105 +21,153 @@ ADVERSARIAL = "Adversarial training"
 @app.command()
 def train(
     model: str = typer.Option(
-        ..., "--model", "-m", rich_help_panel=MODEL,
+        ...,
+        "--model",
+        "-m",
+        rich_help_panel=MODEL,
         help="Registry model (`segadv info` lists them), e.g. resnext or effb7pp.",
     ),
     encoder_weights: str = typer.Option(
-        "imagenet", "--encoder-weights", rich_help_panel=MODEL,
+        "imagenet",
+        "--encoder-weights",
+        rich_help_panel=MODEL,
         help="imagenet (as the paper; downloads) or none.",
     ),
     img_size: int = typer.Option(
-        224, "--img-size", rich_help_panel=MODEL,
+        224,
+        "--img-size",
+        rich_help_panel=MODEL,
         help="Slices are resized to this square size (multiple of 32).",
     ),
     data: Path | None = typer.Option(
-        None, "--data", rich_help_panel=DATA,
+        None,
+        "--data",
+        rich_help_panel=DATA,
         help="Kaggle-layout folder (train.csv, train/); default: the built-in demo data.",
     ),
     limit_slices: int | None = typer.Option(
-        None, "--limit-slices", rich_help_panel=DATA,
+        None,
+        "--limit-slices",
+        rich_help_panel=DATA,
         help="Use at most this many training (and validation) slices.",
     ),
     strict: Strict = False,
     epochs: int = typer.Option(15, "--epochs", rich_help_panel=TRAINING, help="Epochs."),
     batch_size: int = typer.Option(
-        64, "--batch-size", rich_help_panel=TRAINING,
+        64,
+        "--batch-size",
+        rich_help_panel=TRAINING,
         help="Global batch size (split over DDP processes).",
     ),
     lr: float = typer.Option(
-        3e-4, "--lr", rich_help_panel=TRAINING,
+        3e-4,
+        "--lr",
+        rich_help_panel=TRAINING,
         help="AdamW learning rate (cosine annealed per iteration).",
     ),
     schedule: str = typer.Option(
-        "run", "--schedule", rich_help_panel=TRAINING,
+        "run",
+        "--schedule",
+        rich_help_panel=TRAINING,
         help="Cosine annealing over the whole run down to 0 (run), or the paper's T_max 7081 with eta_min 5e-6 "
-             "(paper).",
+        "(paper).",
     ),
     weight_decay: float = typer.Option(1e-3, "--weight-decay", rich_help_panel=TRAINING, help="AdamW weight decay."),
     patience: int = typer.Option(
-        5, "--patience", rich_help_panel=TRAINING,
+        5,
+        "--patience",
+        rich_help_panel=TRAINING,
         help="Stop after this many epochs without a better validation DSC; 0: never.",
     ),
     no_augment: bool = typer.Option(
-        False, "--no-augment", rich_help_panel=TRAINING,
+        False,
+        "--no-augment",
+        rich_help_panel=TRAINING,
         help="Train without shift / scale / elastic augmentation.",
     ),
     batch_dice: bool = typer.Option(
-        False, "--batch-dice", rich_help_panel=TRAINING,
+        False,
+        "--batch-dice",
+        rich_help_panel=TRAINING,
         help="Dice over the whole batch per organ (punishes false positives on slices without the organ); the paper's "
-             "is per slice.",
+        "is per slice.",
     ),
     seed: int = typer.Option(0, "--seed", rich_help_panel=TRAINING, help="Random seed."),
     resume: Path | None = typer.Option(
-        None, "--resume", rich_help_panel=TRAINING,
+        None,
+        "--resume",
+        rich_help_panel=TRAINING,
         help="Continue from a *.resume.pt written by an earlier run.",
     ),
     adv: str | None = typer.Option(
-        None, "--adv", rich_help_panel=ADVERSARIAL,
+        None,
+        "--adv",
+        rich_help_panel=ADVERSARIAL,
         help="Adversarial training: fgsm-rs (FGSM from a random start, Wong et al. 2020; about 2x the cost) or pgd "
-             "(PGD-K, Madry et al. 2018; about K + 1 times).",
+        "(PGD-K, Madry et al. 2018; about K + 1 times).",
     ),
     adv_eps: float | None = typer.Option(
-        None, "--adv-eps", rich_help_panel=ADVERSARIAL,
+        None,
+        "--adv-eps",
+        rich_help_panel=ADVERSARIAL,
         help="L-inf radius of the training attack (images in [0, 1]), e.g. 0.009.",
     ),
     adv_steps: int | None = typer.Option(
-        None, "--adv-steps", rich_help_panel=ADVERSARIAL,
+        None,
+        "--adv-steps",
+        rich_help_panel=ADVERSARIAL,
         help="PGD steps K (default 3; step 2.5 eps / K); FGSM-RS takes one step of 1.25 eps.",
     ),
     adv_loss: str = typer.Option(
-        "focal+dice", "--adv-loss", rich_help_panel=ADVERSARIAL,
+        "focal+dice",
+        "--adv-loss",
+        rich_help_panel=ADVERSARIAL,
         help="The per-image loss the training attack raises (default: the training loss's form).",
     ),
     adv_ratio: float = typer.Option(
-        1.0, "--adv-ratio", rich_help_panel=ADVERSARIAL,
+        1.0,
+        "--adv-ratio",
+        rich_help_panel=ADVERSARIAL,
         help="Share of each batch replaced by its adversarial version: 1.0 all, 0.5 half.",
     ),
     adv_warmup: float = typer.Option(
-        0.0, "--adv-warmup", rich_help_panel=ADVERSARIAL,
+        0.0,
+        "--adv-warmup",
+        rich_help_panel=ADVERSARIAL,
         help="Epochs over which eps ramps up linearly from 0; the best checkpoint is chosen among epochs at the full "
-             "eps.",
+        "eps.",
     ),
     device: str = typer.Option(
-        "auto", "--device", rich_help_panel=COMPUTE,
+        "auto",
+        "--device",
+        rich_help_panel=COMPUTE,
         help="auto (CUDA when available, else CPU), cpu, cuda or cuda:N; under torchrun each process takes its own "
-             "GPU.",
+        "GPU.",
     ),
     workers: int = typer.Option(2, "--workers", rich_help_panel=COMPUTE, help="Data-loading worker processes."),
     log_every: int = typer.Option(
-        10, "--log-every", rich_help_panel=COMPUTE,
+        10,
+        "--log-every",
+        rich_help_panel=COMPUTE,
         help="Report the loss every N steps (each report waits for the GPU).",
     ),
     dist_timeout: float = typer.Option(
-        600.0, "--dist-timeout", rich_help_panel=COMPUTE,
+        600.0,
+        "--dist-timeout",
+        rich_help_panel=COMPUTE,
         help="Seconds a torchrun process waits for the others (rank 0 validates alone) before it gives up.",
     ),
     out: Path | None = typer.Option(
-        None, "--out", "-o", rich_help_panel=OUTPUT,
+        None,
+        "--out",
+        "-o",
+        rich_help_panel=OUTPUT,
         help="Best checkpoint (.safetensors); default runs/MODEL.safetensors.",
     ),
     fp16_weights: bool = typer.Option(
-        False, "--fp16-weights", rich_help_panel=OUTPUT,
+        False,
+        "--fp16-weights",
+        rich_help_panel=OUTPUT,
         help="Store the checkpoint's weights in fp16 (half the size).",
     ),
 ) -> None:
@@ -144,12 +192,33 @@ def train(
     except SegadvError as exc:
         fail(str(exc))
     config = TrainConfig(
-        model=model, data=Path(data).expanduser() if data else None, out=out, encoder_weights=encoder_weights,
-        epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, img_size=img_size, patience=patience,
-        augment=not no_augment, batch_dice=batch_dice, device=device, workers=workers, seed=seed, limit_slices=limit_slices,
-        resume=Path(resume).expanduser() if resume else None, fp16_weights=fp16_weights, schedule=schedule,
-        log_every=log_every, dist_timeout_s=dist_timeout, adv=adv, adv_eps=adv_eps, adv_steps=adv_steps,
-        adv_loss=adv_loss, adv_ratio=adv_ratio, adv_warmup=adv_warmup,
+        model=model,
+        data=Path(data).expanduser() if data else None,
+        out=out,
+        encoder_weights=encoder_weights,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        weight_decay=weight_decay,
+        img_size=img_size,
+        patience=patience,
+        augment=not no_augment,
+        batch_dice=batch_dice,
+        device=device,
+        workers=workers,
+        seed=seed,
+        limit_slices=limit_slices,
+        resume=Path(resume).expanduser() if resume else None,
+        fp16_weights=fp16_weights,
+        schedule=schedule,
+        log_every=log_every,
+        dist_timeout_s=dist_timeout,
+        adv=adv,
+        adv_eps=adv_eps,
+        adv_steps=adv_steps,
+        adv_loss=adv_loss,
+        adv_ratio=adv_ratio,
+        adv_warmup=adv_warmup,
     )
     try:
         config.defence()  # a bad --adv option: one line before anything loads
@@ -215,9 +284,14 @@ class _TrainingProgress:
         )
 
         self.bars = Progress(
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
             TextColumn("loss {task.fields[loss]}  lr {task.fields[lr]}{task.fields[eps]}  {task.fields[speed]} img/s"),
-            TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), console=err_console,
+            TimeElapsedColumn(),
+            TextColumn("eta"),
+            TimeRemainingColumn(),
+            console=err_console,
         )
         self.bars.__enter__()
         self.task = None
@@ -258,7 +332,12 @@ class _TrainingProgress:
                 )
         elif isinstance(event, EpochStart):
             self.task = self.bars.add_task(
-                f"epoch {event.epoch}/{event.epochs}", total=event.steps, loss="-", lr="-", speed="-", eps="",
+                f"epoch {event.epoch}/{event.epochs}",
+                total=event.steps,
+                loss="-",
+                lr="-",
+                speed="-",
+                eps="",
             )
         elif isinstance(event, Step) and self.task is not None:
             reported = {} if event.loss is None else {"loss": f"{event.loss:.4f}", "speed": f"{event.images_per_s:.1f}"}
@@ -289,7 +368,13 @@ class _TrainingProgress:
                         highlight=False,
                     )
         elif isinstance(event, InterruptRequested):
-            log("Ctrl-C: stopping after this step to save a state to resume from; Ctrl-C again stops at once "
-                "and keeps only the state saved last", highlight=False)
+            log(
+                "Ctrl-C: stopping after this step to save a state to resume from; Ctrl-C again stops at once "
+                "and keeps only the state saved last",
+                highlight=False,
+            )
         elif isinstance(event, EarlyStop):
-            log(f"early stop: no better validation DSC for {event.patience} epochs (best {event.best_dsc:.4f})", highlight=False)
+            log(
+                f"early stop: no better validation DSC for {event.patience} epochs (best {event.best_dsc:.4f})",
+                highlight=False,
+            )

@@ -56,14 +56,19 @@ def model_labels(loaded) -> list[str]:
 @app.command()
 def transfer(
     checkpoints: list[Path] | None = typer.Option(
-        None, "--checkpoint", "-c", rich_help_panel=MODEL,
+        None,
+        "--checkpoint",
+        "-c",
+        rich_help_panel=MODEL,
         help="A checkpoint per model; repeat the option (at least two). Default: every bundled demo checkpoint.",
     ),
     data: Data = None,
     split: Split = "test",
     loss: Loss = "bce",
     eps: str = typer.Option(
-        "0.009", "--eps", rich_help_panel=ATTACK,
+        "0.009",
+        "--eps",
+        rich_help_panel=ATTACK,
         help="L-inf budget in pixel units ([0, 1] images); the paper used 0.009.",
     ),
     method: Method = "fgsm",
@@ -74,9 +79,11 @@ def transfer(
     target: Target = "gt",
     mode: Mode = "textbook",
     ensembles: bool = typer.Option(
-        True, "--ensembles/--no-ensembles", rich_help_panel=ATTACK,
+        True,
+        "--ensembles/--no-ensembles",
+        rich_help_panel=ATTACK,
         help="With 3 models or more, add a leave-one-out ensemble row per model (the mean of the other models' "
-             "logits).",
+        "logits).",
     ),
     limit: Limit = None,
     all_slices: AllSlices = False,
@@ -88,7 +95,8 @@ def transfer(
     json_path: Path | None = output_option("--json", "JSON file (default OUT_DIR/transfer.json)."),
     csv_path: Path | None = output_option("--csv", "One row per (source, target) (default OUT_DIR/transfer.csv)."),
     png_path: Path | None = output_option(
-        "--png", "Heatmap of attack success with the numbers (default OUT_DIR/transfer.png)."),
+        "--png", "Heatmap of attack success with the numbers (default OUT_DIR/transfer.png)."
+    ),
     strict: Strict = False,
 ) -> None:
     """Transfer matrix: each source's adversarial slices (crafted once) scored on every model; the diagonal is white-box."""
@@ -97,12 +105,32 @@ def transfer(
         given = "one checkpoint" if checkpoints else f"{len(paths)} bundled checkpoint(s)"
         fail(f"transfer compares models: give at least two checkpoints with -c (got {given})")
     config = attack_config(
-        method=method, loss=loss, eps=eps, mode=mode, target=target, steps=steps, step_size=step_size, empty=empty,
-        all_slices=all_slices, seed=seed, organs=organs, precision=precision,
+        method=method,
+        loss=loss,
+        eps=eps,
+        mode=mode,
+        target=target,
+        steps=steps,
+        step_size=step_size,
+        empty=empty,
+        all_slices=all_slices,
+        seed=seed,
+        organs=organs,
+        precision=precision,
     )
-    run = prepare("transfer", Outputs("transfer", out_dir, json=json_path, csv=csv_path, png=png_path),
-                  batch_size=batch_size, device=device, checkpoints=paths, check_models=_one_input_size, data=data,
-                  strict=strict, split=split, all_slices=all_slices, limit=limit)
+    run = prepare(
+        "transfer",
+        Outputs("transfer", out_dir, json=json_path, csv=csv_path, png=png_path),
+        batch_size=batch_size,
+        device=device,
+        checkpoints=paths,
+        check_models=_one_input_size,
+        data=data,
+        strict=strict,
+        split=split,
+        all_slices=all_slices,
+        limit=limit,
+    )
     loaded = run.checkpoints
     labels = model_labels(loaded)
 
@@ -111,11 +139,19 @@ def transfer(
     def payload(result) -> dict:
         return run.payload(result.to_dict(), checkpoints={label: str(item.path) for label, item in zip(labels, loaded)})
 
-    with run.keep_partial(payload), \
-            progress_bar(f"transfer: {config.method_label} on {len(loaded)} models") as progress:
+    with (
+        run.keep_partial(payload),
+        progress_bar(f"transfer: {config.method_label} on {len(loaded)} models") as progress,
+    ):
         result = run_transfer(
-            [(label, item.model) for label, item in zip(labels, loaded)], run.records, loaded[0].img_size, config,
-            ensembles=ensembles, batch_size=batch_size, device=run.device, progress=progress,
+            [(label, item.model) for label, item in zip(labels, loaded)],
+            run.records,
+            loaded[0].img_size,
+            config,
+            ensembles=ensembles,
+            batch_size=batch_size,
+            device=run.device,
+            progress=progress,
         )
     caption = (
         f"{config.method_label}, {config.objective_label}, eps {config.eps:g}; {len(run.records)} {run.split} slices"
@@ -123,15 +159,21 @@ def transfer(
         f"Cells: mean attack success on the column's model (below: its mean DSC after the attack); "
         f"{result.attacks} attacks, {result.seconds:.1f} s."
     )
-    run.finish(_transfer_table(result), json=lambda: payload(result), csv=lambda: transfer_rows(result),
-               png=lambda: transfer_figure(result, caption))
+    run.finish(
+        _transfer_table(result),
+        json=lambda: payload(result),
+        csv=lambda: transfer_rows(result),
+        png=lambda: transfer_figure(result, caption),
+    )
 
 
 def _one_input_size(loaded) -> None:
     """Every model attacks and scores the same tensors."""
     if len({item.img_size for item in loaded}) > 1:
-        fail("transfer needs one input size; the checkpoints take "
-             + ", ".join(f"{item.path.name}: {item.img_size}" for item in loaded))
+        fail(
+            "transfer needs one input size; the checkpoints take "
+            + ", ".join(f"{item.path.name}: {item.img_size}" for item in loaded)
+        )
 
 
 def _transfer_table(result):
@@ -144,15 +186,25 @@ def _transfer_table(result):
     rows, bold = [], []
     for source in result.sources:
         cells = [result.cell(source.label, label) for label in result.targets]
-        rows.append((source.label, *(f"{number(cell.summary.mean_attack_success, 3)} ({number(cell.summary.mean_adv, 3)})"
-                                     for cell in cells)))
+        rows.append(
+            (
+                source.label,
+                *(
+                    f"{number(cell.summary.mean_attack_success, 3)} ({number(cell.summary.mean_adv, 3)})"
+                    for cell in cells
+                ),
+            )
+        )
         bold.append(frozenset(1 + i for i, cell in enumerate(cells) if cell.white_box))
     first = result.cells[0].summary
     return Table(
-        f"Transfer: mean attack success (mean DSC after), {result.config.label}", tuple(headers), tuple(rows),
-        tuple(bold), sections=frozenset({len(result.targets) - 1}),
+        f"Transfer: mean attack success (mean DSC after), {result.config.label}",
+        tuple(headers),
+        tuple(rows),
+        tuple(bold),
+        sections=frozenset({len(result.targets) - 1}),
         caption=f"bold: white-box (the target is among the attacked models); {first.scored} of {first.slices} slices "
-                f"scored; {result.attacks} attacks, {result.seconds:.1f} s",
+        f"scored; {result.attacks} attacks, {result.seconds:.1f} s",
     ).to_rich()
 
 
@@ -168,7 +220,8 @@ def transfer_rows(result) -> tuple[list[str], list[list]]:
         s = cell.summary
         rows.append(
             [cell.source, cell.target, int(cell.white_box), s.mean_clean, s.mean_adv, s.mean_attack_success]
-            + [s.dsc_adv[organ] for organ in ORGANS] + [s.attack_success[organ] for organ in ORGANS]
+            + [s.dsc_adv[organ] for organ in ORGANS]
+            + [s.attack_success[organ] for organ in ORGANS]
             + [s.linf_max, s.scored]
         )
     return header, rows
@@ -184,9 +237,15 @@ def transfer_figure(result, caption: str):
     white_box = np.array([[result.cell(s.label, t).white_box for t in result.targets] for s in result.sources])
     columns = [f"{t} ({number(result.cell(result.sources[0].label, t).summary.mean_clean, 3)})" for t in result.targets]
     return heatmap(
-        result.matrix("mean_attack_success"), [s.label for s in result.sources], columns,
+        result.matrix("mean_attack_success"),
+        [s.label for s in result.sources],
+        columns,
         title=f"Transfer: attack success, {result.config.method_label} eps {result.config.eps:g}",
-        row_title="crafted on", column_title="scored on (clean mean DSC)",
-        second_line=result.matrix("mean_adv"), second_prefix="DSC ", marked=white_box,
-        mark_note="white-box (the target was attacked)", caption=caption,
+        row_title="crafted on",
+        column_title="scored on (clean mean DSC)",
+        second_line=result.matrix("mean_adv"),
+        second_prefix="DSC ",
+        marked=white_box,
+        mark_note="white-box (the target was attacked)",
+        caption=caption,
     )

@@ -73,9 +73,14 @@ class AttackPanels:
         pictures = result.pictures
         scale = max(result.eps if eps is None else eps, result.linf) or None
         return cls(
-            image=pictures.image, adversarial=pictures.adversarial, truth=pictures.reference,
-            clean_prediction=pictures.clean_prediction, adversarial_prediction=pictures.adversarial_prediction,
-            eps=scale, dsc_clean=result.mean_clean, dsc_adv=result.mean_adv,
+            image=pictures.image,
+            adversarial=pictures.adversarial,
+            truth=pictures.reference,
+            clean_prediction=pictures.clean_prediction,
+            adversarial_prediction=pictures.adversarial_prediction,
+            eps=scale,
+            dsc_clean=result.mean_clean,
+            dsc_adv=result.mean_adv,
         )
 
     def scenes(self, visible: tuple[bool, ...] = ALL_ORGANS) -> dict[str, Scene]:
@@ -96,14 +101,17 @@ class AttackPanels:
             "clean_prediction": Scene(image, fill=self.clean_prediction, visible=visible),
             "clean_difference": Scene(black, difference=(self.truth, self.clean_prediction), dim=0.0, visible=visible),
             "adversarial_prediction": Scene(adversarial, fill=self.adversarial_prediction, visible=visible),
-            "adversarial_difference": Scene(black, difference=(self.truth, self.adversarial_prediction), dim=0.0,
-                                            visible=visible),
+            "adversarial_difference": Scene(
+                black, difference=(self.truth, self.adversarial_prediction), dim=0.0, visible=visible
+            ),
             "overlay.clean": Scene(image, fill=self.clean_prediction, outline=self.truth, visible=visible),
             "overlay.adversarial": Scene(image, fill=self.adversarial_prediction, outline=self.truth, visible=visible),
-            "difference.clean": Scene(image, difference=(self.truth, self.clean_prediction), dim=DIFFERENCE_DIM,
-                                      visible=visible),
-            "difference.adversarial": Scene(image, difference=(self.truth, self.adversarial_prediction),
-                                            dim=DIFFERENCE_DIM, visible=visible),
+            "difference.clean": Scene(
+                image, difference=(self.truth, self.clean_prediction), dim=DIFFERENCE_DIM, visible=visible
+            ),
+            "difference.adversarial": Scene(
+                image, difference=(self.truth, self.adversarial_prediction), dim=DIFFERENCE_DIM, visible=visible
+            ),
         }
 
     def pictures(self, visible: tuple[bool, ...] = ALL_ORGANS) -> dict[str, tuple[str, np.ndarray]]:
@@ -111,8 +119,10 @@ class AttackPanels:
         image = np.asarray(self.image, dtype=np.float32)
         delta = np.asarray(self.adversarial, dtype=np.float32) - image
         titles = {
-            "input": "Input", "adversarial": "Adversarial input",
-            "perturbation": f"Perturbation (x{perturbation_gain(delta, self.eps)})", "truth": "Ground truth",
+            "input": "Input",
+            "adversarial": "Adversarial input",
+            "perturbation": f"Perturbation (x{perturbation_gain(delta, self.eps)})",
+            "truth": "Ground truth",
             "clean_prediction": _with_dsc("Clean prediction", self.dsc_clean),
             "clean_difference": "Difference, clean",
             "adversarial_prediction": _with_dsc("Adversarial prediction", self.dsc_adv),
@@ -139,7 +149,9 @@ def _scaled(picture: np.ndarray, factor: int) -> Image.Image:
     return image.resize((image.width * factor, image.height * factor), Image.NEAREST)
 
 
-def _swatch_row(draw: ImageDraw.ImageDraw, x: int, y: int, items: Sequence[tuple[str, tuple[int, int, int]]], size: int) -> int:
+def _swatch_row(
+    draw: ImageDraw.ImageDraw, x: int, y: int, items: Sequence[tuple[str, tuple[int, int, int]]], size: int
+) -> int:
     """Coloured squares with labels from (x, y); returns the x after the last label."""
     text_font = font(size)
     for label, colour in items:
@@ -340,7 +352,9 @@ def sweep_plot(
 
     Missing values (None or NaN) leave a gap in the line.
     """
-    charts = [line_chart(eps, dsc, title="Mean DSC after the attack", x_label="eps", y_label="mean DSC", y_range=(0.0, 1.0))]
+    charts = [
+        line_chart(eps, dsc, title="Mean DSC after the attack", x_label="eps", y_label="mean DSC", y_range=(0.0, 1.0))
+    ]
     if attack_success is not None:
         # AS is negative where an attack happens to help the model: extend the axis down to show it.
         values = [v for ys in attack_success.values() for v in ys if v is not None and math.isfinite(v)]
@@ -379,10 +393,14 @@ def robustness_plot(
         values = [v for ys in success.values() for v in ys if v is not None and math.isfinite(v)]
         low = min([0.0, *values])
         low = math.floor(low * 10) / 10 if low < 0 else 0.0
-        rows.append([
-            line_chart(eps, dsc, title=f"{label}: robust DSC", x_label="eps", y_label="DSC", y_range=(0.0, 1.0)),
-            line_chart(eps, success, title=f"{label}: attack success", x_label="eps", y_label="AS", y_range=(low, 1.0)),
-        ])
+        rows.append(
+            [
+                line_chart(eps, dsc, title=f"{label}: robust DSC", x_label="eps", y_label="DSC", y_range=(0.0, 1.0)),
+                line_chart(
+                    eps, success, title=f"{label}: attack success", x_label="eps", y_label="AS", y_range=(low, 1.0)
+                ),
+            ]
+        )
     caption_font = font(14)
     width = max(sum(chart.width for chart in row) for row in rows)
     caption_lines = _wrap(caption, caption_font, width - 2 * PAD) if caption else []
@@ -401,4 +419,3 @@ def robustness_plot(
         draw.text((PAD, y), line, fill=INK, font=caption_font)
         y += 20
     return figure
-

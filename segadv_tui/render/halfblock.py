@@ -100,4 +100,3 @@ def render_strips(rgb: np.ndarray, max_cols: int, max_rows: int, background: Sty
         strips.append(Strip(pad_left + line + pad_right, max_cols))
     strips.extend([blank] * (max_rows - len(strips)))
     return strips
-

@@ -76,13 +76,18 @@ def box_sums(values: np.ndarray, out_height: int, out_width: int) -> tuple[np.nd
     A summed-area table, so any ratio costs the same few array operations.
     """
     height, width = values.shape[-2:]
-    table = np.zeros(values.shape[:-2] + (height + 1, width + 1), dtype=np.float64 if values.dtype.kind == "f"
-                     else np.int64)
+    table = np.zeros(
+        values.shape[:-2] + (height + 1, width + 1), dtype=np.float64 if values.dtype.kind == "f" else np.int64
+    )
     table[..., 1:, 1:] = values.cumsum(-2).cumsum(-1)
     r0, r1 = _box_edges(height, out_height)
     c0, c1 = _box_edges(width, out_width)
-    sums = (table[..., r1[:, None], c1[None, :]] - table[..., r0[:, None], c1[None, :]]
-            - table[..., r1[:, None], c0[None, :]] + table[..., r0[:, None], c0[None, :]])
+    sums = (
+        table[..., r1[:, None], c1[None, :]]
+        - table[..., r0[:, None], c1[None, :]]
+        - table[..., r1[:, None], c0[None, :]]
+        + table[..., r0[:, None], c0[None, :]]
+    )
     return sums, (r1 - r0)[:, None] * (c1 - c0)[None, :]
 
 
@@ -134,7 +139,7 @@ def boundary(masks: np.ndarray) -> np.ndarray:
     (the image's edge counts as outside)."""
     masks = np.asarray(masks, dtype=bool)
     padded = np.pad(masks, [(0, 0)] * (masks.ndim - 2) + [(1, 1), (1, 1)])
-    inner = (padded[..., :-2, 1:-1] & padded[..., 2:, 1:-1] & padded[..., 1:-1, :-2] & padded[..., 1:-1, 2:])
+    inner = padded[..., :-2, 1:-1] & padded[..., 2:, 1:-1] & padded[..., 1:-1, :-2] & padded[..., 1:-1, 2:]
     return masks & ~inner
 
 
@@ -215,8 +220,9 @@ class LayerCache:
 
     def get(self, key: Hashable, source: np.ndarray, make):
         for index, (entry_key, entry_source, value) in enumerate(self._entries):
-            if entry_key == key and (entry_source is source or (
-                    entry_source.shape == source.shape and np.array_equal(entry_source, source))):
+            if entry_key == key and (
+                entry_source is source or (entry_source.shape == source.shape and np.array_equal(entry_source, source))
+            ):
                 self.hits += 1
                 if index:
                     self._entries.insert(0, self._entries.pop(index))
@@ -224,7 +230,7 @@ class LayerCache:
         self.misses += 1
         value = make()
         self._entries.insert(0, (key, source, value))
-        del self._entries[self.size:]
+        del self._entries[self.size :]
         return value
 
 
@@ -246,8 +252,9 @@ def _blend(rgb: np.ndarray, amount: np.ndarray, colour: tuple[int, int, int]) ->
     rgb += amount * np.asarray(colour, dtype=np.float32)
 
 
-def compose(scene: Scene, out_height: int, out_width: int, window: Window | None = None,
-            cache: LayerCache | None = None) -> np.ndarray:
+def compose(
+    scene: Scene, out_height: int, out_width: int, window: Window | None = None, cache: LayerCache | None = None
+) -> np.ndarray:
     """``scene`` (or its ``window``) drawn at (out_height, out_width) pixels, uint8 RGB."""
     window = window or Window.whole(scene.shape)
     geometry = (window, out_height, out_width)
@@ -255,8 +262,9 @@ def compose(scene: Scene, out_height: int, out_width: int, window: Window | None
     if cache is None:
         rgb = _base_layer(scene, window, out_height, out_width)
     else:
-        rgb = cache.get(("base", scene.dim, geometry), base,
-                        lambda: _base_layer(scene, window, out_height, out_width)).copy()
+        rgb = cache.get(
+            ("base", scene.dim, geometry), base, lambda: _base_layer(scene, window, out_height, out_width)
+        ).copy()
     show = [bool(v) for v in scene.visible]
     if scene.fill is not None and any(show):
         fills = coverage(window.crop(np.asarray(scene.fill, dtype=bool)), out_height, out_width)

@@ -136,8 +136,15 @@ def scatter_plot(
     """One scatter chart per entry of ``panels`` (x label -> (xs, ys)), side by side in rows of two,
     sharing ``y_label``; ``notes[x label]`` is printed in the chart's corner (e.g. rho and its interval)."""
     charts = [
-        _scatter(xs, ys, x_label=label, y_label=y_label, note=(notes or {}).get(label, ""),
-                 colour=SERIES_COLOURS[index % len(SERIES_COLOURS)], size=size)
+        _scatter(
+            xs,
+            ys,
+            x_label=label,
+            y_label=y_label,
+            note=(notes or {}).get(label, ""),
+            colour=SERIES_COLOURS[index % len(SERIES_COLOURS)],
+            size=size,
+        )
         for index, (label, (xs, ys)) in enumerate(panels.items())
     ]
     per_row = min(2, len(charts)) or 1
@@ -166,8 +173,11 @@ def _scatter(xs, ys, *, x_label: str, y_label: str, note: str, colour, size) -> 
     label_font, tick_font = font(14), font(12)
     left, right, top, bottom = 64, 16, 34, 52
     plot = (left, top, width - right, height - bottom)
-    points = [(float(x), float(y)) for x, y in zip(xs, ys)
-              if x is not None and y is not None and math.isfinite(x) and math.isfinite(y)]
+    points = [
+        (float(x), float(y))
+        for x, y in zip(xs, ys)
+        if x is not None and y is not None and math.isfinite(x) and math.isfinite(y)
+    ]
 
     def span(values: list[float]) -> tuple[float, float]:
         if not values:
@@ -180,8 +190,10 @@ def _scatter(xs, ys, *, x_label: str, y_label: str, note: str, colour, size) -> 
     y_low, y_high = span([p[1] for p in points])
 
     def to_px(x: float, y: float) -> tuple[float, float]:
-        return (plot[0] + (x - x_low) / (x_high - x_low) * (plot[2] - plot[0]),
-                plot[3] - (y - y_low) / (y_high - y_low) * (plot[3] - plot[1]))
+        return (
+            plot[0] + (x - x_low) / (x_high - x_low) * (plot[2] - plot[0]),
+            plot[3] - (y - y_low) / (y_high - y_low) * (plot[3] - plot[1]),
+        )
 
     x_ticks, y_ticks = nice_ticks(x_low, x_high, 5), nice_ticks(y_low, y_high, 6)
     for tick in y_ticks:
@@ -196,8 +208,13 @@ def _scatter(xs, ys, *, x_label: str, y_label: str, note: str, colour, size) -> 
     for x, y in points:
         px, py = to_px(x, y)
         draw.ellipse((px - 3, py - 3, px + 3, py + 3), fill=colour)
-    draw.text(((plot[0] + plot[2]) / 2, plot[3] + 26), _fit(draw, x_label, label_font, plot[2] - plot[0]), fill=INK,
-              font=label_font, anchor="mt")
+    draw.text(
+        ((plot[0] + plot[2]) / 2, plot[3] + 26),
+        _fit(draw, x_label, label_font, plot[2] - plot[0]),
+        fill=INK,
+        font=label_font,
+        anchor="mt",
+    )
     label = Image.new("RGBA", (int(draw.textlength(y_label, font=label_font)) + 4, 20), (0, 0, 0, 0))
     ImageDraw.Draw(label).text((2, 2), y_label, fill=INK, font=label_font)
     label = label.rotate(90, expand=True)

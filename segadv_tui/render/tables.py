@@ -64,14 +64,20 @@ class Table:
         from rich.table import Table as RichTable
         from rich.text import Span, Text
 
-        table = RichTable(title=self.title if title is None else title, title_justify=title_justify,
-                          caption=self.caption or None, caption_justify="left")
+        table = RichTable(
+            title=self.title if title is None else title,
+            title_justify=title_justify,
+            caption=self.caption or None,
+            caption_justify="left",
+        )
         for index, column in enumerate(self.headers):
             table.add_column(column, justify=self.alignment(index), overflow=overflow)
         for row in range(len(self.rows)):
             # The style spans the text alone, as Rich markup's does: the column's padding stays plain.
-            cells = [Text(cell, spans=[Span(0, len(cell), style)] if (style := self.style(row, i)) else [])
-                     for i, cell in enumerate(self.rows[row])]
+            cells = [
+                Text(cell, spans=[Span(0, len(cell), style)] if (style := self.style(row, i)) else [])
+                for i, cell in enumerate(self.rows[row])
+            ]
             table.add_row(*cells, end_section=row in self.sections)
         return table
 
@@ -134,7 +140,11 @@ def table_ii_table(table, *, title: str = "", caption: str = "", with_success: b
         cells = [_adversarial_cell(row.dsc_adv[loss], success[loss], with_success) for loss in table.losses]
         rows.append((name, f"{row.params / 1e6:.2f}M", number(row.dsc_clean), *cells))
         lowest = _lowest(row.dsc_adv[loss] for loss in table.losses)
-        bold.append(frozenset(3 + i for i, loss in enumerate(table.losses) if lowest is not None and row.dsc_adv[loss] == lowest))
+        bold.append(
+            frozenset(
+                3 + i for i, loss in enumerate(table.losses) if lowest is not None and row.dsc_adv[loss] == lowest
+            )
+        )
     return Table(title, headers, tuple(rows), tuple(bold), caption)
 
 
@@ -154,5 +164,7 @@ def save_tables(table: Table, stem: Path) -> list[Path]:
     from core.files import write_text
 
     stem = Path(stem)
-    return [write_text(stem.with_name(stem.name + suffix), text)
-            for suffix, text in ((".csv", table.to_csv()), (".md", table.to_markdown()))]
+    return [
+        write_text(stem.with_name(stem.name + suffix), text)
+        for suffix, text in ((".csv", table.to_csv()), (".md", table.to_markdown()))
+    ]

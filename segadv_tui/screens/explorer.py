@@ -155,8 +155,13 @@ class ExplorerScreen(Screen):
         if opened is not None:
             self.set_attack(state.attack.replace(method="universal", delta=str(opened.path)))
         if state.checkpoint_is_a_delta():
-            self.notify(f"--checkpoint {state.options.checkpoint} is a universal perturbation, not a checkpoint "
-                        f"(open it with --delta).", severity="warning", timeout=10, markup=False)
+            self.notify(
+                f"--checkpoint {state.options.checkpoint} is a universal perturbation, not a checkpoint "
+                f"(open it with --delta).",
+                severity="warning",
+                timeout=10,
+                markup=False,
+            )
         chosen = state.opening_checkpoint()
         if chosen is None:
             self.query_one("#images").loading = False
@@ -265,8 +270,11 @@ class ExplorerScreen(Screen):
             if scoring.path == loaded.path:
                 self._set_scored_on(None, request=False)  # the attacked model itself: white box again
             elif state.size_problem(scoring):
-                self.notify(f"Scoring on the attacked model again: {state.size_problem(scoring)}.", severity="warning",
-                            markup=False)
+                self.notify(
+                    f"Scoring on the attacked model again: {state.size_problem(scoring)}.",
+                    severity="warning",
+                    markup=False,
+                )
                 self._set_scored_on(None, request=False)
         self.request_frame()
 
@@ -443,8 +451,16 @@ class ExplorerScreen(Screen):
                     hooks.on_live(live)
 
         interval = {} if hooks.live_interval is None else {"live_interval": hooks.live_interval}
-        frame = attacker.compute(data, request.attack, request_id=request.id, should_stop=should_stop,
-                                 on_start=on_start, on_live=on_live, scored_on=request.scored_on, **interval)
+        frame = attacker.compute(
+            data,
+            request.attack,
+            request_id=request.id,
+            should_stop=should_stop,
+            on_start=on_start,
+            on_live=on_live,
+            scored_on=request.scored_on,
+            **interval,
+        )
         if frame is not None:
             self.post_message(FrameReady(frame))
 
@@ -479,20 +495,26 @@ class ExplorerScreen(Screen):
         if live is None:
             scores.clear_live()
         else:  # the run's history, closed by the final iterate's score
-            scores.show_live_line(replace(
-                live, step=live.steps, seconds=frame.seconds, mean_dsc=live.mean_dsc + (frame.result.mean_adv,)))
+            scores.show_live_line(
+                replace(live, step=live.steps, seconds=frame.seconds, mean_dsc=live.mean_dsc + (frame.result.mean_adv,))
+            )
         curve = self.query_one(DscCurve)
         if state.curve is not None and state.curve_matches(state.curve, frame):
             curve.show(state.curve, frame.config.eps)
         else:
             curve.show(None, frame.config.eps)
-            self._compute_curve(self._slices.of_frame(frame, state.attacked.img_size), frame.config, self.attacker,
-                                state.scoring_model() if frame.scored_on is not None else None)
+            self._compute_curve(
+                self._slices.of_frame(frame, state.attacked.img_size),
+                frame.config,
+                self.attacker,
+                state.scoring_model() if frame.scored_on is not None else None,
+            )
         self._summary()
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="curve", name="Sweeping eps")
-    def _compute_curve(self, data: SliceData, attack: AttackConfig, attacker: SliceAttacker,
-                       scored_on: LoadedCheckpoint | None = None) -> None:
+    def _compute_curve(
+        self, data: SliceData, attack: AttackConfig, attacker: SliceAttacker, scored_on: LoadedCheckpoint | None = None
+    ) -> None:
         worker = get_current_worker()
         curve = attacker.curve(data, attack, should_stop=lambda: worker.is_cancelled, scored_on=scored_on)
         if curve is not None:
@@ -523,7 +545,8 @@ class ExplorerScreen(Screen):
             self._show_scored_on()
         message = self.app.report_worker_error(worker.name, worker.error)
         stale = (worker.group == "frame" and worker is not self._frame_worker) or (
-            worker.group == "load" and worker is not self._load_worker)
+            worker.group == "load" and worker is not self._load_worker
+        )
         if worker.group in FAILURE_TITLES and not stale:
             self._show_failure(worker.group, message)
 
@@ -611,8 +634,10 @@ class ExplorerScreen(Screen):
 
     def action_cycle_graphics(self) -> None:
         if len(self.graphics_choices) == 1:
-            self.notify("Only the half-block renderer is available: start with --graphics kitty or sixel "
-                        "in a terminal that supports it.")
+            self.notify(
+                "Only the half-block renderer is available: start with --graphics kitty or sixel "
+                "in a terminal that supports it."
+            )
             return
         views = self.query_one(PictureViews)
         renderer = cycle_next(self.graphics_choices, views.renderer)
@@ -626,8 +651,9 @@ class ExplorerScreen(Screen):
         if frame is None:
             self.notify("Nothing to export yet.", severity="warning")
             return
-        self._export_figure(frame, self.state.options.export_dir / self.state.figure_name(frame),
-                            self.state.figure_caption(frame))
+        self._export_figure(
+            frame, self.state.options.export_dir / self.state.figure_name(frame), self.state.figure_caption(frame)
+        )
 
     @work(thread=True, exit_on_error=False, group="export", name="Exporting the figure")
     def _export_figure(self, frame: Frame, path: Path, caption: str) -> None:

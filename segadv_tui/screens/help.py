@@ -10,9 +10,23 @@ from textual.screen import ModalScreen
 from textual.widgets import Static
 
 KEY_NAMES = {
-    "plus": "+", "equals_sign": "=", "minus": "-", "right_square_bracket": "]", "left_square_bracket": "[",
-    "question_mark": "?", "up": "↑", "down": "↓", "left": "←", "right": "→", "escape": "Esc", "enter": "Enter",
-    "slash": "/", "full_stop": ".", "greater_than_sign": ">", "comma": ",", "less_than_sign": "<",
+    "plus": "+",
+    "equals_sign": "=",
+    "minus": "-",
+    "right_square_bracket": "]",
+    "left_square_bracket": "[",
+    "question_mark": "?",
+    "up": "↑",
+    "down": "↓",
+    "left": "←",
+    "right": "→",
+    "escape": "Esc",
+    "enter": "Enter",
+    "slash": "/",
+    "full_stop": ".",
+    "greater_than_sign": ">",
+    "comma": ",",
+    "less_than_sign": "<",
 }
 
 USAGE = (

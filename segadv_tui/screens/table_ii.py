@@ -66,7 +66,8 @@ class TableIIScreen(Screen):
         models = ", ".join(path.stem for path in self.state.loaded)
         yield Static(
             f"{self.attack.label} · checkpoints: {models} · {len(self.records)} test slices with organs"
-            f"{' (--limit)' if self.state.options.limit else ''}", id="table2-about",
+            f"{' (--limit)' if self.state.options.limit else ''}",
+            id="table2-about",
         )
         with Horizontal(id="table2-progress"):
             yield ProgressBar(id="table2-bar", show_eta=True)
@@ -97,9 +98,15 @@ class TableIIScreen(Screen):
 
         worker = get_current_worker()
         try:
-            result = run_table_ii(models, records, attack, self.losses, device=self.state.device,
-                                  progress=lambda done, total: self.post_message(Progressed(done, total)),
-                                  should_stop=lambda: worker.is_cancelled)
+            result = run_table_ii(
+                models,
+                records,
+                attack,
+                self.losses,
+                device=self.state.device,
+                progress=lambda done, total: self.post_message(Progressed(done, total)),
+                should_stop=lambda: worker.is_cancelled,
+            )
         except AttackCancelled:
             self.post_message(TableIIFinished(None))
             return

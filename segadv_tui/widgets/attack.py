@@ -64,8 +64,13 @@ class AttackPanel(Vertical):
         for field, options in CHOICES.items():
             with Horizontal():
                 yield Label(field.capitalize())
-                yield Select(options, value=_shown_value(self.initial, field), allow_blank=False, compact=True,
-                             id=f"attack-{field}")
+                yield Select(
+                    options,
+                    value=_shown_value(self.initial, field),
+                    allow_blank=False,
+                    compact=True,
+                    id=f"attack-{field}",
+                )
         with Horizontal():
             yield Label("Delta")
             yield Select([("none", NONE)], value=NONE, allow_blank=False, compact=True, id="attack-delta")

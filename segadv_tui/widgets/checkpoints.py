@@ -48,12 +48,22 @@ class CheckpointList(OptionList):
         self.clear_options()
         for entry in self.entries:
             # ▶ attacked, ◆ scored on (a transfer), ● loaded.
-            marker = ("▶ " if entry.path == self.current else "◆ " if entry.path == self.scored_on
-                      else "● " if entry.path in self.loaded else "  ")
+            marker = (
+                "▶ "
+                if entry.path == self.current
+                else "◆ "
+                if entry.path == self.scored_on
+                else "● "
+                if entry.path in self.loaded
+                else "  "
+            )
             # One line each for name and summary, cut with an ellipsis: the full error is in a notification.
-            name = Text(marker + entry.path.stem, style="bold" if entry.meta else "bold red",
-                        no_wrap=True, overflow="ellipsis")
-            summary = Text("  " + entry.summary, style="dim" if entry.meta else "red", no_wrap=True, overflow="ellipsis")
+            name = Text(
+                marker + entry.path.stem, style="bold" if entry.meta else "bold red", no_wrap=True, overflow="ellipsis"
+            )
+            summary = Text(
+                "  " + entry.summary, style="dim" if entry.meta else "red", no_wrap=True, overflow="ellipsis"
+            )
             lines = [name, summary]
             if entry.defence:  # a line of its own: the summary line is full at the panel's width
                 lines.append(Text("  " + entry.defence, style="dim italic", no_wrap=True, overflow="ellipsis"))

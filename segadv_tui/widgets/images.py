@@ -30,14 +30,22 @@ VIEW_TITLES = {"overlay": "Overlay", "difference": "Difference", "grid": "Grid",
 # Panels that stay in the grid when the terminal is short (one row of four).
 ESSENTIAL_PANELS = ("input", "adversarial", "adversarial_prediction", "adversarial_difference")
 GRID_TITLES = {
-    "input": "Input", "adversarial": "Adversarial input", "perturbation": "Perturbation",
-    "truth": "Ground truth", "clean_prediction": "Clean prediction",
-    "clean_difference": "Difference, clean", "adversarial_prediction": "Adv. prediction",
+    "input": "Input",
+    "adversarial": "Adversarial input",
+    "perturbation": "Perturbation",
+    "truth": "Ground truth",
+    "clean_prediction": "Clean prediction",
+    "clean_difference": "Difference, clean",
+    "adversarial_prediction": "Adv. prediction",
     "adversarial_difference": "Difference, adv.",
 }
 # The picture each view shows in Focus when no picture has the keyboard focus.
-DEFAULT_FOCUS = {"overlay": "overlay.adversarial", "difference": "difference.adversarial",
-                 "grid": "adversarial_prediction", "focus": "overlay.adversarial"}
+DEFAULT_FOCUS = {
+    "overlay": "overlay.adversarial",
+    "difference": "difference.adversarial",
+    "grid": "adversarial_prediction",
+    "focus": "overlay.adversarial",
+}
 
 
 def _rgb(colour: tuple[int, int, int]) -> str:
@@ -49,15 +57,17 @@ def picture_titles(panels: AttackPanels, has_truth: bool) -> dict[str, str]:
     clean, adv = format_score(panels.dsc_clean), format_score(panels.dsc_adv)
     gain = perturbation_gain(panels.adversarial - panels.image, panels.eps)
     titles = dict(GRID_TITLES)
-    titles.update({
-        "perturbation": f"Perturbation ×{gain}",
-        "clean_prediction": f"Clean pred · DSC {clean}",
-        "adversarial_prediction": f"Adv. pred · DSC {adv}",
-        "overlay.clean": f"Clean · DSC {clean}",
-        "overlay.adversarial": f"Adversarial · DSC {adv}",
-        "difference.clean": f"Difference, clean · DSC {clean}",
-        "difference.adversarial": f"Difference, adversarial · DSC {adv}",
-    })
+    titles.update(
+        {
+            "perturbation": f"Perturbation ×{gain}",
+            "clean_prediction": f"Clean pred · DSC {clean}",
+            "adversarial_prediction": f"Adv. pred · DSC {adv}",
+            "overlay.clean": f"Clean · DSC {clean}",
+            "overlay.adversarial": f"Adversarial · DSC {adv}",
+            "difference.clean": f"Difference, clean · DSC {clean}",
+            "difference.adversarial": f"Difference, adversarial · DSC {adv}",
+        }
+    )
     if not has_truth:
         # A lone PNG: the model's clean prediction stands in for the truth.
         titles["truth"] = "Target (clean pred.)"
@@ -114,7 +124,9 @@ class OverlayView(PictureView):
 
 
 class DifferenceView(OverlayView):
-    DEFAULT_CSS = "DifferenceView { layout: horizontal; } DifferenceView > #picture-difference-clean { margin-right: 1; }"
+    DEFAULT_CSS = (
+        "DifferenceView { layout: horizontal; } DifferenceView > #picture-difference-clean { margin-right: 1; }"
+    )
     keys = ("difference.clean", "difference.adversarial")
 
 
@@ -251,7 +263,12 @@ class PictureViews(Vertical):
     def focus_key(self) -> str:
         """The picture Focus shows: the one with the keyboard focus, else the current view's default."""
         focused = self.app.focused
-        if isinstance(focused, Picture) and focused.key and self.view != "focus" and focused in self.current().query(Picture):
+        if (
+            isinstance(focused, Picture)
+            and focused.key
+            and self.view != "focus"
+            and focused in self.current().query(Picture)
+        ):
             return focused.key
         return DEFAULT_FOCUS[self.view] if self.view != "focus" else self.query_one(FocusView).key
 

@@ -124,8 +124,9 @@ class PictureTitle(Widget):
         width = self.content_size.width
         title = Text(self.text[: max(0, width - 4)], no_wrap=True)
         line = self.get_component_rich_style("picture-title--line")
-        return Text.assemble(("─ ", line), title, (" " + "─" * max(0, width - len(title) - 3), line),
-                             no_wrap=True, end="")
+        return Text.assemble(
+            ("─ ", line), title, (" " + "─" * max(0, width - len(title) - 3), line), no_wrap=True, end=""
+        )
 
 
 class Picture(Widget, can_focus=True):
@@ -147,8 +148,15 @@ class Picture(Widget, can_focus=True):
         Binding("right", "pan(0, 1)", "Pan right", show=False),
     ]
 
-    def __init__(self, key: str, title: str = "", renderer: str = "halfblock", cache: LayerCache | None = None,
-                 zoomable: bool = False, **kwargs):
+    def __init__(
+        self,
+        key: str,
+        title: str = "",
+        renderer: str = "halfblock",
+        cache: LayerCache | None = None,
+        zoomable: bool = False,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.key = key
         self.title = title  # as given; ``heading`` adds what a zoomed picture shows
@@ -290,8 +298,10 @@ class Picture(Widget, can_focus=True):
     def _clamp_origin(self) -> None:
         window = self.window()
         height, width = self.scene.shape
-        self._origin = (min(max(self._origin[0], 0.0), height - window.height),
-                        min(max(self._origin[1], 0.0), width - window.width))
+        self._origin = (
+            min(max(self._origin[0], 0.0), height - window.height),
+            min(max(self._origin[1], 0.0), width - window.width),
+        )
 
     def check_action(self, action: str, parameters: tuple) -> bool | None:
         # The arrows pan only a zoomed picture; otherwise they do what they do elsewhere.
@@ -351,8 +361,10 @@ class Picture(Widget, can_focus=True):
             if self.zoomed:
                 zoom = min(self.zoom, self.max_zoom())
                 detail = "1 px per half cell" if zoom >= self.max_zoom() - 1e-9 else f"×{zoom:.2f}"
-                title = (f"{title} · {detail} · rows {window.top}–{window.top + window.height - 1}, "
-                         f"cols {window.left}–{window.left + window.width - 1} of {height}×{width}")
+                title = (
+                    f"{title} · {detail} · rows {window.top}–{window.top + window.height - 1}, "
+                    f"cols {window.left}–{window.left + window.width - 1} of {height}×{width}"
+                )
             else:
                 title = f"{title} · whole slice {height}×{width}"
         self.heading = title

@@ -132,13 +132,13 @@ class DscCurve(Widget):
         text.append("    └" + "─" * plot_width + "\n", style="dim")
         labels = list(f"     {eps[0]:g}".ljust(5 + plot_width))
         last = f"{eps[-1]:g}"
-        labels[5 + plot_width - len(last):] = last
+        labels[5 + plot_width - len(last) :] = last
         if self.eps <= eps[-1] + 1e-9:
             position = 5 + marked * bar_width + bar_width // 2
             note = f"▲ {self.eps:.3f}"
             if position + len(note) >= len(labels) - len(last):  # the marker wins over the last eps label
-                labels[len(labels) - len(last):] = " " * len(last)
-            labels[position:position + len(note)] = note
+                labels[len(labels) - len(last) :] = " " * len(last)
+            labels[position : position + len(note)] = note
         else:
             labels.extend(f"  ▶ {self.eps:.3f} (off the plot)")
         text.append("".join(labels), style="dim")

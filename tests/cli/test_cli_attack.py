@@ -27,13 +27,13 @@ IMG_SIZE = 64
 LIMIT = 2
 
 
-
-
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     """A real small U-Net with random weights at 64 x 64: enough to exercise every code path."""
     torch.manual_seed(0)
-    return save_checkpoint(tmp_path_factory.mktemp("ck") / "tiny_small.safetensors", build_model("small"), img_size=IMG_SIZE)
+    return save_checkpoint(
+        tmp_path_factory.mktemp("ck") / "tiny_small.safetensors", build_model("small"), img_size=IMG_SIZE
+    )
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +54,9 @@ def _common(checkpoint, tiny_demo):
 
 
 def _close(a, b):
-    return (a is None and b is None) or (a is not None and b is not None and math.isclose(a, b, rel_tol=0, abs_tol=1e-12))
+    return (a is None and b is None) or (
+        a is not None and b is not None and math.isclose(a, b, rel_tol=0, abs_tol=1e-12)
+    )
 
 
 def test_attack_files_hold_core_evaluation(run, checkpoint, tiny_demo, reference):
@@ -75,7 +77,11 @@ def test_attack_files_hold_core_evaluation(run, checkpoint, tiny_demo, reference
     for row, expected in zip(rows, reference.rows):
         assert row["slice_id"] == expected.slice_id
         for organ in ORGANS:
-            for column, values in (("dsc_clean", expected.dsc_clean), ("dsc_adv", expected.dsc_adv), ("as", expected.attack_success)):
+            for column, values in (
+                ("dsc_clean", expected.dsc_clean),
+                ("dsc_adv", expected.dsc_adv),
+                ("as", expected.attack_success),
+            ):
                 cell = row[f"{column}_{organ}"]
                 value = values[ORGANS.index(organ)]
                 assert _close(float(cell) if cell else None, value if np.isfinite(value) else None)
@@ -84,7 +90,9 @@ def test_attack_files_hold_core_evaluation(run, checkpoint, tiny_demo, reference
 
 
 def test_sweep_writes_json_csv_png_and_matches_a_single_attack(run, checkpoint, tiny_demo, reference):
-    result = run("sweep", *_common(checkpoint, tiny_demo), "--eps", "0:0.009:0.0045", "--losses", "bce,focal", "--out-dir", "out")
+    result = run(
+        "sweep", *_common(checkpoint, tiny_demo), "--eps", "0:0.009:0.0045", "--losses", "bce,focal", "--out-dir", "out"
+    )
     assert result.exit_code == 0, result.output
 
     written = json.loads(open("out/sweep.json").read())
@@ -98,14 +106,33 @@ def test_sweep_writes_json_csv_png_and_matches_a_single_attack(run, checkpoint, 
 
     with open("out/sweep.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
-    assert [(r["loss"], float(r["eps"])) for r in rows] == [(l, e) for l in ("bce", "focal") for e in (0.0, 0.0045, 0.009)]
+    assert [(r["loss"], float(r["eps"])) for r in rows] == [
+        (l, e) for l in ("bce", "focal") for e in (0.0, 0.0045, 0.009)
+    ]
     assert float(rows[2]["dsc_adv_mean"]) == pytest.approx(reference.summary.mean_adv, abs=1e-12)
 
     with Image.open("out/sweep.png") as png:
         assert png.format == "PNG" and png.width == 1280 and 440 <= png.height <= 520
 
-    listed = run("sweep", "--checkpoint", checkpoint, "--data", tiny_demo, "--limit", 1, "--eps", "0.009, 0",
-                 "--losses", "bce", "--json", "l.json", "--csv", "l.csv", "--png", "l.png")
+    listed = run(
+        "sweep",
+        "--checkpoint",
+        checkpoint,
+        "--data",
+        tiny_demo,
+        "--limit",
+        1,
+        "--eps",
+        "0.009, 0",
+        "--losses",
+        "bce",
+        "--json",
+        "l.json",
+        "--csv",
+        "l.csv",
+        "--png",
+        "l.png",
+    )
     assert listed.exit_code == 0, listed.output
     assert json.loads(open("l.json").read())["eps_values"] == [0.0, 0.009]
 
@@ -138,8 +165,23 @@ def test_a_choice_takes_any_case_and_a_bad_one_is_core_s_one_line_error():
 def test_table_writes_markdown_csv_json_with_best_attack_in_bold(run, checkpoint, tiny_demo, tmp_path):
     second = shutil.copy(checkpoint, tmp_path / "copy.safetensors")
     result = run(
-        "table", "--checkpoint", checkpoint, "--checkpoint", second, "--data", tiny_demo, "--limit", LIMIT,
-        "--losses", "bce,focal+dice,focal", "--md", "t.md", "--csv", "t.csv", "--json", "t.json",
+        "table",
+        "--checkpoint",
+        checkpoint,
+        "--checkpoint",
+        second,
+        "--data",
+        tiny_demo,
+        "--limit",
+        LIMIT,
+        "--losses",
+        "bce,focal+dice,focal",
+        "--md",
+        "t.md",
+        "--csv",
+        "t.csv",
+        "--json",
+        "t.json",
     )
     assert result.exit_code == 0, result.output
     assert "Table II" in result.stdout
@@ -267,7 +309,14 @@ def test_table_ii_markdown_bolds_every_loss_tied_for_the_lowest_dsc():
     from segadv_tui.render.tables import table_ii_table
 
     rows = [
-        TableIIRow("a.safetensors", "VGG U-Net", 18_440_000, 0.7509, {"bce": 0.4063, "focal+dice": 0.5772, "focal": 0.5105}, "bce"),
+        TableIIRow(
+            "a.safetensors",
+            "VGG U-Net",
+            18_440_000,
+            0.7509,
+            {"bce": 0.4063, "focal+dice": 0.5772, "focal": 0.5105},
+            "bce",
+        ),
         TableIIRow("b.safetensors", "Tied", 4_130_000, 0.5, {"bce": 0.3, "focal+dice": 0.4, "focal": 0.3}, "bce"),
     ]
     table = TableII(AttackConfig(eps=0.009), ["bce", "focal+dice", "focal"], rows)
@@ -277,15 +326,28 @@ def test_table_ii_markdown_bolds_every_loss_tied_for_the_lowest_dsc():
 
 
 def test_erase_is_reachable_from_the_cli_and_equals_core(run, checkpoint, tiny_demo, test_slices):
-    result = run("attack", *_common(checkpoint, tiny_demo), "--method", "erase", "--organs", "stomach,small_bowel",
-                 "--eps", "0.03", "--steps", "3", "--json", "e.json")
+    result = run(
+        "attack",
+        *_common(checkpoint, tiny_demo),
+        "--method",
+        "erase",
+        "--organs",
+        "stomach,small_bowel",
+        "--eps",
+        "0.03",
+        "--steps",
+        "3",
+        "--json",
+        "e.json",
+    )
     assert result.exit_code == 0, result.output
     written = json.loads(open("e.json").read())
     assert written["config"]["method"] == "erase" and written["config"]["organs"] == ["small_bowel", "stomach"]
     assert written["config"]["method_label"] == "Erase small_bowel+stomach (3 steps)"
     model, _ = load_checkpoint(checkpoint)
-    expected = evaluate(model, test_slices, IMG_SIZE, AttackConfig(method="erase", organs=("small_bowel", "stomach"),
-                                                                   eps=0.03, steps=3))
+    expected = evaluate(
+        model, test_slices, IMG_SIZE, AttackConfig(method="erase", organs=("small_bowel", "stomach"), eps=0.03, steps=3)
+    )
     assert written["summary"] == json.loads(json.dumps(expected.summary.to_dict()))
 
 
@@ -308,4 +370,5 @@ def test_the_method_help_lists_the_registry(run):
     attack = typer.main.get_command(cli.app).commands["attack"]
     method_help = next(param.help for param in attack.params if param.name == "method")
     assert [method.name for method in METHOD_LIST if f"{method.name}: {method.summary}" in method_help] == [
-        method.name for method in METHOD_LIST]
+        method.name for method in METHOD_LIST
+    ]

@@ -13,8 +13,9 @@ SEGADV = [sys.executable, "-c", "from segadv_tui.cli import main; main()"]
 
 def run_piped(*arguments: str) -> subprocess.CompletedProcess:
     env = {key: value for key, value in os.environ.items() if key != "COLUMNS"}
-    return subprocess.run([*SEGADV, *arguments], capture_output=True, text=True, timeout=300,
-                          env={**env, "OMP_NUM_THREADS": "1"})
+    return subprocess.run(
+        [*SEGADV, *arguments], capture_output=True, text=True, timeout=300, env={**env, "OMP_NUM_THREADS": "1"}
+    )
 
 
 def test_a_table_printed_into_a_pipe_is_complete():
@@ -53,9 +54,14 @@ def test_one_table_type_prints_sections_colours_and_alignment_and_writes_the_sam
 
     from segadv_tui.render.tables import Table
 
-    table = Table("checks", ("check", "verdict", "number"), (("gradients", "pass", "0.1"), ("[n/a]", "FAIL", "n/a")),
-                  justify=("left", "left", "right"), sections=frozenset({0}),
-                  colours=({1: "green"}, {1: "bold red"}))
+    table = Table(
+        "checks",
+        ("check", "verdict", "number"),
+        (("gradients", "pass", "0.1"), ("[n/a]", "FAIL", "n/a")),
+        justify=("left", "left", "right"),
+        sections=frozenset({0}),
+        colours=({1: "green"}, {1: "bold red"}),
+    )
     console = Console(width=60, force_terminal=True, color_system="truecolor")
     with console.capture() as captured:
         console.print(table.to_rich())
@@ -64,7 +70,8 @@ def test_one_table_type_prints_sections_colours_and_alignment_and_writes_the_sam
     assert "[n/a]" in printed  # a cell is text, never markup
     lines = printed.splitlines()
     assert lines.index(next(line for line in lines if "gradients" in line)) + 1 == lines.index(
-        next(line for line in lines if line.startswith("├")))  # a rule after the first section
+        next(line for line in lines if line.startswith("├"))
+    )  # a rule after the first section
     markdown = table.to_markdown().splitlines()
     assert markdown[3] == "| --- | --- | ---: |" and markdown[5] == "| [n/a] | FAIL | n/a |"
     assert table.to_csv() == "check,verdict,number\ngradients,pass,0.1\n[n/a],FAIL,\n"

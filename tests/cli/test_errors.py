@@ -26,9 +26,11 @@ def test_bad_input_met_deep_in_a_command_is_one_line_and_exit_2(tmp_path, tiny_d
     truncated.write_bytes(demo_checkpoint().read_bytes()[:-100])
     result = segadv(tmp_path, "attack", "--checkpoint", str(truncated), "--data", str(tiny_demo), "--limit", "1")
     assert result.returncode == 2, result.stderr
-    assert result.stderr.strip().splitlines() == [f"error: {truncated}: truncated or corrupt "
-                                                  f"({truncated.stat().st_size} bytes, the header promises "
-                                                  f"{truncated.stat().st_size + 100})"]
+    assert result.stderr.strip().splitlines() == [
+        f"error: {truncated}: truncated or corrupt "
+        f"({truncated.stat().st_size} bytes, the header promises "
+        f"{truncated.stat().st_size + 100})"
+    ]
     assert not (tmp_path / "state").exists()  # bad input is not a bug: no log
 
 
@@ -46,7 +48,9 @@ def test_a_programming_error_is_reported_as_a_bug_with_its_traceback_in_a_log(tm
 
 
 def test_ctrl_c_is_exit_130_and_no_bug(tmp_path):
-    plant = "import core.data.demo\ndef interrupt(seed, size): raise KeyboardInterrupt\ncore.data.demo._plan = interrupt"
+    plant = (
+        "import core.data.demo\ndef interrupt(seed, size): raise KeyboardInterrupt\ncore.data.demo._plan = interrupt"
+    )
     result = segadv(tmp_path, "demo-data", "out", "--size", "tiny", plant=plant)
     assert result.returncode == 130 and "bug" not in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "state").exists()
@@ -56,12 +60,19 @@ def test_a_reader_that_leaves_early_is_not_a_bug_but_another_broken_pipe_is(tmp_
     """``segadv ... | head``: the write that finds standard output's reader gone (planted, as where it
     happens depends on timing) ends the command quietly, as Python's documentation advises. A broken
     pipe while the reader is still there (a worker's, a subprocess's) is a bug like any other."""
-    plant = ("import core.models.checkpoints\ndef closed(path): raise BrokenPipeError(32, 'Broken pipe')\n"
-             "core.models.checkpoints.read_checkpoint_meta = closed")
+    plant = (
+        "import core.models.checkpoints\ndef closed(path): raise BrokenPipeError(32, 'Broken pipe')\n"
+        "core.models.checkpoints.read_checkpoint_meta = closed"
+    )
     code = f"{plant}\nfrom segadv_tui.cli import main\nmain()"
     env = {**os.environ, "SEGADV_STATE": str(tmp_path / "state"), "OMP_NUM_THREADS": "1"}
-    process = subprocess.Popen([sys.executable, "-c", code, "info", str(demo_checkpoint())], stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, env=env, cwd=tmp_path)
+    process = subprocess.Popen(
+        [sys.executable, "-c", code, "info", str(demo_checkpoint())],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        cwd=tmp_path,
+    )
     process.stdout.close()  # the reader leaves before anything is written
     stderr = process.stderr.read().decode()
     assert process.wait(timeout=120) == 1 and stderr == ""

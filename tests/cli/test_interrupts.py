@@ -37,10 +37,18 @@ def segadv_interrupted(tmp_path: Path, at: int, *args, processes: int = 0) -> su
     env = {**os.environ, "OMP_NUM_THREADS": "1", TEST_HOOK_SIGINT: str(at), "SEGADV_STATE": str(tmp_path / "state")}
     segadv = [sys.executable, "-c", "from segadv_tui.cli import main; main()"]
     if processes:
-        segadv = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(processes),
-                  str(Path(sys.executable).with_name("segadv"))]
-    return subprocess.run([*segadv, *map(str, args)], cwd=tmp_path, env=env, capture_output=True, text=True,
-                          timeout=300)
+        segadv = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc-per-node",
+            str(processes),
+            str(Path(sys.executable).with_name("segadv")),
+        ]
+    return subprocess.run(
+        [*segadv, *map(str, args)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
 
 
 def read(path: Path) -> dict:
@@ -56,7 +64,12 @@ def test_ctrl_c_in_attack_writes_the_finished_slices_beside_the_complete_result(
     assert read(tmp_path / "a.json") == {"earlier": "complete"}  # never replaced by a partial result
     assert not (tmp_path / "state").exists()  # Ctrl-C is not a bug
     partial = read(tmp_path / "a.partial.json")
-    assert (partial["status"], partial["interrupted_after"], partial["of"], partial["unit"]) == ("partial", 2, 4, "slices")
+    assert (partial["status"], partial["interrupted_after"], partial["of"], partial["unit"]) == (
+        "partial",
+        2,
+        4,
+        "slices",
+    )
 
     two = run("attack", *common, "--limit", 2, "--json", "two.json")
     assert two.exit_code == 0, two.output
@@ -67,8 +80,9 @@ def test_ctrl_c_in_attack_writes_the_finished_slices_beside_the_complete_result(
 
 
 def test_ctrl_c_before_any_slice_is_finished_says_so_in_one_line_and_writes_nothing(tiny_demo, tmp_path):
-    done = segadv_interrupted(tmp_path, 0, "attack", "--data", tiny_demo, "--limit", 2, "--device", "cpu",
-                              "--json", "a.json")
+    done = segadv_interrupted(
+        tmp_path, 0, "attack", "--data", tiny_demo, "--limit", 2, "--device", "cpu", "--json", "a.json"
+    )
     assert done.returncode == 130, done.stderr
     assert done.stderr.splitlines() == ["interrupted; nothing finished was written"]
     assert list(tmp_path.iterdir()) == []
@@ -79,7 +93,9 @@ def test_ctrl_c_in_robust_keeps_every_eps_over_the_finished_slices_and_writes_no
     # Progress counts slice attacks (2 eps per slice): 5 is the first eps of the third slice, lost with its batch.
     done = segadv_interrupted(tmp_path, 5, "robust", *common, "--limit", 4)
     assert done.returncode == 130, done.stderr
-    assert done.stderr.splitlines() == [f"interrupted after 2 of 4 slices: wrote segadv-out/robust.partial.json {FINISHED}"]
+    assert done.stderr.splitlines() == [
+        f"interrupted after 2 of 4 slices: wrote segadv-out/robust.partial.json {FINISHED}"
+    ]
     assert sorted(path.name for path in (tmp_path / "segadv-out").iterdir()) == ["robust.partial.json"]
     partial = read(tmp_path / "segadv-out" / "robust.partial.json")
     assert (partial["status"], partial["interrupted_after"], partial["of"]) == ("partial", 2, 4)
@@ -95,12 +111,30 @@ def test_ctrl_c_in_robust_keeps_every_eps_over_the_finished_slices_and_writes_no
 
 
 def test_ctrl_c_while_crafting_a_universal_delta_saves_the_delta_of_the_steps_made(tiny_demo, tmp_path):
-    done = segadv_interrupted(tmp_path, 2, "universal", "--data", tiny_demo, "--epochs", 2, "--train-limit", 3,
-                              "--batch-size", 1, "--limit", 1, "--device", "cpu", "--out", "d.safetensors")
+    done = segadv_interrupted(
+        tmp_path,
+        2,
+        "universal",
+        "--data",
+        tiny_demo,
+        "--epochs",
+        2,
+        "--train-limit",
+        3,
+        "--batch-size",
+        1,
+        "--limit",
+        1,
+        "--device",
+        "cpu",
+        "--out",
+        "d.safetensors",
+    )
     assert done.returncode == 130, done.stderr
     assert done.stderr.splitlines() == [
         "interrupted after 2 of 6 steps (the delta after those steps): wrote d.partial.safetensors, "
-        f"universal.partial.json {FINISHED}"]
+        f"universal.partial.json {FINISHED}"
+    ]
     assert not (tmp_path / "d.safetensors").exists()
     delta = load_delta(tmp_path / "d.partial.safetensors")
     assert delta.meta["steps"] == 2 and delta.meta["status"] == "partial" and delta.meta["of"] == 6
@@ -111,8 +145,22 @@ def test_ctrl_c_while_crafting_a_universal_delta_saves_the_delta_of_the_steps_ma
 
 @pytest.mark.slow
 def test_ctrl_c_under_torchrun_writes_the_slices_every_rank_finished_from_rank_0(tiny_demo, tmp_path):
-    done = segadv_interrupted(tmp_path, 2, "attack", "--data", tiny_demo, "--limit", 4, "--batch-size", 1,
-                              "--device", "cpu", "--json", "a.json", processes=2)
+    done = segadv_interrupted(
+        tmp_path,
+        2,
+        "attack",
+        "--data",
+        tiny_demo,
+        "--limit",
+        4,
+        "--batch-size",
+        1,
+        "--device",
+        "cpu",
+        "--json",
+        "a.json",
+        processes=2,
+    )
     assert f"wrote a.partial.json {FINISHED}" in done.stderr, done.stderr
     assert done.stderr.count("interrupted after") == 1  # rank 0 alone writes and says so
     partial = read(tmp_path / "a.partial.json")
@@ -133,9 +181,11 @@ def records(tiny_demo):
 
 def stop_at(count: int):
     """A progress callback that is Ctrl-C once progress reaches ``count``."""
+
     def progress(done: int, _total: int) -> None:
         if done >= count:
             raise KeyboardInterrupt
+
     return progress
 
 
@@ -182,4 +232,5 @@ def test_the_luminosity_study_interrupted_is_the_study_of_the_slices_attacked(mo
     study = caught.value.result
     assert caught.value.partial.done == 2 and study.summary.to_dict() == whole.summary.to_dict()
     assert study.rows == whole.rows and {k: c.to_dict() for k, c in study.correlations.items()} == {
-        k: c.to_dict() for k, c in whole.correlations.items()}
+        k: c.to_dict() for k, c in whole.correlations.items()
+    }

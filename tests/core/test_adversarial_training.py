@@ -28,8 +28,9 @@ def cli():
 
 
 def quick_config(data, out, **changes) -> TrainConfig:
-    settings = dict(model="small", data=data, out=out, encoder_weights="none", epochs=1, batch_size=8, img_size=IMG,
-                    workers=0)
+    settings = dict(
+        model="small", data=data, out=out, encoder_weights="none", epochs=1, batch_size=8, img_size=IMG, workers=0
+    )
     return TrainConfig(**{**settings, **changes})
 
 
@@ -89,8 +90,22 @@ def test_catastrophic_overfitting_is_a_pgd_collapse_while_fgsm_holds(history, pg
 def test_a_tiny_adversarial_run_changes_the_weights_and_records_the_defence(tiny_demo, tmp_path):
     plain, defended = tmp_path / "plain.safetensors", tmp_path / "at.safetensors"
     train(quick_config(tiny_demo, plain))
-    args = ["train", *QUICK, "--data", str(tiny_demo), "--epochs", "1", "--out", str(defended),
-            "--adv", "fgsm-rs", "--adv-eps", str(EPS), "--adv-ratio", "0.5"]
+    args = [
+        "train",
+        *QUICK,
+        "--data",
+        str(tiny_demo),
+        "--epochs",
+        "1",
+        "--out",
+        str(defended),
+        "--adv",
+        "fgsm-rs",
+        "--adv-eps",
+        str(EPS),
+        "--adv-ratio",
+        "0.5",
+    ]
     result = CliRunner().invoke(cli(), args, env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
     assert "adversarial training: fgsm-rs at eps 0.03" in result.output
@@ -104,7 +119,12 @@ def test_a_tiny_adversarial_run_changes_the_weights_and_records_the_defence(tiny
     assert plain_meta["defence"] is None
     defence = meta["defence"]
     assert {key: defence[key] for key in ("method", "eps", "steps", "loss", "ratio", "warmup_epochs")} == {
-        "method": "fgsm-rs", "eps": EPS, "steps": 1, "loss": "focal+dice", "ratio": 0.5, "warmup_epochs": 0.0,
+        "method": "fgsm-rs",
+        "eps": EPS,
+        "steps": 1,
+        "loss": "focal+dice",
+        "ratio": 0.5,
+        "warmup_epochs": 0.0,
     }
     assert defence["check"]["slices"] == 4 and 0 <= defence["check"]["pgd_dsc"] <= 1
     assert defence["collapsed_epochs"] == []
@@ -160,16 +180,35 @@ def test_resume_after_an_interrupt_goes_on_with_the_eps_ramp_and_ends_as_an_unin
         (["--adv", "pgd"], "--adv pgd needs --adv-eps"),
         (["--adv-eps", "0.01"], "--adv-eps needs --adv (fgsm-rs or pgd)"),
         (["--adv", "pgd", "--adv-eps", "2"], "--adv-eps must be in (0, 1], got 2.0"),
-        (["--adv", "pgd", "--adv-eps", "0.01", "--adv-steps", "0"], "--adv-steps must be a whole number of at least 1, got 0"),
+        (
+            ["--adv", "pgd", "--adv-eps", "0.01", "--adv-steps", "0"],
+            "--adv-steps must be a whole number of at least 1, got 0",
+        ),
         (["--adv", "fgsm-rs", "--adv-eps", "0.01", "--adv-steps", "3"], "--adv-steps 3 needs --adv pgd"),
         (["--adv", "pgd", "--adv-eps", "0.01", "--adv-ratio", "1.5"], "--adv-ratio must be in (0, 1], got 1.5"),
         (["--adv", "pgd", "--adv-eps", "0.01", "--adv-loss", "l2"], "unknown loss 'l2'"),
-        (["--adv", "pgd", "--adv-eps", "0.01", "--adv-warmup", "-1"], "--adv-warmup must be a number of epochs >= 0, got -1.0"),
-        (["--adv", "pgd", "--adv-eps", "0.01", "--adv-warmup", "3"], "--adv-warmup 3 is longer than the run (--epochs 1)"),
+        (
+            ["--adv", "pgd", "--adv-eps", "0.01", "--adv-warmup", "-1"],
+            "--adv-warmup must be a number of epochs >= 0, got -1.0",
+        ),
+        (
+            ["--adv", "pgd", "--adv-eps", "0.01", "--adv-warmup", "3"],
+            "--adv-warmup 3 is longer than the run (--epochs 1)",
+        ),
     ],
 )
 def test_bad_adversarial_options_give_one_line(tiny_demo, tmp_path, option, message):
-    args = ["train", *QUICK, "--data", str(tiny_demo), "--epochs", "1", "--out", str(tmp_path / "x.safetensors"), *option]
+    args = [
+        "train",
+        *QUICK,
+        "--data",
+        str(tiny_demo),
+        "--epochs",
+        "1",
+        "--out",
+        str(tmp_path / "x.safetensors"),
+        *option,
+    ]
     result = CliRunner().invoke(cli(), args, env={"COLUMNS": "300"})
     output = " ".join(result.output.split())
     assert result.exit_code == 2 and message in output and "Traceback" not in output

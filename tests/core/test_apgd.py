@@ -45,7 +45,9 @@ class Repeat(torch.nn.Module):
 
 def _smooth(generator, shape, kernel):
     n, c, h, w = shape
-    return torch.nn.functional.avg_pool2d(torch.rand(n, c, h + kernel - 1, w + kernel - 1, generator=generator), kernel, 1)
+    return torch.nn.functional.avg_pool2d(
+        torch.rand(n, c, h + kernel - 1, w + kernel - 1, generator=generator), kernel, 1
+    )
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +57,11 @@ def slices(model):
     generator = torch.Generator().manual_seed(3)
     image = _smooth(generator, (3, 1, 48, 48), 9)
     image = (image - image.amin()) / (image.amax() - image.amin())
-    return image, predict(model, image).float(), ["case1_day1_slice_0001", "case1_day1_slice_0002", "case2_day3_slice_0040"]
+    return (
+        image,
+        predict(model, image).float(),
+        ["case1_day1_slice_0001", "case1_day1_slice_0002", "case2_day3_slice_0040"],
+    )
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -114,8 +120,9 @@ def test_step_size_schedule_on_a_quadratic_matches_the_papers_algorithm():
     result = apgd_stage(Repeat(), image, image, eps, steps, objective, trace=trace)
     etas = torch.stack(trace.step_sizes).numpy()  # (steps, 2)
     for i, c in enumerate(centres):
-        expected_etas, expected_best = _scalar_apgd(0.5, 0.5, eps, steps, lambda v: -((v - c) ** 2), lambda v: -2 * (v - c),
-                                                    marks)
+        expected_etas, expected_best = _scalar_apgd(
+            0.5, 0.5, eps, steps, lambda v: -((v - c) ** 2), lambda v: -2 * (v - c), marks
+        )
         np.testing.assert_allclose(etas[:, i], expected_etas, rtol=0, atol=1e-15)
         assert result.best_x[i].item() == pytest.approx(expected_best, abs=1e-12)
         # eta starts at 2 eps, only halves, and only right after a checkpoint
@@ -151,7 +158,9 @@ def test_mean_dice_on_device_equals_the_scored_mean():
 def test_best_iterate_is_never_worse_than_the_last_and_is_scored_as_returned(model, slices, method):
     image, truth, ids = slices
     eps = 0.02
-    last = attack_slice(model, image, truth, AttackConfig.for_method(method, eps=eps, steps=6, best_iterate=False), ids=ids)
+    last = attack_slice(
+        model, image, truth, AttackConfig.for_method(method, eps=eps, steps=6, best_iterate=False), ids=ids
+    )
     best_config = AttackConfig.for_method(method, eps=eps, steps=6, best_iterate=True)
     best = attack_slice(model, image, truth, best_config, ids=ids)
     for b, lst in zip(best, last):
@@ -205,11 +214,15 @@ def test_random_start_depends_on_the_slice_not_on_the_batch():
     assert (together - image).abs().max() <= 0.1
 
 
-@pytest.mark.parametrize("config", [
-    AttackConfig.for_method("apgd", eps=0.05, steps=12, loss="masked-bce", radii=(2, 1.5, 1)),
-    AttackConfig.for_method("pgd", eps=0.05, steps=5, loss="cos-bce", best_iterate=True),
-    AttackConfig.for_method("ensemble", eps=0.05, steps=6),
-], ids=["apgd", "pgd", "ensemble"])
+@pytest.mark.parametrize(
+    "config",
+    [
+        AttackConfig.for_method("apgd", eps=0.05, steps=12, loss="masked-bce", radii=(2, 1.5, 1)),
+        AttackConfig.for_method("pgd", eps=0.05, steps=5, loss="cos-bce", best_iterate=True),
+        AttackConfig.for_method("ensemble", eps=0.05, steps=6),
+    ],
+    ids=["apgd", "pgd", "ensemble"],
+)
 def test_batch_equals_slices_one_by_one_exactly_on_a_per_pixel_model(config):
     model = PixelLinear()
     generator = torch.Generator().manual_seed(6)
@@ -218,8 +231,13 @@ def test_batch_equals_slices_one_by_one_exactly_on_a_per_pixel_model(config):
     ids = ["s0", "s1", "s2"]
     together = run_attack(model, image, truth, config, AttackContext(ids=ids, reference=truth))
     for i in range(3):
-        alone = run_attack(model, image[i : i + 1], truth[i : i + 1], config,
-                           AttackContext(ids=ids[i : i + 1], reference=truth[i : i + 1]))
+        alone = run_attack(
+            model,
+            image[i : i + 1],
+            truth[i : i + 1],
+            config,
+            AttackContext(ids=ids[i : i + 1], reference=truth[i : i + 1]),
+        )
         assert torch.equal(together.adversarial[i], alone.adversarial[0])
         assert torch.equal(together.adv_pred[i], alone.adv_pred[0])
         if together.members is not None:
@@ -244,7 +262,9 @@ def test_ensemble_is_per_slice_no_better_than_any_member(model, slices):
     image, truth, ids = slices
     config = AttackConfig.for_method("ensemble", eps=0.02, steps=4)
     ensemble = attack_slice(model, image, truth, config, ids=ids)
-    members = {m.name: attack_slice(model, image, truth, c, ids=ids) for m, c in zip(ENSEMBLE, config.ensemble_members())}
+    members = {
+        m.name: attack_slice(model, image, truth, c, ids=ids) for m, c in zip(ENSEMBLE, config.ensemble_members())
+    }
     for i, row in enumerate(ensemble):
         for name, results in members.items():
             assert row.mean_adv <= results[i].mean_adv, (row.slice_id, name)
@@ -263,18 +283,25 @@ def test_ensemble_budget_in_passes_per_slice():
     assert passes_per_slice(AttackConfig.for_method("apgd", steps=100)) == {"forward_backward": 100, "forward": 2}
 
 
-@pytest.mark.parametrize("config", [
-    AttackConfig.for_method("ensemble", eps=0.03, steps=7),
-    AttackConfig.for_method("apgd", eps=0.03, steps=9, radii=(2, 1.5, 1)),
-    AttackConfig.for_method("pgd", eps=0.03, steps=5, best_iterate=True),
-    AttackConfig.for_method("bim", eps=0.03, steps=5),
-    AttackConfig(eps=0.03),
-], ids=lambda c: c.method_label)
+@pytest.mark.parametrize(
+    "config",
+    [
+        AttackConfig.for_method("ensemble", eps=0.03, steps=7),
+        AttackConfig.for_method("apgd", eps=0.03, steps=9, radii=(2, 1.5, 1)),
+        AttackConfig.for_method("pgd", eps=0.03, steps=5, best_iterate=True),
+        AttackConfig.for_method("bim", eps=0.03, steps=5),
+        AttackConfig(eps=0.03),
+    ],
+    ids=lambda c: c.method_label,
+)
 def test_stated_passes_are_the_passes_made(config):
     model = PixelLinear()
     counts = {True: 0, False: 0}
-    model.register_forward_hook(lambda module, inputs, output: counts.__setitem__(
-        torch.is_grad_enabled(), counts[torch.is_grad_enabled()] + inputs[0].shape[0]))
+    model.register_forward_hook(
+        lambda module, inputs, output: counts.__setitem__(
+            torch.is_grad_enabled(), counts[torch.is_grad_enabled()] + inputs[0].shape[0]
+        )
+    )
     image = torch.rand(2, 1, 8, 8, generator=torch.Generator().manual_seed(0))
     truth = (image > 0.5).float().expand(-1, 3, -1, -1)
     attack_slice(model, image, truth, config, ids=["a", "b"])
@@ -302,15 +329,18 @@ def test_method_defaults_follow_a_method_change_unless_chosen():
     assert AttackConfig.for_method("apgd", radii="2,1.5,1").to_dict()["radii"] == [2.0, 1.5, 1.0]
 
 
-@pytest.mark.parametrize(("changes", "message"), [
-    ({"method": "fgsm", "best_iterate": True}, "best iterate"),
-    ({"method": "apgd", "radii": (2.0, 1.5)}, "the last 1"),
-    ({"method": "apgd", "radii": (0.5, 1.0)}, "at least 1"),
-    ({"method": "apgd", "radii": "2,x,1"}, "numbers"),
-    ({"method": "pgd", "radii": (2.0, 1.0)}, "apply to apgd"),
-    ({"method": "apgd", "radii": (2.0, 1.5, 1.0), "steps": 2}, "at least 3 steps"),
-    ({"method": "apgd", "best_iterate": "yes"}, "true or false"),
-])
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"method": "fgsm", "best_iterate": True}, "best iterate"),
+        ({"method": "apgd", "radii": (2.0, 1.5)}, "the last 1"),
+        ({"method": "apgd", "radii": (0.5, 1.0)}, "at least 1"),
+        ({"method": "apgd", "radii": "2,x,1"}, "numbers"),
+        ({"method": "pgd", "radii": (2.0, 1.0)}, "apply to apgd"),
+        ({"method": "apgd", "radii": (2.0, 1.5, 1.0), "steps": 2}, "at least 3 steps"),
+        ({"method": "apgd", "best_iterate": "yes"}, "true or false"),
+    ],
+)
 def test_bad_config_names_the_value(changes, message):
     with pytest.raises(OptionError, match=message):
         AttackConfig(**changes)

@@ -37,10 +37,18 @@ def test_switching_method_drops_what_only_the_old_one_read():
 @pytest.mark.parametrize(
     ("values", "named"),
     [
-        ({"method": "cw"}, "'cw'"), ({"loss": "hinge"}, "'hinge'"), ({"eps": 1.5}, "1.5"), ({"eps": "x"}, "'x'"),
-        ({"steps": 0}, "steps"), ({"steps": 2.5}, "2.5"), ({"step_size": -1.0}, "-1"),
-        ({"method": "erase", "organs": "liver"}, "'liver'"), ({"method": "erase", "organs": ()}, "organ"),
-        ({"method": "pgd", "mode": "paper"}, "paper"), ({"precision": "fp8"}, "'fp8'"), ({"target": "x"}, "'x'"),
+        ({"method": "cw"}, "'cw'"),
+        ({"loss": "hinge"}, "'hinge'"),
+        ({"eps": 1.5}, "1.5"),
+        ({"eps": "x"}, "'x'"),
+        ({"steps": 0}, "steps"),
+        ({"steps": 2.5}, "2.5"),
+        ({"step_size": -1.0}, "-1"),
+        ({"method": "erase", "organs": "liver"}, "'liver'"),
+        ({"method": "erase", "organs": ()}, "organ"),
+        ({"method": "pgd", "mode": "paper"}, "paper"),
+        ({"precision": "fp8"}, "'fp8'"),
+        ({"target": "x"}, "'x'"),
     ],
 )
 def test_bad_values_are_user_errors_naming_the_value(values, named):

@@ -122,7 +122,9 @@ REFERENCE_LOSSES = {
 def test_fgsm_follows_its_formula_with_an_independent_gradient(model, batch, loss, mode):
     image, target = batch
     eps = 0.02
-    reference, magnitude = _reference_sign(model, image, target, REFERENCE_LOSSES[loss, mode], 3 if mode == "paper" else 1)
+    reference, magnitude = _reference_sign(
+        model, image, target, REFERENCE_LOSSES[loss, mode], 3 if mode == "paper" else 1
+    )
     sign = gradient_sign(model, image, target, loss, mode)
     if mode == "paper":  # each channel its own sign, not one sign repeated
         assert sign.shape[1] == 3 and (sign != sign[:, :1]).float().mean() > 0.05
@@ -195,9 +197,12 @@ def test_cached_gradient_gives_the_recomputed_result_bit_for_bit(model, batch):
         assert recomputed.shape[1] == 3
         np.testing.assert_array_equal(np.stack([r.pictures.adversarial for r in point]), recomputed.mean(1).numpy())
         np.testing.assert_array_equal(np.stack([r.pictures.adversarial for r in repeat]), recomputed.mean(1).numpy())
-        np.testing.assert_array_equal(np.stack([r.pictures.adversarial_prediction for r in point]),
-                                      predict(model, recomputed).numpy())
-        np.testing.assert_array_equal(np.stack([r.dsc_adv for r in point]), dice_per_organ(predict(model, recomputed), target))
+        np.testing.assert_array_equal(
+            np.stack([r.pictures.adversarial_prediction for r in point]), predict(model, recomputed).numpy()
+        )
+        np.testing.assert_array_equal(
+            np.stack([r.dsc_adv for r in point]), dice_per_organ(predict(model, recomputed), target)
+        )
         linf, l2 = perturbation_norms(image, recomputed)
         np.testing.assert_array_equal([r.linf for r in point], linf)
         np.testing.assert_array_equal([r.l2 for r in point], l2)
@@ -380,8 +385,17 @@ def test_predict_scores_a_train_mode_model_in_eval_mode_and_leaves_it_as_it_was(
 def test_iterative_attacks_report_each_step_and_take_a_precision(model, batch):
     image, target = batch
     seen = []
-    adversarial = pgd(model, image[:1], target[:1], 0.01, steps=3, precision="bf16", loss="dice",
-                      generator=torch.Generator().manual_seed(0), on_step=lambda *state: seen.append(state))
+    adversarial = pgd(
+        model,
+        image[:1],
+        target[:1],
+        0.01,
+        steps=3,
+        precision="bf16",
+        loss="dice",
+        generator=torch.Generator().manual_seed(0),
+        on_step=lambda *state: seen.append(state),
+    )
     assert [(step, steps) for step, steps, *_ in seen] == [(0, 3), (1, 3), (2, 3)]
     for _, _, iterate, logits, loss in seen:  # each step's own iterate, its logits and its objective
         assert (iterate - image[:1]).abs().max() <= 0.01 + 1e-6

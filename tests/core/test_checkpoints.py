@@ -51,16 +51,31 @@ def outputs(model, batch):
 def test_round_trip_gives_identical_outputs_and_full_metadata(tmp_path, small, batch):
     val = {"large_bowel": 0.8, "small_bowel": 0.7, "stomach": 0.9, "mean": 0.8}
     path = save_checkpoint(
-        tmp_path / "m.safetensors", small, img_size=IMG, train_args={"lr": 3e-4}, epoch=3, val_dsc=val,
+        tmp_path / "m.safetensors",
+        small,
+        img_size=IMG,
+        train_args={"lr": 3e-4},
+        epoch=3,
+        val_dsc=val,
         data_fingerprint="abc",
     )
     loaded, meta = load_checkpoint(path)
     assert not loaded.training
     assert torch.equal(outputs(loaded, batch), outputs(small, batch))
     expected = {
-        "model": "small", "arch": "Unet", "encoder": "mobilenet_v2", "in_channels": 1, "classes": list(ORGANS),
-        "img_size": IMG, "normalisation": "none", "train_args": {"lr": 3e-4}, "epoch": 3, "val_dsc": val,
-        "data_fingerprint": "abc", "segadv_version": core.__version__, "dtype": "float32",
+        "model": "small",
+        "arch": "Unet",
+        "encoder": "mobilenet_v2",
+        "in_channels": 1,
+        "classes": list(ORGANS),
+        "img_size": IMG,
+        "normalisation": "none",
+        "train_args": {"lr": 3e-4},
+        "epoch": 3,
+        "val_dsc": val,
+        "data_fingerprint": "abc",
+        "segadv_version": core.__version__,
+        "dtype": "float32",
         "params": sum(p.numel() for p in small.parameters()),
     }
     assert {key: meta[key] for key in expected} == expected
@@ -109,14 +124,18 @@ def test_import_checkpoint_command_converts_foreign_weights(tmp_path, small, bat
 
     torch.save(small.net.state_dict(), tmp_path / "w.pt")
     out = tmp_path / "converted.safetensors"
-    result = CliRunner().invoke(app, ["import-checkpoint", str(tmp_path / "w.pt"), "--model", "small", str(out), "--img-size", "96"])
+    result = CliRunner().invoke(
+        app, ["import-checkpoint", str(tmp_path / "w.pt"), "--model", "small", str(out), "--img-size", "96"]
+    )
     assert result.exit_code == 0, result.output
     loaded, meta = load_checkpoint(out)
     assert meta["img_size"] == 96 and meta["model"] == "small"
     assert torch.equal(outputs(loaded, batch), outputs(small, batch))
 
     torch.save({"head.weight": torch.zeros(3)}, tmp_path / "other.pt")
-    mismatch = CliRunner().invoke(app, ["import-checkpoint", str(tmp_path / "other.pt"), "--model", "small", str(tmp_path / "x.safetensors")])
+    mismatch = CliRunner().invoke(
+        app, ["import-checkpoint", str(tmp_path / "other.pt"), "--model", "small", str(tmp_path / "x.safetensors")]
+    )
     assert mismatch.exit_code == 2
     assert "missing keys" in mismatch.output and not (tmp_path / "x.safetensors").exists()
 
@@ -129,8 +148,19 @@ def test_weights_trained_on_transposed_slices_as_the_paper_notebook_did(tmp_path
     _register_commands()
     torch.save(small.net.state_dict(), tmp_path / "notebook.pt")
     out = tmp_path / "paper.safetensors"
-    result = CliRunner().invoke(app, ["import-checkpoint", str(tmp_path / "notebook.pt"), "--model", "small", str(out),
-                                      "--img-size", "64", "--transposed"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "import-checkpoint",
+            str(tmp_path / "notebook.pt"),
+            "--model",
+            "small",
+            str(out),
+            "--img-size",
+            "64",
+            "--transposed",
+        ],
+    )
     assert result.exit_code == 0 and "input transposed" in result.output, result.output
     loaded, meta = load_checkpoint(out)
     assert meta["input_transposed"] is True and loaded.transposed
@@ -140,7 +170,10 @@ def test_weights_trained_on_transposed_slices_as_the_paper_notebook_did(tmp_path
         assert not torch.allclose(loaded(batch), small(batch), atol=1e-3)  # the orientation matters
     shown = CliRunner().invoke(app, ["info", str(out)], env={"COLUMNS": "200"})
     assert "input transposed" in shown.output
-    assert read_checkpoint_meta(save_checkpoint(tmp_path / "plain.safetensors", small, img_size=64))["input_transposed"] is False
+    assert (
+        read_checkpoint_meta(save_checkpoint(tmp_path / "plain.safetensors", small, img_size=64))["input_transposed"]
+        is False
+    )
 
 
 class _WritesAMarker:
@@ -251,7 +284,10 @@ def test_a_crash_mid_save_leaves_the_old_checkpoint_intact(tmp_path, small, batc
 
 def test_training_state_round_trips_and_refuses_code(tmp_path, small):
     state = {
-        "model_name": "small", "epoch": 2, "step": 0, "model": small.state_dict(),
+        "model_name": "small",
+        "epoch": 2,
+        "step": 0,
+        "model": small.state_dict(),
         "rng": {"torch": torch.get_rng_state(), "python": [3, [1, 2], None]},
     }
     path = save_training_state(tmp_path / "run.resume.pt", state)
@@ -268,7 +304,7 @@ def test_metadata_is_json_in_the_safetensors_header(tmp_path, small):
     path = save_checkpoint(tmp_path / "m.safetensors", small, img_size=IMG)
     raw = path.read_bytes()
     header_len = int.from_bytes(raw[:8], "little")
-    header = json.loads(raw[8:8 + header_len])
+    header = json.loads(raw[8 : 8 + header_len])
     assert json.loads(header["__metadata__"]["classes"]) == list(ORGANS)
 
 

@@ -145,8 +145,12 @@ def real_root(tmp_path, real_samples) -> Path:
 def test_the_real_rows_read_back_with_sizes_spacing_and_masks(real_root, real_samples):
     data = GITractDataset(real_root)
     assert [r.id for r in data] == [
-        "case123_day20_slice_0001", "case123_day20_slice_0064", "case123_day20_slice_0065",
-        "case123_day20_slice_0066", "case123_day20_slice_0067", "case131_day0_slice_0066",
+        "case123_day20_slice_0001",
+        "case123_day20_slice_0064",
+        "case123_day20_slice_0065",
+        "case123_day20_slice_0066",
+        "case123_day20_slice_0067",
+        "case131_day0_slice_0066",
     ]
     wide = data.by_id("case131_day0_slice_0066")
     assert (wide.case, wide.day, wide.slice, wide.case_day) == (131, 0, 66, "case131_day0")
@@ -162,7 +166,9 @@ def test_the_real_rows_read_back_with_sizes_spacing_and_masks(real_root, real_sa
         assert rle_encode(masks[organ]) == row["segmentation"]
     assert wide.masks()[0].sum() == 814 and not wide.masks()[1:].any()
     assert [r.id for r in with_organs(data)] == [
-        "case123_day20_slice_0065", "case123_day20_slice_0067", "case131_day0_slice_0066",
+        "case123_day20_slice_0065",
+        "case123_day20_slice_0067",
+        "case131_day0_slice_0066",
     ]
     # The sample lacks some organ rows: those slices are kept, the organ taken as absent, and said so.
     assert len(data.problems) == 2

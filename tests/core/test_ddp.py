@@ -33,8 +33,14 @@ def torchrun(processes: int, *args: str, cwd: Path) -> subprocess.CompletedProce
     segadv = Path(sys.executable).with_name("segadv")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "200"}
     command = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(processes),
-        str(segadv), *args,
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        str(processes),
+        str(segadv),
+        *args,
     ]
     return subprocess.run(command, env=env, cwd=cwd, capture_output=True, text=True, timeout=300)
 
@@ -68,9 +74,29 @@ def test_weights_of_an_unfrozen_model_load_into_a_frozen_one_and_back(registry_m
 def test_every_model_trains_two_steps_under_torchrun_without_unused_parameters(tiny_demo, tmp_path, name):
     out = tmp_path / f"{name}.safetensors"
     done = torchrun(
-        1, "train", "--model", name, "--encoder-weights", "none", "--device", "cpu", "--data", str(tiny_demo),
-        "--limit-slices", "8", "--batch-size", "4", "--img-size", "64", "--epochs", "1", "--workers", "0",
-        "--out", str(out), cwd=tmp_path,
+        1,
+        "train",
+        "--model",
+        name,
+        "--encoder-weights",
+        "none",
+        "--device",
+        "cpu",
+        "--data",
+        str(tiny_demo),
+        "--limit-slices",
+        "8",
+        "--batch-size",
+        "4",
+        "--img-size",
+        "64",
+        "--epochs",
+        "1",
+        "--workers",
+        "0",
+        "--out",
+        str(out),
+        cwd=tmp_path,
     )
     output = done.stdout + done.stderr
     assert done.returncode == 0, output
@@ -84,14 +110,43 @@ def test_every_model_trains_two_steps_under_torchrun_without_unused_parameters(t
 @pytest.mark.slow
 def test_a_two_process_gloo_run_resumes_a_state_and_only_rank_0_reports_and_saves(tiny_demo, tmp_path):
     out = tmp_path / "ddp.safetensors"
-    train(TrainConfig(
-        model="small", data=tiny_demo, out=out, encoder_weights="none", epochs=1, batch_size=8, img_size=64, workers=0,
-    ))
+    train(
+        TrainConfig(
+            model="small",
+            data=tiny_demo,
+            out=out,
+            encoder_weights="none",
+            epochs=1,
+            batch_size=8,
+            img_size=64,
+            workers=0,
+        )
+    )
     # Both ranks restore rank 0's RNG state, then reseed per rank, and go on with epoch 2.
     done = torchrun(
-        2, "train", "--model", "small", "--encoder-weights", "none", "--img-size", "64", "--batch-size", "8",
-        "--workers", "0", "--data", str(tiny_demo), "--device", "cpu", "--out", str(out), "--epochs", "2",
-        "--resume", str(resume_path_for(out)), cwd=tmp_path,
+        2,
+        "train",
+        "--model",
+        "small",
+        "--encoder-weights",
+        "none",
+        "--img-size",
+        "64",
+        "--batch-size",
+        "8",
+        "--workers",
+        "0",
+        "--data",
+        str(tiny_demo),
+        "--device",
+        "cpu",
+        "--out",
+        str(out),
+        "--epochs",
+        "2",
+        "--resume",
+        str(resume_path_for(out)),
+        cwd=tmp_path,
     )
     output = done.stdout + done.stderr
     assert done.returncode == 0, output
@@ -111,9 +166,35 @@ def test_a_two_process_gloo_run_resumes_a_state_and_only_rank_0_reports_and_save
 def test_adversarial_training_runs_under_torchrun_and_rank_0_alone_checks_and_records_the_defence(tiny_demo, tmp_path):
     out = tmp_path / "at.safetensors"
     done = torchrun(
-        2, "train", "--model", "small", "--encoder-weights", "none", "--device", "cpu", "--data", str(tiny_demo),
-        "--limit-slices", "8", "--batch-size", "4", "--img-size", "64", "--epochs", "1", "--workers", "0",
-        "--adv", "pgd", "--adv-eps", "0.03", "--adv-steps", "2", "--out", str(out), cwd=tmp_path,
+        2,
+        "train",
+        "--model",
+        "small",
+        "--encoder-weights",
+        "none",
+        "--device",
+        "cpu",
+        "--data",
+        str(tiny_demo),
+        "--limit-slices",
+        "8",
+        "--batch-size",
+        "4",
+        "--img-size",
+        "64",
+        "--epochs",
+        "1",
+        "--workers",
+        "0",
+        "--adv",
+        "pgd",
+        "--adv-eps",
+        "0.03",
+        "--adv-steps",
+        "2",
+        "--out",
+        str(out),
+        cwd=tmp_path,
     )
     output = done.stdout + done.stderr
     assert done.returncode == 0, output

@@ -52,7 +52,9 @@ def _masks(root: Path) -> dict[str, np.ndarray]:
     for i in range(0, len(rows), 3):
         slice_id = rows[i][0]
         f = files[slice_id]
-        out[slice_id] = np.stack([rle_decode(r[2], f["height"], f["width"], slice_id=slice_id) for r in rows[i : i + 3]])
+        out[slice_id] = np.stack(
+            [rle_decode(r[2], f["height"], f["width"], slice_id=slice_id) for r in rows[i : i + 3]]
+        )
     return out
 
 

@@ -119,8 +119,9 @@ def test_sweep_and_table_agree_with_evaluate(model, records):
         assert swept.entry(loss, 0.0).summary.mean_adv == pytest.approx(single.mean_clean, abs=1e-12)
     json.dumps(swept.to_dict(), allow_nan=False)
 
-    table = table_ii([("random", model, {"img_size": IMG_SIZE})], subset, ["bce", "dice"], AttackConfig(eps=0.02),
-                     batch_size=4)
+    table = table_ii(
+        [("random", model, {"img_size": IMG_SIZE})], subset, ["bce", "dice"], AttackConfig(eps=0.02), batch_size=4
+    )
     (row,) = table.rows
     assert row.params == sum(p.numel() for p in model.parameters())
     assert row.title == "MobileNetV2 U-Net (small)"
@@ -173,8 +174,12 @@ def test_attack_slice_with_a_cache_steps_eps_without_a_new_gradient(model, recor
 
 def test_table_ii_with_bim_equals_one_evaluation_per_loss(model, records):
     subset = [r for r in records if r.has_organs][:2]
-    table = table_ii([("random", model, {"img_size": IMG_SIZE})], subset, ["bce", "dice"],
-                     AttackConfig(method="bim", eps=0.02, steps=2))
+    table = table_ii(
+        [("random", model, {"img_size": IMG_SIZE})],
+        subset,
+        ["bce", "dice"],
+        AttackConfig(method="bim", eps=0.02, steps=2),
+    )
     (row,) = table.rows
     for loss in ("bce", "dice"):
         single = evaluate(model, subset, IMG_SIZE, AttackConfig(method="bim", loss=loss, eps=0.02, steps=2)).summary
@@ -189,8 +194,13 @@ def test_table_ii_runs_a_method_with_its_own_objective_once_in_one_column(model,
     subset = [r for r in records if r.has_organs][:2]
     config = AttackConfig(method="erase", organs=("stomach",), eps=0.02, steps=2)
     seen = []
-    table = table_ii([("random", model, {"img_size": IMG_SIZE})], subset, ["bce", "dice", "focal"], config,
-                     progress=lambda done, total: seen.append(total))
+    table = table_ii(
+        [("random", model, {"img_size": IMG_SIZE})],
+        subset,
+        ["bce", "dice", "focal"],
+        config,
+        progress=lambda done, total: seen.append(total),
+    )
     (row,) = table.rows
     assert table.losses == ["bce"] and set(seen) == {len(subset)}
     assert row.dsc_adv["bce"] == pytest.approx(evaluate(model, subset, IMG_SIZE, config).summary.mean_adv, abs=1e-12)

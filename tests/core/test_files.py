@@ -108,11 +108,27 @@ def test_a_failed_rename_leaves_no_temporary(tmp_path, monkeypatch):
 
 
 def test_missing_numbers_are_null_in_json_and_empty_in_csv(tmp_path):
-    payload = {"nan": float("nan"), "none": None, "inf": float("inf"), "f32": np.float32(0.5), "i64": np.int64(3),
-               "array": np.array([0.25, np.nan]), "path": Path("a/b"), "tuple": (1, float("nan"))}
+    payload = {
+        "nan": float("nan"),
+        "none": None,
+        "inf": float("inf"),
+        "f32": np.float32(0.5),
+        "i64": np.int64(3),
+        "array": np.array([0.25, np.nan]),
+        "path": Path("a/b"),
+        "tuple": (1, float("nan")),
+    }
     written = json.loads(write_json(tmp_path / "m.json", payload).read_text())
-    assert written == {"nan": None, "none": None, "inf": None, "f32": 0.5, "i64": 3, "array": [0.25, None],
-                       "path": "a/b", "tuple": [1, None]}
+    assert written == {
+        "nan": None,
+        "none": None,
+        "inf": None,
+        "f32": 0.5,
+        "i64": 3,
+        "array": [0.25, None],
+        "path": "a/b",
+        "tuple": [1, None],
+    }
     assert json_number(np.float64(0.125)) == 0.125 and json_number(math.nan) is None
 
     write_csv(tmp_path / "m.csv", ["a", "b", "c", "d"], [[float("nan"), None, np.float32(0.5), 0.1 + 0.2]])
@@ -149,14 +165,31 @@ def test_the_cli_writes_each_kind_of_output_with_the_umasks_mode(tmp_path, tiny_
     checkpoint = out / "model.safetensors"
     commands = [
         ["import-checkpoint", str(tmp_path / "foreign.pt"), "--model", "small", str(checkpoint), "--img-size", "64"],
-        ["table", "--checkpoint", str(checkpoint), "--data", str(tiny_demo), "--limit", "1", "--losses", "bce",
-         "--md", str(out / "t.md"), "--csv", str(out / "t.csv"), "--json", str(out / "t.json")],
+        [
+            "table",
+            "--checkpoint",
+            str(checkpoint),
+            "--data",
+            str(tiny_demo),
+            "--limit",
+            "1",
+            "--losses",
+            "bce",
+            "--md",
+            str(out / "t.md"),
+            "--csv",
+            str(out / "t.csv"),
+            "--json",
+            str(out / "t.json"),
+        ],
         ["figure", "--checkpoint", str(checkpoint), "--data", str(tiny_demo), "--out", str(out / "f.png")],
     ]
     code = CLI_RUNS.format(commands=commands)
     result = subprocess.run(
         ["sh", "-c", f'umask {mask:03o} && exec "$0" -c "$1"', sys.executable, code],
-        capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
+        capture_output=True,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
     assert result.returncode == 0, result.stderr
     written = {path.name: mode(path) for path in out.iterdir()}
@@ -284,9 +317,22 @@ def test_the_cli_writes_through_a_fifo_without_replacing_it(tmp_path, tiny_demo)
     os.mkfifo(fifo)
     with reading(fifo) as reader:
         result = subprocess.run(
-            [sys.executable, "-c", "from segadv_tui.cli import main; main()", "attack", "--data", str(tiny_demo),
-             "--limit", "1", "--json", str(fifo)],
-            capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300,
+            [
+                sys.executable,
+                "-c",
+                "from segadv_tui.cli import main; main()",
+                "attack",
+                "--data",
+                str(tiny_demo),
+                "--limit",
+                "1",
+                "--json",
+                str(fifo),
+            ],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "OMP_NUM_THREADS": "1"},
+            timeout=300,
         )
         out, _ = reader.communicate(timeout=60)
     assert result.returncode == 0, result.stderr

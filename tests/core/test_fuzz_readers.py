@@ -36,12 +36,15 @@ from core.models.checkpoints import read_checkpoint_meta, read_safetensors_meta
 REAL_SAMPLES = Path(__file__).resolve().parent.parent.parent.parent / "shared" / "real-samples"
 EXAMPLES = int(os.environ.get("SEGADV_FUZZ_EXAMPLES", "60"))
 FUZZ = settings(
-    max_examples=EXAMPLES, deadline=timedelta(seconds=5), database=None,
+    max_examples=EXAMPLES,
+    deadline=timedelta(seconds=5),
+    database=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much],
 )
 # Values that break readers: boundaries of 32- and 64-bit integers, NaN and infinities as float32.
 INTERESTING = [struct.pack("<I", value) for value in (0, 1, 0x7FFFFFFF, 0x80000000, 0xFFFFFFFF)] + [
-    struct.pack("<f", value) for value in (float("nan"), float("inf"), -float("inf"), 1e30)]
+    struct.pack("<f", value) for value in (float("nan"), float("inf"), -float("inf"), 1e30)
+]
 
 
 @cache
@@ -55,6 +58,7 @@ def workdir() -> Path:
 
 
 # -- mutations --------------------------------------------------------------------------------------------------
+
 
 @st.composite
 def mutated(draw, seed: bytes, start: int = 0, max_edits: int = 6) -> bytes:
@@ -71,13 +75,13 @@ def mutated(draw, seed: bytes, start: int = 0, max_edits: int = 6) -> bytes:
         elif kind == "insert":
             data[at:at] = draw(st.binary(min_size=1, max_size=16))
         elif kind == "delete":
-            del data[at:at + draw(st.integers(1, 64))]
+            del data[at : at + draw(st.integers(1, 64))]
         elif kind == "truncate":
             del data[at:]
         elif kind == "repeat":
-            data[at:at] = bytes(data[at:at + draw(st.integers(1, 32))]) * draw(st.integers(1, 64))
+            data[at:at] = bytes(data[at : at + draw(st.integers(1, 32))]) * draw(st.integers(1, 64))
         elif kind == "interesting":
-            data[at:at + 4] = draw(st.sampled_from(INTERESTING))
+            data[at : at + 4] = draw(st.sampled_from(INTERESTING))
     return bytes(data)
 
 
@@ -86,21 +90,45 @@ def deep(depth: int) -> str:
 
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=12)
-    | st.sampled_from([0, -1, 32, 4096, 4097, 10 ** 9, 2 ** 63, 10 ** 40, 1e308, "small", "none", "float16",
-                       ["large_bowel", "small_bowel", "stomach"], ["stomach"], "segadv-checkpoint/1",
-                       "segadv-universal/1"]),
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats()
+    | st.text(max_size=12)
+    | st.sampled_from(
+        [
+            0,
+            -1,
+            32,
+            4096,
+            4097,
+            10**9,
+            2**63,
+            10**40,
+            1e308,
+            "small",
+            "none",
+            "float16",
+            ["large_bowel", "small_bowel", "stomach"],
+            ["stomach"],
+            "segadv-checkpoint/1",
+            "segadv-universal/1",
+        ]
+    ),
     lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
     max_leaves=12,
 )
 # What a metadata entry's string may hold: JSON, broken JSON, nesting bombs, long numbers.
 json_texts = st.one_of(
-    json_values.map(json.dumps), st.text(max_size=24), st.integers(1, 200_000).map(deep),
+    json_values.map(json.dumps),
+    st.text(max_size=24),
+    st.integers(1, 200_000).map(deep),
     st.integers(1, 6000).map(lambda n: "9" * n),
 )
 
 
 # -- target: safetensors headers and metadata (checkpoints, deltas) ------------------------------------------
+
 
 @cache
 def safetensors_seeds() -> list[tuple[dict, int]]:
@@ -115,8 +143,13 @@ def safetensors_inputs(draw) -> tuple[bytes, int, int | None]:
     header = json.loads(json.dumps(header))
     meta, tensors = header.setdefault("__metadata__", {}), [key for key in header if key != "__metadata__"]
     header_len = None
-    edits = draw(st.lists(st.sampled_from(("meta value", "meta delete", "tensor field", "header", "bytes", "length",
-                                           "data length")), min_size=1, max_size=3))
+    edits = draw(
+        st.lists(
+            st.sampled_from(("meta value", "meta delete", "tensor field", "header", "bytes", "length", "data length")),
+            min_size=1,
+            max_size=3,
+        )
+    )
     for edit in sorted(edits, key=lambda edit: edit == "header"):  # the metadata is edited before it may be replaced
         if edit == "meta value":
             key = draw(st.sampled_from(sorted(meta)) | st.text(max_size=8)) if meta else draw(st.text(max_size=8))
@@ -134,7 +167,7 @@ def safetensors_inputs(draw) -> tuple[bytes, int, int | None]:
     if "bytes" in edits:
         text = draw(mutated(text))
     if "length" in edits:
-        header_len = draw(st.integers(0, 2 ** 64 - 1) | st.integers(max(0, len(text) - 8), len(text) + 8))
+        header_len = draw(st.integers(0, 2**64 - 1) | st.integers(max(0, len(text) - 8), len(text) + 8))
     return text, size, header_len
 
 
@@ -153,12 +186,13 @@ def check_safetensors(case: tuple[bytes, int, int | None]) -> None:
 
 # -- target: the delta file ------------------------------------------------------------------------------------
 
+
 @st.composite
 def delta_inputs(draw) -> bytes:
     """The bundled delta: its header edited as above, or its bytes mutated anywhere (its values too)."""
     raw = DEMO_DELTA.read_bytes()
     (length,) = struct.unpack("<Q", raw[:8])
-    header, data = json.loads(raw[8:8 + length]), raw[8 + length:]
+    header, data = json.loads(raw[8 : 8 + length]), raw[8 + length :]
     if draw(st.booleans()):
         return draw(mutated(raw))
     meta = header["__metadata__"]
@@ -181,6 +215,7 @@ def check_delta(raw: bytes) -> None:
 
 
 # -- target: slice PNGs ------------------------------------------------------------------------------------------
+
 
 def png_bytes(pixels: np.ndarray, **options) -> bytes:
     from PIL import Image
@@ -228,7 +263,7 @@ def png_inputs(draw) -> bytes:
     if kind == "mutated body":  # past the IHDR, so the decoders see the damage
         return draw(mutated(seed, start=33))
     if kind == "size":
-        extent = st.integers(0, 2 ** 32 - 1) | st.integers(0, 5000)
+        extent = st.integers(0, 2**32 - 1) | st.integers(0, 5000)
         return with_size(seed, draw(extent), draw(extent))
     return draw(st.binary(max_size=256))
 
@@ -245,13 +280,17 @@ def check_png(raw: bytes) -> None:
 
 # -- target: RLE -------------------------------------------------------------------------------------------------
 
+
 @cache
 def rle_seeds() -> list[str]:
     rng = np.random.default_rng(1)
     seeds = [rle_encode(rng.random((20, 30)) < density) for density in (0.05, 0.5)]
     if (REAL_SAMPLES / "train_rows.csv").is_file():
-        seeds += [row.split(",")[2] for row in (REAL_SAMPLES / "train_rows.csv").read_text().splitlines()[1:]
-                  if row.count(",") == 2 and row.split(",")[2]]
+        seeds += [
+            row.split(",")[2]
+            for row in (REAL_SAMPLES / "train_rows.csv").read_text().splitlines()[1:]
+            if row.count(",") == 2 and row.split(",")[2]
+        ]
     return seeds
 
 
@@ -261,10 +300,10 @@ def rle_inputs(draw) -> tuple[str, int, int]:
     if kind == "mutated":
         text = draw(mutated(draw(st.sampled_from(rle_seeds())).encode())).decode("utf-8", "replace")
     elif kind == "integers":
-        text = " ".join(map(str, draw(st.lists(st.integers(-2 ** 70, 2 ** 70) | st.integers(-3, 700), max_size=20))))
+        text = " ".join(map(str, draw(st.lists(st.integers(-(2**70), 2**70) | st.integers(-3, 700), max_size=20))))
     else:
         text = draw(st.text(max_size=40))
-    extent = st.integers(-2, 300) | st.integers(0, 10 ** 6)
+    extent = st.integers(-2, 300) | st.integers(0, 10**6)
     return text, draw(extent), draw(extent)
 
 
@@ -310,8 +349,11 @@ def dataset_inputs(draw) -> tuple[bytes, list[str]]:
     if kind == "mutated":
         text = draw(mutated(seed))
     elif kind == "rows":
-        ids = st.from_regex(r"case[0-9]{1,12}_day[0-9]{1,12}_slice_[0-9]{1,12}", fullmatch=True) | st.sampled_from(
-            [f"case1_day1_slice_{number:04d}" for number, _, _ in SLICES]) | st.text(max_size=12)
+        ids = (
+            st.from_regex(r"case[0-9]{1,12}_day[0-9]{1,12}_slice_[0-9]{1,12}", fullmatch=True)
+            | st.sampled_from([f"case1_day1_slice_{number:04d}" for number, _, _ in SLICES])
+            | st.text(max_size=12)
+        )
         organs = st.sampled_from(("large_bowel", "small_bowel", "stomach")) | st.text(max_size=12)
         rles = st.sampled_from(rle_seeds()) | rle_inputs().map(lambda case: case[0])
         rows = draw(st.lists(st.tuples(ids, organs, rles), max_size=8))
@@ -322,9 +364,16 @@ def dataset_inputs(draw) -> tuple[bytes, list[str]]:
         text = stream.getvalue().encode()
     else:
         text = draw(st.binary(max_size=200))
-    names = draw(st.lists(slice_names | st.text(st.characters(blacklist_characters="/\0"), min_size=1, max_size=30)
-                          .map(lambda name: name + ".png") | st.sampled_from(["\udcff.png", "slice_\udc80_1_1_1_1.png"]),
-                          max_size=3))  # the last: names that are not UTF-8 (bytes 0xff, 0x80 on disk)
+    names = draw(
+        st.lists(
+            slice_names
+            | st.text(st.characters(blacklist_characters="/\0"), min_size=1, max_size=30).map(
+                lambda name: name + ".png"
+            )
+            | st.sampled_from(["\udcff.png", "slice_\udc80_1_1_1_1.png"]),
+            max_size=3,
+        )
+    )  # the last: names that are not UTF-8 (bytes 0xff, 0x80 on disk)
     return text, names
 
 
@@ -342,7 +391,9 @@ def check_dataset(case: tuple[bytes, list[str]]) -> None:
 
     def read_all():
         dataset = GITractDataset(root)
-        assert all(isinstance(problem, str) and "\n" not in problem and len(problem) < 1000 for problem in dataset.problems)
+        assert all(
+            isinstance(problem, str) and "\n" not in problem and len(problem) < 1000 for problem in dataset.problems
+        )
         for record in dataset:
             record.masks()
             with contextlib.suppress(SegadvError):  # a slice's own fault (its size against its name)
@@ -354,6 +405,7 @@ def check_dataset(case: tuple[bytes, list[str]]) -> None:
 
 
 # -- the targets, and a few examples of each in the suite ------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Target:
@@ -372,6 +424,7 @@ TARGETS = {
 
 # -- known hostile inputs first (each broke a reader before issue 23), then the fuzzer's ---------------------
 
+
 def _nested_train_args() -> tuple[bytes, int, None]:
     header, size = safetensors_seeds()[0]
     header = json.loads(json.dumps(header))
@@ -382,16 +435,19 @@ def _nested_train_args() -> tuple[bytes, int, None]:
 def _nested_delta() -> bytes:
     raw = DEMO_DELTA.read_bytes()
     (length,) = struct.unpack("<Q", raw[:8])
-    header = json.loads(raw[8:8 + length])
+    header = json.loads(raw[8 : 8 + length])
     header["__metadata__"]["loss_history"] = deep(100_000)
     text = json.dumps(header).encode()
-    return struct.pack("<Q", len(text)) + text + raw[8 + length:]
+    return struct.pack("<Q", len(text)) + text + raw[8 + length :]
 
 
 def _bomb_png() -> bytes:
     """5800 x 5800 zero pixels in 33 KB: decoded, 170 MB of arrays."""
-    return with_size(png_seeds()[1], 5800, 5800)[:33] + _chunk(b"IDAT", zlib.compress(bytes(5801 * 5800), 9)) + \
-        _chunk(b"IEND", b"")
+    return (
+        with_size(png_seeds()[1], 5800, 5800)[:33]
+        + _chunk(b"IDAT", zlib.compress(bytes(5801 * 5800), 9))
+        + _chunk(b"IEND", b"")
+    )
 
 
 def _chunk(kind: bytes, data: bytes) -> bytes:
@@ -416,7 +472,7 @@ def _long_chunk_png() -> bytes:
     """A chunk whose length claims 4 GB (Pillow read it with one ``read(length)``)."""
     seed = png_seeds()[1]
     at = seed.index(b"IDAT") - 4
-    return seed[:at] + struct.pack(">I", 0xFFFFFF7F) + seed[at + 4:]
+    return seed[:at] + struct.pack(">I", 0xFFFFFF7F) + seed[at + 4 :]
 
 
 @FUZZ

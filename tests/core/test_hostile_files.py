@@ -78,10 +78,18 @@ BAD_META = [
     ("dtype", '"int8"', "dtype = 'int8': expected one of float32, float16"),
     ("defence", '"pgd"', "defence = 'pgd': expected an object or null"),
     ("defence", '{"method": "pgd"}', "defence lacks loss, eps, steps"),
-    ("defence", '{"method": "pgd", "loss": "bce", "eps": 0.01, "steps": "3", "step_size": 0.01, "ratio": 1, '
-                '"warmup_epochs": 0, "check": null, "collapsed_epochs": []}', "defence.steps = '3': expected a count"),
-    ("defence", '{"method": "pgd", "loss": "bce", "eps": 0.01, "steps": 3, "step_size": 0.01, "ratio": 1, '
-                '"warmup_epochs": 0, "check": {"eps": "x"}, "collapsed_epochs": []}', "defence.check lacks slices"),
+    (
+        "defence",
+        '{"method": "pgd", "loss": "bce", "eps": 0.01, "steps": "3", "step_size": 0.01, "ratio": 1, '
+        '"warmup_epochs": 0, "check": null, "collapsed_epochs": []}',
+        "defence.steps = '3': expected a count",
+    ),
+    (
+        "defence",
+        '{"method": "pgd", "loss": "bce", "eps": 0.01, "steps": 3, "step_size": 0.01, "ratio": 1, '
+        '"warmup_epochs": 0, "check": {"eps": "x"}, "collapsed_epochs": []}',
+        "defence.check lacks slices",
+    ),
     ("val_dsc", "NaN", "val_dsc = nan: expected an object of DSC values"),
     ("epoch", "1" * 5000, "metadata epoch is not JSON"),
     ("val_dsc", '{"mean": 1' + "0" * 400 + "}", "val_dsc = {'mean': 1000"),  # too large for a float: found by fuzzing
@@ -107,10 +115,15 @@ def test_the_image_size_is_what_the_architecture_takes(tmp_path):
     pads inside and takes any size up to the bound."""
     header, size = safetensors_parts(CHECKPOINTS_FPN)
     for img_size, refused in ((100, True), (96, False), (4096, False), (4128, True)):
-        path = write_safetensors(tmp_path / f"fpn{img_size}.safetensors", with_meta(header, img_size=str(img_size)), size)
+        path = write_safetensors(
+            tmp_path / f"fpn{img_size}.safetensors", with_meta(header, img_size=str(img_size)), size
+        )
         if refused:
-            with pytest.raises(CheckpointError, match=rf"img_size = {img_size}: expected a multiple of 32 from 32 to 4096 "
-                                                      r"\(model 'small-fpn', smp FPN\)"):
+            with pytest.raises(
+                CheckpointError,
+                match=rf"img_size = {img_size}: expected a multiple of 32 from 32 to 4096 "
+                r"\(model 'small-fpn', smp FPN\)",
+            ):
                 read_checkpoint_meta(path)
         else:
             assert read_checkpoint_meta(path)["img_size"] == img_size
@@ -143,15 +156,22 @@ def test_segadv_info_of_a_bad_defence_is_one_line_not_a_bug(run, tmp_path):
 
 # -- the safetensors header itself -------------------------------------------------------------------------
 
-@pytest.mark.parametrize("edit, expected", [
-    (lambda h: h.update(x={"dtype": "F32", "shape": [1]}), "tensor 'x' = {'dtype': 'F32', 'shape': [1]}: not a safetensors entry"),
-    (lambda h: h.update(x={"dtype": "F32", "shape": [1], "data_offsets": [8, 4]}), "tensor 'x'"),
-    (lambda h: h.update(x={"dtype": "F32", "shape": ["a"], "data_offsets": [0, 4]}), "tensor 'x'"),
-    (lambda h: h.update(x=[1, 2]), "tensor 'x' = [1, 2]: not a safetensors entry"),
-    (lambda h: h.update(__metadata__=["format"]), "__metadata__ = ['format']: not a map of strings to strings"),
-    (lambda h: h["__metadata__"].update(img_size=128), "__metadata__ = {"),
-    (lambda h: h.update(x=json.loads("[" * 500 + "]" * 500)), "its header is JSON nested more than 16 deep"),
-])
+
+@pytest.mark.parametrize(
+    "edit, expected",
+    [
+        (
+            lambda h: h.update(x={"dtype": "F32", "shape": [1]}),
+            "tensor 'x' = {'dtype': 'F32', 'shape': [1]}: not a safetensors entry",
+        ),
+        (lambda h: h.update(x={"dtype": "F32", "shape": [1], "data_offsets": [8, 4]}), "tensor 'x'"),
+        (lambda h: h.update(x={"dtype": "F32", "shape": ["a"], "data_offsets": [0, 4]}), "tensor 'x'"),
+        (lambda h: h.update(x=[1, 2]), "tensor 'x' = [1, 2]: not a safetensors entry"),
+        (lambda h: h.update(__metadata__=["format"]), "__metadata__ = ['format']: not a map of strings to strings"),
+        (lambda h: h["__metadata__"].update(img_size=128), "__metadata__ = {"),
+        (lambda h: h.update(x=json.loads("[" * 500 + "]" * 500)), "its header is JSON nested more than 16 deep"),
+    ],
+)
 def test_malformed_header_entries_are_named(tmp_path, edit, expected):
     header, size = safetensors_parts(DEMO_CHECKPOINT)
     edit(header)
@@ -182,7 +202,9 @@ BAD_DELTA_META = [
 ]
 
 
-@pytest.mark.parametrize("key, raw, expected", BAD_DELTA_META, ids=[f"{key}={raw[:20]}" for key, raw, _ in BAD_DELTA_META])
+@pytest.mark.parametrize(
+    "key, raw, expected", BAD_DELTA_META, ids=[f"{key}={raw[:20]}" for key, raw, _ in BAD_DELTA_META]
+)
 def test_every_delta_value_is_checked(tmp_path, key, raw, expected):
     header, _ = safetensors_parts(DEMO_DELTA)
     data = DEMO_DELTA.read_bytes()[-65536:]
@@ -198,8 +220,10 @@ def test_a_delta_tensor_entry_is_named_in_one_line(tmp_path):  # found by fuzzin
     path = write_safetensors(tmp_path / "d.safetensors", header, DEMO_DELTA.read_bytes()[-65536:])
     with pytest.raises(DeltaError) as caught:
         load_delta(path)
-    assert str(caught.value) == (f"{path}: tensor delta is '\\n\\n\\n\\n\\n\\n\\n\\n\\n\\n\\n\\n' [128, 128]; "
-                                 f"expected 'F32' [128, 128] (metadata img_size = 128)")
+    assert str(caught.value) == (
+        f"{path}: tensor delta is '\\n\\n\\n\\n\\n\\n\\n\\n\\n\\n\\n\\n' [128, 128]; "
+        f"expected 'F32' [128, 128] (metadata img_size = 128)"
+    )
 
 
 @pytest.mark.parametrize("value", [float("nan"), 0.5])
@@ -212,6 +236,7 @@ def test_a_delta_beyond_its_eps_or_not_finite_is_refused(tmp_path, value):
 
 
 # -- foreign .pt files (issue 17): what the file is, never advice to turn the safety off -----------------------
+
 
 class _RunsCode:
     def __reduce__(self):
@@ -232,13 +257,16 @@ def test_random_bytes_are_not_a_torch_file_and_a_code_pickle_is_refused(run, tmp
     noise.write_bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())
     evil = tmp_path / "evil.pt"
     torch.save({"w": torch.zeros(1), "x": _RunsCode()}, evil)
-    for path, expected in ((noise, "not a PyTorch file (torch.save writes a zip archive or a pickle"),
-                           (evil, "refused: it holds a pickled print, and segadv loads tensors and plain data only")):
+    for path, expected in (
+        (noise, "not a PyTorch file (torch.save writes a zip archive or a pickle"),
+        (evil, "refused: it holds a pickled print, and segadv loads tensors and plain data only"),
+    ):
         line = one_error_line(run("attack", "-c", path, "--model", "small", "--data", tiny_demo, "--limit", "1"), path)
         assert expected in line and "weights_only" not in line and "trust" not in line
 
 
 # -- slice PNGs -------------------------------------------------------------------------------------------------
+
 
 def png(width: int, height: int, idat: bytes) -> bytes:
     def chunk(kind: bytes, data: bytes) -> bytes:
@@ -259,7 +287,10 @@ def test_a_decompression_bomb_is_refused_before_it_is_decoded(tmp_path):
     for path, size in ((bomb, "5000 x 5000"), (huge, "100000 x 100000")):
         tracemalloc.start()
         try:
-            with pytest.raises(DataError, match=f"^{re.escape(str(path))}: its PNG header says {size} pixels; segadv reads slices of at most 16777216"):
+            with pytest.raises(
+                DataError,
+                match=f"^{re.escape(str(path))}: its PNG header says {size} pixels; segadv reads slices of at most 16777216",
+            ):
                 read_slice(path)
             peak = tracemalloc.get_traced_memory()[1]
         finally:
@@ -272,7 +303,7 @@ def test_a_chunk_that_claims_4_gb_makes_no_allocation_for_it(tmp_path):
     allocates the 4 GB a damaged length claims before it finds the file is 100 bytes long."""
     data = bytearray(png(8, 8, zlib.compress(b"\0" * 72)))
     at = data.index(b"IDAT") - 4
-    data[at:at + 4] = struct.pack(">I", 0xFFFFFF7F)
+    data[at : at + 4] = struct.pack(">I", 0xFFFFFF7F)
     path = tmp_path / "long.png"
     path.write_bytes(data)
     tracemalloc.start()
@@ -303,6 +334,7 @@ def test_only_png_is_read(tmp_path):
 
 # -- train.csv and the file names --------------------------------------------------------------------------------
 
+
 def kaggle_root(tmp_path, rows: str, names=("slice_0001_8_8_1.50_1.50.png",)):
     scans = tmp_path / "root" / "train" / "case1" / "case1_day1" / "scans"
     scans.mkdir(parents=True)
@@ -314,11 +346,17 @@ def kaggle_root(tmp_path, rows: str, names=("slice_0001_8_8_1.50_1.50.png",)):
 
 def test_numbers_too_long_for_python_in_ids_and_file_names(tmp_path):
     root = kaggle_root(tmp_path, f"case1_day1_slice_{'9' * 5000},stomach,\n")
-    with pytest.raises(DataError, match=r"line 2: id 'case1_day1_slice_9{43}'\.\.\. \(5017 characters\) is not like "
-                                        r"case123_day20_slice_0065$"):
+    with pytest.raises(
+        DataError,
+        match=r"line 2: id 'case1_day1_slice_9{43}'\.\.\. \(5017 characters\) is not like "
+        r"case123_day20_slice_0065$",
+    ):
         GITractDataset(root)
-    names = (f"slice_0001_{'9' * 200}_8_1.50_1.50.png", "slice_0002_100000_100000_1.50_1.50.png",
-             "slice_0003_8_8_0.00_1.50.png")
+    names = (
+        f"slice_0001_{'9' * 200}_8_1.50_1.50.png",
+        "slice_0002_100000_100000_1.50_1.50.png",
+        "slice_0003_8_8_0.00_1.50.png",
+    )
     root = kaggle_root(tmp_path / "b", "", names)
     problems = GITractDataset(root).problems
     assert problems == [
@@ -329,7 +367,9 @@ def test_numbers_too_long_for_python_in_ids_and_file_names(tmp_path):
     ]
 
 
-@pytest.mark.parametrize("token", ["²", "٣", "1_0", "9" * 5000], ids=["superscript", "arabic-indic", "underscore", "5000 digits"])
+@pytest.mark.parametrize(
+    "token", ["²", "٣", "1_0", "9" * 5000], ids=["superscript", "arabic-indic", "underscore", "5000 digits"]
+)
 def test_rle_tokens_are_ascii_whole_numbers(token):
     with pytest.raises(RLEError, match="is not an integer|too large for any image"):
         rle_decode(f"1 {token}", 8, 8)
@@ -342,12 +382,15 @@ def test_an_rle_for_an_image_beyond_the_bound_is_not_painted():
 
 # -- the explorer's --image and --export-dir, before the app starts ----------------------------------------------
 
+
 def segadv_tui(tmp_path, *args: str):
     import subprocess
     import sys
 
     code = "from segadv_tui.launch import main\nmain()"
-    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, cwd=tmp_path, timeout=120
+    )
 
 
 def test_the_explorer_reads_its_image_before_it_starts(tmp_path):
@@ -356,7 +399,8 @@ def test_the_explorer_reads_its_image_before_it_starts(tmp_path):
     result = segadv_tui(tmp_path, "--image", str(bomb))
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
-        f"error: --image: {bomb}: its PNG header says 5000 x 5000 pixels; segadv reads slices of at most 16777216 pixels"]
+        f"error: --image: {bomb}: its PNG header says 5000 x 5000 pixels; segadv reads slices of at most 16777216 pixels"
+    ]
 
 
 def test_the_explorer_refuses_an_export_folder_it_cannot_write(tmp_path):
@@ -372,7 +416,9 @@ def test_the_explorer_refuses_an_export_folder_it_cannot_write(tmp_path):
 
 def test_a_file_name_with_a_newline_is_one_problem_line(tmp_path):  # found by fuzzing
     root = kaggle_root(tmp_path, "", ("\n.png",))
-    assert GITractDataset(root).problems == ["'train/case1/case1_day1/scans/\\n.png': not named slice_NNNN_W_H_PW_PH.png; ignored"]
+    assert GITractDataset(root).problems == [
+        "'train/case1/case1_day1/scans/\\n.png': not named slice_NNNN_W_H_PW_PH.png; ignored"
+    ]
 
 
 def test_a_train_csv_with_thousands_of_columns_is_named_in_one_short_line(tmp_path):  # found by fuzzing
@@ -380,7 +426,9 @@ def test_a_train_csv_with_thousands_of_columns_is_named_in_one_short_line(tmp_pa
     (root / "train.csv").write_text("id,class,segmentation" + ",x" * 5000 + "\ncase1_day1_slice_0001,stomach,\n")
     with pytest.raises(DataError) as caught:
         GITractDataset(root)
-    assert str(caught.value).endswith("line 2: 3 fields, expected 5003 (id, class, segmentation, x, x, x, ... (5003 columns))")
+    assert str(caught.value).endswith(
+        "line 2: 3 fields, expected 5003 (id, class, segmentation, x, x, x, ... (5003 columns))"
+    )
 
 
 def test_a_file_name_that_is_not_utf8_is_one_problem_line(tmp_path):
@@ -390,4 +438,5 @@ def test_a_file_name_that_is_not_utf8_is_one_problem_line(tmp_path):
     scans = root / "train" / "case1" / "case1_day1" / "scans"
     (scans / os.fsdecode(b"\xff.png")).write_bytes(b"")
     assert GITractDataset(root).problems == [
-        "'train/case1/case1_day1/scans/\\udcff.png': not named slice_NNNN_W_H_PW_PH.png; ignored"]
+        "'train/case1/case1_day1/scans/\\udcff.png': not named slice_NNNN_W_H_PW_PH.png; ignored"
+    ]

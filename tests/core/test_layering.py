@@ -18,8 +18,10 @@ def _loaded_after_import(statement: str) -> set[str]:
 
 
 def test_core_does_not_import_textual_or_rich():
-    code = ("import pkgutil, core; names = [m.name for m in pkgutil.walk_packages(core.__path__, 'core.')]; "
-            "[__import__(n) for n in names]")
+    code = (
+        "import pkgutil, core; names = [m.name for m in pkgutil.walk_packages(core.__path__, 'core.')]; "
+        "[__import__(n) for n in names]"
+    )
     loaded = _loaded_after_import(code)
     assert "core.attacks.iterative" in loaded and "core.evaluation.scoring" in loaded  # the walk found them
     assert not {"textual", "rich", "typer"} & loaded
@@ -67,7 +69,7 @@ def test_core_has_no_import_cycle_and_no_private_import():
         state[name] = "open"
         for target in sorted(graph[name]):
             if state.get(target) == "open":
-                cycles.append(" -> ".join(path[path.index(target):] + [target]))
+                cycles.append(" -> ".join(path[path.index(target) :] + [target]))
             elif target not in state:
                 visit(target, path + [target])
         state[name] = "done"

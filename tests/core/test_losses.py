@@ -41,7 +41,9 @@ def _by_hand(name: str, logits: np.ndarray, target: np.ndarray) -> float:
     focal = (1 - pt) ** 2 * -np.log(pt)
     smooth = 1e-5
     dice = 1 - (2 * (p * target).sum((1, 2)) + smooth) / (p.sum((1, 2)) + target.sum((1, 2)) + smooth)
-    return {"bce": bce.mean(), "focal": focal.mean(), "dice": dice.mean(), "focal+dice": dice.mean() + focal.mean()}[name]
+    return {"bce": bce.mean(), "focal": focal.mean(), "dice": dice.mean(), "focal+dice": dice.mean() + focal.mean()}[
+        name
+    ]
 
 
 @pytest.mark.parametrize("name", PAPER_LOSS_NAMES)
@@ -119,11 +121,19 @@ def _closed_form_gradient(name: str, z: np.ndarray, y: np.ndarray, schedule=(1, 
     return 0.5 * s * p_true * (1 - p_true) * np.log(p_true / (1 + p_true)) / n
 
 
-SEGMENTATION_CASES = [("masked-bce", (1, 1)), ("balanced-bce", (1, 1)), ("cos-bce", (1, 1)), ("seg-bce", (1, 1)),
-                      ("seg-bce", (7, 10)), ("js", (1, 1))]
+SEGMENTATION_CASES = [
+    ("masked-bce", (1, 1)),
+    ("balanced-bce", (1, 1)),
+    ("cos-bce", (1, 1)),
+    ("seg-bce", (1, 1)),
+    ("seg-bce", (7, 10)),
+    ("js", (1, 1)),
+]
 
 
-@pytest.mark.parametrize(("name", "schedule"), SEGMENTATION_CASES, ids=[f"{n}-{t}of{T}" for n, (t, T) in SEGMENTATION_CASES])
+@pytest.mark.parametrize(
+    ("name", "schedule"), SEGMENTATION_CASES, ids=[f"{n}-{t}of{T}" for n, (t, T) in SEGMENTATION_CASES]
+)
 def test_segmentation_loss_gradient_has_its_closed_form(name, schedule, batch):
     logits, target = batch
     logits = logits.double().clone().requires_grad_(True)

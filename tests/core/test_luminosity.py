@@ -74,7 +74,8 @@ def luminosity(monkeypatch, tmp_path, tiny_demo):
     cli._register_commands()
     monkeypatch.chdir(tmp_path)
     return lambda *args: CliRunner().invoke(
-        cli.app, ["study", "luminosity", "-c", str(checkpoint), "--data", str(tiny_demo), *args], env={"COLUMNS": "200"})
+        cli.app, ["study", "luminosity", "-c", str(checkpoint), "--data", str(tiny_demo), *args], env={"COLUMNS": "200"}
+    )
 
 
 def test_cli_writes_json_png_csv(luminosity, tmp_path, tiny_demo):

@@ -57,7 +57,9 @@ def test_random_masks_match_hand_formula_and_monai_dice_metric():
     truth[3:8, 2] = False  # empty truth, prediction present
     pred[6:8, 2] = False  # empty in both
     for policy, both_empty in (("one", 1.0), ("zero", 0.0), ("skip", np.nan)):
-        np.testing.assert_allclose(dice_per_organ(pred, truth, policy), _dice_by_hand(pred, truth, both_empty), rtol=1e-6)
+        np.testing.assert_allclose(
+            dice_per_organ(pred, truth, policy), _dice_by_hand(pred, truth, both_empty), rtol=1e-6
+        )
     metric = DiceMetric(include_background=True, reduction="none", ignore_empty=False)
     metric(torch.from_numpy(pred).float(), torch.from_numpy(truth).float())
     np.testing.assert_allclose(dice_per_organ(pred, truth, "one"), metric.aggregate().numpy(), rtol=1e-6)
@@ -65,7 +67,9 @@ def test_random_masks_match_hand_formula_and_monai_dice_metric():
     metric = DiceMetric(include_background=True, reduction="none", ignore_empty=True)
     metric(torch.from_numpy(pred).float(), torch.from_numpy(truth).float())
     has_truth = truth.any((2, 3))
-    np.testing.assert_allclose(dice_per_organ(pred, truth, "skip")[has_truth], metric.aggregate().numpy()[has_truth], rtol=1e-6)
+    np.testing.assert_allclose(
+        dice_per_organ(pred, truth, "skip")[has_truth], metric.aggregate().numpy()[has_truth], rtol=1e-6
+    )
 
 
 def test_torch_inputs_and_shape_errors():

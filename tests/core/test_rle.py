@@ -153,8 +153,14 @@ def test_encode_inverts_decode_on_valid_rles(case):
 
 
 MALFORMED = (
-    "odd count", "non-integer", "zero length", "negative length", "start below 1", "past the end",
-    "overlapping", "unsorted",
+    "odd count",
+    "non-integer",
+    "zero length",
+    "negative length",
+    "start below 1",
+    "past the end",
+    "overlapping",
+    "unsorted",
 )
 
 

@@ -32,8 +32,14 @@ def records(tiny_demo):
 def test_every_point_is_the_evaluation_at_its_eps(model, records):
     config = AttackConfig.for_method("apgd", steps=3, loss="masked-bce")
     progress = []
-    report = robustness([("random", model, {"img_size": IMG_SIZE})], records, config, EPS, batch_size=3,
-                        progress=lambda done, total: progress.append((done, total)))
+    report = robustness(
+        [("random", model, {"img_size": IMG_SIZE})],
+        records,
+        config,
+        EPS,
+        batch_size=3,
+        progress=lambda done, total: progress.append((done, total)),
+    )
     assert progress[0] == (0, 8) and progress[-1] == (8, 8)
     (curve,) = report.curves
     assert [p.eps for p in curve.points] == EPS and curve.title == "MobileNetV2 U-Net (small)"
@@ -47,8 +53,16 @@ def test_every_point_is_the_evaluation_at_its_eps(model, records):
 
 
 def _row(slice_id, clean, adv, pixels, member=None):
-    return SliceResult(slice_id=slice_id, eps=0.01, dsc_clean=np.array(clean, float), dsc_adv=np.array(adv, float),
-                       linf=0.01, l2=1.0, organ_pixels=np.array(pixels), member=member)
+    return SliceResult(
+        slice_id=slice_id,
+        eps=0.01,
+        dsc_clean=np.array(clean, float),
+        dsc_adv=np.array(adv, float),
+        linf=0.01,
+        l2=1.0,
+        organ_pixels=np.array(pixels),
+        member=member,
+    )
 
 
 def test_rog_and_size_tertiles_by_hand():
@@ -73,12 +87,29 @@ def test_rog_and_size_tertiles_by_hand():
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     torch.manual_seed(0)
-    return save_checkpoint(tmp_path_factory.mktemp("ck") / "tiny_small.safetensors", build_model("small"), img_size=IMG_SIZE)
+    return save_checkpoint(
+        tmp_path_factory.mktemp("ck") / "tiny_small.safetensors", build_model("small"), img_size=IMG_SIZE
+    )
 
 
 def test_robust_command_writes_core_numbers_to_json_csv_png(run, checkpoint, tiny_demo):
-    result = run("robust", "-c", checkpoint, "-c", checkpoint, "--data", tiny_demo, "--limit", 2, "--eps", "0.03,0.004",
-                 "--steps", 3, "--out-dir", "out")
+    result = run(
+        "robust",
+        "-c",
+        checkpoint,
+        "-c",
+        checkpoint,
+        "--data",
+        tiny_demo,
+        "--limit",
+        2,
+        "--eps",
+        "0.03,0.004",
+        "--steps",
+        3,
+        "--out-dir",
+        "out",
+    )
     assert result.exit_code == 0, result.output
     assert "robust DSC" in result.stdout and "tertile" in result.stdout and "slices won" in result.stdout
 
@@ -109,17 +140,20 @@ def test_robust_command_writes_core_numbers_to_json_csv_png(run, checkpoint, tin
         assert png.format == "PNG" and png.width == 1280 and png.height > 2 * 460  # a row per checkpoint
 
 
-@pytest.mark.parametrize(("args", "named"), [
-    (["--method", "cw"], "'cw'"),
-    (["--loss", "hinge"], "'hinge'"),
-    (["--eps", "0.01,2"], "'2'"),
-    (["--eps", "0.01,x"], "'x'"),
-    (["--eps", "0.03:0.01:0.01"], "0.03:0.01:0.01"),
-    (["--steps", "0"], "steps"),
-    (["--steps", "2"], "at least 3 steps"),
-    (["--method", "fgsm", "--best-iterate"], "best iterate"),
-    (["--json", "."], "--json '.'"),
-])
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (["--method", "cw"], "'cw'"),
+        (["--loss", "hinge"], "'hinge'"),
+        (["--eps", "0.01,2"], "'2'"),
+        (["--eps", "0.01,x"], "'x'"),
+        (["--eps", "0.03:0.01:0.01"], "0.03:0.01:0.01"),
+        (["--steps", "0"], "steps"),
+        (["--steps", "2"], "at least 3 steps"),
+        (["--method", "fgsm", "--best-iterate"], "best iterate"),
+        (["--json", "."], "--json '.'"),
+    ],
+)
 def test_robust_bad_input_is_one_line_naming_the_value(run, checkpoint, tiny_demo, args, named):
     result = run("robust", "-c", checkpoint, "--data", tiny_demo, *args)
     assert result.exit_code == 2
@@ -143,14 +177,45 @@ def test_robust_under_torchrun_with_two_processes_equals_one_process(run, checkp
     import sys
     from pathlib import Path
 
-    args = ["robust", "-c", checkpoint, "--data", tiny_demo, "--limit", 4, "--batch-size", 2, "--eps", "0.004,0.03",
-            "--method", "pgd", "--steps", 2]
+    args = [
+        "robust",
+        "-c",
+        checkpoint,
+        "--data",
+        tiny_demo,
+        "--limit",
+        4,
+        "--batch-size",
+        2,
+        "--eps",
+        "0.004,0.03",
+        "--method",
+        "pgd",
+        "--steps",
+        2,
+    ]
     alone = run(*args, "--json", "alone.json", "--csv", "alone.csv", "--png", "alone.png")
     assert alone.exit_code == 0, alone.output
     segadv = Path(sys.executable).with_name("segadv")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parent.parent.parent)}
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", str(segadv),
-               *map(str, args), "--json", "ranks.json", "--csv", "ranks.csv", "--png", "ranks.png", "--device", "cpu"]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        "2",
+        str(segadv),
+        *map(str, args),
+        "--json",
+        "ranks.json",
+        "--csv",
+        "ranks.csv",
+        "--png",
+        "ranks.png",
+        "--device",
+        "cpu",
+    ]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.count("wrote ") == 1  # rank 0 alone prints and writes
@@ -170,11 +235,17 @@ def test_a_check_with_an_undefined_number_says_n_a_not_nan():
     from segadv_tui.cli.robust import check_numbers
 
     nan = float("nan")
-    check = Check("converged", False, {
-        "eps": 0.03, "steps": 10, "robust_dsc": 0.25,
-        "double_steps": {"steps": 20, "robust_dsc": 0.2, "change": 0.05},
-        "restart": {"seed": 1, "robust_dsc": nan, "change": nan},
-    })
+    check = Check(
+        "converged",
+        False,
+        {
+            "eps": 0.03,
+            "steps": 10,
+            "robust_dsc": 0.25,
+            "double_steps": {"steps": 20, "robust_dsc": 0.2, "change": 0.05},
+            "restart": {"seed": 1, "robust_dsc": nan, "change": nan},
+        },
+    )
     assert check_numbers(check) == "eps 0.03: 0.2500; 20 steps 0.2000 (-0.0500); a restart n/a (n/a)"
     gradients = Check("gradients", True, {"zero_gradient_fraction": nan, "limit": 0.5})
     assert check_numbers(gradients) == "zero-gradient share n/a (limit 0.5)"

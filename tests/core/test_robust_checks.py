@@ -46,8 +46,16 @@ def records(tiny_demo):
 
 def test_a_masked_gradient_fails_the_checks_that_catch_it(demo, records):
     plain, img_size = demo
-    report = run_checks(ZeroGradient(plain).eval(), records, img_size, PGD, [EPS], label="masked", source=plain,
-                        source_label="demo_small")
+    report = run_checks(
+        ZeroGradient(plain).eval(),
+        records,
+        img_size,
+        PGD,
+        [EPS],
+        label="masked",
+        source=plain,
+        source_label="demo_small",
+    )
     assert not report.passed
     verdicts = {check.name: check.verdict for check in report.checks}
     assert verdicts["gradients"] == "FAIL" and report.check("gradients").numbers["zero_gradient_fraction"] == 1.0
@@ -62,15 +70,33 @@ def test_segadv_robust_checks_pass_on_the_plain_demo_model_and_land_in_the_json(
     from segadv_tui.cli import _register_commands, app
 
     _register_commands()
-    args = ["robust", "--data", str(tiny_demo), "--method", "pgd", "--steps", "5", "--eps", str(EPS), "--limit", "3",
-            "--checks", "--out-dir", str(tmp_path)]
+    args = [
+        "robust",
+        "--data",
+        str(tiny_demo),
+        "--method",
+        "pgd",
+        "--steps",
+        "5",
+        "--eps",
+        str(EPS),
+        "--limit",
+        "3",
+        "--checks",
+        "--out-dir",
+        str(tmp_path),
+    ]
     result = CliRunner().invoke(app, args, env={"COLUMNS": "250"})
     assert result.exit_code == 0, result.output
     assert "checks: 5 passed, 0 failed, 1 not applicable" in result.output
     assert "demo_small.safetensors is the transfer source itself" in result.output
     (report,) = json.loads((tmp_path / "robust.json").read_text())["checks"]
     assert report["passed"] and {check["name"]: check["verdict"] for check in report["checks"]} == {
-        "gradients": "pass", "monotone": "pass", "large_eps": "pass", "iterative": "pass", "transfer": "n/a",
+        "gradients": "pass",
+        "monotone": "pass",
+        "large_eps": "pass",
+        "iterative": "pass",
+        "transfer": "n/a",
         "converged": "pass",
     }
     assert report["robust_dsc"][f"{LARGE_EPS:g}"] <= 0.05 < report["robust_dsc"][f"{EPS:g}"]
@@ -86,8 +112,16 @@ def test_verdicts_follow_from_the_numbers():
     assert _iterative(AttackConfig(), {0.009: 0.5}, {0.009: 0.45}).passed is None  # FGSM against itself
 
     def row(dsc):
-        return SliceResult(slice_id="s", eps=EPS, dsc_clean=torch.ones(3).numpy(), dsc_adv=torch.full((3,), dsc).numpy(),
-                           linf=EPS, l2=0.0, has_organs=True, scored=True)
+        return SliceResult(
+            slice_id="s",
+            eps=EPS,
+            dsc_clean=torch.ones(3).numpy(),
+            dsc_adv=torch.full((3,), dsc).numpy(),
+            linf=EPS,
+            l2=0.0,
+            has_organs=True,
+            scored=True,
+        )
 
     base = [row(0.5), row(0.7)]
     assert _converged(PGD, EPS, base, 0.595, [row(0.5), row(0.7)]).passed

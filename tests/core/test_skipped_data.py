@@ -39,14 +39,25 @@ def test_a_malformed_rle_is_listed_in_the_json_and_counted_in_the_last_line(run,
     assert result.stderr.startswith(f"note: 1 problem(s) in {data}, e.g. {reason}; skipped")
 
 
-@pytest.mark.parametrize("command", [
-    ["attack"], ["sweep"], ["table"], ["figure"], ["robust"], ["transfer"], ["universal"], ["study", "luminosity"],
-    ["train", "--model", "small", "--encoder-weights", "none"],
-])
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["attack"],
+        ["sweep"],
+        ["table"],
+        ["figure"],
+        ["robust"],
+        ["transfer"],
+        ["universal"],
+        ["study", "luminosity"],
+        ["train", "--model", "small", "--encoder-weights", "none"],
+    ],
+)
 def test_strict_stops_at_the_first_problem_before_computing_with_one_line(run, bad_rle, tmp_path, command):
     data, slice_id, organ = bad_rle
     result = run(*command, "--data", data, "--device", "cpu", "--strict")
     assert result.exit_code == 2, result.output
     assert result.stderr.splitlines() == [
-        f"error: --strict: 1 problem(s) in {data}; the first: RLE has an odd number of values (3) ({slice_id}, {organ})"]
+        f"error: --strict: 1 problem(s) in {data}; the first: RLE has an odd number of values (3) ({slice_id}, {organ})"
+    ]
     assert result.stdout == "" and list(tmp_path.iterdir()) == []  # nothing computed, nothing written

@@ -35,8 +35,9 @@ def segadv_train(data: Path, out: Path, *, sigint_at: int | None = None, command
         env["SEGADV_TEST_SIGINT_AT_STEP"] = str(sigint_at)
     args = command or ["train", *ARGS, "--data", str(data), "--out", str(out)]
     # A session of its own: the hook's SIGINT reaches the child's process group, not pytest's.
-    return subprocess.run([str(SEGADV), *args], capture_output=True, text=True, env=env, timeout=300, check=False,
-                          start_new_session=True)
+    return subprocess.run(
+        [str(SEGADV), *args], capture_output=True, text=True, env=env, timeout=300, check=False, start_new_session=True
+    )
 
 
 def tensors(path: Path) -> dict[str, torch.Tensor]:
@@ -88,9 +89,12 @@ def test_a_second_ctrl_c_stops_at_once_and_keeps_only_the_state_saved_last(tiny_
             os.kill(os.getpid(), signal.SIGINT)  # asks to stop after this step
             os.kill(os.getpid(), signal.SIGINT)  # insists: no step boundary comes, so nothing whole to save
 
-    config = TrainConfig(model="small", data=tiny_demo, out=out, encoder_weights="none", epochs=1, batch_size=8,
-                         img_size=32, workers=0)
-    with pytest.raises(TrainingInterrupted, match="interrupted at once at epoch 1, step 1; no state was saved yet") as caught:
+    config = TrainConfig(
+        model="small", data=tiny_demo, out=out, encoder_weights="none", epochs=1, batch_size=8, img_size=32, workers=0
+    )
+    with pytest.raises(
+        TrainingInterrupted, match="interrupted at once at epoch 1, step 1; no state was saved yet"
+    ) as caught:
         train(config, progress=ctrl_c_twice)
     assert caught.value.resume_path is None and not resume_path_for(out).exists()
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # Python's own handler is back

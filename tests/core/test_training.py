@@ -44,7 +44,14 @@ def cli():
 
 def quick_config(data: Path, out: Path, **changes) -> TrainConfig:
     settings = dict(
-        model="small", data=data, out=out, encoder_weights="none", epochs=1, batch_size=8, img_size=IMG, workers=0,
+        model="small",
+        data=data,
+        out=out,
+        encoder_weights="none",
+        epochs=1,
+        batch_size=8,
+        img_size=IMG,
+        workers=0,
     )
     settings.update(changes)
     return TrainConfig(**settings)
@@ -182,9 +189,20 @@ def test_bad_options_give_one_line(tiny_demo, tmp_path, option, message):
     ],
     ids=["batch-size", "seed", "no-optimizer", "other-weights"],
 )
-def test_a_mismatched_or_broken_resume_file_gives_one_line_and_exit_2(one_epoch_run, tiny_demo, tmp_path, change, message):
+def test_a_mismatched_or_broken_resume_file_gives_one_line_and_exit_2(
+    one_epoch_run, tiny_demo, tmp_path, change, message
+):
     resume = tmp_path / "x.resume.pt"
-    args = ["train", *QUICK, "--data", str(tiny_demo), "--out", str(tmp_path / "x.safetensors"), "--resume", str(resume)]
+    args = [
+        "train",
+        *QUICK,
+        "--data",
+        str(tiny_demo),
+        "--out",
+        str(tmp_path / "x.safetensors"),
+        "--resume",
+        str(resume),
+    ]
     state = load_training_state(resume_path_for(one_epoch_run[0]))
     if change == "drop optimizer":
         del state["optimizer"]
@@ -248,7 +266,9 @@ def test_a_resumed_epoch_goes_on_with_the_next_batch_and_ends_where_an_uninterru
 
 def test_the_loss_is_read_every_log_every_steps_and_the_paper_schedule_is_the_papers(tiny_demo, tmp_path):
     events = []
-    result = train(quick_config(tiny_demo, tmp_path / "p.safetensors", log_every=2, schedule="paper"), progress=events.append)
+    result = train(
+        quick_config(tiny_demo, tmp_path / "p.safetensors", log_every=2, schedule="paper"), progress=events.append
+    )
     steps = [e for e in events if isinstance(e, Step)]
     assert [e.step for e in steps] == [1, 2, 3]
     assert [e.loss is not None for e in steps] == [False, True, True]  # every 2 steps and the epoch's last

@@ -45,8 +45,9 @@ def _same_rows(rows, expected):
         assert row.linf == reference.linf and row.l2 == reference.l2
 
 
-@pytest.mark.parametrize("config", [AttackConfig(eps=0.03), AttackConfig.for_method("pgd", eps=0.03, steps=2)],
-                         ids=["fgsm", "pgd"])
+@pytest.mark.parametrize(
+    "config", [AttackConfig(eps=0.03), AttackConfig.for_method("pgd", eps=0.03, steps=2)], ids=["fgsm", "pgd"]
+)
 def test_the_diagonal_is_the_white_box_attack(models, records, config):
     # Batches of 2 over 3 slices: PGD's random starts are seeded per slice, as evaluate's are.
     result = transfer(models[:2], records, IMG_SIZE, config, batch_size=2)
@@ -60,8 +61,11 @@ def test_the_diagonal_is_the_white_box_attack(models, records, config):
     assert off.summary.mean_clean == result.cell("small-fpn", "small-fpn").summary.mean_clean
 
 
-@pytest.mark.parametrize("config", [AttackConfig(eps=0.03), AttackConfig.for_method("pgd", eps=0.03, steps=2),
-                                    AttackConfig(eps=0.03, target="pred")], ids=["fgsm", "pgd", "fgsm-pred"])
+@pytest.mark.parametrize(
+    "config",
+    [AttackConfig(eps=0.03), AttackConfig.for_method("pgd", eps=0.03, steps=2), AttackConfig(eps=0.03, target="pred")],
+    ids=["fgsm", "pgd", "fgsm-pred"],
+)
 def test_one_slice_scored_on_another_model_is_the_transfer_cell(models, records, config):
     """The explorer's "score on": ``attack_slice(..., scored_on=B)`` per slice equals the (A, B) cell of the
     matrix, cached FGSM included, and so does the eps sweep made from A's gradient."""
@@ -82,8 +86,9 @@ def test_one_slice_scored_on_another_model_is_the_transfer_cell(models, records,
             _same_rows([row], [expected])
         if config.method == "fgsm":
             target_mask = truth if config.target == "gt" else None
-            (swept,) = sweep(attacked, image, target_mask, [config.eps], config, truth=truth, ids=[record.id],
-                             scored_on=scoring)[0]
+            (swept,) = sweep(
+                attacked, image, target_mask, [config.eps], config, truth=truth, ids=[record.id], scored_on=scoring
+            )[0]
             _same_rows([swept], [expected])
     white = result.rows[source, source]
     assert any(not np.array_equal(a.dsc_adv, b.dsc_adv) for a, b in zip(white, result.rows[source, target]))
@@ -141,8 +146,20 @@ def checkpoints(models, tmp_path_factory):
 
 def test_cli_writes_the_matrix_and_its_diagonal_is_segadv_attack(run, checkpoints, tiny_demo):
     common = ["--data", tiny_demo, "--limit", LIMIT, "--eps", "0.03"]
-    result = run("transfer", "-c", checkpoints[0], "-c", checkpoints[1], *common,
-                 "--json", "t.json", "--csv", "t.csv", "--png", "t.png")
+    result = run(
+        "transfer",
+        "-c",
+        checkpoints[0],
+        "-c",
+        checkpoints[1],
+        *common,
+        "--json",
+        "t.json",
+        "--csv",
+        "t.csv",
+        "--png",
+        "t.png",
+    )
     assert result.exit_code == 0, result.output
     attacked = run("attack", "-c", checkpoints[1], *common, "--json", "a.json")
     assert attacked.exit_code == 0, attacked.output

@@ -55,7 +55,9 @@ def test_the_perturbation_stays_in_the_eps_ball_and_the_box(model, dataset):
 
 def test_eps_zero_changes_nothing(model, dataset, tmp_path):
     records = select_slices(dataset, "test")
-    made = craft_universal(model, select_slices(dataset, "train")[:4], IMG_SIZE, ["stomach"], 0.0, epochs=1, batch_size=4)
+    made = craft_universal(
+        model, select_slices(dataset, "train")[:4], IMG_SIZE, ["stomach"], 0.0, epochs=1, batch_size=4
+    )
     assert not made.delta.any()
     path = save_delta(tmp_path / "zero.safetensors", made)
     result = evaluate(model, records, IMG_SIZE, AttackConfig(method="universal", eps=0.0, delta=str(path)))
@@ -102,26 +104,59 @@ def checkpoint(model, tmp_path_factory):
 
 
 def test_cli_crafts_reports_and_attack_applies_the_saved_delta(run, checkpoint, tiny_demo):
-    made = run("universal", "-c", checkpoint, "--data", tiny_demo, "--organ", "stomach", "--organ", "small_bowel",
-               "--eps", "0.04", "--epochs", "1", "--batch-size", "8", "--out", "d.safetensors", "--json", "u.json")
+    made = run(
+        "universal",
+        "-c",
+        checkpoint,
+        "--data",
+        tiny_demo,
+        "--organ",
+        "stomach",
+        "--organ",
+        "small_bowel",
+        "--eps",
+        "0.04",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "8",
+        "--out",
+        "d.safetensors",
+        "--json",
+        "u.json",
+    )
     assert made.exit_code == 0, made.output
     report = json.loads(open("u.json").read())
     assert report["organs"] == ["small_bowel", "stomach"] and report["eps"] == 0.04
     assert load_delta("d.safetensors").meta["checkpoint"] == str(checkpoint)
     # Without --eps the delta applies as saved; its DSC is the report's (both from score_slices).
-    applied = run("attack", "-c", checkpoint, "--data", tiny_demo, "--method", "universal", "--delta", "d.safetensors",
-                  "--json", "a.json")
+    applied = run(
+        "attack",
+        "-c",
+        checkpoint,
+        "--data",
+        tiny_demo,
+        "--method",
+        "universal",
+        "--delta",
+        "d.safetensors",
+        "--json",
+        "a.json",
+    )
     assert applied.exit_code == 0, applied.output
     attacked = json.loads(open("a.json").read())
     assert attacked["config"]["eps"] == 0.04 and attacked["config"]["delta"] == "d.safetensors"
     assert attacked["summary"] == report["summary"]
 
 
-@pytest.mark.parametrize("args, named", [
-    (["universal", "--organ", "liver"], "liver"),
-    (["attack", "--method", "universal"], "--delta"),
-    (["attack", "--method", "universal", "--delta", "nowhere.safetensors"], "nowhere.safetensors"),
-])
+@pytest.mark.parametrize(
+    "args, named",
+    [
+        (["universal", "--organ", "liver"], "liver"),
+        (["attack", "--method", "universal"], "--delta"),
+        (["attack", "--method", "universal", "--delta", "nowhere.safetensors"], "nowhere.safetensors"),
+    ],
+)
 def test_bad_input_is_one_line_exit_2(run, checkpoint, tiny_demo, args, named):
     result = run(*args, "-c", checkpoint, "--data", tiny_demo)
     assert result.exit_code == 2

@@ -70,8 +70,10 @@ def expected_scores(model, meta, record, settings: AttackConfig) -> tuple[np.nda
 def table_values(app: SegadvApp) -> dict[str, tuple[str, str, str]]:
     """The scores shown, without the mark of an organ absent from the truth."""
     table = app.query_one(ScoresTable)
-    return {row: tuple(table.cell_text(row, col).removesuffix(ABSENT_MARK) for col in ("clean", "adv", "as"))
-            for row in (*ORGANS, "mean")}
+    return {
+        row: tuple(table.cell_text(row, col).removesuffix(ABSENT_MARK) for col in ("clean", "adv", "as"))
+        for row in (*ORGANS, "mean")
+    }
 
 
 def assert_table_matches(app: SegadvApp, model, meta, record, settings: AttackConfig) -> None:
@@ -380,14 +382,17 @@ async def test_small_and_large_terminals_resizing_and_quitting_while_computing(t
     assert app.return_code == 0
 
 
-@pytest.mark.parametrize(("module", "absent"), [
-    ("segadv_tui.attacker", ("textual", "rich")),  # the frame logic is Textual-free
-    ("segadv_tui.launch", ("torch", "textual")),  # --help and argument errors are instant
-    # the app paints first; torch, smp and MONAI load in its worker
-    ("segadv_tui.app", ("torch", "monai", "segmentation_models_pytorch")),
-    # the explorer checks its bindings against this screen on the UI thread, before torch has loaded
-    ("segadv_tui.screens.table_ii", ("torch",)),
-])
+@pytest.mark.parametrize(
+    ("module", "absent"),
+    [
+        ("segadv_tui.attacker", ("textual", "rich")),  # the frame logic is Textual-free
+        ("segadv_tui.launch", ("torch", "textual")),  # --help and argument errors are instant
+        # the app paints first; torch, smp and MONAI load in its worker
+        ("segadv_tui.app", ("torch", "monai", "segmentation_models_pytorch")),
+        # the explorer checks its bindings against this screen on the UI thread, before torch has loaded
+        ("segadv_tui.screens.table_ii", ("torch",)),
+    ],
+)
 def test_import_layering(module, absent):
     code = f"import sys, {module}; print(*[name in sys.modules for name in {absent!r}])"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
@@ -453,7 +458,9 @@ asyncio.run(scenario())
 
 
 def test_the_ui_thread_never_imports_torch_before_the_worker_has_loaded_it(tiny_demo, checkpoint):
-    code = UI_THREAD_IMPORTS.format(tests=str(Path(__file__).parent.parent), data=str(tiny_demo), checkpoint=str(checkpoint))
+    code = UI_THREAD_IMPORTS.format(
+        tests=str(Path(__file__).parent.parent), data=str(tiny_demo), checkpoint=str(checkpoint)
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     seen = json.loads(result.stdout.strip().splitlines()[-1])
@@ -462,8 +469,9 @@ def test_the_ui_thread_never_imports_torch_before_the_worker_has_loaded_it(tiny_
 
 
 @pilot_test
-async def test_a_bug_in_a_worker_is_a_notification_with_a_log_and_the_app_goes_on(tiny_demo, checkpoint, tmp_path,
-                                                                                  monkeypatch):
+async def test_a_bug_in_a_worker_is_a_notification_with_a_log_and_the_app_goes_on(
+    tiny_demo, checkpoint, tmp_path, monkeypatch
+):
     monkeypatch.setenv("SEGADV_STATE", str(tmp_path / "state"))
     started = []
 

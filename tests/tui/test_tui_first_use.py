@@ -129,8 +129,11 @@ async def test_the_explorer_opens_on_a_test_slice_with_every_organ(tmp_path, tin
     two = [record for record in test if sum(map(bool, record.rles)) == 2]
     chosen = two[-1]
     lacking = [i for i, rle in enumerate(chosen.rles) if not rle]
-    give_every_organ(data, chosen.id, donor=next(r.id for r in test if r.case_day == chosen.case_day
-                                                 and all(r.rles[i] for i in lacking)))
+    give_every_organ(
+        data,
+        chosen.id,
+        donor=next(r.id for r in test if r.case_day == chosen.case_day and all(r.rles[i] for i in lacking)),
+    )
     assert all(open_dataset(data).by_id(chosen.id).rles) and not all(two[0].rles)
     app = make_app(data, demo_checkpoint())
     state = app.explorer.state

@@ -30,15 +30,28 @@ def environment(**changes: str | None) -> dict[str, str]:
 def test_output_to_a_file_or_a_pipe_is_one_line_and_exit_2(tiny_demo, tmp_path):
     output = tmp_path / "out"
     with output.open("wb") as file:
-        result = subprocess.run([*LAUNCH, *arguments(tiny_demo)], stdout=file, stderr=subprocess.PIPE,
-                                stdin=subprocess.DEVNULL, text=True, timeout=TIMEOUT_S, env=environment())
+        result = subprocess.run(
+            [*LAUNCH, *arguments(tiny_demo)],
+            stdout=file,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            timeout=TIMEOUT_S,
+            env=environment(),
+        )
     assert result.returncode == 2
     (line,) = result.stderr.strip().splitlines()
     assert line.startswith("error:") and "standard output is not a terminal" in line and "--serve" in line
     assert output.read_bytes() == b""  # no escape codes
 
-    piped = subprocess.run([*LAUNCH, *arguments(tiny_demo)], capture_output=True, stdin=subprocess.DEVNULL,
-                           text=True, timeout=TIMEOUT_S, env=environment())
+    piped = subprocess.run(
+        [*LAUNCH, *arguments(tiny_demo)],
+        capture_output=True,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        timeout=TIMEOUT_S,
+        env=environment(),
+    )
     assert piped.returncode == 2 and piped.stdout == ""
     (line,) = piped.stderr.strip().splitlines()
     assert "is not a terminal" in line
@@ -48,8 +61,14 @@ def test_term_dumb_is_one_line_and_exit_2(tiny_demo):
     """In a real terminal (a pty) that says TERM=dumb: refused, with nothing drawn."""
     leader, follower = pty.openpty()
     try:
-        process = subprocess.Popen([*LAUNCH, *arguments(tiny_demo)], stdin=follower, stdout=follower, stderr=follower,
-                                   env=environment(TERM="dumb", COLORTERM="truecolor"), close_fds=True)
+        process = subprocess.Popen(
+            [*LAUNCH, *arguments(tiny_demo)],
+            stdin=follower,
+            stdout=follower,
+            stderr=follower,
+            env=environment(TERM="dumb", COLORTERM="truecolor"),
+            close_fds=True,
+        )
         os.close(follower)
         try:
             code = process.wait(timeout=TIMEOUT_S)
@@ -79,8 +98,13 @@ def test_a_browser_tabs_explorer_runs_with_its_output_a_pipe(tiny_demo):
     """textual-serve runs each tab's explorer with stdout a pipe and TEXTUAL_DRIVER naming its web driver:
     that child is not refused; it starts its application mode (the driver's greeting line)."""
     env = environment(TEXTUAL_DRIVER="textual.drivers.web_driver:WebDriver")
-    process = subprocess.Popen([*LAUNCH, "--graphics", "halfblock", *arguments(tiny_demo)], stdin=subprocess.PIPE,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    process = subprocess.Popen(
+        [*LAUNCH, "--graphics", "halfblock", *arguments(tiny_demo)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
     try:
         first = process.stdout.readline()
     finally:

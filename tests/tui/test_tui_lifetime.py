@@ -68,8 +68,14 @@ def ended(process: subprocess.Popen) -> int | None:
 def test_a_signal_ends_the_terminal_explorer_and_gives_the_screen_back(tiny_demo, signum):
     master, slave = os.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
-    process = subprocess.Popen(explorer(tiny_demo), stdin=slave, stdout=slave, stderr=slave, start_new_session=True,
-                               env={**os.environ, "TERM": "xterm-256color"})
+    process = subprocess.Popen(
+        explorer(tiny_demo),
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        start_new_session=True,
+        env={**os.environ, "TERM": "xterm-256color"},
+    )
     os.close(slave)
     output = Output(master)
     try:
@@ -90,8 +96,14 @@ def test_a_signal_ends_the_terminal_explorer_and_gives_the_screen_back(tiny_demo
 def test_a_served_explorer_ends_on_sigterm_or_when_its_server_is_gone(tiny_demo, how):
     # As textual-serve starts a browser tab's explorer, with segadv's driver (segadv_tui.serve does).
     environment = {**os.environ, "TEXTUAL_DRIVER": "segadv_tui.lifetime:ServedDriver", "COLUMNS": "120", "ROWS": "40"}
-    process = subprocess.Popen(explorer(tiny_demo), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                               stderr=subprocess.DEVNULL, env=environment, start_new_session=True)
+    process = subprocess.Popen(
+        explorer(tiny_demo),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        env=environment,
+        start_new_session=True,
+    )
     output = Output(process.stdout.fileno())
     try:
         output.wait_for(b"__GANGLION__")  # the web driver started; torch still loading in a worker

@@ -43,8 +43,9 @@ pytestmark = pytest.mark.slow  # starts processes of its own (see pyproject's ma
 DEADLINE_S = 180
 HEARTBEAT_S = 2.0  # the tests' --serve-heartbeat: a frozen browser is dropped 3 s after its last answer
 LEGEND_PIXELS = 1000  # the legend's three organ squares cover a few hundred pixels of a 1600 x 1000 page
-needs_chromium = pytest.mark.skipif(chromium() is None,
-                                    reason="Chromium is not installed (apt-get install chromium; .ci/run does)")
+needs_chromium = pytest.mark.skipif(
+    chromium() is None, reason="Chromium is not installed (apt-get install chromium; .ci/run does)"
+)
 
 
 def organ_pixels(picture) -> int:
@@ -69,9 +70,26 @@ class ServeProcess:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "segadv_tui.launch", "--serve", "--port", str(self.port), "--data", str(tiny_demo),
-             "--checkpoint", str(demo_checkpoint()), "--export-dir", str(tmp_path), *options],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+            [
+                sys.executable,
+                "-m",
+                "segadv_tui.launch",
+                "--serve",
+                "--port",
+                str(self.port),
+                "--data",
+                str(tiny_demo),
+                "--checkpoint",
+                str(demo_checkpoint()),
+                "--export-dir",
+                str(tmp_path),
+                *options,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
         self.lines: list[str] = []
         threading.Thread(target=self._read, daemon=True).start()
 
@@ -132,8 +150,12 @@ def test_serve_needs_its_token(tiny_demo, tmp_path):
         assert status(f"{url}/static/js/textual.js", {"Cookie": f"{cookie}={token}"})[0] == 200
 
         # The websocket that starts an explorer: a plain upgrade request without the token.
-        upgrade = {"Connection": "Upgrade", "Upgrade": "websocket", "Sec-WebSocket-Version": "13",
-                   "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="}
+        upgrade = {
+            "Connection": "Upgrade",
+            "Upgrade": "websocket",
+            "Sec-WebSocket-Version": "13",
+            "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+        }
         assert status(f"{url}/ws?width=80&height=24", upgrade)[0] == 403
         server.wait_for(r"refused GET /ws from 127\.0\.0\.1: no valid token")
         assert server.explorer_pids() == []
@@ -197,7 +219,9 @@ def test_serve_explorers_end_with_their_browsers(tiny_demo, tmp_path):
                     while organ_pixels(shot := await page.screenshot()) <= LEGEND_PIXELS:
                         if time.monotonic() > deadline:
                             shot.save(tmp_path / "browser.png")
-                            raise AssertionError(f"the page never showed the explorer's pictures (see {tmp_path / 'browser.png'})")
+                            raise AssertionError(
+                                f"the page never showed the explorer's pictures (see {tmp_path / 'browser.png'})"
+                            )
                         await asyncio.sleep(1)
                     quitter_pid, stayer_pid, page_pid = server.explorer_pids()
                     frozen_at = time.monotonic()
@@ -208,8 +232,13 @@ def test_serve_explorers_end_with_their_browsers(tiny_demo, tmp_path):
 
                 os.kill(server.process.pid, signal.SIGTERM)  # the server alone, not its group
                 await until(lambda: server.process.poll() is not None, QUIT_S + 30)
-                return {"quitter": quitter_pid, "stayer": stayer_pid, "page": page_pid, "page_gone": page_gone,
-                        "stayer_alive": stayer_alive}
+                return {
+                    "quitter": quitter_pid,
+                    "stayer": stayer_pid,
+                    "page": page_pid,
+                    "page_gone": page_gone,
+                    "stayer_alive": stayer_alive,
+                }
 
         seen = asyncio.run(scenario())
         assert not alive(seen["quitter"]), "the explorer of a tab that quit during start-up is still running"

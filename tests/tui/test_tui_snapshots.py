@@ -24,8 +24,12 @@ def explorer_after_three_steps(tiny_demo, *keys: str):
         await first_frame(pilot, app)
         app.query_one(EpsInput).cursor_blink = False
         await pilot.press("plus", "plus", "plus")
-        await until(pilot, app, lambda: state.frame.config.eps == pytest.approx(0.012) and state.curve is not None,
-                    "the eps 0.012 frame and its curve")
+        await until(
+            pilot,
+            app,
+            lambda: state.frame.config.eps == pytest.approx(0.012) and state.curve is not None,
+            "the eps 0.012 frame and its curve",
+        )
         await pilot.press(*keys)
         await settle(pilot, app)
 
@@ -75,8 +79,12 @@ def test_universal_perturbation_scored_on_another_checkpoint(snap_compare, tiny_
         await pilot.press("u")
         await until(pilot, app, lambda: state.frame.config.method == "universal", "the universal frame")
         await pilot.press("w")
-        await until(pilot, app, lambda: state.frame.scored_on is not None and state.curve is not None
-                    and state.curve.scored_on is not None, "the frame and curve scored on the next checkpoint")
+        await until(
+            pilot,
+            app,
+            lambda: state.frame.scored_on is not None and state.curve is not None and state.curve.scored_on is not None,
+            "the frame and curve scored on the next checkpoint",
+        )
         await settle(pilot, app)
 
     assert snap_compare(app, terminal_size=(160, 48), run_before=run_before)

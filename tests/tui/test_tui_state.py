@@ -41,9 +41,13 @@ def _checkpoint(name: str, img_size: int = 128) -> CheckpointEntry:
 def _state(**options) -> ExplorerState:
     state = ExplorerState(ExplorerOptions(**options))
     big = _checkpoint("big", 256)
-    state.catalog = Catalog([_checkpoint("demo_small"), _checkpoint("other"), big, CheckpointEntry(Path("/x.pt"), None, "bad")],
-                            [DeltaEntry(Path("/d/erase.safetensors"), 0.03, ("stomach",), 128, None),
-                             DeltaEntry(Path("/d/big.safetensors"), 0.02, ("stomach",), 256, None)])
+    state.catalog = Catalog(
+        [_checkpoint("demo_small"), _checkpoint("other"), big, CheckpointEntry(Path("/x.pt"), None, "bad")],
+        [
+            DeltaEntry(Path("/d/erase.safetensors"), 0.03, ("stomach",), 128, None),
+            DeltaEntry(Path("/d/big.safetensors"), 0.02, ("stomach",), 256, None),
+        ],
+    )
     return state
 
 

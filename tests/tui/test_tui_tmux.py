@@ -55,8 +55,9 @@ def expected_mean_dsc(data, slice_id: str, eps: float) -> tuple[float, float]:
     image, masks = load_slice(open_dataset(data).by_id(slice_id), meta["img_size"])
     x, truth = torch.from_numpy(image)[None, None], torch.from_numpy(masks)[None]
     adversarial = fgsm(model, x, truth.float(), eps)
-    means = mean_dsc(dice_per_organ(torch.cat([predict(model, x), predict(model, adversarial)]),
-                                    torch.cat([truth, truth]).bool()))
+    means = mean_dsc(
+        dice_per_organ(torch.cat([predict(model, x), predict(model, adversarial)]), torch.cat([truth, truth]).bool())
+    )
     return float(means[0]), float(means[1])
 
 
@@ -64,11 +65,35 @@ def test_segadv_tui_in_tmux(tiny_demo, tmp_path):
     tmux = Tmux(f"segadv-test-{os.getpid()}")
     status = tmp_path / "status"
     # Unset COLUMNS / LINES (pytest's terminal may export them): the app must size itself to the pane.
-    program = shlex.join(["env", "-u", "COLUMNS", "-u", "LINES", sys.executable, "-c", "from segadv_tui.launch import main; main()",
-                          "--data", str(tiny_demo), "--checkpoint", str(demo_checkpoint()),
-                          "--export-dir", str(tmp_path)])
-    tmux("new-session", "-d", "-s", "tui", "-x", "160", "-y", "50",
-         f"{program}; echo $? > {shlex.quote(str(status))}; sleep 30")
+    program = shlex.join(
+        [
+            "env",
+            "-u",
+            "COLUMNS",
+            "-u",
+            "LINES",
+            sys.executable,
+            "-c",
+            "from segadv_tui.launch import main; main()",
+            "--data",
+            str(tiny_demo),
+            "--checkpoint",
+            str(demo_checkpoint()),
+            "--export-dir",
+            str(tmp_path),
+        ]
+    )
+    tmux(
+        "new-session",
+        "-d",
+        "-s",
+        "tui",
+        "-x",
+        "160",
+        "-y",
+        "50",
+        f"{program}; echo $? > {shlex.quote(str(status))}; sleep 30",
+    )
     try:
         tmux.wait_for(r"Mean\s+\d\.\d{3}\s+\d\.\d{3}")  # the first frame's table
         tmux.wait_for(r"eps 0\.009 · L∞")
@@ -80,9 +105,14 @@ def test_segadv_tui_in_tmux(tiny_demo, tmp_path):
         assert re.search(rf"Mean\s+{clean:.3f}\s+{adv:.3f}", screen), screen
         assert "Traceback" not in screen
         assert re.search(r"Clean · DSC \d\.\d{3}.*Adversarial · DSC \d\.\d{3}", screen)  # Overlay, the default
-        for key, title in (("v", r"Difference, clean · DSC"), ("v", r"Perturbation ×\d+"),
-                           ("v", r"whole slice \d+×\d+"), ("period", r"rows \d+–\d+, cols \d+–\d+ of"),
-                           ("z", r"Clean pred · DSC \d"), ("z", r"rows \d+–\d+, cols \d+–\d+ of")):
+        for key, title in (
+            ("v", r"Difference, clean · DSC"),
+            ("v", r"Perturbation ×\d+"),
+            ("v", r"whole slice \d+×\d+"),
+            ("period", r"rows \d+–\d+, cols \d+–\d+ of"),
+            ("z", r"Clean pred · DSC \d"),
+            ("z", r"rows \d+–\d+, cols \d+–\d+ of"),
+        ):
             tmux("send-keys", "-t", "tui", "." if key == "period" else key)
             tmux.wait_for(title)
         tmux("send-keys", "-t", "tui", "q")

@@ -78,8 +78,16 @@ async def test_score_on_another_model_is_the_transfer_cell_and_w_cycles_back_to_
         white_box, transferred = matrix.rows["a", "a"][0], matrix.rows["a", "b"][0]
 
         explorer.score_on(next(e for e in app.query_one(CheckpointList).entries if e.path == fpn_path))
-        await until(pilot, app, lambda: state.frame.scored_on == str(fpn_path) and state.curve is not None
-                    and state.curve.scored_on == str(fpn_path), "a frame and curve scored on the FPN")
+        await until(
+            pilot,
+            app,
+            lambda: (
+                state.frame.scored_on == str(fpn_path)
+                and state.curve is not None
+                and state.curve.scored_on == str(fpn_path)
+            ),
+            "a frame and curve scored on the FPN",
+        )
         same_scores(state.frame.result, transferred)
         assert state.frame.checkpoint == str(demo_checkpoint())  # still crafted on demo_small
         assert "scored on demo_small_fpn" in str(app.query_one("#summary").render())
@@ -104,8 +112,12 @@ async def test_score_on_another_model_is_the_transfer_cell_and_w_cycles_back_to_
         seen = []
         for _ in range(len(app.query_one(CheckpointList).entries)):
             await pilot.press("w")
-            await until(pilot, app, lambda: state.frame.scored_on == (None if state.scored_on is None else str(state.scored_on)),
-                        "the frame of the next scoring model")
+            await until(
+                pilot,
+                app,
+                lambda: state.frame.scored_on == (None if state.scored_on is None else str(state.scored_on)),
+                "the frame of the next scoring model",
+            )
             seen.append(state.scored_on)
             if state.scored_on is None:
                 break
@@ -124,7 +136,9 @@ async def test_attacking_the_model_scored_on_is_white_box_again(tiny_demo, fpn_p
         fpn = next(e for e in entries if e.path == fpn_path)
         explorer.score_on(fpn)
         await until(pilot, app, lambda: state.frame.scored_on == str(fpn_path), "a frame scored on the FPN")
-        assert "◆ demo_small_fpn" in str(app.query_one(CheckpointList).get_option_at_index(entries.index(fpn)).prompt.renderables[0])
+        assert "◆ demo_small_fpn" in str(
+            app.query_one(CheckpointList).get_option_at_index(entries.index(fpn)).prompt.renderables[0]
+        )
         explorer.load_checkpoint(fpn)
         await until(pilot, app, lambda: state.frame.checkpoint == str(fpn_path), "a frame attacking the FPN")
         assert state.scored_on is None and state.frame.scored_on is None
@@ -135,8 +149,12 @@ async def test_a_universal_perturbation_opens_at_its_eps_and_eps_scales_it(tiny_
     app = make_app(tiny_demo, demo_checkpoint(), deltas=[bundled_delta])
     state = app.explorer.state
     async with app.run_test(size=(160, 48)) as pilot:
-        await until(pilot, app, lambda: state.frame is not None and state.frame.config.method == "universal",
-                    "the universal perturbation's frame")
+        await until(
+            pilot,
+            app,
+            lambda: state.frame is not None and state.frame.config.method == "universal",
+            "the universal perturbation's frame",
+        )
         config = state.frame.config
         assert (config.delta, config.eps) == (str(bundled_delta), 0.03)
         model, _ = load_checkpoint(demo_checkpoint())
@@ -159,7 +177,9 @@ async def test_a_universal_perturbation_opens_at_its_eps_and_eps_scales_it(tiny_
 
 
 @pilot_test
-async def test_u_finds_the_bundled_perturbation_and_a_wrong_size_one_is_a_notification(tiny_demo, bundled_delta, tmp_path):
+async def test_u_finds_the_bundled_perturbation_and_a_wrong_size_one_is_a_notification(
+    tiny_demo, bundled_delta, tmp_path
+):
     small = save_delta(tmp_path / "small.safetensors", UniversalDelta(torch.zeros(64, 64), 0.02, ("stomach",)))
     app = make_app(tiny_demo, demo_checkpoint(), checkpoint_dirs=[tmp_path])
     state = app.explorer.state
@@ -169,7 +189,9 @@ async def test_u_finds_the_bundled_perturbation_and_a_wrong_size_one_is_a_notifi
         assert {delta.path.name for delta in state.catalog.deltas} == {bundled_delta.name, small.name}
         for _ in range(2):  # u offers only the deltas of the model's input size
             await pilot.press("u")
-            await until(pilot, app, lambda: state.frame.config.method == "universal", "the bundled perturbation's frame")
+            await until(
+                pilot, app, lambda: state.frame.config.method == "universal", "the bundled perturbation's frame"
+            )
             assert (state.frame.config.delta, state.frame.config.eps) == (str(bundled_delta), 0.03)
         select = app.query_one("#attack-delta")
         select.value = ""  # "none" while the method needs a delta: the select comes back to the current one
@@ -179,7 +201,9 @@ async def test_u_finds_the_bundled_perturbation_and_a_wrong_size_one_is_a_notifi
         await until(pilot, app, lambda: any("64 x 64" in text for _, text in app.notices), "the size notification")
         (text,) = [text for severity, text in app.notices if "64 x 64" in text and severity == "error"]
         assert "small.safetensors" in text and "128 x 128" in text
-        assert state.attack.delta == str(small) and state.frame.config.delta == str(bundled_delta)  # the last good frame
+        assert state.attack.delta == str(small) and state.frame.config.delta == str(
+            bundled_delta
+        )  # the last good frame
         assert app.is_running
 
 
@@ -216,11 +240,22 @@ async def test_live_steps_are_scored_on_the_other_model(tiny_demo, fpn_path):
 
         for step in live:
             iterate = torch.from_numpy(step.result.pictures.adversarial)[None, None]
-            np.testing.assert_array_equal(step.result.pictures.adversarial_prediction, predict(scoring, iterate)[0].numpy())
-        assert any(not np.array_equal(step.result.pictures.adversarial_prediction, predict(attacked, torch.from_numpy(
-            step.result.pictures.adversarial)[None, None])[0].numpy()) for step in live)
-        same_scores(state.frame.result, attack_slice(attacked, *inputs(state.source), state.frame.config, ids=[state.source.id],
-                                                   scored_on=scoring)[0])
+            np.testing.assert_array_equal(
+                step.result.pictures.adversarial_prediction, predict(scoring, iterate)[0].numpy()
+            )
+        assert any(
+            not np.array_equal(
+                step.result.pictures.adversarial_prediction,
+                predict(attacked, torch.from_numpy(step.result.pictures.adversarial)[None, None])[0].numpy(),
+            )
+            for step in live
+        )
+        same_scores(
+            state.frame.result,
+            attack_slice(attacked, *inputs(state.source), state.frame.config, ids=[state.source.id], scored_on=scoring)[
+                0
+            ],
+        )
 
 
 def test_a_bad_delta_is_one_line_before_start(tmp_path):

@@ -43,8 +43,14 @@ async def test_views_at_160_by_48(tiny_demo):
         views = app.query_one(PictureViews)
         assert views.view == "overlay"  # the default
         sizes = {}
-        for keys, view, sidebar in (([], "overlay", True), (["b"], "overlay", False), (["b", "v"], "difference", True),
-                                    (["v"], "grid", True), (["v"], "focus", False), (["v"], "overlay", True)):
+        for keys, view, sidebar in (
+            ([], "overlay", True),
+            (["b"], "overlay", False),
+            (["b", "v"], "difference", True),
+            (["v"], "grid", True),
+            (["v"], "focus", False),
+            (["v"], "overlay", True),
+        ):
             await pilot.press(*keys)
             await settle(pilot, app)
             assert views.view == view
@@ -98,8 +104,11 @@ async def test_organ_toggles_change_every_view(tiny_demo):
         organ = int(np.flatnonzero(state.frame.result.pictures.reference.any(axis=(1, 2)))[0])
         key = str(organ + 1)
         views = app.query_one(PictureViews)
-        for view, picture_id in (("overlay", "#picture-overlay-clean"), ("difference", "#picture-difference-clean"),
-                                 ("grid", "#image-truth")):
+        for view, picture_id in (
+            ("overlay", "#picture-overlay-clean"),
+            ("difference", "#picture-difference-clean"),
+            ("grid", "#image-truth"),
+        ):
             if views.view != view:
                 await pilot.press("v")
             await settle(pilot, app)
@@ -143,8 +152,12 @@ async def test_zoom_and_pan_stay_in_bounds(tiny_demo):
             w = picture.window()
             return 0 <= w.top and w.top + w.height <= height and 0 <= w.left and w.left + w.width <= width
 
-        for key, edge in (("down", lambda w: w.top + w.height == height), ("right", lambda w: w.left + w.width == width),
-                          ("up", lambda w: w.top == 0), ("left", lambda w: w.left == 0)):
+        for key, edge in (
+            ("down", lambda w: w.top + w.height == height),
+            ("right", lambda w: w.left + w.width == width),
+            ("up", lambda w: w.top == 0),
+            ("left", lambda w: w.left == 0),
+        ):
             for _ in range(30):
                 await pilot.press(key)
                 assert inside()
