@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-SECTIONS = ("device", "ddp", "signs", "fp16", "memory", "util", "robust")
+SECTIONS = ("device", "ddp", "signs", "fp16", "memory", "util", "robust", "certify")
 EPS = 0.009  # the paper's
 
 
@@ -544,6 +544,17 @@ def section_robust(check: Check) -> None:
     code, output, seconds = run(command, check, timeout=max(check.timeout, 200.0))
     say("    " + "\n    ".join(output.strip().splitlines()[-14:]))
     check.note("robustness attacks (bench_attacks.py --robust r1,r2)", f"exit {code} in {seconds:.0f} s; lines above")
+
+
+def section_certify(check: Check) -> None:
+    """Seconds per slice of randomized-smoothing certification (n = 100 and 1000) against FGSM and PGD-10 on
+    the bundled demo checkpoint (benchmarks/bench_certify.py)."""
+    script = Path(__file__).with_name("bench_certify.py")
+    sizes = ["--limit", "1", "--n", "100"] if check.quick else ["--limit", "16", "--n", "100,1000"]
+    command = [sys.executable, str(script), "--device", str(check.device), *sizes]
+    code, output, seconds = run(command, check, timeout=max(check.timeout, 200.0))
+    say("    " + "\n    ".join(output.strip().splitlines()[-6:]))
+    check.note("certify (bench_certify.py)", f"exit {code} in {seconds:.0f} s; lines above")
 
 
 def main() -> int:

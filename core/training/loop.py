@@ -114,6 +114,9 @@ class TrainConfig:
     adv_loss: str = "focal+dice"
     adv_ratio: float = 1.0
     adv_warmup: float = 0.0  # epochs over which eps ramps up from 0
+    # Gaussian noise N(0, sigma^2) added to every training slice (after augmentation, not clipped): what
+    # randomized smoothing (core.evaluation.certify) needs of a model. 0: none.
+    noise_sigma: float = 0.0
     # How long a DDP process waits in a collective; the others wait while rank 0 validates and saves
     # (well under a minute on a GPU with the full test split), so 10 minutes leaves room.
     dist_timeout_s: float = 600.0
@@ -280,6 +283,10 @@ def _check_config(config: TrainConfig) -> None:
         (0 < config.test_fraction < 1, f"test fraction must be in (0, 1), got {config.test_fraction}"),
         (config.log_every >= 1, f"log-every must be at least 1, got {config.log_every}"),
         (config.dist_timeout_s > 0, f"the DDP timeout must be positive, got {config.dist_timeout_s} s"),
+        (
+            math.isfinite(config.noise_sigma) and 0 <= config.noise_sigma <= 1,
+            f"noise sigma must be in [0, 1], got {config.noise_sigma}",
+        ),
     ]
     for ok, message in checks:
         if not ok:
@@ -552,6 +559,13 @@ class _Run:
                         with torch.no_grad():
                             images, masks = augment(images, masks)
                             masks = (masks > 0.5).to(images.dtype)  # interpolation must not blur labels
+                    if config.noise_sigma > 0:
+                        # Seeded per (run, rank, position) like the adversarial starts: a resume draws it again.
+                        draw = torch.Generator(device=self.device).manual_seed(
+                            _derived_seed(config.seed, self.dist.rank, epoch, skip + index, 1)
+                        )
+                        noise = torch.randn(images.shape, generator=draw, device=self.device, dtype=images.dtype)
+                        images = images + config.noise_sigma * noise
                     adv_eps = None
                     if self.defence is not None:
                         position = skip + index

@@ -137,6 +137,12 @@ def train(
         help="Epochs over which eps ramps up linearly from 0; the best checkpoint is chosen among epochs at the full "
         "eps.",
     ),
+    noise_sigma: float = typer.Option(
+        0.0,
+        "--noise-sigma",
+        rich_help_panel=ADVERSARIAL,
+        help="Gaussian noise of this std added to every training slice, for randomized smoothing (segadv certify).",
+    ),
     device: str = typer.Option(
         "auto",
         "--device",
@@ -219,6 +225,7 @@ def train(
         adv_loss=adv_loss,
         adv_ratio=adv_ratio,
         adv_warmup=adv_warmup,
+        noise_sigma=noise_sigma,
     )
     try:
         config.defence()  # a bad --adv option: one line before anything loads

@@ -7,6 +7,7 @@ import math
 import shlex
 import shutil
 import sys
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -170,6 +171,7 @@ def test_imagenet_weights_offline_fail_at_once_naming_none(tiny_demo, tmp_path, 
         (["--log-every", "0"], "log-every must be at least 1, got 0"),
         (["--device", "tpu"], "unknown device 'tpu'"),
         (["--device", "cuda:3"], "'cuda:3'"),
+        (["--noise-sigma", "2"], "noise sigma must be in [0, 1], got 2.0"),
     ],
 )
 def test_bad_options_give_one_line(tiny_demo, tmp_path, option, message):
@@ -234,16 +236,20 @@ def test_batch_dice_pushes_against_false_positives_on_slices_without_the_organ()
     assert dice_gradient_on_the_false_positives(batch_dice=True) > 1e-2
 
 
-def test_a_resumed_epoch_goes_on_with_the_next_batch_and_ends_where_an_uninterrupted_run_ends(tiny_demo, tmp_path):
+@pytest.mark.parametrize("noise_sigma", [0.0, 0.1], ids=["plain", "noise"])
+def test_a_resumed_epoch_goes_on_with_the_next_batch_and_ends_where_an_uninterrupted_run_ends(
+    tiny_demo, tmp_path, noise_sigma
+):
     """Interrupted after step 1 of 3, the resumed run trains on batches 2 and 3 of the same order (the
-    sampler's generator state at the epoch's start is saved) and, augmentation included, ends with the
-    very weights of a run that was never interrupted."""
+    sampler's generator state at the epoch's start is saved) and, augmentation (and --noise-sigma's noise)
+    included, ends with the very weights of a run that was never interrupted."""
 
     def losses(events):
         return [(e.epoch, e.step, e.loss) for e in events if isinstance(e, Step)]
 
     whole = []
-    train(quick_config(tiny_demo, tmp_path / "whole.safetensors", epochs=2, log_every=1), progress=whole.append)
+    config = partial(quick_config, epochs=2, log_every=1, noise_sigma=noise_sigma)
+    train(config(tiny_demo, tmp_path / "whole.safetensors"), progress=whole.append)
 
     def interrupt_after_first_step(event):
         if isinstance(event, Step) and event.step == 1:
@@ -251,10 +257,10 @@ def test_a_resumed_epoch_goes_on_with_the_next_batch_and_ends_where_an_uninterru
 
     out = tmp_path / "parts.safetensors"
     with pytest.raises(TrainingInterrupted) as caught:
-        train(quick_config(tiny_demo, out, epochs=2, log_every=1), progress=interrupt_after_first_step)
+        train(config(tiny_demo, out), progress=interrupt_after_first_step)
     assert load_training_state(caught.value.resume_path)["step"] == 1
     resumed = []
-    train(quick_config(tiny_demo, out, epochs=2, log_every=1, resume=caught.value.resume_path), progress=resumed.append)
+    train(config(tiny_demo, out, resume=caught.value.resume_path), progress=resumed.append)
 
     # Each step's loss depends on its batch: steps 2 and 3 of epoch 1, then all of epoch 2, match.
     expected = [(epoch, step - 1 if epoch == 1 else step, loss) for epoch, step, loss in losses(whole)[1:]]
@@ -296,3 +302,16 @@ def test_the_cpu_trains_in_fp32_and_a_missing_gpu_is_one_segadv_error(tiny_demo,
         pytest.skip("this machine has CUDA")
     with pytest.raises(SegadvError, match="'cuda:1'"):
         train(quick_config(tiny_demo, tmp_path / "x.safetensors", device="cuda:1"))
+
+
+def test_noise_sigma_trains_on_noisy_slices_and_records_it(tiny_demo, tmp_path):
+    """One step each: the same seed with and without --noise-sigma gives other weights, and the checkpoint
+    says which it was."""
+    weights = {}
+    for sigma in (0.0, 0.25):
+        out = tmp_path / f"noise-{sigma}.safetensors"
+        train(quick_config(tiny_demo, out, limit_slices=8, augment=False, noise_sigma=sigma))
+        model, meta = load_checkpoint(out)
+        assert meta["train_args"]["noise_sigma"] == sigma
+        weights[sigma] = model.state_dict()
+    assert any(not torch.equal(weights[0.0][key], weights[0.25][key]) for key in weights[0.0])
