@@ -123,6 +123,7 @@ def _register_commands() -> None:
         # -- command modules: keep one import per line, alphabetical --
         attack,
         certify,
+        corrupt,
         demo_data,
         models,
         robust,
