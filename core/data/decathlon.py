@@ -93,9 +93,7 @@ class LabelValues:
             whole = np.isfinite(volume) & (volume == np.round(volume))
             if not whole.all():
                 bad = volume[~whole][:3]
-                raise DataError(
-                    f"{path}: the label map holds {', '.join(f'{v:g}' for v in bad)}, not whole numbers"
-                )
+                raise DataError(f"{path}: the label map holds {', '.join(f'{v:g}' for v in bad)}, not whole numbers")
         low, high = (volume.min(), volume.max()) if volume.size else (0, 0)
         lookup = np.full(max(self.values) + 1, 255, dtype=np.uint8)
         lookup[list(self.values)] = np.arange(len(self.values), dtype=np.uint8)
@@ -114,7 +112,7 @@ class LabelValues:
 
     def foreground(self) -> np.ndarray:
         """bool per position in ``values``: belongs to some foreground label."""
-        return self.table().any(axis=0)
+        return np.asarray(self.table().any(axis=0))
 
     def table(self) -> np.ndarray:
         """bool (labels, positions): which positions in ``values`` each foreground label covers."""
@@ -156,7 +154,7 @@ def read_description(root: Path, kind: str | None = None) -> DatasetDescription:
     if not isinstance(description, dict):
         raise DataError(f"{path}: expected a JSON object, found {type(description).__name__}")
     if "labels" not in description:
-        raise DataError(f"{path}: no \"labels\" (expected {{\"background\": 0, \"name\": 1, ...}})")
+        raise DataError(f'{path}: no "labels" (expected {{"background": 0, "name": 1, ...}})')
     labels, values = _parse_labels(description["labels"], path, kind)
     ending = description.get("file_ending", ".nii.gz")
     if ending not in NIFTI_ENDINGS:
@@ -176,10 +174,12 @@ def read_description(root: Path, kind: str | None = None) -> DatasetDescription:
 def _parse_labels(raw: object, path: Path, kind: str | None) -> tuple[LabelSet, LabelValues]:
     where = f"{path}: labels"
     if not isinstance(raw, dict) or not raw:
-        raise DataError(f"{where}: expected an object such as {{\"background\": 0, \"liver\": 1}}")
+        raise DataError(f'{where}: expected an object such as {{"background": 0, "liver": 1}}')
     if len(raw) > MAX_LABELS + 1:
         raise DataError(f"{where}: {len(raw)} entries; segadv reads at most {MAX_LABELS} labels besides the background")
-    msd_v1 = all(key.isascii() and key.strip().isdigit() for key in raw) and all(isinstance(v, str) for v in raw.values())
+    msd_v1 = all(key.isascii() and key.strip().isdigit() for key in raw) and all(
+        isinstance(v, str) for v in raw.values()
+    )
     entries: list[tuple[str, tuple[int, ...]]] = []
     if msd_v1:
         entries = sorted(((name, (int(key),)) for key, name in raw.items()), key=lambda entry: entry[1])
@@ -192,7 +192,7 @@ def _parse_labels(raw: object, path: Path, kind: str | None) -> tuple[LabelSet, 
             else:
                 raise DataError(
                     f"{where}: {_quote(name)}: {_quote(json.dumps(value))} is not an integer or a list of integers "
-                    f"(expected {{\"name\": value}} as nnU-Net v2 writes, or {{\"value\": \"name\"}} as MSD v1)"
+                    f'(expected {{"name": value}} as nnU-Net v2 writes, or {{"value": "name"}} as MSD v1)'
                 )
     for name, values in entries:
         if any(not 0 <= v <= MAX_LABEL_VALUE for v in values):
@@ -228,15 +228,19 @@ def _parse_training(raw: object, path: Path) -> tuple[tuple[str, str], ...] | No
     if raw is None:
         return None
     if not isinstance(raw, list) or len(raw) > MAX_CASES:
-        raise DataError(f"{path}: training: expected a list of at most {MAX_CASES} {{\"image\", \"label\"}} objects")
+        raise DataError(f'{path}: training: expected a list of at most {MAX_CASES} {{"image", "label"}} objects')
     pairs = []
     for i, entry in enumerate(raw):
-        if not (isinstance(entry, dict) and isinstance(entry.get("image"), str) and isinstance(entry.get("label"), str)):
-            raise DataError(f"{path}: training[{i}]: expected an object with \"image\" and \"label\" paths")
+        if not (
+            isinstance(entry, dict) and isinstance(entry.get("image"), str) and isinstance(entry.get("label"), str)
+        ):
+            raise DataError(f'{path}: training[{i}]: expected an object with "image" and "label" paths')
         for key in ("image", "label"):
             parts = PurePosixPath(entry[key]).parts
             if entry[key].startswith("/") or ".." in parts or not entry[key].isprintable() or len(entry[key]) > 400:
-                raise DataError(f"{path}: training[{i}].{key}: {_quote(entry[key])} is not a path inside the data folder")
+                raise DataError(
+                    f"{path}: training[{i}].{key}: {_quote(entry[key])} is not a path inside the data folder"
+                )
         pairs.append((entry["image"], entry["label"]))
     return tuple(pairs)
 
@@ -466,7 +470,9 @@ class DecathlonDataset:
         self.labels = self.description.labels
         for folder in ("imagesTr", "labelsTr"):
             if not (self.root / folder).is_dir():
-                raise DataError(f"no {folder}/ folder in {self.root} (expected the Decathlon / nnU-Net layout: {LAYOUT})")
+                raise DataError(
+                    f"no {folder}/ folder in {self.root} (expected the Decathlon / nnU-Net layout: {LAYOUT})"
+                )
         self._cache = _VolumeCache()
         self._channels_noted = False
         self.cases = self._open_cases()
@@ -528,7 +534,9 @@ class DecathlonDataset:
                 where = _printable(f"imagesTr/{sorted(files.values())[0]}")
                 self._skip(where, f"no {_printable(case)}_0000{ending} (the first channel) beside it", file=where)
                 continue
-            found.append((case, self.root / "imagesTr" / files[0], len(files), self.root / "labelsTr" / f"{case}{ending}"))
+            found.append(
+                (case, self.root / "imagesTr" / files[0], len(files), self.root / "labelsTr" / f"{case}{ending}")
+            )
         for case in sorted(labels - channels.keys()):
             where = _printable(f"labelsTr/{case}{ending}")
             self._skip(where, "no image in imagesTr/", file=where, action="ignored")

@@ -71,6 +71,8 @@ def read_volume(path: str | Path) -> np.ndarray:
     intercept where it has them); the first channel of a 4-D file. ``DataError`` naming the file for a
     header or data that cannot be read."""
     import nibabel as nib
+    from nibabel.filebasedimages import ImageFileError
+    from nibabel.spatialimages import HeaderDataError
 
     path = Path(path)
     header = _checked_header(path, _head_bytes(path))
@@ -86,8 +88,8 @@ def read_volume(path: str | Path) -> np.ndarray:
         EOFError,
         ValueError,
         zlib.error,
-        nib.filebasedimages.ImageFileError,
-        nib.spatialimages.HeaderDataError,
+        ImageFileError,
+        HeaderDataError,
     ) as exc:
         raise DataError(f"cannot read {path}: {exc}") from None
     if volume.dtype.kind not in "biuf":
@@ -144,6 +146,7 @@ def _vox_offset(head: bytes, sizeof: int, path: Path) -> int:
 def _checked_header(path: Path, head: bytes):
     """nibabel's header of ``head``, after our checks of what nibabel would allocate for."""
     import nibabel as nib
+    from nibabel.spatialimages import HeaderDataError
 
     sizeof = _sizeof_hdr(head, path)
     klass = nib.Nifti1Header if sizeof == 348 else nib.Nifti2Header
@@ -152,7 +155,7 @@ def _checked_header(path: Path, head: bytes):
         magic = bytes(header["magic"])
         dtype = header.get_data_dtype()
         shape = header.get_data_shape()
-    except (ValueError, KeyError, nib.spatialimages.HeaderDataError) as exc:
+    except (ValueError, KeyError, HeaderDataError) as exc:
         raise DataError(f"{path}: not a NIfTI file we can read ({exc})") from None
     if magic[:3] != klass.single_magic:
         raise DataError(f"{path}: not a single-file NIfTI image (magic {magic!r})")

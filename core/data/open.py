@@ -52,6 +52,4 @@ def open_dataset(
 
 
 def _both() -> str:
-    return (
-        f"the Decathlon / nnU-Net layout: {decathlon.LAYOUT}; or the UW-Madison layout: {gitract.LAYOUT}"
-    )
+    return f"the Decathlon / nnU-Net layout: {decathlon.LAYOUT}; or the UW-Madison layout: {gitract.LAYOUT}"
