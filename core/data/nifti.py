@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from core.data.gitract import DataError
+from core.errors import MissingDependency
 
 NIFTI_ENDINGS = (".nii.gz", ".nii")
 # 2^28 voxels: every volume of the Medical Segmentation Decathlon (the largest CT is 512 x 512 x 987)
@@ -42,9 +43,18 @@ class VolumeHeader:
     channels: int  # the fourth dimension (1 for a 3-D volume)
 
 
+def _nibabel():
+    """nibabel, or a ``MissingDependency`` that says how to install it (it is an optional extra)."""
+    try:
+        import nibabel
+    except ImportError:
+        raise MissingDependency("reading NIfTI volumes needs nibabel: pip install 'segadv[mri]'") from None
+    return nibabel
+
+
 def read_header(path: str | Path) -> VolumeHeader:
     """The header of ``path`` (``.nii`` or ``.nii.gz``), checked; a ``DataError`` naming the file otherwise."""
-    import nibabel as nib
+    nib = _nibabel()
 
     path = Path(path)
     header = _checked_header(path, _head_bytes(path))
@@ -70,7 +80,7 @@ def read_volume(path: str | Path) -> np.ndarray:
     """The voxels of ``path`` in canonical (RAS+) order, as stored (scaled by the header's slope and
     intercept where it has them); the first channel of a 4-D file. ``DataError`` naming the file for a
     header or data that cannot be read."""
-    import nibabel as nib
+    nib = _nibabel()
     from nibabel.filebasedimages import ImageFileError
     from nibabel.spatialimages import HeaderDataError
 
@@ -145,7 +155,7 @@ def _vox_offset(head: bytes, sizeof: int, path: Path) -> int:
 
 def _checked_header(path: Path, head: bytes):
     """nibabel's header of ``head``, after our checks of what nibabel would allocate for."""
-    import nibabel as nib
+    nib = _nibabel()
     from nibabel.spatialimages import HeaderDataError
 
     sizeof = _sizeof_hdr(head, path)
