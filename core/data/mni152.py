@@ -49,7 +49,7 @@ VERSION = 1  # part of the cache folder's name: bump when the output changes
 TEMPLATE = "mni_icbm152_{}_tal_nlin_sym_09a_converted.nii.gz"
 # size -> (cases, voxel size in mm)
 SIZES = {"default": (8, 2.5), "tiny": (3, 4.0)}
-LABELS = {"background": 0, "grey matter": 1, "white matter": 2, "other brain": 3}
+LABELS = {"background": 0, "Grey matter": 1, "White matter": 2, "Other brain": 3}
 MARGIN_MM = 8.0
 INSTALL_HINT = "pip install 'segadv[mri]' (nilearn and nibabel)"
 
@@ -243,9 +243,9 @@ def _labels(gm: np.ndarray, wm: np.ndarray, brain: np.ndarray) -> np.ndarray:
     rest = np.clip(1.0 - gm - wm, 0.0, 1.0)
     winner = np.argmax(np.stack([gm, wm, rest]), axis=0)
     inside = brain >= 0.5
-    labels = np.where(inside, LABELS["other brain"], LABELS["background"]).astype(np.uint8)
-    labels[inside & (winner == 0) & (gm >= 0.5)] = LABELS["grey matter"]
-    labels[inside & (winner == 1) & (wm >= 0.5)] = LABELS["white matter"]
+    labels = np.where(inside, LABELS["Other brain"], LABELS["background"]).astype(np.uint8)
+    labels[inside & (winner == 0) & (gm >= 0.5)] = LABELS["Grey matter"]
+    labels[inside & (winner == 1) & (wm >= 0.5)] = LABELS["White matter"]
     return labels
 
 
