@@ -430,7 +430,7 @@ def _rle_problems(records: list[SliceRecord]) -> dict[int, str]:
 
 def with_organs(records: Iterable[SliceRecord]) -> list[SliceRecord]:
     """The slices whose ground truth has at least one organ (the ones the paper scores)."""
-    return [record for record in records if record.has_organs]
+    return [record for record in records if record.has_labels]
 
 
 SPLITS = ("test", "train", "all")

@@ -479,3 +479,59 @@ def test_fingerprint_follows_the_labels_not_the_folder(tmp_path):
     write_volume(tmp_path / "moved" / "labelsTr" / "b.nii.gz", label)
     assert open_dataset(tmp_path / "moved").fingerprint() != first
     assert open_dataset(tmp_path / "moved", exclude=["b"]).fingerprint() != first
+
+
+def test_nifti2_uncompressed_and_float_label_maps_are_read(tmp_path):
+    root = make_dataset(tmp_path / "d", cases=("a",), ending=".nii")
+    image = nib.load(root / "imagesTr" / "a_0000.nii")
+    nib.save(nib.Nifti2Image(np.asanyarray(image.dataobj), image.affine), root / "imagesTr" / "a_0000.nii")
+    nib.save(nib.Nifti1Image(boxes().astype(np.float32), np.eye(4)), root / "labelsTr" / "a.nii")
+    data = open_dataset(root)
+    assert data.problems == [] and [r.has_labels for r in data] == [False, True, True, False, True, False]
+    assert data.by_id("a_z004").load(12)[1][1].any()
+    fractional = boxes().astype(np.float32)
+    fractional[0, 0, 0] = 0.5
+    nib.save(nib.Nifti1Image(fractional, np.eye(4)), root / "labelsTr" / "a.nii")
+    with pytest.raises(DataError, match=r"labelsTr/a\.nii: the label map holds 0.5, not whole numbers"):
+        open_dataset(root).by_id("a_z000").load(12)
+
+
+def test_training_paths_outside_the_folder_are_refused(tmp_path):
+    root = make_dataset(tmp_path / "d")
+    for bad in ("../../etc/passwd", "/etc/passwd"):
+        description = {
+            "labels": {"0": "background", "1": "x"},
+            "training": [{"image": bad, "label": "labelsTr/a.nii.gz"}],
+        }
+        (root / "dataset.json").write_text(json.dumps(description))
+        with pytest.raises(DataError, match=r"training\[0\]\.image: .* is not a path inside the data folder"):
+            open_dataset(root)
+    (root / "dataset.json").write_text(json.dumps({"labels": {"0": "background", "1": "x"}, "training": [3]}))
+    with pytest.raises(DataError, match=r"training\[0\]: expected an object"):
+        open_dataset(root)
+
+
+def test_a_listed_case_whose_files_are_missing_is_named(tmp_path):
+    root = make_dataset(tmp_path / "d", cases=("a",))
+    training = [{"image": "./imagesTr/a.nii.gz", "label": "./labelsTr/a.nii.gz"}]
+    training.append({"image": "./imagesTr/gone.nii.gz", "label": "./labelsTr/gone.nii.gz"})
+    (root / "dataset.json").write_text(
+        json.dumps({"labels": {"0": "background", "1": "x", "2": "y"}, "training": training})
+    )
+    data = open_dataset(root)
+    assert {r.case for r in data} == {"a"}
+    assert single_line(data.problems, "gone") == "imagesTr/gone.nii.gz: no label file labelsTr/gone.nii.gz; skipped"
+
+
+def test_an_oversized_dataset_json_and_a_far_voxel_offset_are_refused(tmp_path):
+    root = make_dataset(tmp_path / "d")
+    with open(root / "dataset.json", "r+b") as file:
+        file.truncate(17 << 20)  # sparse: nothing is written
+    with pytest.raises(DataError, match="segadv reads a dataset.json of at most"):
+        open_dataset(root)
+    root = make_dataset(tmp_path / "e")
+    path = root / "imagesTr" / "a_0000.nii.gz"
+    raw = _header_bytes(path)
+    raw[108:112] = struct.pack("<f", 3e9)
+    path.write_bytes(gzip.compress(bytes(raw)))
+    assert "puts the voxels at byte 3e+09" in single_line(open_dataset(root).problems, "a_0000")
