@@ -61,7 +61,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from core.data.gitract import DataError, SkippedSlice, resize_image, resize_masks
-from core.data.nifti import NIFTI_ENDINGS, VolumeHeader, read_header, read_volume
+from core.data.nifti import NIFTI_ENDINGS, VolumeHeader, one_line, read_header, read_volume
 from core.errors import check_choice
 from core.labels import MAX_LABELS, LabelSet, label_set
 from core.paths import cache_dir
@@ -150,7 +150,7 @@ def read_description(root: Path, kind: str | None = None) -> DatasetDescription:
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise DataError(f"{path}: not JSON ({str(exc)[:200]})") from None
     except OSError as exc:
-        raise DataError(f"cannot read {path}: {exc}") from None
+        raise DataError(f"cannot read {path}: {one_line(exc)}") from None
     if not isinstance(description, dict):
         raise DataError(f"{path}: expected a JSON object, found {type(description).__name__}")
     if "labels" not in description:

@@ -62,7 +62,7 @@ def read_header(path: str | Path) -> VolumeHeader:
     try:
         ornt = nib.orientations.io_orientation(header.get_best_affine())
     except (ValueError, np.linalg.LinAlgError) as exc:
-        raise DataError(f"{path}: its affine gives no orientation ({exc})") from None
+        raise DataError(f"{path}: its affine gives no orientation ({one_line(exc)})") from None
     if np.isnan(ornt).any():  # an axis the affine does not map anywhere
         raise DataError(f"{path}: its affine maps a voxel axis to no direction")
     axes = [int(axis) for axis in ornt[:, 0]]
@@ -101,7 +101,7 @@ def read_volume(path: str | Path) -> np.ndarray:
         ImageFileError,
         HeaderDataError,
     ) as exc:
-        raise DataError(f"cannot read {path}: {exc}") from None
+        raise DataError(f"cannot read {path}: {one_line(exc)}") from None
     if volume.dtype.kind not in "biuf":
         raise DataError(f"{path}: voxels of type {volume.dtype} are not numbers segadv reads")
     return volume
@@ -125,7 +125,7 @@ def _head_bytes(path: Path) -> bytes:
     except DataError:
         raise
     except (OSError, EOFError, zlib.error) as exc:
-        raise DataError(f"cannot read {path}: {exc}") from None
+        raise DataError(f"cannot read {path}: {one_line(exc)}") from None
     return head
 
 
@@ -166,7 +166,7 @@ def _checked_header(path: Path, head: bytes):
         dtype = header.get_data_dtype()
         shape = header.get_data_shape()
     except (ValueError, KeyError, HeaderDataError) as exc:
-        raise DataError(f"{path}: not a NIfTI file we can read ({exc})") from None
+        raise DataError(f"{path}: not a NIfTI file we can read ({one_line(exc)})") from None
     if magic[:3] != klass.single_magic:
         raise DataError(f"{path}: not a single-file NIfTI image (magic {magic!r})")
     if len(shape) not in (3, 4) or any(size < 1 for size in shape):
@@ -196,6 +196,12 @@ def _check_extensions(head: bytes, sizeof: int, path: Path) -> None:
         if not 8 <= size <= end - at:
             raise DataError(f"{path}: a header extension of {size} bytes where {end - at} remain before the voxels")
         at += size
+
+
+def one_line(exc: BaseException) -> str:
+    """A library's message as one line, at most 300 characters (nibabel's span several)."""
+    text = " ".join(str(exc).split())
+    return text if len(text) <= 300 else text[:300] + "..."
 
 
 def _dims(shape) -> str:
