@@ -32,11 +32,11 @@ How a volume becomes slices:
 - the masks are one channel per foreground label, in label-set order, from the integer label map.
 
 Opening reads headers only (shape, orientation, voxel size), never voxels: a data set of hundreds of
-cases opens in about a second (``benchmarks/bench_nifti.py``). Which slices have labels needs the label
-maps: a case's label map is read when one of its records is first asked ``has_labels`` (or loaded), and
-the answer is kept in memory and on disk in the per-user cache (``decathlon-labelled/``, one small file
-per label file, keyed by the file's path, size and modification time and the declared values), so the
-next run reads no label map for it.
+cases opens in about a second (``benchmarks/bench_nifti.py``). Which labels each slice holds
+(``has_labels``, ``labels_present``) needs the label maps: a case's label map is read when one of its
+records is first asked (or loaded), and the answer is kept in memory and on disk in the per-user cache
+(``decathlon-labelled/``, one small file per label file, keyed by the file's path, size and modification
+time and the declared values), so the next run reads no label map for it.
 
 Faults of single cases (a missing label file, an image and a label of different shapes, a file that is
 not NIfTI, a header beyond the bounds) leave the case out, one line each in ``problems`` and an entry in
@@ -75,7 +75,7 @@ MAX_CASES = 100_000
 MAX_LABEL_VALUE = 32767
 VOLUME_CACHE_BYTES = 512 << 20
 _CHANNEL_FILE = re.compile(r"(.+)_(\d{4})")
-_LABELLED_VERSION = 1
+_PRESENT_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -332,7 +332,7 @@ class CaseVolume:
         self.axis = axis
         self._cache = cache
         self._problems = problems
-        self._labelled: tuple[np.ndarray, ...] | None = None  # per canonical axis: bool per slice
+        self._present: tuple[np.ndarray, ...] | None = None  # per canonical axis: bool (slices, labels)
 
     def load_slice(self, index: int, img_size: int) -> tuple[np.ndarray, np.ndarray]:
         image, labels = self.volumes()
@@ -358,20 +358,21 @@ class CaseVolume:
         self._cache.put(key, item)
         return item
 
-    def labelled(self) -> np.ndarray:
-        """bool per slice along the slice axis: the slice holds at least one foreground label. An unreadable
-        or invalid label map is a line in ``problems`` and counts as holding none."""
-        if self._labelled is None:
-            self._labelled = self._labelled_from_disk()
-        if self._labelled is None:
+    def present(self) -> np.ndarray:
+        """bool (slices along the slice axis, labels): which foreground labels each slice holds. An
+        unreadable or invalid label map is a line in ``problems`` and counts as holding none."""
+        if self._present is None:
+            self._present = self._present_from_disk()
+        if self._present is None:
             try:
-                self._labelled = self._labelled_of(self._read_labels())
+                self._read_labels()
             except DataError as exc:
                 self._problems.append(f"{exc}; its slices count as unlabelled")
-                self._labelled = tuple(np.zeros(n, dtype=bool) for n in self.image.shape)
-                return self._labelled[self.axis]
-            self._labelled_to_disk(self._labelled)
-        return self._labelled[self.axis]
+                self._present = tuple(np.zeros((n, len(self.values.channels)), dtype=bool) for n in self.image.shape)
+                return self._present[self.axis]
+            assert self._present is not None  # _read_labels found it
+            self._present_to_disk(self._present)
+        return self._present[self.axis]
 
     def _read_labels(self) -> np.ndarray:
         labels = self.values.compact(read_volume(self.label_path), self.label_path)
@@ -380,46 +381,60 @@ class CaseVolume:
                 f"{self.label_path}: {_dims(labels.shape)} voxels but its image {self.image.path} has "
                 f"{_dims(self.image.shape)}"
             )
-        if self._labelled is None:
-            self._labelled = self._labelled_of(labels)
+        if self._present is None:
+            self._present = self._present_of(labels)
         return labels
 
-    def _labelled_of(self, labels: np.ndarray) -> tuple[np.ndarray, ...]:
-        present = self.values.foreground()[labels]
-        return tuple(present.any(axis=tuple(a for a in SLICE_AXES if a != axis)) for axis in SLICE_AXES)
+    def _present_of(self, labels: np.ndarray) -> tuple[np.ndarray, ...]:
+        """Per canonical axis, bool (slices, labels): one count of values per slice (three passes over the
+        volume whatever the number of labels), then the labels those values make."""
+        table = self.values.table().T.astype(np.int64)  # (values, labels)
+        present = []
+        for axis in SLICE_AXES:
+            rows = np.moveaxis(labels, axis, 0).reshape(labels.shape[axis], -1)
+            counts = np.stack([np.bincount(row, minlength=len(self.values.values)) for row in rows])
+            present.append((counts > 0).astype(np.int64) @ table > 0)
+        return tuple(present)
 
     def _cache_file(self) -> Path | None:
         try:
             stat = self.label_path.stat()
         except OSError:
             return None
-        key = f"{self.label_path.resolve()}\0{stat.st_size}\0{stat.st_mtime_ns}\0{self.values}\0{_LABELLED_VERSION}"
+        key = f"{self.label_path.resolve()}\0{stat.st_size}\0{stat.st_mtime_ns}\0{self.values}\0{_PRESENT_VERSION}"
         return cache_dir() / "decathlon-labelled" / f"{hashlib.sha256(key.encode()).hexdigest()[:32]}.json"
 
-    def _labelled_from_disk(self) -> tuple[np.ndarray, ...] | None:
+    def _present_from_disk(self) -> tuple[np.ndarray, ...] | None:
+        """What ``_present_to_disk`` wrote for this label file, or None when absent, damaged or not this shape."""
         path = self._cache_file()
+        labels = len(self.values.channels)
         try:
-            if path is None or path.stat().st_size > 1 << 20:
+            if path is None or path.stat().st_size > 16 << 20:
                 return None
             saved = json.loads(path.read_text(encoding="utf-8"))
-            slices = saved["slices"]
-            if saved["shape"] != list(self.image.shape) or [len(s) for s in slices] != list(self.image.shape):
+            present = saved["present"]
+            if saved["shape"] != list(self.image.shape) or [len(p) for p in present] != [
+                n * labels for n in self.image.shape
+            ]:
                 return None
-            return tuple(np.frombuffer(s.encode("ascii"), dtype=np.uint8) == ord("1") for s in slices)
+            return tuple(
+                (np.frombuffer(p.encode("ascii"), dtype=np.uint8) == ord("1")).reshape(n, labels)
+                for p, n in zip(present, self.image.shape)
+            )
         except (OSError, ValueError, KeyError, TypeError, UnicodeEncodeError):  # absent or damaged: read the labels
             return None
 
-    def _labelled_to_disk(self, labelled: tuple[np.ndarray, ...]) -> None:
+    def _present_to_disk(self, present: tuple[np.ndarray, ...]) -> None:
         """Written to a temporary name and renamed, without ``fsync`` (``core.files.atomic_write`` syncs,
         which cost 20 ms a case): a file lost in a crash is read again, a torn one fails the checks above."""
         path = self._cache_file()
         if path is None:
             return
-        slices = ["".join("1" if flag else "0" for flag in axis) for axis in labelled]
+        rows = ["".join("1" if flag else "0" for flag in axis.ravel()) for axis in present]
         temp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            temp.write_text(json.dumps({"shape": list(self.image.shape), "slices": slices}), encoding="utf-8")
+            temp.write_text(json.dumps({"shape": list(self.image.shape), "present": rows}), encoding="utf-8")
             os.replace(temp, path)
         except OSError:  # a cache we cannot write costs a read next time, nothing more
             temp.unlink(missing_ok=True)
@@ -440,7 +455,12 @@ class VolumeSlice:
     @property
     def has_labels(self) -> bool:
         """Any foreground label in the slice (reads the case's label map on first need; see the module)."""
-        return bool(self.volume.labelled()[self.index])
+        return bool(self.volume.present()[self.index].any())
+
+    @property
+    def labels_present(self) -> tuple[bool, ...]:
+        """Which foreground labels the slice holds, in label-set order (from the same index)."""
+        return tuple(bool(flag) for flag in self.volume.present()[self.index])
 
     def load(self, img_size: int = 224) -> tuple[np.ndarray, np.ndarray]:
         """Image float32 (S, S) in [0, 1] (area resize) and masks uint8 (labels, S, S) (nearest)."""

@@ -227,6 +227,27 @@ def test_a_voxel_lands_where_its_world_position_says(tmp_path):
         open_dataset(root, slice_axis=3)
 
 
+def test_labels_present_per_slice(tmp_path, tiny_demo):
+    data = open_dataset(make_dataset(tmp_path / "d"))
+    assert [data.by_id(f"a_z{z:03d}").labels_present for z in range(SHAPE[2])] == [
+        (False, False),
+        (True, False),
+        (True, False),
+        (False, False),
+        (False, True),
+        (False, False),
+    ]
+    regions = open_dataset(make_dataset(tmp_path / "r", labels={"background": 0, "whole": [1, 2], "core": 2}))
+    assert regions.by_id("a_z004").labels_present == (True, True) and regions.by_id("a_z001").labels_present == (
+        True,
+        False,
+    )
+    sagittal = open_dataset(tmp_path / "d", slice_axis=0)
+    assert [r.labels_present for r in sagittal if r.case == "a"][7:11] == [(False, True)] * 3 + [(False, False)]
+    record = next(r for r in GITractDataset(tiny_demo) if r.has_labels)
+    assert record.labels_present == tuple(bool(m.any()) for m in record.masks())
+
+
 def test_slices_load_as_the_protocol_says(tmp_path):
     data = open_dataset(make_dataset(tmp_path / "d"))
     image, masks = data.by_id("b_z004").load(32)
@@ -288,7 +309,7 @@ def test_slices_with_labels_are_found_once_and_kept_on_disk(tmp_path):
     # The next run answers from the disk: an edited index file is what it sees.
     for path in index.iterdir():
         entry = json.loads(path.read_text())
-        entry["slices"][2] = "1" * SHAPE[2]
+        entry["present"][2] = "1" * (SHAPE[2] * 2)  # axial slices x labels
         path.write_text(json.dumps(entry))
     assert all(r.has_labels for r in open_dataset(root))
     # A label file that changes is read again; a damaged index file is read past.
