@@ -74,16 +74,19 @@ REFERENCE = (
 
 
 def template_folder() -> Path:
-    """The folder of nilearn's installed data that holds the template files."""
-    try:
-        import nibabel  # noqa: F401
-        import nilearn
-    except ImportError as exc:
-        raise MissingDependency(f"the MNI152 data needs {exc.name or 'nilearn'}: {INSTALL_HINT}") from None
-    folder = Path(nilearn.__file__).resolve().parent / "datasets" / "data"
+    """The folder of nilearn's installed data that holds the template files (found without importing
+    nilearn, which takes seconds: only its files are used)."""
+    import importlib.util
+
+    for package in ("nibabel", "nilearn"):
+        if importlib.util.find_spec(package) is None:
+            raise MissingDependency(f"the MNI152 data needs {package}: {INSTALL_HINT}")
+    spec = importlib.util.find_spec("nilearn")
+    locations = list(spec.submodule_search_locations or []) if spec is not None else []
+    folder = Path(locations[0] if locations else ".") / "datasets" / "data"
     missing = [TEMPLATE.format(kind) for kind in ("t1", "gm", "wm") if not (folder / TEMPLATE.format(kind)).is_file()]
     if missing:
-        raise MissingDependency(f"nilearn {nilearn.__version__} at {folder} lacks {', '.join(missing)}; {INSTALL_HINT}")
+        raise MissingDependency(f"the installed nilearn ({folder}) lacks {', '.join(missing)}; {INSTALL_HINT}")
     return folder
 
 
