@@ -14,57 +14,18 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+from decathlon_files import SHAPE, boxes, make_dataset, write_volume
 
 from core.data.decathlon import DecathlonDataset, robust_normalise
 from core.data.gitract import DataError, GITractDataset
 from core.data.open import data_layout, open_dataset
 from core.errors import OptionError
 
-V2_LABELS = {"background": 0, "Grey matter": 1, "white-matter": 2}
-SHAPE = (12, 10, 6)
-
 
 @pytest.fixture(autouse=True)
 def own_cache(tmp_path, monkeypatch):
     """The on-disk label index goes to this test's folder, never the user's cache."""
     monkeypatch.setenv("SEGADV_CACHE", str(tmp_path / "cache"))
-
-
-def write_volume(path: Path, data: np.ndarray, affine: np.ndarray | None = None) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    nib.save(nib.Nifti1Image(data, np.diag([1.0, 1.0, 1.0, 1.0]) if affine is None else affine), path)
-    return path
-
-
-def boxes(shape=SHAPE) -> np.ndarray:
-    """Label 1 in a box over slices 1-2 of the last axis, label 2 in slice 4; slices 0, 3 and 5 empty."""
-    label = np.zeros(shape, dtype=np.uint8)
-    label[2:6, 3:7, 1:3] = 1
-    label[7:10, 1:4, 4] = 2
-    return label
-
-
-def make_dataset(
-    root: Path,
-    cases=("a", "b", "c"),
-    *,
-    labels=V2_LABELS,
-    affine=None,
-    ending=".nii.gz",
-    description: dict | None = None,
-) -> Path:
-    """A Decathlon folder (nnU-Net v2 dataset.json unless ``description``) of noise images and ``boxes``."""
-    rng = np.random.default_rng(0)
-    for case in cases:
-        write_volume(root / "imagesTr" / f"{case}_0000{ending}", rng.normal(100, 10, SHAPE).astype(np.float32), affine)
-        write_volume(root / "labelsTr" / f"{case}{ending}", boxes(), affine)
-    (root / "dataset.json").write_text(
-        json.dumps(
-            description
-            or {"channel_names": {"0": "MRI"}, "labels": labels, "numTraining": len(cases), "file_ending": ending}
-        )
-    )
-    return root
 
 
 def single_line(problems: list[str], name: str) -> str:
