@@ -278,7 +278,8 @@ def robust_normalise(volume: np.ndarray) -> np.ndarray:
 def slice_plane(volume: np.ndarray, axis: int, index: int) -> np.ndarray:
     """Slice ``index`` along canonical ``axis`` as an image: the higher remaining axis runs up the rows
     (superior, or anterior for axial slices, at the top), the lower one along the columns."""
-    return np.ascontiguousarray(np.take(volume, index, axis=axis).T[::-1])
+    plane = volume[(slice(None),) * axis + (index,)]  # a view (np.take copies through a slow path)
+    return np.ascontiguousarray(plane.T[::-1])
 
 
 class _VolumeCache:
