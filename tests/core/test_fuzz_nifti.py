@@ -74,7 +74,7 @@ json_values = st.recursive(
 def test_any_dataset_json_labels_give_a_label_set_or_one_line(labels, extra):
     import json
 
-    from core.data.decathlon import read_description
+    from core.data.dataset_json import read_description
 
     root = Path(tempfile.mkdtemp(dir=FOLDER))
     (root / "dataset.json").write_text(json.dumps({"labels": labels, **extra}))
