@@ -70,13 +70,14 @@ def _load_model(args):
 
 
 def _demo_batch(size: int, count: int, device: str):
-    from core.data.gitract import load_slice, open_dataset, with_organs
+    from core.data.gitract import with_organs
+    from core.data.open import open_dataset
 
     records = with_organs(open_dataset().records)
     if not records:
         raise SystemExit("the demo data set has no slices with organs")
     chosen = [records[i % len(records)] for i in np.linspace(0, len(records) - 1, count).astype(int)]
-    loaded = [load_slice(record, size) for record in chosen]
+    loaded = [record.load(size) for record in chosen]
     images = torch.from_numpy(np.stack([image for image, _ in loaded])).unsqueeze(1).to(device)
     masks = torch.from_numpy(np.stack([mask for _, mask in loaded])).float().to(device)
     return images, masks
@@ -252,7 +253,8 @@ class PassCounter:
 def robust_benchmark(args) -> None:
     from core.attacks.config import ENSEMBLE
     from core.attacks.ensemble import passes_per_slice
-    from core.data.gitract import open_dataset, select_slices
+    from core.data.gitract import select_slices
+    from core.data.open import open_dataset
     from core.evaluation.scoring import attack_slice, batches, summarise
 
     model, size, description = _load_model(args)

@@ -98,7 +98,8 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    from core.data.gitract import open_dataset, select_slices
+    from core.data.gitract import select_slices
+    from core.data.open import open_dataset
 
     models, img_size, description = _models(args)
     records = select_slices(open_dataset(), "test", limit=args.limit)

@@ -98,13 +98,14 @@ def tf32(enabled: bool):
 
 def slices(check: Check, count: int, size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """``count`` demo slices with organs (repeated when the demo has fewer) and their masks, on the CPU."""
-    from core.data.gitract import load_slice, open_dataset, with_organs
+    from core.data.gitract import with_organs
+    from core.data.open import open_dataset
 
     records = with_organs(open_dataset(check.data))
     size = size or check.img
     images, masks = [], []
     for index in range(count):
-        image, mask = load_slice(records[index % len(records)], size)
+        image, mask = records[index % len(records)].load(size)
         images.append(torch.from_numpy(image)[None])
         masks.append(torch.from_numpy(mask).float())
     return torch.stack(images), torch.stack(masks)

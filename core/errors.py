@@ -16,6 +16,10 @@ class OptionError(SegadvError, ValueError):
     """An option value out of range or not among the choices (eps, steps, method, device, ...)."""
 
 
+class MissingDependency(SegadvError, ImportError):
+    """An optional package a feature needs is not installed; the message says what to install."""
+
+
 def check_choice(value: str, choices, what: str) -> str:
     """``value`` if it is one of ``choices``, else an ``OptionError`` that lists them."""
     if value not in choices:

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from core.attacks.config import AttackConfig
-from core.data.gitract import SliceRecord, load_slice, read_slice, resize_image
+from core.data.gitract import SliceRecord, read_slice, resize_image
 from core.results import SliceResult
 from segadv_tui.catalog import LoadedCheckpoint
 
@@ -33,8 +33,8 @@ class SliceData:
 
 def load_slice_data(source: SliceRecord | Path, img_size: int) -> SliceData:
     """A data set record (with its masks) or a lone PNG file (no ground truth), at model resolution."""
-    if isinstance(source, SliceRecord):
-        image, masks = load_slice(source, img_size)
+    if not isinstance(source, Path):
+        image, masks = source.load(img_size)
         return SliceData(source.id, image, masks)
     return SliceData(Path(source).name, resize_image(read_slice(source), img_size), None)
 

@@ -125,6 +125,11 @@ class SliceRecord:
         """Any label in the ground truth: what every data set's records say (``core.data``)."""
         return any(self.rles)
 
+    @property
+    def labels_present(self) -> tuple[bool, ...]:
+        """Which labels the ground truth holds, in label-set order (as every data set's records say)."""
+        return tuple(bool(rle) for rle in self.rles)
+
     def load(self, img_size: int = 224) -> tuple[np.ndarray, np.ndarray]:
         """``load_slice(self, img_size)``: every data set's records load themselves the same way."""
         return load_slice(self, img_size)
@@ -430,7 +435,7 @@ def _rle_problems(records: list[SliceRecord]) -> dict[int, str]:
 
 def with_organs(records: Iterable[SliceRecord]) -> list[SliceRecord]:
     """The slices whose ground truth has at least one organ (the ones the paper scores)."""
-    return [record for record in records if record.has_organs]
+    return [record for record in records if record.has_labels]
 
 
 SPLITS = ("test", "train", "all")

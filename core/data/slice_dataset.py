@@ -11,13 +11,11 @@ from collections.abc import Sequence
 import torch
 from torch.utils.data import Dataset
 
-from core.data.gitract import SliceRecord, load_slice
-
 
 class SliceDataset(Dataset):
     """(image (1, S, S) float32 in [0, 1], masks (3, S, S) float32 0/1) per slice, organs in ORGANS order."""
 
-    def __init__(self, records: Sequence[SliceRecord], img_size: int = 224):
+    def __init__(self, records: Sequence, img_size: int = 224):
         if img_size < 1:
             raise ValueError(f"img_size must be positive, got {img_size}")
         self.records = list(records)
@@ -27,5 +25,5 @@ class SliceDataset(Dataset):
         return len(self.records)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        image, masks = load_slice(self.records[index], self.img_size)
+        image, masks = self.records[index].load(self.img_size)
         return torch.from_numpy(image).unsqueeze(0), torch.from_numpy(masks).float()

@@ -408,7 +408,8 @@ class _Run:
     def _records(self):
         """(dataset, training slices, validation slices): the train side of the split by case, and the
         test side's slices with organs (as the paper scored), each sampled down to --limit-slices."""
-        from core.data.gitract import open_dataset, select_slices
+        from core.data.gitract import select_slices
+        from core.data.open import open_dataset
 
         dataset = open_dataset(self.config.data)
         split = dict(test_fraction=self.config.test_fraction, seed=0)

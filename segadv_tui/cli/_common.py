@@ -138,7 +138,8 @@ def open_data(data: Path | None, strict: bool = False):
     """The data set at ``data`` (None: the built-in demo data, generated on first use), or a one-line error.
     Problems the reader met (slices it skipped, organ rows it took as absent) are a note, or with
     ``strict`` a one-line error naming the first."""
-    from core.data.gitract import DataError, open_dataset
+    from core.data.gitract import DataError
+    from core.data.open import open_dataset
 
     if data is not None:
         data = Path(data).expanduser()

@@ -515,10 +515,9 @@ def _attack_one_slice(model, record, img_size: int, config, device):
     """One slice attacked by ``core.evaluation.scoring.attack_slice``: its ``SliceResult`` with the pictures."""
     import torch
 
-    from core.data.gitract import load_slice
     from core.evaluation.scoring import attack_slice
 
-    image_np, masks_np = load_slice(record, img_size)
+    image_np, masks_np = record.load(img_size)
     image = torch.from_numpy(image_np)[None, None].to(device)
     truth = torch.from_numpy(masks_np)[None].float().to(device)
     return attack_slice(model, image, truth, config, ids=[record.id], pictures=True)[0]

@@ -176,7 +176,7 @@ class ExplorerScreen(Screen):
         if options.image is not None:
             self.post_message(DataReady(None, [Path(options.image)], str(options.image)))
             return
-        from core.data.gitract import open_dataset
+        from core.data.open import open_dataset
 
         dataset = open_dataset(options.data)
         description = str(options.data) if options.data else "built-in demo"
