@@ -331,11 +331,21 @@ class Summary:
     l2_mean: float | None
     hd95_clean: dict[str, float | None] | None = None  # mean over scored slices where defined
     hd95_adv: dict[str, float | None] | None = None
-    nsd_clean: dict[str, float | None] | None = None  # likewise; absent from the JSON when not measured
+    # Likewise, and the mean over slices of each slice's mean over labels (as mean_clean is for DSC); absent
+    # from the JSON when not measured.
+    nsd_clean: dict[str, float | None] | None = None
     nsd_adv: dict[str, float | None] | None = None
+    mean_hd95_clean: float | None = None
+    mean_hd95_adv: float | None = None
+    mean_nsd_clean: float | None = None
+    mean_nsd_adv: float | None = None
 
     def to_dict(self) -> dict:
-        return {k: v for k, v in self.__dict__.items() if v is not None or not k.startswith("nsd_")}
+        return {k: v for k, v in self.__dict__.items() if v is not None or k not in _OPTIONAL_SUMMARY}
+
+
+# The Summary fields a DSC-only run's JSON never had.
+_OPTIONAL_SUMMARY = ("nsd_clean", "nsd_adv", "mean_hd95_clean", "mean_hd95_adv", "mean_nsd_clean", "mean_nsd_adv")
 
 
 def summarise(results: Sequence[SliceResult]) -> Summary:
@@ -351,8 +361,12 @@ def summarise(results: Sequence[SliceResult]) -> Summary:
     else:
         organ_clean = organ_adv = np.full(width, np.nan)
         mean_clean = mean_adv = np.nan
-    measured = bool(scored) and scored[0].hd95_clean is not None
-    nsd_measured = bool(scored) and scored[0].nsd_clean is not None
+    boundary = {}
+    for name in ("hd95_clean", "hd95_adv", "nsd_clean", "nsd_adv"):
+        if scored and getattr(scored[0], name) is not None:
+            values = stack([getattr(r, name) for r in scored])
+            boundary[name] = organ_dict(nanmean(values, axis=0))
+            boundary[f"mean_{name}"] = json_number(nanmean(nanmean(values, axis=1), axis=0))
     return Summary(
         slices=len(results),
         scored=len(scored),
@@ -365,10 +379,7 @@ def summarise(results: Sequence[SliceResult]) -> Summary:
         linf_max=json_number(linf.max()) if len(linf) else None,
         linf_mean=json_number(linf.mean()) if len(linf) else None,
         l2_mean=json_number(l2.mean()) if len(l2) else None,
-        hd95_clean=organ_dict(nanmean(stack([r.hd95_clean for r in scored]), axis=0)) if measured else None,
-        hd95_adv=organ_dict(nanmean(stack([r.hd95_adv for r in scored]), axis=0)) if measured else None,
-        nsd_clean=organ_dict(nanmean(stack([r.nsd_clean for r in scored]), axis=0)) if nsd_measured else None,
-        nsd_adv=organ_dict(nanmean(stack([r.nsd_adv for r in scored]), axis=0)) if nsd_measured else None,
+        **boundary,
     )
 
 
