@@ -18,16 +18,23 @@ Both start afresh with a new run. A resumed run appends to them after dropping t
 it resumes from (rows a crash or Ctrl-C left after the last saved state), so each holds one row per
 epoch or report of the run as it now stands. With ``tensorboard`` (a folder) the same numbers go to a
 ``torch.utils.tensorboard.SummaryWriter`` too: the optional ``tensorboard`` package.
+
+No torch at import (the training loop's events are imported when a log is made): the explorer reads a
+checkpoint's history with ``read_history`` while it scans.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from core.files import CsvLog, read_csv_log
-from core.training.loop import EpochEnd, EpochStart, Step, TrainConfig, TrainingError, TrainingEvents, TrainStart
+
+if TYPE_CHECKING:
+    from core.training.loop import EpochEnd, EpochStart, Step, TrainConfig, TrainingEvents, TrainStart
 
 
 def history_path_for(checkpoint: str | os.PathLike) -> Path:
@@ -70,6 +77,8 @@ def _number(text: str) -> float:
 
 
 def _tensorboard_writer(folder: Path):
+    from core.training.loop import TrainingError
+
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
@@ -97,6 +106,14 @@ class TrainingLog:
     def __init__(
         self, checkpoint: str | os.PathLike, forward: TrainingEvents | None = None, tensorboard: Path | None = None
     ):
+        from core.training.loop import EpochEnd, EpochStart, Step, TrainStart
+
+        self.handlers: dict[type, Callable[[Any], None]] = {
+            TrainStart: self._start,
+            EpochStart: self._epoch_start,
+            Step: self._step,
+            EpochEnd: self._epoch_end,
+        }
         self.checkpoint = Path(checkpoint)
         self.forward = forward
         self.board = _tensorboard_writer(Path(tensorboard)) if tensorboard is not None else None
@@ -108,14 +125,9 @@ class TrainingLog:
         self.last_step: Step | None = None  # the epoch's latest loss report
 
     def __call__(self, event) -> None:
-        if isinstance(event, TrainStart):
-            self._start(event)
-        elif isinstance(event, EpochStart):
-            self._epoch_start(event)
-        elif isinstance(event, Step):
-            self._step(event)
-        elif isinstance(event, EpochEnd):
-            self._epoch_end(event)
+        handler = self.handlers.get(type(event))
+        if handler is not None:
+            handler(event)
         if self.forward is not None:
             self.forward(event)
 
