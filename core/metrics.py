@@ -10,7 +10,7 @@ every policy.
 
 Boundary metrics, in mm (MONAI's ``compute_hausdorff_distance`` and ``compute_surface_dice``), per label
 per slice, from the pixel spacing of each slice at model resolution (``slice_spacing``: the file's spacing
-scaled by original / resized size on each axis, in MONAI's (rows, columns) order):
+scaled by original / resized size on each axis, in MONAI's (rows, columns) order; ``core.data.spacing``):
 
 - HD95, the 95th-percentile symmetric Hausdorff distance between the boundaries. Empty labels follow the
   DSC policy, with the image diagonal in mm (the farthest two pixels of the slice can be apart) as the
@@ -29,6 +29,7 @@ import warnings
 import numpy as np
 import torch
 
+from core.data.spacing import slice_spacing  # noqa: F401  (re-exported)
 from core.errors import OptionError, check_choice
 from core.names import DEFAULT_NSD_TOLERANCE, EMPTY_POLICIES, METRIC_NAMES  # noqa: F401  (re-exported)
 from core.results import attack_success, mean_dsc, nanmean  # noqa: F401  (re-exported)
@@ -105,15 +106,6 @@ def hausdorff_per_organ(pred, target, percentile: float | None = 95.0, spacing=N
             )
         result[defined] = distances.double().numpy()[defined]
     return result
-
-
-def slice_spacing(records, img_size: int) -> np.ndarray:
-    """mm per pixel of each record's slice resized to ``img_size`` x ``img_size``, float64 (N, 2) in array
-    order (rows, columns) as MONAI takes it. A record's ``spacing`` is (width, height) in mm, the order of
-    the file name, at its own ``width`` x ``height`` pixels; resizing stretches each axis on its own."""
-    return np.array(
-        [(r.spacing[1] * r.height / img_size, r.spacing[0] * r.width / img_size) for r in records], dtype=np.float64
-    ).reshape(-1, 2)
 
 
 def check_nsd_tolerance(tolerance: float) -> float:

@@ -19,8 +19,8 @@ it resumes from (rows a crash or Ctrl-C left after the last saved state), so eac
 epoch or report of the run as it now stands. With ``tensorboard`` (a folder) the same numbers go to a
 ``torch.utils.tensorboard.SummaryWriter`` too: the optional ``tensorboard`` package.
 
-No torch at import (the training loop's events are imported when a log is made): the explorer reads a
-checkpoint's history with ``read_history`` while it scans.
+No torch, and nothing of the training loop, which imports this module: events are told apart by their
+class names, and the explorer reads a checkpoint's history (``read_history``) while it scans.
 """
 
 from __future__ import annotations
@@ -29,12 +29,12 @@ import os
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from core.errors import OptionError
 from core.files import CsvLog, read_csv_log
 
-if TYPE_CHECKING:
-    from core.training.loop import EpochEnd, EpochStart, Step, TrainConfig, TrainingEvents, TrainStart
+TrainingEvents = Callable[[object], None]  # core.training.loop's events callback
 
 
 def history_path_for(checkpoint: str | os.PathLike) -> Path:
@@ -77,25 +77,23 @@ def _number(text: str) -> float:
 
 
 def _tensorboard_writer(folder: Path):
-    from core.training.loop import TrainingError
-
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
-        raise TrainingError(
+        raise OptionError(
             "--tensorboard needs the tensorboard package: pip install 'segadv[tensorboard]' (or pip install tensorboard)"
         ) from None
     return SummaryWriter(log_dir=str(folder))
 
 
 def training_log(
-    config: TrainConfig, progress: TrainingEvents | None, is_main: bool
+    checkpoint: Path, tensorboard: Path | None, progress: TrainingEvents | None, is_main: bool
 ) -> AbstractContextManager[TrainingEvents | None]:
-    """The run's events callback as a context: on rank 0 a ``TrainingLog`` of ``config``'s checkpoint passing
-    events on to ``progress``; on the other ranks ``progress`` itself (they write nothing)."""
+    """The run's events callback as a context: on rank 0 a ``TrainingLog`` of ``checkpoint`` passing events
+    on to ``progress``; on the other ranks ``progress`` itself (they write nothing)."""
     if not is_main:
         return nullcontext(progress)
-    return TrainingLog(config.checkpoint_path(), progress, config.tensorboard)
+    return TrainingLog(checkpoint, progress, tensorboard)
 
 
 class TrainingLog:
@@ -106,13 +104,11 @@ class TrainingLog:
     def __init__(
         self, checkpoint: str | os.PathLike, forward: TrainingEvents | None = None, tensorboard: Path | None = None
     ):
-        from core.training.loop import EpochEnd, EpochStart, Step, TrainStart
-
-        self.handlers: dict[type, Callable[[Any], None]] = {
-            TrainStart: self._start,
-            EpochStart: self._epoch_start,
-            Step: self._step,
-            EpochEnd: self._epoch_end,
+        self.handlers: dict[str, Callable[[Any], None]] = {
+            "TrainStart": self._start,
+            "EpochStart": self._epoch_start,
+            "Step": self._step,
+            "EpochEnd": self._epoch_end,
         }
         self.checkpoint = Path(checkpoint)
         self.forward = forward
@@ -122,21 +118,21 @@ class TrainingLog:
         self.start_epoch = 0
         self.steps_per_epoch = 0
         self.skip = 0  # steps of the current epoch run before this process started it (a resume)
-        self.last_step: Step | None = None  # the epoch's latest loss report
+        self.last_step: Any = None  # a Step  # the epoch's latest loss report
 
     def __call__(self, event) -> None:
-        handler = self.handlers.get(type(event))
+        handler = self.handlers.get(type(event).__name__)
         if handler is not None:
             handler(event)
         if self.forward is not None:
             self.forward(event)
 
-    def _start(self, event: TrainStart) -> None:
+    def _start(self, event) -> None:
         self.start_epoch, self.steps_per_epoch = event.start_epoch, event.steps_per_epoch
         resumed = event.start_epoch
         self.history = CsvLog(history_path_for(self.checkpoint), keep=lambda row: _int(row, "epoch") <= resumed)
 
-    def _epoch_start(self, event: EpochStart) -> None:
+    def _epoch_start(self, event) -> None:
         self.skip = self.steps_per_epoch - event.steps
         self.last_step = None
         if self.steps is None:  # the run's first epoch: where it starts is now known to the step
@@ -146,7 +142,7 @@ class TrainingLog:
                 keep=lambda row: (_int(row, "epoch"), _int(row, "step")) <= (epoch, step),
             )
 
-    def _step(self, event: Step) -> None:
+    def _step(self, event) -> None:
         if event.loss is None:
             return
         self.last_step = event
@@ -166,7 +162,7 @@ class TrainingLog:
             self.steps.write(row)
         self._scalars("step", row, global_step)
 
-    def _epoch_end(self, event: EpochEnd) -> None:
+    def _epoch_end(self, event) -> None:
         last = self.last_step
         row = {
             "epoch": event.epoch,

@@ -244,7 +244,8 @@ def train(config: TrainConfig, progress: TrainingEvents | None = None) -> TrainR
     from core.training.history import training_log  # rank 0 logs the run to CSV files (and TensorBoard)
 
     try:
-        with training_log(config, progress if dist_env.is_main else None, dist_env.is_main) as events:
+        log = training_log(config.checkpoint_path(), config.tensorboard, progress, dist_env.is_main)
+        with log as events:
             return _Run(config, device, dist_env, events).run()
     finally:
         torch.backends.cudnn.benchmark = benchmark

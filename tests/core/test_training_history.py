@@ -13,10 +13,11 @@ from pathlib import Path
 
 import pytest
 
+from core.errors import OptionError
 from core.files import CsvLog, WriteError, read_csv_log
 from core.models.checkpoints import read_checkpoint_meta, resume_path_for
 from core.training.history import history_path_for, read_history, steps_path_for
-from core.training.loop import EpochEnd, Step, TrainConfig, TrainingError, TrainingInterrupted, train
+from core.training.loop import EpochEnd, Step, TrainConfig, TrainingInterrupted, train
 
 IMG = 32
 
@@ -135,7 +136,7 @@ def test_tensorboard_without_its_package_is_one_clear_error(tiny_demo, tmp_path,
     monkeypatch.setitem(sys.modules, "tensorboard", None)  # an import of it fails, installed or not
     monkeypatch.delitem(sys.modules, "torch.utils.tensorboard", raising=False)
     out = tmp_path / "small.safetensors"
-    with pytest.raises(TrainingError, match=r"--tensorboard needs the tensorboard package: pip install"):
+    with pytest.raises(OptionError, match=r"--tensorboard needs the tensorboard package: pip install"):
         train(quick_config(tiny_demo, out, tensorboard=tmp_path / "tb"))
     assert not out.exists() and not history_path_for(out).exists()
 
