@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import OptionError
-from core.files import CsvLog, read_csv_log
+from core.files import CsvLog, check_writable, read_csv_log
 
 TrainingEvents = Callable[[object], None]  # core.training.loop's events callback
 
@@ -111,6 +111,8 @@ class TrainingLog:
             "EpochEnd": self._epoch_end,
         }
         self.checkpoint = Path(checkpoint)
+        for path in (history_path_for(checkpoint), steps_path_for(checkpoint)):
+            check_writable(path)  # a folder in the way: one line now, not after the first epoch
         self.forward = forward
         self.board = _tensorboard_writer(Path(tensorboard)) if tensorboard is not None else None
         self.history: CsvLog | None = None

@@ -141,6 +141,13 @@ def test_tensorboard_without_its_package_is_one_clear_error(tiny_demo, tmp_path,
     assert not out.exists() and not history_path_for(out).exists()
 
 
+def test_a_folder_where_the_history_goes_stops_the_run_before_it_starts(tiny_demo, tmp_path):
+    out = tmp_path / "small.safetensors"
+    history_path_for(out).mkdir()
+    with pytest.raises(WriteError, match=r"small\.history\.csv.*a folder"):
+        train(quick_config(tiny_demo, out), progress=lambda event: pytest.fail(f"the run started: {event}"))
+
+
 # --- the log file --------------------------------------------------------------------------------
 
 
