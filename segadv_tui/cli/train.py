@@ -177,7 +177,7 @@ def train(
         rich_help_panel=OUTPUT,
         metavar="DIR",
         help="Also write the history's and steps' numbers for TensorBoard into DIR (needs the tensorboard package: "
-        "pip install 'segadv[tensorboard]'). The CSVs NAME.history.csv and NAME.steps.csv are always written.",
+        "pip install tensorboard, or segadv's tensorboard extra). The CSVs NAME.history.csv and NAME.steps.csv are always written.",
     ),
 ) -> None:
     """Train a model of the paper (AdamW, cosine annealing, Dice + Focal loss, early stopping)."""
