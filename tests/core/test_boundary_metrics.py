@@ -139,3 +139,21 @@ def test_a_resized_non_square_slice_keeps_its_millimetres(tmp_path):
     assert moved == pytest.approx(30.0, abs=1.875 + 2.0)  # a resized pixel, plus the file's own pixel
     inside = hd95_per_organ(masks[:, [2]], masks[:, [0]], spacing)[0, 0]
     assert inside == pytest.approx(12.0, abs=1.875 + 2.0)
+
+
+def test_the_attack_config_names_its_metrics_and_round_trips():
+    import json
+
+    from core.attacks.config import AttackConfig
+
+    assert AttackConfig().metrics == ("dsc",) and "nsd_tolerance" not in AttackConfig().to_dict()
+    config = AttackConfig(method="ensemble", steps=3, hausdorff=True, nsd_tolerance=1)
+    assert config.metrics == ("dsc", "hd95", "nsd") and config.nsd_tolerance == 1.0
+    data = json.loads(json.dumps(config.to_dict()))
+    data.pop("method_label")
+    assert AttackConfig(**data) == config
+    # The ensemble's members score what the ensemble scores.
+    assert {member.metrics for member in config.ensemble_members()} == {config.metrics}
+    for bad in (-0.5, float("nan"), True):
+        with pytest.raises(OptionError, match="NSD tolerance"):
+            AttackConfig(nsd_tolerance=bad)
