@@ -53,6 +53,8 @@ def read_history(checkpoint: str | os.PathLike) -> list[dict[str, float]] | None
     """The epochs of ``checkpoint``'s history CSV as numbers (NaN for an empty cell, booleans as 0 / 1);
     None when it has none or it cannot be read (a history is an extra: its absence is no error)."""
     path = history_path_for(checkpoint)
+    if not path.is_file():  # nothing, or a FIFO a reader would wait on for ever
+        return None
     try:
         rows = read_csv_log(path)
     except (OSError, UnicodeDecodeError, ValueError):

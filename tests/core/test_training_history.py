@@ -84,6 +84,8 @@ def test_two_epochs_write_a_history_that_grows_while_training(tiny_demo, tmp_pat
     ]
     assert read_history(out)[1]["val_dsc_mean"] == result.history[1]["mean"]
     assert read_history(tmp_path / "none.safetensors") is None
+    os.mkfifo(history_path_for(tmp_path / "fifo.safetensors"))
+    assert read_history(tmp_path / "fifo.safetensors") is None  # not waited on
 
 
 def test_resume_appends_and_drops_the_rows_past_the_resume_point(tiny_demo, tmp_path):
