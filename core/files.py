@@ -10,6 +10,10 @@ What a path names decides how it is written, so that nothing that is not ours is
   replace the device node itself (as root, ``--json /dev/null`` would break the system);
 - a folder, a socket or a block device: refused with a ``WriteError`` that names it.
 
+A log (``CsvLog``: the training history) is the one file written in place: it is replaced atomically when
+it starts (empty, or with the rows a resumed run keeps), then appended to a row at a time and flushed, so
+``tail -f`` follows it; a FIFO or a device is appended to straight, and never read or replaced.
+
 ``check_writable`` applies the same rules before any work is done, so a long run does not end on a path
 it could never write. The temporary is created with
 mode 0o666 and the kernel applies the user's umask (0644 under umask 022), as ``open(path, "w")``
@@ -142,6 +146,76 @@ def write_csv(path: str | os.PathLike, header: Sequence[str], rows: Iterable[Seq
 def write_png(path: str | os.PathLike, image) -> Path:
     """A Pillow image as PNG."""
     return atomic_write(path, lambda stream: image.save(stream, format="PNG"))
+
+
+class CsvLog:
+    """A CSV file that grows a row at a time, each row flushed as it is written (``tail -f`` shows it).
+
+    ``keep`` None starts the log afresh (an empty file until the first row brings its header); otherwise
+    the rows of an existing log for which ``keep(row)`` holds stay (a resumed run drops the rows it will
+    write again) and new rows follow them under the log's own header. The header is the first row's keys;
+    a later row's keys that the header lacks are left out and its missing ones are empty cells. Rows are
+    dicts; missing numbers are empty cells (``csv_cell``)."""
+
+    def __init__(self, path: str | os.PathLike, keep: Callable[[dict], bool] | None = None):
+        route, target = _route(path)
+        if route == "stdout":
+            raise _cannot_write(Path(path), "a log is a file")
+        self.path = Path(path).expanduser()
+        self.header: list[str] | None = None
+        if route == "file":
+            kept: list[dict] = []
+            if keep is not None and target.is_file():
+                try:
+                    with open(target, newline="", encoding="utf-8") as stream:
+                        reader = csv.DictReader(stream)
+                        self.header = list(reader.fieldnames or []) or None
+                        kept = [row for row in reader if keep(row)]
+                except (OSError, UnicodeDecodeError, csv.Error) as exc:
+                    raise _cannot_write(self.path, f"cannot read it to resume ({exc})") from exc
+            atomic_write(target, lambda stream: stream.write(self._text(kept).encode("utf-8")))
+        try:
+            self._stream = open(target, "a", newline="", encoding="utf-8")
+        except OSError as exc:
+            raise _write_error(self.path, exc) from exc
+
+    def _text(self, rows: Sequence[Mapping]) -> str:
+        if self.header is None:
+            return ""
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, self.header, restval="", extrasaction="ignore", lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        return buffer.getvalue()
+
+    def write(self, row: Mapping[str, Any]) -> None:
+        """Append ``row`` (with the header first, in a new log) and flush it to the file."""
+        text = ""
+        if self.header is None:
+            self.header = list(row)
+            text = self._text([])
+        buffer = io.StringIO()
+        csv.DictWriter(buffer, self.header, restval="", extrasaction="ignore", lineterminator="\n").writerow(
+            {key: csv_cell(value) for key, value in row.items()}
+        )
+        try:
+            self._stream.write(text + buffer.getvalue())
+            self._stream.flush()
+        except OSError as exc:
+            raise _write_error(self.path, exc) from exc
+
+    def close(self) -> None:
+        self._stream.close()
+
+
+def read_csv_log(path: str | os.PathLike) -> list[dict[str, str]]:
+    """The rows of a ``CsvLog`` (or any CSV with a header) as dicts of text; a half-written last line (a
+    log being written) is left out."""
+    with open(path, newline="", encoding="utf-8") as stream:
+        text = stream.read()
+    if not text.endswith("\n"):
+        text = text[: text.rfind("\n") + 1]
+    return list(csv.DictReader(io.StringIO(text)))
 
 
 # --- missing numbers ------------------------------------------------------------------------------

@@ -21,6 +21,11 @@ LOSS_TITLES = {
     "js": "JS",
 }
 EMPTY_POLICIES = ("one", "skip", "zero")
+# Per-slice scores (core.metrics): DSC always; the boundary metrics in mm when asked.
+METRIC_NAMES = ("dsc", "hd95", "nsd")
+# 2 mm: a little over one pixel of a UW-Madison slice at model resolution (1.5 mm x 266 / 224 = 1.8 mm), so
+# a boundary off by one pixel counts as right and one off by two does not.
+DEFAULT_NSD_TOLERANCE = 2.0
 # Adversarial training (core.training.adversarial).
 ADV_METHODS = ("fgsm-rs", "pgd")
 ADV_TITLES = {"fgsm-rs": "FGSM-RS", "pgd": "PGD"}

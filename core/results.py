@@ -67,7 +67,7 @@ class SliceResult:
 
     dsc_clean / dsc_adv: float64 (3,) per organ, NaN where the empty policy skips; linf / l2: the realised
     perturbation norms; zero_grad_fraction: FGSM's share of pixels with a zero gradient (None for other
-    methods); hd95_*: (3,) when measured; organ_pixels: int (3,) pixels of each organ in the reference
+    methods); hd95_* / nsd_*: (3,) in mm / at the config's tolerance in mm, when measured; organ_pixels: int (3,) pixels of each organ in the reference
     (for scores by organ size); member: the ensemble member that won the slice; pictures: only where
     asked (one slice in the explorer)."""
 
@@ -82,6 +82,8 @@ class SliceResult:
     zero_grad_fraction: float | None = None
     hd95_clean: np.ndarray | None = None
     hd95_adv: np.ndarray | None = None
+    nsd_clean: np.ndarray | None = None
+    nsd_adv: np.ndarray | None = None
     organ_pixels: np.ndarray | None = None
     member: str | None = None
     pictures: SlicePictures | None = None
@@ -103,8 +105,8 @@ class SliceResult:
         return float(attack_success(self.mean_clean, self.mean_adv))
 
     def to_dict(self) -> dict:
-        """The JSON form: None where a score is undefined or was not measured; no pictures."""
-        return {
+        """The JSON form: None where a score is undefined or was not measured (NSD: absent); no pictures."""
+        data = {
             "slice_id": self.slice_id,
             "eps": self.eps,
             "has_organs": self.has_organs,
@@ -125,3 +127,6 @@ class SliceResult:
             else {o: int(v) for o, v in zip(ORGANS, self.organ_pixels)},
             "member": self.member,
         }
+        if self.nsd_clean is not None:
+            data |= {"nsd_clean": organ_dict(self.nsd_clean), "nsd_adv": organ_dict(self.nsd_adv)}
+        return data

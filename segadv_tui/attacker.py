@@ -144,6 +144,7 @@ class SliceAttacker:
                     pictures=True,
                     scored_on=None if scored_on is None else scored_on.model,
                     scored_clean=None if scored_clean is None else scored_clean.to(self.device),
+                    spacing=None if data.spacing is None else data.spacing[None],
                 )
             except AttackCancelled:
                 return None
@@ -190,6 +191,7 @@ class SliceAttacker:
         """FGSM mean DSC at each eps for the slice and loss of ``config`` (scored as the frames are, on
         ``scored_on`` when given)."""
         fgsm = config.replace(method="fgsm") if config.method != "fgsm" else config
+        fgsm = fgsm.replace(hausdorff=False, nsd_tolerance=None)  # the curve is of DSC alone
         with self._lock:
             if should_stop():
                 return None

@@ -17,6 +17,7 @@ class CheckpointEntry:
     path: Path
     meta: dict | None  # None when the header cannot be read
     problem: str | None = None
+    history: tuple[dict, ...] | None = None  # its training history's epochs (core.training.history), if it has one
 
     @property
     def summary(self) -> str:
@@ -90,6 +91,7 @@ def scan(folders: list[Path], files: list[Path] = ()) -> Catalog:
     """The checkpoints in ``folders`` (non-recursive) and ``files`` with their metadata headers, and the
     universal perturbations among them."""
     from core.models.checkpoints import FOREIGN_SUFFIXES, UNIVERSAL_FORMAT, read_safetensors_meta
+    from core.training.history import read_history
 
     paths: list[Path] = [Path(f) for f in files]
     for folder in folders:
@@ -117,7 +119,9 @@ def scan(folders: list[Path], files: list[Path] = ()) -> Catalog:
             if meta.get("format") == UNIVERSAL_FORMAT:
                 catalog.deltas.append(_delta_entry(path, meta))
                 continue
-            catalog.checkpoints.append(CheckpointEntry(path, meta))  # checked as a checkpoint's by the reader
+            history = read_history(path)
+            # Checked as a checkpoint's by the reader.
+            catalog.checkpoints.append(CheckpointEntry(path, meta, history=tuple(history) if history else None))
         except (ValueError, OSError) as exc:
             catalog.checkpoints.append(CheckpointEntry(path, None, str(exc).removeprefix(f"{path}: ")))
     return catalog

@@ -15,6 +15,7 @@ import numpy as np
 
 from core.attacks.config import AttackConfig
 from core.data.gitract import SliceRecord, read_slice, resize_image
+from core.data.spacing import slice_spacing
 from core.results import SliceResult
 from segadv_tui.catalog import LoadedCheckpoint
 
@@ -29,13 +30,14 @@ class SliceData:
     id: str
     image: np.ndarray  # float32 (S, S) in [0, 1]
     truth: np.ndarray | None  # uint8 (3, S, S)
+    spacing: np.ndarray | None = None  # (rows, columns) mm per pixel at S x S; None: unknown (a lone PNG)
 
 
 def load_slice_data(source: SliceRecord | Path, img_size: int) -> SliceData:
     """A data set record (with its masks) or a lone PNG file (no ground truth), at model resolution."""
     if not isinstance(source, Path):
         image, masks = source.load(img_size)
-        return SliceData(source.id, image, masks)
+        return SliceData(source.id, image, masks, slice_spacing([source], img_size)[0])
     return SliceData(Path(source).name, resize_image(read_slice(source), img_size), None)
 
 

@@ -45,6 +45,14 @@ def segadv_tui(
     ),
     export_dir: Path = typer.Option(Path("."), "--export-dir", help="Where e / x and Table II exports go."),
     device: str = typer.Option("auto", "--device", help="auto (CUDA when available, else CPU), cpu, cuda or cuda:N."),
+    metrics: str = typer.Option(
+        "dsc",
+        "--metrics",
+        help="Scores table: dsc, plus columns of hd95 (mm) and nsd (within --nsd-tolerance mm), e.g. dsc,hd95,nsd.",
+    ),
+    nsd_tolerance: float | None = typer.Option(
+        None, "--nsd-tolerance", metavar="MM", help="NSD's tolerance in mm (default 2: about one pixel at 224)."
+    ),
     serve: bool = typer.Option(False, "--serve", help="Serve the explorer to a browser tab (textual-serve) instead."),
     host: str = typer.Option(
         SERVE_HOST,
@@ -123,6 +131,9 @@ def segadv_tui(
         from core.devices import resolve_device
 
         device = str(resolve_device(device))
+    from segadv_tui.cli._metrics import metric_fields
+
+    scores = metric_fields(metrics, nsd_tolerance)  # a bad value: one line, before the app starts
     if not export_dir.is_dir():
         fail(f"--export-dir {export_dir}: no such folder")
     if not os.access(export_dir, os.W_OK | os.X_OK):
@@ -164,7 +175,9 @@ def segadv_tui(
             arguments += ["--delta", str(path.resolve())]
         if limit is not None:
             arguments += ["--limit", str(limit)]
-        arguments += ["--device", device]
+        arguments += ["--device", device, "--metrics", metrics]
+        if nsd_tolerance is not None:
+            arguments += ["--nsd-tolerance", str(nsd_tolerance)]
         serve_app(host, port, arguments, token, heartbeat)
         return
 
@@ -184,6 +197,7 @@ def segadv_tui(
         graphics=renderer,
         export_dir=export_dir,
         device=device,
+        **scores,
     )
     end_on_signals(app)  # SIGTERM, SIGHUP: the terminal restored and the process gone within seconds, workers or not
     app.run()

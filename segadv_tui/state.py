@@ -60,6 +60,8 @@ class ExplorerOptions:
     device: str | None = None
     device_label: str | None = None
     show_timings: bool = True
+    hausdorff: bool = False  # --metrics: HD95 and NSD (at nsd_tolerance mm) as columns of the Scores table
+    nsd_tolerance: float | None = None
 
     def __post_init__(self) -> None:
         self.checkpoint_dirs = list(self.checkpoint_dirs or [])
@@ -96,7 +98,11 @@ class ExplorerState:
     latest_request: int = 0
 
     def __post_init__(self) -> None:
-        self.attack = AttackConfig(target="gt" if self.has_truth else "pred")
+        self.attack = AttackConfig(
+            target="gt" if self.has_truth else "pred",
+            hausdorff=self.options.hausdorff,
+            nsd_tolerance=self.options.nsd_tolerance,
+        )
         self.device = self.options.device
 
     @property

@@ -180,7 +180,8 @@ class AttackConfig:
     ``erase`` removes; ``precision`` is the forward pass's autocast (fp32 is the reference).
     ``delta`` is the file of the universal method's saved perturbation (``core.attacks.universal``; read by its
     runner, so every front end can run it). ``empty`` is the DSC of an organ absent from truth and prediction, ``score`` the slices a summary
-    averages over, ``hausdorff`` adds the 95th-percentile Hausdorff distance.
+    averages over. ``hausdorff`` adds HD95 and ``nsd_tolerance`` (mm; None: not measured) the normalised surface
+    Dice at that tolerance, both in mm per label (``core.metrics``); ``metrics`` names what is scored.
     """
 
     method: str = "fgsm"
@@ -199,6 +200,7 @@ class AttackConfig:
     empty: str = "one"
     score: str = "nonempty"
     hausdorff: bool = False
+    nsd_tolerance: float | None = None
 
     def __post_init__(self):
         check_choice(self.method, METHOD_NAMES, "attack method")
@@ -244,6 +246,19 @@ class AttackConfig:
         check_choice(self.precision, PRECISIONS, "precision")
         check_choice(self.empty, EMPTY_POLICIES, "empty-organ policy")
         check_choice(self.score, SCORE_SLICES, "slice selection")
+        if not isinstance(self.hausdorff, bool):
+            raise OptionError(f"hausdorff must be true or false, got {self.hausdorff!r}")
+        if self.nsd_tolerance is not None:
+            if isinstance(self.nsd_tolerance, bool) or not (
+                math.isfinite(float(self.nsd_tolerance)) and float(self.nsd_tolerance) >= 0
+            ):
+                raise OptionError(f"the NSD tolerance must be a number of mm of at least 0, got {self.nsd_tolerance}")
+            object.__setattr__(self, "nsd_tolerance", float(self.nsd_tolerance))
+
+    @property
+    def metrics(self) -> tuple[str, ...]:
+        """The per-slice scores: ``dsc``, then ``hd95`` and ``nsd`` where asked (``core.names.METRIC_NAMES`` order)."""
+        return ("dsc",) + ("hd95",) * self.hausdorff + ("nsd",) * (self.nsd_tolerance is not None)
 
     @classmethod
     def for_method(cls, method: str, **values) -> AttackConfig:
@@ -281,7 +296,10 @@ class AttackConfig:
             raise OptionError(f"{self.method} is not the ensemble")
         shared = {
             name: getattr(self, name)
-            for name in ("eps", "target", "steps", "seed", "best_iterate", "precision", "empty", "score", "hausdorff")
+            for name in (
+                *("eps", "target", "steps", "seed", "best_iterate", "precision", "empty", "score", "hausdorff"),
+                "nsd_tolerance",
+            )
         }
         return [AttackConfig(method="apgd", loss=member.loss, radii=member.radii, **shared) for member in ENSEMBLE]
 
@@ -327,5 +345,7 @@ class AttackConfig:
         data = asdict(self)
         data["organs"] = list(self.organs)
         data["radii"] = list(self.radii)
+        if self.nsd_tolerance is None:
+            del data["nsd_tolerance"]  # not measured: the JSON of a DSC-only run is as it always was
         data["method_label"] = self.method_label
         return data

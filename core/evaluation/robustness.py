@@ -31,6 +31,7 @@ from core.attacks.gradient_cache import GradientCache
 from core.attacks.runner import AttackContext
 from core.errors import OptionError
 from core.evaluation.scoring import Interrupted, Partial, Summary, attack_slice, finished_batches, summarise
+from core.metrics import slice_spacing
 from core.organs import ORGANS
 from core.progress import Progress
 from core.results import SliceResult, json_number, nanmean
@@ -228,11 +229,13 @@ def robustness(
                 should_stop=should_stop,
             )
             per_slice = [{} for _ in chunk]
+            spacing = slice_spacing(chunk, int(size))
             for eps in eps_values:
                 check_stop(should_stop)
-                for rows, row in zip(
-                    per_slice, attack_slice(model, images, truth, config.with_eps(eps), ids=ids, context=context)
-                ):
+                scored = attack_slice(
+                    model, images, truth, config.with_eps(eps), ids=ids, context=context, spacing=spacing
+                )
+                for rows, row in zip(per_slice, scored):
                     rows[eps] = row
                 done += len(chunk) * ranks.world_size  # under torchrun: this rank's share times the ranks
                 if progress is not None:

@@ -38,7 +38,7 @@ from core.attacks.gradients import GradientEntry, input_gradients
 from core.attacks.runner import AttackContext, AttackOutput, run_attack
 from core.errors import OptionError
 from core.losses import check_loss
-from core.metrics import dice_per_organ, hausdorff_per_organ
+from core.metrics import dice_per_organ, hd95_per_organ, nsd_per_organ, slice_spacing
 from core.models.registry import count_parameters
 from core.organs import ORGANS
 from core.progress import Progress
@@ -93,12 +93,16 @@ def score_slices(
     has_truth: bool = True,
     zero_grad_fraction: np.ndarray | None = None,
     hausdorff: bool = False,
+    nsd_tolerance: float | None = None,
+    spacing: np.ndarray | None = None,
     pictures: bool = False,
     members: Sequence[str] | None = None,
 ) -> list[SliceResult]:
     """The ``SliceResult`` of each slice of a batch: DSC of the clean and adversarial predictions against
     ``reference`` (the ground truth, or the clean prediction where there is none), realised norms, and
-    with ``pictures`` the numpy pictures. The one place a per-slice score is made."""
+    with ``pictures`` the numpy pictures. The one place a per-slice score is made. ``hausdorff`` adds HD95,
+    ``nsd_tolerance`` NSD at that many mm, in mm by ``spacing`` ((N, 2) rows, columns mm per pixel:
+    ``core.metrics.slice_spacing``; None: pixels)."""
     # Scored where the masks are (the GPU in a CUDA run); only numbers and, when asked, pictures come back.
     reference = reference.to(adv_pred.device).bool()
     clean_pred, adv_pred = clean_pred.to(adv_pred.device).bool(), adv_pred.bool()
@@ -108,7 +112,12 @@ def score_slices(
     organ_pixels = reference.flatten(2).sum(2).cpu().numpy()
     hd_clean = hd_adv = None
     if hausdorff:
-        hd_clean, hd_adv = hausdorff_per_organ(clean_pred, reference), hausdorff_per_organ(adv_pred, reference)
+        hd_clean = hd95_per_organ(clean_pred.cpu(), reference.cpu(), spacing, empty)
+        hd_adv = hd95_per_organ(adv_pred.cpu(), reference.cpu(), spacing, empty)
+    nsd_clean = nsd_adv = None
+    if nsd_tolerance is not None:
+        nsd_clean = nsd_per_organ(clean_pred.cpu(), reference.cpu(), nsd_tolerance, spacing, empty)
+        nsd_adv = nsd_per_organ(adv_pred.cpu(), reference.cpu(), nsd_tolerance, spacing, empty)
     images = adversarial_images = None
     if pictures:
         # The paper's mode perturbs a 3-channel copy of the slice: its picture is the channel mean.
@@ -131,6 +140,8 @@ def score_slices(
                 member=None if members is None else members[i],
                 hd95_clean=None if hd_clean is None else hd_clean[i],
                 hd95_adv=None if hd_adv is None else hd_adv[i],
+                nsd_clean=None if nsd_clean is None else nsd_clean[i],
+                nsd_adv=None if nsd_adv is None else nsd_adv[i],
                 pictures=None
                 if not pictures
                 else SlicePictures(
@@ -164,8 +175,10 @@ def attack_slice(
     pictures: bool = False,
     scored_on: torch.nn.Module | None = None,
     scored_clean: torch.Tensor | None = None,
+    spacing: np.ndarray | None = None,
 ) -> list[SliceResult]:
-    """``config``'s attack on ``image`` (N, 1, H, W), scored against ``truth`` (N, 3, H, W) 0/1.
+    """``config``'s attack on ``image`` (N, 1, H, W), scored against ``truth`` (N, 3, H, W) 0/1; ``spacing``
+    (N, 2) mm per pixel for the boundary metrics (``core.metrics.slice_spacing``; None: pixels).
 
     ``truth`` None (a lone picture) attacks and scores against the model's clean prediction. FGSM takes
     its clean prediction from the gradient's forward pass; with ``context.cache`` a cached FGSM is ONE
@@ -194,6 +207,8 @@ def attack_slice(
         has_truth=truth is not None,
         zero_grad_fraction=output.zero_grad_fraction,
         hausdorff=config.hausdorff,
+        nsd_tolerance=config.nsd_tolerance,
+        spacing=spacing,
         pictures=pictures,
         members=output.members,
     )
@@ -234,6 +249,7 @@ def sweep(
     chunk_size: int | None = None,
     pictures: bool = False,
     scored_on: torch.nn.Module | None = None,
+    spacing: np.ndarray | None = None,
 ) -> list[list[SliceResult]]:
     """FGSM (``config``'s loss, mode, precision, empty policy; its eps is ignored) at every eps of
     ``eps_values``: per eps, one ``SliceResult`` per slice. One backward pass per image (or none, from
@@ -242,7 +258,7 @@ def sweep(
     against it). With a cache, ``cache_key`` must identify the gradient: (checkpoint, slice id(s), loss,
     target kind, mode); stepping eps in a front end is then one forward pass. ``scored_on``: the
     adversarial slices made from ``model``'s gradient are scored on this other model (a transfer), against
-    its own clean prediction."""
+    its own clean prediction. ``spacing``: as for ``attack_slice``."""
     config = config or AttackConfig()
     check_batch_shape(image, target)
     eps_values = [check_eps(eps) for eps in eps_values]
@@ -285,6 +301,9 @@ def sweep(
             score=config.score,
             has_truth=truth is not None,
             zero_grad_fraction=gradient.zero_fraction,
+            hausdorff=config.hausdorff,
+            nsd_tolerance=config.nsd_tolerance,
+            spacing=spacing,
             pictures=pictures,
         )
         for eps, (adversarial, adv_pred) in zip(eps_values, outputs)
@@ -312,9 +331,21 @@ class Summary:
     l2_mean: float | None
     hd95_clean: dict[str, float | None] | None = None  # mean over scored slices where defined
     hd95_adv: dict[str, float | None] | None = None
+    # Likewise, and the mean over slices of each slice's mean over labels (as mean_clean is for DSC); absent
+    # from the JSON when not measured.
+    nsd_clean: dict[str, float | None] | None = None
+    nsd_adv: dict[str, float | None] | None = None
+    mean_hd95_clean: float | None = None
+    mean_hd95_adv: float | None = None
+    mean_nsd_clean: float | None = None
+    mean_nsd_adv: float | None = None
 
     def to_dict(self) -> dict:
-        return dict(self.__dict__)
+        return {k: v for k, v in self.__dict__.items() if v is not None or k not in _OPTIONAL_SUMMARY}
+
+
+# The Summary fields a DSC-only run's JSON never had.
+_OPTIONAL_SUMMARY = ("nsd_clean", "nsd_adv", "mean_hd95_clean", "mean_hd95_adv", "mean_nsd_clean", "mean_nsd_adv")
 
 
 def summarise(results: Sequence[SliceResult]) -> Summary:
@@ -330,7 +361,12 @@ def summarise(results: Sequence[SliceResult]) -> Summary:
     else:
         organ_clean = organ_adv = np.full(width, np.nan)
         mean_clean = mean_adv = np.nan
-    measured = bool(scored) and scored[0].hd95_clean is not None
+    boundary = {}
+    for name in ("hd95_clean", "hd95_adv", "nsd_clean", "nsd_adv"):
+        if scored and getattr(scored[0], name) is not None:
+            values = stack([getattr(r, name) for r in scored])
+            boundary[name] = organ_dict(nanmean(values, axis=0))
+            boundary[f"mean_{name}"] = json_number(nanmean(nanmean(values, axis=1), axis=0))
     return Summary(
         slices=len(results),
         scored=len(scored),
@@ -343,8 +379,7 @@ def summarise(results: Sequence[SliceResult]) -> Summary:
         linf_max=json_number(linf.max()) if len(linf) else None,
         linf_mean=json_number(linf.mean()) if len(linf) else None,
         l2_mean=json_number(l2.mean()) if len(l2) else None,
-        hd95_clean=organ_dict(nanmean(stack([r.hd95_clean for r in scored]), axis=0)) if measured else None,
-        hd95_adv=organ_dict(nanmean(stack([r.hd95_adv for r in scored]), axis=0)) if measured else None,
+        **boundary,
     )
 
 
@@ -448,7 +483,14 @@ def evaluate(
 
     def attack(chunk, images, truth):
         return attack_slice(
-            model, images, truth, config, ids=[r.id for r in chunk], context=context, scored_on=scored_on
+            model,
+            images,
+            truth,
+            config,
+            ids=[r.id for r in chunk],
+            context=context,
+            scored_on=scored_on,
+            spacing=slice_spacing(chunk, img_size),
         )
 
     results, interrupted = finished_batches(
@@ -569,6 +611,7 @@ def evaluate_sweep(
                 ids=ids,
                 gradient=entry,
                 chunk_size=chunk_size,
+                spacing=slice_spacing(chunk, img_size),
             )
             for eps, scored in zip(eps_values, per_eps):
                 for (rows, _), row in zip(per_slice, scored):

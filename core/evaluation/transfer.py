@@ -35,6 +35,7 @@ from core.evaluation.scoring import (
     scored_predictions,
     summarise,
 )
+from core.metrics import slice_spacing
 from core.models.inference import predict
 from core.progress import Progress
 from core.results import SliceResult
@@ -213,6 +214,8 @@ def transfer(
                     score=config.score,
                     zero_grad_fraction=output.zero_grad_fraction,
                     hausdorff=config.hausdorff,
+                    nsd_tolerance=config.nsd_tolerance,
+                    spacing=slice_spacing(chunk, img_size),
                 )
                 for cells, row in zip(per_slice, scored):
                     cells[source.label, label] = row

@@ -107,6 +107,7 @@ class TrainConfig:
     fp16_weights: bool = False  # store the checkpoint's weights in fp16
     schedule: str = "run"  # see SCHEDULES
     log_every: int = 10  # steps between loss reports: each report waits for the device (a host sync)
+    tensorboard: Path | None = None  # a folder for TensorBoard's event files (core.training.history)
     # Adversarial training (core.training.adversarial); adv None: plain training.
     adv: str | None = None
     adv_eps: float | None = None
@@ -243,8 +244,12 @@ def train(config: TrainConfig, progress: TrainingEvents | None = None) -> TrainR
     # cuDNN picks the fastest kernels per shape once; training shapes are fixed, so this pays off.
     benchmark = torch.backends.cudnn.benchmark
     torch.backends.cudnn.benchmark = device.type == "cuda" or benchmark
+    from core.training.history import training_log  # rank 0 logs the run to CSV files (and TensorBoard)
+
     try:
-        return _Run(config, device, dist_env, progress if dist_env.is_main else None).run()
+        log = training_log(config.checkpoint_path(), config.tensorboard, progress, dist_env.is_main)
+        with log as events:
+            return _Run(config, device, dist_env, events).run()
     finally:
         torch.backends.cudnn.benchmark = benchmark
         if dist_env.active and dist.is_initialized():

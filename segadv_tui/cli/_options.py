@@ -19,7 +19,7 @@ import typer
 
 from core.attacks.config import METHOD_LIST
 from core.devices import DEVICE_HELP
-from core.names import LOSS_NAMES
+from core.names import DEFAULT_NSD_TOLERANCE, LOSS_NAMES
 from segadv_tui.cli._outcome import DEFAULT_OUT_DIR
 
 # The panels of --help, in the order a reader decides: what to attack, on which slices, how, where the
@@ -161,6 +161,24 @@ Empty = Annotated[
         "--empty",
         rich_help_panel=ATTACK,
         help="DSC of an organ absent from truth and prediction: one, skip or zero.",
+    ),
+]
+Metrics = Annotated[
+    str,
+    typer.Option(
+        "--metrics",
+        rich_help_panel=ATTACK,
+        help="Scores per label: a comma list of dsc (always), hd95 (95th-percentile Hausdorff distance, mm) and nsd "
+        "(normalised surface Dice within --nsd-tolerance mm), in mm from each slice's pixel spacing.",
+    ),
+]
+NsdTolerance = Annotated[
+    float | None,
+    typer.Option(
+        "--nsd-tolerance",
+        rich_help_panel=ATTACK,
+        metavar="MM",
+        help=f"NSD's tolerance in mm; default {DEFAULT_NSD_TOLERANCE:g} (a little over one UW-Madison pixel at 224 x 224).",
     ),
 ]
 

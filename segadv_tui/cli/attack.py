@@ -20,6 +20,7 @@ from segadv_tui.cli._common import (
     prepare,
     progress_bar,
 )
+from segadv_tui.cli._metrics import boundary_table, metric_fields, organ_columns, row_csv, summary_csv
 from segadv_tui.cli._options import (
     ATTACK,
     DATA,
@@ -36,7 +37,9 @@ from segadv_tui.cli._options import (
     Limit,
     Loss,
     Method,
+    Metrics,
     Mode,
+    NsdTolerance,
     Organs,
     Precision,
     Seed,
@@ -79,6 +82,8 @@ def attack(
     limit: Limit = None,
     all_slices: AllSlices = False,
     empty: Empty = "one",
+    metrics: Metrics = "dsc",
+    nsd_tolerance: NsdTolerance = None,
     device: Device = "auto",
     precision: Precision = "fp32",
     batch_size: BatchSize = 16,
@@ -104,6 +109,7 @@ def attack(
         precision=precision,
         delta=delta,
         best_iterate=best_iterate,  # delta a Path: attack_config lower-cases strings
+        **metric_fields(metrics, nsd_tolerance),
     )
     run = prepare(
         "attack",
@@ -153,9 +159,11 @@ def _attack_table(result, loaded, split: str):
         for organ in ORGANS
     ]
     rows.append(("mean", number(summary.mean_clean), number(summary.mean_adv), number(summary.mean_attack_success)))
+    boundary, columns = organ_columns(config, summary)
+    rows = [row + tuple(column[i] for column in columns) for i, row in enumerate(rows)]
     return Table(
         f"{loaded.title}: {config.method_label}, {config.objective_label}, eps {config.eps:g}",
-        ("organ", "DSC clean", "DSC adversarial", "attack success"),
+        ("organ", "DSC clean", "DSC adversarial", "attack success", *boundary),
         tuple(rows),
         bold=(frozenset(),) * len(ORGANS) + (frozenset(range(4)),),
         sections=frozenset({len(ORGANS)}),
@@ -173,6 +181,8 @@ def attack_rows(result) -> tuple[list[str], list[list]]:
     for prefix in ("dsc_clean", "dsc_adv", "as"):
         header += [f"{prefix}_{organ}" for organ in ORGANS] + [f"{prefix}_mean"]
     header += ["linf", "l2", "zero_grad_fraction"]
+    if result.rows:
+        header += row_csv(result.config, result.rows[0].to_dict())[0]
     rows = []
     for row in (result_row.to_dict() for result_row in result.rows):
         cells = [row["slice_id"], int(row["has_organs"]), int(row["scored"])]
@@ -182,7 +192,7 @@ def attack_rows(result) -> tuple[list[str], list[list]]:
             ("attack_success", "mean_attack_success"),
         ):
             cells += [row[per_organ][organ] for organ in ORGANS] + [row[mean]]
-        cells += [row["linf"], row["l2"], row["zero_grad_fraction"]]
+        cells += [row["linf"], row["l2"], row["zero_grad_fraction"]] + row_csv(result.config, row)[1]
         rows.append(cells)
     return header, rows
 
@@ -353,6 +363,8 @@ def table(
     limit: Limit = None,
     all_slices: AllSlices = False,
     empty: Empty = "one",
+    metrics: Metrics = "dsc",
+    nsd_tolerance: NsdTolerance = None,
     device: Device = "auto",
     precision: Precision = "fp32",
     batch_size: BatchSize = 16,
@@ -376,6 +388,7 @@ def table(
         precision=precision,
         all_slices=all_slices,
         best_iterate=best_iterate,
+        **metric_fields(metrics, nsd_tolerance),
     )
     run = prepare(
         "table",
@@ -408,8 +421,15 @@ def table(
         f"lowest DSC (best attack) in bold."
     )
     formatted = table_ii_table(result, caption=caption)
+    boundary = boundary_table(
+        config,
+        "Table II: boundary metrics",
+        [(f"{row.title} / {loss}", summary) for row in result.rows for loss, summary in row.summaries.items()],
+        "model / loss",
+    )
     run.finish(
         formatted.to_rich(title="Table II"),
+        *([boundary] if boundary else []),
         md=formatted.to_markdown,
         csv=lambda: table_ii_csv(result, loaded),
         json=lambda: payload(result),
@@ -427,8 +447,17 @@ def table_ii_csv(result, loaded) -> tuple[list[str], list[list]]:
         [item.meta.get("model"), row.title, str(item.path), row.params, row.dsc_clean]
         + [row.dsc_adv[loss] for loss in result.losses]
         + [row.best_loss or ""]
+        + [
+            cell
+            for loss, summary in row.summaries.items()
+            for cell in summary_csv(result.config, summary, f"{loss}_")[1]
+        ]
         for row, item in zip(result.rows, loaded)
     ]
+    if result.rows:  # the boundary metrics per loss, clean and adversarial, where asked
+        header += [
+            n for loss, s in result.rows[0].summaries.items() for n in summary_csv(result.config, s, f"{loss}_")[0]
+        ]
     return header, rows
 
 

@@ -15,6 +15,7 @@ import typer
 
 from segadv_tui.cli import app
 from segadv_tui.cli._common import attack_config, parse_eps_list, prepare, progress_bar
+from segadv_tui.cli._metrics import boundary_table, metric_fields, summary_csv
 from segadv_tui.cli._options import (
     ATTACK,
     MODEL,
@@ -26,6 +27,8 @@ from segadv_tui.cli._options import (
     Empty,
     Limit,
     Loss,
+    Metrics,
+    NsdTolerance,
     Precision,
     Seed,
     Split,
@@ -72,6 +75,8 @@ def robust(
     limit: Limit = None,
     all_slices: AllSlices = False,
     empty: Empty = "one",
+    metrics: Metrics = "dsc",
+    nsd_tolerance: NsdTolerance = None,
     device: Device = "auto",
     precision: Precision = "fp32",
     batch_size: BatchSize = 16,
@@ -113,6 +118,7 @@ def robust(
         empty=empty,
         precision=precision,
         all_slices=all_slices,
+        **metric_fields(metrics, nsd_tolerance),
     )
     paths = list(checkpoints or [None])
     # The transfer source loads with the checkpoints, before the data: a bad --transfer-from stops first.
@@ -163,6 +169,8 @@ def robust(
         shown += [_curve_table(report, curve, scope), _tertile_table(report, curve)]
         if report.members:
             shown.append(_wins_table(report, curve))
+        entries = [(f"{point.eps:g}", point.summary) for point in curve.points]
+        shown += filter(None, [boundary_table(config, f"{curve.label}: boundary metrics", entries, "eps")])
     shown += [_checks_table(checked, scope) for checked in check_reports]
     if check_reports:
         verdicts = [check.verdict for checked in check_reports for check in checked.checks]
@@ -398,6 +406,8 @@ def robust_rows(report) -> tuple[list[str], list[list]]:
     header += [f"dsc_adv_{o}_{t}" for o in ORGANS for t in TERTILES]
     header += ["linf_max", "l2_mean", "passes_forward_backward", "passes_forward"]
     header += [f"wins_{m}" for m in report.members or []]
+    if report.curves:
+        header += summary_csv(report.config, report.curves[0].points[0].summary)[0]
     rows = []
     for curve in report.curves:
         for point in curve.points:
@@ -419,5 +429,6 @@ def robust_rows(report) -> tuple[list[str], list[list]]:
                 + [cell(t.dsc_adv) for o in ORGANS for t in point.tertiles[o]]
                 + [cell(s.linf_max), cell(s.l2_mean), report.budget["forward_backward"], report.budget["forward"]]
                 + [point.wins[m] for m in report.members or []]
+                + summary_csv(report.config, s)[1]
             )
     return header, rows

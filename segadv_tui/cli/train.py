@@ -155,7 +155,8 @@ def train(
         10,
         "--log-every",
         rich_help_panel=COMPUTE,
-        help="Report the loss every N steps (each report waits for the GPU).",
+        help="Report the loss every N steps (each report waits for the GPU), on screen and as a row of NAME.steps.csv "
+        "beside the checkpoint.",
     ),
     dist_timeout: float = typer.Option(
         600.0,
@@ -175,6 +176,14 @@ def train(
         "--fp16-weights",
         rich_help_panel=OUTPUT,
         help="Store the checkpoint's weights in fp16 (half the size).",
+    ),
+    tensorboard: Path | None = typer.Option(
+        None,
+        "--tensorboard",
+        rich_help_panel=OUTPUT,
+        metavar="DIR",
+        help="Also write the history's and steps' numbers for TensorBoard into DIR (needs the tensorboard package: "
+        "pip install tensorboard, or segadv's tensorboard extra). The CSVs NAME.history.csv and NAME.steps.csv are always written.",
     ),
 ) -> None:
     """Train a model of the paper (AdamW, cosine annealing, Dice + Focal loss, early stopping)."""
@@ -218,6 +227,7 @@ def train(
         fp16_weights=fp16_weights,
         schedule=schedule,
         log_every=log_every,
+        tensorboard=Path(tensorboard).expanduser() if tensorboard else None,
         dist_timeout_s=dist_timeout,
         adv=adv,
         adv_eps=adv_eps,
@@ -250,9 +260,11 @@ def train(
         fail("no epoch finished, so no checkpoint was saved")
     best = result.best_dsc
     how = f"early stop after {result.epochs_run} epochs" if result.stopped_early else f"{result.epochs_run} epochs"
+    from core.training.history import history_path_for
+
     console.print(
         f"[bold green]best checkpoint[/] {result.checkpoint} (validation mean DSC {best['mean']:.4f}; {how}); "
-        f"resume state {result.resume_path}",
+        f"resume state {result.resume_path}; history {history_path_for(result.checkpoint)}",
         highlight=False,
     )
 

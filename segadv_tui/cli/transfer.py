@@ -8,6 +8,7 @@ import typer
 
 from segadv_tui.cli import app, fail
 from segadv_tui.cli._common import attack_config, prepare, progress_bar
+from segadv_tui.cli._metrics import boundary_table, metric_fields, summary_csv
 from segadv_tui.cli._options import (
     ATTACK,
     MODEL,
@@ -19,7 +20,9 @@ from segadv_tui.cli._options import (
     Limit,
     Loss,
     Method,
+    Metrics,
     Mode,
+    NsdTolerance,
     Organs,
     Precision,
     Seed,
@@ -88,6 +91,8 @@ def transfer(
     limit: Limit = None,
     all_slices: AllSlices = False,
     empty: Empty = "one",
+    metrics: Metrics = "dsc",
+    nsd_tolerance: NsdTolerance = None,
     device: Device = "auto",
     precision: Precision = "fp32",
     batch_size: BatchSize = 16,
@@ -117,6 +122,7 @@ def transfer(
         seed=seed,
         organs=organs,
         precision=precision,
+        **metric_fields(metrics, nsd_tolerance),
     )
     run = prepare(
         "transfer",
@@ -159,8 +165,11 @@ def transfer(
         f"Cells: mean attack success on the column's model (below: its mean DSC after the attack); "
         f"{result.attacks} attacks, {result.seconds:.1f} s."
     )
+    entries = [(f"{cell.source} -> {cell.target}", cell.summary) for cell in result.cells]
+    boundary = boundary_table(config, "Transfer: boundary metrics", entries, "source -> target")
     run.finish(
         _transfer_table(result),
+        *([boundary] if boundary else []),
         json=lambda: payload(result),
         csv=lambda: transfer_rows(result),
         png=lambda: transfer_figure(result, caption),
@@ -215,6 +224,8 @@ def transfer_rows(result) -> tuple[list[str], list[list]]:
     header = ["source", "target", "white_box", "dsc_clean_mean", "dsc_adv_mean", "as_mean"]
     header += [f"dsc_adv_{organ}" for organ in ORGANS] + [f"as_{organ}" for organ in ORGANS]
     header += ["linf_max", "scored"]
+    if result.cells:
+        header += summary_csv(result.config, result.cells[0].summary)[0]
     rows = []
     for cell in result.cells:
         s = cell.summary
@@ -223,6 +234,7 @@ def transfer_rows(result) -> tuple[list[str], list[list]]:
             + [s.dsc_adv[organ] for organ in ORGANS]
             + [s.attack_success[organ] for organ in ORGANS]
             + [s.linf_max, s.scored]
+            + summary_csv(result.config, s)[1]
         )
     return header, rows
 

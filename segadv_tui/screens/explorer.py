@@ -92,7 +92,9 @@ class ExplorerScreen(Screen):
                 yield Static("starting…", id="summary")
                 yield PictureViews(renderer=self.state.options.graphics, id="images")
                 with Horizontal(id="bottom"):
-                    yield ScoresPanel(show_timings=self.state.options.show_timings, id="scores")
+                    yield ScoresPanel(
+                        show_timings=self.state.options.show_timings, metrics=self.state.attack.metrics, id="scores"
+                    )
                     yield DscCurve(id="curve")
         yield Footer()
 

@@ -1,5 +1,6 @@
 """The Checkpoints panel: every checkpoint found (``segadv_tui.catalog``), with its model, size, image size,
-validation DSC and defence (adversarial training, from the metadata)."""
+validation DSC and defence (adversarial training, from the metadata), and its training curves where its
+history CSV is beside it (``core.training.history``)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,9 @@ from textual.widgets import OptionList
 from textual.widgets.option_list import Option
 
 from segadv_tui.catalog import CheckpointEntry
+from segadv_tui.widgets.scores import sparkline
+
+CURVE_EPOCHS = 12  # the latest epochs a curve shows: two of them fit the panel's line
 
 
 class CheckpointList(OptionList):
@@ -67,6 +71,10 @@ class CheckpointList(OptionList):
             lines = [name, summary]
             if entry.defence:  # a line of its own: the summary line is full at the panel's width
                 lines.append(Text("  " + entry.defence, style="dim italic", no_wrap=True, overflow="ellipsis"))
+            if entry.history:
+                lines.append(
+                    Text("  " + training_curves(entry.history), style="dim", no_wrap=True, overflow="ellipsis")
+                )
             self.add_option(Option(Group(*lines)))
         if self.entries:
             self.highlighted = min(highlighted or 0, len(self.entries) - 1)
@@ -74,3 +82,16 @@ class CheckpointList(OptionList):
     def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
         event.stop()
         self.post_message(self.Chosen(self.entries[event.option_index]))
+
+
+def training_curves(history) -> str:
+    """``loss ▇▅▃▂ 0.412 DSC ▁▄▆▇ 0.831``: train loss and validation mean DSC against epoch (the latest
+    ``CURVE_EPOCHS``), each with its last value; n/a where the history lacks it."""
+    from segadv_tui.render.tables import number
+
+    parts = []
+    for title, key in (("loss", "train_loss"), ("DSC", "val_dsc_mean")):
+        values = [row.get(key, float("nan")) for row in history]
+        last = values[-1] if values else None
+        parts.append(f"{title} {sparkline(values, CURVE_EPOCHS)} {number(last, 3)}".replace("  ", " "))
+    return f"{len(history)} ep · " + " ".join(parts)

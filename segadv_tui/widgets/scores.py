@@ -3,12 +3,16 @@
 An organ absent from the truth is scored by the empty-organ rule, not by overlap (with the default rule
 its DSC is 1 until one pixel of it is predicted, then 0), so a few stray pixels can halve a slice's mean:
 its DSC cells carry a mark, and the line under the table says what the mark means.
+
+With ``segadv-tui --metrics hd95,nsd`` the table has a column pair per boundary metric (in mm, clean and
+adversarial; ``core.metrics``); without, it is as it always was.
 """
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Vertical
@@ -16,12 +20,18 @@ from textual.widget import Widget
 from textual.widgets import DataTable, Static
 
 from core.organs import ORGAN_TITLES, ORGANS
+from core.results import nanmean
 from segadv_tui.frames import Curve, Frame, LiveStep
-from segadv_tui.render.tables import format_score
+from segadv_tui.render.tables import format_score, number
 
 BARS = " ▁▂▃▄▅▆▇█"
 ROWS = tuple(ORGANS) + ("mean",)
 ROW_TITLES = {**ORGAN_TITLES, "mean": "Mean"}
+# The boundary metrics' columns: (metric, key, header, decimals), clean then adversarial.
+BOUNDARY_COLUMNS = {
+    "hd95": (("hd95_clean", "HD95 cln", 1), ("hd95_adv", "HD95 adv", 1)),
+    "nsd": (("nsd_clean", "NSD cln", 3), ("nsd_adv", "NSD adv", 3)),
+}
 ABSENT_MARK = "*"
 # The footnote of the mark, per empty-organ policy (core.metrics): one line of the 49-column panel.
 ABSENT_NOTES = {
@@ -53,14 +63,20 @@ class ScoresTable(DataTable):
 
     DEFAULT_CSS = "ScoresTable { height: auto; }"
 
+    def __init__(self, metrics: tuple[str, ...] = ("dsc",), **kwargs):
+        super().__init__(**kwargs)
+        self.boundary = [column for metric in metrics for column in BOUNDARY_COLUMNS.get(metric, ())]
+
     def on_mount(self) -> None:
         self.cursor_type = "none"
         self.zebra_stripes = True
         self.add_column("Organ", key="organ", width=12)
         for key, label in (("clean", "DSC clean"), ("adv", "DSC adv"), ("as", "AS")):
             self.add_column(Text(label, justify="right"), key=key, width=9)
+        for key, label, _ in self.boundary:
+            self.add_column(Text(label, justify="right"), key=key, width=9)
         for row in ROWS:
-            self.add_row(ROW_TITLES[row], *(Text("… ", justify="right"),) * 3, key=row)
+            self.add_row(ROW_TITLES[row], *(Text("… ", justify="right"),) * (3 + len(self.boundary)), key=row)
 
     def show(self, frame: Frame | LiveStep) -> None:
         result = frame.result
@@ -74,11 +90,20 @@ class ScoresTable(DataTable):
                 # decimal points stay in line.
                 mark = ABSENT_MARK if absent.get(row) and column != "as" else " "
                 self.update_cell(row, column, Text(format_score(value) + mark, justify="right"))
+        for key, _, digits in self.boundary:
+            # Not measured (an iterative attack's live step): unknown until its frame comes.
+            values = getattr(result, key)
+            cells = {} if values is None else {organ: values[i] for i, organ in enumerate(ORGANS)}
+            if values is not None:
+                cells["mean"] = nanmean(np.asarray(values, dtype=np.float64)[None], axis=1)[0]
+            for row in ROWS:
+                text = number(cells[row], digits) + " " if row in cells else "– "
+                self.update_cell(row, key, Text(text, justify="right"))
 
     def clear(self) -> None:
         """Every score back to unknown (nothing is shown for the current choice)."""
         for row in ROWS:
-            for column in ("clean", "adv", "as"):
+            for column in ("clean", "adv", "as", *(key for key, _, _ in self.boundary)):
                 self.update_cell(row, column, Text("– ", justify="right"))
 
     def cell_text(self, row: str, column: str) -> str:
@@ -153,14 +178,15 @@ class ScoresPanel(Vertical):
     ScoresPanel #scores-status, ScoresPanel #scores-live { height: 1; color: $text-muted; padding: 0 1; }
     """
 
-    def __init__(self, show_timings: bool = True, **kwargs):
+    def __init__(self, show_timings: bool = True, metrics: tuple[str, ...] = ("dsc",), **kwargs):
         super().__init__(**kwargs)
         self.show_timings = show_timings
+        self.metrics = metrics
         self.note = ""  # the absent-organ footnote of the scores shown
         self.live_shown = False  # the second line shows an iterative run (its progress, then its history)
 
     def compose(self) -> ComposeResult:
-        yield ScoresTable(id="scores-table")
+        yield ScoresTable(self.metrics, id="scores-table")
         yield Static("", id="scores-status")
         yield Static("", id="scores-live")
 

@@ -18,8 +18,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from core.files import read_csv_log
 from core.models.checkpoints import load_checkpoint, load_training_state, resume_path_for
 from core.models.registry import REGISTRY, build_model, freeze_unused_parameters
+from core.training.history import history_path_for, steps_path_for
 from core.training.loop import TrainConfig, train
 
 # What smp's EfficientNet encoder builds but never runs (its classification head without the classifier).
@@ -159,7 +161,11 @@ def test_a_two_process_gloo_run_resumes_a_state_and_only_rank_0_reports_and_save
     assert (state["scheduler"]["last_epoch"], state["scheduler"]["T_max"]) == (6, 6)
     assert state["optimizer"]["param_groups"][0]["lr"] == 0.0
     assert load_checkpoint(out)[1]["train_args"]["batch_size"] == 8
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["ddp.resume.pt", "ddp.safetensors"]
+    names = ["ddp.history.csv", "ddp.resume.pt", "ddp.safetensors", "ddp.steps.csv"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == names
+    # Rank 0 alone logs: the resumed run appended epoch 2 once, and each of its steps once.
+    assert [row["epoch"] for row in read_csv_log(history_path_for(out))] == ["1", "2"]
+    assert [(row["epoch"], row["step"]) for row in read_csv_log(steps_path_for(out))] == [("1", "3"), ("2", "3")]
 
 
 @pytest.mark.slow

@@ -13,7 +13,15 @@ from core.attacks.fast_gradient import fgsm
 from core.attacks.iterative import bim
 from core.data.gitract import GITractDataset, load_slice
 from core.evaluation.scoring import AttackConfig, evaluate, evaluate_sweep, table_ii
-from core.metrics import attack_success, dice_per_organ, hausdorff_per_organ, mean_dsc, nanmean
+from core.metrics import (
+    attack_success,
+    dice_per_organ,
+    hd95_per_organ,
+    mean_dsc,
+    nanmean,
+    nsd_per_organ,
+    slice_spacing,
+)
 from core.models.inference import predict
 from core.organs import ORGANS
 
@@ -92,19 +100,30 @@ def test_score_all_includes_slices_without_organs(model, records):
     assert result.summary.mean_clean == pytest.approx(rows_mean)
 
 
-def test_hausdorff_column_on_request(model, records):
-    pytest.importorskip("scipy")
+def test_boundary_metrics_in_mm_on_request(model, records):
     subset = records[:2]
-    result = evaluate(model, subset, IMG_SIZE, AttackConfig(hausdorff=True, eps=0.02), batch_size=2)
+    config = AttackConfig(hausdorff=True, nsd_tolerance=3.0, eps=0.02, empty="skip")
+    assert config.metrics == ("dsc", "hd95", "nsd")
+    result = evaluate(model, subset, IMG_SIZE, config, batch_size=2)
     for row, record in zip(result.rows, subset):
         image, masks = load_slice(record, IMG_SIZE)
         clean_pred = predict(model, torch.from_numpy(image)[None, None])
-        np.testing.assert_allclose(row.hd95_clean, hausdorff_per_organ(clean_pred, masks[None])[0])
-        assert set(row.to_dict()["hd95_adv"]) == set(ORGANS)
-    per_slice = np.array([row.hd95_clean for row in result.rows])
-    assert np.isfinite(per_slice).any()
-    np.testing.assert_allclose(_values(result.summary.hd95_clean), nanmean(per_slice, axis=0))
-    assert evaluate(model, subset[:1], IMG_SIZE, AttackConfig(), batch_size=2).rows[0].hd95_clean is None
+        spacing = slice_spacing([record], IMG_SIZE)
+        np.testing.assert_allclose(row.hd95_clean, hd95_per_organ(clean_pred, masks[None], spacing, "skip")[0])
+        np.testing.assert_allclose(row.nsd_clean, nsd_per_organ(clean_pred, masks[None], 3.0, spacing, "skip")[0])
+        assert set(row.to_dict()["hd95_adv"]) == set(row.to_dict()["nsd_adv"]) == set(ORGANS)
+    for name in ("hd95_clean", "hd95_adv", "nsd_clean", "nsd_adv"):
+        per_slice = np.array([getattr(row, name) for row in result.rows])
+        np.testing.assert_allclose(_values(getattr(result.summary, name)), nanmean(per_slice, axis=0))
+    data = json.loads(json.dumps(result.to_dict(), allow_nan=False))
+    assert data["config"]["nsd_tolerance"] == 3.0 and data["config"]["hausdorff"] is True
+    # A DSC-only run's JSON has no NSD keys at all (as before there were any), and HD95 as None.
+    plain = evaluate(model, subset[:1], IMG_SIZE, AttackConfig(), batch_size=2)
+    assert plain.rows[0].hd95_clean is None and "nsd_clean" not in plain.rows[0].to_dict()
+    assert "nsd_clean" not in plain.summary.to_dict() and "nsd_tolerance" not in plain.to_dict()["config"]
+    sweep = evaluate_sweep(model, subset, IMG_SIZE, [0.0, 0.02], ["bce"], config, batch_size=2)
+    at_zero = sweep.entry("bce", 0.0).summary
+    assert at_zero.nsd_adv == at_zero.nsd_clean and at_zero.hd95_adv == at_zero.hd95_clean
     json.dumps(result.to_dict(), allow_nan=False)
 
 
