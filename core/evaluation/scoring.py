@@ -668,7 +668,7 @@ class TableII:
     config: AttackConfig  # the attack of every column; its loss is each column's
     losses: list[str]
     rows: list[TableIIRow]
-    labels: LabelSet  # every model's: what the summaries' per-label keys name
+    labels: LabelSet | None = None  # every model's: what the summaries' per-label keys name (None: the config's)
 
     @property
     def eps(self) -> float:
@@ -683,7 +683,7 @@ class TableII:
             "config": self.config.to_dict(),
             "eps": self.eps,
             "losses": self.losses,
-            "labels": self.labels.to_meta(),
+            "labels": (self.labels or self.config.labels).to_meta(),
             "rows": [row.to_dict() for row in self.rows],
         }
 

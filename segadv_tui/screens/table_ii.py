@@ -33,7 +33,7 @@ def run_table_ii(models, records, attack: AttackConfig, losses, *, device, progr
 
 def as_table(result, attack: AttackConfig, slices: int) -> Table:
     """The paper's layout, with each attack's success next to its DSC."""
-    title = f"Table II: mean DSC over {slices} test slices{with_labels_caption(result.labels, False)}, {attack.label}"
+    title = f"Table II: mean DSC over {slices} test slices{with_labels_caption(result.labels or attack.labels, False)}, {attack.label}"
     return table_ii_table(result, title=title, with_success=True)
 
 
