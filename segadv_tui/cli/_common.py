@@ -206,8 +206,9 @@ class CommandRun:
         return with_labels_caption(self.labels, all_slices)
 
     def attack_config(self, config, organs=None):
-        """``config`` for this data's label set: the labels to erase are ``organs`` (the --label values, None:
-        the method's default), an unknown one a one-line error listing the set's."""
+        """``config`` for this data's label set: the labels to erase are ``organs`` (the --label values; the
+        commands with that option default it to the set's last label, as they always named UW-Madison's
+        stomach; None: the method's default), an unknown one a one-line error listing the set's."""
         return config.for_labels(self.labels, organs)
 
     def select(self, split: str, *, all_slices: bool = False, limit: int | None = None) -> list:

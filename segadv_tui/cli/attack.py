@@ -118,7 +118,7 @@ def attack(
         limit=limit,
     )
     loaded = run.checkpoint
-    config = run.attack_config(config, organs)
+    config = run.attack_config(config, organs or run.labels.names[-1])
 
     from core.evaluation.scoring import evaluate
 
@@ -492,7 +492,7 @@ def figure(
         strict=strict,
     )
     loaded = run.checkpoint
-    config = run.attack_config(config, organs)
+    config = run.attack_config(config, organs or run.labels.names[-1])
     record = _find_slice(run.dataset, slice_id)
 
     result = _attack_one_slice(loaded.model, record, loaded.img_size, config, run.device)

@@ -111,7 +111,7 @@ def luminosity(
         limit=limit,
     )
     loaded = run.checkpoint
-    config = run.attack_config(config, organs)
+    config = run.attack_config(config, organs or run.labels.names[-1])
 
     from core.evaluation.luminosity import FEATURES, luminosity_study
 

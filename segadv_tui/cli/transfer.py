@@ -131,7 +131,7 @@ def transfer(
         limit=limit,
     )
     loaded = run.checkpoints
-    config = run.attack_config(config, organs)
+    config = run.attack_config(config, organs or run.labels.names[-1])
     labels = model_labels(loaded)
 
     from core.evaluation.transfer import transfer as run_transfer
