@@ -10,13 +10,13 @@ import json
 import numpy as np
 import pytest
 import torch
+from label_sets import LIVER_TUMOUR, SIZE, LabelledData, open_labelled, write_labelled_data
 
 from core.labels import UW_MADISON
 from core.metrics import dice_per_organ
 from core.models.checkpoints import save_checkpoint
 from core.models.inference import predict
 from core.models.registry import build_model
-from label_sets import LIVER_TUMOUR, SIZE, LabelledData, open_labelled, write_labelled_data
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +79,17 @@ def test_erase_takes_the_data_labels_by_label_or_organ(cli, labelled, two_label_
     assert erased.exit_code == 0, erased.output
     assert json.loads(open("e.json").read())["config"]["organs"] == ["tumour"]
     default = cli(
-        "attack", "-c", two_label_checkpoint, "--data", labelled, "--method", "erase", "--steps", "1", "--json", "d.json"
+        "attack",
+        "-c",
+        two_label_checkpoint,
+        "--data",
+        labelled,
+        "--method",
+        "erase",
+        "--steps",
+        "1",
+        "--json",
+        "d.json",
     )
     assert default.exit_code == 0, default.output
     assert json.loads(open("d.json").read())["config"]["organs"] == ["tumour"]  # the label set's last
@@ -115,7 +125,9 @@ def test_table_and_robust_follow_the_data_labels(cli, labelled, two_label_checkp
     assert "label-size tertile" in robust.stdout and "slices with labels" in robust.stdout
 
 
-def test_a_checkpoint_of_other_labels_is_refused_in_one_line_naming_both(cli, labelled, two_label_checkpoint, tiny_demo):
+def test_a_checkpoint_of_other_labels_is_refused_in_one_line_naming_both(
+    cli, labelled, two_label_checkpoint, tiny_demo
+):
     uw_on_liver = cli("attack", "--data", labelled)  # the bundled demo checkpoint: UW-Madison's organs
     assert uw_on_liver.exit_code == 2
     lines = uw_on_liver.stderr.strip().splitlines()
