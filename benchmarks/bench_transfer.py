@@ -76,6 +76,7 @@ def per_pair(models, records, img_size, config, *, batch_size, device):
                     clean_pred,
                     adv_pred,
                     truth,
+                    labels=target_model.labels,
                     empty=config.empty,
                     score=config.score,
                 )

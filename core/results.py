@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from core.files import json_number
-from core.organs import ORGANS
+from core.labels import UW_MADISON, LabelSet
 
 
 def nanmean(values: np.ndarray, axis: int) -> np.ndarray:
@@ -22,11 +22,11 @@ def nanmean(values: np.ndarray, axis: int) -> np.ndarray:
         return np.nanmean(values, axis=axis)
 
 
-def mean_dsc(per_organ) -> np.ndarray:
-    """Mean DSC over organs of each slice, (N,); skipped (NaN) organs are left out, all skipped is NaN."""
-    values = np.asarray(per_organ, dtype=np.float64)
+def mean_dsc(per_label) -> np.ndarray:
+    """Mean DSC over labels of each slice, (N,); skipped (NaN) labels are left out, all skipped is NaN."""
+    values = np.asarray(per_label, dtype=np.float64)
     if values.ndim != 2:
-        raise ValueError(f"expected per-organ scores of shape (N, organs), got {values.shape}")
+        raise ValueError(f"expected per-label scores of shape (N, labels), got {values.shape}")
     return nanmean(values, axis=1)
 
 
@@ -39,19 +39,19 @@ def attack_success(dsc_clean, dsc_adv) -> np.ndarray:
     return np.where(defined, (clean - adv) / safe_clean, np.nan)
 
 
-def organ_dict(values) -> dict[str, float | None] | None:
-    """Per-organ values as ``{organ: number or None}`` (None stays None: not measured)."""
+def label_dict(values, names: tuple[str, ...]) -> dict[str, float | None] | None:
+    """Per-label values as ``{label name: number or None}`` in label order (None stays None: not measured)."""
     if values is None:
         return None
-    return {organ: json_number(v) for organ, v in zip(ORGANS, values)}
+    return {name: json_number(v) for name, v in zip(names, values)}
 
 
 @dataclass(frozen=True)
 class SlicePictures:
     """What a slice's attack looks like, at model resolution (numpy): for the explorer and figures.
 
-    image / adversarial: float32 (S, S) in [0, 1]; clean_prediction / adversarial_prediction: bool (3, S, S);
-    reference: bool (3, S, S), the ground truth or, without one, the clean prediction."""
+    image / adversarial: float32 (S, S) in [0, 1]; clean_prediction / adversarial_prediction: bool (L, S, S),
+    one channel per label; reference: bool (L, S, S), the ground truth or, without one, the clean prediction."""
 
     image: np.ndarray
     adversarial: np.ndarray
@@ -65,11 +65,12 @@ class SlicePictures:
 class SliceResult:
     """One slice attacked once at ``eps``, scored against its reference.
 
-    dsc_clean / dsc_adv: float64 (3,) per organ, NaN where the empty policy skips; linf / l2: the realised
-    perturbation norms; zero_grad_fraction: FGSM's share of pixels with a zero gradient (None for other
-    methods); hd95_* / nsd_*: (3,) in mm / at the config's tolerance in mm, when measured; organ_pixels: int (3,) pixels of each organ in the reference
-    (for scores by organ size); member: the ensemble member that won the slice; pictures: only where
-    asked (one slice in the explorer)."""
+    dsc_clean / dsc_adv: float64 (L,) per label of ``labels``, NaN where the empty policy skips; linf / l2:
+    the realised perturbation norms; has_organs: the reference holds any label (the JSON key UW-Madison's
+    files have always had); zero_grad_fraction: FGSM's share of pixels with a zero gradient (None for other
+    methods); hd95_* / nsd_*: (L,) in mm / at the config's tolerance in mm, when measured; organ_pixels: int (L,) pixels of each label in the reference
+    (for scores by size); member: the ensemble member that won the slice; pictures: only where asked (one
+    slice in the explorer); labels: the label set the per-label values follow (the model's)."""
 
     slice_id: str
     eps: float
@@ -87,6 +88,7 @@ class SliceResult:
     organ_pixels: np.ndarray | None = None
     member: str | None = None
     pictures: SlicePictures | None = None
+    labels: LabelSet = UW_MADISON
 
     @property
     def mean_clean(self) -> float:
@@ -105,28 +107,30 @@ class SliceResult:
         return float(attack_success(self.mean_clean, self.mean_adv))
 
     def to_dict(self) -> dict:
-        """The JSON form: None where a score is undefined or was not measured (NSD: absent); no pictures."""
+        """The JSON form, per-label values keyed by label name: None where a score is undefined or was not
+        measured (NSD: absent); no pictures."""
+        names = self.labels.names
         data = {
             "slice_id": self.slice_id,
             "eps": self.eps,
             "has_organs": self.has_organs,
             "scored": self.scored,
-            "dsc_clean": organ_dict(self.dsc_clean),
-            "dsc_adv": organ_dict(self.dsc_adv),
+            "dsc_clean": label_dict(self.dsc_clean, names),
+            "dsc_adv": label_dict(self.dsc_adv, names),
             "mean_clean": json_number(self.mean_clean),
             "mean_adv": json_number(self.mean_adv),
-            "attack_success": organ_dict(self.attack_success),
+            "attack_success": label_dict(self.attack_success, names),
             "mean_attack_success": json_number(self.mean_attack_success),
             "linf": float(self.linf),
             "l2": float(self.l2),
             "zero_grad_fraction": json_number(self.zero_grad_fraction),
-            "hd95_clean": organ_dict(self.hd95_clean),
-            "hd95_adv": organ_dict(self.hd95_adv),
+            "hd95_clean": label_dict(self.hd95_clean, names),
+            "hd95_adv": label_dict(self.hd95_adv, names),
             "organ_pixels": None
             if self.organ_pixels is None
-            else {o: int(v) for o, v in zip(ORGANS, self.organ_pixels)},
+            else {o: int(v) for o, v in zip(names, self.organ_pixels)},
             "member": self.member,
         }
         if self.nsd_clean is not None:
-            data |= {"nsd_clean": organ_dict(self.nsd_clean), "nsd_adv": organ_dict(self.nsd_adv)}
+            data |= {"nsd_clean": label_dict(self.nsd_clean, names), "nsd_adv": label_dict(self.nsd_adv, names)}
         return data

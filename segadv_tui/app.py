@@ -72,7 +72,8 @@ class SegadvApp(App):
     def action_help(self) -> None:
         from segadv_tui.screens.help import HelpScreen
 
-        self.push_screen(HelpScreen(help_groups()))
+        labels = self.explorer.state.labels
+        self.push_screen(HelpScreen(help_groups(labels), labels))
 
     def report_worker_error(self, task: str, error: BaseException) -> str:
         """A notification, and the app keeps running: bad input says what is wrong; anything else is a

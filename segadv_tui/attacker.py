@@ -20,6 +20,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from core.attacks.batch import model_labels
 from core.attacks.config import AttackConfig
 from core.attacks.control import AttackCancelled, StopCheck
 from core.attacks.gradient_cache import GradientCache
@@ -71,7 +72,7 @@ class SliceAttacker:
         return torch.as_tensor(np.ascontiguousarray(array), dtype=torch.float32, device=self.device)[None]
 
     def _inputs(self, data: SliceData) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(image (1, 1, S, S), ground truth (1, 3, S, S) or None) on the model's device."""
+        """(image (1, 1, S, S), ground truth (1, L, S, S) or None) on the model's device."""
         truth = None if data.truth is None else self._tensor(np.asarray(data.truth, dtype=bool))
         return self._tensor(data.image)[None], truth
 
@@ -124,6 +125,7 @@ class SliceAttacker:
                     started,
                     on_live,
                     live_interval,
+                    model_labels(self.model),
                     None if scored_on is None else scored_on.model,
                 )
             context = AttackContext(
@@ -228,9 +230,9 @@ class _LiveReporter:
     ``scored_on`` every step is scored on that model's prediction of the iterate (``clean_pred`` is its)."""
 
     def __init__(
-        self, request_id, config, slice_id, image, truth, clean_pred, started, on_live, interval, scored_on=None
+        self, request_id, config, slice_id, image, truth, clean_pred, started, on_live, interval, labels, scored_on=None
     ):
-        self.request_id, self.config, self.slice_id = request_id, config, slice_id
+        self.request_id, self.config, self.slice_id, self.labels = request_id, config, slice_id, labels
         self.image, self.clean_pred, self.started = image, clean_pred, started
         self.reference = clean_pred if truth is None else truth
         self.has_truth = truth is not None
@@ -261,6 +263,7 @@ class _LiveReporter:
             self.clean_pred,
             prediction,
             self.reference,
+            labels=self.labels,
             empty=self.config.empty,
             score=self.config.score,
             has_truth=self.has_truth,

@@ -8,6 +8,28 @@ from __future__ import annotations
 from textual.binding import Binding
 
 from core.attacks.config import METHOD_LIST
+from core.labels import UW_MADISON, LabelSet
+from core.wording import label_nouns
+
+# Keys 1 to 9 show or hide the first nine labels of the data's label set in every picture.
+TOGGLED_LABELS = 9
+
+
+def label_keys(labels: LabelSet) -> list[Binding]:
+    """The keys that show or hide the first nine labels of ``labels``, named by them (the help and the
+    command palette list these for the data's label set)."""
+    return [
+        Binding(
+            str(number),
+            f"toggle_organ({number - 1})",
+            label.title,
+            id=f"organ.{label.name}",
+            show=False,
+            tooltip=f"Show / hide the {label.title.lower()} in every picture",
+        )
+        for number, label in enumerate(labels.labels[:TOGGLED_LABELS], start=1)
+    ]
+
 
 # Work on every screen (Table II's too): the app binds them.
 APP_KEYS = [
@@ -110,30 +132,7 @@ EXPLORER_KEYS = [
         tooltip="Zoom out (Focus view), back to the whole slice",
     ),
     Binding("escape", "leave_focus", "Back", id="view.back", show=False, tooltip="Leave the Focus view"),
-    Binding(
-        "1",
-        "toggle_organ(0)",
-        "Large bowel",
-        id="organ.large_bowel",
-        show=False,
-        tooltip="Show / hide the large bowel in every picture",
-    ),
-    Binding(
-        "2",
-        "toggle_organ(1)",
-        "Small bowel",
-        id="organ.small_bowel",
-        show=False,
-        tooltip="Show / hide the small bowel in every picture",
-    ),
-    Binding(
-        "3",
-        "toggle_organ(2)",
-        "Stomach",
-        id="organ.stomach",
-        show=False,
-        tooltip="Show / hide the stomach in every picture",
-    ),
+    *label_keys(UW_MADISON),  # the screen also binds MORE_LABEL_KEYS; help_groups names the data's
     Binding(
         "g",
         "cycle_graphics",
@@ -161,6 +160,20 @@ EXPLORER_KEYS = [
     Binding("s", "focus('slices')", "Slices", id="focus.slices", show=False, tooltip="Go to the slice browser"),
 ]
 
+# Keys 4 to 9 for label sets larger than UW-Madison's, bound beside EXPLORER_KEYS; the explorer lets a key
+# through only where the data has its label.
+MORE_LABEL_KEYS = [
+    Binding(
+        str(number),
+        f"toggle_organ({number - 1})",
+        f"Label {number}",
+        id=f"organ.{number}",
+        show=False,
+        tooltip=f"Show / hide label {number} in every picture",
+    )
+    for number in range(len(UW_MADISON) + 1, TOGGLED_LABELS + 1)
+]
+
 # The help screen's groups, in its order: a key's id family (its id up to the first dot) -> the group's title.
 HELP_GROUPS = {
     "eps": "Epsilon",
@@ -186,9 +199,14 @@ ANYWHERE_KEYS = [
 ]
 
 
-def help_groups() -> list[tuple[str, list[Binding]]]:
-    """(title, keys) for the help screen: the explorer's keys by HELP_GROUPS, then the ones of anywhere."""
-    groups: dict[str, list[Binding]] = {title: [] for title in HELP_GROUPS.values()}
+def help_groups(labels: LabelSet = UW_MADISON) -> list[tuple[str, list[Binding]]]:
+    """(title, keys) for the help screen: the explorer's keys by HELP_GROUPS, the label keys those of
+    ``labels`` (the data's), then the ones of anywhere."""
+    titles = {**HELP_GROUPS, "organ": label_nouns(labels).capitalize()}
+    groups: dict[str, list[Binding]] = {title: [] for title in titles.values()}
     for binding in EXPLORER_KEYS:
-        groups[HELP_GROUPS[binding.id.partition(".")[0]]].append(binding)
+        family = binding.id.partition(".")[0]
+        if family != "organ":
+            groups[titles[family]].append(binding)
+    groups[titles["organ"]] = label_keys(labels)
     return [*groups.items(), ("Anywhere", ANYWHERE_KEYS)]

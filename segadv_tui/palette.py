@@ -11,8 +11,8 @@ from textual.command import DiscoveryHit, Hit, Hits, Provider
 
 from core.attacks.config import METHOD_LIST
 from core.names import LOSS_NAMES, LOSS_TITLES
-from core.organs import ORGAN_TITLES, ORGANS
-from segadv_tui.keys import EXPLORER_KEYS
+from core.wording import label_noun
+from segadv_tui.keys import EXPLORER_KEYS, label_keys
 
 if TYPE_CHECKING:
     from segadv_tui.screens.explorer import ExplorerScreen
@@ -23,13 +23,17 @@ class ExplorerCommands(Provider):
         """(name, callback, help) for the current state of the explorer."""
         explorer: ExplorerScreen = self.app.explorer
         state = explorer.state
+        # The label keys where UW-Madison's organs are, named by the data's labels.
+        first = next(i for i, binding in enumerate(EXPLORER_KEYS) if binding.id.startswith("organ."))
+        others = [binding for binding in EXPLORER_KEYS if not binding.id.startswith("organ.")]
+        keys = [*others[:first], *label_keys(state.labels), *others[first:]]
         commands = [
             (
                 binding.description if binding.description else binding.action,
                 partial(explorer.run_action, binding.action),
                 binding.tooltip,
             )
-            for binding in EXPLORER_KEYS
+            for binding in keys
             if binding.id not in ("quit", "help")
         ]
         commands.append(("Help: every key", self.app.action_help, "Show the help screen"))
@@ -63,14 +67,14 @@ class ExplorerCommands(Provider):
                         f"{method.title}: {method.summary}",
                     )
                 )
-        for organ in ORGANS:
-            erase = attack.replace(method="erase", organs=(organ,))
+        for label in attack.labels.labels:
+            erase = attack.replace(method="erase", organs=(label.name,))
             if erase != attack:
                 commands.append(
                     (
-                        f"Erase organ: {ORGAN_TITLES[organ]}",
+                        f"Erase {label_noun(attack.labels)}: {label.title}",
                         partial(explorer.set_attack, erase),
-                        f"Targeted attack that removes the {ORGAN_TITLES[organ].lower()} from the prediction",
+                        f"Targeted attack that removes the {label.title.lower()} from the prediction",
                     )
                 )
         for entry in state.catalog.checkpoints:

@@ -17,7 +17,8 @@ from typing import Any, TypeVar
 from rich.markup import escape
 
 from core.attacks.config import AttackConfig
-from core.data.gitract import SliceRecord, select_slices, with_organs
+from core.data.gitract import SliceRecord, select_slices, with_labels
+from core.labels import UW_MADISON, LabelSet, LabelSetError, check_same_labels
 from core.paths import DEMO_CHECKPOINT_NAME
 from segadv_tui.catalog import Catalog, CheckpointEntry, DeltaEntry, LoadedCheckpoint
 from segadv_tui.frames import Curve, Frame, FrameRequest, LiveStep
@@ -82,7 +83,7 @@ class ExplorerState:
     options: ExplorerOptions
     attack: AttackConfig = field(init=False)  # a lone PNG is attacked against its clean prediction
     device: str | None = field(init=False)  # --device until torch has loaded and resolved it
-    dataset: Any = None  # core.data.gitract.GITractDataset, None for a lone PNG
+    dataset: Any = None  # a data set (core.data), None for a lone PNG
     records: list = field(default_factory=list)
     source: SliceRecord | Path | None = None  # the slice attacked
     catalog: Catalog = field(default_factory=Catalog)
@@ -108,6 +109,29 @@ class ExplorerState:
     @property
     def has_truth(self) -> bool:
         return self.options.image is None
+
+    # -- the label set --------------------------------------------------------------------------------
+
+    @property
+    def labels(self) -> LabelSet:
+        """What the masks, toggles and scores show: the data's labels, for a lone PNG the attacked
+        checkpoint's (UW-Madison's until either is known)."""
+        if self.dataset is not None:
+            return self.dataset.labels
+        if self.attacked is not None:
+            return self.attacked.model.labels
+        return UW_MADISON
+
+    def label_problem(self, loaded: LoadedCheckpoint) -> str | None:
+        """Why ``loaded`` cannot be attacked on the data (its label set is not the data's), in one line
+        naming both sets; None where it can (or no data is open yet, or a lone PNG)."""
+        if self.dataset is None:
+            return None
+        try:
+            check_same_labels(loaded.model.labels, self.dataset.labels, loaded.path.name, f"data {self.dataset.root}")
+        except LabelSetError as exc:
+            return str(exc)
+        return None
 
     # -- the checkpoints ------------------------------------------------------------------------------
 
@@ -301,7 +325,7 @@ class ExplorerState:
     # -- Table II -------------------------------------------------------------------------------------
 
     def table_ii_records(self) -> list[SliceRecord]:
-        """The test split's slices with organs (the ones the paper scores), at most --limit of them."""
+        """The test split's slices with labels (the ones the paper scores), at most --limit of them."""
         return select_slices(self.dataset, "test", limit=self.options.limit)
 
     def table_ii_models(self) -> list[tuple[str, Any, dict]]:
@@ -311,10 +335,13 @@ class ExplorerState:
 
 def opening_slice(dataset) -> SliceRecord:
     """The slice the explorer opens on: among the test split's slices (the ones the paper scores), the first
-    with the most organs in its truth, every organ where one has them all. Its first scores are then
-    damage to organs that are there: on a slice without an organ, a few stray pixels of it turn that
-    organ's DSC from 1 to 0 and read as the model failing on it. Without a test slice with organs, the
-    first slice with organs, else the first slice."""
+    with the most labels in its truth, every label where one has them all. Its first scores are then
+    damage to labels that are there: on a slice without a label, a few stray pixels of it turn that
+    label's DSC from 1 to 0 and read as the model failing on it. Without a test slice with labels, the
+    first slice with labels, else the first slice. Only UW-Madison's records tell how many organs they
+    hold without being read (their RLEs); in other layouts, the first test slice with labels."""
     _, test = dataset.split()  # the split select_slices makes by default, so Table II scores this slice
-    candidates = with_organs(test) or with_organs(dataset.records) or list(dataset.records)
+    candidates = with_labels(test) or with_labels(dataset.records) or list(dataset.records)
+    if dataset.layout != "uw-madison":
+        return candidates[0]
     return max(candidates, key=lambda record: sum(map(bool, record.rles)))  # the first of the most

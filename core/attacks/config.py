@@ -15,8 +15,9 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import PurePath
 
 from core.errors import OptionError, check_choice
+from core.labels import UW_MADISON, LabelSet
 from core.names import EMPTY_POLICIES, LOSS_NAMES, MODES, PRECISIONS, TARGETS
-from core.organs import ORGANS
+from core.wording import label_noun
 
 SCORE_SLICES = ("nonempty", "all")
 
@@ -38,6 +39,13 @@ class AttackMethod:
     def function(self):
         module, name = self.runner.split(":")
         return getattr(importlib.import_module(module), name)
+
+    def defaults(self, labels: LabelSet) -> dict:
+        """``parameters`` for a model of ``labels``: the labels to erase default to the label set's last one
+        (UW-Madison's stomach, the registry's default)."""
+        if "organs" not in self.parameters:
+            return dict(self.parameters)
+        return {**self.parameters, "organs": (labels.names[-1],)}
 
 
 @dataclass(frozen=True)
@@ -109,7 +117,7 @@ METHOD_LIST = (
         "erase",
         "Erase",
         "targeted: descend BCE(chosen organs' logits, 0) so those organs vanish",
-        {"organs": ("stomach",), "steps": 10, "step_size": None},
+        {"organs": ("stomach",), "steps": 10, "step_size": None},  # UW-Madison's; any label set's: defaults()
         "core.attacks.iterative:run_erase",
         iterative=True,
         uses_target=False,
@@ -160,12 +168,13 @@ def parse_radii(radii) -> tuple[float, ...]:
     return values
 
 
-def parse_organs(organs) -> tuple[str, ...]:
-    """Organ names (a comma list or a sequence) -> the chosen organs in ``ORGANS`` order."""
+def parse_organs(organs, labels: LabelSet = UW_MADISON) -> tuple[str, ...]:
+    """Label names of ``labels`` (a comma list or a sequence, any case) -> the chosen labels in label order;
+    an unknown name is an ``OptionError`` that lists the label set's names."""
     if isinstance(organs, str):
         organs = [part.strip() for part in organs.split(",") if part.strip()]
-    chosen = {check_choice(str(organ).strip().lower(), ORGANS, "organ") for organ in organs}
-    return tuple(organ for organ in ORGANS if organ in chosen)
+    chosen = {check_choice(str(organ).strip().lower(), labels.names, label_noun(labels)) for organ in organs}
+    return tuple(name for name in labels.names if name in chosen)
 
 
 @dataclass(frozen=True)
@@ -176,8 +185,8 @@ class AttackConfig:
     methods (step_size None: 2.5 eps / steps; APGD has its own schedule); ``seed`` seeds the random starts
     (per slice: see ``core.attacks.iterative.random_start_point``); ``best_iterate`` returns, per slice, the iterate with
     the lowest mean DSC instead of the last one (None: the method's default, on for APGD and the ensemble);
-    ``radii`` is APGD's radius schedule in multiples of eps (SEA: 2, 1.5, 1); ``organs`` are the organs
-    ``erase`` removes; ``precision`` is the forward pass's autocast (fp32 is the reference).
+    ``radii`` is APGD's radius schedule in multiples of eps (SEA: 2, 1.5, 1); ``organs`` are the labels of
+    ``labels`` (the model's label set, UW-Madison unless given) that ``erase`` removes; ``precision`` is the forward pass's autocast (fp32 is the reference).
     ``delta`` is the file of the universal method's saved perturbation (``core.attacks.universal``; read by its
     runner, so every front end can run it). ``empty`` is the DSC of an organ absent from truth and prediction, ``score`` the slices a summary
     averages over. ``hausdorff`` adds HD95 and ``nsd_tolerance`` (mm; None: not measured) the normalised surface
@@ -201,6 +210,7 @@ class AttackConfig:
     score: str = "nonempty"
     hausdorff: bool = False
     nsd_tolerance: float | None = None
+    labels: LabelSet = UW_MADISON  # not in to_dict: a result records its label set once, beside the config
 
     def __post_init__(self):
         check_choice(self.method, METHOD_NAMES, "attack method")
@@ -218,9 +228,11 @@ class AttackConfig:
                 raise OptionError(f"step size must be a non-negative number, got {self.step_size}")
             object.__setattr__(self, "step_size", float(self.step_size))
         object.__setattr__(self, "seed", int(self.seed))
-        organs = parse_organs(self.organs)
+        organs = parse_organs(self.organs, self.labels)
         if self.method == "erase" and not organs:
-            raise OptionError("the erase attack needs at least one organ; choose from " + ", ".join(ORGANS))
+            raise OptionError(
+                f"the erase attack needs at least one {label_noun(self.labels)}; choose from {', '.join(self.labels.names)}"
+            )
         object.__setattr__(self, "organs", organs)
         parameters = self.entry.parameters
         if self.best_iterate is None:
@@ -262,9 +274,19 @@ class AttackConfig:
 
     @classmethod
     def for_method(cls, method: str, **values) -> AttackConfig:
-        """A config for ``method`` with its registry defaults, overridden by ``values``."""
+        """A config for ``method`` with its registry defaults (for ``values["labels"]``), overridden by ``values``."""
         entry = METHODS[check_choice(method, METHOD_NAMES, "attack method")]
-        return cls(method=method, **{**entry.parameters, **values})
+        return cls(method=method, **{**entry.defaults(values.get("labels", UW_MADISON)), **values})
+
+    def for_labels(self, labels: LabelSet, organs=None) -> AttackConfig:
+        """This attack on a model of ``labels``: the labels to erase are ``organs`` (names, any case; an
+        unknown one is an ``OptionError`` listing the set's), else the ones chosen if ``labels`` has them,
+        else the method's default for ``labels``."""
+        if organs is None:
+            organs = self.organs
+            if not set(organs) <= set(labels.names):
+                organs = self.entry.defaults(labels).get("organs", ())
+        return replace(self, labels=labels, organs=parse_organs(organs, labels))
 
     @property
     def entry(self) -> AttackMethod:
@@ -278,7 +300,8 @@ class AttackConfig:
         become APGD's 100, a chosen 50 stays 50)."""
         method = changes.get("method", self.method)
         if method != self.method:
-            old, new = self.entry.parameters, METHODS[check_choice(method, METHOD_NAMES, "attack method")].parameters
+            old = self.entry.defaults(self.labels)
+            new = METHODS[check_choice(method, METHOD_NAMES, "attack method")].defaults(self.labels)
             defaults = {f.name: f.default for f in fields(AttackConfig)}
             for name in old.keys() - new.keys():
                 changes.setdefault(name, defaults[name])
@@ -297,8 +320,17 @@ class AttackConfig:
         shared = {
             name: getattr(self, name)
             for name in (
-                *("eps", "target", "steps", "seed", "best_iterate", "precision", "empty", "score", "hausdorff"),
+                "eps",
+                "target",
+                "steps",
+                "seed",
+                "best_iterate",
+                "precision",
+                "empty",
+                "score",
+                "hausdorff",
                 "nsd_tolerance",
+                "labels",
             )
         }
         return [AttackConfig(method="apgd", loss=member.loss, radii=member.radii, **shared) for member in ENSEMBLE]
@@ -332,7 +364,7 @@ class AttackConfig:
         if self.method == "universal":
             return "saved universal perturbation"
         if not self.entry.uses_target:
-            return "organ logits to 0"
+            return f"{label_noun(self.labels)} logits to 0"
         if "loss" not in self.entry.parameters:
             return f"worst of {', '.join(dict.fromkeys(member.loss for member in ENSEMBLE))}, target {self.target}"
         return f"{self.loss} loss, target {self.target}"
@@ -343,6 +375,7 @@ class AttackConfig:
 
     def to_dict(self) -> dict:
         data = asdict(self)
+        del data["labels"]
         data["organs"] = list(self.organs)
         data["radii"] = list(self.radii)
         if self.nsd_tolerance is None:

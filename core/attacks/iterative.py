@@ -15,15 +15,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from core.attacks.batch import broadcast_per_image, check_batch_shape
+from core.attacks.batch import broadcast_per_image, check_batch_shape, model_labels
 from core.attacks.config import AttackConfig, check_eps
 from core.attacks.control import StepCallback, StopCheck, check_stop
 from core.attacks.gradients import loss_and_gradient
 from core.attacks.runner import AttackContext, AttackOutput, clean_prediction, scoring_reference
-from core.errors import OptionError, check_choice
+from core.errors import OptionError
+from core.labels import LabelSet
 from core.losses import check_loss, per_image_loss
 from core.models.inference import eval_mode, reference_math
-from core.organs import ORGANS
 
 
 def default_step_size(eps: float, steps: int) -> float:
@@ -226,20 +226,21 @@ def random_start_point(
     return (image + (2 * noise.to(image.device) - 1) * eps).clamp(0.0, 1.0)
 
 
-def organ_indices(organs: Sequence[str | int] | str | int) -> list[int]:
-    """Organ names (``core.organs.ORGANS``) or channel indices -> sorted unique channel indices."""
+def label_indices(organs: Sequence[str | int] | str | int, labels: LabelSet) -> list[int]:
+    """Label names of ``labels`` or label indices -> sorted unique label indices (an unknown name is a
+    ``LabelSetError`` naming the label set's labels)."""
     if isinstance(organs, (str, int)):
         organs = [organs]
     indices = set()
     for organ in organs:
         if isinstance(organ, str):
-            indices.add(ORGANS.index(check_choice(organ, ORGANS, "organ")))
-        elif 0 <= int(organ) < len(ORGANS):
+            indices.add(labels.index(organ.strip().lower()))
+        elif 0 <= int(organ) < len(labels):
             indices.add(int(organ))
         else:
-            raise OptionError(f"organ index {organ} out of range 0..{len(ORGANS) - 1}")
+            raise OptionError(f"label index {organ} out of range 0..{len(labels) - 1}")
     if not indices:
-        raise OptionError("choose at least one organ to erase")
+        raise OptionError(f"choose at least one of {', '.join(labels.names)} to erase")
     return sorted(indices)
 
 
@@ -255,10 +256,10 @@ def erase_organs(
     should_stop: StopCheck | None = None,
     on_step: StepCallback | None = None,
 ) -> torch.Tensor:
-    """Targeted attack: descend BCE(logits of ``organs``, 0) so those organs vanish from the prediction,
-    leaving the other organs' logits out of the objective. Projected like ``bim``."""
+    """Targeted attack: descend BCE(logits of ``organs``, 0) so those labels of the model's labels vanish from
+    the prediction, leaving the other labels' logits out of the objective. Projected like ``bim``."""
     check_batch_shape(image)
-    channels = organ_indices(organs)
+    channels = label_indices(organs, model_labels(model))
 
     def objective(logits: torch.Tensor, step: int) -> torch.Tensor:
         chosen = logits[:, channels].float()
@@ -272,7 +273,7 @@ def erase_organs(
 def run_iterative(model, image, target, config: AttackConfig, context: AttackContext) -> AttackOutput:
     """BIM (from the clean image) or PGD (from a random start: ``context.generator``, else per slice from
     ``config.seed``), with the best iterate by DSC when ``config.best_iterate``."""
-    check_batch_shape(image, target)
+    check_batch_shape(image, target, model_labels(model))
     check_loss(config.loss)
     clean_pred = clean_prediction(model, image, config, context)
     if config.method == "pgd":

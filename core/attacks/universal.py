@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from core import distributed
+from core.attacks.batch import model_labels
 from core.attacks.config import AttackConfig, check_eps, parse_organs
 from core.attacks.control import StopCheck, check_stop
 from core.attacks.runner import AttackContext, AttackOutput
@@ -46,11 +47,12 @@ from core.evaluation.scoring import (
     summarise,
 )
 from core.files import json_number, write_bytes
+from core.labels import LabelSet
 from core.models.checkpoints import UNIVERSAL_FORMAT as FORMAT
 from core.models.checkpoints import CheckpointError, check_universal_meta, read_safetensors
 from core.models.inference import eval_mode, predict
-from core.organs import ORGANS
 from core.progress import Progress
+from core.wording import label_noun
 
 
 class DeltaError(SegadvError, ValueError):
@@ -108,14 +110,15 @@ def craft_universal(
     progress: Progress | None = None,
     should_stop: StopCheck | None = None,
 ) -> UniversalDelta:
-    """One delta that erases ``organs`` on ``records`` (``core.data.gitract.SliceRecord``), within ``eps``.
+    """One delta that erases ``organs`` (labels of the model's labels) on ``records``, within ``eps``.
 
     ``epochs`` passes over the slices in a seeded random order; one signed step per batch, of
     ``step_size`` (default eps / 4) annealed by a cosine to 0 over the run, so the delta settles instead of
     dithering by a full step at the end. ``progress(done, total)`` counts batches."""
-    organs = parse_organs(organs)
+    labels = model_labels(model)
+    organs = parse_organs(organs, labels)
     if not organs:
-        raise OptionError("choose at least one organ to erase; choose from " + ", ".join(ORGANS))
+        raise OptionError(f"choose at least one {label_noun(labels)} to erase; choose from {', '.join(labels.names)}")
     eps = check_eps(eps)
     epochs = _check_epochs(epochs)
     if batch_size < 1:
@@ -129,8 +132,8 @@ def craft_universal(
     if not records:
         raise OptionError("no slices to optimise the perturbation on")
     device = torch.device(device)
-    erase = [ORGANS.index(organ) for organ in organs]
-    keep = [index for index in range(len(ORGANS)) if index not in erase]
+    erase = [labels.index(organ) for organ in organs]
+    keep = [index for index in range(len(labels)) if index not in erase]
     delta = torch.zeros(1, 1, img_size, img_size, device=device)
     order = random.Random(seed)
     per_epoch = math.ceil(len(records) / batch_size)
@@ -285,6 +288,7 @@ class UniversalReport:
     organs: tuple[str, ...]
     eps: float
     summary: Summary
+    labels: LabelSet  # the model's: what the per-label keys name
     area_clean: dict[str, float | None]
     area_adv: dict[str, float | None]
     vanished: dict[str, float | None]
@@ -301,12 +305,13 @@ class UniversalReport:
             "organs": list(self.organs),
             "eps": self.eps,
             "slices": self.slices,
+            "labels": self.labels.to_meta(),
             "summary": self.summary.to_dict(),
             "area_clean": self.area_clean,
             "area_adv": self.area_adv,
             "vanished": self.vanished,
             "present": self.present,
-            "area_ratio": {organ: json_number(self.area_ratio(organ)) for organ in ORGANS},
+            "area_ratio": {name: json_number(self.area_ratio(name)) for name in self.labels.names},
         }
 
 
@@ -325,6 +330,11 @@ def universal_report(
 ) -> UniversalReport:
     """``universal`` (rescaled to ``eps``, default its own) applied to ``records`` and scored."""
     check_fits(universal, img_size)
+    labels = model_labels(model)
+    if not set(universal.organs) <= set(labels.names):
+        raise DeltaError(
+            f"the delta erases {', '.join(universal.organs)}, which the model's labels ({labels.describe()}) lack"
+        )
     eps = universal.eps if eps is None else check_eps(eps)
     delta = universal.scaled(eps)
     records = list(records)
@@ -336,7 +346,16 @@ def universal_report(
         adversarial = apply_delta(images, delta)
         clean_pred, adv_pred = predict(model, images), predict(model, adversarial)
         rows = score_slices(
-            [r.id for r in chunk], eps, images, adversarial, clean_pred, adv_pred, truth, empty=empty, score=score
+            [r.id for r in chunk],
+            eps,
+            images,
+            adversarial,
+            clean_pred,
+            adv_pred,
+            truth,
+            labels=labels,
+            empty=empty,
+            score=score,
         )
         clean_area = clean_pred.flatten(2).float().mean(2).cpu().numpy()
         adv_area = adv_pred.flatten(2).float().mean(2).cpu().numpy()
@@ -354,15 +373,16 @@ def universal_report(
     report = UniversalReport(
         organs=universal.organs,
         eps=eps,
-        summary=summarise(rows),
+        summary=summarise(rows, labels),
+        labels=labels,
         slices=len(rows),
-        area_clean={o: json_number(clean_area[:, i].mean()) for i, o in enumerate(ORGANS)},
-        area_adv={o: json_number(adv_area[:, i].mean()) for i, o in enumerate(ORGANS)},
+        area_clean={o: json_number(clean_area[:, i].mean()) for i, o in enumerate(labels.names)},
+        area_adv={o: json_number(adv_area[:, i].mean()) for i, o in enumerate(labels.names)},
         vanished={
             o: json_number(np.mean(adv_area[present[:, i], i] == 0)) if present[:, i].any() else None
-            for i, o in enumerate(ORGANS)
+            for i, o in enumerate(labels.names)
         },
-        present={o: int(present[:, i].sum()) for i, o in enumerate(ORGANS)},
+        present={o: int(present[:, i].sum()) for i, o in enumerate(labels.names)},
     )
     if interrupted:
         raise Interrupted(report, Partial(len(rows), len(records)))

@@ -433,16 +433,21 @@ def _rle_problems(records: list[SliceRecord]) -> dict[int, str]:
     return problems
 
 
-def with_organs(records: Iterable[SliceRecord]) -> list[SliceRecord]:
-    """The slices whose ground truth has at least one organ (the ones the paper scores)."""
+def with_labels(records: Iterable) -> list:
+    """The slice records (of any data set) whose ground truth has at least one label (the ones the paper scores)."""
     return [record for record in records if record.has_labels]
+
+
+def with_organs(records: Iterable[SliceRecord]) -> list[SliceRecord]:
+    """The UW-Madison slices whose ground truth has at least one organ: ``with_labels`` of this reader's."""
+    return with_labels(records)
 
 
 SPLITS = ("test", "train", "all")
 
 
 def select_slices(
-    dataset: GITractDataset,
+    dataset,
     split: str = "test",
     *,
     organs_only: bool = True,
@@ -450,25 +455,26 @@ def select_slices(
     test_fraction: float = 0.1,
     seed: int = 0,
 ) -> list[SliceRecord]:
-    """The slices a command scores: one side of the split by case (the test side by default), only those
-    whose ground truth has an organ unless ``organs_only`` is False (as the paper scored), at most
-    ``limit`` of them in data-set order. An empty selection is a ``DataError`` naming the split."""
+    """The slices a command scores, of any data set (its ``records``, ``split`` by case, ``root`` and
+    ``labels``): one side of the split (the test side by default), only those whose ground truth has a
+    label unless ``organs_only`` is False (as the paper scored), at most ``limit`` of them in data-set
+    order. An empty selection is a ``DataError`` naming the split."""
     from core.errors import OptionError, check_choice
+    from core.wording import label_nouns
 
     check_choice(split, SPLITS, "split")
     if limit is not None and limit < 1:
         raise OptionError(f"limit must be at least 1, got {limit}")
     if split == "all":
-        records = list(dataset)
+        records = list(dataset.records)
     else:
         train, test = dataset.split(test_fraction, seed)
         records = test if split == "test" else train
     if organs_only:
-        records = with_organs(records)
+        records = with_labels(records)
     if not records:
-        raise DataError(
-            f"the {split} split of {str(dataset.root)!r} has no {'slices with organs' if organs_only else 'slices'}"
-        )
+        wanted = f"slices with {label_nouns(dataset.labels)}" if organs_only else "slices"
+        raise DataError(f"the {split} split of {str(dataset.root)!r} has no {wanted}")
     return records[:limit] if limit else records
 
 

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 
+from core.attacks.batch import model_labels
 from core.attacks.config import AttackConfig, check_eps
 from core.attacks.control import StopCheck, check_stop
 from core.evaluation.scoring import evaluate, evaluate_sweep, summarise
@@ -168,7 +169,7 @@ def run_checks(
 
     for eps in missing:
         rows[eps] = robust(replace(config, eps=eps)).rows
-    curve = {eps: summarise(rows[eps]).mean_adv for eps in [*eps_values, LARGE_EPS]}
+    curve = {eps: summarise(rows[eps], model_labels(model)).mean_adv for eps in [*eps_values, LARGE_EPS]}
 
     fgsm = AttackConfig.for_method(
         "fgsm",
@@ -177,6 +178,7 @@ def run_checks(
         empty=config.empty,
         score=config.score,
         precision=config.precision,
+        labels=config.labels,
     )
     sweep = evaluate_sweep(
         model,

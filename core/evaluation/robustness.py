@@ -1,4 +1,4 @@
-"""The robustness report: robust DSC against eps per organ, with the distributions that means hide.
+"""The robustness report: robust DSC against eps per label, with the distributions that means hide.
 
 For each checkpoint and eps, one attack (``AttackConfig``, by default the worst-case ensemble) over the
 slices, and from its per-slice results (``core.results.SliceResult``):
@@ -30,9 +30,17 @@ from core.attacks.control import StopCheck, check_stop
 from core.attacks.gradient_cache import GradientCache
 from core.attacks.runner import AttackContext
 from core.errors import OptionError
-from core.evaluation.scoring import Interrupted, Partial, Summary, attack_slice, finished_batches, summarise
+from core.evaluation.scoring import (
+    Interrupted,
+    Partial,
+    Summary,
+    attack_slice,
+    finished_batches,
+    shared_labels,
+    summarise,
+)
+from core.labels import LabelSet
 from core.metrics import slice_spacing
-from core.organs import ORGANS
 from core.progress import Progress
 from core.results import SliceResult, json_number, nanmean
 
@@ -108,6 +116,7 @@ class RobustnessReport:
     eps_values: list[float]
     curves: list[RobustCurve]
     budget: dict[str, int]  # passes through the model per slice and eps
+    labels: LabelSet  # every checkpoint's: what the per-label keys name
 
     @property
     def members(self) -> list[str] | None:
@@ -119,6 +128,7 @@ class RobustnessReport:
             "eps_values": self.eps_values,
             "budget": self.budget,
             "members": self.members,
+            "labels": self.labels.to_meta(),
             "curves": [c.to_dict() for c in self.curves],
         }
 
@@ -132,11 +142,14 @@ def rog_fraction(rows: Sequence[SliceResult]) -> float | None:
     return float(np.mean([not (adv >= clean / 2) for clean, adv in pairs]))  # NaN after the attack counts as fallen
 
 
-def size_tertiles(rows: Sequence[SliceResult]) -> dict[str, list[TertileScore]]:
-    """Per organ, the scored slices whose reference has it, by its pixel count, in three near-equal
-    groups (ties broken by slice id), with each group's pixel range and mean DSC of that organ."""
+def size_tertiles(rows: Sequence[SliceResult], labels: LabelSet | None = None) -> dict[str, list[TertileScore]]:
+    """Per label of ``labels`` (default: the rows' own), the scored slices whose reference has it, by its pixel
+    count, in three near-equal groups (ties broken by slice id), with each group's pixel range and mean DSC
+    of that label (no rows and no labels: no entries)."""
+    if labels is None and rows:
+        labels = rows[0].labels
     result = {}
-    for index, organ in enumerate(ORGANS):
+    for index, organ in enumerate(labels.names if labels is not None else ()):
         having = sorted(
             (r for r in rows if r.scored and r.organ_pixels is not None and r.organ_pixels[index] > 0),
             key=lambda r: (int(r.organ_pixels[index]), r.slice_id),
@@ -173,12 +186,12 @@ def member_wins(rows: Sequence[SliceResult]) -> dict[str, int] | None:
     return wins
 
 
-def robust_point(eps: float, rows: list[SliceResult]) -> RobustPoint:
+def robust_point(eps: float, rows: list[SliceResult], labels: LabelSet) -> RobustPoint:
     return RobustPoint(
         eps=eps,
-        summary=summarise(rows),
+        summary=summarise(rows, labels),
         rog=rog_fraction(rows),
-        tertiles=size_tertiles(rows),
+        tertiles=size_tertiles(rows, labels),
         wins=member_wins(rows),
         rows=rows,
     )
@@ -204,6 +217,7 @@ def robustness(
     eps_values = sorted({check_eps(eps) for eps in eps_values})
     if not eps_values:
         raise OptionError("at least one eps value is needed")
+    labels = shared_labels(models)
     records = list(records)
     total = len(records) * len(eps_values) * len(models)
     done = 0
@@ -254,7 +268,7 @@ def robustness(
                     label=label,
                     title=meta.get("title") or (spec.title if spec is not None else label),
                     img_size=int(size),
-                    points=[robust_point(eps, [rows[eps] for rows in slices]) for eps in eps_values],
+                    points=[robust_point(eps, [rows[eps] for rows in slices], labels) for eps in eps_values],
                     seconds=time.perf_counter() - started,
                 )
             )
@@ -263,7 +277,9 @@ def robustness(
             earlier = f"; {finished} checkpoint(s) before it complete" if finished else ""
             detail = f"checkpoint {label}, {index + 1} of {len(models)}{earlier}" if len(models) > 1 else None
             report = RobustnessReport(
-                config=config, eps_values=eps_values, curves=curves, budget=passes_per_slice(config)
+                config=config, eps_values=eps_values, curves=curves, budget=passes_per_slice(config), labels=labels
             )
             raise Interrupted(report if curves else None, Partial(len(slices), len(records), "slices", detail))
-    return RobustnessReport(config=config, eps_values=eps_values, curves=curves, budget=passes_per_slice(config))
+    return RobustnessReport(
+        config=config, eps_values=eps_values, curves=curves, budget=passes_per_slice(config), labels=labels
+    )

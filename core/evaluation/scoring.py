@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from core import distributed
-from core.attacks.batch import check_batch_shape, perturbation_norms
+from core.attacks.batch import check_batch_shape, model_labels, perturbation_norms
 from core.attacks.config import AttackConfig, check_eps
 from core.attacks.control import StopCheck, check_stop
 from core.attacks.fast_gradient import adversarial_predictions
@@ -37,12 +37,12 @@ from core.attacks.gradient_cache import GradientCache, cached_gradient
 from core.attacks.gradients import GradientEntry, input_gradients
 from core.attacks.runner import AttackContext, AttackOutput, run_attack
 from core.errors import OptionError
+from core.labels import LabelSet, LabelSetError
 from core.losses import check_loss
 from core.metrics import dice_per_organ, hd95_per_organ, nsd_per_organ, slice_spacing
 from core.models.registry import count_parameters
-from core.organs import ORGANS
 from core.progress import Progress
-from core.results import SlicePictures, SliceResult, attack_success, json_number, mean_dsc, nanmean, organ_dict
+from core.results import SlicePictures, SliceResult, attack_success, json_number, label_dict, mean_dsc, nanmean
 
 
 @dataclass(frozen=True)
@@ -88,6 +88,7 @@ def score_slices(
     adv_pred: torch.Tensor,
     reference: torch.Tensor,
     *,
+    labels: LabelSet,
     empty: str = "one",
     score: str = "nonempty",
     has_truth: bool = True,
@@ -100,9 +101,9 @@ def score_slices(
 ) -> list[SliceResult]:
     """The ``SliceResult`` of each slice of a batch: DSC of the clean and adversarial predictions against
     ``reference`` (the ground truth, or the clean prediction where there is none), realised norms, and
-    with ``pictures`` the numpy pictures. The one place a per-slice score is made. ``hausdorff`` adds HD95,
-    ``nsd_tolerance`` NSD at that many mm, in mm by ``spacing`` ((N, 2) rows, columns mm per pixel:
-    ``core.metrics.slice_spacing``; None: pixels)."""
+    with ``pictures`` the numpy pictures; the masks hold one channel per label of ``labels``. The one place
+    a per-slice score is made. ``hausdorff`` adds HD95, ``nsd_tolerance`` NSD at that many mm, in mm by
+    ``spacing`` ((N, 2) rows, columns mm per pixel: ``core.metrics.slice_spacing``; None: pixels)."""
     # Scored where the masks are (the GPU in a CUDA run); only numbers and, when asked, pictures come back.
     reference = reference.to(adv_pred.device).bool()
     clean_pred, adv_pred = clean_pred.to(adv_pred.device).bool(), adv_pred.bool()
@@ -138,6 +139,7 @@ def score_slices(
                 zero_grad_fraction=None if zero_grad_fraction is None else float(zero_grad_fraction[i]),
                 organ_pixels=organ_pixels[i],
                 member=None if members is None else members[i],
+                labels=labels,
                 hd95_clean=None if hd_clean is None else hd_clean[i],
                 hd95_adv=None if hd_adv is None else hd_adv[i],
                 nsd_clean=None if nsd_clean is None else nsd_clean[i],
@@ -177,8 +179,9 @@ def attack_slice(
     scored_clean: torch.Tensor | None = None,
     spacing: np.ndarray | None = None,
 ) -> list[SliceResult]:
-    """``config``'s attack on ``image`` (N, 1, H, W), scored against ``truth`` (N, 3, H, W) 0/1; ``spacing``
-    (N, 2) mm per pixel for the boundary metrics (``core.metrics.slice_spacing``; None: pixels).
+    """``config``'s attack on ``image`` (N, 1, H, W), scored against ``truth`` (N, L, H, W) 0/1, one channel
+    per label of the model's labels; ``spacing`` (N, 2) mm per pixel for the boundary metrics
+    (``core.metrics.slice_spacing``; None: pixels).
 
     ``truth`` None (a lone picture) attacks and scores against the model's clean prediction. FGSM takes
     its clean prediction from the gradient's forward pass; with ``context.cache`` a cached FGSM is ONE
@@ -202,6 +205,7 @@ def attack_slice(
         clean_pred,
         adv_pred,
         reference,
+        labels=model_labels(model),
         empty=config.empty,
         score=config.score,
         has_truth=truth is not None,
@@ -260,11 +264,11 @@ def sweep(
     adversarial slices made from ``model``'s gradient are scored on this other model (a transfer), against
     its own clean prediction. ``spacing``: as for ``attack_slice``."""
     config = config or AttackConfig()
-    check_batch_shape(image, target)
+    check_batch_shape(image, target, model_labels(model))
     eps_values = [check_eps(eps) for eps in eps_values]
     if truth is None:
         truth = target
-    check_batch_shape(image, truth)
+    check_batch_shape(image, truth, model_labels(model))
     if gradient is None:
         gradient = cached_gradient(
             model, image, target, config.loss, config.mode, cache=cache, cache_key=cache_key, precision=config.precision
@@ -297,6 +301,7 @@ def sweep(
             clean_pred,
             adv_pred,
             reference,
+            labels=model_labels(model),
             empty=config.empty,
             score=config.score,
             has_truth=truth is not None,
@@ -316,7 +321,7 @@ def sweep(
 
 @dataclass
 class Summary:
-    """Means over the scored slices (see the module doc)."""
+    """Means over the scored slices (see the module doc); per-label values keyed by label name, in label order."""
 
     slices: int
     scored: int
@@ -348,10 +353,14 @@ class Summary:
 _OPTIONAL_SUMMARY = ("nsd_clean", "nsd_adv", "mean_hd95_clean", "mean_hd95_adv", "mean_nsd_clean", "mean_nsd_adv")
 
 
-def summarise(results: Sequence[SliceResult]) -> Summary:
-    """The mean scores of the scored ``results``."""
+def summarise(results: Sequence[SliceResult], labels: LabelSet | None = None) -> Summary:
+    """The mean scores of the scored ``results``, per label of ``labels`` (default: the results' own; no
+    results and no labels: no per-label entries)."""
+    if labels is None and results:
+        labels = results[0].labels
+    names = labels.names if labels is not None else ()
     scored = [r for r in results if r.scored]
-    width = len(ORGANS)
+    width = len(names)
     stack = lambda values: np.array(values, dtype=np.float64).reshape(-1, width)  # noqa: E731
     clean, adv = stack([r.dsc_clean for r in scored]), stack([r.dsc_adv for r in scored])
     linf, l2 = np.array([r.linf for r in scored]), np.array([r.l2 for r in scored])
@@ -365,16 +374,16 @@ def summarise(results: Sequence[SliceResult]) -> Summary:
     for name in ("hd95_clean", "hd95_adv", "nsd_clean", "nsd_adv"):
         if scored and getattr(scored[0], name) is not None:
             values = stack([getattr(r, name) for r in scored])
-            boundary[name] = organ_dict(nanmean(values, axis=0))
+            boundary[name] = label_dict(nanmean(values, axis=0), names)
             boundary[f"mean_{name}"] = json_number(nanmean(nanmean(values, axis=1), axis=0))
     return Summary(
         slices=len(results),
         scored=len(scored),
-        dsc_clean=organ_dict(organ_clean),
-        dsc_adv=organ_dict(organ_adv),
+        dsc_clean=label_dict(organ_clean, names),
+        dsc_adv=label_dict(organ_adv, names),
         mean_clean=json_number(mean_clean),
         mean_adv=json_number(mean_adv),
-        attack_success=organ_dict(attack_success(organ_clean, organ_adv)),
+        attack_success=label_dict(attack_success(organ_clean, organ_adv), names),
         mean_attack_success=json_number(attack_success(mean_clean, mean_adv)),
         linf_max=json_number(linf.max()) if len(linf) else None,
         linf_mean=json_number(linf.mean()) if len(linf) else None,
@@ -390,19 +399,21 @@ class EvaluationResult:
     rows: list[SliceResult]
     summary: Summary
     seconds: float
+    labels: LabelSet  # the model's, which is the data's: what the per-label keys name
 
     def to_dict(self) -> dict:
         return {
             "config": self.config.to_dict(),
             "img_size": self.img_size,
             "seconds": self.seconds,
+            "labels": self.labels.to_meta(),
             "summary": self.summary.to_dict(),
             "rows": [row.to_dict() for row in self.rows],
         }
 
 
 def batches(records, img_size: int, batch_size: int, device, *, workers: int | None = None):
-    """(records, images (B, 1, S, S), masks (B, 3, S, S) float 0/1) on ``device``. On CUDA a DataLoader
+    """(records, images (B, 1, S, S), masks (B, L, S, S) float 0/1, a channel per label) on ``device``. On CUDA a DataLoader
     reads ahead in worker processes into pinned memory, so the GPU does not wait for PNG decoding."""
     from torch.utils.data import DataLoader
 
@@ -470,7 +481,8 @@ def evaluate(
     should_stop: StopCheck | None = None,
     scored_on: torch.nn.Module | None = None,
 ) -> EvaluationResult:
-    """Run ``config``'s attack over ``records`` (``core.data.gitract.SliceRecord``) at ``img_size``.
+    """Run ``config``'s attack over ``records`` (a data set's slice records, whose labels are the model's) at
+    ``img_size``.
 
     The model must already be on ``device`` (batches are moved there). Random starts are seeded per
     slice by ``config.seed`` and the slice id, so a slice's result does not depend on its batch.
@@ -508,8 +520,9 @@ def evaluate(
         config=config,
         img_size=img_size,
         rows=results,
-        summary=summarise(results),
+        summary=summarise(results, model_labels(model)),
         seconds=time.perf_counter() - started,
+        labels=model_labels(model),
     )
     if interrupted:
         raise Interrupted(result if results else None, Partial(len(results), len(records)))
@@ -535,6 +548,7 @@ class SweepResult:
     eps_values: list[float]
     img_size: int
     entries: list[SweepEntry]
+    labels: LabelSet  # the model's: what the per-label keys name
     zero_grad_fraction: dict[str, float | None] = field(default_factory=dict)  # per loss, mean over slices
     seconds: float = 0.0
 
@@ -551,6 +565,7 @@ class SweepResult:
             "eps_values": self.eps_values,
             "img_size": self.img_size,
             "seconds": self.seconds,
+            "labels": self.labels.to_meta(),
             "zero_grad_fraction": self.zero_grad_fraction,
             "entries": [e.to_dict() for e in self.entries],
         }
@@ -637,8 +652,9 @@ def evaluate_sweep(
         losses=losses,
         eps_values=eps_values,
         img_size=img_size,
+        labels=model_labels(model),
         entries=[
-            SweepEntry(loss, eps, summarise([rows[loss, eps] for rows, _ in slices]))
+            SweepEntry(loss, eps, summarise([rows[loss, eps] for rows, _ in slices], model_labels(model)))
             for loss in losses
             for eps in eps_values
         ],
@@ -694,6 +710,7 @@ class TableII:
     config: AttackConfig  # the attack of every column; its loss is each column's
     losses: list[str]
     rows: list[TableIIRow]
+    labels: LabelSet | None = None  # every model's: what the summaries' per-label keys name (None: the config's)
 
     @property
     def eps(self) -> float:
@@ -708,6 +725,7 @@ class TableII:
             "config": self.config.to_dict(),
             "eps": self.eps,
             "losses": self.losses,
+            "labels": (self.labels or self.config.labels).to_meta(),
             "rows": [row.to_dict() for row in self.rows],
         }
 
@@ -734,6 +752,7 @@ def table_ii(
     choose) once, in a single column under the first loss's key."""
     config = config or AttackConfig()
     losses = _check_losses(losses)
+    labels = shared_labels(models)
     if "loss" not in config.entry.parameters:
         losses = losses[:1]  # the same attack for every loss: one run, one column
     records = list(records)
@@ -787,10 +806,25 @@ def table_ii(
                 )
             )
             raise Interrupted(
-                TableII(config=config, losses=losses, rows=rows) if rows else None,
+                TableII(config=config, losses=losses, rows=rows, labels=labels) if rows else None,
                 Partial(complete, len(models) * len(losses), "cells", f"cells are (model, loss){where}"),
             )
-    return TableII(config=config, losses=losses, rows=rows)
+    return TableII(config=config, losses=losses, rows=rows, labels=labels)
+
+
+def shared_labels(models: Sequence[tuple[str, torch.nn.Module, dict]]) -> LabelSet:
+    """The label set of every (label, model, meta): a ``LabelSetError`` naming two models whose sets differ
+    (their rows and columns would mean different things)."""
+    if not models:
+        raise OptionError("at least one model is needed")
+    first_name, first, _ = models[0]
+    for name, model, _ in models[1:]:
+        if not model_labels(model).same_labels(model_labels(first)):
+            raise LabelSetError(
+                f"{name} segments {model_labels(model).describe()} but {first_name} segments {model_labels(first).describe()}; "
+                "compare models of one label set"
+            )
+    return model_labels(first)
 
 
 def _table_row(

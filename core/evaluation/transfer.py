@@ -33,8 +33,10 @@ from core.evaluation.scoring import (
     finished_batches,
     score_slices,
     scored_predictions,
+    shared_labels,
     summarise,
 )
+from core.labels import LabelSet
 from core.metrics import slice_spacing
 from core.models.inference import predict
 from core.progress import Progress
@@ -42,12 +44,13 @@ from core.results import SliceResult
 
 
 class LogitEnsemble(nn.Module):
-    """The mean of its members' organ logits: one model to attack in place of several."""
+    """The mean of its members' logits: one model to attack in place of several, of their one label set."""
 
     def __init__(self, members: Sequence[nn.Module]):
         super().__init__()
         if not members:
             raise ValueError("an ensemble needs at least one model")
+        self.labels = shared_labels([(f"model {i + 1}", member, {}) for i, member in enumerate(members)])
         self.members = nn.ModuleList(members)
         # In eval mode from the start: ``core.models.inference.eval_mode`` would otherwise switch a fresh module
         # (training=True) to eval for each attack and back to train, members included.
@@ -112,6 +115,7 @@ class TransferResult:
     rows: dict[tuple[str, str], list[SliceResult]]  # (source, target) -> per-slice results
     attacks: int  # attack runs (batches x sources): one per source and batch, whatever the targets
     seconds: float
+    labels: LabelSet  # every model's: what the per-label keys name
 
     def cell(self, source: str, target: str) -> TransferCell:
         for cell in self.cells:
@@ -138,6 +142,7 @@ class TransferResult:
             "img_size": self.img_size,
             "seconds": self.seconds,
             "attacks": self.attacks,
+            "labels": self.labels.to_meta(),
             "targets": self.targets,
             "sources": [source.to_dict() for source in self.sources],
             "cells": [cell.to_dict() for cell in self.cells],
@@ -165,6 +170,7 @@ def transfer(
     labels = [label for label, _ in models]
     if len(set(labels)) != len(labels):
         raise OptionError(f"model labels must differ, got {', '.join(labels)}")
+    label_set = shared_labels([(label, model, {}) for label, model in models])
     records = list(records)
     started = time.perf_counter()
     device = torch.device(device)
@@ -210,6 +216,7 @@ def transfer(
                     clean_pred,
                     adv_pred,
                     truth,
+                    labels=label_set,
                     empty=config.empty,
                     score=config.score,
                     zero_grad_fraction=output.zero_grad_fraction,
@@ -228,7 +235,7 @@ def transfer(
     slices, interrupted = finished_batches(records, img_size, batch_size, device, distributed.Ranks(), attack)
     rows = {(s.label, t): [cells[s.label, t] for cells in slices] for s in sources for t in labels}
     cells = [
-        TransferCell(source.label, label, index in source.members, summarise(rows[source.label, label]))
+        TransferCell(source.label, label, index in source.members, summarise(rows[source.label, label], label_set))
         for source in sources
         for index, label in enumerate(labels)
     ]
@@ -241,6 +248,7 @@ def transfer(
         rows=rows,
         attacks=attacks,
         seconds=time.perf_counter() - started,
+        labels=label_set,
     )
     if interrupted:
         raise Interrupted(

@@ -46,6 +46,7 @@ from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Samp
 
 from core.devices import describe_device, resolve_device
 from core.errors import SegadvError
+from core.labels import LabelSet
 from core.models.checkpoints import (
     img_size_problem,
     load_training_state,
@@ -54,7 +55,6 @@ from core.models.checkpoints import (
     save_training_state,
 )
 from core.models.registry import REGISTRY, GrayscaleSegmenter, build_model, freeze_unused_parameters
-from core.organs import ORGANS
 from core.training.adversarial import (
     Defence,
     adversarial_batch,
@@ -156,6 +156,7 @@ class TrainStart:
     steps_per_epoch: int
     checkpoint: Path
     resume_path: Path
+    labels: LabelSet  # the data's, which the model segments
     defence: dict | None = None  # core.training.adversarial.Defence.as_meta(); None: plain training
 
 
@@ -185,7 +186,7 @@ class EpochEnd:
     epoch: int
     epochs: int
     train_loss: float
-    val_dsc: dict[str, float]  # per organ and "mean"
+    val_dsc: dict[str, float]  # per label of the data (by name) and "mean"
     improved: bool
     best_dsc: float
     saved: Path | None  # the best checkpoint when this epoch improved it
@@ -353,12 +354,13 @@ def _check_weights_reachable(encoder: str) -> None:
         ) from None
 
 
-def _build_model(config: TrainConfig) -> GrayscaleSegmenter:
+def _build_model(config: TrainConfig, labels: LabelSet) -> GrayscaleSegmenter:
+    """The model to train, with an output channel per label of the data (its checkpoints record them)."""
     if config.encoder_weights == "none":
-        return build_model(config.model, encoder_weights=None)
+        return build_model(config.model, encoder_weights=None, labels=labels)
     encoder = REGISTRY[config.model].encoder
     try:
-        return build_model(config.model, encoder_weights="imagenet")
+        return build_model(config.model, encoder_weights="imagenet", labels=labels)
     except Exception as exc:  # hub / http / timm errors differ by encoder; all mean "no weights"
         raise TrainingError(
             f"cannot download the ImageNet weights of encoder {encoder!r} ({type(exc).__name__}: {exc}); "
@@ -456,7 +458,7 @@ class _Run:
         _seed_everything(config.seed + self.dist.rank)
         dataset, train_records, val_records = self._records()
         self.train_slices = len(train_records)
-        model = _build_model(config).to(self.device)
+        model = _build_model(config, dataset.labels).to(self.device)
         freeze_unused_parameters(model)
         if self.cuda:
             model = model.to(memory_format=torch.channels_last)
@@ -527,6 +529,7 @@ class _Run:
                 checkpoint=self.checkpoint,
                 resume_path=self.resume_path,
                 defence=self.defence.as_meta() if self.defence is not None else None,
+                labels=dataset.labels,
             )
         )
         fingerprint = dataset.fingerprint()
@@ -922,7 +925,8 @@ class _Indexable:
 
 @torch.no_grad()
 def evaluate_dsc(model: nn.Module, loader: DataLoader, device: torch.device, amp_dtype=None) -> dict[str, float]:
-    """Mean DSC per organ over the loader's slices (threshold 0.5, an organ empty in both scores 1), and their mean."""
+    """Mean DSC per label of ``model.labels`` over the loader's slices (threshold 0.5, a label empty in both
+    scores 1), keyed by label name, and their mean."""
     from core.metrics import dice_per_organ
 
     was_training = model.training
@@ -937,7 +941,7 @@ def evaluate_dsc(model: nn.Module, loader: DataLoader, device: torch.device, amp
         scores.append(dice_per_organ(logits.float() > 0, masks > 0.5, empty="one"))
     model.train(was_training)
     per_organ = np.concatenate(scores).mean(axis=0)
-    result = {organ: float(value) for organ, value in zip(ORGANS, per_organ)}
+    result = {name: float(value) for name, value in zip(model.labels.names, per_organ)}
     result["mean"] = float(per_organ.mean())
     return result
 

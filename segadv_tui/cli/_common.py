@@ -101,7 +101,7 @@ def check_batch_size(batch_size: int) -> int:
 
 
 def checkpoint_fields(loaded: LoadedCheckpoint) -> dict:
-    """A checkpoint as a command's JSON names the one it attacked."""
+    """A checkpoint as a command's JSON names the one it attacked (its labels are the result's)."""
     return {
         "checkpoint": str(loaded.path),
         "model": loaded.meta.get("model"),
@@ -186,7 +186,7 @@ class CommandRun:
     outputs: Any  # segadv_tui.cli._outcome.Outputs
     device: Any  # torch.device
     checkpoints: list[LoadedCheckpoint]
-    dataset: Any  # core.data.gitract.GITractDataset
+    dataset: Any  # a data set (core.data): records, split, root, labels
     split: str | None  # None: the command picks its slices itself (figure, universal)
     records: list
 
@@ -194,6 +194,23 @@ class CommandRun:
     def checkpoint(self) -> LoadedCheckpoint:
         """The checkpoint of a command that takes one."""
         return self.checkpoints[0]
+
+    @property
+    def labels(self):
+        """The data's label set (``core.labels.LabelSet``), which every checkpoint's is (``prepare`` checked)."""
+        return self.dataset.labels
+
+    def with_caption(self, all_slices: bool) -> str:
+        """`` with organs`` (UW-Madison) or `` with labels`` after "N test slices", nothing with --all-slices."""
+        from core.wording import with_labels_caption
+
+        return with_labels_caption(self.labels, all_slices)
+
+    def attack_config(self, config, organs=None):
+        """``config`` for this data's label set: the labels to erase are ``organs`` (the --label values; the
+        commands with that option default it to the set's last label, as they always named UW-Madison's
+        stomach; None: the method's default), an unknown one a one-line error listing the set's."""
+        return config.for_labels(self.labels, organs)
 
     def select(self, split: str, *, all_slices: bool = False, limit: int | None = None) -> list:
         return select_records(self.dataset, split, all_slices=all_slices, limit=limit)
@@ -270,9 +287,18 @@ def prepare(
     if check_models is not None:
         check_models(loaded)
     dataset = open_data(data, strict)
+    check_labels(loaded, dataset)
     split = None if split is None else split.strip().lower()
     records = [] if split is None else select_records(dataset, split, all_slices=all_slices, limit=limit)
     return CommandRun(command, outputs, resolved, loaded, dataset, split, records)
+
+
+def check_labels(loaded: Sequence[LoadedCheckpoint], dataset) -> None:
+    """Refuse a checkpoint whose label set is not the data's: one line naming both sets."""
+    from core.labels import check_same_labels
+
+    for item in loaded:
+        check_same_labels(item.model.labels, dataset.labels, item.path.name, f"data {dataset.root}")
 
 
 @contextmanager

@@ -124,11 +124,14 @@ BestIterate = Annotated[
 ]
 Seed = Annotated[int, typer.Option("--seed", rich_help_panel=ATTACK, help="Seed of PGD's random start.")]
 Organs = Annotated[
-    str,
+    str | None,
     typer.Option(
+        "--label",
         "--organs",
+        "--organ",
         rich_help_panel=ATTACK,
-        help="Organs the erase method removes: a comma list of large_bowel, small_bowel, stomach.",
+        help="Labels the erase method removes: a comma list of the data's labels (UW-Madison: large_bowel, "
+        "small_bowel, stomach); default: the last one (stomach).",
     ),
 ]
 Delta = Annotated[

@@ -75,7 +75,7 @@ def attack(
     step_size: StepSize = None,
     best_iterate: BestIterate = None,
     seed: Seed = 0,
-    organs: Organs = "stomach",
+    organs: Organs = None,
     delta: Delta = None,
     target: Target = "gt",
     mode: Mode = "textbook",
@@ -105,7 +105,6 @@ def attack(
         empty=empty,
         all_slices=all_slices,
         seed=seed,
-        organs=organs,
         precision=precision,
         delta=delta,
         best_iterate=best_iterate,  # delta a Path: attack_config lower-cases strings
@@ -125,6 +124,7 @@ def attack(
         limit=limit,
     )
     loaded = run.checkpoint
+    config = run.attack_config(config, organs or run.labels.names[-1])
 
     from core.evaluation.scoring import evaluate
 
@@ -145,41 +145,41 @@ def attack(
 
 
 def _attack_table(result, loaded, split: str):
-    from core.organs import ORGAN_TITLES, ORGANS
+    from core.wording import label_noun, label_nouns
     from segadv_tui.render.tables import Table, number
 
-    config, summary = result.config, result.summary
+    config, summary, labels = result.config, result.summary, result.labels
     rows = [
         (
-            ORGAN_TITLES[organ],
-            number(summary.dsc_clean[organ]),
-            number(summary.dsc_adv[organ]),
-            number(summary.attack_success[organ]),
+            labels.titles[name],
+            number(summary.dsc_clean[name]),
+            number(summary.dsc_adv[name]),
+            number(summary.attack_success[name]),
         )
-        for organ in ORGANS
+        for name in labels.names
     ]
     rows.append(("mean", number(summary.mean_clean), number(summary.mean_adv), number(summary.mean_attack_success)))
     boundary, columns = organ_columns(config, summary)
     rows = [row + tuple(column[i] for column in columns) for i, row in enumerate(rows)]
     return Table(
         f"{loaded.title}: {config.method_label}, {config.objective_label}, eps {config.eps:g}",
-        ("organ", "DSC clean", "DSC adversarial", "attack success", *boundary),
+        (label_noun(labels), "DSC clean", "DSC adversarial", "attack success", *boundary),
         tuple(rows),
-        bold=(frozenset(),) * len(ORGANS) + (frozenset(range(4)),),
-        sections=frozenset({len(ORGANS)}),
-        caption=f"{summary.scored} of {summary.slices} slices scored ({split} split, empty organs: {config.empty}); "
+        bold=(frozenset(),) * len(labels) + (frozenset(range(4)),),
+        sections=frozenset({len(labels)}),
+        caption=f"{summary.scored} of {summary.slices} slices scored ({split} split, empty {label_nouns(labels)}: "
+        f"{config.empty}); "
         f"realised L-inf max {number(summary.linf_max)}, mean {number(summary.linf_mean)}; L2 mean "
         f"{number(summary.l2_mean, 3)}; {result.seconds:.1f} s",
     ).to_rich()
 
 
 def attack_rows(result) -> tuple[list[str], list[list]]:
-    """One CSV row per slice: DSC clean / adversarial and AS per organ and mean, realised norms."""
-    from core.organs import ORGANS
-
+    """One CSV row per slice: DSC clean / adversarial and AS per label (by name) and mean, realised norms."""
+    names = result.labels.names
     header = ["slice_id", "has_organs", "scored"]
     for prefix in ("dsc_clean", "dsc_adv", "as"):
-        header += [f"{prefix}_{organ}" for organ in ORGANS] + [f"{prefix}_mean"]
+        header += [f"{prefix}_{name}" for name in names] + [f"{prefix}_mean"]
     header += ["linf", "l2", "zero_grad_fraction"]
     if result.rows:
         header += row_csv(result.config, result.rows[0].to_dict())[0]
@@ -191,7 +191,7 @@ def attack_rows(result) -> tuple[list[str], list[list]]:
             ("dsc_adv", "mean_adv"),
             ("attack_success", "mean_attack_success"),
         ):
-            cells += [row[per_organ][organ] for organ in ORGANS] + [row[mean]]
+            cells += [row[per_organ][name] for name in names] + [row[mean]]
         cells += [row["linf"], row["l2"], row["zero_grad_fraction"]] + row_csv(result.config, row)[1]
         rows.append(cells)
     return header, rows
@@ -247,8 +247,10 @@ def sweep(
         limit=limit,
     )
     loaded = run.checkpoint
+    config = run.attack_config(config)
 
     from core.evaluation.scoring import evaluate_sweep
+    from core.wording import label_nouns
 
     def payload(result) -> dict:
         return run.payload(result.to_dict(), models=checkpoint_fields(loaded))
@@ -267,7 +269,7 @@ def sweep(
         )
     caption = (
         f"{loaded.path.name}: {loaded.title}; {config.method_label}, target {config.target}; {len(run.records)} "
-        f"{run.split} slices{'' if all_slices else ' with organs'}; empty organs: {config.empty}"
+        f"{run.split} slices{run.with_caption(all_slices)}; empty {label_nouns(run.labels)}: {config.empty}"
     )
     run.finish(
         _sweep_table(result, loaded),
@@ -318,19 +320,18 @@ def _sweep_table(result, loaded):
 
 
 def sweep_rows(result) -> tuple[list[str], list[list]]:
-    """One CSV row per (loss, eps): mean DSC clean / adversarial, AS, per organ, and realised norms."""
-    from core.organs import ORGANS
-
+    """One CSV row per (loss, eps): mean DSC clean / adversarial, AS, per label (by name), and realised norms."""
+    names = result.labels.names
     header = ["loss", "eps", "dsc_clean_mean", "dsc_adv_mean", "as_mean"]
-    header += [f"dsc_adv_{organ}" for organ in ORGANS] + [f"as_{organ}" for organ in ORGANS]
+    header += [f"dsc_adv_{name}" for name in names] + [f"as_{name}" for name in names]
     header += ["linf_max", "linf_mean", "l2_mean", "scored"]
     rows = []
     for entry in result.entries:
         s = entry.summary
         rows.append(
             [entry.loss, entry.eps, s.mean_clean, s.mean_adv, s.mean_attack_success]
-            + [s.dsc_adv[organ] for organ in ORGANS]
-            + [s.attack_success[organ] for organ in ORGANS]
+            + [s.dsc_adv[name] for name in names]
+            + [s.attack_success[name] for name in names]
             + [s.linf_max, s.linf_mean, s.l2_mean, s.scored]
         )
     return header, rows
@@ -403,6 +404,7 @@ def table(
         limit=limit,
     )
     loaded = run.checkpoints
+    config = run.attack_config(config)
 
     from core.evaluation.scoring import table_ii
 
@@ -417,7 +419,7 @@ def table(
         )
     caption = (
         f"DSC before and after {config.method_label} at eps {config.eps:g}, target {config.target}; "
-        f"{len(run.records)} {run.split} slices{'' if all_slices else ' with organs'} of {run.dataset.root}; "
+        f"{len(run.records)} {run.split} slices{run.with_caption(all_slices)} of {run.dataset.root}; "
         f"lowest DSC (best attack) in bold."
     )
     formatted = table_ii_table(result, caption=caption)
@@ -480,7 +482,7 @@ def figure(
     step_size: StepSize = None,
     best_iterate: BestIterate = None,
     seed: Seed = 0,
-    organs: Organs = "stomach",
+    organs: Organs = None,
     delta: Delta = None,
     target: Target = "gt",
     mode: Mode = "textbook",
@@ -506,7 +508,6 @@ def figure(
         empty=empty,
         all_slices=True,
         seed=seed,
-        organs=organs,
         delta=delta,
         best_iterate=best_iterate,
     )
@@ -520,6 +521,7 @@ def figure(
         strict=strict,
     )
     loaded = run.checkpoint
+    config = run.attack_config(config, organs or run.labels.names[-1])
     record = _find_slice(run.dataset, slice_id)
 
     result = _attack_one_slice(loaded.model, record, loaded.img_size, config, run.device)
@@ -554,25 +556,29 @@ def _attack_one_slice(model, record, img_size: int, config, device):
 
 def _find_slice(dataset, slice_id: str | None):
     """The record named ``slice_id``, or a one-line error with suggestions. By default the test slice
-    showing the most organs, the largest (an informative figure on a fresh install)."""
-    from core.data.gitract import with_organs
+    showing the most organs, the largest (an informative figure on a fresh install); in other layouts,
+    whose records cannot tell their extent without being read, the first test slice with labels."""
+    from core.data.gitract import with_labels
 
     if slice_id is None:
-        candidates = with_organs(dataset.split()[1]) or with_organs(dataset) or list(dataset)
+        candidates = with_labels(dataset.split()[1]) or with_labels(dataset.records) or list(dataset.records)
         if not candidates:
             fail(f"{dataset.root} has no slices")
+        if dataset.layout != "uw-madison":
+            return candidates[0]
         return max(candidates, key=_organ_extent)
     try:
         return dataset.by_id(slice_id.strip())
     except KeyError:
         ids = [record.id for record in dataset]
         close = difflib.get_close_matches(slice_id.strip(), ids, n=3, cutoff=0.6)
-        suggestions = close or [record.id for record in with_organs(dataset)[:3]] or ids[:3]
+        suggestions = close or [record.id for record in with_labels(dataset.records)[:3]] or ids[:3]
         hint = f"; try {', '.join(suggestions)}" if suggestions else ""
         fail(f"no slice {slice_id!r} in {dataset.root.name}{hint}")
 
 
 def _organ_extent(record) -> tuple[int, int]:
-    """(organs present, organ pixels), read off the RLE run lengths without painting the masks."""
+    """(organs present, organ pixels) of a UW-Madison record, read off the RLE run lengths without painting
+    the masks."""
     lengths = [sum(int(n) for n in rle.split()[1::2]) for rle in record.rles]
     return sum(1 for n in lengths if n), sum(lengths)

@@ -135,6 +135,7 @@ def robust(
         limit=limit,
     )
     loaded, source = run.checkpoints[: len(paths)], (run.checkpoints[-1] if checks else None)
+    config = run.attack_config(config)
 
     from core.evaluation.robustness import robustness
 
@@ -163,7 +164,7 @@ def robust(
             else []
         )
 
-    scope = f"{len(run.records)} {run.split} slices{'' if all_slices else ' with organs'}"
+    scope = f"{len(run.records)} {run.split} slices{run.with_caption(all_slices)}"
     shown = []
     for curve in report.curves:
         shown += [_curve_table(report, curve, scope), _tertile_table(report, curve)]
@@ -280,34 +281,36 @@ def check_numbers(check) -> str:
 
 
 def _caption(report, scope: str) -> str:
+    from core.wording import label_nouns
+
     config = report.config
     cost = report.budget
     return (
-        f"{config.method_label}, {config.objective_label}; {scope}; empty organs: {config.empty}; "
+        f"{config.method_label}, {config.objective_label}; {scope}; empty {label_nouns(report.labels)}: {config.empty}; "
         f"{cost['forward_backward']} forward+backward and {cost['forward']} forward passes per slice and eps"
     )
 
 
 def _curve_table(report, curve, scope: str):
-    from core.organs import ORGAN_TITLES, ORGANS
     from segadv_tui.render.tables import Table, number
 
-    headers = ("eps", *(ORGAN_TITLES[o] for o in ORGANS), "mean DSC", "mean AS", "ROG", "L-inf max")
+    names, titles = report.labels.names, report.labels.titles
+    headers = ("eps", *(titles[o] for o in names), "mean DSC", "mean AS", "ROG", "L-inf max")
     clean = curve.points[0].summary
-    rows = [("clean", *(number(clean.dsc_clean[o]) for o in ORGANS), number(clean.mean_clean), "", "", "")]
+    rows = [("clean", *(number(clean.dsc_clean[o]) for o in names), number(clean.mean_clean), "", "", "")]
     for point in curve.points:
         s = point.summary
         rows.append(
             (
                 f"{point.eps:g}",
-                *(number(s.dsc_adv[o]) for o in ORGANS),
+                *(number(s.dsc_adv[o]) for o in names),
                 number(s.mean_adv),
                 number(s.mean_attack_success),
                 number(point.rog, 3),
                 number(s.linf_max),
             )
         )
-    mean_dsc = 1 + len(ORGANS)
+    mean_dsc = 1 + len(names)
     return Table(
         f"{curve.label} ({curve.title}): robust DSC, {report.config.method_label}",
         headers,
@@ -322,17 +325,18 @@ def _curve_table(report, curve, scope: str):
 
 
 def _tertile_table(report, curve):
-    from core.organs import ORGAN_TITLES, ORGANS
+    from core.wording import label_noun
     from segadv_tui.render.tables import Table, number
 
-    headers = ("organ", "tertile", "slices", "pixels", "clean", *(f"eps {p.eps:g}" for p in curve.points))
+    noun, titles = label_noun(report.labels), report.labels.titles
+    headers = (noun, "tertile", "slices", "pixels", "clean", *(f"eps {p.eps:g}" for p in curve.points))
     rows, sections = [], set()
-    for organ in ORGANS:
+    for organ in report.labels.names:
         for index, first in enumerate(curve.points[0].tertiles[organ]):
             pixels = "" if first.pixels_min is None else f"{first.pixels_min}-{first.pixels_max}"
             rows.append(
                 (
-                    ORGAN_TITLES[organ] if index == 0 else "",
+                    titles[organ] if index == 0 else "",
                     first.tertile,
                     str(first.slices),
                     pixels,
@@ -343,7 +347,7 @@ def _tertile_table(report, curve):
             if index == 2:
                 sections.add(len(rows) - 1)
     return Table(
-        f"{curve.label}: robust DSC per organ-size tertile (organ pixels in the truth)",
+        f"{curve.label}: robust DSC per {noun}-size tertile ({noun} pixels in the truth)",
         headers,
         tuple(rows),
         justify=("left", "left") + ("right",) * (len(headers) - 2),
@@ -362,9 +366,9 @@ def _wins_table(report, curve):
 
 
 def _plot_points(report) -> tuple[list[float], dict]:
-    """The eps axis and, per checkpoint, (DSC series, AS series) per organ and mean; the clean scores
-    are drawn at eps 0 when the list does not hold it."""
-    from core.organs import ORGAN_TITLES, ORGANS
+    """The eps axis and, per checkpoint, (DSC series, AS series) per label (by title) and mean; the clean
+    scores are drawn at eps 0 when the list does not hold it."""
+    names, titles = report.labels.names, report.labels.titles
 
     def value(x):
         return float("nan") if x is None else float(x)
@@ -375,15 +379,14 @@ def _plot_points(report) -> tuple[list[float], dict]:
     for curve in report.curves:
         clean = curve.points[0].summary
         dsc = {
-            ORGAN_TITLES[o]: [value(clean.dsc_clean[o])] * with_clean
-            + [value(p.summary.dsc_adv[o]) for p in curve.points]
-            for o in ORGANS
+            titles[o]: [value(clean.dsc_clean[o])] * with_clean + [value(p.summary.dsc_adv[o]) for p in curve.points]
+            for o in names
         }
         dsc["mean"] = [value(clean.mean_clean)] * with_clean + [value(p.summary.mean_adv) for p in curve.points]
         success = {
-            ORGAN_TITLES[o]: [0.0 * value(clean.dsc_clean[o])] * with_clean  # NaN where undefined
+            titles[o]: [0.0 * value(clean.dsc_clean[o])] * with_clean  # NaN where undefined
             + [value(p.summary.attack_success[o]) for p in curve.points]
-            for o in ORGANS
+            for o in names
         }
         success["mean"] = [0.0 * value(clean.mean_clean)] * with_clean + [
             value(p.summary.mean_attack_success) for p in curve.points
@@ -393,17 +396,18 @@ def _plot_points(report) -> tuple[list[float], dict]:
 
 
 def robust_rows(report) -> tuple[list[str], list[list]]:
-    """One CSV row per (checkpoint, eps): robust DSC and AS per organ and mean, ROG, the tertiles' robust
-    DSC per organ, realised norms and, for the ensemble, the wins per member."""
+    """One CSV row per (checkpoint, eps): robust DSC and AS per label (by name) and mean, ROG, the tertiles'
+    robust DSC per label, realised norms and, for the ensemble, the wins per member."""
     from core.evaluation.robustness import TERTILES
-    from core.organs import ORGANS
+
+    names = report.labels.names
 
     def cell(value):
         return "" if value is None else float(value)
 
     header = ["checkpoint", "eps", "slices", "scored", "dsc_clean_mean", "dsc_adv_mean", "as_mean", "rog"]
-    header += [f"dsc_clean_{o}" for o in ORGANS] + [f"dsc_adv_{o}" for o in ORGANS] + [f"as_{o}" for o in ORGANS]
-    header += [f"dsc_adv_{o}_{t}" for o in ORGANS for t in TERTILES]
+    header += [f"dsc_clean_{o}" for o in names] + [f"dsc_adv_{o}" for o in names] + [f"as_{o}" for o in names]
+    header += [f"dsc_adv_{o}_{t}" for o in names for t in TERTILES]
     header += ["linf_max", "l2_mean", "passes_forward_backward", "passes_forward"]
     header += [f"wins_{m}" for m in report.members or []]
     if report.curves:
@@ -423,10 +427,10 @@ def robust_rows(report) -> tuple[list[str], list[list]]:
                     cell(s.mean_attack_success),
                     cell(point.rog),
                 ]
-                + [cell(s.dsc_clean[o]) for o in ORGANS]
-                + [cell(s.dsc_adv[o]) for o in ORGANS]
-                + [cell(s.attack_success[o]) for o in ORGANS]
-                + [cell(t.dsc_adv) for o in ORGANS for t in point.tertiles[o]]
+                + [cell(s.dsc_clean[o]) for o in names]
+                + [cell(s.dsc_adv[o]) for o in names]
+                + [cell(s.attack_success[o]) for o in names]
+                + [cell(t.dsc_adv) for o in names for t in point.tertiles[o]]
                 + [cell(s.linf_max), cell(s.l2_mean), report.budget["forward_backward"], report.budget["forward"]]
                 + [point.wins[m] for m in report.members or []]
                 + summary_csv(report.config, s)[1]

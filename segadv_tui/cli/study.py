@@ -55,7 +55,7 @@ def luminosity(
     steps: Steps = None,
     step_size: StepSize = None,
     seed: Seed = 0,
-    organs: Organs = "stomach",
+    organs: Organs = None,
     delta: Path | None = typer.Option(
         None,
         "--delta",
@@ -95,7 +95,6 @@ def luminosity(
         step_size=step_size,
         empty=empty,
         seed=seed,
-        organs=organs,
         delta=delta,
     )
     unit = choice(bootstrap, BOOTSTRAP_UNITS, "bootstrap unit")
@@ -112,6 +111,7 @@ def luminosity(
         limit=limit,
     )
     loaded = run.checkpoint
+    config = run.attack_config(config, organs or run.labels.names[-1])
 
     from core.evaluation.luminosity import FEATURES, luminosity_study
 
@@ -141,14 +141,15 @@ def luminosity(
     run.finish(
         _correlation_table(result, loaded, run.split),
         json=lambda: payload(result),
-        png=lambda: _scatter(result, caption),
+        png=lambda: _scatter(result, caption, run.labels),
         csv=lambda: (header, [[row[key] for key in header] for row in result.rows]),
     )
 
 
-def _scatter(result, caption: str):
+def _scatter(result, caption: str, labels):
     """Attack success against each intensity feature, a panel each, with rho and its interval."""
     from core.evaluation.luminosity import FEATURES
+    from core.wording import label_nouns
     from segadv_tui.render.plots import scatter_plot
     from segadv_tui.render.tables import number
 
@@ -162,7 +163,7 @@ def _scatter(result, caption: str):
     }
     return scatter_plot(
         panels,
-        y_label="attack success (mean over organs)",
+        y_label=f"attack success (mean over {label_nouns(labels)})",
         notes=notes,
         title="Attack success against slice intensity",
         caption=caption,

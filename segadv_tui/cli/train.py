@@ -325,18 +325,19 @@ class _TrainingProgress:
             self.bars = None
 
     def __call__(self, event) -> None:
-        from core.organs import ORGANS
         from core.training.loop import EarlyStop, EpochEnd, EpochStart, InterruptRequested, Step, TrainStart
+        from core.wording import with_labels_caption
 
         if self.bars is None:
             return
         log = self.bars.console.print
         if isinstance(event, TrainStart):
             resumed = f", resuming at epoch {event.start_epoch + 1}" if event.start_epoch else ""
+            with_labels = with_labels_caption(event.labels, all_slices=False)
             log(
                 f"training [bold]{event.model}[/] on {event.device}"
                 f"{f' x {event.world_size} processes' if event.world_size > 1 else ''}: "
-                f"{event.train_slices} training slices, {event.val_slices} validation slices with organs, "
+                f"{event.train_slices} training slices, {event.val_slices} validation slices{with_labels}, "
                 f"{event.steps_per_epoch} steps per epoch{resumed}",
                 highlight=False,
             )
@@ -364,7 +365,7 @@ class _TrainingProgress:
                 reported["eps"] = f"  eps {event.adv_eps:.4f}"
             self.bars.update(self.task, completed=event.step, lr=f"{event.lr:.2e}", **reported)
         elif isinstance(event, EpochEnd):
-            organs = "  ".join(f"{organ} {event.val_dsc[organ]:.4f}" for organ in ORGANS)
+            organs = "  ".join(f"{name} {value:.4f}" for name, value in event.val_dsc.items() if name != "mean")
             saved = f"  [green]best, saved to {event.saved}[/]" if event.saved else ""
             ramp = "" if event.full_eps else "  (eps still ramping up: not a candidate for best)"
             log(

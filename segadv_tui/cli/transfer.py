@@ -78,7 +78,7 @@ def transfer(
     steps: Steps = None,
     step_size: StepSize = None,
     seed: Seed = 0,
-    organs: Organs = "stomach",
+    organs: Organs = None,
     target: Target = "gt",
     mode: Mode = "textbook",
     ensembles: bool = typer.Option(
@@ -120,7 +120,6 @@ def transfer(
         empty=empty,
         all_slices=all_slices,
         seed=seed,
-        organs=organs,
         precision=precision,
         **metric_fields(metrics, nsd_tolerance),
     )
@@ -138,6 +137,7 @@ def transfer(
         limit=limit,
     )
     loaded = run.checkpoints
+    config = run.attack_config(config, organs or run.labels.names[-1])
     labels = model_labels(loaded)
 
     from core.evaluation.transfer import transfer as run_transfer
@@ -159,9 +159,11 @@ def transfer(
             device=run.device,
             progress=progress,
         )
+    from core.wording import label_nouns
+
     caption = (
         f"{config.method_label}, {config.objective_label}, eps {config.eps:g}; {len(run.records)} {run.split} slices"
-        f"{'' if all_slices else ' with organs'} of {run.dataset.root.name}; empty organs: {config.empty}. "
+        f"{run.with_caption(all_slices)} of {run.dataset.root.name}; empty {label_nouns(run.labels)}: {config.empty}. "
         f"Cells: mean attack success on the column's model (below: its mean DSC after the attack); "
         f"{result.attacks} attacks, {result.seconds:.1f} s."
     )
@@ -218,11 +220,10 @@ def _transfer_table(result):
 
 
 def transfer_rows(result) -> tuple[list[str], list[list]]:
-    """One CSV row per (source, target): clean and adversarial mean DSC, AS, per organ, realised L-inf."""
-    from core.organs import ORGANS
-
+    """One CSV row per (source, target): clean and adversarial mean DSC, AS, per label (by name), realised L-inf."""
+    names = result.labels.names
     header = ["source", "target", "white_box", "dsc_clean_mean", "dsc_adv_mean", "as_mean"]
-    header += [f"dsc_adv_{organ}" for organ in ORGANS] + [f"as_{organ}" for organ in ORGANS]
+    header += [f"dsc_adv_{name}" for name in names] + [f"as_{name}" for name in names]
     header += ["linf_max", "scored"]
     if result.cells:
         header += summary_csv(result.config, result.cells[0].summary)[0]
@@ -231,8 +232,8 @@ def transfer_rows(result) -> tuple[list[str], list[list]]:
         s = cell.summary
         rows.append(
             [cell.source, cell.target, int(cell.white_box), s.mean_clean, s.mean_adv, s.mean_attack_success]
-            + [s.dsc_adv[organ] for organ in ORGANS]
-            + [s.attack_success[organ] for organ in ORGANS]
+            + [s.dsc_adv[name] for name in names]
+            + [s.attack_success[name] for name in names]
             + [s.linf_max, s.scored]
             + summary_csv(result.config, s)[1]
         )

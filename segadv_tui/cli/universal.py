@@ -1,4 +1,4 @@
-"""``segadv universal``: one organ-erasing perturbation optimised over the training split, reported on the test split."""
+"""``segadv universal``: one label-erasing perturbation optimised over the training split, reported on the test split."""
 
 from __future__ import annotations
 
@@ -42,11 +42,13 @@ def universal(
     checkpoint: Checkpoint = None,
     model: ForeignModel = None,
     data: Data = None,
-    organ: list[str] = typer.Option(
-        ["stomach"],
+    organ: list[str] | None = typer.Option(
+        None,
+        "--label",
         "--organ",
         rich_help_panel=ATTACK,
-        help="An organ to erase (large_bowel, small_bowel, stomach); repeat for more.",
+        help="A label of the data to erase (UW-Madison: large_bowel, small_bowel, stomach); repeat for more; "
+        "default: the last one (stomach).",
     ),
     eps: str = typer.Option(
         "0.03",
@@ -94,7 +96,6 @@ def universal(
     """A universal perturbation that erases the chosen organs from every slice and keeps the others (Metzen et al. 2017)."""
     from core.attacks.config import parse_organs
 
-    organs = parse_organs(organ)  # an unknown organ is an OptionError: one line, exit 2
     bound = parse_eps(eps)
     # The report's JSON is written only with --json; Ctrl-C's partial one goes beside --out.
     run = prepare(
@@ -108,6 +109,8 @@ def universal(
         strict=strict,
     )
     loaded = run.checkpoint
+    # An unknown label is an OptionError listing the data's: one line, exit 2.
+    organs = parse_organs(organ or [run.labels.names[-1]], run.labels)
     train_records = run.select("train", all_slices=all_slices, limit=train_limit)
     test_records = run.select("test", all_slices=all_slices, limit=limit)
 
@@ -182,16 +185,16 @@ def universal(
 
 
 def _report_table(report, loaded, train_slices: int, made):
-    from core.organs import ORGAN_TITLES, ORGANS
+    from core.wording import label_noun
     from segadv_tui.render.tables import Table, number
 
-    s = report.summary
+    s, names, titles, noun = report.summary, report.labels.names, report.labels.titles, label_noun(report.labels)
     rows = []
-    for organ in ORGANS:
+    for organ in names:
         vanished = report.vanished[organ]
         rows.append(
             (
-                f"{ORGAN_TITLES[organ]} (erased)" if organ in report.organs else ORGAN_TITLES[organ],
+                f"{titles[organ]} (erased)" if organ in report.organs else titles[organ],
                 number(s.dsc_clean[organ]),
                 number(s.dsc_adv[organ]),
                 number(report.area_clean[organ]),
@@ -202,11 +205,11 @@ def _report_table(report, loaded, train_slices: int, made):
         )
     return Table(
         f"{loaded.title}: universal perturbation erasing {' + '.join(report.organs)}, eps {report.eps:g} (test split)",
-        ("organ", "DSC clean", "DSC adversarial", "area clean", "area adversarial", "area after / before", "vanished"),
+        (noun, "DSC clean", "DSC adversarial", "area clean", "area adversarial", "area after / before", "vanished"),
         tuple(rows),
-        bold=tuple(frozenset({0}) if organ in report.organs else frozenset() for organ in ORGANS),
+        bold=tuple(frozenset({0}) if organ in report.organs else frozenset() for organ in names),
         caption=f"optimised on {train_slices} training slices ({made.meta['epochs']} epochs, {made.meta['steps']} "
         f"steps, {made.meta['seconds']:.1f} s); scored on {report.slices} test slices, DSC over {s.scored}. "
-        f"Area: share of the slice predicted as the organ. Vanished: share of the slices predicted to hold "
-        f"the organ where the attacked prediction has none of it.",
+        f"Area: share of the slice predicted as the {noun}. Vanished: share of the slices predicted to hold "
+        f"the {noun} where the attacked prediction has none of it.",
     ).to_rich()

@@ -14,13 +14,11 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from core.organs import ORGAN_TITLES, ORGANS
+from core.labels import UW_MADISON, LabelSet
 from segadv_tui.render.imagery import (
-    ALL_ORGANS,
     DIFFERENCE_DIM,
     FN_COLOUR,
     FP_COLOUR,
-    ORGAN_COLOURS,
     TP_COLOUR,
     Scene,
     compose,
@@ -52,7 +50,8 @@ def font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
 class AttackPanels:
     """Everything one attack figure shows, for a single slice at model resolution.
 
-    ``image`` / ``adversarial``: float (H, W) in [0, 1]; masks: bool-able (3, H, W) in ORGANS order.
+    ``image`` / ``adversarial``: float (H, W) in [0, 1]; masks: bool-able (L, H, W), a channel per label
+    of ``labels`` (whose colours and titles the pictures and legend show).
     ``eps`` scales the perturbation picture (None: the perturbation's own L-inf).
     ``dsc_clean`` / ``dsc_adv``: optional mean DSC shown under the prediction panels.
     """
@@ -65,6 +64,11 @@ class AttackPanels:
     eps: float | None = None
     dsc_clean: float | None = None
     dsc_adv: float | None = None
+    labels: LabelSet = UW_MADISON
+
+    @property
+    def colours(self) -> tuple[tuple[int, int, int], ...]:
+        return tuple(self.labels.colours.values())
 
     @classmethod
     def from_result(cls, result, eps: float | None = None) -> AttackPanels:
@@ -81,40 +85,43 @@ class AttackPanels:
             eps=scale,
             dsc_clean=result.mean_clean,
             dsc_adv=result.mean_adv,
+            labels=result.labels,
         )
 
-    def scenes(self, visible: tuple[bool, ...] = ALL_ORGANS) -> dict[str, Scene]:
+    def scenes(self, visible: tuple[bool, ...] | None = None) -> dict[str, Scene]:
         """Every picture of the attack as a Scene (``imagery.compose`` draws it at any size).
 
         The keys of ``PANEL_LAYOUT`` (the paper's eight panels), plus the explorer's large views: the clean
         and adversarial predictions as translucent fills with the truth as an outline, both over the clean
         slice (so that only the masks change with eps), and their difference maps over the dimmed slice.
+        ``visible``: which labels are drawn (None: all).
         """
         image = np.asarray(self.image, dtype=np.float32)
         adversarial = np.asarray(self.adversarial, dtype=np.float32)
         black = np.zeros_like(image)
+        colours = self.colours
+
+        def scene(base, **layers) -> Scene:
+            return Scene(base, visible=visible, colours=colours, **layers)
+
         return {
-            "input": Scene(image, visible=visible),
-            "adversarial": Scene(adversarial, visible=visible),
-            "perturbation": Scene(perturbation(adversarial - image, self.eps), visible=visible),
-            "truth": Scene(image, fill=self.truth, visible=visible),
-            "clean_prediction": Scene(image, fill=self.clean_prediction, visible=visible),
-            "clean_difference": Scene(black, difference=(self.truth, self.clean_prediction), dim=0.0, visible=visible),
-            "adversarial_prediction": Scene(adversarial, fill=self.adversarial_prediction, visible=visible),
-            "adversarial_difference": Scene(
-                black, difference=(self.truth, self.adversarial_prediction), dim=0.0, visible=visible
-            ),
-            "overlay.clean": Scene(image, fill=self.clean_prediction, outline=self.truth, visible=visible),
-            "overlay.adversarial": Scene(image, fill=self.adversarial_prediction, outline=self.truth, visible=visible),
-            "difference.clean": Scene(
-                image, difference=(self.truth, self.clean_prediction), dim=DIFFERENCE_DIM, visible=visible
-            ),
-            "difference.adversarial": Scene(
-                image, difference=(self.truth, self.adversarial_prediction), dim=DIFFERENCE_DIM, visible=visible
+            "input": scene(image),
+            "adversarial": scene(adversarial),
+            "perturbation": scene(perturbation(adversarial - image, self.eps)),
+            "truth": scene(image, fill=self.truth),
+            "clean_prediction": scene(image, fill=self.clean_prediction),
+            "clean_difference": scene(black, difference=(self.truth, self.clean_prediction), dim=0.0),
+            "adversarial_prediction": scene(adversarial, fill=self.adversarial_prediction),
+            "adversarial_difference": scene(black, difference=(self.truth, self.adversarial_prediction), dim=0.0),
+            "overlay.clean": scene(image, fill=self.clean_prediction, outline=self.truth),
+            "overlay.adversarial": scene(image, fill=self.adversarial_prediction, outline=self.truth),
+            "difference.clean": scene(image, difference=(self.truth, self.clean_prediction), dim=DIFFERENCE_DIM),
+            "difference.adversarial": scene(
+                image, difference=(self.truth, self.adversarial_prediction), dim=DIFFERENCE_DIM
             ),
         }
 
-    def pictures(self, visible: tuple[bool, ...] = ALL_ORGANS) -> dict[str, tuple[str, np.ndarray]]:
+    def pictures(self, visible: tuple[bool, ...] | None = None) -> dict[str, tuple[str, np.ndarray]]:
         """Panel key -> (title, uint8 RGB picture at image resolution), the keys of ``PANEL_LAYOUT``."""
         image = np.asarray(self.image, dtype=np.float32)
         delta = np.asarray(self.adversarial, dtype=np.float32) - image
@@ -191,7 +198,7 @@ def attack_figure(panels: AttackPanels, caption: str) -> Image.Image:
             x += panel_w + PAD
         y += title_h + panel_h + PAD
 
-    organs = [(ORGAN_TITLES[o], ORGAN_COLOURS[o]) for o in ORGANS]
+    organs = [(label.title, label.rgb) for label in panels.labels.labels]
     differences = [("true positive", TP_COLOUR), ("false positive", FP_COLOUR), ("false negative", FN_COLOUR)]
     x = _swatch_row(draw, PAD, y, organs, 14)
     _swatch_row(draw, x + 24, y, differences, 14)

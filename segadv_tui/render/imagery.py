@@ -1,8 +1,8 @@
 """RGB pictures of a slice, its masks and an attack, shared by the PNG figures and the terminal views.
 
 Torch-free numpy. A picture is a :class:`Scene`: a base layer (the grey slice, dimmed or not, or a ready
-RGB picture), then translucent organ fills, TP / FP / FN difference colours and one-pixel organ outlines
-on top. :func:`compose` draws a scene at any output size, optionally only a window of it (the explorer's
+RGB picture), then translucent label fills, TP / FP / FN difference colours and one-pixel label outlines
+on top, each label in its label set's colour. :func:`compose` draws a scene at any output size, optionally only a window of it (the explorer's
 zoom), so the PNG figures and every terminal view share one implementation. Shrinking averages areas
 (a fill that covers half an output pixel tints it half as much, so a boundary that moves by one image
 pixel still shows); growing repeats pixels. Outlines are found at image resolution and kept wherever
@@ -19,17 +19,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from core.organs import ORGANS
+from core.labels import UW_MADISON
 
-# One colour per organ everywhere in the tool (large bowel, small bowel, stomach).
-ORGAN_COLOURS = {
-    "large_bowel": (255, 170, 40),
-    "small_bowel": (80, 200, 255),
-    "stomach": (230, 80, 200),
-}
+# A scene's colours unless it says: UW-Madison's organs (large bowel, small bowel, stomach), as they have
+# always been drawn; a scene of another label set carries that set's ``colours``.
+ORGAN_COLOURS = UW_MADISON.colours
 # The paper's difference map: true positive green, false positive blue, false negative red.
 TP_COLOUR, FP_COLOUR, FN_COLOUR = (40, 200, 60), (50, 110, 255), (235, 50, 50)
-ALL_ORGANS = (True,) * len(ORGANS)
 FILL_ALPHA = 0.55
 # Difference maps over the slice: the slice dimmed so that the three colours stand out.
 DIFFERENCE_DIM = 0.45
@@ -143,12 +139,18 @@ def boundary(masks: np.ndarray) -> np.ndarray:
     return masks & ~inner
 
 
-def difference_classes(truth: np.ndarray, prediction: np.ndarray, visible=ALL_ORGANS) -> np.ndarray:
-    """(3, H, W) bool: true positive, false positive, false negative over the visible organs, exclusive.
+def shown(visible: tuple[bool, ...] | None, count: int) -> list[bool]:
+    """Which of ``count`` labels are drawn: ``visible`` (None: all)."""
+    return [True] * count if visible is None else [bool(v) for v in visible]
 
-    Later classes win where organs overlap: a miss (false negative) is the thing a reader must not overlook.
+
+def difference_classes(truth: np.ndarray, prediction: np.ndarray, visible=None) -> np.ndarray:
+    """(3, H, W) bool: true positive, false positive, false negative over the visible labels (None: all) of
+    the (L, H, W) masks, exclusive.
+
+    Later classes win where labels overlap: a miss (false negative) is the thing a reader must not overlook.
     """
-    show = np.asarray(visible, dtype=bool)
+    show = np.asarray(shown(visible, np.shape(truth)[0]), dtype=bool)
     truth = np.asarray(truth, dtype=bool)[show]
     prediction = np.asarray(prediction, dtype=bool)[show]
     fn = (~prediction & truth).any(axis=0)
@@ -188,9 +190,10 @@ class Scene:
     """What one picture shows, at image resolution; :func:`compose` draws it.
 
     ``base``: a float (H, W) slice in [0, 1] (drawn grey, times ``dim``; 0 gives black), or a ready
-    uint8 (H, W, 3) picture. ``fill``: bool-able (3, H, W) organ masks drawn as translucent fills;
-    ``difference``: (truth, prediction) drawn as TP / FP / FN colours; ``outline``: (3, H, W) masks
-    drawn as one-pixel outlines in the organ colours. ``visible``: which organs are drawn.
+    uint8 (H, W, 3) picture. ``fill``: bool-able (L, H, W) label masks drawn as translucent fills;
+    ``difference``: (truth, prediction) drawn as TP / FP / FN colours; ``outline``: (L, H, W) masks
+    drawn as one-pixel outlines in the label colours. ``visible``: which labels are drawn (None: all);
+    ``colours``: RGB per label, in mask order (a label set's ``colours.values()``).
     """
 
     base: np.ndarray
@@ -198,7 +201,8 @@ class Scene:
     outline: np.ndarray | None = None
     difference: tuple[np.ndarray, np.ndarray] | None = None
     dim: float = 1.0
-    visible: tuple[bool, ...] = ALL_ORGANS
+    visible: tuple[bool, ...] | None = None
+    colours: tuple[tuple[int, int, int], ...] = tuple(ORGAN_COLOURS.values())
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -265,15 +269,15 @@ def compose(
         rgb = cache.get(
             ("base", scene.dim, geometry), base, lambda: _base_layer(scene, window, out_height, out_width)
         ).copy()
-    show = [bool(v) for v in scene.visible]
+    show = shown(scene.visible, len(scene.colours))
     if scene.fill is not None and any(show):
         fills = coverage(window.crop(np.asarray(scene.fill, dtype=bool)), out_height, out_width)
-        for organ, fill, visible in zip(ORGANS, fills, show):
+        for colour, fill, visible in zip(scene.colours, fills, show):
             if visible and fill.any():
-                _blend(rgb, FILL_ALPHA * fill, ORGAN_COLOURS[organ])
+                _blend(rgb, FILL_ALPHA * fill, colour)
     if scene.difference is not None and any(show):
         truth, prediction = (window.crop(np.asarray(m, dtype=bool)) for m in scene.difference)
-        classes = coverage(difference_classes(truth, prediction, show), out_height, out_width)
+        classes = coverage(difference_classes(truth, prediction, scene.visible), out_height, out_width)
         for amount, colour in zip(classes, (TP_COLOUR, FP_COLOUR, FN_COLOUR)):
             if amount.any():
                 _blend(rgb, amount, colour)
@@ -284,20 +288,23 @@ def compose(
             return touched(window.crop(boundary(masks)), out_height, out_width)
 
         lines = outline_layer() if cache is None else cache.get(("outline", geometry), masks, outline_layer)
-        for organ, line, visible in zip(ORGANS, lines, show):
+        for colour, line, visible in zip(scene.colours, lines, show):
             if visible:
-                rgb[line] = ORGAN_COLOURS[organ]
+                rgb[line] = colour
     return (rgb + 0.5).astype(np.uint8)
 
 
-def overlay(image: np.ndarray, masks: np.ndarray, visible=ALL_ORGANS) -> np.ndarray:
-    """The slice in grey with each organ's mask (3, H, W) tinted in its colour, at image resolution."""
+def overlay(image: np.ndarray, masks: np.ndarray, visible=None, colours=tuple(ORGAN_COLOURS.values())) -> np.ndarray:
+    """The slice in grey with each label's mask (L, H, W) tinted in its colour, at image resolution."""
     shape = np.shape(image)
-    return compose(Scene(np.asarray(image), fill=masks, visible=tuple(visible)), *shape)
+    visible = None if visible is None else tuple(visible)
+    return compose(Scene(np.asarray(image), fill=masks, visible=visible, colours=tuple(colours)), *shape)
 
 
-def difference_map(truth: np.ndarray, prediction: np.ndarray, visible=ALL_ORGANS) -> np.ndarray:
-    """TP green, FP blue, FN red over all organs (3, H, W); black elsewhere, as the paper's figures."""
+def difference_map(truth: np.ndarray, prediction: np.ndarray, visible=None) -> np.ndarray:
+    """TP green, FP blue, FN red over the visible labels (L, H, W; None: all); black elsewhere, as the
+    paper's figures."""
     shape = np.shape(truth)[1:]
     blank = np.zeros(shape, dtype=np.float32)
-    return compose(Scene(blank, difference=(truth, prediction), dim=0.0, visible=tuple(visible)), *shape)
+    visible = None if visible is None else tuple(visible)
+    return compose(Scene(blank, difference=(truth, prediction), dim=0.0, visible=visible), *shape)

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from pathlib import Path, PurePath
 
 from core.names import LOSS_TITLES
-from core.organs import ORGAN_TITLES, ORGANS
 
 # A missing number in a table; JSON holds null and CSV an empty cell (``core.files``).
 MISSING = "n/a"
@@ -106,19 +105,21 @@ class Table:
 
 
 def scores_table(frame) -> Table:
-    """The Scores panel of ``frame`` (``segadv_tui.frames.Frame``): per organ and mean, DSC clean /
-    adversarial and AS."""
+    """The Scores panel of ``frame`` (``segadv_tui.frames.Frame``): per label of its result's label set and
+    mean, DSC clean / adversarial and AS."""
+    from core.wording import label_noun
+
     result = frame.result
     success = result.attack_success
     rows = [
-        (ORGAN_TITLES[organ], number(result.dsc_clean[i]), number(result.dsc_adv[i]), number(success[i]))
-        for i, organ in enumerate(ORGANS)
+        (label.title, number(result.dsc_clean[i]), number(result.dsc_adv[i]), number(success[i]))
+        for i, label in enumerate(result.labels.labels)
     ]
     rows.append(("Mean", number(result.mean_clean), number(result.mean_adv), number(result.mean_attack_success)))
     title = f"{frame.slice_id}, {frame.config.label}, L-inf {result.linf:.4f}, L2 {result.l2:.4f}"
     if frame.scored_on is not None:  # a transfer: whose masks these scores are
         title += f", crafted on {PurePath(frame.checkpoint).stem}, scored on {PurePath(frame.scored_on).stem}"
-    return Table(title, ("Organ", "DSC clean", "DSC adv", "AS"), tuple(rows))
+    return Table(title, (label_noun(result.labels).capitalize(), "DSC clean", "DSC adv", "AS"), tuple(rows))
 
 
 def table_ii_table(table, *, title: str = "", caption: str = "", with_success: bool = False) -> Table:

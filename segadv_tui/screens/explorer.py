@@ -29,15 +29,16 @@ from textual.worker import Worker, WorkerState, get_current_worker
 
 from core.attacks.config import AttackConfig
 from core.errors import SegadvError
+from core.wording import with_labels_caption
 from segadv_tui.catalog import CheckpointEntry, LoadedCheckpoint
 from segadv_tui.frames import Frame, FrameRequest, LiveStep, SliceCache, SliceData
-from segadv_tui.keys import EXPLORER_KEYS
+from segadv_tui.keys import EXPLORER_KEYS, MORE_LABEL_KEYS, TOGGLED_LABELS
 from segadv_tui.messages import CheckpointsFound, CurveReady, DataReady, FrameReady, LiveStepReady, ModelLoaded
 from segadv_tui.state import FAILURE_TITLES, ExplorerOptions, ExplorerState, cycle_next, opening_slice
 from segadv_tui.widgets.attack import CHOICES, AttackPanel, EpsInput, choice_value
 from segadv_tui.widgets.checkpoints import CheckpointList
 from segadv_tui.widgets.images import VIEWS, Picture, PictureViews
-from segadv_tui.widgets.scores import DscCurve, ScoresPanel
+from segadv_tui.widgets.scores import DscCurve, ScoresPanel, ScoresTable
 from segadv_tui.widgets.slices import SliceBrowser
 
 if TYPE_CHECKING:
@@ -63,7 +64,7 @@ class WorkerHooks:
 class ExplorerScreen(Screen):
     """Pick a checkpoint and a slice, step epsilon, watch the masks and the scores."""
 
-    BINDINGS = EXPLORER_KEYS
+    BINDINGS = [*EXPLORER_KEYS, *MORE_LABEL_KEYS]
 
     def __init__(self, options: ExplorerOptions, hooks: WorkerHooks | None = None):
         super().__init__()
@@ -191,6 +192,11 @@ class ExplorerScreen(Screen):
         state = self.state
         state.dataset = message.dataset
         state.records = message.records
+        self._use_labels()
+        if state.attacked is not None:  # the checkpoint came first: it must segment the data's labels
+            problem = state.label_problem(state.attacked)
+            if problem:
+                self._refuse(state.attacked, problem)
         browser = self.query_one(SliceBrowser)
         if not state.has_truth:
             browser.border_subtitle = "one PNG, no ground truth"
@@ -198,7 +204,7 @@ class ExplorerScreen(Screen):
             state.source = Path(state.options.image)
             self.request_frame()
             return
-        browser.set_records(state.records)
+        browser.set_records(state.records, state.labels)
         if not state.records:
             self.notify(f"No slices in {message.description}.", severity="warning", markup=False)
             self._show_failure("data", f"No slices in {message.description}.")
@@ -248,6 +254,10 @@ class ExplorerScreen(Screen):
     @on(ModelLoaded)
     def _model_loaded(self, message: ModelLoaded) -> None:
         loaded = message.checkpoint
+        problem = self.state.label_problem(loaded)
+        if problem:
+            self._refuse(loaded, problem, scoring=message.scoring)
+            return
         self.state.loaded[loaded.path] = loaded
         self.query_one(CheckpointList).mark(loaded.path, current=False)
         if message.scoring:
@@ -256,9 +266,37 @@ class ExplorerScreen(Screen):
         else:
             self._attack_with(loaded)
 
+    def _refuse(self, loaded: LoadedCheckpoint, problem: str, *, scoring: bool = False) -> None:
+        """``loaded`` segments other labels than the data's: say so (one line naming both sets), and
+        attack (or score on) it no more."""
+        state = self.state
+        state.loaded.pop(loaded.path, None)
+        self.notify(problem, severity="error", timeout=10, markup=False)
+        if scoring:
+            state.scoring_wanted = None
+            self._show_scored_on()
+            return
+        if state.attacked is loaded:
+            state.attacked, self.attacker = None, None
+        self.query_one(CheckpointList).unmark(loaded.path)
+        self._show_failure("load", problem)
+
+    def _use_labels(self) -> None:
+        """Show the label set of the data (for a lone PNG, the checkpoint's): the labels to erase, the
+        pictures' labels and keys, the scores' rows."""
+        state = self.state
+        labels = state.labels
+        if state.attack.labels != labels:
+            state.attack = state.attack.for_labels(labels)
+            self.query_one(AttackPanel).show(state.attack)
+        self.query_one(PictureViews).set_labels(labels)
+        self.query_one(ScoresPanel).query_one(ScoresTable).set_labels(labels)
+
     def _attack_with(self, loaded: LoadedCheckpoint) -> None:
         state = self.state
         state.attacked = loaded
+        if state.dataset is None:  # a lone PNG: the checkpoint's labels are the ones shown
+            self._use_labels()
         from segadv_tui.attacker import SliceAttacker  # torch is loaded by now (the model is here)
 
         self.attacker = SliceAttacker(loaded.model, str(loaded.path), device=state.device)
@@ -356,7 +394,8 @@ class ExplorerScreen(Screen):
         browser = self.query_one(SliceBrowser)
         if self.state.has_truth:
             browser.set_organs_only(not browser.organs_only)
-            self.notify("Showing only slices with organs." if browser.organs_only else "Showing all slices.")
+            only = f"Showing only slices{with_labels_caption(self.state.labels, False)}."
+            self.notify(only if browser.organs_only else "Showing all slices.")
 
     # -- the attack ------------------------------------------------------------------------------
 
@@ -572,6 +611,8 @@ class ExplorerScreen(Screen):
             return False
         if action == "leave_focus":
             return self._in_focus_view()
+        if action == "toggle_organ":  # keys 1 to 9: as many as the label set has
+            return parameters[0] < min(len(self.state.labels), TOGGLED_LABELS)
         return True
 
     # -- views ---------------------------------------------------------------------------------------

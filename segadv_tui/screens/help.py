@@ -9,6 +9,9 @@ from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
+from core.labels import UW_MADISON, LabelSet
+from core.wording import label_noun
+
 KEY_NAMES = {
     "plus": "+",
     "equals_sign": "=",
@@ -48,6 +51,25 @@ EMPTY_ORGANS = (
     "pixels can halve a slice's mean. The explorer opens on a test-split slice with every organ present (or as "
     "many as any test slice has)."
 )
+UW_LABELS_SENTENCE = "Organs (1 2 3): large bowel orange, small bowel blue, stomach magenta."
+
+
+def usage(labels: LabelSet) -> str:
+    """``USAGE`` for the data's label set: its labels, their keys and colours (UW-Madison's as written)."""
+    if labels.same_labels(UW_MADISON):
+        return USAGE
+    keys = " ".join(str(number) for number in range(1, min(len(labels), 9) + 1))
+    named = ", ".join(label.title.lower() for label in labels.labels)
+    more = f"; the first 9 of {len(labels)} have a key, the others are always shown" if len(labels) > 9 else ""
+    sentence = f"Labels ({keys}): {named}, in the legend's colours{more}."
+    return USAGE.replace(UW_LABELS_SENTENCE, sentence)
+
+
+def empty_labels(labels: LabelSet) -> str:
+    """``EMPTY_ORGANS`` in the label set's words (organs for UW-Madison, labels otherwise)."""
+    if label_noun(labels) == "organ":
+        return EMPTY_ORGANS
+    return EMPTY_ORGANS.replace("an organ", "a label").replace("every organ", "every label")
 
 
 def key_label(keys: str) -> str:
@@ -77,13 +99,14 @@ class HelpScreen(ModalScreen):
     """
     BINDINGS = [Binding("escape,q,question_mark", "dismiss", "Close help", id="help.close")]
 
-    def __init__(self, groups: list[tuple[str, list[Binding]]]):
+    def __init__(self, groups: list[tuple[str, list[Binding]]], labels: LabelSet = UW_MADISON):
         super().__init__()
         self.groups = groups
+        self.labels = labels  # the data's: the usage names its labels and keys
 
     def compose(self) -> ComposeResult:
         with VerticalScroll() as scroll:
             scroll.border_title = "segadv-tui · keys"
-            yield Static(USAGE + "\n", id="help-usage")
-            yield Static(EMPTY_ORGANS + "\n", id="help-empty-organs")
+            yield Static(usage(self.labels) + "\n", id="help-usage")
+            yield Static(empty_labels(self.labels) + "\n", id="help-empty-organs")
             yield Static(bindings_table(self.groups), id="help-keys")

@@ -18,6 +18,7 @@ from textual.worker import Worker, WorkerState, get_current_worker
 from core.attacks.config import AttackConfig
 from core.errors import SegadvError
 from core.names import PAPER_LOSS_NAMES
+from core.wording import with_labels_caption
 from segadv_tui.messages import Progressed, TableIIFinished
 from segadv_tui.render.tables import Table, table_ii_table
 from segadv_tui.state import ExplorerState
@@ -32,7 +33,7 @@ def run_table_ii(models, records, attack: AttackConfig, losses, *, device, progr
 
 def as_table(result, attack: AttackConfig, slices: int) -> Table:
     """The paper's layout, with each attack's success next to its DSC."""
-    title = f"Table II: mean DSC over {slices} test slices with organs, {attack.label}"
+    title = f"Table II: mean DSC over {slices} test slices{with_labels_caption(result.labels or attack.labels, False)}, {attack.label}"
     return table_ii_table(result, title=title, with_success=True)
 
 
@@ -65,7 +66,8 @@ class TableIIScreen(Screen):
         yield Header()
         models = ", ".join(path.stem for path in self.state.loaded)
         yield Static(
-            f"{self.attack.label} · checkpoints: {models} · {len(self.records)} test slices with organs"
+            f"{self.attack.label} · checkpoints: {models} · {len(self.records)} test slices"
+            f"{with_labels_caption(self.state.labels, False)}"
             f"{' (--limit)' if self.state.options.limit else ''}",
             id="table2-about",
         )
@@ -83,7 +85,9 @@ class TableIIScreen(Screen):
             self.notify("Already running (c cancels).")
             return
         if not self.records:
-            self.notify("The test split has no slices with organs.", severity="warning")
+            self.notify(
+                f"The test split has no slices{with_labels_caption(self.state.labels, False)}.", severity="warning"
+            )
             return
         self.query_one("#table2-status", Static).update("running…")
         self._run(self.state.table_ii_models(), self.records, self.attack)

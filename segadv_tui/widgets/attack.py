@@ -1,4 +1,4 @@
-"""The Attack panel: method, loss, target, mode, the organs to erase, the universal perturbation, epsilon
+"""The Attack panel: method, loss, target, mode, the labels to erase (the label set's), the universal perturbation, epsilon
 and the model the frames are scored on; it shows the explorer's ``AttackConfig`` (and its scoring model) and
 asks for changes. The method list is the attack registry's."""
 
@@ -10,17 +10,25 @@ from textual.message import Message
 from textual.widgets import Input, Label, Select
 
 from core.attacks.config import METHOD_LIST, METHODS, AttackConfig
+from core.labels import LabelSet
 from core.names import LOSS_NAMES, LOSS_TITLES, MODES, TARGETS
-from core.organs import ORGAN_TITLES, ORGANS
 
-# Field -> (label, value) options; organs' values are comma lists, as AttackConfig accepts them.
+# Field -> (label, value) options; the labels' values are comma lists, as AttackConfig accepts them.
 CHOICES = {
     "method": [(method.title, method.name) for method in METHOD_LIST],
     "loss": [(LOSS_TITLES[name], name) for name in LOSS_NAMES],
     "target": [({"gt": "ground truth", "pred": "prediction"}.get(name, name), name) for name in TARGETS],
     "mode": [(name, name) for name in MODES],
-    "organs": [(ORGAN_TITLES[organ], organ) for organ in ORGANS] + [("all three", ",".join(ORGANS))],
 }
+ALL_WORDS = {2: "both", 3: "all three"}
+
+
+def label_choices(labels: LabelSet) -> list[tuple[str, str]]:
+    """The options of the labels to erase: each label of ``labels`` (by title), then all of them."""
+    options = [(label.title, label.name) for label in labels.labels]
+    if len(labels) > 1:
+        options.append((ALL_WORDS.get(len(labels), f"all {len(labels)}"), ",".join(labels.names)))
+    return options
 
 
 def choice_value(config: AttackConfig, field: str) -> str:
@@ -59,14 +67,15 @@ class AttackPanel(Vertical):
         self.initial = attack
         self.has_truth = has_truth  # a lone PNG has none: its Target stays off, whatever the method
         self.delta_paths: set[str] = set()
+        self.choices = {**CHOICES, "organs": label_choices(attack.labels)}
 
     def compose(self) -> ComposeResult:
-        for field, options in CHOICES.items():
+        for field, options in self.choices.items():
             with Horizontal():
                 yield Label(field.capitalize())
                 yield Select(
                     options,
-                    value=_shown_value(self.initial, field),
+                    value=self._shown_value(self.initial, field),
                     allow_blank=False,
                     compact=True,
                     id=f"attack-{field}",
@@ -96,11 +105,17 @@ class AttackPanel(Vertical):
 
     def show(self, attack: AttackConfig) -> None:
         """Mirror ``attack`` without echoing Changed messages back; a field the method does not read is
-        disabled."""
-        for field in CHOICES:
+        disabled. The labels to erase are those of ``attack.labels`` (the data's)."""
+        choices = label_choices(attack.labels)
+        if choices != self.choices["organs"]:
+            self.choices["organs"] = choices
+            select = self.query_one("#attack-organs", Select)
+            with select.prevent(Select.Changed):
+                select.set_options(choices)
+        for field in self.choices:
             select = self.query_one(f"#attack-{field}", Select)
             with select.prevent(Select.Changed):
-                select.value = _shown_value(attack, field)
+                select.value = self._shown_value(attack, field)
         delta = self.query_one("#attack-delta", Select)
         with delta.prevent(Select.Changed):
             delta.value = attack.delta if attack.delta in self.delta_paths else NONE
@@ -123,11 +138,10 @@ class AttackPanel(Vertical):
         event.stop()
         self.post_message(self.Changed("eps", event.value))
 
-
-def _shown_value(config: AttackConfig, field: str) -> str:
-    """The option to show: the config's own value, or where it has none among the options (no organs
-    chosen yet) the erase method's default."""
-    value = choice_value(config, field)
-    if field == "organs" and value not in {option for _, option in CHOICES["organs"]}:
-        value = ",".join(METHODS["erase"].parameters["organs"])
-    return value
+    def _shown_value(self, config: AttackConfig, field: str) -> str:
+        """The option to show: the config's own value, or where it has none among the options (no labels
+        chosen yet) the erase method's default for its label set."""
+        value = choice_value(config, field)
+        if field == "organs" and value not in {option for _, option in self.choices["organs"]}:
+            value = ",".join(METHODS["erase"].defaults(config.labels)["organs"])
+        return value

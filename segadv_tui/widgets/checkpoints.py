@@ -43,6 +43,13 @@ class CheckpointList(OptionList):
             self.current = path
         self._redraw()
 
+    def unmark(self, path: Path) -> None:
+        """``path`` is neither loaded nor attacked (a checkpoint refused after loading)."""
+        self.loaded.discard(path)
+        if self.current == path:
+            self.current = None
+        self._redraw()
+
     def mark_scored_on(self, path: Path | None) -> None:
         self.scored_on = path
         self._redraw()

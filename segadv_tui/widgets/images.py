@@ -7,7 +7,8 @@
 - Focus (``z``): the focused picture alone, zoomable down to one image pixel per half cell.
 
 Every view reads one picture bundle (:class:`AttackPanels`); only the view on screen is drawn, and a
-hidden view catches up when it is shown. ``1`` ``2`` ``3`` show or hide an organ in every view. When the
+hidden view catches up when it is shown. ``1`` to ``9`` show or hide a label (UW-Madison's organs: ``1``
+``2`` ``3``) in every view, the first nine of a larger label set. When the
 pictures cannot be made (a bad checkpoint, image or data set), the failure and what to do take their
 place until the next pictures arrive.
 """
@@ -19,9 +20,10 @@ from textual.app import ComposeResult
 from textual.containers import Container, Vertical
 from textual.widgets import ContentSwitcher, Static
 
-from core.organs import ORGAN_TITLES, ORGANS
+from core.labels import UW_MADISON, LabelSet
+from segadv_tui.keys import TOGGLED_LABELS
 from segadv_tui.render.figures import PANEL_LAYOUT, AttackPanels, perturbation_gain
-from segadv_tui.render.imagery import ALL_ORGANS, FN_COLOUR, FP_COLOUR, ORGAN_COLOURS, TP_COLOUR, LayerCache
+from segadv_tui.render.imagery import FN_COLOUR, FP_COLOUR, TP_COLOUR, LayerCache
 from segadv_tui.render.tables import format_score
 from segadv_tui.widgets.picture import GRAPHICS_WIDGETS, HalfBlockView, Picture  # noqa: F401  (re-exported)
 
@@ -74,16 +76,20 @@ def picture_titles(panels: AttackPanels, has_truth: bool) -> dict[str, str]:
     return titles
 
 
-def legend(view: str, key: str | None, visible: tuple[bool, ...], has_truth: bool) -> Text:
-    """The line under the pictures: what the colours mean, and which organs are shown."""
+def legend(
+    view: str, key: str | None, visible: tuple[bool, ...], has_truth: bool, labels: LabelSet = UW_MADISON
+) -> Text:
+    """The line under the pictures: what the colours mean, and which labels of ``labels`` are shown (the
+    first nine have a key; the others are always shown)."""
     text = Text(no_wrap=True, overflow="ellipsis")
-    for number, (organ, shown) in enumerate(zip(ORGANS, visible), start=1):
-        text.append(f"{number} ", style="dim")
+    for number, (label, shown) in enumerate(zip(labels.labels, visible), start=1):
+        if number <= TOGGLED_LABELS:
+            text.append(f"{number} ", style="dim")
         if shown:
-            text.append("■ ", style=_rgb(ORGAN_COLOURS[organ]))
-            text.append(ORGAN_TITLES[organ].lower())
+            text.append("■ ", style=_rgb(label.rgb))
+            text.append(label.title.lower())
         else:
-            text.append(f"□ {ORGAN_TITLES[organ].lower()}", style="dim strike")
+            text.append(f"□ {label.title.lower()}", style="dim strike")
         text.append("  ")
     kind = key.split(".")[0] if key and view == "focus" else view
     if kind == "overlay":
@@ -159,7 +165,7 @@ class FocusView(PictureView):
 
 
 class PictureViews(Vertical):
-    """The views in a switcher, the legend line under them; the state of view, organs and renderer."""
+    """The views in a switcher, the legend line under them; the state of view, shown labels and renderer."""
 
     DEFAULT_CSS = """
     PictureViews { height: 1fr; }
@@ -177,7 +183,8 @@ class PictureViews(Vertical):
         super().__init__(**kwargs)
         self.renderer = renderer
         self.view = "overlay"
-        self.organs: tuple[bool, ...] = ALL_ORGANS
+        self.labels = UW_MADISON  # until the data or the checkpoint says
+        self.organs: tuple[bool, ...] = (True,) * len(self.labels)  # shown, per label
         self.panels: AttackPanels | None = None
         self.has_truth = True
         self.cache = LayerCache()
@@ -205,6 +212,8 @@ class PictureViews(Vertical):
         self.panels, self.has_truth = panels, has_truth
         self._version += 1
         self.clear_failure()
+        if panels.labels != self.labels:  # pictures of another label set: all of its labels shown
+            self.labels, self.organs = panels.labels, (True,) * len(panels.labels)
         self._draw()
 
     def show_failure(self, title: str, text: str) -> None:
@@ -243,7 +252,17 @@ class PictureViews(Vertical):
         self._draw()
         self._update_legend()
 
+    def set_labels(self, labels: LabelSet) -> None:
+        """The label set the pictures show: every label shown again when it changes."""
+        if labels != self.labels:
+            self.labels, self.organs = labels, (True,) * len(labels)
+            self._shown.clear()
+            self._draw()
+            self._update_legend()
+
     def toggle_organ(self, index: int) -> None:
+        if index >= min(len(self.labels), TOGGLED_LABELS):
+            return
         visible = list(self.organs)
         visible[index] = not visible[index]
         self.organs = tuple(visible)
@@ -276,7 +295,9 @@ class PictureViews(Vertical):
         if not self.is_mounted:
             return
         key = self.query_one(FocusView).key if self.view == "focus" else None
-        self.query_one("#legend", Static).update(legend(self.view, key, self.organs, self.has_truth), layout=False)
+        self.query_one("#legend", Static).update(
+            legend(self.view, key, self.organs, self.has_truth, self.labels), layout=False
+        )
 
     def picture_sizes(self) -> dict[str, tuple[int, int]]:
         """(width, height) in pixels (half cells) of each picture of the current view, as last drawn."""

@@ -1,6 +1,7 @@
-"""The Scores panel: DSC per organ and mean before and after the attack, and DSC against eps.
+"""The Scores panel: DSC per label (UW-Madison's organs) and mean before and after the attack, and DSC
+against eps. Its rows are the label set's, in order.
 
-An organ absent from the truth is scored by the empty-organ rule, not by overlap (with the default rule
+A label absent from the truth is scored by the empty-label rule, not by overlap (with the default rule
 its DSC is 1 until one pixel of it is predicted, then 0), so a few stray pixels can halve a slice's mean:
 its DSC cells carry a mark, and the line under the table says what the mark means.
 
@@ -19,14 +20,13 @@ from textual.containers import Vertical
 from textual.widget import Widget
 from textual.widgets import DataTable, Static
 
-from core.organs import ORGAN_TITLES, ORGANS
+from core.labels import UW_MADISON, LabelSet
 from core.results import nanmean
+from core.wording import label_noun
 from segadv_tui.frames import Curve, Frame, LiveStep
 from segadv_tui.render.tables import format_score, number
 
 BARS = " ▁▂▃▄▅▆▇█"
-ROWS = tuple(ORGANS) + ("mean",)
-ROW_TITLES = {**ORGAN_TITLES, "mean": "Mean"}
 # The boundary metrics' columns: (metric, key, header, decimals), clean then adversarial.
 BOUNDARY_COLUMNS = {
     "hd95": (("hd95_clean", "HD95 cln", 1), ("hd95_adv", "HD95 adv", 1)),
@@ -42,12 +42,12 @@ ABSENT_NOTES = {
 
 
 def absent_organs(result) -> tuple[bool, ...]:
-    """Per organ, whether it is absent from the reference (the truth, or the target without one)."""
+    """Per label, whether it is absent from the reference (the truth, or the target without one)."""
     if result.pictures is not None:
         return tuple(not organ.any() for organ in result.pictures.reference)
     if result.organ_pixels is not None:
         return tuple(int(count) == 0 for count in result.organ_pixels)
-    return (False,) * len(ORGANS)
+    return (False,) * len(result.labels)
 
 
 def absent_note(frame: Frame | LiveStep) -> str:
@@ -59,30 +59,43 @@ def absent_note(frame: Frame | LiveStep) -> str:
 
 
 class ScoresTable(DataTable):
-    """Rows: organs and their mean; columns: DSC clean, DSC adversarial, attack success."""
+    """Rows: the labels (keyed by name) and their mean; columns: DSC clean, DSC adversarial, attack success."""
 
     DEFAULT_CSS = "ScoresTable { height: auto; }"
 
     def __init__(self, metrics: tuple[str, ...] = ("dsc",), **kwargs):
         super().__init__(**kwargs)
         self.boundary = [column for metric in metrics for column in BOUNDARY_COLUMNS.get(metric, ())]
+        self.labels = UW_MADISON  # until the data or the checkpoint says
 
     def on_mount(self) -> None:
         self.cursor_type = "none"
         self.zebra_stripes = True
-        self.add_column("Organ", key="organ", width=12)
+        self._build()
+
+    def _build(self) -> None:
+        super().clear(columns=True)  # DataTable's: this table's clear() blanks the scores
+        self.add_column(label_noun(self.labels).capitalize(), key="organ", width=12)
         for key, label in (("clean", "DSC clean"), ("adv", "DSC adv"), ("as", "AS")):
             self.add_column(Text(label, justify="right"), key=key, width=9)
         for key, label, _ in self.boundary:
             self.add_column(Text(label, justify="right"), key=key, width=9)
-        for row in ROWS:
-            self.add_row(ROW_TITLES[row], *(Text("… ", justify="right"),) * (3 + len(self.boundary)), key=row)
+        for row, title in (*self.labels.titles.items(), ("mean", "Mean")):
+            self.add_row(title, *(Text("… ", justify="right"),) * (3 + len(self.boundary)), key=row)
+
+    def set_labels(self, labels: LabelSet) -> None:
+        """One row per label of ``labels`` (a new label set: its rows, their scores unknown)."""
+        if labels != self.labels:
+            self.labels = labels
+            self._build()
 
     def show(self, frame: Frame | LiveStep) -> None:
         result = frame.result
+        self.set_labels(result.labels)
         success = result.attack_success
-        absent = dict(zip(ORGANS, absent_organs(result)))
-        values = {organ: (result.dsc_clean[i], result.dsc_adv[i], success[i]) for i, organ in enumerate(ORGANS)}
+        names = result.labels.names
+        absent = dict(zip(names, absent_organs(result)))
+        values = {organ: (result.dsc_clean[i], result.dsc_adv[i], success[i]) for i, organ in enumerate(names)}
         values["mean"] = (result.mean_clean, result.mean_adv, result.mean_attack_success)
         for row, (clean, adv, success) in values.items():
             for column, value in (("clean", clean), ("adv", adv), ("as", success)):
@@ -93,16 +106,16 @@ class ScoresTable(DataTable):
         for key, _, digits in self.boundary:
             # Not measured (an iterative attack's live step): unknown until its frame comes.
             values = getattr(result, key)
-            cells = {} if values is None else {organ: values[i] for i, organ in enumerate(ORGANS)}
+            cells = {} if values is None else {name: values[i] for i, name in enumerate(names)}
             if values is not None:
                 cells["mean"] = nanmean(np.asarray(values, dtype=np.float64)[None], axis=1)[0]
-            for row in ROWS:
+            for row in (*names, "mean"):
                 text = number(cells[row], digits) + " " if row in cells else "– "
                 self.update_cell(row, key, Text(text, justify="right"))
 
     def clear(self) -> None:
         """Every score back to unknown (nothing is shown for the current choice)."""
-        for row in ROWS:
+        for row in (*self.labels.names, "mean"):
             for column in ("clean", "adv", "as", *(key for key, _, _ in self.boundary)):
                 self.update_cell(row, column, Text("– ", justify="right"))
 

@@ -1,4 +1,5 @@
-"""The Slices panel: case -> day -> slice, optionally only the slices with organs; j / k step through."""
+"""The Slices panel: case -> day -> slice, optionally only the slices with labels (UW-Madison: organs); j / k
+step through."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ from textual.message import Message
 from textual.widgets import Tree
 from textual.widgets.tree import TreeNode
 
-from core.data.gitract import SliceRecord, with_organs
+from core.data.gitract import SliceRecord, with_labels
+from core.labels import UW_MADISON, LabelSet
+from core.wording import with_labels_caption
 
 
 class SliceBrowser(Tree):
@@ -25,12 +28,13 @@ class SliceBrowser(Tree):
         self.all_records: list[SliceRecord] = []
         self.records: list[SliceRecord] = []  # the shown ones, in order
         self.organs_only = True
+        self.labels = UW_MADISON  # the data's: what "with labels" says
         self.current: SliceRecord | None = None
         self._day_nodes: dict[str, TreeNode] = {}
         self._slice_nodes: dict[str, TreeNode] = {}
 
-    def set_records(self, records: list[SliceRecord]) -> None:
-        self.all_records = list(records)
+    def set_records(self, records: list[SliceRecord], labels: LabelSet = UW_MADISON) -> None:
+        self.all_records, self.labels = list(records), labels
         self._rebuild()
 
     def set_organs_only(self, organs_only: bool) -> None:
@@ -38,11 +42,11 @@ class SliceBrowser(Tree):
         self._rebuild()
 
     def _rebuild(self) -> None:
-        self.records = with_organs(self.all_records) if self.organs_only else list(self.all_records)
+        self.records = with_labels(self.all_records) if self.organs_only else list(self.all_records)
         self.clear()
         self._day_nodes.clear()
         self._slice_nodes.clear()
-        self.border_subtitle = f"{len(self.records)} slices" + (" with organs" if self.organs_only else "")
+        self.border_subtitle = f"{len(self.records)} slices" + with_labels_caption(self.labels, not self.organs_only)
         cases: dict[int, TreeNode] = {}
         for record in self.records:
             if record.case not in cases:
@@ -58,7 +62,7 @@ class SliceBrowser(Tree):
             return
         for record in node.data:
             label = Text(f"slice {record.slice:04d}")
-            if record.has_organs:
+            if record.has_labels:
                 label.append(" ●", style="green")
             self._slice_nodes[record.id] = node.add_leaf(label, data=record)
 
