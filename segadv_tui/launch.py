@@ -23,7 +23,9 @@ SERVE_HOST, SERVE_PORT = "127.0.0.1", 8000
 def segadv_tui(
     context: typer.Context,
     data: Path | None = typer.Option(
-        None, "--data", help="Kaggle data root (train.csv + train/); default: the built-in demo."
+        None,
+        "--data",
+        help="A data folder: UW-Madison (train.csv + train/) or Decathlon / nnU-Net (dataset.json); default: the built-in demo.",
     ),
     image: Path | None = typer.Option(
         None, "--image", help="Open one PNG slice without ground truth (target = prediction)."
@@ -92,8 +94,13 @@ def segadv_tui(
         fail("give --data or --image, not both")
     if data is not None and not data.is_dir():
         fail(f"--data {data}: no such folder")
-    if data is not None and not (data / "train.csv").is_file():
-        fail(f"--data {data}: no train.csv there (expected the Kaggle layout: train.csv and train/)")
+    if data is not None:
+        from core.data.open import DataError, data_layout
+
+        try:
+            data_layout(data)
+        except DataError as exc:
+            fail(f"--data {data}: {exc}")
     if image is not None and not image.is_file():
         fail(f"--image {image}: no such file")
     if image is not None:

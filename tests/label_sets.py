@@ -134,13 +134,13 @@ def write_labelled_data(root: Path, cases: int = 3, slices: int = 4, seed: int =
 def open_labelled(monkeypatch) -> None:
     """Make ``open_dataset`` (the CLI's and the explorer's) open a folder holding ``labels.json`` as
     ``LabelledData``, and any other as before."""
-    import core.data.gitract
+    import core.data.open
 
-    original = core.data.gitract.open_dataset
+    original = core.data.open.open_dataset
 
     def open_dataset(root=None, **options):
         if root is not None and (Path(root) / MARKER).is_file():
             return LabelledData(root)
         return original(root, **options)
 
-    monkeypatch.setattr(core.data.gitract, "open_dataset", open_dataset)
+    monkeypatch.setattr(core.data.open, "open_dataset", open_dataset)
