@@ -49,6 +49,7 @@ from segadv_tui.cli._options import (
     output_option,
 )
 from segadv_tui.cli._outcome import DEFAULT_OUT_DIR, Outputs
+from segadv_tui.cli._runs import NoCache, RunsIndex
 
 PAPER_LOSSES = "bce,focal+dice,focal"
 
@@ -84,6 +85,8 @@ def attack(
     batch_size: BatchSize = 16,
     json_path: Path | None = output_option("--json", "Write the summary and per-slice rows as JSON."),
     csv_path: Path | None = output_option("--csv", "Write one row per slice as CSV."),
+    run_index: RunsIndex = None,
+    no_cache: NoCache = False,
     strict: Strict = False,
 ) -> None:
     """Attack a checkpoint over a data split: DSC clean vs adversarial per organ, attack success, realised L-inf / L2."""
@@ -126,7 +129,7 @@ def attack(
         return run.payload(result.to_dict(), models=checkpoint_fields(loaded))
 
     with run.keep_partial(payload), progress_bar(f"{config.method_label} eps {config.eps:g}") as progress:
-        result = evaluate(
+        result = run.cached({"config": config.to_dict()}, evaluate)(
             loaded.model,
             run.records,
             loaded.img_size,
@@ -359,6 +362,8 @@ def table(
     md_path: Path | None = output_option("--md", "Write the table as Markdown."),
     csv_path: Path | None = output_option("--csv", "Write the table as CSV."),
     json_path: Path | None = output_option("--json", "Write the table with per-organ summaries as JSON."),
+    run_index: RunsIndex = None,
+    no_cache: NoCache = False,
     strict: Strict = False,
 ) -> None:
     """The paper's Table II: parameters, clean DSC and DSC after the attack (FGSM) with each loss; the best attack in bold."""
@@ -399,7 +404,8 @@ def table(
     models = [(item.path.name, item.model, item.meta) for item in loaded]
     runs = f"{len(loss_names)} losses" if "loss" in config.entry.parameters else "its own objective"
     with run.keep_partial(payload), progress_bar(f"Table II: {len(models)} model(s) x {runs}") as progress:
-        result = table_ii(
+        key = {"config": config.to_dict(), "losses": loss_names, "labels": [label for label, _, _ in models]}
+        result = run.cached(key, table_ii)(
             models, run.records, loss_names, config, batch_size=batch_size, device=run.device, progress=progress
         )
     caption = (
