@@ -1,5 +1,6 @@
 """One run's life in the index, from a front end's point of view: a record opened as ``running`` before
-the work, the results cache asked, and the record closed with its status in a ``finally``.
+the work, the results cache asked, and the record closed with its status in a ``finally``. (numpy, for
+the stored results, is imported only when a result is stored or read: every command opens a record.)
 
 The index is a convenience, never a reason to lose a computation: the first failure to open, read or
 write it (damaged, locked past the busy timeout, not writable) is one warning through ``warn`` and the
@@ -19,7 +20,19 @@ from pathlib import Path
 from core.distributed import is_main_process
 from core.runs.index import RunIndex, RunIndexError
 from core.runs.keys import cache_key, versions
-from core.runs.stored import StoredResultError, dump_result, load_result
+
+
+@dataclass(frozen=True)
+class Clock:
+    """When a run started, by the wall clock, the monotonic clock and this process's CPU time."""
+
+    wall: float
+    monotonic: float
+    cpu: float
+
+    @classmethod
+    def now(cls) -> Clock:
+        return cls(time.time(), time.perf_counter(), time.process_time())
 
 
 @dataclass(frozen=True)
@@ -32,11 +45,20 @@ class CacheHit:
 
 
 class RunRecorder:
-    """The record of one command run in the index at ``path`` (None: the default). ``warn(line)`` is
-    called at most once, on the first failure; after it the recorder does nothing."""
+    """The record of one command run in the index at ``path`` (None: the default), timed from ``started``
+    (default: now). ``warn(line)`` is called at most once, on the first failure; after it the recorder does
+    nothing."""
 
-    def __init__(self, path: str | os.PathLike | None, command: str, argv: Sequence[str], warn: Callable[[str], None]):
+    def __init__(
+        self,
+        path: str | os.PathLike | None,
+        command: str,
+        argv: Sequence[str],
+        warn: Callable[[str], None],
+        started: Clock | None = None,
+    ):
         self.path, self.command, self.argv, self.warn = path, command, list(argv), warn
+        self.started = started or Clock.now()
         self.index: RunIndex | None = None
         self.run_id: int | None = None
         self.broken = not is_main_process()  # ranks above 0 keep no record
@@ -44,9 +66,6 @@ class RunRecorder:
         self.config: dict | None = None
         self.cached_from: int | None = None
         self.result = None
-        self._started = time.time()
-        self._clock = time.perf_counter()
-        self._cpu = time.process_time()
 
     def _attempt(self, action: Callable[[RunIndex], object]):
         """``action(index)``, or None after one warning if the index fails."""
@@ -77,7 +96,7 @@ class RunRecorder:
     def open(self, **fields) -> None:
         """Open the record as ``running`` with ``fields`` (device, checkpoints, data, split, ...)."""
         fields = {"host": socket.gethostname(), "pid": os.getpid(), "versions": versions(), **fields}
-        self.run_id = self._attempt(lambda index: index.open_run(self.command, self.argv, self._started, **fields))
+        self.run_id = self._attempt(lambda index: index.open_run(self.command, self.argv, self.started.wall, **fields))
 
     def lookup(self, key_fields: dict, *, use_cache: bool) -> CacheHit | None:
         """The result of an earlier ``done`` run with the same key, unless ``use_cache`` is off or this is
@@ -90,6 +109,8 @@ class RunRecorder:
         found = self._attempt(lambda index: index.cached(self.key))
         if not found:
             return None
+        from core.runs.stored import StoredResultError, load_result
+
         run_id, started, blob = found
         try:
             result = load_result(blob)
@@ -116,13 +137,15 @@ class RunRecorder:
         values = {
             "status": status,
             "ended": time.time(),
-            "wall_seconds": time.perf_counter() - self._clock,
-            "cpu_seconds": time.process_time() - self._cpu,
+            "wall_seconds": time.perf_counter() - self.started.monotonic,
+            "cpu_seconds": time.process_time() - self.started.cpu,
             "cache_key": self.key,
             "cached_from": self.cached_from,
             **({"config": self.config} if self.config is not None else {}),
             **fields,
         }
+        from core.runs.stored import dump_result
+
         stored = dump_result(self.result) if status == "done" and self.key and self.result is not None else None
         if status != "done":
             values.pop("result_json", None)  # never half a result

@@ -128,6 +128,7 @@ def _register_commands() -> None:
         demo_data,
         models,
         robust,
+        runs,
         study,
         train,
         transfer,

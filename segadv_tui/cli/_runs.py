@@ -45,6 +45,7 @@ INTERRUPTED_EXIT = 130
 
 # The command running in this process: its command line (set by ``recording``) and its record (by ``begin``).
 _argv: list[str] | None = None
+_started: Any = None  # core.runs.recorder.Clock
 _recorder: Any = None  # core.runs.recorder.RunRecorder
 _outcome: dict = {}
 
@@ -67,8 +68,10 @@ def command_line(ctx) -> list[str]:
 def recording(ctx) -> Iterator[None]:
     """Around one subcommand: the record ``begin`` opened is closed whatever happens, with the status of
     how the command ended (never left ``running`` by an error)."""
-    global _argv, _recorder, _outcome
-    _argv, _recorder, _outcome = command_line(ctx), None, {}
+    from core.runs.recorder import Clock
+
+    global _argv, _started, _recorder, _outcome
+    _argv, _started, _recorder, _outcome = command_line(ctx), Clock.now(), None, {}
     status, error = "done", None
     try:
         yield
@@ -111,7 +114,7 @@ def begin(run) -> None:
     from core.runs.recorder import RunRecorder
 
     params = _params()
-    recorder = RunRecorder(params.get("run_index"), run.command, _argv, warn)
+    recorder = RunRecorder(params.get("run_index"), run.command, _argv, warn, _started)
     _recorder = recorder
     recorder.open(
         device=describe_device(run.device),
@@ -169,41 +172,11 @@ def finished(payload: dict | None, written: list) -> None:
     it and the files written; kept for the record's close."""
     if _recorder is None:
         return
+    from segadv_tui.render.runs import key_numbers
+
     _outcome.update(
         result_json=payload,
         summary=key_numbers(payload) if payload is not None else {},
         files=[str(Path(path).expanduser().resolve()) if str(path) != "-" else "-" for path in written],
     )
 
-
-def key_numbers(payload: dict) -> dict[str, float | int | None]:
-    """The numbers a record shows and compares, flattened from a command's JSON, the headline first: an
-    attack's mean DSC clean / adversarial and attack success then per organ; a sweep's adversarial DSC per
-    loss and eps; Table II's clean and adversarial DSC per model and loss; else a top-level summary's
-    numbers."""
-    numbers: dict[str, float | int | None] = {}
-    if payload.get("command") == "table" and isinstance(payload.get("rows"), list):
-        for row in payload["rows"]:
-            numbers[f"dsc_clean[{row['label']}]"] = row.get("dsc_clean")
-            for loss, value in (row.get("dsc_adv") or {}).items():
-                numbers[f"dsc_adv[{row['label']},{loss}]"] = value
-        return numbers
-    if payload.get("command") == "sweep" and isinstance(payload.get("entries"), list):
-        for entry in payload["entries"]:
-            numbers[f"dsc_adv[{entry['loss']}@{entry['eps']:g}]"] = entry["summary"].get("mean_adv")
-        return numbers
-    summary = payload.get("summary")
-    if isinstance(summary, dict):
-        for short, name in (("dsc_clean", "mean_clean"), ("dsc_adv", "mean_adv"), ("attack_success", "mean_attack_success")):
-            if name in summary:
-                numbers[short] = summary[name]
-        for name, value in summary.items():
-            if isinstance(value, dict):
-                numbers.update({f"{name}[{part}]": item for part, item in value.items() if _is_number(item)})
-            elif _is_number(value) and name not in ("mean_clean", "mean_adv", "mean_attack_success"):
-                numbers[name] = value
-    return numbers
-
-
-def _is_number(value) -> bool:
-    return value is None or (isinstance(value, (int, float)) and not isinstance(value, bool))
