@@ -52,11 +52,14 @@ def _version(package: str) -> str | None:
 
 @lru_cache(maxsize=1)
 def versions() -> dict[str, str | None]:
-    """The versions a record keeps: segadv (with the hash of core's sources), torch, smp, Python."""
+    """The versions a record keeps: segadv (with the hash of core's sources), torch (with its build, such as
+    ``+cu130``), smp, Python."""
+    import torch
+
     return {
         "segadv": core.__version__,
         "core_sources": core_sources_hash(),
-        "torch": _version("torch"),
+        "torch": torch.__version__,
         "smp": _version("segmentation-models-pytorch"),
         "python": platform.python_version(),
     }

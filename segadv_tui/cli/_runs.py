@@ -21,11 +21,33 @@ import typer
 
 from segadv_tui.cli._options import OUTPUT
 
+T = TypeVar("T")
+INTERRUPTED_EXIT = 130
+
+# The command running in this process: its command line (set by ``recording``) and its record (by ``begin``).
+_argv: list[str] | None = None
+_started: Any = None  # core.runs.recorder.Clock
+_recorder: Any = None  # core.runs.recorder.RunRecorder
+_outcome: dict = {}
+_chosen_options: dict = {}  # --runs and --no-cache of the command running
+
+
+def _chosen(name: str):
+    """An option's callback keeping its value for this module (read by ``begin`` and ``cached``)."""
+
+    def keep(value):
+        _chosen_options[name] = value
+        return value
+
+    return keep
+
+
 RunsIndex = Annotated[
     Path | None,
     typer.Option(
         "--runs",
         rich_help_panel=OUTPUT,
+        callback=_chosen("run_index"),
         help="The run index (SQLite) that records this run and serves cached results; default $SEGADV_RUNS, else "
         "$XDG_DATA_HOME/segadv/runs.sqlite.",
     ),
@@ -35,19 +57,12 @@ NoCache = Annotated[
     typer.Option(
         "--no-cache",
         rich_help_panel=OUTPUT,
+        callback=_chosen("no_cache"),
         help="Compute even when the run index holds the result of the same computation (same checkpoint, data, "
         "slices, attack and code).",
     ),
 ]
 
-T = TypeVar("T")
-INTERRUPTED_EXIT = 130
-
-# The command running in this process: its command line (set by ``recording``) and its record (by ``begin``).
-_argv: list[str] | None = None
-_started: Any = None  # core.runs.recorder.Clock
-_recorder: Any = None  # core.runs.recorder.RunRecorder
-_outcome: dict = {}
 
 
 def warn(line: str) -> None:
@@ -72,6 +87,7 @@ def recording(ctx) -> Iterator[None]:
 
     global _argv, _started, _recorder, _outcome
     _argv, _started, _recorder, _outcome = command_line(ctx), Clock.now(), None, {}
+    _chosen_options.clear()
     status, error = "done", None
     try:
         yield
@@ -96,13 +112,6 @@ def recording(ctx) -> Iterator[None]:
             recorder.close(status, error=error, **(outcome if status == "done" else {}))
 
 
-def _params() -> dict:
-    import click
-
-    ctx = click.get_current_context(silent=True)
-    return dict(ctx.params) if ctx is not None else {}
-
-
 def begin(run) -> None:
     """Open the record of ``run`` (a ``_common.CommandRun``) as running: the device, the checkpoints with
     their content hashes, the data's fingerprint, the split and the slices selected."""
@@ -113,8 +122,7 @@ def begin(run) -> None:
     from core.runs.keys import selection_fingerprint
     from core.runs.recorder import RunRecorder
 
-    params = _params()
-    recorder = RunRecorder(params.get("run_index"), run.command, _argv, warn, _started)
+    recorder = RunRecorder(_chosen_options.get("run_index"), run.command, _argv, warn, _started)
     _recorder = recorder
     recorder.open(
         device=describe_device(run.device),
@@ -125,7 +133,6 @@ def begin(run) -> None:
         selection={
             "slices": len(run.records),
             "fingerprint": selection_fingerprint(run.records),
-            **{name: params[name] for name in ("limit", "all_slices") if name in params},
         },
     )
 
@@ -148,7 +155,7 @@ def cached(run, key: dict, compute: Callable[[], T]) -> T:
     delta = (key.get("config") or {}).get("delta")
     if delta:  # the universal method's perturbation file: its content decides the result, not its name
         fields["delta_sha256"] = recorder.file_sha256(delta)
-    hit = recorder.lookup(fields, use_cache=not _params().get("no_cache", False))
+    hit = recorder.lookup(fields, use_cache=not _chosen_options.get("no_cache", False))
     if hit is not None:
         from segadv_tui.cli import err_console
 

@@ -13,7 +13,6 @@ from segadv_tui.render.tables import MISSING, Table, number
 
 # How many key numbers the list shows per run (the headline ones come first in a record's summary).
 LISTED_NUMBERS = 3
-COMMAND_WIDTH = 60  # the list cuts a long command line here; `runs show` has it whole
 
 
 def key_numbers(payload: dict) -> dict[str, float | int | None]:
@@ -61,6 +60,14 @@ def command_text(record) -> str:
     return shlex.join(record.argv)
 
 
+def short_command(record) -> str:
+    """The command line with each path cut to its last part (``-c tiny.safetensors``): what the list shows."""
+    import shlex
+    from pathlib import PurePath
+
+    return shlex.join(PurePath(arg).name if "/" in arg and not arg.endswith("/") else arg for arg in record.argv)
+
+
 def value_text(value) -> str:
     """A number to 4 decimals, None as "n/a", anything else as compact JSON."""
     if value is None:
@@ -81,9 +88,7 @@ def runs_table(records: Sequence, title: str = "runs") -> Table:
     rows = []
     for record in records:
         numbers = list(record.summary.items())[:LISTED_NUMBERS]
-        command = command_text(record)
-        if len(command) > COMMAND_WIDTH:
-            command = command[: COMMAND_WIDTH - 3] + "..."
+        command = short_command(record)
         rows.append(
             (
                 str(record.id),
