@@ -13,7 +13,7 @@ import hashlib
 import json
 import os
 import platform
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
@@ -93,3 +93,50 @@ def cache_key(fields: dict) -> str:
     canonical JSON, with the code's versions added."""
     code = {name: value for name, value in versions().items() if name != "python"}
     return hashlib.sha256(canonical_json({"fields": fields, "code": code}).encode()).hexdigest()
+
+
+def computation_fields(
+    command: str,
+    key: dict,
+    *,
+    checkpoints: Iterable[str],
+    data_fingerprint: str,
+    records: Iterable,
+    device_type: str,
+    delta_sha256: str | None = None,
+) -> dict:
+    """The fields of a computation's cache key, as every front end makes them: the command, ``key`` (the
+    attack configuration and what else the command's result depends on), the checkpoints' content hashes,
+    the data's fingerprint, the selected slices (``selection_fingerprint``), the device type (CPU and GPU
+    results differ in the last digits) and, for the universal method, its perturbation's hash."""
+    fields = {
+        "command": command,
+        **key,
+        "checkpoints": list(checkpoints),
+        "data_fingerprint": data_fingerprint,
+        "selection": selection_fingerprint(records),
+        "device_type": device_type,
+    }
+    if delta_sha256 is not None:
+        fields["delta_sha256"] = delta_sha256
+    return fields
+
+
+def table_ii_key(config, losses: Iterable[str]) -> dict:
+    """Table II's own key fields, the same from the CLI (``segadv table``) and the explorer: the attack
+    without its loss (each column sets its own) and without what only other methods read, and the losses. The rows' labels are not in it: each front
+    end names a checkpoint its own way (``table_ii_relabelled``)."""
+    from core.attacks.config import METHODS
+
+    # a field that only other methods read (erase's organs under FGSM) does not change this one's result
+    others = {name for method in METHODS.values() for name in method.parameters} - set(config.entry.parameters)
+    attack = {name: value for name, value in config.to_dict().items() if name not in others | {"loss"}}
+    return {"config": attack, "losses": list(losses)}
+
+
+def table_ii_relabelled(table, labels: Sequence[str]):
+    """A ``core.evaluation.scoring.TableII`` served from the index with its rows named as this front end names
+    its checkpoints (the rows follow the checkpoints' order, which the key fixes)."""
+    from dataclasses import replace
+
+    return replace(table, rows=[replace(row, label=label) for row, label in zip(table.rows, labels)])

@@ -142,19 +142,18 @@ def cached(run, key: dict, compute: Callable[[], T]) -> T:
     recorder = _recorder
     if recorder is None:
         return compute()
-    from core.runs.keys import selection_fingerprint
+    from core.runs.keys import computation_fields
 
-    fields = {
-        "command": run.command,
-        **key,
-        "checkpoints": [recorder.file_sha256(item.path) for item in run.checkpoints],
-        "data_fingerprint": run.dataset.fingerprint(),
-        "selection": selection_fingerprint(run.records),
-        "device_type": run.device.type,
-    }
-    delta = (key.get("config") or {}).get("delta")
-    if delta:  # the universal method's perturbation file: its content decides the result, not its name
-        fields["delta_sha256"] = recorder.file_sha256(delta)
+    delta = (key.get("config") or {}).get("delta")  # the universal method's perturbation: its content counts
+    fields = computation_fields(
+        run.command,
+        key,
+        checkpoints=[recorder.file_sha256(item.path) for item in run.checkpoints],
+        data_fingerprint=run.dataset.fingerprint(),
+        records=run.records,
+        device_type=run.device.type,
+        delta_sha256=recorder.file_sha256(delta) if delta else None,
+    )
     hit = recorder.lookup(fields, use_cache=not _chosen_options.get("no_cache", False))
     if hit is not None:
         from segadv_tui.cli import err_console

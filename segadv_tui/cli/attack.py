@@ -220,6 +220,8 @@ def sweep(
     json_path: Path | None = output_option("--json", "JSON file (default OUT_DIR/sweep.json)."),
     csv_path: Path | None = output_option("--csv", "CSV file (default OUT_DIR/sweep.csv)."),
     png_path: Path | None = output_option("--png", "Plot of DSC and AS against eps (default OUT_DIR/sweep.png)."),
+    run_index: RunsIndex = None,
+    no_cache: NoCache = False,
     strict: Strict = False,
 ) -> None:
     """FGSM DSC and attack success against eps, per loss: one gradient per slice and loss serves every eps."""
@@ -247,7 +249,7 @@ def sweep(
         return run.payload(result.to_dict(), models=checkpoint_fields(loaded))
 
     with run.keep_partial(payload), progress_bar(f"sweep {len(eps_values)} eps x {len(loss_names)} losses") as progress:
-        result = evaluate_sweep(
+        result = run.cached({"config": config.to_dict(), "eps": eps_values, "losses": loss_names}, evaluate_sweep)(
             loaded.model,
             run.records,
             loaded.img_size,
@@ -397,6 +399,7 @@ def table(
     loaded = run.checkpoints
 
     from core.evaluation.scoring import table_ii
+    from core.runs.keys import table_ii_key, table_ii_relabelled
 
     def payload(result) -> dict:
         return run.payload(result.to_dict(), checkpoints=[str(item.path) for item in loaded])
@@ -404,10 +407,10 @@ def table(
     models = [(item.path.name, item.model, item.meta) for item in loaded]
     runs = f"{len(loss_names)} losses" if "loss" in config.entry.parameters else "its own objective"
     with run.keep_partial(payload), progress_bar(f"Table II: {len(models)} model(s) x {runs}") as progress:
-        key = {"config": config.to_dict(), "losses": loss_names, "labels": [label for label, _, _ in models]}
-        result = run.cached(key, table_ii)(
+        result = run.cached(table_ii_key(config, loss_names), table_ii)(
             models, run.records, loss_names, config, batch_size=batch_size, device=run.device, progress=progress
         )
+        result = table_ii_relabelled(result, [label for label, _, _ in models])  # as named here, if served
     caption = (
         f"DSC before and after {config.method_label} at eps {config.eps:g}, target {config.target}; "
         f"{len(run.records)} {run.split} slices{'' if all_slices else ' with organs'} of {run.dataset.root}; "
