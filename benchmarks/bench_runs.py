@@ -53,10 +53,14 @@ def main() -> None:
             computed = segadv([*command, "--no-cache", "--json", f"computed{repeat}.json"], env, folder)
             cached = segadv([*command, "--json", f"cached{repeat}.json"], env, folder)
             # served from the newest computed run: this repeat's
-            same = Path(folder, f"cached{repeat}.json").read_bytes() == Path(folder, f"computed{repeat}.json").read_bytes()
+            same = (
+                Path(folder, f"cached{repeat}.json").read_bytes() == Path(folder, f"computed{repeat}.json").read_bytes()
+            )
             pairs.append((computed, cached))
-            print(f"repeat {repeat}: computed {computed:6.2f} s, cached {cached:6.2f} s, ratio {cached / computed:.3f}"
-                  f"{'' if same else '  (the cached JSON differs from the computed one!)'}")
+            print(
+                f"repeat {repeat}: computed {computed:6.2f} s, cached {cached:6.2f} s, ratio {cached / computed:.3f}"
+                f"{'' if same else '  (the cached JSON differs from the computed one!)'}"
+            )
         load_after = os.getloadavg()
     ratio = statistics.median(cached / computed for computed, cached in pairs)
     print(

@@ -187,7 +187,7 @@ class RunIndex:
             cursor = self.connection.execute(
                 f"INSERT INTO runs ({columns}) VALUES ({marks})", [_encode(c, v) for c, v in values.items()]
             )
-        return int(cursor.lastrowid)
+        return int(cursor.lastrowid or 0)  # always set after an INSERT
 
     def update_run(self, run_id: int, *, result: bytes | None = None, **fields) -> None:
         """Set ``fields`` of record ``run_id`` (``result``: the stored result object's bytes)."""
@@ -281,12 +281,12 @@ class _Transaction:
         except (OSError, sqlite3.Error) as exc:
             raise self.index._error(exc) from exc
 
-    def __exit__(self, exc_type, exc, traceback) -> bool:
+    def __exit__(self, exc_type, exc, traceback) -> None:
         connection = self.index.connection
         if exc_type is None:
             try:
                 connection.execute("COMMIT")
-                return False
+                return
             except (OSError, sqlite3.Error) as error:
                 exc = error
         if connection.in_transaction:
@@ -296,4 +296,3 @@ class _Transaction:
                 pass  # the connection is closed with the error below; SQLite rolls back then
         if isinstance(exc, (OSError, sqlite3.Error)):
             raise self.index._error(exc) from exc
-        return False

@@ -103,10 +103,11 @@ class RunRecorder:
         a torchrun job; the key is remembered for the record either way."""
         from core.distributed import current
 
-        self.key, self.config = cache_key(key_fields), key_fields
+        key = self.key = cache_key(key_fields)
+        self.config = key_fields
         if not use_cache or current().active:
             return None
-        found = self._attempt(lambda index: index.cached(self.key))
+        found = self._attempt(lambda index: index.cached(key))
         if not found:
             return None
         from core.runs.stored import StoredResultError, load_result
@@ -131,7 +132,8 @@ class RunRecorder:
     def close(self, status: str, **fields) -> None:
         """Close the record: ``status``, the times and ``fields`` (summary, files, result_json, error); a
         ``done`` run with a cache key stores its result object for the cache."""
-        if self.run_id is None:
+        run_id = self.run_id
+        if run_id is None:
             self._close_index()
             return
         values = {
@@ -149,5 +151,5 @@ class RunRecorder:
         stored = dump_result(self.result) if status == "done" and self.key and self.result is not None else None
         if status != "done":
             values.pop("result_json", None)  # never half a result
-        self._attempt(lambda index: index.update_run(self.run_id, result=stored, **values))
+        self._attempt(lambda index: index.update_run(run_id, result=stored, **values))
         self._close_index()

@@ -18,7 +18,9 @@ import zlib
 
 import numpy
 
-ALLOWED_BUILTINS = frozenset({"dict", "list", "tuple", "set", "frozenset", "int", "float", "str", "bytes", "bool", "complex", "slice"})
+ALLOWED_BUILTINS = frozenset(
+    {"dict", "list", "tuple", "set", "frozenset", "int", "float", "str", "bytes", "bool", "complex", "slice"}
+)
 # numpy's own functions that rebuild arrays and scalars (numpy 1 and 2 name their module differently)
 ALLOWED_NUMPY_FUNCTIONS = frozenset(
     {

@@ -239,8 +239,8 @@ class CommandRun:
         option -> a function making its content, ``Outputs.write``) and say what was written, ``detail`` and,
         with ``skipped``, the slices the reader left out."""
         from core.distributed import is_main_process
-        from segadv_tui.cli import console
         from segadv_tui.cli import _runs as runs
+        from segadv_tui.cli import console
         from segadv_tui.cli._outcome import print_written, result_json
 
         if not is_main_process():

@@ -64,7 +64,6 @@ NoCache = Annotated[
 ]
 
 
-
 def warn(line: str) -> None:
     from segadv_tui.cli import err_console
 
@@ -185,4 +184,3 @@ def finished(payload: dict | None, written: list) -> None:
         summary=key_numbers(payload) if payload is not None else {},
         files=[str(Path(path).expanduser().resolve()) if str(path) != "-" else "-" for path in written],
     )
-

@@ -99,7 +99,9 @@ def export(
         try:
             import pyarrow  # noqa: F401
         except ImportError:
-            fail("--parquet needs pyarrow, which is not installed (pip install 'segadv[parquet]'); --csv works without it")
+            fail(
+                "--parquet needs pyarrow, which is not installed (pip install 'segadv[parquet]'); --csv works without it"
+            )
     check_outputs(csv=csv_path, parquet=parquet_path)
     with _index(run_index) as index:
         records = _records(index, run_ids, with_result=True)

@@ -33,13 +33,21 @@ def key_numbers(payload: dict) -> dict[str, float | int | None]:
         return numbers
     summary = payload.get("summary")
     if isinstance(summary, dict):
-        for short, name in (("dsc_clean", "mean_clean"), ("dsc_adv", "mean_adv"), ("attack_success", "mean_attack_success")):
+        for short, name in (
+            ("dsc_clean", "mean_clean"),
+            ("dsc_adv", "mean_adv"),
+            ("attack_success", "mean_attack_success"),
+        ):
             if name in summary:
                 numbers[short] = summary[name]
         for name, value in summary.items():
             if isinstance(value, dict):
                 numbers.update({f"{name}[{part}]": item for part, item in value.items() if _is_number(item)})
-            elif value is not None and _is_number(value) and name not in ("mean_clean", "mean_adv", "mean_attack_success"):
+            elif (
+                value is not None
+                and _is_number(value)
+                and name not in ("mean_clean", "mean_adv", "mean_attack_success")
+            ):
                 numbers[name] = value
     return numbers
 
@@ -177,7 +185,9 @@ def differences_table(records: Sequence) -> Table:
     flats = [flat_configuration(record) for record in records]
     names = list(dict.fromkeys(name for flat in flats for name in flat))
     missing = object()
-    differing = [name for name in names if len({json.dumps(flat.get(name, missing), default=str) for flat in flats}) > 1]
+    differing = [
+        name for name in names if len({json.dumps(flat.get(name, missing), default=str) for flat in flats}) > 1
+    ]
     rows = tuple(
         (name, *(value_text(flat[name]) if name in flat else "(absent)" for flat in flats)) for name in differing
     )
@@ -197,7 +207,12 @@ def export_rows(records: Sequence) -> tuple[list[str], list[list]]:
     preceded by the run's id, command, status and start time; the columns are the union over the records."""
     table: list[dict] = []
     for record in records:
-        head = {"run_id": record.id, "command": record.command, "status": record.status, "started": when(record.started)}
+        head = {
+            "run_id": record.id,
+            "command": record.command,
+            "status": record.status,
+            "started": when(record.started),
+        }
         result = record.result_json or {}
         items = result.get("rows") if isinstance(result.get("rows"), list) else result.get("entries")
         if isinstance(items, list) and items:

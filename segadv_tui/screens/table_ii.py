@@ -99,7 +99,6 @@ class TableIIScreen(Screen):
     @work(thread=True, exclusive=True, exit_on_error=False, group="table2", name="Table II")
     def _run(self, models, records, attack: AttackConfig, use_cache: bool) -> None:
         from core.attacks.control import AttackCancelled
-
         from segadv_tui.run_index import table_ii_run
 
         worker = get_current_worker()

@@ -40,7 +40,9 @@ def test_a_record_opens_running_and_closes_with_everything_it_was_given(tmp_path
         run_id = index.open_run("attack", ["segadv", "attack", "--limit", "2"], 100.0, device="cpu", split="test")
         assert index.get(run_id).status == "running"
         payload = {"command": "attack", "rows": [{"slice_id": "a", "dsc": [0.5, None]}]}
-        index.update_run(run_id, status="done", ended=101.5, summary={"dsc_adv": 0.25}, result_json=payload, files=["x"])
+        index.update_run(
+            run_id, status="done", ended=101.5, summary={"dsc_adv": 0.25}, result_json=payload, files=["x"]
+        )
     # a second connection (a new process would be the same) reads what the first wrote
     with RunIndex(path) as index:
         record = index.get(run_id, with_result=True)
@@ -227,7 +229,9 @@ def test_a_file_is_hashed_once_per_size_and_mtime(tmp_path, monkeypatch):
 
 
 def test_a_result_comes_back_equal_and_a_hostile_pickle_is_refused(tmp_path):
-    row = SliceResult("case1_day1_slice_0001", 0.009, np.array([1.0, np.nan, 0.5]), np.array([0.0, np.nan, 0.25]), 0.009, 1.2)
+    row = SliceResult(
+        "case1_day1_slice_0001", 0.009, np.array([1.0, np.nan, 0.5]), np.array([0.0, np.nan, 0.25]), 0.009, 1.2
+    )
     result = {"config": AttackConfig(method="pgd", organs=("stomach",)), "rows": [row], "path": tmp_path}
     back = load_result(dump_result(result))
     assert back["config"] == result["config"] and back["path"] == tmp_path
