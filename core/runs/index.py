@@ -226,6 +226,11 @@ class RunIndex:
         )
         return tuple(rows[0]) if rows else None  # type: ignore[return-value]
 
+    def stored_result(self, run_id: int) -> bytes | None:
+        """The result object record ``run_id`` stored (``core.runs.stored``), or None."""
+        rows = self._run("SELECT result FROM runs WHERE id = ?", (int(run_id),))
+        return rows[0][0] if rows else None
+
     def get(self, run_id: int, *, with_result: bool = False) -> RunRecord | None:
         columns = LISTED_COLUMNS + (", result_json" if with_result else "")
         rows = self._run(f"SELECT {columns} FROM runs WHERE id = ?", (int(run_id),))

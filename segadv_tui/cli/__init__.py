@@ -127,6 +127,7 @@ def _register_commands() -> None:
         attack,
         demo_data,
         models,
+        report,
         robust,
         runs,
         study,

@@ -240,3 +240,40 @@ def test_under_torchrun_rank_0_alone_records(tiny_demo, tmp_path, run_index):
     assert done.returncode == 0, done.stderr
     (record,) = records(run_index)
     assert record.status == "done" and record.result_json == json.loads((tmp_path / "a.json").read_text())
+
+
+def test_report_writes_markdown_and_html_with_tables_provenance_and_links(
+    attack, run, run_index, checkpoint, tiny_demo, tmp_path
+):
+    from html.parser import HTMLParser
+
+    assert attack("--json", "a.json").exit_code == 0
+    table = run("table", "-c", checkpoint, "--data", tiny_demo, "--limit", 2, "--losses", "bce,dice", "--md", "t.md")
+    assert table.exit_code == 0, table.output
+    made = run("report", "--last", 2, "-o", "rep")
+    assert made.exit_code == 0, made.output
+    assert "wrote rep/report.md, rep/report.html (2 run(s): 1, 2)" in made.stdout
+
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert "## Run 1: attack" in md and "## Run 2: table" in md and "**Table II**" in md
+    assert "| MobileNetV2 U-Net (small) | " in md  # Table II's layout, from the stored result
+    assert "(../a.json)" in md and "(../t.md)" in md  # the files the runs wrote, relative to the report
+    sha = records(run_index)[0].checkpoints[0]["sha256"]
+    assert sha[:16] in md and "configuration that differs" in md
+
+    page = (tmp_path / "rep" / "report.html").read_text()
+    opened: list[str] = []
+
+    class Balanced(HTMLParser):
+        def handle_starttag(self, tag, attrs):
+            if tag not in ("meta", "br", "img"):
+                opened.append(tag)
+
+        def handle_endtag(self, tag):
+            assert opened.pop() == tag
+
+    Balanced().feed(page)
+    assert opened == [] and '<a href="../a.json">a.json</a>' in page and "<caption>Table II</caption>" in page
+
+    assert run("report", 1, "--last", 1, "-o", "x").exit_code == 2
+    assert run("report", 7, "-o", "x").exit_code == 2
