@@ -18,7 +18,8 @@ LISTED_NUMBERS = 3
 def key_numbers(payload: dict) -> dict[str, float | int | None]:
     """The numbers a record shows and compares, flattened from a command's JSON, the headline first: an
     attack's mean DSC clean / adversarial and attack success then per organ; a sweep's adversarial DSC per
-    loss and eps; Table II's clean and adversarial DSC per model and loss; else a top-level summary's
+    loss and eps; Table II's clean and adversarial DSC per model and loss; robustness's adversarial DSC per
+    checkpoint and eps; a transfer matrix's attack success per (source, target); else a top-level summary's
     numbers."""
     numbers: dict[str, float | int | None] = {}
     if payload.get("command") == "table" and isinstance(payload.get("rows"), list):
@@ -30,6 +31,15 @@ def key_numbers(payload: dict) -> dict[str, float | int | None]:
     if payload.get("command") == "sweep" and isinstance(payload.get("entries"), list):
         for entry in payload["entries"]:
             numbers[f"dsc_adv[{entry['loss']}@{entry['eps']:g}]"] = entry["summary"].get("mean_adv")
+        return numbers
+    if payload.get("command") == "robust" and isinstance(payload.get("curves"), list):
+        for curve in payload["curves"]:
+            for point in curve.get("points", []):
+                numbers[f"dsc_adv[{curve['label']}@{point['eps']:g}]"] = point["summary"].get("mean_adv")
+        return numbers
+    if payload.get("command") == "transfer" and isinstance(payload.get("cells"), list):
+        for cell in payload["cells"]:
+            numbers[f"attack_success[{cell['source']}->{cell['target']}]"] = cell["summary"].get("mean_attack_success")
         return numbers
     summary = payload.get("summary")
     if isinstance(summary, dict):

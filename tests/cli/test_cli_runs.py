@@ -277,3 +277,30 @@ def test_report_writes_markdown_and_html_with_tables_provenance_and_links(
 
     assert run("report", 1, "--last", 1, "-o", "x").exit_code == 2
     assert run("report", 7, "-o", "x").exit_code == 2
+
+
+@pytest.mark.parametrize(
+    ("command", "args", "number"),
+    [
+        ("robust", ["--eps", "0.004,0.01", "--method", "fgsm"], "dsc_adv[tiny.safetensors@0.01]"),
+        ("transfer", ["--no-ensembles"], "attack_success[tiny->copy]"),
+        ("sweep", ["--eps", "0,0.01", "--losses", "bce"], "dsc_adv[bce@0.01]"),
+    ],
+)
+def test_sweep_robust_and_transfer_reruns_are_served_and_write_the_same_json(
+    run, checkpoint, tiny_demo, run_index, tmp_path, command, args, number
+):
+    copy = tmp_path / "copy.safetensors"
+    copy.write_bytes(Path(checkpoint).read_bytes())
+    models = ["-c", checkpoint] + (["-c", copy] if command == "transfer" else [])
+    common = [command, *models, "--data", tiny_demo, "--limit", 1, *args]
+    first = run(*common, "-o", "one")
+    assert first.exit_code == 0, first.output
+    again = run(*common, "-o", "two")
+    assert again.exit_code == 0 and SERVED in again.stderr, again.output
+    one, two = (tmp_path / "one" / f"{command}.json", tmp_path / "two" / f"{command}.json")
+    assert one.read_bytes() == two.read_bytes()
+    assert (tmp_path / "one" / f"{command}.csv").read_bytes() == (tmp_path / "two" / f"{command}.csv").read_bytes()
+    done = records(run_index)
+    assert [(r.status, r.cached_from) for r in done] == [("done", None), ("done", 1)]
+    assert number in done[0].summary and done[0].summary == done[1].summary
