@@ -77,7 +77,9 @@ class RunRecorder:
             return action(self.index)
         except RunIndexError as exc:
             self.broken = True
-            self.warn(f"{exc}; this run is not recorded (the computation goes on)")
+            self.warn(
+                f"{exc}; this run is not recorded (the computation goes on; SEGADV_RUNS or --runs chooses another index)"
+            )
             self._close_index()
             return None
 

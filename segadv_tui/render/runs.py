@@ -98,7 +98,29 @@ def value_text(value) -> str:
 
 
 def status_text(record) -> str:
-    return f"{record.status} (cached, run {record.cached_from})" if record.cached_from else record.status
+    """done, failed, ...; "(cached, run N)" for a result served from run N; a record left running by a process
+    of this machine that no longer exists (killed: no finally ran) says so."""
+    if record.cached_from:
+        return f"{record.status} (cached, run {record.cached_from})"
+    if record.status == "running" and not _alive(record):
+        return "running (its process is gone)"
+    return record.status
+
+
+def _alive(record) -> bool:
+    """Whether the process that opened ``record`` may still run (unknowable for another machine's)."""
+    import os
+    import socket
+
+    if record.pid is None or record.host != socket.gethostname():
+        return True
+    try:
+        os.kill(record.pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's process: it exists
+        return True
+    return True
 
 
 def runs_table(records: Sequence, title: str = "runs") -> Table:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import multiprocessing
+import os
 import pickle
 import sqlite3
 import time
@@ -247,3 +248,23 @@ def test_a_result_comes_back_equal_and_a_hostile_pickle_is_refused(tmp_path):
         load_result(__import__("zlib").compress(b"cos\nsystem\n(S'true'\ntR."))
     with pytest.raises(StoredResultError):
         load_result(b"not zlib")
+
+
+def test_a_record_left_running_by_a_killed_process_is_shown_as_gone(tmp_path):
+    import subprocess
+    import sys
+
+    from segadv_tui.render.runs import status_text
+
+    code = (
+        "import os, sys; from core.runs.recorder import RunRecorder; "
+        "r = RunRecorder(sys.argv[1], 'attack', ['segadv'], print); r.open(); os._exit(9)"  # no finally runs
+    )
+    subprocess.run([sys.executable, "-c", code, str(tmp_path / "runs.sqlite")], check=False, timeout=120)
+    with RunIndex(tmp_path / "runs.sqlite") as index:
+        (record,) = index.records()
+        mine = index.get(
+            index.open_run("attack", ["segadv"], 0.0, host=__import__("socket").gethostname(), pid=os.getpid())
+        )
+    assert record.status == "running" and status_text(record) == "running (its process is gone)"
+    assert status_text(mine) == "running"
