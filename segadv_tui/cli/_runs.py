@@ -115,7 +115,9 @@ def begin(run) -> None:
     """Open the record of ``run`` (a ``_common.CommandRun``) as running: the device, the checkpoints with
     their content hashes, the data's fingerprint, the split and the slices selected."""
     global _recorder
-    if _argv is None:  # not under a command (a test calling prepare itself)
+    from core.distributed import is_main_process
+
+    if _argv is None or not is_main_process():  # not under a command; a torchrun rank above 0 records nothing
         return
     from core.devices import describe_device
     from core.runs.keys import selection_fingerprint
