@@ -21,7 +21,8 @@ STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 75em; padding: 0 1em; color: #222; }
 table { border-collapse: collapse; margin: 0.5em 0 1.5em; font-size: 0.9em; max-width: 100%; }
 caption { caption-side: top; text-align: left; font-weight: bold; padding: 0.3em 0; }
-th, td { border: 1px solid #bbb; padding: 0.25em 0.6em; vertical-align: top; overflow-wrap: anywhere; }
+th, td { border: 1px solid #bbb; padding: 0.25em 0.6em; vertical-align: top; word-break: break-word; }
+th, td:first-child { white-space: nowrap; }
 th { background: #eee; } td.number { text-align: right; font-variant-numeric: tabular-nums; }
 p.caption { color: #555; font-size: 0.85em; margin-top: -1em; } img { max-width: 100%; border: 1px solid #ddd; }
 code { overflow-wrap: anywhere; }
