@@ -304,3 +304,27 @@ def test_sweep_robust_and_transfer_reruns_are_served_and_write_the_same_json(
     done = records(run_index)
     assert [(r.status, r.cached_from) for r in done] == [("done", None), ("done", 1)]
     assert number in done[0].summary and done[0].summary == done[1].summary
+
+
+@pytest.mark.slow
+def test_two_terminals_running_commands_at_once_both_record(tiny_demo, tmp_path, run_index):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "SEGADV_STATE": str(tmp_path / "state")}
+    segadv = [sys.executable, "-c", "from segadv_tui.cli import main; main()"]
+    common = ["--data", str(tiny_demo), "--limit", "2", "--device", "cpu"]
+    started = [
+        subprocess.Popen(
+            [*segadv, *command, *common, "--json", f"{name}.json"],
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for name, command in (("one", ["attack"]), ("two", ["attack", "--loss", "dice"]))
+    ]
+    for process in started:
+        _, stderr = process.communicate(timeout=300)
+        assert process.returncode == 0 and "warning" not in stderr, stderr
+    done = records(run_index)
+    assert sorted(record.result_json["config"]["loss"] for record in done) == ["bce", "dice"]
+    assert {record.status for record in done} == {"done"} and len({record.pid for record in done}) == 2
