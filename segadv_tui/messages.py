@@ -59,3 +59,4 @@ class Progressed(Message):
 @dataclass
 class TableIIFinished(Message):
     table: Any  # segadv_tui.render.tables.Table, or None when cancelled
+    served_from: int | None = None  # the run whose stored result it is (None: computed now)

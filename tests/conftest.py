@@ -30,6 +30,15 @@ def tiny_demo(tmp_path_factory) -> Path:
     return write_demo_dataset(tmp_path_factory.mktemp("demo") / "gi-tract", seed=0, size="tiny")
 
 
+@pytest.fixture(autouse=True)
+def run_index(tmp_path_factory, monkeypatch) -> Path:
+    """Each test records its runs in an index of its own (``SEGADV_RUNS``), never the user's; a test's
+    commands (in-process or subprocesses) share it, so a rerun within a test can be served from the cache."""
+    path = tmp_path_factory.mktemp("runs") / "runs.sqlite"
+    monkeypatch.setenv("SEGADV_RUNS", str(path))
+    return path
+
+
 @pytest.fixture(scope="session", autouse=True)
 def single_thread():
     """One torch thread for the whole run: the tests' small images gain nothing from a second one, and

@@ -86,8 +86,11 @@ class _Commands(TyperGroup):
     """Runs every subcommand under the one error path (see the module's docstring)."""
 
     def invoke(self, ctx):
+        from segadv_tui.cli._runs import recording
+
         try:
-            return super().invoke(ctx)
+            with recording(ctx):  # the run index's record of the command, closed however it ends
+                return super().invoke(ctx)
         except (TyperException, typer.Exit, typer.Abort):  # usage errors, fail(), Ctrl-C: Typer's own
             raise
         except KeyboardInterrupt:
@@ -126,7 +129,9 @@ def _register_commands() -> None:
         corrupt,
         demo_data,
         models,
+        report,
         robust,
+        runs,
         study,
         train,
         transfer,

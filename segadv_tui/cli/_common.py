@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from segadv_tui.bug_report import one_line
 from segadv_tui.catalog import CheckpointEntry, LoadedCheckpoint
@@ -24,6 +24,7 @@ from segadv_tui.cli import err_console, fail
 # How close a range's last value must come to its stop to count as the stop (float steps drift).
 RANGE_TOLERANCE = 1e-9
 MAX_EPS_VALUES = 1000  # a typo like 0:1:0.00001 should not start a day-long sweep
+T = TypeVar("T")
 
 
 def choice(value: str, choices: Sequence[str], what: str) -> str:
@@ -236,6 +237,15 @@ class CommandRun:
             head["checkpoints"] = checkpoints
         return {**head, **fields}
 
+    def cached(self, key: dict, compute: Callable[..., T]) -> Callable[..., T]:
+        """``compute`` served from the run index: ``run.cached(key, evaluate)(model, records, ...)`` returns
+        the result an earlier run stored under the same key, else calls ``compute`` with the arguments. The
+        key is ``key`` (the attack configuration and what else decides the result) with the checkpoints'
+        hashes, the data's fingerprint, the slices, the device type and the code's version; --no-cache computes."""
+        from segadv_tui.cli._runs import cached
+
+        return lambda *args, **kwargs: cached(self, key, lambda: compute(*args, **kwargs))
+
     def keep_partial(self, payload, also=None):
         """``segadv_tui.cli._outcome.keep_partial`` beside this command's JSON."""
         from segadv_tui.cli._outcome import keep_partial
@@ -247,14 +257,19 @@ class CommandRun:
         option -> a function making its content, ``Outputs.write``) and say what was written, ``detail`` and,
         with ``skipped``, the slices the reader left out."""
         from core.distributed import is_main_process
+        from segadv_tui.cli import _runs as runs
         from segadv_tui.cli import console
-        from segadv_tui.cli._outcome import print_written
+        from segadv_tui.cli._outcome import print_written, result_json
 
         if not is_main_process():
             return
         for renderable in shown:
             console.print(renderable)
+        made = contents["json"]() if "json" in contents else None  # made once: for the file and the run index
+        if made is not None:
+            contents = {**contents, "json": lambda: made}
         self.outputs.write(self.dataset, contents)
+        runs.finished(None if made is None else result_json(made, self.dataset), self.outputs.written)
         print_written(self.outputs.written, self.dataset if skipped else None, self.outputs.paths.get("json"), detail)
 
 
@@ -276,8 +291,9 @@ def prepare(
     """Everything a command does before its work, in the order that stops at the first bad value before
     anything slow: --batch-size, the outputs, the device, the checkpoints (None: the bundled demo; ``model``
     names the registry model of foreign weights), ``check_models`` of them, the data and, with ``split``,
-    its slices."""
+    its slices. Then the run's record is opened in the run index (``segadv_tui.cli._runs``)."""
     from core.devices import resolve_device
+    from segadv_tui.cli._runs import begin as begin_record
 
     if batch_size is not None:
         check_batch_size(batch_size)
@@ -290,7 +306,9 @@ def prepare(
     check_labels(loaded, dataset)
     split = None if split is None else split.strip().lower()
     records = [] if split is None else select_records(dataset, split, all_slices=all_slices, limit=limit)
-    return CommandRun(command, outputs, resolved, loaded, dataset, split, records)
+    run = CommandRun(command, outputs, resolved, loaded, dataset, split, records)
+    begin_record(run)
+    return run
 
 
 def check_labels(loaded: Sequence[LoadedCheckpoint], dataset) -> None:

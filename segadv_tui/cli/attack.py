@@ -52,6 +52,7 @@ from segadv_tui.cli._options import (
     output_option,
 )
 from segadv_tui.cli._outcome import DEFAULT_OUT_DIR, Outputs
+from segadv_tui.cli._runs import NoCache, RunsIndex
 
 PAPER_LOSSES = "bce,focal+dice,focal"
 
@@ -89,6 +90,8 @@ def attack(
     batch_size: BatchSize = 16,
     json_path: Path | None = output_option("--json", "Write the summary and per-slice rows as JSON."),
     csv_path: Path | None = output_option("--csv", "Write one row per slice as CSV."),
+    run_index: RunsIndex = None,
+    no_cache: NoCache = False,
     strict: Strict = False,
 ) -> None:
     """Attack a checkpoint over a data split: DSC clean vs adversarial per organ, attack success, realised L-inf / L2."""
@@ -132,7 +135,7 @@ def attack(
         return run.payload(result.to_dict(), models=checkpoint_fields(loaded))
 
     with run.keep_partial(payload), progress_bar(f"{config.method_label} eps {config.eps:g}") as progress:
-        result = evaluate(
+        result = run.cached({"config": config.to_dict()}, evaluate)(
             loaded.model,
             run.records,
             loaded.img_size,
@@ -227,6 +230,8 @@ def sweep(
     json_path: Path | None = output_option("--json", "JSON file (default OUT_DIR/sweep.json)."),
     csv_path: Path | None = output_option("--csv", "CSV file (default OUT_DIR/sweep.csv)."),
     png_path: Path | None = output_option("--png", "Plot of DSC and AS against eps (default OUT_DIR/sweep.png)."),
+    run_index: RunsIndex = None,
+    no_cache: NoCache = False,
     strict: Strict = False,
 ) -> None:
     """FGSM DSC and attack success against eps, per loss: one gradient per slice and loss serves every eps."""
@@ -256,7 +261,7 @@ def sweep(
         return run.payload(result.to_dict(), models=checkpoint_fields(loaded))
 
     with run.keep_partial(payload), progress_bar(f"sweep {len(eps_values)} eps x {len(loss_names)} losses") as progress:
-        result = evaluate_sweep(
+        result = run.cached({"config": config.to_dict(), "eps": eps_values, "losses": loss_names}, evaluate_sweep)(
             loaded.model,
             run.records,
             loaded.img_size,
@@ -372,6 +377,8 @@ def table(
     md_path: Path | None = output_option("--md", "Write the table as Markdown."),
     csv_path: Path | None = output_option("--csv", "Write the table as CSV."),
     json_path: Path | None = output_option("--json", "Write the table with per-organ summaries as JSON."),
+    run_index: RunsIndex = None,
+    no_cache: NoCache = False,
     strict: Strict = False,
 ) -> None:
     """The paper's Table II: parameters, clean DSC and DSC after the attack (FGSM) with each loss; the best attack in bold."""
@@ -407,6 +414,7 @@ def table(
     config = run.attack_config(config)
 
     from core.evaluation.scoring import table_ii
+    from core.runs.keys import table_ii_key, table_ii_relabelled
 
     def payload(result) -> dict:
         return run.payload(result.to_dict(), checkpoints=[str(item.path) for item in loaded])
@@ -414,9 +422,10 @@ def table(
     models = [(item.path.name, item.model, item.meta) for item in loaded]
     runs = f"{len(loss_names)} losses" if "loss" in config.entry.parameters else "its own objective"
     with run.keep_partial(payload), progress_bar(f"Table II: {len(models)} model(s) x {runs}") as progress:
-        result = table_ii(
+        result = run.cached(table_ii_key(config, loss_names), table_ii)(
             models, run.records, loss_names, config, batch_size=batch_size, device=run.device, progress=progress
         )
+        result = table_ii_relabelled(result, [label for label, _, _ in models])  # as named here, if served
     caption = (
         f"DSC before and after {config.method_label} at eps {config.eps:g}, target {config.target}; "
         f"{len(run.records)} {run.split} slices{run.with_caption(all_slices)} of {run.dataset.root}; "

@@ -39,6 +39,7 @@ from segadv_tui.cli._options import (
     output_option,
 )
 from segadv_tui.cli._outcome import Outputs
+from segadv_tui.cli._runs import NoCache, RunsIndex
 
 DEFAULT_EPS = "0.001,0.003,0.009,0.016,0.031"
 CHECKS = "Checks"  # the panel of --checks in --help
@@ -101,6 +102,8 @@ def robust(
         help="With --checks: the checkpoint the transfer attack is made on; default the bundled (plain) demo "
         "checkpoint.",
     ),
+    run_index: RunsIndex = None,
+    no_cache: NoCache = False,
     strict: Strict = False,
 ) -> None:
     """Robust DSC against eps per organ, with ROG, organ-size tertiles and the ensemble's wins per member."""
@@ -153,7 +156,8 @@ def robust(
     models = [(label, item.model, item.meta) for label, item in zip(labels, loaded)]
     description = f"{config.method_label}: {len(models)} model(s) x {len(eps_values)} eps x {len(run.records)} slices"
     with run.keep_partial(payload), progress_bar(description) as progress:
-        report = robustness(
+        key = {"config": config.to_dict(), "eps": eps_values, "labels": labels}
+        report = run.cached(key, robustness)(
             models, run.records, config, eps_values, batch_size=batch_size, device=run.device, progress=progress
         )
     # Ctrl-C in the checks: the report is complete, the checks of the checkpoints finished are kept.

@@ -35,6 +35,7 @@ from segadv_tui.cli._options import (
     output_option,
 )
 from segadv_tui.cli._outcome import Outputs
+from segadv_tui.cli._runs import NoCache, RunsIndex
 
 
 def bundled_checkpoints() -> list[Path]:
@@ -102,6 +103,8 @@ def transfer(
     png_path: Path | None = output_option(
         "--png", "Heatmap of attack success with the numbers (default OUT_DIR/transfer.png)."
     ),
+    run_index: RunsIndex = None,
+    no_cache: NoCache = False,
     strict: Strict = False,
 ) -> None:
     """Transfer matrix: each source's adversarial slices (crafted once) scored on every model; the diagonal is white-box."""
@@ -149,7 +152,8 @@ def transfer(
         run.keep_partial(payload),
         progress_bar(f"transfer: {config.method_label} on {len(loaded)} models") as progress,
     ):
-        result = run_transfer(
+        key = {"config": config.to_dict(), "labels": labels, "ensembles": ensembles}
+        result = run.cached(key, run_transfer)(
             [(label, item.model) for label, item in zip(labels, loaded)],
             run.records,
             loaded[0].img_size,

@@ -2,7 +2,8 @@
 
 The numbers come from ``core.evaluation.scoring.table_ii`` (FGSM: one gradient per slice and loss, as the paper's
 table; BIM and PGD: one run per checkpoint and loss), computed in a cancellable thread worker that
-reports progress; ``segadv_tui.render.tables`` lays it out as the CLI's ``table`` command does.
+reports progress; ``segadv_tui.render.tables`` lays it out as the CLI's ``table`` command does. The run
+index (``segadv_tui.run_index``) records each run and serves a Table II computed before under the same key.
 """
 
 from __future__ import annotations
@@ -78,9 +79,12 @@ class TableIIScreen(Screen):
         yield Footer()
 
     def on_mount(self) -> None:
-        self.action_run()
+        self._start(use_cache=True)  # a Table II computed before (CLI or app) is served from the run index
 
     def action_run(self) -> None:
+        self._start(use_cache=False)
+
+    def _start(self, *, use_cache: bool) -> None:
         if self.running:
             self.notify("Already running (c cancels).")
             return
@@ -90,31 +94,41 @@ class TableIIScreen(Screen):
             )
             return
         self.query_one("#table2-status", Static).update("running…")
-        self._run(self.state.table_ii_models(), self.records, self.attack)
+        self._run(self.state.table_ii_models(), self.records, self.attack, use_cache)
 
     @property
     def running(self) -> bool:
         return any(w.group == "table2" and w.is_running for w in self.workers)
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="table2", name="Table II")
-    def _run(self, models, records, attack: AttackConfig) -> None:
+    def _run(self, models, records, attack: AttackConfig, use_cache: bool) -> None:
         from core.attacks.control import AttackCancelled
+        from segadv_tui.run_index import table_ii_run
 
         worker = get_current_worker()
         try:
-            result = run_table_ii(
+            ran = table_ii_run(
+                self.state,
                 models,
                 records,
                 attack,
                 self.losses,
-                device=self.state.device,
-                progress=lambda done, total: self.post_message(Progressed(done, total)),
-                should_stop=lambda: worker.is_cancelled,
+                lambda: run_table_ii(
+                    models,
+                    records,
+                    attack,
+                    self.losses,
+                    device=self.state.device,
+                    progress=lambda done, total: self.post_message(Progressed(done, total)),
+                    should_stop=lambda: worker.is_cancelled,
+                ),
+                use_cache=use_cache,
+                warn=lambda line: self.app.call_from_thread(self.notify, line, severity="warning", markup=False),
             )
         except AttackCancelled:
             self.post_message(TableIIFinished(None))
             return
-        self.post_message(TableIIFinished(as_table(result, attack, len(records))))
+        self.post_message(TableIIFinished(as_table(ran.result, attack, len(records)), ran.served_from))
 
     @on(Progressed)
     def _progressed(self, message: Progressed) -> None:
@@ -126,7 +140,8 @@ class TableIIScreen(Screen):
             self.query_one("#table2-status", Static).update("cancelled")
             return
         self.table = message.table
-        self.query_one("#table2-status", Static).update("done · x exports")
+        served = f" · from the run index (run {message.served_from}; r computes)" if message.served_from else ""
+        self.query_one("#table2-status", Static).update(f"done{served} · x exports")
         table = self.query_one(DataTable)
         table.clear(columns=True)
         table.add_columns(*message.table.headers)
