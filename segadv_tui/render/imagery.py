@@ -19,16 +19,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from core.labels import UW_MADISON
 from core.organs import ORGANS
 
-# One colour per organ everywhere in the tool (large bowel, small bowel, stomach).
-ORGAN_COLOURS = {
-    "large_bowel": (255, 170, 40),
-    "small_bowel": (80, 200, 255),
-    "stomach": (230, 80, 200),
-}
-# The paper's difference map: true positive green, false positive blue, false negative red.
-TP_COLOUR, FP_COLOUR, FN_COLOUR = (40, 200, 60), (50, 110, 255), (235, 50, 50)
+# One colour per organ everywhere in the tool: the label set's (core.labels), never a table of our own.
+ORGAN_COLOURS = UW_MADISON.colours
+# The paper's difference map (true positive green, false positive blue, false negative red) in Okabe-Ito's
+# bluish green, blue and vermillion: the paper's green and red look alike to deuteranopes, these do not
+# (tests/tui/test_palette.py simulates it).
+TP_COLOUR, FP_COLOUR, FN_COLOUR = (0, 158, 115), (0, 114, 178), (213, 94, 0)
 ALL_ORGANS = (True,) * len(ORGANS)
 FILL_ALPHA = 0.55
 # Difference maps over the slice: the slice dimmed so that the three colours stand out.

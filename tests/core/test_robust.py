@@ -136,8 +136,8 @@ def test_robust_command_writes_core_numbers_to_json_csv_png(run, checkpoint, tin
     first = written["curves"][0]["points"][0]
     assert float(rows[0]["dsc_adv_mean"]) == first["summary"]["mean_adv"]
     assert {f"wins_{m.name}" for m in ENSEMBLE} <= set(rows[0]) and f"dsc_adv_{ORGANS[2]}_small" in rows[0]
-    with Image.open("out/robust.png") as png:
-        assert png.format == "PNG" and png.width == 1280 and png.height > 2 * 460  # a row per checkpoint
+    with Image.open("out/robust.png") as png:  # two journal columns (7.2 in) at 300 dpi, a row per checkpoint
+        assert png.format == "PNG" and png.width == 2160 and png.height > 2 * 2.5 * 300
 
 
 @pytest.mark.parametrize(
