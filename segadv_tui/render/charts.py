@@ -144,13 +144,13 @@ def _legend(figure: Figure, handles: Sequence, style: FigureStyle) -> None:
 def _wrap(text: str, inches: float, size: float) -> str:
     """``text`` in lines about ``inches`` wide at ``size`` pt, broken between its fields (parts two spaces
     apart, such as "rho 0.12  95% CI [0.01, 0.20]  n 40") where it can, else between words."""
-    width = max(10, int(inches * 72 / (0.55 * size)))
+    width = max(10, int(inches * 72 / (0.6 * size)))  # DejaVu Sans: about 0.6 em a character
     lines: list[str] = []
     for field in text.split("  "):
         if lines and len(lines[-1]) + 2 + len(field) <= width:
             lines[-1] += "  " + field
         else:
-            lines += textwrap.wrap(field, width) or [""]
+            lines += textwrap.wrap(field, width, break_long_words=False, break_on_hyphens=False) or [""]
     return "\n".join(lines)
 
 
@@ -250,8 +250,55 @@ def heatmap_chart(
     legend's ``mark_note`` says. Missing values (NaN) are grey, "n/a"."""
     values = np.asarray(values, dtype=np.float64)
     n_rows, n_columns = values.shape
-    long_columns = max(len(label) for label in column_labels) * n_columns > (40 if style.single else 90)
-    figure = _figure(style, 1.4 + (0.45 if second_line is not None else 0.32) * n_rows + 0.5 * long_columns)
+    label_size, text_em = STYLE["ytick.labelsize"], 0.6  # DejaVu Sans: about 0.6 em a character
+    if style.single:  # room for the cells: long row names on two lines, the colour bar under the map
+        row_labels = [_wrap(label, 1.2, label_size) for label in row_labels]
+    label_pt = max(len(line) for label in row_labels for line in label.split("\n")) * text_em * label_size + 20
+    cell_pt = (style.inches * 72 - label_pt - (0 if style.single else 60) - 10) / n_columns
+
+    def cell_texts(prefix: str) -> list[list[str]]:
+        return [
+            [
+                number(values[row, column], digits)
+                + ("" if second_line is None else f"\n{prefix}{number(second_line[row, column], digits)}")
+                for column in range(n_columns)
+            ]
+            for row in range(n_rows)
+        ]
+
+    def fitting_size(texts: list[list[str]]) -> float:
+        longest = max(len(line) for row in texts for text in row for line in text.split("\n"))
+        return min(7.0, 0.9 * cell_pt / (text_em * longest))
+
+    texts = cell_texts(second_prefix)
+    if second_prefix and fitting_size(texts) < 5:  # too narrow for the prefix: the colour bar's title says it
+        texts = cell_texts("")
+        colour_title = f"{colour_title} (under it: {second_prefix.strip()})"
+    size = max(4.5, fitting_size(texts))
+
+    def widest_pt(labels: Sequence[str]) -> float:
+        return max(len(line) for label in labels for line in label.split("\n")) * text_em * label_size + 6
+
+    # Column names across, on lines as wide as a cell; where a word is wider, they stand upright.
+    wrapped = [_wrap(label, (cell_pt - 6) / 72, label_size) for label in column_labels]
+    slanted = widest_pt(wrapped) > cell_pt
+    column_labels = list(column_labels) if slanted else wrapped
+    column_pt = widest_pt(column_labels)
+    lines = 1 if second_line is None else 2
+    height = (
+        0.25
+        * (
+            _wrap(title, 0.95 * style.inches, STYLE["axes.titlesize"]).count("\n")
+            + 1
+            + bool(column_title)
+            + bool(mark_note)
+        )
+        + n_rows * (lines * size * 1.3 / 72 + 0.12)
+        + (column_pt / 72 if slanted else 0.15 * max(label.count("\n") + 1 for label in column_labels))
+        + (0.55 if style.single else 0)
+        + 0.3
+    )
+    figure = _figure(style, height)
     ax = figure.subplots()
     ax.grid(False)
     norm = Normalize(-1.0, 1.0, clip=True)
@@ -260,31 +307,26 @@ def heatmap_chart(
     for row in range(n_rows):
         for column in range(n_columns):
             value = values[row, column]
-            text = number(value, digits)
-            if second_line is not None:
-                text += f"\n{second_prefix}{number(second_line[row, column], digits)}"
             fill = cmap(norm(value)) if math.isfinite(value) else _colour(MISSING_FILL)
             luminance = 0.299 * fill[0] + 0.587 * fill[1] + 0.114 * fill[2]
-            ax.text(
-                column,
-                row,
-                text,
-                ha="center",
-                va="center",
-                fontsize=6 if style.single else 7,
-                color="black" if luminance > 0.55 else "white",
-            )
+            ink = "black" if luminance > 0.55 else "white"
+            ax.text(column, row, texts[row][column], ha="center", va="center", fontsize=size, color=ink)
             if marked is not None and marked[row, column]:
                 ax.add_patch(Rectangle((column - 0.47, row - 0.47), 0.94, 0.94, fill=False, linewidth=1.6))
-    ax.set_xticks(
-        range(n_columns), column_labels, rotation=30 if long_columns else 0, ha="right" if long_columns else "center"
-    )
+    if slanted:
+        ax.set_xticks(range(n_columns), column_labels, rotation=90)
+    else:
+        ax.set_xticks(range(n_columns), column_labels)
     ax.set_yticks(range(n_rows), row_labels)
     ax.tick_params(length=0)
     for spine in ax.spines.values():
         spine.set_visible(False)
-    ax.set(title=title, xlabel=column_title, ylabel=row_title)
-    figure.colorbar(image, ax=ax, label=colour_title, shrink=0.9, aspect=15)
+    figure.suptitle(_wrap(title, 0.95 * style.inches, STYLE["axes.titlesize"]), fontsize=STYLE["axes.titlesize"])
+    ax.set(xlabel=column_title, ylabel=row_title)
+    if style.single:
+        figure.colorbar(image, ax=ax, label=colour_title, location="bottom", shrink=0.8, aspect=30)
+    else:
+        figure.colorbar(image, ax=ax, label=colour_title, shrink=0.9, aspect=15)
     if mark_note:
         _legend(figure, [Patch(fill=False, edgecolor="black", linewidth=1.6, label=mark_note)], style)
     return Chart(figure, title, caption)

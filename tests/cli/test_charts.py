@@ -54,19 +54,26 @@ def _robust(style, labels=UW_MADISON):
 
 
 def _heatmap(style):
-    values = np.array([[0.8, -0.0001], [np.nan, -0.4]])
+    """The transfer matrix of four checkpoints and their leave-one-out ensembles: long names, 8 x 4 cells."""
+    names = ["demo_small", "demo_small_at", "demo_small_fpn", "demo_small_unetpp"]
+    rng = np.random.default_rng(1)
+    values = rng.uniform(-0.3, 1, (8, 4))
+    values[0, 1], values[1, 0], values[2, 2] = -0.0001, np.nan, -0.0
+    second = rng.uniform(0, 1, (8, 4))
+    second[1, 0] = np.nan
     return charts.heatmap_chart(
         values,
-        ["small", "effb7"],
-        ["small (0.812)", "effb7 (0.700)"],
+        names + [f"all but {name}" for name in names],
+        [f"{name} (0.812)" for name in names],
         style=style,
-        title="Transfer",
+        title="Transfer: attack success, FGSM (textbook) eps 0.009",
         row_title="crafted on",
-        column_title="scored on",
-        second_line=np.array([[0.1, -0.0], [np.nan, 0.9]]),
+        column_title="scored on (clean mean DSC)",
+        colour_title="mean attack success",
+        second_line=second,
         second_prefix="DSC ",
-        marked=np.eye(2, dtype=bool),
-        mark_note="white-box",
+        marked=np.vstack([np.eye(4, dtype=bool), ~np.eye(4, dtype=bool)]),
+        mark_note="white-box (the target was attacked)",
     )
 
 
@@ -229,7 +236,8 @@ def test_tables_csv_json_and_heatmaps_write_no_negative_zero(tmp_path):
     table = Table("t", ("x", "AS"), (("a", number(-0.00001, 3)),))
     assert "-0" not in table.to_csv() + table.to_markdown()
     texts = [text.get_text() for text in _heatmap(FigureStyle()).figure.axes[0].texts]
-    assert "0.000\nDSC 0.000" in texts and "n/a\nDSC n/a" in texts and not any("-0.000" in t for t in texts)
+    assert texts[1].startswith("0.000\n") and texts[10].startswith("0.000\n") and texts[4] == "n/a\nDSC n/a"
+    assert not any("-0.000" in t for t in texts) and any(t.startswith("-0.") for t in texts)
 
 
 def test_figure_format_comes_from_the_extension():
