@@ -358,7 +358,7 @@ def scatter_chart(
     for ax, (x_label, (xs, ys)) in zip(axes, panels.items()):
         ax.scatter(_values(xs), _values(ys), s=6, color=SERIES_COLOURS[0], alpha=0.8, linewidths=0)
         ax.set_title(_wrap((notes or {}).get(x_label, ""), 0.9 * style.inches / columns, note_size), fontsize=note_size)
-        ax.set_xlabel(x_label)
+        ax.set_xlabel(_wrap(x_label, 0.9 * style.inches / columns, STYLE["axes.labelsize"]))
     figure.supylabel(y_label, fontsize=STYLE["axes.labelsize"])
     for ax in axes[len(panels) :]:
         ax.set_visible(False)
