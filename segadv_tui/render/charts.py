@@ -124,6 +124,12 @@ def _success_floor(series: Mapping[str, Sequence[float | None]]) -> float:
     return math.floor(low * 10) / 10 if low < 0 else 0.0
 
 
+def _padded(y_range: tuple[float, float]) -> tuple[float, float]:
+    """A score axis a little wider than its range, so that a marker at 0 or 1 is drawn whole."""
+    margin = 0.03 * (y_range[1] - y_range[0])
+    return y_range[0] - margin, y_range[1] + margin
+
+
 def _figure(style: FigureStyle, height: float) -> Figure:
     return Figure(figsize=(style.inches, height), dpi=style.dpi, layout="constrained")
 
@@ -180,7 +186,7 @@ def sweep_chart(
     for ax, (title, y_label, series, y_range) in zip(axes, panels):
         for index, (name, values) in enumerate(series.items()):
             ax.plot(xs, _values(values), marker="o", color=SERIES_COLOURS[index % len(SERIES_COLOURS)], label=name)
-        ax.set(title=title, xlabel="eps", ylabel=y_label, ylim=y_range)
+        ax.set(title=title, xlabel="eps", ylabel=y_label, ylim=_padded(y_range))
         _eps_axis(ax, style)
     _legend(figure, axes[0].get_legend_handles_labels()[0], style)
     return Chart(figure, "Mean DSC and attack success against eps", caption)
@@ -220,7 +226,7 @@ def robustness_chart(
                     color=_colour(colours[label]) if known else MEAN_COLOUR,
                     linewidth=None if known else 1.8,
                 )
-            ax.set(xlabel="eps", ylabel=title, ylim=y_range)
+            ax.set(xlabel="eps", ylabel=title, ylim=_padded(y_range))
             _eps_axis(ax, style)
             handles = handles or ax.get_legend_handles_labels()[0]
     _legend(figure, handles, style)
