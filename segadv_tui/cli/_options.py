@@ -21,7 +21,7 @@ from core.attacks.config import METHOD_LIST
 from core.devices import DEVICE_HELP
 from core.names import LOSS_NAMES
 from segadv_tui.cli._outcome import DEFAULT_OUT_DIR
-from segadv_tui.render.figure_style import COLUMN_WIDTHS, DEFAULT_DPI
+from segadv_tui.render.figure_style import COLUMN_WIDTHS
 
 # The panels of --help, in the order a reader decides: what to attack, on which slices, how, where the
 # results go, on what hardware.
@@ -191,7 +191,7 @@ Dpi = Annotated[
     typer.Option(
         "--dpi",
         rich_help_panel=OUTPUT,
-        help=f"Resolution of a PNG figure (default {DEFAULT_DPI}); PDF and SVG are vector, fonts embedded.",
+        help="Resolution of a PNG figure, in dots per inch; PDF and SVG are vector, fonts embedded.",
     ),
 ]
 
