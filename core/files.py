@@ -222,22 +222,22 @@ def read_csv_log(path: str | os.PathLike) -> list[dict[str, str]]:
 
 
 def json_number(value: Any) -> float | None:
-    """A score for JSON: a plain float, or None (null) where it is undefined (None, NaN, inf)."""
+    """A score for JSON: a plain float (never -0.0), or None (null) where it is undefined (None, NaN, inf)."""
     if value is None:
         return None
     value = float(value)
-    return value if math.isfinite(value) else None
+    return value + 0.0 if math.isfinite(value) else None  # + 0.0: -0.0 as 0.0, "-0.0" is no score
 
 
 def csv_cell(value: Any) -> Any:
     """A CSV cell: an empty cell where a number is undefined (None, NaN, inf), as spreadsheets expect;
-    numpy scalars as plain numbers; anything else as it is."""
+    numpy scalars as plain numbers, negative zero as zero; anything else as it is."""
     if value is None:
         return ""
     if hasattr(value, "item") and not isinstance(value, (str, bytes)):  # numpy scalar
         value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return ""
+    if isinstance(value, float):
+        return value + 0.0 if math.isfinite(value) else ""  # + 0.0: -0.0 as 0.0
     return value
 
 

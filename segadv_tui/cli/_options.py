@@ -21,6 +21,7 @@ from core.attacks.config import METHOD_LIST
 from core.devices import DEVICE_HELP
 from core.names import DEFAULT_NSD_TOLERANCE, LOSS_NAMES
 from segadv_tui.cli._outcome import DEFAULT_OUT_DIR
+from segadv_tui.render.figure_style import COLUMN_WIDTHS
 
 # The panels of --help, in the order a reader decides: what to attack, on which slices, how, where the
 # results go, on what hardware.
@@ -195,6 +196,25 @@ Precision = Annotated[
     ),
 ]
 BatchSize = Annotated[int, typer.Option("--batch-size", rich_help_panel=COMPUTE, help="Slices per batch.")]
+
+
+FigureWidth = Annotated[
+    str,
+    typer.Option(
+        "--width",
+        rich_help_panel=OUTPUT,
+        help=f"Figure width: single ({COLUMN_WIDTHS['single']} in, one journal column) or double "
+        f"({COLUMN_WIDTHS['double']} in, two columns); the text is 7-8 pt at that size.",
+    ),
+]
+Dpi = Annotated[
+    int,
+    typer.Option(
+        "--dpi",
+        rich_help_panel=OUTPUT,
+        help="Resolution of a PNG figure, in dots per inch; PDF and SVG are vector, fonts embedded.",
+    ),
+]
 
 
 def output_option(flag: str, help: str, *more_flags: str, default: Path | None = None):

@@ -80,15 +80,23 @@ class Outputs:
     """The files a command writes, by option name (``json``, ``csv``, ``png``, ``md``, ``out``).
 
     With ``folder`` (the command's --out-dir), an output not given goes to ``folder/STEM.OPTION`` unless it
-    is ``optional``; without, it is written only when given. ``check`` refuses the paths before any work is
-    done; ``write`` writes each output whose path is set, in the order declared, and keeps the paths for
-    the last line."""
+    is ``optional``; without, it is written only when given. The options in ``figures`` are figures: PDF,
+    SVG or PNG by their extension. ``check`` refuses the paths before any work is done; ``write`` writes
+    each output whose path is set, in the order declared, and keeps the paths for the last line."""
 
-    # How each option's content is written; --out is the figure's PNG (universal saves its delta itself).
-    WRITERS = {"json": "json", "csv": "csv", "md": "text", "png": "png", "out": "png"}
+    # How each option's content is written (universal saves its delta, its --out, itself).
+    WRITERS = {"json": "json", "csv": "csv", "md": "text"}
 
-    def __init__(self, stem: str, folder: Path | None = None, *, optional: Sequence[str] = (), **paths: Path | None):
-        self.stem, self.folder = stem, folder
+    def __init__(
+        self,
+        stem: str,
+        folder: Path | None = None,
+        *,
+        optional: Sequence[str] = (),
+        figures: Sequence[str] = ("png",),
+        **paths: Path | None,
+    ):
+        self.stem, self.folder, self.figures = stem, folder, tuple(figures)
         self.paths = {
             option: path if path is not None or folder is None or option in optional else folder / f"{stem}.{option}"
             for option, path in paths.items()
@@ -103,8 +111,12 @@ class Outputs:
 
     def check(self) -> None:
         from segadv_tui.cli._common import check_outputs
+        from segadv_tui.render.figure_style import figure_format
 
         check_outputs(**self.paths)
+        for option in self.figures:
+            if self.paths.get(option) is not None:
+                figure_format(self.paths[option], f"--{option}")
 
     def name_default(self, option: str, name: str) -> None:
         """The default of an output named only once the work is done (the figure's slice, method, eps)."""
@@ -117,21 +129,29 @@ class Outputs:
 
     def write(self, dataset, contents: dict[str, Callable[[], Any]]) -> None:
         """Each output in ``contents`` (option -> a function making its content) whose path is set: JSON as
-        ``result_json`` of the payload, CSV from (header, rows), Markdown text, PNG images."""
+        ``result_json`` of the payload, CSV from (header, rows), Markdown text, figures (a Pillow image as
+        PNG, a ``segadv_tui.render.charts.Chart`` as its extension says)."""
         from core.files import write_csv, write_json, write_png, write_text
 
         for option, path in self.paths.items():
             if option not in contents or path is None:
                 continue
-            content, kind = contents[option](), self.WRITERS[option]
-            if kind == "json":
+            content, kind = contents[option](), "figure" if option in self.figures else self.WRITERS[option]
+            if kind == "figure":
+                from PIL import Image
+
+                if isinstance(content, Image.Image):
+                    write_png(path, content)
+                else:
+                    from segadv_tui.render.charts import save_chart
+
+                    save_chart(path, content)
+            elif kind == "json":
                 write_json(path, result_json(content, dataset))
             elif kind == "csv":
                 write_csv(path, *content)
-            elif kind == "text":
-                write_text(path, content)
             else:
-                write_png(path, content)
+                write_text(path, content)
             self.written.append(path)
 
 

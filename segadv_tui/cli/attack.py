@@ -32,7 +32,9 @@ from segadv_tui.cli._options import (
     Data,
     Delta,
     Device,
+    Dpi,
     Empty,
+    FigureWidth,
     ForeignModel,
     Limit,
     Loss,
@@ -53,6 +55,7 @@ from segadv_tui.cli._options import (
 )
 from segadv_tui.cli._outcome import DEFAULT_OUT_DIR, Outputs
 from segadv_tui.cli._runs import NoCache, RunsIndex
+from segadv_tui.render.figure_style import figure_style
 
 PAPER_LOSSES = "bce,focal+dice,focal"
 
@@ -229,12 +232,17 @@ def sweep(
     out_dir: Path = out_dir_option("sweep.json", "sweep.csv", "sweep.png"),
     json_path: Path | None = output_option("--json", "JSON file (default OUT_DIR/sweep.json)."),
     csv_path: Path | None = output_option("--csv", "CSV file (default OUT_DIR/sweep.csv)."),
-    png_path: Path | None = output_option("--png", "Plot of DSC and AS against eps (default OUT_DIR/sweep.png)."),
+    png_path: Path | None = output_option(
+        "--png", "Chart of DSC and AS against eps: .pdf, .svg or .png (default OUT_DIR/sweep.png).", "--out"
+    ),
+    width: FigureWidth = "double",
+    dpi: Dpi = 300,
     run_index: RunsIndex = None,
     no_cache: NoCache = False,
     strict: Strict = False,
 ) -> None:
     """FGSM DSC and attack success against eps, per loss: one gradient per slice and loss serves every eps."""
+    style = figure_style(width, dpi)
     eps_values = parse_eps_list(eps)
     loss_names = parse_losses(losses)
     config = attack_config(mode=mode, target=target, empty=empty, precision=precision, all_slices=all_slices)
@@ -280,14 +288,14 @@ def sweep(
         _sweep_table(result, loaded),
         json=lambda: payload(result),
         csv=lambda: sweep_rows(result),
-        png=lambda: _sweep_plot(result, caption),
+        png=lambda: _sweep_plot(result, caption, style),
     )
 
 
-def _sweep_plot(result, caption: str):
+def _sweep_plot(result, caption: str, style):
     """Mean DSC and attack success against eps, a line per loss."""
     from core.losses import LOSS_TITLES
-    from segadv_tui.render.figures import sweep_plot
+    from segadv_tui.render.charts import sweep_chart
 
     dsc = {
         LOSS_TITLES[loss]: [result.entry(loss, e).summary.mean_adv for e in result.eps_values] for loss in result.losses
@@ -296,7 +304,7 @@ def _sweep_plot(result, caption: str):
         LOSS_TITLES[loss]: [result.entry(loss, e).summary.mean_attack_success for e in result.eps_values]
         for loss in result.losses
     }
-    return sweep_plot(result.eps_values, dsc, success, caption=caption)
+    return sweep_chart(result.eps_values, dsc, success, style=style, caption=caption)
 
 
 def _sweep_table(result, loaded):
@@ -498,14 +506,20 @@ def figure(
     empty: Empty = "one",
     device: Device = "auto",
     out: Path | None = output_option(
-        "--out", f"PNG file; default {DEFAULT_OUT_DIR}/figure-SLICE-METHOD-LOSS-epsEPS.png.", "-o"
+        "--out",
+        "PNG: the eight panels as the terminal draws them; PDF or SVG: six matplotlib panels for a journal, "
+        f"--width wide; default {DEFAULT_OUT_DIR}/figure-SLICE-METHOD-LOSS-epsEPS.png.",
+        "-o",
     ),
+    width: FigureWidth = "double",
     strict: Strict = False,
 ) -> None:
-    """A PNG like the paper's figures 5-8: input, adversarial input, perturbation, truth, predictions, differences."""
-    from segadv_tui.render.figures import AttackPanels, attack_figure
+    """A figure like the paper's figures 5-8: input, adversarial input, perturbation, truth, predictions, differences."""
+    from segadv_tui.render.figure_style import figure_format
+    from segadv_tui.render.figures import AttackPanels, attack_chart, attack_figure
     from segadv_tui.render.tables import number
 
+    style = figure_style(width, 300)
     config = attack_config(
         method=method,
         loss=loss,
@@ -522,7 +536,7 @@ def figure(
     )
     run = prepare(
         "figure",
-        Outputs("figure", out=out),
+        Outputs("figure", figures=("out",), out=out),
         device=device,
         checkpoints=[checkpoint],
         model=model,
@@ -540,13 +554,19 @@ def figure(
         f"eps {config.eps:g} | "
         f"DSC {number(mean_clean, 3)} -> {number(mean_adv, 3)} | AS {number(success, 3)} | realised L-inf {number(linf)}"
     )
-    image = attack_figure(AttackPanels.from_result(result), caption)
     run.outputs.name_default("out", f"figure-{record.id}-{config.method}-{config.loss}-eps{config.eps:g}.png")
+    panels = AttackPanels.from_result(result)
+    if figure_format(run.outputs.paths["out"]) == "png":
+        image = attack_figure(panels, caption)
+        size = f"{image.width} x {image.height}"
+    else:
+        image = attack_chart(panels, run.dataset.labels, caption, style)
+        size = f"{style.width} column"
     # One slice: the slices the reader left out bear on nothing here.
     run.finish(
         out=lambda: image,
         skipped=False,
-        detail=f" ({image.width} x {image.height}): slice {record.id}, mean DSC {number(mean_clean)} -> "
+        detail=f" ({size}): slice {record.id}, mean DSC {number(mean_clean)} -> "
         f"{number(mean_adv)}, AS {number(success)}, realised L-inf {number(linf)}",
     )
 

@@ -24,7 +24,9 @@ from segadv_tui.cli._options import (
     BestIterate,
     Data,
     Device,
+    Dpi,
     Empty,
+    FigureWidth,
     Limit,
     Loss,
     Metrics,
@@ -40,6 +42,7 @@ from segadv_tui.cli._options import (
 )
 from segadv_tui.cli._outcome import Outputs
 from segadv_tui.cli._runs import NoCache, RunsIndex
+from segadv_tui.render.figure_style import figure_style
 
 DEFAULT_EPS = "0.001,0.003,0.009,0.016,0.031"
 CHECKS = "Checks"  # the panel of --checks in --help
@@ -85,8 +88,12 @@ def robust(
     json_path: Path | None = output_option("--json", "JSON file with every number (default OUT_DIR/robust.json)."),
     csv_path: Path | None = output_option("--csv", "CSV, one row per checkpoint and eps (default OUT_DIR/robust.csv)."),
     png_path: Path | None = output_option(
-        "--png", "Robust DSC and AS against eps per organ (default OUT_DIR/robust.png)."
+        "--png",
+        "Chart of robust DSC and AS against eps per organ: .pdf, .svg or .png (default OUT_DIR/robust.png).",
+        "--out",
     ),
+    width: FigureWidth = "double",
+    dpi: Dpi = 300,
     checks: bool = typer.Option(
         False,
         "--checks",
@@ -109,6 +116,7 @@ def robust(
     """Robust DSC against eps per organ, with ROG, organ-size tertiles and the ensemble's wins per member."""
     from rich.text import Text
 
+    style = figure_style(width, dpi)
     eps_values = parse_eps_list(eps)
     config = attack_config(
         method=method,
@@ -189,14 +197,15 @@ def robust(
         *shown,
         json=lambda: payload(report, check_reports),
         csv=lambda: robust_rows(report),
-        png=lambda: _plot(report, scope),
+        png=lambda: _plot(report, scope, run.dataset.labels, style),
     )
 
 
-def _plot(report, scope: str):
-    from segadv_tui.render.figures import robustness_plot
+def _plot(report, scope: str, labels, style):
+    from segadv_tui.render.charts import robustness_chart
 
-    return robustness_plot(*_plot_points(report), caption=_caption(report, scope))
+    colours = {labels.titles[name]: colour for name, colour in labels.colours.items()}
+    return robustness_chart(*_plot_points(report), colours, style=style, caption=_caption(report, scope))
 
 
 def _run_checks(report, loaded, source, records, config, eps_values, batch_size, device) -> list:

@@ -14,7 +14,9 @@ from segadv_tui.cli._options import (
     Checkpoint,
     Data,
     Device,
+    Dpi,
     Empty,
+    FigureWidth,
     ForeignModel,
     Limit,
     Loss,
@@ -31,6 +33,7 @@ from segadv_tui.cli._options import (
     output_option,
 )
 from segadv_tui.cli._outcome import Outputs
+from segadv_tui.render.figure_style import figure_style
 
 study_app = typer.Typer(help="Studies of the paper's open questions (luminosity).", no_args_is_help=True)
 app.add_typer(study_app, name="study")
@@ -78,13 +81,18 @@ def luminosity(
     batch_size: BatchSize = 16,
     out_dir: Path = out_dir_option("luminosity.json", "luminosity.png"),
     json_path: Path | None = output_option("--json", "JSON file (default OUT_DIR/luminosity.json)."),
-    png_path: Path | None = output_option("--png", "Scatter plots (default OUT_DIR/luminosity.png)."),
+    png_path: Path | None = output_option(
+        "--png", "Scatter plots: .pdf, .svg or .png (default OUT_DIR/luminosity.png).", "--out"
+    ),
+    width: FigureWidth = "double",
+    dpi: Dpi = 300,
     csv_path: Path | None = output_option("--csv", "Also write one row per slice as CSV."),
     strict: Strict = False,
 ) -> None:
     """Attack success per slice against its intensity (raw and model input, mean and 99th percentile): Spearman's rho, bootstrap 95 % CI."""
     from core.evaluation.luminosity import BOOTSTRAP_UNITS
 
+    style = figure_style(width, dpi)
     config = attack_config(
         method=method,
         loss=loss,
@@ -141,16 +149,16 @@ def luminosity(
     run.finish(
         _correlation_table(result, loaded, run.split),
         json=lambda: payload(result),
-        png=lambda: _scatter(result, caption, run.labels),
+        png=lambda: _scatter(result, caption, style, run.labels),
         csv=lambda: (header, [[row[key] for key in header] for row in result.rows]),
     )
 
 
-def _scatter(result, caption: str, labels):
+def _scatter(result, caption: str, style, labels):
     """Attack success against each intensity feature, a panel each, with rho and its interval."""
     from core.evaluation.luminosity import FEATURES
     from core.wording import label_nouns
-    from segadv_tui.render.plots import scatter_plot
+    from segadv_tui.render.charts import scatter_chart
     from segadv_tui.render.tables import number
 
     notes = {
@@ -161,8 +169,9 @@ def _scatter(result, caption: str, labels):
         FEATURES[name]: ([row[name] for row in result.rows], [row["attack_success"] for row in result.rows])
         for name in FEATURES
     }
-    return scatter_plot(
+    return scatter_chart(
         panels,
+        style=style,
         y_label=f"attack success (mean over {label_nouns(labels)})",
         notes=notes,
         title="Attack success against slice intensity",

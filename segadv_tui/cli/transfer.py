@@ -16,7 +16,9 @@ from segadv_tui.cli._options import (
     BatchSize,
     Data,
     Device,
+    Dpi,
     Empty,
+    FigureWidth,
     Limit,
     Loss,
     Method,
@@ -36,6 +38,7 @@ from segadv_tui.cli._options import (
 )
 from segadv_tui.cli._outcome import Outputs
 from segadv_tui.cli._runs import NoCache, RunsIndex
+from segadv_tui.render.figure_style import figure_style
 
 
 def bundled_checkpoints() -> list[Path]:
@@ -101,13 +104,18 @@ def transfer(
     json_path: Path | None = output_option("--json", "JSON file (default OUT_DIR/transfer.json)."),
     csv_path: Path | None = output_option("--csv", "One row per (source, target) (default OUT_DIR/transfer.csv)."),
     png_path: Path | None = output_option(
-        "--png", "Heatmap of attack success with the numbers (default OUT_DIR/transfer.png)."
+        "--png",
+        "Heatmap of attack success with the numbers: .pdf, .svg or .png (default OUT_DIR/transfer.png).",
+        "--out",
     ),
     run_index: RunsIndex = None,
     no_cache: NoCache = False,
+    width: FigureWidth = "double",
+    dpi: Dpi = 300,
     strict: Strict = False,
 ) -> None:
     """Transfer matrix: each source's adversarial slices (crafted once) scored on every model; the diagonal is white-box."""
+    style = figure_style(width, dpi)
     paths = list(checkpoints) if checkpoints else bundled_checkpoints()
     if len(paths) < 2:
         given = "one checkpoint" if checkpoints else f"{len(paths)} bundled checkpoint(s)"
@@ -178,7 +186,7 @@ def transfer(
         *([boundary] if boundary else []),
         json=lambda: payload(result),
         csv=lambda: transfer_rows(result),
-        png=lambda: transfer_figure(result, caption),
+        png=lambda: transfer_figure(result, caption, style),
     )
 
 
@@ -244,19 +252,21 @@ def transfer_rows(result) -> tuple[list[str], list[list]]:
     return header, rows
 
 
-def transfer_figure(result, caption: str):
+def transfer_figure(result, caption: str, style):
     """The heatmap: attack success per (source, target), DSC after the attack under it, white-box outlined."""
     import numpy as np
 
-    from segadv_tui.render.plots import heatmap
+    from segadv_tui.render.charts import heatmap_chart
     from segadv_tui.render.tables import number
 
     white_box = np.array([[result.cell(s.label, t).white_box for t in result.targets] for s in result.sources])
     columns = [f"{t} ({number(result.cell(result.sources[0].label, t).summary.mean_clean, 3)})" for t in result.targets]
-    return heatmap(
+    return heatmap_chart(
         result.matrix("mean_attack_success"),
         [s.label for s in result.sources],
         columns,
+        style=style,
+        colour_title="mean attack success",
         title=f"Transfer: attack success, {result.config.method_label} eps {result.config.eps:g}",
         row_title="crafted on",
         column_title="scored on (clean mean DSC)",

@@ -1,14 +1,15 @@
-"""PNG figures drawn with Pillow: one attacked slice as the paper's figures 5 to 8, eps-sweep plots and the
-robustness report's curves.
+"""One attacked slice as the paper's figures 5 to 8: the pictures (``AttackPanels``), drawn as a PNG with
+Pillow (``attack_figure``) or, for a journal, as matplotlib panels (``attack_chart``).
 
-Pillow only (no matplotlib): the pictures come from ``segadv_tui.render.imagery``, so a PNG shows exactly the
-colours of the terminal views. The CLI's ``figure`` / ``sweep`` commands and the TUI's export key use it.
+The pictures come from ``segadv_tui.render.imagery``, so either form shows exactly the colours of the terminal
+views. The CLI's ``figure`` command and the TUI's export key use it; the charts of the other commands are
+``segadv_tui.render.charts``'.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,20 +26,28 @@ from segadv_tui.render.imagery import (
     perturbation,
     perturbation_scale,
 )
+from segadv_tui.render.tables import number
 
 BACKGROUND = (255, 255, 255)
 INK = (20, 20, 20)
 GRID = (225, 225, 225)
-# Line colours for sweep plots, one per loss in order (colour-blind friendly Okabe-Ito hues).
-SERIES_COLOURS = ((0, 114, 178), (213, 94, 0), (0, 158, 115), (204, 121, 167), (230, 159, 0), (86, 180, 233), (0, 0, 0))
 
 PANEL_TARGET = 256  # panels are scaled by a whole factor to about this many pixels, nearest neighbour
 PAD = 12
-# The attack figure's grid: two rows of four panels.
+# The attack figure's grid: two rows of four panels; the journal form's six (attack_chart).
 PANEL_LAYOUT = (
     ("input", "adversarial", "perturbation", "truth"),
     ("clean_prediction", "clean_difference", "adversarial_prediction", "adversarial_difference"),
 )
+CHART_PANELS = (
+    "input",
+    "perturbation",
+    "truth",
+    "clean_prediction",
+    "adversarial_prediction",
+    "adversarial_difference",
+)
+DIFFERENCE_LEGEND = (("true positive", TP_COLOUR), ("false positive", FP_COLOUR), ("false negative", FN_COLOUR))
 
 
 def font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
@@ -139,8 +148,8 @@ class AttackPanels:
         return {key: (title, compose(scenes[key], *image.shape)) for key, title in titles.items()}
 
 
-def _with_dsc(title: str, dsc: float | None) -> str:
-    return title if dsc is None or math.isnan(dsc) else f"{title}  DSC {dsc:.3f}"
+def _with_dsc(title: str, dsc: float | None, separator: str = "  ") -> str:
+    return title if dsc is None or math.isnan(dsc) else f"{title}{separator}DSC {number(dsc, 3)}"
 
 
 def perturbation_gain(delta: np.ndarray, eps: float | None) -> str:
@@ -199,14 +208,36 @@ def attack_figure(panels: AttackPanels, caption: str) -> Image.Image:
         y += title_h + panel_h + PAD
 
     organs = [(label.title, label.rgb) for label in panels.labels.labels]
-    differences = [("true positive", TP_COLOUR), ("false positive", FP_COLOUR), ("false negative", FN_COLOUR)]
     x = _swatch_row(draw, PAD, y, organs, 14)
-    _swatch_row(draw, x + 24, y, differences, 14)
+    _swatch_row(draw, x + 24, y, DIFFERENCE_LEGEND, 14)
     y += legend_h
     for line in caption_lines:
         draw.text((PAD, y), line, fill=INK, font=font(caption_size))
         y += caption_size + 6
     return figure
+
+
+def attack_chart(panels: AttackPanels, labels, caption: str, style):
+    """The journal form of the attack figure (``segadv figure --out fig.pdf``), a
+    ``segadv_tui.render.charts.Chart``: the slice, the perturbation, the truth, the clean and adversarial
+    predictions and the adversarial difference map, in one row on two columns and two rows of three on one
+    (``style``, a ``FigureStyle``), with a legend of ``labels``' colours (a ``core.labels.LabelSet``) and the
+    difference map's."""
+    from segadv_tui.render.charts import picture_chart
+
+    pictures = panels.pictures()
+    titles = {key: title for key, (title, _) in pictures.items()}
+    titles["clean_prediction"] = _with_dsc("Clean prediction", panels.dsc_clean, "\n")
+    titles["adversarial_prediction"] = _with_dsc("Adversarial prediction", panels.dsc_adv, "\n")
+    titles["adversarial_difference"] = "Difference, adversarial"
+    legend = [(labels.titles[name], colour) for name, colour in labels.colours.items()] + list(DIFFERENCE_LEGEND)
+    return picture_chart(
+        [(titles[key], pictures[key][1]) for key in CHART_PANELS],
+        legend,
+        style=style,
+        title="An attacked slice: input, perturbation, truth, predictions and difference map",
+        caption=caption,
+    )
 
 
 def _fit(draw: ImageDraw.ImageDraw, text: str, text_font, width: int) -> str:
@@ -245,184 +276,3 @@ def _wrap(text: str, text_font, width: int) -> list[str]:
                     line = candidate
         lines.append(line)
     return lines
-
-
-def nice_ticks(low: float, high: float, count: int = 6) -> list[float]:
-    """Round tick values (1, 2 or 5 times a power of ten) covering [low, high]."""
-    if not (math.isfinite(low) and math.isfinite(high)) or high <= low:
-        return [low]
-    raw = (high - low) / max(count - 1, 1)
-    power = 10 ** math.floor(math.log10(raw))
-    step = next(m * power for m in (1, 2, 2.5, 5, 10) if m * power >= raw)
-    first = math.floor(low / step + 1e-9) * step
-    ticks = []
-    value = first
-    while value <= high + step * 1e-6:
-        if value >= low - step * 1e-6:
-            ticks.append(round(value, 12))
-        value += step
-    return ticks
-
-
-def _tick_label(value: float, ticks: Sequence[float]) -> str:
-    step = ticks[1] - ticks[0] if len(ticks) > 1 else 1.0
-    decimals = max(0, -math.floor(math.log10(step) + 1e-9)) if step > 0 else 0
-    if step > 0 and abs(round(step * 10**decimals) - step * 10**decimals) > 1e-6:
-        decimals += 1  # 2.5 x 10^k steps
-    return f"{value:.{decimals}f}"
-
-
-def line_chart(
-    xs: Sequence[float],
-    series: Mapping[str, Sequence[float]],
-    *,
-    title: str,
-    x_label: str,
-    y_label: str,
-    y_range: tuple[float, float] | None = None,
-    size: tuple[int, int] = (640, 460),
-) -> Image.Image:
-    """One line with markers per series over shared ``xs``; NaN values break the line. Axes, ticks, grid, legend."""
-    width, height = size
-    figure = Image.new("RGB", size, BACKGROUND)
-    draw = ImageDraw.Draw(figure)
-    title_font, label_font, tick_font = font(17), font(14), font(12)
-    left, right, top, bottom = 70, 20, 40, 78
-    plot = (left, top, width - right, height - bottom)
-
-    values = [v for ys in series.values() for v in ys if v is not None and math.isfinite(v)]
-    x_low, x_high = (min(xs), max(xs)) if xs else (0.0, 1.0)
-    if x_high <= x_low:  # one eps: centre it
-        pad = abs(x_low) * 0.5 or 0.01
-        x_low, x_high = x_low - pad, x_high + pad
-    if y_range is None:
-        y_low, y_high = (min(values), max(values)) if values else (0.0, 1.0)
-        if y_high <= y_low:
-            y_low, y_high = y_low - 0.5, y_high + 0.5
-    else:
-        y_low, y_high = y_range
-
-    def to_px(x: float, y: float) -> tuple[float, float]:
-        px = plot[0] + (x - x_low) / (x_high - x_low) * (plot[2] - plot[0])
-        py = plot[3] - (y - y_low) / (y_high - y_low) * (plot[3] - plot[1])
-        return px, py
-
-    x_ticks, y_ticks = nice_ticks(x_low, x_high, 7), nice_ticks(y_low, y_high, 6)
-    for tick in y_ticks:
-        _, py = to_px(x_low, tick)
-        draw.line((plot[0], py, plot[2], py), fill=GRID)
-        draw.line((plot[0] - 5, py, plot[0], py), fill=INK)
-        draw.text((plot[0] - 8, py), _tick_label(tick, y_ticks), fill=INK, font=tick_font, anchor="rm")
-    for tick in x_ticks:
-        px, _ = to_px(tick, y_low)
-        draw.line((px, plot[1], px, plot[3]), fill=GRID)
-        draw.line((px, plot[3], px, plot[3] + 5), fill=INK)
-        draw.text((px, plot[3] + 8), _tick_label(tick, x_ticks), fill=INK, font=tick_font, anchor="mt")
-    draw.rectangle(plot, outline=INK)
-    draw.text((width / 2, 12), title, fill=INK, font=title_font, anchor="mt")
-    draw.text(((plot[0] + plot[2]) / 2, plot[3] + 30), x_label, fill=INK, font=label_font, anchor="mt")
-    label = Image.new("RGBA", (int(draw.textlength(y_label, font=label_font)) + 4, 20), (0, 0, 0, 0))
-    ImageDraw.Draw(label).text((2, 2), y_label, fill=INK, font=label_font)
-    label = label.rotate(90, expand=True)
-    figure.paste(label, (6, int((plot[1] + plot[3]) / 2 - label.height / 2)), label)
-
-    for index, (name, ys) in enumerate(series.items()):
-        colour = SERIES_COLOURS[index % len(SERIES_COLOURS)]
-        points = [to_px(x, y) if y is not None and math.isfinite(y) else None for x, y in zip(xs, ys)]
-        for a, b in zip(points, points[1:]):
-            if a is not None and b is not None:
-                draw.line((a, b), fill=colour, width=3)
-        for point in points:
-            if point is not None:
-                draw.ellipse((point[0] - 4, point[1] - 4, point[0] + 4, point[1] + 4), fill=colour)
-
-    # Legend in a row under the axis label, outside the plot, so it never hides a line.
-    x = plot[0]
-    y = plot[3] + 62
-    for index, name in enumerate(series):
-        colour = SERIES_COLOURS[index % len(SERIES_COLOURS)]
-        draw.line((x, y, x + 24, y), fill=colour, width=3)
-        draw.ellipse((x + 8, y - 4, x + 16, y + 4), fill=colour)
-        draw.text((x + 30, y), name, fill=INK, font=label_font, anchor="lm")
-        x += 30 + int(draw.textlength(name, font=label_font)) + 24
-    return figure
-
-
-def sweep_plot(
-    eps: Sequence[float],
-    dsc: Mapping[str, Sequence[float]],
-    attack_success: Mapping[str, Sequence[float]] | None = None,
-    *,
-    caption: str = "",
-) -> Image.Image:
-    """Mean DSC against eps, one line per loss; with ``attack_success`` a second chart beside it.
-
-    Missing values (None or NaN) leave a gap in the line.
-    """
-    charts = [
-        line_chart(eps, dsc, title="Mean DSC after the attack", x_label="eps", y_label="mean DSC", y_range=(0.0, 1.0))
-    ]
-    if attack_success is not None:
-        # AS is negative where an attack happens to help the model: extend the axis down to show it.
-        values = [v for ys in attack_success.values() for v in ys if v is not None and math.isfinite(v)]
-        low = min([0.0, *values])
-        low = math.floor(low * 10) / 10 if low < 0 else 0.0
-        charts.append(
-            line_chart(eps, attack_success, title="Attack success", x_label="eps", y_label="AS", y_range=(low, 1.0))
-        )
-    caption_font = font(14)
-    width = sum(c.width for c in charts)
-    caption_lines = _wrap(caption, caption_font, width - 2 * PAD) if caption else []
-    caption_h = len(caption_lines) * 20 + (PAD if caption_lines else 0)
-    figure = Image.new("RGB", (width, charts[0].height + caption_h), BACKGROUND)
-    x = 0
-    for chart in charts:
-        figure.paste(chart, (x, 0))
-        x += chart.width
-    draw = ImageDraw.Draw(figure)
-    y = charts[0].height
-    for line in caption_lines:
-        draw.text((PAD, y), line, fill=INK, font=caption_font)
-        y += 20
-    return figure
-
-
-def robustness_plot(
-    eps: Sequence[float],
-    curves: Mapping[str, tuple[Mapping[str, Sequence[float]], Mapping[str, Sequence[float]]]],
-    *,
-    caption: str = "",
-) -> Image.Image:
-    """One row per checkpoint (``curves``: label -> (robust DSC series, attack success series), e.g. one
-    per organ and their mean): robust DSC against eps on the left, attack success on the right."""
-    rows = []
-    for label, (dsc, success) in curves.items():
-        values = [v for ys in success.values() for v in ys if v is not None and math.isfinite(v)]
-        low = min([0.0, *values])
-        low = math.floor(low * 10) / 10 if low < 0 else 0.0
-        rows.append(
-            [
-                line_chart(eps, dsc, title=f"{label}: robust DSC", x_label="eps", y_label="DSC", y_range=(0.0, 1.0)),
-                line_chart(
-                    eps, success, title=f"{label}: attack success", x_label="eps", y_label="AS", y_range=(low, 1.0)
-                ),
-            ]
-        )
-    caption_font = font(14)
-    width = max(sum(chart.width for chart in row) for row in rows)
-    caption_lines = _wrap(caption, caption_font, width - 2 * PAD) if caption else []
-    caption_h = len(caption_lines) * 20 + (PAD if caption_lines else 0)
-    height = sum(row[0].height for row in rows)
-    figure = Image.new("RGB", (width, height + caption_h), BACKGROUND)
-    y = 0
-    for row in rows:
-        x = 0
-        for chart in row:
-            figure.paste(chart, (x, y))
-            x += chart.width
-        y += row[0].height
-    draw = ImageDraw.Draw(figure)
-    for line in caption_lines:
-        draw.text((PAD, y), line, fill=INK, font=caption_font)
-        y += 20
-    return figure

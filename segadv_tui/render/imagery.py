@@ -24,8 +24,10 @@ from core.labels import UW_MADISON
 # A scene's colours unless it says: UW-Madison's organs (large bowel, small bowel, stomach), as they have
 # always been drawn; a scene of another label set carries that set's ``colours``.
 ORGAN_COLOURS = UW_MADISON.colours
-# The paper's difference map: true positive green, false positive blue, false negative red.
-TP_COLOUR, FP_COLOUR, FN_COLOUR = (40, 200, 60), (50, 110, 255), (235, 50, 50)
+# The paper's difference map (true positive green, false positive blue, false negative red) in Okabe-Ito's
+# bluish green, blue and vermillion: the paper's green and red look alike to deuteranopes, these do not
+# (tests/tui/test_palette.py simulates it).
+TP_COLOUR, FP_COLOUR, FN_COLOUR = (0, 158, 115), (0, 114, 178), (213, 94, 0)
 FILL_ALPHA = 0.55
 # Difference maps over the slice: the slice dimmed so that the three colours stand out.
 DIFFERENCE_DIM = 0.45

@@ -17,10 +17,13 @@ MISSING = "n/a"
 
 
 def number(value: float | None, digits: int = 4, *, signed: bool = False) -> str:
-    """A table cell: ``value`` to ``digits`` decimals (``signed``: with its sign, a change), "n/a" where
-    undefined (None, NaN, inf)."""
+    """A number as every table, heatmap and figure of segadv writes it: ``value`` to ``digits`` decimals
+    (``signed``: with its sign, a change), "n/a" where undefined (None, NaN, inf). Zero is never "-0.000":
+    a value that rounds to zero from below (or is -0.0) is written as zero."""
     if value is None or not math.isfinite(value):
         return MISSING
+    if round(value, digits) == 0:
+        value = 0.0
     return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
 
 

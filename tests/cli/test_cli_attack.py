@@ -10,6 +10,7 @@ import csv
 import json
 import math
 import shutil
+import xml.etree.ElementTree as ElementTree
 
 import numpy as np
 import pytest
@@ -111,8 +112,9 @@ def test_sweep_writes_json_csv_png_and_matches_a_single_attack(run, checkpoint, 
     ]
     assert float(rows[2]["dsc_adv_mean"]) == pytest.approx(reference.summary.mean_adv, abs=1e-12)
 
-    with Image.open("out/sweep.png") as png:
-        assert png.format == "PNG" and png.width == 1280 and 440 <= png.height <= 520
+    with Image.open("out/sweep.png") as png:  # two journal columns (7.2 in) at 300 dpi
+        assert png.format == "PNG" and png.width == 2160 and 600 <= png.height <= 1000
+        assert png.info["dpi"] == pytest.approx((300, 300), abs=0.05)
 
     listed = run(
         "sweep",
@@ -130,11 +132,15 @@ def test_sweep_writes_json_csv_png_and_matches_a_single_attack(run, checkpoint, 
         "l.json",
         "--csv",
         "l.csv",
-        "--png",
-        "l.png",
+        "--out",
+        "l.pdf",
+        "--width",
+        "single",
     )
     assert listed.exit_code == 0, listed.output
     assert json.loads(open("l.json").read())["eps_values"] == [0.0, 0.009]
+    pdf = open("l.pdf", "rb").read()
+    assert pdf.startswith(b"%PDF-") and b"/CreationDate" not in pdf and b"/MediaBox [ 0 0 252 " in pdf  # 3.5 in
 
 
 @pytest.mark.parametrize(
@@ -235,6 +241,21 @@ def test_figure_png_has_the_panel_layout(run, checkpoint, tiny_demo, test_slices
         assert colours <= allowed and len(colours) > 1
 
 
+def test_figure_pdf_and_svg_are_the_journal_panels(run, checkpoint, tiny_demo, test_slices):
+    common = ["figure", "--checkpoint", checkpoint, "--data", tiny_demo, "--slice", test_slices[0].id]
+    result = run(*common, "--out", "fig.pdf", "--width", "single")
+    assert result.exit_code == 0, result.output
+    assert "wrote fig.pdf (single column): slice" in result.stdout
+    pdf = open("fig.pdf", "rb").read()
+    assert pdf.startswith(b"%PDF-") and b"/CreationDate" not in pdf and b"/MediaBox [ 0 0 252 " in pdf
+    assert pdf.count(b"/Subtype /Image") == 6  # the six panels, embedded as pictures
+    result = run(*common, "--out", "fig.svg")
+    assert result.exit_code == 0, result.output
+    svg = ElementTree.parse("fig.svg").getroot()
+    assert svg.get("width") == "518.4pt"  # 7.2 in
+    assert len(svg.findall(".//{http://www.w3.org/2000/svg}image")) == 6
+
+
 @pytest.mark.parametrize(
     "args, named",
     [
@@ -291,16 +312,6 @@ def test_bundled_demo_checkpoint_runs_by_default(run, tiny_demo):
     assert result.exit_code == 0, result.output
     written = json.loads(open("demo.json").read())
     assert written["checkpoint"] == str(demo_checkpoint()) and written["summary"]["scored"] == LIMIT
-
-
-def test_sweep_plot_draws_every_loss_in_its_colour_and_round_ticks():
-    from segadv_tui.render.figures import SERIES_COLOURS, nice_ticks, sweep_plot
-
-    assert nice_ticks(0, 0.03, 7) == pytest.approx([0, 0.005, 0.01, 0.015, 0.02, 0.025, 0.03])
-    assert nice_ticks(-0.1, 1, 6) == pytest.approx([0, 0.25, 0.5, 0.75, 1])
-    picture = np.asarray(sweep_plot([0, 0.01, 0.02], {"BCE": [0.8, 0.5, float("nan")], "Focal": [0.8, 0.7, 0.6]}))
-    colours = {tuple(c) for c in picture.reshape(-1, 3)}
-    assert SERIES_COLOURS[0] in colours and SERIES_COLOURS[1] in colours and SERIES_COLOURS[2] not in colours
 
 
 def test_table_ii_markdown_bolds_every_loss_tied_for_the_lowest_dsc():

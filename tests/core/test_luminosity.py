@@ -92,8 +92,8 @@ def test_cli_writes_json_png_csv(luminosity, tmp_path, tiny_demo):
             assert correlation["rho"] == pytest.approx(expected, abs=1e-12)
     assert written["bootstrap_unit"] == "scan" and {row["scan"] for row in rows} <= {r.case_day for r in records}
     assert len((tmp_path / "l.csv").read_text().strip().splitlines()) == 1 + len(rows)
-    with Image.open(tmp_path / "segadv-out" / "luminosity.png") as png:
-        assert png.width >= 800 and png.height >= 700
+    with Image.open(tmp_path / "segadv-out" / "luminosity.png") as png:  # 7.2 in at 300 dpi, by default
+        assert png.width == 2160 and png.height >= 1400 and png.info["dpi"] == pytest.approx((300, 300), abs=0.05)
 
 
 def test_cli_bad_bootstrap_unit_is_one_line(monkeypatch, tmp_path, tiny_demo):

@@ -109,6 +109,8 @@ def test_robust_command_writes_core_numbers_to_json_csv_png(run, checkpoint, tin
         3,
         "--out-dir",
         "out",
+        "--dpi",
+        100,
     )
     assert result.exit_code == 0, result.output
     assert "robust DSC" in result.stdout and "tertile" in result.stdout and "slices won" in result.stdout
@@ -136,8 +138,9 @@ def test_robust_command_writes_core_numbers_to_json_csv_png(run, checkpoint, tin
     first = written["curves"][0]["points"][0]
     assert float(rows[0]["dsc_adv_mean"]) == first["summary"]["mean_adv"]
     assert {f"wins_{m.name}" for m in ENSEMBLE} <= set(rows[0]) and f"dsc_adv_{ORGANS[2]}_small" in rows[0]
-    with Image.open("out/robust.png") as png:
-        assert png.format == "PNG" and png.width == 1280 and png.height > 2 * 460  # a row per checkpoint
+    with Image.open("out/robust.png") as png:  # two journal columns (7.2 in) at 100 dpi, a row per checkpoint
+        assert png.format == "PNG" and png.width == 720 and png.height > 2 * 2.5 * 100
+        assert png.info["dpi"] == pytest.approx((100, 100), abs=0.05)
 
 
 @pytest.mark.parametrize(

@@ -4,11 +4,11 @@ ensemble never sees its target, bad input is one line. Real smp models (random w
 from __future__ import annotations
 
 import json
+import xml.etree.ElementTree as ElementTree
 
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from core.attacks.config import AttackConfig
 from core.data.gitract import GITractDataset, with_organs
@@ -158,7 +158,9 @@ def test_cli_writes_the_matrix_and_its_diagonal_is_segadv_attack(run, checkpoint
         "--csv",
         "t.csv",
         "--png",
-        "t.png",
+        "t.svg",
+        "--width",
+        "single",
     )
     assert result.exit_code == 0, result.output
     attacked = run("attack", "-c", checkpoints[1], *common, "--json", "a.json")
@@ -168,8 +170,9 @@ def test_cli_writes_the_matrix_and_its_diagonal_is_segadv_attack(run, checkpoint
     assert diagonal["summary"] == single["summary"] and diagonal["white_box"]
     assert len(matrix["cells"]) == 4 and matrix["attacks"] == 2
     assert len(open("t.csv").read().strip().splitlines()) == 1 + 4
-    with Image.open("t.png") as png:
-        assert png.width > 300 and png.height > 150
+    svg = ElementTree.parse("t.svg").getroot()
+    assert svg.get("width") == "252pt"  # one journal column, 3.5 in
+    assert svg.find(".//{http://purl.org/dc/elements/1.1/}title").text.startswith("Transfer: attack success")
 
 
 def test_cli_one_checkpoint_is_one_line_exit_2(run, checkpoints, tiny_demo):
