@@ -500,7 +500,7 @@ def test_bad_arguments_are_one_line_before_start(tmp_path):
 
     for arguments, expected in (
         (["--data", str(tmp_path / "nowhere")], "no such folder"),
-        (["--data", str(tmp_path)], "no train.csv"),
+        (["--data", str(tmp_path)], "holds neither dataset.json nor train.csv"),
         (["--graphics", "ascii"], "--graphics must be one of"),
         (["--checkpoints", str(tmp_path / "none")], "no such folder or file"),
     ):
