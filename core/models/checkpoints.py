@@ -22,7 +22,7 @@ import os
 import pickle
 import re
 import struct
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 
 import segmentation_models_pytorch as smp
@@ -559,8 +559,9 @@ def load_checkpoint(
                 f"{path}: foreign weights need a model name (--model {{{','.join(REGISTRY)}}}, "
                 f"smp:ARCH:ENCODER or monai:NAME)"
             )
-        state_dict = _read_foreign_state_dict(path)
+        loaded = _torch_load(path, "weights file")
         model = _build(model_name, "none", path, labels, model_kwargs)
+        state_dict = _unwrap_state_dict(loaded, path, model.net.state_dict().keys())
         meta = checkpoint_meta(model, img_size=FOREIGN_IMG_SIZE)
         meta["source"] = str(path)
     else:
@@ -633,12 +634,9 @@ def _torch_load(path: Path, what: str) -> object:
         ) from None
 
 
-def _read_foreign_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    return _unwrap_state_dict(_torch_load(path, "weights file"), path)
-
-
-def _unwrap_state_dict(loaded: object, path: Path) -> dict[str, torch.Tensor]:
-    """The model's tensors from the shapes training scripts save: bare, nested, or with prefixes."""
+def _unwrap_state_dict(loaded: object, path: Path, expected: Collection[str]) -> dict[str, torch.Tensor]:
+    """The model's tensors from the shapes training scripts save: bare, nested, or with prefixes. A prefix
+    stops being stripped once the keys are the ``expected`` ones (MONAI's UNet's own keys start "model.")."""
     if isinstance(loaded, Mapping):
         for entry in _STATE_DICT_ENTRIES:
             if isinstance(loaded.get(entry), Mapping):
@@ -653,6 +651,8 @@ def _unwrap_state_dict(loaded: object, path: Path) -> dict[str, torch.Tensor]:
         )
     state_dict = dict(loaded)
     for prefix in _KEY_PREFIXES:
+        if set(state_dict) == set(expected):
+            break
         if all(key.startswith(prefix) for key in state_dict):
             state_dict = {key[len(prefix) :]: value for key, value in state_dict.items()}
     return state_dict

@@ -235,8 +235,9 @@ def freeze_unused_parameters(model: nn.Module) -> list[str]:
     if not named:
         return []
     spec = getattr(model, "spec", None)
-    # The smallest slice the network takes, at least 32 px (a library network may want a larger multiple).
-    size = max(32, input_sizes(spec.name, spec.kwargs)[1]) if spec is not None and is_library_name(spec.name) else 32
+    # A library network's probe is at least 64 px, its deepest map 2 x 2 (group and instance norms need more
+    # than one value), or the smallest slice it takes.
+    size = max(64, input_sizes(spec.name, spec.kwargs)[1]) if spec is not None and is_library_name(spec.name) else 32
     was_training = model.training
     model.eval()
     try:
