@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -40,9 +39,7 @@ def batch():
 
 def _grad(name, logits, masks, schedule=(1, 1)):
     logits = logits.clone().requires_grad_(True)
-    (grad,) = torch.autograd.grad(
-        per_image_loss(name, logits, masks, kind="softmax", schedule=schedule).sum(), logits
-    )
+    (grad,) = torch.autograd.grad(per_image_loss(name, logits, masks, kind="softmax", schedule=schedule).sum(), logits)
     return grad
 
 
