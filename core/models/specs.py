@@ -124,6 +124,7 @@ def check_model_kwargs(name: str, kwargs: object, where: str = "model_kwargs") -
         raise ModelSpecError(f"{where}: expected an object of keyword arguments, not {type(kwargs).__name__}")
     if len(kwargs) > MAX_KWARGS:
         raise ModelSpecError(f"{where}: {len(kwargs)} keyword arguments; segadv reads at most {MAX_KWARGS}")
+    set_by_segadv: tuple[str, ...]
     if library == "smp":
         accepted = set(inspect.signature(smp_architecture(arch)).parameters) - set(_SMP_SET_BY_SEGADV)
         set_by_segadv = _SMP_SET_BY_SEGADV
@@ -144,13 +145,14 @@ def check_model_kwargs(name: str, kwargs: object, where: str = "model_kwargs") -
             raise ModelSpecError(f"{where}.{shown}: not a keyword of {name}; choose from {', '.join(sorted(accepted))}")
         if not _plain_value(value):
             raise ModelSpecError(
-                f"{where}.{shown} = {json.dumps(value)[:60]}: expected a number (whole numbers up to "
+                f"{where}.{shown} = {repr(value)[:60]}: expected a number (whole numbers up to "
                 f"{MAX_KWARG_INT}), a string of up to {MAX_KWARG_STR} characters, true/false, null, "
                 f"or a list of up to {MAX_KWARG_LIST} whole numbers from 0 to {MAX_KWARG_INT}"
             )
         checked[key] = list(value) if isinstance(value, (list, tuple)) else value
     if library == "monai":
-        checked = {**MONAI_NETWORKS[arch], **checked}
+        defaults = {key: list(value) if isinstance(value, list) else value for key, value in MONAI_NETWORKS[arch].items()}
+        checked = {**defaults, **checked}
         if arch == "DynUNet" and "upsample_kernel_size" not in checked and isinstance(checked["strides"], list):
             checked["upsample_kernel_size"] = checked["strides"][1:]
     return checked
@@ -163,7 +165,7 @@ def _is_int(value: object) -> bool:
 def _plain_value(value: object) -> bool:
     if value is None or isinstance(value, bool):
         return True
-    if _is_int(value):
+    if isinstance(value, int):
         return abs(value) <= MAX_KWARG_INT
     if isinstance(value, float):
         return math.isfinite(value)

@@ -123,7 +123,7 @@ def test_unknown_names_list_the_choices(name, message):
         ({"out_channels": 9}, "model_kwargs.out_channels: segadv sets it"),
         ({"channels": [4] * 9}, "model_kwargs.channels = [4, 4, 4, 4, 4, 4, 4, 4, 4]: expected a number"),
         ({"channels": [4, 100000]}, "model_kwargs.channels = [4, 100000]: expected"),
-        ({"dropout": {"p": 1}}, 'model_kwargs.dropout = {"p": 1}: expected'),
+        ({"dropout": {"p": 1}}, "model_kwargs.dropout = {'p': 1}: expected"),
         ({"channels": [4], "strides": []}, "MONAI refused it"),
     ],
 )
@@ -228,3 +228,34 @@ def test_train_builds_a_monai_network_from_a_toml_spec(tiny_demo, tmp_path, run)
     assert result.exit_code == 2 and "has no pretrained encoder: train it with --encoder-weights none" in result.output
     result = run("train", "--model", "smp:Unet:resnet19", *args, "--data", tiny_demo, "--out", out)
     assert result.exit_code == 2 and "unknown smp encoder 'resnet19'" in result.output
+
+
+@pytest.mark.parametrize("name", NETWORKS)
+def test_every_trainable_parameter_of_a_library_network_gets_a_gradient(name):
+    # What DDP needs without find_unused_parameters (core.models.registry.freeze_unused_parameters).
+    model = build_model(name, labels=SOFTMAX, model_kwargs=NETWORKS[name]).train()
+    keys = list(model.state_dict())
+    freeze_unused_parameters(model)
+    assert list(model.state_dict()) == keys
+    model(torch.rand(2, 1, 64, 64)).square().mean().backward()
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+
+
+@pytest.mark.slow
+def test_a_monai_network_trains_under_torchrun_with_two_processes(tiny_demo, tmp_path):
+    from test_ddp import torchrun
+
+    (tmp_path / "spec.json").write_text(json.dumps(NETWORKS["monai:UNet"]))
+    out = tmp_path / "unet.safetensors"
+    done = torchrun(
+        2, "train", "--model", "monai:UNet", "--model-spec", str(tmp_path / "spec.json"), "--encoder-weights", "none",
+        "--device", "cpu", "--data", str(tiny_demo), "--limit-slices", "8", "--batch-size", "4", "--img-size", "64",
+        "--epochs", "1", "--workers", "0", "--out", str(out), cwd=tmp_path,
+    )  # fmt: skip
+    output = done.stdout + done.stderr
+    assert done.returncode == 0 and "Traceback" not in output, output
+    model, meta = load_checkpoint(out)
+    assert (
+        meta["model"] == "monai:UNet"
+        and meta["model_kwargs"] == model_spec("monai:UNet", NETWORKS["monai:UNet"]).kwargs
+    )

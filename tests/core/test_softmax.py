@@ -13,7 +13,7 @@ from monai.losses import DiceLoss, FocalLoss
 
 from core.attacks.config import AttackConfig
 from core.attacks.fast_gradient import fgsm
-from core.attacks.iterative import erase_organs
+from core.attacks.iterative import erase_organs, erasure_loss
 from core.attacks.runner import run_attack
 from core.errors import OptionError
 from core.labels import label_set
@@ -276,3 +276,17 @@ def test_erase_removes_a_softmax_label(trained):
     before = predict(model, images)[:, 0].sum()
     after = predict(model, erase_organs(model, images, 0, 0.2, steps=20))[:, 0].sum()
     assert after < 0.25 * before
+
+
+def test_softmax_erasure_loss_is_minus_log_of_the_other_classes_probability(batch):
+    logits, _, _ = batch
+    p = torch.softmax(logits, dim=1)
+    expected = -torch.log(1 - p[:, 1] - p[:, 3])  # labels 0 and 2 are channels 1 and 3
+    assert torch.allclose(erasure_loss(logits, [0, 2], "softmax"), expected)
+    sigmoid = erasure_loss(logits[:, 1:], [1], "sigmoid")
+    assert torch.allclose(
+        sigmoid,
+        F.binary_cross_entropy_with_logits(
+            logits[:, 2:3], torch.zeros(4, 1, 8, 8, dtype=torch.float64), reduction="none"
+        ),
+    )
