@@ -568,6 +568,8 @@ def load_checkpoint(
         meta = read_checkpoint_meta(path)
         if model_name is not None and model_name != meta["model"]:
             raise CheckpointError(f"{path}: holds model {meta['model']!r}, not {model_name!r}")
+        if is_library_name(meta["model"]):
+            _check_network_fits_file(path, meta)
         try:
             state_dict = safetensors_load(path.read_bytes())
         except (SafetensorError, ValueError, OSError) as exc:
@@ -580,6 +582,31 @@ def load_checkpoint(
     model.to(device)
     model.eval()
     return model, meta
+
+
+def _check_network_fits_file(path: Path, meta: dict) -> None:
+    """A library network's ``model_kwargs`` within their bounds can still describe gigabytes of weights: the
+    network is sized before it is built (on the meta device, where nothing is allocated) and refused when it
+    holds more values than the file, whose size bounds what a file can command. SwinUNETR's constructor reads
+    a tensor's value, which the meta device cannot give: its size is its transformer blocks' (about
+    12 d^2 values a block of width d, the width doubling each stage)."""
+    header, _ = read_safetensors(path)
+    held = sum(math.prod(entry["shape"]) for entry in header.values())
+    spec = checkpoint_spec(path, meta)
+    if spec.arch == "SwinUNETR":
+        kwargs = spec.kwargs
+        needed = sum(
+            12 * depth * (kwargs["feature_size"] * 2**stage) ** 2 for stage, depth in enumerate(kwargs["depths"])
+        )
+    else:
+        with torch.device("meta"):
+            model = _build(spec.name, meta["normalisation"], path, checkpoint_labels(path, meta), spec.kwargs)
+        needed = sum(value.numel() for value in model.net.state_dict().values())
+    if needed > held:
+        raise CheckpointError(
+            f"{path}: metadata model_kwargs = {_shown(meta.get('model_kwargs'))}: describe a network of at least "
+            f"{needed} values; the file holds {held}"
+        )
 
 
 def _build(

@@ -180,6 +180,19 @@ def unet_checkpoint(tmp_path_factory):
         ({"model": json.dumps("smp:Nope:resnet18")}, "unknown smp architecture 'Nope'"),
         ({"model": json.dumps("small")}, "model_kwargs = {'channels'"),
         ({"img_size": "62"}, "metadata img_size = 62: expected a multiple of 4 from 4"),
+        # Within the bounds, yet far more weights than the file holds: refused before anything is built.
+        (
+            {"model_kwargs": json.dumps({"channels": [1024] * 8, "strides": [1] * 7, "num_res_units": 8})},
+            "describe a network of at least",
+        ),
+        (
+            {
+                "model": json.dumps("monai:SwinUNETR"),
+                "arch": json.dumps("SwinUNETR"),
+                "model_kwargs": json.dumps({"feature_size": 1020, "depths": [64] * 4, "num_heads": [12] * 4}),
+            },
+            "describe a network of at least 67917312000 values; the file holds 3446",
+        ),
     ],
 )
 def test_checkpoints_with_bad_model_metadata_are_refused_naming_the_key(unet_checkpoint, tmp_path, values, message):
