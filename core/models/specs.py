@@ -151,7 +151,9 @@ def check_model_kwargs(name: str, kwargs: object, where: str = "model_kwargs") -
             )
         checked[key] = list(value) if isinstance(value, (list, tuple)) else value
     if library == "monai":
-        defaults = {key: list(value) if isinstance(value, list) else value for key, value in MONAI_NETWORKS[arch].items()}
+        defaults = {
+            key: list(value) if isinstance(value, list) else value for key, value in MONAI_NETWORKS[arch].items()
+        }
         checked = {**defaults, **checked}
         if arch == "DynUNet" and "upsample_kernel_size" not in checked and isinstance(checked["strides"], list):
             checked["upsample_kernel_size"] = checked["strides"][1:]
