@@ -32,6 +32,11 @@ _NAME = re.compile(r"[a-z][a-z0-9_]{0,39}")
 _COLOUR = re.compile(r"#[0-9A-Fa-f]{6}")
 
 
+def is_label_name(value: object) -> bool:
+    """A string that can name a label (lower case, digits, underscores; at most 40 characters)."""
+    return isinstance(value, str) and _NAME.fullmatch(value) is not None
+
+
 class LabelSetError(SegadvError, ValueError):
     """A label set that cannot be used, or two that do not match; the message names both sides."""
 

@@ -27,6 +27,7 @@ from core.attacks.gradient_cache import GradientCache
 from core.attacks.runner import AttackContext
 from core.evaluation.scoring import attack_slice, score_slices, sweep
 from core.metrics import dice_per_organ, mean_dsc
+from core.models.inference import masks_from_logits
 from segadv_tui.catalog import LoadedCheckpoint
 from segadv_tui.frames import CURVE_EPS, Curve, Frame, LiveStep, SliceData
 
@@ -243,8 +244,10 @@ class _LiveReporter:
         self.last = float("-inf")
 
     def __call__(self, step, steps, iterate, logits, loss) -> None:
-        if self.scored_on is None:
-            prediction = logits > 0
+        if self.scored_on is None:  # a softmax model's logits have the background channel more than its masks
+            prediction = masks_from_logits(
+                logits, "softmax" if logits.shape[1] > self.reference.shape[1] else "sigmoid"
+            )
         else:
             from core.models.inference import predict
 

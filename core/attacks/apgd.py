@@ -37,7 +37,7 @@ from core.attacks.iterative import BestIterate, random_start_point
 from core.attacks.runner import AttackContext, AttackOutput, clean_prediction, scoring_reference
 from core.errors import OptionError
 from core.losses import check_loss, per_image_loss
-from core.models.inference import eval_mode, reference_math
+from core.models.inference import eval_mode, masks_from_logits, output_kind, reference_math
 
 MOMENTUM = 0.75
 RHO = 0.75  # condition 1: at least this share of the steps since the last checkpoint must raise the loss
@@ -114,6 +114,7 @@ def apgd_stage(
     def project(z: torch.Tensor) -> torch.Tensor:
         return torch.minimum(torch.maximum(z, lower), upper)
 
+    kind = output_kind(model)
     marks = {w for w in checkpoints(steps) if 0 < w < steps}
     total_steps = steps if total_steps is None else total_steps
     x = project(start.detach())
@@ -124,7 +125,8 @@ def apgd_stage(
         on_step(step_offset, total_steps, x, logits, loss)
     n = x.shape[0]
     eta = torch.full((n,), 2.0 * eps, dtype=x.dtype, device=x.device)
-    best_loss, best_x, best_grad, best_prediction = loss.clone(), x.clone(), grad.clone(), logits > 0
+    best_loss, best_x, best_grad = loss.clone(), x.clone(), grad.clone()
+    best_prediction = masks_from_logits(logits, kind)
     previous_loss, increases = loss, torch.zeros(n, device=x.device)
     last_mark, best_at_mark = 0, best_loss.clone()
     halved_at_mark = torch.zeros(n, dtype=torch.bool, device=x.device)
@@ -151,7 +153,9 @@ def apgd_stage(
         improved = loss > best_loss
         best_loss = torch.where(improved, loss, best_loss)
         best_x = torch.where(broadcast_per_image(improved, x), x, best_x)
-        best_prediction = torch.where(broadcast_per_image(improved, logits), logits > 0, best_prediction)
+        best_prediction = torch.where(
+            broadcast_per_image(improved, best_prediction), masks_from_logits(logits, kind), best_prediction
+        )
         if grad is not None:
             best_grad = torch.where(broadcast_per_image(improved, grad), grad, best_grad)
         previous_loss = loss
@@ -173,7 +177,7 @@ def apgd_stage(
 
 @dataclass
 class IterateResult:
-    """An attack's chosen point per slice and its prediction (bool (N, 3, H, W))."""
+    """An attack's chosen point per slice and its prediction (bool (N, L, H, W))."""
 
     adversarial: torch.Tensor
     prediction: torch.Tensor
@@ -211,13 +215,14 @@ def apgd(
     target = target.detach()
     reference = target if reference is None else reference
     point = image.detach() if start is None else start.detach()
+    kind = output_kind(model)
     offset = 0
     with eval_mode(model), reference_math(image.device, precision):
         for radius, stage in zip(radii, stage_steps(int(steps), len(radii))):
-            tracker = BestIterate(reference, empty) if best_iterate else None
+            tracker = BestIterate(reference, empty, kind) if best_iterate else None
 
             def objective(logits: torch.Tensor, t: int, offset: int = offset) -> torch.Tensor:
-                return per_image_loss(loss, logits, target, schedule=(offset + t, steps))
+                return per_image_loss(loss, logits, target, schedule=(offset + t, steps), kind=kind)
 
             result = apgd_stage(
                 model,

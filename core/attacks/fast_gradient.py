@@ -18,7 +18,7 @@ from core.attacks.config import AttackConfig, check_eps
 from core.attacks.gradient_cache import cached_gradient
 from core.attacks.gradients import check_mode, input_gradients
 from core.attacks.runner import AttackContext, AttackOutput
-from core.models.inference import eval_mode, safe_logits
+from core.models.inference import eval_mode, masks_from_logits, output_kind, safe_logits
 
 
 def apply_sign(image: torch.Tensor, sign: torch.Tensor, eps, mode: str = "textbook") -> torch.Tensor:
@@ -78,6 +78,7 @@ def adversarial_predictions(
         chunk_size = default_chunk_size(image.device)
     chunk_size = max(1, int(chunk_size))
     clean = image.detach()
+    kind = output_kind(model)
     results = []
     with eval_mode(model), torch.no_grad():
         if n <= chunk_size:
@@ -86,14 +87,15 @@ def adversarial_predictions(
                 group = eps_values[start : start + per_chunk]
                 eps_t = torch.tensor(group, dtype=clean.dtype, device=clean.device).view(-1, 1, 1, 1, 1)
                 adversarial = apply_sign(clean.unsqueeze(0), sign.unsqueeze(0), eps_t, mode)
-                predicted = (safe_logits(model, adversarial.flatten(0, 1), precision) > 0).unflatten(0, (len(group), n))
+                logits = safe_logits(model, adversarial.flatten(0, 1), precision)
+                predicted = masks_from_logits(logits, kind).unflatten(0, (len(group), n))
                 results.extend(zip(adversarial.unbind(0), predicted.unbind(0)))
             return results
         for eps in eps_values:  # one eps group is already more than a chunk: split it
             adversarial = apply_sign(clean, sign, eps, mode)
             predicted = torch.cat(
                 [
-                    safe_logits(model, adversarial[start : start + chunk_size], precision) > 0
+                    masks_from_logits(safe_logits(model, adversarial[start : start + chunk_size], precision), kind)
                     for start in range(0, n, chunk_size)
                 ]
             )

@@ -16,9 +16,9 @@ import numpy as np
 import torch
 
 from core.attacks.batch import check_batch_shape
-from core.errors import check_choice
+from core.errors import OptionError, check_choice
 from core.losses import check_loss, per_image_loss
-from core.models.inference import eval_mode, precision_autocast, reference_math
+from core.models.inference import eval_mode, masks_from_logits, output_kind, precision_autocast, reference_math
 from core.names import MODES
 
 
@@ -26,18 +26,28 @@ def check_mode(mode: str) -> str:
     return check_choice(mode, MODES, "FGSM mode")
 
 
-def _attack_loss(name: str, logits: torch.Tensor, target: torch.Tensor, mode: str) -> torch.Tensor:
+def check_paper_mode(model: torch.nn.Module) -> None:
+    """The paper's FGSM swaps the loss's arguments (mask and logits, the same shape only for sigmoid) and
+    feeds the slice copied to 3 channels: an ``OptionError`` for a model where that has no meaning."""
+    if output_kind(model) != "sigmoid":
+        raise OptionError("mode 'paper': the paper's swapped-argument FGSM is defined for sigmoid models; use textbook")
+    spec = getattr(getattr(model, "module", model), "spec", None)
+    if spec is not None and spec.in_channels != 3:
+        raise OptionError(f"mode 'paper' feeds the slice copied to 3 channels; model {spec.name!r} takes one")
+
+
+def _attack_loss(name: str, logits: torch.Tensor, target: torch.Tensor, mode: str, kind: str) -> torch.Tensor:
     if mode == "paper":
         # Literally the notebook's call, loss(mask, logits): arguments swapped on purpose.
         return per_image_loss(name, target.to(logits.dtype), logits)
-    return per_image_loss(name, logits, target)
+    return per_image_loss(name, logits, target, kind=kind)
 
 
 @dataclass
 class GradientEntry:
     """What one backward pass yields for a batch, and what ``GradientCache`` keeps.
 
-    sign: int8 (N, 1, H, W) in {-1, 0, 1}, (N, 3, H, W) in the paper's mode; clean_pred: bool (N, 3, H, W), the prediction on the clean
+    sign: int8 (N, 1, H, W) in {-1, 0, 1}, (N, 3, H, W) in the paper's mode; clean_pred: bool (N, L, H, W), the prediction on the clean
     image (from the same forward pass); zero_fraction: float64 (N,), the share of pixels whose gradient
     is exactly 0 (sign 0: FGSM leaves them unchanged; in fp16 without loss scaling this is most of them).
     """
@@ -70,6 +80,8 @@ def input_gradients(
     if not losses:
         raise ValueError("at least one loss is needed")
     check_mode(mode)
+    if mode == "paper":
+        check_paper_mode(model)
     with reference_math(image.device, precision):
         entries = _input_gradients(model, image, target, losses, mode, precision)
     if entries is None:  # fp16 overflow
@@ -83,16 +95,17 @@ def _input_gradients(model, image, target, losses, mode, precision):
     x = (image.detach().repeat(1, 3, 1, 1) if mode == "paper" else image.detach().clone()).requires_grad_(True)
     if target is not None:
         target = target.detach()
+    kind = output_kind(model)
     with eval_mode(model), torch.enable_grad():
         with precision_autocast(image.device, precision):
             logits = model(x)
         logits = logits.float()
-        clean_pred = logits.detach() > 0
+        clean_pred = masks_from_logits(logits.detach(), kind)
         if target is None:
             target = clean_pred
         entries = {}
         for index, name in enumerate(losses):
-            loss = _attack_loss(name, logits, target, mode).sum()
+            loss = _attack_loss(name, logits, target, mode, kind).sum()
             grad = _input_gradient(loss, logits, x, precision, retain_graph=index < len(losses) - 1)
             if grad is None:
                 return None

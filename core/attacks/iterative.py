@@ -23,7 +23,7 @@ from core.attacks.runner import AttackContext, AttackOutput, clean_prediction, s
 from core.errors import OptionError
 from core.labels import LabelSet
 from core.losses import check_loss, per_image_loss
-from core.models.inference import eval_mode, reference_math
+from core.models.inference import eval_mode, masks_from_logits, output_kind, reference_math
 
 
 def default_step_size(eps: float, steps: int) -> float:
@@ -36,11 +36,12 @@ class BestIterate:
     higher loss), with that prediction and DSC. Fed by the attack's own forward passes, so it costs no
     extra pass; the last iterate is among the candidates, so the result is never worse than it.
     ``empty`` is the scoring's empty-organ policy; a slice whose every organ is skipped (NaN) counts as
-    the worst score for the attacker."""
+    the worst score for the attacker. ``kind``: the model's output kind, how its logits become masks."""
 
-    def __init__(self, reference: torch.Tensor, empty: str = "one"):
+    def __init__(self, reference: torch.Tensor, empty: str = "one", kind: str = "sigmoid"):
         self.reference = reference.detach().bool()
         self.empty = empty
+        self.kind = kind
         self.adversarial: torch.Tensor | None = None
         self.prediction: torch.Tensor | None = None
         self.dsc: torch.Tensor | None = None
@@ -49,7 +50,7 @@ class BestIterate:
     def update(self, x: torch.Tensor, logits: torch.Tensor, loss: torch.Tensor) -> None:
         from core.metrics import mean_dice_on_device
 
-        prediction = logits.detach() > 0
+        prediction = masks_from_logits(logits.detach(), self.kind)
         dsc = mean_dice_on_device(prediction, self.reference, self.empty)
         dsc = torch.where(torch.isnan(dsc), torch.inf, dsc)
         loss = loss.detach().double()
@@ -173,6 +174,7 @@ def _pgd_from(
     tracker: BestIterate | None = None,
 ) -> torch.Tensor:
     target = target.detach()
+    kind = output_kind(model)
     return _iterate(
         model,
         image,
@@ -180,7 +182,7 @@ def _pgd_from(
         eps,
         steps,
         step_size,
-        lambda logits, step: per_image_loss(loss, logits, target, schedule=(step, steps)),
+        lambda logits, step: per_image_loss(loss, logits, target, schedule=(step, steps), kind=kind),
         +1.0,
         should_stop,
         precision,
@@ -244,6 +246,18 @@ def label_indices(organs: Sequence[str | int] | str | int, labels: LabelSet) -> 
     return sorted(indices)
 
 
+def erasure_loss(logits: torch.Tensor, labels: Sequence[int], kind: str = "sigmoid") -> torch.Tensor:
+    """Per pixel, how much the prediction still holds the labels at indices ``labels``: sigmoid, BCE of their
+    logits against 0, (N, len(labels), H, W); softmax, -log(1 - their classes' total probability) =
+    softplus(logsumexp(their logits) - logsumexp(the other channels')), (N, H, W)."""
+    if kind == "sigmoid":
+        chosen = logits[:, list(labels)]
+        return F.binary_cross_entropy_with_logits(chosen, torch.zeros_like(chosen), reduction="none")
+    chosen = [1 + label for label in labels]  # channel 0 is the background
+    others = [channel for channel in range(logits.shape[1]) if channel not in chosen]
+    return F.softplus(torch.logsumexp(logits[:, chosen], dim=1) - torch.logsumexp(logits[:, others], dim=1))
+
+
 def erase_organs(
     model: torch.nn.Module,
     image: torch.Tensor,
@@ -256,14 +270,14 @@ def erase_organs(
     should_stop: StopCheck | None = None,
     on_step: StepCallback | None = None,
 ) -> torch.Tensor:
-    """Targeted attack: descend BCE(logits of ``organs``, 0) so those labels of the model's labels vanish from
-    the prediction, leaving the other labels' logits out of the objective. Projected like ``bim``."""
+    """Targeted attack: descend ``erasure_loss`` so those labels of the model's labels vanish from the
+    prediction, leaving the other labels out of the objective. Projected like ``bim``."""
     check_batch_shape(image)
     channels = label_indices(organs, model_labels(model))
+    kind = output_kind(model)
 
     def objective(logits: torch.Tensor, step: int) -> torch.Tensor:
-        chosen = logits[:, channels].float()
-        return F.binary_cross_entropy_with_logits(chosen, torch.zeros_like(chosen), reduction="none").flatten(1).mean(1)
+        return erasure_loss(logits.float(), channels, kind).flatten(1).mean(1)
 
     return _iterate(
         model, image, image.detach().clone(), eps, steps, step_size, objective, -1.0, should_stop, precision, on_step
@@ -280,7 +294,8 @@ def run_iterative(model, image, target, config: AttackConfig, context: AttackCon
         start = random_start_point(image, config.eps, seed=config.seed, ids=context.ids, generator=context.generator)
     else:
         start = image.detach().clone()
-    tracker = BestIterate(scoring_reference(clean_pred, context), config.empty) if config.best_iterate else None
+    reference = scoring_reference(clean_pred, context)
+    tracker = BestIterate(reference, config.empty, output_kind(model)) if config.best_iterate else None
     adversarial = _pgd_from(
         model,
         image,

@@ -35,6 +35,7 @@ from core import distributed
 from core.attacks.batch import model_labels
 from core.attacks.config import AttackConfig, check_eps, parse_organs
 from core.attacks.control import StopCheck, check_stop
+from core.attacks.iterative import erasure_loss
 from core.attacks.runner import AttackContext, AttackOutput
 from core.errors import OptionError, SegadvError
 from core.evaluation.scoring import (
@@ -48,9 +49,10 @@ from core.evaluation.scoring import (
 )
 from core.files import json_number, write_bytes
 from core.labels import LabelSet
+from core.losses import class_map
 from core.models.checkpoints import UNIVERSAL_FORMAT as FORMAT
 from core.models.checkpoints import CheckpointError, check_universal_meta, read_safetensors
-from core.models.inference import eval_mode, predict
+from core.models.inference import eval_mode, output_kind, predict
 from core.progress import Progress
 from core.wording import label_noun
 
@@ -85,8 +87,25 @@ def _check_epochs(epochs: int) -> int:
     return int(epochs)
 
 
-def _objective(logits: torch.Tensor, clean_pred: torch.Tensor, erase: list[int], keep: list[int], keep_weight: float):
-    """Per-batch loss: erase the chosen organs (logits to 0 probability), keep the others as predicted."""
+def _objective(
+    logits: torch.Tensor,
+    clean_pred: torch.Tensor,
+    erase: list[int],
+    keep: list[int],
+    keep_weight: float,
+    kind: str = "sigmoid",
+):
+    """Per-batch loss: erase the chosen organs (logits to 0 probability), keep the others as predicted.
+    Softmax: the chosen labels' total probability to 0 (``erasure_loss``), and the cross-entropy towards
+    the clean prediction's classes on the pixels it gave to the other labels or the background."""
+    if kind == "softmax":
+        loss = erasure_loss(logits, erase, kind).mean()
+        if keep and keep_weight > 0:
+            classes = class_map(clean_pred)
+            kept = ~clean_pred[:, erase].any(dim=1)
+            ce = F.cross_entropy(logits, classes, reduction="none")
+            loss = loss + keep_weight * (ce * kept).mean()
+        return loss
     chosen = logits[:, erase]
     loss = F.binary_cross_entropy_with_logits(chosen, torch.zeros_like(chosen))
     if keep and keep_weight > 0:
@@ -135,6 +154,7 @@ def craft_universal(
     erase = [labels.index(organ) for organ in organs]
     keep = [index for index in range(len(labels)) if index not in erase]
     delta = torch.zeros(1, 1, img_size, img_size, device=device)
+    kind = output_kind(model)
     order = random.Random(seed)
     per_epoch = math.ceil(len(records) / batch_size)
     total, step, history = epochs * per_epoch, 0, []
@@ -154,7 +174,7 @@ def craft_universal(
                     x = delta.detach().requires_grad_(True)
                     with torch.enable_grad():
                         loss = _objective(
-                            model((images + x).clamp(0.0, 1.0)).float(), clean_pred, erase, keep, keep_weight
+                            model((images + x).clamp(0.0, 1.0)).float(), clean_pred, erase, keep, keep_weight, kind
                         )
                         (grad,) = torch.autograd.grad(loss, x)
                     rate = alpha * 0.5 * (1 + math.cos(math.pi * step / total))

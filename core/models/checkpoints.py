@@ -22,7 +22,7 @@ import os
 import pickle
 import re
 import struct
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 
 import segmentation_models_pytorch as smp
@@ -34,7 +34,7 @@ from safetensors.torch import save as safetensors_save
 import core
 from core.errors import OptionError, SegadvError
 from core.files import atomic_write, write_bytes
-from core.labels import UW_MADISON, LabelSet, LabelSetError, label_set_from_meta
+from core.labels import UW_MADISON, LabelSet, LabelSetError, is_label_name, label_set_from_meta
 from core.models.registry import (
     NORMALISATIONS,
     REGISTRY,
@@ -42,8 +42,9 @@ from core.models.registry import (
     UnknownModelError,
     build_model,
     count_parameters,
+    model_spec,
 )
-from core.organs import ORGANS
+from core.models.specs import ModelSpecError, input_sizes, is_library_name
 
 FORMAT = "segadv-checkpoint/1"
 UNIVERSAL_FORMAT = "segadv-universal/1"  # a universal perturbation (core.attacks.universal), the other segadv file
@@ -78,7 +79,7 @@ def checkpoint_meta(
 ) -> dict:
     """The metadata that describes ``model``: what it is, how it was trained and how it scored."""
     spec = model.spec
-    return {
+    meta = {
         "format": FORMAT,
         "model": spec.name,
         "arch": spec.arch,
@@ -102,6 +103,9 @@ def checkpoint_meta(
         # Adversarial training's recipe and checks (core.training.adversarial); None: trained plainly.
         "defence": dict(defence) if defence is not None else None,
     }
+    if is_library_name(spec.name):  # smp:/monai: networks: the keyword arguments that rebuild exactly this one
+        meta["model_kwargs"] = spec.model_kwargs
+    return meta
 
 
 def save_checkpoint(
@@ -123,7 +127,7 @@ def save_checkpoint(
     dtype = dtype or "float32"
     if dtype not in STORAGE_DTYPES:
         raise OptionError(f"unknown storage dtype {dtype!r}; choose from {', '.join(STORAGE_DTYPES)}")
-    problem = img_size_problem(model.spec.name, img_size)
+    problem = img_size_problem(model.spec.name, img_size, model.spec.model_kwargs)
     if problem:  # never write a file that the reader would refuse
         raise OptionError(f"image size {img_size}: {problem}")
     meta = checkpoint_meta(
@@ -345,20 +349,25 @@ def _is_training_args(value: object) -> bool:
     )
 
 
-def _is_organ_list(value: object) -> bool:
-    return (
-        isinstance(value, list)
-        and all(isinstance(organ, str) and organ in ORGANS for organ in value)
-        and 0 < len(value) == len(set(value))
-    )
+def _is_label_list(value: object) -> bool:
+    """Distinct label names (the model that applies the delta checks they are its own)."""
+    return isinstance(value, list) and all(map(is_label_name, value)) and 0 < len(value) == len(set(value)) <= 64
 
 
-def img_size_problem(model_name: str, img_size: object) -> str | None:
-    """Why ``img_size`` is not a slice size the registry model ``model_name`` takes (None: it is one).
+def img_size_problem(model_name: str, img_size: object, model_kwargs: dict | None = None) -> str | None:
+    """Why ``img_size`` is not a slice size the model ``model_name`` takes (None: it is one).
 
     smp's architectures say themselves whether they need a size divisible by the encoder's output stride
-    (2 ** depth: UnetPlusPlus and FPN do, Unet pads inside); the upper bound keeps a file from commanding
-    gigabytes per slice."""
+    (2 ** depth: UnetPlusPlus and FPN do, Unet pads inside); MONAI networks need a multiple of their
+    strides' product (``core.models.specs.input_sizes``); the upper bound keeps a file from commanding
+    gigabytes per slice. A library network's ``model_kwargs`` must have been checked (``model_spec``)."""
+    if is_library_name(model_name):
+        spec = model_spec(model_name, model_kwargs)
+        multiple, smallest = input_sizes(model_name, spec.kwargs)
+        if _is_int(img_size) and smallest <= img_size <= MAX_IMG_SIZE and img_size % multiple == 0:
+            return None
+        whole = f"a multiple of {multiple}" if multiple > 1 else "a whole number of pixels"
+        return f"expected {whole} from {smallest} to {MAX_IMG_SIZE} (model {model_name!r})"
     spec = REGISTRY[model_name]
     stride = 2 ** spec.kwargs.get("encoder_depth", 5) if getattr(smp, spec.arch).requires_divisible_input_shape else 1
     if _is_int(img_size) and stride <= img_size <= MAX_IMG_SIZE and img_size % stride == 0:
@@ -390,7 +399,12 @@ _DEFENCE_FIELDS = {
     "collapsed_epochs": (lambda value: _is_ints(value), "a list of epochs"),
 }
 _CHECKPOINT_FIELDS = {
-    "model": (lambda value: isinstance(value, str) and value in REGISTRY, f"a segadv model ({', '.join(REGISTRY)})"),
+    "model": (
+        lambda value: isinstance(value, str) and (value in REGISTRY or is_library_name(value)),
+        f"a segadv model ({', '.join(REGISTRY)}), smp:ARCH:ENCODER or monai:NAME",
+    ),
+    # Checked against the network's constructor: core.models.specs.check_model_kwargs.
+    "model_kwargs": (lambda value: isinstance(value, dict), "an object of keyword arguments"),
     "arch": (_is_str, "a string"),
     "encoder": (_is_str, "a string"),
     "title": (_is_str, "a string"),
@@ -419,7 +433,7 @@ _CHECKPOINT_FIELDS = {
 }
 _UNIVERSAL_FIELDS = {
     "eps": (lambda value: _is_number(value) and 0 <= value <= 1, "a number from 0 to 1"),
-    "organs": (_is_organ_list, f"a list of distinct organs from {', '.join(ORGANS)}"),
+    "organs": (_is_label_list, "a list of distinct label names"),
     "img_size": (
         lambda value: _is_int(value) and 1 <= value <= MAX_IMG_SIZE,
         f"a whole number of pixels from 1 to {MAX_IMG_SIZE}",
@@ -444,13 +458,13 @@ def check_checkpoint_meta(path: Path, meta: dict) -> None:
     """A ``CheckpointError`` naming the file, the key and the value for the first value of a checkpoint's
     metadata that is missing or not what segadv expects there."""
     _check_fields(path, meta, _CHECKPOINT_FIELDS, "", required=("model", "img_size", "normalisation", "classes"))
-    spec = REGISTRY[meta["model"]]
+    spec = checkpoint_spec(path, meta)
     for key, expected in (("arch", spec.arch), ("encoder", spec.encoder)):
         if key in meta and meta[key] != expected:
             raise CheckpointError(
                 f"{path}: metadata {key} = {_shown(meta[key])}: model {meta['model']!r} is {expected}"
             )
-    problem = img_size_problem(meta["model"], meta["img_size"])
+    problem = img_size_problem(meta["model"], meta["img_size"], spec.model_kwargs)
     if problem:
         raise CheckpointError(f"{path}: metadata img_size = {_shown(meta['img_size'])}: {problem}")
     labels = checkpoint_labels(path, meta)
@@ -464,6 +478,33 @@ def check_checkpoint_meta(path: Path, meta: dict) -> None:
             _check_fields(
                 path, meta["defence"]["check"], _DEFENCE_CHECK_FIELDS, "defence.check.", required=_DEFENCE_CHECK_FIELDS
             )
+
+
+def checkpoint_spec(path: Path, meta: dict):
+    """The network a checkpoint's metadata names (``model``, and ``model_kwargs`` for smp: / monai: ones),
+    checked: a ``CheckpointError`` naming the key and what is wrong with it."""
+    if not is_library_name(meta["model"]):
+        if meta.get("model_kwargs"):
+            raise CheckpointError(
+                f"{path}: metadata model_kwargs = {_shown(meta['model_kwargs'])}: registry model "
+                f"{meta['model']!r} takes none"
+            )
+        return REGISTRY[meta["model"]]
+    try:
+        return model_spec(meta["model"], _checked_model_kwargs(path, meta))
+    except (ModelSpecError, UnknownModelError) as exc:
+        raise CheckpointError(f"{path}: metadata model = {_shown(meta['model'])}: {exc}") from None
+
+
+def _checked_model_kwargs(path: Path, meta: dict) -> dict:
+    from core.models.specs import check_model_kwargs
+
+    try:
+        return check_model_kwargs(meta["model"], meta.get("model_kwargs", {}), f"{path}: metadata model_kwargs")
+    except ModelSpecError as exc:
+        if str(exc).startswith(f"{path}:"):
+            raise CheckpointError(str(exc)) from None
+        raise CheckpointError(f"{path}: metadata model = {_shown(meta['model'])}: {exc}") from None
 
 
 def checkpoint_labels(path: Path, meta: dict) -> LabelSet:
@@ -494,30 +535,44 @@ def _check_fields(path: Path, values: dict, fields: dict, prefix: str, required)
 
 
 def load_checkpoint(
-    path: str | os.PathLike, device: str | torch.device = "cpu", *, model_name: str | None = None
+    path: str | os.PathLike,
+    device: str | torch.device = "cpu",
+    *,
+    model_name: str | None = None,
+    labels: LabelSet = UW_MADISON,
+    model_kwargs: dict | None = None,
 ) -> tuple[GrayscaleSegmenter, dict]:
     """Load a checkpoint as ``(model, meta)``, the model in eval mode on ``device`` in fp32.
 
     Our ``.safetensors`` files describe themselves; foreign ``.pt`` / ``.pth`` / ``.bin`` state dicts need
-    ``model_name`` (a registry name) and are read with ``torch.load(weights_only=True)``.
+    ``model_name`` (a registry name, ``smp:ARCH:ENCODER`` or ``monai:NAME`` with ``model_kwargs``), are for
+    ``labels`` and are read with ``torch.load(weights_only=True)``.
     """
     path = Path(path)
     if path.suffix in FOREIGN_SUFFIXES:
         if model_name is None:
-            raise CheckpointError(f"{path}: foreign weights need a model name (--model {{{','.join(REGISTRY)}}})")
-        state_dict = _read_foreign_state_dict(path)
-        model = _build(model_name, "none", path)
+            raise CheckpointError(
+                f"{path}: foreign weights need a model name (--model {{{','.join(REGISTRY)}}}, "
+                f"smp:ARCH:ENCODER or monai:NAME)"
+            )
+        loaded = _torch_load(path, "weights file")
+        model = _build(model_name, "none", path, labels, model_kwargs)
+        state_dict = _unwrap_state_dict(loaded, path, model.net.state_dict().keys())
         meta = checkpoint_meta(model, img_size=FOREIGN_IMG_SIZE)
         meta["source"] = str(path)
     else:
         meta = read_checkpoint_meta(path)
         if model_name is not None and model_name != meta["model"]:
             raise CheckpointError(f"{path}: holds model {meta['model']!r}, not {model_name!r}")
+        if is_library_name(meta["model"]):
+            _check_network_fits_file(path, meta)
         try:
             state_dict = safetensors_load(path.read_bytes())
         except (SafetensorError, ValueError, OSError) as exc:
             raise CheckpointError(f"{path}: cannot read its weights ({exc})") from None
-        model = _build(meta["model"], meta["normalisation"], path, checkpoint_labels(path, meta))
+        model = _build(
+            meta["model"], meta["normalisation"], path, checkpoint_labels(path, meta), meta.get("model_kwargs")
+        )
         model.transposed = meta.get("input_transposed", False)  # absent before segadv wrote it: False
     _load_state_dict(model, state_dict, path)
     model.to(device)
@@ -525,9 +580,42 @@ def load_checkpoint(
     return model, meta
 
 
-def _build(model_name: str, normalisation: str, path: Path, labels: LabelSet = UW_MADISON) -> GrayscaleSegmenter:
+def _check_network_fits_file(path: Path, meta: dict) -> None:
+    """A library network's ``model_kwargs`` within their bounds can still describe gigabytes of weights: the
+    network is sized before it is built (on the meta device, where nothing is allocated) and refused when it
+    holds more values than the file, whose size bounds what a file can command. SwinUNETR's constructor reads
+    a tensor's value, which the meta device cannot give: its size is its transformer blocks' (about
+    12 d^2 values a block of width d, the width doubling each stage)."""
+    header, _ = read_safetensors(path)
+    held = sum(math.prod(entry["shape"]) for entry in header.values())
+    spec = checkpoint_spec(path, meta)
+    if spec.arch == "SwinUNETR":
+        kwargs = spec.kwargs
+        needed = sum(
+            12 * depth * (kwargs["feature_size"] * 2**stage) ** 2 for stage, depth in enumerate(kwargs["depths"])
+        )
+    else:
+        with torch.device("meta"):
+            model = _build(spec.name, meta["normalisation"], path, checkpoint_labels(path, meta), spec.kwargs)
+        needed = sum(value.numel() for value in model.net.state_dict().values())
+    if needed > held:
+        raise CheckpointError(
+            f"{path}: metadata model_kwargs = {_shown(meta.get('model_kwargs'))}: describe a network of at least "
+            f"{needed} values; the file holds {held}"
+        )
+
+
+def _build(
+    model_name: str,
+    normalisation: str,
+    path: Path,
+    labels: LabelSet = UW_MADISON,
+    model_kwargs: dict | None = None,
+) -> GrayscaleSegmenter:
     try:
-        return build_model(model_name, encoder_weights=None, normalisation=normalisation, labels=labels)
+        return build_model(
+            model_name, encoder_weights=None, normalisation=normalisation, labels=labels, model_kwargs=model_kwargs
+        )
     except (UnknownModelError, ValueError) as exc:
         raise CheckpointError(f"{path}: {exc}") from None
 
@@ -569,12 +657,9 @@ def _torch_load(path: Path, what: str) -> object:
         ) from None
 
 
-def _read_foreign_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    return _unwrap_state_dict(_torch_load(path, "weights file"), path)
-
-
-def _unwrap_state_dict(loaded: object, path: Path) -> dict[str, torch.Tensor]:
-    """The model's tensors from the shapes training scripts save: bare, nested, or with prefixes."""
+def _unwrap_state_dict(loaded: object, path: Path, expected: Collection[str]) -> dict[str, torch.Tensor]:
+    """The model's tensors from the shapes training scripts save: bare, nested, or with prefixes. A prefix
+    stops being stripped once the keys are the ``expected`` ones (MONAI's UNet's own keys start "model.")."""
     if isinstance(loaded, Mapping):
         for entry in _STATE_DICT_ENTRIES:
             if isinstance(loaded.get(entry), Mapping):
@@ -589,6 +674,8 @@ def _unwrap_state_dict(loaded: object, path: Path) -> dict[str, torch.Tensor]:
         )
     state_dict = dict(loaded)
     for prefix in _KEY_PREFIXES:
+        if set(state_dict) == set(expected):
+            break
         if all(key.startswith(prefix) for key in state_dict):
             state_dict = {key[len(prefix) :]: value for key, value in state_dict.items()}
     return state_dict
@@ -627,13 +714,16 @@ def import_checkpoint(
     *,
     img_size: int = FOREIGN_IMG_SIZE,
     transposed: bool = False,
+    labels: LabelSet = UW_MADISON,
+    model_kwargs: dict | None = None,
 ) -> Path:
-    """Convert foreign weights (``.pt`` / ``.pth`` / ``.bin``) for registry model ``model_name`` to our format;
-    ``transposed``: they were trained on transposed slices (the paper's notebook), recorded in the metadata."""
+    """Convert foreign weights (``.pt`` / ``.pth`` / ``.bin``) for model ``model_name`` (a registry name, or
+    ``smp:`` / ``monai:`` with ``model_kwargs``) scoring ``labels`` to our format; ``transposed``: they were
+    trained on transposed slices (the paper's notebook), recorded in the metadata."""
     source = Path(source)
     if source.suffix not in FOREIGN_SUFFIXES:
         raise CheckpointError(f"{source}: expected a {' / '.join(FOREIGN_SUFFIXES)} file of foreign weights")
-    model, _ = load_checkpoint(source, model_name=model_name)
+    model, _ = load_checkpoint(source, model_name=model_name, labels=labels, model_kwargs=model_kwargs)
     model.transposed = bool(transposed)
     return save_checkpoint(
         out, model, img_size=img_size, train_args={"imported_from": source.name, "input_transposed": bool(transposed)}

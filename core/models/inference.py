@@ -1,5 +1,6 @@
 """The forward pass as attacks and scores take it: the model in eval mode, the precision (autocast,
-and fp32 as the reference with TF32 off on CUDA), overflow-safe fp32 logits, and the predicted masks.
+and fp32 as the reference with TF32 off on CUDA), overflow-safe fp32 logits, and the predicted masks by
+the model's output kind (``core.labels``): sigmoid, a label where its logit > 0; softmax, the argmax.
 """
 
 from __future__ import annotations
@@ -9,7 +10,26 @@ from contextlib import contextmanager
 import torch
 
 from core.errors import check_choice
+from core.labels import OUTPUT_KINDS, UW_MADISON
 from core.names import PRECISIONS
+
+
+def output_kind(model: torch.nn.Module) -> str:
+    """The output kind of ``model``'s label set (through a DDP wrapper); a bare module without one (a test's)
+    is UW-Madison's, sigmoid."""
+    labels = getattr(getattr(model, "module", model), "labels", UW_MADISON)
+    return labels.kind
+
+
+def masks_from_logits(logits: torch.Tensor, kind: str) -> torch.Tensor:
+    """Predicted masks, bool (N, L, H, W), one channel per foreground label, from logits (N, C, H, W):
+    sigmoid (C = L), a label where its logit > 0 (sigmoid > 0.5); softmax (C = L + 1, background first),
+    the one-hot argmax less the background channel, so a pixel is one label or none."""
+    check_choice(kind, OUTPUT_KINDS, "output kind")
+    if kind == "sigmoid":
+        return logits > 0
+    classes = logits.argmax(dim=1, keepdim=True)
+    return torch.arange(1, logits.shape[1], device=logits.device).view(1, -1, 1, 1) == classes
 
 
 @contextmanager
@@ -65,7 +85,7 @@ def safe_logits(model: torch.nn.Module, image: torch.Tensor, precision: str = "f
 
 @torch.no_grad()
 def predict(model: torch.nn.Module, image: torch.Tensor, precision: str = "fp32") -> torch.Tensor:
-    """The model's organ masks, bool (N, 3, H, W): sigmoid > 0.5, i.e. logit > 0, with the model in
-    eval mode (a model left in train mode would update its batch-norm statistics while being scored)."""
+    """The model's label masks, bool (N, L, H, W) (``masks_from_logits`` by its output kind), with the model
+    in eval mode (a model left in train mode would update its batch-norm statistics while being scored)."""
     with eval_mode(model):
-        return safe_logits(model, image, precision) > 0
+        return masks_from_logits(safe_logits(model, image, precision), output_kind(model))

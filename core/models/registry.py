@@ -1,9 +1,11 @@
-"""The paper's U-Net family as a registry keyed by name, behind one grayscale-input wrapper.
+"""The paper's U-Net family as a registry keyed by name, any smp or MONAI network by its library name
+(``smp:ARCH:ENCODER``, ``monai:NAME``: ``core.models.specs``), all behind one grayscale-input wrapper.
 
 Every model a caller gets takes the slice itself, shape (N, 1, H, W) in [0, 1], and returns the logits
-of its label set (``core.labels``; by default UW-Madison's large_bowel, small_bowel, stomach). The wrapper repeats the slice to the encoder's 3 channels (as the
-paper's code fed it) and applies the encoder's normalisation inside the model, so attacks work in the
-[0, 1] pixel space of the slice and an adversarial image is still a grayscale slice.
+of its label set (``core.labels``; by default UW-Madison's large_bowel, small_bowel, stomach). For smp
+networks the wrapper repeats the slice to the encoder's 3 channels (as the paper's code fed it) and applies
+the encoder's normalisation inside the model; MONAI networks take the one channel as it is. Attacks work in
+the [0, 1] pixel space of the slice and an adversarial image is still a grayscale slice.
 """
 
 from __future__ import annotations
@@ -16,6 +18,14 @@ from torch import nn
 
 from core.errors import SegadvError, check_choice
 from core.labels import UW_MADISON, LabelSet
+from core.models.specs import (
+    ModelSpecError,
+    check_model_kwargs,
+    input_sizes,
+    is_library_name,
+    smp_architecture,
+    split_name,
+)
 
 # Per-channel mean / std applied inside the model; "none" is what the paper's code did ([0, 1] input).
 NORMALISATIONS = {
@@ -27,10 +37,22 @@ NORMALISATIONS = {
 @dataclass(frozen=True)
 class ModelSpec:
     name: str
-    arch: str  # smp class name
-    encoder: str
+    arch: str  # smp class name, or MONAI network name
+    encoder: str  # "" for MONAI networks
     title: str  # as in the paper's Table II
     kwargs: dict = field(default_factory=dict)
+    library: str = "smp"  # "smp" or "monai"
+
+    @property
+    def in_channels(self) -> int:
+        """The channels the network takes: the slice copied to 3 for smp encoders, the slice itself for MONAI."""
+        return 1 if self.library == "monai" else 3
+
+    @property
+    def model_kwargs(self) -> dict:
+        """What a checkpoint records to rebuild the network: nothing for a registry model (its name says it
+        all), the keyword arguments for a library one."""
+        return dict(self.kwargs) if is_library_name(self.name) else {}
 
 
 REGISTRY: dict[str, ModelSpec] = {
@@ -75,8 +97,28 @@ class UnknownModelError(SegadvError, ValueError):
     pass
 
 
+def model_spec(name: str, model_kwargs: dict | None = None) -> ModelSpec:
+    """The spec of a registry model or of a library network (``core.models.specs``) with ``model_kwargs``
+    (checked; registry models take none). An ``UnknownModelError`` / ``ModelSpecError`` names what is wrong."""
+    if not is_library_name(name):
+        if name not in REGISTRY:
+            raise UnknownModelError(
+                f"unknown model {name!r}; choose from {', '.join(REGISTRY)}, smp:ARCH:ENCODER or monai:NAME"
+            )
+        if model_kwargs:
+            raise ModelSpecError(
+                f"model {name!r} is built as the paper's; keyword arguments apply to smp: and monai: models"
+            )
+        return REGISTRY[name]
+    library, arch, encoder = split_name(name)
+    kwargs = check_model_kwargs(name, model_kwargs or {})
+    title = f"{arch} {encoder} (smp)" if library == "smp" else f"MONAI {arch}"
+    return ModelSpec(name, arch, encoder, title, kwargs, library)
+
+
 class GrayscaleSegmenter(nn.Module):
-    """(N, 1, H, W) slice in [0, 1] -> (N, 3, H, W) organ logits; ``net`` is the plain smp model.
+    """(N, 1, H, W) slice in [0, 1] -> (N, C, H, W) logits, C = ``labels.channels``; ``net`` is the plain smp
+    or MONAI model (an smp one sees the slice copied to 3 channels and normalised, a MONAI one the slice).
 
     ``transposed``: ``net`` was trained on slices with height and width swapped, as the paper's notebook
     fed them (``transpose(2, 1, 0)``); each slice is transposed before ``net`` and its logits back, so
@@ -92,6 +134,10 @@ class GrayscaleSegmenter(nn.Module):
     ):
         super().__init__()
         check_choice(normalisation, NORMALISATIONS, "normalisation")
+        if spec.in_channels == 1 and normalisation != "none":
+            raise ModelSpecError(
+                f"model {spec.name!r} takes the slice as it is: normalisation 'none', not {normalisation!r}"
+            )
         self.net = net
         self.spec = spec
         self.normalisation = normalisation
@@ -103,6 +149,12 @@ class GrayscaleSegmenter(nn.Module):
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
+        if self.spec.in_channels == 1:
+            if image.ndim != 4 or image.shape[1] != 1:
+                raise ValueError(f"expected a grayscale batch of shape (N, 1, H, W), got {tuple(image.shape)}")
+            if self.transposed:
+                return self.net(image.transpose(-1, -2)).transpose(-1, -2)
+            return self.net(image)
         if image.ndim != 4 or image.shape[1] not in (1, 3):
             raise ValueError(
                 f"expected a grayscale batch of shape (N, 1, H, W), or (N, 3, H, W) as the paper fed it, "
@@ -120,27 +172,50 @@ def build_model(
     encoder_weights: str | None = None,
     normalisation: str | None = None,
     labels: LabelSet = UW_MADISON,
+    model_kwargs: dict | None = None,
 ) -> GrayscaleSegmenter:
-    """The registry model ``name`` with ``labels.channels`` logits and no activation.
+    """The model ``name`` (a registry name, ``smp:ARCH:ENCODER`` or ``monai:NAME`` with ``model_kwargs``)
+    with ``labels.channels`` logits and no activation.
 
     ``encoder_weights="imagenet"`` downloads pretrained encoder weights (as the paper did) and implies
-    ImageNet normalisation; ``None`` gives random weights and, by default, no normalisation.
+    ImageNet normalisation; ``None`` gives random weights and, by default, no normalisation. MONAI networks
+    have no pretrained encoder and take no normalisation.
     """
-    try:
-        spec = REGISTRY[name]
-    except KeyError:
-        raise UnknownModelError(f"unknown model {name!r}; choose from {', '.join(REGISTRY)}") from None
+    spec = model_spec(name, model_kwargs)
     if normalisation is None:
         normalisation = "imagenet" if encoder_weights == "imagenet" else "none"
-    net = getattr(smp, spec.arch)(
-        encoder_name=spec.encoder,
-        encoder_weights=encoder_weights,
-        in_channels=3,
-        classes=labels.channels,
-        activation=None,
-        **spec.kwargs,
-    )
+    if spec.library == "monai":
+        if encoder_weights is not None:
+            raise ModelSpecError(f"model {name!r} has no pretrained encoder: build it with encoder weights none")
+        return GrayscaleSegmenter(_monai_network(spec, labels.channels), spec, normalisation, labels=labels)
+    architecture = getattr(smp, spec.arch) if name in REGISTRY else smp_architecture(spec.arch)
+    try:
+        net = architecture(
+            encoder_name=spec.encoder,
+            encoder_weights=encoder_weights,
+            in_channels=3,
+            classes=labels.channels,
+            activation=None,
+            **spec.kwargs,
+        )
+    except (TypeError, ValueError, KeyError, AssertionError) as exc:
+        if name in REGISTRY:
+            raise
+        raise ModelSpecError(
+            f"model {name!r} with {spec.kwargs}: smp refused it ({' '.join(str(exc).split())[:200]})"
+        ) from None
     return GrayscaleSegmenter(net, spec, normalisation, labels=labels)
+
+
+def _monai_network(spec: ModelSpec, channels: int) -> nn.Module:
+    from monai.networks import nets
+
+    try:
+        return getattr(nets, spec.arch)(spatial_dims=2, in_channels=1, out_channels=channels, **spec.kwargs)
+    except (TypeError, ValueError, KeyError, AssertionError, IndexError) as exc:
+        raise ModelSpecError(
+            f"model {spec.name!r} with {spec.kwargs}: MONAI refused it ({' '.join(str(exc).split())[:200]})"
+        ) from None
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -153,17 +228,21 @@ def freeze_unused_parameters(model: nn.Module) -> list[str]:
     smp's EfficientNet encoders keep ``_conv_head`` and ``_bn1`` (1.64 M parameters) that their forward
     skips, and DistributedDataParallel then waits for gradients that never come. One probe (a 32 x 32
     zero slice, eval mode: no batch-norm statistics move, no random number is drawn) finds them for any
-    registry model, including ones added later, where a list of names per encoder would go stale.
+    model, including ones added later, where a list of names per encoder would go stale.
     The parameters stay in the model, so the state dict and every checkpoint keep their keys.
     """
     named = [(name, parameter) for name, parameter in model.named_parameters() if parameter.requires_grad]
     if not named:
         return []
+    spec = getattr(model, "spec", None)
+    # A library network's probe is at least 64 px, its deepest map 2 x 2 (group and instance norms need more
+    # than one value), or the smallest slice it takes.
+    size = max(64, input_sizes(spec.name, spec.kwargs)[1]) if spec is not None and is_library_name(spec.name) else 32
     was_training = model.training
     model.eval()
     try:
         with torch.enable_grad():
-            logits = model(torch.zeros(1, 1, 32, 32, device=named[0][1].device))
+            logits = model(torch.zeros(1, 1, size, size, device=named[0][1].device))
             grads = torch.autograd.grad(logits.sum(), [parameter for _, parameter in named], allow_unused=True)
     finally:
         model.train(was_training)

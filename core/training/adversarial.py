@@ -180,11 +180,11 @@ def robust_scores(
     from core.attacks.fast_gradient import fgsm
     from core.attacks.iterative import pgd
     from core.metrics import dice_per_organ
-    from core.models.inference import safe_logits
+    from core.models.inference import masks_from_logits, output_kind, safe_logits
 
     def mean_dsc(batch: torch.Tensor) -> float:
         with torch.no_grad():
-            predicted = safe_logits(model, batch, precision) > 0
+            predicted = masks_from_logits(safe_logits(model, batch, precision), output_kind(model))
         return float(np.mean(dice_per_organ(predicted, masks > 0.5, empty="one")))
 
     generator = torch.Generator(device=images.device).manual_seed(seed)

@@ -54,7 +54,9 @@ from core.models.checkpoints import (
     save_checkpoint,
     save_training_state,
 )
-from core.models.registry import REGISTRY, GrayscaleSegmenter, build_model, freeze_unused_parameters
+from core.models.inference import masks_from_logits, output_kind
+from core.models.registry import GrayscaleSegmenter, build_model, freeze_unused_parameters, model_spec
+from core.models.specs import read_model_spec
 from core.training.adversarial import (
     Defence,
     adversarial_batch,
@@ -86,7 +88,8 @@ class TrainingInterrupted(TrainingError):
 
 @dataclass
 class TrainConfig:
-    model: str = "small"
+    model: str = "small"  # a registry name, smp:ARCH:ENCODER or monai:NAME
+    model_spec: Path | None = None  # a JSON / TOML file of keyword arguments for an smp: / monai: model
     data: Path | None = None  # a Kaggle-layout folder; None: the built-in demo data
     out: Path | None = None  # the best checkpoint; None: runs/<model>.safetensors
     encoder_weights: str = "imagenet"
@@ -123,7 +126,11 @@ class TrainConfig:
     dist_timeout_s: float = 600.0
 
     def checkpoint_path(self) -> Path:
-        return Path(self.out) if self.out is not None else Path("runs") / f"{self.model}.safetensors"
+        return Path(self.out) if self.out is not None else Path("runs") / f"{self.model.replace(':', '-')}.safetensors"
+
+    def model_kwargs(self) -> dict | None:
+        """The keyword arguments of ``model_spec`` (None: no file), as read; ``model_spec`` checks them."""
+        return read_model_spec(self.model_spec) if self.model_spec is not None else None
 
     def defence(self) -> Defence | None:
         """The adversarial-training recipe of ``adv_*`` (None: plain training); an ``OptionError`` names a bad value."""
@@ -231,7 +238,7 @@ def train(config: TrainConfig, progress: TrainingEvents | None = None) -> TrainR
     """Train ``config.model`` and keep the best checkpoint by validation mean DSC; see the module doc."""
     _check_config(config)
     if config.encoder_weights == "imagenet":  # before reading any data: fail at once when offline
-        _check_weights_reachable(REGISTRY[config.model].encoder)
+        _check_weights_reachable(model_spec(config.model, config.model_kwargs()).encoder)
     dist_env = _DistributedEnv.from_environment()
     device = _training_device(config.device, dist_env)
     if dist_env.active:
@@ -258,8 +265,12 @@ def train(config: TrainConfig, progress: TrainingEvents | None = None) -> TrainR
 
 
 def _check_config(config: TrainConfig) -> None:
-    if config.model not in REGISTRY:
-        raise TrainingError(f"unknown model {config.model!r}; choose from {', '.join(REGISTRY)}")
+    try:
+        spec = model_spec(config.model, config.model_kwargs())
+    except SegadvError as exc:
+        raise TrainingError(str(exc)) from None
+    if spec.library == "monai" and config.encoder_weights != "none":
+        raise TrainingError(f"model {config.model!r} has no pretrained encoder: train it with --encoder-weights none")
     if config.encoder_weights not in ENCODER_WEIGHTS:
         raise TrainingError(
             f"unknown encoder weights {config.encoder_weights!r}; choose from {', '.join(ENCODER_WEIGHTS)}"
@@ -275,8 +286,8 @@ def _check_config(config: TrainConfig) -> None:
         ),
         # The bound the checkpoint's reader applies: refused now, not when the first epoch's checkpoint is saved.
         (
-            img_size_problem(config.model, config.img_size) is None,
-            f"image size {config.img_size}: {img_size_problem(config.model, config.img_size)}",
+            img_size_problem(config.model, config.img_size, spec.model_kwargs) is None,
+            f"image size {config.img_size}: {img_size_problem(config.model, config.img_size, spec.model_kwargs)}",
         ),
         (config.lr > 0 and math.isfinite(config.lr), f"learning rate must be a positive number, got {config.lr}"),
         (config.weight_decay >= 0, f"weight decay must be >= 0, got {config.weight_decay}"),
@@ -355,12 +366,13 @@ def _check_weights_reachable(encoder: str) -> None:
 
 
 def _build_model(config: TrainConfig, labels: LabelSet) -> GrayscaleSegmenter:
-    """The model to train, with an output channel per label of the data (its checkpoints record them)."""
+    """The network of ``config``, with an output channel per label of the data (its checkpoints record them)."""
+    model_kwargs = config.model_kwargs()
     if config.encoder_weights == "none":
-        return build_model(config.model, encoder_weights=None, labels=labels)
-    encoder = REGISTRY[config.model].encoder
+        return build_model(config.model, encoder_weights=None, labels=labels, model_kwargs=model_kwargs)
+    encoder = model_spec(config.model, model_kwargs).encoder
     try:
-        return build_model(config.model, encoder_weights="imagenet", labels=labels)
+        return build_model(config.model, encoder_weights="imagenet", labels=labels, model_kwargs=model_kwargs)
     except Exception as exc:  # hub / http / timm errors differ by encoder; all mean "no weights"
         raise TrainingError(
             f"cannot download the ImageNet weights of encoder {encoder!r} ({type(exc).__name__}: {exc}); "
@@ -368,14 +380,20 @@ def _build_model(config: TrainConfig, labels: LabelSet) -> GrayscaleSegmenter:
         ) from None
 
 
-def make_loss(batch_dice: bool = False) -> nn.Module:
-    """Dice + Focal (gamma 2) on logits, MONAI's as in the paper's code.
+def make_loss(batch_dice: bool = False, kind: str = "sigmoid") -> nn.Module:
+    """Dice + Focal (gamma 2) on logits, MONAI's as in the paper's code; for a softmax model its softmax
+    form (``core.losses.SoftmaxDiceFocalLoss``).
 
     The paper's Dice is per slice and organ: for an organ absent from a slice the Dice term saturates
     at 1 once the model paints a few pixels there, so it gives no gradient against such false positives
     (only the focal term does). ``batch_dice`` pools each organ over the batch, so the Dice term does push.
     """
     from monai.losses import DiceFocalLoss
+
+    if kind == "softmax":
+        from core.losses import SoftmaxDiceFocalLoss
+
+        return SoftmaxDiceFocalLoss(batch=batch_dice)
 
     return DiceFocalLoss(sigmoid=True, gamma=2.0, batch=batch_dice)
 
@@ -488,7 +506,7 @@ class _Run:
         optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         scheduler = _make_scheduler(optimizer, config.schedule, config.epochs * steps_per_epoch)
         scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
-        loss_fn = make_loss(config.batch_dice)
+        loss_fn = make_loss(config.batch_dice, output_kind(model))
         augment = make_augmentation().to(self.device) if config.augment else None
 
         state = {
@@ -938,7 +956,7 @@ def evaluate_dsc(model: nn.Module, loader: DataLoader, device: torch.device, amp
             logits = model(images)
         if amp_dtype is not None and not torch.isfinite(logits).all():
             logits = model(images)  # half precision overflowed: fp32, so no slice scores as an empty mask
-        scores.append(dice_per_organ(logits.float() > 0, masks > 0.5, empty="one"))
+        scores.append(dice_per_organ(masks_from_logits(logits.float(), output_kind(model)), masks > 0.5, empty="one"))
     model.train(was_training)
     per_organ = np.concatenate(scores).mean(axis=0)
     result = {name: float(value) for name, value in zip(model.labels.names, per_organ)}

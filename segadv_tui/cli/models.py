@@ -105,7 +105,9 @@ def _checkpoint_info(path: Path) -> None:
 @app.command("import-checkpoint")
 def import_checkpoint(
     source: Path = typer.Argument(..., help="Foreign weights: a .pt / .pth / .bin state dict."),
-    model: str = typer.Option(..., "--model", "-m", help="The registry model the weights belong to."),
+    model: str = typer.Option(
+        ..., "--model", "-m", help="The model the weights belong to: a registry name, smp:ARCH:ENCODER or monai:NAME."
+    ),
     out: Path = typer.Argument(..., help="Where to write the segadv checkpoint (.safetensors)."),
     img_size: int = typer.Option(224, "--img-size", help="The slice size the weights were trained at."),
     transposed: bool = typer.Option(
@@ -115,19 +117,27 @@ def import_checkpoint(
         "(height and width swapped), as the paper's notebook fed them (transpose(2, 1, 0)): "
         "segadv then transposes each slice for the model and its masks back.",
     ),
+    model_spec: Path | None = typer.Option(
+        None, "--model-spec", help="JSON or TOML file of keyword arguments for an smp: or monai: --model."
+    ),
 ) -> None:
     """Convert foreign weights (loaded safely, weights only) to a self-describing segadv checkpoint."""
+    from core.errors import SegadvError
     from core.models.checkpoints import import_checkpoint as convert
-    from core.models.registry import REGISTRY
+    from core.models.registry import model_spec as check_model
+    from core.models.specs import read_model_spec
     from segadv_tui.cli._outcome import print_written
 
-    if model not in REGISTRY:
-        fail(f"unknown model {model!r}; choose from {', '.join(REGISTRY)}")
+    try:
+        model_kwargs = read_model_spec(model_spec) if model_spec is not None else None
+        check_model(model, model_kwargs)
+    except SegadvError as exc:
+        fail(str(exc))
     if img_size < 32 or img_size % 32:
         fail(f"--img-size {img_size} must be a multiple of 32")
     if out.suffix != ".safetensors":
         fail(f"{out}: the output must be a .safetensors file")
     written = convert(
-        source, model, out, img_size=img_size, transposed=transposed
+        source, model, out, img_size=img_size, transposed=transposed, model_kwargs=model_kwargs
     )  # a CheckpointError: one line, exit 2
     print_written([written], detail=f" ({model}{', input transposed' if transposed else ''})")

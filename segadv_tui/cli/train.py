@@ -25,7 +25,14 @@ def train(
         "--model",
         "-m",
         rich_help_panel=MODEL,
-        help="Registry model (`segadv info` lists them), e.g. resnext or effb7pp.",
+        help="Registry model (`segadv info` lists them), e.g. resnext or effb7pp; or any smp network as "
+        "smp:ARCH:ENCODER (smp:Unet:resnet18) or MONAI one as monai:NAME (UNet, AttentionUnet, SwinUNETR, DynUNet).",
+    ),
+    model_spec: Path | None = typer.Option(
+        None,
+        "--model-spec",
+        rich_help_panel=MODEL,
+        help="JSON or TOML file of keyword arguments for an smp: or monai: --model (e.g. channels, strides).",
     ),
     encoder_weights: str = typer.Option(
         "imagenet",
@@ -196,18 +203,20 @@ def train(
     check_outputs(out=out)  # before hours of training, not after
 
     from core.errors import SegadvError, check_choice
-    from core.models.registry import REGISTRY
+    from core.models.registry import model_spec as check_model
+    from core.models.specs import read_model_spec
     from core.training.loop import ENCODER_WEIGHTS, SCHEDULES, TrainConfig, TrainingInterrupted
     from core.training.loop import train as run_training
 
     try:
-        check_choice(model, REGISTRY, "model")
+        check_model(model, read_model_spec(model_spec) if model_spec is not None else None)
         check_choice(encoder_weights, ENCODER_WEIGHTS, "encoder weights")
         check_choice(schedule, SCHEDULES, "schedule")
     except SegadvError as exc:
         fail(str(exc))
     config = TrainConfig(
         model=model,
+        model_spec=Path(model_spec).expanduser() if model_spec else None,
         data=Path(data).expanduser() if data else None,
         out=out,
         encoder_weights=encoder_weights,

@@ -193,7 +193,7 @@ def test_a_header_nested_past_the_interpreter_limit_is_a_bad_file(tmp_path):
 BAD_DELTA_META = [
     ("eps", '"0.03"', "metadata eps = '0.03': expected a number from 0 to 1"),
     ("eps", "2", "metadata eps = 2: expected a number from 0 to 1"),
-    ("organs", '["liver"]', "metadata organs = ['liver']: expected a list of distinct organs"),
+    ("organs", '["Liver!"]', "metadata organs = ['Liver!']: expected a list of distinct label names"),
     ("organs", '["stomach", "stomach"]', "metadata organs = ['stomach', 'stomach']"),
     ("img_size", "1000000000", "metadata img_size = 1000000000: expected a whole number of pixels from 1 to 4096"),
     ("img_size", "64", "tensor delta is 'F32' [128, 128]; expected 'F32' [64, 64] (metadata img_size = 64)"),
