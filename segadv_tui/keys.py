@@ -5,6 +5,8 @@ palette read them from here, so a key added here is bound, listed and offered by
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from textual.binding import Binding
 
 from core.attacks.config import METHOD_LIST
@@ -159,6 +161,14 @@ EXPLORER_KEYS = [
         tooltip="Go to the checkpoint list",
     ),
     Binding("s", "focus('slices')", "Slices", id="focus.slices", show=False, tooltip="Go to the slice browser"),
+    Binding(
+        "y",
+        "copy('scores')",
+        "Copy: scores",
+        id="copy.scores",
+        show=False,
+        tooltip="Copy the scores table (Markdown) to the clipboard, over SSH too (OSC 52)",
+    ),
 ]
 
 # The help screen's groups, in its order: a key's id family (its id up to the first dot) -> the group's title.
@@ -173,6 +183,7 @@ HELP_GROUPS = {
     "graphics": "Display",
     "sidebar": "Display",
     "table2": "Display",
+    "copy": "Clipboard",
     "help": "App",
     "quit": "App",
 }
@@ -186,9 +197,13 @@ ANYWHERE_KEYS = [
 ]
 
 
-def help_groups() -> list[tuple[str, list[Binding]]]:
-    """(title, keys) for the help screen: the explorer's keys by HELP_GROUPS, then the ones of anywhere."""
+def help_groups(keymap: Mapping[str, str] | None = None) -> list[tuple[str, list[Binding]]]:
+    """(title, keys) for the help screen: the explorer's keys by HELP_GROUPS, each with the keys ``keymap``
+    (the user's, binding id -> keys) gives it, then the ones of anywhere."""
+    keymap = keymap or {}
     groups: dict[str, list[Binding]] = {title: [] for title in HELP_GROUPS.values()}
     for binding in EXPLORER_KEYS:
+        if binding.id in keymap:
+            binding = binding.with_key(keymap[binding.id])
         groups[HELP_GROUPS[binding.id.partition(".")[0]]].append(binding)
     return [*groups.items(), ("Anywhere", ANYWHERE_KEYS)]

@@ -122,6 +122,7 @@ def _register_commands() -> None:
     from segadv_tui.cli import (  # noqa: F401
         # -- command modules: keep one import per line, alphabetical --
         attack,
+        config,
         demo_data,
         models,
         robust,

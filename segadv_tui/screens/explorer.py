@@ -105,6 +105,8 @@ class ExplorerScreen(Screen):
         self.query_one(AttackPanel).show(self.state.attack)
         self.query_one("#images").loading = True
         self._update_layout()
+        if self.state.options.view != "overlay":  # the settings file's default_view
+            self.show_view(self.state.options.view)
         self.app.sub_title = self.state.options.device_label or "loading torch…"
         self._summary("loading torch and the model…")
         self._scan_catalog()
@@ -202,7 +204,7 @@ class ExplorerScreen(Screen):
             self._show_failure("data", f"No slices in {message.description}.")
             return
         browser.focus()
-        first = opening_slice(message.dataset)
+        first = opening_slice(message.dataset, state.options.test_fraction)
         if not browser.records:
             browser.set_organs_only(False)
         browser.choose(first)
@@ -676,6 +678,25 @@ class ExplorerScreen(Screen):
             self.notify(f"Could not export the scores: {exc}", severity="error", markup=False)
             return
         self.notify("Saved " + ", ".join(str(p) for p in paths))
+
+    def copy_texts(self) -> dict[str, tuple[str, str | None]]:
+        """What y and the palette copy: name -> (what it is, its text; None while there is none)."""
+        from rich.text import Text
+
+        from segadv_tui.render.tables import scores_table
+
+        state, frame = self.state, self.state.frame
+        table_ii = state.table_ii
+        slice_id = getattr(state.source, "id", None) or (Path(state.source).name if state.source else None)
+        return {
+            "scores": ("the scores table", None if frame is None else scores_table(frame).to_markdown()),
+            "table2": ("Table II", None if table_ii is None else table_ii.to_markdown()),
+            "summary": ("the summary line", Text.from_markup(state.summary()).plain if state.attacked else None),
+            "slice": ("the slice id", slice_id),
+        }
+
+    def action_copy(self, name: str) -> None:
+        self.app.copy_text(*self.copy_texts()[name])
 
     def action_table_ii(self) -> None:
         from segadv_tui.screens.table_ii import TableIIScreen
