@@ -6,12 +6,11 @@ from __future__ import annotations
 import os
 import stat
 import sys
-import tomllib
 from pathlib import Path
 
 import pytest
 
-from segadv_tui.config import KEYS, CannotSave, config_path, documentation, load_settings, save_theme
+from segadv_tui.config import KEYS, CannotSave, config_path, documentation, load_settings, save_theme, tomllib
 
 
 @pytest.fixture()
