@@ -23,13 +23,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from segadv_tui.render.graphics import GRAPHICS  # light: no Textual
+
 try:
     import tomllib
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib  # type: ignore[no-redef]
 
 CONFIG_ENV = "SEGADV_CONFIG"
-GRAPHICS = ("auto", "halfblock", "kitty", "sixel")  # segadv_tui.render.graphics checks --graphics by it too
 VIEWS = ("overlay", "difference", "grid", "focus")  # segadv_tui.widgets.images.VIEWS, without importing Textual
 MODIFIERS = ("ctrl", "shift", "alt", "meta", "super", "hyper")
 
