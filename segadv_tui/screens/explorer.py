@@ -179,12 +179,20 @@ class ExplorerScreen(Screen):
             self.post_message(DataReady(None, [Path(options.image)], str(options.image)))
             return
         from core.data.gitract import open_dataset
+        from segadv_tui.index_cache import load_index, save_index
 
-        dataset = open_dataset(options.data)
+        # A tree indexed before opens from the cache (seconds at real scale); a fresh index is saved after
+        # the explorer has it.
+        dataset, key = load_index(options.data) if options.data else (None, None)
+        fresh = dataset is None
+        if fresh:
+            dataset = open_dataset(options.data)
         description = str(options.data) if options.data else "built-in demo"
         self.post_message(DataReady(dataset, list(dataset.records), description))
         for problem in dataset.problems[:3]:
             self.app.call_from_thread(self.notify, problem, severity="warning", timeout=8)
+        if fresh and key is not None:
+            save_index(options.data, key, dataset)
 
     @on(DataReady)
     def _data_ready(self, message: DataReady) -> None:
