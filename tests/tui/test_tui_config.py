@@ -4,7 +4,13 @@ the defaults; and y puts the scores shown on the clipboard as Markdown."""
 
 from __future__ import annotations
 
+import os
 import re
+import shlex
+import shutil
+import subprocess
+import sys
+import time
 
 import pytest
 from textual.widgets import Static
@@ -160,3 +166,58 @@ async def test_the_palette_copies_the_slice_id_and_the_summary_line(tiny_demo):
         assert summary.startswith(f"eps {state.attack.eps:.3f} · FGSM") and summary.endswith(
             f"{state.source.id} · demo_small"
         )
+
+
+needs_tmux = pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed (apt-get install tmux)")
+
+
+@needs_tmux
+def test_segadv_tui_reads_the_file_and_the_command_line_wins(tiny_demo, tmp_path):
+    """The real command in tmux: the file's default view and eps step apply, its data folder loses to --data,
+    and its bad key is one notification naming the file and the key."""
+    other = tmp_path / "other"
+    shutil.copytree(tiny_demo, other)
+    (other / "train.csv").write_text((other / "train.csv").read_text().splitlines()[0] + "\n")  # no slices
+    config = tmp_path / "config.toml"
+    config.write_text(f'default_view = "grid"\neps_step = 0.002\ndata = "{other}"\nsplit = 2\n')
+    socket = f"segadv-config-{os.getpid()}"
+    program = shlex.join(
+        [
+            sys.executable,
+            "-c",
+            "from segadv_tui.launch import main; main()",
+            "--data",
+            str(tiny_demo),
+            "--checkpoint",
+            str(demo_checkpoint()),
+        ]
+    )
+    tmux = ["tmux", "-L", socket]
+    env = {**os.environ, "SEGADV_CONFIG": str(config)}
+    subprocess.run(
+        [*tmux, "-f", "/dev/null", "new-session", "-d", "-s", "tui", "-x", "160", "-y", "48", f"{program}; sleep 30"],
+        check=True,
+        env=env,
+    )
+
+    def wait_for(pattern: str, toasts: bool = False) -> str:
+        """The screen once ``pattern`` is on it (``toasts``: the notifications' text, each line after its ▌)."""
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            screen = subprocess.run([*tmux, "capture-pane", "-p", "-t", "tui"], capture_output=True, text=True).stdout
+            if toasts:
+                screen = " ".join(line.split("▌", 1)[1].strip() for line in screen.splitlines() if "▌" in line)
+            if re.search(pattern, screen):
+                return screen
+            time.sleep(0.3)
+        raise AssertionError(f"{pattern!r} never appeared; the screen:\n{screen}")
+
+    try:
+        wait_for(r"config\.toml: split: must be a number between 0 and 1, not 2; using the default", toasts=True)
+        wait_for(r"Perturbation ×\d+")  # the Grid view, from the file
+        screen = wait_for(r"eps 0\.009 · L∞")
+        assert re.search(r"\d+ slices with organs", screen)  # --data's slices, not the file's empty folder
+        subprocess.run([*tmux, "send-keys", "-t", "tui", "+"], check=True)
+        wait_for(r"eps 0\.011 · L∞")  # the file's eps step
+    finally:
+        subprocess.run([*tmux, "kill-server"], capture_output=True)
