@@ -221,3 +221,27 @@ def test_segadv_tui_reads_the_file_and_the_command_line_wins(tiny_demo, tmp_path
         wait_for(r"eps 0\.011 · L∞")  # the file's eps step
     finally:
         subprocess.run([*tmux, "kill-server"], capture_output=True)
+
+
+@pilot_test
+async def test_table_ii_is_copied_from_its_screen_and_later_from_the_palette(tiny_demo):
+    app = make_app(tiny_demo, demo_checkpoint(), limit=2)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await first_frame(pilot, app)
+        await pilot.press("y")  # the explorer's y: the scores
+        await settle(pilot, app)
+        scores = app.clipboard
+        assert "| Organ |" in scores
+        await pilot.press("T")
+        screen = app.screen
+        await pilot.press("y")  # nothing finished yet: a warning, the clipboard kept
+        await until(pilot, app, lambda: screen.table is not None, "the Table II run")
+        assert app.clipboard == scores and ("warning", "No Table II to copy yet.") in app.notices
+        await pilot.press("y")
+        await settle(pilot, app)
+        markdown = app.clipboard
+        assert markdown == screen.table.to_markdown() and markdown.startswith("**Table II: mean DSC over 2 test")
+        assert f"| {screen.table.rows[0][0]} | {screen.table.rows[0][1]} | {screen.table.rows[0][2]} |" in markdown
+        await pilot.press("escape")
+        await settle(pilot, app)
+        assert app.explorer.copy_texts()["table2"] == ("Table II", markdown)  # "Copy: Table II" in the palette
