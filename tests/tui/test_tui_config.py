@@ -19,6 +19,7 @@ from tui_pilot import first_frame, make_app, pilot_test, settle, until
 from core.paths import demo_checkpoint
 from segadv_tui.config import load_settings
 from segadv_tui.render.tables import format_score
+from segadv_tui.widgets.picture import HalfBlockView
 
 
 def settings_from(tmp_path, text: str):
@@ -81,6 +82,11 @@ async def test_a_theme_in_the_file_applies_and_a_picked_theme_is_saved(tiny_demo
         assert path.read_text().count("nord") == 1  # applying the file's theme did not write it
         app.theme = "dracula"  # what the palette's theme picker does
         await settle(pilot, app)
+        await pilot.pause()
+        # The pictures' margins are redrawn in the new theme's background, not left in the old one's.
+        picture = next(picture for picture in app.query(HalfBlockView) if picture.display and picture.size.area)
+        margins = [segment for segment in picture.render_line(0) if not segment.text.strip()]
+        assert margins and {segment.style.bgcolor for segment in margins} == {picture.rich_style.bgcolor}
         assert path.read_text() == '# my settings\ntheme = "dracula"  # dark\n\n[keymap]\n"eps.up" = "n"\n'
         assert any("saved" in message for _, message in app.notices)
     again = make_app(tiny_demo, demo_checkpoint(), settings=load_settings(path))
