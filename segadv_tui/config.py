@@ -65,11 +65,18 @@ def _key_problem(key: str) -> str | None:
     return f"{key!r} is not a key Textual knows (examples: n, ctrl+n, f5, plus, escape)"
 
 
-def binding_ids() -> list[str]:
-    """Every binding id a keymap can rebind: the explorer's keys and the app's."""
+def keymap_bindings() -> list:
+    """Every binding a keymap can rebind (Textual's ``Binding``, by its id): the explorer's keys and the
+    app's, then the Table II screen's and the help's own."""
     from segadv_tui.keys import EXPLORER_KEYS
+    from segadv_tui.screens.help import HelpScreen
+    from segadv_tui.screens.table_ii import TableIIScreen
 
-    return [binding.id for binding in EXPLORER_KEYS if binding.id]
+    return [binding for binding in [*EXPLORER_KEYS, *TableIIScreen.BINDINGS, *HelpScreen.BINDINGS] if binding.id]
+
+
+def binding_ids() -> list[str]:
+    return [binding.id for binding in keymap_bindings()]
 
 
 def _keymap(value: Any, problems: list[str]) -> dict[str, str]:

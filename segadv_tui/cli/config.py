@@ -29,8 +29,7 @@ def path() -> None:
 def show() -> None:
     """Print every key: its value in effect and where it came from, its default and what it does; then
     the binding ids a keymap can use. A problem in the file is one line on stderr each, and exit status 2."""
-    from segadv_tui.config import KEYS, documentation, load_settings, show_value
-    from segadv_tui.keys import EXPLORER_KEYS
+    from segadv_tui.config import KEYS, documentation, keymap_bindings, load_settings, show_value
 
     settings = load_settings()
     exists = settings.path.is_file()
@@ -45,7 +44,10 @@ def show() -> None:
         value = settings[key.name]
         lines += [f"{key.name} = {show_value(value)}" if value is not None else f"# {key.name}: not set", ""]
     lines.append("# binding ids for keymap (default keys):")
-    lines += [f"#   {binding.id:<20} {binding.key:<28} {binding.tooltip}" for binding in EXPLORER_KEYS]
+    lines += [
+        f"#   {binding.id:<20} {binding.key:<28} {binding.tooltip or binding.description}"
+        for binding in keymap_bindings()
+    ]
     console.print("\n".join(lines), highlight=False, markup=False, soft_wrap=True)
     for problem in settings.problems:
         err_console.print(f"warning: {problem}", highlight=False, markup=False, soft_wrap=True)

@@ -78,9 +78,11 @@ def test_a_file_that_is_not_toml_is_one_line_and_every_default(config):
 
 def test_a_keymap_keeps_its_good_entries_and_names_the_bad_ones(config):
     config.parent.mkdir()
-    config.write_text('[keymap]\n"eps.up" = "n, ctrl+up"\n"eps.down" = "hyperspace"\n"eps.sideways" = "s"\n')
+    config.write_text(
+        '[keymap]\n"eps.up" = "n, ctrl+up"\n"eps.down" = "hyperspace"\n"eps.sideways" = "s"\n"table2.copy" = "Y"\n'
+    )
     settings = load_settings(config)
-    assert settings["keymap"] == {"eps.up": "n,ctrl+up"}
+    assert settings["keymap"] == {"eps.up": "n,ctrl+up", "table2.copy": "Y"}  # Table II's keys too
     bad_key, bad_id = settings.problems
     assert "keymap.eps.down: 'hyperspace' is not a key" in bad_key
     assert "keymap.eps.sideways: no key has this id" in bad_id
