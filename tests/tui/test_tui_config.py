@@ -251,3 +251,20 @@ async def test_table_ii_is_copied_from_its_screen_and_later_from_the_palette(tin
         await pilot.press("escape")
         await settle(pilot, app)
         assert app.explorer.copy_texts()["table2"] == ("Table II", markdown)  # "Copy: Table II" in the palette
+
+
+@pytest.mark.parametrize("view", ["difference", "focus"])
+@pilot_test
+async def test_the_default_view_opens_the_explorer(tiny_demo, tmp_path, view):
+    from segadv_tui.widgets.images import PictureViews
+
+    settings = settings_from(tmp_path, f'default_view = "{view}"\n')
+    app = make_app(tiny_demo, demo_checkpoint(), view=settings["default_view"], settings=settings)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await first_frame(pilot, app)
+        await settle(pilot, app)
+        assert app.query_one(PictureViews).view == view
+        assert not [notice for notice in app.notices if notice[0] == "error"]
+        await pilot.press("v")  # on to the next view as usual
+        await settle(pilot, app)
+        assert app.query_one(PictureViews).view != view
