@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import re
+import textwrap
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -241,16 +242,10 @@ def documentation() -> str:
         "",
     ]
     for key in KEYS:
-        lines += [f"# {line}" for line in _wrap(key.help, 100)]
+        lines += [f"# {line}" for line in textwrap.wrap(key.help, 100)]
         default = "(none)" if key.default in (None, [], {}) else _toml_value(key.default)
         lines += [f"# default: {default}", f"# {key.name} = {key.example}", ""]
     return "\n".join(lines)
-
-
-def _wrap(text: str, width: int) -> list[str]:
-    import textwrap
-
-    return textwrap.wrap(text, width)
 
 
 # -- reading -------------------------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shlex
 import subprocess
+import textwrap
 
 import typer
 
@@ -39,7 +40,7 @@ def show() -> None:
         "",
     ]
     for key in KEYS:
-        lines += [f"# {line}" for line in _wrapped(key.help)]
+        lines += [f"# {line}" for line in textwrap.wrap(key.help, 100)]
         lines.append(f"# default: {show_value(key.default or None)}; from: {settings.sources[key.name]}")
         value = settings[key.name]
         lines += [f"{key.name} = {show_value(value)}" if value is not None else f"# {key.name}: not set", ""]
@@ -53,12 +54,6 @@ def show() -> None:
         err_console.print(f"warning: {problem}", highlight=False, markup=False, soft_wrap=True)
     if settings.problems:
         raise typer.Exit(2)
-
-
-def _wrapped(text: str) -> list[str]:
-    import textwrap
-
-    return textwrap.wrap(text, 100)
 
 
 @config_app.command()

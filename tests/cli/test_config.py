@@ -136,3 +136,10 @@ def test_save_theme_refuses_what_it_cannot_rewrite_faithfully_and_leaves_the_fil
         save_theme(path, "dracula")
     assert path.read_text() == text
     assert os.listdir(tmp_path) == ["config.toml"]  # no temporary left behind
+
+
+def test_the_views_are_the_explorer_s():
+    from segadv_tui.config import VIEWS
+    from segadv_tui.widgets.images import VIEWS as EXPLORER_VIEWS
+
+    assert VIEWS == EXPLORER_VIEWS  # kept apart so reading the file imports no Textual widget
