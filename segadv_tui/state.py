@@ -24,7 +24,7 @@ from segadv_tui.frames import Curve, Frame, FrameRequest, LiveStep
 
 # Epsilon per step of the eps keys: + and - step finely (ExplorerOptions.eps_step), ] and [ coarsely.
 EPS_STEP = 0.001
-COARSE_STEPS = {"fine": 1, "coarse": 5}
+STEPS_PER_PRESS = {"fine": 1, "coarse": 5}
 # The work whose failure takes the pictures' place, and the title it is shown under.
 FAILURE_TITLES = {
     "scan": "Cannot start",
@@ -204,7 +204,7 @@ class ExplorerState:
 
     def stepped_eps(self, direction: int, size: str = "fine") -> AttackConfig:
         """The attack with eps one step (eps_step, five for "coarse") up (direction > 0) or down."""
-        step = self.options.eps_step * COARSE_STEPS[size] * (1 if direction > 0 else -1)
+        step = self.options.eps_step * STEPS_PER_PRESS[size] * (1 if direction > 0 else -1)
         return self.attack.with_eps(self.attack.eps + step)
 
     # -- frames ---------------------------------------------------------------------------------------
