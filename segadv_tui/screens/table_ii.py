@@ -123,7 +123,7 @@ class TableIIScreen(Screen):
             self.query_one("#table2-status", Static).update("cancelled")
             return
         self.table = self.state.table_ii = message.table
-        self.query_one("#table2-status", Static).update("done · x exports")
+        self.query_one("#table2-status", Static).update("done · x exports · y copies")
         table = self.query_one(DataTable)
         table.clear(columns=True)
         table.add_columns(*message.table.headers)
