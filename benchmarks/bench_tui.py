@@ -18,6 +18,15 @@
     python benchmarks/bench_tui.py [--data DIR] [--checkpoint FILE] [--steps 20]
 
 Defaults: the bundled demo checkpoint and a tiny demo data set written to a temporary folder.
+
+    python benchmarks/bench_tui.py --first-frames [--repeats 3] [--compare OTHER_CHECKOUT]
+
+prints only (a), for the three data sets of issue 21: the tiny demo, the default demo (363 slices) and a
+real-scale Kaggle tree (85 cases x 3 days x 144 slices = 36,720 slices and 110,160 CSV rows: hard links
+to the default demo's PNGs, each slice's rows copied from the one it links to; see ``real_scale_tree``),
+the median of ``--repeats`` fresh launches each (the first with a cold index cache). ``--compare`` launches another checkout's code (a
+``git archive`` of an older commit, say) alternately with this one's, so both see the same machine load,
+and prints both with their ratio.
 """
 
 from __future__ import annotations
@@ -68,14 +77,19 @@ asyncio.run(run())
 )
 
 
-def launch_seconds(data: Path, checkpoint: Path) -> tuple[float, float, float]:
+def launch_seconds(data: Path, checkpoint: Path, code: Path | None = None) -> tuple[float, float, float]:
     """(first paint, first attacked frame) in seconds from starting a fresh Python process, and the CPU
     seconds that process used in all (it quits at its first frame): less moved by other work than the wall
-    clock on a shared machine."""
+    clock on a shared machine. ``code``: the checkout whose segadv runs (default: this one's)."""
+    env = None if code is None else {**os.environ, "PYTHONPATH": str(code)}
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     child = subprocess.Popen(
-        [sys.executable, "-c", LAUNCH, str(data), str(checkpoint)], stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", LAUNCH, str(data), str(checkpoint)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=None if code is None else code,
     )
     paint = frame = None
     for line in child.stdout:
@@ -91,6 +105,71 @@ def launch_seconds(data: Path, checkpoint: Path) -> tuple[float, float, float]:
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     return paint, frame, cpu
+
+
+def real_scale_tree(demo: Path, root: Path, cases: int = 85, days: int = 3, slices: int = 144) -> Path:
+    """A Kaggle tree of the real data set's size at ``root``: ``cases`` x ``days`` x ``slices`` slice files,
+    hard links to ``demo``'s PNGs in turn (so it takes no space), and train.csv with each slice's three rows
+    copied from the demo slice it links to (so the organs, and the explorer's opening slice, are real)."""
+    import csv
+
+    from core.data.gitract import open_dataset
+
+    sources = open_dataset(demo).records
+    rows: dict[str, list[list[str]]] = {}
+    with (demo / "train.csv").open(newline="") as file:
+        for row in list(csv.reader(file))[1:]:
+            rows.setdefault(row[0], []).append(row)
+    lines = [["id", "class", "segmentation"]]
+    index = 0
+    for case in range(1, cases + 1):
+        for day in range(1, days + 1):
+            scans = root / "train" / f"case{case}" / f"case{case}_day{day}" / "scans"
+            scans.mkdir(parents=True, exist_ok=True)
+            for number in range(1, slices + 1):
+                source = sources[index % len(sources)]
+                index += 1
+                name = f"slice_{number:04d}" + source.path.name[len("slice_0000") :]
+                os.link(source.path, scans / name)
+                slice_id = f"case{case}_day{day}_slice_{number:04d}"
+                lines += [[slice_id, organ, rle] for _, organ, rle in rows[source.id]]
+    with (root / "train.csv").open("w", newline="") as file:
+        csv.writer(file, lineterminator="\n").writerows(lines)
+    return root
+
+
+def first_frames(checkpoint: Path, repeats: int, compare: Path | None) -> None:
+    """Launch to first paint and to first attacked frame on the three data sets (see the module's doc)."""
+    from core.data.demo import demo_data_dir, write_demo_dataset
+
+    with tempfile.TemporaryDirectory() as temporary:
+        demo = demo_data_dir()
+        # A cold index cache (segadv_tui.index_cache) of our own: each data set's first launch indexes it.
+        os.environ["SEGADV_CACHE"] = str(Path(temporary) / "cache")
+        sets = [
+            ("the tiny demo", write_demo_dataset(Path(temporary) / "tiny", seed=0, size="tiny")),
+            ("the default demo (363 slices)", demo),
+            ("real scale (36,720 slices)", real_scale_tree(demo, Path(temporary) / "real")),
+        ]
+        codes = [("this checkout", None)] + ([(f"{compare}", compare)] if compare else [])
+        print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores; median of {repeats} launches each")
+        for title, data in sets:
+            runs: dict[str, list[tuple[float, float, float]]] = {name: [] for name, _ in codes}
+            for _ in range(repeats):
+                for name, code in codes:  # alternately: both see the same load
+                    runs[name].append(launch_seconds(data, checkpoint, code))
+            medians = {name: [statistics.median(values) for values in zip(*runs[name])] for name in runs}
+            for name in runs:
+                paint, frame, cpu = medians[name]
+                each = ", ".join(f"{run[1]:.2f}" for run in runs[name])
+                print(
+                    f"{title:<32} {name:<24} first paint {paint:5.2f} s, first frame {frame:5.2f} s, "
+                    f"{cpu:5.2f} s of CPU (frames in launch order: {each} s)"
+                )
+            if compare:
+                (_, ours), (_, theirs) = list(medians.items())[0], list(medians.items())[1]
+                print(f"{'':<32} first frame: this checkout / the other {ours[1] / theirs[1]:.2f}")
+        print(f"load average {os.getloadavg()[0]:.1f} at the end")
 
 
 def bare_forward_seconds(model, image: np.ndarray, repeats: int) -> list[float]:
@@ -234,7 +313,15 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=None, help="Kaggle-layout data root (default: a tiny demo)")
     parser.add_argument("--checkpoint", type=Path, default=None, help="default: the bundled demo checkpoint")
     parser.add_argument("--steps", type=int, default=20, help="eps steps to time")
+    parser.add_argument("--first-frames", action="store_true", help="only (a), on the three data sets")
+    parser.add_argument("--repeats", type=int, default=3, help="--first-frames: launches per data set")
+    parser.add_argument("--compare", type=Path, default=None, help="--first-frames: another checkout, side by side")
     args = parser.parse_args()
+    if args.first_frames:
+        from core.paths import demo_checkpoint
+
+        first_frames(args.checkpoint or demo_checkpoint(), args.repeats, args.compare)
+        return
 
     from core.data.demo import write_demo_dataset
     from core.paths import demo_checkpoint

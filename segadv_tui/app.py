@@ -18,6 +18,7 @@ from textual.app import App
 
 from core.errors import SegadvError
 from segadv_tui.bug_report import bug_message, one_line, write_bug_report
+from segadv_tui.config import CannotSave, Settings, save_theme
 from segadv_tui.keys import APP_KEYS, help_groups
 from segadv_tui.palette import ExplorerCommands
 from segadv_tui.screens.explorer import ExplorerScreen, WorkerHooks
@@ -48,17 +49,52 @@ def start_loading_compute() -> None:
 
 class SegadvApp(App):
     """The explorer's app: ``options`` are the fields of :class:`ExplorerOptions` (what segadv-tui was
-    started with); ``hooks`` reach into the frame worker, for tests."""
+    started with); ``settings`` the settings file's (its keymap and theme apply here; a theme picked in
+    the palette is saved to its file; None: the defaults, nothing saved); ``hooks`` reach into the frame
+    worker, for tests."""
 
     CSS_PATH = "app.tcss"
     TITLE = "segadv"
     COMMANDS = App.COMMANDS | {ExplorerCommands}
     BINDINGS = APP_KEYS
 
-    def __init__(self, *, hooks: WorkerHooks | None = None, **options):
+    def __init__(self, *, hooks: WorkerHooks | None = None, settings: Settings | None = None, **options):
         super().__init__()
         start_loading_compute()
+        self.settings = settings or Settings()
+        if self.settings["keymap"]:
+            self.set_keymap(self.settings["keymap"])
+        if self.settings["theme"]:
+            self.theme = self.settings["theme"]
         self.explorer = ExplorerScreen(ExplorerOptions(**options), hooks)
+
+    def on_mount(self) -> None:
+        for problem in self.settings.problems:  # each names the file and the key; the defaults apply
+            self.notify(problem, severity="warning", timeout=15, markup=False)
+        self.theme_changed_signal.subscribe(self, self._save_theme)
+
+    def _save_theme(self, theme) -> None:
+        """A theme picked (in the palette) is written to the settings file, so the next start has it."""
+        path = self.settings.path
+        if path is None or theme.name == self.settings["theme"]:
+            return
+        try:
+            save_theme(path, theme.name)
+        except (CannotSave, SegadvError) as exc:  # SegadvError: core.files' WriteError, naming the file
+            self.notify(f"Theme not saved: {exc}", severity="warning", timeout=10, markup=False)
+            return
+        self.settings.override("theme", theme.name, str(path))
+        self.notify(f"Theme {theme.name} saved to {path}", timeout=4, markup=False)
+
+    def copy_text(self, what: str, text: str | None) -> None:
+        """Put ``text`` on the local clipboard (OSC 52: through SSH and tmux to the user's terminal) and say so;
+        ``what`` names it in the notification (None: nothing to copy yet)."""
+        if text is None:
+            self.notify(f"No {what} to copy yet.", severity="warning")
+            return
+        self.copy_to_clipboard(text)
+        lines = text.count("\n") + (not text.endswith("\n"))
+        self.notify(f"Copied {what} ({lines} line{'s' if lines != 1 else ''}) to the clipboard.", timeout=4)
 
     def get_default_screen(self) -> ExplorerScreen:
         return self.explorer
@@ -73,7 +109,7 @@ class SegadvApp(App):
         from segadv_tui.screens.help import HelpScreen
 
         labels = self.explorer.state.labels
-        self.push_screen(HelpScreen(help_groups(labels), labels))
+        self.push_screen(HelpScreen(help_groups(labels, self._keymap), labels, self._keymap))
 
     def report_worker_error(self, task: str, error: BaseException) -> str:
         """A notification, and the app keeps running: bad input says what is wrong; anything else is a

@@ -5,6 +5,8 @@ palette read them from here, so a key added here is bound, listed and offered by
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from textual.binding import Binding
 
 from core.attacks.config import METHOD_LIST
@@ -158,6 +160,14 @@ EXPLORER_KEYS = [
         tooltip="Go to the checkpoint list",
     ),
     Binding("s", "focus('slices')", "Slices", id="focus.slices", show=False, tooltip="Go to the slice browser"),
+    Binding(
+        "y",
+        "copy('scores')",
+        "Copy: scores",
+        id="copy.scores",
+        show=False,
+        tooltip="Copy the scores table (Markdown) to the clipboard, over SSH too (OSC 52)",
+    ),
 ]
 
 # Keys 4 to 9 for label sets larger than UW-Madison's, bound beside EXPLORER_KEYS; the explorer lets a key
@@ -186,6 +196,7 @@ HELP_GROUPS = {
     "graphics": "Display",
     "sidebar": "Display",
     "table2": "Display",
+    "copy": "Clipboard",
     "help": "App",
     "quit": "App",
 }
@@ -199,14 +210,23 @@ ANYWHERE_KEYS = [
 ]
 
 
-def help_groups(labels: LabelSet = UW_MADISON) -> list[tuple[str, list[Binding]]]:
-    """(title, keys) for the help screen: the explorer's keys by HELP_GROUPS, the label keys those of
-    ``labels`` (the data's), then the ones of anywhere."""
+def help_groups(
+    labels: LabelSet = UW_MADISON, keymap: Mapping[str, str] | None = None
+) -> list[tuple[str, list[Binding]]]:
+    """(title, keys) for the help screen: the explorer's keys by HELP_GROUPS, each with the keys ``keymap``
+    (the user's, binding id -> keys) gives it, the label keys those of ``labels`` (the data's), then the
+    ones of anywhere."""
+    keymap = keymap or {}
     titles = {**HELP_GROUPS, "organ": label_nouns(labels).capitalize()}
     groups: dict[str, list[Binding]] = {title: [] for title in titles.values()}
     for binding in EXPLORER_KEYS:
         family = binding.id.partition(".")[0]
-        if family != "organ":
-            groups[titles[family]].append(binding)
-    groups[titles["organ"]] = label_keys(labels)
+        if family == "organ":
+            continue
+        if binding.id in keymap:
+            binding = binding.with_key(keymap[binding.id])
+        groups[titles[family]].append(binding)
+    groups[titles["organ"]] = [
+        binding.with_key(keymap[binding.id]) if binding.id in keymap else binding for binding in label_keys(labels)
+    ]
     return [*groups.items(), ("Anywhere", ANYWHERE_KEYS)]

@@ -41,7 +41,9 @@ def segadv_tui(
         "its scale stepped with eps (repeatable; u: the next).",
     ),
     limit: int | None = typer.Option(None, "--limit", min=1, help="Table II: at most this many test slices."),
-    graphics: str = typer.Option("auto", "--graphics", help="Pictures: auto | halfblock | kitty | sixel."),
+    graphics: str | None = typer.Option(
+        None, "--graphics", help="Pictures: auto | halfblock | kitty | sixel (default: the settings file's, else auto)."
+    ),
     truecolor: bool = typer.Option(
         False, "--truecolor", help="Force 24-bit colour (for terminals that do not announce it)."
     ),
@@ -86,8 +88,16 @@ def segadv_tui(
         # Rich and Textual read these when they are first imported: set them before.
         os.environ["COLORTERM"] = "truecolor"
         os.environ["TEXTUAL_COLOR_SYSTEM"] = "truecolor"
+    from segadv_tui.config import load_settings
     from segadv_tui.render.graphics import GRAPHICS, choose_graphics, register_graphics
 
+    # The settings file: a problem in it is a notification in the app (naming the file and the key), and
+    # the command line wins over it.
+    settings = load_settings()
+    if graphics is None:
+        graphics = settings["graphics"]
+    else:
+        settings.override("graphics", graphics, "--graphics")
     if graphics not in GRAPHICS:
         fail(f"--graphics must be one of {', '.join(GRAPHICS)}, not {graphics!r}")
     if data is not None and image is not None:
@@ -165,8 +175,12 @@ def segadv_tui(
         if problem:
             fail(problem)
 
+    if checkpoints:
+        settings.override("checkpoint_dirs", folders, "--checkpoints")
+    else:
+        folders = list(settings["checkpoint_dirs"])
     if data is None and image is None:
-        data = _demo_data()
+        data = settings["data"] or _demo_data()
 
     if serve:
         from segadv_tui.serve import serve as serve_app
@@ -205,6 +219,10 @@ def segadv_tui(
         export_dir=export_dir,
         device=device,
         **scores,
+        eps_step=settings["eps_step"],
+        test_fraction=settings["split"],
+        view=settings["default_view"],
+        settings=settings,
     )
     end_on_signals(app)  # SIGTERM, SIGHUP: the terminal restored and the process gone within seconds, workers or not
     app.run()

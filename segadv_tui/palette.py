@@ -37,6 +37,11 @@ class ExplorerCommands(Provider):
             if binding.id not in ("quit", "help")
         ]
         commands.append(("Help: every key", self.app.action_help, "Show the help screen"))
+        for name, (what, text) in explorer.copy_texts().items():
+            if name != "scores" and text is not None:  # y (a key, listed above) copies the scores
+                commands.append(
+                    (f"Copy: {what}", partial(self.app.copy_text, what, text), f"Copy {what} to the clipboard")
+                )
         from segadv_tui.widgets.images import VIEW_TITLES, VIEWS
 
         for view in VIEWS:

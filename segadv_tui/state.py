@@ -23,8 +23,9 @@ from core.paths import DEMO_CHECKPOINT_NAME
 from segadv_tui.catalog import Catalog, CheckpointEntry, DeltaEntry, LoadedCheckpoint
 from segadv_tui.frames import Curve, Frame, FrameRequest, LiveStep
 
-# Epsilon per step of the eps keys: + and - step finely, ] and [ coarsely.
-EPS_STEPS = {"fine": 0.001, "coarse": 0.005}
+# Epsilon per step of the eps keys: + and - step finely (ExplorerOptions.eps_step), ] and [ coarsely.
+EPS_STEP = 0.001
+STEPS_PER_PRESS = {"fine": 1, "coarse": 5}
 # The work whose failure takes the pictures' place, and the title it is shown under.
 FAILURE_TITLES = {
     "scan": "Cannot start",
@@ -63,6 +64,9 @@ class ExplorerOptions:
     show_timings: bool = True
     hausdorff: bool = False  # --metrics: HD95 and NSD (at nsd_tolerance mm) as columns of the Scores table
     nsd_tolerance: float | None = None
+    eps_step: float = EPS_STEP  # per + / -; ] and [ step five times as far (the settings file's)
+    test_fraction: float = 0.1  # the test split's share of the cases (the settings file's split)
+    view: str = "overlay"  # the pictures' view at start
 
     def __post_init__(self) -> None:
         self.checkpoint_dirs = list(self.checkpoint_dirs or [])
@@ -97,6 +101,7 @@ class ExplorerState:
     live_steps: int = 0  # progress repaints of iterative attacks shown
     dropped_frames: int = 0  # frames that arrived for a request no longer the latest
     latest_request: int = 0
+    table_ii: Any = None  # the latest finished Table II (segadv_tui.render.tables.Table), for copying
 
     def __post_init__(self) -> None:
         self.attack = AttackConfig(
@@ -228,8 +233,8 @@ class ExplorerState:
         return attack
 
     def stepped_eps(self, direction: int, size: str = "fine") -> AttackConfig:
-        """The attack with eps one step (EPS_STEPS[size]) up (direction > 0) or down."""
-        step = EPS_STEPS[size] * (1 if direction > 0 else -1)
+        """The attack with eps one step (eps_step, five for "coarse") up (direction > 0) or down."""
+        step = self.options.eps_step * STEPS_PER_PRESS[size] * (1 if direction > 0 else -1)
         return self.attack.with_eps(self.attack.eps + step)
 
     # -- frames ---------------------------------------------------------------------------------------
@@ -326,21 +331,21 @@ class ExplorerState:
 
     def table_ii_records(self) -> list[SliceRecord]:
         """The test split's slices with labels (the ones the paper scores), at most --limit of them."""
-        return select_slices(self.dataset, "test", limit=self.options.limit)
+        return select_slices(self.dataset, "test", limit=self.options.limit, test_fraction=self.options.test_fraction)
 
     def table_ii_models(self) -> list[tuple[str, Any, dict]]:
         """Every loaded checkpoint as (label, model, meta)."""
         return [(path.stem, loaded.model, loaded.meta) for path, loaded in self.loaded.items()]
 
 
-def opening_slice(dataset) -> SliceRecord:
+def opening_slice(dataset, test_fraction: float = 0.1) -> SliceRecord:
     """The slice the explorer opens on: among the test split's slices (the ones the paper scores), the first
     with the most labels in its truth, every label where one has them all. Its first scores are then
     damage to labels that are there: on a slice without a label, a few stray pixels of it turn that
     label's DSC from 1 to 0 and read as the model failing on it. Without a test slice with labels, the
     first slice with labels, else the first slice. Only UW-Madison's records tell how many organs they
     hold without being read (their RLEs); in other layouts, the first test slice with labels."""
-    _, test = dataset.split()  # the split select_slices makes by default, so Table II scores this slice
+    _, test = dataset.split(test_fraction)  # the split Table II scores (table_ii_records), so it scores this slice
     candidates = with_labels(test) or with_labels(dataset.records) or list(dataset.records)
     if dataset.layout != "uw-madison":
         return candidates[0]

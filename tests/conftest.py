@@ -10,6 +10,8 @@ import pytest
 # pytest-xdist's workers run with COLUMNS=80; the CLI takes COLUMNS as the user's choice of width, so the
 # tests would see tables wrapped as no pipe or file does.
 os.environ.pop("COLUMNS", None)
+# The explorer's settings file: none, unless a test names one (the user's own would change what runs).
+os.environ["SEGADV_CONFIG"] = str(Path(__file__).resolve().parent / "no-such-segadv-config.toml")
 
 REPO = Path(__file__).resolve().parent.parent
 REAL_SAMPLES = REPO.parent / "shared" / "real-samples"

@@ -126,6 +126,7 @@ def _register_commands() -> None:
         # -- command modules: keep one import per line, alphabetical --
         attack,
         certify,
+        config,
         corrupt,
         demo_data,
         models,

@@ -108,6 +108,8 @@ class ExplorerScreen(Screen):
         self.query_one(AttackPanel).show(self.state.attack)
         self.query_one("#images").loading = True
         self._update_layout()
+        if self.state.options.view != "overlay":  # the settings file's default_view
+            self.show_view(self.state.options.view)
         self.app.sub_title = self.state.options.device_label or "loading torch…"
         self._summary("loading torch and the model…")
         self._scan_catalog()
@@ -179,13 +181,22 @@ class ExplorerScreen(Screen):
         if options.image is not None:
             self.post_message(DataReady(None, [Path(options.image)], str(options.image)))
             return
-        from core.data.open import open_dataset
+        from core.data.open import data_layout, open_dataset
+        from segadv_tui.index_cache import load_index, save_index
 
-        dataset = open_dataset(options.data)
+        # A UW-Madison tree indexed before opens from the cache (seconds at real scale); a fresh index is
+        # saved after the explorer has it. A Decathlon folder's index reads headers only: no cache.
+        cached = options.data is not None and data_layout(options.data) == "uw-madison"
+        dataset, key = load_index(options.data) if cached else (None, None)
+        fresh = dataset is None
+        if fresh:
+            dataset = open_dataset(options.data)
         description = str(options.data) if options.data else "built-in demo"
         self.post_message(DataReady(dataset, list(dataset.records), description))
         for problem in dataset.problems[:3]:
             self.app.call_from_thread(self.notify, problem, severity="warning", timeout=8)
+        if fresh and key is not None:
+            save_index(options.data, key, dataset)
 
     @on(DataReady)
     def _data_ready(self, message: DataReady) -> None:
@@ -210,7 +221,7 @@ class ExplorerScreen(Screen):
             self._show_failure("data", f"No slices in {message.description}.")
             return
         browser.focus()
-        first = opening_slice(message.dataset)
+        first = opening_slice(message.dataset, state.options.test_fraction)
         if not browser.records:
             browser.set_organs_only(False)
         browser.choose(first)
@@ -719,6 +730,25 @@ class ExplorerScreen(Screen):
             self.notify(f"Could not export the scores: {exc}", severity="error", markup=False)
             return
         self.notify("Saved " + ", ".join(str(p) for p in paths))
+
+    def copy_texts(self) -> dict[str, tuple[str, str | None]]:
+        """What y and the palette copy: name -> (what it is, its text; None while there is none)."""
+        from rich.text import Text
+
+        from segadv_tui.render.tables import scores_table
+
+        state, frame = self.state, self.state.frame
+        table_ii = state.table_ii
+        slice_id = getattr(state.source, "id", None) or (Path(state.source).name if state.source else None)
+        return {
+            "scores": ("the scores table", None if frame is None else scores_table(frame).to_markdown()),
+            "table2": ("Table II", None if table_ii is None else table_ii.to_markdown()),
+            "summary": ("the summary line", Text.from_markup(state.summary()).plain if state.attacked else None),
+            "slice": ("the slice id", slice_id),
+        }
+
+    def action_copy(self, name: str) -> None:
+        self.app.copy_text(*self.copy_texts()[name])
 
     def action_table_ii(self) -> None:
         from segadv_tui.screens.table_ii import TableIIScreen

@@ -53,6 +53,7 @@ class TableIIScreen(Screen):
         Binding("c", "cancel", "Cancel", id="table2.cancel", tooltip="Cancel the running evaluation"),
         Binding("r", "run", "Run", id="table2.run", tooltip="Run the evaluation again"),
         Binding("x", "export", "Export", id="table2.export", tooltip="Export the table as CSV and Markdown"),
+        Binding("y", "copy", "Copy", id="table2.copy", tooltip="Copy the table (Markdown) to the clipboard"),
     ]
 
     def __init__(self, state: ExplorerState, losses=PAPER_LOSS_NAMES):
@@ -139,9 +140,9 @@ class TableIIScreen(Screen):
         if message.table is None:
             self.query_one("#table2-status", Static).update("cancelled")
             return
-        self.table = message.table
+        self.table = self.state.table_ii = message.table
         served = f" · from the run index (run {message.served_from}; r computes)" if message.served_from else ""
-        self.query_one("#table2-status", Static).update(f"done{served} · x exports")
+        self.query_one("#table2-status", Static).update(f"done{served} · x exports · y copies")
         table = self.query_one(DataTable)
         table.clear(columns=True)
         table.add_columns(*message.table.headers)
@@ -164,6 +165,9 @@ class TableIIScreen(Screen):
     def action_back(self) -> None:
         self.workers.cancel_group(self, "table2")
         self.dismiss()
+
+    def action_copy(self) -> None:
+        self.app.copy_text("Table II", None if self.table is None else self.table.to_markdown())
 
     def action_export(self) -> None:
         from segadv_tui.render.tables import save_tables

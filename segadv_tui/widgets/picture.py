@@ -87,8 +87,10 @@ class HalfBlockView(Widget):
                 self.refresh(Region(0, top + row, width, 1))
 
     def render_lines(self, crop) -> list[Strip]:
-        # Drawn on demand too: a picture whose view was hidden has had no size to draw at.
-        if self._geometry is None or self._geometry[:2] != tuple(self.content_size):
+        # Drawn on demand too: a picture whose view was hidden has had no size to draw at; and again when
+        # the background changed (a theme picked in the palette), as the margins are drawn in it.
+        geometry = self._geometry
+        if geometry is None or geometry[:2] != tuple(self.content_size) or geometry[-1] != self.rich_style.bgcolor:
             self.update(partial=False, repaint=False)
         return super().render_lines(crop)
 

@@ -94,6 +94,7 @@ def test_segadv_tui_in_tmux(tiny_demo, tmp_path):
         "50",
         f"{program}; echo $? > {shlex.quote(str(status))}; sleep 30",
     )
+    tmux("set", "-g", "set-clipboard", "on")  # OSC 52 (y) lands in tmux's paste buffer
     try:
         tmux.wait_for(r"Mean\s+\d\.\d{3}\s+\d\.\d{3}")  # the first frame's table
         tmux.wait_for(r"eps 0\.009 · L∞")
@@ -103,6 +104,10 @@ def test_segadv_tui_in_tmux(tiny_demo, tmp_path):
         slice_id = re.search(r"case\d+_day\d+_slice_\d{4}", screen).group(0)
         clean, adv = expected_mean_dsc(tiny_demo, slice_id, 0.010)
         assert re.search(rf"Mean\s+{clean:.3f}\s+{adv:.3f}", screen), screen
+        tmux("send-keys", "-t", "tui", "y")  # the scores, as Markdown, to the terminal's clipboard
+        tmux.wait_for("Copied the scores table")
+        mean = re.search(r"^\| Mean \| (\S+) \| (\S+) \|", tmux("show-buffer"), re.M)
+        assert float(mean[1]) == pytest.approx(clean, abs=1e-3) and float(mean[2]) == pytest.approx(adv, abs=1e-3)
         assert "Traceback" not in screen
         assert re.search(r"Clean · DSC \d\.\d{3}.*Adversarial · DSC \d\.\d{3}", screen)  # Overlay, the default
         for key, title in (

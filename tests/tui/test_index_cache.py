@@ -1,0 +1,78 @@
+"""The explorer's index cache (``segadv_tui.index_cache``) on real trees: a second open comes from the cache
+and equals a fresh index; a slice file added, removed or renamed, or train.csv changed, is indexed again;
+a damaged entry is indexed again; old entries are pruned."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+
+from core.data.gitract import open_dataset
+from segadv_tui.index_cache import KEEP, entry_path, load_index, save_index
+
+
+@pytest.fixture()
+def tree(tiny_demo, tmp_path, monkeypatch):
+    monkeypatch.setenv("SEGADV_CACHE", str(tmp_path / "cache"))
+    root = tmp_path / "data"
+    shutil.copytree(tiny_demo, root)
+    return root
+
+
+def indexed(root):
+    dataset, key = load_index(root)
+    assert dataset is None
+    dataset = open_dataset(root)
+    save_index(root, key, dataset)
+    return dataset
+
+
+def test_a_second_open_is_the_cached_index_and_equals_a_fresh_one(tree):
+    fresh = indexed(tree)
+    cached, _ = load_index(tree)
+    assert cached is not None and cached is not fresh
+    assert [r.id for r in cached.records] == [r.id for r in open_dataset(tree).records]
+    assert cached.fingerprint() == open_dataset(tree).fingerprint()
+    record = cached.records[0]
+    image, masks = record.load(64)
+    assert image.shape == (64, 64) and masks.shape[-2:] == (64, 64)
+
+
+@pytest.mark.parametrize("change", ["add", "remove", "rename", "csv"])
+def test_a_changed_tree_is_indexed_again(tree, change):
+    first = indexed(tree)
+    record = first.records[0]
+    if change == "add":
+        os.link(record.path, record.path.with_name("slice_0999" + record.path.name[len("slice_0000") :]))
+    elif change == "remove":
+        record.path.unlink()
+    elif change == "rename":
+        record.path.rename(record.path.with_name("slice_0998" + record.path.name[len("slice_0000") :]))
+    else:
+        with (tree / "train.csv").open("a") as file:
+            file.write("\n")
+    dataset, _ = load_index(tree)
+    assert dataset is None
+
+
+def test_a_damaged_entry_is_indexed_again_and_saving_repairs_it(tree):
+    indexed(tree)
+    entry = entry_path(tree.absolute())
+    entry.write_bytes(entry.read_bytes()[:100])
+    assert load_index(tree)[0] is None
+    indexed(tree)
+    assert load_index(tree)[0] is not None
+
+
+def test_only_the_latest_entries_are_kept(tiny_demo, tmp_path, monkeypatch):
+    monkeypatch.setenv("SEGADV_CACHE", str(tmp_path / "cache"))
+    roots = []
+    for index in range(KEEP + 2):
+        root = tmp_path / f"data{index}"
+        os.symlink(tiny_demo, root)  # another root, the same tree
+        roots.append(root)
+        indexed(root)
+    assert len(list((tmp_path / "cache" / "index").glob("*.pickle"))) == KEEP
+    assert load_index(roots[-1])[0] is not None
