@@ -181,12 +181,12 @@ class ExplorerScreen(Screen):
         if options.image is not None:
             self.post_message(DataReady(None, [Path(options.image)], str(options.image)))
             return
-        from core.data.open import data_layout, open_dataset
+        from core.data.open import open_dataset
         from segadv_tui.index_cache import load_index, save_index
 
         # A UW-Madison tree indexed before opens from the cache (seconds at real scale); a fresh index is
         # saved after the explorer has it. A Decathlon folder's index reads headers only: no cache.
-        cached = options.data is not None and data_layout(options.data) == "uw-madison"
+        cached = options.data is not None and (Path(options.data) / "train.csv").is_file()
         dataset, key = load_index(options.data) if cached else (None, None)
         fresh = dataset is None
         if fresh:
