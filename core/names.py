@@ -4,6 +4,8 @@ core.attacks, core.losses and core.metrics re-export these; they validate agains
 """
 
 MODES = ("textbook", "paper")
+# The threat models (core.attacks.norms): the ball the perturbation of a slice lies in.
+NORMS = ("linf", "l2")
 TARGETS = ("gt", "pred")
 # The paper's losses (its notebook and Table II), then the segmentation attack losses of the robustness
 # literature in their sigmoid (multi-label) form; see core.losses.

@@ -200,7 +200,7 @@ def robustness(
     attacks (slices x eps x models)."""
     from core.attacks.ensemble import passes_per_slice
 
-    eps_values = sorted({check_eps(eps) for eps in eps_values})
+    eps_values = sorted({check_eps(eps, config.norm) for eps in eps_values})
     if not eps_values:
         raise OptionError("at least one eps value is needed")
     records = list(records)

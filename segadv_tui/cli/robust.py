@@ -26,6 +26,7 @@ from segadv_tui.cli._options import (
     Empty,
     Limit,
     Loss,
+    Norm,
     Precision,
     Seed,
     Split,
@@ -56,7 +57,7 @@ def robust(
         DEFAULT_EPS,
         "--eps",
         rich_help_panel=ATTACK,
-        help="Comma list or start:stop:step of L-inf budgets.",
+        help="Comma list or start:stop:step of L-inf budgets (with --norm l2: L2 norms of the slice).",
     ),
     method: str = typer.Option(
         "ensemble",
@@ -69,6 +70,7 @@ def robust(
     best_iterate: BestIterate = None,
     seed: Seed = 0,
     target: Target = "gt",
+    norm: Norm = "linf",
     limit: Limit = None,
     all_slices: AllSlices = False,
     empty: Empty = "one",
@@ -101,7 +103,7 @@ def robust(
     """Robust DSC against eps per organ, with ROG, organ-size tertiles and the ensemble's wins per member."""
     from rich.text import Text
 
-    eps_values = parse_eps_list(eps)
+    eps_values = parse_eps_list(eps, norm=norm.strip().lower())
     config = attack_config(
         method=method,
         eps=str(eps_values[0]),
@@ -113,6 +115,7 @@ def robust(
         empty=empty,
         precision=precision,
         all_slices=all_slices,
+        norm=norm,
     )
     paths = list(checkpoints or [None])
     # The transfer source loads with the checkpoints, before the data: a bad --transfer-from stops first.
@@ -284,7 +287,15 @@ def _curve_table(report, curve, scope: str):
     from core.organs import ORGAN_TITLES, ORGANS
     from segadv_tui.render.tables import Table, number
 
-    headers = ("eps", *(ORGAN_TITLES[o] for o in ORGANS), "mean DSC", "mean AS", "ROG", "L-inf max")
+    l2 = report.config.norm == "l2"
+    headers = (
+        "eps",
+        *(ORGAN_TITLES[o] for o in ORGANS),
+        "mean DSC",
+        "mean AS",
+        "ROG",
+        "L2 mean" if l2 else "L-inf max",
+    )
     clean = curve.points[0].summary
     rows = [("clean", *(number(clean.dsc_clean[o]) for o in ORGANS), number(clean.mean_clean), "", "", "")]
     for point in curve.points:
@@ -296,7 +307,7 @@ def _curve_table(report, curve, scope: str):
                 number(s.mean_adv),
                 number(s.mean_attack_success),
                 number(point.rog, 3),
-                number(s.linf_max),
+                number(s.l2_mean if l2 else s.linf_max),
             )
         )
     mean_dsc = 1 + len(ORGANS)
