@@ -68,8 +68,9 @@ class SliceResult:
     dsc_clean / dsc_adv: float64 (3,) per organ, NaN where the empty policy skips; linf / l2: the realised
     perturbation norms; zero_grad_fraction: FGSM's share of pixels with a zero gradient (None for other
     methods); hd95_*: (3,) when measured; organ_pixels: int (3,) pixels of each organ in the reference
-    (for scores by organ size); member: the ensemble member that won the slice; pictures: only where
-    asked (one slice in the explorer)."""
+    (for scores by organ size); member: the ensemble member that won the slice; predicted_clean /
+    predicted_adv: bool (3,), whether each organ appears in the clean / adversarial prediction (for damage
+    vs hallucination, ``core.evaluation.label_split``); pictures: only where asked (one slice in the explorer)."""
 
     slice_id: str
     eps: float
@@ -85,6 +86,8 @@ class SliceResult:
     organ_pixels: np.ndarray | None = None
     member: str | None = None
     pictures: SlicePictures | None = None
+    predicted_clean: np.ndarray | None = None
+    predicted_adv: np.ndarray | None = None
 
     @property
     def mean_clean(self) -> float:

@@ -106,6 +106,7 @@ def score_slices(
     linf, l2 = perturbation_norms(image, adversarial)
     has_organs = reference.flatten(1).any(1).cpu().numpy()
     organ_pixels = reference.flatten(2).sum(2).cpu().numpy()
+    predicted_clean, predicted_adv = (p.flatten(2).any(2).cpu().numpy() for p in (clean_pred, adv_pred))
     hd_clean = hd_adv = None
     if hausdorff:
         hd_clean, hd_adv = hausdorff_per_organ(clean_pred, reference), hausdorff_per_organ(adv_pred, reference)
@@ -128,6 +129,8 @@ def score_slices(
                 scored=bool(has_organs[i]) or score == "all",
                 zero_grad_fraction=None if zero_grad_fraction is None else float(zero_grad_fraction[i]),
                 organ_pixels=organ_pixels[i],
+                predicted_clean=predicted_clean[i],
+                predicted_adv=predicted_adv[i],
                 member=None if members is None else members[i],
                 hd95_clean=None if hd_clean is None else hd_clean[i],
                 hd95_adv=None if hd_adv is None else hd_adv[i],

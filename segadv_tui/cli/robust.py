@@ -295,9 +295,23 @@ def _curve_table(report, curve, scope: str):
         "mean AS",
         "ROG",
         "L2 mean" if l2 else "L-inf max",
+        "damage",
+        "halluc.",
     )
     clean = curve.points[0].summary
-    rows = [("clean", *(number(clean.dsc_clean[o]) for o in ORGANS), number(clean.mean_clean), "", "", "")]
+    first = curve.points[0].split
+    rows = [
+        (
+            "clean",
+            *(number(clean.dsc_clean[o]) for o in ORGANS),
+            number(clean.mean_clean),
+            "",
+            "",
+            "",
+            number(first and first.damage_clean),
+            number(first and first.hallucination_clean, 3),
+        )
+    ]
     for point in curve.points:
         s = point.summary
         rows.append(
@@ -308,6 +322,8 @@ def _curve_table(report, curve, scope: str):
                 number(s.mean_attack_success),
                 number(point.rog, 3),
                 number(s.l2_mean if l2 else s.linf_max),
+                number(point.split and point.split.damage_adv),
+                number(point.split and point.split.hallucination_adv, 3),
             )
         )
     mean_dsc = 1 + len(ORGANS)
@@ -319,7 +335,8 @@ def _curve_table(report, curve, scope: str):
         sections=frozenset({0}),
         justify=("right",) * len(headers),
         caption=f"{clean.scored} of {clean.slices} slices scored ({scope}); ROG: share of slices whose mean DSC "
-        f"falls below half of its clean DSC; {report.budget['forward_backward']} forward+backward passes "
+        f"falls below half of its clean DSC; damage: DSC over the organs present in the truth; halluc.: share of "
+        f"the organs absent from the truth that are predicted; {report.budget['forward_backward']} forward+backward passes "
         f"per slice and eps; {curve.seconds:.1f} s",
     ).to_rich()
 
@@ -409,6 +426,8 @@ def robust_rows(report) -> tuple[list[str], list[list]]:
     header += [f"dsc_adv_{o}_{t}" for o in ORGANS for t in TERTILES]
     header += ["linf_max", "l2_mean", "passes_forward_backward", "passes_forward"]
     header += [f"wins_{m}" for m in report.members or []]
+    split_keys = ("damage_clean", "damage_adv", "hallucination_clean", "hallucination_adv")
+    header += list(split_keys)
     rows = []
     for curve in report.curves:
         for point in curve.points:
@@ -430,5 +449,6 @@ def robust_rows(report) -> tuple[list[str], list[list]]:
                 + [cell(t.dsc_adv) for o in ORGANS for t in point.tertiles[o]]
                 + [cell(s.linf_max), cell(s.l2_mean), report.budget["forward_backward"], report.budget["forward"]]
                 + [point.wins[m] for m in report.members or []]
+                + [cell(point.split and getattr(point.split, key)) for key in split_keys]
             )
     return header, rows
