@@ -109,6 +109,15 @@ METHOD_LIST = (
         iterative=True,
     ),
     AttackMethod(
+        "square",
+        "Square",
+        "black-box Square attack (Andriushchenko et al. 2020): random squares of +-eps kept when they raise the "
+        "loss, no gradients; steps = queries; keeps the iterate with the lowest DSC",
+        {"loss": "bce", "steps": 1000, "seed": 0, "best_iterate": True},
+        "core.attacks.square:run_square",
+        iterative=True,
+    ),
+    AttackMethod(
         "erase",
         "Erase",
         "targeted: descend BCE(chosen organs' logits, 0) so those organs vanish",

@@ -32,6 +32,8 @@ def passes_per_slice(config: AttackConfig) -> dict[str, int]:
             "forward_backward": sum(member.steps for member in members),
             "forward": 1 + sum(len(stage_steps(member.steps, len(member.radii))) for member in members),
         }
+    if config.method == "square":  # clean, start, one per query; without the best iterate a scoring pass
+        return {"forward_backward": 0, "forward": config.steps + 2 + (not config.best_iterate)}
     if config.method == "apgd":
         return {"forward_backward": config.steps, "forward": 1 + len(stage_steps(config.steps, len(config.radii)))}
     return {"forward_backward": config.steps, "forward": 2}

@@ -247,6 +247,8 @@ def sweep(
     adversarial slices made from ``model``'s gradient are scored on this other model (a transfer), against
     its own clean prediction."""
     config = config or AttackConfig()
+    if config.norm != "linf":
+        raise OptionError("a sweep shares one FGSM gradient sign over eps: L-inf only; attack at each L2 eps instead")
     check_batch_shape(image, target)
     eps_values = [check_eps(eps) for eps in eps_values]
     if truth is None:
@@ -544,6 +546,8 @@ def evaluate_sweep(
     config = config or AttackConfig()
     if config.method != "fgsm":
         raise OptionError(f"a sweep shares one FGSM gradient over eps; it does not apply to {config.method}")
+    if config.norm != "linf":
+        raise OptionError("a sweep shares one FGSM gradient sign over eps: L-inf only; attack at each L2 eps instead")
     losses = _check_losses(losses)
     eps_values = [check_eps(eps) for eps in eps_values]
     if not eps_values:

@@ -88,8 +88,8 @@ def robust(
         "--checks",
         rich_help_panel=CHECKS,
         help="Also run the checks that catch a fake defence (Carlini et al.): informative gradients, monotone in eps, "
-        "about 0 at eps 0.25, the attack >= FGSM, white-box >= transfer, converged (doubled steps, a restart) at "
-        "the largest eps. Costs about 5 more runs of the attack.",
+        "about 0 at eps 0.25, the attack >= FGSM, white-box >= transfer, the attack >= black-box Square (300 "
+        "queries), converged (doubled steps, a restart) at the largest eps. Costs about 5 more runs of the attack.",
     ),
     transfer_from: Path | None = typer.Option(
         None,
@@ -260,6 +260,11 @@ def check_numbers(check) -> str:
     if check.name == "iterative":
         return "; ".join(
             f"eps {eps}: {number(row['attack'])} vs FGSM {number(row['fgsm'])}" for eps, row in n["robust_dsc"].items()
+        )
+    if check.name == "black_box":
+        return (
+            f"eps {n['eps']:g}: the attack {number(n['attack'])} vs Square ({n['queries']} queries, {n['loss']}) "
+            f"{number(n['square'])}"
         )
     if check.name == "transfer":
         return (
