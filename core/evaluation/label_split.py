@@ -45,8 +45,8 @@ def label_split(rows: Sequence[SliceResult]) -> LabelSplit | None:
     present = np.stack([np.asarray(r.organ_pixels) > 0 for r in scored])
     dsc_clean = np.stack([r.dsc_clean for r in scored])[present]
     dsc_adv = np.stack([r.dsc_adv for r in scored])[present]
-    shown_clean = np.stack([r.predicted_clean for r in scored])[~present]
-    shown_adv = np.stack([r.predicted_adv for r in scored])[~present]
+    shown_clean = np.stack([np.asarray(r.predicted_clean) for r in scored])[~present]
+    shown_adv = np.stack([np.asarray(r.predicted_adv) for r in scored])[~present]
 
     def mean(values: np.ndarray) -> float | None:
         return json_number(nanmean(values.astype(np.float64), axis=0)) if values.size else None
