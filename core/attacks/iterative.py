@@ -19,7 +19,7 @@ from core.attacks.batch import broadcast_per_image, check_batch_shape
 from core.attacks.config import AttackConfig, check_eps
 from core.attacks.control import StepCallback, StopCheck, check_stop
 from core.attacks.gradients import loss_and_gradient
-from core.attacks.norms import project, random_direction_in_ball, steepest_step
+from core.attacks.norms import project, steepest_step, uniform_in_l2_ball
 from core.attacks.runner import AttackContext, AttackOutput, clean_prediction, scoring_reference
 from core.errors import OptionError, check_choice
 from core.losses import check_loss, per_image_loss
@@ -214,7 +214,7 @@ def random_start_point(
     norm: str = "linf",
 ) -> torch.Tensor:
     """``image`` plus uniform noise in [-eps, eps] (L2: a point uniform in the L2 ball of radius eps,
-    ``core.attacks.norms.random_direction_in_ball``), clipped to [0, 1].
+    ``core.attacks.norms.uniform_in_l2_ball``), clipped to [0, 1].
 
     With ``generator``, one draw for the whole batch. Otherwise each slice draws its own noise on the
     CPU from ``slice_seed(seed, id)`` (ids default to the batch positions), so a slice starts from the
@@ -260,7 +260,7 @@ def _l2_start_offset(image, eps, seed, ids, generator) -> torch.Tensor:
                 )
             )
         noise, uniform = torch.stack([d[0] for d in draws]), torch.cat([d[1] for d in draws])
-    return random_direction_in_ball(noise.to(image.device), uniform.to(image.device), eps)
+    return uniform_in_l2_ball(noise.to(image.device), uniform.to(image.device), eps)
 
 
 def organ_indices(organs: Sequence[str | int] | str | int) -> list[int]:

@@ -65,7 +65,7 @@ def project(x: torch.Tensor, clean: torch.Tensor, eps, norm: str) -> torch.Tenso
     return (clean + delta * torch.clamp(radius / length.clamp_min(TINY), max=1.0)).clamp(0.0, 1.0)
 
 
-def random_direction_in_ball(noise: torch.Tensor, uniform: torch.Tensor, eps: float) -> torch.Tensor:
+def uniform_in_l2_ball(noise: torch.Tensor, uniform: torch.Tensor, eps: float) -> torch.Tensor:
     """A point uniform in the L2 ball of radius ``eps``, per image, from standard normal ``noise`` (N, ...)
     and ``uniform`` (N,) in [0, 1): direction ``noise / ||noise||``, radius ``eps * u ** (1 / d)``."""
     d = noise[0].numel()

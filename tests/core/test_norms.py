@@ -14,7 +14,7 @@ from core.attacks.apgd import ApgdTrace, apgd
 from core.attacks.config import MAX_L2_EPS, AttackConfig, check_eps
 from core.attacks.fast_gradient_l2 import fgm_l2
 from core.attacks.iterative import pgd, random_start_point
-from core.attacks.norms import per_image_l2, project, random_direction_in_ball, steepest_step
+from core.attacks.norms import per_image_l2, project, steepest_step, uniform_in_l2_ball
 from core.attacks.runner import AttackContext, run_attack
 from core.errors import OptionError
 from core.evaluation.scoring import attack_slice
@@ -107,8 +107,14 @@ def test_random_start_is_in_the_l2_ball_and_seeded_per_slice(slices):
     assert (per_image_l2(start - image) <= 1.5 + 1e-5).all()
     alone = random_start_point(image[1:2], 1.5, seed=3, ids=IDS[1:2], norm="l2")
     torch.testing.assert_close(start[1:2], alone)
-    # Uniform in the ball of d dims: the radius is eps * u^(1/d), at d = 1024 almost always above 0.99 eps.
-    assert (per_image_l2(random_direction_in_ball(torch.randn(50, 1, 32, 32), torch.rand(50), 1.0)) > 0.99).all()
+    # Uniform in the ball of d dims: P(radius < r) = (r / eps)^d; in 2 dims a quarter lie within eps / 2.
+    generator = torch.Generator().manual_seed(7)
+    points = uniform_in_l2_ball(
+        torch.randn(20000, 1, 1, 2, generator=generator), torch.rand(20000, generator=generator), 2.0
+    )
+    assert abs(float((per_image_l2(points) < 1.0).float().mean()) - 0.25) < 0.015
+    # At d = 1024 the radius is almost always above 0.99 eps.
+    assert (per_image_l2(uniform_in_l2_ball(torch.randn(50, 1, 32, 32), torch.rand(50), 1.0)) > 0.99).all()
 
 
 # --- the attacks -----------------------------------------------------------------------------------------
