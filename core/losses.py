@@ -25,6 +25,8 @@ and the weights that depend on the prediction are detached (as in the papers' co
   lambda_t, lambda_t = (t - 1) / (2 T) at iteration t of T (``schedule=(t, T)``; FGSM is t = T = 1).
 - ``js``: the Jensen-Shannon divergence between (1 - p, p) and the one-hot target (SEA); bounded by
   log 2 and flat where the model is already wrong.
+- ``hallucinate``: labels absent from the target get their top-k logits pushed over the threshold, present
+  ones soft Dice plus masked BCE (``core.hallucination``): aimed at the DSC of absent labels.
 
 Softmax models (``kind="softmax"``) get the same names in their original multi-class forms: the target
 masks become a class map (0, the background, where no label is set, else 1 + the label's index), p is the
@@ -59,10 +61,11 @@ import torch
 import torch.nn.functional as F
 
 from core.errors import SegadvError
+from core.hallucination import hallucinate_loss
 from core.names import LOSS_NAMES, LOSS_TITLES, PAPER_LOSS_NAMES  # noqa: F401  (re-exported)
 
 FOCAL_GAMMA = 2.0
-SEGMENTATION_LOSSES = tuple(name for name in LOSS_NAMES if name not in PAPER_LOSS_NAMES)
+SEGMENTATION_LOSSES = tuple(name for name in LOSS_NAMES if name not in PAPER_LOSS_NAMES + ("hallucinate",))
 
 
 @cache
@@ -149,6 +152,8 @@ def per_image_loss(
     if logits.ndim != 4:
         raise ValueError(f"expected (N, C, H, W) logits, got shape {tuple(logits.shape)}")
     target = target.to(logits.dtype)
+    if name == "hallucinate":
+        return hallucinate_loss(logits, target)
     if name in SEGMENTATION_LOSSES:
         return _segmentation_loss(name, logits, target, schedule)
     if name == "bce":

@@ -4,11 +4,13 @@ core.attacks, core.losses and core.metrics re-export these; they validate agains
 """
 
 MODES = ("textbook", "paper")
+# The threat models (core.attacks.norms): the ball the perturbation of a slice lies in.
+NORMS = ("linf", "l2")
 TARGETS = ("gt", "pred")
 # The paper's losses (its notebook and Table II), then the segmentation attack losses of the robustness
 # literature in their sigmoid (multi-label) form; see core.losses.
 PAPER_LOSS_NAMES = ("bce", "focal", "dice", "focal+dice")
-LOSS_NAMES = PAPER_LOSS_NAMES + ("masked-bce", "balanced-bce", "cos-bce", "seg-bce", "js")
+LOSS_NAMES = PAPER_LOSS_NAMES + ("masked-bce", "balanced-bce", "cos-bce", "seg-bce", "js", "hallucinate")
 LOSS_TITLES = {
     "bce": "BCE",
     "focal": "Focal",
@@ -19,6 +21,7 @@ LOSS_TITLES = {
     "cos-bce": "Cos BCE",
     "seg-bce": "SegPGD BCE",
     "js": "JS",
+    "hallucinate": "Hallucinate",
 }
 EMPTY_POLICIES = ("one", "skip", "zero")
 # Per-slice scores (core.metrics): DSC always; the boundary metrics in mm when asked.

@@ -70,7 +70,9 @@ class SliceResult:
     files have always had); zero_grad_fraction: FGSM's share of pixels with a zero gradient (None for other
     methods); hd95_* / nsd_*: (L,) in mm / at the config's tolerance in mm, when measured; organ_pixels: int (L,) pixels of each label in the reference
     (for scores by size); member: the ensemble member that won the slice; pictures: only where asked (one
-    slice in the explorer); labels: the label set the per-label values follow (the model's)."""
+    slice in the explorer); labels: the label set the per-label values follow (the model's); predicted_clean /
+    predicted_adv: bool (L,), whether each label appears in the clean / adversarial prediction (for damage
+    vs hallucination, ``core.evaluation.label_split``)."""
 
     slice_id: str
     eps: float
@@ -89,6 +91,8 @@ class SliceResult:
     member: str | None = None
     pictures: SlicePictures | None = None
     labels: LabelSet = UW_MADISON
+    predicted_clean: np.ndarray | None = None
+    predicted_adv: np.ndarray | None = None
 
     @property
     def mean_clean(self) -> float:

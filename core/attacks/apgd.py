@@ -1,4 +1,5 @@
-"""APGD (Croce & Hein, ICML 2020), the L-inf version, for the organ segmenters, with SEA's radius schedule.
+"""APGD (Croce & Hein, ICML 2020), L-inf and L2 (AutoAttack's), for the organ segmenters, with SEA's radius
+schedule.
 
 Algorithm 1 of the paper, per image of the batch (each slice has its own step size and checkpoints'
 bookkeeping, so a batch is attacked as its slices one by one):
@@ -15,6 +16,10 @@ The paper's output is x_max (the best point by the loss). With ``best_iterate`` 
 the iterate with the lowest mean DSC (``core.attacks.iterative.BestIterate``): the metric we report, tracked from
 the same forward passes. Cost: N forward + backward passes and one forward pass (the last iterate,
 which also gives its prediction for scoring), as PGD-N with its scoring pass.
+
+``norm="l2"`` is AutoAttack's L2 APGD: the same schedule and momentum, with the step
+``eta * grad / ||grad||_2`` in place of ``eta * sign(grad)`` and P the projection onto the L2 ball then [0, 1]
+(``core.attacks.norms``); eta starts at 2 eps in both.
 
 ``radii`` (SEA, Croce, Singh & Hein 2024): stages at radius r * eps for r in e.g. (2, 1.5, 1), the larger
 radii taking 30 % of the steps each (``stage_steps``), each stage starting from the previous stage's
@@ -34,6 +39,8 @@ from core.attacks.config import AttackConfig, check_eps, parse_radii
 from core.attacks.control import StepCallback, StopCheck, check_stop
 from core.attacks.gradients import loss_and_gradient
 from core.attacks.iterative import BestIterate, random_start_point
+from core.attacks.norms import project as project_to_ball
+from core.attacks.norms import steepest_step
 from core.attacks.runner import AttackContext, AttackOutput, clean_prediction, scoring_reference
 from core.errors import OptionError
 from core.losses import check_loss, per_image_loss
@@ -103,16 +110,16 @@ def apgd_stage(
     step_offset: int = 0,
     total_steps: int | None = None,
     trace: ApgdTrace | None = None,
+    norm: str = "linf",
 ) -> StageResult:
     """One APGD run of ``steps`` steps maximising ``objective(logits, t) -> (N,)`` (t = 1 at the start
     point) in the eps ball around ``image``, from ``start`` (projected to the ball). Every iterate is
     offered to ``tracker``; ``on_step(step, total_steps, iterate, logits, loss)`` gets each step's start
     point, the step counted from ``step_offset`` (``core.attacks.control.StepCallback``)."""
     clean = image.detach()
-    lower, upper = (clean - eps).clamp(min=0.0), (clean + eps).clamp(max=1.0)
 
     def project(z: torch.Tensor) -> torch.Tensor:
-        return torch.minimum(torch.maximum(z, lower), upper)
+        return project_to_ball(z, clean, eps, norm)
 
     kind = output_kind(model)
     marks = {w for w in checkpoints(steps) if 0 < w < steps}
@@ -137,7 +144,7 @@ def apgd_stage(
         check_stop(should_stop)
         if trace is not None:
             trace.step_sizes.append(eta.clone())
-        z = project(x + broadcast_per_image(eta, x) * grad.sign())
+        z = project(x + broadcast_per_image(eta, x) * steepest_step(grad, norm))
         if k > 0:
             z = project(x + MOMENTUM * (z - x) + (1 - MOMENTUM) * (x - x_previous))
         x_previous, x = x, z
@@ -200,6 +207,7 @@ def apgd(
     should_stop: StopCheck | None = None,
     on_step: StepCallback | None = None,
     trace: ApgdTrace | None = None,
+    norm: str = "linf",
 ) -> IterateResult:
     """APGD on ``loss`` against ``target`` (see the module doc), from ``start`` (default: the clean image).
 
@@ -208,7 +216,7 @@ def apgd(
     ``seg-bce``'s schedule runs over all ``steps``, across the radius stages."""
     check_batch_shape(image, target)
     check_loss(loss)
-    eps = check_eps(eps)
+    eps = check_eps(eps, norm)
     if isinstance(steps, bool) or int(steps) != steps or steps < 1:
         raise OptionError(f"steps must be a whole number of at least 1, got {steps}")
     radii = parse_radii(radii)
@@ -238,6 +246,7 @@ def apgd(
                 step_offset=offset,
                 total_steps=steps,
                 trace=trace,
+                norm=norm,
             )
             offset += stage
             if tracker is not None:
@@ -252,7 +261,12 @@ def run_apgd(model, image, target, config: AttackConfig, context: AttackContext)
     best iterate judged against the scoring reference."""
     clean_pred = clean_prediction(model, image, config, context)
     start = random_start_point(
-        image, config.radii[0] * config.eps, seed=config.seed, ids=context.ids, generator=context.generator
+        image,
+        config.radii[0] * config.eps,
+        seed=config.seed,
+        ids=context.ids,
+        generator=context.generator,
+        norm=config.norm,
     )
     result = apgd(
         model,
@@ -269,5 +283,6 @@ def run_apgd(model, image, target, config: AttackConfig, context: AttackContext)
         precision=config.precision,
         should_stop=context.should_stop,
         on_step=context.on_step,
+        norm=config.norm,
     )
     return AttackOutput(result.adversarial, clean_pred, result.prediction)

@@ -16,10 +16,13 @@ from pathlib import PurePath
 
 from core.errors import OptionError, check_choice
 from core.labels import UW_MADISON, LabelSet
-from core.names import EMPTY_POLICIES, LOSS_NAMES, MODES, PRECISIONS, TARGETS
+from core.names import EMPTY_POLICIES, LOSS_NAMES, MODES, NORMS, PRECISIONS, TARGETS
 from core.wording import label_noun
 
 SCORE_SLICES = ("nonempty", "all")
+# L2 eps is the norm of a slice's perturbation in [0, 1] pixels (core.attacks.norms): at most the L2
+# diameter of the largest slice a checkpoint takes (4096 px).
+MAX_L2_EPS = 4096.0
 
 
 @dataclass(frozen=True)
@@ -77,14 +80,14 @@ METHOD_LIST = (
         "fgsm",
         "FGSM",
         "fast gradient sign method: one signed-gradient step of eps",
-        {"loss": "bce", "mode": "textbook"},
+        {"loss": "bce", "mode": "textbook", "norm": "linf"},
         "core.attacks.fast_gradient:run_fgsm",
     ),
     AttackMethod(
         "bim",
         "BIM",
         "basic iterative method / I-FGSM: signed steps from the clean image, projected to the eps ball",
-        {"loss": "bce", "steps": 10, "step_size": None, "best_iterate": False},
+        {"loss": "bce", "steps": 10, "step_size": None, "best_iterate": False, "norm": "linf"},
         "core.attacks.iterative:run_iterative",
         iterative=True,
     ),
@@ -92,7 +95,7 @@ METHOD_LIST = (
         "pgd",
         "PGD",
         "projected gradient descent: BIM from a uniformly random start in the eps ball",
-        {"loss": "bce", "steps": 10, "step_size": None, "seed": 0, "best_iterate": False},
+        {"loss": "bce", "steps": 10, "step_size": None, "seed": 0, "best_iterate": False, "norm": "linf"},
         "core.attacks.iterative:run_iterative",
         iterative=True,
     ),
@@ -101,7 +104,7 @@ METHOD_LIST = (
         "APGD",
         "auto-PGD (Croce & Hein 2020): step 2 eps, halved at checkpoints when the loss stalls, momentum 0.75, "
         "restarts from the best point; keeps the iterate with the lowest DSC",
-        {"loss": "bce", "steps": 100, "seed": 0, "best_iterate": True, "radii": (1.0,)},
+        {"loss": "bce", "steps": 100, "seed": 0, "best_iterate": True, "radii": (1.0,), "norm": "linf"},
         "core.attacks.apgd:run_apgd",
         iterative=True,
     ),
@@ -109,8 +112,17 @@ METHOD_LIST = (
         "ensemble",
         "Ensemble",
         "per slice the worst case (lowest mean DSC) of a fixed list of APGD runs with different losses and radii",
-        {"steps": 100, "seed": 0, "best_iterate": True},
+        {"steps": 100, "seed": 0, "best_iterate": True, "norm": "linf"},
         "core.attacks.ensemble:run_ensemble",
+        iterative=True,
+    ),
+    AttackMethod(
+        "square",
+        "Square",
+        "black-box Square attack (Andriushchenko et al. 2020): random squares of +-eps kept when they raise the "
+        "loss, no gradients; steps = queries; keeps the iterate with the lowest DSC",
+        {"loss": "bce", "steps": 1000, "seed": 0, "best_iterate": True},
+        "core.attacks.square:run_square",
         iterative=True,
     ),
     AttackMethod(
@@ -136,19 +148,26 @@ METHOD_NAMES = tuple(METHODS)
 BEST_ITERATE_METHODS = tuple(method.name for method in METHOD_LIST if "best_iterate" in method.parameters)
 
 
-def check_eps(eps: float) -> float:
+def check_eps(eps: float, norm: str = "linf") -> float:
     try:
         eps = float(eps)
     except (TypeError, ValueError):
         raise OptionError(f"eps {eps!r} is not a number") from None
+    if check_choice(norm, NORMS, "norm") == "l2":
+        if not math.isfinite(eps) or not 0.0 <= eps <= MAX_L2_EPS:
+            raise OptionError(
+                f"L2 eps must be in [0, {MAX_L2_EPS:g}] (the slice's L2 norm in [0, 1] pixels), got {eps:g}"
+            )
+        return eps
     if not math.isfinite(eps) or not 0.0 <= eps <= 1.0:
         raise OptionError(f"eps must be in [0, 1] (pixel scale), got {eps:g}")
     return eps
 
 
-def clamp_eps(value: float) -> float:
-    """Epsilon kept in [0, 1] and rounded to 1e-6, so repeated steps do not drift (0.1 + 0.001 ...)."""
-    return round(min(1.0, max(0.0, float(value))), 6)
+def clamp_eps(value: float, norm: str = "linf") -> float:
+    """Epsilon kept in [0, 1] (L2: [0, ``MAX_L2_EPS``]) and rounded to 1e-6, so repeated steps do not drift
+    (0.1 + 0.001 ...)."""
+    return round(min(1.0 if norm == "linf" else MAX_L2_EPS, max(0.0, float(value))), 6)
 
 
 def parse_radii(radii) -> tuple[float, ...]:
@@ -186,7 +205,8 @@ class AttackConfig:
     (per slice: see ``core.attacks.iterative.random_start_point``); ``best_iterate`` returns, per slice, the iterate with
     the lowest mean DSC instead of the last one (None: the method's default, on for APGD and the ensemble);
     ``radii`` is APGD's radius schedule in multiples of eps (SEA: 2, 1.5, 1); ``organs`` are the labels of
-    ``labels`` (the model's label set, UW-Madison unless given) that ``erase`` removes; ``precision`` is the forward pass's autocast (fp32 is the reference).
+    ``labels`` (the model's label set, UW-Madison unless given) that ``erase`` removes; ``precision`` is the forward pass's autocast (fp32 is the reference). ``norm`` is the
+    threat model (``core.attacks.norms``): ``linf``, or ``l2`` with eps the L2 norm of the slice's perturbation.
     ``delta`` is the file of the universal method's saved perturbation (``core.attacks.universal``; read by its
     runner, so every front end can run it). ``empty`` is the DSC of an organ absent from truth and prediction, ``score`` the slices a summary
     averages over. ``hausdorff`` adds HD95 and ``nsd_tolerance`` (mm; None: not measured) the normalised surface
@@ -211,12 +231,18 @@ class AttackConfig:
     hausdorff: bool = False
     nsd_tolerance: float | None = None
     labels: LabelSet = UW_MADISON  # not in to_dict: a result records its label set once, beside the config
+    norm: str = "linf"
 
     def __post_init__(self):
         check_choice(self.method, METHOD_NAMES, "attack method")
         check_choice(self.loss, LOSS_NAMES, "loss")
-        object.__setattr__(self, "eps", check_eps(self.eps))
+        check_choice(self.norm, NORMS, "norm")
+        if self.norm != "linf" and "norm" not in self.entry.parameters:
+            raise OptionError(f"norm {self.norm} does not apply to {self.method}: it is an L-inf attack")
+        object.__setattr__(self, "eps", check_eps(self.eps, self.norm))
         check_choice(self.mode, MODES, "FGSM mode")
+        if self.mode == "paper" and self.norm != "linf":
+            raise OptionError("mode 'paper' is the paper's L-inf FGSM formula; it does not apply to norm l2")
         if self.mode == "paper" and self.method != "fgsm":
             raise OptionError(f"mode 'paper' is the paper's FGSM formula; it does not apply to {self.method}")
         check_choice(self.target, TARGETS, "attack target")
@@ -331,24 +357,27 @@ class AttackConfig:
                 "hausdorff",
                 "nsd_tolerance",
                 "labels",
+                "norm",
             )
         }
         return [AttackConfig(method="apgd", loss=member.loss, radii=member.radii, **shared) for member in ENSEMBLE]
 
     def with_eps(self, eps: float) -> AttackConfig:
         """A copy at ``clamp_eps(eps)``: what stepping eps from the keyboard asks for."""
-        return replace(self, eps=clamp_eps(eps))
+        return replace(self, eps=clamp_eps(eps, self.norm))
 
     @property
     def method_label(self) -> str:
-        """``FGSM (textbook)``, ``PGD (10 steps)``, ``Erase stomach (10 steps)``: the one place a method is named."""
+        """``FGSM (textbook)``, ``PGD (10 steps)``, ``Erase stomach (10 steps)``, ``PGD (10 steps, L2)``: the one
+        place a method is named. FGSM's L2 form is the fast gradient method, ``FGM (L2)``."""
         entry = self.entry
+        l2 = [self.norm.upper()] if self.norm != "linf" else []
         if self.method == "fgsm":
-            return f"FGSM ({self.mode})"
+            return "FGM (L2)" if l2 else f"FGSM ({self.mode})"
         if self.method == "erase":
             return f"Erase {'+'.join(self.organs)} ({self.steps} steps)"
         if self.method == "ensemble":
-            return f"Ensemble ({len(ENSEMBLE)} x APGD-{self.steps})"
+            return f"Ensemble ({', '.join([f'{len(ENSEMBLE)} x APGD-{self.steps}', *l2])})"
         if self.method == "universal":
             return f"Universal ({PurePath(self.delta).stem if self.delta else 'no delta'})"
         details = [f"{self.steps} steps"]
@@ -356,7 +385,7 @@ class AttackConfig:
             details.append("radii " + "/".join(f"{r:g}" for r in self.radii) + " eps")
         if self.best_iterate != entry.parameters.get("best_iterate", False):
             details.append("best iterate" if self.best_iterate else "last iterate")
-        return f"{entry.title} ({', '.join(details)})"
+        return f"{entry.title} ({', '.join(details + l2)})"
 
     @property
     def objective_label(self) -> str:
@@ -371,7 +400,8 @@ class AttackConfig:
 
     @property
     def label(self) -> str:
-        return f"eps {self.eps:.3f} · {self.method_label} · {self.objective_label}"
+        norm = "" if self.norm == "linf" else f" ({self.norm.upper()})"
+        return f"eps {self.eps:.3f}{norm} · {self.method_label} · {self.objective_label}"
 
     def to_dict(self) -> dict:
         data = asdict(self)

@@ -24,14 +24,16 @@ def passes_per_slice(config: AttackConfig) -> dict[str, int]:
     """The attack's cost per slice in passes through the model: forward + backward, and forward only
     (the clean prediction; the scoring of the result: FGSM's adversarial image, the last iterate of
     BIM / PGD / erase, the last iterate of each APGD stage)."""
-    if config.method == "fgsm":
-        return {"forward_backward": 1, "forward": 1}
+    if config.method == "fgsm":  # the L2 form predicts the clean slice apart from its gradient pass
+        return {"forward_backward": 1, "forward": 2 if config.norm == "l2" else 1}
     if config.method == "ensemble":
         members = config.ensemble_members()
         return {
             "forward_backward": sum(member.steps for member in members),
             "forward": 1 + sum(len(stage_steps(member.steps, len(member.radii))) for member in members),
         }
+    if config.method == "square":  # clean, start, one per query; without the best iterate a scoring pass
+        return {"forward_backward": 0, "forward": config.steps + 2 + (not config.best_iterate)}
     if config.method == "apgd":
         return {"forward_backward": config.steps, "forward": 1 + len(stage_steps(config.steps, len(config.radii)))}
     return {"forward_backward": config.steps, "forward": 2}

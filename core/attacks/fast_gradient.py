@@ -15,6 +15,7 @@ import torch
 
 from core.attacks.batch import check_batch_shape
 from core.attacks.config import AttackConfig, check_eps
+from core.attacks.fast_gradient_l2 import run_fgm_l2
 from core.attacks.gradient_cache import cached_gradient
 from core.attacks.gradients import check_mode, input_gradients
 from core.attacks.runner import AttackContext, AttackOutput
@@ -105,7 +106,10 @@ def adversarial_predictions(
 
 def run_fgsm(model, image, target, config: AttackConfig, context: AttackContext) -> AttackOutput:
     """FGSM from the (cached) gradient; its clean prediction comes from the gradient's own forward pass,
-    and the adversarial prediction from one more forward pass (none when ``context.predict_result`` is off)."""
+    and the adversarial prediction from one more forward pass (none when ``context.predict_result`` is off).
+    Under ``norm="l2"``: the L2 fast gradient method (``core.attacks.fast_gradient_l2``)."""
+    if config.norm == "l2":
+        return run_fgm_l2(model, image, target, config, context)
     entry = cached_gradient(
         model,
         image,

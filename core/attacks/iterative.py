@@ -19,6 +19,7 @@ from core.attacks.batch import broadcast_per_image, check_batch_shape, model_lab
 from core.attacks.config import AttackConfig, check_eps
 from core.attacks.control import StepCallback, StopCheck, check_stop
 from core.attacks.gradients import loss_and_gradient
+from core.attacks.norms import project, steepest_step, uniform_in_l2_ball
 from core.attacks.runner import AttackContext, AttackOutput, clean_prediction, scoring_reference
 from core.errors import OptionError
 from core.labels import LabelSet
@@ -76,17 +77,18 @@ def _iterate(
     precision="fp32",
     on_step=None,
     tracker: BestIterate | None = None,
+    norm: str = "linf",
 ):
-    """Signed-gradient steps on ``objective(logits, step) -> (N,)``, projected to the eps ball and [0, 1].
-    With a ``tracker`` every iterate, the last included (one more forward pass), is offered to it."""
-    eps = check_eps(eps)
+    """Steepest steps of ``norm`` (signed gradients for L-inf) on ``objective(logits, step) -> (N,)``, projected
+    to the eps ball and [0, 1]. With a ``tracker`` every iterate, the last included (one more forward pass),
+    is offered to it."""
+    eps = check_eps(eps, norm)
     if isinstance(steps, bool) or int(steps) != steps or steps < 1:
         raise OptionError(f"steps must be a whole number of at least 1, got {steps}")
     alpha = default_step_size(eps, steps) if step_size is None else float(step_size)
     if not np.isfinite(alpha) or alpha < 0:
         raise OptionError(f"step size must be a non-negative number, got {step_size}")
     clean = image.detach()
-    lower, upper = (clean - eps).clamp(min=0.0), (clean + eps).clamp(max=1.0)
     adversarial = start.detach()
     with eval_mode(model), reference_math(image.device, precision):
         for step in range(steps):
@@ -96,7 +98,7 @@ def _iterate(
                 tracker.update(adversarial, logits, values)
             if on_step is not None:
                 on_step(step, steps, adversarial, logits, values)
-            adversarial = torch.minimum(torch.maximum(adversarial + direction * alpha * grad.sign(), lower), upper)
+            adversarial = project(adversarial + direction * alpha * steepest_step(grad, norm), clean, eps, norm)
         if tracker is not None:
             values, _, logits = loss_and_gradient(model, adversarial, objective, steps + 1, precision, need_grad=False)
             tracker.update(adversarial, logits, values)
@@ -115,9 +117,10 @@ def bim(
     precision: str = "fp32",
     should_stop: StopCheck | None = None,
     on_step: StepCallback | None = None,
+    norm: str = "linf",
 ) -> torch.Tensor:
     """Basic iterative method / I-FGSM (Kurakin et al.): ``steps`` FGSM steps of ``step_size`` (default
-    2.5 eps / steps) from the clean image, each projected to the L-inf eps ball and to [0, 1]: PGD
+    2.5 eps / steps) from the clean image, each projected to the ``norm`` eps ball and to [0, 1]: PGD
     without the random start."""
     return pgd(
         model,
@@ -131,6 +134,7 @@ def bim(
         precision=precision,
         should_stop=should_stop,
         on_step=on_step,
+        norm=norm,
     )
 
 
@@ -148,15 +152,18 @@ def pgd(
     precision: str = "fp32",
     should_stop: StopCheck | None = None,
     on_step: StepCallback | None = None,
+    norm: str = "linf",
 ) -> torch.Tensor:
-    """Projected gradient descent (Madry et al.): BIM from a uniformly random start in the eps ball
+    """Projected gradient descent (Madry et al.): BIM from a uniformly random start in the ``norm`` eps ball
     (clipped to [0, 1]): one draw from ``generator`` for the batch, or without one the per-position
     seeds of ``random_start_point`` (seed 0)."""
     check_batch_shape(image, target)
     check_loss(loss)
-    eps = check_eps(eps)
-    start = random_start_point(image, eps, generator=generator) if random_start else image.detach().clone()
-    return _pgd_from(model, image, target, start, eps, steps, step_size, loss, precision, should_stop, on_step)
+    eps = check_eps(eps, norm)
+    start = random_start_point(image, eps, generator=generator, norm=norm) if random_start else image.detach().clone()
+    return _pgd_from(
+        model, image, target, start, eps, steps, step_size, loss, precision, should_stop, on_step, norm=norm
+    )
 
 
 def _pgd_from(
@@ -172,6 +179,7 @@ def _pgd_from(
     should_stop,
     on_step,
     tracker: BestIterate | None = None,
+    norm: str = "linf",
 ) -> torch.Tensor:
     target = target.detach()
     kind = output_kind(model)
@@ -188,6 +196,7 @@ def _pgd_from(
         precision,
         on_step,
         tracker,
+        norm,
     )
 
 
@@ -204,13 +213,17 @@ def random_start_point(
     seed: int = 0,
     ids: Sequence[str] | None = None,
     generator: torch.Generator | None = None,
+    norm: str = "linf",
 ) -> torch.Tensor:
-    """``image`` plus uniform noise in [-eps, eps], clipped to [0, 1].
+    """``image`` plus uniform noise in [-eps, eps] (L2: a point uniform in the L2 ball of radius eps,
+    ``core.attacks.norms.uniform_in_l2_ball``), clipped to [0, 1].
 
     With ``generator``, one draw for the whole batch. Otherwise each slice draws its own noise on the
     CPU from ``slice_seed(seed, id)`` (ids default to the batch positions), so a slice starts from the
     same point in any batch, on any rank and any device."""
     image = image.detach()
+    if norm == "l2":
+        return (image + _l2_start_offset(image, eps, seed, ids, generator)).clamp(0.0, 1.0)
     if generator is not None:
         noise = torch.rand(image.shape, generator=generator, device=generator.device, dtype=image.dtype)
     else:
@@ -226,6 +239,30 @@ def random_start_point(
             ]
         )
     return (image + (2 * noise.to(image.device) - 1) * eps).clamp(0.0, 1.0)
+
+
+def _l2_start_offset(image, eps, seed, ids, generator) -> torch.Tensor:
+    """A random offset uniform in the L2 ball per slice: Gaussian direction and a uniform radius draw, from
+    ``generator`` for the batch or per slice from ``slice_seed(seed, id)`` like the L-inf start."""
+    n = image.shape[0]
+    if generator is not None:
+        noise = torch.randn(image.shape, generator=generator, device=generator.device, dtype=image.dtype)
+        uniform = torch.rand(n, generator=generator, device=generator.device, dtype=image.dtype)
+    else:
+        ids = [str(i) for i in range(n)] if ids is None else list(ids)
+        if len(ids) != n:
+            raise ValueError(f"{len(ids)} slice ids for a batch of {n}")
+        draws = []
+        for i in ids:
+            slice_generator = torch.Generator().manual_seed(slice_seed(seed, i))
+            draws.append(
+                (
+                    torch.randn(image.shape[1:], generator=slice_generator, dtype=image.dtype),
+                    torch.rand(1, generator=slice_generator, dtype=image.dtype),
+                )
+            )
+        noise, uniform = torch.stack([d[0] for d in draws]), torch.cat([d[1] for d in draws])
+    return uniform_in_l2_ball(noise.to(image.device), uniform.to(image.device), eps)
 
 
 def label_indices(organs: Sequence[str | int] | str | int, labels: LabelSet) -> list[int]:
@@ -291,7 +328,9 @@ def run_iterative(model, image, target, config: AttackConfig, context: AttackCon
     check_loss(config.loss)
     clean_pred = clean_prediction(model, image, config, context)
     if config.method == "pgd":
-        start = random_start_point(image, config.eps, seed=config.seed, ids=context.ids, generator=context.generator)
+        start = random_start_point(
+            image, config.eps, seed=config.seed, ids=context.ids, generator=context.generator, norm=config.norm
+        )
     else:
         start = image.detach().clone()
     reference = scoring_reference(clean_pred, context)
@@ -309,6 +348,7 @@ def run_iterative(model, image, target, config: AttackConfig, context: AttackCon
         context.should_stop,
         context.on_step,
         tracker,
+        config.norm,
     )
     if tracker is not None:
         return AttackOutput(tracker.adversarial, clean_pred, tracker.prediction)

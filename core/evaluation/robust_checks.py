@@ -14,6 +14,13 @@ segmenter. Each check passes or fails with its numbers, or does not apply (with 
   plain demo checkpoint) and transferred. When transfer wins, the model's own gradients mislead: obfuscation.
 - ``converged``: twice the steps, and one restart from another random start (per slice the worse of the
   two runs), each move robust DSC by less than ``TOLERANCE``. Otherwise the number is still falling.
+- ``black_box``: the attack is at least as strong as the gradient-free Square attack (``core.attacks.square``,
+  ``SQUARE_QUERIES`` queries, the attack's loss, or Dice for a method without one) at the largest eps. A model
+  that resists gradient attacks but falls to random search is masking its gradients.
+
+Under ``norm="l2"`` the FGSM comparison is the L2 fast gradient method at each eps, ``large_eps`` is L2
+``LARGE_EPS * S`` on S x S slices (the L2 norm of a full-sign L-inf 0.25 perturbation), and ``black_box`` does
+not apply (Square is L-inf).
 
 Robust DSC here is the data-set mean over the scored slices (``core.evaluation.scoring.Summary.mean_adv``).
 """
@@ -38,6 +45,8 @@ TOLERANCE = 0.01
 LARGE_EPS = 0.25
 NEAR_ZERO = 0.05
 ZERO_GRADIENT_LIMIT = 0.5
+SQUARE_QUERIES = 300  # forward passes per slice: about the ensemble's 300 gradient passes, at a third of the cost
+SQUARE_LOSS = "dice"  # for a method without a loss of its own (the ensemble): its strongest single member's
 
 GUARDS = {
     "gradients": "masked gradients: zero input gradients leave the attacks nothing to follow",
@@ -46,6 +55,7 @@ GUARDS = {
     "iterative": "a stuck iterative attack (masked or noisy gradients, a bad step size)",
     "transfer": "obfuscated gradients: the model's own gradients mislead where another model's do not",
     "converged": "an attack stopped too early: more steps or a restart would still lower robust DSC",
+    "black_box": "masked gradients: a gradient-free attack (Square) finds what the gradient attacks miss",
 }
 TITLES = {
     "gradients": "input gradients are informative",
@@ -54,6 +64,7 @@ TITLES = {
     "iterative": "the attack is at least as strong as FGSM",
     "transfer": "white-box is at least as strong as transfer",
     "converged": "the attack has converged (more steps, a restart)",
+    "black_box": "the attack is at least as strong as black-box Square",
 }
 
 
@@ -133,6 +144,7 @@ def run_checks(
     device: str | torch.device = "cpu",
     progress: Progress | None = None,
     should_stop: StopCheck | None = None,
+    square_queries: int = SQUARE_QUERIES,
 ) -> ChecksReport:
     """Every check of the module doc for ``config``'s attack on ``model`` over ``records``.
 
@@ -141,7 +153,7 @@ def run_checks(
     check does not apply, for the reason ``no_source``). Under torchrun every process calls this (the
     evaluations are shared); the report is the same on every rank. ``progress(done, total)`` counts slices over all the evaluations run here."""
     started = time.perf_counter()
-    eps_values = sorted({check_eps(eps) for eps in eps_values if eps > 0})
+    eps_values = sorted({check_eps(eps, config.norm) for eps in eps_values if eps > 0})
     if not eps_values:
         from core.errors import OptionError
 
@@ -149,8 +161,11 @@ def run_checks(
     rows = {eps: list(results) for eps, results in (known or {}).items()}
     at = max(eps_values)
     iterative = config.entry.iterative
-    missing = [eps for eps in [*eps_values, LARGE_EPS] if eps not in rows]
-    runs = len(missing) + 1 + (source is not None) + (2 if iterative else 0)
+    l2 = config.norm == "l2"
+    large = LARGE_EPS * img_size if l2 else LARGE_EPS
+    square = config.method != "square" and not l2
+    missing = [eps for eps in [*eps_values, large] if eps not in rows]
+    runs = len(missing) + (len(eps_values) if l2 else 1) + (source is not None) + (2 if iterative else 0) + square
     counter = _Counter(progress, runs * len(records))
 
     def robust(cfg: AttackConfig):
@@ -169,7 +184,7 @@ def run_checks(
 
     for eps in missing:
         rows[eps] = robust(replace(config, eps=eps)).rows
-    curve = {eps: summarise(rows[eps], model_labels(model)).mean_adv for eps in [*eps_values, LARGE_EPS]}
+    curve = {eps: summarise(rows[eps], model_labels(model)).mean_adv for eps in [*eps_values, large]}
 
     fgsm = AttackConfig.for_method(
         "fgsm",
@@ -179,27 +194,22 @@ def run_checks(
         score=config.score,
         precision=config.precision,
         labels=config.labels,
+        norm=config.norm,
     )
-    sweep = evaluate_sweep(
-        model,
-        records,
-        img_size,
-        eps_values,
-        (fgsm.loss,),
-        fgsm,
-        batch_size=batch_size,
-        device=device,
-        progress=counter.part(),
-        should_stop=should_stop,
-    )
-    counter.finish_part(len(records))
-    fgsm_dsc = {eps: sweep.entry(fgsm.loss, eps).summary.mean_adv for eps in eps_values}
-    zero = sweep.zero_grad_fraction.get(fgsm.loss)
+    if l2:  # the L2 step needs the gradient itself: one FGM run per eps
+        fgm = {eps: robust(replace(fgsm, eps=eps)).rows for eps in eps_values}
+        fgsm_dsc = {eps: summarise(fgm[eps]).mean_adv for eps in eps_values}
+        fractions = [r.zero_grad_fraction for r in fgm[at] if r.zero_grad_fraction is not None]
+        zero = float(np.mean(fractions)) if fractions else None
+    else:
+        fgsm_dsc, zero = _fgsm_sweep(
+            model, records, img_size, eps_values, fgsm, batch_size, device, counter, should_stop
+        )
 
     checks = [
         _gradients(zero),
         _monotone(curve),
-        _large_eps(curve[LARGE_EPS]),
+        _large_eps(curve[large], large),
         _iterative(config, curve, fgsm_dsc),
     ]
     if source is None:
@@ -218,6 +228,22 @@ def run_checks(
         )
         counter.finish_part(len(records))
         checks.append(_transfer(curve[at], transferred, source_label or "the source model", at))
+    if square:
+        square_config = AttackConfig.for_method(
+            "square",
+            eps=at,
+            loss=config.loss if "loss" in config.entry.parameters else SQUARE_LOSS,
+            steps=square_queries,
+            seed=config.seed,
+            target=config.target,
+            empty=config.empty,
+            score=config.score,
+            precision=config.precision,
+        )
+        checks.append(_black_box(curve[at], robust(square_config).summary.mean_adv, square_config))
+    else:
+        reason = "the attack is Square itself" if config.method == "square" else "Square is an L-inf attack"
+        checks.append(Check("black_box", None, {}, reason))
     if iterative:
         more = robust(replace(config, eps=at, steps=2 * config.steps))
         restart = robust(replace(config, eps=at, seed=config.seed + 1))
@@ -228,6 +254,25 @@ def run_checks(
     return ChecksReport(
         label=label, config=config, check_eps=at, checks=checks, seconds=time.perf_counter() - started, robust_dsc=curve
     )
+
+
+def _fgsm_sweep(model, records, img_size, eps_values, fgsm, batch_size, device, counter, should_stop):
+    """(FGSM's robust DSC per eps, its zero-gradient share) from one shared gradient per slice."""
+    sweep = evaluate_sweep(
+        model,
+        records,
+        img_size,
+        eps_values,
+        (fgsm.loss,),
+        fgsm,
+        batch_size=batch_size,
+        device=device,
+        progress=counter.part(),
+        should_stop=should_stop,
+    )
+    counter.finish_part(len(records))
+    fgsm_dsc = {eps: sweep.entry(fgsm.loss, eps).summary.mean_adv for eps in eps_values}
+    return fgsm_dsc, sweep.zero_grad_fraction.get(fgsm.loss)
 
 
 # --- the checks, from numbers ----------------------------------------------------------------------
@@ -254,10 +299,10 @@ def _monotone(curve: Mapping[float, float | None]) -> Check:
     return Check("monotone", not rises, numbers)
 
 
-def _large_eps(dsc: float | None) -> Check:
+def _large_eps(dsc: float | None, eps: float = LARGE_EPS) -> Check:
     if dsc is None:
         return Check("large_eps", None, {}, "no slice was scored")
-    return Check("large_eps", dsc <= NEAR_ZERO, {"eps": LARGE_EPS, "robust_dsc": dsc, "limit": NEAR_ZERO})
+    return Check("large_eps", dsc <= NEAR_ZERO, {"eps": eps, "robust_dsc": dsc, "limit": NEAR_ZERO})
 
 
 def _iterative(config: AttackConfig, curve: Mapping[float, float | None], fgsm: Mapping[float, float | None]) -> Check:
@@ -279,6 +324,23 @@ def _transfer(white_box: float | None, transferred: float | None, source: str, e
         "transfer",
         white_box <= transferred + TOLERANCE,
         {"eps": eps, "white_box": white_box, "transfer": transferred, "source": source, "tolerance": TOLERANCE},
+    )
+
+
+def _black_box(attack: float | None, square: float | None, square_config: AttackConfig) -> Check:
+    if attack is None or square is None:
+        return Check("black_box", None, {}, "no slice was scored")
+    return Check(
+        "black_box",
+        attack <= square + TOLERANCE,
+        {
+            "eps": square_config.eps,
+            "attack": attack,
+            "square": square,
+            "queries": square_config.steps,
+            "loss": square_config.loss,
+            "tolerance": TOLERANCE,
+        },
     )
 
 

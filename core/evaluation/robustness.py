@@ -8,7 +8,9 @@ slices, and from its per-slice results (``core.results.SliceResult``):
   clean mean DSC;
 - robust DSC per organ-size tertile: per organ, the scored slices that have it, split by its pixel
   count in the reference into three near-equal groups (small objects fall first: Halmosi et al. 2024);
-- for the ensemble, how many scored slices each member won.
+- for the ensemble, how many scored slices each member won;
+- damage (DSC over the labels present in the truth) and hallucination (the share of absent labels that
+  appear), ``core.evaluation.label_split``.
 
 Each slice is loaded once per checkpoint and attacked at every eps; FGSM reuses its gradient over eps.
 Ctrl-C: ``core.evaluation.scoring.Interrupted`` with the report of the checkpoints finished and, for the one it was
@@ -30,6 +32,7 @@ from core.attacks.control import StopCheck, check_stop
 from core.attacks.gradient_cache import GradientCache
 from core.attacks.runner import AttackContext
 from core.errors import OptionError
+from core.evaluation.label_split import LabelSplit, label_split
 from core.evaluation.scoring import (
     Interrupted,
     Partial,
@@ -72,11 +75,13 @@ class RobustPoint:
     tertiles: dict[str, list[TertileScore]]
     wins: dict[str, int] | None  # ensemble member -> scored slices it won
     rows: list[SliceResult] = field(repr=False, default_factory=list)
+    split: LabelSplit | None = None  # damage to present labels, hallucination of absent ones
 
     def to_dict(self) -> dict:
         return {
             "eps": self.eps,
             "summary": self.summary.to_dict(),
+            "present_absent": None if self.split is None else self.split.to_dict(),
             "rog": self.rog,
             "wins": self.wins,
             "tertiles": {organ: [t.to_dict() for t in scores] for organ, scores in self.tertiles.items()},
@@ -194,6 +199,7 @@ def robust_point(eps: float, rows: list[SliceResult], labels: LabelSet) -> Robus
         tertiles=size_tertiles(rows, labels),
         wins=member_wins(rows),
         rows=rows,
+        split=label_split(rows),
     )
 
 
@@ -214,7 +220,7 @@ def robustness(
     attacks (slices x eps x models)."""
     from core.attacks.ensemble import passes_per_slice
 
-    eps_values = sorted({check_eps(eps) for eps in eps_values})
+    eps_values = sorted({check_eps(eps, config.norm) for eps in eps_values})
     if not eps_values:
         raise OptionError("at least one eps value is needed")
     labels = shared_labels(models)

@@ -111,6 +111,7 @@ def score_slices(
     linf, l2 = perturbation_norms(image, adversarial)
     has_organs = reference.flatten(1).any(1).cpu().numpy()
     organ_pixels = reference.flatten(2).sum(2).cpu().numpy()
+    predicted_clean, predicted_adv = (p.flatten(2).any(2).cpu().numpy() for p in (clean_pred, adv_pred))
     hd_clean = hd_adv = None
     if hausdorff:
         hd_clean = hd95_per_organ(clean_pred.cpu(), reference.cpu(), spacing, empty)
@@ -138,6 +139,8 @@ def score_slices(
                 scored=bool(has_organs[i]) or score == "all",
                 zero_grad_fraction=None if zero_grad_fraction is None else float(zero_grad_fraction[i]),
                 organ_pixels=organ_pixels[i],
+                predicted_clean=predicted_clean[i],
+                predicted_adv=predicted_adv[i],
                 member=None if members is None else members[i],
                 labels=labels,
                 hd95_clean=None if hd_clean is None else hd_clean[i],
@@ -264,6 +267,8 @@ def sweep(
     adversarial slices made from ``model``'s gradient are scored on this other model (a transfer), against
     its own clean prediction. ``spacing``: as for ``attack_slice``."""
     config = config or AttackConfig()
+    if config.norm != "linf":
+        raise OptionError("a sweep shares one FGSM gradient sign over eps: L-inf only; attack at each L2 eps instead")
     check_batch_shape(image, target, model_labels(model))
     eps_values = [check_eps(eps) for eps in eps_values]
     if truth is None:
@@ -598,6 +603,8 @@ def evaluate_sweep(
     config = config or AttackConfig()
     if config.method != "fgsm":
         raise OptionError(f"a sweep shares one FGSM gradient over eps; it does not apply to {config.method}")
+    if config.norm != "linf":
+        raise OptionError("a sweep shares one FGSM gradient sign over eps: L-inf only; attack at each L2 eps instead")
     losses = _check_losses(losses)
     eps_values = [check_eps(eps) for eps in eps_values]
     if not eps_values:

@@ -35,25 +35,29 @@ def choice(value: str, choices: Sequence[str], what: str) -> str:
     return check_choice(value.strip().lower(), choices, what)
 
 
-def parse_eps(text: str, option: str = "--eps") -> float:
-    """One perturbation budget in [0, 1] (images live in [0, 1])."""
+def parse_eps(text: str, option: str = "--eps", norm: str = "linf") -> float:
+    """One perturbation budget in [0, 1] (images live in [0, 1]); under ``norm`` l2 the slice's L2 norm, in
+    [0, ``core.attacks.config.MAX_L2_EPS``]."""
+    from core.attacks.config import MAX_L2_EPS
+
+    upper = MAX_L2_EPS if norm == "l2" else 1.0
     try:
         value = float(text)
     except ValueError:
         fail(f"{option} {text!r} is not a number")
-    if not math.isfinite(value) or value < 0 or value > 1:
-        fail(f"{option} {text!r} must be a number in [0, 1]")
+    if not math.isfinite(value) or value < 0 or value > upper:
+        fail(f"{option} {text!r} must be a number in [0, {upper:g}]")
     return value
 
 
-def parse_eps_list(text: str, option: str = "--eps") -> list[float]:
+def parse_eps_list(text: str, option: str = "--eps", norm: str = "linf") -> list[float]:
     """``start:stop:step`` (stop included within float tolerance) or a comma list, sorted and deduplicated."""
     text = text.strip()
     if ":" in text:
         parts = text.split(":")
         if len(parts) != 3:
             fail(f"{option} {text!r} is not start:stop:step")
-        start, stop, step = (parse_eps(part, option) for part in parts)
+        start, stop, step = (parse_eps(part, option, norm) for part in parts)
         if step <= 0:
             fail(f"{option} {text!r} has step {parts[2]!r}; the step must be greater than 0")
         if stop < start:
@@ -63,7 +67,7 @@ def parse_eps_list(text: str, option: str = "--eps") -> list[float]:
             fail(f"{option} {text!r} gives {count} eps values; at most {MAX_EPS_VALUES}")
         values = [round(start + i * step, 12) for i in range(count)]
     else:
-        values = [parse_eps(part, option) for part in text.split(",") if part.strip()]
+        values = [parse_eps(part, option, norm) for part in text.split(",") if part.strip()]
     if not values:
         fail(f"{option} {text!r} gives no eps values")
     return sorted(set(values))
@@ -91,7 +95,10 @@ def attack_config(*, method: str = "fgsm", eps: str = "0.009", all_slices: bool 
         if value is not None
     }
     return AttackConfig.for_method(
-        method.strip().lower(), eps=parse_eps(eps), score="all" if all_slices else "nonempty", **values
+        method.strip().lower(),
+        eps=parse_eps(eps, norm=values.get("norm", "linf")),
+        score="all" if all_slices else "nonempty",
+        **values,
     )
 
 

@@ -143,6 +143,15 @@ Delta = Annotated[
         help="The universal method's perturbation (made by `segadv universal`).",
     ),
 ]
+Norm = Annotated[
+    str,
+    typer.Option(
+        "--norm",
+        rich_help_panel=ATTACK,
+        help="Threat model: linf (eps per pixel), or l2 (eps the L2 norm of the slice's perturbation in [0, 1] "
+        "pixels; L-inf e spread over an S x S slice has L2 S * e) for fgsm, bim, pgd, apgd and the ensemble.",
+    ),
+]
 Target = Annotated[
     str,
     typer.Option(

@@ -41,6 +41,7 @@ from segadv_tui.cli._options import (
     Method,
     Metrics,
     Mode,
+    Norm,
     NsdTolerance,
     Organs,
     Precision,
@@ -71,8 +72,8 @@ def attack(
         None,
         "--eps",
         rich_help_panel=ATTACK,
-        help="L-inf budget in pixel units ([0, 1] images); default 0.009 (the paper's), for --method universal the "
-        "delta's own bound.",
+        help="L-inf budget in pixel units ([0, 1] images), or with --norm l2 the slice's L2 norm; default 0.009 (the "
+        "paper's), for --method universal the delta's own bound.",
     ),
     method: Method = "fgsm",
     steps: Steps = None,
@@ -83,6 +84,7 @@ def attack(
     delta: Delta = None,
     target: Target = "gt",
     mode: Mode = "textbook",
+    norm: Norm = "linf",
     limit: Limit = None,
     all_slices: AllSlices = False,
     empty: Empty = "one",
@@ -115,6 +117,7 @@ def attack(
         delta=delta,
         best_iterate=best_iterate,  # delta a Path: attack_config lower-cases strings
         **metric_fields(metrics, nsd_tolerance),
+        norm=norm,
     )
     run = prepare(
         "attack",

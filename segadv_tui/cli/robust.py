@@ -30,6 +30,7 @@ from segadv_tui.cli._options import (
     Limit,
     Loss,
     Metrics,
+    Norm,
     NsdTolerance,
     Precision,
     Seed,
@@ -63,7 +64,7 @@ def robust(
         DEFAULT_EPS,
         "--eps",
         rich_help_panel=ATTACK,
-        help="Comma list or start:stop:step of L-inf budgets.",
+        help="Comma list or start:stop:step of L-inf budgets (with --norm l2: L2 norms of the slice).",
     ),
     method: str = typer.Option(
         "ensemble",
@@ -76,6 +77,7 @@ def robust(
     best_iterate: BestIterate = None,
     seed: Seed = 0,
     target: Target = "gt",
+    norm: Norm = "linf",
     limit: Limit = None,
     all_slices: AllSlices = False,
     empty: Empty = "one",
@@ -99,8 +101,8 @@ def robust(
         "--checks",
         rich_help_panel=CHECKS,
         help="Also run the checks that catch a fake defence (Carlini et al.): informative gradients, monotone in eps, "
-        "about 0 at eps 0.25, the attack >= FGSM, white-box >= transfer, converged (doubled steps, a restart) at "
-        "the largest eps. Costs about 5 more runs of the attack.",
+        "about 0 at eps 0.25, the attack >= FGSM, white-box >= transfer, the attack >= black-box Square (300 "
+        "queries), converged (doubled steps, a restart) at the largest eps. Costs about 5 more runs of the attack.",
     ),
     transfer_from: Path | None = typer.Option(
         None,
@@ -117,7 +119,7 @@ def robust(
     from rich.text import Text
 
     style = figure_style(width, dpi)
-    eps_values = parse_eps_list(eps)
+    eps_values = parse_eps_list(eps, norm=norm.strip().lower())
     config = attack_config(
         method=method,
         eps=str(eps_values[0]),
@@ -130,6 +132,7 @@ def robust(
         precision=precision,
         all_slices=all_slices,
         **metric_fields(metrics, nsd_tolerance),
+        norm=norm,
     )
     paths = list(checkpoints or [None])
     # The transfer source loads with the checkpoints, before the data: a bad --transfer-from stops first.
@@ -280,6 +283,11 @@ def check_numbers(check) -> str:
         return "; ".join(
             f"eps {eps}: {number(row['attack'])} vs FGSM {number(row['fgsm'])}" for eps, row in n["robust_dsc"].items()
         )
+    if check.name == "black_box":
+        return (
+            f"eps {n['eps']:g}: the attack {number(n['attack'])} vs Square ({n['queries']} queries, {n['loss']}) "
+            f"{number(n['square'])}"
+        )
     if check.name == "transfer":
         return (
             f"eps {n['eps']:g}: white-box {number(n['white_box'])} vs transferred from {n['source']} "
@@ -308,9 +316,31 @@ def _curve_table(report, curve, scope: str):
     from segadv_tui.render.tables import Table, number
 
     names, titles = report.labels.names, report.labels.titles
-    headers = ("eps", *(titles[o] for o in names), "mean DSC", "mean AS", "ROG", "L-inf max")
+    l2 = report.config.norm == "l2"
+    headers = (
+        "eps",
+        *(titles[o] for o in names),
+        "mean DSC",
+        "mean AS",
+        "ROG",
+        "L2 mean" if l2 else "L-inf max",
+        "damage",
+        "halluc.",
+    )
     clean = curve.points[0].summary
-    rows = [("clean", *(number(clean.dsc_clean[o]) for o in names), number(clean.mean_clean), "", "", "")]
+    first = curve.points[0].split
+    rows = [
+        (
+            "clean",
+            *(number(clean.dsc_clean[o]) for o in names),
+            number(clean.mean_clean),
+            "",
+            "",
+            "",
+            number(first and first.damage_clean),
+            number(first and first.hallucination_clean, 3),
+        )
+    ]
     for point in curve.points:
         s = point.summary
         rows.append(
@@ -320,7 +350,9 @@ def _curve_table(report, curve, scope: str):
                 number(s.mean_adv),
                 number(s.mean_attack_success),
                 number(point.rog, 3),
-                number(s.linf_max),
+                number(s.l2_mean if l2 else s.linf_max),
+                number(point.split and point.split.damage_adv),
+                number(point.split and point.split.hallucination_adv, 3),
             )
         )
     mean_dsc = 1 + len(names)
@@ -332,7 +364,8 @@ def _curve_table(report, curve, scope: str):
         sections=frozenset({0}),
         justify=("right",) * len(headers),
         caption=f"{clean.scored} of {clean.slices} slices scored ({scope}); ROG: share of slices whose mean DSC "
-        f"falls below half of its clean DSC; {report.budget['forward_backward']} forward+backward passes "
+        f"falls below half of its clean DSC; damage: DSC over the organs present in the truth; halluc.: share of "
+        f"the organs absent from the truth that are predicted; {report.budget['forward_backward']} forward+backward passes "
         f"per slice and eps; {curve.seconds:.1f} s",
     ).to_rich()
 
@@ -423,6 +456,8 @@ def robust_rows(report) -> tuple[list[str], list[list]]:
     header += [f"dsc_adv_{o}_{t}" for o in names for t in TERTILES]
     header += ["linf_max", "l2_mean", "passes_forward_backward", "passes_forward"]
     header += [f"wins_{m}" for m in report.members or []]
+    split_keys = ("damage_clean", "damage_adv", "hallucination_clean", "hallucination_adv")
+    header += list(split_keys)
     if report.curves:
         header += summary_csv(report.config, report.curves[0].points[0].summary)[0]
     rows = []
@@ -446,6 +481,7 @@ def robust_rows(report) -> tuple[list[str], list[list]]:
                 + [cell(t.dsc_adv) for o in names for t in point.tertiles[o]]
                 + [cell(s.linf_max), cell(s.l2_mean), report.budget["forward_backward"], report.budget["forward"]]
                 + [point.wins[m] for m in report.members or []]
+                + [cell(point.split and getattr(point.split, key)) for key in split_keys]
                 + summary_csv(report.config, s)[1]
             )
     return header, rows

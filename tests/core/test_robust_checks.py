@@ -63,6 +63,9 @@ def test_a_masked_gradient_fails_the_checks_that_catch_it(demo, records):
     transfer = report.check("transfer").numbers
     assert verdicts["transfer"] == "FAIL" and transfer["transfer"] < transfer["white_box"] - 0.05
     assert verdicts["large_eps"] == "FAIL" and report.check("large_eps").numbers["robust_dsc"] > 0.05
+    # Random squares need no gradient: Square finds what PGD cannot.
+    black_box = report.check("black_box").numbers
+    assert verdicts["black_box"] == "FAIL" and black_box["square"] < black_box["attack"] - black_box["tolerance"]
     assert set(report.to_dict()["checks"][0]) >= {"name", "verdict", "numbers", "guards"}
 
 
@@ -88,7 +91,7 @@ def test_segadv_robust_checks_pass_on_the_plain_demo_model_and_land_in_the_json(
     ]
     result = CliRunner().invoke(app, args, env={"COLUMNS": "250"})
     assert result.exit_code == 0, result.output
-    assert "checks: 5 passed, 0 failed, 1 not applicable" in result.output
+    assert "checks: 6 passed, 0 failed, 1 not applicable" in result.output
     assert "demo_small.safetensors is the transfer source itself" in result.output
     (report,) = json.loads((tmp_path / "robust.json").read_text())["checks"]
     assert report["passed"] and {check["name"]: check["verdict"] for check in report["checks"]} == {
@@ -97,6 +100,7 @@ def test_segadv_robust_checks_pass_on_the_plain_demo_model_and_land_in_the_json(
         "large_eps": "pass",
         "iterative": "pass",
         "transfer": "n/a",
+        "black_box": "pass",
         "converged": "pass",
     }
     assert report["robust_dsc"][f"{LARGE_EPS:g}"] <= 0.05 < report["robust_dsc"][f"{EPS:g}"]
