@@ -91,7 +91,9 @@ class ExplorerScreen(Screen):
                 yield AttackPanel(self.state.attack, has_truth=self.state.has_truth, id="attack")
             with Vertical(id="view"):
                 yield Static("starting…", id="summary")
-                yield PictureViews(renderer=self.state.options.graphics, id="images")
+                # The settings file's default_view; Focus is switched to once mounted (it picks its picture).
+                first = "overlay" if self.state.options.view == "focus" else self.state.options.view
+                yield PictureViews(renderer=self.state.options.graphics, view=first, id="images")
                 with Horizontal(id="bottom"):
                     yield ScoresPanel(
                         show_timings=self.state.options.show_timings, metrics=self.state.attack.metrics, id="scores"
@@ -108,8 +110,8 @@ class ExplorerScreen(Screen):
         self.query_one(AttackPanel).show(self.state.attack)
         self.query_one("#images").loading = True
         self._update_layout()
-        if self.state.options.view != "overlay":  # the settings file's default_view
-            self.show_view(self.state.options.view)
+        if self.state.options.view == "focus":
+            self.call_after_refresh(self.show_view, "focus")
         self.app.sub_title = self.state.options.device_label or "loading torch…"
         self._summary("loading torch and the model…")
         self._scan_catalog()

@@ -179,10 +179,12 @@ class PictureViews(Vertical):
     PictureViews.-failed > #failure { display: block; }
     """
 
-    def __init__(self, renderer: str = "halfblock", **kwargs):
+    def __init__(self, renderer: str = "halfblock", view: str = "overlay", **kwargs):
         super().__init__(**kwargs)
         self.renderer = renderer
-        self.view = "overlay"
+        # The first view is the switcher's initial one: a switch made from the screen's on_mount could come
+        # before the switcher's own mount, which would set its initial view back.
+        self.view = view
         self.labels = UW_MADISON  # until the data or the checkpoint says
         self.organs: tuple[bool, ...] = (True,) * len(self.labels)  # shown, per label
         self.panels: AttackPanels | None = None

@@ -49,7 +49,11 @@ def test_auto_asks_the_terminal_only_inside_tmux():
     assert not asked
 
 
-needs_tmux = pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed (apt-get install tmux)")
+# The tests that run a real terminal share one xdist worker: two at once on two busy cores starve each other.
+needs_tmux = [
+    pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed (apt-get install tmux)"),
+    pytest.mark.xdist_group("tmux"),
+]
 
 
 def run_in_tmux(tmp_path, code: str, *options: tuple[str, str]) -> str:
@@ -78,7 +82,8 @@ def run_in_tmux(tmp_path, code: str, *options: tuple[str, str]) -> str:
         subprocess.run([*tmux, "kill-server"], capture_output=True)
 
 
-@needs_tmux
+@needs_tmux[0]
+@needs_tmux[1]
 def test_auto_in_a_real_tmux_without_image_support_is_half_blocks(tmp_path):
     code = (
         "from segadv_tui.render.graphics import choose_graphics, terminal_graphics; "

@@ -24,7 +24,10 @@ from core.models.checkpoints import load_checkpoint
 from core.models.inference import predict
 from core.paths import demo_checkpoint
 
-pytestmark = pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed (apt-get install tmux)")
+pytestmark = [
+    pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed (apt-get install tmux)"),
+    pytest.mark.xdist_group("tmux"),  # one real terminal at a time (see test_tui_config)
+]
 
 DEADLINE_S = 120
 
