@@ -41,7 +41,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import random
 import re
 import threading
 from collections import OrderedDict
@@ -52,7 +51,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from core.data.dataset_json import LAYOUT, LabelValues, read_description
-from core.data.gitract import DataError, SkippedSlice, resize_image, resize_masks
+from core.data.gitract import DataError, SkippedSlice, resize_image, resize_masks, split_by_case
 from core.data.nifti import NIFTI_ENDINGS, VolumeHeader, read_header, read_volume
 from core.paths import cache_dir
 
@@ -452,15 +451,7 @@ class DecathlonDataset:
         """(train, test) split by case: every slice of a case lands on the same side. The test side gets
         ``round(test_fraction * cases)`` cases, at least one and leaving at least one for training when
         there are two or more; the same seed always gives the same split (as ``GITractDataset.split``)."""
-        if not 0 < test_fraction < 1:
-            raise ValueError(f"test_fraction must be between 0 and 1, got {test_fraction}")
-        cases = sorted({record.case for record in self.records})
-        random.Random(seed).shuffle(cases)
-        n_test = min(max(round(test_fraction * len(cases)), 1), len(cases) - 1) if len(cases) >= 2 else 0
-        test_cases = set(cases[:n_test])
-        train = [r for r in self.records if r.case not in test_cases]
-        test = [r for r in self.records if r.case in test_cases]
-        return train, test
+        return split_by_case(self.records, test_fraction, seed)
 
     def fingerprint(self) -> str:
         """A short hash of the labels, the slicing, each case's shape and voxel size, its image file's size

@@ -341,15 +341,7 @@ class GITractDataset:
         The test side gets ``round(test_fraction * cases)`` cases, at least one and leaving at least one
         for training when there are two or more. The same seed always gives the same split.
         """
-        if not 0 < test_fraction < 1:
-            raise ValueError(f"test_fraction must be between 0 and 1, got {test_fraction}")
-        cases = sorted({record.case for record in self.records})
-        random.Random(seed).shuffle(cases)
-        n_test = min(max(round(test_fraction * len(cases)), 1), len(cases) - 1) if len(cases) >= 2 else 0
-        test_cases = set(cases[:n_test])
-        train = [r for r in self.records if r.case not in test_cases]
-        test = [r for r in self.records if r.case in test_cases]
-        return train, test
+        return split_by_case(self.records, test_fraction, seed)
 
     def fingerprint(self) -> str:
         """A short hash of the slices and their labels (ids, sizes, spacing, RLEs), wherever the root is."""
@@ -431,6 +423,18 @@ def _rle_problems(records: list[SliceRecord]) -> dict[int, str]:
         except RLEError as exc:
             problems.setdefault(i, str(exc))
     return problems
+
+
+def split_by_case(records: list, test_fraction: float = 0.1, seed: int = 0) -> tuple[list, list]:
+    """(train, test) records of any data set, split by ``record.case``: ``round(test_fraction * cases)``
+    cases (at least one, leaving one for training) shuffled by ``seed`` go to the test side."""
+    if not 0 < test_fraction < 1:
+        raise ValueError(f"test_fraction must be between 0 and 1, got {test_fraction}")
+    cases = sorted({record.case for record in records})
+    random.Random(seed).shuffle(cases)
+    n_test = min(max(round(test_fraction * len(cases)), 1), len(cases) - 1) if len(cases) >= 2 else 0
+    test_cases = set(cases[:n_test])
+    return [r for r in records if r.case not in test_cases], [r for r in records if r.case in test_cases]
 
 
 def with_labels(records: Iterable) -> list:
