@@ -343,10 +343,8 @@ def opening_slice(dataset, test_fraction: float = 0.1) -> SliceRecord:
     with the most labels in its truth, every label where one has them all. Its first scores are then
     damage to labels that are there: on a slice without a label, a few stray pixels of it turn that
     label's DSC from 1 to 0 and read as the model failing on it. Without a test slice with labels, the
-    first slice with labels, else the first slice. Only UW-Madison's records tell how many organs they
-    hold without being read (their RLEs); in other layouts, the first test slice with labels."""
+    first slice with labels, else the first slice. Records say which labels they hold without loading the
+    slice (UW-Madison's from their RLEs, a Decathlon volume's from its cached label index)."""
     _, test = dataset.split(test_fraction)  # the split Table II scores (table_ii_records), so it scores this slice
     candidates = with_labels(test) or with_labels(dataset.records) or list(dataset.records)
-    if dataset.layout != "uw-madison":
-        return candidates[0]
-    return max(candidates, key=lambda record: sum(map(bool, record.rles)))  # the first of the most
+    return max(candidates, key=lambda record: sum(record.labels_present))  # the first of the most

@@ -47,13 +47,17 @@ class SliceBrowser(Tree):
         self._day_nodes.clear()
         self._slice_nodes.clear()
         self.border_subtitle = f"{len(self.records)} slices" + with_labels_caption(self.labels, not self.organs_only)
-        cases: dict[int, TreeNode] = {}
+        cases: dict[object, TreeNode] = {}
         for record in self.records:
-            if record.case not in cases:
-                cases[record.case] = self.root.add(f"case{record.case}", expand=False)
-            if record.case_day not in self._day_nodes:
-                self._day_nodes[record.case_day] = cases[record.case].add(f"day{record.day}", data=[])
-            self._day_nodes[record.case_day].data.append(record)
+            scan = _scan(record)
+            if scan not in self._day_nodes:
+                if hasattr(record, "case_day"):  # UW-Madison: case -> day -> slices
+                    if record.case not in cases:
+                        cases[record.case] = self.root.add(f"case{record.case}", expand=False)
+                    self._day_nodes[scan] = cases[record.case].add(f"day{record.day}", data=[])
+                else:  # a volume per case (Decathlon): case -> slices
+                    self._day_nodes[scan] = self.root.add(str(record.case), data=[], expand=False)
+            self._day_nodes[scan].data.append(record)
         if self.current is not None and self.current.id in {r.id for r in self.records}:
             self.reveal(self.current)
 
@@ -61,7 +65,7 @@ class SliceBrowser(Tree):
         if node.children or not isinstance(node.data, list):
             return
         for record in node.data:
-            label = Text(f"slice {record.slice:04d}")
+            label = Text(f"slice {record.slice:04d}" if hasattr(record, "slice") else f"slice {record.index:03d}")
             if record.has_labels:
                 label.append(" ●", style="green")
             self._slice_nodes[record.id] = node.add_leaf(label, data=record)
@@ -72,13 +76,13 @@ class SliceBrowser(Tree):
     def on_tree_node_highlighted(self, event: Tree.NodeHighlighted) -> None:
         event.stop()
         record = event.node.data
-        if isinstance(record, SliceRecord) and record != self.current:
+        if record is not None and not isinstance(record, list) and record != self.current:
             self.current = record
             self.post_message(self.Chosen(record))
 
     def reveal(self, record: SliceRecord) -> None:
         """Open the record's case and day and put the cursor on it."""
-        day = self._day_nodes.get(record.case_day)
+        day = self._day_nodes.get(_scan(record))
         if day is None:
             return
         day.parent.expand()
@@ -99,3 +103,8 @@ class SliceBrowser(Tree):
         ids = [r.id for r in self.records]
         index = ids.index(self.current.id) if self.current is not None and self.current.id in ids else -1
         self.choose(self.records[max(0, min(len(self.records) - 1, index + offset))])
+
+
+def _scan(record) -> str:
+    """The tree node a record's slice hangs under: its case and day (UW-Madison), else its case."""
+    return getattr(record, "case_day", None) or f"case {record.case}"

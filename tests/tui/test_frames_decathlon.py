@@ -16,3 +16,36 @@ def test_a_decathlon_record_loads_with_its_masks(tmp_path, monkeypatch):
     image, masks = record.load(32)
     assert data.id == "b_z004" and np.array_equal(data.image, image) and np.array_equal(data.truth, masks)
     assert SliceCache().get(record, 32).truth.shape == (2, 32, 32)
+
+
+def test_the_explorer_opens_a_decathlon_folder(tmp_path, monkeypatch):
+    """The real app on a Decathlon folder and a checkpoint of its labels: the slice tree is case -> slices
+    (no days), the first frame comes, and the legend names the data's labels."""
+    import asyncio
+
+    import torch
+    from tui_pilot import first_frame, make_app
+
+    from core.models.checkpoints import save_checkpoint
+    from core.models.registry import build_model
+    from segadv_tui.widgets.slices import SliceBrowser
+
+    monkeypatch.setenv("SEGADV_CACHE", str(tmp_path / "cache"))
+    root = make_dataset(tmp_path / "d")
+    torch.manual_seed(0)
+    checkpoint = save_checkpoint(
+        tmp_path / "m.safetensors", build_model("small", labels=open_dataset(root).labels), img_size=32
+    )
+
+    async def scenario():
+        app = make_app(root, checkpoint)
+        async with app.run_test(size=(160, 48)) as pilot:
+            await first_frame(pilot, app)
+            tree = app.screen.query_one(SliceBrowser)
+            cases = [str(node.label) for node in tree.root.children]
+            assert cases and all("day" not in case for case in cases)
+            legend = " ".join(str(w.render()) for w in app.screen.query("#legend"))
+            names = open_dataset(root).labels.titles.values()
+            assert all(title.lower() in legend.lower() for title in names), legend
+
+    asyncio.run(scenario())
