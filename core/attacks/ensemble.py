@@ -73,4 +73,5 @@ def run_ensemble(model, image, target, config: AttackConfig, context: AttackCont
         )
         best_dsc = torch.where(better, dsc, best_dsc)
         winner = torch.where(better, torch.full_like(winner, index), winner)
+    assert best is not None and winner is not None  # the ensemble has members
     return AttackOutput(best.adversarial, clean_pred, best.adv_pred, members=[names[i] for i in winner.tolist()])

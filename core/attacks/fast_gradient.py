@@ -80,7 +80,7 @@ def adversarial_predictions(
     chunk_size = max(1, int(chunk_size))
     clean = image.detach()
     kind = output_kind(model)
-    results = []
+    results: list = []
     with eval_mode(model), torch.no_grad():
         if n <= chunk_size:
             per_chunk = chunk_size // max(n, 1)

@@ -318,7 +318,7 @@ class UniversalReport:
     def area_ratio(self, organ: str) -> float | None:
         """Predicted area after over before (None where the clean prediction has none)."""
         clean, adv = self.area_clean[organ], self.area_adv[organ]
-        return None if not clean else adv / clean
+        return None if not clean or adv is None else adv / clean
 
     def to_dict(self) -> dict:
         return {

@@ -12,6 +12,7 @@ import shutil
 import uuid
 import zlib
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -98,9 +99,7 @@ def _write_into(folder: Path, scans: list[_Scan], progress: Progress | None) -> 
             # default level and about 10x faster (benchmarks/bench_demo.py).
             atomic_write(
                 scans_dir / name,
-                lambda stream, image=image: image.save(
-                    stream, format="PNG", compress_level=1, compress_type=zlib.Z_HUFFMAN_ONLY
-                ),
+                partial(_write_png, image),
             )
             slice_id = f"case{scan.case}_day{scan.day}_slice_{number:04d}"
             rows += [(slice_id, organ, rle_encode(mask)) for organ, mask in zip(ORGANS, masks)]
@@ -178,3 +177,8 @@ def demo_data_dir(seed: int = 0, progress: Progress | None = None, *, size: str 
         if temp.exists():
             shutil.rmtree(temp, ignore_errors=True)
     return target
+
+
+def _write_png(image: Image.Image, stream) -> None:
+    """A slice PNG, fast: level-1 Huffman-only deflate (the demo writes thousands)."""
+    image.save(stream, format="PNG", compress_level=1, compress_type=zlib.Z_HUFFMAN_ONLY)

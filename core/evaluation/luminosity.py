@@ -177,13 +177,13 @@ def luminosity_study(
                 "attack_success": success,
             }
         )
-    success = np.array([row["attack_success"] for row in rows])
+    successes = np.array([row["attack_success"] for row in rows])
     groups = None if unit == "slice" else [row[unit] for row in rows]
     correlations = {}
     for index, feature in enumerate(FEATURES):
         values = np.array([row[feature] for row in rows])
-        low, high = bootstrap_interval(values, success, groups=groups, resamples=resamples, seed=seed + index)
-        correlations[feature] = Correlation(feature, json_number(spearman(values, success)), low, high, len(rows))
+        low, high = bootstrap_interval(values, successes, groups=groups, resamples=resamples, seed=seed + index)
+        correlations[feature] = Correlation(feature, json_number(spearman(values, successes)), low, high, len(rows))
     study = LuminosityResult(
         config=config,
         img_size=img_size,
