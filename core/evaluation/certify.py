@@ -245,7 +245,7 @@ def certify(
 ) -> CertifyResult:
     """Certify every slice of ``records`` (one data-loader batch of 1: the noisy copies are the batch).
     Ctrl-C keeps the finished slices (``core.evaluation.scoring.Interrupted``)."""
-    from core.evaluation.scoring import Interrupted, Partial, finished_batches
+    from core.evaluation.scoring import Interrupted, Partial, finished_batches, rank_progress
     from core.metrics import dice_per_organ
 
     labels = model.labels  # type: ignore[union-attr]
@@ -289,7 +289,7 @@ def certify(
         device,
         ranks,
         work,
-        None if progress is None else (lambda done: progress(min(done * ranks.world_size, len(records)), len(records))),
+        rank_progress(progress, ranks, len(records)),
     )
     result = CertifyResult(config, labels.names, img_size, rows, time.perf_counter() - started, maps)
     if interrupted:

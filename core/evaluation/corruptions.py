@@ -154,7 +154,7 @@ def corruption_curves(
 ) -> CorruptionResult:
     """Mean DSC per label of ``model`` on ``records``, clean and under every corruption at severities 1..5.
     Ctrl-C keeps the finished batches (``core.evaluation.scoring.Interrupted``)."""
-    from core.evaluation.scoring import Interrupted, Partial, finished_batches
+    from core.evaluation.scoring import Interrupted, Partial, finished_batches, rank_progress
 
     check_empty_policy(empty)
     for name in corruptions:
@@ -178,7 +178,7 @@ def corruption_curves(
         device,
         ranks,
         work,
-        None if progress is None else (lambda done: progress(min(done * ranks.world_size, len(records)), len(records))),
+        rank_progress(progress, ranks, len(records)),
     )
     labels = model.labels.names  # type: ignore[union-attr]
     scores = np.stack(items) if items else np.full((0, 1 + len(keys), len(labels)), np.nan)

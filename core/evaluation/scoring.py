@@ -474,6 +474,12 @@ def _report(progress: Progress | None, done: int, total: int) -> None:
         progress(min(done, total), total)
 
 
+def rank_progress(progress: Progress | None, ranks: distributed.Ranks, total: int) -> Callable[[int], None]:
+    """``finished_batches``' ``on_batch`` for ``progress``: this rank's count of items, reported as a share of
+    ``total`` (times the ranks under torchrun)."""
+    return lambda done: _report(progress, done * ranks.world_size, total)
+
+
 def evaluate(
     model: torch.nn.Module,
     records: Sequence,
@@ -517,7 +523,7 @@ def evaluate(
         device,
         ranks,
         attack,
-        lambda done: _report(progress, done * ranks.world_size, len(records)),
+        rank_progress(progress, ranks, len(records)),
     )
     if ranks.active:
         _report(progress, len(results), len(records))
@@ -650,7 +656,7 @@ def evaluate_sweep(
         device,
         ranks,
         attack,
-        lambda done: _report(progress, done * ranks.world_size, len(records)),
+        rank_progress(progress, ranks, len(records)),
     )
     if ranks.active:
         _report(progress, len(slices), len(records))
