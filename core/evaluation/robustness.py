@@ -156,14 +156,18 @@ def size_tertiles(rows: Sequence[SliceResult], labels: LabelSet | None = None) -
     result = {}
     for index, organ in enumerate(labels.names if labels is not None else ()):
         having = sorted(
-            (r for r in rows if r.scored and r.organ_pixels is not None and r.organ_pixels[index] > 0),
-            key=lambda r: (int(r.organ_pixels[index]), r.slice_id),
+            (
+                (int(r.organ_pixels[index]), r)
+                for r in rows
+                if r.scored and r.organ_pixels is not None and r.organ_pixels[index] > 0
+            ),
+            key=lambda pair: (pair[0], pair[1].slice_id),
         )
         groups = np.array_split(np.arange(len(having)), len(TERTILES))
         scores = []
         for name, members in zip(TERTILES, groups):
-            chosen = [having[i] for i in members]
-            pixels = [int(r.organ_pixels[index]) for r in chosen]
+            pixels = [having[i][0] for i in members]
+            chosen = [having[i][1] for i in members]
             clean = np.array([r.dsc_clean[index] for r in chosen], dtype=np.float64)
             adv = np.array([r.dsc_adv[index] for r in chosen], dtype=np.float64)
             scores.append(
@@ -186,7 +190,7 @@ def member_wins(rows: Sequence[SliceResult]) -> dict[str, int] | None:
         return None
     wins = {member.name: 0 for member in ENSEMBLE}
     for row in rows:
-        if row.scored:
+        if row.scored and row.member is not None:
             wins[row.member] += 1
     return wins
 
@@ -229,7 +233,7 @@ def robustness(
     done = 0
     if progress is not None:
         progress(0, total)
-    curves = []
+    curves: list[RobustCurve] = []
     for index, (label, model, meta) in enumerate(models):
         meta = meta or {}
         size = img_size if img_size is not None else meta.get("img_size")
