@@ -7,7 +7,9 @@ writes their JSON / CSV forms, the explorer shows one per frame. A new score is 
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import overload
 
 import numpy as np
 
@@ -39,7 +41,11 @@ def attack_success(dsc_clean, dsc_adv) -> np.ndarray:
     return np.where(defined, (clean - adv) / safe_clean, np.nan)
 
 
-def label_dict(values, names: tuple[str, ...]) -> dict[str, float | None] | None:
+@overload
+def label_dict(values: None, names: tuple[str, ...]) -> None: ...
+@overload
+def label_dict(values: Iterable, names: tuple[str, ...]) -> dict[str, float | None]: ...
+def label_dict(values: Iterable | None, names: tuple[str, ...]) -> dict[str, float | None] | None:
     """Per-label values as ``{label name: number or None}`` in label order (None stays None: not measured)."""
     if values is None:
         return None

@@ -120,11 +120,22 @@ def score_slices(
     if nsd_tolerance is not None:
         nsd_clean = nsd_per_organ(clean_pred.cpu(), reference.cpu(), nsd_tolerance, spacing, empty)
         nsd_adv = nsd_per_organ(adv_pred.cpu(), reference.cpu(), nsd_tolerance, spacing, empty)
-    images = adversarial_images = None
+    slice_pictures: list[SlicePictures | None] = [None] * len(ids)
     if pictures:
         # The paper's mode perturbs a 3-channel copy of the slice: its picture is the channel mean.
         images, adversarial_images = image[:, 0].float().cpu().numpy(), adversarial.float().mean(1).cpu().numpy()
         clean_pred, adv_pred, reference = clean_pred.cpu(), adv_pred.cpu(), reference.cpu()
+        slice_pictures = [
+            SlicePictures(
+                image=images[i],
+                adversarial=adversarial_images[i],
+                clean_prediction=clean_pred[i].numpy(),
+                adversarial_prediction=adv_pred[i].numpy(),
+                reference=reference[i].numpy(),
+                has_truth=has_truth,
+            )
+            for i in range(len(ids))
+        ]
     results = []
     for i, slice_id in enumerate(ids):
         results.append(
@@ -147,16 +158,7 @@ def score_slices(
                 hd95_adv=None if hd_adv is None else hd_adv[i],
                 nsd_clean=None if nsd_clean is None else nsd_clean[i],
                 nsd_adv=None if nsd_adv is None else nsd_adv[i],
-                pictures=None
-                if not pictures
-                else SlicePictures(
-                    image=images[i],
-                    adversarial=adversarial_images[i],
-                    clean_prediction=clean_pred[i].numpy(),
-                    adversarial_prediction=adv_pred[i].numpy(),
-                    reference=reference[i].numpy(),
-                    has_truth=has_truth,
-                ),
+                pictures=slice_pictures[i],
             )
         )
     return results
@@ -375,12 +377,18 @@ def summarise(results: Sequence[SliceResult], labels: LabelSet | None = None) ->
     else:
         organ_clean = organ_adv = np.full(width, np.nan)
         mean_clean = mean_adv = np.nan
-    boundary = {}
-    for name in ("hd95_clean", "hd95_adv", "nsd_clean", "nsd_adv"):
-        if scored and getattr(scored[0], name) is not None:
-            values = stack([getattr(r, name) for r in scored])
-            boundary[name] = label_dict(nanmean(values, axis=0), names)
-            boundary[f"mean_{name}"] = json_number(nanmean(nanmean(values, axis=1), axis=0))
+
+    def boundary(name: str) -> tuple[dict[str, float | None] | None, float | None]:
+        """The boundary score ``name`` per label and as the mean of the slices' means; None, None: not measured."""
+        if not scored or getattr(scored[0], name) is None:
+            return None, None
+        values = stack([getattr(r, name) for r in scored])
+        return label_dict(nanmean(values, axis=0), names), json_number(nanmean(nanmean(values, axis=1), axis=0))
+
+    hd95_clean, mean_hd95_clean = boundary("hd95_clean")
+    hd95_adv, mean_hd95_adv = boundary("hd95_adv")
+    nsd_clean, mean_nsd_clean = boundary("nsd_clean")
+    nsd_adv, mean_nsd_adv = boundary("nsd_adv")
     return Summary(
         slices=len(results),
         scored=len(scored),
@@ -393,7 +401,14 @@ def summarise(results: Sequence[SliceResult], labels: LabelSet | None = None) ->
         linf_max=json_number(linf.max()) if len(linf) else None,
         linf_mean=json_number(linf.mean()) if len(linf) else None,
         l2_mean=json_number(l2.mean()) if len(l2) else None,
-        **boundary,
+        hd95_clean=hd95_clean,
+        hd95_adv=hd95_adv,
+        nsd_clean=nsd_clean,
+        nsd_adv=nsd_adv,
+        mean_hd95_clean=mean_hd95_clean,
+        mean_hd95_adv=mean_hd95_adv,
+        mean_nsd_clean=mean_nsd_clean,
+        mean_nsd_adv=mean_nsd_adv,
     )
 
 
@@ -782,23 +797,40 @@ def table_ii(
             offset = (index * runs + run) * len(records)
             return None if progress is None else (lambda done, _total: progress(offset + done, total))
 
-        options = dict(batch_size=batch_size, device=device, should_stop=should_stop)
         summaries: dict[str, Summary] = {}
         stopped: Interrupted | None = None  # Ctrl-C: this row keeps its finished cells and the one it was on
         if config.method == "fgsm":
+            sweep: SweepResult | None
             try:
-                result = evaluate_sweep(
-                    model, records, int(size), [config.eps], losses, config, progress=run_progress(0), **options
+                sweep = evaluate_sweep(
+                    model,
+                    records,
+                    int(size),
+                    [config.eps],
+                    losses,
+                    config,
+                    progress=run_progress(0),
+                    batch_size=batch_size,
+                    device=device,
+                    should_stop=should_stop,
                 )
             except Interrupted as exc:
-                result, stopped = exc.result, exc
-            if result is not None:
-                summaries = {loss: result.entry(loss, result.eps_values[0]).summary for loss in result.losses}
+                sweep, stopped = exc.result, exc
+            if sweep is not None:
+                summaries = {loss: sweep.entry(loss, sweep.eps_values[0]).summary for loss in sweep.losses}
         else:
             for run, loss in enumerate(losses):
+                result: EvaluationResult | None
                 try:
                     result = evaluate(
-                        model, records, int(size), config.replace(loss=loss), progress=run_progress(run), **options
+                        model,
+                        records,
+                        int(size),
+                        config.replace(loss=loss),
+                        progress=run_progress(run),
+                        batch_size=batch_size,
+                        device=device,
+                        should_stop=should_stop,
                     )
                 except Interrupted as exc:
                     result, stopped = exc.result, exc
@@ -861,6 +893,8 @@ def _table_row(
         params=int(meta.get("params") or count_parameters(model)),
         dsc_clean=summaries[next(iter(summaries))].mean_clean,
         dsc_adv=adv,
-        best_loss=min(finite, key=finite.get) if finite and complete and "loss" in config.entry.parameters else None,
+        best_loss=min(finite, key=lambda loss: finite[loss])
+        if finite and complete and "loss" in config.entry.parameters
+        else None,
         summaries=summaries,
     )
