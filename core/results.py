@@ -74,7 +74,8 @@ class SliceResult:
     dsc_clean / dsc_adv: float64 (L,) per label of ``labels``, NaN where the empty policy skips; linf / l2:
     the realised perturbation norms; has_organs: the reference holds any label (the JSON key UW-Madison's
     files have always had); zero_grad_fraction: FGSM's share of pixels with a zero gradient (None for other
-    methods); hd95_* / nsd_*: (L,) in mm / at the config's tolerance in mm, when measured; organ_pixels: int (L,) pixels of each label in the reference
+    methods); hd95_* / nsd_*: (L,) in mm / at the config's tolerance in mm, when measured; organ_pixels: int (L,) pixels
+    of each label in the reference
     (for scores by size); member: the ensemble member that won the slice; pictures: only where asked (one
     slice in the explorer); labels: the label set the per-label values follow (the model's); predicted_clean /
     predicted_adv: bool (L,), whether each label appears in the clean / adversarial prediction (for damage

@@ -433,7 +433,8 @@ class EvaluationResult:
 
 
 def batches(records, img_size: int, batch_size: int, device, *, workers: int | None = None):
-    """(records, images (B, 1, S, S), masks (B, L, S, S) float 0/1, a channel per label) on ``device``. On CUDA a DataLoader
+    """(records, images (B, 1, S, S), masks (B, L, S, S) float 0/1, a channel per label) on ``device``. On CUDA a
+    DataLoader
     reads ahead in worker processes into pinned memory, so the GPU does not wait for PNG decoding."""
     from torch.utils.data import DataLoader
 
@@ -866,7 +867,8 @@ def shared_labels(models: Sequence[tuple[str, torch.nn.Module, dict]]) -> LabelS
     for name, model, _ in models[1:]:
         if not model_labels(model).same_labels(model_labels(first)):
             raise LabelSetError(
-                f"{name} segments {model_labels(model).describe()} but {first_name} segments {model_labels(first).describe()}; "
+                f"{name} segments {model_labels(model).describe()} "
+                f"but {first_name} segments {model_labels(first).describe()}; "
                 "compare models of one label set"
             )
     return model_labels(first)

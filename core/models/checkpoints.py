@@ -473,7 +473,8 @@ def check_checkpoint_meta(path: Path, meta: dict) -> None:
     labels = checkpoint_labels(path, meta)
     if meta["classes"] != list(labels.names):
         raise CheckpointError(
-            f"{path}: metadata classes = {_shown(meta['classes'])}: expected {list(labels.names)} (its label set's names)"
+            f"{path}: metadata classes = {_shown(meta['classes'])}: "
+            f"expected {list(labels.names)} (its label set's names)"
         )
     if meta.get("defence"):
         _check_fields(path, meta["defence"], _DEFENCE_FIELDS, "defence.", required=_DEFENCE_FIELDS)
@@ -673,7 +674,8 @@ def _unwrap_state_dict(loaded: object, path: Path, expected: Collection[str]) ->
     not_tensors = [key for key, value in loaded.items() if not isinstance(value, torch.Tensor)]
     if not_tensors:
         raise CheckpointError(
-            f"{path}: not a state dict: {len(not_tensors)} entries are not tensors ({', '.join(map(_key, not_tensors[:_SHOW_KEYS]))})"
+            f"{path}: not a state dict: {len(not_tensors)} entries are not tensors "
+            f"({', '.join(map(_key, not_tensors[:_SHOW_KEYS]))})"
         )
     state_dict = dict(loaded)
     for prefix in _KEY_PREFIXES:

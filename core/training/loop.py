@@ -328,7 +328,8 @@ def _check_config(config: TrainConfig) -> None:
     defence = config.defence()
     if defence is not None and defence.warmup_epochs > config.epochs:
         raise TrainingError(
-            f"--adv-warmup {config.adv_warmup:g} is longer than the run (--epochs {config.epochs}): eps would never reach --adv-eps"
+            f"--adv-warmup {config.adv_warmup:g} is longer than the run (--epochs {config.epochs}): "
+            "eps would never reach --adv-eps"
         )
 
 
@@ -627,7 +628,8 @@ class _Run:
                         if not math.isfinite(loss_value):
                             raise TrainingError(
                                 f"the loss became {loss_value} at epoch {epoch + 1}, by step {state.step}; training "
-                                f"stopped and the best checkpoint {self.checkpoint} was left untouched; try a lower --lr"
+                                f"stopped and the best checkpoint {self.checkpoint} "
+                                "was left untouched; try a lower --lr"
                             )
                         loss_sum += loss_value * window_steps
                         loss_steps += window_steps
