@@ -99,7 +99,7 @@ def attack(
     no_cache: NoCache = False,
     strict: Strict = False,
 ) -> None:
-    """Attack a checkpoint over a data split: DSC clean vs adversarial per organ, attack success, realised L-inf / L2."""
+    """Attack a checkpoint over a data split: DSC clean vs adversarial per organ, attack success, realised L-inf / L2."""  # noqa: E501
     from segadv_tui.cli.universal import attack_eps
 
     config = attack_config(
@@ -392,7 +392,7 @@ def table(
     no_cache: NoCache = False,
     strict: Strict = False,
 ) -> None:
-    """The paper's Table II: parameters, clean DSC and DSC after the attack (FGSM) with each loss; the best attack in bold."""
+    """The paper's Table II: parameters, clean DSC and DSC after the attack (FGSM) with each loss; the best attack in bold."""  # noqa: E501
     from segadv_tui.render.tables import table_ii_table
 
     loss_names = parse_losses(losses)
@@ -517,7 +517,7 @@ def figure(
     width: FigureWidth = "double",
     strict: Strict = False,
 ) -> None:
-    """A figure like the paper's figures 5-8: input, adversarial input, perturbation, truth, predictions, differences."""
+    """A figure like the paper's figures 5-8: input, adversarial input, perturbation, truth, predictions, differences."""  # noqa: E501
     from segadv_tui.render.figure_style import figure_format
     from segadv_tui.render.figures import AttackPanels, attack_chart, attack_figure
     from segadv_tui.render.tables import number
@@ -555,7 +555,8 @@ def figure(
     caption = (
         f"{loaded.path.name}: {loaded.title} | slice {record.id} | {config.method_label}, {config.objective_label} | "
         f"eps {config.eps:g} | "
-        f"DSC {number(mean_clean, 3)} -> {number(mean_adv, 3)} | AS {number(success, 3)} | realised L-inf {number(linf)}"
+        f"DSC {number(mean_clean, 3)} -> {number(mean_adv, 3)} | AS {number(success, 3)} "
+        f"| realised L-inf {number(linf)}"
     )
     run.outputs.name_default("out", f"figure-{record.id}-{config.method}-{config.loss}-eps{config.eps:g}.png")
     panels = AttackPanels.from_result(result)

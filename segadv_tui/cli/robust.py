@@ -307,7 +307,8 @@ def _caption(report, scope: str) -> str:
     config = report.config
     cost = report.budget
     return (
-        f"{config.method_label}, {config.objective_label}; {scope}; empty {label_nouns(report.labels)}: {config.empty}; "
+        f"{config.method_label}, {config.objective_label}; {scope}; "
+        f"empty {label_nouns(report.labels)}: {config.empty}; "
         f"{cost['forward_backward']} forward+backward and {cost['forward']} forward passes per slice and eps"
     )
 
@@ -365,7 +366,8 @@ def _curve_table(report, curve, scope: str):
         justify=("right",) * len(headers),
         caption=f"{clean.scored} of {clean.slices} slices scored ({scope}); ROG: share of slices whose mean DSC "
         f"falls below half of its clean DSC; damage: DSC over the organs present in the truth; halluc.: share of "
-        f"the organs absent from the truth that are predicted; {report.budget['forward_backward']} forward+backward passes "
+        "the organs absent from the truth that are predicted; "
+        f"{report.budget['forward_backward']} forward+backward passes "
         f"per slice and eps; {curve.seconds:.1f} s",
     ).to_rich()
 

@@ -114,7 +114,7 @@ def transfer(
     dpi: Dpi = 300,
     strict: Strict = False,
 ) -> None:
-    """Transfer matrix: each source's adversarial slices (crafted once) scored on every model; the diagonal is white-box."""
+    """Transfer matrix: each source's adversarial slices (crafted once) scored on every model; the diagonal is white-box."""  # noqa: E501
     style = figure_style(width, dpi)
     paths = list(checkpoints) if checkpoints else bundled_checkpoints()
     if len(paths) < 2:
