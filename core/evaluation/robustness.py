@@ -44,6 +44,7 @@ from core.evaluation.scoring import (
 )
 from core.labels import LabelSet
 from core.metrics import slice_spacing
+from core.models.loaded import LoadedModel
 from core.progress import Progress
 from core.results import SliceResult, json_number, nanmean
 
@@ -208,7 +209,7 @@ def robust_point(eps: float, rows: list[SliceResult], labels: LabelSet) -> Robus
 
 
 def robustness(
-    models: Sequence[tuple[str, torch.nn.Module, dict]],
+    models: Sequence[LoadedModel],
     records: Sequence,
     config: AttackConfig,
     eps_values: Sequence[float],
@@ -219,7 +220,7 @@ def robustness(
     progress: Progress | None = None,
     should_stop: StopCheck | None = None,
 ) -> RobustnessReport:
-    """``config``'s attack at every eps for each (label, model, checkpoint meta) over ``records``.
+    """``config``'s attack at every eps for each model over ``records``.
     ``img_size`` None: each checkpoint's ``meta["img_size"]``. ``progress(done, total)`` counts slice
     attacks (slices x eps x models)."""
     from core.attacks.ensemble import passes_per_slice
@@ -234,8 +235,8 @@ def robustness(
     if progress is not None:
         progress(0, total)
     curves: list[RobustCurve] = []
-    for index, (label, model, meta) in enumerate(models):
-        meta = meta or {}
+    for index, loaded in enumerate(models):
+        label, model, meta = loaded.label, loaded.model, loaded.meta
         size = img_size if img_size is not None else meta.get("img_size")
         if size is None:
             raise OptionError(f"{label}: no img_size in the checkpoint's metadata; pass img_size")

@@ -40,6 +40,7 @@ from core.errors import OptionError
 from core.labels import LabelSet, LabelSetError
 from core.losses import check_loss
 from core.metrics import dice_per_organ, hd95_per_organ, nsd_per_organ, slice_spacing
+from core.models.loaded import LoadedModel
 from core.models.registry import count_parameters
 from core.progress import Progress
 from core.results import SlicePictures, SliceResult, attack_success, json_number, label_dict, mean_dsc, nanmean
@@ -760,7 +761,7 @@ class TableII:
 
 
 def table_ii(
-    models: Sequence[tuple[str, torch.nn.Module, dict]],
+    models: Sequence[LoadedModel],
     records: Sequence,
     losses: Sequence[str] = ("bce", "focal+dice", "focal"),
     config: AttackConfig | None = None,
@@ -771,7 +772,7 @@ def table_ii(
     progress: Progress | None = None,
     should_stop: StopCheck | None = None,
 ) -> TableII:
-    """The paper's Table II: for each (label, model, checkpoint meta), its parameters, clean mean DSC and
+    """The paper's Table II: for each model, its parameters, clean mean DSC and
     mean DSC after ``config``'s attack (default: the paper's FGSM at eps 0.009) with each loss.
     ``img_size`` None uses each checkpoint's ``meta["img_size"]``. ``progress`` counts slices over all
     models (and losses, for the methods that cannot share a gradient).
@@ -788,8 +789,8 @@ def table_ii(
     runs = 1 if config.method == "fgsm" else len(losses)
     total = len(records) * len(models) * runs
     rows = []
-    for index, (label, model, meta) in enumerate(models):
-        meta = meta or {}
+    for index, loaded in enumerate(models):
+        label, model, meta = loaded.label, loaded.model, loaded.meta
         size = img_size if img_size is not None else meta.get("img_size")
         if size is None:
             raise OptionError(f"{label}: no img_size in the checkpoint's metadata; pass img_size")
@@ -858,20 +859,20 @@ def table_ii(
     return TableII(config=config, losses=losses, rows=rows, labels=labels)
 
 
-def shared_labels(models: Sequence[tuple[str, torch.nn.Module, dict]]) -> LabelSet:
-    """The label set of every (label, model, meta): a ``LabelSetError`` naming two models whose sets differ
-    (their rows and columns would mean different things)."""
+def shared_labels(models: Sequence[LoadedModel]) -> LabelSet:
+    """The label set of every model: a ``LabelSetError`` naming two models whose sets differ (their rows and
+    columns would mean different things)."""
     if not models:
         raise OptionError("at least one model is needed")
-    first_name, first, _ = models[0]
-    for name, model, _ in models[1:]:
-        if not model_labels(model).same_labels(model_labels(first)):
+    first = models[0]
+    for other in models[1:]:
+        if not other.labels.same_labels(first.labels):
             raise LabelSetError(
-                f"{name} segments {model_labels(model).describe()} "
-                f"but {first_name} segments {model_labels(first).describe()}; "
+                f"{other.label} segments {other.labels.describe()} "
+                f"but {first.label} segments {first.labels.describe()}; "
                 "compare models of one label set"
             )
-    return model_labels(first)
+    return first.labels
 
 
 def _table_row(

@@ -430,13 +430,13 @@ def table(
     def payload(result) -> dict:
         return run.payload(result.to_dict(), checkpoints=[str(item.path) for item in loaded])
 
-    models = [(item.path.name, item.model, item.meta) for item in loaded]
+    models = [item.as_model(item.path.name) for item in loaded]
     runs = f"{len(loss_names)} losses" if "loss" in config.entry.parameters else "its own objective"
     with run.keep_partial(payload), progress_bar(f"Table II: {len(models)} model(s) x {runs}") as progress:
         result = run.cached(table_ii_key(config, loss_names), table_ii)(
             models, run.records, loss_names, config, batch_size=batch_size, device=run.device, progress=progress
         )
-        result = table_ii_relabelled(result, [label for label, _, _ in models])  # as named here, if served
+        result = table_ii_relabelled(result, [model.label for model in models])  # as named here, if served
     caption = (
         f"DSC before and after {config.method_label} at eps {config.eps:g}, target {config.target}; "
         f"{len(run.records)} {run.split} slices{run.with_caption(all_slices)} of {run.dataset.root}; "

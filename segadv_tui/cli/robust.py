@@ -164,7 +164,7 @@ def robust(
         label if labels.count(label) == 1 else f"{label} #{labels[:i].count(label) + 1}"
         for i, label in enumerate(labels)
     ]
-    models = [(label, item.model, item.meta) for label, item in zip(labels, loaded)]
+    models = [item.as_model(label) for label, item in zip(labels, loaded)]
     description = f"{config.method_label}: {len(models)} model(s) x {len(eps_values)} eps x {len(run.records)} slices"
     with run.keep_partial(payload), progress_bar(description) as progress:
         key = {"config": config.to_dict(), "eps": eps_values, "labels": labels}

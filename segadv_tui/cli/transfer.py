@@ -162,7 +162,7 @@ def transfer(
     ):
         key = {"config": config.to_dict(), "labels": labels, "ensembles": ensembles}
         result = run.cached(key, run_transfer)(
-            [(label, item.model) for label, item in zip(labels, loaded)],
+            [item.as_model(label) for label, item in zip(labels, loaded)],
             run.records,
             loaded[0].img_size,
             config,

@@ -26,6 +26,7 @@ from core.data.gitract import GITractDataset, with_organs
 from core.evaluation.luminosity import luminosity_study
 from core.evaluation.scoring import Interrupted, evaluate_sweep, table_ii
 from core.evaluation.transfer import transfer
+from core.models.loaded import LoadedModel
 from segadv_tui.cli._common import TEST_HOOK_SIGINT
 
 IMG_SIZE = 64
@@ -200,7 +201,7 @@ def test_a_sweep_interrupted_keeps_every_point_over_the_finished_slices(model, r
 
 
 def test_table_ii_interrupted_keeps_the_finished_cells_and_the_row_it_was_on(model, records):
-    models = [("a", model, {"img_size": IMG_SIZE}), ("b", model, {"img_size": IMG_SIZE})]
+    models = [LoadedModel("a", model, {"img_size": IMG_SIZE}), LoadedModel("b", model, {"img_size": IMG_SIZE})]
     # FGSM fills a row's columns together; Ctrl-C after b's first slice.
     with pytest.raises(Interrupted) as caught:
         table_ii(models, records, ["bce", "dice"], batch_size=1, progress=stop_at(len(records) + 1))
@@ -214,7 +215,7 @@ def test_table_ii_interrupted_keeps_the_finished_cells_and_the_row_it_was_on(mod
 
 
 def test_transfer_interrupted_keeps_every_cell_over_the_same_finished_slices(model, records):
-    models = [("a", model), ("b", model)]
+    models = [LoadedModel("a", model), LoadedModel("b", model)]
     config = AttackConfig(eps=0.02)
     # Progress counts slices per source: 3 is the first source of the second batch, lost with it.
     with pytest.raises(Interrupted) as caught:

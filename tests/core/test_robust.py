@@ -16,6 +16,7 @@ from core.data.gitract import GITractDataset, with_organs
 from core.evaluation.robustness import robustness, rog_fraction, size_tertiles
 from core.evaluation.scoring import evaluate
 from core.models.checkpoints import save_checkpoint
+from core.models.loaded import LoadedModel
 from core.models.registry import build_model
 from core.organs import ORGANS
 from core.results import SliceResult
@@ -33,7 +34,7 @@ def test_every_point_is_the_evaluation_at_its_eps(model, records):
     config = AttackConfig.for_method("apgd", steps=3, loss="masked-bce")
     progress = []
     report = robustness(
-        [("random", model, {"img_size": IMG_SIZE})],
+        [LoadedModel("random", model, {"img_size": IMG_SIZE})],
         records,
         config,
         EPS,
