@@ -6,28 +6,22 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
-from core.data.gitract import GITractDataset, with_organs
 from core.evaluation.scoring import AttackConfig, evaluate
-from core.models.checkpoints import load_checkpoint, save_checkpoint
-from core.models.registry import build_model
+from core.models.checkpoints import load_checkpoint
 
 IMG_SIZE = 64
 LIMIT = 2
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    torch.manual_seed(0)
-    return save_checkpoint(
-        tmp_path_factory.mktemp("ck") / "tiny_small.safetensors", build_model("small"), img_size=IMG_SIZE
-    )
+def checkpoint(small_checkpoint):
+    return small_checkpoint
 
 
 @pytest.fixture(scope="module")
-def test_slices(tiny_demo):
-    return with_organs(GITractDataset(tiny_demo).split()[1])[:LIMIT]
+def test_slices(tiny_test_slices):
+    return tiny_test_slices[:LIMIT]
 
 
 @pytest.mark.parametrize(

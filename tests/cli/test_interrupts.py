@@ -176,8 +176,8 @@ def test_ctrl_c_under_torchrun_writes_the_slices_every_rank_finished_from_rank_0
 
 
 @pytest.fixture(scope="module")
-def records(tiny_demo):
-    return with_organs(GITractDataset(tiny_demo).split()[1])[:3]
+def records(tiny_test_slices):
+    return tiny_test_slices[:3]
 
 
 def stop_at(count: int):

@@ -26,8 +26,8 @@ EPS = [0.004, 0.03]
 
 
 @pytest.fixture(scope="module")
-def records(tiny_demo):
-    return with_organs(GITractDataset(tiny_demo).split()[1])[:4]
+def records(tiny_test_slices):
+    return tiny_test_slices[:4]
 
 
 def test_every_point_is_the_evaluation_at_its_eps(model, records):

@@ -11,7 +11,6 @@ import pytest
 import torch
 
 from core.attacks.config import AttackConfig
-from core.data.gitract import GITractDataset, with_organs
 from core.errors import OptionError
 from core.evaluation.scoring import evaluate
 from core.evaluation.transfer import LogitEnsemble, transfer, transfer_sources
@@ -34,8 +33,8 @@ def models():
 
 
 @pytest.fixture(scope="module")
-def records(tiny_demo):
-    return with_organs(GITractDataset(tiny_demo).split()[1])[:LIMIT]
+def records(tiny_test_slices):
+    return tiny_test_slices[:LIMIT]
 
 
 def _same_rows(rows, expected):
