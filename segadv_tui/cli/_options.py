@@ -227,6 +227,11 @@ Dpi = Annotated[
 ]
 
 
+def checkpoints_option(help: str):
+    """``--checkpoint`` / ``-c``, repeated: the checkpoints a command compares (None: the command's default)."""
+    return typer.Option(None, "--checkpoint", "-c", rich_help_panel=MODEL, help=help)
+
+
 def output_option(flag: str, help: str, *more_flags: str, default: Path | None = None):
     """An output file of the command (``--json``, ``--csv``, ``--png``, ``--md``, ``--out``)."""
     return typer.Option(default, flag, *more_flags, help=help, rich_help_panel=OUTPUT)

@@ -24,7 +24,6 @@ from segadv_tui.cli._metrics import boundary_table, metric_fields, organ_columns
 from segadv_tui.cli._options import (
     ATTACK,
     DATA,
-    MODEL,
     AllSlices,
     BatchSize,
     BestIterate,
@@ -51,6 +50,7 @@ from segadv_tui.cli._options import (
     StepSize,
     Strict,
     Target,
+    checkpoints_option,
     out_dir_option,
     output_option,
 )
@@ -355,12 +355,8 @@ def sweep_rows(result) -> tuple[list[str], list[list]]:
 
 @app.command()
 def table(
-    checkpoints: list[Path] | None = typer.Option(
-        None,
-        "--checkpoint",
-        "-c",
-        rich_help_panel=MODEL,
-        help="A checkpoint per row; repeat the option. Default: the bundled demo checkpoint.",
+    checkpoints: list[Path] | None = checkpoints_option(
+        "A checkpoint per row; repeat the option. Default: the bundled demo checkpoint."
     ),
     data: Data = None,
     split: Split = "test",

@@ -18,7 +18,6 @@ from segadv_tui.cli._common import attack_config, parse_eps_list, prepare, progr
 from segadv_tui.cli._metrics import boundary_table, metric_fields, summary_csv
 from segadv_tui.cli._options import (
     ATTACK,
-    MODEL,
     AllSlices,
     BatchSize,
     BestIterate,
@@ -38,6 +37,7 @@ from segadv_tui.cli._options import (
     Steps,
     Strict,
     Target,
+    checkpoints_option,
     out_dir_option,
     output_option,
 )
@@ -51,12 +51,8 @@ CHECKS = "Checks"  # the panel of --checks in --help
 
 @app.command()
 def robust(
-    checkpoints: list[Path] | None = typer.Option(
-        None,
-        "--checkpoint",
-        "-c",
-        rich_help_panel=MODEL,
-        help="A checkpoint to evaluate; repeat the option. Default: the bundled demo checkpoint.",
+    checkpoints: list[Path] | None = checkpoints_option(
+        "A checkpoint to evaluate; repeat the option. Default: the bundled demo checkpoint."
     ),
     data: Data = None,
     split: Split = "test",
