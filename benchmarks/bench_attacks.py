@@ -213,14 +213,16 @@ def main() -> None:
     print(f"    full FGSM per eps (k attacks)   {median['naive'] * 1e3:9.1f} ms")
     print(f"    speed-up                        {median['naive'] / median['sweep']:9.2f} x   (goal >= 3x)")
     print(
-        f"    sweep with the gradient cached  {median['warm'] * 1e3:9.1f} ms   speed-up {median['naive'] / median['warm']:.2f} x"
+        f"    sweep with the gradient cached  {median['warm'] * 1e3:9.1f} ms   "
+        f"speed-up {median['naive'] / median['warm']:.2f} x"
     )
     print(f"(b) one eps step from the cache     {median['cached'] * 1e3:9.1f} ms")
     print(f"    one plain forward pass          {median['forward'] * 1e3:9.1f} ms")
     print(f"    ratio                           {median['cached'] / median['forward']:9.2f} x   (goal <= 1.3x)")
     print(f"(c) gradients of {len(losses)} losses ({', '.join(losses)}):")
     print(
-        f"    one forward, backward per loss  {median['retained'] * 1e3:9.1f} ms   (core.attacks.gradients.input_gradients)"
+        f"    one forward, backward per loss  {median['retained'] * 1e3:9.1f} ms   "
+        "(core.attacks.gradients.input_gradients)"
     )
     print(f"    one forward, is_grads_batched   {median['batched'] * 1e3:9.1f} ms")
     print(f"    one forward per loss            {median['separate'] * 1e3:9.1f} ms")
@@ -304,17 +306,20 @@ def robust_benchmark(args) -> None:
     ensemble_time = ensemble_wall if cuda else ensemble_cpu
     print(f"(r1) time per slice, BCE, eps 0.009 ({timed})")
     print(
-        f"    {f'PGD-{steps} (best iterate)':32s}{pgd_time * 1e3:9.0f} ms  ({pgd_wall * 1e3:.0f} ms)   DSC {pgd_summary.mean_adv:.4f}"
+        f"    {f'PGD-{steps} (best iterate)':32s}{pgd_time * 1e3:9.0f} ms  ({pgd_wall * 1e3:.0f} ms)   "
+        f"DSC {pgd_summary.mean_adv:.4f}"
     )
     print(
-        f"    {f'APGD-{steps}':32s}{apgd_time * 1e3:9.0f} ms  ({apgd_wall * 1e3:.0f} ms)   DSC {apgd_summary.mean_adv:.4f}"
+        f"    {f'APGD-{steps}':32s}{apgd_time * 1e3:9.0f} ms  ({apgd_wall * 1e3:.0f} ms)   "
+        f"DSC {apgd_summary.mean_adv:.4f}"
     )
     print(
         f"    ratio                           {apgd_time / pgd_time:9.2f} x   (goal <= 1.1x; median of {args.pairs} "
         f"alternating pairs)"
     )
     print(
-        f"    bookkeeping per step, {args.batch} slices, on a per-pixel model that costs nothing: PGD {pgd_step:.2f} ms, "
+        f"    bookkeeping per step, {args.batch} slices, on a per-pixel model that costs nothing: "
+        f"PGD {pgd_step:.2f} ms, "
         f"APGD {apgd_step:.2f} ms (APGD's own {apgd_step - pgd_step:+.2f} ms)"
     )
     print(
@@ -324,7 +329,8 @@ def robust_benchmark(args) -> None:
     if "r2" in parts:
         print()
         print(
-            "(r2) passes through the model per slice: counted (forward + backward, forward only) vs core.attacks.ensemble.passes_per_slice"
+            "(r2) passes through the model per slice: counted (forward + backward, forward only) "
+            "vs core.attacks.ensemble.passes_per_slice"
         )
         for label, config, counted in (
             (f"PGD-{steps}", pgd100, pgd_passes),
@@ -410,7 +416,8 @@ def _goal(run, pgd100, pgd_summary, ensemble100, ensemble_summary, ensemble_cpu,
 
     print()
     print(
-        f"(r4) goal at eps 0.009: the ensemble ({steps} steps per member) vs the best single PGD-{steps} (any loss, best iterate)"
+        f"(r4) goal at eps 0.009: the ensemble ({steps} steps per member) vs the best single PGD-{steps} "
+        "(any loss, best iterate)"
     )
     single = {"bce": pgd_summary.mean_adv}
     for loss in LOSS_NAMES[1:]:
@@ -421,7 +428,8 @@ def _goal(run, pgd100, pgd_summary, ensemble100, ensemble_summary, ensemble_cpu,
     budget = passes_per_slice(ensemble100)["forward_backward"] / passes_per_slice(pgd100)["forward_backward"]
     print(f"    {f'best single PGD-{steps}':32s}{single[best_loss]:.4f} ({best_loss})")
     print(
-        f"    ensemble                        {ensemble_summary.mean_adv:.4f}  ({budget:.1f} x PGD-{steps}'s forward + backward passes; "
+        f"    ensemble                        {ensemble_summary.mean_adv:.4f}  "
+        f"({budget:.1f} x PGD-{steps}'s forward + backward passes; "
         f"{ensemble_cpu:.1f} s CPU per slice)"
     )
     print(f"    gap                             {gap:.4f}   (goal >= 0.05 at <= 4 x the budget)")

@@ -37,7 +37,8 @@ def main() -> None:
             wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
             slices = sum(1 for _ in (out / "train").rglob("*.png"))
             print(
-                f"{size:8s} {slices:4d} slices  wall {wall:6.2f} s  cpu {cpu:6.2f} s  ({1000 * cpu / slices:.1f} ms/slice)"
+                f"{size:8s} {slices:4d} slices  wall {wall:6.2f} s  cpu {cpu:6.2f} s  "
+                f"({1000 * cpu / slices:.1f} ms/slice)"
             )
 
     anatomy = Patient(np.random.SeedSequence(0)).on_day(np.random.SeedSequence(1))

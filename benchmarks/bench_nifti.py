@@ -55,7 +55,8 @@ def main() -> None:
         started = time.perf_counter()
         write_dataset(root, args.cases, tuple(args.shape))
         print(
-            f"generated {args.cases} cases of {' x '.join(map(str, args.shape))} in {time.perf_counter() - started:.1f} s"
+            f"generated {args.cases} cases of {' x '.join(map(str, args.shape))} "
+            f"in {time.perf_counter() - started:.1f} s"
         )
         import nibabel  # noqa: F401  (imported before timing: the CLI pays it once per process)
 
@@ -66,7 +67,8 @@ def main() -> None:
         dataset = open_dataset(root)
         opened = time.perf_counter() - started
         print(
-            f"open: {opened:.3f} s for {len(dataset.cases)} cases, {len(dataset)} slices, {len(dataset.problems)} problems"
+            f"open: {opened:.3f} s for {len(dataset.cases)} cases, {len(dataset)} slices, "
+            f"{len(dataset.problems)} problems"
         )
         started = time.perf_counter()
         dataset.records[0].load(224)

@@ -30,10 +30,11 @@ from core.attacks.runner import AttackContext, run_attack
 from core.evaluation.scoring import batches, score_slices, summarise
 from core.evaluation.transfer import LogitEnsemble, transfer, transfer_sources
 from core.models.inference import predict
+from core.models.loaded import LoadedModel
 
 
 def _models(args):
-    """([(label, model)], img_size, description)."""
+    """([LoadedModel], img_size, description)."""
     from core.models.checkpoints import load_checkpoint
     from core.models.registry import build_model
     from segadv_tui.cli.transfer import bundled_checkpoints
@@ -41,26 +42,28 @@ def _models(args):
     paths = bundled_checkpoints()
     if len(paths) >= 2 and not args.random:
         loaded = [load_checkpoint(path, device=args.device) for path in paths]
-        models = [(meta.get("model") or path.stem, model.eval()) for path, (model, meta) in zip(paths, loaded)]
+        models = [
+            LoadedModel(meta.get("model") or path.stem, model.eval()) for path, (model, meta) in zip(paths, loaded)
+        ]
         return models, int(loaded[0][1]["img_size"]), f"bundled checkpoints {', '.join(p.name for p in paths)}"
     models = []
     for seed, name in enumerate(("small", "small-fpn", "small-unetpp")):
         torch.manual_seed(seed)
-        models.append((name, build_model(name).to(args.device).eval()))
+        models.append(LoadedModel(name, build_model(name).to(args.device).eval()))
     return models, args.img_size, "random-weight small, small-fpn, small-unetpp"
 
 
 def per_pair(models, records, img_size, config, *, batch_size, device):
     """(source, target) -> Summary, crafting the attack once for every pair."""
-    sources = transfer_sources([label for label, _ in models])
+    sources = transfer_sources([loaded.label for loaded in models])
     rows = {}
     for source in sources:
         attacked = (
-            LogitEnsemble([models[i][1] for i in source.members])
+            LogitEnsemble([models[i].model for i in source.members])
             if source.is_ensemble
-            else models[source.members[0]][1]
+            else models[source.members[0]].model
         )
-        for label, target_model in models:
+        for label, target_model in ((loaded.label, loaded.model) for loaded in models):
             results = []
             for chunk, images, truth in batches(records, img_size, batch_size, device):
                 # Random starts are seeded per slice id, as in core.evaluation.transfer and core.evaluation.
@@ -107,7 +110,7 @@ def main() -> None:
     config = AttackConfig.for_method(
         args.method, eps=args.eps, **({"steps": args.steps} if args.method != "fgsm" else {})
     )
-    sources = transfer_sources([label for label, _ in models])
+    sources = transfer_sources([loaded.label for loaded in models])
     print(
         f"{description}; {len(records)} test slices at {img_size} px, batch {args.batch_size}, {config.label}; "
         f"{len(sources)} sources x {len(models)} targets; {torch.get_num_threads()} thread(s) on {args.device}"

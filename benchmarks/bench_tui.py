@@ -24,7 +24,8 @@ Defaults: the bundled demo checkpoint and a tiny demo data set written to a temp
 prints only (a), for the three data sets of issue 21: the tiny demo, the default demo (363 slices) and a
 real-scale Kaggle tree (85 cases x 3 days x 144 slices = 36,720 slices and 110,160 CSV rows: hard links
 to the default demo's PNGs, each slice's rows copied from the one it links to; see ``real_scale_tree``),
-the median of ``--repeats`` fresh launches each (the first with a cold index cache). ``--compare`` launches another checkout's code (a
+the median of ``--repeats`` fresh launches each (the first with a cold index cache). ``--compare`` launches another
+checkout's code (a
 ``git archive`` of an older commit, say) alternately with this one's, so both see the same machine load,
 and prints both with their ratio.
 """
@@ -342,7 +343,8 @@ def main() -> None:
 
     step, bare = statistics.median(latencies), statistics.median(forward)
     print(
-        f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores; checkpoint {checkpoint.name} ({meta['model']}, {meta['img_size']} px), torch threads {threads}"
+        f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores; "
+        f"checkpoint {checkpoint.name} ({meta['model']}, {meta['img_size']} px), torch threads {threads}"
     )
     print(f"launch to first paint          {paint:8.2f} s (fresh process: imports, layout)")
     print(
@@ -355,7 +357,8 @@ def main() -> None:
         f"{statistics.median(step_cpu) * 1000:.1f} ms of CPU)"
     )
     print(
-        f"  of which the worker computed {statistics.median(computing) * 1000:8.1f} ms (cached gradient, forward, scores)"
+        f"  of which the worker computed {statistics.median(computing) * 1000:8.1f} ms "
+        "(cached gradient, forward, scores)"
     )
     print(
         f"  and the pictures took        {statistics.median(drawing) * 1000:8.1f} ms (compose, cells, changed rows; "

@@ -13,7 +13,8 @@ Run it through ``benchmarks/gpu_check.sh`` (it sets the environment and a time l
             (with cudnn.benchmark off / on, and a host sync per step vs none)
   util      GPU utilisation (nvidia-smi samples) during `segadv sweep --limit 256`
 
-Attacks are called only through ``core.attacks.gradients.input_gradients`` and ``core.attacks.fast_gradient.fgsm`` and the
+Attacks are called only through ``core.attacks.gradients.input_gradients`` and ``core.attacks.fast_gradient.fgsm`` and
+the
 ``segadv sweep`` CLI, so the check survives a rework of the attack engine. ``--device cpu --quick``
 runs every section at tiny sizes (to check the script itself); CUDA-only numbers then print ``n/a``.
 
@@ -326,7 +327,10 @@ def section_fp16(check: Check) -> None:
                         logits = model(batch)
                     bad = ~torch.isfinite(logits.float())
                     counts.append(f"{bad.flatten(1).any(1).sum().item()} ({bad.float().mean().item():.0e})")
-                result = f"{', '.join(counts)} of {n} images (share of logits) at eps {', '.join(f'{e:g}' for e in eps_values)}"
+                result = (
+                    f"{', '.join(counts)} of {n} images (share of logits) "
+                    f"at eps {', '.join(f'{e:g}' for e in eps_values)}"
+                )
             except Exception as exc:  # autocast of this dtype may be missing on this device
                 result = f"n/a ({type(exc).__name__}: {exc})"
             check.note(f"{label}: images with non-finite {dtype} logits", result)

@@ -1,7 +1,8 @@
 """Attack and training losses on label logits, reduced per image, for both output kinds (``core.labels``).
 
 Every loss takes logits (N, C, H, W) and 0/1 target masks (N, L, H, W), one channel per foreground label
-(C = L for sigmoid, L + 1 for softmax), and returns one value per image, shape (N,), so that attacking a batch gives exactly the gradient of attacking each image alone
+(C = L for sigmoid, L + 1 for softmax), and returns one value per image, shape (N,), so that attacking a batch gives
+exactly the gradient of attacking each image alone
 (the sum of per-image losses has per-image gradients). The implementations are MONAI's (the paper's
 code trained with ``monai.losses.DiceFocalLoss``), called with ``reduction="none"`` and then averaged
 over the non-batch dimensions; for N = 1 that equals MONAI's own ``reduction="mean"``. BCE is torch's

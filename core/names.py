@@ -1,4 +1,5 @@
-"""The names of attacks, losses, defences and scoring policies, without torch, so front ends can list them at import time.
+"""The names of attacks, losses, defences and scoring policies, without torch, so front ends can list them at import
+time.
 
 core.attacks, core.losses and core.metrics re-export these; they validate against them.
 """

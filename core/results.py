@@ -7,7 +7,9 @@ writes their JSON / CSV forms, the explorer shows one per frame. A new score is 
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import overload
 
 import numpy as np
 
@@ -39,7 +41,11 @@ def attack_success(dsc_clean, dsc_adv) -> np.ndarray:
     return np.where(defined, (clean - adv) / safe_clean, np.nan)
 
 
-def label_dict(values, names: tuple[str, ...]) -> dict[str, float | None] | None:
+@overload
+def label_dict(values: None, names: tuple[str, ...]) -> None: ...
+@overload
+def label_dict(values: Iterable, names: tuple[str, ...]) -> dict[str, float | None]: ...
+def label_dict(values: Iterable | None, names: tuple[str, ...]) -> dict[str, float | None] | None:
     """Per-label values as ``{label name: number or None}`` in label order (None stays None: not measured)."""
     if values is None:
         return None
@@ -68,7 +74,8 @@ class SliceResult:
     dsc_clean / dsc_adv: float64 (L,) per label of ``labels``, NaN where the empty policy skips; linf / l2:
     the realised perturbation norms; has_organs: the reference holds any label (the JSON key UW-Madison's
     files have always had); zero_grad_fraction: FGSM's share of pixels with a zero gradient (None for other
-    methods); hd95_* / nsd_*: (L,) in mm / at the config's tolerance in mm, when measured; organ_pixels: int (L,) pixels of each label in the reference
+    methods); hd95_* / nsd_*: (L,) in mm / at the config's tolerance in mm, when measured; organ_pixels: int (L,) pixels
+    of each label in the reference
     (for scores by size); member: the ensemble member that won the slice; pictures: only where asked (one
     slice in the explorer); labels: the label set the per-label values follow (the model's); predicted_clean /
     predicted_adv: bool (L,), whether each label appears in the clean / adversarial prediction (for damage

@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from core.models.loaded import LoadedModel
+
 CHECKPOINT_SUFFIXES = (".safetensors",)
 
 
@@ -85,6 +87,10 @@ class LoadedCheckpoint:
     def title(self) -> str:
         """The model's name for people: its title, else its registry name, else the file's."""
         return str(self.meta.get("title") or self.meta.get("model") or self.path.stem)
+
+    def as_model(self, label: str) -> LoadedModel:
+        """The model as core's comparisons take it, named ``label`` in their rows and columns."""
+        return LoadedModel(label, self.model, self.meta)
 
 
 def scan(folders: list[Path], files: list[Path] = ()) -> Catalog:

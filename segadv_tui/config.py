@@ -41,7 +41,8 @@ class BadValue(ValueError):
 
 
 def config_path(environ: Mapping[str, str] = os.environ) -> Path:
-    """The settings file: $SEGADV_CONFIG, else $XDG_CONFIG_HOME/segadv/config.toml, else ~/.config/segadv/config.toml."""
+    """The settings file: $SEGADV_CONFIG, else $XDG_CONFIG_HOME/segadv/config.toml, else
+    ~/.config/segadv/config.toml."""
     if environ.get(CONFIG_ENV):
         return Path(environ[CONFIG_ENV]).expanduser()
     base = environ.get("XDG_CONFIG_HOME") or ""

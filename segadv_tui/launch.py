@@ -25,7 +25,8 @@ def segadv_tui(
     data: Path | None = typer.Option(
         None,
         "--data",
-        help="A data folder: UW-Madison (train.csv + train/) or Decathlon / nnU-Net (dataset.json); default: the built-in demo.",
+        help="A data folder: UW-Madison (train.csv + train/) "
+        "or Decathlon / nnU-Net (dataset.json); default: the built-in demo.",
     ),
     image: Path | None = typer.Option(
         None, "--image", help="Open one PNG slice without ground truth (target = prediction)."

@@ -13,6 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from core.models.loaded import LoadedModel
+
 ARGV = ["segadv-tui", "(Table II screen)"]
 
 
@@ -26,7 +28,7 @@ class TableIIRun:
 
 def table_ii_run(
     state,
-    models: list,
+    models: list[LoadedModel],
     records: list,
     attack,
     losses,
@@ -70,7 +72,7 @@ def table_ii_run(
     try:
         hit = recorder.lookup(fields, use_cache=use_cache)
         result = hit.result if hit is not None else compute()
-        result = table_ii_relabelled(result, [label for label, _, _ in models])
+        result = table_ii_relabelled(result, [model.label for model in models])
         recorder.keep(result)
         status = "done"
     except AttackCancelled:

@@ -19,6 +19,7 @@ from rich.markup import escape
 from core.attacks.config import AttackConfig
 from core.data.gitract import SliceRecord, select_slices, with_labels
 from core.labels import UW_MADISON, LabelSet, LabelSetError, check_same_labels
+from core.models.loaded import LoadedModel
 from core.paths import DEMO_CHECKPOINT_NAME
 from segadv_tui.catalog import Catalog, CheckpointEntry, DeltaEntry, LoadedCheckpoint
 from segadv_tui.frames import Curve, Frame, FrameRequest, LiveStep
@@ -333,9 +334,9 @@ class ExplorerState:
         """The test split's slices with labels (the ones the paper scores), at most --limit of them."""
         return select_slices(self.dataset, "test", limit=self.options.limit, test_fraction=self.options.test_fraction)
 
-    def table_ii_models(self) -> list[tuple[str, Any, dict]]:
-        """Every loaded checkpoint as (label, model, meta)."""
-        return [(path.stem, loaded.model, loaded.meta) for path, loaded in self.loaded.items()]
+    def table_ii_models(self) -> list[LoadedModel]:
+        """Every loaded checkpoint, named by its file's stem."""
+        return [loaded.as_model(path.stem) for path, loaded in self.loaded.items()]
 
 
 def opening_slice(dataset, test_fraction: float = 0.1) -> SliceRecord:

@@ -32,6 +32,27 @@ def tiny_demo(tmp_path_factory) -> Path:
     return write_demo_dataset(tmp_path_factory.mktemp("demo") / "gi-tract", seed=0, size="tiny")
 
 
+@pytest.fixture(scope="session")
+def tiny_test_slices(tiny_demo) -> list:
+    """What the commands score by default: the tiny demo's test split's slices with organs, in order."""
+    from core.data.gitract import GITractDataset, with_organs
+
+    return with_organs(GITractDataset(tiny_demo).split()[1])
+
+
+@pytest.fixture(scope="session")
+def small_checkpoint(tmp_path_factory) -> Path:
+    """A real ``small`` U-Net with random weights (seed 0) saved for 64 x 64 slices: enough to exercise every
+    code path of a command. Shared: no test may change the file."""
+    import torch
+
+    from core.models.checkpoints import save_checkpoint
+    from core.models.registry import build_model
+
+    torch.manual_seed(0)
+    return save_checkpoint(tmp_path_factory.mktemp("ck") / "tiny_small.safetensors", build_model("small"), img_size=64)
+
+
 @pytest.fixture(autouse=True)
 def run_index(tmp_path_factory, monkeypatch) -> Path:
     """Each test records its runs in an index of its own (``SEGADV_RUNS``), never the user's; a test's

@@ -277,7 +277,7 @@ def run_apgd(model, image, target, config: AttackConfig, context: AttackContext)
         loss=config.loss,
         radii=config.radii,
         start=start,
-        best_iterate=config.best_iterate,
+        best_iterate=bool(config.best_iterate),  # AttackConfig resolves None to the method's default
         reference=scoring_reference(clean_pred, context),
         empty=config.empty,
         precision=config.precision,

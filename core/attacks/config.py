@@ -200,17 +200,18 @@ def parse_organs(organs, labels: LabelSet = UW_MADISON) -> tuple[str, ...]:
 class AttackConfig:
     """One attack and how it is scored.
 
-    ``mode`` is FGSM's formula (textbook or the paper's); ``steps`` / ``step_size`` apply to the iterative
-    methods (step_size None: 2.5 eps / steps; APGD has its own schedule); ``seed`` seeds the random starts
-    (per slice: see ``core.attacks.iterative.random_start_point``); ``best_iterate`` returns, per slice, the iterate with
-    the lowest mean DSC instead of the last one (None: the method's default, on for APGD and the ensemble);
-    ``radii`` is APGD's radius schedule in multiples of eps (SEA: 2, 1.5, 1); ``organs`` are the labels of
-    ``labels`` (the model's label set, UW-Madison unless given) that ``erase`` removes; ``precision`` is the forward pass's autocast (fp32 is the reference). ``norm`` is the
-    threat model (``core.attacks.norms``): ``linf``, or ``l2`` with eps the L2 norm of the slice's perturbation.
-    ``delta`` is the file of the universal method's saved perturbation (``core.attacks.universal``; read by its
-    runner, so every front end can run it). ``empty`` is the DSC of an organ absent from truth and prediction, ``score`` the slices a summary
-    averages over. ``hausdorff`` adds HD95 and ``nsd_tolerance`` (mm; None: not measured) the normalised surface
-    Dice at that tolerance, both in mm per label (``core.metrics``); ``metrics`` names what is scored.
+    ``mode`` is FGSM's formula (textbook or the paper's); ``steps`` / ``step_size`` apply to the iterative methods
+    (step_size None: 2.5 eps / steps; APGD has its own schedule); ``seed`` seeds the random starts (per slice: see
+    ``core.attacks.iterative.random_start_point``); ``best_iterate`` returns, per slice, the iterate with the lowest
+    mean DSC instead of the last one (None: the method's default, on for APGD and the ensemble); ``radii`` is APGD's
+    radius schedule in multiples of eps (SEA: 2, 1.5, 1); ``organs`` are the labels of ``labels`` (the model's label
+    set, UW-Madison unless given) that ``erase`` removes; ``precision`` is the forward pass's autocast (fp32 is the
+    reference). ``norm`` is the threat model (``core.attacks.norms``): ``linf``, or ``l2`` with eps the L2 norm of the
+    slice's perturbation. ``delta`` is the file of the universal method's saved perturbation
+    (``core.attacks.universal``; read by its runner, so every front end can run it). ``empty`` is the DSC of an organ
+    absent from truth and prediction, ``score`` the slices a summary averages over. ``hausdorff`` adds HD95 and
+    ``nsd_tolerance`` (mm; None: not measured) the normalised surface Dice at that tolerance, both in mm per label
+    (``core.metrics``); ``metrics`` names what is scored.
     """
 
     method: str = "fgsm"
@@ -257,7 +258,8 @@ class AttackConfig:
         organs = parse_organs(self.organs, self.labels)
         if self.method == "erase" and not organs:
             raise OptionError(
-                f"the erase attack needs at least one {label_noun(self.labels)}; choose from {', '.join(self.labels.names)}"
+                f"the erase attack needs at least one {label_noun(self.labels)}; "
+                f"choose from {', '.join(self.labels.names)}"
             )
         object.__setattr__(self, "organs", organs)
         parameters = self.entry.parameters

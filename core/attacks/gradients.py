@@ -47,7 +47,8 @@ def _attack_loss(name: str, logits: torch.Tensor, target: torch.Tensor, mode: st
 class GradientEntry:
     """What one backward pass yields for a batch, and what ``GradientCache`` keeps.
 
-    sign: int8 (N, 1, H, W) in {-1, 0, 1}, (N, 3, H, W) in the paper's mode; clean_pred: bool (N, L, H, W), the prediction on the clean
+    sign: int8 (N, 1, H, W) in {-1, 0, 1}, (N, 3, H, W) in the paper's mode; clean_pred: bool (N, L, H, W), the
+    prediction on the clean
     image (from the same forward pass); zero_fraction: float64 (N,), the share of pixels whose gradient
     is exactly 0 (sign 0: FGSM leaves them unchanged; in fp16 without loss scaling this is most of them).
     """

@@ -273,7 +273,8 @@ def check_fits(universal: UniversalDelta, img_size: int, source: str = "the delt
     """A ``DeltaError`` unless the delta is the size of the model's input."""
     if universal.img_size != img_size:
         raise DeltaError(
-            f"{source} is {universal.img_size} x {universal.img_size} but the model takes {img_size} x {img_size} slices"
+            f"{source} is {universal.img_size} x {universal.img_size} "
+            f"but the model takes {img_size} x {img_size} slices"
         )
 
 

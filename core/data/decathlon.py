@@ -153,7 +153,8 @@ class CaseVolume:
             raise DataError(f"{self.image.path}: the volume holds NaN or infinite values")
         if raw.shape != labels.shape:
             raise DataError(
-                f"{self.label_path}: {_dims(labels.shape)} voxels but its image {self.image.path} has {_dims(raw.shape)}"
+                f"{self.label_path}: {_dims(labels.shape)} voxels "
+                f"but its image {self.image.path} has {_dims(raw.shape)}"
             )
         item = (robust_normalise(raw), labels)
         self._cache.put(key, item)

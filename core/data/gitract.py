@@ -110,7 +110,7 @@ class SliceRecord:
     height: int
     spacing: tuple[float, float]  # pixel spacing in mm, in file-name order (width, height)
     path: Path
-    rles: tuple[str, str, str]  # in ORGANS order; "" = organ absent
+    rles: tuple[str, ...]  # one per organ, in ORGANS order; "" = organ absent
 
     @property
     def case_day(self) -> str:
@@ -304,6 +304,7 @@ class GITractDataset:
             if absent:
                 self.problems.append(f"{slice_id}: no train.csv row for {', '.join(absent)}; taken as absent")
             parsed = _ID.fullmatch(slice_id)
+            assert parsed is not None, slice_id  # _find_images builds ids from folder and file names it matched
             record = SliceRecord(
                 id=slice_id,
                 case=int(parsed[1]),

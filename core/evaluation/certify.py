@@ -147,7 +147,7 @@ def vote_counts(
         noise = torch.randn((size, *image.shape[1:]), generator=generator, device="cpu").to(image.device)
         classes = _class_maps(predict(model, image + sigma * noise), kind)  # (B, T, H, W)
         if counts is None:
-            labels = model.labels.channels if kind == "softmax" else 2  # type: ignore[union-attr]
+            labels = model.labels.channels if kind == "softmax" else 2
             counts = torch.zeros((classes.shape[1], labels, *classes.shape[2:]), dtype=torch.int64, device=image.device)
         counts.scatter_add_(1, classes.transpose(0, 1), torch.ones_like(classes.transpose(0, 1)))
         done += size
@@ -248,7 +248,7 @@ def certify(
     from core.evaluation.scoring import Interrupted, Partial, finished_batches, rank_progress
     from core.metrics import dice_per_organ
 
-    labels = model.labels  # type: ignore[union-attr]
+    labels = model.labels
     tests = (len(labels) if labels.kind == "sigmoid" else 1) * img_size * img_size
     needed = samples_needed(config.tau, config.alpha, tests)
     if config.n < needed:

@@ -180,7 +180,7 @@ def corruption_curves(
         work,
         rank_progress(progress, ranks, len(records)),
     )
-    labels = model.labels.names  # type: ignore[union-attr]
+    labels = model.labels.names
     scores = np.stack(items) if items else np.full((0, 1 + len(keys), len(labels)), np.nan)
     means = nanmean(scores, axis=0)
     result = CorruptionResult(

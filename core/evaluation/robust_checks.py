@@ -151,7 +151,8 @@ def run_checks(
     ``known`` holds per-slice results already measured with ``config`` (eps -> rows), so a report that ran
     the attack does not pay for it twice; ``source`` is the model the transfer attack is made on (None: the
     check does not apply, for the reason ``no_source``). Under torchrun every process calls this (the
-    evaluations are shared); the report is the same on every rank. ``progress(done, total)`` counts slices over all the evaluations run here."""
+    evaluations are shared); the report is the same on every rank. ``progress(done, total)`` counts slices over all the
+    evaluations run here."""
     started = time.perf_counter()
     eps_values = sorted({check_eps(eps, config.norm) for eps in eps_values if eps > 0})
     if not eps_values:

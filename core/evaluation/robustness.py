@@ -44,6 +44,7 @@ from core.evaluation.scoring import (
 )
 from core.labels import LabelSet
 from core.metrics import slice_spacing
+from core.models.loaded import LoadedModel
 from core.progress import Progress
 from core.results import SliceResult, json_number, nanmean
 
@@ -156,14 +157,18 @@ def size_tertiles(rows: Sequence[SliceResult], labels: LabelSet | None = None) -
     result = {}
     for index, organ in enumerate(labels.names if labels is not None else ()):
         having = sorted(
-            (r for r in rows if r.scored and r.organ_pixels is not None and r.organ_pixels[index] > 0),
-            key=lambda r: (int(r.organ_pixels[index]), r.slice_id),
+            (
+                (int(r.organ_pixels[index]), r)
+                for r in rows
+                if r.scored and r.organ_pixels is not None and r.organ_pixels[index] > 0
+            ),
+            key=lambda pair: (pair[0], pair[1].slice_id),
         )
         groups = np.array_split(np.arange(len(having)), len(TERTILES))
         scores = []
         for name, members in zip(TERTILES, groups):
-            chosen = [having[i] for i in members]
-            pixels = [int(r.organ_pixels[index]) for r in chosen]
+            pixels = [having[i][0] for i in members]
+            chosen = [having[i][1] for i in members]
             clean = np.array([r.dsc_clean[index] for r in chosen], dtype=np.float64)
             adv = np.array([r.dsc_adv[index] for r in chosen], dtype=np.float64)
             scores.append(
@@ -186,7 +191,7 @@ def member_wins(rows: Sequence[SliceResult]) -> dict[str, int] | None:
         return None
     wins = {member.name: 0 for member in ENSEMBLE}
     for row in rows:
-        if row.scored:
+        if row.scored and row.member is not None:
             wins[row.member] += 1
     return wins
 
@@ -204,7 +209,7 @@ def robust_point(eps: float, rows: list[SliceResult], labels: LabelSet) -> Robus
 
 
 def robustness(
-    models: Sequence[tuple[str, torch.nn.Module, dict]],
+    models: Sequence[LoadedModel],
     records: Sequence,
     config: AttackConfig,
     eps_values: Sequence[float],
@@ -215,7 +220,7 @@ def robustness(
     progress: Progress | None = None,
     should_stop: StopCheck | None = None,
 ) -> RobustnessReport:
-    """``config``'s attack at every eps for each (label, model, checkpoint meta) over ``records``.
+    """``config``'s attack at every eps for each model over ``records``.
     ``img_size`` None: each checkpoint's ``meta["img_size"]``. ``progress(done, total)`` counts slice
     attacks (slices x eps x models)."""
     from core.attacks.ensemble import passes_per_slice
@@ -229,9 +234,9 @@ def robustness(
     done = 0
     if progress is not None:
         progress(0, total)
-    curves = []
-    for index, (label, model, meta) in enumerate(models):
-        meta = meta or {}
+    curves: list[RobustCurve] = []
+    for index, loaded in enumerate(models):
+        label, model, meta = loaded.label, loaded.model, loaded.meta
         size = img_size if img_size is not None else meta.get("img_size")
         if size is None:
             raise OptionError(f"{label}: no img_size in the checkpoint's metadata; pass img_size")

@@ -40,6 +40,7 @@ from core.errors import OptionError
 from core.labels import LabelSet, LabelSetError
 from core.losses import check_loss
 from core.metrics import dice_per_organ, hd95_per_organ, nsd_per_organ, slice_spacing
+from core.models.loaded import LoadedModel
 from core.models.registry import count_parameters
 from core.progress import Progress
 from core.results import SlicePictures, SliceResult, attack_success, json_number, label_dict, mean_dsc, nanmean
@@ -120,11 +121,22 @@ def score_slices(
     if nsd_tolerance is not None:
         nsd_clean = nsd_per_organ(clean_pred.cpu(), reference.cpu(), nsd_tolerance, spacing, empty)
         nsd_adv = nsd_per_organ(adv_pred.cpu(), reference.cpu(), nsd_tolerance, spacing, empty)
-    images = adversarial_images = None
+    slice_pictures: list[SlicePictures | None] = [None] * len(ids)
     if pictures:
         # The paper's mode perturbs a 3-channel copy of the slice: its picture is the channel mean.
         images, adversarial_images = image[:, 0].float().cpu().numpy(), adversarial.float().mean(1).cpu().numpy()
         clean_pred, adv_pred, reference = clean_pred.cpu(), adv_pred.cpu(), reference.cpu()
+        slice_pictures = [
+            SlicePictures(
+                image=images[i],
+                adversarial=adversarial_images[i],
+                clean_prediction=clean_pred[i].numpy(),
+                adversarial_prediction=adv_pred[i].numpy(),
+                reference=reference[i].numpy(),
+                has_truth=has_truth,
+            )
+            for i in range(len(ids))
+        ]
     results = []
     for i, slice_id in enumerate(ids):
         results.append(
@@ -147,16 +159,7 @@ def score_slices(
                 hd95_adv=None if hd_adv is None else hd_adv[i],
                 nsd_clean=None if nsd_clean is None else nsd_clean[i],
                 nsd_adv=None if nsd_adv is None else nsd_adv[i],
-                pictures=None
-                if not pictures
-                else SlicePictures(
-                    image=images[i],
-                    adversarial=adversarial_images[i],
-                    clean_prediction=clean_pred[i].numpy(),
-                    adversarial_prediction=adv_pred[i].numpy(),
-                    reference=reference[i].numpy(),
-                    has_truth=has_truth,
-                ),
+                pictures=slice_pictures[i],
             )
         )
     return results
@@ -375,12 +378,18 @@ def summarise(results: Sequence[SliceResult], labels: LabelSet | None = None) ->
     else:
         organ_clean = organ_adv = np.full(width, np.nan)
         mean_clean = mean_adv = np.nan
-    boundary = {}
-    for name in ("hd95_clean", "hd95_adv", "nsd_clean", "nsd_adv"):
-        if scored and getattr(scored[0], name) is not None:
-            values = stack([getattr(r, name) for r in scored])
-            boundary[name] = label_dict(nanmean(values, axis=0), names)
-            boundary[f"mean_{name}"] = json_number(nanmean(nanmean(values, axis=1), axis=0))
+
+    def boundary(name: str) -> tuple[dict[str, float | None] | None, float | None]:
+        """The boundary score ``name`` per label and as the mean of the slices' means; None, None: not measured."""
+        if not scored or getattr(scored[0], name) is None:
+            return None, None
+        values = stack([getattr(r, name) for r in scored])
+        return label_dict(nanmean(values, axis=0), names), json_number(nanmean(nanmean(values, axis=1), axis=0))
+
+    hd95_clean, mean_hd95_clean = boundary("hd95_clean")
+    hd95_adv, mean_hd95_adv = boundary("hd95_adv")
+    nsd_clean, mean_nsd_clean = boundary("nsd_clean")
+    nsd_adv, mean_nsd_adv = boundary("nsd_adv")
     return Summary(
         slices=len(results),
         scored=len(scored),
@@ -393,7 +402,14 @@ def summarise(results: Sequence[SliceResult], labels: LabelSet | None = None) ->
         linf_max=json_number(linf.max()) if len(linf) else None,
         linf_mean=json_number(linf.mean()) if len(linf) else None,
         l2_mean=json_number(l2.mean()) if len(l2) else None,
-        **boundary,
+        hd95_clean=hd95_clean,
+        hd95_adv=hd95_adv,
+        nsd_clean=nsd_clean,
+        nsd_adv=nsd_adv,
+        mean_hd95_clean=mean_hd95_clean,
+        mean_hd95_adv=mean_hd95_adv,
+        mean_nsd_clean=mean_nsd_clean,
+        mean_nsd_adv=mean_nsd_adv,
     )
 
 
@@ -418,7 +434,8 @@ class EvaluationResult:
 
 
 def batches(records, img_size: int, batch_size: int, device, *, workers: int | None = None):
-    """(records, images (B, 1, S, S), masks (B, L, S, S) float 0/1, a channel per label) on ``device``. On CUDA a DataLoader
+    """(records, images (B, 1, S, S), masks (B, L, S, S) float 0/1, a channel per label) on ``device``. On CUDA a
+    DataLoader
     reads ahead in worker processes into pinned memory, so the GPU does not wait for PNG decoding."""
     from torch.utils.data import DataLoader
 
@@ -744,7 +761,7 @@ class TableII:
 
 
 def table_ii(
-    models: Sequence[tuple[str, torch.nn.Module, dict]],
+    models: Sequence[LoadedModel],
     records: Sequence,
     losses: Sequence[str] = ("bce", "focal+dice", "focal"),
     config: AttackConfig | None = None,
@@ -755,7 +772,7 @@ def table_ii(
     progress: Progress | None = None,
     should_stop: StopCheck | None = None,
 ) -> TableII:
-    """The paper's Table II: for each (label, model, checkpoint meta), its parameters, clean mean DSC and
+    """The paper's Table II: for each model, its parameters, clean mean DSC and
     mean DSC after ``config``'s attack (default: the paper's FGSM at eps 0.009) with each loss.
     ``img_size`` None uses each checkpoint's ``meta["img_size"]``. ``progress`` counts slices over all
     models (and losses, for the methods that cannot share a gradient).
@@ -772,8 +789,8 @@ def table_ii(
     runs = 1 if config.method == "fgsm" else len(losses)
     total = len(records) * len(models) * runs
     rows = []
-    for index, (label, model, meta) in enumerate(models):
-        meta = meta or {}
+    for index, loaded in enumerate(models):
+        label, model, meta = loaded.label, loaded.model, loaded.meta
         size = img_size if img_size is not None else meta.get("img_size")
         if size is None:
             raise OptionError(f"{label}: no img_size in the checkpoint's metadata; pass img_size")
@@ -782,23 +799,40 @@ def table_ii(
             offset = (index * runs + run) * len(records)
             return None if progress is None else (lambda done, _total: progress(offset + done, total))
 
-        options = dict(batch_size=batch_size, device=device, should_stop=should_stop)
         summaries: dict[str, Summary] = {}
         stopped: Interrupted | None = None  # Ctrl-C: this row keeps its finished cells and the one it was on
         if config.method == "fgsm":
+            sweep: SweepResult | None
             try:
-                result = evaluate_sweep(
-                    model, records, int(size), [config.eps], losses, config, progress=run_progress(0), **options
+                sweep = evaluate_sweep(
+                    model,
+                    records,
+                    int(size),
+                    [config.eps],
+                    losses,
+                    config,
+                    progress=run_progress(0),
+                    batch_size=batch_size,
+                    device=device,
+                    should_stop=should_stop,
                 )
             except Interrupted as exc:
-                result, stopped = exc.result, exc
-            if result is not None:
-                summaries = {loss: result.entry(loss, result.eps_values[0]).summary for loss in result.losses}
+                sweep, stopped = exc.result, exc
+            if sweep is not None:
+                summaries = {loss: sweep.entry(loss, sweep.eps_values[0]).summary for loss in sweep.losses}
         else:
             for run, loss in enumerate(losses):
+                result: EvaluationResult | None
                 try:
                     result = evaluate(
-                        model, records, int(size), config.replace(loss=loss), progress=run_progress(run), **options
+                        model,
+                        records,
+                        int(size),
+                        config.replace(loss=loss),
+                        progress=run_progress(run),
+                        batch_size=batch_size,
+                        device=device,
+                        should_stop=should_stop,
                     )
                 except Interrupted as exc:
                     result, stopped = exc.result, exc
@@ -825,19 +859,20 @@ def table_ii(
     return TableII(config=config, losses=losses, rows=rows, labels=labels)
 
 
-def shared_labels(models: Sequence[tuple[str, torch.nn.Module, dict]]) -> LabelSet:
-    """The label set of every (label, model, meta): a ``LabelSetError`` naming two models whose sets differ
-    (their rows and columns would mean different things)."""
+def shared_labels(models: Sequence[LoadedModel]) -> LabelSet:
+    """The label set of every model: a ``LabelSetError`` naming two models whose sets differ (their rows and
+    columns would mean different things)."""
     if not models:
         raise OptionError("at least one model is needed")
-    first_name, first, _ = models[0]
-    for name, model, _ in models[1:]:
-        if not model_labels(model).same_labels(model_labels(first)):
+    first = models[0]
+    for other in models[1:]:
+        if not other.labels.same_labels(first.labels):
             raise LabelSetError(
-                f"{name} segments {model_labels(model).describe()} but {first_name} segments {model_labels(first).describe()}; "
+                f"{other.label} segments {other.labels.describe()} "
+                f"but {first.label} segments {first.labels.describe()}; "
                 "compare models of one label set"
             )
-    return model_labels(first)
+    return first.labels
 
 
 def _table_row(
@@ -861,6 +896,8 @@ def _table_row(
         params=int(meta.get("params") or count_parameters(model)),
         dsc_clean=summaries[next(iter(summaries))].mean_clean,
         dsc_adv=adv,
-        best_loss=min(finite, key=finite.get) if finite and complete and "loss" in config.entry.parameters else None,
+        best_loss=min(finite, key=lambda loss: finite[loss])
+        if finite and complete and "loss" in config.entry.parameters
+        else None,
         summaries=summaries,
     )

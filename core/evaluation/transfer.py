@@ -39,6 +39,7 @@ from core.evaluation.scoring import (
 from core.labels import LabelSet
 from core.metrics import slice_spacing
 from core.models.inference import predict
+from core.models.loaded import LoadedModel
 from core.progress import Progress
 from core.results import SliceResult
 
@@ -50,7 +51,7 @@ class LogitEnsemble(nn.Module):
         super().__init__()
         if not members:
             raise ValueError("an ensemble needs at least one model")
-        self.labels = shared_labels([(f"model {i + 1}", member, {}) for i, member in enumerate(members)])
+        self.labels = shared_labels([LoadedModel(f"model {i + 1}", member) for i, member in enumerate(members)])
         self.members = nn.ModuleList(members)
         # In eval mode from the start: ``core.models.inference.eval_mode`` would otherwise switch a fresh module
         # (training=True) to eval for each attack and back to train, members included.
@@ -150,7 +151,7 @@ class TransferResult:
 
 
 def transfer(
-    models: Sequence[tuple[str, nn.Module]],
+    models: Sequence[LoadedModel],
     records: Sequence,
     img_size: int,
     config: AttackConfig,
@@ -163,20 +164,22 @@ def transfer(
 ) -> TransferResult:
     """``config``'s attack crafted on every source (``transfer_sources``) and scored on every model.
 
-    ``models`` are (label, model) pairs, already on ``device``, all taking ``img_size`` slices.
+    ``models`` are already on ``device``, all taking ``img_size`` slices (their metadata is not read).
     ``progress(done, total)`` counts slices attacked over all sources."""
     if len(models) < 2:
         raise OptionError(f"transfer needs at least two models to compare, got {len(models)}")
-    labels = [label for label, _ in models]
+    labels = [loaded.label for loaded in models]
     if len(set(labels)) != len(labels):
         raise OptionError(f"model labels must differ, got {', '.join(labels)}")
-    label_set = shared_labels([(label, model, {}) for label, model in models])
+    label_set = shared_labels(models)
     records = list(records)
     started = time.perf_counter()
     device = torch.device(device)
     sources = transfer_sources(labels, ensembles=ensembles)
     attacked = [
-        LogitEnsemble([models[i][1] for i in source.members]) if source.is_ensemble else models[source.members[0]][1]
+        LogitEnsemble([models[i].model for i in source.members])
+        if source.is_ensemble
+        else models[source.members[0]].model
         for source in sources
     ]
     # Made per batch as core.evaluation.scoring.evaluate makes it (random starts seeded per slice id; the batch's
@@ -191,21 +194,21 @@ def transfer(
         nonlocal done, attacks
         ids = [record.id for record in chunk]
         target = truth if config.target == "gt" else None
-        clean = [predict(model, images, config.precision) for _, model in models]
+        clean = [predict(loaded.model, images, config.precision) for loaded in models]
         per_slice = [{} for _ in chunk]
         for source, model in zip(sources, attacked):
             check_stop(should_stop)
             output = run_attack(model, images, target, config, replace(context, ids=ids, reference=truth))
             attacks += 1
-            for index, (label, target_model) in enumerate(models):
+            for index, scorer in enumerate(models):
                 # White box on one model: its own predictions from the attack, exactly as evaluate scores.
                 white_box = source.members == (index,)
                 clean_pred, adv_pred = scored_predictions(
-                    target_model,
+                    scorer.model,
                     images,
                     output,
                     config.precision,
-                    scored_on=None if white_box else target_model,
+                    scored_on=None if white_box else scorer.model,
                     scored_clean=None if white_box else clean[index],
                 )
                 scored = score_slices(
@@ -225,7 +228,7 @@ def transfer(
                     spacing=slice_spacing(chunk, img_size),
                 )
                 for cells, row in zip(per_slice, scored):
-                    cells[source.label, label] = row
+                    cells[source.label, scorer.label] = row
             done += len(chunk)
             if progress is not None:
                 progress(done, total)

@@ -22,8 +22,9 @@ import os
 import pickle
 import re
 import struct
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
+from typing import TypeGuard
 
 import segmentation_models_pytorch as smp
 import torch
@@ -314,15 +315,15 @@ def _read_safetensors_header(path: Path) -> dict:
     return header
 
 
-def _is_int(value: object) -> bool:
+def _is_int(value: object) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _is_ints(value: object) -> bool:
+def _is_ints(value: object) -> TypeGuard[list[int]]:
     return isinstance(value, list) and all(_is_int(item) for item in value)
 
 
-def _is_number(value: object) -> bool:
+def _is_number(value: object) -> TypeGuard[int | float]:
     return _is_int(value) or (isinstance(value, float) and math.isfinite(value))
 
 
@@ -376,9 +377,11 @@ def img_size_problem(model_name: str, img_size: object, model_kwargs: dict | Non
     return f"expected {whole} from {stride} to {MAX_IMG_SIZE} (model {model_name!r}, smp {spec.arch})"
 
 
+_FieldCheck = tuple[Callable[[object], bool], str]
+
 # key -> (check, what is expected): every value a segadv file's metadata may hold. Keys not listed are
 # kept unread (a newer segadv may add some); keys listed may be absent unless required.
-_DEFENCE_CHECK_FIELDS = {
+_DEFENCE_CHECK_FIELDS: dict[str, _FieldCheck] = {
     "eps": (_is_number, "a number"),
     "slices": (_is_count, "a count"),
     "pgd_steps": (_is_count, "a count"),
@@ -387,7 +390,7 @@ _DEFENCE_CHECK_FIELDS = {
     "pgd_dsc": (_is_dsc, "a DSC from 0 to 1"),
     "collapsed": (lambda value: isinstance(value, bool), "true or false"),
 }
-_DEFENCE_FIELDS = {
+_DEFENCE_FIELDS: dict[str, _FieldCheck] = {
     "method": (_is_str, "a string"),
     "loss": (_is_str, "a string"),
     "eps": (_is_number, "a number"),
@@ -398,7 +401,7 @@ _DEFENCE_FIELDS = {
     "check": (_optional(lambda value: isinstance(value, dict)), "an object or null"),
     "collapsed_epochs": (lambda value: _is_ints(value), "a list of epochs"),
 }
-_CHECKPOINT_FIELDS = {
+_CHECKPOINT_FIELDS: dict[str, _FieldCheck] = {
     "model": (
         lambda value: isinstance(value, str) and (value in REGISTRY or is_library_name(value)),
         f"a segadv model ({', '.join(REGISTRY)}), smp:ARCH:ENCODER or monai:NAME",
@@ -431,7 +434,7 @@ _CHECKPOINT_FIELDS = {
     "dtype": (lambda value: isinstance(value, str) and value in STORAGE_DTYPES, f"one of {', '.join(STORAGE_DTYPES)}"),
     "defence": (_optional(lambda value: isinstance(value, dict)), "an object or null"),
 }
-_UNIVERSAL_FIELDS = {
+_UNIVERSAL_FIELDS: dict[str, _FieldCheck] = {
     "eps": (lambda value: _is_number(value) and 0 <= value <= 1, "a number from 0 to 1"),
     "organs": (_is_label_list, "a list of distinct label names"),
     "img_size": (
@@ -470,7 +473,8 @@ def check_checkpoint_meta(path: Path, meta: dict) -> None:
     labels = checkpoint_labels(path, meta)
     if meta["classes"] != list(labels.names):
         raise CheckpointError(
-            f"{path}: metadata classes = {_shown(meta['classes'])}: expected {list(labels.names)} (its label set's names)"
+            f"{path}: metadata classes = {_shown(meta['classes'])}: "
+            f"expected {list(labels.names)} (its label set's names)"
         )
     if meta.get("defence"):
         _check_fields(path, meta["defence"], _DEFENCE_FIELDS, "defence.", required=_DEFENCE_FIELDS)
@@ -670,7 +674,8 @@ def _unwrap_state_dict(loaded: object, path: Path, expected: Collection[str]) ->
     not_tensors = [key for key, value in loaded.items() if not isinstance(value, torch.Tensor)]
     if not_tensors:
         raise CheckpointError(
-            f"{path}: not a state dict: {len(not_tensors)} entries are not tensors ({', '.join(map(_key, not_tensors[:_SHOW_KEYS]))})"
+            f"{path}: not a state dict: {len(not_tensors)} entries are not tensors "
+            f"({', '.join(map(_key, not_tensors[:_SHOW_KEYS]))})"
         )
     state_dict = dict(loaded)
     for prefix in _KEY_PREFIXES:

@@ -224,7 +224,7 @@ class RunIndex:
             "WHERE run.cache_key = ? AND run.status = 'done' AND run.result IS NOT NULL ORDER BY run.id DESC LIMIT 1",
             (cache_key,),
         )
-        return tuple(rows[0]) if rows else None  # type: ignore[return-value]
+        return tuple(rows[0]) if rows else None
 
     def stored_result(self, run_id: int) -> bytes | None:
         """The result object record ``run_id`` stored (``core.runs.stored``), or None."""

@@ -124,7 +124,8 @@ def computation_fields(
 
 def table_ii_key(config, losses: Iterable[str]) -> dict:
     """Table II's own key fields, the same from the CLI (``segadv table``) and the explorer: the attack
-    without its loss (each column sets its own) and without what only other methods read, and the losses. The rows' labels are not in it: each front
+    without its loss (each column sets its own) and without what only other methods read, and the losses. The rows'
+    labels are not in it: each front
     end names a checkpoint its own way (``table_ii_relabelled``)."""
     from core.attacks.config import METHODS
 

@@ -78,7 +78,8 @@ class RunRecorder:
         except RunIndexError as exc:
             self.broken = True
             self.warn(
-                f"{exc}; this run is not recorded (the computation goes on; SEGADV_RUNS or --runs chooses another index)"
+                f"{exc}; this run is not recorded "
+                "(the computation goes on; SEGADV_RUNS or --runs chooses another index)"
             )
             self._close_index()
             return None

@@ -5,7 +5,8 @@ Why pickle: a cached rerun must render the same tables and files as the computed
 very object the computation returned (dataclasses holding numpy arrays), not its JSON. Why restricted:
 an index is a plain file (``--runs`` may name one somebody else made), and a plain unpickler runs
 whatever callable a file names. This one resolves only ``core``'s dataclasses and enums, numpy's array
-reconstructors and numpy's array, scalar and dtype classes, and a few built-in types; anything else is refused (``StoredResultError``).
+reconstructors and numpy's array, scalar and dtype classes, and a few built-in types; anything else is refused
+(``StoredResultError``).
 """
 
 from __future__ import annotations

@@ -83,7 +83,8 @@ def _tensorboard_writer(folder: Path):
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
         raise OptionError(
-            "--tensorboard needs the tensorboard package: pip install 'segadv[tensorboard]' (or pip install tensorboard)"
+            "--tensorboard needs the tensorboard package: pip install 'segadv[tensorboard]' "
+            "(or pip install tensorboard)"
         ) from None
     return SummaryWriter(log_dir=str(folder))
 

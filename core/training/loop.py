@@ -69,7 +69,7 @@ from core.training.adversarial import (
 ENCODER_WEIGHTS = ("imagenet", "none")
 # "run": one cosine over the whole run, down to 0. "paper": the paper's T_max of 7,081 iterations (its
 # notebook's int(30000 / batch * epochs) + 50 at batch 64) with the notebook's eta_min.
-SCHEDULES = {"run": None, "paper": (7081, 5e-6)}
+SCHEDULES: dict[str, tuple[int, float] | None] = {"run": None, "paper": (7081, 5e-6)}
 # Where smp 0.6 fetches pretrained encoder weights from.
 WEIGHTS_HOST = ("huggingface.co", 443)
 
@@ -230,6 +230,23 @@ class TrainResult:
 
 TrainingEvents = Callable[[object], None]  # each event of the run (TrainStarted, StepDone, ...)
 
+# Mid-epoch: the epoch's loss sum and its steps, and the sum not yet reported and its steps.
+EpochLoss = tuple[float, int, float, int]
+
+
+@dataclass
+class _RunState:
+    """Where the loop stands: what a resume file keeps of it (``_Run._save_state``)."""
+
+    epoch: int = 0  # epochs finished
+    step: int = 0  # steps of epoch ``epoch`` already run
+    best_dsc: float = -1.0
+    best_val: dict[str, float] | None = None  # the best epoch's validation DSC
+    stale_epochs: int = 0
+    history: list[dict] = field(default_factory=list)
+    sampler: torch.Tensor | None = None  # the generator state at the start of epoch ``epoch``
+    epoch_loss: EpochLoss | None = None
+
 
 # --- the run --------------------------------------------------------------------------------------
 
@@ -311,7 +328,8 @@ def _check_config(config: TrainConfig) -> None:
     defence = config.defence()
     if defence is not None and defence.warmup_epochs > config.epochs:
         raise TrainingError(
-            f"--adv-warmup {config.adv_warmup:g} is longer than the run (--epochs {config.epochs}): eps would never reach --adv-eps"
+            f"--adv-warmup {config.adv_warmup:g} is longer than the run (--epochs {config.epochs}): "
+            "eps would never reach --adv-eps"
         )
 
 
@@ -509,26 +527,17 @@ class _Run:
         loss_fn = make_loss(config.batch_dice, output_kind(model))
         augment = make_augmentation().to(self.device) if config.augment else None
 
-        state = {
-            "epoch": 0,
-            "step": 0,
-            "best_dsc": -1.0,
-            "best_val": None,
-            "stale_epochs": 0,
-            "history": [],
-            "sampler": _generator_state(generator),
-            "epoch_loss": None,
-        }
+        state = _RunState(sampler=_generator_state(generator))
         if config.resume is not None:
             state = self._restore(config.resume, model, optimizer, scheduler, scaler)
             if config.schedule == "run":
                 _stretch_cosine(scheduler, config.epochs * steps_per_epoch)
-            if state["sampler"] is None:  # a resume file from before sampler states were kept
-                state["sampler"] = _generator_state(generator)
+            if state.sampler is None:  # a resume file from before sampler states were kept
+                state.sampler = _generator_state(generator)
             if self.dist.active:
                 # The file holds rank 0's RNG state alone: without a reseed every rank would draw rank 0's
                 # augmentations. Derived from the resume point, so a second resume draws other numbers.
-                _seed_everything(_derived_seed(config.seed, self.dist.rank, state["epoch"], state["step"]))
+                _seed_everything(_derived_seed(config.seed, self.dist.rank, state.epoch, state.step))
 
         net = model
         if self.dist.active:
@@ -542,7 +551,7 @@ class _Run:
                 train_slices=len(train_records),
                 val_slices=len(val_records),
                 epochs=config.epochs,
-                start_epoch=state["epoch"],
+                start_epoch=state.epoch,
                 steps_per_epoch=steps_per_epoch,
                 checkpoint=self.checkpoint,
                 resume_path=self.resume_path,
@@ -552,30 +561,30 @@ class _Run:
         )
         fingerprint = dataset.fingerprint()
         stopped_early = False
-        epoch = state["epoch"]
+        epoch = state.epoch
         sigint_at = int(os.environ.get("SEGADV_TEST_SIGINT_AT_STEP") or 0)
         # A resume file is only ever this run's last consistent state: the one it started from, then its own.
         self.last_saved = config.resume
-        loss_sum = loss_steps = window_steps = 0
+        loss_sum, loss_steps, window_steps = 0.0, 0, 0
         window = None
         gate = _InterruptGate(self.progress, active=not self.dist.active)
         try:
             while epoch < config.epochs:
                 started = time.perf_counter()
-                if self.dist.active:
+                if generator is None:  # torchrun: the distributed sampler's order comes from the epoch
                     shuffled.set_epoch(epoch)
                 else:
-                    generator.set_state(state["sampler"])  # this epoch's order (a no-op unless resuming)
+                    generator.set_state(state.sampler)  # this epoch's order (a no-op unless resuming)
                 # Steps this epoch already ran before an interrupt (capped: a state saved with fewer
                 # processes has more steps per epoch).
-                skip = min(state["step"], steps_per_epoch)
+                skip = min(state.step, steps_per_epoch)
                 order.skip = skip * per_process_batch
                 steps = steps_per_epoch - skip
                 self.progress(EpochStart(epoch=epoch + 1, epochs=config.epochs, steps=steps))
                 net.train()
                 # The epoch's loss so far: a resumed epoch goes on with the sums of the steps it ran before.
-                loss_sum, loss_steps, window_sum, window_steps = state["epoch_loss"] or (0.0, 0, 0.0, 0)
-                state["epoch_loss"] = None
+                loss_sum, loss_steps, window_sum, window_steps = state.epoch_loss or (0.0, 0, 0.0, 0)
+                state.epoch_loss = None
                 # Losses stay on the device between reports: reading one waits for the GPU.
                 window = torch.tensor(window_sum, device=self.device)
                 seen, clock = 0, time.perf_counter()
@@ -611,15 +620,16 @@ class _Run:
                     scheduler.step()
                     window += loss.detach()
                     window_steps += 1
-                    state["step"] = skip + index + 1
+                    state.step = skip + index + 1
                     seen += images.shape[0] * self.dist.world_size
                     loss_value = speed = None
-                    if state["step"] % config.log_every == 0 or index == steps - 1:
+                    if state.step % config.log_every == 0 or index == steps - 1:
                         loss_value = self._global_mean(window) / window_steps
                         if not math.isfinite(loss_value):
                             raise TrainingError(
-                                f"the loss became {loss_value} at epoch {epoch + 1}, by step {state['step']}; training "
-                                f"stopped and the best checkpoint {self.checkpoint} was left untouched; try a lower --lr"
+                                f"the loss became {loss_value} at epoch {epoch + 1}, by step {state.step}; training "
+                                f"stopped and the best checkpoint {self.checkpoint} "
+                                "was left untouched; try a lower --lr"
                             )
                         loss_sum += loss_value * window_steps
                         loss_steps += window_steps
@@ -639,21 +649,21 @@ class _Run:
                         )
                     )
                 epoch += 1
-                state.update(epoch=epoch, step=0, sampler=_generator_state(generator))
+                state.epoch, state.step, state.sampler = epoch, 0, _generator_state(generator)
                 stop = False
                 if self.dist.is_main:
                     val_dsc = evaluate_dsc(model, val_loader, self.device, self.amp_dtype)
-                    robust = self._overfitting_check(model, check, state["history"])
+                    robust = self._overfitting_check(model, check, state.history)
                     # While eps still ramps up an epoch is easier than the defence: it cannot be the best.
                     full_eps = self.defence is None or self.defence.full_eps_from(epoch)
-                    improved = full_eps and val_dsc["mean"] > state["best_dsc"]
+                    improved = full_eps and val_dsc["mean"] > state.best_dsc
                     train_loss = loss_sum / loss_steps if loss_steps else float("nan")
-                    state["history"].append(
+                    state.history.append(
                         {"epoch": epoch, "train_loss": train_loss, **val_dsc, **({"robust": robust} if robust else {})}
                     )
                     saved = None
                     if improved:
-                        state.update(best_dsc=val_dsc["mean"], best_val=val_dsc, stale_epochs=0)
+                        state.best_dsc, state.best_val, state.stale_epochs = val_dsc["mean"], val_dsc, 0
                         saved = save_checkpoint(
                             self.checkpoint,
                             model,
@@ -663,10 +673,10 @@ class _Run:
                             val_dsc=val_dsc,
                             data_fingerprint=fingerprint,
                             dtype="float16" if config.fp16_weights else None,
-                            defence=self._defence_meta(robust, state["history"]),
+                            defence=self._defence_meta(robust, state.history),
                         )
                     elif full_eps:
-                        state["stale_epochs"] += 1
+                        state.stale_epochs += 1
                     self._save_state(state, model, optimizer, scheduler, scaler)
                     self.progress(
                         EpochEnd(
@@ -675,23 +685,23 @@ class _Run:
                             train_loss=train_loss,
                             val_dsc=val_dsc,
                             improved=improved,
-                            best_dsc=state["best_dsc"],
+                            best_dsc=state.best_dsc,
                             saved=saved,
                             seconds=time.perf_counter() - started,
                             robust=robust,
                             full_eps=full_eps,
                         )
                     )
-                    stop = bool(config.patience) and state["stale_epochs"] >= config.patience and epoch < config.epochs
+                    stop = bool(config.patience) and state.stale_epochs >= config.patience and epoch < config.epochs
                 stop = self._broadcast_flag(stop)
                 if stop:
                     if self.dist.is_main:
-                        self.progress(EarlyStop(epoch=epoch, patience=config.patience, best_dsc=state["best_dsc"]))
+                        self.progress(EarlyStop(epoch=epoch, patience=config.patience, best_dsc=state.best_dsc))
                     stopped_early = True
                     break
                 gate.check()  # a Ctrl-C during the epoch's last step or its validation stops here, after the save
         except KeyboardInterrupt:
-            where = f"epoch {epoch + 1}, step {state['step']}"
+            where = f"epoch {epoch + 1}, step {state.step}"
             if gate.forced:  # mid-step: the weights, the optimizer and the RNGs may be half way through it
                 if self.last_saved is None:
                     raise TrainingInterrupted(f"interrupted at once at {where}; no state was saved yet", None) from None
@@ -700,8 +710,8 @@ class _Run:
                     self.last_saved,
                 ) from None
             if self.dist.is_main:
-                if state["step"] and window is not None:
-                    state["epoch_loss"] = [loss_sum, loss_steps, float(window), window_steps]
+                if state.step and window is not None:
+                    state.epoch_loss = (loss_sum, loss_steps, float(window), window_steps)
                 self._save_state(state, model, optimizer, scheduler, scaler)
             raise TrainingInterrupted(
                 f"interrupted at {where}; the state to resume from is in {self.resume_path}",
@@ -710,13 +720,13 @@ class _Run:
         finally:
             gate.close()
         return TrainResult(
-            checkpoint=self.checkpoint if state["best_val"] is not None else None,
-            best_dsc=state["best_val"],
+            checkpoint=self.checkpoint if state.best_val is not None else None,
+            best_dsc=state.best_val,
             epochs_run=epoch,
             stopped_early=stopped_early,
             resume_path=self.resume_path,
             is_main=self.dist.is_main,
-            history=state["history"],
+            history=state.history,
         )
 
     def _overfitting_check(self, model, check, history: list[dict]) -> dict | None:
@@ -778,7 +788,7 @@ class _Run:
 
     # -- resume --
 
-    def _save_state(self, state, model, optimizer, scheduler, scaler) -> None:
+    def _save_state(self, state: _RunState, model, optimizer, scheduler, scaler) -> None:
         save_training_state(
             self.resume_path,
             {
@@ -788,25 +798,25 @@ class _Run:
                 "batch_size": self.config.batch_size,
                 "seed": self.config.seed,
                 "train_slices": self.train_slices,
-                "epoch": state["epoch"],
-                "step": state["step"],
-                "best_dsc": state["best_dsc"],
-                "best_val": state["best_val"],
-                "stale_epochs": state["stale_epochs"],
-                "history": state["history"],
+                "epoch": state.epoch,
+                "step": state.step,
+                "best_dsc": state.best_dsc,
+                "best_val": state.best_val,
+                "stale_epochs": state.stale_epochs,
+                "history": state.history,
                 "model": {key: value.detach().cpu() for key, value in model.state_dict().items()},
                 "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(),
                 "scaler": scaler.state_dict(),
                 "rng": _rng_state(),
-                "sampler": state["sampler"],  # the generator state at the start of epoch `epoch`
-                "epoch_loss": state["epoch_loss"],  # mid-epoch: [loss sum, its steps, unreported sum, its steps]
+                "sampler": state.sampler,  # the generator state at the start of epoch `epoch`
+                "epoch_loss": None if state.epoch_loss is None else list(state.epoch_loss),  # EpochLoss
                 "defence": self.defence.as_meta() if self.defence is not None else None,
             },
         )
         self.last_saved = self.resume_path
 
-    def _restore(self, path, model, optimizer, scheduler, scaler) -> dict:
+    def _restore(self, path, model, optimizer, scheduler, scaler) -> _RunState:
         saved = load_training_state(path)
         for key, expected in (("model_name", self.config.model), ("img_size", self.config.img_size)):
             if saved.get(key) != expected:
@@ -836,13 +846,18 @@ class _Run:
             scheduler.load_state_dict(saved["scheduler"])
             load_scaler_state(scaler, saved.get("scaler"))
             _set_rng_state(saved["rng"])
-            state = {key: saved[key] for key in ("epoch", "step", "best_dsc", "best_val", "stale_epochs", "history")}
+            state = _RunState(
+                **{key: saved[key] for key in ("epoch", "step", "best_dsc", "best_val", "stale_epochs", "history")}
+            )
         except KeyError as exc:
             raise TrainingError(f"{path}: not a whole resume file (no {exc.args[0]!r} entry)") from None
         except (RuntimeError, ValueError, TypeError) as exc:
             raise TrainingError(f"{path}: does not fit this run ({' '.join(str(exc).split())})") from None
-        state["sampler"] = saved.get("sampler")
-        state["epoch_loss"] = saved.get("epoch_loss")
+        state.sampler = saved.get("sampler")
+        epoch_loss = saved.get("epoch_loss")
+        if epoch_loss is not None:
+            loss_sum, loss_steps, window_sum, window_steps = epoch_loss
+            state.epoch_loss = (loss_sum, loss_steps, window_sum, window_steps)
         return state
 
 
@@ -860,9 +875,10 @@ def load_scaler_state(scaler: torch.amp.GradScaler, saved: dict | None) -> None:
 
 
 def _make_scheduler(optimizer, schedule: str, total_steps: int):
-    if SCHEDULES[schedule] is None:
+    fixed = SCHEDULES[schedule]
+    if fixed is None:
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
-    t_max, eta_min = SCHEDULES[schedule]
+    t_max, eta_min = fixed
     return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=t_max, eta_min=eta_min)
 
 
@@ -982,6 +998,7 @@ def _generator_state(generator: torch.Generator | None) -> torch.Tensor | None:
 def _rng_state() -> dict:
     """RNG states as tensors and primitives only, so the resume file loads with weights_only=True."""
     np_state = np.random.get_state()
+    assert isinstance(np_state, tuple)  # the legacy form, the global RandomState's (MT19937) own
     return {
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],

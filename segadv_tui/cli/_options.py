@@ -82,8 +82,8 @@ Strict = Annotated[
     typer.Option(
         "--strict",
         rich_help_panel=DATA,
-        help="Stop (exit status 2, before any computing) at the first problem in the data, such as a malformed RLE or an "
-        'image without rows; by default such slices are skipped, counted at the end and listed under "skipped" '
+        help="Stop (exit status 2, before any computing) at the first problem in the data, such as a malformed RLE "
+        'or an image without rows; by default such slices are skipped, counted at the end and listed under "skipped" '
         "in the JSON.",
     ),
 ]
@@ -119,8 +119,8 @@ BestIterate = Annotated[
     typer.Option(
         "--best-iterate/--last-iterate",
         rich_help_panel=ATTACK,
-        help="Keep, per slice, the iterate with the lowest mean DSC (bim, pgd, apgd, ensemble); default: on for apgd and "
-        "the ensemble.",
+        help="Keep, per slice, the iterate with the lowest mean DSC (bim, pgd, apgd, ensemble); "
+        "default: on for apgd and the ensemble.",
     ),
 ]
 Seed = Annotated[int, typer.Option("--seed", rich_help_panel=ATTACK, help="Seed of PGD's random start.")]
@@ -191,7 +191,8 @@ NsdTolerance = Annotated[
         "--nsd-tolerance",
         rich_help_panel=ATTACK,
         metavar="MM",
-        help=f"NSD's tolerance in mm; default {DEFAULT_NSD_TOLERANCE:g} (a little over one UW-Madison pixel at 224 x 224).",
+        help=f"NSD's tolerance in mm; default {DEFAULT_NSD_TOLERANCE:g} "
+        "(a little over one UW-Madison pixel at 224 x 224).",
     ),
 ]
 
@@ -224,6 +225,11 @@ Dpi = Annotated[
         help="Resolution of a PNG figure, in dots per inch; PDF and SVG are vector, fonts embedded.",
     ),
 ]
+
+
+def checkpoints_option(help: str):
+    """``--checkpoint`` / ``-c``, repeated: the checkpoints a command compares (None: the command's default)."""
+    return typer.Option(None, "--checkpoint", "-c", rich_help_panel=MODEL, help=help)
 
 
 def output_option(flag: str, help: str, *more_flags: str, default: Path | None = None):

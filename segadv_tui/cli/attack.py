@@ -24,7 +24,6 @@ from segadv_tui.cli._metrics import boundary_table, metric_fields, organ_columns
 from segadv_tui.cli._options import (
     ATTACK,
     DATA,
-    MODEL,
     AllSlices,
     BatchSize,
     BestIterate,
@@ -51,6 +50,7 @@ from segadv_tui.cli._options import (
     StepSize,
     Strict,
     Target,
+    checkpoints_option,
     out_dir_option,
     output_option,
 )
@@ -99,7 +99,7 @@ def attack(
     no_cache: NoCache = False,
     strict: Strict = False,
 ) -> None:
-    """Attack a checkpoint over a data split: DSC clean vs adversarial per organ, attack success, realised L-inf / L2."""
+    """Attack a checkpoint over a data split: DSC clean vs adversarial per organ, attack success, realised L-inf / L2."""  # noqa: E501
     from segadv_tui.cli.universal import attack_eps
 
     config = attack_config(
@@ -355,12 +355,8 @@ def sweep_rows(result) -> tuple[list[str], list[list]]:
 
 @app.command()
 def table(
-    checkpoints: list[Path] | None = typer.Option(
-        None,
-        "--checkpoint",
-        "-c",
-        rich_help_panel=MODEL,
-        help="A checkpoint per row; repeat the option. Default: the bundled demo checkpoint.",
+    checkpoints: list[Path] | None = checkpoints_option(
+        "A checkpoint per row; repeat the option. Default: the bundled demo checkpoint."
     ),
     data: Data = None,
     split: Split = "test",
@@ -392,7 +388,7 @@ def table(
     no_cache: NoCache = False,
     strict: Strict = False,
 ) -> None:
-    """The paper's Table II: parameters, clean DSC and DSC after the attack (FGSM) with each loss; the best attack in bold."""
+    """The paper's Table II: parameters, clean DSC and DSC after the attack (FGSM) with each loss; the best attack in bold."""  # noqa: E501
     from segadv_tui.render.tables import table_ii_table
 
     loss_names = parse_losses(losses)
@@ -430,13 +426,13 @@ def table(
     def payload(result) -> dict:
         return run.payload(result.to_dict(), checkpoints=[str(item.path) for item in loaded])
 
-    models = [(item.path.name, item.model, item.meta) for item in loaded]
+    models = [item.as_model(item.path.name) for item in loaded]
     runs = f"{len(loss_names)} losses" if "loss" in config.entry.parameters else "its own objective"
     with run.keep_partial(payload), progress_bar(f"Table II: {len(models)} model(s) x {runs}") as progress:
         result = run.cached(table_ii_key(config, loss_names), table_ii)(
             models, run.records, loss_names, config, batch_size=batch_size, device=run.device, progress=progress
         )
-        result = table_ii_relabelled(result, [label for label, _, _ in models])  # as named here, if served
+        result = table_ii_relabelled(result, [model.label for model in models])  # as named here, if served
     caption = (
         f"DSC before and after {config.method_label} at eps {config.eps:g}, target {config.target}; "
         f"{len(run.records)} {run.split} slices{run.with_caption(all_slices)} of {run.dataset.root}; "
@@ -517,7 +513,7 @@ def figure(
     width: FigureWidth = "double",
     strict: Strict = False,
 ) -> None:
-    """A figure like the paper's figures 5-8: input, adversarial input, perturbation, truth, predictions, differences."""
+    """A figure like the paper's figures 5-8: input, adversarial input, perturbation, truth, predictions, differences."""  # noqa: E501
     from segadv_tui.render.figure_style import figure_format
     from segadv_tui.render.figures import AttackPanels, attack_chart, attack_figure
     from segadv_tui.render.tables import number
@@ -555,7 +551,8 @@ def figure(
     caption = (
         f"{loaded.path.name}: {loaded.title} | slice {record.id} | {config.method_label}, {config.objective_label} | "
         f"eps {config.eps:g} | "
-        f"DSC {number(mean_clean, 3)} -> {number(mean_adv, 3)} | AS {number(success, 3)} | realised L-inf {number(linf)}"
+        f"DSC {number(mean_clean, 3)} -> {number(mean_adv, 3)} | AS {number(success, 3)} "
+        f"| realised L-inf {number(linf)}"
     )
     run.outputs.name_default("out", f"figure-{record.id}-{config.method}-{config.loss}-eps{config.eps:g}.png")
     panels = AttackPanels.from_result(result)

@@ -16,7 +16,7 @@ def info(
         None, help="A segadv checkpoint: show how it was made (model, training, validation DSC, defence)."
     ),
 ) -> None:
-    """List the model registry with parameter counts, the compute device and library versions; or show a checkpoint's metadata."""
+    """List the model registry with parameter counts, the compute device and library versions; or show a checkpoint's metadata."""  # noqa: E501
     if checkpoint is not None:
         _checkpoint_info(checkpoint)
         return
@@ -80,14 +80,16 @@ def _checkpoint_info(path: Path) -> None:
     lines.append(f"defence: {defence_label(defence)}")
     if defence:
         lines.append(
-            f"  {defence['steps']} step(s) of {defence['step_size']:.4g}, loss {defence['loss']}, {defence['ratio']:.0%} "
+            f"  {defence['steps']} step(s) of {defence['step_size']:.4g}, "
+            f"loss {defence['loss']}, {defence['ratio']:.0%} "
             f"of each batch adversarial, eps ramped over {defence['warmup_epochs']:g} epochs"
         )
         check = defence.get("check")
         if check:
             lines.append(
                 f"  check at the saved epoch ({check['slices']} validation slices, eps {check['eps']:g}): clean "
-                f"{check['clean_dsc']:.4f}  FGSM {check['fgsm_dsc']:.4f}  PGD-{check['pgd_steps']} {check['pgd_dsc']:.4f}"
+                f"{check['clean_dsc']:.4f}  FGSM {check['fgsm_dsc']:.4f}  "
+                f"PGD-{check['pgd_steps']} {check['pgd_dsc']:.4f}"
             )
         collapsed = defence.get("collapsed_epochs") or []
         lines.append(

@@ -18,7 +18,6 @@ from segadv_tui.cli._common import attack_config, parse_eps_list, prepare, progr
 from segadv_tui.cli._metrics import boundary_table, metric_fields, summary_csv
 from segadv_tui.cli._options import (
     ATTACK,
-    MODEL,
     AllSlices,
     BatchSize,
     BestIterate,
@@ -38,6 +37,7 @@ from segadv_tui.cli._options import (
     Steps,
     Strict,
     Target,
+    checkpoints_option,
     out_dir_option,
     output_option,
 )
@@ -51,12 +51,8 @@ CHECKS = "Checks"  # the panel of --checks in --help
 
 @app.command()
 def robust(
-    checkpoints: list[Path] | None = typer.Option(
-        None,
-        "--checkpoint",
-        "-c",
-        rich_help_panel=MODEL,
-        help="A checkpoint to evaluate; repeat the option. Default: the bundled demo checkpoint.",
+    checkpoints: list[Path] | None = checkpoints_option(
+        "A checkpoint to evaluate; repeat the option. Default: the bundled demo checkpoint."
     ),
     data: Data = None,
     split: Split = "test",
@@ -164,7 +160,7 @@ def robust(
         label if labels.count(label) == 1 else f"{label} #{labels[:i].count(label) + 1}"
         for i, label in enumerate(labels)
     ]
-    models = [(label, item.model, item.meta) for label, item in zip(labels, loaded)]
+    models = [item.as_model(label) for label, item in zip(labels, loaded)]
     description = f"{config.method_label}: {len(models)} model(s) x {len(eps_values)} eps x {len(run.records)} slices"
     with run.keep_partial(payload), progress_bar(description) as progress:
         key = {"config": config.to_dict(), "eps": eps_values, "labels": labels}
@@ -307,7 +303,8 @@ def _caption(report, scope: str) -> str:
     config = report.config
     cost = report.budget
     return (
-        f"{config.method_label}, {config.objective_label}; {scope}; empty {label_nouns(report.labels)}: {config.empty}; "
+        f"{config.method_label}, {config.objective_label}; {scope}; "
+        f"empty {label_nouns(report.labels)}: {config.empty}; "
         f"{cost['forward_backward']} forward+backward and {cost['forward']} forward passes per slice and eps"
     )
 
@@ -365,7 +362,8 @@ def _curve_table(report, curve, scope: str):
         justify=("right",) * len(headers),
         caption=f"{clean.scored} of {clean.slices} slices scored ({scope}); ROG: share of slices whose mean DSC "
         f"falls below half of its clean DSC; damage: DSC over the organs present in the truth; halluc.: share of "
-        f"the organs absent from the truth that are predicted; {report.budget['forward_backward']} forward+backward passes "
+        "the organs absent from the truth that are predicted; "
+        f"{report.budget['forward_backward']} forward+backward passes "
         f"per slice and eps; {curve.seconds:.1f} s",
     ).to_rich()
 

@@ -58,7 +58,7 @@ def list_runs(
 
 @runs_app.command("show")
 def show(run_id: int = typer.Argument(..., help="A run id."), run_index: RunsIndex = None) -> None:
-    """One run's provenance (command line, versions, device, checkpoint hashes, data, configuration, files) and numbers."""
+    """One run's provenance (command line, versions, device, checkpoint hashes, data, configuration, files) and numbers."""  # noqa: E501
     from segadv_tui.render.runs import numbers_table, record_table
 
     with _index(run_index) as index:
@@ -100,7 +100,8 @@ def export(
             import pyarrow  # noqa: F401
         except ImportError:
             fail(
-                "--parquet needs pyarrow, which is not installed (pip install 'segadv[parquet]'); --csv works without it"
+                "--parquet needs pyarrow, which is not installed (pip install 'segadv[parquet]')"
+                "; --csv works without it"
             )
     check_outputs(csv=csv_path, parquet=parquet_path)
     with _index(run_index) as index:

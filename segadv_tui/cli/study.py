@@ -89,7 +89,7 @@ def luminosity(
     csv_path: Path | None = output_option("--csv", "Also write one row per slice as CSV."),
     strict: Strict = False,
 ) -> None:
-    """Attack success per slice against its intensity (raw and model input, mean and 99th percentile): Spearman's rho, bootstrap 95 % CI."""
+    """Attack success per slice against its intensity (raw and model input, mean and 99th percentile): Spearman's rho, bootstrap 95 % CI."""  # noqa: E501
     from core.evaluation.luminosity import BOOTSTRAP_UNITS
 
     style = figure_style(width, dpi)

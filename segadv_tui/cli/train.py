@@ -190,7 +190,8 @@ def train(
         rich_help_panel=OUTPUT,
         metavar="DIR",
         help="Also write the history's and steps' numbers for TensorBoard into DIR (needs the tensorboard package: "
-        "pip install tensorboard, or segadv's tensorboard extra). The CSVs NAME.history.csv and NAME.steps.csv are always written.",
+        "pip install tensorboard, or segadv's tensorboard extra). "
+        "The CSVs NAME.history.csv and NAME.steps.csv are always written.",
     ),
 ) -> None:
     """Train a model of the paper (AdamW, cosine annealing, Dice + Focal loss, early stopping)."""
@@ -386,7 +387,8 @@ class _TrainingProgress:
             if robust is not None:
                 log(
                     f"  robust check on {robust['slices']} validation slices at eps {robust['eps']:g}: clean "
-                    f"{robust['clean_dsc']:.4f}  FGSM {robust['fgsm_dsc']:.4f}  PGD-{robust['pgd_steps']} {robust['pgd_dsc']:.4f}",
+                    f"{robust['clean_dsc']:.4f}  FGSM {robust['fgsm_dsc']:.4f}  "
+                    f"PGD-{robust['pgd_steps']} {robust['pgd_dsc']:.4f}",
                     highlight=False,
                 )
                 if robust["collapsed"]:

@@ -11,7 +11,6 @@ from segadv_tui.cli._common import attack_config, prepare, progress_bar
 from segadv_tui.cli._metrics import boundary_table, metric_fields, summary_csv
 from segadv_tui.cli._options import (
     ATTACK,
-    MODEL,
     AllSlices,
     BatchSize,
     Data,
@@ -33,6 +32,7 @@ from segadv_tui.cli._options import (
     StepSize,
     Strict,
     Target,
+    checkpoints_option,
     out_dir_option,
     output_option,
 )
@@ -62,12 +62,8 @@ def model_labels(loaded) -> list[str]:
 
 @app.command()
 def transfer(
-    checkpoints: list[Path] | None = typer.Option(
-        None,
-        "--checkpoint",
-        "-c",
-        rich_help_panel=MODEL,
-        help="A checkpoint per model; repeat the option (at least two). Default: every bundled demo checkpoint.",
+    checkpoints: list[Path] | None = checkpoints_option(
+        "A checkpoint per model; repeat the option (at least two). Default: every bundled demo checkpoint."
     ),
     data: Data = None,
     split: Split = "test",
@@ -114,7 +110,7 @@ def transfer(
     dpi: Dpi = 300,
     strict: Strict = False,
 ) -> None:
-    """Transfer matrix: each source's adversarial slices (crafted once) scored on every model; the diagonal is white-box."""
+    """Transfer matrix: each source's adversarial slices (crafted once) scored on every model; the diagonal is white-box."""  # noqa: E501
     style = figure_style(width, dpi)
     paths = list(checkpoints) if checkpoints else bundled_checkpoints()
     if len(paths) < 2:
@@ -162,7 +158,7 @@ def transfer(
     ):
         key = {"config": config.to_dict(), "labels": labels, "ensembles": ensembles}
         result = run.cached(key, run_transfer)(
-            [(label, item.model) for label, item in zip(labels, loaded)],
+            [item.as_model(label) for label, item in zip(labels, loaded)],
             run.records,
             loaded[0].img_size,
             config,

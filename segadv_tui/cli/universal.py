@@ -1,4 +1,5 @@
-"""``segadv universal``: one label-erasing perturbation optimised over the training split, reported on the test split."""
+"""``segadv universal``: one label-erasing perturbation optimised over the training split, reported on the test
+split."""
 
 from __future__ import annotations
 
@@ -93,7 +94,7 @@ def universal(
     json_path: Path | None = output_option("--json", "Write the test-split report as JSON."),
     strict: Strict = False,
 ) -> None:
-    """A universal perturbation that erases the chosen organs from every slice and keeps the others (Metzen et al. 2017)."""
+    """A universal perturbation that erases the chosen organs from every slice and keeps the others (Metzen et al. 2017)."""  # noqa: E501
     from core.attacks.config import parse_organs
 
     bound = parse_eps(eps)

@@ -55,6 +55,7 @@ def figure_format(path: str | os.PathLike, option: str = "--out") -> str:
         return "png"
     if suffix not in FIGURE_FORMATS:
         raise OptionError(
-            f"{option} {str(path)!r}: unknown figure format '.{suffix}'; use {', '.join('.' + f for f in FIGURE_FORMATS)}"
+            f"{option} {str(path)!r}: unknown figure format '.{suffix}'"
+            f"; use {', '.join('.' + f for f in FIGURE_FORMATS)}"
         )
     return suffix

@@ -2,7 +2,8 @@
 
 Torch-free numpy. A picture is a :class:`Scene`: a base layer (the grey slice, dimmed or not, or a ready
 RGB picture), then translucent label fills, TP / FP / FN difference colours and one-pixel label outlines
-on top, each label in its label set's colour. :func:`compose` draws a scene at any output size, optionally only a window of it (the explorer's
+on top, each label in its label set's colour. :func:`compose` draws a scene at any output size, optionally only a window
+of it (the explorer's
 zoom), so the PNG figures and every terminal view share one implementation. Shrinking averages areas
 (a fill that covers half an output pixel tints it half as much, so a boundary that moves by one image
 pixel still shows); growing repeats pixels. Outlines are found at image resolution and kept wherever

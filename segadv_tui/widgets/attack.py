@@ -1,4 +1,5 @@
-"""The Attack panel: method, loss, target, mode, the labels to erase (the label set's), the universal perturbation, epsilon
+"""The Attack panel: method, loss, target, mode, the labels to erase (the label set's), the universal perturbation,
+epsilon
 and the model the frames are scored on; it shows the explorer's ``AttackConfig`` (and its scoring model) and
 asks for changes. The method list is the attack registry's."""
 

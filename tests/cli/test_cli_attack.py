@@ -17,10 +17,9 @@ import pytest
 import torch
 from PIL import Image
 
-from core.data.gitract import GITractDataset, with_organs
+from core.data.gitract import GITractDataset
 from core.evaluation.scoring import AttackConfig, evaluate
-from core.models.checkpoints import load_checkpoint, save_checkpoint
-from core.models.registry import build_model
+from core.models.checkpoints import load_checkpoint
 from core.organs import ORGANS
 from segadv_tui.render.imagery import FN_COLOUR, FP_COLOUR, TP_COLOUR
 
@@ -29,18 +28,13 @@ LIMIT = 2
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    """A real small U-Net with random weights at 64 x 64: enough to exercise every code path."""
-    torch.manual_seed(0)
-    return save_checkpoint(
-        tmp_path_factory.mktemp("ck") / "tiny_small.safetensors", build_model("small"), img_size=IMG_SIZE
-    )
+def checkpoint(small_checkpoint):
+    return small_checkpoint
 
 
 @pytest.fixture(scope="module")
-def test_slices(tiny_demo):
-    """What the commands score by default: the test split's slices with organs, here the first LIMIT."""
-    return with_organs(GITractDataset(tiny_demo).split()[1])[:LIMIT]
+def test_slices(tiny_test_slices):
+    return tiny_test_slices[:LIMIT]
 
 
 @pytest.fixture(scope="module")

@@ -16,20 +16,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from core.models.checkpoints import save_checkpoint
-from core.models.registry import build_model
 from core.runs import index as index_module
 from core.runs.index import RunIndex
 from segadv_tui.cli._common import TEST_HOOK_SIGINT
 
-IMG_SIZE = 64
 SERVED = "note: served from the run index"
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    torch.manual_seed(0)
-    return save_checkpoint(tmp_path_factory.mktemp("ck") / "tiny.safetensors", build_model("small"), img_size=IMG_SIZE)
+def checkpoint(small_checkpoint):
+    return small_checkpoint
 
 
 @pytest.fixture()
@@ -90,7 +86,7 @@ def test_table_ii_rerun_is_served_and_writes_the_same_markdown(run, checkpoint, 
     assert again.exit_code == 0 and SERVED in again.stderr
     assert (tmp_path / "t1.md").read_bytes() == (tmp_path / "t2.md").read_bytes()
     assert (tmp_path / "t1.json").read_bytes() == (tmp_path / "t2.json").read_bytes()
-    (table,) = {r.summary["dsc_adv[tiny.safetensors,dice]"] for r in records(run_index)}
+    (table,) = {r.summary["dsc_adv[tiny_small.safetensors,dice]"] for r in records(run_index)}
     assert table == json.loads((tmp_path / "t1.json").read_text())["rows"][0]["dsc_adv"]["dice"]
 
 
@@ -282,8 +278,8 @@ def test_report_writes_markdown_and_html_with_tables_provenance_and_links(
 @pytest.mark.parametrize(
     ("command", "args", "number"),
     [
-        ("robust", ["--eps", "0.004,0.01", "--method", "fgsm"], "dsc_adv[tiny.safetensors@0.01]"),
-        ("transfer", ["--no-ensembles"], "attack_success[tiny->copy]"),
+        ("robust", ["--eps", "0.004,0.01", "--method", "fgsm"], "dsc_adv[tiny_small.safetensors@0.01]"),
+        ("transfer", ["--no-ensembles"], "attack_success[tiny_small->copy]"),
         ("sweep", ["--eps", "0,0.01", "--losses", "bce"], "dsc_adv[bce@0.01]"),
     ],
 )

@@ -6,28 +6,12 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
-from core.data.gitract import GITractDataset, with_organs
 from core.evaluation.scoring import AttackConfig, evaluate
-from core.models.checkpoints import load_checkpoint, save_checkpoint
-from core.models.registry import build_model
+from core.models.checkpoints import load_checkpoint
 
 IMG_SIZE = 64
 LIMIT = 2
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    torch.manual_seed(0)
-    return save_checkpoint(
-        tmp_path_factory.mktemp("ck") / "tiny_small.safetensors", build_model("small"), img_size=IMG_SIZE
-    )
-
-
-@pytest.fixture(scope="module")
-def test_slices(tiny_demo):
-    return with_organs(GITractDataset(tiny_demo).split()[1])[:LIMIT]
 
 
 @pytest.mark.parametrize(
@@ -44,15 +28,15 @@ def test_slices(tiny_demo):
         (["--loss", "hallucinate"], AttackConfig(loss="hallucinate")),
     ],
 )
-def test_attack_json_equals_core(run, checkpoint, tiny_demo, test_slices, options, config):
+def test_attack_json_equals_core(run, small_checkpoint, tiny_demo, tiny_test_slices, options, config):
     result = run(
-        "attack", "--checkpoint", checkpoint, "--data", tiny_demo, "--limit", LIMIT, *options, "--json", "a.json"
+        "attack", "--checkpoint", small_checkpoint, "--data", tiny_demo, "--limit", LIMIT, *options, "--json", "a.json"
     )
     assert result.exit_code == 0, result.output
     written = json.loads(open("a.json").read())
     assert written["config"]["norm"] == config.norm and written["config"]["method_label"] == config.method_label
-    model, _ = load_checkpoint(checkpoint)
-    expected = evaluate(model, test_slices, IMG_SIZE, config)
+    model, _ = load_checkpoint(small_checkpoint)
+    expected = evaluate(model, tiny_test_slices[:LIMIT], IMG_SIZE, config)
     assert written["summary"] == json.loads(json.dumps(expected.summary.to_dict()))
     if config.norm == "l2":
         assert all(0 < row["l2"] <= 1.5 + 1e-5 for row in written["rows"])
@@ -69,8 +53,8 @@ def test_attack_json_equals_core(run, checkpoint, tiny_demo, test_slices, option
         (["--norm", "l2", "--mode", "paper"], "paper"),
     ],
 )
-def test_bad_combinations_are_one_line(run, checkpoint, tiny_demo, args, named):
-    result = run("attack", "--checkpoint", checkpoint, "--data", tiny_demo, *args)
+def test_bad_combinations_are_one_line(run, small_checkpoint, tiny_demo, args, named):
+    result = run("attack", "--checkpoint", small_checkpoint, "--data", tiny_demo, *args)
     assert result.exit_code != 0
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:") and named in lines[0], result.stderr

@@ -26,6 +26,7 @@ from core.data.gitract import GITractDataset, with_organs
 from core.evaluation.luminosity import luminosity_study
 from core.evaluation.scoring import Interrupted, evaluate_sweep, table_ii
 from core.evaluation.transfer import transfer
+from core.models.loaded import LoadedModel
 from segadv_tui.cli._common import TEST_HOOK_SIGINT
 
 IMG_SIZE = 64
@@ -175,8 +176,8 @@ def test_ctrl_c_under_torchrun_writes_the_slices_every_rank_finished_from_rank_0
 
 
 @pytest.fixture(scope="module")
-def records(tiny_demo):
-    return with_organs(GITractDataset(tiny_demo).split()[1])[:3]
+def records(tiny_test_slices):
+    return tiny_test_slices[:3]
 
 
 def stop_at(count: int):
@@ -200,7 +201,7 @@ def test_a_sweep_interrupted_keeps_every_point_over_the_finished_slices(model, r
 
 
 def test_table_ii_interrupted_keeps_the_finished_cells_and_the_row_it_was_on(model, records):
-    models = [("a", model, {"img_size": IMG_SIZE}), ("b", model, {"img_size": IMG_SIZE})]
+    models = [LoadedModel("a", model, {"img_size": IMG_SIZE}), LoadedModel("b", model, {"img_size": IMG_SIZE})]
     # FGSM fills a row's columns together; Ctrl-C after b's first slice.
     with pytest.raises(Interrupted) as caught:
         table_ii(models, records, ["bce", "dice"], batch_size=1, progress=stop_at(len(records) + 1))
@@ -214,7 +215,7 @@ def test_table_ii_interrupted_keeps_the_finished_cells_and_the_row_it_was_on(mod
 
 
 def test_transfer_interrupted_keeps_every_cell_over_the_same_finished_slices(model, records):
-    models = [("a", model), ("b", model)]
+    models = [LoadedModel("a", model), LoadedModel("b", model)]
     config = AttackConfig(eps=0.02)
     # Progress counts slices per source: 3 is the first source of the second batch, lost with it.
     with pytest.raises(Interrupted) as caught:

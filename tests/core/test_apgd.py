@@ -12,6 +12,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from attack_models import PixelLinear, attacked_alone
 
 from core.attacks.apgd import ApgdTrace, apgd, apgd_stage, checkpoints, stage_steps
 from core.attacks.config import ENSEMBLE, AttackConfig
@@ -22,18 +23,6 @@ from core.errors import OptionError
 from core.evaluation.scoring import attack_slice
 from core.metrics import dice_per_organ, mean_dice_on_device, mean_dsc
 from core.models.inference import predict
-
-
-class PixelLinear(torch.nn.Module):
-    """logits[c] = w[c] * x + b[c] at every pixel: no pixel or image depends on another."""
-
-    def __init__(self, w=(4.0, -3.0, 5.0), b=(-1.0, 1.2, -2.6)):
-        super().__init__()
-        self.w = torch.nn.Parameter(torch.tensor(w).view(1, 3, 1, 1))
-        self.b = torch.nn.Parameter(torch.tensor(b).view(1, 3, 1, 1))
-
-    def forward(self, image):
-        return self.w * image + self.b
 
 
 class Repeat(torch.nn.Module):
@@ -230,14 +219,7 @@ def test_batch_equals_slices_one_by_one_exactly_on_a_per_pixel_model(config):
     truth = (torch.rand(3, 3, 12, 12, generator=generator) > 0.5).float()
     ids = ["s0", "s1", "s2"]
     together = run_attack(model, image, truth, config, AttackContext(ids=ids, reference=truth))
-    for i in range(3):
-        alone = run_attack(
-            model,
-            image[i : i + 1],
-            truth[i : i + 1],
-            config,
-            AttackContext(ids=ids[i : i + 1], reference=truth[i : i + 1]),
-        )
+    for i, alone in enumerate(attacked_alone(model, image, truth, config, ids)):
         assert torch.equal(together.adversarial[i], alone.adversarial[0])
         assert torch.equal(together.adv_pred[i], alone.adv_pred[0])
         if together.members is not None:

@@ -23,6 +23,7 @@ from core.metrics import (
     slice_spacing,
 )
 from core.models.inference import predict
+from core.models.loaded import LoadedModel
 from core.organs import ORGANS
 
 IMG_SIZE = 64
@@ -139,7 +140,11 @@ def test_sweep_and_table_agree_with_evaluate(model, records):
     json.dumps(swept.to_dict(), allow_nan=False)
 
     table = table_ii(
-        [("random", model, {"img_size": IMG_SIZE})], subset, ["bce", "dice"], AttackConfig(eps=0.02), batch_size=4
+        [LoadedModel("random", model, {"img_size": IMG_SIZE})],
+        subset,
+        ["bce", "dice"],
+        AttackConfig(eps=0.02),
+        batch_size=4,
     )
     (row,) = table.rows
     assert row.params == sum(p.numel() for p in model.parameters())
@@ -194,7 +199,7 @@ def test_attack_slice_with_a_cache_steps_eps_without_a_new_gradient(model, recor
 def test_table_ii_with_bim_equals_one_evaluation_per_loss(model, records):
     subset = [r for r in records if r.has_organs][:2]
     table = table_ii(
-        [("random", model, {"img_size": IMG_SIZE})],
+        [LoadedModel("random", model, {"img_size": IMG_SIZE})],
         subset,
         ["bce", "dice"],
         AttackConfig(method="bim", eps=0.02, steps=2),
@@ -214,7 +219,7 @@ def test_table_ii_runs_a_method_with_its_own_objective_once_in_one_column(model,
     config = AttackConfig(method="erase", organs=("stomach",), eps=0.02, steps=2)
     seen = []
     table = table_ii(
-        [("random", model, {"img_size": IMG_SIZE})],
+        [LoadedModel("random", model, {"img_size": IMG_SIZE})],
         subset,
         ["bce", "dice", "focal"],
         config,

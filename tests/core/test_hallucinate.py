@@ -16,6 +16,7 @@ from core.evaluation.scoring import attack_slice
 from core.hallucination import DICE_SMOOTH, TOP_K, hallucinate_loss
 from core.losses import per_image_loss
 from core.models.inference import predict
+from core.models.loaded import LoadedModel
 
 
 class PixelLinear(torch.nn.Module):
@@ -114,7 +115,7 @@ def test_robust_report_carries_the_split(tiny_demo):
     model, meta = load_checkpoint(demo_checkpoint())
     records = select_slices(open_dataset(tiny_demo), "all", organs_only=True, limit=2)
     config = AttackConfig.for_method("pgd", loss="hallucinate", steps=2)
-    report = robustness([("demo", model, meta)], records, config, [0.009], img_size=64)
+    report = robustness([LoadedModel("demo", model, meta)], records, config, [0.009], img_size=64)
     point = report.curves[0].points[0]
     data = point.to_dict()["present_absent"]
     assert data["present_pairs"] + data["absent_pairs"] == 3 * point.summary.scored

@@ -289,7 +289,8 @@ def test_a_decompression_bomb_is_refused_before_it_is_decoded(tmp_path):
         try:
             with pytest.raises(
                 DataError,
-                match=f"^{re.escape(str(path))}: its PNG header says {size} pixels; segadv reads slices of at most 16777216",
+                match=f"^{re.escape(str(path))}: its PNG header says {size} pixels; "
+                "segadv reads slices of at most 16777216",
             ):
                 read_slice(path)
             peak = tracemalloc.get_traced_memory()[1]
@@ -399,7 +400,8 @@ def test_the_explorer_reads_its_image_before_it_starts(tmp_path):
     result = segadv_tui(tmp_path, "--image", str(bomb))
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
-        f"error: --image: {bomb}: its PNG header says 5000 x 5000 pixels; segadv reads slices of at most 16777216 pixels"
+        f"error: --image: {bomb}: its PNG header says 5000 x 5000 pixels; "
+        "segadv reads slices of at most 16777216 pixels"
     ]
 
 

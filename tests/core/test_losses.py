@@ -117,7 +117,8 @@ def _closed_form_gradient(name: str, z: np.ndarray, y: np.ndarray, schedule=(1, 
     if name == "seg-bce":
         lam = (schedule[0] - 1) / (2 * schedule[1])
         return ((1 - lam) * correct + lam * (1 - correct)) * bce_grad / n
-    # js = log 2 + (p_t log p_t - (1 + p_t) log(1 + p_t)) / 2: d/dp_t = log(p_t / (1 + p_t)) / 2, dp_t/dz = s p_t (1 - p_t)
+    # js = log 2 + (p_t log p_t - (1 + p_t) log(1 + p_t)) / 2: d/dp_t = log(p_t / (1 + p_t)) / 2, dp_t/dz = s p_t (1 -
+    # p_t)
     return 0.5 * s * p_true * (1 - p_true) * np.log(p_true / (1 + p_true)) / n
 
 

@@ -9,6 +9,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from attack_models import PixelLinear, attacked_alone
 
 from core.attacks.apgd import ApgdTrace, apgd
 from core.attacks.config import MAX_L2_EPS, AttackConfig, check_eps
@@ -21,18 +22,6 @@ from core.evaluation.scoring import attack_slice
 from core.models.inference import predict
 
 IDS = ["case1_day1_slice_0001", "case1_day1_slice_0002", "case2_day3_slice_0040"]
-
-
-class PixelLinear(torch.nn.Module):
-    """logits[c] = w[c] * x + b[c] at every pixel: its input gradient has a closed form."""
-
-    def __init__(self, w=(4.0, -3.0, 5.0), b=(-1.0, 1.2, -2.6)):
-        super().__init__()
-        self.w = torch.nn.Parameter(torch.tensor(w).view(1, 3, 1, 1))
-        self.b = torch.nn.Parameter(torch.tensor(b).view(1, 3, 1, 1))
-
-    def forward(self, image):
-        return self.w * image + self.b
 
 
 @pytest.fixture(scope="module")
@@ -146,14 +135,7 @@ def test_l2_attacks_stay_in_the_ball_and_a_batch_equals_its_slices(model, slices
     realised = per_image_l2(batch.adversarial - image)
     assert (realised <= eps + 1e-5).all(), realised
     assert realised.max() > 0.5 * eps  # it did move
-    for i in range(3):
-        alone = run_attack(
-            model,
-            image[i : i + 1],
-            truth[i : i + 1],
-            config,
-            AttackContext(ids=IDS[i : i + 1], reference=truth[i : i + 1]),
-        )
+    for i, alone in enumerate(attacked_alone(model, image, truth, config, IDS)):
         torch.testing.assert_close(batch.adversarial[i : i + 1], alone.adversarial, rtol=0, atol=1e-6)
 
 

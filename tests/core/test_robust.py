@@ -16,6 +16,7 @@ from core.data.gitract import GITractDataset, with_organs
 from core.evaluation.robustness import robustness, rog_fraction, size_tertiles
 from core.evaluation.scoring import evaluate
 from core.models.checkpoints import save_checkpoint
+from core.models.loaded import LoadedModel
 from core.models.registry import build_model
 from core.organs import ORGANS
 from core.results import SliceResult
@@ -25,15 +26,15 @@ EPS = [0.004, 0.03]
 
 
 @pytest.fixture(scope="module")
-def records(tiny_demo):
-    return with_organs(GITractDataset(tiny_demo).split()[1])[:4]
+def records(tiny_test_slices):
+    return tiny_test_slices[:4]
 
 
 def test_every_point_is_the_evaluation_at_its_eps(model, records):
     config = AttackConfig.for_method("apgd", steps=3, loss="masked-bce")
     progress = []
     report = robustness(
-        [("random", model, {"img_size": IMG_SIZE})],
+        [LoadedModel("random", model, {"img_size": IMG_SIZE})],
         records,
         config,
         EPS,

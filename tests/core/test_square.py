@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from attack_models import attacked_alone
 
 from core.attacks.config import AttackConfig
 from core.attacks.ensemble import passes_per_slice
@@ -78,14 +79,7 @@ def test_a_batch_equals_its_slices_alone(model):
     truth = predict(model, image).float()
     config = AttackConfig.for_method("square", eps=0.03, steps=8)
     batch = run_attack(model, image, truth, config, AttackContext(ids=IDS, reference=truth))
-    for i in range(3):
-        alone = run_attack(
-            model,
-            image[i : i + 1],
-            truth[i : i + 1],
-            config,
-            AttackContext(ids=IDS[i : i + 1], reference=truth[i : i + 1]),
-        )
+    for i, alone in enumerate(attacked_alone(model, image, truth, config, IDS)):
         torch.testing.assert_close(batch.adversarial[i : i + 1], alone.adversarial, rtol=0, atol=1e-6)
         assert torch.equal(batch.adv_pred[i : i + 1], alone.adv_pred)
 

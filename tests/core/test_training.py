@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from quick_training import quick_train_config
 from typer.testing import CliRunner
 
 import core.training.loop
@@ -44,18 +45,7 @@ def cli():
 
 
 def quick_config(data: Path, out: Path, **changes) -> TrainConfig:
-    settings = dict(
-        model="small",
-        data=data,
-        out=out,
-        encoder_weights="none",
-        epochs=1,
-        batch_size=8,
-        img_size=IMG,
-        workers=0,
-    )
-    settings.update(changes)
-    return TrainConfig(**settings)
+    return quick_train_config(data, out, IMG, **changes)
 
 
 @pytest.fixture(scope="module")

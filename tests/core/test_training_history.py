@@ -12,6 +12,7 @@ import threading
 from pathlib import Path
 
 import pytest
+from quick_training import quick_train_config
 
 from core.errors import OptionError
 from core.files import CsvLog, WriteError, read_csv_log
@@ -24,20 +25,7 @@ IMG = 32
 
 def quick_config(data: Path, out: Path, **changes) -> TrainConfig:
     """24 training slices of the tiny demo in batches of 8: 3 steps per epoch; a loss report every step."""
-    settings = dict(
-        model="small",
-        data=data,
-        out=out,
-        encoder_weights="none",
-        epochs=2,
-        batch_size=8,
-        img_size=IMG,
-        workers=0,
-        log_every=1,
-        patience=0,
-    )
-    settings.update(changes)
-    return TrainConfig(**settings)
+    return quick_train_config(data, out, IMG, **{"epochs": 2, "log_every": 1, "patience": 0, **changes})
 
 
 def _without_timing(rows: list[dict]) -> list[dict]:

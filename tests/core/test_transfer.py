@@ -11,11 +11,11 @@ import pytest
 import torch
 
 from core.attacks.config import AttackConfig
-from core.data.gitract import GITractDataset, with_organs
 from core.errors import OptionError
 from core.evaluation.scoring import evaluate
 from core.evaluation.transfer import LogitEnsemble, transfer, transfer_sources
 from core.models.checkpoints import save_checkpoint
+from core.models.loaded import LoadedModel
 from core.models.registry import build_model
 
 IMG_SIZE = 64
@@ -28,13 +28,13 @@ def models():
     built = []
     for seed, name in enumerate(("small", "small-fpn", "small-unetpp")):
         torch.manual_seed(seed)
-        built.append((name, build_model(name).eval()))
+        built.append(LoadedModel(name, build_model(name).eval()))
     return built
 
 
 @pytest.fixture(scope="module")
-def records(tiny_demo):
-    return with_organs(GITractDataset(tiny_demo).split()[1])[:LIMIT]
+def records(tiny_test_slices):
+    return tiny_test_slices[:LIMIT]
 
 
 def _same_rows(rows, expected):
@@ -52,7 +52,7 @@ def test_the_diagonal_is_the_white_box_attack(models, records, config):
     # Batches of 2 over 3 slices: PGD's random starts are seeded per slice, as evaluate's are.
     result = transfer(models[:2], records, IMG_SIZE, config, batch_size=2)
     assert result.attacks == 2 * 2  # one attack per source and batch, not one per (source, target)
-    for label, model in models[:2]:
+    for label, model in ((loaded.label, loaded.model) for loaded in models[:2]):
         expected = evaluate(model, records, IMG_SIZE, config, batch_size=2)
         _same_rows(result.rows[label, label], expected.rows)
         assert result.cell(label, label).summary == expected.summary and result.cell(label, label).white_box
@@ -74,7 +74,7 @@ def test_one_slice_scored_on_another_model_is_the_transfer_cell(models, records,
     from core.data.gitract import load_slice
     from core.evaluation.scoring import attack_slice, sweep
 
-    (source, attacked), (target, scoring) = models[0], models[1]
+    (source, attacked), (target, scoring) = (models[0].label, models[0].model), (models[1].label, models[1].model)
     result = transfer(models[:2], records, IMG_SIZE, config, batch_size=1, ensembles=False)
     cache = GradientCache()
     for record, expected in zip(records, result.rows[source, target]):
@@ -107,7 +107,7 @@ def test_leave_one_out_ensembles_never_include_their_target():
 def test_the_ensemble_row_does_not_depend_on_the_model_it_leaves_out(models, records):
     config = AttackConfig(eps=0.03)
     torch.manual_seed(7)
-    swapped = models[:2] + [("small-unetpp", build_model("small-unetpp").eval())]
+    swapped = models[:2] + [LoadedModel("small-unetpp", build_model("small-unetpp").eval())]
     first = transfer(models, records, IMG_SIZE, config)
     second = transfer(swapped, records, IMG_SIZE, config)
     for target in ("small", "small-fpn"):  # the left-out model changed; the attack on the others did not
@@ -115,13 +115,13 @@ def test_the_ensemble_row_does_not_depend_on_the_model_it_leaves_out(models, rec
     cell = first.cell("all but small-unetpp", "small-unetpp")
     assert not cell.white_box and first.cell("all but small-unetpp", "small").white_box
     # And the row is the attack on the mean of the other two models' logits, scored on the third.
-    ensemble = LogitEnsemble([models[0][1], models[1][1]])
+    ensemble = LogitEnsemble([models[0].model, models[1].model])
     crafted = evaluate(ensemble, records, IMG_SIZE, config)
     assert [r.linf for r in first.rows["all but small-unetpp", "small-unetpp"]] == [r.linf for r in crafted.rows]
 
 
 def test_the_ensemble_is_the_mean_of_logits_and_leaves_its_members_in_eval_mode(models):
-    members = [model for _, model in models[:2]]
+    members = [loaded.model for loaded in models[:2]]
     ensemble = LogitEnsemble(members)
     image = torch.rand(2, 1, IMG_SIZE, IMG_SIZE)
     with torch.no_grad():
@@ -141,7 +141,7 @@ def test_one_model_is_an_option_error(models, records):
 @pytest.fixture(scope="module")
 def checkpoints(models, tmp_path_factory):
     folder = tmp_path_factory.mktemp("transfer-ck")
-    return [save_checkpoint(folder / f"{name}.safetensors", model, img_size=IMG_SIZE) for name, model in models[:2]]
+    return [save_checkpoint(folder / f"{m.label}.safetensors", m.model, img_size=IMG_SIZE) for m in models[:2]]
 
 
 def test_cli_writes_the_matrix_and_its_diagonal_is_segadv_attack(run, checkpoints, tiny_demo):

@@ -28,6 +28,7 @@ from core.data.gitract import load_slice, open_dataset, with_organs
 from core.metrics import dice_per_organ, mean_dsc
 from core.models.checkpoints import load_checkpoint
 from core.models.inference import predict
+from core.models.loaded import LoadedModel
 from core.organs import ORGANS
 from core.paths import demo_checkpoint
 from segadv_tui.app import SegadvApp
@@ -346,7 +347,7 @@ async def test_table_ii_runs_over_a_few_slices(tiny_demo, checkpoint, model_and_
         (row,) = screen.table.rows
         records = state.table_ii_records()
         assert len(records) == 2
-        expected = table_ii([("demo", model, meta)], records, screen.losses, AttackConfig(eps=0.009))
+        expected = table_ii([LoadedModel("demo", model, meta)], records, screen.losses, AttackConfig(eps=0.009))
         assert row[2] == f"{expected.rows[0].dsc_clean:.4f}"
         assert [cell.split()[0] for cell in row[3:]] == [f"{expected.rows[0].dsc_adv[l]:.4f}" for l in screen.losses]
         umask = os.umask(0o022)

@@ -17,6 +17,7 @@ from core.data.gitract import load_slice
 from core.evaluation.scoring import attack_slice, sweep
 from core.evaluation.transfer import transfer
 from core.models.checkpoints import load_checkpoint
+from core.models.loaded import LoadedModel
 from core.paths import bundled_checkpoint_dirs, demo_checkpoint
 from segadv_tui.catalog import scan
 from segadv_tui.frames import CURVE_EPS
@@ -74,7 +75,9 @@ async def test_score_on_another_model_is_the_transfer_cell_and_w_cycles_back_to_
         scoring, _ = load_checkpoint(fpn_path)
         config = state.attack
         # Reference: the (demo_small, demo_small_fpn) cell of the transfer matrix on this one slice.
-        matrix = transfer([("a", attacked), ("b", scoring)], [record], 128, config, ensembles=False)
+        matrix = transfer(
+            [LoadedModel("a", attacked), LoadedModel("b", scoring)], [record], 128, config, ensembles=False
+        )
         white_box, transferred = matrix.rows["a", "a"][0], matrix.rows["a", "b"][0]
 
         explorer.score_on(next(e for e in app.query_one(CheckpointList).entries if e.path == fpn_path))
