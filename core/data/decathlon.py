@@ -66,15 +66,15 @@ _CHANNEL_FILE = re.compile(r"(.+)_(\d{4})")
 _PRESENT_VERSION = 2
 
 
-def parse_slice_axis(value: str | int) -> int:
+def parse_slice_axis(value: str | int, what: str = "slice axis") -> int:
     """The canonical axis a ``--slice-axis`` value names: ``axial``, ``coronal``, ``sagittal`` or 2, 1, 0; an
-    ``OptionError`` naming the value otherwise."""
+    ``OptionError`` naming ``what`` and the value otherwise."""
     text = str(value).strip().lower()
     if text in SLICE_AXIS_NAMES:
         return SLICE_AXIS_NAMES[text]
     if text in {str(axis) for axis in SLICE_AXES}:
         return int(text)
-    raise OptionError(f"slice axis {str(value)!r}: expected axial (2), coronal (1) or sagittal (0)")
+    raise OptionError(f"{what} {str(value)!r}: expected axial (2), coronal (1) or sagittal (0)")
 
 
 def robust_normalise(volume: np.ndarray) -> np.ndarray:

@@ -44,6 +44,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Sampler
 
+from core.data.decathlon import DEFAULT_SLICE_AXIS
 from core.devices import describe_device, resolve_device
 from core.errors import SegadvError
 from core.labels import LabelSet
@@ -90,7 +91,11 @@ class TrainingInterrupted(TrainingError):
 class TrainConfig:
     model: str = "small"  # a registry name, smp:ARCH:ENCODER or monai:NAME
     model_spec: Path | None = None  # a JSON / TOML file of keyword arguments for an smp: / monai: model
-    data: Path | None = None  # a Kaggle-layout folder; None: the built-in demo data
+    data: Path | None = None  # a UW-Madison or Decathlon folder; None: the built-in demo data
+    # The model's output kind, sigmoid or softmax; None: the data's (softmax for a Decathlon label map,
+    # sigmoid for regions and UW-Madison). Recorded in the checkpoint's label set.
+    output: str | None = None
+    slice_axis: int = DEFAULT_SLICE_AXIS  # how a Decathlon folder's volumes are cut (core.data.decathlon)
     out: Path | None = None  # the best checkpoint; None: runs/<model>.safetensors
     encoder_weights: str = "imagenet"
     epochs: int = 15
@@ -436,7 +441,12 @@ class _Run:
         from core.data.gitract import select_slices
         from core.data.open import open_dataset
 
-        dataset = open_dataset(self.config.data)
+        dataset = open_dataset(self.config.data, slice_axis=self.config.slice_axis, kind=self.config.output)
+        if self.config.output is not None and dataset.labels.kind != self.config.output:
+            raise TrainingError(
+                f"--output {self.config.output}: {dataset.root} holds {dataset.labels.describe()}, labels that "
+                f"overlap, so only a sigmoid model segments them"
+            )
         split = dict(test_fraction=self.config.test_fraction, seed=0)
         train_records = select_slices(dataset, "train", organs_only=False, **split)
         val_records = select_slices(dataset, "test", organs_only=True, **split)

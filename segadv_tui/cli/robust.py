@@ -34,6 +34,7 @@ from segadv_tui.cli._options import (
     NsdTolerance,
     Precision,
     Seed,
+    SliceAxis,
     Split,
     Steps,
     Strict,
@@ -59,6 +60,7 @@ def robust(
         help="A checkpoint to evaluate; repeat the option. Default: the bundled demo checkpoint.",
     ),
     data: Data = None,
+    slice_axis: SliceAxis = None,
     split: Split = "test",
     eps: str = typer.Option(
         DEFAULT_EPS,
@@ -144,6 +146,7 @@ def robust(
         checkpoints=paths + ([transfer_from] if checks else []),
         data=data,
         strict=strict,
+        slice_axis=slice_axis,
         split=split,
         all_slices=all_slices,
         limit=limit,

@@ -19,6 +19,7 @@ from segadv_tui.cli._options import (
     Empty,
     ForeignModel,
     Seed,
+    SliceAxis,
     Strict,
     output_option,
 )
@@ -42,6 +43,7 @@ def universal(
     checkpoint: Checkpoint = None,
     model: ForeignModel = None,
     data: Data = None,
+    slice_axis: SliceAxis = None,
     organ: list[str] | None = typer.Option(
         None,
         "--label",
@@ -107,6 +109,7 @@ def universal(
         model=model,
         data=data,
         strict=strict,
+        slice_axis=slice_axis,
     )
     loaded = run.checkpoint
     # An unknown label is an OptionError listing the data's: one line, exit 2.
