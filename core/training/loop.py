@@ -47,7 +47,7 @@ from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Samp
 from core.data.decathlon import DEFAULT_SLICE_AXIS
 from core.devices import describe_device, resolve_device
 from core.errors import SegadvError
-from core.labels import LabelSet
+from core.labels import LabelSet, LabelSetError, label_set_from_meta
 from core.models.checkpoints import (
     img_size_problem,
     load_training_state,
@@ -486,6 +486,7 @@ class _Run:
         _seed_everything(config.seed + self.dist.rank)
         dataset, train_records, val_records = self._records()
         self.train_slices = len(train_records)
+        self.labels = dataset.labels
         model = _build_model(config, dataset.labels).to(self.device)
         freeze_unused_parameters(model)
         if self.cuda:
@@ -812,6 +813,7 @@ class _Run:
                 "sampler": state["sampler"],  # the generator state at the start of epoch `epoch`
                 "epoch_loss": state["epoch_loss"],  # mid-epoch: [loss sum, its steps, unreported sum, its steps]
                 "defence": self.defence.as_meta() if self.defence is not None else None,
+                "labels": self.labels.to_meta(),  # the model's output channels: --data, --output, --slice-axis
             },
         )
         self.last_saved = self.resume_path
@@ -834,6 +836,11 @@ class _Run:
                     f"{path}: was saved by a run with {key.replace('_', ' ')} {saved[key]!r}, not {expected!r}; "
                     f"resume with that run's {option}"
                 )
+        if "labels" in saved and saved["labels"] != self.labels.to_meta():
+            raise TrainingError(
+                f"{path}: was saved by a run whose model segments {_describe_labels(saved['labels'])}, not "
+                f"{self.labels.describe()}; resume with that run's --data and --output"
+            )
         defence = self.defence.as_meta() if self.defence is not None else None
         if saved.get("defence") != defence:
             raise TrainingError(
@@ -854,6 +861,14 @@ class _Run:
         state["sampler"] = saved.get("sampler")
         state["epoch_loss"] = saved.get("epoch_loss")
         return state
+
+
+def _describe_labels(meta: object) -> str:
+    """A resume file's label set as messages name one, or what it holds instead."""
+    try:
+        return label_set_from_meta(meta, "labels").describe()
+    except LabelSetError:
+        return "labels it does not record readably"
 
 
 def _describe_defence(defence: dict | None) -> str:

@@ -205,3 +205,19 @@ def test_the_explorer_opens_the_folder_with_either_checkpoint(folder, trained, k
             assert not [message for severity, message in app.notices if severity == "error"], app.notices
 
     asyncio.run(scenario())
+
+
+def test_resuming_with_the_other_output_is_one_line(cli, folder, trained):
+    """The sigmoid run's resume file, resumed as a softmax run (no --output: the data's default)."""
+    model, _, _ = MODELS["sigmoid"]
+    resume = trained["sigmoid"].with_name("sigmoid.resume.pt")
+    result = cli(
+        "train", "--model", model, "--model-spec", trained["sigmoid"].with_name("sigmoid.json"),
+        "--encoder-weights", "none", "--img-size", "32", "--batch-size", "4", "--workers", "0", "--epochs", "2",
+        "--data", folder, "--out", "again.safetensors", "--resume", resume,
+    )  # fmt: skip
+    assert result.exit_code == 2
+    assert result.stderr.strip().splitlines() == [
+        f"error: {resume}: was saved by a run whose model segments grey_matter, white_matter (sigmoid), not "
+        "grey_matter, white_matter (softmax); resume with that run's --data and --output"
+    ]
