@@ -221,3 +221,23 @@ def test_resuming_with_the_other_output_is_one_line(cli, folder, trained):
         f"error: {resume}: was saved by a run whose model segments grey_matter, white_matter (sigmoid), not "
         "grey_matter, white_matter (softmax); resume with that run's --data and --output"
     ]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--slice-axis", "up"], "error: --slice-axis 'up': expected axial (2), coronal (1) or sagittal (0)"),
+        (["--slice-axis", "1"], "error: --slice-axis cuts a Decathlon folder's volumes, but {demo} is not one; leave it out"),
+        (["--slice-axis", "1", "--image", "{png}"], "error: --slice-axis cuts a Decathlon folder's volumes, but --image {png} is not one; leave it out"),
+    ],
+)  # fmt: skip
+def test_the_explorer_checks_slice_axis_before_it_starts(folder, tiny_demo, args, message):
+    """segadv-tui's argument check: one line and exit 2, before the app (which needs a terminal) starts."""
+    from segadv_tui.launch import command
+
+    png = next((tiny_demo / "train").rglob("*.png"))
+    data = ["--data", str(folder if "up" in args else tiny_demo)] if "--image" not in args else []
+    shown = [arg.format(png=png) for arg in args]
+    result = CliRunner().invoke(command, [*data, *shown])
+    assert result.exit_code == 2
+    assert result.stderr.strip().splitlines() == [message.format(demo=tiny_demo, png=png)]
