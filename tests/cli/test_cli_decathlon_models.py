@@ -144,8 +144,12 @@ def test_slice_axis_reaches_the_reader(cli, folder, trained, axis, letter, tmp_p
     ],
 )
 def test_a_bad_slice_axis_is_one_line(cli, folder, trained, args, message):
-    for command in ("attack", "robust", "table"):
-        result = cli(command, "-c", trained["softmax"], "--data", folder, *args)
+    checkpoint = ["-c", trained["softmax"]]
+    for command in (
+        ["attack"], ["sweep"], ["table"], ["figure"], ["robust"], ["transfer", *checkpoint], ["universal"],
+        ["study", "luminosity"], ["certify"], ["corrupt"],
+    ):  # fmt: skip
+        result = cli(*command, *checkpoint, "--data", folder, *args)
         assert (result.exit_code, result.stderr.strip().splitlines()) == (2, [message]), command
     result = cli("train", "--model", "small", "--encoder-weights", "none", "--data", folder, *args)
     assert (result.exit_code, result.stderr.strip().splitlines()) == (2, [message])
