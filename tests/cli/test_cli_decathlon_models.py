@@ -245,3 +245,20 @@ def test_the_explorer_checks_slice_axis_before_it_starts(folder, tiny_demo, args
     result = CliRunner().invoke(command, [*data, *shown])
     assert result.exit_code == 2
     assert result.stderr.strip().splitlines() == [message.format(demo=tiny_demo, png=png)]
+
+
+def test_train_cuts_the_volumes_along_slice_axis(cli, folder, tmp_path):
+    """Two training cases of 12 x 10 x 6 voxels: 12 axial slices, 20 coronal ones, 24 sagittal ones."""
+    train, _ = open_dataset(folder).split()
+    assert len({record.case for record in train}) == 2
+    for axis, number, slices in (("coronal", 1, 20), ("sagittal", 0, 24)):
+        out = tmp_path / f"{axis}.safetensors"
+        result = cli(
+            "train", "--model", "small", "--encoder-weights", "none", "--img-size", "32", "--batch-size", "8",
+            "--workers", "0", "--epochs", "1", "--data", folder, "--slice-axis", axis, "--out", out,
+        )  # fmt: skip
+        assert result.exit_code == 0, result.output
+        assert f"{slices} training slices" in result.output, result.output
+        assert read_checkpoint_meta(out)["train_args"]["slice_axis"] == number
+            {"coronal": "y", "sagittal": "x"}[axis]
+        )
