@@ -260,5 +260,3 @@ def test_train_cuts_the_volumes_along_slice_axis(cli, folder, tmp_path):
         assert result.exit_code == 0, result.output
         assert f"{slices} training slices" in result.output, result.output
         assert read_checkpoint_meta(out)["train_args"]["slice_axis"] == number
-            {"coronal": "y", "sagittal": "x"}[axis]
-        )
