@@ -222,8 +222,6 @@ def train(
         axis = DEFAULT_SLICE_AXIS if slice_axis is None else parse_slice_axis(slice_axis, "--slice-axis")
     except SegadvError as exc:
         fail(str(exc))
-    if strict or is_main_process():  # the data's problems: a note, or with --strict a stop before training
-        open_data(data, strict, slice_axis=slice_axis, kind=output)
     config = TrainConfig(
         model=model,
         model_spec=Path(model_spec).expanduser() if model_spec else None,
@@ -262,6 +260,8 @@ def train(
         config.defence()  # a bad --adv option: one line before anything loads
     except SegadvError as exc:
         fail(str(exc))
+    if strict or is_main_process():  # the data's problems: a note, or with --strict a stop before training
+        open_data(data, strict, slice_axis=slice_axis, kind=output)
     with _TrainingProgress() as progress:
         try:
             result = run_training(config, progress=progress)
