@@ -99,6 +99,7 @@ def test_attack_robust_table_and_transfer_name_the_data_labels(cli, folder, trai
     assert robust.exit_code == 0, robust.output
     header = set(rows(tmp_path / "r" / "robust.csv")[0])
     assert all(any(name in column for column in header) for name in NAMES), header
+    assert all(title in robust.stdout for title in TITLES)
     robust_json = json.loads((tmp_path / "r" / "robust.json").read_text())
     assert [label["name"] for label in robust_json["labels"]["labels"]] == NAMES
 
@@ -106,6 +107,7 @@ def test_attack_robust_table_and_transfer_name_the_data_labels(cli, folder, trai
         "table", "-c", checkpoint, "--data", folder, "--losses", "bce,dice", "--json", "t.json", "--csv", "t.csv"
     )
     assert table.exit_code == 0, table.output
+    # Table II's table and CSV are means over the labels, as the paper's; its JSON keys each label's scores.
     table_json = json.loads((tmp_path / "t.json").read_text())
     assert table_json["labels"]["kind"] == kind
     assert list(table_json["rows"][0]["summaries"]["bce"]["dsc_clean"]) == NAMES
@@ -117,6 +119,7 @@ def test_attack_robust_table_and_transfer_name_the_data_labels(cli, folder, trai
     )
     transfer = cli("transfer", "-c", checkpoint, "-c", other, "--data", folder, "--eps", "0.02", "-o", "x")
     assert transfer.exit_code == 0, transfer.output
+    # Its table is of means over the labels; the CSV and JSON key each label's scores.
     cells = rows(tmp_path / "x" / "transfer.csv")
     assert len(cells) == 4 and all(f"dsc_adv_{name}" in cells[0] for name in NAMES), cells[0]
     assert json.loads((tmp_path / "x" / "transfer.json").read_text())["labels"]["kind"] == kind
