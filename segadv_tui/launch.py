@@ -28,6 +28,11 @@ def segadv_tui(
         help="A data folder: UW-Madison (train.csv + train/) "
         "or Decathlon / nnU-Net (dataset.json); default: the built-in demo.",
     ),
+    slice_axis: str | None = typer.Option(
+        None,
+        "--slice-axis",
+        help="How a Decathlon folder's volumes are cut: axial (default), coronal or sagittal (or 2, 1, 0).",
+    ),
     image: Path | None = typer.Option(
         None, "--image", help="Open one PNG slice without ground truth (target = prediction)."
     ),
@@ -112,6 +117,7 @@ def segadv_tui(
             data_layout(data)
         except DataError as exc:
             fail(f"--data {data}: {exc}")
+    axis = _slice_axis(slice_axis, data if data is not None or image is not None else settings["data"], image)
     if image is not None and not image.is_file():
         fail(f"--image {image}: no such file")
     if image is not None:
@@ -197,6 +203,8 @@ def segadv_tui(
             arguments += ["--delta", str(path.resolve())]
         if limit is not None:
             arguments += ["--limit", str(limit)]
+        if slice_axis is not None:
+            arguments += ["--slice-axis", str(axis)]
         arguments += ["--device", device, "--metrics", metrics]
         if nsd_tolerance is not None:
             arguments += ["--nsd-tolerance", str(nsd_tolerance)]
@@ -210,6 +218,7 @@ def segadv_tui(
 
     app = SegadvApp(
         data=data,
+        slice_axis=axis,
         image=image,
         checkpoint_dirs=folders,
         checkpoints=files,
@@ -228,6 +237,24 @@ def segadv_tui(
     end_on_signals(app)  # SIGTERM, SIGHUP: the terminal restored and the process gone within seconds, workers or not
     app.run()
     return app.return_code  # 128 + the signal's number after SIGTERM / SIGHUP
+
+
+def _slice_axis(value: str | None, data: Path | None, image: Path | None) -> int:
+    """The canonical axis --slice-axis names (default axial), or one line: a bad value, or --slice-axis
+    for data that is not a Decathlon folder (UW-Madison's slices are already cut)."""
+    from core.data.decathlon import DEFAULT_SLICE_AXIS, parse_slice_axis
+    from core.errors import OptionError
+
+    if value is None:
+        return DEFAULT_SLICE_AXIS
+    try:
+        axis = parse_slice_axis(value, "--slice-axis")
+    except OptionError as exc:
+        fail(str(exc))
+    if data is None or not (Path(data) / "dataset.json").is_file():
+        opened = f"--image {image}" if image is not None else data or "the demo data"
+        fail(f"--slice-axis cuts a Decathlon folder's volumes, but {opened} is not one; leave it out")
+    return axis
 
 
 def _terminal_problem() -> str | None:

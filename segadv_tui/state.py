@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 from rich.markup import escape
 
 from core.attacks.config import AttackConfig
+from core.data.decathlon import DEFAULT_SLICE_AXIS
 from core.data.gitract import SliceRecord, select_slices, with_labels
 from core.labels import UW_MADISON, LabelSet, LabelSetError, check_same_labels
 from core.models.loaded import LoadedModel
@@ -52,6 +53,7 @@ class ExplorerOptions:
     best there is) and how the summary and scores show it."""
 
     data: Path | None = None
+    slice_axis: int = DEFAULT_SLICE_AXIS  # how a Decathlon folder's volumes are cut (--slice-axis)
     image: Path | None = None
     checkpoint_dirs: list[Path] | None = None
     checkpoints: list[Path] | None = None
@@ -79,6 +81,24 @@ class ExplorerOptions:
     def checkpoint_files(self) -> list[Path]:
         """The checkpoint files to list beside those of the folders: --checkpoints' and --checkpoint."""
         return self.checkpoints + ([Path(self.checkpoint)] if self.checkpoint is not None else [])
+
+    def label_kind(self) -> str | None:
+        """The kind a Decathlon folder's labels take: that of --checkpoint, so that a sigmoid model trained
+        on a label map is attacked on it. None (the data's own) without --checkpoint or a Decathlon folder,
+        or where the data cannot take that kind (regions are sigmoid only): the label check then names
+        both sets. Reads the checkpoint's header (torch loads): called from the data worker."""
+        if self.checkpoint is None or self.data is None or not (Path(self.data) / "dataset.json").is_file():
+            return None
+        from core.data.dataset_json import read_description
+        from core.errors import SegadvError
+        from core.models.checkpoints import checkpoint_labels, read_checkpoint_meta
+
+        try:
+            kind = checkpoint_labels(Path(self.checkpoint), read_checkpoint_meta(self.checkpoint)).kind
+            read_description(Path(self.data), kind)
+        except SegadvError:
+            return None
+        return kind
 
 
 @dataclass

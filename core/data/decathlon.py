@@ -4,8 +4,9 @@
 label set is softmax unless the caller asks for sigmoid or the labels are overlapping regions.
 
 Images are ``imagesTr/CASE_0000.nii.gz`` (one file per channel; MSD v1's ``imagesTr/CASE.nii.gz`` may
-hold the channels in a fourth dimension), label maps ``labelsTr/CASE.nii.gz``. Only the first channel
-is read: the models take one grey channel (see ``problems`` for a data set with more).
+hold the channels in a fourth dimension), label maps ``labelsTr/CASE.nii.gz``. The models and attacks
+take one grey channel, so a data set of several channels (``channel_names``, ``_0001`` files or a 4-D
+image) is refused with one line naming its channels, rather than segmented from one of them unnoticed.
 
 How a volume becomes slices:
 
@@ -53,14 +54,27 @@ import numpy as np
 from core.data.dataset_json import LAYOUT, LabelValues, read_description
 from core.data.gitract import DataError, SkippedSlice, resize_image, resize_masks, split_by_case
 from core.data.nifti import NIFTI_ENDINGS, VolumeHeader, read_header, read_volume
+from core.errors import OptionError
 from core.paths import cache_dir
 
 SLICE_AXES = (0, 1, 2)  # canonical RAS+ axes: sagittal, coronal, axial slices
+SLICE_AXIS_NAMES = {"sagittal": 0, "coronal": 1, "axial": 2}
 DEFAULT_SLICE_AXIS = 2
 AXIS_LETTERS = "xyz"  # in record ids: CASE_z042 is axial slice 42
 VOLUME_CACHE_BYTES = 512 << 20
 _CHANNEL_FILE = re.compile(r"(.+)_(\d{4})")
 _PRESENT_VERSION = 2
+
+
+def parse_slice_axis(value: str | int, what: str = "slice axis") -> int:
+    """The canonical axis a ``--slice-axis`` value names: ``axial``, ``coronal``, ``sagittal`` or 2, 1, 0; an
+    ``OptionError`` naming ``what`` and the value otherwise."""
+    text = str(value).strip().lower()
+    if text in SLICE_AXIS_NAMES:
+        return SLICE_AXIS_NAMES[text]
+    if text in {str(axis) for axis in SLICE_AXES}:
+        return int(text)
+    raise OptionError(f"{what} {str(value)!r}: expected axial (2), coronal (1) or sagittal (0)")
 
 
 def robust_normalise(volume: np.ndarray) -> np.ndarray:
@@ -284,7 +298,7 @@ class DecathlonDataset:
     ):
         self.root = Path(root)
         if slice_axis not in SLICE_AXES:
-            raise DataError(f"slice axis {slice_axis!r}: expected 0 (sagittal), 1 (coronal) or 2 (axial)")
+            raise DataError(f"slice axis {slice_axis!r}: expected axial (2), coronal (1) or sagittal (0)")
         self.slice_axis = slice_axis
         self.exclude = tuple(exclude)
         self.problems: list[str] = []
@@ -294,13 +308,14 @@ class DecathlonDataset:
             raise DataError(f"data folder {self.root} {state} (expected the Decathlon / nnU-Net layout: {LAYOUT})")
         self.description = read_description(self.root, kind)
         self.labels = self.description.labels
+        if len(self.description.channel_names) > 1:
+            self._refuse_channels(len(self.description.channel_names), self.root / "dataset.json")
         for folder in ("imagesTr", "labelsTr"):
             if not (self.root / folder).is_dir():
                 raise DataError(
                     f"no {folder}/ folder in {self.root} (expected the Decathlon / nnU-Net layout: {LAYOUT})"
                 )
         self._cache = _VolumeCache()
-        self._channels_noted = False
         self.cases = self._open_cases()
         self.records = [record for volume in self.cases for record in self._slices(volume)]
         self._by_id = {record.id: record for record in self.records}
@@ -400,16 +415,18 @@ class DecathlonDataset:
                 file=label_where,
             )
             return None
-        channels = max(channel_files, image.channels, len(self.description.channel_names))
-        if channels > 1 and not self._channels_noted:
-            self._channels_noted = True
-            names = self.description.channel_names
-            first = f" ({names[0]})" if names else ""
-            self.problems.append(
-                f"{self.root}: cases have {channels} channels{' (' + ', '.join(names) + ')' if names else ''}; "
-                f"segadv reads the first{first} only"
-            )
+        if max(channel_files, image.channels) > 1:
+            self._refuse_channels(max(channel_files, image.channels), image_path)
         return CaseVolume(case, image, label_path, self.description.values, self.slice_axis, self._cache, self.problems)
+
+    def _refuse_channels(self, channels: int, where: Path) -> None:
+        """A ``DataError`` for a data set of several channels, naming them (see the module)."""
+        names = self.description.channel_names
+        named = f" ({', '.join(names)})" if len(names) == channels else ""
+        raise DataError(
+            f"{where}: {channels} image channels{named}; segadv's models and attacks take one channel, so "
+            f"multi-channel data sets are not supported (keep one channel per case as CASE_0000)"
+        )
 
     def _slices(self, volume: CaseVolume) -> list[VolumeSlice]:
         axis = self.slice_axis

@@ -44,9 +44,10 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Sampler
 
+from core.data.decathlon import DEFAULT_SLICE_AXIS
 from core.devices import describe_device, resolve_device
 from core.errors import SegadvError
-from core.labels import LabelSet
+from core.labels import LabelSet, LabelSetError, label_set_from_meta
 from core.models.checkpoints import (
     img_size_problem,
     load_training_state,
@@ -90,7 +91,11 @@ class TrainingInterrupted(TrainingError):
 class TrainConfig:
     model: str = "small"  # a registry name, smp:ARCH:ENCODER or monai:NAME
     model_spec: Path | None = None  # a JSON / TOML file of keyword arguments for an smp: / monai: model
-    data: Path | None = None  # a Kaggle-layout folder; None: the built-in demo data
+    data: Path | None = None  # a UW-Madison or Decathlon folder; None: the built-in demo data
+    # The model's output kind, sigmoid or softmax; None: the data's (softmax for a Decathlon label map,
+    # sigmoid for regions and UW-Madison). Recorded in the checkpoint's label set.
+    output: str | None = None
+    slice_axis: int = DEFAULT_SLICE_AXIS  # how a Decathlon folder's volumes are cut (core.data.decathlon)
     out: Path | None = None  # the best checkpoint; None: runs/<model>.safetensors
     encoder_weights: str = "imagenet"
     epochs: int = 15
@@ -454,7 +459,12 @@ class _Run:
         from core.data.gitract import select_slices
         from core.data.open import open_dataset
 
-        dataset = open_dataset(self.config.data)
+        dataset = open_dataset(self.config.data, slice_axis=self.config.slice_axis, kind=self.config.output)
+        if self.config.output is not None and dataset.labels.kind != self.config.output:
+            raise TrainingError(
+                f"--output {self.config.output}: {dataset.root} holds {dataset.labels.describe()}, labels that "
+                f"overlap, so only a sigmoid model segments them"
+            )
         split = dict(test_fraction=self.config.test_fraction, seed=0)
         train_records = select_slices(dataset, "train", organs_only=False, **split)
         val_records = select_slices(dataset, "test", organs_only=True, **split)
@@ -494,6 +504,7 @@ class _Run:
         _seed_everything(config.seed + self.dist.rank)
         dataset, train_records, val_records = self._records()
         self.train_slices = len(train_records)
+        self.labels = dataset.labels
         model = _build_model(config, dataset.labels).to(self.device)
         freeze_unused_parameters(model)
         if self.cuda:
@@ -812,6 +823,7 @@ class _Run:
                 "sampler": state.sampler,  # the generator state at the start of epoch `epoch`
                 "epoch_loss": None if state.epoch_loss is None else list(state.epoch_loss),  # EpochLoss
                 "defence": self.defence.as_meta() if self.defence is not None else None,
+                "labels": self.labels.to_meta(),  # the model's output channels: --data, --output, --slice-axis
             },
         )
         self.last_saved = self.resume_path
@@ -834,6 +846,11 @@ class _Run:
                     f"{path}: was saved by a run with {key.replace('_', ' ')} {saved[key]!r}, not {expected!r}; "
                     f"resume with that run's {option}"
                 )
+        if "labels" in saved and saved["labels"] != self.labels.to_meta():
+            raise TrainingError(
+                f"{path}: was saved by a run whose model segments {_describe_labels(saved['labels'])}, not "
+                f"{self.labels.describe()}; resume with that run's --data and --output"
+            )
         defence = self.defence.as_meta() if self.defence is not None else None
         if saved.get("defence") != defence:
             raise TrainingError(
@@ -859,6 +876,14 @@ class _Run:
             loss_sum, loss_steps, window_sum, window_steps = epoch_loss
             state.epoch_loss = (loss_sum, loss_steps, window_sum, window_steps)
         return state
+
+
+def _describe_labels(meta: object) -> str:
+    """A resume file's label set as messages name one, or what it holds instead."""
+    try:
+        return label_set_from_meta(meta, "labels").describe()
+    except LabelSetError:
+        return "labels it does not record readably"
 
 
 def _describe_defence(defence: dict | None) -> str:

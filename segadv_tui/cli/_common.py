@@ -142,13 +142,26 @@ def load_checkpoint(path: Path | None, device, model_name: str | None = None) ->
     return LoadedCheckpoint(CheckpointEntry(path, meta), model, meta)
 
 
-def open_data(data: Path | None, strict: bool = False):
+def open_data(data: Path | None, strict: bool = False, *, slice_axis: str | None = None, kind: str | None = None):
     """The data set at ``data`` (None: the built-in demo data, generated on first use), or a one-line error.
     Problems the reader met (slices it skipped, organ rows it took as absent) are a note, or with
-    ``strict`` a one-line error naming the first."""
-    from core.data.gitract import DataError
-    from core.data.open import open_dataset
+    ``strict`` a one-line error naming the first.
 
+    ``slice_axis`` (--slice-axis: axial, coronal, sagittal or 2, 1, 0; None: axial) cuts a Decathlon
+    folder and is refused for UW-Madison data. ``kind`` (sigmoid or softmax: the checkpoint's) is the label
+    kind a Decathlon folder's labels take; a folder that cannot take it (regions are sigmoid only) opens
+    with its own, for ``check_labels`` to name both sets."""
+    from core.data.decathlon import DEFAULT_SLICE_AXIS, parse_slice_axis
+    from core.data.gitract import DataError
+    from core.data.open import data_layout, open_dataset
+    from core.errors import OptionError
+
+    axis = DEFAULT_SLICE_AXIS
+    if slice_axis is not None:
+        try:
+            axis = parse_slice_axis(slice_axis, "--slice-axis")
+        except OptionError as exc:
+            fail(str(exc))
     if data is not None:
         data = Path(data).expanduser()
         if not data.is_dir():
@@ -158,11 +171,21 @@ def open_data(data: Path | None, strict: bool = False):
                 else f"--data {str(data)!r} is not a folder"
             )
     try:
+        if slice_axis is not None and (data is None or data_layout(data) != "decathlon"):
+            fail(
+                f"--slice-axis cuts a Decathlon folder's volumes, but {str(data) if data else 'the demo data'!r} "
+                "holds UW-Madison slices; leave --slice-axis out"
+            )
         if data is None:
             with progress_bar("preparing the demo data (first use)") as progress:
                 dataset = open_dataset(None, progress=progress)
         else:
-            dataset = open_dataset(data)
+            try:
+                dataset = open_dataset(data, slice_axis=axis, kind=kind)
+            except DataError:
+                if kind is None:
+                    raise
+                dataset = open_dataset(data, slice_axis=axis)  # its own kind; the label check names both
     except (DataError, OSError) as exc:
         fail(f"cannot read data {str(data) if data else 'demo'!r}: {one_line(exc)}")
     if dataset.problems:
@@ -294,11 +317,13 @@ def prepare(
     all_slices: bool = False,
     limit: int | None = None,
     batch_size: int | None = None,
+    slice_axis: str | None = None,
 ) -> CommandRun:
     """Everything a command does before its work, in the order that stops at the first bad value before
     anything slow: --batch-size, the outputs, the device, the checkpoints (None: the bundled demo; ``model``
     names the registry model of foreign weights), ``check_models`` of them, the data and, with ``split``,
-    its slices. Then the run's record is opened in the run index (``segadv_tui.cli._runs``)."""
+    its slices (a Decathlon folder cut along ``slice_axis``, its labels of the checkpoints' kind). Then the
+    run's record is opened in the run index (``segadv_tui.cli._runs``)."""
     from core.devices import resolve_device
     from segadv_tui.cli._runs import begin as begin_record
 
@@ -309,7 +334,8 @@ def prepare(
     loaded = [load_checkpoint(path, resolved, model) for path in checkpoints]
     if check_models is not None:
         check_models(loaded)
-    dataset = open_data(data, strict)
+    kinds = {item.model.labels.kind for item in loaded}
+    dataset = open_data(data, strict, slice_axis=slice_axis, kind=kinds.pop() if len(kinds) == 1 else None)
     check_labels(loaded, dataset)
     split = None if split is None else split.strip().lower()
     records = [] if split is None else select_records(dataset, split, all_slices=all_slices, limit=limit)

@@ -57,7 +57,16 @@ Data = Annotated[
         "--data",
         "-d",
         rich_help_panel=DATA,
-        help="Kaggle-layout folder (train.csv, train/); default: the built-in demo data.",
+        help="A data folder: UW-Madison (train.csv, train/) or Decathlon / nnU-Net (dataset.json, imagesTr/, "
+        "labelsTr/); default: the built-in demo data.",
+    ),
+]
+SliceAxis = Annotated[
+    str | None,
+    typer.Option(
+        "--slice-axis",
+        rich_help_panel=DATA,
+        help="How a Decathlon folder's volumes are cut: axial (default), coronal or sagittal (or 2, 1, 0).",
     ),
 ]
 Split = Annotated[

@@ -45,6 +45,7 @@ from segadv_tui.cli._options import (
     Organs,
     Precision,
     Seed,
+    SliceAxis,
     Split,
     Steps,
     StepSize,
@@ -66,6 +67,7 @@ def attack(
     checkpoint: Checkpoint = None,
     model: ForeignModel = None,
     data: Data = None,
+    slice_axis: SliceAxis = None,
     split: Split = "test",
     loss: Loss = "bce",
     eps: str | None = typer.Option(
@@ -128,6 +130,7 @@ def attack(
         model=model,
         data=data,
         strict=strict,
+        slice_axis=slice_axis,
         split=split,
         all_slices=all_slices,
         limit=limit,
@@ -211,6 +214,7 @@ def sweep(
     checkpoint: Checkpoint = None,
     model: ForeignModel = None,
     data: Data = None,
+    slice_axis: SliceAxis = None,
     split: Split = "test",
     eps: str = typer.Option(
         "0:0.03:0.003",
@@ -258,6 +262,7 @@ def sweep(
         model=model,
         data=data,
         strict=strict,
+        slice_axis=slice_axis,
         split=split,
         all_slices=all_slices,
         limit=limit,
@@ -359,6 +364,7 @@ def table(
         "A checkpoint per row; repeat the option. Default: the bundled demo checkpoint."
     ),
     data: Data = None,
+    slice_axis: SliceAxis = None,
     split: Split = "test",
     losses: str = typer.Option(
         PAPER_LOSSES,
@@ -413,6 +419,7 @@ def table(
         checkpoints=checkpoints or [None],
         data=data,
         strict=strict,
+        slice_axis=slice_axis,
         split=split,
         all_slices=all_slices,
         limit=limit,
@@ -484,6 +491,7 @@ def figure(
     checkpoint: Checkpoint = None,
     model: ForeignModel = None,
     data: Data = None,
+    slice_axis: SliceAxis = None,
     slice_id: str | None = typer.Option(
         None,
         "--slice",
@@ -541,6 +549,7 @@ def figure(
         model=model,
         data=data,
         strict=strict,
+        slice_axis=slice_axis,
     )
     loaded = run.checkpoint
     config = run.attack_config(config, organs or run.labels.names[-1])

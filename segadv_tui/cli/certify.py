@@ -15,6 +15,7 @@ from segadv_tui.cli._options import (
     Empty,
     ForeignModel,
     Limit,
+    SliceAxis,
     Split,
     Strict,
     out_dir_option,
@@ -30,6 +31,7 @@ def certify(
     checkpoint: Checkpoint = None,
     model: ForeignModel = None,
     data: Data = None,
+    slice_axis: SliceAxis = None,
     split: Split = "test",
     limit: Limit = None,
     sigma: float = typer.Option(
@@ -86,6 +88,7 @@ def certify(
         model=model,
         data=data,
         strict=strict,
+        slice_axis=slice_axis,
         split=split,
         limit=limit,
     )

@@ -17,6 +17,7 @@ from segadv_tui.cli._options import (
     ForeignModel,
     Limit,
     Loss,
+    SliceAxis,
     Split,
     Strict,
     out_dir_option,
@@ -32,6 +33,7 @@ def corrupt(
     checkpoint: Checkpoint = None,
     model: ForeignModel = None,
     data: Data = None,
+    slice_axis: SliceAxis = None,
     split: Split = "test",
     limit: Limit = None,
     corruptions: str = typer.Option(
@@ -76,6 +78,7 @@ def corrupt(
         model=model,
         data=data,
         strict=strict,
+        slice_axis=slice_axis,
         split=split,
         limit=limit,
     )

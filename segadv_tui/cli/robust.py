@@ -33,6 +33,7 @@ from segadv_tui.cli._options import (
     NsdTolerance,
     Precision,
     Seed,
+    SliceAxis,
     Split,
     Steps,
     Strict,
@@ -55,6 +56,7 @@ def robust(
         "A checkpoint to evaluate; repeat the option. Default: the bundled demo checkpoint."
     ),
     data: Data = None,
+    slice_axis: SliceAxis = None,
     split: Split = "test",
     eps: str = typer.Option(
         DEFAULT_EPS,
@@ -140,6 +142,7 @@ def robust(
         checkpoints=paths + ([transfer_from] if checks else []),
         data=data,
         strict=strict,
+        slice_axis=slice_axis,
         split=split,
         all_slices=all_slices,
         limit=limit,

@@ -24,6 +24,7 @@ from segadv_tui.cli._options import (
     Mode,
     Organs,
     Seed,
+    SliceAxis,
     Split,
     Steps,
     StepSize,
@@ -46,6 +47,7 @@ def luminosity(
     checkpoint: Checkpoint = None,
     model: ForeignModel = None,
     data: Data = None,
+    slice_axis: SliceAxis = None,
     split: Split = "test",
     loss: Loss = "bce",
     eps: str = typer.Option(
@@ -115,6 +117,7 @@ def luminosity(
         model=model,
         data=data,
         strict=strict,
+        slice_axis=slice_axis,
         split=split,
         limit=limit,
     )

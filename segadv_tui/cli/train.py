@@ -12,7 +12,7 @@ import typer
 from core.distributed import is_main_process
 from segadv_tui.cli import app, console, err_console, fail
 from segadv_tui.cli._common import open_data
-from segadv_tui.cli._options import COMPUTE, DATA, MODEL, OUTPUT, Strict
+from segadv_tui.cli._options import COMPUTE, DATA, MODEL, OUTPUT, Data, SliceAxis, Strict
 
 TRAINING = "Training"  # the panels of train's own options in --help
 ADVERSARIAL = "Adversarial training"
@@ -46,12 +46,15 @@ def train(
         rich_help_panel=MODEL,
         help="Slices are resized to this square size (multiple of 32).",
     ),
-    data: Path | None = typer.Option(
+    output: str | None = typer.Option(
         None,
-        "--data",
-        rich_help_panel=DATA,
-        help="Kaggle-layout folder (train.csv, train/); default: the built-in demo data.",
+        "--output",
+        rich_help_panel=MODEL,
+        help="The model's output: softmax (multi-class, a background channel) or sigmoid (multi-label, a channel "
+        "per label); default: the data's (softmax for a Decathlon label map, sigmoid for regions and UW-Madison).",
     ),
+    data: Data = None,
+    slice_axis: SliceAxis = None,
     limit_slices: int | None = typer.Option(
         None,
         "--limit-slices",
@@ -203,7 +206,9 @@ def train(
 
     check_outputs(out=out)  # before hours of training, not after
 
+    from core.data.decathlon import DEFAULT_SLICE_AXIS, parse_slice_axis
     from core.errors import SegadvError, check_choice
+    from core.labels import OUTPUT_KINDS
     from core.models.registry import model_spec as check_model
     from core.models.specs import read_model_spec
     from core.training.loop import ENCODER_WEIGHTS, SCHEDULES, TrainConfig, TrainingInterrupted
@@ -213,12 +218,17 @@ def train(
         check_model(model, read_model_spec(model_spec) if model_spec is not None else None)
         check_choice(encoder_weights, ENCODER_WEIGHTS, "encoder weights")
         check_choice(schedule, SCHEDULES, "schedule")
+        if output is not None:
+            check_choice(output, OUTPUT_KINDS, "--output")
+        axis = DEFAULT_SLICE_AXIS if slice_axis is None else parse_slice_axis(slice_axis, "--slice-axis")
     except SegadvError as exc:
         fail(str(exc))
     config = TrainConfig(
         model=model,
         model_spec=Path(model_spec).expanduser() if model_spec else None,
         data=Path(data).expanduser() if data else None,
+        output=output,
+        slice_axis=axis,
         out=out,
         encoder_weights=encoder_weights,
         epochs=epochs,
@@ -252,7 +262,7 @@ def train(
     except SegadvError as exc:
         fail(str(exc))
     if strict or is_main_process():  # the data's problems: a note, or with --strict a stop before training
-        open_data(config.data, strict)
+        open_data(data, strict, slice_axis=slice_axis, kind=output)
     with _TrainingProgress() as progress:
         try:
             result = run_training(config, progress=progress)

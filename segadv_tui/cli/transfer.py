@@ -27,6 +27,7 @@ from segadv_tui.cli._options import (
     Organs,
     Precision,
     Seed,
+    SliceAxis,
     Split,
     Steps,
     StepSize,
@@ -66,6 +67,7 @@ def transfer(
         "A checkpoint per model; repeat the option (at least two). Default: every bundled demo checkpoint."
     ),
     data: Data = None,
+    slice_axis: SliceAxis = None,
     split: Split = "test",
     loss: Loss = "bce",
     eps: str = typer.Option(
@@ -139,6 +141,7 @@ def transfer(
         check_models=_one_input_size,
         data=data,
         strict=strict,
+        slice_axis=slice_axis,
         split=split,
         all_slices=all_slices,
         limit=limit,

@@ -20,6 +20,7 @@ from segadv_tui.cli._options import (
     Empty,
     ForeignModel,
     Seed,
+    SliceAxis,
     Strict,
     output_option,
 )
@@ -43,6 +44,7 @@ def universal(
     checkpoint: Checkpoint = None,
     model: ForeignModel = None,
     data: Data = None,
+    slice_axis: SliceAxis = None,
     organ: list[str] | None = typer.Option(
         None,
         "--label",
@@ -108,6 +110,7 @@ def universal(
         model=model,
         data=data,
         strict=strict,
+        slice_axis=slice_axis,
     )
     loaded = run.checkpoint
     # An unknown label is an OptionError listing the data's: one line, exit 2.

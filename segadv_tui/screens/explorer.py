@@ -192,7 +192,7 @@ class ExplorerScreen(Screen):
         dataset, key = load_index(options.data) if cached else (None, None)
         fresh = dataset is None
         if fresh:
-            dataset = open_dataset(options.data)
+            dataset = open_dataset(options.data, slice_axis=options.slice_axis, kind=options.label_kind())
         description = str(options.data) if options.data else "built-in demo"
         self.post_message(DataReady(dataset, list(dataset.records), description))
         for problem in dataset.problems[:3]:

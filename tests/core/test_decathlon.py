@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from decathlon_files import SHAPE, boxes, make_dataset, write_volume
 
-from core.data.decathlon import DecathlonDataset, robust_normalise
+from core.data.decathlon import DecathlonDataset, parse_slice_axis, robust_normalise
 from core.data.gitract import DataError, GITractDataset
 from core.data.open import data_layout, open_dataset
 from core.errors import OptionError
@@ -370,29 +370,41 @@ def test_misnamed_and_unpaired_files_are_named(tmp_path):
     assert "no d_0000.nii.gz (the first channel)" in single_line(data.problems, "d_0001")
 
 
-def test_more_channels_use_the_first_and_say_so_once(tmp_path):
+def test_a_multi_channel_data_set_is_refused_naming_its_channels(tmp_path):
+    """The models take one channel: a data set of several is one line naming them, not one channel read unnoticed."""
     root = make_dataset(tmp_path / "d")
-    for case in ("a", "b", "c"):
-        write_volume(root / "imagesTr" / f"{case}_0001.nii.gz", np.zeros(SHAPE, dtype=np.float32))
     description = json.loads((root / "dataset.json").read_text())
     description["channel_names"] = {"0": "T2", "1": "ADC"}
     (root / "dataset.json").write_text(json.dumps(description))
-    data = open_dataset(root)
-    assert data.problems == [f"{root}: cases have 2 channels (T2, ADC); segadv reads the first (T2) only"]
-    image, _ = data.by_id("a_z002").load(12)
-    assert image.max() > 0  # channel 0000 (noise), not 0001 (zeros)
+    with pytest.raises(DataError) as raised:
+        open_dataset(root)
+    assert str(raised.value) == (
+        f"{root / 'dataset.json'}: 2 image channels (T2, ADC); segadv's models and attacks take one channel, so "
+        "multi-channel data sets are not supported (keep one channel per case as CASE_0000)"
+    )
 
 
-def test_a_four_dimensional_msd_image_reads_its_first_channel(tmp_path):
+def test_a_second_channel_file_is_refused_even_when_dataset_json_names_one(tmp_path):
+    root = make_dataset(tmp_path / "d")
+    write_volume(root / "imagesTr" / "b_0001.nii.gz", np.zeros(SHAPE, dtype=np.float32))
+    with pytest.raises(DataError, match=r"b_0000\.nii\.gz: 2 image channels; segadv's models"):
+        open_dataset(root)
+
+
+def test_a_four_dimensional_msd_image_is_refused(tmp_path):
     root = make_dataset(tmp_path / "d", cases=("a",))
     stacked = np.stack([np.full(SHAPE, 5.0, np.float32), np.zeros(SHAPE, np.float32)], axis=-1)
-    stacked[0, 0, :, 0] = 9.0
     (root / "imagesTr" / "a_0000.nii.gz").unlink()
     write_volume(root / "imagesTr" / "a.nii.gz", stacked)
-    data = open_dataset(root)
-    assert "cases have 2 channels" in data.problems[0] and len(data.problems) == 1
-    image, _ = data.by_id("a_z000").load(12)
-    assert image.max() == 1 and image[-1, 0] == 1  # the 9 of channel 0 at voxel (0, 0): bottom left
+    with pytest.raises(DataError, match=r"a\.nii\.gz: 2 image channels"):
+        open_dataset(root)
+
+
+def test_slice_axis_names_and_numbers():
+    assert [parse_slice_axis(v) for v in ("axial", "Coronal", " sagittal", "2", "1", "0", 2)] == [2, 1, 0, 2, 1, 0, 2]
+    for bad in ("3", "z", "", "-1", "axial2"):
+        with pytest.raises(OptionError, match="expected axial \\(2\\), coronal \\(1\\) or sagittal \\(0\\)"):
+            parse_slice_axis(bad)
 
 
 def _header_bytes(path: Path) -> bytearray:

@@ -49,3 +49,32 @@ def test_the_explorer_opens_a_decathlon_folder(tmp_path, monkeypatch):
             assert all(title.lower() in legend.lower() for title in names), legend
 
     asyncio.run(scenario())
+
+
+def test_the_data_takes_the_kind_of_the_checkpoint_it_was_started_with(tmp_path, tiny_demo):
+    """``ExplorerOptions.label_kind``: --checkpoint's kind for a Decathlon folder that can take it; None (the
+    data's own) without --checkpoint, for UW-Madison data, and for regions under a softmax checkpoint."""
+    import torch
+
+    from core.labels import label_set
+    from core.models.checkpoints import save_checkpoint
+    from core.models.registry import build_model
+    from segadv_tui.state import ExplorerOptions
+
+    root = make_dataset(tmp_path / "d")
+    regions = make_dataset(tmp_path / "r", labels={"background": 0, "Grey matter": [1, 2], "white-matter": 2})
+    torch.manual_seed(0)
+    saved = {
+        kind: save_checkpoint(
+            tmp_path / f"{kind}.safetensors",
+            build_model("small", labels=label_set(["grey_matter", "white_matter"], kind)),
+            img_size=32,
+        )
+        for kind in ("sigmoid", "softmax")
+    }
+    assert ExplorerOptions(data=root, checkpoint=saved["sigmoid"]).label_kind() == "sigmoid"
+    assert ExplorerOptions(data=root, checkpoint=saved["softmax"]).label_kind() == "softmax"
+    assert ExplorerOptions(data=regions, checkpoint=saved["sigmoid"]).label_kind() == "sigmoid"
+    assert ExplorerOptions(data=regions, checkpoint=saved["softmax"]).label_kind() is None
+    assert ExplorerOptions(data=root).label_kind() is None
+    assert ExplorerOptions(data=tiny_demo, checkpoint=saved["sigmoid"]).label_kind() is None
