@@ -68,7 +68,8 @@ def main() -> None:
     records = select_slices(open_dataset(args.data, kind=kind), "test", organs_only=True, limit=args.slices)
     loaded = list(batches(records, size, args.batch, "cpu"))
     print(
-        f"{meta['model']} ({kind}), {size} px, {len(records)} test slices with labels, torch threads {torch.get_num_threads()}"
+        f"{meta['model']} ({kind}), {size} px, {len(records)} test slices with labels, "
+        f"torch threads {torch.get_num_threads()}"
     )
     for eps in (float(e) for e in args.eps.split(",")):
         print(f"\neps {eps:g} (L-inf), loss bce (cross-entropy for softmax):")

@@ -234,8 +234,14 @@ def test_resuming_with_the_other_output_is_one_line(cli, folder, trained):
     ("args", "message"),
     [
         (["--slice-axis", "up"], "error: --slice-axis 'up': expected axial (2), coronal (1) or sagittal (0)"),
-        (["--slice-axis", "1"], "error: --slice-axis cuts a Decathlon folder's volumes, but {demo} is not one; leave it out"),
-        (["--slice-axis", "1", "--image", "{png}"], "error: --slice-axis cuts a Decathlon folder's volumes, but --image {png} is not one; leave it out"),
+        (
+            ["--slice-axis", "1"],
+            "error: --slice-axis cuts a Decathlon folder's volumes, but {demo} is not one; leave it out",
+        ),
+        (
+            ["--slice-axis", "1", "--image", "{png}"],
+            "error: --slice-axis cuts a Decathlon folder's volumes, but --image {png} is not one; leave it out",
+        ),
     ],
 )  # fmt: skip
 def test_the_explorer_checks_slice_axis_before_it_starts(folder, tiny_demo, args, message):
