@@ -33,14 +33,13 @@ from scipy.stats import binom, norm
 from core import distributed
 from core.attacks.iterative import slice_seed
 from core.errors import OptionError, check_choice
-from core.metrics import check_empty_policy
+from core.metrics import check_empty_policy, empty_score
 from core.models.inference import eval_mode, predict
 from core.progress import Progress
 from core.results import json_number, nanmean
 
 CORRECTIONS = ("holm", "bh")
 ABSTAIN = -1
-_EMPTY_SCORE = {"one": 1.0, "skip": math.nan, "zero": 0.0}
 
 
 @dataclass(frozen=True)
@@ -185,7 +184,7 @@ def certified_dice(positive: np.ndarray, abstained: np.ndarray, truth: np.ndarra
     overlap = (positive & truth).reshape(len(truth), -1).sum(1)
     total = truth.reshape(len(truth), -1).sum(1) + worst.reshape(len(truth), -1).sum(1)
     with np.errstate(invalid="ignore", divide="ignore"):
-        dsc = np.where(total > 0, 2 * overlap / np.maximum(total, 1), _EMPTY_SCORE[empty])
+        dsc = np.where(total > 0, 2 * overlap / np.maximum(total, 1), empty_score(empty))
     return dsc.astype(np.float64)
 
 

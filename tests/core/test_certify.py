@@ -156,3 +156,16 @@ def test_certify_runs_over_data_and_is_seeded(tiny_demo):
         assert ((0 <= row.dsc_certified) & (row.dsc_certified <= 1)).all()
     assert first.to_dict()["forward_passes_per_slice"] == 128
     assert math.isclose(first.to_dict()["config"]["tau"], 0.75)
+
+
+@pytest.mark.parametrize("empty", ["one", "skip", "zero"])
+def test_a_label_empty_everywhere_scores_as_dice_per_organ_scores_it(empty):
+    from core.metrics import dice_per_organ, empty_score
+
+    truth = np.zeros((2, 4, 4), dtype=bool)
+    truth[1, :2] = True  # label 0 empty in truth and bound, label 1 present and certified
+    nothing = np.zeros_like(truth)
+    bound = certified_dice(truth, nothing, truth, empty)
+    plain = dice_per_organ(truth[None], truth[None], empty=empty)[0]
+    np.testing.assert_array_equal(bound, plain)
+    assert bound[1] == 1.0 and (np.isnan(bound[0]) if empty == "skip" else bound[0] == empty_score(empty))
