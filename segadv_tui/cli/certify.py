@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from segadv_tui.cli import app
-from segadv_tui.cli._common import choice, prepare, progress_bar
+from segadv_tui.cli._common import choice, prepare_scoring, progress_bar
 from segadv_tui.cli._options import (
     Checkpoint,
     Data,
@@ -20,7 +20,6 @@ from segadv_tui.cli._options import (
     out_dir_option,
     output_option,
 )
-from segadv_tui.cli._outcome import Outputs
 
 SMOOTHING = "Smoothing"  # the panel of the certificate's own options in --help
 
@@ -66,6 +65,7 @@ def certify(
     """Certified DSC by randomized smoothing (Fischer et al. 2021): per label, a lower bound that holds for every L2 perturbation below the radius, and the abstain rate. The model must be trained with noise (segadv train --noise-sigma)."""
     from core.evaluation.certify import CORRECTIONS, CertifyConfig
     from core.evaluation.certify import certify as run_certify
+    from core.names import EMPTY_POLICIES
 
     config = CertifyConfig(
         sigma=sigma,
@@ -74,32 +74,30 @@ def certify(
         radius=radius,
         alpha=alpha,
         correction=choice(correction, CORRECTIONS, "correction"),
-        empty=choice(empty, ("one", "skip", "zero"), "empty-organ policy"),
+        empty=choice(empty, EMPTY_POLICIES, "empty-organ policy"),
         seed=seed,
         batch_size=batch_size,
     )
-    run = prepare(
+    run = prepare_scoring(
         "certify",
-        Outputs("certify", out_dir, optional=("csv",), json=json_path, csv=csv_path),
-        device=device,
-        checkpoints=[checkpoint],
+        out_dir,
+        json_path,
+        csv_path,
+        checkpoint=checkpoint,
         model=model,
         data=data,
         strict=strict,
         split=split,
         limit=limit,
+        device=device,
     )
     loaded = run.checkpoint
-
-    def payload(result) -> dict:
-        return run.payload(result.to_dict(), slices=False)
-
     title = f"certify: sigma {config.sigma:g}, radius {config.certified_radius:.3g}"
-    with run.keep_partial(payload), progress_bar(title) as progress:
+    with run.keep_partial(run.checkpoint_payload), progress_bar(title) as progress:
         result = run_certify(loaded.model, run.records, loaded.img_size, config, device=run.device, progress=progress)
     run.finish(
         _table(result, loaded, run.split),
-        json=lambda: payload(result),
+        json=lambda: run.checkpoint_payload(result),
         csv=lambda: _rows(result),
     )
 
