@@ -55,8 +55,8 @@ PHANTOM_LABELS = {"background": 0, "disc": 1, "ring": 2, "square": 3}
 
 def make_phantom_dataset(root: Path, cases=("p1", "p2"), slices: int = 6, size: int = 32, seed: int = 0) -> Path:
     """A Decathlon folder a small softmax model learns in seconds: per axial slice, a bright disc, the dimmer
-    ring around it and a square elsewhere (labels disc, ring, square) over faint noise; the last slice of
-    each case holds no label."""
+    ring around it and, on every other slice, a square elsewhere (labels disc, ring, square) over faint
+    noise; the last slice of each case holds no label."""
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[:size, :size]
     for case in cases:
@@ -67,7 +67,7 @@ def make_phantom_dataset(root: Path, cases=("p1", "p2"), slices: int = 6, size: 
             radius2 = (yy - cy) ** 2 + (xx - cx) ** 2
             top, left = rng.integers(0, size - 8, 2)
             square = np.zeros((size, size), dtype=bool)
-            square[top : top + 8, left : left + 8] = True
+            square[top : top + 8, left : left + 8] = z % 2 == 0
             disc, ring = radius2 < 25, (radius2 >= 25) & (radius2 < 64)
             square &= ~(disc | ring)
             label[..., z] = 1 * disc + 2 * ring + 3 * square
