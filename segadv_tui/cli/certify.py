@@ -108,7 +108,7 @@ def _table(result, loaded, split: str):
     titles = loaded.model.labels.titles
     means = {key: result.mean(key) for key in ("dsc_base", "dsc_certified", "abstain")}
     config = result.config
-    split = result.present_absent()
+    pairs = result.present_absent()
     return Table(
         f"{loaded.title}: certified DSC at L2 radius {config.certified_radius:.3g} (sigma {config.sigma:g})",
         ("label", "DSC (base model)", "certified DSC (lower bound)", "abstained pixels"),
@@ -123,10 +123,10 @@ def _table(result, loaded, split: str):
         ),
         caption=f"{len(result.rows)} {split} slices; n {config.n} + n0 {config.n0} forward passes a slice, "
         f"{config.correction} at alpha {config.alpha:g} (tau {config.tau:.3f}); abstained pixels count as wrong; "
-        f"{result.seconds:.1f} s. Labels present in the truth ({split['present_pairs']} pairs): DSC "
-        f"{number(split['dsc_base_present'])}, certified {number(split['dsc_certified_present'])}; absent "
-        f"({split['absent_pairs']} pairs): predicted in {_share(split['shown_base_absent'])}, may appear within the "
-        f"radius in {_share(split['shown_certified_absent'])}",
+        f"{result.seconds:.1f} s. Labels present in the truth ({pairs['present_pairs']} pairs): DSC "
+        f"{number(pairs['dsc_base_present'])}, certified {number(pairs['dsc_certified_present'])}; absent "
+        f"({pairs['absent_pairs']} pairs): predicted in {_share(pairs['shown_base_absent'])}, may appear within the "
+        f"radius in {_share(pairs['shown_certified_absent'])}",
     ).to_rich()
 
 

@@ -50,6 +50,12 @@ def test_certify_on_decathlon_equals_core(run, decathlon, tmp_path):
     model, _ = load_checkpoint(checkpoint)
     expected = certify(model, records, IMG_SIZE, CertifyConfig(n=100, n0=4)).to_dict()
     assert report["slices"] == expected["slices"] and report["mean"] == expected["mean"]
+    assert report["present_absent"] == expected["present_absent"]
+    split = report["present_absent"]
+    caption = " ".join(result.output.split())
+    assert (
+        f"{LIMIT} test slices" in caption and f"Labels present in the truth ({split['present_pairs']} pairs)" in caption
+    )
     for row in report["slices"]:  # a softmax pixel is one test: it abstains for every label at once
         assert len(set(row["abstain"].values())) == 1
 
