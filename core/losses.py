@@ -48,7 +48,10 @@ softmax over the C channels and p_t the probability of the pixel's true class:
   p_t / ||p||_2;
 - ``seg-bce``: SegPGD: the CE of right pixels weighted 1 - lambda_t, of wrong ones lambda_t;
 - ``js``: the Jensen-Shannon divergence between p and the one-hot target, which depends on p_t alone:
-  log 2 + (p_t log p_t - (1 + p_t) log(1 + p_t)) / 2, in [0, log 2].
+  log 2 + (p_t log p_t - (1 + p_t) log(1 + p_t)) / 2, in [0, log 2];
+- ``hallucinate``: absent labels get their top-k margins over the best other class pushed up (to win the
+  argmax), present ones soft Dice of their softmax probability plus their masked binary CE
+  (``core.hallucination``).
 
 The names (and ``LOSS_TITLES``) are the sigmoid forms'; a softmax model's results say which kind it is.
 """
@@ -62,7 +65,7 @@ import torch
 import torch.nn.functional as F
 
 from core.errors import SegadvError
-from core.hallucination import hallucinate_loss
+from core.hallucination import hallucinate_loss, hallucinate_softmax_loss
 from core.names import LOSS_NAMES, LOSS_TITLES, PAPER_LOSS_NAMES  # noqa: F401  (re-exported)
 
 FOCAL_GAMMA = 2.0
@@ -214,6 +217,8 @@ def _softmax_loss(name: str, logits: torch.Tensor, target: torch.Tensor, schedul
             f"softmax logits {tuple(logits.shape)} need target masks of shape {(n, channels - 1, height, width)} "
             f"(one channel per label, no background), got {tuple(target.shape)}"
         )
+    if name == "hallucinate":
+        return hallucinate_softmax_loss(logits, target)
     classes = class_map(target)
     if name in ("focal", "dice", "focal+dice"):
         onehot = F.one_hot(classes, channels).permute(0, 3, 1, 2).to(logits.dtype)

@@ -41,6 +41,11 @@ def check_empty_policy(empty: str) -> str:
     return check_choice(empty, EMPTY_POLICIES, "empty-organ policy")
 
 
+def empty_score(empty: str) -> float:
+    """What a label empty in both truth and prediction scores under the policy ``empty``: 1, NaN or 0."""
+    return _EMPTY_SCORE[check_empty_policy(empty)]
+
+
 def _as_bool_tensor(masks, name: str, device=None) -> torch.Tensor:
     tensor = torch.as_tensor(masks)
     if tensor.ndim != 4:
@@ -66,7 +71,7 @@ def dice_per_organ(pred, target, empty: str = "one") -> np.ndarray:
     sizes = (pred_f.sum(2) + target_f.sum(2)).float()
     # A prediction where the truth is empty has no intersection: 0, under every policy.
     dsc = (2 * intersection / sizes.clamp(min=1)).double().cpu().numpy()
-    dsc[(sizes == 0).cpu().numpy()] = _EMPTY_SCORE[empty]
+    dsc[(sizes == 0).cpu().numpy()] = empty_score(empty)
     return dsc
 
 
@@ -80,7 +85,7 @@ def mean_dice_on_device(pred: torch.Tensor, target: torch.Tensor, empty: str = "
         raise ValueError(f"pred {tuple(pred.shape)} and target {tuple(target.shape)} must have the same shape")
     overlap = (pred & target).sum(2).double()
     total = (pred.sum(2) + target.sum(2)).double()
-    dsc = torch.where(total > 0, 2 * overlap / total.clamp(min=1), torch.full_like(total, _EMPTY_SCORE[empty]))
+    dsc = torch.where(total > 0, 2 * overlap / total.clamp(min=1), torch.full_like(total, empty_score(empty)))
     counted = ~torch.isnan(dsc)
     return torch.where(counted, dsc, 0).sum(1) / counted.sum(1)  # 0 / 0: NaN where every organ is skipped
 
@@ -179,5 +184,5 @@ def nsd_per_organ(pred, target, tolerance: float, spacing=None, empty: str = "on
                 .numpy()
             )
     result[one_empty] = 0.0
-    result[both_empty] = _EMPTY_SCORE[empty]
+    result[both_empty] = empty_score(empty)
     return result

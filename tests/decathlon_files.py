@@ -48,3 +48,32 @@ def make_dataset(
         )
     )
     return root
+
+
+PHANTOM_LABELS = {"background": 0, "disc": 1, "ring": 2, "square": 3}
+
+
+def make_phantom_dataset(root: Path, cases=("p1", "p2"), slices: int = 6, size: int = 32, seed: int = 0) -> Path:
+    """A Decathlon folder a small softmax model learns in seconds: per axial slice, a bright disc, the dimmer
+    ring around it and, on every other slice, a square elsewhere (labels disc, ring, square) over faint
+    noise; the last slice of each case holds no label."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size]
+    for case in cases:
+        image = rng.uniform(0.0, 0.1, (size, size, slices)).astype(np.float32)
+        label = np.zeros((size, size, slices), dtype=np.uint8)
+        for z in range(slices - 1):
+            cy, cx = rng.integers(8, size - 8, 2)
+            radius2 = (yy - cy) ** 2 + (xx - cx) ** 2
+            top, left = rng.integers(0, size - 8, 2)
+            square = np.zeros((size, size), dtype=bool)
+            square[top : top + 8, left : left + 8] = z % 2 == 0
+            disc, ring = radius2 < 25, (radius2 >= 25) & (radius2 < 64)
+            square &= ~(disc | ring)
+            label[..., z] = 1 * disc + 2 * ring + 3 * square
+            image[..., z] += 0.8 * disc + 0.4 * ring + 0.6 * square
+        write_volume(root / "imagesTr" / f"{case}_0000.nii.gz", image)
+        write_volume(root / "labelsTr" / f"{case}.nii.gz", label)
+    description = {"channel_names": {"0": "MRI"}, "labels": PHANTOM_LABELS, "numTraining": len(cases)}
+    (root / "dataset.json").write_text(json.dumps({**description, "file_ending": ".nii.gz"}))
+    return root

@@ -5,7 +5,8 @@ Per slice, from ``x + eps * s`` with a random sign s per image column (the paper
 
 - at iteration i of N, a square of side ``round(sqrt(p_i * H * W))`` (at least 1, at most H - 1) at a
   random position gets a random sign: inside it the perturbation becomes ``+eps`` or ``-eps`` (then [0, 1]);
-- the update is kept when it raises the per-image loss (``core.losses``) against the target;
+- the update is kept when it raises the per-image loss (``core.losses``, in the form of the model's output
+  kind: a softmax model's ``bce`` is the cross-entropy over its classes) against the target;
 - ``p_i`` is the paper's schedule: ``P_INIT`` halved at iterations 10, 50, 200, 500, 1000, 2000, 4000, 6000
   and 8000 of a 10000-iteration run, rescaled to N (``square_share``).
 
@@ -30,7 +31,7 @@ from core.attacks.iterative import BestIterate, slice_seed
 from core.attacks.runner import AttackContext, AttackOutput, clean_prediction, scoring_reference
 from core.errors import OptionError
 from core.losses import check_loss, per_image_loss
-from core.models.inference import eval_mode, reference_math, safe_logits
+from core.models.inference import eval_mode, output_kind, reference_math, safe_logits
 
 # AutoAttack's Square starts with squares covering 80 % of the image: with the few hundred queries a
 # segmentation evaluation affords, the paper's ImageNet value (0.05) leaves most of the budget on tiny squares.
@@ -92,10 +93,11 @@ def square_attack(
     n, _, height, width = image.shape
     clean, target = image.detach(), target.detach()
     generators = _generators(n, seed, ids, generator)
+    kind = output_kind(model)
 
     def evaluate(x: torch.Tensor, step: int) -> torch.Tensor:
         logits = safe_logits(model, x, precision)
-        values = per_image_loss(loss, logits, target, schedule=(step, steps + 1)).detach()
+        values = per_image_loss(loss, logits, target, schedule=(step, steps + 1), kind=kind).detach()
         if tracker is not None:
             tracker.update(x, logits, values)
         if on_step is not None:
@@ -130,7 +132,8 @@ def run_square(model, image, target, config: AttackConfig, context: AttackContex
     """The registry's Square: against ``target`` (None: the clean prediction), per-slice draws from
     ``config.seed``, the best iterate by DSC against the scoring reference when ``config.best_iterate``."""
     clean_pred = clean_prediction(model, image, config, context)
-    tracker = BestIterate(scoring_reference(clean_pred, context), config.empty) if config.best_iterate else None
+    reference = scoring_reference(clean_pred, context)
+    tracker = BestIterate(reference, config.empty, output_kind(model)) if config.best_iterate else None
     adversarial, _ = square_attack(
         model,
         image,

@@ -33,14 +33,13 @@ from scipy.stats import binom, norm
 from core import distributed
 from core.attacks.iterative import slice_seed
 from core.errors import OptionError, check_choice
-from core.metrics import check_empty_policy
+from core.metrics import check_empty_policy, empty_score
 from core.models.inference import eval_mode, predict
 from core.progress import Progress
 from core.results import json_number, nanmean
 
 CORRECTIONS = ("holm", "bh")
 ABSTAIN = -1
-_EMPTY_SCORE = {"one": 1.0, "skip": math.nan, "zero": 0.0}
 
 
 @dataclass(frozen=True)
@@ -185,7 +184,7 @@ def certified_dice(positive: np.ndarray, abstained: np.ndarray, truth: np.ndarra
     overlap = (positive & truth).reshape(len(truth), -1).sum(1)
     total = truth.reshape(len(truth), -1).sum(1) + worst.reshape(len(truth), -1).sum(1)
     with np.errstate(invalid="ignore", divide="ignore"):
-        dsc = np.where(total > 0, 2 * overlap / np.maximum(total, 1), _EMPTY_SCORE[empty])
+        dsc = np.where(total > 0, 2 * overlap / np.maximum(total, 1), empty_score(empty))
     return dsc.astype(np.float64)
 
 
@@ -195,6 +194,9 @@ class CertifiedSlice:
     dsc_base: np.ndarray  # (L,) the base model on the clean slice
     dsc_certified: np.ndarray  # (L,) the lower bound at the radius
     abstain: np.ndarray  # (L,) fraction of pixels abstained
+    present: np.ndarray | None = None  # (L,) bool: the label has pixels in the truth
+    shown_base: np.ndarray | None = None  # (L,) bool: the base model predicts the label somewhere
+    shown_certified: np.ndarray | None = None  # (L,) bool: a certified or abstained pixel may be the label
 
     def to_dict(self, names: Sequence[str]) -> dict:
         return {
@@ -217,6 +219,30 @@ class CertifyResult:
     def mean(self, attribute: str) -> np.ndarray:
         return nanmean(np.stack([getattr(row, attribute) for row in self.rows]), axis=0)
 
+    def present_absent(self) -> dict:
+        """The certificate split as ``robust`` splits a DSC (``core.evaluation.label_split``): over the
+        (slice, label) pairs whose label is present in the truth, the mean DSC of the base model and the
+        certified bound; over those absent, the share the base model predicts and the share that may appear
+        within the radius (a certified pixel of the label, or an abstained pixel, which the bound counts
+        as one). A softmax pixel abstains for every label at once, so one abstained pixel takes the bound of
+        every absent label to 0: the split shows how much of the bound's drop that is."""
+        present = np.array([row.present for row in self.rows], dtype=bool).reshape(-1, len(self.labels))
+
+        def mean(attribute: str, pairs: np.ndarray) -> float | None:
+            if not pairs.any():
+                return None
+            values = np.stack([getattr(row, attribute) for row in self.rows])[pairs].astype(np.float64)
+            return json_number(nanmean(values, axis=0))
+
+        return {
+            "present_pairs": int(present.sum()),
+            "absent_pairs": int((~present).sum()),
+            "dsc_base_present": mean("dsc_base", present),
+            "dsc_certified_present": mean("dsc_certified", present),
+            "shown_base_absent": mean("shown_base", ~present),
+            "shown_certified_absent": mean("shown_certified", ~present),
+        }
+
     def to_dict(self) -> dict:
         means = {
             key: {name: json_number(v) for name, v in zip(self.labels, self.mean(key))}
@@ -229,6 +255,7 @@ class CertifyResult:
             "forward_passes_per_slice": self.config.forward_passes,
             "seconds": self.seconds,
             "mean": means,
+            "present_absent": self.present_absent(),
             "slices": [row.to_dict(self.labels) for row in self.rows],
         }
 
@@ -268,13 +295,17 @@ def certify(
             classes = certify_slice(model, image, config, slice_seed(config.seed, record.id))
             positive, abstained = label_masks(classes, labels.kind, len(labels))
             truth_np = masks.cpu().numpy() > 0.5
-            base = dice_per_organ(predict(model, image), masks.unsqueeze(0), empty=config.empty)[0]
+            predicted = predict(model, image)
+            base = dice_per_organ(predicted, masks.unsqueeze(0), empty=config.empty)[0]
             rows.append(
                 CertifiedSlice(
                     record.id,
                     base,
                     certified_dice(positive, abstained, truth_np, config.empty),
                     abstained.reshape(len(labels), -1).mean(1).astype(np.float64),
+                    present=truth_np.reshape(len(labels), -1).any(1),
+                    shown_base=predicted[0].flatten(1).any(1).cpu().numpy(),
+                    shown_certified=(positive | abstained).reshape(len(labels), -1).any(1),
                 )
             )
             if keep_maps:

@@ -267,6 +267,11 @@ class CommandRun:
             head["checkpoints"] = checkpoints
         return {**head, **fields}
 
+    def checkpoint_payload(self, result) -> dict:
+        """The JSON of a command about its one checkpoint: ``payload`` naming the checkpoint, then
+        ``result.to_dict()`` (which counts its own slices)."""
+        return self.payload(result.to_dict(), models=checkpoint_fields(self.checkpoint), slices=False)
+
     def cached(self, key: dict, compute: Callable[..., T]) -> Callable[..., T]:
         """``compute`` served from the run index: ``run.cached(key, evaluate)(model, records, ...)`` returns
         the result an earlier run stored under the same key, else calls ``compute`` with the arguments. The
@@ -342,6 +347,39 @@ def prepare(
     run = CommandRun(command, outputs, resolved, loaded, dataset, split, records)
     begin_record(run)
     return run
+
+
+def prepare_scoring(
+    command: str,
+    out_dir: Path,
+    json_path: Path | None,
+    csv_path: Path | None,
+    *,
+    checkpoint: Path | None,
+    model: str | None,
+    data: Path | None,
+    strict: bool,
+    split: str,
+    limit: int | None,
+    device: str,
+    batch_size: int | None = None,
+) -> CommandRun:
+    """``prepare`` for a command that scores one checkpoint on the --split slices with labels and writes
+    ``OUT_DIR/COMMAND.json`` (or --json) and, when asked, --csv: certify, corrupt."""
+    from segadv_tui.cli._outcome import Outputs
+
+    return prepare(
+        command,
+        Outputs(command, out_dir, optional=("csv",), json=json_path, csv=csv_path),
+        batch_size=batch_size,
+        device=device,
+        checkpoints=[checkpoint],
+        model=model,
+        data=data,
+        strict=strict,
+        split=split,
+        limit=limit,
+    )
 
 
 def check_labels(loaded: Sequence[LoadedCheckpoint], dataset) -> None:

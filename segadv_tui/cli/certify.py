@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from segadv_tui.cli import app
-from segadv_tui.cli._common import choice, prepare, progress_bar
+from segadv_tui.cli._common import choice, prepare_scoring, progress_bar
 from segadv_tui.cli._options import (
     Checkpoint,
     Data,
@@ -21,7 +21,6 @@ from segadv_tui.cli._options import (
     out_dir_option,
     output_option,
 )
-from segadv_tui.cli._outcome import Outputs
 
 SMOOTHING = "Smoothing"  # the panel of the certificate's own options in --help
 
@@ -68,6 +67,7 @@ def certify(
     """Certified DSC by randomized smoothing (Fischer et al. 2021): per label, a lower bound that holds for every L2 perturbation below the radius, and the abstain rate. The model must be trained with noise (segadv train --noise-sigma)."""
     from core.evaluation.certify import CORRECTIONS, CertifyConfig
     from core.evaluation.certify import certify as run_certify
+    from core.names import EMPTY_POLICIES
 
     config = CertifyConfig(
         sigma=sigma,
@@ -76,33 +76,31 @@ def certify(
         radius=radius,
         alpha=alpha,
         correction=choice(correction, CORRECTIONS, "correction"),
-        empty=choice(empty, ("one", "skip", "zero"), "empty-organ policy"),
+        empty=choice(empty, EMPTY_POLICIES, "empty-organ policy"),
         seed=seed,
         batch_size=batch_size,
     )
-    run = prepare(
+    run = prepare_scoring(
         "certify",
-        Outputs("certify", out_dir, optional=("csv",), json=json_path, csv=csv_path),
-        device=device,
-        checkpoints=[checkpoint],
+        out_dir,
+        json_path,
+        csv_path,
+        checkpoint=checkpoint,
         model=model,
         data=data,
         strict=strict,
         slice_axis=slice_axis,
         split=split,
         limit=limit,
+        device=device,
     )
     loaded = run.checkpoint
-
-    def payload(result) -> dict:
-        return run.payload(result.to_dict(), slices=False)
-
     title = f"certify: sigma {config.sigma:g}, radius {config.certified_radius:.3g}"
-    with run.keep_partial(payload), progress_bar(title) as progress:
+    with run.keep_partial(run.checkpoint_payload), progress_bar(title) as progress:
         result = run_certify(loaded.model, run.records, loaded.img_size, config, device=run.device, progress=progress)
     run.finish(
         _table(result, loaded, run.split),
-        json=lambda: payload(result),
+        json=lambda: run.checkpoint_payload(result),
         csv=lambda: _rows(result),
     )
 
@@ -113,6 +111,7 @@ def _table(result, loaded, split: str):
     titles = loaded.model.labels.titles
     means = {key: result.mean(key) for key in ("dsc_base", "dsc_certified", "abstain")}
     config = result.config
+    pairs = result.present_absent()
     return Table(
         f"{loaded.title}: certified DSC at L2 radius {config.certified_radius:.3g} (sigma {config.sigma:g})",
         ("label", "DSC (base model)", "certified DSC (lower bound)", "abstained pixels"),
@@ -127,8 +126,15 @@ def _table(result, loaded, split: str):
         ),
         caption=f"{len(result.rows)} {split} slices; n {config.n} + n0 {config.n0} forward passes a slice, "
         f"{config.correction} at alpha {config.alpha:g} (tau {config.tau:.3f}); abstained pixels count as wrong; "
-        f"{result.seconds:.1f} s",
+        f"{result.seconds:.1f} s. Labels present in the truth ({pairs['present_pairs']} pairs): DSC "
+        f"{number(pairs['dsc_base_present'])}, certified {number(pairs['dsc_certified_present'])}; absent "
+        f"({pairs['absent_pairs']} pairs): predicted in {_share(pairs['shown_base_absent'])}, may appear within the "
+        f"radius in {_share(pairs['shown_certified_absent'])}",
     ).to_rich()
+
+
+def _share(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.0f} %"
 
 
 def _rows(result):

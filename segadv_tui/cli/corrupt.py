@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from segadv_tui.cli import app
-from segadv_tui.cli._common import attack_config, parse_eps_list, prepare, progress_bar
+from segadv_tui.cli._common import attack_config, choice, parse_eps_list, prepare_scoring, progress_bar
 from segadv_tui.cli._options import (
     BatchSize,
     Checkpoint,
@@ -23,7 +23,6 @@ from segadv_tui.cli._options import (
     out_dir_option,
     output_option,
 )
-from segadv_tui.cli._outcome import Outputs
 
 CORRUPTIONS_PANEL = "Corruptions"
 
@@ -60,8 +59,9 @@ def corrupt(
 ) -> None:
     """Mean DSC under seven MRI artefacts (TorchIO) at severities 1 to 5, and their mean over all (an mCE-like summary), beside the FGSM curve."""
     from core.evaluation.corruptions import CORRUPTIONS
-    from segadv_tui.cli._common import choice
+    from core.names import EMPTY_POLICIES
 
+    empty = choice(empty, EMPTY_POLICIES, "empty-organ policy")
     names = (
         list(CORRUPTIONS)
         if corruptions.strip().lower() == "all"
@@ -69,18 +69,20 @@ def corrupt(
     )
     eps_values = [] if eps.strip().lower() == "none" else parse_eps_list(eps)
     configs = [attack_config(eps=str(value), loss=loss, empty=empty) for value in eps_values]
-    run = prepare(
+    run = prepare_scoring(
         "corrupt",
-        Outputs("corrupt", out_dir, optional=("csv",), json=json_path, csv=csv_path),
-        batch_size=batch_size,
-        device=device,
-        checkpoints=[checkpoint],
+        out_dir,
+        json_path,
+        csv_path,
+        checkpoint=checkpoint,
         model=model,
         data=data,
         strict=strict,
         slice_axis=slice_axis,
         split=split,
         limit=limit,
+        device=device,
+        batch_size=batch_size,
     )
     loaded = run.checkpoint
 
@@ -89,10 +91,7 @@ def corrupt(
     from core.evaluation.corruptions import corruption_curves
     from core.evaluation.scoring import evaluate
 
-    def payload(result) -> dict:
-        return run.payload(result.to_dict(), slices=False)
-
-    with run.keep_partial(payload), progress_bar(f"corruptions: {', '.join(names)}") as progress:
+    with run.keep_partial(run.checkpoint_payload), progress_bar(f"corruptions: {', '.join(names)}") as progress:
         result = corruption_curves(
             loaded.model,
             run.records,
@@ -114,7 +113,7 @@ def corrupt(
             progress(index + 1, len(configs))
     run.finish(
         _table(result, loaded, run.split),
-        json=lambda: payload(result),
+        json=lambda: run.checkpoint_payload(result),
         csv=lambda: _rows(result),
     )
 

@@ -156,3 +156,59 @@ def test_certify_runs_over_data_and_is_seeded(tiny_demo):
         assert ((0 <= row.dsc_certified) & (row.dsc_certified <= 1)).all()
     assert first.to_dict()["forward_passes_per_slice"] == 128
     assert math.isclose(first.to_dict()["config"]["tau"], 0.75)
+
+
+@pytest.mark.parametrize("empty", ["one", "skip", "zero"])
+def test_a_label_empty_everywhere_scores_as_dice_per_organ_scores_it(empty):
+    from core.metrics import dice_per_organ, empty_score
+
+    truth = np.zeros((2, 4, 4), dtype=bool)
+    truth[1, :2] = True  # label 0 empty in truth and bound, label 1 present and certified
+    nothing = np.zeros_like(truth)
+    bound = certified_dice(truth, nothing, truth, empty)
+    plain = dice_per_organ(truth[None], truth[None], empty=empty)[0]
+    np.testing.assert_array_equal(bound, plain)
+    assert bound[1] == 1.0 and (np.isnan(bound[0]) if empty == "skip" else bound[0] == empty_score(empty))
+
+
+class NearestLevel(nn.Module):
+    """Softmax over background, disc, ring and square: the class whose grey level (0.05, 0.9, 0.45, 0.7) is
+    nearest the pixel's."""
+
+    labels = label_set(["disc", "ring", "square"], "softmax")
+
+    def forward(self, image):
+        return -200.0 * (image - torch.tensor([0.05, 0.9, 0.45, 0.7]).view(1, 4, 1, 1)) ** 2
+
+
+def test_present_absent_split_recounted_from_the_maps(tmp_path, monkeypatch):
+    from decathlon_files import make_phantom_dataset
+
+    from core.data.gitract import select_slices
+    from core.data.open import open_dataset
+
+    monkeypatch.setenv("SEGADV_CACHE", str(tmp_path / "cache"))
+    records = select_slices(open_dataset(make_phantom_dataset(tmp_path / "d")), "all", organs_only=False)
+    result = certify(NearestLevel(), records, 32, CertifyConfig(sigma=0.05, n=60, n0=4), keep_maps=True)
+    present, shown, base_shown, dsc_present, bound_present = [], [], [], [], []
+    for record, row, classes in zip(records, result.rows, result.maps):
+        image, masks = record.load(32)
+        predicted = NearestLevel()(torch.from_numpy(image)[None, None]).argmax(1)[0].numpy()
+        for label in range(3):
+            if masks[label].any():
+                present.append(True)
+                dsc_present.append(row.dsc_base[label])
+                bound_present.append(row.dsc_certified[label])
+            else:
+                present.append(False)
+                shown.append(bool(((classes[0] == label + 1) | (classes[0] == ABSTAIN)).any()))
+                base_shown.append(bool((predicted == label + 1).any()))
+    split = result.to_dict()["present_absent"]
+    assert (split["present_pairs"], split["absent_pairs"]) == (sum(present), len(present) - sum(present))
+    assert 0 < split["absent_pairs"] < len(present)
+    assert split["dsc_base_present"] == pytest.approx(np.mean(dsc_present))
+    assert split["dsc_certified_present"] == pytest.approx(np.mean(bound_present))
+    assert split["shown_certified_absent"] == pytest.approx(np.mean(shown))
+    assert split["shown_base_absent"] == pytest.approx(np.mean(base_shown))
+    assert 0 < np.mean(dsc_present)  # the model segments the phantoms: the numbers are not all zero
+    assert 0 < np.mean(shown) < 1  # some absent labels may appear (abstained pixels), others not

@@ -1,5 +1,7 @@
-"""The ``hallucinate`` loss against its closed-form gradient, FGSM / PGD with it making absent labels appear,
-and the damage / hallucination split of robust DSC against a count by hand."""
+"""The ``hallucinate`` loss, sigmoid and softmax, against its closed-form gradient and hand-written values (and
+the softmax form of one label against the sigmoid form of the logit difference), FGSM / PGD with it making
+absent labels appear for both kinds, and the damage / hallucination split of robust DSC against a count by
+hand."""
 
 from __future__ import annotations
 
@@ -13,7 +15,8 @@ from core.attacks.runner import AttackContext, run_attack
 from core.evaluation.label_split import label_split
 from core.evaluation.robustness import robustness
 from core.evaluation.scoring import attack_slice
-from core.hallucination import DICE_SMOOTH, TOP_K, hallucinate_loss
+from core.hallucination import DICE_SMOOTH, TOP_K, hallucinate_loss, hallucinate_softmax_loss
+from core.labels import label_set
 from core.losses import per_image_loss
 from core.models.inference import predict
 from core.models.loaded import LoadedModel
@@ -82,6 +85,118 @@ def test_attacks_with_it_create_pixels_of_absent_labels(method):
     image = 0.2 + 0.5 * torch.rand(2, 1, 32, 32, generator=generator)  # organ 2 (x > 0.8) nowhere
     truth = predict(model, image).float()
     assert truth[:, 2].sum() == 0 and truth[:, :2].sum() > 0
+    config = AttackConfig.for_method(method, loss="hallucinate", eps=0.12, **({"steps": 5} if method == "pgd" else {}))
+    output = run_attack(model, image, truth, config, AttackContext(ids=["a", "b"], reference=truth))
+    appeared = predict(model, output.adversarial)[:, 2].flatten(1).sum(1)
+    assert (appeared >= 1).all(), appeared
+
+
+# --- softmax ------------------------------------------------------------------------------------
+
+
+class SoftmaxPixelLinear(torch.nn.Module):
+    """Softmax logits (background, a, b, c) = (0, 4x - 1, -3x + 1.2, 20x - 16): a where 0.25 < x and it
+    beats b, b where x < 0.4 and it beats a, c only where x > 0.9375 (where 20x - 16 passes 4x - 1)."""
+
+    labels = label_set(["a", "b", "c"], "softmax")
+
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.tensor([0.0, 4.0, -3.0, 20.0]).view(1, 4, 1, 1))
+        self.b = torch.nn.Parameter(torch.tensor([0.0, -1.0, 1.2, -16.0]).view(1, 4, 1, 1))
+
+    def forward(self, image):
+        return self.w * image + self.b
+
+
+def _softmax_logits_and_target():
+    """float64 logits (2, 4, 8, 8) and non-overlapping masks (2, 3, 8, 8): image 0 holds labels 0 and 2,
+    image 1 no label at all."""
+    generator = torch.Generator().manual_seed(3)
+    logits = torch.randn(2, 4, 8, 8, generator=generator, dtype=torch.float64) * 3
+    target = torch.zeros(2, 3, 8, 8, dtype=torch.float64)
+    target[0, 0, 2:5, 2:5] = 1
+    target[0, 2, 5:, 5:] = 1
+    return logits, target
+
+
+def test_softmax_absent_labels_push_their_top_k_margins_over_the_best_other_class():
+    logits, target = _softmax_logits_and_target()
+    z = logits[1:].clone().requires_grad_(True)  # image 1: every label absent, so only the absent term
+    (grad,) = torch.autograd.grad(hallucinate_softmax_loss(z, target[1:]).sum(), z)
+    expected = torch.zeros(4, 64, dtype=torch.float64)
+    pixels = logits[1].reshape(4, 64)
+    for label in range(3):
+        channel = label + 1
+        others = [c for c in range(4) if c != channel]
+        margins = [(float(pixels[channel, i] - pixels[others, i].max()), i) for i in range(64)]
+        for margin, i in sorted(margins, reverse=True)[:TOP_K]:
+            # d/dz of mean over labels (3) of mean over k of log sigmoid(z_c - z_best_other)
+            weight = torch.sigmoid(torch.tensor(-margin, dtype=torch.float64)) / (TOP_K * 3)
+            expected[channel, i] += weight
+            expected[others[int(pixels[others, i].argmax())], i] -= weight
+    torch.testing.assert_close(grad[0].reshape(4, 64), expected)
+
+
+def test_softmax_present_labels_are_soft_dice_plus_their_masked_binary_ce():
+    logits, target = _softmax_logits_and_target()
+    p = torch.softmax(logits[0], dim=0).reshape(4, 64)
+    argmax = logits[0].argmax(dim=0).reshape(64)
+    terms = []
+    for label in range(3):
+        t = target[0, label].reshape(64)
+        if t.sum() == 0:  # label 1 is absent: log sigmoid of the k largest margins
+            others = torch.cat([logits[0, :2], logits[0, 3:]]).reshape(3, 64)
+            margin = logits[0, 2].reshape(64) - others.max(dim=0).values
+            terms.append(F.logsigmoid(margin.topk(TOP_K).values).mean())
+            continue
+        q = p[label + 1]
+        dice = 1 - (2 * (q * t).sum() + DICE_SMOOTH) / (q.sum() + t.sum() + DICE_SMOOTH)
+        right = ((argmax == label + 1) == (t > 0.5)).double()
+        bce = -(t * torch.log(q) + (1 - t) * torch.log(1 - q))
+        terms.append(dice + (right * bce).mean())
+    expected = sum(terms) / 3
+    torch.testing.assert_close(per_image_loss("hallucinate", logits, target, kind="softmax")[0], expected)
+
+
+def test_one_softmax_label_is_the_sigmoid_form_of_the_logit_difference():
+    logits, target = _softmax_logits_and_target()
+    two = logits[:, :2].clone().requires_grad_(True)  # background and label 0
+    one = target[:, :1]
+    softmax = hallucinate_softmax_loss(two, one)
+    difference = (two[:, 1:] - two[:, :1]).detach().requires_grad_(True)
+    sigmoid = hallucinate_loss(difference, one)
+    torch.testing.assert_close(softmax, sigmoid)
+    (grad_softmax,) = torch.autograd.grad(softmax.sum(), two)
+    (grad_sigmoid,) = torch.autograd.grad(sigmoid.sum(), difference)
+    torch.testing.assert_close(grad_softmax[:, 1:], grad_sigmoid)
+    torch.testing.assert_close(grad_softmax[:, :1], -grad_sigmoid)
+
+
+def test_a_softmax_batch_equals_its_images_alone():
+    logits, target = _softmax_logits_and_target()
+    batch = hallucinate_softmax_loss(logits, target)
+    for i in range(2):
+        torch.testing.assert_close(batch[i : i + 1], hallucinate_softmax_loss(logits[i : i + 1], target[i : i + 1]))
+
+
+def test_softmax_losses_stay_finite_where_a_label_takes_all_the_probability():
+    logits = torch.zeros(1, 3, 4, 4, requires_grad=True)
+    big = logits + torch.tensor([0.0, 200.0, 0.0]).view(1, 3, 1, 1)  # p of label 0 rounds to 1
+    target = torch.zeros(1, 2, 4, 4)
+    target[0, 1] = 1  # label 1 everywhere: every pixel wrong for both labels
+    loss = hallucinate_softmax_loss(big, target)
+    (grad,) = torch.autograd.grad(loss.sum(), logits)
+    assert torch.isfinite(loss).all() and torch.isfinite(grad).all()
+
+
+@pytest.mark.parametrize("method", ["fgsm", "pgd"])
+def test_attacks_with_it_make_absent_labels_win_a_softmax_models_argmax(method):
+    model = SoftmaxPixelLinear().eval()
+    generator = torch.Generator().manual_seed(1)
+    image = 0.2 + 0.65 * torch.rand(2, 1, 32, 32, generator=generator)  # label c (x > 0.9375) nowhere
+    truth = predict(model, image).float()
+    assert truth[:, 2].sum() == 0 and truth[:, 0].sum() > 0 and truth[:, 1].sum() > 0
     config = AttackConfig.for_method(method, loss="hallucinate", eps=0.12, **({"steps": 5} if method == "pgd" else {}))
     output = run_attack(model, image, truth, config, AttackContext(ids=["a", "b"], reference=truth))
     appeared = predict(model, output.adversarial)[:, 2].flatten(1).sum(1)

@@ -1,7 +1,8 @@
 """The Square attack: the paper's square-size schedule by hand, the greedy acceptance (the kept loss is the
 largest evaluated), the L-inf ball, a batch equal to its slices alone, and a model with masked gradients
 (its input quantised, so every input gradient is 0) that falls to Square but not to FGSM, which the
-black-box check of ``robust --checks`` flags."""
+black-box check of ``robust --checks`` flags: the sigmoid demo checkpoint on the tiny demo, and a softmax
+MONAI U-Net trained here on a tiny Decathlon folder."""
 
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ class Quantised(torch.nn.Module):
     def __init__(self, inner: torch.nn.Module, levels: int = 16):
         super().__init__()
         self.inner, self.levels = inner, levels
+        self.labels = inner.labels  # the output kind the attacks and scores follow
 
     def forward(self, image):
         return self.inner(torch.round(image * self.levels) / self.levels)
@@ -97,16 +99,18 @@ def masked(tiny_demo):
     return Quantised(model).eval(), records
 
 
-def test_masked_gradients_fall_to_square_not_to_fgsm_and_the_check_flags_it(masked):
-    model, records = masked
-    eps = 0.03
-    fgsm = evaluate(model, records, 128, AttackConfig(eps=eps))
+@pytest.mark.parametrize(
+    "fixture, img_size, eps", [("masked", 128, 0.03), ("masked_softmax", 32, 0.06)], ids=["sigmoid", "softmax"]
+)
+def test_masked_gradients_fall_to_square_not_to_fgsm_and_the_check_flags_it(request, fixture, img_size, eps):
+    model, records = request.getfixturevalue(fixture)
+    fgsm = evaluate(model, records, img_size, AttackConfig(eps=eps))
     assert fgsm.rows[0].zero_grad_fraction == 1.0  # nothing for a gradient to follow
     assert fgsm.summary.mean_adv == fgsm.summary.mean_clean
-    square = evaluate(model, records, 128, AttackConfig.for_method("square", eps=eps, steps=40))
+    square = evaluate(model, records, img_size, AttackConfig.for_method("square", eps=eps, steps=40))
     assert square.summary.mean_adv < fgsm.summary.mean_adv - 0.05
 
-    report = run_checks(model, records, 128, AttackConfig(eps=eps), [eps], square_queries=40)
+    report = run_checks(model, records, img_size, AttackConfig(eps=eps), [eps], square_queries=40)
     check = report.check("black_box")
     assert check.passed is False and not report.passed
     assert check.numbers["square"] == pytest.approx(square.summary.mean_adv)
@@ -126,3 +130,55 @@ def test_the_check_passes_where_gradients_work_and_does_not_apply_to_l2(masked):
     assert l2.check("black_box").passed is None and "L-inf" in l2.check("black_box").note
     assert l2.check("large_eps").numbers["eps"] == 0.25 * 128
     assert l2.check("gradients").passed is True  # the FGM rows' zero-gradient share
+
+
+@pytest.fixture(scope="module")
+def masked_softmax(tmp_path_factory):
+    """A softmax MONAI U-Net trained 80 steps on a tiny Decathlon folder of phantoms, behind an input
+    quantiser, and two of its slices with labels (32 px)."""
+    from decathlon_files import make_phantom_dataset
+
+    from core.data.gitract import select_slices
+    from core.data.open import open_dataset
+    from core.metrics import dice_per_organ
+    from core.models.registry import build_model
+    from core.training.loop import make_loss
+
+    dataset = open_dataset(make_phantom_dataset(tmp_path_factory.mktemp("decathlon") / "phantoms"))
+    assert dataset.labels.kind == "softmax" and dataset.labels.names == ("disc", "ring", "square")
+    records = select_slices(dataset, "all", organs_only=True)
+    loaded = [record.load(32) for record in records]
+    images = torch.stack([torch.from_numpy(image) for image, _ in loaded]).unsqueeze(1)
+    masks = torch.stack([torch.from_numpy(mask) for _, mask in loaded]).float()
+    torch.manual_seed(0)
+    model = build_model(
+        "monai:UNet", labels=dataset.labels, model_kwargs={"channels": [8, 16], "strides": [2], "num_res_units": 1}
+    )
+    loss_fn = make_loss(False, "softmax")
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    model.train()
+    for _ in range(80):
+        chosen = torch.randint(0, len(images), (8,))
+        optimizer.zero_grad()
+        loss_fn(model(images[chosen]), masks[chosen]).backward()
+        optimizer.step()
+    model.eval()
+    assert dice_per_organ(predict(model, images), masks).mean() > 0.8  # trained: its DSC is worth attacking
+    return Quantised(model).eval(), records[:2]
+
+
+def test_square_raises_a_softmax_models_cross_entropy(masked_softmax):
+    """The kept loss is the softmax form's (the cross-entropy over the classes), recomputed by hand."""
+    import torch.nn.functional as F
+
+    from core.losses import class_map
+
+    model, records = masked_softmax
+    image = torch.stack([torch.from_numpy(record.load(32)[0]) for record in records]).unsqueeze(1)
+    target = predict(model, image).float()
+    best, best_loss = square_attack(model.inner, image, target, 0.06, steps=10, ids=IDS[:2])
+    with torch.no_grad():
+        by_hand = F.cross_entropy(model.inner(best), class_map(target), reduction="none").flatten(1).mean(1)
+        start = F.cross_entropy(model.inner(image), class_map(target), reduction="none").flatten(1).mean(1)
+    torch.testing.assert_close(best_loss, by_hand)
+    assert (best_loss > start).all()
