@@ -64,7 +64,7 @@ def certify(
     csv_path: Path | None = output_option("--csv", "Also write one row per slice and label as CSV."),
     strict: Strict = False,
 ) -> None:
-    """Certified DSC by randomized smoothing (Fischer et al. 2021): per label, a lower bound that holds for every L2 perturbation below the radius, and the abstain rate. The model must be trained with noise (segadv train --noise-sigma)."""
+    """Certified DSC by randomized smoothing (Fischer et al. 2021): per label, a lower bound that holds for every L2 perturbation below the radius, and the abstain rate. The model must be trained with noise (segadv train --noise-sigma)."""  # noqa: E501
     from core.evaluation.certify import CORRECTIONS, CertifyConfig
     from core.evaluation.certify import certify as run_certify
     from core.names import EMPTY_POLICIES

@@ -57,7 +57,7 @@ def corrupt(
     csv_path: Path | None = output_option("--csv", "Also write the curves as CSV (one row per point)."),
     strict: Strict = False,
 ) -> None:
-    """Mean DSC under seven MRI artefacts (TorchIO) at severities 1 to 5, and their mean over all (an mCE-like summary), beside the FGSM curve."""
+    """Mean DSC under seven MRI artefacts (TorchIO) at severities 1 to 5, and their mean over all (an mCE-like summary), beside the FGSM curve."""  # noqa: E501
     from core.evaluation.corruptions import CORRUPTIONS
     from core.names import EMPTY_POLICIES
 
