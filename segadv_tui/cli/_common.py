@@ -363,6 +363,7 @@ def prepare_scoring(
     limit: int | None,
     device: str,
     batch_size: int | None = None,
+    slice_axis: str | None = None,
 ) -> CommandRun:
     """``prepare`` for a command that scores one checkpoint on the --split slices with labels and writes
     ``OUT_DIR/COMMAND.json`` (or --json) and, when asked, --csv: certify, corrupt."""
@@ -379,6 +380,7 @@ def prepare_scoring(
         strict=strict,
         split=split,
         limit=limit,
+        slice_axis=slice_axis,
     )
 
 
