@@ -29,6 +29,7 @@ from segadv_tui.cli._options import (
     BatchSize,
     BestIterate,
     Checkpoint,
+    Corruption,
     Data,
     Delta,
     Device,
@@ -46,6 +47,7 @@ from segadv_tui.cli._options import (
     Organs,
     Precision,
     Seed,
+    Severity,
     Split,
     Steps,
     StepSize,
@@ -85,6 +87,8 @@ def attack(
     target: Target = "gt",
     mode: Mode = "textbook",
     norm: Norm = "linf",
+    corruption: Corruption = None,
+    severity: Severity = None,
     limit: Limit = None,
     all_slices: AllSlices = False,
     empty: Empty = "one",
@@ -118,6 +122,8 @@ def attack(
         best_iterate=best_iterate,  # delta a Path: attack_config lower-cases strings
         **metric_fields(metrics, nsd_tolerance),
         norm=norm,
+        corruption=corruption,
+        severity=severity,
     )
     run = prepare(
         "attack",
@@ -170,8 +176,9 @@ def _attack_table(result, loaded, split: str):
     rows.append(("mean", number(summary.mean_clean), number(summary.mean_adv), number(summary.mean_attack_success)))
     boundary, columns = organ_columns(config, summary)
     rows = [row + tuple(column[i] for column in columns) for i, row in enumerate(rows)]
+    strength = "eps ignored" if config.method == "corrupt" else f"eps {config.eps:g}"
     return Table(
-        f"{loaded.title}: {config.method_label}, {config.objective_label}, eps {config.eps:g}",
+        f"{loaded.title}: {config.method_label}, {config.objective_label}, {strength}",
         (label_noun(labels), "DSC clean", "DSC adversarial", "attack success", *boundary),
         tuple(rows),
         bold=(frozenset(),) * len(labels) + (frozenset(range(4)),),
