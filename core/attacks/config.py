@@ -444,7 +444,7 @@ class AttackConfig:
     @property
     def label(self) -> str:
         if self.method == "corrupt":
-            return f"severity {self.severity} · {self.method_label}"
+            return f"severity {self.severity} · {CORRUPTION_TITLES[self.corruption]} corruption · eps ignored"
         norm = "" if self.norm == "linf" else f" ({self.norm.upper()})"
         return f"eps {self.eps:.3f}{norm} · {self.method_label} · {self.objective_label}"
 

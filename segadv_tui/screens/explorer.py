@@ -33,9 +33,17 @@ from core.wording import with_labels_caption
 from segadv_tui.catalog import CheckpointEntry, LoadedCheckpoint
 from segadv_tui.frames import Frame, FrameRequest, LiveStep, SliceCache, SliceData
 from segadv_tui.keys import EXPLORER_KEYS, MORE_LABEL_KEYS, TOGGLED_LABELS
-from segadv_tui.messages import CheckpointsFound, CurveReady, DataReady, FrameReady, LiveStepReady, ModelLoaded
-from segadv_tui.state import FAILURE_TITLES, ExplorerOptions, ExplorerState, cycle_next, opening_slice
-from segadv_tui.widgets.attack import CHOICES, AttackPanel, EpsInput, choice_value
+from segadv_tui.messages import (
+    CertifyReady,
+    CheckpointsFound,
+    CurveReady,
+    DataReady,
+    FrameReady,
+    LiveStepReady,
+    ModelLoaded,
+)
+from segadv_tui.state import CYCLED, FAILURE_TITLES, ExplorerOptions, ExplorerState, cycle_next, opening_slice
+from segadv_tui.widgets.attack import CHOICES, AttackPanel, EpsInput
 from segadv_tui.widgets.checkpoints import CheckpointList
 from segadv_tui.widgets.images import VIEWS, Picture, PictureViews
 from segadv_tui.widgets.scores import DscCurve, ScoresPanel, ScoresTable
@@ -419,9 +427,11 @@ class ExplorerScreen(Screen):
         self.query_one(AttackPanel).show(attack)  # also puts back a select left elsewhere when nothing changed
         if attack == state.attack:
             return
+        if attack.method != state.attack.method:
+            self.refresh_bindings()  # the eps keys step the severity under the corrupt method, eps otherwise
         state.attack = attack
         curve = self.query_one(DscCurve)
-        curve.show(curve.curve, attack.eps)
+        curve.show(curve.curve, state.curve_eps)
         self.request_frame()
 
     def action_step_eps(self, direction: int, size: str = "fine") -> None:
@@ -434,19 +444,16 @@ class ExplorerScreen(Screen):
         self._show_sidebar_if_hidden()
         self.query_one(EpsInput).focus()
 
+    def action_step_severity(self, direction: int) -> None:
+        self.set_attack(self.state.stepped_eps(direction))
+
     def action_cycle(self, field: str) -> None:
-        attack = self.state.attack
-        if field == "target" and not self.state.has_truth:
-            self.notify("A lone PNG has no ground truth: the target is the clean prediction.")
+        values = [value for _, value in CHOICES[field]] if field in CHOICES else list(CYCLED[field])
+        cycled = self.state.cycled(field, values)
+        if isinstance(cycled, str):
+            self.notify(cycled)
             return
-        if field == "mode" and "mode" not in attack.entry.parameters:
-            self.notify("The paper's variant exists for FGSM only.")
-            return
-        if field in ("loss", "target") and not attack.entry.uses_target:
-            self.notify(f"{attack.entry.title} has its own objective ({attack.objective_label}).")
-            return
-        values = [value for _, value in CHOICES[field]]
-        self.set_attack(attack.replace(**{field: cycle_next(values, choice_value(attack, field))}))
+        self.set_attack(cycled)
 
     @on(AttackPanel.Changed)
     def _attack_changed(self, message: AttackPanel.Changed) -> None:
@@ -464,16 +471,15 @@ class ExplorerScreen(Screen):
         if message.field != "eps":
             self.set_attack(state.attack.replace(**{message.field: message.value}))
             return
-        try:
-            eps = float(message.value)
-        except ValueError:
-            self.notify(f"Epsilon must be a number in [0, 1], not {message.value!r}.", severity="error")
+        attack, problem = state.typed_eps(message.value)  # under the corrupt method, the severity
+        if attack is None:
+            self.notify(problem, severity="error", markup=False)
             self.query_one(AttackPanel).show(state.attack)
             return
-        if not 0.0 <= eps <= 1.0:
-            self.notify(f"Epsilon {eps:g} is outside [0, 1]: clamped.", severity="warning")
+        if problem:
+            self.notify(problem, severity="warning", markup=False)
         self.query_one(SliceBrowser).focus()  # away from the field, so the keys are shortcuts again
-        self.set_attack(state.attack.with_eps(eps))  # shows it
+        self.set_attack(attack)  # shows it
 
     # -- frames ----------------------------------------------------------------------------------
 
@@ -554,9 +560,9 @@ class ExplorerScreen(Screen):
             )
         curve = self.query_one(DscCurve)
         if state.curve is not None and state.curve_matches(state.curve, frame):
-            curve.show(state.curve, frame.config.eps)
+            curve.show(state.curve, state.curve_eps)
         else:
-            curve.show(None, frame.config.eps)
+            curve.show(None, state.curve_eps)
             self._compute_curve(
                 self._slices.of_frame(frame, state.attacked.img_size),
                 frame.config,
@@ -579,7 +585,7 @@ class ExplorerScreen(Screen):
         state = self.state
         state.curve = message.curve
         if state.frame is not None and state.curve_matches(message.curve, state.frame):
-            self.query_one(DscCurve).show(message.curve, state.attack.eps)
+            self.query_one(DscCurve).show(message.curve, state.curve_eps)
 
     def _summary(self, text: str | None = None) -> None:
         """The summary line: ``text``, or what the explorer attacks and how (state.summary)."""
@@ -626,6 +632,9 @@ class ExplorerScreen(Screen):
             return self._in_focus_view()
         if action == "toggle_organ":  # keys 1 to 9: as many as the label set has
             return parameters[0] < min(len(self.state.labels), TOGGLED_LABELS)
+        corrupt = self.state.attack.method == "corrupt"
+        if action == "step_severity" or (action == "step_eps" and len(parameters) == 1) or action == "eps_zero":
+            return corrupt == (action == "step_severity")  # + and - step the severity or eps, never both
         return True
 
     # -- views ---------------------------------------------------------------------------------------
@@ -699,6 +708,39 @@ class ExplorerScreen(Screen):
         renderer = cycle_next(self.graphics_choices, views.renderer)
         views.use_renderer(renderer)
         self.notify(f"Pictures: {renderer}")
+
+    # -- certification -------------------------------------------------------------------------------
+
+    def action_certify(self) -> None:
+        """Certify the slice shown by randomized smoothing (n forward passes, in a worker) and show its
+        certified pixels."""
+        state = self.state
+        if self.attacker is None or state.frame is None:
+            self.notify("Nothing to certify yet: wait for the slice's pictures.", severity="warning")
+            return
+        config, problem = state.certify_config()
+        if problem:
+            self.notify(problem, severity="error", timeout=10, markup=False)
+            return
+        data = self._slices.of_frame(state.frame, state.attacked.img_size)
+        self.notify(
+            f"Certifying {data.id}: {config.forward_passes} forward passes (σ {config.sigma:g}, n {config.n})…",
+            timeout=5,
+        )
+        self._certify_worker(data, config, self.attacker)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="certify", name="Certifying the slice")
+    def _certify_worker(self, data: SliceData, config, attacker: SliceAttacker) -> None:
+        self.post_message(CertifyReady(attacker.certify(data, config, self.state.attack.empty)))
+
+    @on(CertifyReady)
+    def _certified(self, message: CertifyReady) -> None:
+        from segadv_tui.screens.certify import CertifyScreen
+
+        labels = self.state.labels
+        self.app.push_screen(
+            CertifyScreen(message.picture, list(labels.titles.values()), tuple(labels.colours.values()))
+        )
 
     # -- exports and Table II ----------------------------------------------------------------------
 

@@ -37,6 +37,17 @@ def choice_value(config: AttackConfig, field: str) -> str:
     return ",".join(value) if field == "organs" else value
 
 
+def strength_label(config: AttackConfig) -> str:
+    """The Epsilon field's label: what the eps keys step for ``config`` (the corrupt method's severity)."""
+    if config.method == "corrupt":
+        return "Severity"
+    return "Epsilon" if config.norm == "linf" else "L2 eps"
+
+
+def strength_value(config: AttackConfig) -> str:
+    return str(config.severity) if config.method == "corrupt" else f"{config.eps:.3f}"
+
+
 # The value of the "none" option of the Delta and Score on selects (no delta; the attacked model).
 NONE = ""
 
@@ -84,7 +95,7 @@ class AttackPanel(Vertical):
             yield Label("Delta")
             yield Select([("none", NONE)], value=NONE, allow_blank=False, compact=True, id="attack-delta")
         with Horizontal():
-            yield Label("Epsilon")
+            yield Label(strength_label(self.initial), id="attack-eps-label")
             yield EpsInput(compact=True, id="attack-eps", placeholder="0.009")
         with Horizontal():
             yield Label("Score on")
@@ -125,10 +136,11 @@ class AttackPanel(Vertical):
         self.query_one("#attack-mode", Select).disabled = "mode" not in uses
         self.query_one("#attack-organs", Select).disabled = "organs" not in uses
         delta.disabled = "delta" not in uses
+        self.query_one("#attack-eps-label", Label).update(strength_label(attack))
         eps = self.query_one(EpsInput)
         if not eps.has_focus:
             with eps.prevent(Input.Changed):
-                eps.value = f"{attack.eps:.3f}"
+                eps.value = strength_value(attack)
 
     def on_select_changed(self, event: Select.Changed) -> None:
         event.stop()

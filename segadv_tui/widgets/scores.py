@@ -20,6 +20,7 @@ from textual.containers import Vertical
 from textual.widget import Widget
 from textual.widgets import DataTable, Static
 
+from core.evaluation.label_split import LabelSplit, label_split
 from core.labels import UW_MADISON, LabelSet
 from core.results import nanmean
 from core.wording import label_noun
@@ -32,6 +33,9 @@ BOUNDARY_COLUMNS = {
     "hd95": (("hd95_clean", "HD95 cln", 1), ("hd95_adv", "HD95 adv", 1)),
     "nsd": (("nsd_clean", "NSD cln", 3), ("nsd_adv", "NSD adv", 3)),
 }
+# The present / absent split of the slice's DSC (core.evaluation.label_split), two rows under the mean:
+# the mean DSC over the labels in the reference, and how many of the absent ones are predicted.
+SPLIT_ROWS = {"present": "Present", "hallucinated": "Hallucinated"}
 ABSENT_MARK = "*"
 # The footnote of the mark, per empty-organ policy (core.metrics): one line of the 49-column panel.
 ABSENT_NOTES = {
@@ -58,6 +62,13 @@ def absent_note(frame: Frame | LiveStep) -> str:
     return f"{ABSENT_MARK} " + ABSENT_NOTES[frame.config.empty].format(reference=reference)
 
 
+def strength(config) -> str:
+    """``eps 0.009``, ``L2 eps 2.016``, ``severity 3``: how strong the frame's attack (or corruption) is."""
+    if config.method == "corrupt":
+        return f"severity {config.severity}"
+    return f"eps {config.eps:.3f}" if config.norm == "linf" else f"L2 eps {config.eps:.3f}"
+
+
 class ScoresTable(DataTable):
     """Rows: the labels (keyed by name) and their mean; columns: DSC clean, DSC adversarial, attack success."""
 
@@ -80,7 +91,7 @@ class ScoresTable(DataTable):
             self.add_column(Text(label, justify="right"), key=key, width=9)
         for key, label, _ in self.boundary:
             self.add_column(Text(label, justify="right"), key=key, width=9)
-        for row, title in (*self.labels.titles.items(), ("mean", "Mean")):
+        for row, title in (*self.labels.titles.items(), ("mean", "Mean"), *SPLIT_ROWS.items()):
             self.add_row(title, *(Text("… ", justify="right"),) * (3 + len(self.boundary)), key=row)
 
     def set_labels(self, labels: LabelSet) -> None:
@@ -103,6 +114,7 @@ class ScoresTable(DataTable):
                 # decimal points stay in line.
                 mark = ABSENT_MARK if absent.get(row) and column != "as" else " "
                 self.update_cell(row, column, Text(format_score(value) + mark, justify="right"))
+        self._show_split(label_split([result]))
         for key, _, digits in self.boundary:
             # Not measured (an iterative attack's live step): unknown until its frame comes.
             values = getattr(result, key)
@@ -113,9 +125,29 @@ class ScoresTable(DataTable):
                 text = number(cells[row], digits) + " " if row in cells else "– "
                 self.update_cell(row, key, Text(text, justify="right"))
 
+    def _show_split(self, split: LabelSplit | None) -> None:
+        """The present row: DSC clean and adversarial over the labels in the reference; the hallucinated row:
+        absent labels predicted, of those absent ("–" where the slice has none, or is not scored)."""
+        present = (None, None) if split is None else (split.damage_clean, split.damage_adv)
+        if split is None or split.hallucination_clean is None:
+            shown = ("– ", "– ")
+        else:
+            absent = split.absent_pairs
+            shown = tuple(
+                f"{round(share * absent)}/{absent} " for share in (split.hallucination_clean, split.hallucination_adv)
+            )
+        for column, value in zip(("clean", "adv"), present):
+            self.update_cell("present", column, Text(format_score(value) + " ", justify="right"))
+        for column, text in zip(("clean", "adv"), shown):
+            self.update_cell("hallucinated", column, Text(text, justify="right"))
+        for row in SPLIT_ROWS:
+            self.update_cell(row, "as", Text(""))
+            for key, _, _ in self.boundary:
+                self.update_cell(row, key, Text(""))
+
     def clear(self) -> None:
         """Every score back to unknown (nothing is shown for the current choice)."""
-        for row in (*self.labels.names, "mean"):
+        for row in (*self.labels.names, "mean", *SPLIT_ROWS):
             for column in ("clean", "adv", "as", *(key for key, _, _ in self.boundary)):
                 self.update_cell(row, column, Text("– ", justify="right"))
 
@@ -207,7 +239,7 @@ class ScoresPanel(Vertical):
         self.query_one(ScoresTable).show(frame)
         step = f"step {frame.seconds * 1000:.0f} ms" if self.show_timings else "step –"
         self.query_one("#scores-status", Static).update(
-            f"eps {frame.config.eps:.3f} · L∞ {frame.result.linf:.4f} · L2 {frame.result.l2:.2f} · {step}", layout=False
+            f"{strength(frame.config)} · L∞ {frame.result.linf:.4f} · L2 {frame.result.l2:.2f} · {step}", layout=False
         )
         self._show_note(absent_note(frame))
 

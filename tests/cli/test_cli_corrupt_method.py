@@ -98,7 +98,7 @@ def test_a_bad_corruption_or_severity_is_one_line(run, checkpoint, tiny_demo, ar
 def test_config_keeps_attacks_as_they_were():
     assert "corruption" not in AttackConfig().to_dict() and "severity" not in AttackConfig().to_dict()
     config = AttackConfig.for_method("corrupt", corruption="gamma", severity=5)
-    assert config.label == "severity 5 · Corrupt (Gamma, severity 5)"
+    assert config.label == "severity 5 · Gamma corruption · eps ignored"
     assert config.with_severity(9).severity == 5 and config.with_severity(0).severity == 1
     back = config.replace(method="pgd")  # what only corrupt reads goes back to its default
     assert (back.corruption, back.severity) == (CORRUPTION_NAMES[0], 1)
