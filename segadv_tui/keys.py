@@ -90,7 +90,7 @@ EXPLORER_KEYS = [
         "Norm",
         id="attack.norm",
         show=False,
-        tooltip="Threat model: L-inf / L2 (eps kept at the same size per pixel; L2 eps = side x L-inf eps)",
+        tooltip="Threat model: L-inf / L2 (L2 eps = slice side x L-inf eps, kept per pixel)",
     ),
     Binding(
         "r",
@@ -98,7 +98,7 @@ EXPLORER_KEYS = [
         "Corruption",
         id="attack.corruption",
         show=False,
-        tooltip="Method Corrupt: the next MRI artefact (the eps keys step its severity 1 to 5)",
+        tooltip="Corrupt: the next MRI artefact (the eps keys step its severity, 1 to 5)",
     ),
     Binding(
         "C",

@@ -19,8 +19,8 @@ from segadv_tui.render.imagery import Scene
 from segadv_tui.render.tables import format_score
 from segadv_tui.widgets.picture import Picture
 
-# Abstained pixels: white, apart from every label colour and from the grey slice's dark organs.
-ABSTAIN_COLOUR = (255, 255, 255)
+# Abstained pixels: red, apart from the label colours (UW-Madison's orange, blue, magenta) and the grey slice.
+ABSTAIN_COLOUR = (230, 30, 30)
 
 
 def certified_scene(picture: CertifiedPicture, colours: tuple[tuple[int, int, int], ...]) -> Scene:

@@ -113,7 +113,7 @@ class ExplorerScreen(Screen):
         self.query_one("#checkpoints").border_title = "Checkpoints"
         self.query_one("#slices").border_title = "Slices"
         self.query_one("#attack").border_title = "Attack"
-        self.query_one("#scores").border_title = "Scores"
+        self.query_one(ScoresPanel).set_heading("Scores")
         self.query_one("#curve").border_title = "FGSM mean DSC vs eps"
         self.query_one(AttackPanel).show(self.state.attack)
         self.query_one("#images").loading = True
@@ -373,7 +373,7 @@ class ExplorerScreen(Screen):
         self.state.scored_on = path
         self.state.curve = None
         self.query_one(CheckpointList).mark_scored_on(path)
-        self.query_one("#scores").border_title = "Scores" if path is None else f"Scores on {path.stem}"
+        self.query_one(ScoresPanel).set_heading("Scores" if path is None else f"Scores on {path.stem}")
         if request:
             self.request_frame()
 

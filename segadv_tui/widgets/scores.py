@@ -33,9 +33,6 @@ BOUNDARY_COLUMNS = {
     "hd95": (("hd95_clean", "HD95 cln", 1), ("hd95_adv", "HD95 adv", 1)),
     "nsd": (("nsd_clean", "NSD cln", 3), ("nsd_adv", "NSD adv", 3)),
 }
-# The present / absent split of the slice's DSC (core.evaluation.label_split), two rows under the mean:
-# the mean DSC over the labels in the reference, and how many of the absent ones are predicted.
-SPLIT_ROWS = {"present": "Present", "hallucinated": "Hallucinated"}
 ABSENT_MARK = "*"
 # The footnote of the mark, per empty-organ policy (core.metrics): one line of the 49-column panel.
 ABSENT_NOTES = {
@@ -69,6 +66,20 @@ def strength(config) -> str:
     return f"eps {config.eps:.3f}" if config.norm == "linf" else f"L2 eps {config.eps:.3f}"
 
 
+def split_line(split: LabelSplit | None) -> str:
+    """The slice's DSC split by its sources (``core.evaluation.label_split``), clean → adversarial: the mean
+    DSC over the labels in the reference, and how many of the absent ones are predicted ("halluc."; "" when
+    the slice is not scored). Short: it shares the Scores panel's title line (49 columns)."""
+    if split is None or split.present_pairs + split.absent_pairs == 0:
+        return ""
+    text = f"present {format_score(split.damage_clean)}→{format_score(split.damage_adv)}"
+    if not split.absent_pairs:
+        return f"{text} · none absent"
+    absent = split.absent_pairs
+    clean, adv = (round(share * absent) for share in (split.hallucination_clean, split.hallucination_adv))
+    return f"{text} · halluc. {clean}/{absent}→{adv}/{absent}"
+
+
 class ScoresTable(DataTable):
     """Rows: the labels (keyed by name) and their mean; columns: DSC clean, DSC adversarial, attack success."""
 
@@ -91,7 +102,7 @@ class ScoresTable(DataTable):
             self.add_column(Text(label, justify="right"), key=key, width=9)
         for key, label, _ in self.boundary:
             self.add_column(Text(label, justify="right"), key=key, width=9)
-        for row, title in (*self.labels.titles.items(), ("mean", "Mean"), *SPLIT_ROWS.items()):
+        for row, title in (*self.labels.titles.items(), ("mean", "Mean")):
             self.add_row(title, *(Text("… ", justify="right"),) * (3 + len(self.boundary)), key=row)
 
     def set_labels(self, labels: LabelSet) -> None:
@@ -114,7 +125,6 @@ class ScoresTable(DataTable):
                 # decimal points stay in line.
                 mark = ABSENT_MARK if absent.get(row) and column != "as" else " "
                 self.update_cell(row, column, Text(format_score(value) + mark, justify="right"))
-        self._show_split(label_split([result]))
         for key, _, digits in self.boundary:
             # Not measured (an iterative attack's live step): unknown until its frame comes.
             values = getattr(result, key)
@@ -125,29 +135,9 @@ class ScoresTable(DataTable):
                 text = number(cells[row], digits) + " " if row in cells else "– "
                 self.update_cell(row, key, Text(text, justify="right"))
 
-    def _show_split(self, split: LabelSplit | None) -> None:
-        """The present row: DSC clean and adversarial over the labels in the reference; the hallucinated row:
-        absent labels predicted, of those absent ("–" where the slice has none, or is not scored)."""
-        present = (None, None) if split is None else (split.damage_clean, split.damage_adv)
-        if split is None or split.hallucination_clean is None:
-            shown = ("– ", "– ")
-        else:
-            absent = split.absent_pairs
-            shown = tuple(
-                f"{round(share * absent)}/{absent} " for share in (split.hallucination_clean, split.hallucination_adv)
-            )
-        for column, value in zip(("clean", "adv"), present):
-            self.update_cell("present", column, Text(format_score(value) + " ", justify="right"))
-        for column, text in zip(("clean", "adv"), shown):
-            self.update_cell("hallucinated", column, Text(text, justify="right"))
-        for row in SPLIT_ROWS:
-            self.update_cell(row, "as", Text(""))
-            for key, _, _ in self.boundary:
-                self.update_cell(row, key, Text(""))
-
     def clear(self) -> None:
         """Every score back to unknown (nothing is shown for the current choice)."""
-        for row in (*self.labels.names, "mean", *SPLIT_ROWS):
+        for row in (*self.labels.names, "mean"):
             for column in ("clean", "adv", "as", *(key for key, _, _ in self.boundary)):
                 self.update_cell(row, column, Text("– ", justify="right"))
 
@@ -216,7 +206,8 @@ class DscCurve(Widget):
 
 
 class ScoresPanel(Vertical):
-    """The table and a line with the eps, the realised perturbation size and the step time."""
+    """The table and a line with the eps, the realised perturbation size and the step time; on its border,
+    the slice's DSC split into damage to the labels present and labels hallucinated (``split_line``)."""
 
     DEFAULT_CSS = """
     ScoresPanel { height: 1fr; }
@@ -229,6 +220,8 @@ class ScoresPanel(Vertical):
         self.metrics = metrics
         self.note = ""  # the absent-organ footnote of the scores shown
         self.live_shown = False  # the second line shows an iterative run (its progress, then its history)
+        self.heading = "Scores"  # the title, before the split: "Scores on X" for a transfer
+        self.split = ""  # the slice's DSC split by its sources (split_line)
 
     def compose(self) -> ComposeResult:
         yield ScoresTable(self.metrics, id="scores-table")
@@ -237,6 +230,7 @@ class ScoresPanel(Vertical):
 
     def show(self, frame: Frame) -> None:
         self.query_one(ScoresTable).show(frame)
+        self._show_split(label_split([frame.result]))
         step = f"step {frame.seconds * 1000:.0f} ms" if self.show_timings else "step –"
         self.query_one("#scores-status", Static).update(
             f"{strength(frame.config)} · L∞ {frame.result.linf:.4f} · L2 {frame.result.l2:.2f} · {step}", layout=False
@@ -246,6 +240,7 @@ class ScoresPanel(Vertical):
     def show_live(self, live: LiveStep) -> None:
         """An iterative attack in progress: its iterate's scores, and per-step sparklines of mean DSC and loss."""
         self.query_one(ScoresTable).show(live)
+        self._show_split(label_split([live.result]))
         self.note = absent_note(live)
         self.show_live_line(live)
 
@@ -263,9 +258,20 @@ class ScoresPanel(Vertical):
     def clear(self) -> None:
         """Nothing to score: the table's cells unknown, no status, no footnote."""
         self.query_one(ScoresTable).clear()
+        self._show_split(None)
         self.query_one("#scores-status", Static).update("", layout=False)
         self.live_shown = False
         self._show_note("")
+
+    def set_heading(self, heading: str) -> None:
+        self.heading = heading
+        self._show_split(None, keep=True)
+
+    def _show_split(self, split: LabelSplit | None, *, keep: bool = False) -> None:
+        """The title: the heading, then the split of the scores shown (``keep``: the split shown before)."""
+        if not keep:
+            self.split = split_line(split)
+        self.border_title = f"{self.heading} · {self.split}" if self.split else self.heading
 
     def _show_note(self, note: str) -> None:
         self.note = note
