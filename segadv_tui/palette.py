@@ -49,7 +49,7 @@ class ExplorerCommands(Provider):
             and not (binding.id.startswith("eps.") and not _applies(explorer, binding))
         ]
         commands.append(("Help: every key", self.app.action_help, "Show the help screen"))
-        for name, (what, text) in explorer.copy_texts().items():
+        for name, (what, text) in state.copy_texts().items():
             if name != "scores" and text is not None:  # y (a key, listed above) copies the scores
                 commands.append(
                     (f"Copy: {what}", partial(self.app.copy_text, what, text), f"Copy {what} to the clipboard")

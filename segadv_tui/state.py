@@ -190,6 +190,20 @@ class ExplorerState:
             if entry.meta is not None and entry.path != self.attacked.path and not self.size_problem(entry)
         ]
 
+    def scoring_problem(self, entry: CheckpointEntry) -> str | None:
+        """Why the frames cannot be scored on ``entry`` (None: they can)."""
+        return entry.problem if entry.meta is None else self.size_problem(entry)
+
+    def next_scoring_choice(self) -> tuple[CheckpointEntry | None, str | None]:
+        """(what w scores on next: the next checkpoint that can, back to the attacked model (None) after the
+        last, None) or (None, why there is none)."""
+        choices = self.scoring_choices()
+        if len(choices) == 1:
+            return None, "No other checkpoint of this input size to score on (see --checkpoints)."
+        paths = [None if entry is None else entry.path for entry in choices]
+        current = self.scored_on if self.scored_on in paths else None
+        return choices[paths.index(cycle_next(paths, current))], None
+
     # -- universal perturbations ----------------------------------------------------------------------
 
     def delta_entry(self, path: str | None) -> DeltaEntry | None:
@@ -398,7 +412,32 @@ class ExplorerState:
             return "Pick another slice (j / k, or s for the slice list) or other attack settings."
         return "Start segadv-tui again with other options (segadv-tui --help lists them)."
 
+    # -- keys -----------------------------------------------------------------------------------------
+
+    def key_applies(self, action: str, parameters: tuple) -> bool:
+        """Whether the explorer's key for ``action`` works with the current attack: + and - step eps, or
+        under the corrupt method its severity (never both: the footer names the one that does), and 0 sets
+        eps, which that method has not."""
+        if action == "step_severity" or (action == "step_eps" and len(parameters) == 1) or action == "eps_zero":
+            return (self.attack.method == "corrupt") == (action == "step_severity")
+        return True
+
     # -- exports --------------------------------------------------------------------------------------
+
+    def copy_texts(self) -> dict[str, tuple[str, str | None]]:
+        """What y and the palette copy: name -> (what it is, its text; None while there is none)."""
+        from rich.text import Text
+
+        from segadv_tui.render.tables import scores_table
+
+        frame, table_ii = self.frame, self.table_ii
+        slice_id = getattr(self.source, "id", None) or (Path(self.source).name if self.source else None)
+        return {
+            "scores": ("the scores table", None if frame is None else scores_table(frame).to_markdown()),
+            "table2": ("Table II", None if table_ii is None else table_ii.to_markdown()),
+            "summary": ("the summary line", Text.from_markup(self.summary()).plain if self.attacked else None),
+            "slice": ("the slice id", slice_id),
+        }
 
     def figure_name(self, frame: Frame) -> str:
         """The PNG file name of ``frame``'s figure: slice, checkpoint(s), attack and eps."""

@@ -1,7 +1,11 @@
 """The explorer screen: the panels, their layout, the keys' actions, and the workers that scan, load,
-attack and sweep.
+attack, sweep and certify.
 
-The state (``segadv_tui.state``) changes here, in ``@on`` handlers and actions on the UI thread; every
+The decisions are elsewhere, without Textual: what the keys and fields ask of the attack, which model
+scores, what is copied (``segadv_tui.state``), the layout by terminal size (``segadv_tui.layout``) and
+what the frame worker computes (``segadv_tui.workers``); this module composes, handles and posts.
+
+The state changes here, in ``@on`` handlers and actions on the UI thread; every
 piece of model or file work runs in a thread worker that never touches a widget and posts a message
 back. Each frame request carries an increasing id: a worker skips its work when a newer request exists
 by the time it starts, iterative attacks stop at their next step, and a frame that arrives for an old id
@@ -14,8 +18,7 @@ started loading it in a thread) and the screen paints at once.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -31,8 +34,9 @@ from core.attacks.config import AttackConfig
 from core.errors import SegadvError
 from core.wording import with_labels_caption
 from segadv_tui.catalog import CheckpointEntry, LoadedCheckpoint
-from segadv_tui.frames import Frame, FrameRequest, LiveStep, SliceCache, SliceData
+from segadv_tui.frames import Frame, FrameRequest, SliceCache, SliceData
 from segadv_tui.keys import EXPLORER_KEYS, MORE_LABEL_KEYS, TOGGLED_LABELS
+from segadv_tui.layout import layout_classes
 from segadv_tui.messages import (
     CertifyReady,
     CheckpointsFound,
@@ -48,25 +52,10 @@ from segadv_tui.widgets.checkpoints import CheckpointList
 from segadv_tui.widgets.images import VIEWS, Picture, PictureViews
 from segadv_tui.widgets.scores import DscCurve, ScoresPanel, ScoresTable
 from segadv_tui.widgets.slices import SliceBrowser
+from segadv_tui.workers import WorkerHooks, compute_frame
 
 if TYPE_CHECKING:
     from segadv_tui.attacker import SliceAttacker
-
-NARROW_WIDTH = 120  # below: the sidebar folds away (b shows it)
-SHORT_HEIGHT = 36  # below: one row of the four essential pictures
-HEADER_HEIGHT = 52  # below: the header's row goes to the pictures (the summary line names the device)
-TINY_HEIGHT = 26  # below: the scores table loses its status lines
-
-
-@dataclass(frozen=True)
-class WorkerHooks:
-    """Calls into the frame worker, for tests: ``on_frame_start`` when a computation starts, holding the
-    model (tests pause it there); ``on_live`` after each live step of an iterative attack is posted (tests
-    hold a run there), every ``live_interval`` seconds (None: the attacker's ~10 a second)."""
-
-    on_frame_start: Callable[[FrameRequest], None] | None = None
-    on_live: Callable[[LiveStep], None] | None = None
-    live_interval: float | None = None
 
 
 class ExplorerScreen(Screen):
@@ -130,15 +119,15 @@ class ExplorerScreen(Screen):
 
     def _update_layout(self, size: Size | None = None) -> None:
         width, height = size or self.app.size
-        narrow = width < NARROW_WIDTH
-        self.set_class(narrow, "-narrow")
-        self.set_class(height < SHORT_HEIGHT, "-short")
-        self.set_class(height < HEADER_HEIGHT, "-compact")
-        self.set_class(height < TINY_HEIGHT, "-tiny")
-        show_sidebar = (not narrow) if self._sidebar_forced is None else self._sidebar_forced
-        if self._in_focus_view():
-            show_sidebar = self._focus_sidebar  # the picture as large as the terminal allows
-        self.set_class(not show_sidebar, "-no-sidebar")
+        classes = layout_classes(
+            width,
+            height,
+            sidebar_forced=self._sidebar_forced,
+            focus_view=self._in_focus_view(),
+            focus_sidebar=self._focus_sidebar,
+        )
+        for name, present in classes.items():
+            self.set_class(present, name)
 
     # -- start-up: checkpoints and data ---------------------------------------------------------
 
@@ -349,7 +338,7 @@ class ExplorerScreen(Screen):
             state.scoring_wanted = None
             self._set_scored_on(None)
             return
-        problem = entry.problem if entry.meta is None else state.size_problem(entry)
+        problem = state.scoring_problem(entry)
         if problem:
             self.notify(f"Cannot score on {entry.path.stem}: {problem}.", severity="error", markup=False)
             self._show_scored_on()
@@ -381,13 +370,11 @@ class ExplorerScreen(Screen):
         """The next checkpoint of the list to score on, back to the attacked model after the last."""
         if self.state.attacked is None:
             return
-        choices = self.state.scoring_choices()
-        if len(choices) == 1:
-            self.notify("No other checkpoint of this input size to score on (see --checkpoints).", severity="warning")
+        entry, problem = self.state.next_scoring_choice()
+        if problem:
+            self.notify(problem, severity="warning")
             return
-        paths = [None if entry is None else entry.path for entry in choices]
-        current = self.state.scored_on if self.state.scored_on in paths else None
-        self.score_on(choices[paths.index(cycle_next(paths, current))])
+        self.score_on(entry)
 
     # -- universal perturbations -----------------------------------------------------------------
 
@@ -494,32 +481,14 @@ class ExplorerScreen(Screen):
     @work(thread=True, exclusive=True, exit_on_error=False, group="frame", name="Attacking the slice")
     def _compute_frame(self, request: FrameRequest, attacker: SliceAttacker) -> None:
         worker = get_current_worker()
-        hooks = self.hooks
-
-        def should_stop() -> bool:
-            return worker.is_cancelled or not self.state.is_latest(request.id)
-
-        if should_stop():
-            return
-        data = self._slices.get(request.source, self.state.attacked.img_size)
-        on_start = None if hooks.on_frame_start is None else (lambda: hooks.on_frame_start(request))
-
-        def on_live(live: LiveStep) -> None:
-            if not should_stop():
-                self.post_message(LiveStepReady(live))
-                if hooks.on_live is not None:
-                    hooks.on_live(live)
-
-        interval = {} if hooks.live_interval is None else {"live_interval": hooks.live_interval}
-        frame = attacker.compute(
-            data,
-            request.attack,
-            request_id=request.id,
-            should_stop=should_stop,
-            on_start=on_start,
-            on_live=on_live,
-            scored_on=request.scored_on,
-            **interval,
+        frame = compute_frame(
+            request,
+            attacker,
+            self._slices,
+            self.state.attacked.img_size,
+            should_stop=lambda: worker.is_cancelled or not self.state.is_latest(request.id),
+            post_live=lambda live: self.post_message(LiveStepReady(live)),
+            hooks=self.hooks,
         )
         if frame is not None:
             self.post_message(FrameReady(frame))
@@ -632,10 +601,7 @@ class ExplorerScreen(Screen):
             return self._in_focus_view()
         if action == "toggle_organ":  # keys 1 to 9: as many as the label set has
             return parameters[0] < min(len(self.state.labels), TOGGLED_LABELS)
-        corrupt = self.state.attack.method == "corrupt"
-        if action == "step_severity" or (action == "step_eps" and len(parameters) == 1) or action == "eps_zero":
-            return corrupt == (action == "step_severity")  # + and - step the severity or eps, never both
-        return True
+        return self.state.key_applies(action, parameters)
 
     # -- views ---------------------------------------------------------------------------------------
 
@@ -775,24 +741,8 @@ class ExplorerScreen(Screen):
             return
         self.notify("Saved " + ", ".join(str(p) for p in paths))
 
-    def copy_texts(self) -> dict[str, tuple[str, str | None]]:
-        """What y and the palette copy: name -> (what it is, its text; None while there is none)."""
-        from rich.text import Text
-
-        from segadv_tui.render.tables import scores_table
-
-        state, frame = self.state, self.state.frame
-        table_ii = state.table_ii
-        slice_id = getattr(state.source, "id", None) or (Path(state.source).name if state.source else None)
-        return {
-            "scores": ("the scores table", None if frame is None else scores_table(frame).to_markdown()),
-            "table2": ("Table II", None if table_ii is None else table_ii.to_markdown()),
-            "summary": ("the summary line", Text.from_markup(state.summary()).plain if state.attacked else None),
-            "slice": ("the slice id", slice_id),
-        }
-
     def action_copy(self, name: str) -> None:
-        self.app.copy_text(*self.copy_texts()[name])
+        self.app.copy_text(*self.state.copy_texts()[name])
 
     def action_table_ii(self) -> None:
         from segadv_tui.screens.table_ii import TableIIScreen
