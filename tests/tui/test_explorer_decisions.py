@@ -103,3 +103,31 @@ def test_export_names_of_a_corruption_name_the_artefact_not_eps():
 def test_layout_classes_by_terminal_size(size, forced, focus, focus_sidebar, classes):
     got = layout_classes(*size, sidebar_forced=forced, focus_view=focus, focus_sidebar=focus_sidebar)
     assert {name for name, present in got.items() if present} == classes
+
+
+def test_certify_settings_are_read_and_a_bad_one_is_named(tmp_path):
+    from segadv_tui.config import load_settings
+
+    path = tmp_path / "config.toml"
+    path.write_text("certify_samples = 300\ncertify_sigma = 0.5\n")
+    settings = load_settings(path)
+    assert (settings["certify_samples"], settings["certify_sigma"], settings.problems) == (300, 0.5, [])
+    path.write_text("certify_samples = 2.5\n")
+    settings = load_settings(path)
+    assert settings["certify_samples"] == 100  # the default kept
+    (problem,) = settings.problems
+    assert str(path) in problem and "certify_samples" in problem and "2.5" in problem
+
+
+def test_certify_needs_enough_samples_for_the_corrected_test():
+    from types import SimpleNamespace
+
+    from core.labels import UW_MADISON
+
+    state = _state(img_size=128, certify_samples=10)
+    state.dataset = SimpleNamespace(labels=UW_MADISON)  # what the data's label set decides: 3 tests a pixel
+    config, problem = state.certify_config()
+    assert config is None and "certify_samples" in problem and "fewer than" in problem
+    state.options.certify_samples = 100
+    config, problem = state.certify_config()
+    assert problem is None and (config.n, config.sigma, config.forward_passes) == (100, 0.25, 116)
