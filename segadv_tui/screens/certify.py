@@ -45,11 +45,10 @@ def certified_lines(picture: CertifiedPicture, titles: list[str], colours) -> Te
         for values in (picture.dsc_certified, picture.abstain, picture.dsc_base)
     ]
     text.append(f"{'':2}{'Mean':14}{format_score(means[0]):>10}{means[1]:>9.1%}{format_score(means[2]):>10}\n")
-    text.append("■ ", style="rgb(255,255,255)")
-    text.append(f"abstained  outline = {reference}\n", style="dim")
+    text.append("■ ", style="rgb({},{},{})".format(*ABSTAIN_COLOUR))
+    text.append(f"abstained (counted wrong)  outline = {reference}\n", style="dim")
     text.append(
-        f"σ {picture.sigma:g} · n {picture.samples} · {picture.forward_passes} forward passes · "
-        f"{picture.seconds:.1f} s; abstained pixels count as wrong",
+        f"σ {picture.sigma:g} · n {picture.samples} · {picture.forward_passes} passes · {picture.seconds:.1f} s",
         style="dim",
     )
     return text
