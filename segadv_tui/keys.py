@@ -85,12 +85,12 @@ EXPLORER_KEYS = [
         "p", "cycle('mode')", "Mode", id="attack.mode", show=False, tooltip="FGSM mode: textbook / the paper's variant"
     ),
     Binding(
-        "n",
+        "L",
         "cycle('norm')",
         "Norm",
         id="attack.norm",
         show=False,
-        tooltip="Threat model: L-inf / L2 (L2 eps = slice side x L-inf eps, kept per pixel)",
+        tooltip="Threat model: L-inf / L2 (L2 eps = slice side x L-inf eps)",
     ),
     Binding(
         "r",

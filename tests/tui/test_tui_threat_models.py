@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from textual.command import CommandList
 from tui_pilot import first_frame, make_app, pilot_test, settle, until
 
 from core.attacks.iterative import slice_seed
@@ -57,6 +58,12 @@ async def test_eps_keys_step_the_severity_of_a_corruption(tiny_demo):
         await pilot.press("r")  # the next corruption, at the same severity
         await until(pilot, app, lambda: state.frame.config.corruption == "bias", "the bias-field frame")
         assert state.frame.config.severity == 5
+        await pilot.press("ctrl+p", *"corruption blur")  # the palette names them
+        await until(pilot, app, lambda: app.screen.query_one(CommandList).option_count, "palette hits")
+        assert "Corruption: Blur" in str(app.screen.query_one(CommandList).get_option_at_index(0).prompt)
+        await pilot.press("enter")
+        await until(pilot, app, lambda: state.frame.config.corruption == "blur", "the blur frame")
+        assert state.frame.config.severity == 5
         await pilot.press("m")  # leaving the method: the eps keys step eps again
         await settle(pilot, app)
         assert app.screen.active_bindings["plus"].binding.action == "step_eps(1)"
@@ -70,7 +77,7 @@ async def test_l2_norm_steps_eps_on_its_own_scale(tiny_demo):
     async with app.run_test(size=(160, 48)) as pilot:
         await first_frame(pilot, app)
         size = state.attacked.img_size
-        await pilot.press("n")
+        await pilot.press("L")
         await until(pilot, app, lambda: state.frame.config.norm == "l2", "the L2 frame")
         assert state.attack.eps == pytest.approx(0.009 * size)  # the same size per pixel
         assert str(app.query_one("#attack-eps-label").render()) == "L2 eps"
@@ -79,7 +86,7 @@ async def test_l2_norm_steps_eps_on_its_own_scale(tiny_demo):
         assert status(app).startswith(f"L2 eps {0.010 * size:.3f}")
         assert state.frame.result.l2 <= state.frame.config.eps + 1e-4  # in the L2 ball
         assert "(L2)" in str(app.query_one("#summary").render())
-        await pilot.press("n")
+        await pilot.press("L")
         await until(pilot, app, lambda: state.frame.config.norm == "linf", "back to L-inf")
         assert state.attack.eps == pytest.approx(0.010)
 
