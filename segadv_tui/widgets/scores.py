@@ -60,10 +60,10 @@ def absent_note(frame: Frame | LiveStep) -> str:
 
 
 def strength(config) -> str:
-    """``eps 0.009``, ``L2 eps 2.016``, ``severity 3``: how strong the frame's attack (or corruption) is."""
+    """``eps 0.009``, ``L2 eps 2.02``, ``severity 3``: how strong the frame's attack (or corruption) is."""
     if config.method == "corrupt":
         return f"severity {config.severity}"
-    return f"eps {config.eps:.3f}" if config.norm == "linf" else f"L2 eps {config.eps:.3f}"
+    return f"eps {config.eps:.3f}" if config.norm == "linf" else f"L2 eps {config.eps:.2f}"
 
 
 def split_line(split: LabelSplit | None) -> str:
@@ -232,8 +232,10 @@ class ScoresPanel(Vertical):
         self.query_one(ScoresTable).show(frame)
         self._show_split(label_split([frame.result]))
         step = f"step {frame.seconds * 1000:.0f} ms" if self.show_timings else "step –"
+        linf_digits = 3 if frame.config.norm == "l2" else 4  # the longer L2 eps keeps the line in the panel
         self.query_one("#scores-status", Static).update(
-            f"{strength(frame.config)} · L∞ {frame.result.linf:.4f} · L2 {frame.result.l2:.2f} · {step}", layout=False
+            f"{strength(frame.config)} · L∞ {frame.result.linf:.{linf_digits}f} · L2 {frame.result.l2:.2f} · {step}",
+            layout=False,
         )
         self._show_note(absent_note(frame))
 

@@ -83,7 +83,7 @@ async def test_l2_norm_steps_eps_on_its_own_scale(tiny_demo):
         assert str(app.query_one("#attack-eps-label").render()) == "L2 eps"
         await pilot.press("plus")
         await until(pilot, app, lambda: state.frame.config.eps == pytest.approx(0.010 * size, abs=1e-6), "one L2 step")
-        assert status(app).startswith(f"L2 eps {0.010 * size:.3f}")
+        assert status(app).startswith(f"L2 eps {0.010 * size:.2f} · L∞ ")
         assert state.frame.result.l2 <= state.frame.config.eps + 1e-4  # in the L2 ball
         assert "(L2)" in str(app.query_one("#summary").render())
         await pilot.press("L")
