@@ -19,7 +19,7 @@ from rich.markup import escape
 from core.attacks.config import MAX_L2_EPS, AttackConfig, clamp_eps
 from core.data.gitract import SliceRecord, select_slices, with_labels
 from core.labels import UW_MADISON, LabelSet, LabelSetError, check_same_labels
-from core.names import CORRUPTION_LEVELS, CORRUPTION_NAMES, NORMS
+from core.names import CORRUPTION_LEVELS
 from core.paths import DEMO_CHECKPOINT_NAME
 from segadv_tui.catalog import Catalog, CheckpointEntry, DeltaEntry, LoadedCheckpoint
 from segadv_tui.frames import Curve, Frame, FrameRequest, LiveStep
@@ -30,8 +30,6 @@ EPS_STEP = 0.001
 STEPS_PER_PRESS = {"fine": 1, "coarse": 5}
 # The slice side an L2 eps is scaled by before a checkpoint says its own (the demo checkpoint's).
 DEFAULT_IMG_SIZE = 224
-# What the cycling keys step through beyond the Attack panel's selects (segadv_tui.widgets.attack.CHOICES).
-CYCLED = {"norm": NORMS, "corruption": CORRUPTION_NAMES}
 # The work whose failure takes the pictures' place, and the title it is shown under.
 FAILURE_TITLES = {
     "scan": "Cannot start",

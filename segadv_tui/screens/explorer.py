@@ -46,7 +46,7 @@ from segadv_tui.messages import (
     LiveStepReady,
     ModelLoaded,
 )
-from segadv_tui.state import CYCLED, FAILURE_TITLES, ExplorerOptions, ExplorerState, cycle_next, opening_slice
+from segadv_tui.state import FAILURE_TITLES, ExplorerOptions, ExplorerState, cycle_next, opening_slice
 from segadv_tui.widgets.attack import CHOICES, AttackPanel, EpsInput
 from segadv_tui.widgets.checkpoints import CheckpointList
 from segadv_tui.widgets.images import VIEWS, Picture, PictureViews
@@ -435,8 +435,7 @@ class ExplorerScreen(Screen):
         self.set_attack(self.state.stepped_eps(direction))
 
     def action_cycle(self, field: str) -> None:
-        values = [value for _, value in CHOICES[field]] if field in CHOICES else list(CYCLED[field])
-        cycled = self.state.cycled(field, values)
+        cycled = self.state.cycled(field, [value for _, value in CHOICES[field]])
         if isinstance(cycled, str):
             self.notify(cycled)
             return
@@ -454,6 +453,9 @@ class ExplorerScreen(Screen):
                 self.query_one(AttackPanel).show(state.attack)
                 return
             self.set_attack(state.attack.replace(delta=message.value or None))
+            return
+        if message.field == "norm":  # eps carried over to the new norm's scale
+            self.set_attack(state.with_norm(message.value))
             return
         if message.field != "eps":
             self.set_attack(state.attack.replace(**{message.field: message.value}))

@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 
 from core.attacks.config import MAX_L2_EPS, AttackConfig
+from core.names import CORRUPTION_NAMES, NORMS
 from segadv_tui.catalog import CheckpointEntry, LoadedCheckpoint
 from segadv_tui.layout import layout_classes
-from segadv_tui.state import CYCLED, ExplorerOptions, ExplorerState, corruption_name
+from segadv_tui.state import ExplorerOptions, ExplorerState, corruption_name
 
 
 def _state(img_size: int = 128, **options) -> ExplorerState:
@@ -59,13 +60,13 @@ def test_l2_eps_is_scaled_by_the_slice_side_both_ways():
 def test_cycling_keys_refuse_what_does_not_apply():
     state = _state()
     state.attack = state.attack.replace(method="square")  # an L-inf attack only
-    assert "L-inf attack" in state.cycled("norm", CYCLED["norm"])
+    assert "L-inf attack" in state.cycled("norm", NORMS)
     state.attack = state.attack.replace(method="fgsm")
-    assert state.cycled("norm", CYCLED["norm"]).norm == "l2"
-    corrupt = state.cycled("corruption", CYCLED["corruption"])  # another method: switch to corrupt
+    assert state.cycled("norm", NORMS).norm == "l2"
+    corrupt = state.cycled("corruption", CORRUPTION_NAMES)  # another method: switch to corrupt
     assert (corrupt.method, corrupt.corruption) == ("corrupt", "noise")
     state.attack = corrupt
-    assert state.cycled("corruption", CYCLED["corruption"]).corruption == "bias"
+    assert state.cycled("corruption", CORRUPTION_NAMES).corruption == "bias"
     assert "own objective" in state.cycled("loss", ["bce", "dice"])
     assert ExplorerState(ExplorerOptions(image=Path("x.png"))).cycled("target", ["gt", "pred"]).startswith("A lone")
 

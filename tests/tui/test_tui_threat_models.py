@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from textual.command import CommandList
+from textual.widgets import Select
 from tui_pilot import first_frame, make_app, pilot_test, settle, until
 
 from core.attacks.iterative import slice_seed
@@ -38,6 +39,8 @@ async def test_eps_keys_step_the_severity_of_a_corruption(tiny_demo):
         await pilot.press("r")  # the corrupt method, its first corruption (Gaussian noise)
         await until(pilot, app, lambda: state.frame.config.method == "corrupt", "the corrupt frame")
         assert state.frame.config.severity == 1
+        assert app.query_one("#attack-corruption").value == "noise" and not app.query_one("#attack-corruption").disabled
+        assert app.query_one("#attack-norm").disabled  # an artefact has no threat model
         assert app.screen.active_bindings["plus"].binding.action == "step_severity(1)"
         assert str(app.query_one("#attack-eps-label").render()) == "Severity"
         first = state.frame.result.pictures.adversarial
@@ -89,6 +92,9 @@ async def test_l2_norm_steps_eps_on_its_own_scale(tiny_demo):
         await pilot.press("L")
         await until(pilot, app, lambda: state.frame.config.norm == "linf", "back to L-inf")
         assert state.attack.eps == pytest.approx(0.010)
+        app.query_one("#attack-norm", Select).value = "l2"  # the Attack panel's select does the same
+        await until(pilot, app, lambda: state.frame.config.norm == "l2", "L2 from the select")
+        assert state.attack.eps == pytest.approx(0.010 * size)
 
 
 @pilot_test
