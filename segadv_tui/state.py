@@ -273,7 +273,14 @@ class ExplorerState:
     @property
     def curve_eps(self) -> float:
         """Where the L-inf FGSM curve marks the attack: its eps at the same size per pixel."""
-        return self.attack.eps / self.eps_scale
+        return self.pixel_eps(self.attack)
+
+    def pixel_eps(self, config: AttackConfig) -> float:
+        """``config``'s eps per pixel: L-inf eps as it is, an L2 eps over the slice side (what the curve marks
+        and the perturbation picture is scaled by; the realised L-inf wins where larger)."""
+        if config.norm == "linf":
+            return config.eps
+        return config.eps / float(self.attacked.img_size if self.attacked is not None else DEFAULT_IMG_SIZE)
 
     def with_norm(self, norm: str) -> AttackConfig:
         """The attack in ``norm`` with eps carried over at the same per-pixel size (L-inf e <-> L2 S e)."""

@@ -502,11 +502,12 @@ class ExplorerScreen(Screen):
             return
         self.state.live_steps += 1
         self.state.live = live
-        self._show_pictures(live.result, live.config.eps)
+        self._show_pictures(live.result, self.state.pixel_eps(live.config))
         self.query_one(ScoresPanel).show_live(live)
 
     def _show_pictures(self, result, eps: float) -> None:
-        """The pictures of a slice's attack (a finished frame or an iterative run's current iterate)."""
+        """The pictures of a slice's attack (a finished frame or an iterative run's current iterate); the
+        perturbation drawn at ``eps`` per pixel (``ExplorerState.pixel_eps``)."""
         from segadv_tui.render.figures import AttackPanels
 
         self.query_one(PictureViews).show(AttackPanels.from_result(result, eps), result.pictures.has_truth)
@@ -519,7 +520,7 @@ class ExplorerScreen(Screen):
             state.dropped_frames += 1
             return
         state.frame = frame
-        self._show_pictures(frame.result, frame.config.eps)
+        self._show_pictures(frame.result, self.state.pixel_eps(frame.config))
         scores = self.query_one(ScoresPanel)
         scores.show(frame)
         live = state.live if state.live is not None and state.live.request_id == frame.request_id else None
@@ -717,16 +718,20 @@ class ExplorerScreen(Screen):
         if frame is None:
             self.notify("Nothing to export yet.", severity="warning")
             return
+        state = self.state
         self._export_figure(
-            frame, self.state.options.export_dir / self.state.figure_name(frame), self.state.figure_caption(frame)
+            frame,
+            state.pixel_eps(frame.config),
+            state.options.export_dir / state.figure_name(frame),
+            state.figure_caption(frame),
         )
 
     @work(thread=True, exit_on_error=False, group="export", name="Exporting the figure")
-    def _export_figure(self, frame: Frame, path: Path, caption: str) -> None:
+    def _export_figure(self, frame: Frame, eps: float, path: Path, caption: str) -> None:
         from core.files import write_png
         from segadv_tui.render.figures import AttackPanels, attack_figure
 
-        path = write_png(path, attack_figure(AttackPanels.from_result(frame.result, frame.config.eps), caption))
+        path = write_png(path, attack_figure(AttackPanels.from_result(frame.result, eps), caption))
         self.app.call_from_thread(self.notify, f"Saved {path}")
 
     def action_export_scores(self) -> None:

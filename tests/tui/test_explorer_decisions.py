@@ -51,6 +51,9 @@ def test_l2_eps_is_scaled_by_the_slice_side_both_ways():
     state.attack = state.with_norm("l2")
     assert state.attack.norm == "l2" and state.attack.eps == pytest.approx(0.009 * 128)
     assert state.eps_scale == 128 and state.curve_eps == pytest.approx(0.009)
+    # the perturbation picture of an L2 frame is scaled per pixel, not by the slice's norm
+    assert state.pixel_eps(AttackConfig(norm="l2", eps=1.28)) == pytest.approx(0.01)
+    assert state.pixel_eps(AttackConfig(eps=0.02)) == 0.02
     assert state.stepped_eps(1).eps == pytest.approx(0.010 * 128)
     assert state.stepped_eps(-1, "coarse").eps == pytest.approx(0.004 * 128)
     state.attack = state.with_norm("linf")
