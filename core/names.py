@@ -34,6 +34,18 @@ DEFAULT_NSD_TOLERANCE = 2.0
 ADV_METHODS = ("fgsm-rs", "pgd")
 ADV_TITLES = {"fgsm-rs": "FGSM-RS", "pgd": "PGD"}
 PRECISIONS = ("fp32", "bf16", "fp16")
+# The MRI corruptions (core.evaluation.corruptions, which fixes their parameters) and their severities 1..5.
+CORRUPTION_TITLES = {
+    "noise": "Gaussian noise",
+    "bias": "Bias field",
+    "motion": "Motion",
+    "ghosting": "Ghosting",
+    "spike": "Spike",
+    "blur": "Blur",
+    "gamma": "Gamma",
+}
+CORRUPTION_NAMES = tuple(CORRUPTION_TITLES)
+CORRUPTION_LEVELS = 5
 
 
 def defence_label(defence: dict | None) -> str:

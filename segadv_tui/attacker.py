@@ -29,7 +29,7 @@ from core.evaluation.scoring import attack_slice, score_slices, sweep
 from core.metrics import dice_per_organ, mean_dsc
 from core.models.inference import masks_from_logits
 from segadv_tui.catalog import LoadedCheckpoint
-from segadv_tui.frames import CURVE_EPS, Curve, Frame, LiveStep, SliceData
+from segadv_tui.frames import CURVE_EPS, CertifiedPicture, Curve, Frame, LiveStep, SliceData
 
 LIVE_INTERVAL = 0.1  # seconds between live repaints of an iterative attack: about 10 frames a second
 
@@ -194,7 +194,8 @@ class SliceAttacker:
         """FGSM mean DSC at each eps for the slice and loss of ``config`` (scored as the frames are, on
         ``scored_on`` when given)."""
         fgsm = config.replace(method="fgsm") if config.method != "fgsm" else config
-        fgsm = fgsm.replace(hausdorff=False, nsd_tolerance=None)  # the curve is of DSC alone
+        # The curve is of DSC alone, L-inf (an L2 frame's eps is marked at its per-pixel size).
+        fgsm = fgsm.replace(hausdorff=False, nsd_tolerance=None, norm="linf")
         with self._lock:
             if should_stop():
                 return None
@@ -222,6 +223,39 @@ class SliceAttacker:
             tuple(float(eps) for eps in eps_values),
             tuple(results[0].mean_adv for results in per_eps),
             scored_on=None if scored_on is None else str(scored_on.path),
+        )
+
+    def certify(self, data: SliceData, config, empty: str = "one") -> CertifiedPicture:
+        """``data`` certified by randomized smoothing with ``config`` (a ``CertifyConfig``), seeded per slice
+        as ``segadv certify`` seeds it: ``config.forward_passes`` forward passes."""
+        from core.attacks.iterative import slice_seed
+        from core.evaluation.certify import certified_dice, certify_slice, label_masks
+        from core.models.inference import predict
+
+        labels = model_labels(self.model)
+        with self._lock:
+            started = time.perf_counter()
+            image, truth = self._inputs(data)
+            classes = certify_slice(self.model, image, config, slice_seed(config.seed, data.id))
+            clean = predict(self.model, image)
+        reference = (clean if truth is None else truth)[0].bool().cpu().numpy()
+        positive, abstained = label_masks(classes, labels.kind, len(labels))
+        return CertifiedPicture(
+            slice_id=data.id,
+            checkpoint=self.checkpoint,
+            image=np.asarray(data.image, dtype=np.float32),
+            reference=reference,
+            has_truth=truth is not None,
+            positive=np.asarray(positive),
+            abstained=np.asarray(abstained),
+            dsc_certified=certified_dice(positive, abstained, reference, empty),
+            dsc_base=dice_per_organ(clean, torch.as_tensor(reference)[None].to(clean.device), empty)[0],
+            abstain=abstained.reshape(len(labels), -1).mean(1).astype(np.float64),
+            sigma=config.sigma,
+            samples=config.n,
+            radius=config.certified_radius,
+            forward_passes=config.forward_passes,
+            seconds=time.perf_counter() - started,
         )
 
 

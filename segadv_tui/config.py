@@ -140,6 +140,15 @@ def _data(value: Any, problems: list[str], base: Path) -> Path:
     return path
 
 
+def _whole(low: int, high: int) -> Callable[[Any, list[str]], int]:
+    def check(value: Any, problems: list[str]) -> int:
+        if not (isinstance(value, int) and not isinstance(value, bool) and low <= value <= high):
+            raise BadValue(f"must be a whole number from {low} to {high}, not {value!r}")
+        return value
+
+    return check
+
+
 def _number(low: float, high: float, *, closed: bool) -> Callable[[Any, list[str]], float]:
     def check(value: Any, problems: list[str]) -> float:
         inside = isinstance(value, (int, float)) and not isinstance(value, bool)
@@ -230,6 +239,21 @@ KEYS = (
         "The fraction of cases in the test split (by case, seed 0) that Table II scores and the opening "
         "slice comes from; between 0 and 1.",
         _number(0.0, 1.0, closed=False),
+    ),
+    Key(
+        "certify_samples",
+        100,
+        "100",
+        "Noise samples n of the explorer's Certify command (C): n + 16 forward passes a slice (segadv certify "
+        "--n); a whole number from 1 to 100000.",
+        _whole(1, 100_000),
+    ),
+    Key(
+        "certify_sigma",
+        0.25,
+        "0.25",
+        "Randomized smoothing's noise sigma for the Certify command (segadv certify --sigma); in (0, 1].",
+        _number(0.0, 1.0, closed=True),
     ),
 )
 KEYS_BY_NAME = {key.name: key for key in KEYS}

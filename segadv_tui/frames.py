@@ -131,3 +131,26 @@ class Curve:
     eps: tuple[float, ...]
     mean_dsc: tuple[float, ...]
     scored_on: str | None = None  # the checkpoint scored, when not the attacked one
+
+
+@dataclass(frozen=True)
+class CertifiedPicture:
+    """One slice certified by randomized smoothing (``core.evaluation.certify``): per label the pixels
+    certified positive at ``radius`` and the abstained ones, the certified DSC lower bound against the
+    reference (the truth; without one, the model's clean prediction) and the share of pixels abstained."""
+
+    slice_id: str
+    checkpoint: str
+    image: np.ndarray  # float32 (S, S)
+    reference: np.ndarray  # bool (L, S, S)
+    has_truth: bool
+    positive: np.ndarray  # bool (L, S, S)
+    abstained: np.ndarray  # bool (L, S, S)
+    dsc_certified: np.ndarray  # (L,)
+    dsc_base: np.ndarray  # (L,) the model on the clean slice
+    abstain: np.ndarray  # (L,)
+    sigma: float
+    samples: int
+    radius: float
+    forward_passes: int
+    seconds: float

@@ -50,6 +50,9 @@ EXPLORER_KEYS = [
     Binding(
         "left_square_bracket", "step_eps(-1, 'coarse')", "eps−−", id="eps.down5", show=False, tooltip="Epsilon − 0.005"
     ),
+    # The corrupt method has no eps: + and - step its severity instead (the explorer lets one pair through).
+    Binding("plus,equals_sign", "step_severity(1)", "sev+", id="eps.severity_up", tooltip="Corruption severity + 1"),
+    Binding("minus", "step_severity(-1)", "sev−", id="eps.severity_down", tooltip="Corruption severity − 1"),
     Binding("0", "eps_zero", "eps 0", id="eps.zero", show=False, tooltip="Epsilon back to 0"),
     Binding("i", "edit_eps", "Type eps", id="eps.edit", show=False, tooltip="Type an epsilon (Enter applies)"),
     Binding("j", "slice(1)", "Next slice", id="slice.next", show=False, tooltip="Next slice"),
@@ -80,6 +83,30 @@ EXPLORER_KEYS = [
     ),
     Binding(
         "p", "cycle('mode')", "Mode", id="attack.mode", show=False, tooltip="FGSM mode: textbook / the paper's variant"
+    ),
+    Binding(
+        "L",
+        "cycle('norm')",
+        "Norm",
+        id="attack.norm",
+        show=False,
+        tooltip="Threat model: L-inf / L2 (L2 eps = slice side x L-inf eps)",
+    ),
+    Binding(
+        "r",
+        "cycle('corruption')",
+        "Corruption",
+        id="attack.corruption",
+        show=False,
+        tooltip="Corrupt: the next MRI artefact (the eps keys step its severity, 1 to 5)",
+    ),
+    Binding(
+        "C",
+        "certify",
+        "Certify this slice",
+        id="view.certify",
+        show=False,
+        tooltip="Certify this slice: randomized smoothing's certified pixels and DSC bound (n forward passes)",
     ),
     Binding(
         "u",

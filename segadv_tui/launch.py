@@ -232,6 +232,8 @@ def segadv_tui(
         eps_step=settings["eps_step"],
         test_fraction=settings["split"],
         view=settings["default_view"],
+        certify_samples=settings["certify_samples"],
+        certify_sigma=settings["certify_sigma"],
         settings=settings,
     )
     end_on_signals(app)  # SIGTERM, SIGHUP: the terminal restored and the process gone within seconds, workers or not

@@ -60,3 +60,10 @@ class Progressed(Message):
 class TableIIFinished(Message):
     table: Any  # segadv_tui.render.tables.Table, or None when cancelled
     served_from: int | None = None  # the run whose stored result it is (None: computed now)
+
+
+@dataclass
+class CertifyReady(Message):
+    """A slice certified by randomized smoothing (the explorer's Certify command)."""
+
+    picture: Any  # segadv_tui.frames.CertifiedPicture

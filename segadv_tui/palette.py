@@ -7,15 +7,26 @@ from __future__ import annotations
 from functools import partial
 from typing import TYPE_CHECKING
 
+from textual.actions import parse as parse_action
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 
 from core.attacks.config import METHOD_LIST
-from core.names import LOSS_NAMES, LOSS_TITLES
+from core.names import CORRUPTION_NAMES, CORRUPTION_TITLES, LOSS_NAMES, LOSS_TITLES, NORMS
 from core.wording import label_noun
 from segadv_tui.keys import EXPLORER_KEYS, label_keys
 
 if TYPE_CHECKING:
     from segadv_tui.screens.explorer import ExplorerScreen
+
+
+NORM_TITLES = {"linf": "L-inf", "l2": "L2"}
+
+
+def _applies(explorer: ExplorerScreen, binding) -> bool:
+    """Whether the explorer lets ``binding``'s action run now (the eps keys or, under the corrupt method,
+    the severity keys)."""
+    _, name, parameters = parse_action(binding.action)
+    return explorer.check_action(name, parameters) is not False
 
 
 class ExplorerCommands(Provider):
@@ -35,9 +46,10 @@ class ExplorerCommands(Provider):
             )
             for binding in keys
             if binding.id not in ("quit", "help")
+            and not (binding.id.startswith("eps.") and not _applies(explorer, binding))
         ]
         commands.append(("Help: every key", self.app.action_help, "Show the help screen"))
-        for name, (what, text) in explorer.copy_texts().items():
+        for name, (what, text) in state.copy_texts().items():
             if name != "scores" and text is not None:  # y (a key, listed above) copies the scores
                 commands.append(
                     (f"Copy: {what}", partial(self.app.copy_text, what, text), f"Copy {what} to the clipboard")
@@ -70,6 +82,27 @@ class ExplorerCommands(Provider):
                         f"Attack method: {method.title}",
                         partial(explorer.set_attack, attack.replace(method=method.name)),
                         f"{method.title}: {method.summary}",
+                    )
+                )
+        if "norm" in attack.entry.parameters:
+            for norm in NORMS:
+                if norm != attack.norm:
+                    commands.append(
+                        (
+                            f"Threat model: {NORM_TITLES[norm]}",
+                            partial(explorer.set_attack, state.with_norm(norm)),
+                            f"Attack in the {NORM_TITLES[norm]} ball, eps kept at the same size per pixel",
+                        )
+                    )
+        for corruption in CORRUPTION_NAMES:
+            corrupted = attack.replace(method="corrupt", corruption=corruption)
+            if corrupted != attack:
+                commands.append(
+                    (
+                        f"Corruption: {CORRUPTION_TITLES[corruption]}",
+                        partial(explorer.set_attack, corrupted),
+                        f"Not an attack: the {CORRUPTION_TITLES[corruption].lower()} MRI artefact (the eps keys step "
+                        "its severity, 1 to 5)",
                     )
                 )
         for label in attack.labels.labels:

@@ -16,18 +16,22 @@ from typing import Any, TypeVar
 
 from rich.markup import escape
 
-from core.attacks.config import AttackConfig
+from core.attacks.config import MAX_L2_EPS, AttackConfig, clamp_eps
 from core.data.decathlon import DEFAULT_SLICE_AXIS
 from core.data.gitract import SliceRecord, select_slices, with_labels
 from core.labels import UW_MADISON, LabelSet, LabelSetError, check_same_labels
 from core.models.loaded import LoadedModel
+from core.names import CORRUPTION_LEVELS
 from core.paths import DEMO_CHECKPOINT_NAME
 from segadv_tui.catalog import Catalog, CheckpointEntry, DeltaEntry, LoadedCheckpoint
 from segadv_tui.frames import Curve, Frame, FrameRequest, LiveStep
 
-# Epsilon per step of the eps keys: + and - step finely (ExplorerOptions.eps_step), ] and [ coarsely.
+# Epsilon per step of the eps keys: + and - step finely (ExplorerOptions.eps_step), ] and [ coarsely. Under
+# the corrupt method the same keys step the severity by one (coarse: to the end of 1..5).
 EPS_STEP = 0.001
 STEPS_PER_PRESS = {"fine": 1, "coarse": 5}
+# The slice side an L2 eps is scaled by before a checkpoint says its own (the demo checkpoint's).
+DEFAULT_IMG_SIZE = 224
 # The work whose failure takes the pictures' place, and the title it is shown under.
 FAILURE_TITLES = {
     "scan": "Cannot start",
@@ -70,6 +74,8 @@ class ExplorerOptions:
     eps_step: float = EPS_STEP  # per + / -; ] and [ step five times as far (the settings file's)
     test_fraction: float = 0.1  # the test split's share of the cases (the settings file's split)
     view: str = "overlay"  # the pictures' view at start
+    certify_sigma: float = 0.25  # randomized smoothing's noise for the Certify command (segadv certify's default)
+    certify_samples: int = 100  # its n: n + 16 forward passes a slice
 
     def __post_init__(self) -> None:
         self.checkpoint_dirs = list(self.checkpoint_dirs or [])
@@ -203,6 +209,20 @@ class ExplorerState:
             if entry.meta is not None and entry.path != self.attacked.path and not self.size_problem(entry)
         ]
 
+    def scoring_problem(self, entry: CheckpointEntry) -> str | None:
+        """Why the frames cannot be scored on ``entry`` (None: they can)."""
+        return entry.problem if entry.meta is None else self.size_problem(entry)
+
+    def next_scoring_choice(self) -> tuple[CheckpointEntry | None, str | None]:
+        """(what w scores on next: the next checkpoint that can, back to the attacked model (None) after the
+        last, None) or (None, why there is none)."""
+        choices = self.scoring_choices()
+        if len(choices) == 1:
+            return None, "No other checkpoint of this input size to score on (see --checkpoints)."
+        paths = [None if entry is None else entry.path for entry in choices]
+        current = self.scored_on if self.scored_on in paths else None
+        return choices[paths.index(cycle_next(paths, current))], None
+
     # -- universal perturbations ----------------------------------------------------------------------
 
     def delta_entry(self, path: str | None) -> DeltaEntry | None:
@@ -253,10 +273,108 @@ class ExplorerState:
                 attack = attack.with_eps(chosen.eps)
         return attack
 
+    @property
+    def eps_scale(self) -> float:
+        """What one unit of L-inf eps is in the attack's norm: 1, or for L2 the slice side S (an L-inf
+        perturbation e on every pixel of an S x S slice has L2 norm S e), so the eps keys step an L2 eps by
+        the same per-pixel amount."""
+        if self.attack.norm == "linf":
+            return 1.0
+        return float(self.attacked.img_size if self.attacked is not None else DEFAULT_IMG_SIZE)
+
     def stepped_eps(self, direction: int, size: str = "fine") -> AttackConfig:
-        """The attack with eps one step (eps_step, five for "coarse") up (direction > 0) or down."""
-        step = self.options.eps_step * STEPS_PER_PRESS[size] * (1 if direction > 0 else -1)
+        """The attack with eps one step (eps_step, five for "coarse"; times ``eps_scale``) up (direction > 0)
+        or down; under the corrupt method the severity one step (coarse: to 1 or 5)."""
+        sign = 1 if direction > 0 else -1
+        if self.attack.method == "corrupt":
+            return self.attack.with_severity(self.attack.severity + sign * (1 if size == "fine" else CORRUPTION_LEVELS))
+        step = self.options.eps_step * STEPS_PER_PRESS[size] * sign * self.eps_scale
         return self.attack.with_eps(self.attack.eps + step)
+
+    @property
+    def curve_eps(self) -> float:
+        """Where the L-inf FGSM curve marks the attack: its eps at the same size per pixel."""
+        return self.pixel_eps(self.attack)
+
+    def pixel_eps(self, config: AttackConfig) -> float:
+        """``config``'s eps per pixel: L-inf eps as it is, an L2 eps over the slice side (what the curve marks
+        and the perturbation picture is scaled by; the realised L-inf wins where larger)."""
+        if config.norm == "linf":
+            return config.eps
+        return config.eps / float(self.attacked.img_size if self.attacked is not None else DEFAULT_IMG_SIZE)
+
+    def with_norm(self, norm: str) -> AttackConfig:
+        """The attack in ``norm`` with eps carried over at the same per-pixel size (L-inf e <-> L2 S e)."""
+        if norm == self.attack.norm:
+            return self.attack
+        scale = float(self.attacked.img_size if self.attacked is not None else DEFAULT_IMG_SIZE)
+        eps = self.attack.eps * scale if norm == "l2" else self.attack.eps / scale
+        return self.attack.replace(norm=norm, eps=clamp_eps(eps, norm))
+
+    def cycled(self, field: str, values: Sequence[str]) -> AttackConfig | str:
+        """The attack with the next of ``values`` for ``field``, or why ``field`` does not apply (a line for
+        a notification). Picking a corruption under another method switches to the corrupt method."""
+        attack = self.attack
+        if field == "target" and not self.has_truth:
+            return "A lone PNG has no ground truth: the target is the clean prediction."
+        if field == "mode" and "mode" not in attack.entry.parameters:
+            return "The paper's variant exists for FGSM only."
+        if field in ("loss", "target") and not attack.entry.uses_target:
+            return f"{attack.entry.title} has its own objective ({attack.objective_label})."
+        if field == "norm":
+            if "norm" not in attack.entry.parameters:
+                return f"{attack.entry.title} is an L-inf attack; L2 applies to FGSM, BIM, PGD, APGD and the ensemble."
+            return self.with_norm(cycle_next(values, attack.norm))
+        if field == "corruption" and attack.method != "corrupt":
+            return attack.replace(method="corrupt", corruption=attack.corruption)
+        current = ",".join(attack.organs) if field == "organs" else getattr(attack, field)
+        return attack.replace(**{field: cycle_next(values, current)})
+
+    def typed_eps(self, text: str) -> tuple[AttackConfig | None, str | None]:
+        """What the Epsilon field's ``text`` asks for: (the attack, None), (the attack, a warning that it was
+        clamped) or (None, why it cannot be used). Under the corrupt method the field is the severity."""
+        attack = self.attack
+        if attack.method == "corrupt":
+            try:
+                severity = int(text.strip())
+            except ValueError:
+                return None, f"Severity must be a whole number from 1 to {CORRUPTION_LEVELS}, not {text!r}."
+            if not 1 <= severity <= CORRUPTION_LEVELS:
+                return None, f"Severity must be from 1 to {CORRUPTION_LEVELS}, not {severity}."
+            return attack.with_severity(severity), None
+        bound = 1.0 if attack.norm == "linf" else MAX_L2_EPS
+        what = "Epsilon" if attack.norm == "linf" else "L2 epsilon"
+        try:
+            eps = float(text)
+        except ValueError:
+            return None, f"{what} must be a number in [0, {bound:g}], not {text!r}."
+        warning = None if 0.0 <= eps <= bound else f"{what} {eps:g} is outside [0, {bound:g}]: clamped."
+        return attack.with_eps(eps), warning
+
+    def certify_config(self) -> tuple[Any, str | None]:
+        """The Certify command's ``core.evaluation.certify.CertifyConfig`` (the settings' sigma and n, the
+        attack's seed and empty-label policy), and why no pixel of the slice could be certified with it
+        (None: some could). Imports torch: call once a model is loaded."""
+        from core.errors import OptionError
+        from core.evaluation.certify import CertifyConfig, samples_needed
+
+        options = self.options
+        try:
+            config = CertifyConfig(
+                sigma=options.certify_sigma, n=options.certify_samples, seed=self.attack.seed, empty=self.attack.empty
+            )
+        except OptionError as exc:
+            return None, f"Cannot certify: {exc}."
+        labels = self.labels
+        size = self.attacked.img_size if self.attacked is not None else DEFAULT_IMG_SIZE
+        tests = (len(labels) if labels.kind == "sigmoid" else 1) * size * size
+        needed = samples_needed(config.tau, config.alpha, tests)
+        if config.n < needed:
+            return None, (
+                f"Cannot certify with n {config.n}: no pixel of a {size} px slice can pass the corrected test with "
+                f"fewer than {needed} samples (settings: certify_samples)."
+            )
+        return config, None
 
     # -- frames ---------------------------------------------------------------------------------------
 
@@ -320,14 +438,42 @@ class ExplorerState:
             return "Pick another slice (j / k, or s for the slice list) or other attack settings."
         return "Start segadv-tui again with other options (segadv-tui --help lists them)."
 
+    # -- keys -----------------------------------------------------------------------------------------
+
+    def key_applies(self, action: str, parameters: tuple) -> bool:
+        """Whether the explorer's key for ``action`` works with the current attack: + and - step eps, or
+        under the corrupt method its severity (never both: the footer names the one that does), and 0 sets
+        eps, which that method has not."""
+        if action == "step_severity" or (action == "step_eps" and len(parameters) == 1) or action == "eps_zero":
+            return (self.attack.method == "corrupt") == (action == "step_severity")
+        return True
+
     # -- exports --------------------------------------------------------------------------------------
+
+    def copy_texts(self) -> dict[str, tuple[str, str | None]]:
+        """What y and the palette copy: name -> (what it is, its text; None while there is none)."""
+        from rich.text import Text
+
+        from segadv_tui.render.tables import scores_table
+
+        frame, table_ii = self.frame, self.table_ii
+        slice_id = getattr(self.source, "id", None) or (Path(self.source).name if self.source else None)
+        return {
+            "scores": ("the scores table", None if frame is None else scores_table(frame).to_markdown()),
+            "table2": ("Table II", None if table_ii is None else table_ii.to_markdown()),
+            "summary": ("the summary line", Text.from_markup(self.summary()).plain if self.attacked else None),
+            "slice": ("the slice id", slice_id),
+        }
 
     def figure_name(self, frame: Frame) -> str:
         """The PNG file name of ``frame``'s figure: slice, checkpoint(s), attack and eps."""
         scored = "" if frame.scored_on is None else "_on_" + Path(frame.scored_on).stem
+        config = frame.config
+        if config.method == "corrupt":  # no loss, and eps is ignored: the artefact and its severity
+            return f"{frame.slice_id}_{self._attacked_name()}{scored}_{corruption_name(config)}.png"
         return (
-            f"{frame.slice_id}_{self._attacked_name()}{scored}_{frame.config.method}"
-            f"_{frame.config.loss.replace('+', '-')}_eps{frame.config.eps:.3f}.png"
+            f"{frame.slice_id}_{self._attacked_name()}{scored}_{config.method}"
+            f"_{config.loss.replace('+', '-')}_eps{config.eps:.3f}.png"
         )
 
     def figure_caption(self, frame: Frame) -> str:
@@ -339,6 +485,8 @@ class ExplorerState:
     def scores_stem(frame: Frame) -> str:
         """The file name, without suffix, of ``frame``'s scores table."""
         scored = "" if frame.scored_on is None else "_on_" + Path(frame.scored_on).stem
+        if frame.config.method == "corrupt":
+            return f"{frame.slice_id}_{corruption_name(frame.config)}{scored}_scores"
         return f"{frame.slice_id}_{frame.config.method}{scored}_eps{frame.config.eps:.3f}_scores"
 
     @staticmethod
@@ -357,6 +505,11 @@ class ExplorerState:
     def table_ii_models(self) -> list[LoadedModel]:
         """Every loaded checkpoint, named by its file's stem."""
         return [loaded.as_model(path.stem) for path, loaded in self.loaded.items()]
+
+
+def corruption_name(config: AttackConfig) -> str:
+    """``corrupt-blur-s3``: the corrupt method's part of an export's file name."""
+    return f"corrupt-{config.corruption}-s{config.severity}"
 
 
 def opening_slice(dataset, test_fraction: float = 0.1) -> SliceRecord:

@@ -16,7 +16,17 @@ from pathlib import PurePath
 
 from core.errors import OptionError, check_choice
 from core.labels import UW_MADISON, LabelSet
-from core.names import EMPTY_POLICIES, LOSS_NAMES, MODES, NORMS, PRECISIONS, TARGETS
+from core.names import (
+    CORRUPTION_LEVELS,
+    CORRUPTION_NAMES,
+    CORRUPTION_TITLES,
+    EMPTY_POLICIES,
+    LOSS_NAMES,
+    MODES,
+    NORMS,
+    PRECISIONS,
+    TARGETS,
+)
 from core.wording import label_noun
 
 SCORE_SLICES = ("nonempty", "all")
@@ -142,6 +152,15 @@ METHOD_LIST = (
         "core.attacks.universal:run_universal",
         uses_target=False,
     ),
+    AttackMethod(
+        "corrupt",
+        "Corrupt",
+        "not an attack: an MRI artefact (segadv corrupt's, TorchIO) at a severity of 1 to 5, seeded per slice; "
+        "eps is ignored",
+        {"corruption": CORRUPTION_NAMES[0], "severity": 1, "seed": 0},
+        "core.evaluation.corruption_method:run_corrupt",
+        uses_target=False,
+    ),
 )
 METHODS = {method.name: method for method in METHOD_LIST}
 METHOD_NAMES = tuple(METHODS)
@@ -208,10 +227,11 @@ class AttackConfig:
     set, UW-Madison unless given) that ``erase`` removes; ``precision`` is the forward pass's autocast (fp32 is the
     reference). ``norm`` is the threat model (``core.attacks.norms``): ``linf``, or ``l2`` with eps the L2 norm of the
     slice's perturbation. ``delta`` is the file of the universal method's saved perturbation
-    (``core.attacks.universal``; read by its runner, so every front end can run it). ``empty`` is the DSC of an organ
-    absent from truth and prediction, ``score`` the slices a summary averages over. ``hausdorff`` adds HD95 and
-    ``nsd_tolerance`` (mm; None: not measured) the normalised surface Dice at that tolerance, both in mm per label
-    (``core.metrics``); ``metrics`` names what is scored.
+    (``core.attacks.universal``; read by its runner, so every front end can run it). ``corruption`` and ``severity``
+    (1..5) are the corrupt method's MRI artefact (``core.evaluation.corruptions``; not an attack: eps is ignored).
+    ``empty`` is the DSC of an organ absent from truth and prediction, ``score`` the slices a summary averages over.
+    ``hausdorff`` adds HD95 and ``nsd_tolerance`` (mm; None: not measured) the normalised surface Dice at that
+    tolerance, both in mm per label (``core.metrics``); ``metrics`` names what is scored.
     """
 
     method: str = "fgsm"
@@ -233,6 +253,8 @@ class AttackConfig:
     nsd_tolerance: float | None = None
     labels: LabelSet = UW_MADISON  # not in to_dict: a result records its label set once, beside the config
     norm: str = "linf"
+    corruption: str = CORRUPTION_NAMES[0]  # the corrupt method's (in to_dict for it alone)
+    severity: int = 1
 
     def __post_init__(self):
         check_choice(self.method, METHOD_NAMES, "attack method")
@@ -283,6 +305,7 @@ class AttackConfig:
         object.__setattr__(self, "radii", radii)
         if self.delta is not None:
             object.__setattr__(self, "delta", str(self.delta))
+        self._check_corruption()
         check_choice(self.precision, PRECISIONS, "precision")
         check_choice(self.empty, EMPTY_POLICIES, "empty-organ policy")
         check_choice(self.score, SCORE_SLICES, "slice selection")
@@ -294,6 +317,18 @@ class AttackConfig:
             ):
                 raise OptionError(f"the NSD tolerance must be a number of mm of at least 0, got {self.nsd_tolerance}")
             object.__setattr__(self, "nsd_tolerance", float(self.nsd_tolerance))
+
+    def _check_corruption(self) -> None:
+        check_choice(self.corruption, CORRUPTION_NAMES, "corruption")
+        try:  # a whole number, or its digits (a settings file's)
+            level = None if isinstance(self.severity, bool) else int(str(self.severity).strip())
+        except ValueError:
+            level = None
+        if level is None or not 1 <= level <= CORRUPTION_LEVELS:
+            raise OptionError(f"severity must be a whole number from 1 to {CORRUPTION_LEVELS}, got {self.severity!r}")
+        object.__setattr__(self, "severity", level)
+        if self.method != "corrupt" and (self.corruption, level) != (CORRUPTION_NAMES[0], 1):
+            raise OptionError(f"corruption and severity apply to the corrupt method, not to {self.method}")
 
     @property
     def metrics(self) -> tuple[str, ...]:
@@ -364,6 +399,10 @@ class AttackConfig:
         }
         return [AttackConfig(method="apgd", loss=member.loss, radii=member.radii, **shared) for member in ENSEMBLE]
 
+    def with_severity(self, severity: int) -> AttackConfig:
+        """A copy at ``severity`` kept in 1..5: what the eps keys ask for under the corrupt method."""
+        return replace(self, severity=min(CORRUPTION_LEVELS, max(1, int(severity))))
+
     def with_eps(self, eps: float) -> AttackConfig:
         """A copy at ``clamp_eps(eps)``: what stepping eps from the keyboard asks for."""
         return replace(self, eps=clamp_eps(eps, self.norm))
@@ -382,6 +421,8 @@ class AttackConfig:
             return f"Ensemble ({', '.join([f'{len(ENSEMBLE)} x APGD-{self.steps}', *l2])})"
         if self.method == "universal":
             return f"Universal ({PurePath(self.delta).stem if self.delta else 'no delta'})"
+        if self.method == "corrupt":
+            return f"Corrupt ({CORRUPTION_TITLES[self.corruption]}, severity {self.severity})"
         details = [f"{self.steps} steps"]
         if self.radii != (1.0,):
             details.append("radii " + "/".join(f"{r:g}" for r in self.radii) + " eps")
@@ -394,6 +435,8 @@ class AttackConfig:
         """What the attack optimises: ``bce loss, target gt`` (erase has its own objective)."""
         if self.method == "universal":
             return "saved universal perturbation"
+        if self.method == "corrupt":
+            return "MRI artefact, no objective"
         if not self.entry.uses_target:
             return f"{label_noun(self.labels)} logits to 0"
         if "loss" not in self.entry.parameters:
@@ -402,6 +445,8 @@ class AttackConfig:
 
     @property
     def label(self) -> str:
+        if self.method == "corrupt":
+            return f"severity {self.severity} · {CORRUPTION_TITLES[self.corruption]} corruption · eps ignored"
         norm = "" if self.norm == "linf" else f" ({self.norm.upper()})"
         return f"eps {self.eps:.3f}{norm} · {self.method_label} · {self.objective_label}"
 
@@ -412,5 +457,7 @@ class AttackConfig:
         data["radii"] = list(self.radii)
         if self.nsd_tolerance is None:
             del data["nsd_tolerance"]  # not measured: the JSON of a DSC-only run is as it always was
+        if self.method != "corrupt":  # an attack's JSON is as it was before the corrupt method
+            del data["corruption"], data["severity"]
         data["method_label"] = self.method_label
         return data

@@ -19,7 +19,7 @@ import typer
 
 from core.attacks.config import METHOD_LIST
 from core.devices import DEVICE_HELP
-from core.names import DEFAULT_NSD_TOLERANCE, LOSS_NAMES
+from core.names import CORRUPTION_LEVELS, CORRUPTION_NAMES, DEFAULT_NSD_TOLERANCE, LOSS_NAMES
 from segadv_tui.cli._outcome import DEFAULT_OUT_DIR
 from segadv_tui.render.figure_style import COLUMN_WIDTHS
 
@@ -150,6 +150,25 @@ Delta = Annotated[
         "--delta",
         rich_help_panel=ATTACK,
         help="The universal method's perturbation (made by `segadv universal`).",
+    ),
+]
+# Strings, checked by AttackConfig: a bad severity is one line naming it, not a usage box.
+Corruption = Annotated[
+    str | None,
+    typer.Option(
+        "--corruption",
+        rich_help_panel=ATTACK,
+        help=f"The corrupt method's MRI artefact (segadv corrupt's): {', '.join(CORRUPTION_NAMES)}; default "
+        f"{CORRUPTION_NAMES[0]}.",
+    ),
+]
+Severity = Annotated[
+    str | None,
+    typer.Option(
+        "--severity",
+        rich_help_panel=ATTACK,
+        help=f"The corrupt method's severity, 1 to {CORRUPTION_LEVELS} (fixed per level, see segadv corrupt); "
+        "default 1.",
     ),
 ]
 Norm = Annotated[

@@ -28,6 +28,7 @@ from segadv_tui.cli._options import (
     BatchSize,
     BestIterate,
     Checkpoint,
+    Corruption,
     Data,
     Delta,
     Device,
@@ -45,6 +46,7 @@ from segadv_tui.cli._options import (
     Organs,
     Precision,
     Seed,
+    Severity,
     SliceAxis,
     Split,
     Steps,
@@ -87,6 +89,8 @@ def attack(
     target: Target = "gt",
     mode: Mode = "textbook",
     norm: Norm = "linf",
+    corruption: Corruption = None,
+    severity: Severity = None,
     limit: Limit = None,
     all_slices: AllSlices = False,
     empty: Empty = "one",
@@ -120,6 +124,8 @@ def attack(
         best_iterate=best_iterate,  # delta a Path: attack_config lower-cases strings
         **metric_fields(metrics, nsd_tolerance),
         norm=norm,
+        corruption=corruption,
+        severity=severity,
     )
     run = prepare(
         "attack",
@@ -173,8 +179,9 @@ def _attack_table(result, loaded, split: str):
     rows.append(("mean", number(summary.mean_clean), number(summary.mean_adv), number(summary.mean_attack_success)))
     boundary, columns = organ_columns(config, summary)
     rows = [row + tuple(column[i] for column in columns) for i, row in enumerate(rows)]
+    strength = "eps ignored" if config.method == "corrupt" else f"eps {config.eps:g}"
     return Table(
-        f"{loaded.title}: {config.method_label}, {config.objective_label}, eps {config.eps:g}",
+        f"{loaded.title}: {config.method_label}, {config.objective_label}, {strength}",
         (label_noun(labels), "DSC clean", "DSC adversarial", "attack success", *boundary),
         tuple(rows),
         bold=(frozenset(),) * len(labels) + (frozenset(range(4)),),

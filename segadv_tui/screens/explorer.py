@@ -1,7 +1,11 @@
 """The explorer screen: the panels, their layout, the keys' actions, and the workers that scan, load,
-attack and sweep.
+attack, sweep and certify.
 
-The state (``segadv_tui.state``) changes here, in ``@on`` handlers and actions on the UI thread; every
+The decisions are elsewhere, without Textual: what the keys and fields ask of the attack, which model
+scores, what is copied (``segadv_tui.state``), the layout by terminal size (``segadv_tui.layout``) and
+what the frame worker computes (``segadv_tui.workers``); this module composes, handles and posts.
+
+The state changes here, in ``@on`` handlers and actions on the UI thread; every
 piece of model or file work runs in a thread worker that never touches a widget and posts a message
 back. Each frame request carries an increasing id: a worker skips its work when a newer request exists
 by the time it starts, iterative attacks stop at their next step, and a frame that arrives for an old id
@@ -14,8 +18,7 @@ started loading it in a thread) and the screen paints at once.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -31,34 +34,28 @@ from core.attacks.config import AttackConfig
 from core.errors import SegadvError
 from core.wording import with_labels_caption
 from segadv_tui.catalog import CheckpointEntry, LoadedCheckpoint
-from segadv_tui.frames import Frame, FrameRequest, LiveStep, SliceCache, SliceData
+from segadv_tui.frames import Frame, FrameRequest, SliceCache, SliceData
 from segadv_tui.keys import EXPLORER_KEYS, MORE_LABEL_KEYS, TOGGLED_LABELS
-from segadv_tui.messages import CheckpointsFound, CurveReady, DataReady, FrameReady, LiveStepReady, ModelLoaded
+from segadv_tui.layout import layout_classes
+from segadv_tui.messages import (
+    CertifyReady,
+    CheckpointsFound,
+    CurveReady,
+    DataReady,
+    FrameReady,
+    LiveStepReady,
+    ModelLoaded,
+)
 from segadv_tui.state import FAILURE_TITLES, ExplorerOptions, ExplorerState, cycle_next, opening_slice
-from segadv_tui.widgets.attack import CHOICES, AttackPanel, EpsInput, choice_value
+from segadv_tui.widgets.attack import CHOICES, AttackPanel, EpsInput
 from segadv_tui.widgets.checkpoints import CheckpointList
 from segadv_tui.widgets.images import VIEWS, Picture, PictureViews
 from segadv_tui.widgets.scores import DscCurve, ScoresPanel, ScoresTable
 from segadv_tui.widgets.slices import SliceBrowser
+from segadv_tui.workers import WorkerHooks, compute_frame
 
 if TYPE_CHECKING:
     from segadv_tui.attacker import SliceAttacker
-
-NARROW_WIDTH = 120  # below: the sidebar folds away (b shows it)
-SHORT_HEIGHT = 36  # below: one row of the four essential pictures
-HEADER_HEIGHT = 52  # below: the header's row goes to the pictures (the summary line names the device)
-TINY_HEIGHT = 26  # below: the scores table loses its status lines
-
-
-@dataclass(frozen=True)
-class WorkerHooks:
-    """Calls into the frame worker, for tests: ``on_frame_start`` when a computation starts, holding the
-    model (tests pause it there); ``on_live`` after each live step of an iterative attack is posted (tests
-    hold a run there), every ``live_interval`` seconds (None: the attacker's ~10 a second)."""
-
-    on_frame_start: Callable[[FrameRequest], None] | None = None
-    on_live: Callable[[LiveStep], None] | None = None
-    live_interval: float | None = None
 
 
 class ExplorerScreen(Screen):
@@ -105,7 +102,7 @@ class ExplorerScreen(Screen):
         self.query_one("#checkpoints").border_title = "Checkpoints"
         self.query_one("#slices").border_title = "Slices"
         self.query_one("#attack").border_title = "Attack"
-        self.query_one("#scores").border_title = "Scores"
+        self.query_one(ScoresPanel).set_heading("Scores")
         self.query_one("#curve").border_title = "FGSM mean DSC vs eps"
         self.query_one(AttackPanel).show(self.state.attack)
         self.query_one("#images").loading = True
@@ -122,15 +119,15 @@ class ExplorerScreen(Screen):
 
     def _update_layout(self, size: Size | None = None) -> None:
         width, height = size or self.app.size
-        narrow = width < NARROW_WIDTH
-        self.set_class(narrow, "-narrow")
-        self.set_class(height < SHORT_HEIGHT, "-short")
-        self.set_class(height < HEADER_HEIGHT, "-compact")
-        self.set_class(height < TINY_HEIGHT, "-tiny")
-        show_sidebar = (not narrow) if self._sidebar_forced is None else self._sidebar_forced
-        if self._in_focus_view():
-            show_sidebar = self._focus_sidebar  # the picture as large as the terminal allows
-        self.set_class(not show_sidebar, "-no-sidebar")
+        classes = layout_classes(
+            width,
+            height,
+            sidebar_forced=self._sidebar_forced,
+            focus_view=self._in_focus_view(),
+            focus_sidebar=self._focus_sidebar,
+        )
+        for name, present in classes.items():
+            self.set_class(present, name)
 
     # -- start-up: checkpoints and data ---------------------------------------------------------
 
@@ -341,7 +338,7 @@ class ExplorerScreen(Screen):
             state.scoring_wanted = None
             self._set_scored_on(None)
             return
-        problem = entry.problem if entry.meta is None else state.size_problem(entry)
+        problem = state.scoring_problem(entry)
         if problem:
             self.notify(f"Cannot score on {entry.path.stem}: {problem}.", severity="error", markup=False)
             self._show_scored_on()
@@ -365,7 +362,7 @@ class ExplorerScreen(Screen):
         self.state.scored_on = path
         self.state.curve = None
         self.query_one(CheckpointList).mark_scored_on(path)
-        self.query_one("#scores").border_title = "Scores" if path is None else f"Scores on {path.stem}"
+        self.query_one(ScoresPanel).set_heading("Scores" if path is None else f"Scores on {path.stem}")
         if request:
             self.request_frame()
 
@@ -373,13 +370,11 @@ class ExplorerScreen(Screen):
         """The next checkpoint of the list to score on, back to the attacked model after the last."""
         if self.state.attacked is None:
             return
-        choices = self.state.scoring_choices()
-        if len(choices) == 1:
-            self.notify("No other checkpoint of this input size to score on (see --checkpoints).", severity="warning")
+        entry, problem = self.state.next_scoring_choice()
+        if problem:
+            self.notify(problem, severity="warning")
             return
-        paths = [None if entry is None else entry.path for entry in choices]
-        current = self.state.scored_on if self.state.scored_on in paths else None
-        self.score_on(choices[paths.index(cycle_next(paths, current))])
+        self.score_on(entry)
 
     # -- universal perturbations -----------------------------------------------------------------
 
@@ -419,9 +414,11 @@ class ExplorerScreen(Screen):
         self.query_one(AttackPanel).show(attack)  # also puts back a select left elsewhere when nothing changed
         if attack == state.attack:
             return
+        if attack.method != state.attack.method:
+            self.refresh_bindings()  # the eps keys step the severity under the corrupt method, eps otherwise
         state.attack = attack
         curve = self.query_one(DscCurve)
-        curve.show(curve.curve, attack.eps)
+        curve.show(curve.curve, state.curve_eps)
         self.request_frame()
 
     def action_step_eps(self, direction: int, size: str = "fine") -> None:
@@ -434,19 +431,15 @@ class ExplorerScreen(Screen):
         self._show_sidebar_if_hidden()
         self.query_one(EpsInput).focus()
 
+    def action_step_severity(self, direction: int) -> None:
+        self.set_attack(self.state.stepped_eps(direction))
+
     def action_cycle(self, field: str) -> None:
-        attack = self.state.attack
-        if field == "target" and not self.state.has_truth:
-            self.notify("A lone PNG has no ground truth: the target is the clean prediction.")
+        cycled = self.state.cycled(field, [value for _, value in CHOICES[field]])
+        if isinstance(cycled, str):
+            self.notify(cycled)
             return
-        if field == "mode" and "mode" not in attack.entry.parameters:
-            self.notify("The paper's variant exists for FGSM only.")
-            return
-        if field in ("loss", "target") and not attack.entry.uses_target:
-            self.notify(f"{attack.entry.title} has its own objective ({attack.objective_label}).")
-            return
-        values = [value for _, value in CHOICES[field]]
-        self.set_attack(attack.replace(**{field: cycle_next(values, choice_value(attack, field))}))
+        self.set_attack(cycled)
 
     @on(AttackPanel.Changed)
     def _attack_changed(self, message: AttackPanel.Changed) -> None:
@@ -461,19 +454,21 @@ class ExplorerScreen(Screen):
                 return
             self.set_attack(state.attack.replace(delta=message.value or None))
             return
+        if message.field == "norm":  # eps carried over to the new norm's scale
+            self.set_attack(state.with_norm(message.value))
+            return
         if message.field != "eps":
             self.set_attack(state.attack.replace(**{message.field: message.value}))
             return
-        try:
-            eps = float(message.value)
-        except ValueError:
-            self.notify(f"Epsilon must be a number in [0, 1], not {message.value!r}.", severity="error")
+        attack, problem = state.typed_eps(message.value)  # under the corrupt method, the severity
+        if attack is None:
+            self.notify(problem, severity="error", markup=False)
             self.query_one(AttackPanel).show(state.attack)
             return
-        if not 0.0 <= eps <= 1.0:
-            self.notify(f"Epsilon {eps:g} is outside [0, 1]: clamped.", severity="warning")
+        if problem:
+            self.notify(problem, severity="warning", markup=False)
         self.query_one(SliceBrowser).focus()  # away from the field, so the keys are shortcuts again
-        self.set_attack(state.attack.with_eps(eps))  # shows it
+        self.set_attack(attack)  # shows it
 
     # -- frames ----------------------------------------------------------------------------------
 
@@ -488,32 +483,14 @@ class ExplorerScreen(Screen):
     @work(thread=True, exclusive=True, exit_on_error=False, group="frame", name="Attacking the slice")
     def _compute_frame(self, request: FrameRequest, attacker: SliceAttacker) -> None:
         worker = get_current_worker()
-        hooks = self.hooks
-
-        def should_stop() -> bool:
-            return worker.is_cancelled or not self.state.is_latest(request.id)
-
-        if should_stop():
-            return
-        data = self._slices.get(request.source, self.state.attacked.img_size)
-        on_start = None if hooks.on_frame_start is None else (lambda: hooks.on_frame_start(request))
-
-        def on_live(live: LiveStep) -> None:
-            if not should_stop():
-                self.post_message(LiveStepReady(live))
-                if hooks.on_live is not None:
-                    hooks.on_live(live)
-
-        interval = {} if hooks.live_interval is None else {"live_interval": hooks.live_interval}
-        frame = attacker.compute(
-            data,
-            request.attack,
-            request_id=request.id,
-            should_stop=should_stop,
-            on_start=on_start,
-            on_live=on_live,
-            scored_on=request.scored_on,
-            **interval,
+        frame = compute_frame(
+            request,
+            attacker,
+            self._slices,
+            self.state.attacked.img_size,
+            should_stop=lambda: worker.is_cancelled or not self.state.is_latest(request.id),
+            post_live=lambda live: self.post_message(LiveStepReady(live)),
+            hooks=self.hooks,
         )
         if frame is not None:
             self.post_message(FrameReady(frame))
@@ -525,11 +502,12 @@ class ExplorerScreen(Screen):
             return
         self.state.live_steps += 1
         self.state.live = live
-        self._show_pictures(live.result, live.config.eps)
+        self._show_pictures(live.result, self.state.pixel_eps(live.config))
         self.query_one(ScoresPanel).show_live(live)
 
     def _show_pictures(self, result, eps: float) -> None:
-        """The pictures of a slice's attack (a finished frame or an iterative run's current iterate)."""
+        """The pictures of a slice's attack (a finished frame or an iterative run's current iterate); the
+        perturbation drawn at ``eps`` per pixel (``ExplorerState.pixel_eps``)."""
         from segadv_tui.render.figures import AttackPanels
 
         self.query_one(PictureViews).show(AttackPanels.from_result(result, eps), result.pictures.has_truth)
@@ -542,7 +520,7 @@ class ExplorerScreen(Screen):
             state.dropped_frames += 1
             return
         state.frame = frame
-        self._show_pictures(frame.result, frame.config.eps)
+        self._show_pictures(frame.result, self.state.pixel_eps(frame.config))
         scores = self.query_one(ScoresPanel)
         scores.show(frame)
         live = state.live if state.live is not None and state.live.request_id == frame.request_id else None
@@ -554,9 +532,9 @@ class ExplorerScreen(Screen):
             )
         curve = self.query_one(DscCurve)
         if state.curve is not None and state.curve_matches(state.curve, frame):
-            curve.show(state.curve, frame.config.eps)
+            curve.show(state.curve, state.curve_eps)
         else:
-            curve.show(None, frame.config.eps)
+            curve.show(None, state.curve_eps)
             self._compute_curve(
                 self._slices.of_frame(frame, state.attacked.img_size),
                 frame.config,
@@ -579,7 +557,7 @@ class ExplorerScreen(Screen):
         state = self.state
         state.curve = message.curve
         if state.frame is not None and state.curve_matches(message.curve, state.frame):
-            self.query_one(DscCurve).show(message.curve, state.attack.eps)
+            self.query_one(DscCurve).show(message.curve, state.curve_eps)
 
     def _summary(self, text: str | None = None) -> None:
         """The summary line: ``text``, or what the explorer attacks and how (state.summary)."""
@@ -626,7 +604,7 @@ class ExplorerScreen(Screen):
             return self._in_focus_view()
         if action == "toggle_organ":  # keys 1 to 9: as many as the label set has
             return parameters[0] < min(len(self.state.labels), TOGGLED_LABELS)
-        return True
+        return self.state.key_applies(action, parameters)
 
     # -- views ---------------------------------------------------------------------------------------
 
@@ -700,6 +678,39 @@ class ExplorerScreen(Screen):
         views.use_renderer(renderer)
         self.notify(f"Pictures: {renderer}")
 
+    # -- certification -------------------------------------------------------------------------------
+
+    def action_certify(self) -> None:
+        """Certify the slice shown by randomized smoothing (n forward passes, in a worker) and show its
+        certified pixels."""
+        state = self.state
+        if self.attacker is None or state.frame is None:
+            self.notify("Nothing to certify yet: wait for the slice's pictures.", severity="warning")
+            return
+        config, problem = state.certify_config()
+        if problem:
+            self.notify(problem, severity="error", timeout=10, markup=False)
+            return
+        data = self._slices.of_frame(state.frame, state.attacked.img_size)
+        self.notify(
+            f"Certifying {data.id}: {config.forward_passes} forward passes (σ {config.sigma:g}, n {config.n})…",
+            timeout=5,
+        )
+        self._certify_worker(data, config, self.attacker)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="certify", name="Certifying the slice")
+    def _certify_worker(self, data: SliceData, config, attacker: SliceAttacker) -> None:
+        self.post_message(CertifyReady(attacker.certify(data, config, self.state.attack.empty)))
+
+    @on(CertifyReady)
+    def _certified(self, message: CertifyReady) -> None:
+        from segadv_tui.screens.certify import CertifyScreen
+
+        labels = self.state.labels
+        self.app.push_screen(
+            CertifyScreen(message.picture, list(labels.titles.values()), tuple(labels.colours.values()))
+        )
+
     # -- exports and Table II ----------------------------------------------------------------------
 
     def action_export_figure(self) -> None:
@@ -707,16 +718,20 @@ class ExplorerScreen(Screen):
         if frame is None:
             self.notify("Nothing to export yet.", severity="warning")
             return
+        state = self.state
         self._export_figure(
-            frame, self.state.options.export_dir / self.state.figure_name(frame), self.state.figure_caption(frame)
+            frame,
+            state.pixel_eps(frame.config),
+            state.options.export_dir / state.figure_name(frame),
+            state.figure_caption(frame),
         )
 
     @work(thread=True, exit_on_error=False, group="export", name="Exporting the figure")
-    def _export_figure(self, frame: Frame, path: Path, caption: str) -> None:
+    def _export_figure(self, frame: Frame, eps: float, path: Path, caption: str) -> None:
         from core.files import write_png
         from segadv_tui.render.figures import AttackPanels, attack_figure
 
-        path = write_png(path, attack_figure(AttackPanels.from_result(frame.result, frame.config.eps), caption))
+        path = write_png(path, attack_figure(AttackPanels.from_result(frame.result, eps), caption))
         self.app.call_from_thread(self.notify, f"Saved {path}")
 
     def action_export_scores(self) -> None:
@@ -733,24 +748,8 @@ class ExplorerScreen(Screen):
             return
         self.notify("Saved " + ", ".join(str(p) for p in paths))
 
-    def copy_texts(self) -> dict[str, tuple[str, str | None]]:
-        """What y and the palette copy: name -> (what it is, its text; None while there is none)."""
-        from rich.text import Text
-
-        from segadv_tui.render.tables import scores_table
-
-        state, frame = self.state, self.state.frame
-        table_ii = state.table_ii
-        slice_id = getattr(state.source, "id", None) or (Path(state.source).name if state.source else None)
-        return {
-            "scores": ("the scores table", None if frame is None else scores_table(frame).to_markdown()),
-            "table2": ("Table II", None if table_ii is None else table_ii.to_markdown()),
-            "summary": ("the summary line", Text.from_markup(state.summary()).plain if state.attacked else None),
-            "slice": ("the slice id", slice_id),
-        }
-
     def action_copy(self, name: str) -> None:
-        self.app.copy_text(*self.copy_texts()[name])
+        self.app.copy_text(*self.state.copy_texts()[name])
 
     def action_table_ii(self) -> None:
         from segadv_tui.screens.table_ii import TableIIScreen

@@ -41,9 +41,11 @@ KEY_NAMES = {
 USAGE = (
     "Pick a checkpoint and a slice (case → day → slice), then step epsilon and watch the masks and the "
     "scores change. FGSM reuses one gradient per slice and loss: each eps step is one forward pass. "
-    "Views ({view.next}): Overlay, the clean and adversarial predictions as translucent fills over the clean slice, "
+    "Views ({view.next}): Overlay, the clean and adversarial predictions as translucent fills over the clean "
+    "slice, "
     "the truth as a thin outline; Difference, both TP / FP / FN maps over the dimmed slice; Grid, the "
-    "paper's eight panels; Focus ({view.focus}), one picture alone, zoomed with {view.zoom_in} and {view.zoom_out} down to one image pixel per "
+    "paper's eight panels; Focus ({view.focus}), one picture alone, zoomed with {view.zoom_in} and "
+    "{view.zoom_out} down to one image pixel per "
     "half cell and panned with the arrows or the mouse. Organs (1 2 3): large bowel orange, small bowel "
     "blue, stomach magenta. Difference maps: true positive green, false positive blue, false negative red. "
     "AS = (DSC clean − DSC adv) / DSC clean. Transfer ({attack.score_on}, or Score on): the attack is crafted on the "

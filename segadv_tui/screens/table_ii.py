@@ -26,7 +26,7 @@ from segadv_tui.state import ExplorerState
 
 
 def run_table_ii(models, records, attack: AttackConfig, losses, *, device, progress, should_stop):
-    """``core.evaluation.scoring.table_ii`` with the explorer's attack, for each (label, model, meta)."""
+    """``core.evaluation.scoring.table_ii`` with the explorer's attack, for each ``LoadedModel``."""
     from core.evaluation.scoring import table_ii  # torch: in the worker, never on the UI thread
 
     return table_ii(models, records, losses, attack, device=device, progress=progress, should_stop=should_stop)
@@ -34,7 +34,8 @@ def run_table_ii(models, records, attack: AttackConfig, losses, *, device, progr
 
 def as_table(result, attack: AttackConfig, slices: int) -> Table:
     """The paper's layout, with each attack's success next to its DSC."""
-    title = f"Table II: mean DSC over {slices} test slices{with_labels_caption(result.labels or attack.labels, False)}, {attack.label}"
+    caption = with_labels_caption(result.labels or attack.labels, False)
+    title = f"Table II: mean DSC over {slices} test slices{caption}, {attack.label}"
     return table_ii_table(result, title=title, with_success=True)
 
 

@@ -1,6 +1,6 @@
-"""The Attack panel: method, loss, target, mode, the labels to erase (the label set's), the universal perturbation,
-epsilon
-and the model the frames are scored on; it shows the explorer's ``AttackConfig`` (and its scoring model) and
+"""The Attack panel: method, loss, target, mode, threat model (norm), the corrupt method's artefact, the labels to
+erase (the label set's), the universal perturbation, epsilon (the corrupt method's severity) and the model the frames
+are scored on; it shows the explorer's ``AttackConfig`` (and its scoring model) and
 asks for changes. The method list is the attack registry's."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from textual.widgets import Input, Label, Select
 
 from core.attacks.config import METHOD_LIST, METHODS, AttackConfig
 from core.labels import LabelSet
-from core.names import LOSS_NAMES, LOSS_TITLES, MODES, TARGETS
+from core.names import CORRUPTION_TITLES, LOSS_NAMES, LOSS_TITLES, MODES, NORMS, TARGETS
 
 # Field -> (label, value) options; the labels' values are comma lists, as AttackConfig accepts them.
 CHOICES = {
@@ -20,7 +20,11 @@ CHOICES = {
     "loss": [(LOSS_TITLES[name], name) for name in LOSS_NAMES],
     "target": [({"gt": "ground truth", "pred": "prediction"}.get(name, name), name) for name in TARGETS],
     "mode": [(name, name) for name in MODES],
+    "norm": [({"linf": "L-inf", "l2": "L2"}.get(name, name), name) for name in NORMS],
+    "corruption": [(title, name) for name, title in CORRUPTION_TITLES.items()],
 }
+# A select's label where its field's name does not fit the 9-column label.
+FIELD_LABELS = {"corruption": "Artefact"}
 ALL_WORDS = {2: "both", 3: "all three"}
 
 
@@ -36,6 +40,17 @@ def choice_value(config: AttackConfig, field: str) -> str:
     """``config``'s value of ``field`` as the panel's option value."""
     value = getattr(config, field)
     return ",".join(value) if field == "organs" else value
+
+
+def strength_label(config: AttackConfig) -> str:
+    """The Epsilon field's label: what the eps keys step for ``config`` (the corrupt method's severity)."""
+    if config.method == "corrupt":
+        return "Severity"
+    return "Epsilon" if config.norm == "linf" else "L2 eps"
+
+
+def strength_value(config: AttackConfig) -> str:
+    return str(config.severity) if config.method == "corrupt" else f"{config.eps:.3f}"
 
 
 # The value of the "none" option of the Delta and Score on selects (no delta; the attacked model).
@@ -73,7 +88,7 @@ class AttackPanel(Vertical):
     def compose(self) -> ComposeResult:
         for field, options in self.choices.items():
             with Horizontal():
-                yield Label(field.capitalize())
+                yield Label(FIELD_LABELS.get(field, field.capitalize()))
                 yield Select(
                     options,
                     value=self._shown_value(self.initial, field),
@@ -85,7 +100,7 @@ class AttackPanel(Vertical):
             yield Label("Delta")
             yield Select([("none", NONE)], value=NONE, allow_blank=False, compact=True, id="attack-delta")
         with Horizontal():
-            yield Label("Epsilon")
+            yield Label(strength_label(self.initial), id="attack-eps-label")
             yield EpsInput(compact=True, id="attack-eps", placeholder="0.009")
         with Horizontal():
             yield Label("Score on")
@@ -124,12 +139,15 @@ class AttackPanel(Vertical):
         self.query_one("#attack-loss", Select).disabled = "loss" not in uses
         self.query_one("#attack-target", Select).disabled = not self.has_truth or not attack.entry.uses_target
         self.query_one("#attack-mode", Select).disabled = "mode" not in uses
+        self.query_one("#attack-norm", Select).disabled = "norm" not in uses
+        self.query_one("#attack-corruption", Select).disabled = "corruption" not in uses
         self.query_one("#attack-organs", Select).disabled = "organs" not in uses
         delta.disabled = "delta" not in uses
+        self.query_one("#attack-eps-label", Label).update(strength_label(attack))
         eps = self.query_one(EpsInput)
         if not eps.has_focus:
             with eps.prevent(Input.Changed):
-                eps.value = f"{attack.eps:.3f}"
+                eps.value = strength_value(attack)
 
     def on_select_changed(self, event: Select.Changed) -> None:
         event.stop()

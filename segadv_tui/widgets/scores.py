@@ -20,6 +20,7 @@ from textual.containers import Vertical
 from textual.widget import Widget
 from textual.widgets import DataTable, Static
 
+from core.evaluation.label_split import LabelSplit, label_split
 from core.labels import UW_MADISON, LabelSet
 from core.results import nanmean
 from core.wording import label_noun
@@ -56,6 +57,27 @@ def absent_note(frame: Frame | LiveStep) -> str:
         return ""
     reference = "truth" if frame.result.pictures is None or frame.result.pictures.has_truth else "target"
     return f"{ABSENT_MARK} " + ABSENT_NOTES[frame.config.empty].format(reference=reference)
+
+
+def strength(config) -> str:
+    """``eps 0.009``, ``L2 eps 2.02``, ``severity 3``: how strong the frame's attack (or corruption) is."""
+    if config.method == "corrupt":
+        return f"severity {config.severity}"
+    return f"eps {config.eps:.3f}" if config.norm == "linf" else f"L2 eps {config.eps:.2f}"
+
+
+def split_line(split: LabelSplit | None) -> str:
+    """The slice's DSC split by its sources (``core.evaluation.label_split``), clean → adversarial: the mean
+    DSC over the labels in the reference, and how many of the absent ones are predicted ("halluc."; "" when
+    the slice is not scored). Short: it shares the Scores panel's title line (49 columns)."""
+    if split is None or split.present_pairs + split.absent_pairs == 0:
+        return ""
+    text = f"present {format_score(split.damage_clean)}→{format_score(split.damage_adv)}"
+    if not split.absent_pairs:
+        return f"{text} · none absent"
+    absent = split.absent_pairs
+    clean, adv = (round(share * absent) for share in (split.hallucination_clean, split.hallucination_adv))
+    return f"{text} · halluc. {clean}/{absent}→{adv}/{absent}"
 
 
 class ScoresTable(DataTable):
@@ -184,7 +206,8 @@ class DscCurve(Widget):
 
 
 class ScoresPanel(Vertical):
-    """The table and a line with the eps, the realised perturbation size and the step time."""
+    """The table and a line with the eps, the realised perturbation size and the step time; on its border,
+    the slice's DSC split into damage to the labels present and labels hallucinated (``split_line``)."""
 
     DEFAULT_CSS = """
     ScoresPanel { height: 1fr; }
@@ -197,6 +220,8 @@ class ScoresPanel(Vertical):
         self.metrics = metrics
         self.note = ""  # the absent-organ footnote of the scores shown
         self.live_shown = False  # the second line shows an iterative run (its progress, then its history)
+        self.heading = "Scores"  # the title, before the split: "Scores on X" for a transfer
+        self.split = ""  # the slice's DSC split by its sources (split_line)
 
     def compose(self) -> ComposeResult:
         yield ScoresTable(self.metrics, id="scores-table")
@@ -205,15 +230,19 @@ class ScoresPanel(Vertical):
 
     def show(self, frame: Frame) -> None:
         self.query_one(ScoresTable).show(frame)
+        self._show_split(label_split([frame.result]))
         step = f"step {frame.seconds * 1000:.0f} ms" if self.show_timings else "step –"
+        linf_digits = 3 if frame.config.norm == "l2" else 4  # the longer L2 eps keeps the line in the panel
         self.query_one("#scores-status", Static).update(
-            f"eps {frame.config.eps:.3f} · L∞ {frame.result.linf:.4f} · L2 {frame.result.l2:.2f} · {step}", layout=False
+            f"{strength(frame.config)} · L∞ {frame.result.linf:.{linf_digits}f} · L2 {frame.result.l2:.2f} · {step}",
+            layout=False,
         )
         self._show_note(absent_note(frame))
 
     def show_live(self, live: LiveStep) -> None:
         """An iterative attack in progress: its iterate's scores, and per-step sparklines of mean DSC and loss."""
         self.query_one(ScoresTable).show(live)
+        self._show_split(label_split([live.result]))
         self.note = absent_note(live)
         self.show_live_line(live)
 
@@ -231,9 +260,20 @@ class ScoresPanel(Vertical):
     def clear(self) -> None:
         """Nothing to score: the table's cells unknown, no status, no footnote."""
         self.query_one(ScoresTable).clear()
+        self._show_split(None)
         self.query_one("#scores-status", Static).update("", layout=False)
         self.live_shown = False
         self._show_note("")
+
+    def set_heading(self, heading: str) -> None:
+        self.heading = heading
+        self._show_split(None, keep=True)
+
+    def _show_split(self, split: LabelSplit | None, *, keep: bool = False) -> None:
+        """The title: the heading, then the split of the scores shown (``keep``: the split shown before)."""
+        if not keep:
+            self.split = split_line(split)
+        self.border_title = f"{self.heading} · {self.split}" if self.split else self.heading
 
     def _show_note(self, note: str) -> None:
         self.note = note

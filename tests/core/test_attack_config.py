@@ -13,7 +13,17 @@ from core.errors import OptionError, SegadvError
 
 
 def test_every_registry_entry_names_a_real_runner_and_valid_defaults():
-    assert [m.name for m in METHOD_LIST] == ["fgsm", "bim", "pgd", "apgd", "ensemble", "square", "erase", "universal"]
+    assert [m.name for m in METHOD_LIST] == [
+        "fgsm",
+        "bim",
+        "pgd",
+        "apgd",
+        "ensemble",
+        "square",
+        "erase",
+        "universal",
+        "corrupt",
+    ]
     for method in METHOD_LIST:
         assert callable(method.function())
         config = AttackConfig.for_method(method.name)

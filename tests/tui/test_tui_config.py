@@ -166,7 +166,7 @@ async def test_the_palette_copies_the_slice_id_and_the_summary_line(tiny_demo):
         await pilot.press("enter")
         await settle(pilot, app)
         assert app.clipboard == state.source.id
-        texts = app.explorer.copy_texts()
+        texts = app.explorer.state.copy_texts()
         assert texts["table2"] == ("Table II", None)
         summary = texts["summary"][1]
         assert summary.startswith(f"eps {state.attack.eps:.3f} · FGSM") and summary.endswith(
@@ -258,7 +258,7 @@ async def test_table_ii_is_copied_from_its_screen_and_later_from_the_palette(tin
         assert f"| {screen.table.rows[0][0]} | {screen.table.rows[0][1]} | {screen.table.rows[0][2]} |" in markdown
         await pilot.press("escape")
         await settle(pilot, app)
-        assert app.explorer.copy_texts()["table2"] == ("Table II", markdown)  # "Copy: Table II" in the palette
+        assert app.explorer.state.copy_texts()["table2"] == ("Table II", markdown)  # "Copy: Table II" in the palette
 
 
 @pytest.mark.parametrize("view", ["difference", "focus"])

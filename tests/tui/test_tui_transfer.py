@@ -94,7 +94,7 @@ async def test_score_on_another_model_is_the_transfer_cell_and_w_cycles_back_to_
         same_scores(state.frame.result, transferred)
         assert state.frame.checkpoint == str(demo_checkpoint())  # still crafted on demo_small
         assert "scored on demo_small_fpn" in str(app.query_one("#summary").render())
-        assert app.query_one("#scores").border_title == "Scores on demo_small_fpn"
+        assert app.query_one("#scores").heading == "Scores on demo_small_fpn"
         assert app.query_one("#attack-scored").value == str(fpn_path)
         from segadv_tui.render.tables import scores_table
 
@@ -126,7 +126,7 @@ async def test_score_on_another_model_is_the_transfer_cell_and_w_cycles_back_to_
                 break
         assert seen[-1] is None and fpn_path not in seen[:1]
         same_scores(state.frame.result, white_box)
-        assert app.query_one("#scores").border_title == "Scores"
+        assert app.query_one("#scores").heading == "Scores"
 
 
 @pilot_test
