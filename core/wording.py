@@ -22,3 +22,11 @@ def label_nouns(labels: LabelSet) -> str:
 def with_labels_caption(labels: LabelSet, all_slices: bool) -> str:
     """`` with organs`` (or `` with labels``) after "N test slices", nothing when every slice is used."""
     return "" if all_slices else f" with {label_nouns(labels)}"
+
+
+def mean_over_caption(labels: LabelSet) -> str:
+    """`` (mean over Grey matter, White matter)``: which labels a table's mean DSC averages, for a label set
+    other than UW-Madison's (whose tables keep the paper's wording)."""
+    if labels.same_labels(UW_MADISON):
+        return ""
+    return f" (mean over {', '.join(labels.titles[name] for name in labels.names)})"

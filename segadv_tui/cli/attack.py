@@ -447,8 +447,11 @@ def table(
             models, run.records, loss_names, config, batch_size=batch_size, device=run.device, progress=progress
         )
         result = table_ii_relabelled(result, [model.label for model in models])  # as named here, if served
+    from core.wording import mean_over_caption
+
     caption = (
-        f"DSC before and after {config.method_label} at eps {config.eps:g}, target {config.target}; "
+        f"DSC{mean_over_caption(run.labels)} before and after {config.method_label} at eps {config.eps:g}, "
+        f"target {config.target}; "
         f"{len(run.records)} {run.split} slices{run.with_caption(all_slices)} of {run.dataset.root}; "
         f"lowest DSC (best attack) in bold."
     )

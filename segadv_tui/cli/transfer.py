@@ -170,18 +170,19 @@ def transfer(
             device=run.device,
             progress=progress,
         )
-    from core.wording import label_nouns
+    from core.wording import label_nouns, mean_over_caption
 
     caption = (
         f"{config.method_label}, {config.objective_label}, eps {config.eps:g}; {len(run.records)} {run.split} slices"
         f"{run.with_caption(all_slices)} of {run.dataset.root.name}; empty {label_nouns(run.labels)}: {config.empty}. "
-        f"Cells: mean attack success on the column's model (below: its mean DSC after the attack); "
+        f"Cells: mean attack success on the column's model{mean_over_caption(run.labels)} "
+        f"(below: its mean DSC after the attack); "
         f"{result.attacks} attacks, {result.seconds:.1f} s."
     )
     entries = [(f"{cell.source} -> {cell.target}", cell.summary) for cell in result.cells]
     boundary = boundary_table(config, "Transfer: boundary metrics", entries, "source -> target")
     run.finish(
-        _transfer_table(result),
+        _transfer_table(result, mean_over_caption(run.labels)),
         *([boundary] if boundary else []),
         json=lambda: payload(result),
         csv=lambda: transfer_rows(result),
@@ -198,7 +199,7 @@ def _one_input_size(loaded) -> None:
         )
 
 
-def _transfer_table(result):
+def _transfer_table(result, mean_over: str):
     from segadv_tui.render.tables import Table, number
 
     headers = ["source \\ target"]
@@ -220,7 +221,7 @@ def _transfer_table(result):
         bold.append(frozenset(1 + i for i, cell in enumerate(cells) if cell.white_box))
     first = result.cells[0].summary
     return Table(
-        f"Transfer: mean attack success (mean DSC after), {result.config.label}",
+        f"Transfer: mean attack success (mean DSC after){mean_over}, {result.config.label}",
         tuple(headers),
         tuple(rows),
         tuple(bold),

@@ -19,7 +19,7 @@ from textual.worker import Worker, WorkerState, get_current_worker
 from core.attacks.config import AttackConfig
 from core.errors import SegadvError
 from core.names import PAPER_LOSS_NAMES
-from core.wording import with_labels_caption
+from core.wording import mean_over_caption, with_labels_caption
 from segadv_tui.messages import Progressed, TableIIFinished
 from segadv_tui.render.tables import Table, table_ii_table
 from segadv_tui.state import ExplorerState
@@ -34,8 +34,9 @@ def run_table_ii(models, records, attack: AttackConfig, losses, *, device, progr
 
 def as_table(result, attack: AttackConfig, slices: int) -> Table:
     """The paper's layout, with each attack's success next to its DSC."""
-    caption = with_labels_caption(result.labels or attack.labels, False)
-    title = f"Table II: mean DSC over {slices} test slices{caption}, {attack.label}"
+    labels = result.labels or attack.labels
+    caption = with_labels_caption(labels, False)
+    title = f"Table II: mean DSC{mean_over_caption(labels)} over {slices} test slices{caption}, {attack.label}"
     return table_ii_table(result, title=title, with_success=True)
 
 

@@ -104,10 +104,25 @@ def test_attack_robust_table_and_transfer_name_the_data_labels(cli, folder, trai
     assert [label["name"] for label in robust_json["labels"]["labels"]] == NAMES
 
     table = cli(
-        "table", "-c", checkpoint, "--data", folder, "--losses", "bce,dice", "--json", "t.json", "--csv", "t.csv"
+        "table",
+        "-c",
+        checkpoint,
+        "--data",
+        folder,
+        "--losses",
+        "bce,dice",
+        "--json",
+        "t.json",
+        "--csv",
+        "t.csv",
+        "--md",
+        "t.md",
     )
     assert table.exit_code == 0, table.output
-    # Table II's table and CSV are means over the labels, as the paper's; its JSON keys each label's scores.
+    # Table II's table and CSV are means over the labels, as the paper's, and its caption names them; its JSON
+    # keys each label's scores.
+    averaged = "(mean over Grey matter, white-matter)"
+    assert averaged in (tmp_path / "t.md").read_text() and averaged in " ".join(table.stdout.split())
     table_json = json.loads((tmp_path / "t.json").read_text())
     assert table_json["labels"]["kind"] == kind
     assert list(table_json["rows"][0]["summaries"]["bce"]["dsc_clean"]) == NAMES
@@ -119,7 +134,8 @@ def test_attack_robust_table_and_transfer_name_the_data_labels(cli, folder, trai
     )
     transfer = cli("transfer", "-c", checkpoint, "-c", other, "--data", folder, "--eps", "0.02", "-o", "x")
     assert transfer.exit_code == 0, transfer.output
-    # Its table is of means over the labels; the CSV and JSON key each label's scores.
+    # Its table is of means over the labels, which its caption names; the CSV and JSON key each label's scores.
+    assert averaged in " ".join(transfer.stdout.split())
     cells = rows(tmp_path / "x" / "transfer.csv")
     assert len(cells) == 4 and all(f"dsc_adv_{name}" in cells[0] for name in NAMES), cells[0]
     assert json.loads((tmp_path / "x" / "transfer.json").read_text())["labels"]["kind"] == kind
