@@ -75,6 +75,7 @@ class ExplorerScreen(Screen):
         self._slices = SliceCache()
         self._frame_worker: Worker | None = None  # the latest frame request's (an older one's failure is stale)
         self._load_worker: Worker | None = None  # the latest checkpoint load's
+        self._compiled: set[Path] = set()  # checkpoints whose model the model cache was given this session
         self._failed: str | None = None  # the FAILURE_TITLES group whose failure was shown last
         self._sidebar_forced: bool | None = None
         self._focus_sidebar = False  # the Focus view hides the side panels until b shows them
@@ -257,11 +258,11 @@ class ExplorerScreen(Screen):
         self._load_model(entry, scoring=True)
 
     def _load_model(self, entry: CheckpointEntry, *, scoring: bool) -> None:
-        from core.models.checkpoints import load_checkpoint
+        from core.models.compiled import open_model
         from segadv_tui.attacker import leave_a_core_for_the_ui
 
         leave_a_core_for_the_ui()
-        model, meta = load_checkpoint(entry.path, self.state.device)
+        model, meta = open_model(entry.path, self.state.device)  # torch alone when opened before
         self.post_message(ModelLoaded(LoadedCheckpoint(entry, model, meta), scoring))
 
     @on(ModelLoaded)
@@ -564,6 +565,15 @@ class ExplorerScreen(Screen):
                 state.scoring_model() if frame.scored_on is not None else None,
             )
         self._summary()
+        if state.attacked.path not in self._compiled:  # after the first frame: the next launch's is sooner
+            self._compiled.add(state.attacked.path)
+            self._compile_model(state.attacked, state.device)
+
+    @work(thread=True, exit_on_error=False, group="compile", name="Caching the compiled model")
+    def _compile_model(self, loaded: LoadedCheckpoint, device: str) -> None:
+        from core.models.compiled import save_compiled
+
+        save_compiled(loaded.path, loaded.model, loaded.meta, device)  # nothing to say when it cannot: no cache
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="curve", name="Sweeping eps")
     def _compute_curve(
