@@ -39,6 +39,7 @@ from core.paths import cache_dir
 SIDE = 1 << 20  # bytes hashed at each end of the file, past the header
 LIBRARIES = ("torch", "segmentation_models_pytorch", "timm", "monai")
 _CODE = ("registry.py", "checkpoints.py", "compiled.py")  # segadv's code that builds, checks and traces a model
+KEEP = {".pt": 8, ".json": 256}  # entries kept, the most recently used (a model is the size of its checkpoint)
 TRACE_TOLERANCE = 1e-5  # a traced module whose logits stray further from the model's on a probe is not kept
 
 
@@ -133,6 +134,7 @@ def _read_meta(key: str) -> dict | None:
         _remove(entry)
         return None
     if isinstance(stored, dict) and stored.get("key") == key and isinstance(stored.get("meta"), dict):
+        _touch(entry)
         return stored["meta"]
     _remove(entry)
     return None
@@ -169,6 +171,7 @@ def load_compiled(path: str | os.PathLike, device: str | torch.device = "cpu") -
     except Exception:  # noqa: BLE001  torn, foreign or from another torch: built from the checkpoint again
         _remove(entry)
         return None
+    _touch(entry)
     return model.eval(), meta
 
 
@@ -208,7 +211,26 @@ def _write(entry: Path, data: bytes) -> bool:
         write_bytes(entry, data)
     except (OSError, SegadvError):  # a full disk, a read-only cache folder: no cache
         return False
+    _prune(entry.parent, entry.suffix)
     return True
+
+
+def _touch(entry: Path) -> None:
+    """Mark ``entry`` used now, so pruning keeps it."""
+    try:
+        os.utime(entry)
+    except OSError:
+        pass
+
+
+def _prune(folder: Path, suffix: str) -> None:
+    """Keep the ``KEEP[suffix]`` most recently used entries: a checkpoint rewritten by training leaves its old ones."""
+    try:
+        entries = sorted(folder.glob(f"*{suffix}"), key=lambda path: path.stat().st_mtime_ns, reverse=True)
+    except OSError:  # another process pruned it first
+        return
+    for old in entries[KEEP[suffix] :]:
+        _remove(old)
 
 
 def _remove(entry: Path) -> None:

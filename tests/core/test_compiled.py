@@ -218,3 +218,17 @@ asyncio.run(run())
     assert kind == "CompiledSegmenter"
     assert loaded == ["torch"]
     assert 0 <= float(mean_adv) <= 1
+
+
+def test_the_cache_keeps_the_most_recently_used_models(tmp_path, monkeypatch):
+    import core.models.compiled as compiled
+
+    monkeypatch.setitem(compiled.KEEP, ".pt", 2)
+    paths = [_checkpoint(tmp_path, "small", seed=seed) for seed in range(3)]
+    _compiled(paths[0])
+    _compiled(paths[1])
+    os.utime(entry_path(cache_key(paths[1]), ".pt"), ns=(1, 1))  # long unused
+    assert load_compiled(paths[0]) is not None  # used just now
+    _compiled(paths[2])
+    assert load_compiled(paths[0]) is not None and load_compiled(paths[2]) is not None
+    assert load_compiled(paths[1]) is None
