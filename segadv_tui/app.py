@@ -110,8 +110,9 @@ class SegadvApp(App):
     def action_help(self) -> None:
         from segadv_tui.screens.help import HelpScreen
 
-        labels = self.explorer.state.labels
-        self.push_screen(HelpScreen(help_groups(labels, self._keymap), labels, self._keymap))
+        state = self.explorer.state
+        groups = help_groups(state.labels, self._keymap, state.options.eps_step)
+        self.push_screen(HelpScreen(groups, state.labels, self._keymap))
 
     def report_worker_error(self, task: str, error: BaseException) -> str:
         """A notification, and the app keeps running: bad input says what is wrong; anything else is a

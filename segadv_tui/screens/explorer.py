@@ -32,7 +32,7 @@ from core.errors import SegadvError
 from core.wording import with_labels_caption
 from segadv_tui.catalog import CheckpointEntry, LoadedCheckpoint
 from segadv_tui.frames import Frame, FrameRequest, LiveStep, SliceCache, SliceData
-from segadv_tui.keys import EXPLORER_KEYS, MORE_LABEL_KEYS, TOGGLED_LABELS
+from segadv_tui.keys import EXPLORER_KEYS, MORE_LABEL_KEYS, TOGGLED_LABELS, with_eps_step
 from segadv_tui.messages import CheckpointsFound, CurveReady, DataReady, FrameReady, LiveStepReady, ModelLoaded
 from segadv_tui.state import FAILURE_TITLES, ExplorerOptions, ExplorerState, cycle_next, opening_slice
 from segadv_tui.widgets.attack import CHOICES, AttackPanel, EpsInput, choice_value
@@ -70,6 +70,10 @@ class ExplorerScreen(Screen):
         super().__init__()
         self.state = ExplorerState(options)
         self.hooks = hooks or WorkerHooks()
+        # The footer's eps tooltips say the configured step (Textual has no public way to retitle a binding).
+        keys = self._bindings.key_to_bindings
+        for key, bindings in keys.items():
+            keys[key] = with_eps_step(bindings, options.eps_step)
         self.attacker: SliceAttacker | None = None  # once a model is loaded
         self.graphics_choices = ["halfblock"] + ([options.graphics] if options.graphics != "halfblock" else [])
         self._slices = SliceCache()
