@@ -191,7 +191,7 @@ def save_compiled(path: str | os.PathLike, model: nn.Module, meta: dict, device:
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")  # the tracer's notes on shape checks, TorchScript's deprecation
             traced = torch.jit.trace(model.eval(), example, check_trace=False)
-            compiled = CompiledSegmenter(traced, getattr(model, "labels", None), in_channels)
+            compiled = CompiledSegmenter(traced, checkpoint_labels(Path(path), meta), in_channels)
             if not torch.allclose(compiled(probe), model(probe), rtol=TRACE_TOLERANCE, atol=TRACE_TOLERANCE):
                 return False  # the trace baked in something that depends on the input: never used
             buffer = io.BytesIO()
