@@ -27,7 +27,7 @@ Defaults: the bundled demo checkpoint and a tiny demo data set written to a temp
 prints only (a), for the three data sets of issue 21: the tiny demo, the default demo (363 slices) and a
 real-scale Kaggle tree (85 cases x 3 days x 144 slices = 36,720 slices and 110,160 CSV rows: hard links
 to the default demo's PNGs, each slice's rows copied from the one it links to; see ``real_scale_tree``),
-the median of ``--repeats`` fresh launches each (the first with a cold index cache). ``--compare`` launches another checkout's code (a
+the median of ``--repeats`` fresh launches each (the first with cold caches: index and model). ``--compare`` launches another checkout's code (a
 ``git archive`` of an older commit, say) alternately with this one's, so both see the same machine load,
 and prints both with their ratio.
 """
@@ -80,11 +80,18 @@ asyncio.run(run())
 )
 
 
-def launch_seconds(data: Path, checkpoint: Path, code: Path | None = None) -> tuple[float, float, float]:
+def launch_seconds(
+    data: Path, checkpoint: Path, code: Path | None = None, cache: Path | None = None
+) -> tuple[float, float, float]:
     """(first paint, first attacked frame) in seconds from starting a fresh Python process, and the CPU
     seconds that process used in all (it quits at its first frame): less moved by other work than the wall
-    clock on a shared machine. ``code``: the checkout whose segadv runs (default: this one's)."""
-    env = None if code is None else {**os.environ, "PYTHONPATH": str(code)}
+    clock on a shared machine. ``code``: the checkout whose segadv runs (default: this one's); ``cache``: its
+    cache folder (SEGADV_CACHE: the index cache, the model cache; default: the user's)."""
+    env = dict(os.environ)
+    if code is not None:
+        env["PYTHONPATH"] = str(code)
+    if cache is not None:
+        env["SEGADV_CACHE"] = str(cache)
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     child = subprocess.Popen(
@@ -147,8 +154,10 @@ def first_frames(checkpoint: Path, repeats: int, compare: Path | None) -> None:
 
     with tempfile.TemporaryDirectory() as temporary:
         demo = demo_data_dir()
-        # A cold index cache (segadv_tui.index_cache) of our own: each data set's first launch indexes it.
-        os.environ["SEGADV_CACHE"] = str(Path(temporary) / "cache")
+        # Cold caches of our own, one per checkout (two checkouts' index entries of one tree would replace
+        # each other): the first launch indexes each data set, and this checkout's builds the model with
+        # smp and leaves it in its model cache (core.models.compiled) for the next launches.
+        caches = [Path(temporary) / f"cache{number}" for number in range(2)]
         sets = [
             ("the tiny demo", write_demo_dataset(Path(temporary) / "tiny", seed=0, size="tiny")),
             ("the default demo (363 slices)", demo),
@@ -159,8 +168,8 @@ def first_frames(checkpoint: Path, repeats: int, compare: Path | None) -> None:
         for title, data in sets:
             runs: dict[str, list[tuple[float, float, float]]] = {name: [] for name, _ in codes}
             for _ in range(repeats):
-                for name, code in codes:  # alternately: both see the same load
-                    runs[name].append(launch_seconds(data, checkpoint, code))
+                for (name, code), cache in zip(codes, caches):  # alternately: both see the same load
+                    runs[name].append(launch_seconds(data, checkpoint, code, cache))
             medians = {name: [statistics.median(values) for values in zip(*runs[name])] for name in runs}
             for name in runs:
                 paint, frame, cpu = medians[name]
