@@ -232,3 +232,15 @@ def test_the_cache_keeps_the_most_recently_used_models(tmp_path, monkeypatch):
     _compiled(paths[2])
     assert load_compiled(paths[0]) is not None and load_compiled(paths[2]) is not None
     assert load_compiled(paths[1]) is None
+
+
+def test_torchscripts_deprecation_warnings_never_reach_the_user(tmp_path):
+    import warnings
+
+    path = _checkpoint(tmp_path, "small")
+    model, meta = load_checkpoint(path)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert save_compiled(path, model, meta)
+        assert load_compiled(path) is not None
+    assert [str(warning.message) for warning in caught] == []
