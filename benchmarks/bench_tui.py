@@ -11,6 +11,9 @@
     thread count: the cached gradient should make the ratio close to 1 plus drawing; and the same step
     scored on another checkpoint (Score on: the bundled demo_small_fpn), which should cost the other
     model's forward pass instead of this one's, not both;
+(b') key to new picture for a slice step (j, the next slice: a new gradient, FGSM and scores), the median
+    of ``--steps``, and the process's resident memory before, halfway and after them (it should stay flat:
+    the explorer's caches are bounded);
 (c) the half-block renderer against textual-image's half-cell renderer (both Rich segments, two pixels
     per cell): an overlay of a demo slice and random pixels (the worst case: no two cells alike), into
     80 x 40 cells and into the Overlay view's picture sizes.
@@ -24,8 +27,8 @@ Defaults: the bundled demo checkpoint and a tiny demo data set written to a temp
 prints only (a), for the three data sets of issue 21: the tiny demo, the default demo (363 slices) and a
 real-scale Kaggle tree (85 cases x 3 days x 144 slices = 36,720 slices and 110,160 CSV rows: hard links
 to the default demo's PNGs, each slice's rows copied from the one it links to; see ``real_scale_tree``),
-the median of ``--repeats`` fresh launches each (the first with a cold index cache). ``--compare`` launches another
-checkout's code (a
+the median of ``--repeats`` fresh launches each (the first with cold caches: index and model). ``--compare``
+launches another checkout's code (a
 ``git archive`` of an older commit, say) alternately with this one's, so both see the same machine load,
 and prints both with their ratio.
 """
@@ -78,11 +81,18 @@ asyncio.run(run())
 )
 
 
-def launch_seconds(data: Path, checkpoint: Path, code: Path | None = None) -> tuple[float, float, float]:
+def launch_seconds(
+    data: Path, checkpoint: Path, code: Path | None = None, cache: Path | None = None
+) -> tuple[float, float, float]:
     """(first paint, first attacked frame) in seconds from starting a fresh Python process, and the CPU
     seconds that process used in all (it quits at its first frame): less moved by other work than the wall
-    clock on a shared machine. ``code``: the checkout whose segadv runs (default: this one's)."""
-    env = None if code is None else {**os.environ, "PYTHONPATH": str(code)}
+    clock on a shared machine. ``code``: the checkout whose segadv runs (default: this one's); ``cache``: its
+    cache folder (SEGADV_CACHE: the index cache, the model cache; default: the user's)."""
+    env = dict(os.environ)
+    if code is not None:
+        env["PYTHONPATH"] = str(code)
+    if cache is not None:
+        env["SEGADV_CACHE"] = str(cache)
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     child = subprocess.Popen(
@@ -145,8 +155,10 @@ def first_frames(checkpoint: Path, repeats: int, compare: Path | None) -> None:
 
     with tempfile.TemporaryDirectory() as temporary:
         demo = demo_data_dir()
-        # A cold index cache (segadv_tui.index_cache) of our own: each data set's first launch indexes it.
-        os.environ["SEGADV_CACHE"] = str(Path(temporary) / "cache")
+        # Cold caches of our own, one per checkout (two checkouts' index entries of one tree would replace
+        # each other): the first launch indexes each data set, and this checkout's builds the model with
+        # smp and leaves it in its model cache (core.models.compiled) for the next launches.
+        caches = [Path(temporary) / f"cache{number}" for number in range(2)]
         sets = [
             ("the tiny demo", write_demo_dataset(Path(temporary) / "tiny", seed=0, size="tiny")),
             ("the default demo (363 slices)", demo),
@@ -157,8 +169,8 @@ def first_frames(checkpoint: Path, repeats: int, compare: Path | None) -> None:
         for title, data in sets:
             runs: dict[str, list[tuple[float, float, float]]] = {name: [] for name, _ in codes}
             for _ in range(repeats):
-                for name, code in codes:  # alternately: both see the same load
-                    runs[name].append(launch_seconds(data, checkpoint, code))
+                for (name, code), cache in zip(codes, caches):  # alternately: both see the same load
+                    runs[name].append(launch_seconds(data, checkpoint, code, cache))
             medians = {name: [statistics.median(values) for values in zip(*runs[name])] for name in runs}
             for name in runs:
                 paint, frame, cpu = medians[name]
@@ -206,6 +218,7 @@ async def measure_app(data: Path, checkpoint: Path, steps: int):
     state = explorer.state
     painted = asyncio.Event()
     waiting_for: list[float] = []  # the eps whose frame the next screen update must show
+    waiting_for_slice: list[str] = []  # or the slice it must show
     display = app._display
 
     def recording_display(screen, renderable):
@@ -213,6 +226,8 @@ async def measure_app(data: Path, checkpoint: Path, steps: int):
         if renderable is not None and hasattr(renderable, "render_segments"):
             renderable.render_segments(app.console)
         if waiting_for and state.frame is not None and state.frame.config.eps == waiting_for[0]:
+            painted.set()
+        if waiting_for_slice and state.frame is not None and state.frame.slice_id == waiting_for_slice[0]:
             painted.set()
 
     app._display = recording_display
@@ -251,6 +266,31 @@ async def measure_app(data: Path, checkpoint: Path, steps: int):
             return latencies, cpu, computing
 
         latencies, cpu, computing = await step_eps("plus", 0.001)
+
+        async def step_slices():
+            """j (the next slice) ``steps`` times: key to the new slice's attacked frame on screen (a new
+            slice: its gradient, FGSM, both forward passes, scores, pictures), and the process's RSS."""
+            from segadv_tui.widgets.slices import SliceBrowser
+
+            browser = app.query_one(SliceBrowser)
+            ids = [record.id for record in browser.records]
+            waiting_for.clear()  # the eps steps' wait: any repaint at this eps would count
+            latencies, computing, rss = [], [], [resident_mib()]
+            for _ in range(min(steps, len(ids) - 1 - ids.index(state.frame.slice_id))):
+                waiting_for_slice[:] = [ids[ids.index(state.frame.slice_id) + 1]]
+                painted.clear()
+                pressed = time.perf_counter()
+                app._driver.send_message(events.Key("j", "j"))
+                await asyncio.wait_for(painted.wait(), timeout=60)
+                latencies.append(time.perf_counter() - pressed)
+                computing.append(state.frame.seconds)
+                await app.workers.wait_for_complete()  # its eps curve, as a user reading the frame would let it
+                await pilot.pause()
+                rss.append(resident_mib())
+            waiting_for_slice.clear()
+            return latencies, computing, rss
+
+        slice_steps = await step_slices()
         # The same steps back down, scored on another checkpoint (its gradient cached by the first step).
         fpn = next(entry for entry in state.catalog.checkpoints if entry.path.stem == "demo_small_fpn")
         explorer.score_on(fpn)
@@ -263,7 +303,13 @@ async def measure_app(data: Path, checkpoint: Path, steps: int):
         image = load_slice_data(state.source, state.attacked.img_size).image
         meta = state.attacked.meta
         sizes = views.picture_sizes()
-    return latencies, cpu, computing, drawing, sizes, model, image, meta, scored
+    return latencies, cpu, computing, drawing, sizes, model, image, meta, scored, slice_steps
+
+
+def resident_mib() -> float:
+    """This process's resident memory now, in MiB (Linux: /proc/self/statm)."""
+    with open("/proc/self/statm") as file:
+        return int(file.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
 def median_seconds(function, repeats: int = 30) -> float:
@@ -331,7 +377,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as temporary:
         data = args.data or write_demo_dataset(Path(temporary) / "demo", seed=0, size="tiny")
         paint, first_frame, launch_cpu = launch_seconds(data, checkpoint)
-        latencies, step_cpu, computing, drawing, sizes, model, image, meta, scored = asyncio.run(
+        latencies, step_cpu, computing, drawing, sizes, model, image, meta, scored, slice_steps = asyncio.run(
             measure_app(data, checkpoint, args.steps)
         )
     import torch
@@ -374,6 +420,18 @@ def main() -> None:
         f"eps step scored on demo_small_fpn {scored_step * 1000:5.1f} ms (median of {len(scored[0])}; the worker "
         f"{statistics.median(scored[2]) * 1000:.1f} ms): {scored_step / step:.2f}x the white-box step"
     )
+    slice_latencies, slice_computing, rss = slice_steps
+    if slice_latencies:
+        print(
+            f"slice step (j), key to new frame {statistics.median(slice_latencies) * 1000:6.1f} ms (median of "
+            f"{len(slice_latencies)}, min {min(slice_latencies) * 1000:.1f}, max {max(slice_latencies) * 1000:.1f}; "
+            f"the worker {statistics.median(slice_computing) * 1000:.1f} ms: gradient, FGSM, forward passes, scores)"
+        )
+        middle = rss[len(rss) // 2]
+        print(
+            f"resident memory (this process)  {rss[0]:6.0f} MiB before the slice steps, {middle:.0f} after "
+            f"{len(rss) // 2}, {rss[-1]:.0f} after {len(rss) - 1}"
+        )
     print("half-block renderers, ms per picture (median of 30): ours vs textual-image's half-cell, ratio")
     for name, cols, rows, ours, theirs in renders:
         print(

@@ -4,10 +4,10 @@ The app keeps what concerns every screen: the style sheet, the command palette, 
 work everywhere, central error reporting and the loading of torch. The explorer itself is its default
 screen (``segadv_tui.screens.explorer``).
 
-The screen paints at once: torch and segmentation-models-pytorch (seconds to import) start loading in a
-thread as soon as the app is created, while Textual composes and paints, so this module, the screens and
-the widgets import nothing that pulls them in. MONAI loads only when a loss or metric that needs it is
-first used.
+The screen paints at once: torch (seconds to import) starts loading in a thread as soon as the app is
+created, while Textual composes and paints, so this module, the screens and the widgets import nothing
+that pulls it in. segmentation-models-pytorch loads only to build a model from its file (a checkpoint
+not in the model cache), MONAI only for a loss or metric that needs it.
 """
 
 from __future__ import annotations
@@ -28,17 +28,19 @@ _compute_loading: threading.Thread | None = None
 
 
 def start_loading_compute() -> None:
-    """Import torch, segmentation-models-pytorch and the attack code in a thread, once per process.
+    """Import torch, the model cache and the attack code in a thread, once per process.
 
     The workers that need them import them again and wait for this import to finish, so it only moves
-    the seconds of importing to before the first paint rather than after it.
+    the seconds of importing to before the first paint rather than after it. segmentation-models-pytorch
+    (seconds more) is not among them: a checkpoint opened before opens from the model cache
+    (``core.models.compiled``) with torch alone, and smp loads only to build a model from its file.
     """
     global _compute_loading
     if _compute_loading is None:
 
         def load() -> None:
             try:
-                import core.models.checkpoints  # noqa: F401  (torch, smp)
+                import core.models.compiled  # noqa: F401  (torch)
                 import segadv_tui.attacker  # noqa: F401  (the attacks and scores)
             except Exception:  # noqa: BLE001  the worker's own import raises it again, as a notification
                 pass
@@ -108,8 +110,9 @@ class SegadvApp(App):
     def action_help(self) -> None:
         from segadv_tui.screens.help import HelpScreen
 
-        labels = self.explorer.state.labels
-        self.push_screen(HelpScreen(help_groups(labels, self._keymap), labels, self._keymap))
+        state = self.explorer.state
+        groups = help_groups(state.labels, self._keymap, state.options.eps_step)
+        self.push_screen(HelpScreen(groups, state.labels, self._keymap))
 
     def report_worker_error(self, task: str, error: BaseException) -> str:
         """A notification, and the app keeps running: bad input says what is wrong; anything else is a

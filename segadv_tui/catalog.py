@@ -96,7 +96,8 @@ class LoadedCheckpoint:
 def scan(folders: list[Path], files: list[Path] = ()) -> Catalog:
     """The checkpoints in ``folders`` (non-recursive) and ``files`` with their metadata headers, and the
     universal perturbations among them."""
-    from core.models.checkpoints import FOREIGN_SUFFIXES, UNIVERSAL_FORMAT, read_safetensors_meta
+    from core.models.checkpoints import FOREIGN_SUFFIXES, UNIVERSAL_FORMAT
+    from core.models.compiled import checked_meta
     from core.training.history import read_history
 
     paths: list[Path] = [Path(f) for f in files]
@@ -121,7 +122,7 @@ def scan(folders: list[Path], files: list[Path] = ()) -> Catalog:
             )
             continue
         try:
-            meta = read_safetensors_meta(path)
+            meta = checked_meta(path)  # checked once per file: the checks of a library network import smp
             if meta.get("format") == UNIVERSAL_FORMAT:
                 catalog.deltas.append(_delta_entry(path, meta))
                 continue

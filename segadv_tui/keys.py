@@ -6,12 +6,14 @@ palette read them from here, so a key added here is bound, listed and offered by
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 
 from textual.binding import Binding
 
 from core.attacks.config import METHOD_LIST
 from core.labels import UW_MADISON, LabelSet
 from core.wording import label_nouns
+from segadv_tui.state import EPS_STEP, STEPS_PER_PRESS
 
 # Keys 1 to 9 show or hide the first nine labels of the data's label set in every picture.
 TOGGLED_LABELS = 9
@@ -33,6 +35,26 @@ def label_keys(labels: LabelSet) -> list[Binding]:
     ]
 
 
+def eps_tooltips(step: float) -> dict[str, str]:
+    """The eps keys' tooltips (binding id -> text) for ``step`` per press (the settings file's eps step)."""
+    tooltips = {}
+    for name, size in (("", "fine"), ("5", "coarse")):
+        amount = f"{step * STEPS_PER_PRESS[size]:.6g}"
+        tooltips[f"eps.up{name}"] = f"Epsilon + {amount}"
+        tooltips[f"eps.down{name}"] = f"Epsilon − {amount}"
+    return tooltips
+
+
+def with_eps_step(bindings: list[Binding], step: float) -> list[Binding]:
+    """``bindings`` with the eps keys' tooltips for ``step`` per press."""
+    tooltips = eps_tooltips(step)
+    return [
+        replace(binding, tooltip=tooltips[binding.id]) if binding.id in tooltips else binding for binding in bindings
+    ]
+
+
+EPS_TOOLTIPS = eps_tooltips(EPS_STEP)
+
 # Work on every screen (Table II's too): the app binds them.
 APP_KEYS = [
     Binding("q", "app.quit", "Quit", id="quit", tooltip="Quit (a running computation is abandoned)"),
@@ -42,13 +64,23 @@ APP_KEYS = [
 # The explorer screen's keys; the app's lead them because a footer lists a screen's keys before the app's.
 EXPLORER_KEYS = [
     *APP_KEYS,
-    Binding("plus,equals_sign", "step_eps(1)", "eps+", id="eps.up", tooltip="Epsilon + 0.001"),
-    Binding("minus", "step_eps(-1)", "eps−", id="eps.down", tooltip="Epsilon − 0.001"),
+    Binding("plus,equals_sign", "step_eps(1)", "eps+", id="eps.up", tooltip=EPS_TOOLTIPS["eps.up"]),
+    Binding("minus", "step_eps(-1)", "eps−", id="eps.down", tooltip=EPS_TOOLTIPS["eps.down"]),
     Binding(
-        "right_square_bracket", "step_eps(1, 'coarse')", "eps++", id="eps.up5", show=False, tooltip="Epsilon + 0.005"
+        "right_square_bracket",
+        "step_eps(1, 'coarse')",
+        "eps++",
+        id="eps.up5",
+        show=False,
+        tooltip=EPS_TOOLTIPS["eps.up5"],
     ),
     Binding(
-        "left_square_bracket", "step_eps(-1, 'coarse')", "eps−−", id="eps.down5", show=False, tooltip="Epsilon − 0.005"
+        "left_square_bracket",
+        "step_eps(-1, 'coarse')",
+        "eps−−",
+        id="eps.down5",
+        show=False,
+        tooltip=EPS_TOOLTIPS["eps.down5"],
     ),
     # The corrupt method has no eps: + and - step its severity instead (the explorer lets one pair through).
     Binding("plus,equals_sign", "step_severity(1)", "sev+", id="eps.severity_up", tooltip="Corruption severity + 1"),
@@ -238,15 +270,15 @@ ANYWHERE_KEYS = [
 
 
 def help_groups(
-    labels: LabelSet = UW_MADISON, keymap: Mapping[str, str] | None = None
+    labels: LabelSet = UW_MADISON, keymap: Mapping[str, str] | None = None, eps_step: float = EPS_STEP
 ) -> list[tuple[str, list[Binding]]]:
     """(title, keys) for the help screen: the explorer's keys by HELP_GROUPS, each with the keys ``keymap``
-    (the user's, binding id -> keys) gives it, the label keys those of ``labels`` (the data's), then the
-    ones of anywhere."""
+    (the user's, binding id -> keys) gives it and the eps keys' tooltips for ``eps_step``, the label keys
+    those of ``labels`` (the data's), then the ones of anywhere."""
     keymap = keymap or {}
     titles = {**HELP_GROUPS, "organ": label_nouns(labels).capitalize()}
     groups: dict[str, list[Binding]] = {title: [] for title in titles.values()}
-    for binding in EXPLORER_KEYS:
+    for binding in with_eps_step(EXPLORER_KEYS, eps_step):
         family = binding.id.partition(".")[0]
         if family == "organ":
             continue

@@ -26,7 +26,6 @@ from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 from typing import TypeGuard
 
-import segmentation_models_pytorch as smp
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load as safetensors_load
@@ -45,7 +44,7 @@ from core.models.registry import (
     count_parameters,
     model_spec,
 )
-from core.models.specs import ModelSpecError, input_sizes, is_library_name
+from core.models.specs import ModelSpecError, input_sizes, is_library_name, smp_architecture
 
 FORMAT = "segadv-checkpoint/1"
 UNIVERSAL_FORMAT = "segadv-universal/1"  # a universal perturbation (core.attacks.universal), the other segadv file
@@ -370,7 +369,8 @@ def img_size_problem(model_name: str, img_size: object, model_kwargs: dict | Non
         whole = f"a multiple of {multiple}" if multiple > 1 else "a whole number of pixels"
         return f"expected {whole} from {smallest} to {MAX_IMG_SIZE} (model {model_name!r})"
     spec = REGISTRY[model_name]
-    stride = 2 ** spec.kwargs.get("encoder_depth", 5) if getattr(smp, spec.arch).requires_divisible_input_shape else 1
+    divisible = smp_architecture(spec.arch).requires_divisible_input_shape
+    stride = 2 ** spec.kwargs.get("encoder_depth", 5) if divisible else 1
     if _is_int(img_size) and stride <= img_size <= MAX_IMG_SIZE and img_size % stride == 0:
         return None
     whole = f"a multiple of {stride}" if stride > 1 else "a whole number of pixels"

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import segmentation_models_pytorch as smp
 import torch
 from torch import nn
 
@@ -188,7 +187,7 @@ def build_model(
         if encoder_weights is not None:
             raise ModelSpecError(f"model {name!r} has no pretrained encoder: build it with encoder weights none")
         return GrayscaleSegmenter(_monai_network(spec, labels.channels), spec, normalisation, labels=labels)
-    architecture = getattr(smp, spec.arch) if name in REGISTRY else smp_architecture(spec.arch)
+    architecture = smp_architecture(spec.arch)
     try:
         net = architecture(
             encoder_name=spec.encoder,

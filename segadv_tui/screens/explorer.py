@@ -35,7 +35,7 @@ from core.errors import SegadvError
 from core.wording import with_labels_caption
 from segadv_tui.catalog import CheckpointEntry, LoadedCheckpoint
 from segadv_tui.frames import Frame, FrameRequest, SliceCache, SliceData
-from segadv_tui.keys import EXPLORER_KEYS, MORE_LABEL_KEYS, TOGGLED_LABELS
+from segadv_tui.keys import EXPLORER_KEYS, MORE_LABEL_KEYS, TOGGLED_LABELS, with_eps_step
 from segadv_tui.layout import layout_classes
 from segadv_tui.messages import (
     CertifyReady,
@@ -67,11 +67,16 @@ class ExplorerScreen(Screen):
         super().__init__()
         self.state = ExplorerState(options)
         self.hooks = hooks or WorkerHooks()
+        # The footer's eps tooltips say the configured step (Textual has no public way to retitle a binding).
+        keys = self._bindings.key_to_bindings
+        for key, bindings in keys.items():
+            keys[key] = with_eps_step(bindings, options.eps_step)
         self.attacker: SliceAttacker | None = None  # once a model is loaded
         self.graphics_choices = ["halfblock"] + ([options.graphics] if options.graphics != "halfblock" else [])
         self._slices = SliceCache()
         self._frame_worker: Worker | None = None  # the latest frame request's (an older one's failure is stale)
         self._load_worker: Worker | None = None  # the latest checkpoint load's
+        self._compiled: set[Path] = set()  # checkpoints whose model the model cache was given this session
         self._failed: str | None = None  # the FAILURE_TITLES group whose failure was shown last
         self._sidebar_forced: bool | None = None
         self._focus_sidebar = False  # the Focus view hides the side panels until b shows them
@@ -254,11 +259,11 @@ class ExplorerScreen(Screen):
         self._load_model(entry, scoring=True)
 
     def _load_model(self, entry: CheckpointEntry, *, scoring: bool) -> None:
-        from core.models.checkpoints import load_checkpoint
+        from core.models.compiled import open_model
         from segadv_tui.attacker import leave_a_core_for_the_ui
 
         leave_a_core_for_the_ui()
-        model, meta = load_checkpoint(entry.path, self.state.device)
+        model, meta = open_model(entry.path, self.state.device)  # torch alone when opened before
         self.post_message(ModelLoaded(LoadedCheckpoint(entry, model, meta), scoring))
 
     @on(ModelLoaded)
@@ -542,6 +547,15 @@ class ExplorerScreen(Screen):
                 state.scoring_model() if frame.scored_on is not None else None,
             )
         self._summary()
+        if state.attacked.path not in self._compiled:  # after the first frame: the next launch's is sooner
+            self._compiled.add(state.attacked.path)
+            self._compile_model(state.attacked, state.device)
+
+    @work(thread=True, exit_on_error=False, group="compile", name="Caching the compiled model")
+    def _compile_model(self, loaded: LoadedCheckpoint, device: str) -> None:
+        from core.models.compiled import save_compiled
+
+        save_compiled(loaded.path, loaded.model, loaded.meta, device)  # nothing to say when it cannot: no cache
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="curve", name="Sweeping eps")
     def _compute_curve(

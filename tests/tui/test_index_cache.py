@@ -76,3 +76,19 @@ def test_only_the_latest_entries_are_kept(tiny_demo, tmp_path, monkeypatch):
         indexed(root)
     assert len(list((tmp_path / "cache" / "index").glob("*.pickle"))) == KEEP
     assert load_index(roots[-1])[0] is not None
+
+
+@pytest.mark.parametrize("collecting", [True, False])
+def test_loading_leaves_the_cyclic_collector_as_it_found_it(tree, collecting):
+    import gc
+
+    indexed(tree)
+    (gc.enable if collecting else gc.disable)()
+    try:
+        cached, _ = load_index(tree)
+        damaged = entry_path(tree)
+        damaged.write_bytes(damaged.read_bytes()[:100])
+        assert cached is not None and load_index(tree)[0] is None  # a damaged entry too
+        assert gc.isenabled() is collecting
+    finally:
+        gc.enable()
