@@ -14,6 +14,9 @@ os.environ.pop("COLUMNS", None)
 os.environ["SEGADV_CONFIG"] = str(Path(__file__).resolve().parent / "no-such-segadv-config.toml")
 
 REPO = Path(__file__).resolve().parent.parent
+# segadv's cache (built-in demo data, index and model caches): the repository's own, never the user's; it
+# outlives a run, as the user's does, so the default demo is made once.
+os.environ["SEGADV_CACHE"] = str(REPO / ".test-cache")
 REAL_SAMPLES = REPO.parent / "shared" / "real-samples"
 
 
