@@ -195,7 +195,8 @@ class SliceAttacker:
         ``scored_on`` when given)."""
         fgsm = config.replace(method="fgsm") if config.method != "fgsm" else config
         # The curve is of DSC alone, L-inf (an L2 frame's eps is marked at its per-pixel size).
-        fgsm = fgsm.replace(hausdorff=False, nsd_tolerance=None, norm="linf")
+        # Its own eps is unused (eps_values are swept): 0, since an L2 frame's eps may be over L-inf's bound of 1.
+        fgsm = fgsm.replace(hausdorff=False, nsd_tolerance=None, norm="linf", eps=0.0)
         with self._lock:
             if should_stop():
                 return None

@@ -80,7 +80,7 @@ class ExplorerCommands(Provider):
                 commands.append(
                     (
                         f"Attack method: {method.title}",
-                        partial(explorer.set_attack, attack.replace(method=method.name)),
+                        partial(explorer.set_attack, state.changed(method=method.name)),
                         f"{method.title}: {method.summary}",
                     )
                 )
@@ -95,7 +95,7 @@ class ExplorerCommands(Provider):
                         )
                     )
         for corruption in CORRUPTION_NAMES:
-            corrupted = attack.replace(method="corrupt", corruption=corruption)
+            corrupted = state.changed(method="corrupt", corruption=corruption)
             if corrupted != attack:
                 commands.append(
                     (
@@ -106,7 +106,7 @@ class ExplorerCommands(Provider):
                     )
                 )
         for label in attack.labels.labels:
-            erase = attack.replace(method="erase", organs=(label.name,))
+            erase = state.changed(method="erase", organs=(label.name,))
             if erase != attack:
                 commands.append(
                     (
@@ -132,7 +132,7 @@ class ExplorerCommands(Provider):
             commands.append(("Score on: the attacked model", partial(explorer.score_on, None), "White box again"))
         for delta in state.catalog.deltas:
             if attack.method != "universal" or str(delta.path) != attack.delta:
-                universal = attack.replace(method="universal", delta=str(delta.path))
+                universal = state.changed(method="universal", delta=str(delta.path))
                 commands.append(
                     (
                         f"Universal perturbation: {delta.path.stem}",

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 from rich.markup import escape
 
-from core.attacks.config import MAX_L2_EPS, AttackConfig, clamp_eps
+from core.attacks.config import MAX_L2_EPS, METHODS, AttackConfig, clamp_eps
 from core.data.decathlon import DEFAULT_SLICE_AXIS
 from core.data.gitract import SliceRecord, select_slices, with_labels
 from core.labels import UW_MADISON, LabelSet, LabelSetError, check_same_labels
@@ -258,7 +258,7 @@ class ExplorerState:
         """The attack with the next fitting universal perturbation (see next_delta_problem first)."""
         paths = [str(delta.path) for delta in self.fitting_deltas()]
         current = self.attack.delta if self.attack.method == "universal" else None
-        return self.attack.replace(method="universal", delta=cycle_next(paths, current))
+        return self.changed(method="universal", delta=cycle_next(paths, current))
 
     # -- the attack -----------------------------------------------------------------------------------
 
@@ -311,6 +311,15 @@ class ExplorerState:
         eps = self.attack.eps * scale if norm == "l2" else self.attack.eps / scale
         return self.attack.replace(norm=norm, eps=clamp_eps(eps, norm))
 
+    def changed(self, **changes) -> AttackConfig:
+        """``self.attack.replace(**changes)``; a new method without an L2 form falls back to L-inf with eps
+        carried over at the same per-pixel size (an L2 eps of the slice is no L-inf eps)."""
+        method = changes.get("method", self.attack.method)
+        attack = self.attack
+        if attack.norm == "l2" and method in METHODS and "norm" not in METHODS[method].parameters:
+            attack = self.with_norm("linf")
+        return attack.replace(**changes)
+
     def cycled(self, field: str, values: Sequence[str]) -> AttackConfig | str:
         """The attack with the next of ``values`` for ``field``, or why ``field`` does not apply (a line for
         a notification). Picking a corruption under another method switches to the corrupt method."""
@@ -326,9 +335,9 @@ class ExplorerState:
                 return f"{attack.entry.title} is an L-inf attack; L2 applies to FGSM, BIM, PGD, APGD and the ensemble."
             return self.with_norm(cycle_next(values, attack.norm))
         if field == "corruption" and attack.method != "corrupt":
-            return attack.replace(method="corrupt", corruption=attack.corruption)
+            return self.changed(method="corrupt", corruption=attack.corruption)
         current = ",".join(attack.organs) if field == "organs" else getattr(attack, field)
-        return attack.replace(**{field: cycle_next(values, current)})
+        return self.changed(**{field: cycle_next(values, current)})
 
     def typed_eps(self, text: str) -> tuple[AttackConfig | None, str | None]:
         """What the Epsilon field's ``text`` asks for: (the attack, None), (the attack, a warning that it was

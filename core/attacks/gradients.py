@@ -31,9 +31,13 @@ def check_paper_mode(model: torch.nn.Module) -> None:
     feeds the slice copied to 3 channels: an ``OptionError`` for a model where that has no meaning."""
     if output_kind(model) != "sigmoid":
         raise OptionError("mode 'paper': the paper's swapped-argument FGSM is defined for sigmoid models; use textbook")
-    spec = getattr(getattr(model, "module", model), "spec", None)
-    if spec is not None and spec.in_channels != 3:
-        raise OptionError(f"mode 'paper' feeds the slice copied to 3 channels; model {spec.name!r} takes one")
+    network = getattr(model, "module", model)
+    spec = getattr(network, "spec", None)
+    # A cached (traced) model has no spec, only its input channels.
+    channels = spec.in_channels if spec is not None else getattr(network, "in_channels", 3)
+    if channels != 3:
+        name = f"model {spec.name!r}" if spec is not None else "the model"
+        raise OptionError(f"mode 'paper' feeds the slice copied to 3 channels; {name} takes one")
 
 
 def _attack_loss(name: str, logits: torch.Tensor, target: torch.Tensor, mode: str, kind: str) -> torch.Tensor:

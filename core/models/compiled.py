@@ -38,7 +38,12 @@ from core.paths import cache_dir
 
 SIDE = 1 << 20  # bytes hashed at each end of the file, past the header
 LIBRARIES = ("torch", "segmentation_models_pytorch", "timm", "monai")
-_CODE = ("registry.py", "checkpoints.py", "compiled.py")  # segadv's code that builds, checks and traces a model
+_CODE = (
+    "registry.py",
+    "specs.py",
+    "checkpoints.py",
+    "compiled.py",
+)  # segadv's code that builds, checks and traces a model
 KEEP = {".pt": 8, ".json": 256}  # entries kept, the most recently used (a model is the size of its checkpoint)
 TRACE_TOLERANCE = 1e-5  # a traced module whose logits stray further from the model's on a probe is not kept
 

@@ -102,6 +102,16 @@ def attack_config(*, method: str = "fgsm", eps: str = "0.009", all_slices: bool 
     )
 
 
+def refuse_artefacts(config, command: str, needs: str) -> None:
+    """The corrupt method ignores eps and the model it would attack: a one-line error from ``command``, whose
+    results ``needs`` one of them."""
+    if config.method == "corrupt":
+        fail(
+            f"{command} {needs}, and the corrupt method ignores it (an MRI artefact, not an attack); "
+            "use segadv corrupt for DSC against severity, or segadv attack --method corrupt for one severity"
+        )
+
+
 def check_batch_size(batch_size: int) -> int:
     if batch_size < 1:
         fail(f"--batch-size {batch_size} must be at least 1")

@@ -450,8 +450,8 @@ def table(
     from core.wording import mean_over_caption
 
     caption = (
-        f"DSC{mean_over_caption(run.labels)} before and after {config.method_label} at eps {config.eps:g}, "
-        f"target {config.target}; "
+        f"DSC{mean_over_caption(run.labels)} before and after {config.method_label}"
+        f"{'' if config.method == 'corrupt' else f' at eps {config.eps:g}, target {config.target}'}; "
         f"{len(run.records)} {run.split} slices{run.with_caption(all_slices)} of {run.dataset.root}; "
         f"lowest DSC (best attack) in bold."
     )

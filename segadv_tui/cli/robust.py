@@ -14,7 +14,7 @@ from pathlib import Path
 import typer
 
 from segadv_tui.cli import app
-from segadv_tui.cli._common import attack_config, parse_eps_list, prepare, progress_bar
+from segadv_tui.cli._common import attack_config, parse_eps_list, prepare, progress_bar, refuse_artefacts
 from segadv_tui.cli._metrics import boundary_table, metric_fields, summary_csv
 from segadv_tui.cli._options import (
     ATTACK,
@@ -132,6 +132,7 @@ def robust(
         **metric_fields(metrics, nsd_tolerance),
         norm=norm,
     )
+    refuse_artefacts(config, "robust", "measures DSC against eps")
     paths = list(checkpoints or [None])
     # The transfer source loads with the checkpoints, before the data: a bad --transfer-from stops first.
     run = prepare(

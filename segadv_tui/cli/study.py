@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from segadv_tui.cli import app
-from segadv_tui.cli._common import attack_config, choice, prepare, progress_bar
+from segadv_tui.cli._common import attack_config, choice, prepare, progress_bar, refuse_artefacts
 from segadv_tui.cli._options import (
     ATTACK,
     BatchSize,
@@ -107,6 +107,7 @@ def luminosity(
         seed=seed,
         delta=delta,
     )
+    refuse_artefacts(config, "study luminosity", "measures the attack's success against an eps budget")
     unit = choice(bootstrap, BOOTSTRAP_UNITS, "bootstrap unit")
     run = prepare(
         "study luminosity",

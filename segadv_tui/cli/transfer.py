@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from segadv_tui.cli import app, fail
-from segadv_tui.cli._common import attack_config, prepare, progress_bar
+from segadv_tui.cli._common import attack_config, prepare, progress_bar, refuse_artefacts
 from segadv_tui.cli._metrics import boundary_table, metric_fields, summary_csv
 from segadv_tui.cli._options import (
     ATTACK,
@@ -132,6 +132,7 @@ def transfer(
         precision=precision,
         **metric_fields(metrics, nsd_tolerance),
     )
+    refuse_artefacts(config, "transfer", "crafts a perturbation on one model to score it on another")
     run = prepare(
         "transfer",
         Outputs("transfer", out_dir, json=json_path, csv=csv_path, png=png_path),

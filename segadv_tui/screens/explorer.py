@@ -162,7 +162,7 @@ class ExplorerScreen(Screen):
         )
         opened = state.opening_delta()
         if opened is not None:
-            self.set_attack(state.attack.replace(method="universal", delta=str(opened.path)))
+            self.set_attack(state.changed(method="universal", delta=str(opened.path)))
         if state.checkpoint_is_a_delta():
             self.notify(
                 f"--checkpoint {state.options.checkpoint} is a universal perturbation, not a checkpoint "
@@ -463,7 +463,7 @@ class ExplorerScreen(Screen):
             self.set_attack(state.with_norm(message.value))
             return
         if message.field != "eps":
-            self.set_attack(state.attack.replace(**{message.field: message.value}))
+            self.set_attack(state.changed(**{message.field: message.value}))
             return
         attack, problem = state.typed_eps(message.value)  # under the corrupt method, the severity
         if attack is None:

@@ -104,3 +104,34 @@ def test_config_keeps_attacks_as_they_were():
     assert (back.corruption, back.severity) == (CORRUPTION_NAMES[0], 1)
     with pytest.raises(OptionError, match="corrupt method"):
         AttackConfig(method="pgd", severity=3)
+
+
+@pytest.mark.parametrize(
+    ("command", "needs"),
+    [
+        (["robust"], "robust measures DSC against eps"),
+        (["transfer", "-c", "{ck}", "-c", "{ck}"], "transfer crafts a perturbation on one model"),
+        (["study", "luminosity"], "study luminosity measures the attack's success against an eps budget"),
+    ],
+    ids=["robust", "transfer", "luminosity"],
+)
+def test_commands_of_eps_or_source_models_refuse_the_artefacts(run, checkpoint, tiny_demo, command, needs):
+    """An artefact ignores eps and the attacked model: curves over eps, transfer matrices and luminosity
+    studies of it would print the same number everywhere as if it were a finding."""
+    args = [str(checkpoint) if part == "{ck}" else part for part in command]
+    if command[0] != "transfer":
+        args += ["--checkpoint", checkpoint]
+    result = run(*args, "--method", "corrupt", "--data", tiny_demo, "--limit", LIMIT)
+    assert result.exit_code != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {needs}"), result.stderr
+    assert "segadv corrupt" in lines[0]
+
+
+def test_table_ii_of_the_artefact_names_no_eps(run, checkpoint, tiny_demo, tmp_path):
+    result = run(
+        "table", "-c", checkpoint, "--data", tiny_demo, "--limit", LIMIT, "--method", "corrupt", "--md", "t.md"
+    )
+    assert result.exit_code == 0, result.output
+    caption = (tmp_path / "t.md").read_text().strip().splitlines()[-1]
+    assert caption.startswith("DSC before and after Corrupt") and "eps" not in caption, caption

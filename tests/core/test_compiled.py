@@ -244,3 +244,16 @@ def test_torchscripts_deprecation_warnings_never_reach_the_user(tmp_path):
         assert save_compiled(path, model, meta)
         assert load_compiled(path) is not None
     assert [str(warning.message) for warning in caught] == []
+
+
+def test_the_papers_mode_is_refused_for_a_one_channel_model_cached_or_not(tmp_path):
+    """The paper's FGSM feeds 3 channels: a one-channel MONAI network refuses it with one line whether it was
+    built from its file or opened from the cache (a traced model has no spec, only its input channels)."""
+    from core.attacks.gradients import check_paper_mode
+    from core.errors import OptionError
+
+    model, compiled = _compiled(_checkpoint(tmp_path, "monai:UNet", model_kwargs={"channels": [4, 8], "strides": [2]}))
+    for network in (model, compiled):
+        with pytest.raises(OptionError, match="mode 'paper' feeds the slice copied to 3 channels"):
+            check_paper_mode(network)
+    check_paper_mode(_compiled(_checkpoint(tmp_path, "small"))[1])  # a 3-channel network takes it

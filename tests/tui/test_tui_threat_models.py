@@ -98,6 +98,40 @@ async def test_l2_norm_steps_eps_on_its_own_scale(tiny_demo):
 
 
 @pilot_test
+async def test_l2_survives_a_new_slice_and_a_method_without_l2(tiny_demo):
+    """Under L2, eps is the slice's L2 norm (above 1 at the demo's size): a new slice's eps curve (FGSM, L-inf)
+    and a method with no L2 form (the explorer falls back to L-inf, eps at the same per-pixel size) must not
+    take it as an L-inf eps."""
+    app = make_app(tiny_demo, demo_checkpoint())
+    state = app.explorer.state
+    async with app.run_test(size=(160, 48)) as pilot:
+        await first_frame(pilot, app)
+        await pilot.press("L")
+        await until(pilot, app, lambda: state.frame.config.norm == "l2", "the L2 frame")
+        assert state.attack.eps > 1
+        await pilot.press("j")
+        await until(
+            pilot,
+            app,
+            lambda: state.curve is not None and state.curve.slice_id == state.frame.slice_id == state.source.id,
+            "the new slice's eps curve",
+        )
+        await pilot.press("r")  # the corrupt method has no L2 form
+        await until(pilot, app, lambda: state.frame.config.method == "corrupt", "the corrupt frame")
+        assert (state.attack.norm, state.attack.eps) == ("linf", pytest.approx(0.009))
+        await pilot.press("m")  # after Corrupt, the registry's first: FGSM
+        await until(pilot, app, lambda: state.frame.config.method == "fgsm", "the FGSM frame")
+        await pilot.press("L")
+        await until(pilot, app, lambda: state.frame.config.norm == "l2", "L2 again")
+        for method in ("square", "erase"):  # the palette's and the Method select's way
+            assert (state.changed(method=method).norm, state.changed(method=method).eps) == (
+                "linf",
+                pytest.approx(0.009),
+            )
+        assert app.is_running and not [message for _, message in app.notices if "failed" in message.lower()]
+
+
+@pilot_test
 async def test_scores_show_the_present_absent_split_of_label_split(tiny_demo):
     app = make_app(tiny_demo, demo_checkpoint())
     state = app.explorer.state
