@@ -543,7 +543,9 @@ class ExplorerScreen(Screen):
             curve.show(None, state.curve_eps)
             curve_data = self._slices.of_frame(frame, state.attacked.img_size)
         upcoming = self.query_one(SliceBrowser).neighbours(state.source) if state.has_truth else []
-        self._after_frame(
+        # After the frame is painted: the curve's forward passes would slow the paint on a 2-core machine.
+        self.call_after_refresh(
+            self._after_frame,
             frame.request_id,
             curve_data,
             upcoming,
