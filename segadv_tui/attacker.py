@@ -3,7 +3,8 @@
 The explorer's workers call :class:`SliceAttacker` and post the :class:`Frame` it returns; tests and the
 benchmark call it directly. It owns the model's lock (one computation at a time, so a burst of key
 presses never runs several attacks side by side), the shared sign(grad) cache (stepping FGSM's eps
-costs one forward pass) and the clean predictions of the current slice.
+costs one forward pass) and the clean predictions of the current slice, which ``prefetch`` fills ahead
+for the slices the user is likely to pick next.
 
 A frame may be scored on another loaded checkpoint (``scored_on``): the attack is crafted on the
 attacker's model and the masks, scores, live steps and eps curve are the other model's, as one cell of
