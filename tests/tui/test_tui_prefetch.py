@@ -115,8 +115,14 @@ async def test_j_after_an_idle_moment_runs_only_the_eps_step_and_shows_the_cold_
         await first_frame(pilot, app)
         await settle(pilot, app)  # the curve, then the prefetch
         browser = app.query_one(SliceBrowser)
-        following = browser.records[browser.records.index(state.source) + 1]
+        index = browser.records.index(state.source)
+        following = browser.records[index + 1]
         attacker = explorer.attacker
+        # j's slice and k's, in the browser's order, both read and with their gradients.
+        assert index > 0 and browser.neighbours(state.source) == [following, browser.records[index - 1]]
+        for record in browser.neighbours(state.source):
+            assert (record.id, 128) in explorer._slices._slices
+            assert attacker._gradient_key(load_slice_data(record, 128), state.attack) in attacker.cache
         key = attacker._gradient_key(load_slice_data(following, 128), state.attack)
         prefetched = attacker.cache.get(key)
         assert prefetched is not None
