@@ -3,7 +3,8 @@
 The explorer's workers call :class:`SliceAttacker` and post the :class:`Frame` it returns; tests and the
 benchmark call it directly. It owns the model's lock (one computation at a time, so a burst of key
 presses never runs several attacks side by side), the shared sign(grad) cache (stepping FGSM's eps
-costs one forward pass) and the clean predictions of the current slice.
+costs one forward pass) and the clean predictions of the current slice, which ``prefetch`` fills ahead
+for the slices the user is likely to pick next.
 
 A frame may be scored on another loaded checkpoint (``scored_on``): the attack is crafted on the
 attacker's model and the masks, scores, live steps and eps curve are the other model's, as one cell of
@@ -23,7 +24,7 @@ import torch
 from core.attacks.batch import model_labels
 from core.attacks.config import AttackConfig
 from core.attacks.control import AttackCancelled, StopCheck
-from core.attacks.gradient_cache import GradientCache
+from core.attacks.gradient_cache import GradientCache, cached_gradient
 from core.attacks.runner import AttackContext
 from core.evaluation.scoring import attack_slice, score_slices, sweep
 from core.metrics import dice_per_organ, mean_dsc
@@ -164,6 +165,47 @@ class SliceAttacker:
             seconds=seconds,
             scored_on=None if scored_on is None else str(scored_on.path),
         )
+
+    def prefetch(
+        self,
+        data: SliceData,
+        config: AttackConfig,
+        *,
+        should_stop: StopCheck = lambda: False,
+        scored_on: LoadedCheckpoint | None = None,
+    ) -> bool:
+        """Compute ahead, while the explorer is idle, what a frame for ``config`` on ``data`` would start
+        with, into the caches that frame reads: FGSM's gradient (sign and clean prediction: the frame is
+        then one forward pass), another method's clean prediction, and ``scored_on``'s clean prediction.
+        The same calls as the frame's own, so the frame's numbers are those of a cold one. Each piece takes
+        the model's lock on its own and checks ``should_stop`` first, so a request waits for one piece at
+        most. False when it stopped before the end."""
+        pieces: list[Callable[[torch.Tensor, torch.Tensor | None], object]] = []
+        if config.method == "fgsm" and config.norm == "linf":  # run_fgsm's cached_gradient, with its key
+            pieces.append(
+                lambda image, truth: cached_gradient(
+                    self.model,
+                    image,
+                    truth if config.target == "gt" else None,
+                    config.loss,
+                    config.mode,
+                    cache=self.cache,
+                    cache_key=self._gradient_key(data, config),
+                    precision=config.precision,
+                )
+            )
+        else:  # compute()'s context.clean_pred
+            pieces.append(lambda image, _: self._clean_prediction(self.checkpoint, self.model, data.id, image, config))
+        if scored_on is not None:
+            pieces.append(
+                lambda image, _: self._clean_prediction(str(scored_on.path), scored_on.model, data.id, image, config)
+            )
+        for piece in pieces:
+            with self._lock:
+                if should_stop():
+                    return False
+                piece(*self._inputs(data))
+        return True
 
     def _clean_prediction(
         self, checkpoint: str, model: torch.nn.Module, slice_id: str, image: torch.Tensor, config: AttackConfig

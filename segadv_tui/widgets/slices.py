@@ -96,6 +96,13 @@ class SliceBrowser(Tree):
         self.reveal(record)
         self.post_message(self.Chosen(record))
 
+    def neighbours(self, record: SliceRecord) -> list[SliceRecord]:
+        """The slices ``j`` and then ``k`` would choose from ``record`` (none that is ``record`` itself)."""
+        index = next((i for i, shown in enumerate(self.records) if shown.id == record.id), None)
+        if index is None:
+            return []
+        return [self.records[i] for i in (index + 1, index - 1) if 0 <= i < len(self.records)]
+
     def step(self, offset: int) -> None:
         """Choose the slice ``offset`` places from the current one among those shown."""
         if not self.records:
