@@ -808,6 +808,7 @@ class _Run:
                 # What the order of an epoch's batches depends on: a resume must replay the same order.
                 "batch_size": self.config.batch_size,
                 "seed": self.config.seed,
+                "slice_axis": self.config.slice_axis,  # the same slices (a Decathlon folder's volumes cut so)
                 "train_slices": self.train_slices,
                 "epoch": state.epoch,
                 "step": state.step,
@@ -823,7 +824,7 @@ class _Run:
                 "sampler": state.sampler,  # the generator state at the start of epoch `epoch`
                 "epoch_loss": None if state.epoch_loss is None else list(state.epoch_loss),  # EpochLoss
                 "defence": self.defence.as_meta() if self.defence is not None else None,
-                "labels": self.labels.to_meta(),  # the model's output channels: --data, --output, --slice-axis
+                "labels": self.labels.to_meta(),  # the model's output channels: --data, --output
             },
         )
         self.last_saved = self.resume_path
@@ -839,6 +840,7 @@ class _Run:
         for key, expected, option in (
             ("batch_size", self.config.batch_size, "--batch-size"),
             ("seed", self.config.seed, "--seed"),
+            ("slice_axis", self.config.slice_axis, "--slice-axis"),
             ("train_slices", self.train_slices, "--data / --limit-slices"),
         ):
             if key in saved and saved[key] != expected:

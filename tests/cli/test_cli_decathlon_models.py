@@ -246,6 +246,22 @@ def test_resuming_with_the_other_output_is_one_line(cli, folder, trained):
     ]
 
 
+def test_resuming_along_another_slice_axis_is_one_line(cli, folder, trained):
+    """The sigmoid run (axial slices) resumed with coronal ones: other slices, named as such."""
+    model, _, _ = MODELS["sigmoid"]
+    resume = trained["sigmoid"].with_name("sigmoid.resume.pt")
+    result = cli(
+        "train", "--model", model, "--model-spec", trained["sigmoid"].with_name("sigmoid.json"),
+        "--encoder-weights", "none", "--img-size", "32", "--batch-size", "4", "--workers", "0", "--epochs", "2",
+        "--data", folder, "--output", "sigmoid", "--slice-axis", "coronal", "--out", "again.safetensors",
+        "--resume", resume,
+    )  # fmt: skip
+    assert result.exit_code == 2
+    assert result.stderr.strip().splitlines() == [
+        f"error: {resume}: was saved by a run with slice axis 2, not 1; resume with that run's --slice-axis"
+    ]
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
