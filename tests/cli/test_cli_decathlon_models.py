@@ -230,15 +230,21 @@ def test_the_explorer_opens_the_folder_with_either_checkpoint(folder, trained, k
     asyncio.run(scenario())
 
 
-def test_resuming_with_the_other_output_is_one_line(cli, folder, trained):
-    """The sigmoid run's resume file, resumed as a softmax run (no --output: the data's default)."""
+def _resume_sigmoid_run(cli, folder, trained, *options):
+    """The sigmoid run's resume file, resumed with ``options``: (its path, the result)."""
     model, _, _ = MODELS["sigmoid"]
     resume = trained["sigmoid"].with_name("sigmoid.resume.pt")
     result = cli(
         "train", "--model", model, "--model-spec", trained["sigmoid"].with_name("sigmoid.json"),
         "--encoder-weights", "none", "--img-size", "32", "--batch-size", "4", "--workers", "0", "--epochs", "2",
-        "--data", folder, "--out", "again.safetensors", "--resume", resume,
+        "--data", folder, "--out", "again.safetensors", "--resume", resume, *options,
     )  # fmt: skip
+    return resume, result
+
+
+def test_resuming_with_the_other_output_is_one_line(cli, folder, trained):
+    """The sigmoid run's resume file, resumed as a softmax run (no --output: the data's default)."""
+    resume, result = _resume_sigmoid_run(cli, folder, trained)
     assert result.exit_code == 2
     assert result.stderr.strip().splitlines() == [
         f"error: {resume}: was saved by a run whose model segments grey_matter, white_matter (sigmoid), not "
@@ -248,14 +254,7 @@ def test_resuming_with_the_other_output_is_one_line(cli, folder, trained):
 
 def test_resuming_along_another_slice_axis_is_one_line(cli, folder, trained):
     """The sigmoid run (axial slices) resumed with coronal ones: other slices, named as such."""
-    model, _, _ = MODELS["sigmoid"]
-    resume = trained["sigmoid"].with_name("sigmoid.resume.pt")
-    result = cli(
-        "train", "--model", model, "--model-spec", trained["sigmoid"].with_name("sigmoid.json"),
-        "--encoder-weights", "none", "--img-size", "32", "--batch-size", "4", "--workers", "0", "--epochs", "2",
-        "--data", folder, "--output", "sigmoid", "--slice-axis", "coronal", "--out", "again.safetensors",
-        "--resume", resume,
-    )  # fmt: skip
+    resume, result = _resume_sigmoid_run(cli, folder, trained, "--output", "sigmoid", "--slice-axis", "coronal")
     assert result.exit_code == 2
     assert result.stderr.strip().splitlines() == [
         f"error: {resume}: was saved by a run with slice axis 2, not 1; resume with that run's --slice-axis"
