@@ -87,6 +87,40 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -
     return path
 
 
+def temporary_sibling(path: Path, purpose: str) -> Path:
+    """A hidden, unique name beside ``path`` (``.NAME.PURPOSE-PID-RANDOM``) for a folder written then renamed."""
+    return path.with_name(f".{path.name}.{purpose}-{os.getpid()}-{secrets.token_hex(4)}")
+
+
+def write_folder(out: str | os.PathLike, fill: Callable[[Path], object], *, overwrite: bool = False) -> Path:
+    """``fill`` a new folder and put it at ``out`` whole: written into a hidden sibling and renamed into
+    place at the end, so an interrupted run never leaves half of it at ``out``. An existing non-empty
+    ``out`` is refused unless ``overwrite`` (then replaced by the new folder)."""
+    import shutil
+
+    out = Path(out).expanduser()
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"{out} exists and is not a folder")
+    if out.exists() and not overwrite and any(out.iterdir()):
+        raise FileExistsError(f"{out} exists and is not empty; choose another folder or overwrite it")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    temp = temporary_sibling(out, "writing")
+    temp.mkdir()
+    try:
+        fill(temp)
+        if out.exists():
+            old = temporary_sibling(out, "replaced")
+            out.rename(old)
+            temp.rename(out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            temp.rename(out)
+    finally:
+        if temp.exists():
+            shutil.rmtree(temp, ignore_errors=True)
+    return out
+
+
 def check_writable(path: str | os.PathLike) -> None:
     """Raise a ``WriteError`` naming ``path`` if ``atomic_write(path, ...)`` could not write it: a folder, a
     socket or a block device, or a file whose folder cannot be made or written. Creates nothing."""

@@ -7,9 +7,7 @@ the tool reads it with the same code as the real data.
 
 from __future__ import annotations
 
-import os
 import shutil
-import uuid
 import zlib
 from dataclasses import dataclass
 from functools import partial
@@ -21,7 +19,7 @@ from PIL import Image
 from core.data.phantom import SCAN_LENGTH_MM, SPACING_MM, Acquisition, Patient, pixel_grid, render
 from core.data.rle import rle_encode
 from core.errors import OptionError
-from core.files import atomic_write, write_csv
+from core.files import atomic_write, temporary_sibling, write_csv, write_folder
 from core.organs import ORGANS
 from core.paths import cache_dir
 from core.progress import Progress
@@ -109,14 +107,6 @@ def _write_into(folder: Path, scans: list[_Scan], progress: Progress | None) -> 
     write_csv(folder / "train.csv", ("id", "class", "segmentation"), rows)
 
 
-def _is_empty_dir(path: Path) -> bool:
-    return path.is_dir() and not any(path.iterdir())
-
-
-def _temp_sibling(out: Path, purpose: str) -> Path:
-    return out.with_name(f".{out.name}.{purpose}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-
-
 def write_demo_dataset(
     out, *, seed: int = 0, size: str = "default", progress: Progress | None = None, overwrite: bool = False
 ) -> Path:
@@ -126,28 +116,8 @@ def write_demo_dataset(
     never leaves half a data set at ``out``. An existing non-empty ``out`` is refused unless
     ``overwrite``. ``progress(done, total)`` is called after each slice.
     """
-    out = Path(out).expanduser()
     scans = _plan(seed, size)
-    if out.exists() and not out.is_dir():
-        raise FileExistsError(f"{out} exists and is not a folder")
-    if out.exists() and not overwrite and not _is_empty_dir(out):
-        raise FileExistsError(f"{out} exists and is not empty; choose another folder or overwrite it")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    temp = _temp_sibling(out, "writing")
-    temp.mkdir()
-    try:
-        _write_into(temp, scans, progress)
-        if out.exists():
-            old = _temp_sibling(out, "replaced")
-            out.rename(old)
-            temp.rename(out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            temp.rename(out)
-    finally:
-        if temp.exists():
-            shutil.rmtree(temp, ignore_errors=True)
-    return out
+    return write_folder(out, lambda folder: _write_into(folder, scans, progress), overwrite=overwrite)
 
 
 def demo_data_dir(seed: int = 0, progress: Progress | None = None, *, size: str = "default") -> Path:
@@ -164,7 +134,7 @@ def demo_data_dir(seed: int = 0, progress: Progress | None = None, *, size: str 
     if (target / "train.csv").is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    temp = _temp_sibling(target, "writing")
+    temp = temporary_sibling(target, "writing")
     temp.mkdir()
     try:
         _write_into(temp, scans, progress)

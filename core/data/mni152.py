@@ -35,13 +35,12 @@ its ``licence`` and ``reference``.
 from __future__ import annotations
 
 import json
-import shutil
-import uuid
 from pathlib import Path
 
 import numpy as np
 
 from core.errors import MissingDependency, OptionError
+from core.files import write_folder
 from core.paths import cache_dir
 from core.progress import Progress
 
@@ -101,27 +100,7 @@ def write_mni152_dataset(
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise OptionError(f"the MNI152 seed must be a non-negative integer, got {seed!r}")
     folder = template_folder()
-    out = Path(out).expanduser()
-    if out.exists() and not out.is_dir():
-        raise FileExistsError(f"{out} exists and is not a folder")
-    if out.exists() and not overwrite and any(out.iterdir()):
-        raise FileExistsError(f"{out} exists and is not empty; choose another folder or overwrite it")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    temp = out.with_name(f".{out.name}.writing-{uuid.uuid4().hex[:8]}")
-    temp.mkdir()
-    try:
-        _write_into(temp, folder, size, seed, progress)
-        if out.exists():
-            old = out.with_name(f".{out.name}.replaced-{uuid.uuid4().hex[:8]}")
-            out.rename(old)
-            temp.rename(out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            temp.rename(out)
-    finally:
-        if temp.exists():
-            shutil.rmtree(temp, ignore_errors=True)
-    return out
+    return write_folder(out, lambda root: _write_into(root, folder, size, seed, progress), overwrite=overwrite)
 
 
 def mni152_data_dir(size: str = "default", seed: int = 0, progress: Progress | None = None) -> Path:
