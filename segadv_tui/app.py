@@ -19,6 +19,8 @@ from textual.app import App
 from core.errors import SegadvError
 from segadv_tui.bug_report import bug_message, one_line, write_bug_report
 from segadv_tui.config import CannotSave, Settings, save_theme
+from segadv_tui.gc_pause import pause as pause_collector
+from segadv_tui.gc_pause import resume as resume_collector
 from segadv_tui.keys import APP_KEYS, help_groups
 from segadv_tui.palette import ExplorerCommands
 from segadv_tui.screens.explorer import ExplorerScreen, WorkerHooks
@@ -62,6 +64,7 @@ class SegadvApp(App):
 
     def __init__(self, *, hooks: WorkerHooks | None = None, settings: Settings | None = None, **options):
         super().__init__()
+        pause_collector()  # up to the first frame (segadv_tui.gc_pause: half a second of the launch)
         start_loading_compute()
         self.settings = settings or Settings()
         if self.settings["keymap"]:
@@ -74,6 +77,9 @@ class SegadvApp(App):
         for problem in self.settings.problems:  # each names the file and the key; the defaults apply
             self.notify(problem, severity="warning", timeout=15, markup=False)
         self.theme_changed_signal.subscribe(self, self._save_theme)
+
+    def on_unmount(self) -> None:
+        resume_collector()  # an app that ends before its first frame (a failed start, a quick q)
 
     def _save_theme(self, theme) -> None:
         """A theme picked (in the palette) is written to the settings file, so the next start has it."""

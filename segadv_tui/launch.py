@@ -211,6 +211,9 @@ def segadv_tui(
         serve_app(host, port, arguments, token, heartbeat)
         return
 
+    from segadv_tui.gc_pause import pause as pause_collector
+
+    pause_collector()  # from here to the first frame: Textual's import and start, torch's (segadv_tui.gc_pause)
     renderer = register_graphics(choose_graphics(graphics))
     # The app paints at once and loads torch and the models in a worker, with a loading indicator.
     from segadv_tui.app import SegadvApp

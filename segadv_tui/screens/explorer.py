@@ -35,6 +35,8 @@ from core.errors import SegadvError
 from core.wording import with_labels_caption
 from segadv_tui.catalog import CheckpointEntry, LoadedCheckpoint
 from segadv_tui.frames import Frame, FrameRequest, SliceCache, SliceData
+from segadv_tui.gc_pause import LONGEST_PAUSE_S
+from segadv_tui.gc_pause import resume as resume_collector
 from segadv_tui.keys import EXPLORER_KEYS, MORE_LABEL_KEYS, TOGGLED_LABELS, with_eps_step
 from segadv_tui.layout import layout_classes
 from segadv_tui.messages import (
@@ -116,6 +118,7 @@ class ExplorerScreen(Screen):
             self.call_after_refresh(self.show_view, "focus")
         self.app.sub_title = self.state.options.device_label or "loading torch…"
         self._summary("loading torch and the model…")
+        self.set_timer(LONGEST_PAUSE_S, resume_collector)  # should neither a frame nor a failure come
         self._scan_catalog()
         self._load_data()
 
@@ -543,6 +546,7 @@ class ExplorerScreen(Screen):
             curve.show(None, state.curve_eps)
             curve_data = self._slices.of_frame(frame, state.attacked.img_size)
         upcoming = self.query_one(SliceBrowser).neighbours(state.source) if state.has_truth else []
+        self.call_after_refresh(resume_collector)  # the launch's pause, once this frame is painted
         # After the paint: started at once, the curve and the prefetch slowed it (j in 74-110 ms against 78-86).
         self.call_after_refresh(
             self._after_frame,
@@ -634,6 +638,7 @@ class ExplorerScreen(Screen):
         """What failed and what to do about it, where the pictures would be, until the user picks something
         that works (the next pictures replace it). ``group``: the work that failed (FAILURE_TITLES)."""
         self._failed = group
+        resume_collector()  # the launch is over, without a frame
         self.query_one("#images").loading = False
         advice = self.state.failure_advice(group)
         self.query_one(PictureViews).show_failure(FAILURE_TITLES[group], f"{message}\n\n{advice}")

@@ -1,0 +1,50 @@
+"""The launch runs with Python's cyclic garbage collector paused, up to the first attacked frame.
+
+A launch builds some 470,000 objects that live as long as the app: torch's modules, Textual's widgets and
+styles, the data set's index. With the collector on, their allocation sets off hundreds of collections
+that walk them again and again: about 0.5 s of a 3 s launch, holding the GIL that the screen's painting and
+torch's import share (measured: the default demo's first frame 2.98-3.13 s with it, 2.35-2.49 s without).
+
+Once the first frame is on screen (or the launch has failed, or the app ended, or
+:data:`LONGEST_PAUSE_S` has passed), what the launch built is frozen (``gc.freeze``: later collections
+skip it, so they stay short while the user steps through slices) and collecting starts again. The cyclic
+garbage the launch left stays with the frozen objects: some 60,000 objects, a few MiB, once per process
+(a full collection to free them would hold the GIL for about 0.4 s just as the user starts pressing
+keys). Only the first launch in a process freezes: an app started again in the same process (the tests
+run hundreds) must not keep every earlier app's garbage.
+"""
+
+from __future__ import annotations
+
+import gc
+
+LONGEST_PAUSE_S = 30.0  # the explorer resumes collecting after this long even if no frame came
+
+_paused = False
+_frozen = False
+
+
+def pause() -> None:
+    """Stop collecting until :func:`resume`; nothing when the collector is off already (whoever turned it
+    off turns it on again)."""
+    global _paused
+    if gc.isenabled():
+        gc.disable()
+        _paused = True
+
+
+def resume() -> None:
+    """Collect again where :func:`pause` stopped it, freezing what exists the first time in a process;
+    otherwise nothing, however often it is called."""
+    global _paused, _frozen
+    if not _paused:
+        return
+    _paused = False
+    if not _frozen:
+        _frozen = True
+        gc.freeze()
+    gc.enable()
+
+
+def is_paused() -> bool:
+    return _paused

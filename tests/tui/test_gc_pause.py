@@ -1,0 +1,74 @@
+"""The launch pauses Python's cyclic garbage collector up to the first frame (segadv_tui.gc_pause), and every
+way a launch ends turns it on again: the first frame painted, a failure shown, the app closed."""
+
+from __future__ import annotations
+
+import gc
+import subprocess
+import sys
+import textwrap
+
+import pytest
+from tui_pilot import first_frame, make_app, pilot_test, settle, until
+
+from core.paths import demo_checkpoint
+from segadv_tui import gc_pause
+
+
+@pytest.fixture(autouse=True)
+def collecting_after():
+    """Whatever a test does, the rest of the session collects."""
+    yield
+    gc_pause.resume()
+    gc.enable()
+
+
+def test_pause_and_resume_freeze_the_first_launch_only_and_leave_a_collector_turned_off_by_others():
+    # In a fresh process: this one's first launch froze its objects long ago.
+    code = textwrap.dedent(
+        """
+        import gc
+        from segadv_tui import gc_pause
+        gc_pause.pause(); assert not gc.isenabled() and gc_pause.is_paused()
+        gc_pause.resume(); assert gc.isenabled() and not gc_pause.is_paused()
+        frozen = gc.get_freeze_count(); assert frozen > 1000, frozen
+        gc_pause.resume(); assert gc.isenabled()  # twice: nothing
+        junk = [[] for _ in range(5000)]
+        gc_pause.pause(); gc_pause.resume()  # a second launch in the process: no freeze
+        assert gc.get_freeze_count() == frozen, (gc.get_freeze_count(), frozen)
+        gc.disable(); gc_pause.pause(); gc_pause.resume()
+        assert not gc.isenabled()  # turned off by someone else: theirs to turn on
+        print("ok")
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.stdout.strip() == "ok", done.stderr
+
+
+@pilot_test
+async def test_the_launch_runs_without_collecting_until_its_first_frame_is_painted(tiny_demo):
+    app = make_app(tiny_demo, demo_checkpoint())
+    assert not gc.isenabled() and gc_pause.is_paused()  # from the app's creation: torch imports from there
+    async with app.run_test(size=(120, 40)) as pilot:
+        await first_frame(pilot, app)
+        await settle(pilot, app)
+        assert gc.isenabled() and not gc_pause.is_paused()
+
+
+@pilot_test
+async def test_a_launch_without_a_frame_collects_again(tiny_demo, tmp_path):
+    # A checkpoint that is not one: the failure is shown where the pictures go, and the collector runs again.
+    broken = tmp_path / "broken.safetensors"
+    broken.write_bytes(b"not a checkpoint")
+    app = make_app(tiny_demo, broken)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await until(pilot, app, lambda: app.explorer._failed == "load", "the failure shown")
+        assert gc.isenabled()
+
+
+@pilot_test
+async def test_an_app_closed_before_its_first_frame_collects_again(tiny_demo):
+    app = make_app(tiny_demo, demo_checkpoint())
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("q")
+    assert gc.isenabled() and not gc_pause.is_paused()
