@@ -12,6 +12,14 @@ from segadv_tui.frames import Curve, Frame, LiveStep
 
 
 @dataclass
+class OpeningSlice(Message):
+    """The slice to open on, found before the data set's index is complete (``state.first_look``)."""
+
+    record: Any  # core.data.gitract.SliceRecord
+    labels: Any  # core.labels.LabelSet: the data's
+
+
+@dataclass
 class DataReady(Message):
     dataset: Any  # core.data.gitract.GITractDataset, or None for a lone PNG
     records: list

@@ -18,7 +18,7 @@ from rich.markup import escape
 
 from core.attacks.config import MAX_L2_EPS, METHODS, AttackConfig, clamp_eps
 from core.data.decathlon import DEFAULT_SLICE_AXIS
-from core.data.gitract import SliceRecord, select_slices, with_labels
+from core.data.gitract import SliceRecord, select_slices, split_by_case, with_labels
 from core.labels import UW_MADISON, LabelSet, LabelSetError, check_same_labels
 from core.models.loaded import LoadedModel
 from core.names import CORRUPTION_LEVELS
@@ -115,6 +115,7 @@ class ExplorerState:
     attack: AttackConfig = field(init=False)  # a lone PNG is attacked against its clean prediction
     device: str | None = field(init=False)  # --device until torch has loaded and resolved it
     dataset: Any = None  # a data set (core.data), None for a lone PNG
+    data_labels: LabelSet | None = None  # the data's labels before its index is complete (a first look)
     records: list = field(default_factory=list)
     source: SliceRecord | Path | None = None  # the slice attacked
     catalog: Catalog = field(default_factory=Catalog)
@@ -150,6 +151,8 @@ class ExplorerState:
         checkpoint's (UW-Madison's until either is known)."""
         if self.dataset is not None:
             return self.dataset.labels
+        if self.data_labels is not None:
+            return self.data_labels
         if self.attacked is not None:
             return self.attacked.model.labels
         return UW_MADISON
@@ -157,10 +160,11 @@ class ExplorerState:
     def label_problem(self, loaded: LoadedCheckpoint) -> str | None:
         """Why ``loaded`` cannot be attacked on the data (its label set is not the data's), in one line
         naming both sets; None where it can (or no data is open yet, or a lone PNG)."""
-        if self.dataset is None:
+        if self.dataset is None and self.data_labels is None:
             return None
         try:
-            check_same_labels(loaded.model.labels, self.dataset.labels, loaded.path.name, f"data {self.dataset.root}")
+            root = self.dataset.root if self.dataset is not None else self.options.data
+            check_same_labels(loaded.model.labels, self.labels, loaded.path.name, f"data {root}")
         except LabelSetError as exc:
             return str(exc)
         return None
@@ -521,13 +525,28 @@ def corruption_name(config: AttackConfig) -> str:
     return f"corrupt-{config.corruption}-s{config.severity}"
 
 
-def opening_slice(dataset, test_fraction: float = 0.1) -> SliceRecord:
+def opening_slice(records: Sequence, test_fraction: float = 0.1):
     """The slice the explorer opens on: among the test split's slices (the ones the paper scores), the first
     with the most labels in its truth, every label where one has them all. Its first scores are then
     damage to labels that are there: on a slice without a label, a few stray pixels of it turn that
     label's DSC from 1 to 0 and read as the model failing on it. Without a test slice with labels, the
     first slice with labels, else the first slice. Records say which labels they hold without loading the
     slice (UW-Madison's from their RLEs, a Decathlon volume's from its cached label index)."""
-    _, test = dataset.split(test_fraction)  # the split Table II scores (table_ii_records), so it scores this slice
-    candidates = with_labels(test) or with_labels(dataset.records) or list(dataset.records)
+    # The split Table II scores (table_ii_records: a data set's split is split_by_case), so it scores this slice.
+    _, test = split_by_case(list(records), test_fraction)
+    candidates = with_labels(test) or with_labels(records) or list(records)
     return max(candidates, key=lambda record: sum(record.labels_present))  # the first of the most
+
+
+def first_look(root: Path, test_fraction: float = 0.1) -> SliceRecord | None:
+    """The slice the explorer opens a UW-Madison tree on before the tree is indexed (seconds at real scale):
+    ``opening_slice``'s choice among the slices train.csv lists, its file found with one folder listing.
+    The index's own choice is the same slice wherever every listed slice has its file; None where the
+    quick read cannot tell (the index then reads the tree and says what is wrong with it)."""
+    from core.data.gitract import find_slice, listed_slices
+
+    try:
+        listed = listed_slices(root)
+        return find_slice(root, opening_slice(listed, test_fraction)) if listed else None
+    except Exception:  # noqa: BLE001  any fault of a hostile train.csv: the index reports it, by name
+        return None

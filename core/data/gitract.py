@@ -252,23 +252,11 @@ class GITractDataset:
                         continue
                     where = _printable(f"train/{case_dir.name}/{day_dir.name}/scans/{entry.name}")
                     name = _SLICE_FILE.fullmatch(entry.name)
-                    if name is None:
-                        self._skip(where, "not named slice_NNNN_W_H_PW_PH.png", file=where, action="ignored")
+                    problem = _file_name_problem(name)
+                    if problem:
+                        self._skip(where, problem, file=where, action="ignored")
                         continue
-                    if int(name[2]) == 0 or int(name[3]) == 0:
-                        self._skip(where, "file name gives an empty image size", file=where, action="ignored")
-                        continue
-                    if int(name[2]) * int(name[3]) > MAX_PIXELS:
-                        self._skip(
-                            where,
-                            f"file name gives {name[2]} x {name[3]} pixels, more than the {MAX_PIXELS} segadv reads",
-                            file=where,
-                            action="ignored",
-                        )
-                        continue
-                    if float(name[4]) == 0 or float(name[5]) == 0:
-                        self._skip(where, "file name gives a pixel spacing of 0 mm", file=where, action="ignored")
-                        continue
+                    assert name is not None  # _file_name_problem says why it is None
                     slice_id = f"{day_dir.name}_slice_{name[1]}"
                     if slice_id in images:
                         first = images[slice_id][0].name
@@ -303,20 +291,7 @@ class GITractDataset:
             absent = [organ for organ in ORGANS if organ not in organ_rles]
             if absent:
                 self.problems.append(f"{slice_id}: no train.csv row for {', '.join(absent)}; taken as absent")
-            parsed = _ID.fullmatch(slice_id)
-            assert parsed is not None, slice_id  # _find_images builds ids from folder and file names it matched
-            record = SliceRecord(
-                id=slice_id,
-                case=int(parsed[1]),
-                day=int(parsed[2]),
-                slice=int(parsed[3]),
-                width=int(name[2]),
-                height=int(name[3]),
-                spacing=(float(name[4]), float(name[5])),
-                path=path,
-                rles=tuple(organ_rles.get(organ, "") for organ in ORGANS),
-            )
-            records.append(record)
+            records.append(_record(slice_id, path, name, organ_rles))
         bad_rles = _rle_problems(records)
         for i, message in bad_rles.items():
             self._skip(None, message, slice_id=records[i].id, file="train.csv")  # the message names the slice
@@ -356,6 +331,117 @@ class GITractDataset:
 
     def __repr__(self) -> str:
         return f"GITractDataset({str(self.root)!r}: {len(self.records)} slices, {len(self.problems)} problems)"
+
+
+def _file_name_problem(name: re.Match | None) -> str | None:
+    """Why a slice file's name (its ``_SLICE_FILE`` match) leaves it out of the data set; None: it names a slice."""
+    if name is None:
+        return "not named slice_NNNN_W_H_PW_PH.png"
+    if int(name[2]) == 0 or int(name[3]) == 0:
+        return "file name gives an empty image size"
+    if int(name[2]) * int(name[3]) > MAX_PIXELS:
+        return f"file name gives {name[2]} x {name[3]} pixels, more than the {MAX_PIXELS} segadv reads"
+    if float(name[4]) == 0 or float(name[5]) == 0:
+        return "file name gives a pixel spacing of 0 mm"
+    return None
+
+
+def _record(slice_id: str, path: Path, name: re.Match, organ_rles: dict[str, str]) -> SliceRecord:
+    """The record of the slice ``slice_id`` (its folder's day and its file's number), its file at ``path``
+    whose name is ``name`` (checked by ``_file_name_problem``), its rows' RLEs by organ."""
+    parsed = _ID.fullmatch(slice_id)
+    assert parsed is not None, slice_id  # built from folder and file names that matched
+    return SliceRecord(
+        id=slice_id,
+        case=int(parsed[1]),
+        day=int(parsed[2]),
+        slice=int(parsed[3]),
+        width=int(name[2]),
+        height=int(name[3]),
+        spacing=(float(name[4]), float(name[5])),
+        path=path,
+        rles=tuple(organ_rles.get(organ, "") for organ in ORGANS),
+    )
+
+
+@dataclass(frozen=True)
+class ListedSlice:
+    """A slice as train.csv lists it (``listed_slices``), before its file is found or its rows checked:
+    what choosing a slice by case and labels needs."""
+
+    id: str
+    case: int
+    rles: tuple[str, ...]  # in ORGANS order; "" = absent
+
+    @property
+    def has_labels(self) -> bool:
+        return any(self.rles)
+
+    @property
+    def labels_present(self) -> tuple[bool, ...]:
+        return tuple(bool(rle) for rle in self.rles)
+
+
+def listed_slices(root: str | Path, exclude: Iterable[str] = EXCLUDED_CASE_DAYS) -> list[ListedSlice]:
+    """The slices train.csv lists outside the excluded case-days, in its order, from one quick pass that
+    checks only what it reads (a fraction of indexing a real-scale tree: no file is listed, no RLE
+    checked). ``GITractDataset`` checks everything and says what is wrong; this raises ``DataError`` for
+    a train.csv it cannot read so (a bad header, an id not like case123_day20_slice_0065)."""
+    csv_path = Path(root) / "train.csv"
+    excluded = set(exclude)
+    rows: dict[str, dict[str, str]] = {}
+    try:
+        with csv_path.open(newline="", encoding="utf-8") as file:
+            reader = csv.reader(file)
+            header = [name.strip().lstrip("\ufeff") for name in next(reader, [])]
+            if any(name not in header for name in CSV_COLUMNS):
+                raise DataError(f"{csv_path} lacks the columns {', '.join(CSV_COLUMNS)}")
+            id_at, class_at, rle_at = (header.index(name) for name in CSV_COLUMNS)
+            for fields in reader:
+                if len(fields) == len(header):
+                    rle = fields[rle_at].strip()
+                    rows.setdefault(fields[id_at].strip(), {})[fields[class_at].strip()] = (
+                        "" if rle.lower() == "nan" else rle
+                    )
+    except (csv.Error, UnicodeDecodeError, OSError) as exc:
+        raise DataError(f"cannot read {csv_path}: {exc}") from None
+    listed = []
+    for slice_id, organ_rles in rows.items():
+        parsed = _ID.fullmatch(slice_id)
+        if parsed is None:
+            raise DataError(f"{csv_path}: id {_cut(slice_id)} is not like case123_day20_slice_0065")
+        if f"case{int(parsed[1])}_day{int(parsed[2])}" not in excluded:
+            listed.append(ListedSlice(slice_id, int(parsed[1]), tuple(organ_rles.get(organ, "") for organ in ORGANS)))
+    return listed
+
+
+def find_slice(root: str | Path, listed: ListedSlice) -> SliceRecord | None:
+    """The record ``GITractDataset(root)`` makes of ``listed``, found with one folder listing: its file in
+    its case-day's scans folder, named by the reader's rules, the only one of its slice, and its RLEs
+    decodable. None where the data set would not have it so (no such file, two files, a bad RLE)."""
+    parsed = _ID.fullmatch(listed.id)
+    if parsed is None:
+        return None
+    day = listed.id[: listed.id.index("_slice_")]
+    scans = Path(root) / "train" / f"case{parsed[1]}" / day / "scans"
+    try:
+        entries = sorted(os.scandir(scans), key=lambda entry: entry.name)
+    except OSError:
+        return None
+    found = []
+    for entry in entries:
+        name = _SLICE_FILE.fullmatch(entry.name)
+        if name is not None and f"{day}_slice_{name[1]}" == listed.id:
+            found.append((entry, name))
+    if len(found) != 1 or _file_name_problem(found[0][1]) or not found[0][0].is_file():
+        return None
+    entry, name = found[0]
+    record = _record(listed.id, Path(entry.path), name, dict(zip(ORGANS, listed.rles)))
+    try:
+        record.masks()
+    except RLEError:
+        return None
+    return record
 
 
 def _columns(header: list[str]) -> str:

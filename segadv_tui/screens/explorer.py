@@ -18,6 +18,7 @@ started loading it in a thread) and the screen paints at once.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -47,8 +48,9 @@ from segadv_tui.messages import (
     FrameReady,
     LiveStepReady,
     ModelLoaded,
+    OpeningSlice,
 )
-from segadv_tui.state import FAILURE_TITLES, ExplorerOptions, ExplorerState, cycle_next, opening_slice
+from segadv_tui.state import FAILURE_TITLES, ExplorerOptions, ExplorerState, cycle_next, first_look, opening_slice
 from segadv_tui.widgets.attack import CHOICES, AttackPanel, EpsInput
 from segadv_tui.widgets.checkpoints import CheckpointList
 from segadv_tui.widgets.images import VIEWS, Picture, PictureViews
@@ -83,6 +85,9 @@ class ExplorerScreen(Screen):
         self._sidebar_forced: bool | None = None
         self._focus_sidebar = False  # the Focus view hides the side panels until b shows them
         self._view_before_focus = "overlay"
+        # Set once the launch is over (its first frame painted, or a failure shown): a tree opened for the
+        # first time is indexed from then on, not while torch imports (they share the GIL).
+        self._launched = threading.Event()
 
     # -- layout --------------------------------------------------------------------------------
 
@@ -118,7 +123,7 @@ class ExplorerScreen(Screen):
             self.call_after_refresh(self.show_view, "focus")
         self.app.sub_title = self.state.options.device_label or "loading torch…"
         self._summary("loading torch and the model…")
-        self.set_timer(LONGEST_PAUSE_S, resume_collector)  # should neither a frame nor a failure come
+        self.set_timer(LONGEST_PAUSE_S, self._launch_over)  # should neither a frame nor a failure come
         self._scan_catalog()
         self._load_data()
 
@@ -196,6 +201,13 @@ class ExplorerScreen(Screen):
         cached = options.data is not None and (Path(options.data) / "train.csv").is_file()
         dataset, key = load_index(options.data) if cached else (None, None)
         fresh = dataset is None
+        if fresh and cached:  # a tree not indexed before: its opening slice first, the index after the frame
+            opening = first_look(Path(options.data), options.test_fraction)
+            if opening is not None:
+                from core.data.gitract import GITractDataset
+
+                self.post_message(OpeningSlice(opening, GITractDataset.labels))
+                self._wait_for_the_launch(get_current_worker())
         if fresh:
             dataset = open_dataset(options.data, slice_axis=options.slice_axis, kind=options.label_kind())
         description = str(options.data) if options.data else "built-in demo"
@@ -204,6 +216,31 @@ class ExplorerScreen(Screen):
             self.app.call_from_thread(self.notify, problem, severity="warning", timeout=8)
         if fresh and key is not None:
             save_index(options.data, key, dataset)
+
+    def _wait_for_the_launch(self, worker: Worker) -> None:
+        """Until the launch is over (``_launched``: at most LONGEST_PAUSE_S) or the app closes."""
+        while not self._launched.wait(0.05) and not worker.is_cancelled:
+            pass
+
+    def _launch_over(self) -> None:
+        self._launched.set()
+        resume_collector()  # the launch's pause (segadv_tui.gc_pause)
+
+    @on(OpeningSlice)
+    def _opening_slice(self, message: OpeningSlice) -> None:
+        """Attack the opening slice while the index is read: the slices panel fills when it is complete."""
+        state = self.state
+        if state.dataset is not None or state.source is not None:  # the index came first
+            return
+        state.data_labels = message.labels
+        self._use_labels()
+        if state.attacked is not None:  # the checkpoint came first: it must segment the data's labels
+            problem = state.label_problem(state.attacked)
+            if problem:
+                self._refuse(state.attacked, problem)
+        self.query_one(SliceBrowser).border_subtitle = "indexing…"
+        state.source = message.record
+        self.request_frame()
 
     @on(DataReady)
     def _data_ready(self, message: DataReady) -> None:
@@ -228,7 +265,8 @@ class ExplorerScreen(Screen):
             self._show_failure("data", f"No slices in {message.description}.")
             return
         browser.focus()
-        first = opening_slice(message.dataset, state.options.test_fraction)
+        opened = [record for record in state.records if record == state.source]  # by a first look
+        first = opened[0] if opened else opening_slice(state.records, state.options.test_fraction)
         if not browser.records:
             browser.set_organs_only(False)
         browser.choose(first)
@@ -397,7 +435,7 @@ class ExplorerScreen(Screen):
 
     @on(SliceBrowser.Chosen)
     def _slice_chosen(self, message: SliceBrowser.Chosen) -> None:
-        if message.record is self.state.source:
+        if message.record == self.state.source:  # equal: the index's record of the slice a first look opened
             return
         self.state.source = message.record
         self.request_frame()
@@ -546,7 +584,7 @@ class ExplorerScreen(Screen):
             curve.show(None, state.curve_eps)
             curve_data = self._slices.of_frame(frame, state.attacked.img_size)
         upcoming = self.query_one(SliceBrowser).neighbours(state.source) if state.has_truth else []
-        self.call_after_refresh(resume_collector)  # the launch's pause, once this frame is painted
+        self.call_after_refresh(self._launch_over)  # once this frame is painted
         # After the paint: started at once, the curve and the prefetch slowed it (j in 74-110 ms against 78-86).
         self.call_after_refresh(
             self._after_frame,
@@ -638,7 +676,7 @@ class ExplorerScreen(Screen):
         """What failed and what to do about it, where the pictures would be, until the user picks something
         that works (the next pictures replace it). ``group``: the work that failed (FAILURE_TITLES)."""
         self._failed = group
-        resume_collector()  # the launch is over, without a frame
+        self._launch_over()  # without a frame
         self.query_one("#images").loading = False
         advice = self.state.failure_advice(group)
         self.query_one(PictureViews).show_failure(FAILURE_TITLES[group], f"{message}\n\n{advice}")

@@ -9,6 +9,7 @@ import struct
 import subprocess
 import sys
 import zlib
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,8 @@ from core.data.gitract import (
     DataError,
     GITractDataset,
     SliceRecord,
+    find_slice,
+    listed_slices,
     load_slice,
     open_dataset,
     read_slice,
@@ -140,6 +143,62 @@ def real_root(tmp_path, real_samples) -> Path:
     for slice_id in dict.fromkeys(row["id"] for row in real_rows(real_samples)):
         add_slice(root, slice_id)
     return root
+
+
+# -- a first look: one slice found before the tree is indexed ----------------------------------------------
+
+
+def test_a_first_look_finds_every_listed_slice_as_the_index_records_it(real_root, tiny_demo):
+    for root in (real_root, tiny_demo):
+        data = GITractDataset(root)
+        listed = listed_slices(root)
+        assert sorted(entry.id for entry in listed) == sorted(record.id for record in data)
+        for entry in listed:
+            assert entry.labels_present == data.by_id(entry.id).labels_present
+            assert find_slice(root, entry) == data.by_id(entry.id)  # every field: path, size, spacing, RLEs
+
+
+def test_a_first_look_finds_no_slice_the_index_leaves_out_or_reads_otherwise(real_root):
+    listed = {entry.id: entry for entry in listed_slices(real_root)}
+    # No file for its rows.
+    (real_root / png_name("case123_day20_slice_0001")[0]).unlink()
+    # A second file for one slice (the index keeps the first of the two, by name).
+    add_slice(real_root, "case123_day20_slice_0064", size=(300, 300))
+    # A file name the reader refuses: zero pixels wide.
+    path = real_root / png_name("case123_day20_slice_0066")[0]
+    path.rename(path.with_name("slice_0066_0_266_1.50_1.50.png"))
+    # A malformed RLE (a run past the image's end) in the rows.
+    wide = listed["case131_day0_slice_0066"]
+    broken = replace(wide, rles=("1 999999",) + wide.rles[1:])
+    data = GITractDataset(real_root)
+    for slice_id in ("case123_day20_slice_0001", "case123_day20_slice_0066"):
+        assert slice_id not in {record.id for record in data}
+        assert find_slice(real_root, listed[slice_id]) is None
+    assert find_slice(real_root, listed["case123_day20_slice_0064"]) is None
+    assert find_slice(real_root, broken) is None
+    assert find_slice(real_root, listed["case123_day20_slice_0065"]) == data.by_id("case123_day20_slice_0065")
+
+
+def test_a_first_look_leaves_out_the_excluded_case_days_and_refuses_a_train_csv_it_cannot_read(tmp_path):
+    root = tmp_path / "kaggle"
+    (root / "train").mkdir(parents=True)
+    excluded = f"{EXCLUDED_CASE_DAYS[0]}_slice_0001"
+    write_csv(
+        root / "train.csv",
+        [
+            {"id": excluded, "class": "stomach", "segmentation": "1 2"},
+            {"id": "case1_day1_slice_0002", "class": "stomach", "segmentation": "NaN"},
+            {"id": "case1_day1_slice_0002", "class": "large_bowel", "segmentation": "5 3"},
+        ],
+    )
+    (entry,) = listed_slices(root)
+    assert (entry.id, entry.case, entry.rles) == ("case1_day1_slice_0002", 1, ("5 3", "", ""))
+    write_csv(root / "train.csv", [{"id": "case1_slice_2", "class": "stomach", "segmentation": ""}])
+    with pytest.raises(DataError, match="case1_slice_2"):
+        listed_slices(root)
+    (root / "train.csv").write_bytes(b"\xff\xfe\x00 not text")
+    with pytest.raises(DataError, match="train.csv"):
+        listed_slices(root)
 
 
 def test_the_real_rows_read_back_with_sizes_spacing_and_masks(real_root, real_samples):

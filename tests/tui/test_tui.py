@@ -263,7 +263,7 @@ async def test_bad_checkpoint_and_corrupt_slice_notify(tiny_demo, checkpoint, tm
     data = tmp_path / "data"
     shutil.copytree(tiny_demo, data)
     dataset = open_dataset(data)
-    first = opening_slice(dataset)
+    first = opening_slice(dataset.records)
     shown = with_organs(dataset.records)  # the browser's order: j moves to the next of these
     second = shown[shown.index(first) + 1]
     first.path.write_bytes(b"\x89PNG broken")

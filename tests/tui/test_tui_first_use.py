@@ -78,7 +78,7 @@ async def test_foreign_weights_get_advice_that_works_in_the_explorer(tmp_path, t
 async def test_a_slice_that_cannot_be_read_shows_why_until_another_slice_is_picked(tmp_path, tiny_demo):
     data = tmp_path / "data"
     shutil.copytree(tiny_demo, data)
-    opening = opening_slice(open_dataset(data))
+    opening = opening_slice(open_dataset(data).records)
     opening.path.write_bytes(b"\x89PNG broken")
     app = make_app(data, demo_checkpoint())
     state = app.explorer.state

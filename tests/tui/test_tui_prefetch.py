@@ -139,7 +139,7 @@ async def test_a_neighbour_that_cannot_be_read_is_said_when_chosen_not_before(ti
     data = tmp_path / "data"
     shutil.copytree(tiny_demo, data)
     dataset = open_dataset(data)
-    first = opening_slice(dataset)
+    first = opening_slice(dataset.records)
     shown = with_organs(dataset.records)
     following = shown[shown.index(first) + 1]
     following.path.write_bytes(b"\x89PNG broken")
