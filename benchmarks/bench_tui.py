@@ -27,10 +27,11 @@ Defaults: the bundled demo checkpoint and a tiny demo data set written to a temp
 prints only (a), for the three data sets of issue 21: the tiny demo, the default demo (363 slices) and a
 real-scale Kaggle tree (85 cases x 3 days x 144 slices = 36,720 slices and 110,160 CSV rows: hard links
 to the default demo's PNGs, each slice's rows copied from the one it links to; see ``real_scale_tree``),
-the median of ``--repeats`` fresh launches each (the first with cold caches: index and model). ``--compare``
-launches another checkout's code (a
-``git archive`` of an older commit, say) alternately with this one's, so both see the same machine load,
-and prints both with their ratio.
+each opened first with cold caches (the first launch of a data set: its index, and for the tiny demo, the
+first data set, the checkpoint's model cache; printed on its own), then ``--repeats`` more times from
+the caches (their median). ``--compare`` launches another checkout's code (a ``git archive`` of an older
+commit, say) alternately with this one's, so both see the same machine load, and prints both with their
+ratio.
 """
 
 from __future__ import annotations
@@ -165,23 +166,31 @@ def first_frames(checkpoint: Path, repeats: int, compare: Path | None) -> None:
             ("real scale (36,720 slices)", real_scale_tree(demo, Path(temporary) / "real")),
         ]
         codes = [("this checkout", None)] + ([(f"{compare}", compare)] if compare else [])
-        print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores; median of {repeats} launches each")
+        load = os.getloadavg()[0]
+        print(f"load average {load:.1f} on {os.cpu_count()} cores; a cold launch, then the median of {repeats}")
         for title, data in sets:
             runs: dict[str, list[tuple[float, float, float]]] = {name: [] for name, _ in codes}
-            for _ in range(repeats):
+            for _ in range(repeats + 1):
                 for (name, code), cache in zip(codes, caches):  # alternately: both see the same load
                     runs[name].append(launch_seconds(data, checkpoint, code, cache))
-            medians = {name: [statistics.median(values) for values in zip(*runs[name])] for name in runs}
+            # The first launch of each data set is the cold one; the median is of the launches after it.
+            medians = {name: [statistics.median(values) for values in zip(*runs[name][1:])] for name in runs}
             for name in runs:
                 paint, frame, cpu = medians[name]
-                each = ", ".join(f"{run[1]:.2f}" for run in runs[name])
+                each = ", ".join(f"{run[1]:.2f}" for run in runs[name][1:])
+                cold = runs[name][0]
                 print(
                     f"{title:<32} {name:<24} first paint {paint:5.2f} s, first frame {frame:5.2f} s, "
-                    f"{cpu:5.2f} s of CPU (frames in launch order: {each} s)"
+                    f"{cpu:5.2f} s of CPU (frames: {each} s); cold caches: first frame {cold[1]:5.2f} s, "
+                    f"{cold[2]:5.2f} s of CPU"
                 )
             if compare:
                 (_, ours), (_, theirs) = list(medians.items())[0], list(medians.items())[1]
-                print(f"{'':<32} first frame: this checkout / the other {ours[1] / theirs[1]:.2f}")
+                cold_ratio = runs[codes[0][0]][0][1] / runs[codes[1][0]][0][1]
+                print(
+                    f"{'':<32} first frame: this checkout / the other {ours[1] / theirs[1]:.2f} "
+                    f"(cold caches: {cold_ratio:.2f})"
+                )
         print(f"load average {os.getloadavg()[0]:.1f} at the end")
 
 
@@ -361,7 +370,7 @@ def main() -> None:
     parser.add_argument("--checkpoint", type=Path, default=None, help="default: the bundled demo checkpoint")
     parser.add_argument("--steps", type=int, default=20, help="eps steps to time")
     parser.add_argument("--first-frames", action="store_true", help="only (a), on the three data sets")
-    parser.add_argument("--repeats", type=int, default=3, help="--first-frames: launches per data set")
+    parser.add_argument("--repeats", type=int, default=3, help="--first-frames: launches after the cold one")
     parser.add_argument("--compare", type=Path, default=None, help="--first-frames: another checkout, side by side")
     args = parser.parse_args()
     if args.first_frames:

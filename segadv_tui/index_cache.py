@@ -22,15 +22,21 @@ from pathlib import Path
 from core.paths import cache_dir
 
 KEEP = 8  # entries kept (the most recently written): a data root not opened for a while is indexed again
+OPENING = ".opening"  # the suffix of an entry's opening slice (``cached_opening``)
 
 
-def load_index(root: Path):
-    """(the data set at ``root`` from the cache, or None where it must be indexed from the files; the key
-    to save a fresh index under)."""
+def index_key(root: Path) -> str:
+    """The key ``root``'s tree has now (``tree_key`` with the reader's source)."""
     from core.data import gitract
 
+    return tree_key(Path(root).absolute(), gitract.__file__)
+
+
+def load_index(root: Path, key: str | None = None):
+    """(the data set at ``root`` from the cache, or None where it must be indexed from the files; the key
+    to save a fresh index under). ``key``: the tree's ``index_key``, where known already."""
     root = Path(root).absolute()  # as given: the cached records carry their paths under it
-    key = tree_key(root, gitract.__file__)
+    key = key or index_key(root)
     try:
         cached = _unpickle(entry_path(root).read_bytes())
     except Exception:  # noqa: BLE001  absent, truncated or from another version: index the files
@@ -40,16 +46,32 @@ def load_index(root: Path):
     return None, key
 
 
-def save_index(root: Path, key: str, dataset) -> None:
-    """Keep ``dataset``, indexed from ``root`` whose tree had ``key`` before, unless the tree changed since."""
-    from core.data import gitract
-
+def save_index(root: Path, key: str, dataset, opening: tuple[float, object] | None = None) -> None:
+    """Keep ``dataset``, indexed from ``root`` whose tree had ``key`` before, unless the tree changed since;
+    ``opening``: (a test fraction, the explorer's opening slice under it), kept beside it in a small file
+    that the next start reads before the index (``cached_opening``)."""
     root = Path(root).absolute()  # as given: the cached records carry their paths under it
-    if tree_key(root, gitract.__file__) != key:  # changed while it was read: this index may be neither
+    if index_key(root) != key:  # changed while it was read: this index may be neither
         return
     entry = entry_path(root)
+    if opening is not None:
+        test_fraction, record = opening
+        _write(entry.with_suffix(OPENING), {"key": key, "test_fraction": test_fraction, "record": record})
     _write(entry, {"key": key, "dataset": dataset})
     _prune(entry.parent)
+
+
+def cached_opening(root: Path, key: str, test_fraction: float):
+    """The opening slice kept with ``root``'s index (``save_index``) where the tree is still as it was
+    (``key``) and the split the same, else None: a real-scale tree's first frame need not wait for its
+    37 MB index."""
+    try:
+        cached = _unpickle(entry_path(Path(root).absolute()).with_suffix(OPENING).read_bytes())
+    except Exception:  # noqa: BLE001  absent, truncated or from another version: the index decides
+        return None
+    if isinstance(cached, dict) and cached.get("key") == key and cached.get("test_fraction") == test_fraction:
+        return cached.get("record")
+    return None
 
 
 def _unpickle(data: bytes):
@@ -102,9 +124,10 @@ def _folders(path: Path) -> list[Path]:
 
 def _prune(folder: Path) -> None:
     try:
-        entries = sorted(folder.glob("*.pickle"), key=lambda path: path.stat().st_mtime_ns, reverse=True)
-        for old in entries[KEEP:]:
-            old.unlink()
+        for pattern in ("*.pickle", f"*{OPENING}"):
+            entries = sorted(folder.glob(pattern), key=lambda path: path.stat().st_mtime_ns, reverse=True)
+            for old in entries[KEEP:]:
+                old.unlink()
     except OSError:  # another explorer pruned it first
         pass
 

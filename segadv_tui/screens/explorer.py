@@ -194,20 +194,27 @@ class ExplorerScreen(Screen):
             self.post_message(DataReady(None, [Path(options.image)], str(options.image)))
             return
         from core.data.open import open_dataset
-        from segadv_tui.index_cache import load_index, save_index
+        from segadv_tui.index_cache import cached_opening, index_key, load_index, save_index
 
         # A UW-Madison tree indexed before opens from the cache (seconds at real scale); a fresh index is
-        # saved after the explorer has it. A Decathlon folder's index reads headers only: no cache.
-        cached = options.data is not None and (Path(options.data) / "train.csv").is_file()
-        dataset, key = load_index(options.data) if cached else (None, None)
-        fresh = dataset is None
-        if fresh and cached:  # a tree not indexed before: its opening slice first, the index after the frame
-            opening = first_look(Path(options.data), options.test_fraction)
+        # saved after the explorer has it. A Decathlon folder's index reads headers only: no cache. The
+        # opening slice comes first (kept beside the index, or a first look at a tree not indexed before),
+        # and the index, a 37 MB pickle or seconds of reading at real scale, after the first frame.
+        dataset, key, opening = None, None, None
+        if options.data is not None and (Path(options.data) / "train.csv").is_file():
+            key = index_key(options.data)
+            opening = cached_opening(options.data, key, options.test_fraction)
+            if opening is None:
+                dataset, _ = load_index(options.data, key)
+            if dataset is None and opening is None:
+                opening = first_look(Path(options.data), options.test_fraction)
             if opening is not None:
                 from core.data.gitract import GITractDataset
 
                 self.post_message(OpeningSlice(opening, GITractDataset.labels))
                 self._wait_for_the_launch(get_current_worker())
+                dataset, _ = load_index(options.data, key)
+        fresh = dataset is None
         if fresh:
             dataset = open_dataset(options.data, slice_axis=options.slice_axis, kind=options.label_kind())
         description = str(options.data) if options.data else "built-in demo"
@@ -215,7 +222,9 @@ class ExplorerScreen(Screen):
         for problem in dataset.problems[:3]:
             self.app.call_from_thread(self.notify, problem, severity="warning", timeout=8)
         if fresh and key is not None:
-            save_index(options.data, key, dataset)
+            records = dataset.records
+            first = (options.test_fraction, opening_slice(records, options.test_fraction)) if records else None
+            save_index(options.data, key, dataset, first)
 
     def _wait_for_the_launch(self, worker: Worker) -> None:
         """Until the launch is over (``_launched``: at most LONGEST_PAUSE_S) or the app closes."""

@@ -1,5 +1,6 @@
 """A UW-Madison tree opened for the first time: the explorer attacks its opening slice before the tree is
-indexed (``state.first_look``), then fills the slices panel without attacking that slice again."""
+indexed (``state.first_look``), then fills the slices panel without attacking that slice again. Opened
+again, the opening slice kept beside the cached index comes before the index is read."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import torch
 from tui_pilot import make_app, pilot_test, settle, until
 
 import core.data.open
+import segadv_tui.index_cache
 from core.labels import UW_MADISON
 from core.models.checkpoints import save_checkpoint
 from core.models.registry import build_model
@@ -101,3 +103,31 @@ async def test_a_checkpoint_of_other_labels_is_refused_once_on_a_first_look(fres
         (message,) = [text for severity, text in app.notices if severity == "error"]
         assert UW_MADISON.describe() in message and LIVER_TUMOUR.describe() in message
         assert app.explorer.state.frame is None and app.explorer.state.attacked is None
+
+
+@pilot_test
+async def test_a_tree_opened_again_is_attacked_before_its_cached_index_is_read(fresh_tree, monkeypatch):
+    app = make_app(fresh_tree, demo_checkpoint())
+    async with app.run_test(size=(120, 40)) as pilot:  # the first start indexes the tree and keeps it
+        await until(pilot, app, lambda: app.explorer.state.dataset is not None, "the index")
+        await settle(pilot, app)
+        opened = app.explorer.state.frame.result.slice_id
+    gate = threading.Event()
+    cached = segadv_tui.index_cache.load_index
+
+    def load_index(*args, **kwargs):
+        gate.wait(60)
+        return cached(*args, **kwargs)
+
+    monkeypatch.setattr(segadv_tui.index_cache, "load_index", load_index)
+    app = make_app(fresh_tree, demo_checkpoint())
+    state = app.explorer.state
+    async with app.run_test(size=(120, 40)) as pilot:
+        await _frame_before_the_index(pilot, app)
+        assert state.dataset is None and state.frame.result.slice_id == opened
+        first = state.frame.request_id
+        gate.set()
+        await until(pilot, app, lambda: state.dataset is not None, "the index, from the cache")
+        await settle(pilot, app)
+        assert state.frame.request_id == first and app.query_one(SliceBrowser).current == state.source
+        assert app.notices == []
