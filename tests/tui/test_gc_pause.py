@@ -23,14 +23,18 @@ def collecting_after():
     gc.enable()
 
 
-def test_pause_and_resume_freeze_the_first_launch_only_and_leave_a_collector_turned_off_by_others():
+def test_pause_and_resume_free_the_garbage_and_freeze_the_first_launch_only_and_leave_others_collectors_alone():
     # In a fresh process: this one's first launch froze its objects long ago.
     code = textwrap.dedent(
         """
-        import gc
+        import gc, weakref
         from segadv_tui import gc_pause
+        class Node: pass
         gc_pause.pause(); assert not gc.isenabled() and gc_pause.is_paused()
+        cycle = Node(); cycle.me = cycle; dead = weakref.ref(cycle); del cycle  # the launch's garbage
+        assert dead() is not None  # not collected while paused
         gc_pause.resume(); assert gc.isenabled() and not gc_pause.is_paused()
+        assert dead() is None  # freed, not frozen
         frozen = gc.get_freeze_count(); assert frozen > 1000, frozen
         gc_pause.resume(); assert gc.isenabled()  # twice: nothing
         junk = [[] for _ in range(5000)]
