@@ -282,13 +282,18 @@ class ExplorerState:
             return 1.0
         return float(self.attacked.img_size if self.attacked is not None else DEFAULT_IMG_SIZE)
 
+    @property
+    def eps_key_step(self) -> float:
+        """What + and - add to the attack's eps (] and [ five times as much): eps_step times ``eps_scale``."""
+        return self.options.eps_step * self.eps_scale
+
     def stepped_eps(self, direction: int, size: str = "fine") -> AttackConfig:
-        """The attack with eps one step (eps_step, five for "coarse"; times ``eps_scale``) up (direction > 0)
+        """The attack with eps one step (``eps_key_step``, five for "coarse") up (direction > 0)
         or down; under the corrupt method the severity one step (coarse: to 1 or 5)."""
         sign = 1 if direction > 0 else -1
         if self.attack.method == "corrupt":
             return self.attack.with_severity(self.attack.severity + sign * (1 if size == "fine" else CORRUPTION_LEVELS))
-        step = self.options.eps_step * STEPS_PER_PRESS[size] * sign * self.eps_scale
+        step = self.eps_key_step * STEPS_PER_PRESS[size] * sign
         return self.attack.with_eps(self.attack.eps + step)
 
     @property

@@ -37,7 +37,7 @@ from segadv_tui.catalog import CheckpointEntry, LoadedCheckpoint
 from segadv_tui.frames import Frame, FrameRequest, SliceCache, SliceData
 from segadv_tui.gc_pause import LONGEST_PAUSE_S
 from segadv_tui.gc_pause import resume as resume_collector
-from segadv_tui.keys import EXPLORER_KEYS, MORE_LABEL_KEYS, TOGGLED_LABELS, with_eps_step
+from segadv_tui.keys import EXPLORER_KEYS, MORE_LABEL_KEYS, TOGGLED_LABELS, explorer_eps_tooltips, with_eps_tooltips
 from segadv_tui.layout import layout_classes
 from segadv_tui.messages import (
     CertifyReady,
@@ -69,10 +69,7 @@ class ExplorerScreen(Screen):
         super().__init__()
         self.state = ExplorerState(options)
         self.hooks = hooks or WorkerHooks()
-        # The footer's eps tooltips say the configured step (Textual has no public way to retitle a binding).
-        keys = self._bindings.key_to_bindings
-        for key, bindings in keys.items():
-            keys[key] = with_eps_step(bindings, options.eps_step)
+        self._title_eps_keys()
         self.attacker: SliceAttacker | None = None  # once a model is loaded
         self.graphics_choices = ["halfblock"] + ([options.graphics] if options.graphics != "halfblock" else [])
         self._slices = SliceCache()
@@ -136,6 +133,14 @@ class ExplorerScreen(Screen):
         )
         for name, present in classes.items():
             self.set_class(present, name)
+
+    def _title_eps_keys(self) -> None:
+        """The footer's eps tooltips say what a press adds now (``explorer_eps_tooltips``): after a change of
+        norm, method or slice size too. Textual has no public way to retitle a binding."""
+        tooltips = explorer_eps_tooltips(self.state)
+        keys = self._bindings.key_to_bindings
+        for key, bindings in keys.items():
+            keys[key] = with_eps_tooltips(bindings, tooltips)
 
     # -- start-up: checkpoints and data ---------------------------------------------------------
 
@@ -319,6 +324,8 @@ class ExplorerScreen(Screen):
 
         self.attacker = SliceAttacker(loaded.model, str(loaded.path), device=state.device)
         state.curve = None
+        self._title_eps_keys()  # an L2 step is the slice side's multiple: this model's side
+        self.refresh_bindings()
         if state.source is None:  # no slice to attack yet (or none to be had): the summary names the model
             self._summary()
         self.query_one(CheckpointList).mark(loaded.path, current=True)
@@ -422,9 +429,11 @@ class ExplorerScreen(Screen):
         self.query_one(AttackPanel).show(attack)  # also puts back a select left elsewhere when nothing changed
         if attack == state.attack:
             return
-        if attack.method != state.attack.method:
-            self.refresh_bindings()  # the eps keys step the severity under the corrupt method, eps otherwise
+        retitle = (attack.method, attack.norm) != (state.attack.method, state.attack.norm)
         state.attack = attack
+        if retitle:  # the eps keys step the severity under the corrupt method, and L2's eps by its own step
+            self._title_eps_keys()
+            self.refresh_bindings()
         curve = self.query_one(DscCurve)
         curve.show(curve.curve, state.curve_eps)
         self.request_frame()
