@@ -80,6 +80,7 @@ class ExplorerScreen(Screen):
         self._sidebar_forced: bool | None = None
         self._focus_sidebar = False  # the Focus view hides the side panels until b shows them
         self._view_before_focus = "overlay"
+        self._summary_is_state = False  # the summary line shows state.summary, not a word of its own
 
     # -- layout --------------------------------------------------------------------------------
 
@@ -106,7 +107,7 @@ class ExplorerScreen(Screen):
         self.query_one("#checkpoints").border_title = "Checkpoints"
         self.query_one("#slices").border_title = "Slices"
         self.query_one("#attack").border_title = "Attack"
-        self.query_one(ScoresPanel).set_heading("Scores")
+        self.query_one(ScoresPanel).set_scored_on(None)
         self.query_one("#curve").border_title = "FGSM mean DSC vs eps"
         self.query_one(AttackPanel).show(self.state.attack)
         self.query_one("#images").loading = True
@@ -131,8 +132,11 @@ class ExplorerScreen(Screen):
             focus_view=self._in_focus_view(),
             focus_sidebar=self._focus_sidebar,
         )
+        worded = self.has_class("-narrow"), self.has_class("-compact")
         for name, present in classes.items():
             self.set_class(present, name)
+        if self._summary_is_state and worded != (self.has_class("-narrow"), self.has_class("-compact")):
+            self._summary()  # its wording and the device depend on the size
 
     def _title_eps_keys(self) -> None:
         """The footer's eps tooltips say what a press adds now (``explorer_eps_tooltips``): after a change of
@@ -377,7 +381,7 @@ class ExplorerScreen(Screen):
         self.state.scored_on = path
         self.state.curve = None
         self.query_one(CheckpointList).mark_scored_on(path)
-        self.query_one(ScoresPanel).set_heading("Scores" if path is None else f"Scores on {path.stem}")
+        self.query_one(ScoresPanel).set_scored_on(None if path is None else path.stem)
         if request:
             self.request_frame()
 
@@ -621,9 +625,12 @@ class ExplorerScreen(Screen):
             self.query_one(DscCurve).show(message.curve, state.curve_eps)
 
     def _summary(self, text: str | None = None) -> None:
-        """The summary line: ``text``, or what the explorer attacks and how (state.summary)."""
+        """The summary line: ``text``, or what the explorer attacks and how (state.summary), in fewer words
+        on a narrow terminal."""
+        self._summary_is_state = text is None
         if text is None:
-            text = self.state.summary(self.app.sub_title if self.has_class("-compact") else None)
+            device = self.app.sub_title if self.has_class("-compact") else None
+            text = self.state.summary(device, short=self.has_class("-narrow"))
         self.query_one("#summary", Static).update(text, layout=False)  # one fixed line: no re-layout
 
     # -- failures ----------------------------------------------------------------------------------
