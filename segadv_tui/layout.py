@@ -1,8 +1,8 @@
 """The explorer's layout by terminal size, without Textual: which CSS classes the screen takes (``app.tcss``
 styles them) and whether the side panels show.
 
-- wide (150 columns or more): the Scores panel widens, so a transfer's title ("Scores on NAME" and the
-  split of the DSC) fits;
+- wide (150 columns or more): the Scores panel of a transfer widens, so its title ("Scores on NAME" and
+  the split of the DSC) fits;
 - narrow (below 120 columns): the sidebar folds away (b shows it);
 - short (below 36 rows): the grid keeps one row of the four essential pictures;
 - compact (below 52 rows): the header's row goes to the pictures (the summary line names the device);

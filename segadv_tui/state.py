@@ -416,7 +416,7 @@ class ExplorerState:
     def summary(self, device: str | None = None, *, short: bool = False) -> str:
         """The summary line (Rich markup): the attack, the slice and the checkpoint, most telling first as
         narrow terminals cut the end; ``device`` ends it where the header (which names it) is hidden.
-        ``short``: the wording for a narrow terminal (``short_label``), so 80 columns hold the checkpoint."""
+        ``short``: fewer words (``short_label``) for a line too short for these, so 80 columns hold them all."""
         checkpoint = self.attacked.path.stem if self.attacked else "no checkpoint"
         source = getattr(self.source, "id", None) or (Path(self.source).name if self.source else "no slice")
         if self.scored_on is not None:

@@ -27,7 +27,7 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.geometry import Size
 from textual.screen import Screen
-from textual.widgets import Footer, Header, Static
+from textual.widgets import Footer, Header
 from textual.worker import Worker, WorkerState, get_current_worker
 
 from core.attacks.config import AttackConfig
@@ -54,6 +54,7 @@ from segadv_tui.widgets.checkpoints import CheckpointList
 from segadv_tui.widgets.images import VIEWS, Picture, PictureViews
 from segadv_tui.widgets.scores import DscCurve, ScoresPanel, ScoresTable
 from segadv_tui.widgets.slices import SliceBrowser
+from segadv_tui.widgets.summary import SummaryLine
 from segadv_tui.workers import WorkerHooks, compute_frame
 
 if TYPE_CHECKING:
@@ -80,7 +81,6 @@ class ExplorerScreen(Screen):
         self._sidebar_forced: bool | None = None
         self._focus_sidebar = False  # the Focus view hides the side panels until b shows them
         self._view_before_focus = "overlay"
-        self._summary_is_state = False  # the summary line shows state.summary, not a word of its own
 
     # -- layout --------------------------------------------------------------------------------
 
@@ -92,7 +92,7 @@ class ExplorerScreen(Screen):
                 yield SliceBrowser(id="slices")
                 yield AttackPanel(self.state.attack, has_truth=self.state.has_truth, id="attack")
             with Vertical(id="view"):
-                yield Static("starting…", id="summary")
+                yield SummaryLine("starting…", id="summary")
                 # The settings file's default_view; Focus is switched to once mounted (it picks its picture).
                 first = "overlay" if self.state.options.view == "focus" else self.state.options.view
                 yield PictureViews(renderer=self.state.options.graphics, view=first, id="images")
@@ -132,11 +132,8 @@ class ExplorerScreen(Screen):
             focus_view=self._in_focus_view(),
             focus_sidebar=self._focus_sidebar,
         )
-        worded = self.has_class("-narrow"), self.has_class("-compact")
         for name, present in classes.items():
             self.set_class(present, name)
-        if self._summary_is_state and worded != (self.has_class("-narrow"), self.has_class("-compact")):
-            self._summary()  # its wording and the device depend on the size
 
     def _title_eps_keys(self) -> None:
         """The footer's eps tooltips say what a press adds now (``explorer_eps_tooltips``): after a change of
@@ -626,12 +623,13 @@ class ExplorerScreen(Screen):
 
     def _summary(self, text: str | None = None) -> None:
         """The summary line: ``text``, or what the explorer attacks and how (state.summary), in fewer words
-        on a narrow terminal."""
-        self._summary_is_state = text is None
-        if text is None:
-            device = self.app.sub_title if self.has_class("-compact") else None
-            text = self.state.summary(device, short=self.has_class("-narrow"))
-        self.query_one("#summary", Static).update(text, layout=False)  # one fixed line: no re-layout
+        where the long ones do not fit."""
+        line = self.query_one(SummaryLine)
+        if text is not None:
+            line.show(text)
+            return
+        device = self.app.sub_title if self.has_class("-compact") else None
+        line.show(self.state.summary(device), self.state.summary(device, short=True))
 
     # -- failures ----------------------------------------------------------------------------------
 

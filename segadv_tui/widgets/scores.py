@@ -272,6 +272,7 @@ class ScoresPanel(Vertical):
     def set_scored_on(self, name: str | None) -> None:
         """The scores are ``name``'s masks (a transfer), or the attacked model's (None)."""
         self.scored_on = name
+        self.set_class(name is not None, "-transfer")  # wider on a wide terminal (app.tcss)
         self._show_split(None, keep=True)
 
     def on_resize(self) -> None:

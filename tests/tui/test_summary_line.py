@@ -1,6 +1,7 @@
 """The summary line (``#summary``) as drawn: at 80 x 24 it says the eps (under L2 the L2 eps), the method,
-the slice and the checkpoint in fewer words; at 160 x 48 its wording is the long one. Under Pilot with the
-real app, the bundled demo checkpoint and the tiny demo data; the line is read as the terminal draws it."""
+the slice and the checkpoint in fewer words; at 160 x 48 its wording is the long one where that fits.
+Under Pilot with the real app, the bundled demo checkpoint and the tiny demo data; the line is read as
+the terminal draws it."""
 
 from __future__ import annotations
 
@@ -39,6 +40,8 @@ async def test_at_80_by_24_the_summary_names_eps_slice_and_checkpoint(tiny_demo)
         await until(pilot, app, lambda: state.frame.scored_on is not None, "a frame scored on another model")
         line = drawn(app)
         assert f"{demo_checkpoint().stem}→" in line and (line.endswith("…") or line.endswith(" · CPU"))
+        app.explorer.score_on(None)  # white box again
+        await until(pilot, app, lambda: state.frame.scored_on is None, "white box again")
         await pilot.resize_terminal(160, 48)  # wide: the long wording, at once
         await until(pilot, app, lambda: "corruption" in drawn(app), "the long wording")
         assert drawn(app).startswith(f"{state.attack.label} · {state.frame.slice_id} · {demo_checkpoint().stem}")
@@ -51,9 +54,10 @@ async def test_at_160_by_48_the_summary_is_the_long_line(tiny_demo):
     async with app.run_test(size=(160, 48)) as pilot:
         await first_frame(pilot, app)
         assert drawn(app) == f"{state.attack.label} · {state.frame.slice_id} · {demo_checkpoint().stem} · CPU"
-        await pilot.press("w")  # scored on another model: named in full
+        await pilot.press("w")  # scored on another model: the long line would lose its end, the short fits
         await until(pilot, app, lambda: state.frame.scored_on is not None, "a frame scored on another model")
-        assert f"{demo_checkpoint().stem} → scored on {state.scored_on.stem}" in drawn(app)
+        assert drawn(app).endswith(f" · {state.frame.slice_id} · {demo_checkpoint().stem}→{state.scored_on.stem} · CPU")
+        assert drawn(app).startswith(f"eps {state.attack.eps:.3f} · FGSM · bce, gt · ")
 
 
 def test_the_short_label_of_each_kind_of_attack():
