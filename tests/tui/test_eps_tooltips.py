@@ -127,3 +127,20 @@ async def test_under_the_corrupt_method_the_tooltips_say_the_severity(tiny_demo)
         await pilot.press("m")  # a method with eps again
         await until(pilot, app, lambda: state.frame.config.method != "corrupt", "a method with eps")
         assert footer_tooltips(app)["eps.up5"] == "Epsilon + 0.005"
+
+
+@pilot_test
+async def test_a_remapped_eps_key_keeps_its_key_and_says_the_l2_step(tiny_demo, tmp_path):
+    from segadv_tui.config import load_settings
+
+    (tmp_path / "config.toml").write_text('[keymap]\n"eps.up" = "n"\n')
+    app = make_app(tiny_demo, demo_checkpoint(), settings=load_settings(tmp_path / "config.toml"))
+    state = app.explorer.state
+    async with app.run_test(size=(160, 48)) as pilot:
+        await first_frame(pilot, app)
+        await pilot.press("L")
+        await until(pilot, app, lambda: state.frame.config.norm == "l2", "the L2 frame")
+        (active,) = [active for active in app.screen.active_bindings.values() if active.binding.id == "eps.up"]
+        assert active.binding.key == "n"
+        step = float(footer_tooltips(app)["eps.up"].removeprefix("L2 epsilon + "))
+        assert step == pytest.approx(await step_by(pilot, app, "n"), abs=1e-6)

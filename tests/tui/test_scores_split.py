@@ -12,7 +12,7 @@ from tui_pilot import first_frame, make_app, pilot_test, until
 from core.evaluation.label_split import label_split
 from core.paths import demo_checkpoint
 from segadv_tui.render.tables import format_score
-from segadv_tui.widgets.scores import ScoresPanel
+from segadv_tui.widgets.scores import ScoresPanel, scores_title
 
 
 def expected_split(result) -> str:
@@ -91,3 +91,12 @@ async def test_a_transfer_s_title_keeps_the_split_at_80_by_24(tiny_demo):
         app.explorer.score_on(None)  # the Score on select's "none": the attacked model, the title as it was
         await until(pilot, app, lambda: state.frame.scored_on is None, "white box again")
         assert app.query_one(ScoresPanel).border_title == f"Scores · {expected_split(state.frame.result)}"
+
+
+def test_the_title_puts_the_split_before_a_name_too_long_for_the_room():
+    split = "present 0.541→0.540 · none absent"
+    assert scores_title(None, "") == "Scores" and scores_title("b", "") == "Scores on b"
+    assert scores_title(None, split, 10) == f"Scores · {split}"  # white box: as it always was
+    assert scores_title("demo_small_at", split, 70) == f"Scores on demo_small_at · {split}"
+    assert scores_title("demo_small_at", split, 47) == f"{split} · on demo_small_at"
+    assert scores_title("demo_small_at", split) == f"Scores on demo_small_at · {split}"  # before a layout
