@@ -501,7 +501,7 @@ class ExplorerState:
         checkpoint = self._attacked_name()
         crafted = f"crafted on {checkpoint}, scored on {Path(frame.scored_on).stem}" if frame.scored_on else checkpoint
         caption = f"{crafted} · {frame.slice_id} · {frame.config.label} · L-inf {frame.result.linf:.4f}"
-        split = split_line(label_split([frame.result]))
+        split = split_line(label_split([frame.result])).replace("→", " to ")  # the figure's font has no arrow
         return f"{caption} · {split}" if split else caption
 
     @staticmethod
