@@ -21,7 +21,7 @@ from segadv_tui.bug_report import bug_message, one_line, write_bug_report
 from segadv_tui.config import CannotSave, Settings, save_theme
 from segadv_tui.gc_pause import pause as pause_collector
 from segadv_tui.gc_pause import resume as resume_collector
-from segadv_tui.keys import APP_KEYS, help_groups
+from segadv_tui.keys import APP_KEYS, explorer_eps_tooltips, help_groups
 from segadv_tui.palette import ExplorerCommands
 from segadv_tui.screens.explorer import ExplorerScreen, WorkerHooks
 from segadv_tui.state import ExplorerOptions
@@ -117,7 +117,7 @@ class SegadvApp(App):
         from segadv_tui.screens.help import HelpScreen
 
         state = self.explorer.state
-        groups = help_groups(state.labels, self._keymap, state.options.eps_step)
+        groups = help_groups(state.labels, self._keymap, explorer_eps_tooltips(state))
         self.push_screen(HelpScreen(groups, state.labels, self._keymap))
 
     def report_worker_error(self, task: str, error: BaseException) -> str:

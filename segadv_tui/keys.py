@@ -12,8 +12,9 @@ from textual.binding import Binding
 
 from core.attacks.config import METHOD_LIST
 from core.labels import UW_MADISON, LabelSet
+from core.names import CORRUPTION_LEVELS
 from core.wording import label_nouns
-from segadv_tui.state import EPS_STEP, STEPS_PER_PRESS
+from segadv_tui.state import EPS_STEP, STEPS_PER_PRESS, ExplorerState
 
 # Keys 1 to 9 show or hide the first nine labels of the data's label set in every picture.
 TOGGLED_LABELS = 9
@@ -35,19 +36,29 @@ def label_keys(labels: LabelSet) -> list[Binding]:
     ]
 
 
-def eps_tooltips(step: float) -> dict[str, str]:
-    """The eps keys' tooltips (binding id -> text) for ``step`` per press (the settings file's eps step)."""
+def eps_tooltips(step: float, norm: str = "linf", corrupt: bool = False) -> dict[str, str]:
+    """The eps keys' tooltips (binding id -> text): + and - add ``step`` to the eps of ``norm``, ] and [ five
+    steps; under the corrupt method (``corrupt``) ] and [ step the severity to its end instead."""
+    what = "Epsilon" if norm == "linf" else "L2 epsilon"
     tooltips = {}
     for name, size in (("", "fine"), ("5", "coarse")):
         amount = f"{step * STEPS_PER_PRESS[size]:.6g}"
-        tooltips[f"eps.up{name}"] = f"Epsilon + {amount}"
-        tooltips[f"eps.down{name}"] = f"Epsilon − {amount}"
+        tooltips[f"eps.up{name}"] = f"{what} + {amount}"
+        tooltips[f"eps.down{name}"] = f"{what} − {amount}"
+    if corrupt:
+        tooltips["eps.up5"] = f"Corruption severity to {CORRUPTION_LEVELS}"
+        tooltips["eps.down5"] = "Corruption severity to 1"
     return tooltips
 
 
-def with_eps_step(bindings: list[Binding], step: float) -> list[Binding]:
-    """``bindings`` with the eps keys' tooltips for ``step`` per press."""
-    tooltips = eps_tooltips(step)
+def explorer_eps_tooltips(state: ExplorerState) -> dict[str, str]:
+    """The eps keys' tooltips for what a press does now (``ExplorerState.stepped_eps``): the settings' step
+    in the norm in force (under L2 times the slice side), or under the corrupt method the severity."""
+    return eps_tooltips(state.eps_key_step, state.attack.norm, state.attack.method == "corrupt")
+
+
+def with_eps_tooltips(bindings: list[Binding], tooltips: Mapping[str, str]) -> list[Binding]:
+    """``bindings`` with the eps keys' ``tooltips`` (``eps_tooltips``)."""
     return [
         replace(binding, tooltip=tooltips[binding.id]) if binding.id in tooltips else binding for binding in bindings
     ]
@@ -270,15 +281,17 @@ ANYWHERE_KEYS = [
 
 
 def help_groups(
-    labels: LabelSet = UW_MADISON, keymap: Mapping[str, str] | None = None, eps_step: float = EPS_STEP
+    labels: LabelSet = UW_MADISON,
+    keymap: Mapping[str, str] | None = None,
+    eps_keys: Mapping[str, str] = EPS_TOOLTIPS,
 ) -> list[tuple[str, list[Binding]]]:
     """(title, keys) for the help screen: the explorer's keys by HELP_GROUPS, each with the keys ``keymap``
-    (the user's, binding id -> keys) gives it and the eps keys' tooltips for ``eps_step``, the label keys
+    (the user's, binding id -> keys) gives it and the eps keys' tooltips ``eps_keys``, the label keys
     those of ``labels`` (the data's), then the ones of anywhere."""
     keymap = keymap or {}
     titles = {**HELP_GROUPS, "organ": label_nouns(labels).capitalize()}
     groups: dict[str, list[Binding]] = {title: [] for title in titles.values()}
-    for binding in with_eps_step(EXPLORER_KEYS, eps_step):
+    for binding in with_eps_tooltips(EXPLORER_KEYS, eps_keys):
         family = binding.id.partition(".")[0]
         if family == "organ":
             continue

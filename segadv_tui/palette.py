@@ -13,7 +13,7 @@ from textual.command import DiscoveryHit, Hit, Hits, Provider
 from core.attacks.config import METHOD_LIST
 from core.names import CORRUPTION_NAMES, CORRUPTION_TITLES, LOSS_NAMES, LOSS_TITLES, NORMS
 from core.wording import label_noun
-from segadv_tui.keys import EXPLORER_KEYS, label_keys, with_eps_step
+from segadv_tui.keys import EXPLORER_KEYS, explorer_eps_tooltips, label_keys, with_eps_tooltips
 
 if TYPE_CHECKING:
     from segadv_tui.screens.explorer import ExplorerScreen
@@ -37,7 +37,9 @@ class ExplorerCommands(Provider):
         # The label keys where UW-Madison's organs are, named by the data's labels.
         first = next(i for i, binding in enumerate(EXPLORER_KEYS) if binding.id.startswith("organ."))
         others = [binding for binding in EXPLORER_KEYS if not binding.id.startswith("organ.")]
-        keys = with_eps_step([*others[:first], *label_keys(state.labels), *others[first:]], state.options.eps_step)
+        keys = with_eps_tooltips(
+            [*others[:first], *label_keys(state.labels), *others[first:]], explorer_eps_tooltips(state)
+        )
         commands = [
             (
                 binding.description if binding.description else binding.action,

@@ -21,7 +21,7 @@ from core.data.decathlon import DEFAULT_SLICE_AXIS
 from core.data.gitract import SliceRecord, select_slices, split_by_case, with_labels
 from core.labels import UW_MADISON, LabelSet, LabelSetError, check_same_labels
 from core.models.loaded import LoadedModel
-from core.names import CORRUPTION_LEVELS
+from core.names import CORRUPTION_LEVELS, CORRUPTION_TITLES
 from core.paths import DEMO_CHECKPOINT_NAME
 from segadv_tui.catalog import Catalog, CheckpointEntry, DeltaEntry, LoadedCheckpoint
 from segadv_tui.frames import Curve, Frame, FrameRequest, LiveStep
@@ -286,13 +286,18 @@ class ExplorerState:
             return 1.0
         return float(self.attacked.img_size if self.attacked is not None else DEFAULT_IMG_SIZE)
 
+    @property
+    def eps_key_step(self) -> float:
+        """What + and - add to the attack's eps (] and [ five times as much): eps_step times ``eps_scale``."""
+        return self.options.eps_step * self.eps_scale
+
     def stepped_eps(self, direction: int, size: str = "fine") -> AttackConfig:
-        """The attack with eps one step (eps_step, five for "coarse"; times ``eps_scale``) up (direction > 0)
+        """The attack with eps one step (``eps_key_step``, five for "coarse") up (direction > 0)
         or down; under the corrupt method the severity one step (coarse: to 1 or 5)."""
         sign = 1 if direction > 0 else -1
         if self.attack.method == "corrupt":
             return self.attack.with_severity(self.attack.severity + sign * (1 if size == "fine" else CORRUPTION_LEVELS))
-        step = self.options.eps_step * STEPS_PER_PRESS[size] * sign * self.eps_scale
+        step = self.eps_key_step * STEPS_PER_PRESS[size] * sign
         return self.attack.with_eps(self.attack.eps + step)
 
     @property
@@ -412,20 +417,23 @@ class ExplorerState:
             frame.scored_on,
         )
 
-    def summary(self, device: str | None = None) -> str:
+    def summary(self, device: str | None = None, *, short: bool = False) -> str:
         """The summary line (Rich markup): the attack, the slice and the checkpoint, most telling first as
-        narrow terminals cut the end; ``device`` ends it where the header (which names it) is hidden."""
+        narrow terminals cut the end; ``device`` ends it where the header (which names it) is hidden.
+        ``short``: fewer words (``short_label``) for a line too short for these, so 80 columns hold them all."""
         checkpoint = self.attacked.path.stem if self.attacked else "no checkpoint"
         source = getattr(self.source, "id", None) or (Path(self.source).name if self.source else "no slice")
         if self.scored_on is not None:
-            checkpoint = f"{checkpoint} → scored on {self.scored_on.stem}"
+            checkpoint += f"→{self.scored_on.stem}" if short else f" → scored on {self.scored_on.stem}"
         attack = self.attack
-        label = escape(attack.label)
         delta = self.delta_entry(attack.delta) if attack.method == "universal" else None
-        if delta is not None and delta.eps > 0:  # eps scales the saved delta: say by how much
-            label = escape(
-                f"eps {attack.eps:.3f} (×{attack.eps / delta.eps:.2f} of {delta.eps:.3f}) · {attack.method_label}"
-            )
+        scale = attack.eps / delta.eps if delta is not None and delta.eps > 0 else None
+        if short:
+            label = escape(short_label(attack, scale))
+        elif scale is not None and delta is not None:  # eps scales the saved delta: say by how much
+            label = escape(f"eps {attack.eps:.3f} (×{scale:.2f} of {delta.eps:.3f}) · {attack.method_label}")
+        else:
+            label = escape(attack.label)
         text = f"[b]{label}[/b] · {escape(str(source))} · {escape(checkpoint)}"
         return f"{text} · {device}" if device else text
 
@@ -490,9 +498,15 @@ class ExplorerState:
         )
 
     def figure_caption(self, frame: Frame) -> str:
+        """The exported figure's caption: the models, the slice, the attack, and the Scores title's split."""
+        from core.evaluation.label_split import label_split
+        from segadv_tui.render.tables import split_line
+
         checkpoint = self._attacked_name()
         crafted = f"crafted on {checkpoint}, scored on {Path(frame.scored_on).stem}" if frame.scored_on else checkpoint
-        return f"{crafted} · {frame.slice_id} · {frame.config.label} · L-inf {frame.result.linf:.4f}"
+        caption = f"{crafted} · {frame.slice_id} · {frame.config.label} · L-inf {frame.result.linf:.4f}"
+        split = split_line(label_split([frame.result])).replace("→", " to ")  # the figure's font has no arrow
+        return f"{caption} · {split}" if split else caption
 
     @staticmethod
     def scores_stem(frame: Frame) -> str:
@@ -518,6 +532,20 @@ class ExplorerState:
     def table_ii_models(self) -> list[LoadedModel]:
         """Every loaded checkpoint, named by its file's stem."""
         return [loaded.as_model(path.stem) for path, loaded in self.loaded.items()]
+
+
+def short_label(attack: AttackConfig, delta_scale: float | None = None) -> str:
+    """``L2 eps 1.152 · FGM · bce, gt``, ``severity 3 · Blur``: ``AttackConfig.label`` in fewer words for the
+    summary line of a narrow terminal; ``delta_scale``: how many times its saved delta a universal attack is."""
+    if attack.method == "corrupt":
+        return f"severity {attack.severity} · {CORRUPTION_TITLES[attack.corruption]}"
+    eps = f"eps {attack.eps:.3f}" if attack.norm == "linf" else f"{attack.norm.upper()} eps {attack.eps:.3f}"
+    if delta_scale is not None:
+        eps += f" ×{delta_scale:.2f}"
+    parts = [eps, attack.method_label.split(" (")[0]]  # the method without its details
+    if attack.entry.uses_target and "loss" in attack.entry.parameters:
+        parts.append(f"{attack.loss}, {attack.target}")
+    return " · ".join(parts)
 
 
 def corruption_name(config: AttackConfig) -> str:

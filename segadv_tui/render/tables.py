@@ -9,8 +9,12 @@ import io
 import math
 from dataclasses import dataclass
 from pathlib import Path, PurePath
+from typing import TYPE_CHECKING
 
 from core.names import LOSS_TITLES
+
+if TYPE_CHECKING:
+    from core.evaluation.label_split import LabelSplit
 
 # A missing number in a table; JSON holds null and CSV an empty cell (``core.files``).
 MISSING = "n/a"
@@ -30,6 +34,21 @@ def number(value: float | None, digits: int = 4, *, signed: bool = False) -> str
 def format_score(value: float | None) -> str:
     """A DSC / AS value as the explorer shows it: three decimals, "n/a" where undefined."""
     return number(value, 3)
+
+
+def split_line(split: LabelSplit | None) -> str:
+    """The slice's DSC split by its sources (``core.evaluation.label_split``), clean → adversarial: the mean
+    DSC over the labels in the reference, and how many of the absent ones are predicted ("halluc."; "" when
+    the slice is not scored). Short: it shares the Scores panel's title line; the exported and copied scores
+    table carries it in the same words (``scores_table``)."""
+    if split is None or split.present_pairs + split.absent_pairs == 0:
+        return ""
+    text = f"present {format_score(split.damage_clean)}→{format_score(split.damage_adv)}"
+    if not split.absent_pairs:
+        return f"{text} · none absent"
+    absent = split.absent_pairs
+    clean, adv = (round(share * absent) for share in (split.hallucination_clean, split.hallucination_adv))
+    return f"{text} · halluc. {clean}/{absent}→{adv}/{absent}"
 
 
 @dataclass(frozen=True)
@@ -109,7 +128,8 @@ class Table:
 
 def scores_table(frame) -> Table:
     """The Scores panel of ``frame`` (``segadv_tui.frames.Frame``): per label of its result's label set and
-    mean, DSC clean / adversarial and AS."""
+    mean, DSC clean / adversarial and AS; the caption, the panel title's split of the DSC (``split_line``)."""
+    from core.evaluation.label_split import label_split
     from core.wording import label_noun
 
     result = frame.result
@@ -122,7 +142,8 @@ def scores_table(frame) -> Table:
     title = f"{frame.slice_id}, {frame.config.label}, L-inf {result.linf:.4f}, L2 {result.l2:.4f}"
     if frame.scored_on is not None:  # a transfer: whose masks these scores are
         title += f", crafted on {PurePath(frame.checkpoint).stem}, scored on {PurePath(frame.scored_on).stem}"
-    return Table(title, (label_noun(result.labels).capitalize(), "DSC clean", "DSC adv", "AS"), tuple(rows))
+    headers = (label_noun(result.labels).capitalize(), "DSC clean", "DSC adv", "AS")
+    return Table(title, headers, tuple(rows), caption=split_line(label_split([result])))
 
 
 def table_ii_table(table, *, title: str = "", caption: str = "", with_success: bool = False) -> Table:

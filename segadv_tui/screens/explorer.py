@@ -28,7 +28,7 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.geometry import Size
 from textual.screen import Screen
-from textual.widgets import Footer, Header, Static
+from textual.widgets import Footer, Header
 from textual.worker import Worker, WorkerState, get_current_worker
 
 from core.attacks.config import AttackConfig
@@ -38,7 +38,7 @@ from segadv_tui.catalog import CheckpointEntry, LoadedCheckpoint
 from segadv_tui.frames import Frame, FrameRequest, SliceCache, SliceData
 from segadv_tui.gc_pause import LONGEST_PAUSE_S
 from segadv_tui.gc_pause import resume as resume_collector
-from segadv_tui.keys import EXPLORER_KEYS, MORE_LABEL_KEYS, TOGGLED_LABELS, with_eps_step
+from segadv_tui.keys import EXPLORER_KEYS, MORE_LABEL_KEYS, TOGGLED_LABELS, explorer_eps_tooltips, with_eps_tooltips
 from segadv_tui.layout import layout_classes
 from segadv_tui.messages import (
     CertifyReady,
@@ -56,6 +56,7 @@ from segadv_tui.widgets.checkpoints import CheckpointList
 from segadv_tui.widgets.images import VIEWS, Picture, PictureViews
 from segadv_tui.widgets.scores import DscCurve, ScoresPanel, ScoresTable
 from segadv_tui.widgets.slices import SliceBrowser
+from segadv_tui.widgets.summary import SummaryLine
 from segadv_tui.workers import WorkerHooks, compute_frame
 
 if TYPE_CHECKING:
@@ -71,10 +72,7 @@ class ExplorerScreen(Screen):
         super().__init__()
         self.state = ExplorerState(options)
         self.hooks = hooks or WorkerHooks()
-        # The footer's eps tooltips say the configured step (Textual has no public way to retitle a binding).
-        keys = self._bindings.key_to_bindings
-        for key, bindings in keys.items():
-            keys[key] = with_eps_step(bindings, options.eps_step)
+        self._title_eps_keys()
         self.attacker: SliceAttacker | None = None  # once a model is loaded
         self.graphics_choices = ["halfblock"] + ([options.graphics] if options.graphics != "halfblock" else [])
         self._slices = SliceCache()
@@ -99,7 +97,7 @@ class ExplorerScreen(Screen):
                 yield SliceBrowser(id="slices")
                 yield AttackPanel(self.state.attack, has_truth=self.state.has_truth, id="attack")
             with Vertical(id="view"):
-                yield Static("starting…", id="summary")
+                yield SummaryLine("starting…", id="summary")
                 # The settings file's default_view; Focus is switched to once mounted (it picks its picture).
                 first = "overlay" if self.state.options.view == "focus" else self.state.options.view
                 yield PictureViews(renderer=self.state.options.graphics, view=first, id="images")
@@ -114,7 +112,7 @@ class ExplorerScreen(Screen):
         self.query_one("#checkpoints").border_title = "Checkpoints"
         self.query_one("#slices").border_title = "Slices"
         self.query_one("#attack").border_title = "Attack"
-        self.query_one(ScoresPanel).set_heading("Scores")
+        self.query_one(ScoresPanel).set_scored_on(None)
         self.query_one("#curve").border_title = "FGSM mean DSC vs eps"
         self.query_one(AttackPanel).show(self.state.attack)
         self.query_one("#images").loading = True
@@ -141,6 +139,14 @@ class ExplorerScreen(Screen):
         )
         for name, present in classes.items():
             self.set_class(present, name)
+
+    def _title_eps_keys(self) -> None:
+        """The footer's eps tooltips say what a press adds now (``explorer_eps_tooltips``): after a change of
+        norm, method or slice size too. Textual has no public way to retitle a binding."""
+        tooltips = explorer_eps_tooltips(self.state)
+        keys = self._bindings.key_to_bindings
+        for key, bindings in keys.items():
+            keys[key] = with_eps_tooltips(bindings, tooltips)
 
     # -- start-up: checkpoints and data ---------------------------------------------------------
 
@@ -366,6 +372,8 @@ class ExplorerScreen(Screen):
 
         self.attacker = SliceAttacker(loaded.model, str(loaded.path), device=state.device)
         state.curve = None
+        self._title_eps_keys()  # an L2 step is the slice side's multiple: this model's side
+        self.refresh_bindings()
         if state.source is None:  # no slice to attack yet (or none to be had): the summary names the model
             self._summary()
         self.query_one(CheckpointList).mark(loaded.path, current=True)
@@ -417,7 +425,7 @@ class ExplorerScreen(Screen):
         self.state.scored_on = path
         self.state.curve = None
         self.query_one(CheckpointList).mark_scored_on(path)
-        self.query_one(ScoresPanel).set_heading("Scores" if path is None else f"Scores on {path.stem}")
+        self.query_one(ScoresPanel).set_scored_on(None if path is None else path.stem)
         if request:
             self.request_frame()
 
@@ -469,9 +477,11 @@ class ExplorerScreen(Screen):
         self.query_one(AttackPanel).show(attack)  # also puts back a select left elsewhere when nothing changed
         if attack == state.attack:
             return
-        if attack.method != state.attack.method:
-            self.refresh_bindings()  # the eps keys step the severity under the corrupt method, eps otherwise
+        retitle = (attack.method, attack.norm) != (state.attack.method, state.attack.norm)
         state.attack = attack
+        if retitle:  # the eps keys step the severity under the corrupt method, and L2's eps by its own step
+            self._title_eps_keys()
+            self.refresh_bindings()
         curve = self.query_one(DscCurve)
         curve.show(curve.curve, state.curve_eps)
         self.request_frame()
@@ -659,10 +669,14 @@ class ExplorerScreen(Screen):
             self.query_one(DscCurve).show(message.curve, state.curve_eps)
 
     def _summary(self, text: str | None = None) -> None:
-        """The summary line: ``text``, or what the explorer attacks and how (state.summary)."""
-        if text is None:
-            text = self.state.summary(self.app.sub_title if self.has_class("-compact") else None)
-        self.query_one("#summary", Static).update(text, layout=False)  # one fixed line: no re-layout
+        """The summary line: ``text``, or what the explorer attacks and how (state.summary), in fewer words
+        where the long ones do not fit."""
+        line = self.query_one(SummaryLine)
+        if text is not None:
+            line.show(text)
+            return
+        device = self.app.sub_title if self.has_class("-compact") else None
+        line.show(self.state.summary(device), self.state.summary(device, short=True))
 
     # -- failures ----------------------------------------------------------------------------------
 

@@ -25,7 +25,7 @@ from core.labels import UW_MADISON, LabelSet
 from core.results import nanmean
 from core.wording import label_noun
 from segadv_tui.frames import Curve, Frame, LiveStep
-from segadv_tui.render.tables import format_score, number
+from segadv_tui.render.tables import format_score, number, split_line
 
 BARS = " ▁▂▃▄▅▆▇█"
 # The boundary metrics' columns: (metric, key, header, decimals), clean then adversarial.
@@ -66,18 +66,17 @@ def strength(config) -> str:
     return f"eps {config.eps:.3f}" if config.norm == "linf" else f"L2 eps {config.eps:.2f}"
 
 
-def split_line(split: LabelSplit | None) -> str:
-    """The slice's DSC split by its sources (``core.evaluation.label_split``), clean → adversarial: the mean
-    DSC over the labels in the reference, and how many of the absent ones are predicted ("halluc."; "" when
-    the slice is not scored). Short: it shares the Scores panel's title line (49 columns)."""
-    if split is None or split.present_pairs + split.absent_pairs == 0:
-        return ""
-    text = f"present {format_score(split.damage_clean)}→{format_score(split.damage_adv)}"
-    if not split.absent_pairs:
-        return f"{text} · none absent"
-    absent = split.absent_pairs
-    clean, adv = (round(share * absent) for share in (split.hallucination_clean, split.hallucination_adv))
-    return f"{text} · halluc. {clean}/{absent}→{adv}/{absent}"
+def scores_title(scored_on: str | None, split: str, room: int | None = None) -> str:
+    """The Scores panel's title: "Scores" ("Scores on NAME" for a transfer, ``scored_on``), then the split
+    (``split_line``). A transfer's title longer than ``room`` columns is the split, then "on NAME": a cut
+    takes the model's name (which the summary line and the checkpoint list also show), not the numbers."""
+    heading = "Scores" if scored_on is None else f"Scores on {scored_on}"
+    if not split:
+        return heading
+    title = f"{heading} · {split}"
+    if scored_on is None or room is None or len(title) <= room:
+        return title
+    return f"{split} · on {scored_on}"
 
 
 class ScoresTable(DataTable):
@@ -220,7 +219,7 @@ class ScoresPanel(Vertical):
         self.metrics = metrics
         self.note = ""  # the absent-organ footnote of the scores shown
         self.live_shown = False  # the second line shows an iterative run (its progress, then its history)
-        self.heading = "Scores"  # the title, before the split: "Scores on X" for a transfer
+        self.scored_on: str | None = None  # the model scored on, in a transfer (None: the attacked one)
         self.split = ""  # the slice's DSC split by its sources (split_line)
 
     def compose(self) -> ComposeResult:
@@ -265,15 +264,27 @@ class ScoresPanel(Vertical):
         self.live_shown = False
         self._show_note("")
 
-    def set_heading(self, heading: str) -> None:
-        self.heading = heading
+    @property
+    def heading(self) -> str:
+        """The title before the split: "Scores", or "Scores on NAME" for a transfer."""
+        return "Scores" if self.scored_on is None else f"Scores on {self.scored_on}"
+
+    def set_scored_on(self, name: str | None) -> None:
+        """The scores are ``name``'s masks (a transfer), or the attacked model's (None)."""
+        self.scored_on = name
+        self.set_class(name is not None, "-transfer")  # wider on a wide terminal (app.tcss)
         self._show_split(None, keep=True)
+
+    def on_resize(self) -> None:
+        self._show_split(None, keep=True)  # the title's order depends on its room
 
     def _show_split(self, split: LabelSplit | None, *, keep: bool = False) -> None:
         """The title: the heading, then the split of the scores shown (``keep``: the split shown before)."""
         if not keep:
             self.split = split_line(split)
-        self.border_title = f"{self.heading} · {self.split}" if self.split else self.heading
+        # The top border's corners take a column each; unknown before the first layout.
+        room = self.size.width - 2 if self.size.width else None
+        self.border_title = scores_title(self.scored_on, self.split, room)
 
     def _show_note(self, note: str) -> None:
         self.note = note

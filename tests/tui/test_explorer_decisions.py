@@ -96,12 +96,13 @@ def test_export_names_of_a_corruption_name_the_artefact_not_eps():
 @pytest.mark.parametrize(
     "size, forced, focus, focus_sidebar, classes",
     [
-        ((160, 48), None, False, False, {"-compact"}),
+        ((160, 48), None, False, False, {"-wide", "-compact"}),
         ((80, 24), None, False, False, {"-narrow", "-short", "-compact", "-tiny", "-no-sidebar"}),
-        ((200, 60), None, False, False, set()),
+        ((200, 60), None, False, False, {"-wide"}),
+        ((149, 60), None, False, False, set()),
         ((80, 60), True, False, False, {"-narrow"}),  # b showed the sidebar on a narrow terminal
-        ((200, 60), None, True, False, {"-no-sidebar"}),  # Focus hides it until b
-        ((200, 60), False, True, True, set()),
+        ((200, 60), None, True, False, {"-wide", "-no-sidebar"}),  # Focus hides it until b
+        ((200, 60), False, True, True, {"-wide"}),
     ],
 )
 def test_layout_classes_by_terminal_size(size, forced, focus, focus_sidebar, classes):

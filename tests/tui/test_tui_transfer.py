@@ -93,7 +93,7 @@ async def test_score_on_another_model_is_the_transfer_cell_and_w_cycles_back_to_
         )
         same_scores(state.frame.result, transferred)
         assert state.frame.checkpoint == str(demo_checkpoint())  # still crafted on demo_small
-        assert "scored on demo_small_fpn" in str(app.query_one("#summary").render())
+        assert "demo_small→demo_small_fpn" in str(app.query_one("#summary").render())  # the long line's too long
         assert app.query_one("#scores").heading == "Scores on demo_small_fpn"
         assert app.query_one("#attack-scored").value == str(fpn_path)
         from segadv_tui.render.tables import scores_table
