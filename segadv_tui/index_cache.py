@@ -12,7 +12,6 @@ atomically (``core.files``).
 
 from __future__ import annotations
 
-import gc
 import hashlib
 import os
 import pickle
@@ -20,6 +19,7 @@ import sys
 from pathlib import Path
 
 from core.paths import cache_dir
+from segadv_tui.gc_pause import paused
 
 KEEP = 8  # entries kept (the most recently written): a data root not opened for a while is indexed again
 OPENING = ".opening"  # the suffix of an entry's opening slice (``cached_opening``)
@@ -55,10 +55,21 @@ def save_index(root: Path, key: str, dataset, opening: tuple[float, object] | No
         return
     entry = entry_path(root)
     if opening is not None:
-        test_fraction, record = opening
-        _write(entry.with_suffix(OPENING), {"key": key, "test_fraction": test_fraction, "record": record})
+        _write_opening(entry, key, *opening)
     _write(entry, {"key": key, "dataset": dataset})
     _prune(entry.parent)
+
+
+def save_opening(root: Path, key: str, test_fraction: float, record) -> None:
+    """Keep ``record``, the opening slice under ``test_fraction``, beside ``root``'s cached index (saved
+    under another split), unless the tree changed since it had ``key``."""
+    root = Path(root).absolute()
+    if index_key(root) == key:
+        _write_opening(entry_path(root), key, test_fraction, record)
+
+
+def _write_opening(entry: Path, key: str, test_fraction: float, record) -> None:
+    _write(entry.with_suffix(OPENING), {"key": key, "test_fraction": test_fraction, "record": record})
 
 
 def cached_opening(root: Path, key: str, test_fraction: float):
@@ -76,14 +87,10 @@ def cached_opening(root: Path, key: str, test_fraction: float):
 
 def _unpickle(data: bytes):
     """``pickle.loads`` with the cyclic collector paused: a real-scale index is some 300,000 objects, and the
-    collections their allocation sets off walk them again and again (half the time of loading, measured)."""
-    collecting = gc.isenabled()
-    gc.disable()
-    try:
+    collections their allocation sets off walk them again and again (half the time of loading, measured).
+    The pause is counted with the launch's (``gc_pause``), which may end in another thread meanwhile."""
+    with paused():
         return pickle.loads(data)
-    finally:
-        if collecting:
-            gc.enable()
 
 
 def entry_path(root: Path) -> Path:

@@ -6,6 +6,8 @@ import asyncio
 import functools
 from pathlib import Path
 
+from textual.worker import WorkerCancelled
+
 from segadv_tui.app import SegadvApp
 
 
@@ -38,9 +40,13 @@ def record_notifications(app: SegadvApp) -> None:
 
 
 async def settle(pilot, app: SegadvApp) -> None:
-    """Until no worker runs and every posted message is handled."""
+    """Until no worker runs and every posted message is handled (a worker cancelled by a newer one of its
+    exclusive group is done, as the app means it to be)."""
     for _ in range(200):
-        await app.workers.wait_for_complete()
+        try:
+            await app.workers.wait_for_complete()
+        except WorkerCancelled:
+            pass
         await pilot.pause()
         if not any(w.is_running for w in app.workers):
             return

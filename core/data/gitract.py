@@ -371,6 +371,8 @@ class ListedSlice:
 
     id: str
     case: int
+    day: int
+    slice: int
     rles: tuple[str, ...]  # in ORGANS order; "" = absent
 
     @property
@@ -383,7 +385,8 @@ class ListedSlice:
 
 
 def listed_slices(root: str | Path, exclude: Iterable[str] = EXCLUDED_CASE_DAYS) -> list[ListedSlice]:
-    """The slices train.csv lists outside the excluded case-days, in its order, from one quick pass that
+    """The slices train.csv lists outside the excluded case-days, in the index's order (case, day, slice:
+    the real train.csv is not), from one quick pass that
     checks only what it reads (a fraction of indexing a real-scale tree: no file is listed, no RLE
     checked). ``GITractDataset`` checks everything and says what is wrong; this raises ``DataError`` for
     a train.csv it cannot read so (a bad header, an id not like case123_day20_slice_0065)."""
@@ -410,8 +413,10 @@ def listed_slices(root: str | Path, exclude: Iterable[str] = EXCLUDED_CASE_DAYS)
         parsed = _ID.fullmatch(slice_id)
         if parsed is None:
             raise DataError(f"{csv_path}: id {_cut(slice_id)} is not like case123_day20_slice_0065")
-        if f"case{int(parsed[1])}_day{int(parsed[2])}" not in excluded:
-            listed.append(ListedSlice(slice_id, int(parsed[1]), tuple(organ_rles.get(organ, "") for organ in ORGANS)))
+        case, day, number = int(parsed[1]), int(parsed[2]), int(parsed[3])
+        if f"case{case}_day{day}" not in excluded:
+            listed.append(ListedSlice(slice_id, case, day, number, tuple(organ_rles.get(o, "") for o in ORGANS)))
+    listed.sort(key=lambda entry: (entry.case, entry.day, entry.slice))
     return listed
 
 

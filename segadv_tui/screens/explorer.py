@@ -199,38 +199,44 @@ class ExplorerScreen(Screen):
         if options.image is not None:
             self.post_message(DataReady(None, [Path(options.image)], str(options.image)))
             return
+        from core.data.gitract import GITractDataset
         from core.data.open import open_dataset
-        from segadv_tui.index_cache import cached_opening, index_key, load_index, save_index
+        from segadv_tui.index_cache import cached_opening, index_key, load_index, save_index, save_opening
 
         # A UW-Madison tree indexed before opens from the cache (seconds at real scale); a fresh index is
         # saved after the explorer has it. A Decathlon folder's index reads headers only: no cache. The
         # opening slice comes first (kept beside the index, or a first look at a tree not indexed before),
-        # and the index, a 37 MB pickle or seconds of reading at real scale, after the first frame.
+        # and the index, a 37 MB pickle or seconds of reading at real scale, after the first frame. The
+        # root is absolute: the records carry their paths under it, whatever folder the next start is in.
+        root = None if options.data is None else Path(options.data).absolute()
         dataset, key, opening = None, None, None
-        if options.data is not None and (Path(options.data) / "train.csv").is_file():
-            key = index_key(options.data)
-            opening = cached_opening(options.data, key, options.test_fraction)
+        if root is not None and _uw_madison(root):
+            key = index_key(root)
+            opening = cached_opening(root, key, options.test_fraction)
             if opening is None:
-                dataset, _ = load_index(options.data, key)
+                dataset, _ = load_index(root, key)
             if dataset is None and opening is None:
-                opening = first_look(Path(options.data), options.test_fraction)
+                opening = first_look(root, options.test_fraction)
             if opening is not None:
-                from core.data.gitract import GITractDataset
-
                 self.post_message(OpeningSlice(opening, GITractDataset.labels))
-                self._wait_for_the_launch(get_current_worker())
-                dataset, _ = load_index(options.data, key)
+                worker = get_current_worker()
+                self._wait_for_the_launch(worker)
+                if worker.is_cancelled:  # the app closed before its first frame: no index to read
+                    return
+                dataset, _ = load_index(root, key)
         fresh = dataset is None
         if fresh:
-            dataset = open_dataset(options.data, slice_axis=options.slice_axis, kind=options.label_kind())
+            dataset = open_dataset(root, slice_axis=options.slice_axis, kind=options.label_kind())
         description = str(options.data) if options.data else "built-in demo"
         self.post_message(DataReady(dataset, list(dataset.records), description))
         for problem in dataset.problems[:3]:
             self.app.call_from_thread(self.notify, problem, severity="warning", timeout=8)
-        if fresh and key is not None:
-            records = dataset.records
-            first = (options.test_fraction, opening_slice(records, options.test_fraction)) if records else None
-            save_index(options.data, key, dataset, first)
+        if key is not None and dataset.records:
+            first = opening_slice(dataset.records, options.test_fraction)
+            if fresh:
+                save_index(root, key, dataset, (options.test_fraction, first))
+            elif opening is None:  # the index from the cache, but no opening slice for this split beside it
+                save_opening(root, key, options.test_fraction, first)
 
     def _wait_for_the_launch(self, worker: Worker) -> None:
         """Until the launch is over (``_launched``: at most LONGEST_PAUSE_S) or the app closes."""
@@ -238,8 +244,9 @@ class ExplorerScreen(Screen):
             pass
 
     def _launch_over(self) -> None:
-        self._launched.set()
-        resume_collector()  # the launch's pause (segadv_tui.gc_pause)
+        if not self._launched.is_set():
+            resume_collector()  # the launch's pause (segadv_tui.gc_pause), before the index may unpickle
+            self._launched.set()
 
     @on(OpeningSlice)
     def _opening_slice(self, message: OpeningSlice) -> None:
@@ -253,7 +260,9 @@ class ExplorerScreen(Screen):
             problem = state.label_problem(state.attacked)
             if problem:
                 self._refuse(state.attacked, problem)
-        self.query_one(SliceBrowser).border_subtitle = "indexing…"
+        browser = self.query_one(SliceBrowser)
+        browser.border_subtitle = "indexing…"
+        browser.focus()  # where the index would put it: not later, when the user may be typing elsewhere
         state.source = message.record
         self.request_frame()
 
@@ -279,12 +288,16 @@ class ExplorerScreen(Screen):
             self.notify(f"No slices in {message.description}.", severity="warning", markup=False)
             self._show_failure("data", f"No slices in {message.description}.")
             return
-        browser.focus()
         opened = [record for record in state.records if record == state.source]  # by a first look
+        if not opened:
+            browser.focus()
         first = opened[0] if opened else opening_slice(state.records, state.options.test_fraction)
         if not browser.records:
             browser.set_organs_only(False)
         browser.choose(first)
+        frame = state.frame
+        if opened and frame is not None and state.is_latest(frame.request_id):  # shown before j and k had slices
+            self._follow_frame(frame)
 
     # -- checkpoints ------------------------------------------------------------------------------
 
@@ -463,6 +476,9 @@ class ExplorerScreen(Screen):
 
     def action_organs_only(self) -> None:
         browser = self.query_one(SliceBrowser)
+        if self.state.has_truth and self.state.dataset is None:
+            self.notify("The slices are still being indexed.")
+            return
         if self.state.has_truth:
             browser.set_organs_only(not browser.organs_only)
             only = f"Showing only slices{with_labels_caption(self.state.labels, False)}."
@@ -595,6 +611,18 @@ class ExplorerScreen(Screen):
             scores.show_live_line(
                 replace(live, step=live.steps, seconds=frame.seconds, mean_dsc=live.mean_dsc + (frame.result.mean_adv,))
             )
+        self.call_after_refresh(self._launch_over)  # once this frame is painted
+        self._follow_frame(frame)
+        self._summary()
+        if state.attacked.path not in self._compiled:  # after the first frame: the next launch's is sooner
+            self._compiled.add(state.attacked.path)
+            self._compile_model(state.attacked, state.device)
+
+    def _follow_frame(self, frame: Frame) -> None:
+        """The frame's eps curve (unless the curve shown is its) and the prefetch of the slices ``j`` and
+        ``k`` choose next, after the frame is painted: started at once, they slowed it (j in 74-110 ms
+        against 78-86)."""
+        state = self.state
         curve = self.query_one(DscCurve)
         curve_data = None
         if state.curve is not None and state.curve_matches(state.curve, frame):
@@ -603,8 +631,6 @@ class ExplorerScreen(Screen):
             curve.show(None, state.curve_eps)
             curve_data = self._slices.of_frame(frame, state.attacked.img_size)
         upcoming = self.query_one(SliceBrowser).neighbours(state.source) if state.has_truth else []
-        self.call_after_refresh(self._launch_over)  # once this frame is painted
-        # After the paint: started at once, the curve and the prefetch slowed it (j in 74-110 ms against 78-86).
         self.call_after_refresh(
             self._after_frame,
             frame.request_id,
@@ -615,10 +641,6 @@ class ExplorerScreen(Screen):
             self.attacker,
             state.scoring_model() if frame.scored_on is not None else None,
         )
-        self._summary()
-        if state.attacked.path not in self._compiled:  # after the first frame: the next launch's is sooner
-            self._compiled.add(state.attacked.path)
-            self._compile_model(state.attacked, state.device)
 
     @work(thread=True, exit_on_error=False, group="compile", name="Caching the compiled model")
     def _compile_model(self, loaded: LoadedCheckpoint, device: str) -> None:
@@ -700,6 +722,8 @@ class ExplorerScreen(Screen):
         that works (the next pictures replace it). ``group``: the work that failed (FAILURE_TITLES)."""
         self._failed = group
         self._launch_over()  # without a frame
+        if group == "data":
+            self.query_one(SliceBrowser).border_subtitle = ""  # not "indexing…" beside the failure
         self.query_one("#images").loading = False
         advice = self.state.failure_advice(group)
         self.query_one(PictureViews).show_failure(FAILURE_TITLES[group], f"{message}\n\n{advice}")
@@ -868,7 +892,20 @@ class ExplorerScreen(Screen):
     def action_table_ii(self) -> None:
         from segadv_tui.screens.table_ii import TableIIScreen
 
+        if self.state.dataset is None and self.state.source is not None and self.state.has_truth:
+            self.notify("Table II: the slices are still being indexed.", severity="warning")
+            return
         if self.state.dataset is None or not self.state.loaded:
             self.notify("Table II needs a data set with ground truth and a loaded checkpoint.", severity="warning")
             return
         self.app.push_screen(TableIIScreen(self.state))
+
+
+def _uw_madison(root: Path) -> bool:
+    """Whether ``root`` is read as UW-Madison data (``data_layout``'s rule: dataset.json wins over train.csv)."""
+    from core.data.open import DataError, data_layout
+
+    try:
+        return data_layout(root) == "uw-madison"
+    except DataError:  # neither: opening it says so
+        return False

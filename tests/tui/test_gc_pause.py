@@ -7,12 +7,14 @@ import gc
 import subprocess
 import sys
 import textwrap
+import threading
 
 import pytest
 from tui_pilot import first_frame, make_app, pilot_test, settle, until
 
 from core.paths import demo_checkpoint
 from segadv_tui import gc_pause
+from segadv_tui.workers import WorkerHooks
 
 
 @pytest.fixture(autouse=True)
@@ -51,12 +53,31 @@ def test_pause_and_resume_free_the_garbage_and_freeze_the_first_launch_only_and_
 
 @pilot_test
 async def test_the_launch_runs_without_collecting_until_its_first_frame_is_painted(tiny_demo):
-    app = make_app(tiny_demo, demo_checkpoint())
+    collecting = []  # whether the collector ran as each frame's computation started
+    hooks = WorkerHooks(on_frame_start=lambda request: collecting.append(gc.isenabled()))
+    app = make_app(tiny_demo, demo_checkpoint(), hooks=hooks)
     assert not gc.isenabled() and gc_pause.is_paused()  # from the app's creation: torch imports from there
     async with app.run_test(size=(120, 40)) as pilot:
         await first_frame(pilot, app)
         await settle(pilot, app)
         assert gc.isenabled() and not gc_pause.is_paused()
+        await pilot.press("plus")
+        await until(pilot, app, lambda: len(collecting) == 2, "the eps step's frame")
+    assert collecting == [False, True]
+
+
+def test_a_pause_of_another_thread_outlasts_the_launch_and_the_last_to_end_turns_collecting_on():
+    gc_pause.pause()
+    with gc_pause.paused():  # an index unpickled while the first frame is painted
+        gc_pause.resume()
+        assert not gc.isenabled()
+    assert gc.isenabled()
+    with gc_pause.paused():
+        gc_pause.pause()
+        assert not gc.isenabled()
+    assert not gc.isenabled()  # the launch's pause still holds
+    gc_pause.resume()
+    assert gc.isenabled()
 
 
 @pilot_test
@@ -71,8 +92,16 @@ async def test_a_launch_without_a_frame_collects_again(tiny_demo, tmp_path):
 
 
 @pilot_test
-async def test_an_app_closed_before_its_first_frame_collects_again(tiny_demo):
+async def test_an_app_closed_before_its_first_frame_collects_again(tiny_demo, monkeypatch):
+    import segadv_tui.catalog
+
+    gate = threading.Event()  # the checkpoints are not scanned before q: no model, no frame
+    scan = segadv_tui.catalog.scan
+    monkeypatch.setattr(segadv_tui.catalog, "scan", lambda *a, **k: gate.wait(60) and scan(*a, **k))
     app = make_app(tiny_demo, demo_checkpoint())
     async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause(0.3)
+        assert not gc.isenabled() and app.explorer.state.frame is None
         await pilot.press("q")
-    assert gc.isenabled() and not gc_pause.is_paused()
+        gate.set()
+    assert gc.isenabled() and not gc_pause.is_paused() and app.explorer.state.frame is None
