@@ -10,7 +10,7 @@ import textwrap
 import threading
 
 import pytest
-from tui_pilot import first_frame, make_app, pilot_test, settle, until
+from tui_pilot import first_frame, make_app, pilot_test, until
 
 from core.paths import demo_checkpoint
 from segadv_tui import gc_pause
@@ -59,8 +59,8 @@ async def test_the_launch_runs_without_collecting_until_its_first_frame_is_paint
     assert not gc.isenabled() and gc_pause.is_paused()  # from the app's creation: torch imports from there
     async with app.run_test(size=(120, 40)) as pilot:
         await first_frame(pilot, app)
-        await settle(pilot, app)
-        assert gc.isenabled() and not gc_pause.is_paused()
+        await until(pilot, app, gc.isenabled, "collecting again, a moment after the first frame")
+        assert not gc_pause.is_paused()
         await pilot.press("plus")
         await until(pilot, app, lambda: len(collecting) == 2, "the eps step's frame")
     assert collecting == [False, True]
