@@ -120,7 +120,9 @@ def main() -> None:
         app._display = recording_display
         async with app.run_test(size=(160, 48)) as pilot:
             await shown.wait()
-            await pilot.pause(0.3)  # the collector's resumption, after the paint
+            while app.explorer.state.dataset is None:  # the index, read after the first frame
+                await pilot.pause(0.05)
+            await pilot.pause(0.3)  # and saved to its cache
 
     asyncio.run(run())
     print(f"{data} ({checkpoint.name}); load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
