@@ -98,8 +98,25 @@ def read_raw_slice(path: str | Path) -> np.ndarray:
     return pixels.astype(np.float32)
 
 
+class _LabelsByRLE:
+    """Which labels a slice's truth holds, from its RLEs (``rles``, in ORGANS order; "" = absent), without
+    decoding them: what every data set's records say (``core.data``)."""
+
+    rles: tuple[str, ...]
+
+    @property
+    def has_labels(self) -> bool:
+        """Any label in the ground truth."""
+        return any(self.rles)
+
+    @property
+    def labels_present(self) -> tuple[bool, ...]:
+        """Which labels the ground truth holds, in label-set order."""
+        return tuple(bool(rle) for rle in self.rles)
+
+
 @dataclass(frozen=True)
-class SliceRecord:
+class SliceRecord(_LabelsByRLE):
     """One scan slice: where its PNG is, what its file name says, and its three organ RLEs."""
 
     id: str  # "case123_day20_slice_0065"
@@ -119,16 +136,6 @@ class SliceRecord:
     @property
     def has_organs(self) -> bool:
         return any(self.rles)
-
-    @property
-    def has_labels(self) -> bool:
-        """Any label in the ground truth: what every data set's records say (``core.data``)."""
-        return any(self.rles)
-
-    @property
-    def labels_present(self) -> tuple[bool, ...]:
-        """Which labels the ground truth holds, in label-set order (as every data set's records say)."""
-        return tuple(bool(rle) for rle in self.rles)
 
     def load(self, img_size: int = 224) -> tuple[np.ndarray, np.ndarray]:
         """``load_slice(self, img_size)``: every data set's records load themselves the same way."""
@@ -365,7 +372,7 @@ def _record(slice_id: str, path: Path, name: re.Match, organ_rles: dict[str, str
 
 
 @dataclass(frozen=True)
-class ListedSlice:
+class ListedSlice(_LabelsByRLE):
     """A slice as train.csv lists it (``listed_slices``), before its file is found or its rows checked:
     what choosing a slice by case and labels needs."""
 
@@ -374,14 +381,6 @@ class ListedSlice:
     day: int
     slice: int
     rles: tuple[str, ...]  # in ORGANS order; "" = absent
-
-    @property
-    def has_labels(self) -> bool:
-        return any(self.rles)
-
-    @property
-    def labels_present(self) -> tuple[bool, ...]:
-        return tuple(bool(rle) for rle in self.rles)
 
 
 def listed_slices(root: str | Path, exclude: Iterable[str] = EXCLUDED_CASE_DAYS) -> list[ListedSlice]:

@@ -248,6 +248,14 @@ class ExplorerScreen(Screen):
             resume_collector()  # the launch's pause (segadv_tui.gc_pause), before the index may unpickle
             self._launched.set()
 
+    def _use_data_labels(self) -> None:
+        """Show the data's labels, now known; a checkpoint that came first must segment them."""
+        self._use_labels()
+        attacked = self.state.attacked
+        problem = self.state.label_problem(attacked) if attacked is not None else None
+        if attacked is not None and problem:
+            self._refuse(attacked, problem)
+
     @on(OpeningSlice)
     def _opening_slice(self, message: OpeningSlice) -> None:
         """Attack the opening slice while the index is read: the slices panel fills when it is complete."""
@@ -255,11 +263,7 @@ class ExplorerScreen(Screen):
         if state.dataset is not None or state.source is not None:  # the index came first
             return
         state.data_labels = message.labels
-        self._use_labels()
-        if state.attacked is not None:  # the checkpoint came first: it must segment the data's labels
-            problem = state.label_problem(state.attacked)
-            if problem:
-                self._refuse(state.attacked, problem)
+        self._use_data_labels()
         browser = self.query_one(SliceBrowser)
         browser.border_subtitle = "indexing…"
         browser.focus()  # where the index would put it: not later, when the user may be typing elsewhere
@@ -271,11 +275,7 @@ class ExplorerScreen(Screen):
         state = self.state
         state.dataset = message.dataset
         state.records = message.records
-        self._use_labels()
-        if state.attacked is not None:  # the checkpoint came first: it must segment the data's labels
-            problem = state.label_problem(state.attacked)
-            if problem:
-                self._refuse(state.attacked, problem)
+        self._use_data_labels()
         browser = self.query_one(SliceBrowser)
         if not state.has_truth:
             browser.border_subtitle = "one PNG, no ground truth"
