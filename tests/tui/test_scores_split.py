@@ -6,24 +6,37 @@ computed from core's ``label_split`` of the frame shown, the title read from the
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from textual.geometry import Region
 from tui_pilot import first_frame, make_app, pilot_test, until
 
 from core.evaluation.label_split import label_split
 from core.paths import demo_checkpoint
-from segadv_tui.render.tables import format_score
+from segadv_tui.render.tables import split_line
 from segadv_tui.widgets.scores import ScoresPanel, scores_title
 
 
 def expected_split(result) -> str:
-    """The split in the Scores title's words, from core's label_split."""
-    split = label_split([result])
-    text = f"present {format_score(split.damage_clean)}→{format_score(split.damage_adv)}"
-    if not split.absent_pairs:
-        return f"{text} · none absent"
-    absent = split.absent_pairs
-    clean, adv = (round(share * absent) for share in (split.hallucination_clean, split.hallucination_adv))
-    return f"{text} · halluc. {clean}/{absent}→{adv}/{absent}"
+    """The split in the Scores title's words (``split_line``, whose wording the title's tests check), from
+    core's label_split of the frame: what every export and copy must say too."""
+    return split_line(label_split([result]))
+
+
+def test_the_split_s_words_are_core_s_numbers():
+    from core.evaluation.label_split import LabelSplit
+
+    split = LabelSplit(
+        damage_clean=0.8721,
+        damage_adv=0.75,
+        present_pairs=2,
+        hallucination_clean=0.0,
+        hallucination_adv=1.0,
+        absent_pairs=1,
+    )
+    assert split_line(split) == "present 0.872→0.750 · halluc. 0/1→1/1"
+    assert split_line(replace(split, absent_pairs=0)) == "present 0.872→0.750 · none absent"
+    assert split_line(None) == "" and split_line(replace(split, present_pairs=0, absent_pairs=0)) == ""
 
 
 def drawn_top_line(widget) -> str:
