@@ -201,17 +201,7 @@ class GITractDataset:
         try:
             with csv_path.open(newline="", encoding="utf-8") as file:
                 reader = csv.reader(file)
-                header = next(reader, None)
-                if header is None:
-                    raise DataError(f"{csv_path} is empty (expected the columns {', '.join(CSV_COLUMNS)})")
-                header = [name.strip().lstrip("\ufeff") for name in header]
-                missing = [name for name in CSV_COLUMNS if name not in header]
-                if missing:
-                    raise DataError(
-                        f"{csv_path} lacks the column(s) {', '.join(missing)} "
-                        f"(has {_columns(header) or 'none'}; expected {', '.join(CSV_COLUMNS)})"
-                    )
-                id_at, class_at, rle_at = (header.index(name) for name in CSV_COLUMNS)
+                header, (id_at, class_at, rle_at) = _read_header(reader, csv_path)
                 last_id, excluded = None, False
                 for fields in reader:
                     if not fields:
@@ -233,8 +223,7 @@ class GITractDataset:
                         raise DataError(f"{at}: duplicate row for {slice_id} {organ} (first on line {first})")
                     first_line[slice_id, organ] = reader.line_num
                     if not excluded:
-                        rle = fields[rle_at].strip()
-                        rows.setdefault(slice_id, {})[organ] = "" if rle.lower() == "nan" else rle
+                        rows.setdefault(slice_id, {})[organ] = _rle_field(fields[rle_at])
         except (csv.Error, UnicodeDecodeError) as exc:
             raise DataError(f"cannot read {csv_path} as CSV: {exc}") from None
         except OSError as exc:
@@ -340,6 +329,28 @@ class GITractDataset:
         return f"GITractDataset({str(self.root)!r}: {len(self.records)} slices, {len(self.problems)} problems)"
 
 
+def _read_header(reader, csv_path: Path) -> tuple[list[str], tuple[int, ...]]:
+    """train.csv's header from ``reader`` (names stripped, a byte-order mark dropped) and where its id,
+    class and segmentation columns are; ``DataError`` for an empty file or a missing column."""
+    header = next(reader, None)
+    if header is None:
+        raise DataError(f"{csv_path} is empty (expected the columns {', '.join(CSV_COLUMNS)})")
+    header = [name.strip().lstrip("\ufeff") for name in header]
+    missing = [name for name in CSV_COLUMNS if name not in header]
+    if missing:
+        raise DataError(
+            f"{csv_path} lacks the column(s) {', '.join(missing)} "
+            f"(has {_columns(header) or 'none'}; expected {', '.join(CSV_COLUMNS)})"
+        )
+    return header, tuple(header.index(name) for name in CSV_COLUMNS)
+
+
+def _rle_field(value: str) -> str:
+    """A segmentation cell as a record keeps it: "" for an absent organ (Kaggle writes NaN or nothing)."""
+    rle = value.strip()
+    return "" if rle.lower() == "nan" else rle
+
+
 def _file_name_problem(name: re.Match | None) -> str | None:
     """Why a slice file's name (its ``_SLICE_FILE`` match) leaves it out of the data set; None: it names a slice."""
     if name is None:
@@ -395,16 +406,10 @@ def listed_slices(root: str | Path, exclude: Iterable[str] = EXCLUDED_CASE_DAYS)
     try:
         with csv_path.open(newline="", encoding="utf-8") as file:
             reader = csv.reader(file)
-            header = [name.strip().lstrip("\ufeff") for name in next(reader, [])]
-            if any(name not in header for name in CSV_COLUMNS):
-                raise DataError(f"{csv_path} lacks the columns {', '.join(CSV_COLUMNS)}")
-            id_at, class_at, rle_at = (header.index(name) for name in CSV_COLUMNS)
+            header, (id_at, class_at, rle_at) = _read_header(reader, csv_path)
             for fields in reader:
                 if len(fields) == len(header):
-                    rle = fields[rle_at].strip()
-                    rows.setdefault(fields[id_at].strip(), {})[fields[class_at].strip()] = (
-                        "" if rle.lower() == "nan" else rle
-                    )
+                    rows.setdefault(fields[id_at].strip(), {})[fields[class_at].strip()] = _rle_field(fields[rle_at])
     except (csv.Error, UnicodeDecodeError, OSError) as exc:
         raise DataError(f"cannot read {csv_path}: {exc}") from None
     listed = []
