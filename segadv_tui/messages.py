@@ -24,6 +24,7 @@ class DataReady(Message):
     dataset: Any  # core.data.gitract.GITractDataset, or None for a lone PNG
     records: list
     description: str
+    opening: Any = None  # the slice to open on (``state.opening_slice``), None without records
 
 
 @dataclass

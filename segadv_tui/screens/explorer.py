@@ -228,11 +228,11 @@ class ExplorerScreen(Screen):
         if fresh:
             dataset = open_dataset(root, slice_axis=options.slice_axis, kind=options.label_kind())
         description = str(options.data) if options.data else "built-in demo"
-        self.post_message(DataReady(dataset, list(dataset.records), description))
+        first = opening_slice(dataset.records, options.test_fraction) if dataset.records else None
+        self.post_message(DataReady(dataset, list(dataset.records), description, first))
         for problem in dataset.problems[:3]:
             self.app.call_from_thread(self.notify, problem, severity="warning", timeout=8)
-        if key is not None and dataset.records:
-            first = opening_slice(dataset.records, options.test_fraction)
+        if key is not None and first is not None:
             if fresh:
                 save_index(root, key, dataset, (options.test_fraction, first))
             elif opening is None:  # the index from the cache, but no opening slice for this split beside it
@@ -288,15 +288,22 @@ class ExplorerScreen(Screen):
             self.notify(f"No slices in {message.description}.", severity="warning", markup=False)
             self._show_failure("data", f"No slices in {message.description}.")
             return
-        opened = [record for record in state.records if record == state.source]  # by a first look
-        if not opened:
+        opened = None  # the slice a first look opened, where the index holds it as it was
+        if state.source is not None:
+            try:
+                indexed = message.dataset.by_id(state.source.id)
+            except KeyError:
+                indexed = None
+            opened = indexed if indexed == state.source else None
+        if opened is None:
             browser.focus()
-        first = opened[0] if opened else opening_slice(state.records, state.options.test_fraction)
+        first = message.opening if opened is None else opened
         if not browser.records:
             browser.set_organs_only(False)
         browser.choose(first)
         frame = state.frame
-        if opened and frame is not None and state.is_latest(frame.request_id):  # shown before j and k had slices
+        # Shown before j and k had slices: their prefetch now.
+        if opened is not None and frame is not None and state.is_latest(frame.request_id):
             self._follow_frame(frame)
 
     # -- checkpoints ------------------------------------------------------------------------------
