@@ -17,12 +17,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from quick_training import quick_train_config
 
 from core.files import read_csv_log
 from core.models.checkpoints import load_checkpoint, load_training_state, resume_path_for
 from core.models.registry import REGISTRY, build_model, freeze_unused_parameters
 from core.training.history import history_path_for, steps_path_for
-from core.training.loop import TrainConfig, train
+from core.training.loop import train
 
 # What smp's EfficientNet encoder builds but never runs (its classification head without the classifier).
 EFFICIENTNET_UNUSED = ["net.encoder._conv_head.weight", "net.encoder._bn1.weight", "net.encoder._bn1.bias"]
@@ -112,18 +113,7 @@ def test_every_model_trains_two_steps_under_torchrun_without_unused_parameters(t
 @pytest.mark.slow
 def test_a_two_process_gloo_run_resumes_a_state_and_only_rank_0_reports_and_saves(tiny_demo, tmp_path):
     out = tmp_path / "ddp.safetensors"
-    train(
-        TrainConfig(
-            model="small",
-            data=tiny_demo,
-            out=out,
-            encoder_weights="none",
-            epochs=1,
-            batch_size=8,
-            img_size=64,
-            workers=0,
-        )
-    )
+    train(quick_train_config(tiny_demo, out, 64))
     # Both ranks restore rank 0's RNG state, then reseed per rank, and go on with epoch 2.
     done = torchrun(
         2,
